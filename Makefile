@@ -1,0 +1,44 @@
+# softmig -- PGXS build
+#
+# make && make install && make installcheck   standard PGXS path (own server)
+# make test                                     installs deps, builds and runs every suite
+# make demo                                     installs deps, builds and runs the live demo
+
+EXTENSION  = softmig
+MODULE_big = softmig
+OBJS = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
+
+DATA = src/softmig--0.1.0.sql
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+
+REGRESS = state catalog writes
+REGRESS_OPTS = --inputdir=. --load-extension=softmig
+
+ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
+ISOLATION_OPTS = --inputdir=test/isolation --load-extension=softmig
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(OBJS): src/softmig.h src/compat.h
+
+ifeq ($(shell test $(VERSION_NUM) -lt 140000 2>/dev/null && echo old),old)
+$(error softmig needs PostgreSQL 14 or later; $(PG_CONFIG) reports $(VERSION))
+endif
+
+.PHONY: test demo pgtap
+test:
+	bash test/run_all.sh
+
+demo:
+	bash demo/run.sh
+
+# pgTAP suite against the server in PG* environment variables
+pgtap:
+	pg_prove --ext .sql -v test/pgtap/

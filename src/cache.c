@@ -1,0 +1,318 @@
+/*-------------------------------------------------------------------------
+ *
+ * cache.c
+ *	  Per-backend cache of migration definitions used by the triggers.
+ *
+ *	  Triggers never read the catalog per row or per statement: they look up
+ *	  a SoftmigMigration by id in a backend-local hash table.  An entry is
+ *	  (re)loaded from softmig.migrations and softmig.mappings with the latest
+ *	  snapshot, so a state change committed by another backend is seen even
+ *	  inside an older REPEATABLE READ transaction.  Entries are invalidated by
+ *	  relcache invalidation of either table: every state change, trigger
+ *	  change or DDL on the tables sends one, and a writer processes it when
+ *	  it acquires its lock on the table, i.e. after the state change that
+ *	  held the conflicting lock has committed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/partition.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "softmig.h"
+
+/* >0 while softmig itself is writing the other side (loop guard). */
+int			softmig_mirror_depth = 0;
+
+static HTAB *migration_cache = NULL;
+
+/* Retired entries' memory, freed when no trigger frame can be using it. */
+static List *graveyard = NIL;
+static List *graveyard_plans = NIL;
+
+/*
+ * retire_entry_memory
+ *		Free the plans and memory of a stale entry now, or park them until
+ *		no mirroring is in progress (a trigger frame further up the stack may
+ *		still be executing one of the plans).
+ */
+static void
+retire_entry_memory(SoftmigMigration *m)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	for (SoftmigRelPlans *p = m->plans; p; p = p->next)
+	{
+		SPIPlanPtr	plans[] = {p->upsert, p->delete, p->move, p->keyjson_new, p->keyjson_old};
+
+		for (int i = 0; i < lengthof(plans); i++)
+			if (plans[i] != NULL)
+				graveyard_plans = lappend(graveyard_plans, plans[i]);
+	}
+	if (m->cxt)
+		graveyard = lappend(graveyard, m->cxt);
+	MemoryContextSwitchTo(old);
+	m->cxt = NULL;
+	m->plans = NULL;
+
+	if (softmig_mirror_depth == 0)
+	{
+		ListCell   *lc;
+
+		foreach(lc, graveyard_plans)
+			SPI_freeplan((SPIPlanPtr) lfirst(lc));
+		foreach(lc, graveyard)
+			MemoryContextDelete((MemoryContext) lfirst(lc));
+		list_free(graveyard_plans);
+		list_free(graveyard);
+		graveyard_plans = NIL;
+		graveyard = NIL;
+	}
+}
+
+/*
+ * relcache_callback
+ *		Mark entries that involve the invalidated relation as stale.  Must
+ *		not allocate or do catalog access.
+ */
+static void
+relcache_callback(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS seq;
+	SoftmigMigration *m;
+
+	if (migration_cache == NULL)
+		return;
+	hash_seq_init(&seq, migration_cache);
+	while ((m = hash_seq_search(&seq)) != NULL)
+	{
+		if (!OidIsValid(relid) || m->legacy == relid || m->target == relid)
+			m->valid = false;
+		else
+		{
+			for (SoftmigRelPlans *p = m->plans; p; p = p->next)
+				if (p->relid == relid)
+					m->valid = false;
+		}
+	}
+}
+
+/*
+ * softmig_cache_init
+ *		Register the invalidation callback.  Called from _PG_init.
+ */
+void
+softmig_cache_init(void)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int32);
+	ctl.entrysize = sizeof(SoftmigMigration);
+	migration_cache = hash_create("softmig migrations", 16, &ctl,
+								  HASH_ELEM | HASH_BLOBS);
+	CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+}
+
+/*
+ * text_array_to_list
+ *		Convert a text[] datum to a List of C strings in the current context.
+ */
+static List *
+text_array_to_list(Datum d)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(d);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *result = NIL;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			result = lappend(result, TextDatumGetCString(elems[i]));
+	return result;
+}
+
+/*
+ * load_migration
+ *		Fill *m from the catalog using the latest snapshot.  Returns false if
+ *		the migration no longer exists.  Runs its own SPI connection; the
+ *		queries are fully schema-qualified.
+ */
+static bool
+load_migration(SoftmigMigration *m, int32 id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(id)};
+	SPIPlanPtr	plan;
+	bool		isnull;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	MemoryContext cxt;
+	MemoryContext old;
+	int			ret;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	plan = SPI_prepare("SELECT name, legacy, target, state::pg_catalog.text, legacy_key, target_key "
+					   "FROM softmig.migrations WHERE id OPERATOR(pg_catalog.=) $1",
+					   1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
+							   InvalidSnapshot, true, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_snapshot failed: %d", ret);
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		return false;
+	}
+
+	cxt = AllocSetContextCreate(CacheMemoryContext, "softmig migration",
+								ALLOCSET_SMALL_SIZES);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	old = MemoryContextSwitchTo(cxt);
+	m->cxt = cxt;
+	m->name = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	m->legacy = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+	m->target = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+	{
+		char	   *st = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+
+		m->state = SM_LEGACY;
+		for (int i = 0; i < SM_NSTATES; i++)
+			if (strcmp(st, softmig_state_name((SoftmigState) i)) == 0)
+				m->state = (SoftmigState) i;
+	}
+	m->legacy_key = text_array_to_list(SPI_getbinval(tup, desc, 5, &isnull));
+	m->target_key = text_array_to_list(SPI_getbinval(tup, desc, 6, &isnull));
+	MemoryContextSwitchTo(old);
+
+	plan = SPI_prepare("SELECT direction, column_name::pg_catalog.text, expression "
+					   "FROM softmig.mappings WHERE migration_id OPERATOR(pg_catalog.=) $1 "
+					   "ORDER BY direction, ordinal",
+					   1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
+							   InvalidSnapshot, true, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_snapshot failed: %d", ret);
+
+	old = MemoryContextSwitchTo(cxt);
+	m->fwd_cols = m->fwd_exprs = m->bwd_cols = m->bwd_exprs = NIL;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		char	   *dir = TextDatumGetCString(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull));
+		char	   *col = TextDatumGetCString(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull));
+		char	   *expr = TextDatumGetCString(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull));
+
+		if (strcmp(dir, "forward") == 0)
+		{
+			m->fwd_cols = lappend(m->fwd_cols, col);
+			m->fwd_exprs = lappend(m->fwd_exprs, expr);
+		}
+		else
+		{
+			m->bwd_cols = lappend(m->bwd_cols, col);
+			m->bwd_exprs = lappend(m->bwd_exprs, expr);
+		}
+	}
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	m->plans = NULL;
+	m->valid = true;
+	return true;
+}
+
+/*
+ * softmig_get_migration
+ *		Return the cached definition of migration "id", loading it if absent
+ *		or stale; NULL if the migration does not exist.  The result stays
+ *		valid until the next invalidation is processed.
+ */
+SoftmigMigration *
+softmig_get_migration(int32 id)
+{
+	SoftmigMigration *m;
+	bool		found;
+
+	/* Process pending invalidations so a committed state change is seen. */
+	AcceptInvalidationMessages();
+
+	m = hash_search(migration_cache, &id, HASH_ENTER, &found);
+	if (found && m->valid)
+		return m;
+	if (found)
+		retire_entry_memory(m);
+	else
+	{
+		m->cxt = NULL;
+		m->plans = NULL;
+	}
+	m->valid = false;
+	if (!load_migration(m, id))
+	{
+		hash_search(migration_cache, &id, HASH_REMOVE, NULL);
+		return NULL;
+	}
+	return m;
+}
+
+/*
+ * softmig_side_of
+ *		Which table of migration m the relation relid is, or belongs to as a
+ *		partition.  Reads pg_inherits for partitions (the caller caches the
+ *		answer in its per-relation plans).
+ */
+SoftmigSide
+softmig_side_of(SoftmigMigration *m, Oid relid)
+{
+	List	   *anc;
+	ListCell   *lc;
+
+	if (relid == m->legacy)
+		return SIDE_LEGACY;
+	if (relid == m->target)
+		return SIDE_TARGET;
+	if (!get_rel_relispartition(relid))
+		return SIDE_NONE;
+	anc = get_partition_ancestors(relid);
+	foreach(lc, anc)
+	{
+		if (lfirst_oid(lc) == m->legacy)
+			return SIDE_LEGACY;
+		if (lfirst_oid(lc) == m->target)
+			return SIDE_TARGET;
+	}
+	return SIDE_NONE;
+}
+
+PG_FUNCTION_INFO_V1(softmig_invalidate);
+/*
+ * softmig_invalidate
+ *		softmig._invalidate(legacy, target): queue relcache invalidations of
+ *		both tables so every backend reloads the migration's definition at
+ *		its next lock on either table.  Called by every state change.
+ */
+Datum
+softmig_invalidate(PG_FUNCTION_ARGS)
+{
+	CacheInvalidateRelcacheByRelid(PG_GETARG_OID(0));
+	CacheInvalidateRelcacheByRelid(PG_GETARG_OID(1));
+	PG_RETURN_VOID();
+}

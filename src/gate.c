@@ -1,0 +1,321 @@
+/*-------------------------------------------------------------------------
+ *
+ * gate.c
+ *	  The ownership gate in front of every function that changes a
+ *	  migration.
+ *
+ *	  A public mutating function such as softmig.advance(...) is declared
+ *	  LANGUAGE C with softmig_gate as its symbol.  The gate checks that the
+ *	  calling role owns both tables of the migration (or is a superuser),
+ *	  raising 42704 for an unknown migration and 42501 otherwise, and then
+ *	  runs the implementation softmig._advance(...) (same argument types,
+ *	  EXECUTE revoked from PUBLIC) as the owner of the softmig catalog.  This
+ *	  keeps the privilege switch in one audited place instead of a SECURITY
+ *	  DEFINER on every function, and the identity checked is the real
+ *	  caller (GetUserId()), also when called from another function.
+ *
+ *	  The implementation never evaluates user-supplied SQL as the catalog
+ *	  owner: mapping expressions are only prepared and run by mapping.c,
+ *	  which switches to the owner of the table being written.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "softmig.h"
+
+/* The role that passed the gate, while its implementation runs. */
+Oid			softmig_gate_actor = InvalidOid;
+
+typedef struct GateInfo
+{
+	FmgrInfo	impl;			/* the _name implementation */
+	int			nargs;
+	bool		is_create;		/* tables come from args 1 and 2 */
+	char	   *proname;
+} GateInfo;
+
+/*
+ * softmig_catalog_owner
+ *		The role owning softmig.migrations, i.e. the extension's owner.  A
+ *		syscache lookup; no locks beyond what the syscache takes.
+ */
+Oid
+softmig_catalog_owner(void)
+{
+	Oid			nsp = get_namespace_oid("softmig", false);
+	Oid			relid = get_relname_relid("migrations", nsp);
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "softmig catalog table softmig.migrations is missing");
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * gate_setup
+ *		Resolve, once per call site, the implementation function of the
+ *		public function being called.  Allocates in fn_mcxt.
+ */
+static GateInfo *
+gate_setup(FunctionCallInfo fcinfo)
+{
+	Oid			fnoid = fcinfo->flinfo->fn_oid;
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	GateInfo   *gi;
+	char	   *implname;
+	Oid			impl;
+	MemoryContext old;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fnoid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fnoid);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+
+	old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	gi = palloc0(sizeof(GateInfo));
+	gi->proname = pstrdup(NameStr(proc->proname));
+	gi->nargs = proc->pronargs;
+	gi->is_create = (strcmp(gi->proname, "create_migration") == 0);
+	implname = psprintf("_%s", gi->proname);
+	impl = LookupFuncName(list_make2(makeString("softmig"), makeString(implname)),
+						  proc->pronargs, proc->proargtypes.values, true);
+	if (!OidIsValid(impl))
+		elog(ERROR, "softmig implementation function softmig.%s is missing", implname);
+	fmgr_info_cxt(impl, &gi->impl, fcinfo->flinfo->fn_mcxt);
+	MemoryContextSwitchTo(old);
+	ReleaseSysCache(tup);
+	return gi;
+}
+
+/*
+ * lookup_tables
+ *		Find the legacy and target tables of the named migration, raising
+ *		42704 if there is none.  Reads softmig.migrations through SPI as the
+ *		caller under the caller's snapshot.
+ */
+static void
+lookup_tables(text *name, Oid *legacy, Oid *target)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	bool		isnull;
+	int			ret;
+
+	values[0] = PointerGetDatum(name);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute_with_args("SELECT legacy, target "
+								"FROM softmig.migrations WHERE name OPERATOR(pg_catalog.=) $1",
+								1, argtypes, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %d", ret);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("migration \"%s\" does not exist", text_to_cstring(name)),
+				 errhint("softmig.migrations lists the migrations of this database.")));
+	*legacy = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	*target = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_finish();
+}
+
+/*
+ * describe_rel
+ *		Name of a relation for messages, or its OID when it no longer exists.
+ */
+static char *
+describe_rel(Oid relid)
+{
+	char	   *n = get_rel_name(relid);
+
+	return n ? n : psprintf("%u", relid);
+}
+
+/*
+ * softmig_require_owner
+ *		Raise 42501 unless "role" is a superuser or owns both relations.
+ *		Syscache lookups only.
+ */
+static void
+softmig_require_owner(Oid role, Oid legacy, Oid target, const char *what)
+{
+	if (superuser_arg(role))
+		return;
+	if (!softmig_rel_ownercheck(legacy, role) || !softmig_rel_ownercheck(target, role))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s", what),
+				 errdetail("Only owners of both table \"%s\" and table \"%s\" may manage this migration.",
+						   describe_rel(legacy), describe_rel(target))));
+}
+
+PG_FUNCTION_INFO_V1(softmig_gate);
+/*
+ * softmig_gate
+ *		Entry point of every mutating public function (see file header).
+ *		Checks ownership as the caller, then runs the implementation with
+ *		the catalog owner's rights.  The caller keeps ownership of the
+ *		result; the user switch is undone on return, and by transaction or
+ *		subtransaction abort on error.
+ */
+Datum
+softmig_gate(PG_FUNCTION_ARGS)
+{
+	GateInfo   *gi = (GateInfo *) fcinfo->flinfo->fn_extra;
+	Oid			caller = GetUserId();
+	Oid			legacy;
+	Oid			target;
+	Oid			save_userid;
+	int			save_sec;
+	Oid			save_actor = softmig_gate_actor;
+	LOCAL_FCINFO(ifc, FUNC_MAX_ARGS);
+	Datum		result;
+	int			i;
+	char	   *what;
+
+	if (gi == NULL)
+	{
+		gi = gate_setup(fcinfo);
+		fcinfo->flinfo->fn_extra = gi;
+	}
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("migration name must not be null")));
+
+	if (gi->is_create)
+	{
+		if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("legacy and target tables must not be null")));
+		legacy = PG_GETARG_OID(1);
+		target = PG_GETARG_OID(2);
+		if (get_rel_name(legacy) == NULL || get_rel_name(target) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("legacy or target table does not exist")));
+	}
+	else
+		lookup_tables(PG_GETARG_TEXT_PP(0), &legacy, &target);
+
+	what = psprintf("call softmig.%s on migration \"%s\"", gi->proname,
+					text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	softmig_require_owner(caller, legacy, target, what);
+
+	InitFunctionCallInfoData(*ifc, &gi->impl, gi->nargs, PG_GET_COLLATION(),
+							 NULL, NULL);
+	for (i = 0; i < gi->nargs; i++)
+	{
+		ifc->args[i].value = fcinfo->args[i].value;
+		ifc->args[i].isnull = fcinfo->args[i].isnull;
+	}
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(softmig_catalog_owner(),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	softmig_gate_actor = caller;
+	PG_TRY();
+	{
+		result = FunctionCallInvoke(ifc);
+	}
+	PG_FINALLY();
+	{
+		softmig_gate_actor = save_actor;
+	}
+	PG_END_TRY();
+	SetUserIdAndSecContext(save_userid, save_sec);
+
+	fcinfo->isnull = ifc->isnull;
+	return result;
+}
+
+PG_FUNCTION_INFO_V1(softmig_actor);
+/*
+ * softmig_actor
+ *		The role to record as actor in history: the caller that passed the
+ *		gate, or the current user outside a gated call.
+ */
+Datum
+softmig_actor(PG_FUNCTION_ARGS)
+{
+	Oid			role = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
+	Name		result = (Name) palloc0(NAMEDATALEN);
+
+	namestrcpy(result, GetUserNameFromId(role, false));
+	PG_RETURN_NAME(result);
+}
+
+PG_FUNCTION_INFO_V1(softmig_is_owner);
+/*
+ * softmig_is_owner
+ *		softmig._is_owner(legacy, target): may the gated caller (or current
+ *		user) manage a migration between these tables?  Used by SQL code that
+ *		needs the same rule as the gate, e.g. for softmig.override.
+ */
+Datum
+softmig_is_owner(PG_FUNCTION_ARGS)
+{
+	Oid			role = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
+	Oid			legacy = PG_GETARG_OID(0);
+	Oid			target = PG_GETARG_OID(1);
+
+	PG_RETURN_BOOL(superuser_arg(role) ||
+				   (softmig_rel_ownercheck(legacy, role) &&
+					softmig_rel_ownercheck(target, role)));
+}
+
+PG_FUNCTION_INFO_V1(softmig_state_of_literal);
+/*
+ * softmig_state_of_literal
+ *		softmig.state(name unknown): the state of a migration named by an
+ *		untyped literal.  Without this overload PostgreSQL would read
+ *		softmig.state('orders') as a function-style cast of 'orders' to the
+ *		type softmig.state (the function and the type share a name), so a
+ *		literal argument is resolved here and forwarded to state(text).
+ */
+Datum
+softmig_state_of_literal(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	Datum		result;
+	bool		isnull;
+	int			ret;
+
+	values[0] = CStringGetTextDatum(PG_GETARG_CSTRING(0));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute_with_args("SELECT softmig.state($1)", 1, argtypes, values,
+								NULL, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "SPI_execute failed: %d", ret);
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	SPI_finish();
+	if (isnull)
+		PG_RETURN_NULL();
+	return result;
+}

@@ -1,0 +1,695 @@
+/*-------------------------------------------------------------------------
+ *
+ * mapping.c
+ *	  Turning a migration's field mappings into prepared, cached SQL.
+ *
+ *	  For every relation a write trigger fires on (the legacy or target root,
+ *	  or one of their partitions) we prepare, once per backend and cache
+ *	  generation, set-based statements over the statement's transition
+ *	  tables:
+ *
+ *	    upsert:  INSERT INTO dst (...) SELECT <mapping> FROM softmig_new
+ *	             ON CONFLICT (<dst key>) DO UPDATE SET <mapped> = EXCLUDED...
+ *	    delete:  DELETE FROM dst USING (SELECT <key mapping> FROM softmig_old)
+ *	    move:    one row's key change, UPDATE dst SET <key> = new WHERE old
+ *
+ *	  Mapping expressions are user SQL.  They are checked to be a single
+ *	  scalar expression before they are ever spliced, are always wrapped in
+ *	  parentheses followed by a newline (so a trailing comment cannot eat
+ *	  SQL), and are prepared and executed only as the owner of the table
+ *	  being written, in a security-restricted context with the search_path
+ *	  pinned to pg_catalog, pg_temp and row_security off (so row-level
+ *	  security can make a mirror fail but never silently filter it).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_operator.h"
+#include "catalog/pg_opclass.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parse_relation.h"
+#include "parser/parser.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/queryenvironment.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "softmig.h"
+
+/*
+ * softmig_check_expression
+ *		Raise 42601 unless expr is exactly one scalar SQL expression (what may
+ *		stand after SELECT with nothing else: no FROM, alias, second column,
+ *		second statement or clause).  Parses only; takes no locks.
+ */
+void
+softmig_check_expression(const char *expr, const char *what)
+{
+	List	   *raw;
+	RawStmt    *rs;
+	SelectStmt *sel;
+	ResTarget  *rt;
+	char	   *sql;
+
+	if (expr == NULL || expr[strspn(expr, " \t\r\n")] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("%s must be a non-empty SQL expression", what)));
+
+	sql = psprintf("SELECT %s\n", expr);
+	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
+	if (list_length(raw) != 1)
+		goto bad;
+	rs = linitial_node(RawStmt, raw);
+	if (!IsA(rs->stmt, SelectStmt))
+		goto bad;
+	sel = (SelectStmt *) rs->stmt;
+	if (sel->op != SETOP_NONE || sel->fromClause || sel->whereClause ||
+		sel->groupClause || sel->havingClause || sel->windowClause ||
+		sel->sortClause || sel->limitCount || sel->limitOffset ||
+		sel->lockingClause || sel->withClause || sel->intoClause ||
+		sel->distinctClause || sel->valuesLists ||
+		list_length(sel->targetList) != 1)
+		goto bad;
+	rt = linitial_node(ResTarget, sel->targetList);
+	if (rt->name != NULL || (IsA(rt->val, ColumnRef) &&
+		IsA(llast(((ColumnRef *) rt->val)->fields), A_Star)))
+		goto bad;
+	return;
+
+bad:
+	ereport(ERROR,
+			(errcode(ERRCODE_SYNTAX_ERROR),
+			 errmsg("%s is not a single SQL expression: %s", what, expr),
+			 errhint("Give one scalar expression over the other table's columns, such as upper(name) or amount * 100.")));
+}
+
+PG_FUNCTION_INFO_V1(softmig_check_expression_sql);
+/*
+ * softmig_check_expression_sql
+ *		softmig._check_expression(expr, what): SQL access to the check above.
+ */
+Datum
+softmig_check_expression_sql(PG_FUNCTION_ARGS)
+{
+	softmig_check_expression(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							 text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	PG_RETURN_VOID();
+}
+
+/*
+ * softmig_enter_owner_context
+ *		Become "owner" in a security-restricted operation with the pinned
+ *		search_path and row_security off.  The caller must call
+ *		softmig_leave_owner_context with the saved values on success; on
+ *		error, (sub)transaction abort restores the user and the GUCs.
+ */
+void
+softmig_enter_owner_context(Oid owner, int *save_nestlevel, Oid *save_userid,
+							int *save_sec)
+{
+	GetUserIdAndSecContext(save_userid, save_sec);
+	SetUserIdAndSecContext(owner, *save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	*save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", SM_PINNED_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	(void) set_config_option("row_security", "off",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+}
+
+/*
+ * softmig_leave_owner_context
+ *		Undo softmig_enter_owner_context.
+ */
+void
+softmig_leave_owner_context(int save_nestlevel, Oid save_userid, int save_sec)
+{
+	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
+/* Everything needed to write one destination table. */
+typedef struct DestInfo
+{
+	Oid			relid;
+	char	   *qualname;
+	List	   *cols;			/* mapped destination columns */
+	List	   *exprs;			/* their expressions over the source */
+	List	   *keycols;		/* destination key columns */
+	List	   *keyexprs;		/* their expressions */
+	List	   *keytypes;		/* qualified type names */
+	List	   *keyops;			/* "OPERATOR(nsp.=)" strings */
+} DestInfo;
+
+/*
+ * str_member
+ *		Is the C string s in the List of C strings l?
+ */
+static bool
+str_member(List *l, const char *s)
+{
+	ListCell   *lc;
+
+	foreach(lc, l)
+		if (strcmp((char *) lfirst(lc), s) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * qualified_relname
+ *		schema.table, both quoted as needed.
+ */
+static char *
+qualified_relname(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
+/*
+ * rel_owner
+ *		Owner of a relation, from the syscache.
+ */
+static Oid
+rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * equality_operator_sql
+ *		"OPERATOR(schema.name)" for an operator OID, immune to search_path.
+ */
+static char *
+equality_operator_sql(Oid opno)
+{
+	HeapTuple	tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
+	Form_pg_operator op;
+	char	   *result;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for operator %u", opno);
+	op = (Form_pg_operator) GETSTRUCT(tup);
+	result = psprintf("OPERATOR(%s.%s)",
+					  quote_identifier(get_namespace_name(op->oprnamespace)),
+					  NameStr(op->oprname));
+	ReleaseSysCache(tup);
+	return result;
+}
+
+/*
+ * find_key_operators
+ *		Find a plain, valid unique index on exactly the key columns of dst and
+ *		return, per key column (in keycols order), its btree equality
+ *		operator.  Raises 42P10 if there is none.  Takes AccessShareLock on
+ *		dst (held to end of transaction, as usual).
+ */
+static void
+find_key_operators(DestInfo *d, const char *migname)
+{
+	Relation	rel = table_open(d->relid, AccessShareLock);
+	List	   *indexes = RelationGetIndexList(rel);
+	int			nkeys = list_length(d->keycols);
+	AttrNumber *attnos = palloc(sizeof(AttrNumber) * nkeys);
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, d->keycols)
+	{
+		attnos[i] = attnameAttNum(rel, (char *) lfirst(lc), false);
+		if (attnos[i] == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("key column \"%s\" of table \"%s\" does not exist",
+							(char *) lfirst(lc), RelationGetRelationName(rel)),
+					 errdetail("Migration \"%s\" correlates rows on it.", migname)));
+		d->keytypes = lappend(d->keytypes,
+							  format_type_be_qualified(TupleDescAttr(RelationGetDescr(rel), attnos[i] - 1)->atttypid));
+		i++;
+	}
+
+	foreach(lc, indexes)
+	{
+		Oid			indexoid = lfirst_oid(lc);
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+		Form_pg_index idx;
+		bool		match = true;
+		Datum		d_indclass;
+		bool		isnull;
+		oidvector  *indclass;
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for index %u", indexoid);
+		idx = (Form_pg_index) GETSTRUCT(tup);
+		if (!idx->indisunique || !idx->indisvalid || idx->indnkeyatts != nkeys ||
+			!heap_attisnull(tup, Anum_pg_index_indexprs, NULL) ||
+			!heap_attisnull(tup, Anum_pg_index_indpred, NULL))
+			match = false;
+		for (i = 0; match && i < nkeys; i++)
+		{
+			bool		present = false;
+
+			for (int j = 0; j < nkeys; j++)
+				if (idx->indkey.values[j] == attnos[i])
+					present = true;
+			match = present;
+		}
+		if (!match)
+		{
+			ReleaseSysCache(tup);
+			continue;
+		}
+		d_indclass = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indclass, &isnull);
+		indclass = (oidvector *) DatumGetPointer(d_indclass);
+		for (i = 0; i < nkeys; i++)
+		{
+			for (int j = 0; j < nkeys; j++)
+			{
+				Oid			opclass;
+				Oid			opfamily;
+				Oid			intype;
+				Oid			opno;
+
+				if (idx->indkey.values[j] != attnos[i])
+					continue;
+				opclass = indclass->values[j];
+				opfamily = get_opclass_family(opclass);
+				intype = get_opclass_input_type(opclass);
+				opno = get_opfamily_member(opfamily, intype, intype, BTEqualStrategyNumber);
+				if (!OidIsValid(opno))
+					elog(ERROR, "no equality operator in operator family %u", opfamily);
+				d->keyops = lappend(d->keyops, equality_operator_sql(opno));
+			}
+		}
+		ReleaseSysCache(tup);
+		table_close(rel, NoLock);
+		return;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+			 errmsg("table \"%s\" has no unique index on the key columns of migration \"%s\"",
+					RelationGetRelationName(rel), migname),
+			 errhint("Create a plain unique index (no expressions, no predicate) on exactly the correlation key columns.")));
+}
+
+/*
+ * build_dest
+ *		Describe the destination for writes that fire on side "side".
+ */
+static DestInfo *
+build_dest(SoftmigMigration *m, SoftmigSide side)
+{
+	DestInfo   *d = palloc0(sizeof(DestInfo));
+	ListCell   *lc;
+
+	if (side == SIDE_LEGACY)
+	{
+		d->relid = m->target;
+		d->cols = m->fwd_cols;
+		d->exprs = m->fwd_exprs;
+		d->keycols = m->target_key;
+	}
+	else
+	{
+		d->relid = m->legacy;
+		d->cols = m->bwd_cols;
+		d->exprs = m->bwd_exprs;
+		d->keycols = m->legacy_key;
+	}
+	d->qualname = qualified_relname(d->relid);
+	foreach(lc, d->keycols)
+	{
+		char	   *kc = lfirst(lc);
+		ListCell   *c2;
+		ListCell   *e2;
+		char	   *expr = NULL;
+
+		forboth(c2, d->cols, e2, d->exprs)
+			if (strcmp(kc, (char *) lfirst(c2)) == 0)
+				expr = lfirst(e2);
+		if (expr == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+					 errmsg("key column \"%s\" of table \"%s\" has no mapping in migration \"%s\"",
+							kc, get_rel_name(d->relid), m->name)));
+		d->keyexprs = lappend(d->keyexprs, expr);
+	}
+	find_key_operators(d, m->name);
+	return d;
+}
+
+/*
+ * append_key_select
+ *		"(SELECT (e1)::t1 AS softmig_k1, ... FROM <from>)"
+ */
+static void
+append_key_select(StringInfo buf, DestInfo *d, const char *from)
+{
+	ListCell   *e;
+	ListCell   *t;
+	int			i = 1;
+
+	appendStringInfoString(buf, "(SELECT ");
+	forboth(e, d->keyexprs, t, d->keytypes)
+	{
+		appendStringInfo(buf, "%s(%s\n)::%s AS softmig_k%d",
+						 i > 1 ? ", " : "", (char *) lfirst(e), (char *) lfirst(t), i);
+		i++;
+	}
+	appendStringInfo(buf, " FROM %s)", from);
+}
+
+/*
+ * append_key_match
+ *		"t.k1 OPERATOR(..) alias.softmig_k1 AND ..."
+ */
+static void
+append_key_match(StringInfo buf, DestInfo *d, const char *alias)
+{
+	ListCell   *k;
+	ListCell   *o;
+	int			i = 1;
+
+	forboth(k, d->keycols, o, d->keyops)
+	{
+		appendStringInfo(buf, "%ssoftmig_t.%s %s %s.softmig_k%d",
+						 i > 1 ? " AND " : "", quote_identifier(lfirst(k)),
+						 (char *) lfirst(o), alias, i);
+		i++;
+	}
+}
+
+/*
+ * prepare_kept
+ *		SPI_prepare + SPI_keepplan, with the migration named in errors.
+ */
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/*
+ * register_enr
+ *		Register an empty transition-table placeholder named "name" with the
+ *		row type of relid, so statements over it can be prepared.
+ */
+static void
+register_enr(const char *name, Oid relid)
+{
+	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
+	int			rc;
+
+	enr->md.name = pstrdup(name);
+	enr->md.reliddesc = relid;
+	enr->md.tupdesc = NULL;
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = 0;
+	enr->reldata = NULL;
+	rc = SPI_register_relation(enr);
+	if (rc != SPI_OK_REL_REGISTER)
+		elog(ERROR, "SPI_register_relation failed: %s", SPI_result_code_string(rc));
+}
+
+typedef struct PrepareContext
+{
+	const char *migname;
+	const char *src;
+	const char *dst;
+} PrepareContext;
+
+/*
+ * prepare_error_context
+ *		errcontext line naming the migration and the direction being prepared.
+ */
+static void
+prepare_error_context(void *arg)
+{
+	PrepareContext *pc = (PrepareContext *) arg;
+
+	errcontext("preparing the mapping of migration \"%s\" from table %s to table %s",
+			   pc->migname, pc->src, pc->dst);
+}
+
+/*
+ * softmig_get_plans
+ *		Return (building on first use) the prepared statements for writes
+ *		firing on relation rel.  Builds inside its own SPI connection as the
+ *		destination's owner; the plans live in CacheMemoryContext until the
+ *		migration entry is invalidated.
+ */
+SoftmigRelPlans *
+softmig_get_plans(SoftmigMigration *m, Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	TupleDesc	srcdesc = RelationGetDescr(rel);
+	SoftmigRelPlans *p;
+	SoftmigSide side;
+	DestInfo   *d;
+	StringInfoData buf;
+	List	   *srckey;
+	ListCell   *lc;
+	ListCell   *lc2;
+	ListCell   *lc3;
+	Oid		   *argtypes;
+	int			nattrs = 0;
+	int			i;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	MemoryContext old;
+	ErrorContextCallback errcb;
+	PrepareContext pc;
+
+	for (p = m->plans; p; p = p->next)
+		if (p->relid == relid)
+			return p;
+
+	side = softmig_side_of(m, relid);
+	if (side == SIDE_NONE)
+		ereport(ERROR,
+				(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
+				 errmsg("table \"%s\" carries a trigger of migration \"%s\" but is not one of its tables",
+						RelationGetRelationName(rel), m->name),
+				 errhint("Drop the softmig_* triggers of this table; it was probably detached from a partitioned table.")));
+
+	d = build_dest(m, side);
+	srckey = (side == SIDE_LEGACY) ? m->legacy_key : m->target_key;
+
+	p = MemoryContextAllocZero(m->cxt, sizeof(SoftmigRelPlans));
+	p->relid = relid;
+	p->side = side;
+	p->dst_owner = rel_owner(d->relid);
+	p->src_owner = rel->rd_rel->relowner;
+	p->nkeys = list_length(srckey);
+	p->keyattnos = MemoryContextAlloc(m->cxt, sizeof(AttrNumber) * p->nkeys);
+	i = 0;
+	foreach(lc, srckey)
+	{
+		p->keyattnos[i] = attnameAttNum(rel, (char *) lfirst(lc), false);
+		if (p->keyattnos[i] <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("key column \"%s\" of table \"%s\" does not exist",
+							(char *) lfirst(lc), RelationGetRelationName(rel))));
+		i++;
+	}
+
+	pc.migname = m->name;
+	pc.src = qualified_relname(relid);
+	pc.dst = d->qualname;
+	errcb.callback = prepare_error_context;
+	errcb.arg = &pc;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	register_enr(SM_NEW_TABLE, relid);
+	register_enr(SM_OLD_TABLE, relid);
+
+	softmig_enter_owner_context(p->dst_owner, &save_nest,
+								&save_user, &save_sec);
+
+	/* upsert */
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "INSERT INTO %s AS softmig_t (", d->qualname);
+	i = 0;
+	foreach(lc, d->cols)
+		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+	appendStringInfoString(&buf, ") OVERRIDING SYSTEM VALUE SELECT ");
+	i = 0;
+	foreach(lc, d->exprs)
+		appendStringInfo(&buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+	appendStringInfo(&buf, " FROM %s ON CONFLICT (", SM_NEW_TABLE);
+	i = 0;
+	foreach(lc, d->keycols)
+		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+	appendStringInfoString(&buf, ") DO ");
+	i = 0;
+	foreach(lc, d->cols)
+	{
+		if (str_member(d->keycols, lfirst(lc)))
+			continue;
+		appendStringInfo(&buf, "%s%s = EXCLUDED.%s", i++ ? ", " : "UPDATE SET ",
+						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
+	}
+	if (i == 0)
+		appendStringInfoString(&buf, "NOTHING");
+	p->upsert = prepare_kept(buf.data, 0, NULL);
+
+	/* delete */
+	resetStringInfo(&buf);
+	appendStringInfo(&buf, "DELETE FROM %s AS softmig_t USING ", d->qualname);
+	append_key_select(&buf, d, SM_OLD_TABLE);
+	appendStringInfoString(&buf, " AS softmig_o WHERE ");
+	append_key_match(&buf, d, "softmig_o");
+	p->delete = prepare_kept(buf.data, 0, NULL);
+
+	/* move: one key change; parameters are the old then the new row */
+	for (i = 0; i < srcdesc->natts; i++)
+		if (!TupleDescAttr(srcdesc, i)->attisdropped)
+			nattrs++;
+	p->move_nargs = 2 * nattrs;
+	argtypes = palloc(sizeof(Oid) * p->move_nargs);
+	{
+		StringInfoData rowsel[2];
+		int			param = 1;
+
+		for (int r = 0; r < 2; r++)
+		{
+			int			k = 0;
+
+			initStringInfo(&rowsel[r]);
+			appendStringInfoString(&rowsel[r], "(SELECT ");
+			for (i = 0; i < srcdesc->natts; i++)
+			{
+				Form_pg_attribute att = TupleDescAttr(srcdesc, i);
+
+				if (att->attisdropped)
+					continue;
+				argtypes[param - 1] = att->atttypid;
+				appendStringInfo(&rowsel[r], "%s$%d AS %s", k++ ? ", " : "",
+								 param++, quote_identifier(NameStr(att->attname)));
+			}
+			appendStringInfo(&rowsel[r], ") AS %s", r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
+		}
+		resetStringInfo(&buf);
+		appendStringInfo(&buf, "UPDATE %s AS softmig_t SET ", d->qualname);
+		i = 1;
+		foreach(lc, d->keycols)
+		{
+			appendStringInfo(&buf, "%s%s = softmig_n.softmig_k%d", i > 1 ? ", " : "",
+							 quote_identifier(lfirst(lc)), i);
+			i++;
+		}
+		appendStringInfoString(&buf, " FROM ");
+		append_key_select(&buf, d, rowsel[0].data);
+		appendStringInfoString(&buf, " AS softmig_o, ");
+		append_key_select(&buf, d, rowsel[1].data);
+		appendStringInfoString(&buf, " AS softmig_n WHERE ");
+		append_key_match(&buf, d, "softmig_o");
+	}
+	p->move = prepare_kept(buf.data, p->move_nargs, argtypes);
+
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+
+	/* keys of the written rows, as legacy-key jsonb objects (for audit) */
+	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
+	for (int r = 0; r < 2; r++)
+	{
+		resetStringInfo(&buf);
+		appendStringInfoString(&buf, "SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(");
+		i = 0;
+		foreach(lc, m->legacy_key)
+		{
+			char	   *kexpr = NULL;
+
+			if (side == SIDE_LEGACY)
+				kexpr = (char *) quote_identifier(lfirst(lc));
+			else
+			{
+				forboth(lc2, m->bwd_cols, lc3, m->bwd_exprs)
+					if (strcmp(lfirst(lc2), lfirst(lc)) == 0)
+						kexpr = lfirst(lc3);
+			}
+			appendStringInfo(&buf, "%s%s, (%s\n)", i++ ? ", " : "",
+							 quote_literal_cstr(lfirst(lc)), kexpr);
+		}
+		appendStringInfo(&buf, ")) FROM %s", r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
+		if (r == 0)
+			p->keyjson_old = prepare_kept(buf.data, 0, NULL);
+		else
+			p->keyjson_new = prepare_kept(buf.data, 0, NULL);
+	}
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+
+	SPI_finish();
+	error_context_stack = errcb.previous;
+
+	old = MemoryContextSwitchTo(m->cxt);
+	p->next = m->plans;
+	m->plans = p;
+	MemoryContextSwitchTo(old);
+	return p;
+}
+
+PG_FUNCTION_INFO_V1(softmig_validate);
+/*
+ * softmig_validate
+ *		softmig._validate(id): prepare every statement the triggers of
+ *		migration "id" will run, in both directions, so a bad mapping, key
+ *		or index fails create_migration instead of a later write.  Takes
+ *		AccessShareLock on both tables.  The cache entry is marked stale
+ *		afterwards because the definition may still roll back.
+ */
+Datum
+softmig_validate(PG_FUNCTION_ARGS)
+{
+	int32		id = PG_GETARG_INT32(0);
+	SoftmigMigration *m = softmig_get_migration(id);
+	Oid			rels[2];
+
+	if (m == NULL)
+		elog(ERROR, "migration %d does not exist", id);
+	rels[0] = m->legacy;
+	rels[1] = m->target;
+	for (int i = 0; i < 2; i++)
+	{
+		Relation	rel = table_open(rels[i], AccessShareLock);
+
+		(void) softmig_get_plans(m, rel);
+		table_close(rel, NoLock);
+	}
+	m->valid = false;
+	PG_RETURN_VOID();
+}

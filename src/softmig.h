@@ -1,0 +1,118 @@
+/*-------------------------------------------------------------------------
+ *
+ * softmig.h
+ *	  Shared declarations for the softmig extension: the migration state
+ *	  type, the per-backend migration cache and the write-path entry points.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SOFTMIG_H
+#define SOFTMIG_H
+
+#include "postgres.h"
+
+#include "compat.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "nodes/pg_list.h"
+#include "utils/relcache.h"
+
+/* Migration states, stored as one byte; order is meaningful. */
+typedef enum SoftmigState
+{
+	SM_LEGACY = 0,
+	SM_MIRRORED = 1,
+	SM_NEW_WRITE = 2,
+	SM_NEW_READ = 3,
+	SM_CUTOVER = 4
+} SoftmigState;
+
+#define SM_NSTATES 5
+
+/* Which table of a migration a relation belongs to. */
+typedef enum SoftmigSide
+{
+	SIDE_NONE = 0,
+	SIDE_LEGACY,
+	SIDE_TARGET
+} SoftmigSide;
+
+/* Custom SQLSTATEs (documented in doc/reference.md). */
+#define ERRCODE_SOFTMIG_WRITE_REFUSED	MAKE_SQLSTATE('S','M','0','0','1')
+#define ERRCODE_SOFTMIG_TRIGGER_MISSING MAKE_SQLSTATE('S','M','0','0','2')
+
+/* Names of the transition tables our AFTER triggers declare. */
+#define SM_OLD_TABLE "softmig_old"
+#define SM_NEW_TABLE "softmig_new"
+
+/* The search_path every piece of user-visible SQL runs under. */
+#define SM_PINNED_SEARCH_PATH "pg_catalog, pg_temp"
+
+/* state.c */
+extern const char *softmig_state_name(SoftmigState s);
+extern bool softmig_transition_is_legal(SoftmigState from, SoftmigState to);
+
+/*
+ * One direction of data flow: rows of "src" written to "dst" through the
+ * mapping expressions.  Plans are prepared against the transition tables of
+ * one particular firing relation (the root or a partition), because Vars in a
+ * plan refer to that relation's attribute numbers.
+ */
+typedef struct SoftmigRelPlans
+{
+	Oid			relid;			/* firing relation */
+	SoftmigSide side;			/* which side it belongs to */
+	Oid			dst_owner;		/* owner of the table written */
+	Oid			src_owner;		/* owner of relid */
+	int			nkeys;			/* number of source key columns */
+	AttrNumber *keyattnos;		/* source key attnos in relid's tupdesc */
+	SPIPlanPtr	upsert;			/* INSERT .. SELECT .. ON CONFLICT over new */
+	SPIPlanPtr	delete;			/* DELETE .. USING old */
+	SPIPlanPtr	move;			/* per-row key change, params old+new row */
+	int			move_nargs;
+	SPIPlanPtr	keyjson_new;	/* jsonb_agg of keys over new table */
+	SPIPlanPtr	keyjson_old;	/* jsonb_agg of keys over old table */
+	struct SoftmigRelPlans *next;
+} SoftmigRelPlans;
+
+/* Per-backend cached view of one migration. */
+typedef struct SoftmigMigration
+{
+	int32		id;				/* hash key */
+	bool		valid;
+	char	   *name;
+	Oid			legacy;
+	Oid			target;
+	SoftmigState state;
+	List	   *legacy_key;		/* of char *: legacy key columns */
+	List	   *target_key;		/* of char *: target correlation key */
+	List	   *fwd_cols;		/* of char *: target columns fed forward */
+	List	   *fwd_exprs;		/* of char *: their expressions */
+	List	   *bwd_cols;		/* of char *: legacy columns fed backward */
+	List	   *bwd_exprs;		/* of char *: their expressions */
+	MemoryContext cxt;			/* owns everything above and the plans */
+	SoftmigRelPlans *plans;		/* per firing relation */
+} SoftmigMigration;
+
+/* cache.c */
+extern SoftmigMigration *softmig_get_migration(int32 id);
+extern void softmig_cache_init(void);
+extern int	softmig_mirror_depth;
+extern SoftmigSide softmig_side_of(SoftmigMigration *m, Oid relid);
+
+/* mapping.c */
+extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
+extern void softmig_check_expression(const char *expr, const char *what);
+extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,
+										Oid *save_userid, int *save_sec);
+extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
+										int save_sec);
+
+/* gate.c */
+extern Oid	softmig_catalog_owner(void);
+extern Oid	softmig_gate_actor;
+
+/* GUCs (softmig.c) */
+extern char *softmig_override;
+
+#endif							/* SOFTMIG_H */

@@ -1,0 +1,480 @@
+/*-------------------------------------------------------------------------
+ *
+ * trigger.c
+ *	  The write-authority triggers.
+ *
+ *	  While a migration is in a managed state (mirrored .. cutover) every
+ *	  table of it (and every partition) carries, for migration <id>:
+ *
+ *	    softmig_<id>_guard  BEFORE INSERT/UPDATE/DELETE/TRUNCATE, statement:
+ *	                        refuses writes to the non-authoritative side and
+ *	                        TRUNCATE before anything is written;
+ *	    softmig_<id>_ins    AFTER INSERT, statement, NEW TABLE softmig_new
+ *	    softmig_<id>_upd    AFTER UPDATE, statement, OLD/NEW TABLE
+ *	    softmig_<id>_del    AFTER DELETE, statement, OLD TABLE softmig_old
+ *
+ *	  The AFTER triggers write the other side with set-based statements over
+ *	  the transition tables (see mapping.c), in the same transaction, so
+ *	  exactly what the statement changed is carried over: ON CONFLICT DO
+ *	  NOTHING rows that were not inserted never reach the transition table,
+ *	  MERGE and writable CTEs fire per action, COPY fires INSERT.  An UPDATE
+ *	  that changes a row's key moves the other side's row instead of
+ *	  deleting and re-inserting it (old and new transition tables are read
+ *	  in step; PostgreSQL appends to both per updated row).
+ *
+ *	  softmig_mirror_depth is raised while we write the other side, so the
+ *	  other side's triggers let our own writes through and never echo them
+ *	  back (loop guard).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/tuplestore.h"
+
+#include "softmig.h"
+
+/*
+ * authority_of
+ *		The side that owns writes in a state (SIDE_NONE in legacy).
+ */
+static SoftmigSide
+authority_of(SoftmigState s)
+{
+	switch (s)
+	{
+		case SM_LEGACY:
+			return SIDE_NONE;
+		case SM_MIRRORED:
+			return SIDE_LEGACY;
+		default:
+			return SIDE_TARGET;
+	}
+}
+
+/*
+ * trigger_migration
+ *		Resolve the migration a trigger belongs to from its first argument.
+ *		A trigger whose migration no longer exists refuses the write: it is
+ *		an orphan of a half-removed migration and silence would be worse.
+ */
+static SoftmigMigration *
+trigger_migration(TriggerData *td)
+{
+	Trigger    *tg = td->tg_trigger;
+	SoftmigMigration *m;
+
+	if (tg->tgnargs < 1)
+		elog(ERROR, "softmig trigger \"%s\" has no migration argument", tg->tgname);
+	m = softmig_get_migration(pg_strtoint32(tg->tgargs[0]));
+	if (m == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
+				 errmsg("trigger \"%s\" on table \"%s\" belongs to a migration that no longer exists",
+						tg->tgname, RelationGetRelationName(td->tg_relation)),
+				 errhint("Drop the trigger, or restore the migration's catalog rows.")));
+	return m;
+}
+
+/*
+ * rel_side_name
+ *		"legacy" or "target", for messages.
+ */
+static const char *
+side_name(SoftmigSide s)
+{
+	return s == SIDE_LEGACY ? "legacy" : "target";
+}
+
+/*
+ * check_write_triggers
+ *		Refuse the write unless the three AFTER triggers of migration m on
+ *		rel exist and are enabled: without them a write would not reach the
+ *		other side.  Reads rel's relcache trigger descriptor only.
+ */
+static void
+check_write_triggers(SoftmigMigration *m, Relation rel)
+{
+	static const char *const suffix[] = {"ins", "upd", "del"};
+	TriggerDesc *trigdesc = rel->trigdesc;
+
+	for (int s = 0; s < lengthof(suffix); s++)
+	{
+		char		name[NAMEDATALEN];
+		bool		ok = false;
+
+		snprintf(name, sizeof(name), "softmig_%d_%s", m->id, suffix[s]);
+		for (int i = 0; trigdesc && i < trigdesc->numtriggers; i++)
+		{
+			Trigger    *t = &trigdesc->triggers[i];
+
+			if (strcmp(t->tgname, name) == 0 && t->tgenabled != TRIGGER_DISABLED)
+				ok = true;
+		}
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
+					 errmsg("write to table \"%s\" refused: trigger \"%s\" of migration \"%s\" is missing or disabled",
+							RelationGetRelationName(rel), name, m->name),
+					 errdetail("Without it the write would not reach the other table of the migration."),
+					 errhint("Re-enable it with ALTER TABLE ... ENABLE TRIGGER, or call softmig.repair_triggers('%s').",
+							 m->name)));
+	}
+}
+
+/*
+ * refuse_write
+ *		Raise the documented SM001 error for a write to the wrong side.
+ */
+static void
+refuse_write(SoftmigMigration *m, Relation rel, SoftmigSide side, const char *what)
+{
+	SoftmigSide auth = authority_of(m->state);
+	const char *other = get_rel_name(auth == SIDE_LEGACY ? m->legacy : m->target);
+
+	if (m->state == SM_CUTOVER && side == SIDE_LEGACY)
+		ereport(ERROR,
+				(errcode(ERRCODE_SOFTMIG_WRITE_REFUSED),
+				 errmsg("%s on table \"%s\" refused: migration \"%s\" is in state cutover and the legacy table is frozen",
+						what, RelationGetRelationName(rel), m->name),
+				 errhint("Write to table \"%s\" instead.", other)));
+	ereport(ERROR,
+			(errcode(ERRCODE_SOFTMIG_WRITE_REFUSED),
+			 errmsg("%s on table \"%s\" refused: migration \"%s\" is in state %s",
+					what, RelationGetRelationName(rel), m->name,
+					softmig_state_name(m->state)),
+			 errdetail("In state %s the write authority is the %s table \"%s\"; table \"%s\" is its projection.",
+					   softmig_state_name(m->state), side_name(auth), other,
+					   RelationGetRelationName(rel)),
+			 errhint("Write to table \"%s\" instead, or, as an owner of both tables, SET LOCAL softmig.override = '<reason>' for a recorded manual repair.",
+					 other)));
+}
+
+/*
+ * override_requested
+ *		Is softmig.override set to a non-empty reason?
+ */
+static bool
+override_requested(void)
+{
+	return softmig_override != NULL && softmig_override[0] != '\0';
+}
+
+PG_FUNCTION_INFO_V1(softmig_guard_trigger);
+/*
+ * softmig_guard_trigger
+ *		BEFORE statement trigger: decide whether this statement may write
+ *		this table at all, before any row is written.  Takes no locks of its
+ *		own; ownership checks read the syscache.
+ */
+Datum
+softmig_guard_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	SoftmigMigration *m;
+	SoftmigRelPlans *p;
+	SoftmigSide side;
+	SoftmigSide auth;
+	Relation	rel;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
+		!TRIGGER_FIRED_BEFORE(td->tg_event))
+		elog(ERROR, "softmig._guard_trigger must be a BEFORE statement trigger");
+
+	if (softmig_mirror_depth > 0)
+		return PointerGetDatum(NULL);
+
+	rel = td->tg_relation;
+	m = trigger_migration(td);
+	if (m->state == SM_LEGACY)
+		return PointerGetDatum(NULL);
+	p = softmig_get_plans(m, rel);
+	side = p->side;
+	auth = authority_of(m->state);
+
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+	{
+		if (m->state != SM_CUTOVER || side == SIDE_LEGACY)
+			ereport(ERROR,
+					(errcode(ERRCODE_SOFTMIG_WRITE_REFUSED),
+					 errmsg("TRUNCATE on table \"%s\" refused: migration \"%s\" is in state %s",
+							RelationGetRelationName(rel), m->name,
+							softmig_state_name(m->state)),
+					 errdetail("TRUNCATE fires no row triggers, so it cannot be carried to the other table."),
+					 errhint("Delete the rows with DELETE on the %s table, or roll the migration back to legacy first.",
+							 side_name(auth))));
+		return PointerGetDatum(NULL);
+	}
+
+	if (side == auth)
+	{
+		if (m->state != SM_CUTOVER)
+			check_write_triggers(m, rel);
+		return PointerGetDatum(NULL);
+	}
+
+	if (override_requested())
+	{
+		Oid			role = GetUserId();
+
+		if (!superuser_arg(role) &&
+			!(softmig_rel_ownercheck(m->legacy, role) &&
+			  softmig_rel_ownercheck(m->target, role)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("softmig.override refused for table \"%s\"", RelationGetRelationName(rel)),
+					 errdetail("Only owners of both tables of migration \"%s\" may write its non-authoritative table.",
+							   m->name)));
+		check_write_triggers(m, rel);
+		return PointerGetDatum(NULL);
+	}
+
+	refuse_write(m, rel, side,
+				 TRIGGER_FIRED_BY_INSERT(td->tg_event) ? "INSERT" :
+				 TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? "UPDATE" : "DELETE");
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * log_override
+ *		Record one history row per row written under softmig.override, with
+ *		actor, reason, table, operation and the row's legacy key.  Keys are
+ *		computed as the table's owner (mapping expressions are user SQL),
+ *		the history insert runs as the catalog owner.
+ */
+static void
+log_override(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	static SPIPlanPtr insert_plan = NULL;
+	bool		use_old = TRIGGER_FIRED_BY_DELETE(td->tg_event);
+	Datum		keys;
+	bool		isnull;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	Oid			argtypes[6] = {INT4OID, NAMEOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID};
+	Datum		values[6];
+	int			ret;
+	const char *op;
+
+	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
+	ret = SPI_execute_plan(use_old ? p->keyjson_old : p->keyjson_new, NULL, NULL, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "softmig: computing override keys failed: %d", ret);
+	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	if (isnull)
+		return;					/* the statement changed no row */
+
+	op = TRIGGER_FIRED_BY_INSERT(td->tg_event) ? "INSERT" :
+		TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? "UPDATE" : "DELETE";
+	values[0] = Int32GetDatum(m->id);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(save_user, false)));
+	values[2] = CStringGetTextDatum(softmig_override);
+	values[3] = CStringGetTextDatum(get_rel_name(RelationGetRelid(td->tg_relation)));
+	values[4] = CStringGetTextDatum(op);
+	values[5] = keys;
+
+	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
+	if (insert_plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(
+									   "INSERT INTO softmig.history_log (migration_id, actor, action, reason, detail) "
+									   "SELECT $1, $2, 'override', $3, pg_catalog.jsonb_build_object("
+									   "'table', $4, 'operation', $5, 'key', k) "
+									   "FROM pg_catalog.jsonb_array_elements($6) AS k",
+									   6, argtypes);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "softmig: preparing the override log failed");
+		insert_plan = plan;
+	}
+	ret = SPI_execute_plan(insert_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "softmig: writing the override log failed: %d", ret);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+}
+
+/*
+ * keys_differ
+ *		Did an update change any source key column of this row?  Binary
+ *		comparison: a change that keeps the value equal but not identical
+ *		(1.0 vs 1.00) is treated as a move onto the same key, which is
+ *		harmless.
+ */
+static bool
+keys_differ(SoftmigRelPlans *p, TupleDesc desc, TupleTableSlot *os, TupleTableSlot *ns)
+{
+	for (int i = 0; i < p->nkeys; i++)
+	{
+		AttrNumber	a = p->keyattnos[i];
+		Form_pg_attribute att = TupleDescAttr(desc, a - 1);
+		bool		on;
+		bool		nn;
+		Datum		ov = slot_getattr(os, a, &on);
+		Datum		nv = slot_getattr(ns, a, &nn);
+
+		if (on != nn)
+			return true;
+		if (!on && !datumIsEqual(ov, nv, att->attbyval, att->attlen))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * mirror_key_moves
+ *		For an UPDATE, move the other side's row of every source row whose
+ *		key changed, one saved-plan execution per changed row.
+ */
+static void
+mirror_key_moves(TriggerData *td, SoftmigRelPlans *p)
+{
+	Tuplestorestate *olds = td->tg_oldtable;
+	Tuplestorestate *news = td->tg_newtable;
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	TupleTableSlot *os = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	TupleTableSlot *ns = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	Datum	   *values = palloc(sizeof(Datum) * p->move_nargs);
+	char	   *nulls = palloc(sizeof(char) * p->move_nargs);
+	int			half = p->move_nargs / 2;
+
+	tuplestore_select_read_pointer(olds, 0);
+	tuplestore_select_read_pointer(news, 0);
+	tuplestore_rescan(olds);
+	tuplestore_rescan(news);
+	while (tuplestore_gettupleslot(olds, true, false, os))
+	{
+		int			k = 0;
+
+		if (!tuplestore_gettupleslot(news, true, false, ns))
+			elog(ERROR, "softmig: transition tables of an UPDATE are out of step");
+		if (!keys_differ(p, desc, os, ns))
+			continue;
+		slot_getallattrs(os);
+		slot_getallattrs(ns);
+		for (int i = 0; i < desc->natts; i++)
+		{
+			if (TupleDescAttr(desc, i)->attisdropped)
+				continue;
+			values[k] = os->tts_values[i];
+			nulls[k] = os->tts_isnull[i] ? 'n' : ' ';
+			values[half + k] = ns->tts_values[i];
+			nulls[half + k] = ns->tts_isnull[i] ? 'n' : ' ';
+			k++;
+		}
+		if (SPI_execute_plan(p->move, values, nulls, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "softmig: moving a row to its new key failed");
+	}
+	ExecDropSingleTupleTableSlot(os);
+	ExecDropSingleTupleTableSlot(ns);
+}
+
+/*
+ * mirror_statement
+ *		Carry one statement's changes to the other side, as its owner, with
+ *		the loop guard raised.
+ */
+static void
+mirror_statement(TriggerData *td, SoftmigRelPlans *p)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	int			ret;
+
+	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
+	softmig_mirror_depth++;
+	PG_TRY();
+	{
+		if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		{
+			ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
+			if (ret != SPI_OK_INSERT)
+				elog(ERROR, "softmig: mirroring INSERT failed: %d", ret);
+		}
+		else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		{
+			mirror_key_moves(td, p);
+			ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
+			if (ret != SPI_OK_INSERT)
+				elog(ERROR, "softmig: mirroring UPDATE failed: %d", ret);
+		}
+		else
+		{
+			ret = SPI_execute_plan(p->delete, NULL, NULL, false, 0);
+			if (ret != SPI_OK_DELETE)
+				elog(ERROR, "softmig: mirroring DELETE failed: %d", ret);
+		}
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_depth--;
+	}
+	PG_END_TRY();
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+}
+
+PG_FUNCTION_INFO_V1(softmig_write_trigger);
+/*
+ * softmig_write_trigger
+ *		AFTER statement trigger with transition tables: mirror (legacy ->
+ *		target in mirrored) or project (target -> legacy in new_write and
+ *		new_read) the statement's rows; log rows written by hand under
+ *		softmig.override on the non-authoritative side.
+ */
+Datum
+softmig_write_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	SoftmigMigration *m;
+	SoftmigRelPlans *p;
+	SoftmigSide auth;
+	Tuplestorestate *rows;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
+		!TRIGGER_FIRED_AFTER(td->tg_event))
+		elog(ERROR, "softmig._write_trigger must be an AFTER statement trigger");
+
+	if (softmig_mirror_depth > 0)
+		return PointerGetDatum(NULL);	/* our own write: never echo it */
+
+	rows = TRIGGER_FIRED_BY_DELETE(td->tg_event) ? td->tg_oldtable : td->tg_newtable;
+	if (rows == NULL)
+		elog(ERROR, "softmig._write_trigger needs transition tables");
+	if (tuplestore_tuple_count(rows) == 0)
+		return PointerGetDatum(NULL);
+
+	m = trigger_migration(td);
+	if (m->state == SM_LEGACY)
+		return PointerGetDatum(NULL);
+	auth = authority_of(m->state);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	p = softmig_get_plans(m, td->tg_relation);
+	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "SPI_register_trigger_data failed");
+
+	if (p->side != auth)
+	{
+		/* The guard let it through only with an override; check again. */
+		if (!override_requested())
+			refuse_write(m, td->tg_relation, p->side,
+						 TRIGGER_FIRED_BY_INSERT(td->tg_event) ? "INSERT" :
+						 TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? "UPDATE" : "DELETE");
+		log_override(td, m, p);
+	}
+	else if (m->state != SM_CUTOVER)
+		mirror_statement(td, p);
+
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}
