@@ -13,7 +13,7 @@ DATA = src/softmig--0.1.0.sql
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
-REGRESS = state catalog writes
+REGRESS = setup state catalog writes
 REGRESS_OPTS = --inputdir=. --load-extension=softmig
 
 ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout

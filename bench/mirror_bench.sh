@@ -1,0 +1,452 @@
+#!/usr/bin/env bash
+#
+# bench/mirror_bench.sh -- what does softmig's write mirroring cost?
+#
+# Starts ONE throwaway PostgreSQL 15 cluster (temp dir under /tmp, unix socket
+# only, shared_preload_libraries = 'softmig'), runs the same work three ways
+# and prints a markdown table of timings and ratios:
+#
+#   floor    by hand: set-based writes to both tables in one transaction, no
+#            trigger (the cheapest a dual write can be)
+#   plpgsql  a PL/pgSQL AFTER ... FOR EACH ROW trigger on legacy that upserts
+#            (INSERT ... ON CONFLICT DO UPDATE) / deletes the mapped row in
+#            target: how trigger-based migration tools do it today
+#   softmig  softmig.create_migration + softmig.advance (state mirrored):
+#            C AFTER STATEMENT triggers over transition tables
+#
+# Each method has its own table pair (legacy_<m>/target_<m>).  Work items run
+# interleaved (floor, plpgsql, softmig for INSERT; then the same for UPDATE;
+# then DELETE; then pgbench) so drift in machine load hits all methods alike.
+# Before every timed item: VACUUM ANALYZE and CHECKPOINT.  After every item
+# each pair is checked (row counts and a mapped EXCEPT both ways); a mismatch
+# aborts the run.
+#
+#   bulk     BENCH_ROWS-row INSERT ... SELECT FROM generate_series, UPDATE of
+#            every row (amount_cents and note), DELETE of every row; timed with
+#            clock_timestamp() inside one psql session, commit included.
+#   pgbench  BENCH_CLIENTS clients, BENCH_SECONDS each, -M prepared, single-row
+#            upserts with a random id in 1..100000 over pre-loaded tables:
+#            floor = BEGIN; upsert legacy; upsert target; END
+#            plpgsql / softmig = one upsert into legacy (autocommit)
+#
+# Output: the table on stdout and in bench/out/mirror_<UTC timestamp>.md.
+#
+# Knobs (environment):
+#   BENCH_ROWS=1000000   rows of the bulk work
+#   BENCH_SECONDS=20     duration of each pgbench run
+#   BENCH_CLIENTS=2      pgbench clients (and threads)
+#   BENCH_PORT=55500     port of the throwaway cluster
+#   BENCH_KEEP=1         keep the temp dir (data dir, server log) on exit
+#
+# Needs PostgreSQL 15 server binaries in /usr/lib/postgresql/15/bin and
+# softmig already installed there (this script never builds or installs).
+# As root, the cluster runs as the postgres user (initdb refuses root).
+
+set -euo pipefail
+
+ROWS=${BENCH_ROWS:-1000000}
+SECS=${BENCH_SECONDS:-20}
+CLIENTS=${BENCH_CLIENTS:-2}
+PORT=${BENCH_PORT:-55500}
+PGBIN=/usr/lib/postgresql/15/bin
+PGBENCH_IDS=100000
+METHODS=(floor plpgsql softmig)
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUTDIR=$HERE/out
+
+die() { printf 'mirror_bench.sh: error: %s\n' "$*" >&2; exit 1; }
+say() { printf '==> %s\n' "$*" >&2; }
+
+[[ $ROWS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROWS must be a positive integer (got '$ROWS')"
+[[ $SECS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer (got '$SECS')"
+[[ $CLIENTS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CLIENTS must be a positive integer (got '$CLIENTS')"
+[[ $PORT =~ ^[0-9]+$ ]] || die "BENCH_PORT must be a number (got '$PORT')"
+for b in initdb pg_ctl psql pgbench pg_config; do
+    [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL 15 server package missing?)"
+done
+PKGLIB=$("$PGBIN/pg_config" --pkglibdir)
+SHAREDIR=$("$PGBIN/pg_config" --sharedir)
+SO=$PKGLIB/softmig.so
+[[ -f $SO && -f $SHAREDIR/extension/softmig.control ]] ||
+    die "softmig is not installed in $PKGLIB / $SHAREDIR/extension (run make install first)"
+
+# Who runs the server: initdb refuses root.
+if [[ $EUID -eq 0 ]]; then
+    PGUSER_OS=postgres
+    id "$PGUSER_OS" >/dev/null 2>&1 || die "running as root but there is no postgres user"
+    as_pg() { (cd "$TMP" && runuser -u "$PGUSER_OS" -- "$@"); }
+else
+    PGUSER_OS=$(id -un)
+    as_pg() { (cd "$TMP" && "$@"); }
+fi
+
+so_sum() { md5sum "$SO" | cut -d' ' -f1; }
+SO_MD5_START=$(so_sum)
+SO_MTIME=$(date -u -r "$SO" +%Y-%m-%dT%H:%M:%SZ)
+
+# ---------------------------------------------------------------------------
+# The throwaway cluster
+# ---------------------------------------------------------------------------
+TMP=$(mktemp -d /tmp/softmig-bench.XXXXXX)
+DATA=$TMP/data
+LOG=$TMP/server.log
+[[ $EUID -eq 0 ]] && chown "$PGUSER_OS": "$TMP"
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -f $DATA/postmaster.pid ]]; then
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+            as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    if [[ $rc -ne 0 && -f $LOG ]]; then
+        printf '\n--- last lines of the server log (%s) ---\n' "$LOG" >&2
+        tail -n 30 "$LOG" >&2 || true
+    fi
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        say "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "initdb in $TMP (as $PGUSER_OS)"
+as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$TMP/initdb.log" 2>&1 ||
+    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+cat >>"$DATA/postgresql.conf" <<EOF
+
+# --- mirror_bench.sh: defaults except these ---
+listen_addresses = ''
+unix_socket_directories = '$TMP'
+port = $PORT
+shared_preload_libraries = 'softmig'
+synchronous_commit = off
+shared_buffers = 1GB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+EOF
+as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 120 start >/dev/null ||
+    die "the server did not start (port $PORT busy? see $LOG)"
+
+export PGHOST=$TMP PGPORT=$PORT PGUSER=postgres
+PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
+export PGDATABASE=bench
+sql() { "${PSQL[@]}" -At "$@"; }
+
+PGVERSION=$(sql -c "SHOW server_version")
+
+# ---------------------------------------------------------------------------
+# Schema: one table pair per method
+# ---------------------------------------------------------------------------
+say "schema (3 table pairs), softmig migration m_softmig in state mirrored"
+{
+    echo "CREATE EXTENSION softmig;"
+    for m in "${METHODS[@]}"; do
+        cat <<EOF
+CREATE TABLE legacy_$m (id bigint PRIMARY KEY, cust text NOT NULL,
+                        amount_cents int NOT NULL, note text)
+    WITH (autovacuum_enabled = off);
+CREATE TABLE target_$m (order_id bigint PRIMARY KEY, customer text NOT NULL,
+                        amount numeric(12,2) NOT NULL, note text)
+    WITH (autovacuum_enabled = off);
+EOF
+    done
+    cat <<'EOF'
+-- method 2: per-row PL/pgSQL mirror (key changes move the row, like softmig)
+CREATE FUNCTION mirror_plpgsql() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM target_plpgsql WHERE order_id = OLD.id;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
+        DELETE FROM target_plpgsql WHERE order_id = OLD.id;
+    END IF;
+    INSERT INTO target_plpgsql (order_id, customer, amount, note)
+    VALUES (NEW.id, upper(NEW.cust), NEW.amount_cents / 100.0, NEW.note)
+    ON CONFLICT (order_id) DO UPDATE
+        SET customer = EXCLUDED.customer, amount = EXCLUDED.amount, note = EXCLUDED.note;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER mirror AFTER INSERT OR UPDATE OR DELETE ON legacy_plpgsql
+    FOR EACH ROW EXECUTE FUNCTION mirror_plpgsql();
+
+-- method 3: softmig
+SELECT softmig.create_migration('m_softmig', 'legacy_softmig', 'target_softmig',
+    forward  => '{"order_id": "id", "customer": "upper(cust)", "amount": "amount_cents / 100.0"}',
+    backward => '{"id": "order_id", "cust": "lower(customer)", "amount_cents": "(amount * 100)::int"}');
+SELECT softmig.advance('m_softmig');
+EOF
+} | sql >/dev/null
+[[ $(sql -c "SELECT softmig.state('m_softmig')") == mirrored ]] || die "m_softmig is not in state mirrored"
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+settle() {
+    sql -c "VACUUM ANALYZE" >/dev/null
+    sql -c "CHECKPOINT" >/dev/null
+}
+
+# time_tx SQL: run SQL in one session, print the elapsed seconds (commit
+# included; the SQL carries its own BEGIN/COMMIT).
+time_tx() {
+    sql <<EOF
+SELECT clock_timestamp() AS softmig_bench_t0 \gset
+$1
+SELECT round(extract(epoch FROM clock_timestamp() - :'softmig_bench_t0'::timestamptz)::numeric, 3);
+EOF
+}
+
+# verify METHOD EXPECTED_ROWS WHEN: target must equal the mapping of legacy.
+verify() {
+    local m=$1 want=$2 when=$3 nl nt missing extra res
+    res=$(sql <<EOF
+SELECT (SELECT count(*) FROM legacy_$m),
+       (SELECT count(*) FROM target_$m),
+       (SELECT count(*) FROM (
+            SELECT id, upper(cust), (amount_cents / 100.0)::numeric(12,2), note FROM legacy_$m
+            EXCEPT
+            SELECT order_id, customer, amount, note FROM target_$m) d),
+       (SELECT count(*) FROM (
+            SELECT order_id, customer, amount, note FROM target_$m
+            EXCEPT
+            SELECT id, upper(cust), (amount_cents / 100.0)::numeric(12,2), note FROM legacy_$m) d);
+EOF
+    ) || die "verification query failed after $when ($m)"
+    IFS='|' read -r nl nt missing extra <<<"$res"
+    if [[ $nl != "$want" || $nt != "$nl" || $missing != 0 || $extra != 0 ]]; then
+        printf '\n!!! MISMATCH after %s, method %s: legacy %s rows (expected %s), target %s rows, ' \
+            "$when" "$m" "$nl" "$want" "$nt" >&2
+        printf '%s legacy rows missing/different in target, %s target rows without their legacy row\n' \
+            "$missing" "$extra" >&2
+        exit 3
+    fi
+    if [[ $m == softmig ]]; then
+        local st
+        st=$(sql -c "SELECT softmig.state('m_softmig')")
+        [[ $st == mirrored ]] || die "after $when m_softmig is in state '$st', not mirrored"
+    fi
+}
+
+declare -A RES         # RES[method,work] = seconds or TPS
+WORKS=()               # work labels, in order
+UNIT_OF=()             # parallel to WORKS: s or tps
+
+record() { RES[$1,$2]=$3; }
+
+gen_rows() { # the rows of the bulk INSERT, from generate_series
+    echo "SELECT g, 'cust' || (g % 1000), ((g * 7) % 100000)::int,
+                 CASE WHEN g % 10 = 0 THEN NULL ELSE 'note ' || g END
+            FROM generate_series(1, $1) g"
+}
+
+bulk_sql() { # METHOD WORK -> the timed transaction
+    local m=$1 w=$2
+    case $w in
+        insert)
+            if [[ $m == floor ]]; then
+                echo "BEGIN;
+INSERT INTO legacy_floor $(gen_rows "$ROWS");
+INSERT INTO target_floor SELECT id, upper(cust), amount_cents / 100.0, note FROM legacy_floor;
+COMMIT;"
+            else
+                echo "BEGIN;
+INSERT INTO legacy_$m $(gen_rows "$ROWS");
+COMMIT;"
+            fi ;;
+        update)
+            if [[ $m == floor ]]; then
+                echo "BEGIN;
+UPDATE legacy_floor SET amount_cents = amount_cents + 1, note = coalesce(note, '') || ' u';
+UPDATE target_floor SET amount = amount + 0.01, note = coalesce(note, '') || ' u';
+COMMIT;"
+            else
+                echo "BEGIN;
+UPDATE legacy_$m SET amount_cents = amount_cents + 1, note = coalesce(note, '') || ' u';
+COMMIT;"
+            fi ;;
+        delete)
+            if [[ $m == floor ]]; then
+                echo "BEGIN;
+DELETE FROM legacy_floor;
+DELETE FROM target_floor;
+COMMIT;"
+            else
+                echo "BEGIN;
+DELETE FROM legacy_$m;
+COMMIT;"
+            fi ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------
+# Bulk work: INSERT, UPDATE, DELETE of BENCH_ROWS rows
+# ---------------------------------------------------------------------------
+T_START=$(date +%s)
+for w in insert update delete; do
+    label="$(tr '[:lower:]' '[:upper:]' <<<"$w") $ROWS rows"
+    WORKS+=("$label"); UNIT_OF+=(s)
+    want=$ROWS; [[ $w == delete ]] && want=0
+    for m in "${METHODS[@]}"; do
+        settle
+        t=$(time_tx "$(bulk_sql "$m" "$w")")
+        verify "$m" "$want" "bulk $w"
+        record "$m" "$label" "$t"
+        say "$(printf '%-8s %-22s %10s s' "$m" "$label" "$t")"
+    done
+done
+WORKS+=("bulk total (I+U+D)"); UNIT_OF+=(s)
+for m in "${METHODS[@]}"; do
+    tot=0
+    for w in insert update delete; do
+        label="$(tr '[:lower:]' '[:upper:]' <<<"$w") $ROWS rows"
+        tot=$(awk -v a="$tot" -v b="${RES[$m,$label]}" 'BEGIN { printf "%.3f", a + b }')
+    done
+    record "$m" "bulk total (I+U+D)" "$tot"
+done
+
+# ---------------------------------------------------------------------------
+# pgbench: single-row upserts, BENCH_CLIENTS clients, BENCH_SECONDS each
+# ---------------------------------------------------------------------------
+say "pgbench: loading $PGBENCH_IDS rows into each pair"
+for m in "${METHODS[@]}"; do
+    if [[ $m == floor ]]; then
+        sql -c "BEGIN; INSERT INTO legacy_floor $(gen_rows $PGBENCH_IDS);
+                INSERT INTO target_floor SELECT id, upper(cust), amount_cents / 100.0, note FROM legacy_floor;
+                COMMIT;" >/dev/null
+    else
+        sql -c "INSERT INTO legacy_$m $(gen_rows $PGBENCH_IDS)" >/dev/null
+    fi
+    verify "$m" "$PGBENCH_IDS" "pgbench load"
+done
+
+cat >"$TMP/pgb_floor.sql" <<EOF
+\set id random(1, $PGBENCH_IDS)
+\set amt random(0, 1000000)
+BEGIN;
+INSERT INTO legacy_floor (id, cust, amount_cents, note)
+    VALUES (:id, 'cust' || (:id % 1000), :amt, 'pgbench')
+    ON CONFLICT (id) DO UPDATE
+    SET cust = EXCLUDED.cust, amount_cents = EXCLUDED.amount_cents, note = EXCLUDED.note;
+INSERT INTO target_floor (order_id, customer, amount, note)
+    VALUES (:id, upper('cust' || (:id % 1000)), :amt / 100.0, 'pgbench')
+    ON CONFLICT (order_id) DO UPDATE
+    SET customer = EXCLUDED.customer, amount = EXCLUDED.amount, note = EXCLUDED.note;
+END;
+EOF
+for m in plpgsql softmig; do
+    cat >"$TMP/pgb_$m.sql" <<EOF
+\set id random(1, $PGBENCH_IDS)
+\set amt random(0, 1000000)
+INSERT INTO legacy_$m (id, cust, amount_cents, note)
+    VALUES (:id, 'cust' || (:id % 1000), :amt, 'pgbench')
+    ON CONFLICT (id) DO UPDATE
+    SET cust = EXCLUDED.cust, amount_cents = EXCLUDED.amount_cents, note = EXCLUDED.note;
+EOF
+done
+
+pglabel="pgbench upsert ${CLIENTS}c ${SECS}s"
+WORKS+=("$pglabel"); UNIT_OF+=(tps)
+for m in "${METHODS[@]}"; do
+    settle
+    out=$("$PGBIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" \
+            -f "$TMP/pgb_$m.sql" 2>&1) || { printf '%s\n' "$out" >&2; die "pgbench ($m) failed"; }
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out")
+    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
+    [[ -n $tps ]] || { printf '%s\n' "$out" >&2; die "could not read the TPS of pgbench ($m)"; }
+    [[ ${failed:-0} == 0 ]] || { printf '%s\n' "$out" >&2; die "pgbench ($m): $failed failed transactions"; }
+    verify "$m" "$PGBENCH_IDS" "pgbench"
+    tps=$(awk -v x="$tps" 'BEGIN { printf "%.0f", x }')
+    record "$m" "$pglabel" "$tps"
+    say "$(printf '%-8s %-22s %10s tps' "$m" "$pglabel" "$tps")"
+done
+T_END=$(date +%s)
+
+# ---------------------------------------------------------------------------
+# Anomalies: server log, library swapped under us
+# ---------------------------------------------------------------------------
+ANOMALIES=()
+n=$(grep -cE 'PANIC|terminated by signal|server process .* was terminated|TRAP:' "$LOG" || true)
+[[ $n == 0 ]] || ANOMALIES+=("server log: $n crash line(s) (PANIC / terminated by signal / TRAP)")
+n=$(grep -cE '(ERROR|FATAL):' "$LOG" || true)
+[[ $n == 0 ]] || ANOMALIES+=("server log: $n ERROR/FATAL line(s), first: $(grep -m1 -E '(ERROR|FATAL):' "$LOG")")
+n=$(grep -cE 'WARNING:' "$LOG" || true)
+[[ $n == 0 ]] || ANOMALIES+=("server log: $n WARNING line(s), first: $(grep -m1 -E 'WARNING:' "$LOG")")
+[[ $(so_sum) == "$SO_MD5_START" ]] ||
+    ANOMALIES+=("$SO changed during the run (make install by someone?): rerun the bench")
+
+# ---------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'; }
+
+# target verdict for softmig rows
+verdict() { # UNIT VALUE FLOOR PLPGSQL
+    awk -v u="$1" -v v="$2" -v f="$3" -v p="$4" 'BEGIN {
+        if (u == "s") {
+            ok = (v <= 1.3 * f) && (v <= 0.5 * p)
+            printf "<= 1.3x floor and <= 0.5x plpgsql: %s", ok ? "**met**" : "**missed**"
+        } else {
+            ok = (v >= 0.9 * f)
+            printf ">= 0.9x floor TPS: %s", ok ? "**met**" : "**missed**"
+        }
+    }'
+}
+
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+MEM=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+GITREV=$(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$HERE/.." status --porcelain -- src 2>/dev/null) ]]; then GITREV="$GITREV (src/ has uncommitted changes)"; fi
+
+report() {
+    echo "### softmig mirroring bench, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo
+    echo "- command: \`BENCH_ROWS=$ROWS BENCH_SECONDS=$SECS BENCH_CLIENTS=$CLIENTS bash bench/mirror_bench.sh\`"
+    echo "- machine: $(nproc) CPUs ($CPU), $MEM RAM; PostgreSQL $PGVERSION"
+    echo "- server: defaults except synchronous_commit=off, shared_buffers=1GB, max_wal_size=8GB, checkpoint_timeout=30min (fsync on); bench tables have autovacuum off, VACUUM ANALYZE + CHECKPOINT before each timed item"
+    echo "- softmig: $SO (mtime $SO_MTIME, md5 ${SO_MD5_START:0:12}), repo HEAD $GITREV"
+    echo "- wall time of the timed part: $((T_END - T_START)) s"
+    echo
+    echo "Bulk rows: seconds, lower is better (ratio = time / time of the reference)."
+    echo "pgbench rows: transactions per second, higher is better (ratio = TPS / TPS of the reference)."
+    echo
+    echo "| method | work | seconds or TPS | vs floor | vs plpgsql | target (softmig) |"
+    echo "|---|---|---:|---:|---:|---|"
+    local i w u m v f p
+    for i in "${!WORKS[@]}"; do
+        w=${WORKS[$i]}; u=${UNIT_OF[$i]}
+        f=${RES[floor,$w]}; p=${RES[plpgsql,$w]}
+        for m in "${METHODS[@]}"; do
+            v=${RES[$m,$w]}
+            local tgt=""
+            [[ $m == softmig ]] && tgt=$(verdict "$u" "$v" "$f" "$p")
+            if [[ $u == s ]]; then
+                printf '| %s | %s | %s s | %s | %s | %s |\n' "$m" "$w" "$v" "$(ratio "$v" "$f")" "$(ratio "$v" "$p")" "$tgt"
+            else
+                printf '| %s | %s | %s tps | %s | %s | %s |\n' "$m" "$w" "$v" "$(ratio "$v" "$f")" "$(ratio "$v" "$p")" "$tgt"
+            fi
+        done
+    done
+    echo
+    echo "Checks: after every item target = mapping of legacy for all three pairs (counts and mapped EXCEPT both ways): ok."
+    if [[ ${#ANOMALIES[@]} -eq 0 ]]; then
+        echo "Anomalies: none (no ERROR/WARNING/crash in the server log)."
+    else
+        echo "Anomalies:"
+        local a
+        for a in "${ANOMALIES[@]}"; do echo "- $a"; done
+    fi
+}
+
+mkdir -p "$OUTDIR"
+OUTFILE=$OUTDIR/mirror_$STAMP.md
+report | tee "$OUTFILE"
+say "written to ${OUTFILE#"$HERE/../"}"

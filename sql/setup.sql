@@ -1,0 +1,27 @@
+-- Shared helpers for the regression suite (runs first).
+CREATE EXTENSION IF NOT EXISTS softmig;
+CREATE SCHEMA IF NOT EXISTS t;
+
+-- t.err(sql): run a statement that must fail; return its SQLSTATE, message,
+-- detail and hint so tests check the exact error, not only that one happened.
+CREATE FUNCTION t.err(sql text, OUT state text, OUT message text, OUT detail text, OUT hint text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE sql;
+    state := 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
+                            detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+END $$;
+
+-- t.counts(): what the softmig catalog holds, to prove failed calls left nothing
+CREATE FUNCTION t.counts(OUT migrations bigint, OUT mappings bigint, OUT history bigint, OUT triggers bigint)
+LANGUAGE sql AS $$
+    SELECT (SELECT count(*) FROM softmig.migrations), (SELECT count(*) FROM softmig.mappings),
+           (SELECT count(*) FROM softmig.history_log),
+           (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'softmig\_%')
+$$;
+
+GRANT USAGE ON SCHEMA t TO PUBLIC;
+SELECT * FROM t.err('SELECT 1/0');
+SELECT * FROM t.counts();
