@@ -37,7 +37,7 @@ test:
 	bash test/run_all.sh
 
 demo:
-	bash demo/run.sh
+	SOFTMIG_SUITES=demo bash test/run_all.sh
 
 # pgTAP suite against the server in PG* environment variables
 pgtap:

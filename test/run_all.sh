@@ -29,7 +29,8 @@
 #
 # Knobs (environment):
 #   SOFTMIG_SUITES  space-separated subset of: regress pgtap tap
-#                   (also: pg_regress, isolation for one half of regress)
+#                   (also: pg_regress, isolation for one half of regress,
+#                   and demo, the live demo `make demo` runs)
 #                   default "regress pgtap tap"
 #   SOFTMIG_KEEP=1  keep the temp directory (logs, data dir) for debugging
 #
@@ -58,8 +59,8 @@ check_suites() {
     local s
     for s in $SUITES; do
         case $s in
-            regress|pg_regress|isolation|pgtap|tap) ;;
-            *) die "unknown suite '$s' in SOFTMIG_SUITES (known: regress pg_regress isolation pgtap tap)" ;;
+            regress|pg_regress|isolation|pgtap|tap|demo) ;;
+            *) die "unknown suite '$s' in SOFTMIG_SUITES (known: regress pg_regress isolation pgtap tap demo)" ;;
         esac
     done
     [[ -n ${SUITES// /} ]] || die "SOFTMIG_SUITES is empty"
@@ -201,6 +202,19 @@ REGRESS_FAIL_RE='^((test +| +)[^ ]+ +\.\.\. +FAILED( |$)|not ok [0-9]+ )'
 
 count_lines() {  # regex file
     grep -cE "$1" "$2" || true
+}
+
+# The live demo (make demo): demo/demo.sh against the throwaway cluster; it
+# prints its story and exits non-zero if anything it asserts fails.
+run_demo() {
+    local rc=0
+    say "demo: demo/demo.sh"
+    bash "$TREE/demo/demo.sh" || rc=$?
+    if ((rc == 0)); then
+        record demo 1 0 ""
+    else
+        record demo 0 1 "demo/demo.sh exited $rc"
+    fi
 }
 
 run_regress_suite() {  # name diffs-file make-args...
@@ -361,6 +375,7 @@ EOF
                 run_regress_suite isolation "$TREE/output_iso/regression.diffs" TAP_TESTS= REGRESS= ;;
             pgtap) run_pgtap ;;
             tap)   run_tap ;;
+            demo)  run_demo ;;
         esac
     done
 
