@@ -5,18 +5,23 @@
 # make demo                                     installs deps, builds and runs the live demo
 
 EXTENSION  = softmig
+EXTVERSION = 0.1.0
 MODULE_big = softmig
-OBJS = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
 
-DATA = src/softmig--0.1.0.sql
+# One C file and one SQL file per concern; each module adds its own lines.
+OBJS  = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
+REGRESS = setup state catalog writes
+ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
+
+# The install script is built from src/sql/*.sql in name order.
+SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
+DATA_built = softmig--$(EXTVERSION).sql
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
-REGRESS = setup state catalog writes
 REGRESS_OPTS = --inputdir=. --load-extension=softmig
 
-ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
 ISOLATION_OPTS = --inputdir=test/isolation --load-extension=softmig
 
 TAP_TESTS = 1
@@ -27,6 +32,9 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 $(OBJS): src/softmig.h src/compat.h
+
+softmig--$(EXTVERSION).sql: $(SQL_PARTS)
+	cat $(SQL_PARTS) > $@
 
 ifeq ($(shell test $(VERSION_NUM) -lt 140000 2>/dev/null && echo old),old)
 $(error softmig needs PostgreSQL 14 or later; $(PG_CONFIG) reports $(VERSION))

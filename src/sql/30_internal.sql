@@ -1,0 +1,206 @@
+-------------------------------------------------------------------------------
+-- Internal C helpers (not for direct use)
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._check_expression(expr text, what text) RETURNS void
+    AS 'MODULE_PATHNAME', 'softmig_check_expression_sql' LANGUAGE C IMMUTABLE STRICT;
+COMMENT ON FUNCTION @extschema@._check_expression(text, text) IS
+    'internal: raise 42601 unless expr is exactly one scalar SQL expression';
+
+CREATE FUNCTION @extschema@._actor() RETURNS name
+    AS 'MODULE_PATHNAME', 'softmig_actor' LANGUAGE C STABLE;
+COMMENT ON FUNCTION @extschema@._actor() IS
+    'internal: the role recorded as actor (the caller of the current gated function)';
+
+CREATE FUNCTION @extschema@._is_owner(legacy regclass, target regclass) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'softmig_is_owner' LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION @extschema@._is_owner(regclass, regclass) IS
+    'internal: may the caller manage a migration between these tables (owner of both, or superuser)';
+
+CREATE FUNCTION @extschema@._invalidate(legacy regclass, target regclass) RETURNS void
+    AS 'MODULE_PATHNAME', 'softmig_invalidate' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._invalidate(regclass, regclass) IS
+    'internal: make every backend reload the migration of these tables at its next lock on them';
+
+CREATE FUNCTION @extschema@._validate(migration_id integer) RETURNS void
+    AS 'MODULE_PATHNAME', 'softmig_validate' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._validate(integer) IS
+    'internal: prepare every statement the triggers of a migration will run, as the table owners';
+
+CREATE FUNCTION @extschema@._guard_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'softmig_guard_trigger' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._guard_trigger() IS
+    'internal: BEFORE statement trigger refusing writes to the non-authoritative table and TRUNCATE';
+
+CREATE FUNCTION @extschema@._write_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'softmig_write_trigger' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._write_trigger() IS
+    'internal: AFTER statement trigger mirroring or projecting a statement''s rows to the other table';
+
+-------------------------------------------------------------------------------
+-- Internal SQL helpers
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._migration(p_name text) RETURNS @extschema@.migrations
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations;
+BEGIN
+    SELECT * INTO m FROM @extschema@.migrations WHERE name OPERATOR(pg_catalog.=) p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+            MESSAGE = pg_catalog.format('migration "%s" does not exist', p_name),
+            HINT = 'softmig.migrations lists the migrations of this database.';
+    END IF;
+    RETURN m;
+END $$;
+COMMENT ON FUNCTION @extschema@._migration(text) IS
+    'internal: the catalog row of a migration by name, 42704 if unknown';
+
+CREATE FUNCTION @extschema@._tables(p_id integer) RETURNS SETOF regclass
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.relid::pg_catalog.regclass
+      FROM @extschema@.migrations m,
+           LATERAL (SELECT m.legacy::pg_catalog.oid AS relid
+                    UNION
+                    SELECT relid FROM pg_catalog.pg_partition_tree(m.legacy)
+                    UNION
+                    SELECT m.target::pg_catalog.oid
+                    UNION
+                    SELECT relid FROM pg_catalog.pg_partition_tree(m.target)) t
+     WHERE m.id OPERATOR(pg_catalog.=) p_id
+$$;
+COMMENT ON FUNCTION @extschema@._tables(integer) IS
+    'internal: every relation (tables and their partitions) of a migration';
+
+CREATE FUNCTION @extschema@._install_triggers(p_id integer) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r regclass;
+    p text := 'softmig_' OPERATOR(pg_catalog.||) p_id::text;
+BEGIN
+    FOR r IN SELECT * FROM @extschema@._tables(p_id) LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+            'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._guard_trigger(%L)',
+            p OPERATOR(pg_catalog.||) '_guard', r, p_id);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS softmig_new '
+            'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
+            p OPERATOR(pg_catalog.||) '_ins', r, p_id);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS softmig_old NEW TABLE AS softmig_new '
+            'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
+            p OPERATOR(pg_catalog.||) '_upd', r, p_id);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS softmig_old '
+            'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
+            p OPERATOR(pg_catalog.||) '_del', r, p_id);
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._install_triggers(integer) IS
+    'internal: create the guard and write triggers of a migration on both tables and all their partitions';
+
+CREATE FUNCTION @extschema@._remove_triggers(p_id integer) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT t.tgname, t.tgrelid::pg_catalog.regclass AS rel
+               FROM pg_catalog.pg_trigger t
+              WHERE t.tgrelid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT @extschema@._tables(p_id)::pg_catalog.oid))
+                AND t.tgname OPERATOR(pg_catalog.~) ('^softmig_' OPERATOR(pg_catalog.||) p_id::text OPERATOR(pg_catalog.||) '_(guard|ins|upd|del)$')
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', r.tgname, r.rel);
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._remove_triggers(integer) IS
+    'internal: drop every softmig trigger of a migration';
+
+CREATE FUNCTION @extschema@._trigger_health(p_id integer) RETURNS jsonb
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    WITH m AS (SELECT * FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id),
+    expected AS (
+        SELECT r AS rel, 'softmig_' OPERATOR(pg_catalog.||) p_id::text OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||) s AS tgname
+          FROM m, @extschema@._tables(p_id) AS r, unnest(ARRAY['guard', 'ins', 'upd', 'del']) AS s
+         WHERE m.state OPERATOR(@extschema@.<>) 'legacy'),
+    problems AS (
+        SELECT e.rel::text AS rel, e.tgname,
+               CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END AS problem
+          FROM expected e
+          LEFT JOIN pg_catalog.pg_trigger t
+            ON t.tgrelid OPERATOR(pg_catalog.=) e.rel AND t.tgname OPERATOR(pg_catalog.=) e.tgname
+         WHERE t.oid IS NULL OR t.tgenabled OPERATOR(pg_catalog.=) 'D')
+    SELECT pg_catalog.jsonb_build_object(
+        'expected', (SELECT pg_catalog.count(*) FROM expected),
+        'healthy', NOT EXISTS (SELECT 1 FROM problems),
+        'problems', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(problems)) FROM problems), '[]'))
+$$;
+COMMENT ON FUNCTION @extschema@._trigger_health(integer) IS
+    'internal: which softmig triggers of a migration are missing or disabled';
+
+CREATE FUNCTION @extschema@._history(p_id integer, p_action text, p_from @extschema@.state,
+                                     p_to @extschema@.state, p_reason text, p_detail jsonb)
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO @extschema@.history_log (migration_id, actor, action, from_state, to_state, reason, detail)
+    VALUES (p_id, @extschema@._actor(), p_action, p_from, p_to, p_reason, COALESCE(p_detail, '{}'));
+$$;
+COMMENT ON FUNCTION @extschema@._history(integer, text, @extschema@.state, @extschema@.state, text, jsonb) IS
+    'internal: append one audit row for a migration';
+
+CREATE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
+                                       p_reason text, p_detail jsonb)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations;
+    v_timeout text;
+    v_old_timeout text := pg_catalog.current_setting('lock_timeout');
+    v_legal text;
+BEGIN
+    -- serialize state changes of one migration
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id FOR UPDATE;
+
+    IF NOT @extschema@.is_legal_transition(m.state, p_to) THEN
+        SELECT pg_catalog.string_agg(s::text, ', ' ORDER BY s) INTO v_legal
+          FROM pg_catalog.unnest(ARRAY['legacy', 'mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[]) AS s
+         WHERE @extschema@.is_legal_transition(m.state, s);
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('illegal state transition from %s to %s for migration "%s"',
+                                        m.state, p_to, m.name),
+            DETAIL = CASE WHEN v_legal IS NULL
+                          THEN pg_catalog.format('No move is legal from %s.', m.state)
+                          ELSE pg_catalog.format('From %s the legal moves are: %s.', m.state, v_legal) END,
+            HINT = 'States move one step at a time; cutover is final.';
+    END IF;
+
+    -- Lock out writers on both tables (readers are not blocked): in-flight
+    -- writers finish under the old state, later ones see the new one.
+    v_timeout := COALESCE(m.options OPERATOR(pg_catalog.->>) 'lock_timeout', '5s');
+    PERFORM pg_catalog.set_config('lock_timeout', v_timeout, true);
+    BEGIN
+        EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN SHARE ROW EXCLUSIVE MODE', m.legacy, m.target);
+    EXCEPTION WHEN lock_not_available THEN
+        PERFORM pg_catalog.set_config('lock_timeout', v_old_timeout, true);
+        RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+            MESSAGE = pg_catalog.format('could not lock tables %s and %s to move migration "%s" from %s to %s',
+                                        m.legacy, m.target, m.name, m.state, p_to),
+            DETAIL = pg_catalog.format('Writers kept a conflicting lock for longer than lock_timeout (%s).', v_timeout),
+            HINT = 'Retry the call; nothing was changed. Long transactions writing either table delay state changes; option lock_timeout sets how long to wait.';
+    END;
+    PERFORM pg_catalog.set_config('lock_timeout', v_old_timeout, true);
+
+    IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._install_triggers(p_id);
+    ELSIF p_to OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._remove_triggers(p_id);
+    END IF;
+
+    UPDATE @extschema@.migrations
+       SET state = p_to, state_changed_at = pg_catalog.now()
+     WHERE id OPERATOR(pg_catalog.=) p_id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(p_id, p_action, m.state, p_to, p_reason, p_detail);
+    RETURN p_to;
+END $$;
+COMMENT ON FUNCTION @extschema@._set_state(integer, @extschema@.state, text, text, jsonb) IS
+    'internal: the one function that changes a migration''s state: checks legality, locks both tables, retargets triggers, records history';

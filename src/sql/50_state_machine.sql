@@ -1,0 +1,165 @@
+-------------------------------------------------------------------------------
+-- State
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.state(name text) RETURNS @extschema@.state
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (@extschema@._migration(name)).state
+$$;
+COMMENT ON FUNCTION @extschema@.state(text) IS 'the current state of a migration';
+
+-- softmig.state('orders') with an untyped literal would otherwise be read as a
+-- cast of 'orders' to the type softmig.state; this overload catches literals.
+CREATE FUNCTION @extschema@.state(name unknown) RETURNS @extschema@.state
+    AS 'MODULE_PATHNAME', 'softmig_state_of_literal' LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION @extschema@.state(unknown) IS
+    'the current state of a migration named by a literal (see state(text))';
+
+CREATE FUNCTION @extschema@._advance(name text, to_state @extschema@.state, reason text, force boolean)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_to @extschema@.state := to_state;
+BEGIN
+    IF COALESCE(force, false) AND (reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '') THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'force => true needs a reason',
+            HINT = 'The reason is recorded in the migration''s history.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.=) 'cutover' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is already in state cutover', m.name),
+            DETAIL = 'cutover is the final state.';
+    END IF;
+    IF v_to IS NULL THEN
+        v_to := (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
+                [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)];
+    END IF;
+    IF v_to OPERATOR(@extschema@.<=) m.state THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('cannot advance migration "%s" from %s to %s', m.name, m.state, v_to),
+            HINT = 'advance moves forward one step; use softmig.rollback to go back.';
+    END IF;
+    RETURN @extschema@._set_state(m.id, v_to, 'advance', reason,
+        CASE WHEN force THEN '{"force": true}'::jsonb ELSE '{}'::jsonb END);
+END $$;
+COMMENT ON FUNCTION @extschema@._advance(text, @extschema@.state, text, boolean) IS
+    'internal: implementation of softmig.advance';
+
+CREATE FUNCTION @extschema@.advance(name text, to_state @extschema@.state DEFAULT NULL,
+                                    reason text DEFAULT NULL, force boolean DEFAULT false)
+RETURNS @extschema@.state AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.advance(text, @extschema@.state, text, boolean) IS
+    'move a migration one state forward (to_state defaults to the next state); owners of both tables only';
+
+CREATE FUNCTION @extschema@._rollback(name text, reason text)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+BEGIN
+    IF m.state OPERATOR(@extschema@.=) 'cutover' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is in state cutover and never rolls back', m.name),
+            HINT = 'Fix forward on the target table.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is in state legacy; there is nothing to roll back', m.name);
+    END IF;
+    RETURN @extschema@._set_state(m.id,
+        (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
+        [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)],
+        'rollback', reason, '{}');
+END $$;
+COMMENT ON FUNCTION @extschema@._rollback(text, text) IS 'internal: implementation of softmig.rollback';
+
+CREATE FUNCTION @extschema@.rollback(name text, reason text DEFAULT NULL)
+RETURNS @extschema@.state AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.rollback(text, text) IS
+    'move a migration one state back; owners of both tables only';
+
+CREATE FUNCTION @extschema@._drop_migration(name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+BEGIN
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR UPDATE;
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('cannot drop migration "%s" in state %s', m.name, m.state),
+            HINT = 'Roll it back to legacy or advance it to cutover first.';
+    END IF;
+    PERFORM @extschema@._remove_triggers(m.id);
+    PERFORM @extschema@._history(m.id, 'drop', m.state, NULL, NULL,
+        pg_catalog.jsonb_build_object('name', m.name, 'legacy', m.legacy::text, 'target', m.target::text));
+    DELETE FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+END $$;
+COMMENT ON FUNCTION @extschema@._drop_migration(text) IS 'internal: implementation of softmig.drop_migration';
+
+CREATE FUNCTION @extschema@.drop_migration(name text)
+RETURNS void AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.drop_migration(text) IS
+    'remove a migration in state legacy or cutover with every trigger it created (history is kept); owners of both tables only';
+
+CREATE FUNCTION @extschema@._repair_triggers(name text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_before jsonb;
+BEGIN
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR UPDATE;
+    v_before := @extschema@._trigger_health(m.id);
+    EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN SHARE ROW EXCLUSIVE MODE', m.legacy, m.target);
+    PERFORM @extschema@._remove_triggers(m.id);
+    IF m.state OPERATOR(@extschema@.<>) 'legacy' THEN
+        PERFORM @extschema@._install_triggers(m.id);
+    END IF;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(m.id, 'repair_triggers', m.state, m.state, NULL, v_before);
+    RETURN @extschema@._trigger_health(m.id);
+END $$;
+COMMENT ON FUNCTION @extschema@._repair_triggers(text) IS 'internal: implementation of softmig.repair_triggers';
+
+CREATE FUNCTION @extschema@.repair_triggers(name text)
+RETURNS jsonb AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.repair_triggers(text) IS
+    'recreate missing or disabled softmig triggers of a migration (e.g. on a newly attached partition); owners of both tables only';
+
+CREATE FUNCTION @extschema@.status(name text) RETURNS jsonb
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'name', m.name,
+        'state', m.state::text,
+        'legacy', m.legacy::text,
+        'target', m.target::text,
+        'key', m.legacy_key,
+        'target_key', m.target_key,
+        'write_authority', CASE WHEN m.state OPERATOR(@extschema@.<=) 'mirrored' THEN 'legacy' ELSE 'target' END,
+        'projection', CASE m.state::text WHEN 'mirrored' THEN 'legacy -> target'
+                                         WHEN 'new_write' THEN 'target -> legacy'
+                                         WHEN 'new_read' THEN 'target -> legacy'
+                                         ELSE 'none' END,
+        'read_default', CASE WHEN m.state OPERATOR(@extschema@.>=) 'new_read' THEN 'new' ELSE 'legacy' END,
+        'envelope_open', true,
+        'backfill_done', false,
+        'rows_backfilled', 0,
+        'triggers', @extschema@._trigger_health(m.id),
+        'state_changed_at', m.state_changed_at)
+      FROM @extschema@._migration(name) m
+$$;
+COMMENT ON FUNCTION @extschema@.status(text) IS
+    'a jsonb summary of a migration: state, write authority, read default, envelope, backfill, trigger health';
+
+CREATE FUNCTION @extschema@.history(name text)
+RETURNS TABLE(at timestamptz, actor name, action text, from_state @extschema@.state,
+              to_state @extschema@.state, reason text, detail jsonb)
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT h.at, h.actor, h.action, h.from_state, h.to_state, h.reason, h.detail
+      FROM @extschema@.history_log h
+     WHERE h.migration_id OPERATOR(pg_catalog.=) (@extschema@._migration(name)).id
+     ORDER BY h.id
+$$;
+COMMENT ON FUNCTION @extschema@.history(text) IS
+    'the audit history of a migration, oldest first';

@@ -1,0 +1,20 @@
+-------------------------------------------------------------------------------
+-- Privileges: implementation functions run only behind the gate.
+-------------------------------------------------------------------------------
+REVOKE ALL ON FUNCTION
+    @extschema@._check_expression(text, text),
+    @extschema@._invalidate(regclass, regclass),
+    @extschema@._validate(integer),
+    @extschema@._guard_trigger(),
+    @extschema@._write_trigger(),
+    @extschema@._install_triggers(integer),
+    @extschema@._remove_triggers(integer),
+    @extschema@._history(integer, text, @extschema@.state, @extschema@.state, text, jsonb),
+    @extschema@._set_state(integer, @extschema@.state, text, text, jsonb),
+    @extschema@._create_migration(text, regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb),
+    @extschema@._require_column(regclass, text, text, boolean),
+    @extschema@._advance(text, @extschema@.state, text, boolean),
+    @extschema@._rollback(text, text),
+    @extschema@._drop_migration(text),
+    @extschema@._repair_triggers(text)
+FROM PUBLIC;
