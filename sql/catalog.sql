@@ -87,6 +87,17 @@ SELECT * FROM t.err($$SELECT softmig.drop_migration('nope')$$);
 -- a literal is a migration name, not a cast: a migration may even be called "legacy"
 SELECT softmig.state('orders'), softmig.state('orders'::text);
 
+-- options can be changed later, validated the same way, and are audited
+SELECT softmig.set_option('orders', 'lock_timeout', '"3s"');
+SELECT * FROM t.err($$SELECT softmig.set_option('orders', 'lock_timeout', '"later"')$$);
+SELECT * FROM t.err($$SELECT softmig.set_option('orders', 'colour', '"red"')$$);
+SELECT * FROM t.err($$SELECT softmig.set_option('orders', 'target_key', '["order_id"]')$$);
+SELECT * FROM t.err($$SELECT softmig.set_option('orders', NULL, '1')$$);
+SELECT softmig.set_option('orders', 'lock_timeout', NULL);
+SELECT softmig.set_option('orders', 'lock_timeout', '"2s"');
+SELECT current_setting('lock_timeout') AS session_lock_timeout_untouched;
+SELECT action, detail FROM softmig.history('orders') WHERE action = 'set_option';
+
 -- transitions: every illegal move fails with 55000 and names the legal ones
 SELECT * FROM t.err($$SELECT softmig.advance('orders', 'new_write')$$);
 SELECT * FROM t.err($$SELECT softmig.advance('orders', 'legacy')$$);

@@ -22,6 +22,8 @@
 #include "catalog/pg_type.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -165,7 +167,7 @@ load_migration(SoftmigMigration *m, int32 id)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	plan = SPI_prepare("SELECT name, legacy, target, state::pg_catalog.text, legacy_key, target_key "
+	plan = SPI_prepare("SELECT name, legacy, target, state::pg_catalog.text, legacy_key, target_key, options "
 					   "FROM softmig.migrations WHERE id OPERATOR(pg_catalog.=) $1",
 					   1, argtypes);
 	if (plan == NULL)
@@ -199,6 +201,7 @@ load_migration(SoftmigMigration *m, int32 id)
 	}
 	m->legacy_key = text_array_to_list(SPI_getbinval(tup, desc, 5, &isnull));
 	m->target_key = text_array_to_list(SPI_getbinval(tup, desc, 6, &isnull));
+	m->options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
 	MemoryContextSwitchTo(old);
 
 	plan = SPI_prepare("SELECT direction, column_name::pg_catalog.text, expression "
@@ -237,6 +240,48 @@ load_migration(SoftmigMigration *m, int32 id)
 	m->plans = NULL;
 	m->valid = true;
 	return true;
+}
+
+/*
+ * softmig_option_text
+ *		The value of a top-level option of the migration as text (jsonb
+ *		strings unquoted), or NULL when it is absent or JSON null.  Result
+ *		is palloc'd in the current context.
+ */
+char *
+softmig_option_text(SoftmigMigration *m, const char *key)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	v = findJsonbValueFromContainer(&m->options->root, JB_FOBJECT, &k);
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	if (v->type == jbvBool)
+		return pstrdup(v->val.boolean ? "true" : "false");
+	if (v->type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out,
+												   NumericGetDatum(v->val.numeric)));
+	return JsonbToCString(NULL, &m->options->root, VARSIZE(m->options));
+}
+
+/*
+ * softmig_option_bool
+ *		A boolean option of the migration; dflt when absent.
+ */
+bool
+softmig_option_bool(SoftmigMigration *m, const char *key, bool dflt)
+{
+	char	   *v = softmig_option_text(m, key);
+
+	if (v == NULL)
+		return dflt;
+	return strcmp(v, "true") == 0;
 }
 
 /*

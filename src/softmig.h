@@ -15,6 +15,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "nodes/pg_list.h"
+#include "utils/jsonb.h"
 #include "utils/relcache.h"
 
 /* Migration states, stored as one byte; order is meaningful. */
@@ -90,6 +91,7 @@ typedef struct SoftmigMigration
 	List	   *fwd_exprs;		/* of char *: their expressions */
 	List	   *bwd_cols;		/* of char *: legacy columns fed backward */
 	List	   *bwd_exprs;		/* of char *: their expressions */
+	Jsonb	   *options;		/* softmig.migrations.options */
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;
@@ -99,6 +101,8 @@ extern SoftmigMigration *softmig_get_migration(int32 id);
 extern void softmig_cache_init(void);
 extern int	softmig_mirror_depth;
 extern SoftmigSide softmig_side_of(SoftmigMigration *m, Oid relid);
+extern char *softmig_option_text(SoftmigMigration *m, const char *key);
+extern bool softmig_option_bool(SoftmigMigration *m, const char *key, bool dflt);
 
 /* mapping.c */
 extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);

@@ -1,6 +1,43 @@
 -------------------------------------------------------------------------------
 -- Definition
 -------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._check_options(p_options jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout FROM CURRENT   -- the trial set_config below must not leak
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+    -- every option softmig knows; each concern adds its own here
+    known text[] := ARRAY['target_key', 'lock_timeout'];
+BEGIN
+    IF p_options IS NULL OR pg_catalog.jsonb_typeof(p_options) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'options must be a jsonb object';
+    END IF;
+    FOR k, v IN SELECT j.key, j.value FROM pg_catalog.jsonb_each(p_options) j LOOP
+        IF k OPERATOR(pg_catalog.<>) ALL (known) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('unknown option "%s"', k),
+                HINT = pg_catalog.format('Known options: %s.', pg_catalog.array_to_string(known, ', '));
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'lock_timeout' THEN
+            BEGIN
+                IF pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
+                    RAISE EXCEPTION 'not a string';
+                END IF;
+                PERFORM pg_catalog.set_config('lock_timeout', v OPERATOR(pg_catalog.#>>) '{}', true);
+            EXCEPTION WHEN OTHERS THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('option lock_timeout is not a valid duration: %s', v);
+            END;
+        END IF;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._check_options(jsonb) IS
+    'internal: raise 22023 unless every option is known and well-formed';
+
 CREATE FUNCTION @extschema@._create_migration(name text, legacy regclass, target regclass,
     key text[], forward jsonb, backward jsonb, new_only text[], divergent text[], options jsonb)
 RETURNS void
@@ -121,25 +158,7 @@ BEGIN
     END LOOP;
 
     -- options
-    IF pg_catalog.jsonb_typeof(v_options) OPERATOR(pg_catalog.<>) 'object' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'options must be a jsonb object';
-    END IF;
-    FOR k IN SELECT pg_catalog.jsonb_object_keys(v_options) LOOP
-        IF k OPERATOR(pg_catalog.<>) ALL (ARRAY['target_key', 'lock_timeout']) THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('unknown option "%s"', k),
-                HINT = 'Known options: target_key, lock_timeout.';
-        END IF;
-    END LOOP;
-    IF v_options ? 'lock_timeout' THEN
-        BEGIN
-            PERFORM pg_catalog.set_config('lock_timeout', v_options OPERATOR(pg_catalog.->>) 'lock_timeout', true);
-            PERFORM pg_catalog.set_config('lock_timeout', pg_catalog.current_setting('lock_timeout'), true);
-        EXCEPTION WHEN OTHERS THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('option lock_timeout is not a valid duration: %s', v_options OPERATOR(pg_catalog.->>) 'lock_timeout');
-        END;
-    END IF;
+    PERFORM @extschema@._check_options(v_options);
 
     -- resolve the forward mapping: every insertable target column
     CREATE TEMP TABLE IF NOT EXISTS softmig_pending_mappings (

@@ -103,6 +103,40 @@ RETURNS void AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.drop_migration(text) IS
     'remove a migration in state legacy or cutover with every trigger it created (history is kept); owners of both tables only';
 
+CREATE FUNCTION @extschema@._set_option(name text, option text, value jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_new jsonb;
+BEGIN
+    IF option IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'option must not be null';
+    END IF;
+    IF option OPERATOR(pg_catalog.=) 'target_key' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'option target_key cannot be changed after create_migration';
+    END IF;
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR UPDATE;
+    IF value IS NULL OR value OPERATOR(pg_catalog.=) 'null'::jsonb THEN
+        v_new := m.options OPERATOR(pg_catalog.-) option;
+    ELSE
+        v_new := m.options OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(option, value);
+    END IF;
+    PERFORM @extschema@._check_options(v_new);
+    UPDATE @extschema@.migrations SET options = v_new WHERE id OPERATOR(pg_catalog.=) m.id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(m.id, 'set_option', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('option', option, 'old', m.options OPERATOR(pg_catalog.->) option, 'new', value));
+    RETURN v_new;
+END $$;
+COMMENT ON FUNCTION @extschema@._set_option(text, text, jsonb) IS 'internal: implementation of softmig.set_option';
+
+CREATE FUNCTION @extschema@.set_option(name text, option text, value jsonb)
+RETURNS jsonb AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.set_option(text, text, jsonb) IS
+    'set (or with NULL remove) one option of a migration and return all options; owners of both tables only';
+
 CREATE FUNCTION @extschema@._repair_triggers(name text) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

@@ -16,5 +16,7 @@ REVOKE ALL ON FUNCTION
     @extschema@._advance(text, @extschema@.state, text, boolean),
     @extschema@._rollback(text, text),
     @extschema@._drop_migration(text),
-    @extschema@._repair_triggers(text)
+    @extschema@._repair_triggers(text),
+    @extschema@._set_option(text, text, jsonb),
+    @extschema@._check_options(jsonb)
 FROM PUBLIC;
