@@ -10,6 +10,8 @@ MODULE_big = softmig
 
 # One C file and one SQL file per concern; each module adds its own lines.
 OBJS  = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
+OBJS += src/backfill.o
+OBJS += src/opkey.o
 REGRESS = setup state catalog writes
 ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
 
@@ -32,6 +34,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 $(OBJS): src/softmig.h src/compat.h
+src/opkey.o src/trigger.o src/softmig.o: src/opkey.h
 
 softmig--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $(SQL_PARTS) > $@

@@ -396,7 +396,7 @@ n=$(grep -cE '(ERROR|FATAL):' "$LOG" || true)
 n=$(grep -cE 'WARNING:' "$LOG" || true)
 [[ $n == 0 ]] || ANOMALIES+=("server log: $n WARNING line(s), first: $(grep -m1 -E 'WARNING:' "$LOG")")
 [[ $(so_sum) == "$SO_MD5_START" ]] ||
-    ANOMALIES+=("$SO changed during the run (make install by someone?): rerun the bench")
+    ANOMALIES+=("$SO changed on disk during the run (make install by someone?); the server kept the copy it preloaded at start (md5 ${SO_MD5_START:0:12}), but rerun to bench one consistent build")
 
 # ---------------------------------------------------------------------------
 # The table

@@ -199,6 +199,11 @@ load_migration(SoftmigMigration *m, int32 id)
 			if (strcmp(st, softmig_state_name((SoftmigState) i)) == 0)
 				m->state = (SoftmigState) i;
 	}
+	if (get_rel_name(m->legacy) == NULL || get_rel_name(m->target) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
+				 errmsg("a table of migration \"%s\" no longer exists", m->name),
+				 errhint("Drop the migration with softmig.drop_migration, or restore the table.")));
 	m->legacy_key = text_array_to_list(SPI_getbinval(tup, desc, 5, &isnull));
 	m->target_key = text_array_to_list(SPI_getbinval(tup, desc, 6, &isnull));
 	m->options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));

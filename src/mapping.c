@@ -143,18 +143,7 @@ softmig_leave_owner_context(int save_nestlevel, Oid save_userid, int save_sec)
 	SetUserIdAndSecContext(save_userid, save_sec);
 }
 
-/* Everything needed to write one destination table. */
-typedef struct DestInfo
-{
-	Oid			relid;
-	char	   *qualname;
-	List	   *cols;			/* mapped destination columns */
-	List	   *exprs;			/* their expressions over the source */
-	List	   *keycols;		/* destination key columns */
-	List	   *keyexprs;		/* their expressions */
-	List	   *keytypes;		/* qualified type names */
-	List	   *keyops;			/* "OPERATOR(nsp.=)" strings */
-} DestInfo;
+typedef SoftmigDest DestInfo;
 
 /*
  * str_member
@@ -175,8 +164,8 @@ str_member(List *l, const char *s)
  * qualified_relname
  *		schema.table, both quoted as needed.
  */
-static char *
-qualified_relname(Oid relid)
+char *
+softmig_qualified_relname(Oid relid)
 {
 	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 									  get_rel_name(relid));
@@ -186,8 +175,8 @@ qualified_relname(Oid relid)
  * rel_owner
  *		Owner of a relation, from the syscache.
  */
-static Oid
-rel_owner(Oid relid)
+Oid
+softmig_rel_owner(Oid relid)
 {
 	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	Oid			owner;
@@ -316,11 +305,14 @@ find_key_operators(DestInfo *d, const char *migname)
 }
 
 /*
- * build_dest
- *		Describe the destination for writes that fire on side "side".
+ * softmig_build_dest
+ *		Describe the destination for writes that fire on side "side": the
+ *		other table, its mapped columns and expressions, and its key with
+ *		types and equality operators.  Takes AccessShareLock on the
+ *		destination.  Result palloc'd in the current context.
  */
-static DestInfo *
-build_dest(SoftmigMigration *m, SoftmigSide side)
+SoftmigDest *
+softmig_build_dest(SoftmigMigration *m, SoftmigSide side)
 {
 	DestInfo   *d = palloc0(sizeof(DestInfo));
 	ListCell   *lc;
@@ -339,7 +331,7 @@ build_dest(SoftmigMigration *m, SoftmigSide side)
 		d->exprs = m->bwd_exprs;
 		d->keycols = m->legacy_key;
 	}
-	d->qualname = qualified_relname(d->relid);
+	d->qualname = softmig_qualified_relname(d->relid);
 	foreach(lc, d->keycols)
 	{
 		char	   *kc = lfirst(lc);
@@ -406,8 +398,8 @@ append_key_match(StringInfo buf, DestInfo *d, const char *alias)
  * prepare_kept
  *		SPI_prepare + SPI_keepplan, with the migration named in errors.
  */
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
+SPIPlanPtr
+softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
@@ -502,13 +494,13 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 						RelationGetRelationName(rel), m->name),
 				 errhint("Drop the softmig_* triggers of this table; it was probably detached from a partitioned table.")));
 
-	d = build_dest(m, side);
+	d = softmig_build_dest(m, side);
 	srckey = (side == SIDE_LEGACY) ? m->legacy_key : m->target_key;
 
 	p = MemoryContextAllocZero(m->cxt, sizeof(SoftmigRelPlans));
 	p->relid = relid;
 	p->side = side;
-	p->dst_owner = rel_owner(d->relid);
+	p->dst_owner = softmig_rel_owner(d->relid);
 	p->src_owner = rel->rd_rel->relowner;
 	p->nkeys = list_length(srckey);
 	p->keyattnos = MemoryContextAlloc(m->cxt, sizeof(AttrNumber) * p->nkeys);
@@ -525,7 +517,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	}
 
 	pc.migname = m->name;
-	pc.src = qualified_relname(relid);
+	pc.src = softmig_qualified_relname(relid);
 	pc.dst = d->qualname;
 	errcb.callback = prepare_error_context;
 	errcb.arg = &pc;
@@ -565,7 +557,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	}
 	if (i == 0)
 		appendStringInfoString(&buf, "NOTHING");
-	p->upsert = prepare_kept(buf.data, 0, NULL);
+	p->upsert = softmig_prepare_kept(buf.data, 0, NULL);
 
 	/* delete */
 	resetStringInfo(&buf);
@@ -573,7 +565,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	append_key_select(&buf, d, SM_OLD_TABLE);
 	appendStringInfoString(&buf, " AS softmig_o WHERE ");
 	append_key_match(&buf, d, "softmig_o");
-	p->delete = prepare_kept(buf.data, 0, NULL);
+	p->delete = softmig_prepare_kept(buf.data, 0, NULL);
 
 	/* move: one key change; parameters are the old then the new row */
 	for (i = 0; i < srcdesc->natts; i++)
@@ -619,7 +611,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		appendStringInfoString(&buf, " AS softmig_n WHERE ");
 		append_key_match(&buf, d, "softmig_o");
 	}
-	p->move = prepare_kept(buf.data, p->move_nargs, argtypes);
+	p->move = softmig_prepare_kept(buf.data, p->move_nargs, argtypes);
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 
@@ -647,9 +639,9 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		}
 		appendStringInfo(&buf, ")) FROM %s", r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
 		if (r == 0)
-			p->keyjson_old = prepare_kept(buf.data, 0, NULL);
+			p->keyjson_old = softmig_prepare_kept(buf.data, 0, NULL);
 		else
-			p->keyjson_new = prepare_kept(buf.data, 0, NULL);
+			p->keyjson_new = softmig_prepare_kept(buf.data, 0, NULL);
 	}
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 

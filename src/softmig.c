@@ -12,11 +12,15 @@
 #include "utils/guc.h"
 
 #include "softmig.h"
+#include "opkey.h"
 
 PG_MODULE_MAGIC;
 
 /* SET LOCAL softmig.override = 'reason': manual write to the other side. */
 char	   *softmig_override = NULL;
+
+/* SET LOCAL softmig.operation_key = '...': idempotency key (opkey.c). */
+char	   *softmig_operation_key = NULL;
 
 void		_PG_init(void);
 
@@ -37,7 +41,27 @@ _PG_init(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	DefineCustomIntVariable("softmig.backfill_pause_lock",
+							"Test hook: advisory lock a backfill batch waits for between reading and writing.",
+							"0 disables it.  For isolation tests only.",
+							&softmig_backfill_pause_lock,
+							0, 0, INT_MAX,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	/* NULL boot value: "not set" differs from an (invalid) empty key. */
+	DefineCustomStringVariable("softmig.operation_key",
+							   "Key of the domain operation the current transaction applies.",
+							   "The first write of the transaction to a table of a managed migration claims the key in softmig.operations; a later transaction with the same key fails with SQLSTATE 23505.",
+							   &softmig_operation_key,
+							   NULL,
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("softmig");
 
 	softmig_cache_init();
+	softmig_opkey_init();
 }

@@ -104,7 +104,24 @@ extern SoftmigSide softmig_side_of(SoftmigMigration *m, Oid relid);
 extern char *softmig_option_text(SoftmigMigration *m, const char *key);
 extern bool softmig_option_bool(SoftmigMigration *m, const char *key, bool dflt);
 
+/* Everything needed to write one destination table (mapping.c). */
+typedef struct SoftmigDest
+{
+	Oid			relid;
+	char	   *qualname;
+	List	   *cols;			/* mapped destination columns */
+	List	   *exprs;			/* their expressions over the source */
+	List	   *keycols;		/* destination key columns */
+	List	   *keyexprs;		/* their expressions */
+	List	   *keytypes;		/* qualified type names */
+	List	   *keyops;			/* "OPERATOR(nsp.=)" strings */
+} SoftmigDest;
+
 /* mapping.c */
+extern SoftmigDest *softmig_build_dest(SoftmigMigration *m, SoftmigSide side);
+extern char *softmig_qualified_relname(Oid relid);
+extern SPIPlanPtr softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes);
+extern Oid	softmig_rel_owner(Oid relid);
 extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
 extern void softmig_check_expression(const char *expr, const char *what);
 extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,
@@ -118,5 +135,6 @@ extern Oid	softmig_gate_actor;
 
 /* GUCs (softmig.c) */
 extern char *softmig_override;
+extern int	softmig_backfill_pause_lock;
 
 #endif							/* SOFTMIG_H */

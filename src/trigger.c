@@ -40,6 +40,7 @@
 #include "utils/tuplestore.h"
 
 #include "softmig.h"
+#include "opkey.h"
 
 /*
  * authority_of
@@ -217,6 +218,7 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 	{
 		if (m->state != SM_CUTOVER)
 			check_write_triggers(m, rel);
+		softmig_opkey_claim(m, rel, side);	/* operation key (opkey.c) */
 		return PointerGetDatum(NULL);
 	}
 
@@ -233,6 +235,7 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 					 errdetail("Only owners of both tables of migration \"%s\" may write its non-authoritative table.",
 							   m->name)));
 		check_write_triggers(m, rel);
+		softmig_opkey_claim(m, rel, side);	/* operation key (opkey.c) */
 		return PointerGetDatum(NULL);
 	}
 

@@ -173,6 +173,17 @@ BEGIN
             HINT = 'States move one step at a time; cutover is final.';
     END IF;
 
+    -- Guards (force => true with a reason overrides them; recorded in history)
+    IF NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'force')::boolean, false) THEN
+        IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write'
+           AND NOT @extschema@._backfill_done(p_id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot advance migration "%s" to new_write: the backfill is not done', m.name),
+                DETAIL = 'The target must hold every legacy row before it becomes the write authority.',
+                HINT = pg_catalog.format('CALL softmig.backfill(%L) first, or pass force => true with a reason.', m.name);
+        END IF;
+    END IF;
+
     -- Lock out writers on both tables (readers are not blocked): in-flight
     -- writers finish under the old state, later ones see the new one.
     v_timeout := COALESCE(m.options OPERATOR(pg_catalog.->>) 'lock_timeout', '5s');
@@ -191,6 +202,14 @@ BEGIN
 
     IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
         PERFORM @extschema@._install_triggers(p_id);
+        -- Every write from now on reaches the target; anything the target
+        -- holds that is visible in this snapshot predates mirroring and may
+        -- be corrected by the backfill.  A new mirroring epoch needs a new
+        -- backfill.
+        UPDATE @extschema@.migrations SET mirror_snapshot = pg_catalog.pg_current_snapshot()
+         WHERE id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_progress WHERE migration_id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_revisit WHERE migration_id OPERATOR(pg_catalog.=) p_id;
     ELSIF p_to OPERATOR(@extschema@.=) 'legacy' THEN
         PERFORM @extschema@._remove_triggers(p_id);
     END IF;

@@ -11,7 +11,7 @@ DECLARE
     k text;
     v jsonb;
     -- every option softmig knows; each concern adds its own here
-    known text[] := ARRAY['target_key', 'lock_timeout'];
+    known text[] := ARRAY['target_key', 'lock_timeout', 'require_operation_key'];
 BEGIN
     IF p_options IS NULL OR pg_catalog.jsonb_typeof(p_options) OPERATOR(pg_catalog.<>) 'object' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'options must be a jsonb object';
@@ -32,6 +32,12 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                     MESSAGE = pg_catalog.format('option lock_timeout is not a valid duration: %s', v);
             END;
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'require_operation_key'
+           AND pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'boolean' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option require_operation_key must be a JSON boolean, not %s', v),
+                HINT = 'Use true or false (without quotes).';
         END IF;
     END LOOP;
 END $$;

@@ -177,11 +177,13 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
                                          ELSE 'none' END,
         'read_default', CASE WHEN m.state OPERATOR(@extschema@.>=) 'new_read' THEN 'new' ELSE 'legacy' END,
         'envelope_open', true,
-        'backfill_done', false,
-        'rows_backfilled', 0,
+        'backfill_done', @extschema@._backfill_done(m.id),
+        'rows_backfilled', COALESCE(bp.rows_backfilled, 0),
+        'backfill', @extschema@._backfill_status(m.id),
         'triggers', @extschema@._trigger_health(m.id),
         'state_changed_at', m.state_changed_at)
       FROM @extschema@._migration(name) m
+      LEFT JOIN @extschema@.backfill_progress bp ON bp.migration_id OPERATOR(pg_catalog.=) m.id
 $$;
 COMMENT ON FUNCTION @extschema@.status(text) IS
     'a jsonb summary of a migration: state, write authority, read default, envelope, backfill, trigger health';

@@ -1,0 +1,675 @@
+/*-------------------------------------------------------------------------
+ *
+ * backfill.c
+ *	  One step of a race-safe backfill: copy legacy rows that the target
+ *	  lacks, without ever overwriting a live write, resurrecting a deleted
+ *	  row or leaving a row out.  The orchestration (checkpoints, phases,
+ *	  commits between batches) is SQL (src/sql/60_backfill.sql); every step
+ *	  that touches user data is here, with cached plans.
+ *
+ *	  Why it is safe (doc/backfill.md has the long version):
+ *
+ *	  - Live writes in state mirrored upsert into the target in the same
+ *	    transaction, so any row written after mirroring began is already
+ *	    there, fresher than anything the backfill could read.
+ *	  - A batch locks the legacy rows it copies FOR KEY SHARE.  That lock
+ *	    conflicts with DELETE and key-changing UPDATE: a row deleted while
+ *	    the batch runs is either locked first (the delete then waits for the
+ *	    batch and deletes the copied row through the mirror) or already gone
+ *	    (never copied).  No resurrection.
+ *	  - The copy is INSERT .. ON CONFLICT DO UPDATE .. WHERE the target row
+ *	    was written before mirroring began (its xmin is visible in the
+ *	    snapshot taken at the switch to mirrored).  A row the live path
+ *	    wrote, committed or not, is never overwritten (speculative insertion
+ *	    waits for an in-progress writer); a stale row left by an earlier
+ *	    mirroring epoch is corrected.  No clock is involved.
+ *	  - SKIP LOCKED keeps the batch from stalling behind a long writer;
+ *	    the key range of a batch that skipped rows is revisited later, and
+ *	    a final anti-join sweep proves nothing is missing.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/queryenvironment.h"
+#include "utils/rel.h"
+#include "utils/tuplestore.h"
+#include "utils/xid8.h"
+
+#include "softmig.h"
+
+/* Test hook: advisory lock taken between reading and writing a batch. */
+int			softmig_backfill_pause_lock = 0;
+
+#define BF_ENR "softmig_batch"
+
+/* A small cache of prepared statements keyed by their SQL text. */
+typedef struct CachedStmt
+{
+	char	   *sql;
+	SPIPlanPtr	plan;
+	struct CachedStmt *next;
+} CachedStmt;
+
+static CachedStmt *stmt_cache = NULL;
+
+/*
+ * cached_plan
+ *		Prepare sql once per backend and keep it.  The SQL text embeds every
+ *		name and expression it depends on, so the text is a sound key; the
+ *		plan cache itself revalidates plans after DDL.
+ */
+static SPIPlanPtr
+cached_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	CachedStmt *c;
+
+	for (c = stmt_cache; c; c = c->next)
+		if (strcmp(c->sql, sql) == 0)
+			return c->plan;
+	c = MemoryContextAlloc(TopMemoryContext, sizeof(CachedStmt));
+	c->plan = softmig_prepare_kept(sql, nargs, argtypes);
+	c->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	c->next = stmt_cache;
+	stmt_cache = c;
+	return c->plan;
+}
+
+/* Everything a step needs to know about the migration's legacy key. */
+typedef struct BfContext
+{
+	SoftmigMigration *m;
+	char	   *legacy;			/* qualified legacy name */
+	char	   *target;			/* qualified target name */
+	List	   *lkeys;			/* legacy key columns */
+	List	   *ltypes;			/* their qualified types */
+	char	   *cols;			/* all legacy columns, quoted, comma-separated */
+	char	   *keylist;		/* "k1", "k2" */
+	char	   *keyjson;		/* jsonb_build_object('k1', "k1", ...) */
+	SoftmigDest *fwd;			/* target side: columns, key, exprs */
+	SoftmigDest *bwd;			/* legacy side: key exprs over target */
+} BfContext;
+
+/*
+ * bf_context
+ *		Gather names, types and mappings for migration m.  Locks both tables
+ *		AccessShareLock (via softmig_build_dest).
+ */
+static BfContext *
+bf_context(SoftmigMigration *m)
+{
+	BfContext  *c = palloc0(sizeof(BfContext));
+	Relation	rel;
+	TupleDesc	desc;
+	StringInfoData buf;
+	ListCell   *lc;
+	int			i;
+
+	c->m = m;
+	c->legacy = softmig_qualified_relname(m->legacy);
+	c->target = softmig_qualified_relname(m->target);
+	c->lkeys = m->legacy_key;
+	c->fwd = softmig_build_dest(m, SIDE_LEGACY);
+	c->bwd = softmig_build_dest(m, SIDE_TARGET);
+	c->ltypes = c->bwd->keytypes;
+
+	rel = table_open(m->legacy, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	initStringInfo(&buf);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		appendStringInfo(&buf, "%s%s", buf.len ? ", " : "",
+						 quote_identifier(NameStr(att->attname)));
+	}
+	c->cols = buf.data;
+	table_close(rel, NoLock);
+
+	initStringInfo(&buf);
+	foreach(lc, c->lkeys)
+		appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", quote_identifier(lfirst(lc)));
+	c->keylist = buf.data;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "pg_catalog.jsonb_build_object(");
+	i = 0;
+	foreach(lc, c->lkeys)
+	{
+		appendStringInfo(&buf, "%s%s, %s", i++ ? ", " : "",
+						 quote_literal_cstr(lfirst(lc)), quote_identifier(lfirst(lc)));
+	}
+	appendStringInfoChar(&buf, ')');
+	c->keyjson = buf.data;
+	return c;
+}
+
+/*
+ * append_row_bound
+ *		"ROW(k1, k2) <op> ROW($n::t1, $n+1::t2)", numbering params from *param.
+ */
+static void
+append_row_bound(StringInfo buf, BfContext *c, const char *op, int *param)
+{
+	ListCell   *lc;
+	int			i = 0;
+
+	appendStringInfo(buf, "ROW(%s) %s ROW(", c->keylist, op);
+	foreach(lc, c->ltypes)
+	{
+		appendStringInfo(buf, "%s$%d::%s", i++ ? ", " : "", (*param)++, (char *) lfirst(lc));
+	}
+	appendStringInfoChar(buf, ')');
+}
+
+/*
+ * bound_values
+ *		Turn a key jsonb object into text parameters (one per key column),
+ *		appended at values[*n].  Raises 22023 for a malformed key.
+ */
+static void
+bound_values(BfContext *c, Jsonb *key, Datum *values, char *nulls, int *n)
+{
+	ListCell   *lc;
+
+	foreach(lc, c->lkeys)
+	{
+		JsonbValue	k;
+		JsonbValue *v;
+		char	   *s;
+
+		k.type = jbvString;
+		k.val.string.val = lfirst(lc);
+		k.val.string.len = strlen(lfirst(lc));
+		v = findJsonbValueFromContainer(&key->root, JB_FOBJECT, &k);
+		if (v == NULL || v->type == jbvNull)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("backfill cursor lacks key column \"%s\"", (char *) lfirst(lc))));
+		if (v->type == jbvString)
+			s = pnstrdup(v->val.string.val, v->val.string.len);
+		else if (v->type == jbvNumeric)
+			s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+		else if (v->type == jbvBool)
+			s = pstrdup(v->val.boolean ? "true" : "false");
+		else
+		{
+			JsonbValue *copy = v;
+
+			s = JsonbToCString(NULL, &JsonbValueToJsonb(copy)->root, 0);
+		}
+		values[*n] = CStringGetTextDatum(s);
+		nulls[*n] = ' ';
+		(*n)++;
+	}
+}
+
+/*
+ * copy_rows
+ *		Insert the rows now in SPI_tuptable (legacy rows plus a trailing
+ *		softmig_key column) into the target through the forward mapping,
+ *		overwriting only rows written before mirroring began.  Returns the
+ *		number of target rows inserted or corrected.
+ */
+static uint64
+copy_rows(BfContext *c, Datum snap, bool snap_null)
+{
+	SPITupleTable *tt = SPI_tuptable;
+	uint64		n = SPI_processed;
+	Tuplestorestate *ts;
+	EphemeralNamedRelation enr;
+	StringInfoData buf;
+	ListCell   *lc;
+	int			i;
+	Oid			argtypes[1] = {PG_SNAPSHOTOID};
+	Datum		values[1];
+	char		nulls[1];
+	int			rc;
+
+	if (n == 0)
+		return 0;
+	ts = tuplestore_begin_heap(false, false, work_mem);
+	for (uint64 r = 0; r < n; r++)
+		tuplestore_puttuple(ts, tt->vals[r]);
+
+	enr = palloc0(sizeof(EphemeralNamedRelationData));
+	enr->md.name = BF_ENR;
+	enr->md.reliddesc = InvalidOid;
+	enr->md.tupdesc = CreateTupleDescCopy(tt->tupdesc);
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = n;
+	enr->reldata = ts;
+	rc = SPI_register_relation(enr);
+	if (rc != SPI_OK_REL_REGISTER)
+		elog(ERROR, "SPI_register_relation failed: %s", SPI_result_code_string(rc));
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "INSERT INTO %s AS softmig_t (", c->target);
+	i = 0;
+	foreach(lc, c->fwd->cols)
+		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+	appendStringInfoString(&buf, ") OVERRIDING SYSTEM VALUE SELECT ");
+	i = 0;
+	foreach(lc, c->fwd->exprs)
+		appendStringInfo(&buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+	appendStringInfo(&buf, " FROM %s ON CONFLICT (", BF_ENR);
+	i = 0;
+	foreach(lc, c->fwd->keycols)
+		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+	appendStringInfoString(&buf, ") DO ");
+	i = 0;
+	foreach(lc, c->fwd->cols)
+	{
+		ListCell   *k;
+		bool		iskey = false;
+
+		foreach(k, c->fwd->keycols)
+			if (strcmp(lfirst(k), lfirst(lc)) == 0)
+				iskey = true;
+		if (iskey)
+			continue;
+		appendStringInfo(&buf, "%s%s = EXCLUDED.%s", i++ ? ", " : "UPDATE SET ",
+						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
+	}
+	if (i == 0)
+		appendStringInfoString(&buf, "NOTHING");
+	else
+		appendStringInfoString(&buf, " WHERE softmig._written_before(softmig_t.xmin, $1)");
+
+	values[0] = snap;
+	nulls[0] = snap_null ? 'n' : ' ';
+	rc = SPI_execute_plan(cached_plan(buf.data, 1, argtypes), values, nulls, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "softmig: backfill insert failed: %d", rc);
+	n = SPI_processed;
+	SPI_unregister_relation(BF_ENR);
+	tuplestore_end(ts);
+	return n;
+}
+
+/*
+ * pause_point
+ *		The deterministic interleaving hook for isolation tests: with
+ *		softmig.backfill_pause_lock set, wait for that advisory lock (held to
+ *		the end of the batch's transaction) between reading and writing.
+ */
+static void
+pause_point(void)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+
+	if (softmig_backfill_pause_lock == 0)
+		return;
+	values[0] = Int64GetDatum((int64) softmig_backfill_pause_lock);
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock($1)", 1, argtypes,
+							  values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: pause point failed");
+}
+
+/*
+ * count_range
+ *		How many legacy rows are visible now with lo < key <= hi (lo NULL: no
+ *		lower bound).
+ */
+static int64
+count_range(BfContext *c, Jsonb *lo, Jsonb *hi)
+{
+	StringInfoData buf;
+	Datum		values[64];
+	char		nulls[64];
+	Oid			argtypes[64];
+	int			n = 0;
+	int			param = 1;
+	bool		isnull;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM %s WHERE ", c->legacy);
+	if (lo)
+	{
+		append_row_bound(&buf, c, ">", &param);
+		appendStringInfoString(&buf, " AND ");
+		bound_values(c, lo, values, nulls, &n);
+	}
+	append_row_bound(&buf, c, "<=", &param);
+	bound_values(c, hi, values, nulls, &n);
+	for (int i = 0; i < n; i++)
+		argtypes[i] = TEXTOID;
+	if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: backfill range count failed");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * missing_keys_sql
+ *		"(SELECT k... FROM (SELECT k..., (fk1)::t AS softmig_k1 FROM legacy)
+ *		s WHERE NOT EXISTS (target row with that correlation key))": legacy
+ *		keys the target lacks.  The derived table keeps the forward key
+ *		expressions in a scope where only legacy columns are visible.
+ */
+static char *
+missing_keys_sql(BfContext *c)
+{
+	StringInfoData buf;
+	ListCell   *e;
+	ListCell   *t;
+	ListCell   *k;
+	ListCell   *o;
+	int			i = 1;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "SELECT %s FROM (SELECT %s", c->keylist, c->keylist);
+	forboth(e, c->fwd->keyexprs, t, c->fwd->keytypes)
+	{
+		appendStringInfo(&buf, ", (%s\n)::%s AS softmig_k%d", (char *) lfirst(e), (char *) lfirst(t), i);
+		i++;
+	}
+	appendStringInfo(&buf, " FROM %s) AS softmig_s WHERE NOT EXISTS (SELECT 1 FROM %s AS softmig_t WHERE ",
+					 c->legacy, c->target);
+	i = 1;
+	forboth(k, c->fwd->keycols, o, c->fwd->keyops)
+	{
+		appendStringInfo(&buf, "%ssoftmig_t.%s %s softmig_s.softmig_k%d", i > 1 ? " AND " : "",
+						 quote_identifier(lfirst(k)), (char *) lfirst(o), i);
+		i++;
+	}
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+/*
+ * result_json
+ *		Build the step's jsonb result from alternating key/value C strings
+ *		(values are JSON literals).
+ */
+static Datum
+result_json(const char *json)
+{
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
+}
+
+/*
+ * last_key_json
+ *		The softmig_key column of the last row in SPI_tuptable, as text.
+ */
+static char *
+last_key_json(void)
+{
+	int			col = SPI_tuptable->tupdesc->natts;
+
+	return SPI_getvalue(SPI_tuptable->vals[SPI_processed - 1], SPI_tuptable->tupdesc, col);
+}
+
+PG_FUNCTION_INFO_V1(softmig_backfill_step);
+/*
+ * softmig_backfill_step
+ *		softmig._bf_step(migration_id, op, batch_size, lo, hi, snapshot):
+ *		one unit of backfill work, run as the migration's caller (the role
+ *		that passed the ownership gate) with the pinned search_path, in the
+ *		caller's transaction.  Ops:
+ *		  next    lock and copy up to batch_size rows with key > lo
+ *		  range   lock and copy the rows with lo < key <= hi (a revisit)
+ *		  sweep   lock and copy up to batch_size legacy rows the target lacks
+ *		  orphans delete up to batch_size target rows that legacy lacks and
+ *		          that were written before mirroring began
+ *		  verify  count the legacy rows the target lacks
+ *		Row locks are FOR KEY SHARE SKIP LOCKED on legacy, held to the end of
+ *		the caller's transaction (one batch).  Returns a jsonb summary.
+ */
+Datum
+softmig_backfill_step(PG_FUNCTION_ARGS)
+{
+	int32		id = PG_GETARG_INT32(0);
+	char	   *op = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	int32		batch = PG_GETARG_INT32(2);
+	Jsonb	   *lo = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	Jsonb	   *hi = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	Datum		snap = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
+	bool		snap_null = PG_ARGISNULL(5);
+	SoftmigMigration *m;
+	BfContext  *c;
+	StringInfoData buf;
+	StringInfoData res;
+	Datum		values[130];
+	char		nulls[130];
+	Oid			argtypes[130];
+	int			n = 0;
+	int			param = 1;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	Oid			actor = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
+	bool		isnull;
+
+	if (XactIsoLevel != XACT_READ_COMMITTED)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("a backfill batch must run at isolation level READ COMMITTED"),
+				 errdetail("Its row locks and conflict handling rely on per-statement snapshots."),
+				 errhint("Set default_transaction_isolation to read committed for the session that runs CALL softmig.backfill.")));
+	if (batch < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_size must be at least 1")));
+
+	m = softmig_get_migration(id);
+	if (m == NULL)
+		elog(ERROR, "migration %d does not exist", id);
+	if (list_length(m->legacy_key) > 60)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("backfill supports at most 60 key columns")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	c = bf_context(m);
+	softmig_enter_owner_context(actor, &save_nest, &save_user, &save_sec);
+	initStringInfo(&buf);
+	initStringInfo(&res);
+
+	/* our writes to the target are softmig's own: the guard lets them pass */
+	softmig_mirror_depth++;
+	PG_TRY();
+	{
+
+	if (strcmp(op, "next") == 0 || strcmp(op, "range") == 0)
+	{
+		bool		is_range = (op[0] == 'r');
+		uint64		locked;
+		uint64		copied;
+		char	   *last = NULL;
+		int64		visible = 0;
+
+		if (is_range && hi == NULL)
+			elog(ERROR, "softmig: a range revisit needs an upper bound");
+		appendStringInfo(&buf, "SELECT %s, %s AS softmig_key FROM %s", c->cols, c->keyjson, c->legacy);
+		if (lo || is_range)
+			appendStringInfoString(&buf, " WHERE ");
+		if (lo)
+		{
+			append_row_bound(&buf, c, ">", &param);
+			bound_values(c, lo, values, nulls, &n);
+		}
+		if (is_range)
+		{
+			if (lo)
+				appendStringInfoString(&buf, " AND ");
+			append_row_bound(&buf, c, "<=", &param);
+			bound_values(c, hi, values, nulls, &n);
+		}
+		appendStringInfo(&buf, " ORDER BY %s", c->keylist);
+		if (!is_range)
+		{
+			appendStringInfo(&buf, " LIMIT $%d", param++);
+			values[n] = Int32GetDatum(batch);
+			nulls[n] = ' ';
+		}
+		for (int i = 0; i < n; i++)
+			argtypes[i] = TEXTOID;
+		if (!is_range)
+			argtypes[n++] = INT4OID;
+		appendStringInfoString(&buf, " FOR KEY SHARE SKIP LOCKED");
+
+		if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "softmig: backfill read failed");
+		locked = SPI_processed;
+		if (locked > 0)
+		{
+			SPITupleTable *keep = SPI_tuptable;
+
+			last = is_range ? NULL : last_key_json();
+			pause_point();
+			SPI_tuptable = keep;
+			SPI_processed = locked;
+			copied = copy_rows(c, snap, snap_null);
+			if (!is_range)
+				visible = count_range(c, lo, DatumGetJsonbP(result_json(last)));
+			else
+				visible = count_range(c, lo, hi);
+		}
+		else
+		{
+			copied = 0;
+			if (is_range)
+				visible = count_range(c, lo, hi);
+		}
+		appendStringInfo(&res, "{\"locked\": " UINT64_FORMAT ", \"copied\": " UINT64_FORMAT
+						 ", \"skipped\": " INT64_FORMAT,
+						 locked, copied, visible > (int64) locked ? visible - (int64) locked : 0);
+		if (last)
+			appendStringInfo(&res, ", \"last_key\": %s", last);
+		appendStringInfoChar(&res, '}');
+	}
+	else if (strcmp(op, "sweep") == 0)
+	{
+		uint64		locked;
+		uint64		copied = 0;
+
+		appendStringInfo(&buf, "SELECT %s, %s AS softmig_key FROM %s WHERE ROW(%s) IN (%s ORDER BY %s LIMIT $1) "
+						 "ORDER BY %s FOR KEY SHARE SKIP LOCKED",
+						 c->cols, c->keyjson, c->legacy, c->keylist, missing_keys_sql(c),
+						 c->keylist, c->keylist);
+		argtypes[0] = INT4OID;
+		values[0] = Int32GetDatum(batch);
+		nulls[0] = ' ';
+		if (SPI_execute_plan(cached_plan(buf.data, 1, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "softmig: backfill sweep read failed");
+		locked = SPI_processed;
+		if (locked > 0)
+		{
+			SPITupleTable *keep = SPI_tuptable;
+
+			pause_point();
+			SPI_tuptable = keep;
+			SPI_processed = locked;
+			copied = copy_rows(c, snap, snap_null);
+		}
+		appendStringInfo(&res, "{\"locked\": " UINT64_FORMAT ", \"copied\": " UINT64_FORMAT "}",
+						 locked, copied);
+	}
+	else if (strcmp(op, "verify") == 0)
+	{
+		appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM (%s) AS softmig_m", missing_keys_sql(c));
+		if (SPI_execute_plan(cached_plan(buf.data, 0, NULL), NULL, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "softmig: backfill verification failed");
+		appendStringInfo(&res, "{\"missing\": " INT64_FORMAT "}",
+						 DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
+	}
+	else if (strcmp(op, "orphans") == 0)
+	{
+		ListCell   *e;
+		ListCell   *t;
+		ListCell   *k;
+		ListCell   *o;
+		int			i = 1;
+
+		appendStringInfo(&buf, "DELETE FROM %s WHERE ROW(tableoid, ctid) IN ("
+						 "SELECT softmig_s.softmig_tableoid, softmig_s.softmig_ctid FROM ("
+						 "SELECT tableoid AS softmig_tableoid, ctid AS softmig_ctid",
+						 c->target);
+		forboth(e, c->bwd->keyexprs, t, c->bwd->keytypes)
+		{
+			appendStringInfo(&buf, ", (%s\n)::%s AS softmig_k%d", (char *) lfirst(e), (char *) lfirst(t), i);
+			i++;
+		}
+		appendStringInfo(&buf, " FROM %s WHERE softmig._written_before(xmin, $1)) AS softmig_s "
+						 "WHERE NOT EXISTS (SELECT 1 FROM %s AS softmig_l WHERE ",
+						 c->target, c->legacy);
+		i = 1;
+		forboth(k, c->bwd->keycols, o, c->bwd->keyops)
+		{
+			appendStringInfo(&buf, "%ssoftmig_l.%s %s softmig_s.softmig_k%d", i > 1 ? " AND " : "",
+							 quote_identifier(lfirst(k)), (char *) lfirst(o), i);
+			i++;
+		}
+		appendStringInfoString(&buf, ") LIMIT $2)");
+		argtypes[0] = PG_SNAPSHOTOID;
+		argtypes[1] = INT4OID;
+		values[0] = snap;
+		nulls[0] = snap_null ? 'n' : ' ';
+		values[1] = Int32GetDatum(batch);
+		nulls[1] = ' ';
+		if (SPI_execute_plan(cached_plan(buf.data, 2, argtypes), values, nulls, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "softmig: removing stale target rows failed");
+		appendStringInfo(&res, "{\"deleted\": " UINT64_FORMAT "}", SPI_processed);
+	}
+	else
+		elog(ERROR, "softmig: unknown backfill step \"%s\"", op);
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_depth--;
+	}
+	PG_END_TRY();
+
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	SPI_finish();
+	PG_RETURN_DATUM(result_json(res.data));
+}
+
+PG_FUNCTION_INFO_V1(softmig_written_before);
+/*
+ * softmig_written_before
+ *		softmig._written_before(xmin xid, snap pg_snapshot): was a row version
+ *		with this xmin already committed and visible in snap, i.e. written
+ *		before the snapshot was taken?  Frozen and bootstrap xids count as
+ *		old.  A live tuple's xmin is never more than 2^31 transactions old,
+ *		so widening it with the current epoch is exact.  NULL snap: false.
+ */
+Datum
+softmig_written_before(PG_FUNCTION_ARGS)
+{
+	TransactionId xid = DatumGetTransactionId(PG_GETARG_DATUM(0));
+	FullTransactionId next;
+	FullTransactionId fxid;
+	uint32		epoch;
+
+	if (PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	if (!TransactionIdIsNormal(xid))
+		PG_RETURN_BOOL(true);
+	next = ReadNextFullTransactionId();
+	epoch = EpochFromFullTransactionId(next);
+	if (xid > XidFromFullTransactionId(next) && epoch > 0)
+		epoch--;
+	fxid = FullTransactionIdFromEpochAndXid(epoch, xid);
+	return DirectFunctionCall2(pg_visible_in_snapshot,
+							   FullTransactionIdGetDatum(fxid),
+							   PG_GETARG_DATUM(1));
+}
