@@ -12,8 +12,9 @@ MODULE_big = softmig
 OBJS  = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
 OBJS += src/backfill.o
 OBJS += src/opkey.o
-REGRESS = setup state catalog writes
+REGRESS = setup state catalog writes backfill
 ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
+REGRESS += opkeys
 
 # The install script is built from src/sql/*.sql in name order.
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))

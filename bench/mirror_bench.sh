@@ -35,6 +35,9 @@
 #   BENCH_ROWS=1000000   rows of the bulk work
 #   BENCH_SECONDS=20     duration of each pgbench run
 #   BENCH_CLIENTS=2      pgbench clients (and threads)
+#   BENCH_ROUNDS=1       repeat every item this many times (still interleaved:
+#                        round 1 of all methods, then round 2, ...) and report
+#                        the median with the min..max spread
 #   BENCH_PORT=55500     port of the throwaway cluster
 #   BENCH_KEEP=1         keep the temp dir (data dir, server log) on exit
 #
@@ -47,6 +50,7 @@ set -euo pipefail
 ROWS=${BENCH_ROWS:-1000000}
 SECS=${BENCH_SECONDS:-20}
 CLIENTS=${BENCH_CLIENTS:-2}
+ROUNDS=${BENCH_ROUNDS:-1}
 PORT=${BENCH_PORT:-55500}
 PGBIN=/usr/lib/postgresql/15/bin
 PGBENCH_IDS=100000
@@ -61,6 +65,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 [[ $ROWS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROWS must be a positive integer (got '$ROWS')"
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer (got '$SECS')"
 [[ $CLIENTS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CLIENTS must be a positive integer (got '$CLIENTS')"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$ROUNDS')"
 [[ $PORT =~ ^[0-9]+$ ]] || die "BENCH_PORT must be a number (got '$PORT')"
 for b in initdb pg_ctl psql pgbench pg_config; do
     [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL 15 server package missing?)"
@@ -235,11 +240,16 @@ EOF
     fi
 }
 
-declare -A RES         # RES[method,work] = seconds or TPS
+declare -A RES         # RES[method,work] = "v1 v2 ..." (one value per round)
 WORKS=()               # work labels, in order
 UNIT_OF=()             # parallel to WORKS: s or tps
 
-record() { RES[$1,$2]=$3; }
+record() { RES[$1,$2]="${RES[$1,$2]:-}${RES[$1,$2]:+ }$3"; }
+add_work() { # LABEL UNIT, once
+    local w
+    for w in "${WORKS[@]}"; do [[ $w == "$1" ]] && return; done
+    WORKS+=("$1"); UNIT_OF+=("$2")
+}
 
 gen_rows() { # the rows of the bulk INSERT, from generate_series
     echo "SELECT g, 'cust' || (g % 1000), ((g * 7) % 100000)::int,
@@ -289,27 +299,25 @@ COMMIT;"
 # ---------------------------------------------------------------------------
 # Bulk work: INSERT, UPDATE, DELETE of BENCH_ROWS rows
 # ---------------------------------------------------------------------------
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T_START=$(date +%s)
-for w in insert update delete; do
-    label="$(tr '[:lower:]' '[:upper:]' <<<"$w") $ROWS rows"
-    WORKS+=("$label"); UNIT_OF+=(s)
-    want=$ROWS; [[ $w == delete ]] && want=0
-    for m in "${METHODS[@]}"; do
-        settle
-        t=$(time_tx "$(bulk_sql "$m" "$w")")
-        verify "$m" "$want" "bulk $w"
-        record "$m" "$label" "$t"
-        say "$(printf '%-9s %-22s %10s s' "$m" "$label" "$t")"
-    done
-done
-WORKS+=("bulk total (I+U+D)"); UNIT_OF+=(s)
-for m in "${METHODS[@]}"; do
-    tot=0
+for ((r = 1; r <= ROUNDS; r++)); do
+    declare -A TOT=()
     for w in insert update delete; do
         label="$(tr '[:lower:]' '[:upper:]' <<<"$w") $ROWS rows"
-        tot=$(awk -v a="$tot" -v b="${RES[$m,$label]}" 'BEGIN { printf "%.3f", a + b }')
+        add_work "$label" s
+        want=$ROWS; [[ $w == delete ]] && want=0
+        for m in "${METHODS[@]}"; do
+            settle
+            t=$(time_tx "$(bulk_sql "$m" "$w")")
+            verify "$m" "$want" "bulk $w"
+            record "$m" "$label" "$t"
+            TOT[$m]=$(awk -v a="${TOT[$m]:-0}" -v b="$t" 'BEGIN { printf "%.3f", a + b }')
+            say "$(printf 'round %d/%d  %-9s %-22s %10s s' "$r" "$ROUNDS" "$m" "$label" "$t")"
+        done
     done
-    record "$m" "bulk total (I+U+D)" "$tot"
+    add_work "bulk total (I+U+D)" s
+    for m in "${METHODS[@]}"; do record "$m" "bulk total (I+U+D)" "${TOT[$m]}"; done
 done
 
 # ---------------------------------------------------------------------------
@@ -369,7 +377,8 @@ EOF
 done
 
 pglabel="pgbench upsert ${CLIENTS}c ${SECS}s"
-WORKS+=("$pglabel"); UNIT_OF+=(tps)
+add_work "$pglabel" tps
+for ((r = 1; r <= ROUNDS; r++)); do
 for m in floor floor_cte plpgsql softmig; do
     settle
     out=$("$PGBIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" \
@@ -381,9 +390,11 @@ for m in floor floor_cte plpgsql softmig; do
     verify "${m%_cte}" "$PGBENCH_IDS" "pgbench ($m)"
     tps=$(awk -v x="$tps" 'BEGIN { printf "%.0f", x }')
     record "$m" "$pglabel" "$tps"
-    say "$(printf '%-9s %-22s %10s tps' "$m" "$pglabel" "$tps")"
+    say "$(printf 'round %d/%d  %-9s %-22s %10s tps' "$r" "$ROUNDS" "$m" "$pglabel" "$tps")"
+done
 done
 T_END=$(date +%s)
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------
 # Anomalies: server log, library swapped under us
@@ -401,6 +412,12 @@ n=$(grep -cE 'WARNING:' "$LOG" || true)
 # ---------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------
+median() { # "v1 v2 ..." UNIT
+    tr ' ' '\n' <<<"$1" | sort -g | awk -v u="$2" '{ a[NR] = $1 } END {
+        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        if (u == "s") printf "%.3f", m; else printf "%.0f", m }'
+}
+minmax() { tr ' ' '\n' <<<"$1" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo ".." hi }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'; }
 
 # target verdict for softmig rows
@@ -425,31 +442,36 @@ if [[ -n $(git -C "$HERE/.." status --porcelain -- src 2>/dev/null) ]]; then GIT
 report() {
     echo "### softmig mirroring bench, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
-    echo "- command: \`BENCH_ROWS=$ROWS BENCH_SECONDS=$SECS BENCH_CLIENTS=$CLIENTS bash bench/mirror_bench.sh\`"
+    echo "- command: \`BENCH_ROWS=$ROWS BENCH_SECONDS=$SECS BENCH_CLIENTS=$CLIENTS BENCH_ROUNDS=$ROUNDS bash bench/mirror_bench.sh\`"
     echo "- machine: $(nproc) CPUs ($CPU), $MEM RAM; PostgreSQL $PGVERSION"
     echo "- server: defaults except synchronous_commit=off, shared_buffers=1GB, max_wal_size=8GB, checkpoint_timeout=30min (fsync on); bench tables have autovacuum off, VACUUM ANALYZE + CHECKPOINT before each timed item"
     echo "- softmig: $SO (mtime $SO_MTIME, md5 ${SO_MD5_START:0:12}), repo HEAD $GITREV"
-    echo "- wall time of the timed part: $((T_END - T_START)) s"
+    echo "- wall time of the timed part: $((T_END - T_START)) s; load average (1/5/15 min) at start $LOAD_START, at end $LOAD_END"
     echo
+    if ((ROUNDS > 1)); then
+        echo "Values are medians of $ROUNDS interleaved rounds (spread = min..max); ratios are ratios of medians."
+    fi
     echo "Bulk rows: seconds, lower is better (ratio = time / time of the reference)."
     echo "pgbench rows: transactions per second, higher is better (ratio = TPS / TPS of the reference)."
     echo
-    echo "| method | work | seconds or TPS | vs floor | vs plpgsql | target (softmig) |"
-    echo "|---|---|---:|---:|---:|---|"
-    local i w u m v f p
+    local spreadh="" spreadsep=""
+    if ((ROUNDS > 1)); then spreadh=" spread |"; spreadsep="---:|"; fi
+    echo "| method | work | seconds or TPS |$spreadh vs floor | vs plpgsql | target (softmig) |"
+    echo "|---|---|---:|$spreadsep---:|---:|---|"
+    local i w u m v f p tgt spread unit
     for i in "${!WORKS[@]}"; do
         w=${WORKS[$i]}; u=${UNIT_OF[$i]}
-        f=${RES[floor,$w]}; p=${RES[plpgsql,$w]}
+        f=$(median "${RES[floor,$w]}" "$u"); p=$(median "${RES[plpgsql,$w]}" "$u")
         for m in floor floor_cte plpgsql softmig; do
             [[ -n ${RES[$m,$w]:-} ]] || continue
-            v=${RES[$m,$w]}
-            local tgt=""
+            v=$(median "${RES[$m,$w]}" "$u")
+            tgt=""
             [[ $m == softmig ]] && tgt=$(verdict "$u" "$v" "$f" "$p")
-            if [[ $u == s ]]; then
-                printf '| %s | %s | %s s | %s | %s | %s |\n' "$m" "$w" "$v" "$(ratio "$v" "$f")" "$(ratio "$v" "$p")" "$tgt"
-            else
-                printf '| %s | %s | %s tps | %s | %s | %s |\n' "$m" "$w" "$v" "$(ratio "$v" "$f")" "$(ratio "$v" "$p")" "$tgt"
-            fi
+            unit=$u; [[ $u == s ]] || unit=tps
+            spread=""
+            ((ROUNDS > 1)) && spread=" $(minmax "${RES[$m,$w]}") |"
+            printf '| %s | %s | %s %s |%s %s | %s | %s |\n' "$m" "$w" "$v" "$unit" "$spread" \
+                "$(ratio "$v" "$f")" "$(ratio "$v" "$p")" "$tgt"
         done
     done
     echo

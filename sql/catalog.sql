@@ -106,7 +106,8 @@ SELECT * FROM t.err($$SELECT softmig.advance('orders', force => true)$$);
 SELECT softmig.advance('orders', reason => 'start mirroring');
 SELECT * FROM t.err($$SELECT softmig.advance('orders', 'cutover')$$);
 SELECT * FROM t.err($$SELECT softmig.drop_migration('orders')$$);
-SELECT softmig.advance('orders', 'new_write');
+SELECT * FROM t.err($$SELECT softmig.advance('orders', 'new_write')$$);   -- guard: no backfill yet
+SELECT softmig.advance('orders', 'new_write', reason => 'empty table, nothing to backfill', force => true);
 SELECT softmig.rollback('orders', 'try again');
 SELECT softmig.advance('orders', force => true, reason => 'forced on purpose');
 SELECT softmig.advance('orders');
@@ -153,9 +154,9 @@ RESET ROLE;
 SELECT count(*) AS alice_triggers FROM pg_trigger WHERE tgrelid IN ('alice_l'::regclass, 'alice_t'::regclass);
 
 -- drop in cutover removes every trigger; history is kept
-SELECT count(*) AS orders_triggers FROM pg_trigger WHERE tgname LIKE 'softmig\_%';
+SELECT count(*) AS orders_triggers FROM pg_trigger WHERE tgname ~ '^softmig_[0-9]+_';
 SELECT softmig.drop_migration('orders');
-SELECT count(*) AS orders_triggers FROM pg_trigger WHERE tgname LIKE 'softmig\_%';
+SELECT count(*) AS orders_triggers FROM pg_trigger WHERE tgname ~ '^softmig_[0-9]+_';
 SELECT count(*) AS migrations FROM softmig.migrations;
 SELECT action FROM softmig.history_log h ORDER BY id DESC LIMIT 1;
 

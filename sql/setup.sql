@@ -19,7 +19,7 @@ CREATE FUNCTION t.counts(OUT migrations bigint, OUT mappings bigint, OUT history
 LANGUAGE sql AS $$
     SELECT (SELECT count(*) FROM softmig.migrations), (SELECT count(*) FROM softmig.mappings),
            (SELECT count(*) FROM softmig.history_log),
-           (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'softmig\_%')
+           (SELECT count(*) FROM pg_trigger WHERE tgname ~ '^softmig_[0-9]+_')
 $$;
 
 GRANT USAGE ON SCHEMA t TO PUBLIC;

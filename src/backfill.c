@@ -290,7 +290,18 @@ copy_rows(BfContext *c, Datum snap, bool snap_null)
 	if (i == 0)
 		appendStringInfoString(&buf, "NOTHING");
 	else
-		appendStringInfoString(&buf, " WHERE softmig._written_before(softmig_t.xmin, $1)");
+	{
+		/* correct only rows written before mirroring began, and only if they differ */
+		appendStringInfoString(&buf, " WHERE softmig._written_before(softmig_t.xmin, $1) AND ROW(");
+		i = 0;
+		foreach(lc, c->fwd->cols)
+			appendStringInfo(&buf, "%ssoftmig_t.%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+		appendStringInfoString(&buf, ") IS DISTINCT FROM ROW(");
+		i = 0;
+		foreach(lc, c->fwd->cols)
+			appendStringInfo(&buf, "%sEXCLUDED.%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+		appendStringInfoChar(&buf, ')');
+	}
 
 	values[0] = snap;
 	nulls[0] = snap_null ? 'n' : ' ';

@@ -65,6 +65,7 @@ retire_entry_memory(SoftmigMigration *m)
 	MemoryContextSwitchTo(old);
 	m->cxt = NULL;
 	m->plans = NULL;
+	m->part_sides = NIL;
 
 	if (softmig_mirror_depth == 0)
 	{
@@ -101,8 +102,13 @@ relcache_callback(Datum arg, Oid relid)
 			m->valid = false;
 		else
 		{
+			ListCell   *lc;
+
 			for (SoftmigRelPlans *p = m->plans; p; p = p->next)
 				if (p->relid == relid)
+					m->valid = false;
+			foreach(lc, m->part_sides)
+				if (((SoftmigPartSide *) lfirst(lc))->relid == relid)
 					m->valid = false;
 		}
 	}
@@ -243,6 +249,7 @@ load_migration(SoftmigMigration *m, int32 id)
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 	m->plans = NULL;
+	m->part_sides = NIL;
 	m->valid = true;
 	return true;
 }
@@ -313,6 +320,7 @@ softmig_get_migration(int32 id)
 	{
 		m->cxt = NULL;
 		m->plans = NULL;
+		m->part_sides = NIL;
 	}
 	m->valid = false;
 	if (!load_migration(m, id))
@@ -352,6 +360,40 @@ softmig_side_of(SoftmigMigration *m, Oid relid)
 	return SIDE_NONE;
 }
 
+/*
+ * softmig_side_of_cached
+ *		softmig_side_of, remembering the answer for partitions in the
+ *		migration's cache entry so a statement trigger never reads the
+ *		catalog twice for the same relation.
+ */
+SoftmigSide
+softmig_side_of_cached(SoftmigMigration *m, Oid relid)
+{
+	ListCell   *lc;
+	SoftmigPartSide *ps;
+	SoftmigSide side;
+	MemoryContext old;
+
+	if (relid == m->legacy)
+		return SIDE_LEGACY;
+	if (relid == m->target)
+		return SIDE_TARGET;
+	foreach(lc, m->part_sides)
+	{
+		ps = lfirst(lc);
+		if (ps->relid == relid)
+			return ps->side;
+	}
+	side = softmig_side_of(m, relid);
+	old = MemoryContextSwitchTo(m->cxt);
+	ps = palloc(sizeof(SoftmigPartSide));
+	ps->relid = relid;
+	ps->side = side;
+	m->part_sides = lappend(m->part_sides, ps);
+	MemoryContextSwitchTo(old);
+	return side;
+}
+
 PG_FUNCTION_INFO_V1(softmig_invalidate);
 /*
  * softmig_invalidate
@@ -362,7 +404,13 @@ PG_FUNCTION_INFO_V1(softmig_invalidate);
 Datum
 softmig_invalidate(PG_FUNCTION_ARGS)
 {
-	CacheInvalidateRelcacheByRelid(PG_GETARG_OID(0));
-	CacheInvalidateRelcacheByRelid(PG_GETARG_OID(1));
+	for (int i = 0; i < 2; i++)
+	{
+		Oid			relid = PG_GETARG_OID(i);
+
+		/* a table dropped by hand has nothing left to invalidate */
+		if (get_rel_name(relid) != NULL)
+			CacheInvalidateRelcacheByRelid(relid);
+	}
 	PG_RETURN_VOID();
 }

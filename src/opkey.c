@@ -230,7 +230,8 @@ prepare_plans(void)
 		SPIPlanPtr	plan;
 
 		plan = SPI_prepare("SELECT side::pg_catalog.text, relation, state::pg_catalog.text, "
-						   "claimed_at::pg_catalog.text, xid::pg_catalog.text, "
+						   "pg_catalog.to_char(claimed_at, 'YYYY-MM-DD HH24:MI:SS.USOF'), "
+						   "xid::pg_catalog.text, "
 						   "claimed_by::pg_catalog.text, "
 						   "COALESCE(xid OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id_if_assigned(), false) "
 						   "FROM softmig.operations "

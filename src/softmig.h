@@ -76,6 +76,13 @@ typedef struct SoftmigRelPlans
 	struct SoftmigRelPlans *next;
 } SoftmigRelPlans;
 
+/* Which side a partition belongs to, cached per migration. */
+typedef struct SoftmigPartSide
+{
+	Oid			relid;
+	SoftmigSide side;
+} SoftmigPartSide;
+
 /* Per-backend cached view of one migration. */
 typedef struct SoftmigMigration
 {
@@ -92,6 +99,7 @@ typedef struct SoftmigMigration
 	List	   *bwd_cols;		/* of char *: legacy columns fed backward */
 	List	   *bwd_exprs;		/* of char *: their expressions */
 	Jsonb	   *options;		/* softmig.migrations.options */
+	List	   *part_sides;		/* SoftmigPartSide: partitions seen so far */
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;
@@ -101,6 +109,7 @@ extern SoftmigMigration *softmig_get_migration(int32 id);
 extern void softmig_cache_init(void);
 extern int	softmig_mirror_depth;
 extern SoftmigSide softmig_side_of(SoftmigMigration *m, Oid relid);
+extern SoftmigSide softmig_side_of_cached(SoftmigMigration *m, Oid relid);
 extern char *softmig_option_text(SoftmigMigration *m, const char *key);
 extern bool softmig_option_bool(SoftmigMigration *m, const char *key, bool dflt);
 

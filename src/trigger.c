@@ -180,7 +180,6 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	SoftmigMigration *m;
-	SoftmigRelPlans *p;
 	SoftmigSide side;
 	SoftmigSide auth;
 	Relation	rel;
@@ -196,8 +195,10 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 	m = trigger_migration(td);
 	if (m->state == SM_LEGACY)
 		return PointerGetDatum(NULL);
-	p = softmig_get_plans(m, rel);
-	side = p->side;
+	/* no plans here: preparing them would lock the other table first */
+	side = softmig_side_of_cached(m, RelationGetRelid(rel));
+	if (side == SIDE_NONE)
+		(void) softmig_get_plans(m, rel);	/* raises the "not one of its tables" error */
 	auth = authority_of(m->state);
 
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
@@ -440,6 +441,7 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 	SoftmigMigration *m;
 	SoftmigRelPlans *p;
 	SoftmigSide auth;
+	SoftmigSide side;
 	Tuplestorestate *rows;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
@@ -459,6 +461,17 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 	if (m->state == SM_LEGACY)
 		return PointerGetDatum(NULL);
 	auth = authority_of(m->state);
+	side = softmig_side_of_cached(m, RelationGetRelid(td->tg_relation));
+
+	if (side == auth && m->state == SM_CUTOVER)
+		return PointerGetDatum(NULL);	/* the target is a plain table now */
+	if (side != auth && !override_requested())
+	{
+		/* only reachable when the guard trigger was disabled */
+		refuse_write(m, td->tg_relation, side,
+					 TRIGGER_FIRED_BY_INSERT(td->tg_event) ? "INSERT" :
+					 TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? "UPDATE" : "DELETE");
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -466,16 +479,9 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "SPI_register_trigger_data failed");
 
-	if (p->side != auth)
-	{
-		/* The guard let it through only with an override; check again. */
-		if (!override_requested())
-			refuse_write(m, td->tg_relation, p->side,
-						 TRIGGER_FIRED_BY_INSERT(td->tg_event) ? "INSERT" :
-						 TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? "UPDATE" : "DELETE");
+	if (side != auth)
 		log_override(td, m, p);
-	}
-	else if (m->state != SM_CUTOVER)
+	else
 		mirror_statement(td, p);
 
 	SPI_finish();

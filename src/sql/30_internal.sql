@@ -147,18 +147,72 @@ $$;
 COMMENT ON FUNCTION @extschema@._history(integer, text, @extschema@.state, @extschema@.state, text, jsonb) IS
     'internal: append one audit row for a migration';
 
+CREATE FUNCTION @extschema@._lock_migration(p_id integer)
+RETURNS @extschema@.migrations
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout FROM CURRENT
+AS $$
+DECLARE
+    m @extschema@.migrations;
+    v_timeout text := COALESCE((SELECT options OPERATOR(pg_catalog.->>) 'lock_timeout'
+                                  FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id), '5s');
+BEGIN
+    PERFORM pg_catalog.set_config('lock_timeout', v_timeout, true);
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id FOR UPDATE;
+    RETURN m;
+EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+        MESSAGE = 'could not lock the migration for a change: another change of it is in progress',
+        DETAIL = pg_catalog.format('It did not finish within lock_timeout (%s).', v_timeout),
+        HINT = 'Retry the call; nothing was changed.';
+END $$;
+COMMENT ON FUNCTION @extschema@._lock_migration(integer) IS
+    'internal: lock a migration''s catalog row for a change, waiting at most its lock_timeout';
+
+CREATE FUNCTION @extschema@._lock_tables(m @extschema@.migrations, p_to @extschema@.state)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout FROM CURRENT
+AS $$
+DECLARE
+    v_timeout text := COALESCE(m.options OPERATOR(pg_catalog.->>) 'lock_timeout', '5s');
+BEGIN
+    PERFORM pg_catalog.set_config('lock_timeout', v_timeout, true);
+    -- Writers lock the authoritative table first and the projection second;
+    -- take them in the same order so a state change never deadlocks with a
+    -- writer that arrives while it waits.
+    IF m.state OPERATOR(@extschema@.>=) 'new_write' THEN
+        EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN SHARE ROW EXCLUSIVE MODE', m.target, m.legacy);
+    ELSE
+        EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN SHARE ROW EXCLUSIVE MODE', m.legacy, m.target);
+    END IF;
+EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+        MESSAGE = pg_catalog.format('could not lock tables %s and %s to move migration "%s" from %s to %s',
+                                    m.legacy, m.target, m.name, m.state, COALESCE(p_to, m.state)),
+        DETAIL = pg_catalog.format('Writers kept a conflicting lock for longer than lock_timeout (%s).', v_timeout),
+        HINT = 'Retry the call; nothing was changed. Long transactions writing either table delay state changes; option lock_timeout sets how long to wait.';
+END $$;
+COMMENT ON FUNCTION @extschema@._lock_tables(@extschema@.migrations, @extschema@.state) IS
+    'internal: lock both tables of a migration against writers, authoritative table first, within lock_timeout';
+
 CREATE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
                                        p_reason text, p_detail jsonb)
 RETURNS @extschema@.state
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m @extschema@.migrations;
-    v_timeout text;
-    v_old_timeout text := pg_catalog.current_setting('lock_timeout');
     v_legal text;
 BEGIN
-    -- serialize state changes of one migration
-    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id FOR UPDATE;
+    -- serialize state changes of one migration (bounded by lock_timeout too)
+    m := @extschema@._lock_migration(p_id);
+    IF m.state OPERATOR(@extschema@.=) p_to THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),
+            DETAIL = 'Another session changed its state while this call waited.';
+    END IF;
 
     IF NOT @extschema@.is_legal_transition(m.state, p_to) THEN
         SELECT pg_catalog.string_agg(s::text, ', ' ORDER BY s) INTO v_legal
@@ -186,19 +240,7 @@ BEGIN
 
     -- Lock out writers on both tables (readers are not blocked): in-flight
     -- writers finish under the old state, later ones see the new one.
-    v_timeout := COALESCE(m.options OPERATOR(pg_catalog.->>) 'lock_timeout', '5s');
-    PERFORM pg_catalog.set_config('lock_timeout', v_timeout, true);
-    BEGIN
-        EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN SHARE ROW EXCLUSIVE MODE', m.legacy, m.target);
-    EXCEPTION WHEN lock_not_available THEN
-        PERFORM pg_catalog.set_config('lock_timeout', v_old_timeout, true);
-        RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
-            MESSAGE = pg_catalog.format('could not lock tables %s and %s to move migration "%s" from %s to %s',
-                                        m.legacy, m.target, m.name, m.state, p_to),
-            DETAIL = pg_catalog.format('Writers kept a conflicting lock for longer than lock_timeout (%s).', v_timeout),
-            HINT = 'Retry the call; nothing was changed. Long transactions writing either table delay state changes; option lock_timeout sets how long to wait.';
-    END;
-    PERFORM pg_catalog.set_config('lock_timeout', v_old_timeout, true);
+    PERFORM @extschema@._lock_tables(m, p_to);
 
     IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
         PERFORM @extschema@._install_triggers(p_id);

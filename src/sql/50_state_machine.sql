@@ -143,9 +143,9 @@ DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
     v_before jsonb;
 BEGIN
-    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR UPDATE;
+    m := @extschema@._lock_migration(m.id);
     v_before := @extschema@._trigger_health(m.id);
-    EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN SHARE ROW EXCLUSIVE MODE', m.legacy, m.target);
+    PERFORM @extschema@._lock_tables(m, NULL);
     PERFORM @extschema@._remove_triggers(m.id);
     IF m.state OPERATOR(@extschema@.<>) 'legacy' THEN
         PERFORM @extschema@._install_triggers(m.id);

@@ -41,7 +41,7 @@ END $$;
 COMMENT ON FUNCTION @extschema@._forget_dropped_operations() IS
     'internal: AFTER DELETE trigger on softmig.migrations removing the ledger rows of a dropped migration';
 
-CREATE TRIGGER softmig_forget_dropped_operations
+CREATE TRIGGER forget_dropped_operations
     AFTER DELETE ON @extschema@.migrations
     FOR EACH ROW EXECUTE FUNCTION @extschema@._forget_dropped_operations();
 
@@ -67,7 +67,10 @@ COMMENT ON FUNCTION @extschema@.operation_applied(text, text) IS
     'true when a committed transaction (or the current one) applied the operation key to the migration, on either side';
 
 CREATE FUNCTION @extschema@._forget_operations(name text, older_than interval) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET intervalstyle = iso_8601          -- history records older_than the same way for everyone
+AS $$
 DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
     n bigint;

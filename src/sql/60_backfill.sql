@@ -34,12 +34,18 @@ BEGIN
             MESSAGE = pg_catalog.format('cannot backfill migration "%s" in state %s', m.name, m.state),
             DETAIL = 'Backfill runs only in state mirrored, where every live write already reaches the target.',
             HINT = CASE WHEN m.state OPERATOR(@extschema@.=) 'legacy'
-                        THEN pg_catalog.format('SELECT softmig.advance(%L) first.', m.name) END;
+                        THEN pg_catalog.format('SELECT softmig.advance(%L) first.', m.name)
+                        ELSE 'Past mirrored the target is the write authority and needs no backfill.' END;
     END IF;
 
     INSERT INTO @extschema@.backfill_progress (migration_id) VALUES (m.id) ON CONFLICT DO NOTHING;
     SELECT * INTO STRICT p FROM @extschema@.backfill_progress
      WHERE migration_id OPERATOR(pg_catalog.=) m.id FOR UPDATE;
+    IF p.phase OPERATOR(pg_catalog.=) 'done' THEN
+        -- live writes keep a complete target complete: nothing left to do
+        RETURN pg_catalog.jsonb_build_object('phase', p.phase, 'copied', 0, 'removed', 0,
+                                             'done', true, 'waiting', false);
+    END IF;
 
     IF p.phase OPERATOR(pg_catalog.=) 'scan' THEN
         r := @extschema@._bf_step(m.id, 'next', batch_size, p.cursor, NULL, m.mirror_snapshot);

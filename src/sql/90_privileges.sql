@@ -18,5 +18,7 @@ REVOKE ALL ON FUNCTION
     @extschema@._drop_migration(text),
     @extschema@._repair_triggers(text),
     @extschema@._set_option(text, text, jsonb),
-    @extschema@._check_options(jsonb)
+    @extschema@._check_options(jsonb),
+    @extschema@._lock_migration(integer),
+    @extschema@._lock_tables(@extschema@.migrations, @extschema@.state)
 FROM PUBLIC;
