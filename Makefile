@@ -15,6 +15,7 @@ OBJS += src/opkey.o
 REGRESS = setup state catalog writes backfill
 ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
 REGRESS += opkeys
+ISOLATION += opkey_race opkey_opposite
 
 # The install script is built from src/sql/*.sql in name order.
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))

@@ -684,3 +684,251 @@ softmig_written_before(PG_FUNCTION_ARGS)
 							   FullTransactionIdGetDatum(fxid),
 							   PG_GETARG_DATUM(1));
 }
+
+/*
+ * touch_or_delete
+ *		Helper of resync: run "touch" (a no-op UPDATE of the authoritative
+ *		row, which makes the write triggers re-project it); if it changed no
+ *		row, run "remove" (delete the other side's row) with the loop guard
+ *		raised.  Both take the key values as text parameters.
+ */
+static uint64
+touch_or_delete(const char *touch, const char *remove, int n, Datum *values, char *nulls)
+{
+	Oid			argtypes[64];
+	uint64		done;
+
+	for (int i = 0; i < n; i++)
+		argtypes[i] = TEXTOID;
+	if (SPI_execute_with_args(touch, n, argtypes, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "softmig: re-sync touch failed");
+	done = SPI_processed;
+	if (done > 0)
+		return done;
+	softmig_mirror_depth++;
+	PG_TRY();
+	{
+		if (SPI_execute_with_args(remove, n, argtypes, values, nulls, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "softmig: re-sync delete failed");
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_depth--;
+	}
+	PG_END_TRY();
+	return SPI_processed;
+}
+
+PG_FUNCTION_INFO_V1(softmig_resync_key);
+/*
+ * softmig_resync_key
+ *		softmig._resync_key(migration_id, key): make the other side of one
+ *		entity (legacy key jsonb) equal to the authoritative side again, as
+ *		the caller: the authoritative row is touched so the ordinary write
+ *		path re-projects it, or, when it no longer exists, the other side's
+ *		row is deleted.  Used by release().  Returns rows affected.
+ */
+Datum
+softmig_resync_key(PG_FUNCTION_ARGS)
+{
+	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	Jsonb	   *key = PG_GETARG_JSONB_P(1);
+	BfContext  *c;
+	StringInfoData touch;
+	StringInfoData remove;
+	StringInfoData match;
+	Datum		values[64];
+	char		nulls[64];
+	int			n = 0;
+	int			param = 1;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	Oid			actor = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
+	uint64		done = 0;
+	ListCell   *lc;
+	ListCell   *e;
+	ListCell   *t;
+
+	if (m == NULL)
+		elog(ERROR, "migration does not exist");
+	if (m->state == SM_LEGACY || m->state == SM_CUTOVER)
+		PG_RETURN_INT64(0);		/* nothing is projected in these states */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	c = bf_context(m);
+	bound_values(c, key, values, nulls, &n);
+
+	/* legacy rows of this key: "ROW(k...) = ROW($1::t...)" */
+	initStringInfo(&match);
+	append_row_bound(&match, c, "=", &param);
+
+	initStringInfo(&touch);
+	initStringInfo(&remove);
+	if (m->state == SM_MIRRORED)
+	{
+		appendStringInfo(&touch, "UPDATE %s SET %s = %s WHERE %s", c->legacy,
+						 quote_identifier(linitial(c->lkeys)), quote_identifier(linitial(c->lkeys)),
+						 match.data);
+		appendStringInfo(&remove, "DELETE FROM %s AS softmig_t WHERE ROW(", c->target);
+	}
+	else
+	{
+		appendStringInfo(&touch, "UPDATE %s AS softmig_t SET %s = softmig_t.%s WHERE ROW(", c->target,
+						 quote_identifier(linitial(c->fwd->keycols)),
+						 quote_identifier(linitial(c->fwd->keycols)));
+		appendStringInfo(&remove, "DELETE FROM %s WHERE %s", c->legacy, match.data);
+	}
+	/* target rows of this key: the backward key mapping over target columns */
+	{
+		StringInfo	tgt = (m->state == SM_MIRRORED) ? &remove : &touch;
+		int			i = 0;
+
+		forboth(e, c->bwd->keyexprs, t, c->bwd->keytypes)
+		{
+			appendStringInfo(tgt, "%s(%s\n)::%s", i++ ? ", " : "", (char *) lfirst(e), (char *) lfirst(t));
+		}
+		appendStringInfoString(tgt, ") = ROW(");
+		i = 0;
+		foreach(lc, c->ltypes)
+		{
+			appendStringInfo(tgt, "%s$%d::%s", i ? ", " : "", i + 1, (char *) lfirst(lc));
+			i++;
+		}
+		appendStringInfoChar(tgt, ')');
+	}
+
+	softmig_enter_owner_context(actor, &save_nest, &save_user, &save_sec);
+	done = touch_or_delete(touch.data, remove.data, n, values, nulls);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	SPI_finish();
+	PG_RETURN_INT64((int64) done);
+}
+
+/*
+ * bwd_keyjson
+ *		The legacy-key jsonb of a target row: backward key expressions.
+ */
+static char *
+bwd_keyjson(BfContext *c)
+{
+	StringInfoData buf;
+	ListCell   *k;
+	ListCell   *e;
+	int			i = 0;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "pg_catalog.jsonb_build_object(");
+	forboth(k, c->bwd->keycols, e, c->bwd->keyexprs)
+		appendStringInfo(&buf, "%s%s, (%s\n)", i++ ? ", " : "", quote_literal_cstr(lfirst(k)),
+						 (char *) lfirst(e));
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+PG_FUNCTION_INFO_V1(softmig_resync_all);
+/*
+ * softmig_resync_all
+ *		softmig._resync_all(migration_id): make legacy equal to the target's
+ *		projection again (new_write/new_read), as the caller: upsert every
+ *		target row through the backward mapping, delete legacy rows the
+ *		target lacks.  The caller holds both tables locked against writers.
+ *		Used by shadow_enable().  Returns rows written.
+ */
+Datum
+softmig_resync_all(PG_FUNCTION_ARGS)
+{
+	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	BfContext  *c;
+	StringInfoData buf;
+	ListCell   *lc;
+	ListCell   *e;
+	ListCell   *t;
+	ListCell   *k;
+	ListCell   *o;
+	int			i;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	Oid			actor = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
+	uint64		done = 0;
+
+	if (m == NULL)
+		elog(ERROR, "migration does not exist");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	c = bf_context(m);
+	initStringInfo(&buf);
+
+	/* upsert every target row into legacy */
+	appendStringInfo(&buf, "INSERT INTO %s AS softmig_t (", c->legacy);
+	i = 0;
+	foreach(lc, c->bwd->cols)
+		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+	appendStringInfoString(&buf, ") OVERRIDING SYSTEM VALUE SELECT ");
+	i = 0;
+	foreach(lc, c->bwd->exprs)
+		appendStringInfo(&buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+	/* quarantined entities stay as they are on both sides */
+	appendStringInfo(&buf, " FROM %s AS softmig_src WHERE NOT (%s OPERATOR(pg_catalog.=) ANY (ARRAY("
+					 "SELECT q.key FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) %d)))"
+					 " ON CONFLICT (%s) DO ",
+					 c->target, bwd_keyjson(c), m->id, c->keylist);
+	i = 0;
+	foreach(lc, c->bwd->cols)
+	{
+		bool		iskey = false;
+
+		foreach(k, c->lkeys)
+			if (strcmp(lfirst(k), lfirst(lc)) == 0)
+				iskey = true;
+		if (iskey)
+			continue;
+		appendStringInfo(&buf, "%s%s = EXCLUDED.%s", i++ ? ", " : "UPDATE SET ",
+						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
+	}
+	if (i == 0)
+		appendStringInfoString(&buf, "NOTHING");
+
+	softmig_enter_owner_context(actor, &save_nest, &save_user, &save_sec);
+	softmig_mirror_depth++;
+	PG_TRY();
+	{
+		if (SPI_execute(buf.data, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "softmig: re-sync upsert failed");
+		done = SPI_processed;
+
+		/* delete legacy rows the target does not have */
+		resetStringInfo(&buf);
+		appendStringInfo(&buf, "DELETE FROM %s AS softmig_l WHERE NOT EXISTS (SELECT 1 FROM (SELECT ", c->legacy);
+		i = 1;
+		forboth(e, c->bwd->keyexprs, t, c->bwd->keytypes)
+		{
+			appendStringInfo(&buf, "%s(%s\n)::%s AS softmig_k%d", i > 1 ? ", " : "",
+							 (char *) lfirst(e), (char *) lfirst(t), i);
+			i++;
+		}
+		appendStringInfo(&buf, " FROM %s) AS softmig_s WHERE ", c->target);
+		i = 1;
+		forboth(k, c->bwd->keycols, o, c->bwd->keyops)
+		{
+			appendStringInfo(&buf, "%ssoftmig_l.%s %s softmig_s.softmig_k%d", i > 1 ? " AND " : "",
+							 quote_identifier(lfirst(k)), (char *) lfirst(o), i);
+			i++;
+		}
+		appendStringInfo(&buf, ") AND NOT (%s OPERATOR(pg_catalog.=) ANY (ARRAY("
+						 "SELECT q.key FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) %d)))",
+						 c->keyjson, m->id);
+		if (SPI_execute(buf.data, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "softmig: re-sync delete failed");
+		done += SPI_processed;
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_depth--;
+	}
+	PG_END_TRY();
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	SPI_finish();
+	PG_RETURN_INT64((int64) done);
+}

@@ -54,7 +54,8 @@ retire_entry_memory(SoftmigMigration *m)
 
 	for (SoftmigRelPlans *p = m->plans; p; p = p->next)
 	{
-		SPIPlanPtr	plans[] = {p->upsert, p->delete, p->move, p->keyjson_new, p->keyjson_old};
+		SPIPlanPtr	plans[] = {p->upsert, p->delete, p->move, p->keyjson_new, p->keyjson_old,
+		p->newonly, p->upsert_row};
 
 		for (int i = 0; i < lengthof(plans); i++)
 			if (plans[i] != NULL)
@@ -173,7 +174,11 @@ load_migration(SoftmigMigration *m, int32 id)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	plan = SPI_prepare("SELECT name, legacy, target, state::pg_catalog.text, legacy_key, target_key, options "
+	plan = SPI_prepare("SELECT name, legacy, target, state::pg_catalog.text, legacy_key, target_key, options, "
+					   "new_only, "
+					   "COALESCE((SELECT e.open FROM softmig.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) $1), true), "
+					   "EXISTS (SELECT 1 FROM softmig.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) $1), "
+					   "(SELECT pg_catalog.count(*) FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) $1) "
 					   "FROM softmig.migrations WHERE id OPERATOR(pg_catalog.=) $1",
 					   1, argtypes);
 	if (plan == NULL)
@@ -213,6 +218,16 @@ load_migration(SoftmigMigration *m, int32 id)
 	m->legacy_key = text_array_to_list(SPI_getbinval(tup, desc, 5, &isnull));
 	m->target_key = text_array_to_list(SPI_getbinval(tup, desc, 6, &isnull));
 	m->options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
+	m->new_only = text_array_to_list(SPI_getbinval(tup, desc, 8, &isnull));
+	m->envelope_open = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+	m->shadow_disabled = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+	m->n_quarantined = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
+	m->representable = softmig_option_text(m, "representable");
+	{
+		char	   *mode = softmig_option_text(m, "on_new_only");
+
+		m->reject_new_only = (mode != NULL && strcmp(mode, "reject") == 0);
+	}
 	MemoryContextSwitchTo(old);
 
 	plan = SPI_prepare("SELECT direction, column_name::pg_catalog.text, expression "

@@ -395,6 +395,77 @@ append_key_match(StringInfo buf, DestInfo *d, const char *alias)
 }
 
 /*
+ * append_upsert
+ *		"INSERT INTO dst (...) SELECT <mapping> FROM <from> ON CONFLICT (<key>)
+ *		DO UPDATE SET <mapped non-key columns> = EXCLUDED..." (or DO NOTHING
+ *		when only key columns are mapped).
+ */
+static void
+append_upsert(StringInfo buf, DestInfo *d, const char *from)
+{
+	ListCell   *lc;
+	int			i;
+
+	appendStringInfo(buf, "INSERT INTO %s AS softmig_t (", d->qualname);
+	i = 0;
+	foreach(lc, d->cols)
+		appendStringInfo(buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+	appendStringInfoString(buf, ") OVERRIDING SYSTEM VALUE SELECT ");
+	i = 0;
+	foreach(lc, d->exprs)
+		appendStringInfo(buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+	appendStringInfo(buf, " FROM %s ON CONFLICT (", from);
+	i = 0;
+	foreach(lc, d->keycols)
+		appendStringInfo(buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+	appendStringInfoString(buf, ") DO ");
+	i = 0;
+	foreach(lc, d->cols)
+	{
+		if (str_member(d->keycols, lfirst(lc)))
+			continue;
+		appendStringInfo(buf, "%s%s = EXCLUDED.%s", i++ ? ", " : "UPDATE SET ",
+						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
+	}
+	if (i == 0)
+		appendStringInfoString(buf, "NOTHING");
+}
+
+/*
+ * keyjson_expr
+ *		SQL building the legacy-key jsonb object of a row of side "side":
+ *		legacy columns as they are, or the backward key mapping over target
+ *		columns.
+ */
+static char *
+keyjson_expr(SoftmigMigration *m, SoftmigSide side)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+	ListCell   *c;
+	ListCell   *e;
+	int			i = 0;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "pg_catalog.jsonb_build_object(");
+	foreach(lc, m->legacy_key)
+	{
+		char	   *kexpr = NULL;
+
+		if (side == SIDE_LEGACY)
+			kexpr = (char *) quote_identifier(lfirst(lc));
+		else
+			forboth(c, m->bwd_cols, e, m->bwd_exprs)
+				if (strcmp(lfirst(c), lfirst(lc)) == 0)
+					kexpr = lfirst(e);
+		appendStringInfo(&buf, "%s%s, (%s\n)", i++ ? ", " : "",
+						 quote_literal_cstr(lfirst(lc)), kexpr);
+	}
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+/*
  * prepare_kept
  *		SPI_prepare + SPI_keepplan, with the migration named in errors.
  */
@@ -470,8 +541,6 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	StringInfoData buf;
 	List	   *srckey;
 	ListCell   *lc;
-	ListCell   *lc2;
-	ListCell   *lc3;
 	Oid		   *argtypes;
 	int			nattrs = 0;
 	int			i;
@@ -534,29 +603,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	/* upsert */
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "INSERT INTO %s AS softmig_t (", d->qualname);
-	i = 0;
-	foreach(lc, d->cols)
-		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
-	appendStringInfoString(&buf, ") OVERRIDING SYSTEM VALUE SELECT ");
-	i = 0;
-	foreach(lc, d->exprs)
-		appendStringInfo(&buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
-	appendStringInfo(&buf, " FROM %s ON CONFLICT (", SM_NEW_TABLE);
-	i = 0;
-	foreach(lc, d->keycols)
-		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
-	appendStringInfoString(&buf, ") DO ");
-	i = 0;
-	foreach(lc, d->cols)
-	{
-		if (str_member(d->keycols, lfirst(lc)))
-			continue;
-		appendStringInfo(&buf, "%s%s = EXCLUDED.%s", i++ ? ", " : "UPDATE SET ",
-						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
-	}
-	if (i == 0)
-		appendStringInfoString(&buf, "NOTHING");
+	append_upsert(&buf, d, SM_NEW_TABLE);
 	p->upsert = softmig_prepare_kept(buf.data, 0, NULL);
 
 	/* delete */
@@ -613,6 +660,31 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	}
 	p->move = softmig_prepare_kept(buf.data, p->move_nargs, argtypes);
 
+	/* projection: the same upsert for one row given as parameters */
+	if (side == SIDE_TARGET)
+	{
+		StringInfoData rowsel;
+		int			k = 0;
+
+		initStringInfo(&rowsel);
+		appendStringInfoString(&rowsel, "(SELECT ");
+		for (i = 0; i < srcdesc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(srcdesc, i);
+
+			if (att->attisdropped)
+				continue;
+			appendStringInfo(&rowsel, "%s$%d AS %s", k ? ", " : "", k + 1,
+							 quote_identifier(NameStr(att->attname)));
+			k++;
+		}
+		appendStringInfo(&rowsel, ") AS %s", SM_NEW_TABLE);
+		p->row_nargs = k;
+		resetStringInfo(&buf);
+		append_upsert(&buf, d, rowsel.data);
+		p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
+	}
+
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 
 	/* keys of the written rows, as legacy-key jsonb objects (for audit) */
@@ -620,28 +692,32 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	for (int r = 0; r < 2; r++)
 	{
 		resetStringInfo(&buf);
-		appendStringInfoString(&buf, "SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(");
-		i = 0;
-		foreach(lc, m->legacy_key)
-		{
-			char	   *kexpr = NULL;
-
-			if (side == SIDE_LEGACY)
-				kexpr = (char *) quote_identifier(lfirst(lc));
-			else
-			{
-				forboth(lc2, m->bwd_cols, lc3, m->bwd_exprs)
-					if (strcmp(lfirst(lc2), lfirst(lc)) == 0)
-						kexpr = lfirst(lc3);
-			}
-			appendStringInfo(&buf, "%s%s, (%s\n)", i++ ? ", " : "",
-							 quote_literal_cstr(lfirst(lc)), kexpr);
-		}
-		appendStringInfo(&buf, ")) FROM %s", r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
+		appendStringInfo(&buf, "SELECT pg_catalog.jsonb_agg(%s) FROM %s",
+						 keyjson_expr(m, side), r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
 		if (r == 0)
 			p->keyjson_old = softmig_prepare_kept(buf.data, 0, NULL);
 		else
 			p->keyjson_new = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+
+	/*
+	 * Projection (target -> legacy): find rows legacy cannot represent (a
+	 * new_only column set, or the representable predicate false), as the
+	 * target's owner since the predicate is user SQL over target columns.
+	 */
+	if (side == SIDE_TARGET && (m->new_only != NIL || m->representable != NULL))
+	{
+		resetStringInfo(&buf);
+		appendStringInfoString(&buf, "SELECT pg_catalog.count(*) FILTER (WHERE softmig_f), "
+							   "(pg_catalog.array_agg(softmig_k) FILTER (WHERE softmig_f))[1] "
+							   "FROM (SELECT (false");
+		foreach(lc, m->new_only)
+			appendStringInfo(&buf, " OR %s IS NOT NULL", quote_identifier(lfirst(lc)));
+		if (m->representable)
+			appendStringInfo(&buf, " OR NOT COALESCE((%s\n), true)", m->representable);
+		appendStringInfo(&buf, ") AS softmig_f, %s AS softmig_k FROM %s) AS softmig_s",
+						 keyjson_expr(m, side), SM_NEW_TABLE);
+		p->newonly = softmig_prepare_kept(buf.data, 0, NULL);
 	}
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 

@@ -41,6 +41,8 @@ typedef enum SoftmigSide
 /* Custom SQLSTATEs (documented in doc/reference.md). */
 #define ERRCODE_SOFTMIG_WRITE_REFUSED	MAKE_SQLSTATE('S','M','0','0','1')
 #define ERRCODE_SOFTMIG_TRIGGER_MISSING MAKE_SQLSTATE('S','M','0','0','2')
+#define ERRCODE_SOFTMIG_NEW_ONLY		MAKE_SQLSTATE('S','M','0','0','4')
+#define ERRCODE_SOFTMIG_QUARANTINED		MAKE_SQLSTATE('S','M','0','0','5')
 
 /* Names of the transition tables our AFTER triggers declare. */
 #define SM_OLD_TABLE "softmig_old"
@@ -73,6 +75,9 @@ typedef struct SoftmigRelPlans
 	int			move_nargs;
 	SPIPlanPtr	keyjson_new;	/* jsonb_agg of keys over new table */
 	SPIPlanPtr	keyjson_old;	/* jsonb_agg of keys over old table */
+	SPIPlanPtr	newonly;		/* projection only: count/first key of new-only rows */
+	SPIPlanPtr	upsert_row;		/* projection only: one row, params = the row */
+	int			row_nargs;
 	struct SoftmigRelPlans *next;
 } SoftmigRelPlans;
 
@@ -100,6 +105,12 @@ typedef struct SoftmigMigration
 	List	   *bwd_exprs;		/* of char *: their expressions */
 	Jsonb	   *options;		/* softmig.migrations.options */
 	List	   *part_sides;		/* SoftmigPartSide: partitions seen so far */
+	List	   *new_only;		/* of char *: target columns legacy cannot hold */
+	char	   *representable;	/* option: boolean SQL over target columns */
+	bool		reject_new_only;	/* option on_new_only = reject */
+	bool		envelope_open;
+	bool		shadow_disabled;
+	int64		n_quarantined;
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;

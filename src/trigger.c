@@ -31,6 +31,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -386,36 +387,306 @@ mirror_key_moves(TriggerData *td, SoftmigRelPlans *p)
  *		Carry one statement's changes to the other side, as its owner, with
  *		the loop guard raised.
  */
+/*
+ * note_new_only
+ *		Record rows legacy cannot represent: close the rollback envelope on
+ *		the first one, count them, remember their keys (keys may be NULL when
+ *		the backward mapping itself failed).  Runs softmig._note_new_only as
+ *		the catalog owner; the caller stays in whatever context it was.
+ */
 static void
-mirror_statement(TriggerData *td, SoftmigRelPlans *p)
+note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null, const char *reason)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[5] = {INT4OID, INT8OID, JSONBOID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	values[0] = Int32GetDatum(m->id);
+	values[1] = Int64GetDatum(n);
+	values[2] = keys;
+	nulls[2] = keys_null ? 'n' : ' ';
+	values[3] = CStringGetTextDatum(reason);
+	values[4] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
+	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
+	if (plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare("SELECT softmig._note_new_only($1, $2, $3, $4, $5)", 5, argtypes);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "softmig: preparing the envelope update failed");
+		plan = p;
+	}
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: recording new-only state failed");
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+}
+
+/*
+ * refuse_new_only
+ *		on_new_only = reject and the envelope still open: the write fails.
+ */
+static void
+refuse_new_only(SoftmigMigration *m, Relation rel, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_SOFTMIG_NEW_ONLY),
+			 errmsg("write to table \"%s\" refused: it creates state the legacy table of migration \"%s\" cannot represent",
+					RelationGetRelationName(rel), m->name),
+			 errdetail("%s", what),
+			 errhint("Option on_new_only is reject: a DBA approves new-only state with softmig.close_envelope('%s', '<reason>'), which ends the rollback envelope.",
+					 m->name)));
+}
+
+/*
+ * detect_new_only
+ *		Projection only: rows with a new_only column set or the
+ *		representable predicate false.  Evaluated as the target's owner.
+ */
+static void
+detect_new_only(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	int64		n;
+	Datum		keys;
+	bool		isnull;
+	bool		keys_null;
+
+	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
+	if (SPI_execute_plan(p->newonly, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "softmig: new-only detection failed");
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &keys_null);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	if (n == 0)
+		return;
+	if (m->reject_new_only && m->envelope_open)
+		refuse_new_only(m, td->tg_relation,
+						"A new_only column is set, or the representable predicate is false.");
+	note_new_only(m, n, keys, keys_null, "a new_only column is set or the representable predicate is false");
+}
+
+/*
+ * is_unrepresentable
+ *		Errors that mean "legacy cannot hold this value": data exceptions
+ *		(class 22) and integrity violations (class 23) raised by the
+ *		backward mapping or by legacy's constraints.
+ */
+static bool
+is_unrepresentable(int sqlerrcode)
+{
+	int			cls = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return cls == ERRCODE_DATA_EXCEPTION || cls == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION;
+}
+
+/*
+ * project_upsert
+ *		Project the statement's rows into legacy, set-based.  If that fails
+ *		because legacy cannot represent some row, retry row by row in
+ *		subtransactions: rows that fail are new-only (not projected; the
+ *		envelope closes), the others are projected.  In reject mode with the
+ *		envelope open the original error is raised instead.
+ */
+static void
+project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+	int			ret;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "softmig: projecting into legacy failed: %d", ret);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+
+	if (edata == NULL)
+		return;
+	if (!is_unrepresentable(edata->sqlerrcode) || (m->reject_new_only && m->envelope_open))
+		ReThrowError(edata);
+
+	/* row by row: find what legacy cannot hold */
+	{
+		Tuplestorestate *rows = td->tg_newtable;
+		TupleDesc	desc = RelationGetDescr(td->tg_relation);
+		TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+		Datum	   *values = palloc(sizeof(Datum) * p->row_nargs);
+		char	   *nulls = palloc(sizeof(char) * p->row_nargs);
+		volatile int64 failed = 0;
+		char	   *volatile first_msg = NULL;
+
+		tuplestore_select_read_pointer(rows, 0);
+		tuplestore_rescan(rows);
+		while (tuplestore_gettupleslot(rows, true, true, slot))
+		{
+			int			k = 0;
+
+			slot_getallattrs(slot);
+			for (int i = 0; i < desc->natts; i++)
+			{
+				if (TupleDescAttr(desc, i)->attisdropped)
+					continue;
+				values[k] = slot->tts_values[i];
+				nulls[k] = slot->tts_isnull[i] ? 'n' : ' ';
+				k++;
+			}
+			BeginInternalSubTransaction(NULL);
+			MemoryContextSwitchTo(oldcxt);
+			PG_TRY();
+			{
+				ret = SPI_execute_plan(p->upsert_row, values, nulls, false, 0);
+				if (ret != SPI_OK_INSERT)
+					elog(ERROR, "softmig: projecting a row failed: %d", ret);
+				ReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(oldcxt);
+				CurrentResourceOwner = oldowner;
+			}
+			PG_CATCH();
+			{
+				ErrorData  *rowerr;
+
+				MemoryContextSwitchTo(oldcxt);
+				rowerr = CopyErrorData();
+				FlushErrorState();
+				RollbackAndReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(oldcxt);
+				CurrentResourceOwner = oldowner;
+				if (!is_unrepresentable(rowerr->sqlerrcode))
+					ReThrowError(rowerr);
+				failed++;
+				if (first_msg == NULL)
+					first_msg = pstrdup(rowerr->message);
+				FreeErrorData(rowerr);
+			}
+			PG_END_TRY();
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		if (failed > 0)
+			note_new_only(m, failed, (Datum) 0, true,
+						  psprintf("the backward mapping or legacy's constraints refused the row: %s", first_msg));
+	}
+}
+
+/*
+ * check_quarantine
+ *		Refuse the statement if any row it wrote (or, for UPDATE and DELETE,
+ *		any row it changed) belongs to a quarantined entity.  Keys are
+ *		computed as the table's owner, the lookup runs as the catalog owner.
+ */
+static void
+check_quarantine(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {INT4OID, JSONBOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	for (int r = 0; r < 2; r++)
+	{
+		SPIPlanPtr	kp = (r == 0) ? p->keyjson_old : p->keyjson_new;
+		bool		isnull;
+		Datum		keys;
+
+		if ((r == 0 && td->tg_oldtable == NULL) || (r == 1 && td->tg_newtable == NULL))
+			continue;
+		softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
+		if (SPI_execute_plan(kp, NULL, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "softmig: computing keys failed");
+		keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		softmig_leave_owner_context(save_nest, save_user, save_sec);
+		if (isnull)
+			continue;
+
+		values[0] = Int32GetDatum(m->id);
+		values[1] = keys;
+		softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
+		if (plan == NULL)
+		{
+			SPIPlanPtr	pl = SPI_prepare("SELECT q.key::pg_catalog.text, q.reason FROM softmig.quarantine q "
+										 "WHERE q.migration_id OPERATOR(pg_catalog.=) $1 AND q.key OPERATOR(pg_catalog.=) ANY "
+										 "(SELECT k FROM pg_catalog.jsonb_array_elements($2) AS k) LIMIT 1",
+										 2, argtypes);
+
+			if (pl == NULL || SPI_keepplan(pl) != 0)
+				elog(ERROR, "softmig: preparing the quarantine check failed");
+			plan = pl;
+		}
+		if (SPI_execute_plan(plan, values, nulls, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "softmig: quarantine check failed");
+		if (SPI_processed > 0)
+		{
+			char	   *key = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			char	   *why = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+			ereport(ERROR,
+					(errcode(ERRCODE_SOFTMIG_QUARANTINED),
+					 errmsg("write to table \"%s\" refused: entity %s of migration \"%s\" is quarantined",
+							RelationGetRelationName(td->tg_relation), key, m->name),
+					 errdetail("Quarantined because: %s", why),
+					 errhint("Fix it forward, then softmig.release('%s', '%s') re-syncs it and allows writes again.",
+							 m->name, key)));
+		}
+		softmig_leave_owner_context(save_nest, save_user, save_sec);
+	}
+}
+
+static void
+mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 {
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
 	int			ret;
+	volatile bool project_rows = (p->side == SIDE_TARGET && !TRIGGER_FIRED_BY_DELETE(td->tg_event));
+
+	if (project_rows && p->newonly != NULL)
+		detect_new_only(td, m, p);
 
 	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
 	softmig_mirror_depth++;
 	PG_TRY();
 	{
-		if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
-		{
-			ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
-			if (ret != SPI_OK_INSERT)
-				elog(ERROR, "softmig: mirroring INSERT failed: %d", ret);
-		}
-		else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-		{
+		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 			mirror_key_moves(td, p);
-			ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
-			if (ret != SPI_OK_INSERT)
-				elog(ERROR, "softmig: mirroring UPDATE failed: %d", ret);
-		}
-		else
+		if (project_rows)
+			project_upsert(td, m, p);
+		else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 		{
 			ret = SPI_execute_plan(p->delete, NULL, NULL, false, 0);
 			if (ret != SPI_OK_DELETE)
 				elog(ERROR, "softmig: mirroring DELETE failed: %d", ret);
+		}
+		else
+		{
+			ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
+			if (ret != SPI_OK_INSERT)
+				elog(ERROR, "softmig: mirroring failed: %d", ret);
 		}
 	}
 	PG_FINALLY();
@@ -479,10 +750,12 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "SPI_register_trigger_data failed");
 
+	if (m->n_quarantined > 0)
+		check_quarantine(td, m, p);
 	if (side != auth)
 		log_override(td, m, p);
-	else
-		mirror_statement(td, p);
+	else if (!m->shadow_disabled)
+		mirror_statement(td, m, p);
 
 	SPI_finish();
 	return PointerGetDatum(NULL);

@@ -242,6 +242,21 @@ BEGIN
     -- writers finish under the old state, later ones see the new one.
     PERFORM @extschema@._lock_tables(m, p_to);
 
+    -- The rollback envelope, checked after the locks so a racing first
+    -- new-only write is either already recorded or not yet projected.
+    IF (m.state OPERATOR(@extschema@.=) 'new_write' AND p_to OPERATOR(@extschema@.=) 'mirrored')
+       OR (m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'new_write') THEN
+        IF NOT COALESCE((SELECT e.open FROM @extschema@.envelope e
+                          WHERE e.migration_id OPERATOR(pg_catalog.=) p_id), true) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot roll migration "%s" back from %s to %s: the rollback envelope is closed',
+                                            m.name, m.state, p_to),
+                DETAIL = (SELECT pg_catalog.format('Closed at %s: %s (first entity %s).', e.closed_at, e.reason, e.first_key)
+                            FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) p_id),
+                HINT = 'Legacy cannot represent state the target already holds. Fix forward instead: quarantine the affected entities (softmig.quarantine), repair them on the target, or stop a broken projection with softmig.shadow_disable.';
+        END IF;
+    END IF;
+
     IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
         PERFORM @extschema@._install_triggers(p_id);
         -- Every write from now on reaches the target; anything the target

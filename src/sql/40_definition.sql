@@ -11,7 +11,8 @@ DECLARE
     k text;
     v jsonb;
     -- every option softmig knows; each concern adds its own here
-    known text[] := ARRAY['target_key', 'lock_timeout', 'require_operation_key'];
+    known text[] := ARRAY['target_key', 'lock_timeout', 'require_operation_key',
+                          'on_new_only', 'representable'];
 BEGIN
     IF p_options IS NULL OR pg_catalog.jsonb_typeof(p_options) OPERATOR(pg_catalog.<>) 'object' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'options must be a jsonb object';
@@ -21,6 +22,18 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = pg_catalog.format('unknown option "%s"', k),
                 HINT = pg_catalog.format('Known options: %s.', pg_catalog.array_to_string(known, ', '));
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'on_new_only'
+           AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"allow"'::jsonb, '"reject"'::jsonb]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option on_new_only must be "allow" or "reject", not %s', v);
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'representable' THEN
+            IF pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = 'option representable must be a string holding a boolean SQL expression over target columns';
+            END IF;
+            PERFORM @extschema@._check_expression(v OPERATOR(pg_catalog.#>>) '{}', 'option representable');
         END IF;
         IF k OPERATOR(pg_catalog.=) 'lock_timeout' THEN
             BEGIN

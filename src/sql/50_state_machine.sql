@@ -126,6 +126,7 @@ BEGIN
     PERFORM @extschema@._check_options(v_new);
     UPDATE @extschema@.migrations SET options = v_new WHERE id OPERATOR(pg_catalog.=) m.id;
     PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._validate(m.id);     -- e.g. a representable predicate must type-check
     PERFORM @extschema@._history(m.id, 'set_option', m.state, m.state, NULL,
         pg_catalog.jsonb_build_object('option', option, 'old', m.options OPERATOR(pg_catalog.->) option, 'new', value));
     RETURN v_new;
@@ -176,7 +177,12 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
                                          WHEN 'new_read' THEN 'target -> legacy'
                                          ELSE 'none' END,
         'read_default', CASE WHEN m.state OPERATOR(@extschema@.>=) 'new_read' THEN 'new' ELSE 'legacy' END,
-        'envelope_open', true,
+        'envelope_open', (@extschema@._envelope_json(m.id) OPERATOR(pg_catalog.->>) 'open')::boolean,
+        'envelope', @extschema@._envelope_json(m.id),
+        'quarantined', (SELECT pg_catalog.count(*) FROM @extschema@.quarantine q
+                         WHERE q.migration_id OPERATOR(pg_catalog.=) m.id),
+        'shadow', (SELECT pg_catalog.jsonb_build_object('disabled', true, 'since', s.disabled_at, 'reason', s.reason)
+                     FROM @extschema@.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id),
         'backfill_done', @extschema@._backfill_done(m.id),
         'rows_backfilled', COALESCE(bp.rows_backfilled, 0),
         'backfill', @extschema@._backfill_status(m.id),

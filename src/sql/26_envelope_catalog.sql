@@ -1,0 +1,54 @@
+-------------------------------------------------------------------------------
+-- Rollback envelope, quarantine and shadow state (functions in 65_envelope.sql)
+-------------------------------------------------------------------------------
+CREATE TABLE @extschema@.envelope (
+    migration_id   integer PRIMARY KEY REFERENCES @extschema@.migrations (id) ON DELETE CASCADE,
+    open           boolean NOT NULL DEFAULT true,
+    closed_at      timestamptz,
+    reason         text,
+    first_key      jsonb,             -- the first entity legacy could not represent
+    new_only_count bigint NOT NULL DEFAULT 0,
+    closed_by      name
+);
+COMMENT ON TABLE @extschema@.envelope IS
+    'softmig: the rollback envelope of each migration; it closes when the target holds state legacy cannot represent';
+
+CREATE TABLE @extschema@.quarantine (
+    migration_id integer NOT NULL REFERENCES @extschema@.migrations (id) ON DELETE CASCADE,
+    key          jsonb NOT NULL,      -- legacy key columns, typed as in legacy
+    reason       text NOT NULL,
+    at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    actor        name NOT NULL,
+    PRIMARY KEY (migration_id, key)
+);
+COMMENT ON TABLE @extschema@.quarantine IS
+    'softmig: entities excluded from projection and parity; writes to them are refused until released';
+
+CREATE TABLE @extschema@.shadow (
+    migration_id integer PRIMARY KEY REFERENCES @extschema@.migrations (id) ON DELETE CASCADE,
+    disabled_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    reason       text NOT NULL,
+    actor        name NOT NULL
+);
+COMMENT ON TABLE @extschema@.shadow IS
+    'softmig: migrations whose non-authoritative table is not being written (shadow_disable)';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.envelope', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.quarantine', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.shadow', '');
+REVOKE ALL ON @extschema@.envelope, @extschema@.quarantine, @extschema@.shadow FROM PUBLIC;
+GRANT SELECT ON @extschema@.envelope, @extschema@.quarantine, @extschema@.shadow TO PUBLIC;
+
+CREATE FUNCTION @extschema@._envelope_json(p_id integer) RETURNS jsonb
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'open', COALESCE(e.open, true),
+        'closed_at', e.closed_at,
+        'reason', e.reason,
+        'first_key', e.first_key,
+        'new_only_count', COALESCE(e.new_only_count, 0),
+        'closed_by', e.closed_by)
+      FROM (SELECT p_id AS id) x
+      LEFT JOIN @extschema@.envelope e ON e.migration_id OPERATOR(pg_catalog.=) x.id
+$$;
+COMMENT ON FUNCTION @extschema@._envelope_json(integer) IS 'internal: the envelope of a migration as jsonb';
