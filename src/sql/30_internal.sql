@@ -251,7 +251,7 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('cannot roll migration "%s" back from %s to %s: the rollback envelope is closed',
                                             m.name, m.state, p_to),
-                DETAIL = (SELECT pg_catalog.format('Closed at %s: %s (first entity %s).', e.closed_at, e.reason, e.first_key)
+                DETAIL = (SELECT pg_catalog.format('Closed because: %s (first entity %s).', e.reason, COALESCE(e.first_key::text, 'unknown'))
                             FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) p_id),
                 HINT = 'Legacy cannot represent state the target already holds. Fix forward instead: quarantine the affected entities (softmig.quarantine), repair them on the target, or stop a broken projection with softmig.shadow_disable.';
         END IF;

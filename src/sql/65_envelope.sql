@@ -62,7 +62,7 @@ BEGIN
     IF NOT e.open THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('the rollback envelope of migration "%s" is already closed', m.name),
-            DETAIL = pg_catalog.format('Closed at %s: %s', e.closed_at, e.reason);
+            DETAIL = pg_catalog.format('Closed because: %s', e.reason);
     END IF;
     UPDATE @extschema@.envelope
        SET open = false, closed_at = pg_catalog.now(), reason = _close_envelope.reason,
