@@ -11,6 +11,7 @@ MODULE_big = softmig
 # One C file and one SQL file per concern; each module adds its own lines.
 OBJS  = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
 OBJS += src/backfill.o
+OBJS += src/merge.o
 OBJS += src/opkey.o
 REGRESS = setup state catalog writes backfill envelope
 ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout

@@ -55,7 +55,7 @@ retire_entry_memory(SoftmigMigration *m)
 	for (SoftmigRelPlans *p = m->plans; p; p = p->next)
 	{
 		SPIPlanPtr	plans[] = {p->upsert, p->delete, p->move, p->keyjson_new, p->keyjson_old,
-		p->newonly, p->upsert_row};
+		p->newonly, p->upsert_row, p->field_project};
 
 		for (int i = 0; i < lengthof(plans); i++)
 			if (plans[i] != NULL)
@@ -227,6 +227,29 @@ load_migration(SoftmigMigration *m, int32 id)
 		char	   *mode = softmig_option_text(m, "on_new_only");
 
 		m->reject_new_only = (mode != NULL && strcmp(mode, "reject") == 0);
+	}
+	MemoryContextSwitchTo(old);
+
+	/* per-field authority: fields the target owns and the legacy columns carrying them */
+	plan = SPI_prepare("SELECT field::pg_catalog.text, legacy_columns FROM softmig.field_authority "
+					   "WHERE migration_id OPERATOR(pg_catalog.=) $1 AND side OPERATOR(pg_catalog.=) 'new' "
+					   "ORDER BY field", 1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
+							   InvalidSnapshot, true, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_snapshot failed: %d", ret);
+	old = MemoryContextSwitchTo(cxt);
+	m->new_fields = m->new_legacy_cols = NIL;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+
+		m->new_fields = lappend(m->new_fields,
+								TextDatumGetCString(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull)));
+		m->new_legacy_cols = list_concat(m->new_legacy_cols,
+										 text_array_to_list(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull)));
 	}
 	MemoryContextSwitchTo(old);
 

@@ -398,10 +398,11 @@ append_key_match(StringInfo buf, DestInfo *d, const char *alias)
  * append_upsert
  *		"INSERT INTO dst (...) SELECT <mapping> FROM <from> ON CONFLICT (<key>)
  *		DO UPDATE SET <mapped non-key columns> = EXCLUDED..." (or DO NOTHING
- *		when only key columns are mapped).
+ *		when only key columns are mapped).  Columns in not_taken keep their
+ *		value on conflict: the merge rule says the other side owns them.
  */
 static void
-append_upsert(StringInfo buf, DestInfo *d, const char *from)
+append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
 {
 	ListCell   *lc;
 	int			i;
@@ -422,7 +423,7 @@ append_upsert(StringInfo buf, DestInfo *d, const char *from)
 	i = 0;
 	foreach(lc, d->cols)
 	{
-		if (str_member(d->keycols, lfirst(lc)))
+		if (str_member(d->keycols, lfirst(lc)) || str_member(not_taken, lfirst(lc)))
 			continue;
 		appendStringInfo(buf, "%s%s = EXCLUDED.%s", i++ ? ", " : "UPDATE SET ",
 						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
@@ -603,7 +604,20 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	/* upsert */
 	initStringInfo(&buf);
-	append_upsert(&buf, d, SM_NEW_TABLE);
+	{
+		/* the merge rule: on conflict only fields the writing side owns change */
+		List	   *not_taken = NIL;
+
+		foreach(lc, d->cols)
+		{
+			SoftmigSide owner = (side == SIDE_LEGACY && str_member(m->new_fields, lfirst(lc)))
+				? SIDE_TARGET : (side == SIDE_LEGACY ? SIDE_LEGACY : SIDE_TARGET);
+
+			if (!softmig_field_takes_incoming(owner, side, false))
+				not_taken = lappend(not_taken, lfirst(lc));
+		}
+		append_upsert(&buf, d, SM_NEW_TABLE, not_taken);
+	}
 	p->upsert = softmig_prepare_kept(buf.data, 0, NULL);
 
 	/* delete */
@@ -660,6 +674,49 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	}
 	p->move = softmig_prepare_kept(buf.data, p->move_nargs, argtypes);
 
+	/* per-field authority (mirrored): target-owned fields flow to legacy */
+	if (side == SIDE_TARGET && m->new_legacy_cols != NIL)
+	{
+		ListCell   *c2;
+		ListCell   *e2;
+		int			v = 1;
+
+		resetStringInfo(&buf);
+		appendStringInfo(&buf, "UPDATE %s AS softmig_t SET ", d->qualname);
+		forboth(c2, d->cols, e2, d->exprs)
+		{
+			if (!str_member(m->new_legacy_cols, lfirst(c2)))
+				continue;
+			appendStringInfo(&buf, "%s%s = softmig_s.softmig_v%d", v > 1 ? ", " : "",
+							 quote_identifier(lfirst(c2)), v);
+			v++;
+		}
+		appendStringInfoString(&buf, " FROM (SELECT ");
+		v = 1;
+		forboth(c2, d->cols, e2, d->exprs)
+		{
+			if (!str_member(m->new_legacy_cols, lfirst(c2)))
+				continue;
+			appendStringInfo(&buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e2), v);
+			v++;
+		}
+		{
+			ListCell   *ke;
+			ListCell   *kt;
+			int			kn = 1;
+
+			forboth(ke, d->keyexprs, kt, d->keytypes)
+			{
+				appendStringInfo(&buf, "%s(%s\n)::%s AS softmig_k%d", kn > 1 ? ", " : "",
+								 (char *) lfirst(ke), (char *) lfirst(kt), kn);
+				kn++;
+			}
+		}
+		appendStringInfo(&buf, " FROM %s) AS softmig_s WHERE ", SM_NEW_TABLE);
+		append_key_match(&buf, d, "softmig_s");
+		p->field_project = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+
 	/* projection: the same upsert for one row given as parameters */
 	if (side == SIDE_TARGET)
 	{
@@ -681,7 +738,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		appendStringInfo(&rowsel, ") AS %s", SM_NEW_TABLE);
 		p->row_nargs = k;
 		resetStringInfo(&buf);
-		append_upsert(&buf, d, rowsel.data);
+		append_upsert(&buf, d, rowsel.data, NIL);
 		p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 	}
 

@@ -77,6 +77,7 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	keyjson_old;	/* jsonb_agg of keys over old table */
 	SPIPlanPtr	newonly;		/* projection only: count/first key of new-only rows */
 	SPIPlanPtr	upsert_row;		/* projection only: one row, params = the row */
+	SPIPlanPtr	field_project;	/* target side in mirrored: owned fields -> legacy */
 	int			row_nargs;
 	struct SoftmigRelPlans *next;
 } SoftmigRelPlans;
@@ -111,6 +112,8 @@ typedef struct SoftmigMigration
 	bool		envelope_open;
 	bool		shadow_disabled;
 	int64		n_quarantined;
+	List	   *new_fields;		/* of char *: target fields handed to the target */
+	List	   *new_legacy_cols;	/* of char *: legacy columns carrying them */
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;
@@ -148,6 +151,10 @@ extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,
 										Oid *save_userid, int *save_sec);
 extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
 										int save_sec);
+
+/* merge.c */
+extern bool softmig_field_takes_incoming(SoftmigSide owner, SoftmigSide incoming, bool fresh);
+extern List *softmig_expr_columns(const char *expr);
 
 /* gate.c */
 extern Oid	softmig_catalog_owner(void);

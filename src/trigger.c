@@ -241,6 +241,18 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 	}
 
+	/*
+	 * Per-field authority: in mirrored the target may UPDATE the fields
+	 * handed to it; the AFTER trigger checks that nothing else changed.
+	 */
+	if (m->state == SM_MIRRORED && side == SIDE_TARGET && m->new_fields != NIL &&
+		TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		check_write_triggers(m, rel);
+		softmig_opkey_claim(m, rel, side);	/* operation key (opkey.c) */
+		return PointerGetDatum(NULL);
+	}
+
 	refuse_write(m, rel, side,
 				 TRIGGER_FIRED_BY_INSERT(td->tg_event) ? "INSERT" :
 				 TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? "UPDATE" : "DELETE");
@@ -656,6 +668,101 @@ check_quarantine(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	}
 }
 
+/*
+ * check_owned_columns
+ *		Per-field authority (mirrored): refuse an UPDATE on side "side" that
+ *		changes a column the other side owns.  On the target, only the fields
+ *		handed to it may change; on legacy, the columns carrying those fields
+ *		may not.  Reads the transition tables in step; no catalog access.
+ */
+static void
+check_owned_columns(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
+{
+	Relation	rel = td->tg_relation;
+	TupleDesc	desc = RelationGetDescr(rel);
+	TupleTableSlot *os = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	TupleTableSlot *ns = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	bool	   *guarded = palloc0(sizeof(bool) * desc->natts);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		char	   *name = NameStr(att->attname);
+		bool		owned_by_target = false;
+		ListCell   *lc;
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		foreach(lc, side == SIDE_TARGET ? m->new_fields : m->new_legacy_cols)
+			if (strcmp(lfirst(lc), name) == 0)
+				owned_by_target = true;
+		/* target: everything but its own fields; legacy: just those */
+		guarded[i] = (side == SIDE_TARGET) ? !owned_by_target : owned_by_target;
+	}
+
+	tuplestore_select_read_pointer(td->tg_oldtable, 0);
+	tuplestore_select_read_pointer(td->tg_newtable, 0);
+	tuplestore_rescan(td->tg_oldtable);
+	tuplestore_rescan(td->tg_newtable);
+	while (tuplestore_gettupleslot(td->tg_oldtable, true, false, os))
+	{
+		if (!tuplestore_gettupleslot(td->tg_newtable, true, false, ns))
+			elog(ERROR, "softmig: transition tables of an UPDATE are out of step");
+		slot_getallattrs(os);
+		slot_getallattrs(ns);
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!guarded[i])
+				continue;
+			if (os->tts_isnull[i] == ns->tts_isnull[i] &&
+				(os->tts_isnull[i] ||
+				 datumIsEqual(os->tts_values[i], ns->tts_values[i], att->attbyval, att->attlen)))
+				continue;
+			ereport(ERROR,
+					(errcode(ERRCODE_SOFTMIG_WRITE_REFUSED),
+					 errmsg("UPDATE of column \"%s\" on table \"%s\" refused: migration \"%s\" gives that field to the %s table",
+							NameStr(att->attname), RelationGetRelationName(rel), m->name,
+							side == SIDE_TARGET ? "legacy" : "target"),
+					 errdetail("In state mirrored with per-field authority, each table may change only the fields it owns."),
+					 errhint("softmig.set_field_authority moves a field between the tables.")));
+		}
+	}
+	ExecDropSingleTupleTableSlot(os);
+	ExecDropSingleTupleTableSlot(ns);
+}
+
+/*
+ * project_owned_fields
+ *		Per-field authority (mirrored): carry the target-owned fields of an
+ *		UPDATE on the target to the legacy columns that hold them, as the
+ *		legacy table's owner with the loop guard raised.
+ */
+static void
+project_owned_fields(TriggerData *td, SoftmigRelPlans *p)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	if (p->field_project == NULL)
+		return;
+	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
+	softmig_mirror_depth++;
+	PG_TRY();
+	{
+		if (SPI_execute_plan(p->field_project, NULL, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "softmig: carrying target-owned fields to legacy failed");
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_depth--;
+	}
+	PG_END_TRY();
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+}
+
 static void
 mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 {
@@ -736,7 +843,8 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	if (side == auth && m->state == SM_CUTOVER)
 		return PointerGetDatum(NULL);	/* the target is a plain table now */
-	if (side != auth && !override_requested())
+	if (side != auth && !override_requested() &&
+		!(m->state == SM_MIRRORED && m->new_fields != NIL && TRIGGER_FIRED_BY_UPDATE(td->tg_event)))
 	{
 		/* only reachable when the guard trigger was disabled */
 		refuse_write(m, td->tg_relation, side,
@@ -752,6 +860,18 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	if (m->n_quarantined > 0)
 		check_quarantine(td, m, p);
+	if (m->state == SM_MIRRORED && TRIGGER_FIRED_BY_UPDATE(td->tg_event) &&
+		m->new_fields != NIL && !(side != auth && override_requested()))
+	{
+		/* per-field authority: each side changes only the fields it owns */
+		check_owned_columns(td, m, side);
+		if (side != auth)
+		{
+			project_owned_fields(td, p);
+			SPI_finish();
+			return PointerGetDatum(NULL);
+		}
+	}
 	if (side != auth)
 		log_override(td, m, p);
 	else if (!m->shadow_disabled)

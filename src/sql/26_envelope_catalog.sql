@@ -52,3 +52,20 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
       LEFT JOIN @extschema@.envelope e ON e.migration_id OPERATOR(pg_catalog.=) x.id
 $$;
 COMMENT ON FUNCTION @extschema@._envelope_json(integer) IS 'internal: the envelope of a migration as jsonb';
+
+-------------------------------------------------------------------------------
+-- Per-field authority (functions in 62_fields.sql)
+-------------------------------------------------------------------------------
+CREATE TABLE @extschema@.field_authority (
+    migration_id   integer NOT NULL REFERENCES @extschema@.migrations (id) ON DELETE CASCADE,
+    field          name NOT NULL,      -- a target column
+    side           @extschema@.side NOT NULL,
+    legacy_columns text[] NOT NULL,    -- the legacy columns that carry it
+    set_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (migration_id, field)
+);
+COMMENT ON TABLE @extschema@.field_authority IS
+    'softmig: fields handed to the target before the whole table (side new) while legacy is the write authority';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.field_authority', '');
+REVOKE ALL ON @extschema@.field_authority FROM PUBLIC;
+GRANT SELECT ON @extschema@.field_authority TO PUBLIC;

@@ -14,7 +14,7 @@ CREATE EXTENSION IF NOT EXISTS softmig;
 
 BEGIN;
 SET LOCAL search_path = public, pg_catalog;
-SELECT plan(20);
+SELECT plan(24);
 
 SELECT has_schema('softmig', 'schema softmig exists');
 
@@ -66,6 +66,17 @@ SELECT has_function('softmig', 'history', ARRAY['text'],
     'history(name) exists');
 SELECT function_returns('softmig', 'history', ARRAY['text'], 'setof record',
     'history returns a table (setof record)');
+
+-- Idempotency
+SELECT has_function('softmig', 'operation_applied', ARRAY['text', 'text'],
+    'operation_applied(name, key) exists');
+SELECT function_returns('softmig', 'operation_applied', ARRAY['text', 'text'], 'boolean',
+    'operation_applied returns boolean');
+
+SELECT has_function('softmig', 'forget_operations', ARRAY['text', 'interval'],
+    'forget_operations(name, older_than) exists');
+SELECT function_returns('softmig', 'forget_operations', ARRAY['text', 'interval'], 'bigint',
+    'forget_operations returns bigint');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+#
+# bench/opkey_bench.sh -- what does an operation key cost a mirrored write?
+#
+# Starts ONE throwaway PostgreSQL 15 cluster (temp dir under /tmp, unix socket
+# only, shared_preload_libraries = 'softmig', synchronous_commit = off), puts
+# a pre-loaded table pair in state mirrored, and runs pgbench single-row
+# upserts into legacy (mirrored into the target by softmig) three ways, side
+# by side, interleaved round by round so drift in machine load hits them
+# alike:
+#
+#   plain    autocommit:  INSERT ... ON CONFLICT DO UPDATE  (one statement)
+#   nokey    BEGIN; SELECT set_config('bench.op', 'op-' || nextval(..), true);
+#            upsert; END;   -- the shape of a keyed transaction, no key
+#   key      BEGIN; SELECT set_config('softmig.operation_key', 'op-' || nextval(..), true);
+#            upsert; END;   -- a fresh operation key per transaction: one
+#                              ledger claim (index probe + insert) each
+#
+# key vs nokey is the price of the claim itself; key vs plain is what an
+# application pays end to end for adopting keys (two extra round trips).
+# Before every run: VACUUM ANALYZE and CHECKPOINT; autovacuum is off on the
+# bench tables and the ledger.  After the last run the
+# script checks that every keyed transaction left exactly one ledger row and
+# that target still equals legacy mapped forward.
+#
+# Output: a markdown table on stdout and in bench/out/opkey_<UTC timestamp>.md.
+#
+# Knobs (environment):
+#   BENCH_SECONDS=15     duration of each pgbench run
+#   BENCH_CLIENTS=2      pgbench clients (and threads)
+#   BENCH_ROUNDS=2       rounds of (plain, nokey, key)
+#   BENCH_ROWS=100000    pre-loaded rows; upserts hit random ids in 1..BENCH_ROWS
+#   BENCH_PORT=55501     port of the throwaway cluster
+#   BENCH_KEEP=1         keep the temp dir (data dir, server log) on exit
+#
+# Needs PostgreSQL 15 server binaries in /usr/lib/postgresql/15/bin and
+# softmig already installed there (this script never builds or installs).
+# As root, the cluster runs as the postgres user (initdb refuses root).
+
+set -euo pipefail
+
+SECS=${BENCH_SECONDS:-15}
+CLIENTS=${BENCH_CLIENTS:-2}
+ROUNDS=${BENCH_ROUNDS:-2}
+ROWS=${BENCH_ROWS:-100000}
+PORT=${BENCH_PORT:-55501}
+PGBIN=/usr/lib/postgresql/15/bin
+VARIANTS=(plain nokey key)
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUTDIR=$HERE/out
+
+die() { printf 'opkey_bench.sh: error: %s\n' "$*" >&2; exit 1; }
+say() { printf '==> %s\n' "$*" >&2; }
+
+for v in SECS CLIENTS ROUNDS ROWS PORT; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+for b in initdb pg_ctl psql pgbench pg_config; do
+    [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL 15 server package missing?)"
+done
+PKGLIB=$("$PGBIN/pg_config" --pkglibdir)
+SHAREDIR=$("$PGBIN/pg_config" --sharedir)
+SO=$PKGLIB/softmig.so
+[[ -f $SO && -f $SHAREDIR/extension/softmig.control ]] ||
+    die "softmig is not installed in $PKGLIB / $SHAREDIR/extension (run make install first)"
+grep -q operation_key "$SO" ||
+    die "the installed softmig.so has no operation keys (run make install from this tree)"
+
+if [[ $EUID -eq 0 ]]; then
+    PGUSER_OS=postgres
+    id "$PGUSER_OS" >/dev/null 2>&1 || die "running as root but there is no postgres user"
+    as_pg() { (cd "$TMP" && runuser -u "$PGUSER_OS" -- "$@"); }
+else
+    PGUSER_OS=$(id -un)
+    as_pg() { (cd "$TMP" && "$@"); }
+fi
+
+# ---------------------------------------------------------------------------
+# The throwaway cluster
+# ---------------------------------------------------------------------------
+TMP=$(mktemp -d /tmp/softmig-opkey-bench.XXXXXX)
+DATA=$TMP/data
+LOG=$TMP/server.log
+[[ $EUID -eq 0 ]] && chown "$PGUSER_OS": "$TMP"
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -f $DATA/postmaster.pid ]]; then
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+            as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    if [[ $rc -ne 0 && -f $LOG ]]; then
+        printf '\n--- last lines of the server log (%s) ---\n' "$LOG" >&2
+        tail -n 30 "$LOG" >&2 || true
+    fi
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        say "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "initdb in $TMP (as $PGUSER_OS)"
+as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$TMP/initdb.log" 2>&1 ||
+    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+cat >>"$DATA/postgresql.conf" <<EOF
+
+# --- opkey_bench.sh: defaults except these ---
+listen_addresses = ''
+unix_socket_directories = '$TMP'
+port = $PORT
+shared_preload_libraries = 'softmig'
+synchronous_commit = off
+shared_buffers = 512MB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+EOF
+as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 120 start >/dev/null ||
+    die "the server did not start (port $PORT busy? see $LOG)"
+
+export PGHOST=$TMP PGPORT=$PORT PGUSER=postgres
+PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
+export PGDATABASE=bench
+sql() { "${PSQL[@]}" -At "$@"; }
+PGVERSION=$(sql -c "SHOW server_version")
+
+say "schema: legacy_o/target_o with $ROWS rows, migration m in state mirrored"
+sql >/dev/null <<EOF
+CREATE EXTENSION softmig;
+CREATE TABLE legacy_o (id bigint PRIMARY KEY, cust text NOT NULL,
+                       amount_cents int NOT NULL, note text);
+CREATE TABLE target_o (order_id bigint PRIMARY KEY, customer text NOT NULL,
+                       amount numeric(12,2) NOT NULL, note text);
+INSERT INTO legacy_o SELECT g, 'cust' || (g % 1000), g % 100000, 'note ' || g
+  FROM generate_series(1, $ROWS) g;
+INSERT INTO target_o SELECT id, upper(cust), amount_cents / 100.0, note FROM legacy_o;
+SELECT softmig.create_migration('m', 'legacy_o', 'target_o',
+    forward  => '{"order_id": "id", "customer": "upper(cust)", "amount": "amount_cents / 100.0"}',
+    backward => '{"id": "order_id", "cust": "lower(customer)", "amount_cents": "(amount * 100)::int"}');
+SELECT softmig.advance('m');
+CREATE SEQUENCE op_keys;
+-- autovacuum must not land inside one variant's window (VACUUM runs between runs)
+ALTER TABLE legacy_o SET (autovacuum_enabled = off);
+ALTER TABLE target_o SET (autovacuum_enabled = off);
+ALTER TABLE softmig.operations SET (autovacuum_enabled = off);
+EOF
+[[ $(sql -c "SELECT softmig.state('m'::text)") == mirrored ]] || die "m is not in state mirrored"
+
+UPSERT="INSERT INTO legacy_o (id, cust, amount_cents, note) VALUES (:id, 'bench', :id % 100000, 'pgbench')
+    ON CONFLICT (id) DO UPDATE SET amount_cents = (legacy_o.amount_cents + 1) % 100000, note = EXCLUDED.note;"
+for v in "${VARIANTS[@]}"; do
+    {
+        echo "\\set id random(1, $ROWS)"
+        case $v in
+            plain) echo "$UPSERT" ;;
+            nokey) printf 'BEGIN;\nSELECT set_config(%s, %s, true);\n%s\nEND;\n' \
+                       "'bench.op'" "'op-' || nextval('op_keys')" "$UPSERT" ;;
+            key)   printf 'BEGIN;\nSELECT set_config(%s, %s, true);\n%s\nEND;\n' \
+                       "'softmig.operation_key'" "'op-' || nextval('op_keys')" "$UPSERT" ;;
+        esac
+    } >"$TMP/$v.pgbench"
+done
+chmod a+r "$TMP"/*.pgbench
+
+settle() {
+    sql -c "VACUUM ANALYZE" >/dev/null
+    sql -c "CHECKPOINT" >/dev/null
+}
+
+declare -A TPS
+KEYED_TX=0
+for ((r = 1; r <= ROUNDS; r++)); do
+    for v in "${VARIANTS[@]}"; do
+        settle
+        say "round $r/$ROUNDS: $v ($CLIENTS clients, ${SECS}s)"
+        out=$("$PGBIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" -f "$TMP/$v.pgbench" 2>&1) ||
+            { printf '%s\n' "$out" >&2; die "pgbench ($v) failed"; }
+        grep -q 'number of failed transactions: 0 ' <<<"$out" ||
+            { printf '%s\n' "$out" >&2; die "pgbench ($v) had failed transactions"; }
+        tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out")
+        [[ -n $tps ]] || { printf '%s\n' "$out" >&2; die "no tps in pgbench output ($v)"; }
+        TPS[$v]="${TPS[$v]:-}${TPS[$v]:+ }$tps"
+        if [[ $v == key ]]; then
+            n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+            KEYED_TX=$((KEYED_TX + n))
+        fi
+    done
+done
+
+say "checking: one ledger row per keyed transaction, target = legacy mapped"
+ledger=$(sql -c "SELECT count(*) FROM softmig.operations")
+[[ $ledger == "$KEYED_TX" ]] || die "ledger has $ledger rows, $KEYED_TX keyed transactions ran"
+diff=$(sql -c "SELECT count(*) FROM (
+    (SELECT id, upper(cust), (amount_cents / 100.0)::numeric(12,2), note FROM legacy_o
+     EXCEPT SELECT order_id, customer, amount, note FROM target_o)
+    UNION ALL
+    (SELECT order_id, customer, amount, note FROM target_o
+     EXCEPT SELECT id, upper(cust), (amount_cents / 100.0)::numeric(12,2), note FROM legacy_o)) d")
+[[ $diff == 0 ]] || die "target differs from legacy in $diff rows"
+
+mean() { awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF }' <<<"$1"; }
+P=$(mean "${TPS[plain]}")
+N=$(mean "${TPS[nokey]}")
+K=$(mean "${TPS[key]}")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+NCPU=$(nproc)
+MEM=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+mkdir -p "$OUTDIR"
+OUT=$OUTDIR/opkey_$(date -u +%Y%m%d-%H%M%S).md
+{
+    echo "## opkey_bench.sh, $NOW"
+    echo
+    echo "PostgreSQL $PGVERSION, $NCPU x $CPU, $MEM; synchronous_commit = off;"
+    echo "$CLIENTS clients, ${SECS}s per run, $ROUNDS rounds (interleaved), -M prepared,"
+    echo "single-row upserts into legacy (random id in 1..$ROWS) mirrored into the target."
+    echo
+    echo "| variant | what runs | TPS per round | mean TPS | vs nokey | vs plain |"
+    echo "|---|---|---|---|---|---|"
+    echo "| plain | autocommit upsert | ${TPS[plain]} | $P | $(ratio "$P" "$N") | 1.000 |"
+    echo "| nokey | BEGIN; set_config('bench.op'); upsert; END | ${TPS[nokey]} | $N | 1.000 | $(ratio "$N" "$P") |"
+    echo "| key | BEGIN; set_config('softmig.operation_key'); upsert; END | ${TPS[key]} | $K | $(ratio "$K" "$N") | $(ratio "$K" "$P") |"
+    echo
+    echo "Ledger rows after the runs: $ledger (one per keyed transaction); target = legacy mapped: yes."
+} | tee "$OUT"
+say "written to ${OUT#"$HERE"/}"
