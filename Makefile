@@ -12,12 +12,14 @@ MODULE_big = softmig
 OBJS  = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
 OBJS += src/backfill.o
 OBJS += src/merge.o
+OBJS += src/hydrate.o
 OBJS += src/opkey.o
 REGRESS = setup state catalog writes backfill envelope
 ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
 REGRESS += opkeys
 ISOLATION += opkey_race opkey_opposite
 ISOLATION += backfill_races backfill_concurrent
+ISOLATION += envelope_race quarantine_race
 
 # The install script is built from src/sql/*.sql in name order.
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))

@@ -119,3 +119,94 @@ COMMENT ON FUNCTION @extschema@.set_field_authority(text, name, @extschema@.side
 REVOKE ALL ON FUNCTION
     @extschema@._set_field_authority(text, name, @extschema@.side)
 FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Snapshot hydration
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._hydrate_exec(migration_id integer, rows jsonb, as_of pg_snapshot,
+                                          authority jsonb, default_owner @extschema@.side)
+RETURNS bigint AS 'MODULE_PATHNAME', 'softmig_hydrate_exec' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._hydrate_exec(integer, jsonb, pg_snapshot, jsonb, @extschema@.side) IS
+    'internal: the set-based statements of softmig.hydrate, run as the caller';
+
+CREATE FUNCTION @extschema@._hydrate(p_name text, p_rows jsonb, p_as_of pg_snapshot)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(p_name);
+    v_cols text[];
+    v_bad text;
+    v_authority jsonb;
+    v_n bigint;
+BEGIN
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('cannot hydrate migration "%s" in state %s', m.name, m.state),
+            DETAIL = 'Hydration merges into a target that softmig keeps in step: states mirrored, new_write and new_read.';
+    END IF;
+    IF p_rows IS NULL OR pg_catalog.jsonb_typeof(p_rows) OPERATOR(pg_catalog.<>) 'array' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'rows must be a jsonb array of objects shaped like the target table';
+    END IF;
+    IF p_as_of IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'as_of must be the snapshot the rows were computed from',
+            HINT = 'Take it with pg_current_snapshot() in the transaction that exported the data.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(p_rows) e
+                WHERE pg_catalog.jsonb_typeof(e) OPERATOR(pg_catalog.<>) 'object') THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'every element of rows must be a jsonb object';
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text) INTO v_cols FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) m.target AND a.attnum OPERATOR(pg_catalog.>) 0
+       AND NOT a.attisdropped AND a.attgenerated OPERATOR(pg_catalog.=) '';
+    SELECT k INTO v_bad FROM pg_catalog.jsonb_array_elements(p_rows) e, pg_catalog.jsonb_object_keys(e) k
+     WHERE k OPERATOR(pg_catalog.<>) ALL (v_cols) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_column',
+            MESSAGE = pg_catalog.format('column "%s" of the hydrated rows is not a writable column of %s', v_bad, m.target);
+    END IF;
+    SELECT k INTO v_bad FROM pg_catalog.jsonb_array_elements(p_rows) e, pg_catalog.unnest(m.target_key) k
+     WHERE NOT e ? k OR e OPERATOR(pg_catalog.->) k OPERATOR(pg_catalog.=) 'null'::jsonb LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('a hydrated row lacks key column "%s"', v_bad),
+            HINT = pg_catalog.format('Every row needs the target key: %s.', pg_catalog.array_to_string(m.target_key, ', '));
+    END IF;
+    IF (SELECT pg_catalog.count(*) OPERATOR(pg_catalog.<>) pg_catalog.count(DISTINCT k)
+          FROM (SELECT (SELECT pg_catalog.jsonb_object_agg(kk, e OPERATOR(pg_catalog.->) kk)
+                          FROM pg_catalog.unnest(m.target_key) kk) AS k
+                  FROM pg_catalog.jsonb_array_elements(p_rows) e) x) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'rows name the same key twice';
+    END IF;
+
+    -- who owns what: unmapped target columns and handed-over fields belong
+    -- to the target; in mirrored the mapped ones belong to legacy
+    SELECT COALESCE(pg_catalog.jsonb_object_agg(c, 'new'), '{}') INTO v_authority
+      FROM pg_catalog.unnest(v_cols) c
+     WHERE NOT EXISTS (SELECT 1 FROM @extschema@.mappings mp
+                        WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id
+                          AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+                          AND mp.column_name::text OPERATOR(pg_catalog.=) c)
+        OR EXISTS (SELECT 1 FROM @extschema@.field_authority fa
+                    WHERE fa.migration_id OPERATOR(pg_catalog.=) m.id AND fa.field::text OPERATOR(pg_catalog.=) c
+                      AND fa.side OPERATOR(pg_catalog.=) 'new');
+
+    v_n := @extschema@._hydrate_exec(m.id, p_rows, p_as_of, v_authority,
+        CASE WHEN m.state OPERATOR(@extschema@.=) 'mirrored' THEN 'legacy' ELSE 'new' END::@extschema@.side);
+    PERFORM @extschema@._history(m.id, 'hydrate', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('rows', pg_catalog.jsonb_array_length(p_rows), 'changed', v_n,
+                                      'as_of', p_as_of::text));
+    RETURN v_n;
+END $$;
+COMMENT ON FUNCTION @extschema@._hydrate(text, jsonb, pg_snapshot) IS 'internal: implementation of softmig.hydrate';
+
+CREATE FUNCTION @extschema@.hydrate(name text, rows jsonb, as_of pg_snapshot)
+RETURNS bigint AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.hydrate(text, jsonb, pg_snapshot) IS
+    'merge target-shaped rows computed from snapshot as_of into the target: live writes the snapshot did not see win, deleted keys stay deleted; returns rows changed; owners only';
+
+REVOKE ALL ON FUNCTION
+    @extschema@._hydrate_exec(integer, jsonb, pg_snapshot, jsonb, @extschema@.side),
+    @extschema@._hydrate(text, jsonb, pg_snapshot)
+FROM PUBLIC;

@@ -1,0 +1,190 @@
+/*-------------------------------------------------------------------------
+ *
+ * hydrate.c
+ *	  softmig.hydrate(name, rows, as_of): merge target-shaped rows computed
+ *	  elsewhere from a snapshot into the target, without letting history
+ *	  beat reality.
+ *
+ *	  Each incoming row is merged with softmig.merge() (merge.c): a field
+ *	  takes the hydrated value only if the target owns it (in mirrored the
+ *	  mapped fields belong to legacy unless handed over; unmapped fields,
+ *	  new_only ones included, belong to the target; from new_write on all
+ *	  fields belong to the target) and no live write the snapshot did not
+ *	  see touched it.  Freshness is decided by visibility, never by a
+ *	  clock: a target row whose xmin is not visible in as_of was written
+ *	  after the snapshot, and all its fields count as fresh (row
+ *	  precision).  A key missing from the target is inserted only in
+ *	  mirrored and only while legacy still has the entity; otherwise it was
+ *	  deleted (or never existed) and stays deleted.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "softmig.h"
+
+PG_FUNCTION_INFO_V1(softmig_hydrate_exec);
+/*
+ * softmig_hydrate_exec
+ *		softmig._hydrate_exec(migration_id, rows, as_of, authority,
+ *		default_owner): the two set-based statements of a hydrate, run as
+ *		the caller with the pinned search_path; the caller (SQL) validated
+ *		the input shape.  Returns the number of target rows changed.  Locks:
+ *		RowExclusiveLock on the target (and on legacy through the
+ *		projection in new_write/new_read).
+ */
+Datum
+softmig_hydrate_exec(PG_FUNCTION_ARGS)
+{
+	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	Datum		rows = PG_GETARG_DATUM(1);
+	Datum		as_of = PG_GETARG_DATUM(2);
+	Datum		authority = PG_GETARG_DATUM(3);
+	Datum		dflt = PG_GETARG_DATUM(4);
+	SoftmigDest *fwd;
+	SoftmigDest *bwd;
+	Relation	rel;
+	TupleDesc	desc;
+	StringInfoData cols;
+	StringInfoData allfields;
+	StringInfoData keymatch;
+	StringInfoData buf;
+	ListCell   *k;
+	ListCell   *o;
+	ListCell   *e;
+	ListCell   *t;
+	Oid			argtypes[5];
+	Datum		values[5];
+	int			i;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	Oid			actor = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
+	char	   *target;
+	char	   *legacy;
+	uint64		changed = 0;
+	bool		raise_depth;
+
+	if (m == NULL)
+		elog(ERROR, "migration does not exist");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	fwd = softmig_build_dest(m, SIDE_LEGACY);	/* the target, its key */
+	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy, its key from target columns */
+	target = fwd->qualname;
+	legacy = bwd->qualname;
+
+	rel = table_open(m->target, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	initStringInfo(&cols);
+	initStringInfo(&allfields);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", quote_identifier(NameStr(att->attname)));
+		appendStringInfo(&allfields, "%s%s", allfields.len ? ", " : "",
+						 quote_literal_cstr(NameStr(att->attname)));
+	}
+	table_close(rel, NoLock);
+
+	/* target row <-> incoming row, on the correlation key */
+	initStringInfo(&keymatch);
+	i = 0;
+	forboth(k, fwd->keycols, o, fwd->keyops)
+	{
+		appendStringInfo(&keymatch, "%ssoftmig_t.%s %s softmig_r.%s", i++ ? " AND " : "",
+						 quote_identifier(lfirst(k)), (char *) lfirst(o), quote_identifier(lfirst(k)));
+	}
+
+	argtypes[0] = JSONBOID;
+	argtypes[1] = PG_SNAPSHOTOID;
+	argtypes[2] = JSONBOID;
+	argtypes[3] = get_fn_expr_argtype(fcinfo->flinfo, 4);
+	values[0] = rows;
+	values[1] = as_of;
+	values[2] = authority;
+	values[3] = dflt;
+
+	softmig_enter_owner_context(actor, &save_nest, &save_user, &save_sec);
+
+	/*
+	 * In mirrored the target is legacy's projection: hydrate writes it as
+	 * softmig (loop guard up).  From new_write on it is the authority and
+	 * the ordinary write path projects the change to legacy.
+	 */
+	raise_depth = (m->state == SM_MIRRORED);
+	if (raise_depth)
+		softmig_mirror_depth++;
+	PG_TRY();
+	{
+		/* existing rows: merge field by field */
+		initStringInfo(&buf);
+		appendStringInfo(&buf,
+						 "UPDATE %s AS softmig_t SET (%s) = (SELECT %s FROM pg_catalog.jsonb_populate_record(softmig_t, "
+						 "(softmig.merge(pg_catalog.to_jsonb(softmig_t), softmig_i.img, 'new', $3, $4, "
+						 "CASE WHEN softmig._written_before(softmig_t.xmin, $2) THEN '{}'::text[] ELSE ARRAY[%s]::text[] END)).merged)) "
+						 "FROM pg_catalog.jsonb_array_elements($1) AS softmig_i(img), "
+						 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, softmig_i.img) AS softmig_r "
+						 "WHERE %s AND pg_catalog.to_jsonb(softmig_t) IS DISTINCT FROM "
+						 "(softmig.merge(pg_catalog.to_jsonb(softmig_t), softmig_i.img, 'new', $3, $4, "
+						 "CASE WHEN softmig._written_before(softmig_t.xmin, $2) THEN '{}'::text[] ELSE ARRAY[%s]::text[] END)).merged",
+						 target, cols.data, cols.data, allfields.data, target, keymatch.data, allfields.data);
+		if (SPI_execute_with_args(buf.data, 4, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "softmig: hydrate update failed");
+		changed = SPI_processed;
+
+		/* missing rows: only in mirrored, only while legacy has the entity */
+		if (m->state == SM_MIRRORED)
+		{
+			resetStringInfo(&buf);
+			appendStringInfo(&buf,
+							 "INSERT INTO %s AS softmig_t (%s) OVERRIDING SYSTEM VALUE "
+							 "SELECT %s FROM (SELECT (pg_catalog.jsonb_populate_record(NULL::%s, softmig_i.img)).* "
+							 "FROM pg_catalog.jsonb_array_elements($1) AS softmig_i(img)) AS softmig_r "
+							 "WHERE NOT EXISTS (SELECT 1 FROM %s AS softmig_t WHERE %s) "
+							 "AND EXISTS (SELECT 1 FROM (SELECT ",
+							 target, cols.data, cols.data, target, target, keymatch.data);
+			i = 1;
+			forboth(e, bwd->keyexprs, t, bwd->keytypes)
+			{
+				appendStringInfo(&buf, "%s(%s\n)::%s AS softmig_k%d", i > 1 ? ", " : "",
+								 (char *) lfirst(e), (char *) lfirst(t), i);
+				i++;
+			}
+			appendStringInfo(&buf, " FROM (SELECT softmig_r.*) AS softmig_x) AS softmig_s, %s AS softmig_l WHERE ", legacy);
+			i = 1;
+			forboth(k, bwd->keycols, o, bwd->keyops)
+			{
+				appendStringInfo(&buf, "%ssoftmig_l.%s %s softmig_s.softmig_k%d", i > 1 ? " AND " : "",
+								 quote_identifier(lfirst(k)), (char *) lfirst(o), i);
+				i++;
+			}
+			appendStringInfoString(&buf, ") ON CONFLICT DO NOTHING");
+			if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "softmig: hydrate insert failed");
+			changed += SPI_processed;
+		}
+	}
+	PG_FINALLY();
+	{
+		if (raise_depth)
+			softmig_mirror_depth--;
+	}
+	PG_END_TRY();
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	SPI_finish();
+	PG_RETURN_INT64((int64) changed);
+}

@@ -1,0 +1,34 @@
+/*-------------------------------------------------------------------------
+ *
+ * observe.h
+ *	  Semantic observability: structural parity (parity.c) and the
+ *	  behavioural layer, invariants and transition rules (rules.c).  The SQL
+ *	  side (check, report, metrics, pgTAP helpers) is src/sql/75_observe.sql;
+ *	  doc/observability.md explains the layers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SOFTMIG_OBSERVE_H
+#define SOFTMIG_OBSERVE_H
+
+#include "softmig.h"
+
+/*
+ * A write refused by a transition rule (documented in doc/reference.md):
+ * the edge is not allowed, or the rule's requires expression is not true.
+ */
+#define ERRCODE_SOFTMIG_RULE_VIOLATION	MAKE_SQLSTATE('S','M','0','0','8')
+
+/* GUCs (test hooks, superuser only), defined by softmig_observe_init. */
+extern int	softmig_parity_digest_bits;
+extern int	softmig_parity_pause_lock;
+
+/* parity.c */
+extern void softmig_observe_init(void);
+extern void softmig_enter_readonly_context(Oid role, int *save_nestlevel,
+										   Oid *save_userid, int *save_sec);
+
+/* rules.c */
+extern void softmig_rules_init(void);
+
+#endif							/* SOFTMIG_OBSERVE_H */
