@@ -11,9 +11,13 @@
  *	  new_only ones included, belong to the target; from new_write on all
  *	  fields belong to the target) and no live write the snapshot did not
  *	  see touched it.  Freshness is decided by visibility, never by a
- *	  clock: a target row whose xmin is not visible in as_of was written
- *	  after the snapshot, and all its fields count as fresh (row
- *	  precision).  A key missing from the target is inserted only in
+ *	  clock.  In mirrored the only fields a hydrate may take belong to the
+ *	  target, and only target-side writes (per-field authority, overrides)
+ *	  change them; those writes are logged per field with their xid in
+ *	  softmig.field_writes, so freshness is exact per field.  From new_write
+ *	  on every application write lands on the target, and freshness is per
+ *	  row: a row whose xmin is not visible in as_of was written after the
+ *	  snapshot and keeps all its live fields.  A key missing from the target is inserted only in
  *	  mirrored and only while legacy still has the entity; otherwise it was
  *	  deleted (or never existed) and stays deleted.
  *
@@ -59,6 +63,9 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	StringInfoData allfields;
 	StringInfoData keymatch;
 	StringInfoData buf;
+	StringInfoData fresh;
+	StringInfoData kj;
+	char	   *keyjson;
 	ListCell   *k;
 	ListCell   *o;
 	ListCell   *e;
@@ -100,6 +107,16 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	}
 	table_close(rel, NoLock);
 
+	/* the legacy key of a target row: backward key expressions */
+	initStringInfo(&kj);
+	appendStringInfoString(&kj, "pg_catalog.jsonb_build_object(");
+	i = 0;
+	forboth(k, bwd->keycols, e, bwd->keyexprs)
+		appendStringInfo(&kj, "%s%s, (%s\n)", i++ ? ", " : "", quote_literal_cstr(lfirst(k)),
+						 (char *) lfirst(e));
+	appendStringInfoChar(&kj, ')');
+	keyjson = kj.data;
+
 	/* target row <-> incoming row, on the correlation key */
 	initStringInfo(&keymatch);
 	i = 0;
@@ -131,17 +148,34 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 		/* existing rows: merge field by field */
+		initStringInfo(&fresh);
+		if (m->state == SM_MIRRORED)
+		{
+			/*
+			 * The fields a hydrate may take here belong to the target, and
+			 * only target-side writes change them; those are logged per
+			 * field in softmig.field_writes.
+			 */
+			appendStringInfo(&fresh,
+							 "ARRAY(SELECT fw.field FROM softmig.field_writes fw "
+							 "WHERE fw.migration_id OPERATOR(pg_catalog.=) %d "
+							 "AND fw.key OPERATOR(pg_catalog.=) (SELECT %s FROM (SELECT softmig_t.*) AS softmig_x) "
+							 "AND NOT pg_catalog.pg_visible_in_snapshot(fw.xid, $2))",
+							 m->id, keyjson);
+		}
+		else
+			appendStringInfo(&fresh,
+							 "CASE WHEN softmig._written_before(softmig_t.xmin, $2) THEN '{}'::text[] "
+							 "ELSE ARRAY[%s]::text[] END", allfields.data);
 		initStringInfo(&buf);
 		appendStringInfo(&buf,
 						 "UPDATE %s AS softmig_t SET (%s) = (SELECT %s FROM pg_catalog.jsonb_populate_record(softmig_t, "
-						 "(softmig.merge(pg_catalog.to_jsonb(softmig_t), softmig_i.img, 'new', $3, $4, "
-						 "CASE WHEN softmig._written_before(softmig_t.xmin, $2) THEN '{}'::text[] ELSE ARRAY[%s]::text[] END)).merged)) "
+						 "(softmig.merge(pg_catalog.to_jsonb(softmig_t), softmig_i.img, 'new', $3, $4, %s)).merged)) "
 						 "FROM pg_catalog.jsonb_array_elements($1) AS softmig_i(img), "
 						 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, softmig_i.img) AS softmig_r "
 						 "WHERE %s AND pg_catalog.to_jsonb(softmig_t) IS DISTINCT FROM "
-						 "(softmig.merge(pg_catalog.to_jsonb(softmig_t), softmig_i.img, 'new', $3, $4, "
-						 "CASE WHEN softmig._written_before(softmig_t.xmin, $2) THEN '{}'::text[] ELSE ARRAY[%s]::text[] END)).merged",
-						 target, cols.data, cols.data, allfields.data, target, keymatch.data, allfields.data);
+						 "(softmig.merge(pg_catalog.to_jsonb(softmig_t), softmig_i.img, 'new', $3, $4, %s)).merged",
+						 target, cols.data, cols.data, fresh.data, target, keymatch.data, fresh.data);
 		if (SPI_execute_with_args(buf.data, 4, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "softmig: hydrate update failed");
 		changed = SPI_processed;
@@ -184,6 +218,66 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 			softmig_mirror_depth--;
 	}
 	PG_END_TRY();
+
+	/*
+	 * Mirrored with fields handed to the target: those fields flow to the
+	 * legacy columns that carry them, as for any target-side write.
+	 */
+	if (m->state == SM_MIRRORED && m->new_legacy_cols != NIL && changed > 0)
+	{
+		ListCell   *c2;
+		ListCell   *e2;
+		int			v = 1;
+
+		resetStringInfo(&buf);
+		appendStringInfo(&buf, "UPDATE %s AS softmig_l SET ", legacy);
+		forboth(c2, bwd->cols, e2, bwd->exprs)
+		{
+			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
+				continue;
+			appendStringInfo(&buf, "%s%s = softmig_s.softmig_v%d", v > 1 ? ", " : "",
+							 quote_identifier(lfirst(c2)), v);
+			v++;
+		}
+		appendStringInfoString(&buf, " FROM (SELECT ");
+		v = 1;
+		forboth(c2, bwd->cols, e2, bwd->exprs)
+		{
+			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
+				continue;
+			appendStringInfo(&buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e2), v);
+			v++;
+		}
+		i = 1;
+		forboth(e, bwd->keyexprs, t, bwd->keytypes)
+		{
+			appendStringInfo(&buf, "%s(%s\n)::%s AS softmig_k%d", i > 1 ? ", " : "",
+							 (char *) lfirst(e), (char *) lfirst(t), i);
+			i++;
+		}
+		appendStringInfo(&buf, " FROM %s AS softmig_t WHERE EXISTS (SELECT 1 FROM "
+						 "pg_catalog.jsonb_array_elements($1) AS softmig_i(img), "
+						 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, softmig_i.img) AS softmig_r WHERE %s)) AS softmig_s WHERE ",
+						 target, target, keymatch.data);
+		i = 1;
+		forboth(k, bwd->keycols, o, bwd->keyops)
+		{
+			appendStringInfo(&buf, "%ssoftmig_l.%s %s softmig_s.softmig_k%d", i > 1 ? " AND " : "",
+							 quote_identifier(lfirst(k)), (char *) lfirst(o), i);
+			i++;
+		}
+		softmig_mirror_depth++;
+		PG_TRY();
+		{
+			if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "softmig: carrying hydrated fields to legacy failed");
+		}
+		PG_FINALLY();
+		{
+			softmig_mirror_depth--;
+		}
+		PG_END_TRY();
+	}
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	SPI_finish();
 	PG_RETURN_INT64((int64) changed);

@@ -149,8 +149,8 @@ typedef SoftmigDest DestInfo;
  * str_member
  *		Is the C string s in the List of C strings l?
  */
-static bool
-str_member(List *l, const char *s)
+bool
+softmig_str_member(List *l, const char *s)
 {
 	ListCell   *lc;
 
@@ -423,7 +423,7 @@ append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
 	i = 0;
 	foreach(lc, d->cols)
 	{
-		if (str_member(d->keycols, lfirst(lc)) || str_member(not_taken, lfirst(lc)))
+		if (softmig_str_member(d->keycols, lfirst(lc)) || softmig_str_member(not_taken, lfirst(lc)))
 			continue;
 		appendStringInfo(buf, "%s%s = EXCLUDED.%s", i++ ? ", " : "UPDATE SET ",
 						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
@@ -610,7 +610,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 		foreach(lc, d->cols)
 		{
-			SoftmigSide owner = (side == SIDE_LEGACY && str_member(m->new_fields, lfirst(lc)))
+			SoftmigSide owner = (side == SIDE_LEGACY && softmig_str_member(m->new_fields, lfirst(lc)))
 				? SIDE_TARGET : (side == SIDE_LEGACY ? SIDE_LEGACY : SIDE_TARGET);
 
 			if (!softmig_field_takes_incoming(owner, side, false))
@@ -685,7 +685,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		appendStringInfo(&buf, "UPDATE %s AS softmig_t SET ", d->qualname);
 		forboth(c2, d->cols, e2, d->exprs)
 		{
-			if (!str_member(m->new_legacy_cols, lfirst(c2)))
+			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
 				continue;
 			appendStringInfo(&buf, "%s%s = softmig_s.softmig_v%d", v > 1 ? ", " : "",
 							 quote_identifier(lfirst(c2)), v);
@@ -695,7 +695,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		v = 1;
 		forboth(c2, d->cols, e2, d->exprs)
 		{
-			if (!str_member(m->new_legacy_cols, lfirst(c2)))
+			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
 				continue;
 			appendStringInfo(&buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e2), v);
 			v++;

@@ -98,11 +98,13 @@ static Oid	rp_catalog_relid = InvalidOid;
  * rp_relcache_callback
  *		Mark routing entries stale when either table of their migration, the
  *		catalog table softmig.migrations or everything (InvalidOid) is
- *		invalidated.  No allocation, no catalog access.
+ *		invalidated, and tell discovery (its watched set).  No allocation,
+ *		no catalog access.
  */
 static void
 rp_relcache_callback(Datum arg, Oid relid)
 {
+	softmig_discovery_invalidate(relid);
 	for (RpEntry *e = rp_entries; e; e = e->next)
 	{
 		if (!OidIsValid(relid) || relid == rp_catalog_relid ||

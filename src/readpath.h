@@ -28,6 +28,7 @@ extern void softmig_readpath_init(void);
 /* discovery.c */
 extern void softmig_discovery_init(void);
 extern void softmig_discovery_refresh(void);
+extern void softmig_discovery_invalidate(Oid relid);
 extern bool softmig_discovery_available(void);
 
 #endif							/* SOFTMIG_READPATH_H */

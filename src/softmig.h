@@ -145,6 +145,7 @@ extern SoftmigDest *softmig_build_dest(SoftmigMigration *m, SoftmigSide side);
 extern char *softmig_qualified_relname(Oid relid);
 extern SPIPlanPtr softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes);
 extern Oid	softmig_rel_owner(Oid relid);
+extern bool softmig_str_member(List *l, const char *s);
 extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
 extern void softmig_check_expression(const char *expr, const char *what);
 extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,

@@ -31,6 +31,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "utils/json.h"
 #include "utils/resowner.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
@@ -691,13 +692,21 @@ check_owned_columns(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
 		bool		owned_by_target = false;
 		ListCell   *lc;
 
+		bool		mapped = false;
+
 		if (att->attisdropped || att->attgenerated)
 			continue;
 		foreach(lc, side == SIDE_TARGET ? m->new_fields : m->new_legacy_cols)
 			if (strcmp(lfirst(lc), name) == 0)
 				owned_by_target = true;
-		/* target: everything but its own fields; legacy: just those */
-		guarded[i] = (side == SIDE_TARGET) ? !owned_by_target : owned_by_target;
+		foreach(lc, m->fwd_cols)
+			if (strcmp(lfirst(lc), name) == 0)
+				mapped = true;
+		/*
+		 * target: the mapped fields legacy still owns (target-only columns
+		 * are the target's); legacy: the columns carrying handed fields
+		 */
+		guarded[i] = (side == SIDE_TARGET) ? (mapped && !owned_by_target) : owned_by_target;
 	}
 
 	tuplestore_select_read_pointer(td->tg_oldtable, 0);
@@ -731,6 +740,106 @@ check_owned_columns(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
 	}
 	ExecDropSingleTupleTableSlot(os);
 	ExecDropSingleTupleTableSlot(ns);
+}
+
+/*
+ * log_field_writes
+ *		Target-side writes in mirrored (per-field authority, overrides):
+ *		remember, per entity and field, the transaction that last wrote it,
+ *		so hydrate can tell a field written after its snapshot.  Field names
+ *		per row come from the transition tables (UPDATE: the columns that
+ *		changed; INSERT: all), keys from the keyjson plan in the same order.
+ */
+static void
+log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	static SPIPlanPtr plan = NULL;
+	Relation	rel = td->tg_relation;
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		is_update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
+	TupleTableSlot *os = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	TupleTableSlot *ns = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	StringInfoData fields;
+	Datum		keys;
+	bool		isnull;
+	Oid			argtypes[3] = {INT4OID, JSONBOID, JSONBOID};
+	Datum		values[3];
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	int			nrows = 0;
+
+	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		return;					/* a deleted entity has no fields to protect */
+	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
+	if (SPI_execute_plan(p->keyjson_new, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: computing keys failed");
+	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	if (isnull)
+		return;
+
+	initStringInfo(&fields);
+	appendStringInfoChar(&fields, '[');
+	tuplestore_select_read_pointer(td->tg_newtable, 0);
+	tuplestore_rescan(td->tg_newtable);
+	if (is_update)
+	{
+		tuplestore_select_read_pointer(td->tg_oldtable, 0);
+		tuplestore_rescan(td->tg_oldtable);
+	}
+	while (tuplestore_gettupleslot(td->tg_newtable, true, false, ns))
+	{
+		int			nf = 0;
+
+		if (is_update && !tuplestore_gettupleslot(td->tg_oldtable, true, false, os))
+			elog(ERROR, "softmig: transition tables of an UPDATE are out of step");
+		slot_getallattrs(ns);
+		if (is_update)
+			slot_getallattrs(os);
+		appendStringInfoString(&fields, nrows++ ? ", [" : "[");
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (att->attisdropped || att->attgenerated)
+				continue;
+			if (is_update && os->tts_isnull[i] == ns->tts_isnull[i] &&
+				(os->tts_isnull[i] ||
+				 datumIsEqual(os->tts_values[i], ns->tts_values[i], att->attbyval, att->attlen)))
+				continue;
+			appendStringInfoString(&fields, nf++ ? ", " : "");
+			escape_json(&fields, NameStr(att->attname));
+		}
+		appendStringInfoChar(&fields, ']');
+	}
+	appendStringInfoChar(&fields, ']');
+	ExecDropSingleTupleTableSlot(os);
+	ExecDropSingleTupleTableSlot(ns);
+
+	values[0] = Int32GetDatum(m->id);
+	values[1] = keys;
+	values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(fields.data));
+	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
+	if (plan == NULL)
+	{
+		SPIPlanPtr	pl = SPI_prepare(
+									 "INSERT INTO softmig.field_writes (migration_id, key, field, xid) "
+									 "SELECT $1, k.v, f, pg_catalog.pg_current_xact_id() "
+									 "FROM pg_catalog.jsonb_array_elements($2) WITH ORDINALITY AS k(v, i) "
+									 "JOIN pg_catalog.jsonb_array_elements($3) WITH ORDINALITY AS r(fs, j) "
+									 "ON k.i OPERATOR(pg_catalog.=) r.j, "
+									 "LATERAL pg_catalog.jsonb_array_elements_text(r.fs) AS f "
+									 "ON CONFLICT (migration_id, key, field) DO UPDATE SET xid = EXCLUDED.xid",
+									 3, argtypes);
+
+		if (pl == NULL || SPI_keepplan(pl) != 0)
+			elog(ERROR, "softmig: preparing the field version log failed");
+		plan = pl;
+	}
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "softmig: writing field versions failed");
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
 }
 
 /*
@@ -867,13 +976,18 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 		check_owned_columns(td, m, side);
 		if (side != auth)
 		{
+			log_field_writes(td, m, p);
 			project_owned_fields(td, p);
 			SPI_finish();
 			return PointerGetDatum(NULL);
 		}
 	}
 	if (side != auth)
+	{
 		log_override(td, m, p);
+		if (m->state == SM_MIRRORED && side == SIDE_TARGET)
+			log_field_writes(td, m, p);
+	}
 	else if (!m->shadow_disabled)
 		mirror_statement(td, m, p);
 

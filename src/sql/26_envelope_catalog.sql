@@ -69,3 +69,20 @@ COMMENT ON TABLE @extschema@.field_authority IS
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.field_authority', '');
 REVOKE ALL ON @extschema@.field_authority FROM PUBLIC;
 GRANT SELECT ON @extschema@.field_authority TO PUBLIC;
+
+-- Field-level write versions of target-side writes in mirrored (per-field
+-- authority and overrides), so hydrate knows which target-owned fields a
+-- live write changed after its snapshot.  Mirror writes never touch those
+-- fields, so they need no entry.
+CREATE TABLE @extschema@.field_writes (
+    migration_id integer NOT NULL REFERENCES @extschema@.migrations (id) ON DELETE CASCADE,
+    key          jsonb NOT NULL,        -- legacy key of the entity
+    field        text NOT NULL,         -- target column
+    xid          xid8 NOT NULL,         -- last writer
+    PRIMARY KEY (migration_id, key, field)
+);
+COMMENT ON TABLE @extschema@.field_writes IS
+    'softmig: last writer of each target-owned field written on the target side while legacy is authoritative';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.field_writes', '');
+REVOKE ALL ON @extschema@.field_writes FROM PUBLIC;
+GRANT SELECT ON @extschema@.field_writes TO PUBLIC;

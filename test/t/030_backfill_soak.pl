@@ -116,18 +116,35 @@ DELETE FROM legacy WHERE id = :x;
 
 my ($pgb_out, $pgb_err) = ('', '');
 my $t0 = time;
-my $pgbench = IPC::Run::start(
-	[
-		'pgbench', '-n', '-h', $node->host, '-p', $node->port,
-		'-c', '3', '-j', '3', '-T', $PGBENCH_SECONDS,
-		'--max-tries=20', '-f', $script, 'postgres'
-	],
-	'>', \$pgb_out, '2>', \$pgb_err);
+# (the TAP framework sets PGAPPNAME for every client; give pgbench its own)
+my $pgbench;
+{
+	local $ENV{PGAPPNAME} = 'soak_pgbench';
+	$pgbench = IPC::Run::start(
+		[
+			'pgbench', '-n', '-h', $node->host, '-p', $node->port,
+			'-c', '3', '-j', '3', '-T', $PGBENCH_SECONDS,
+			'--max-tries=20', '-f', $script, 'postgres'
+		],
+		'>', \$pgb_out, '2>', \$pgb_err);
+}
 
-# wait until the load is actually running
-$node->poll_query_until('postgres',
-	q{SELECT count(*) >= 3 FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'active'})
-  or die 'pgbench did not start';
+# wait until the load is actually running (all three clients connected)
+my $started = 0;
+for (1 .. 300)
+{
+	$pgbench->pump_nb;
+	last unless $pgbench->pumpable;
+	$started = $node->safe_psql('postgres',
+		q{SELECT count(*) >= 3 FROM pg_stat_activity WHERE application_name = 'soak_pgbench'}) eq 't';
+	last if $started;
+	select(undef, undef, undef, 0.1);
+}
+if (!$started)
+{
+	$pgbench->finish;
+	BAIL_OUT("pgbench did not start:\n$pgb_err\n$pgb_out");
+}
 
 # The backfill in small throttled batches, called again until it is done
 # (a CALL that fails, say with a deadlock against a writer, resumes from
@@ -150,7 +167,7 @@ while ($done ne 'true' && $calls < 50)
 my $bf_seconds = time - $t0;
 is($done, 'true', "the backfill finished during the load ($calls CALLs, $deadlocks deadlocks)");
 my $still_loading = $node->safe_psql('postgres',
-	q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'});
+	q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'soak_pgbench'});
 cmp_ok($still_loading, '>', 0, sprintf('the load was still running when the backfill finished (after %.1f s)', $bf_seconds));
 
 # let the load finish
