@@ -186,6 +186,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
             { printf '%s\n' "$out" >&2; die "pgbench ($v) had failed transactions"; }
         tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out")
         [[ -n $tps ]] || { printf '%s\n' "$out" >&2; die "no tps in pgbench output ($v)"; }
+        tps=$(printf '%.0f' "$tps")
         TPS[$v]="${TPS[$v]:-}${TPS[$v]:+ }$tps"
         if [[ $v == key ]]; then
             n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
