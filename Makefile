@@ -14,6 +14,7 @@ OBJS += src/backfill.o
 OBJS += src/merge.o
 OBJS += src/hydrate.o
 OBJS += src/opkey.o
+OBJS += src/readpath.o src/discovery.o
 REGRESS = setup state catalog writes backfill envelope fields
 ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
 REGRESS += opkeys
@@ -40,6 +41,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 $(OBJS): src/softmig.h src/compat.h
+src/readpath.o src/discovery.o src/softmig.o: src/readpath.h
 src/opkey.o src/trigger.o src/softmig.o: src/opkey.h
 
 softmig--$(EXTVERSION).sql: $(SQL_PARTS)

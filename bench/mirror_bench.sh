@@ -37,7 +37,10 @@
 #   BENCH_CLIENTS=2      pgbench clients (and threads)
 #   BENCH_ROUNDS=1       repeat every item this many times (still interleaved:
 #                        round 1 of all methods, then round 2, ...) and report
-#                        the median with the min..max spread
+#                        one value per item with the min..max spread
+#   BENCH_STAT=best      with rounds > 1: best = fastest time / highest TPS of the
+#                        rounds (other load only ever slows a run down, so the
+#                        best round is the least disturbed one); median = median
 #   BENCH_PORT=55500     port of the throwaway cluster
 #   BENCH_KEEP=1         keep the temp dir (data dir, server log) on exit
 #
@@ -51,6 +54,7 @@ ROWS=${BENCH_ROWS:-1000000}
 SECS=${BENCH_SECONDS:-20}
 CLIENTS=${BENCH_CLIENTS:-2}
 ROUNDS=${BENCH_ROUNDS:-1}
+STAT=${BENCH_STAT:-best}
 PORT=${BENCH_PORT:-55500}
 PGBIN=/usr/lib/postgresql/15/bin
 PGBENCH_IDS=100000
@@ -66,6 +70,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer (got '$SECS')"
 [[ $CLIENTS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CLIENTS must be a positive integer (got '$CLIENTS')"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$ROUNDS')"
+[[ $STAT == best || $STAT == median ]] || die "BENCH_STAT must be best or median (got '$STAT')"
 [[ $PORT =~ ^[0-9]+$ ]] || die "BENCH_PORT must be a number (got '$PORT')"
 for b in initdb pg_ctl psql pgbench pg_config; do
     [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL 15 server package missing?)"
@@ -412,9 +417,10 @@ n=$(grep -cE 'WARNING:' "$LOG" || true)
 # ---------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------
-median() { # "v1 v2 ..." UNIT
-    tr ' ' '\n' <<<"$1" | sort -g | awk -v u="$2" '{ a[NR] = $1 } END {
-        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+pick() { # "v1 v2 ..." UNIT -> the reported value (BENCH_STAT of the rounds)
+    tr ' ' '\n' <<<"$1" | sort -g | awk -v u="$2" -v stat="$STAT" '{ a[NR] = $1 } END {
+        if (stat == "best") m = (u == "s") ? a[1] : a[NR]
+        else m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
         if (u == "s") printf "%.3f", m; else printf "%.0f", m }'
 }
 minmax() { tr ' ' '\n' <<<"$1" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo ".." hi }'; }
@@ -442,14 +448,18 @@ if [[ -n $(git -C "$HERE/.." status --porcelain -- src 2>/dev/null) ]]; then GIT
 report() {
     echo "### softmig mirroring bench, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
-    echo "- command: \`BENCH_ROWS=$ROWS BENCH_SECONDS=$SECS BENCH_CLIENTS=$CLIENTS BENCH_ROUNDS=$ROUNDS bash bench/mirror_bench.sh\`"
+    echo "- command: \`BENCH_ROWS=$ROWS BENCH_SECONDS=$SECS BENCH_CLIENTS=$CLIENTS BENCH_ROUNDS=$ROUNDS$( ((ROUNDS > 1)) && echo " BENCH_STAT=$STAT") bash bench/mirror_bench.sh\`"
     echo "- machine: $(nproc) CPUs ($CPU), $MEM RAM; PostgreSQL $PGVERSION"
     echo "- server: defaults except synchronous_commit=off, shared_buffers=1GB, max_wal_size=8GB, checkpoint_timeout=30min (fsync on); bench tables have autovacuum off, VACUUM ANALYZE + CHECKPOINT before each timed item"
     echo "- softmig: $SO (mtime $SO_MTIME, md5 ${SO_MD5_START:0:12}), repo HEAD $GITREV"
     echo "- wall time of the timed part: $((T_END - T_START)) s; load average (1/5/15 min) at start $LOAD_START, at end $LOAD_END"
     echo
     if ((ROUNDS > 1)); then
-        echo "Values are medians of $ROUNDS interleaved rounds (spread = min..max); ratios are ratios of medians."
+        if [[ $STAT == best ]]; then
+            echo "Values are the best of $ROUNDS interleaved rounds (lowest time, highest TPS; spread = min..max of the rounds); ratios compare best with best."
+        else
+            echo "Values are medians of $ROUNDS interleaved rounds (spread = min..max); ratios are ratios of medians."
+        fi
     fi
     echo "Bulk rows: seconds, lower is better (ratio = time / time of the reference)."
     echo "pgbench rows: transactions per second, higher is better (ratio = TPS / TPS of the reference)."
@@ -461,10 +471,10 @@ report() {
     local i w u m v f p tgt spread unit
     for i in "${!WORKS[@]}"; do
         w=${WORKS[$i]}; u=${UNIT_OF[$i]}
-        f=$(median "${RES[floor,$w]}" "$u"); p=$(median "${RES[plpgsql,$w]}" "$u")
+        f=$(pick "${RES[floor,$w]}" "$u"); p=$(pick "${RES[plpgsql,$w]}" "$u")
         for m in floor floor_cte plpgsql softmig; do
             [[ -n ${RES[$m,$w]:-} ]] || continue
-            v=$(median "${RES[$m,$w]}" "$u")
+            v=$(pick "${RES[$m,$w]}" "$u")
             tgt=""
             [[ $m == softmig ]] && tgt=$(verdict "$u" "$v" "$f" "$p")
             unit=$u; [[ $u == s ]] || unit=tps

@@ -28,7 +28,7 @@
 # Knobs (environment):
 #   BENCH_SECONDS=15     duration of each pgbench run
 #   BENCH_CLIENTS=2      pgbench clients (and threads)
-#   BENCH_ROUNDS=2       rounds of (plain, nokey, key)
+#   BENCH_ROUNDS=3       rounds of (plain, nokey, key); medians are reported
 #   BENCH_ROWS=100000    pre-loaded rows; upserts hit random ids in 1..BENCH_ROWS
 #   BENCH_PORT=55501     port of the throwaway cluster
 #   BENCH_KEEP=1         keep the temp dir (data dir, server log) on exit
@@ -41,7 +41,7 @@ set -euo pipefail
 
 SECS=${BENCH_SECONDS:-15}
 CLIENTS=${BENCH_CLIENTS:-2}
-ROUNDS=${BENCH_ROUNDS:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
 ROWS=${BENCH_ROWS:-100000}
 PORT=${BENCH_PORT:-55501}
 PGBIN=/usr/lib/postgresql/15/bin
@@ -206,10 +206,10 @@ diff=$(sql -c "SELECT count(*) FROM (
      EXCEPT SELECT id, upper(cust), (amount_cents / 100.0)::numeric(12,2), note FROM legacy_o)) d")
 [[ $diff == 0 ]] || die "target differs from legacy in $diff rows"
 
-mean() { awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF }' <<<"$1"; }
-P=$(mean "${TPS[plain]}")
-N=$(mean "${TPS[nokey]}")
-K=$(mean "${TPS[key]}")
+median() { tr ' ' '\n' <<<"$1" | sort -n | awk '{ v[NR] = $1 } END { printf "%.0f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+P=$(median "${TPS[plain]}")
+N=$(median "${TPS[nokey]}")
+K=$(median "${TPS[key]}")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
@@ -225,7 +225,7 @@ OUT=$OUTDIR/opkey_$(date -u +%Y%m%d-%H%M%S).md
     echo "$CLIENTS clients, ${SECS}s per run, $ROUNDS rounds (interleaved), -M prepared,"
     echo "single-row upserts into legacy (random id in 1..$ROWS) mirrored into the target."
     echo
-    echo "| variant | what runs | TPS per round | mean TPS | vs nokey | vs plain |"
+    echo "| variant | what runs | TPS per round | median TPS | vs nokey | vs plain |"
     echo "|---|---|---|---|---|---|"
     echo "| plain | autocommit upsert | ${TPS[plain]} | $P | $(ratio "$P" "$N") | 1.000 |"
     echo "| nokey | BEGIN; set_config('bench.op'); upsert; END | ${TPS[nokey]} | $N | 1.000 | $(ratio "$N" "$P") |"

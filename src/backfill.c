@@ -336,8 +336,8 @@ pause_point(void)
 
 /*
  * count_range
- *		How many legacy rows are visible now with lo < key <= hi (lo NULL: no
- *		lower bound).
+ *		How many legacy rows are visible now with lo < key <= hi (NULL bounds:
+ *		unbounded).
  */
 static int64
 count_range(BfContext *c, Jsonb *lo, Jsonb *hi)
@@ -351,15 +351,19 @@ count_range(BfContext *c, Jsonb *lo, Jsonb *hi)
 	bool		isnull;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM %s WHERE ", c->legacy);
+	appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM %s WHERE true", c->legacy);
 	if (lo)
 	{
-		append_row_bound(&buf, c, ">", &param);
 		appendStringInfoString(&buf, " AND ");
+		append_row_bound(&buf, c, ">", &param);
 		bound_values(c, lo, values, nulls, &n);
 	}
-	append_row_bound(&buf, c, "<=", &param);
-	bound_values(c, hi, values, nulls, &n);
+	if (hi)
+	{
+		appendStringInfoString(&buf, " AND ");
+		append_row_bound(&buf, c, "<=", &param);
+		bound_values(c, hi, values, nulls, &n);
+	}
 	for (int i = 0; i < n; i++)
 		argtypes[i] = TEXTOID;
 	if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, true, 0) != SPI_OK_SELECT)
@@ -506,21 +510,18 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		uint64		copied;
 		char	   *last = NULL;
 		int64		visible = 0;
+		int64		tail_skipped = 0;
 
-		if (is_range && hi == NULL)
-			elog(ERROR, "softmig: a range revisit needs an upper bound");
-		appendStringInfo(&buf, "SELECT %s, %s AS softmig_key FROM %s", c->cols, c->keyjson, c->legacy);
-		if (lo || is_range)
-			appendStringInfoString(&buf, " WHERE ");
+		appendStringInfo(&buf, "SELECT %s, %s AS softmig_key FROM %s WHERE true", c->cols, c->keyjson, c->legacy);
 		if (lo)
 		{
+			appendStringInfoString(&buf, " AND ");
 			append_row_bound(&buf, c, ">", &param);
 			bound_values(c, lo, values, nulls, &n);
 		}
-		if (is_range)
+		if (is_range && hi)
 		{
-			if (lo)
-				appendStringInfoString(&buf, " AND ");
+			appendStringInfoString(&buf, " AND ");
 			append_row_bound(&buf, c, "<=", &param);
 			bound_values(c, hi, values, nulls, &n);
 		}
@@ -540,6 +541,21 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: backfill read failed");
 		locked = SPI_processed;
+		if (!is_range && locked < (uint64) batch)
+		{
+			/*
+			 * The batch reached the end of the table.  Rows beyond its last
+			 * locked key that it skipped (a live writer held them) must be
+			 * revisited too: report them as an open-ended tail.
+			 */
+			SPITupleTable *keep = SPI_tuptable;
+			uint64		kept = SPI_processed;
+			Jsonb	   *from = (kept > 0) ? DatumGetJsonbP(result_json(last_key_json())) : lo;
+
+			tail_skipped = count_range(c, from, NULL);
+			SPI_tuptable = keep;
+			SPI_processed = kept;
+		}
 		if (locked > 0)
 		{
 			SPITupleTable *keep = SPI_tuptable;
@@ -561,8 +577,9 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 				visible = count_range(c, lo, hi);
 		}
 		appendStringInfo(&res, "{\"locked\": " UINT64_FORMAT ", \"copied\": " UINT64_FORMAT
-						 ", \"skipped\": " INT64_FORMAT,
-						 locked, copied, visible > (int64) locked ? visible - (int64) locked : 0);
+						 ", \"skipped\": " INT64_FORMAT ", \"tail_skipped\": " INT64_FORMAT,
+						 locked, copied, visible > (int64) locked ? visible - (int64) locked : 0,
+						 tail_skipped);
 		if (last)
 			appendStringInfo(&res, ", \"last_key\": %s", last);
 		appendStringInfoChar(&res, '}');

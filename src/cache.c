@@ -55,7 +55,7 @@ retire_entry_memory(SoftmigMigration *m)
 	for (SoftmigRelPlans *p = m->plans; p; p = p->next)
 	{
 		SPIPlanPtr	plans[] = {p->upsert, p->delete, p->move, p->keyjson_new, p->keyjson_old,
-		p->newonly, p->upsert_row, p->field_project};
+		p->newonly, p->upsert_row, p->field_project, p->keyjson_row};
 
 		for (int i = 0; i < lengthof(plans); i++)
 			if (plans[i] != NULL)
@@ -430,6 +430,38 @@ softmig_side_of_cached(SoftmigMigration *m, Oid relid)
 	m->part_sides = lappend(m->part_sides, ps);
 	MemoryContextSwitchTo(old);
 	return side;
+}
+
+PG_FUNCTION_INFO_V1(softmig_envelope_open_now);
+/*
+ * softmig_envelope_open_now
+ *		softmig._envelope_open_now(migration_id): is the rollback envelope
+ *		open, read with the latest snapshot, so a state change that waited
+ *		for table locks sees a new-only write committed meanwhile even in a
+ *		REPEATABLE READ transaction.
+ */
+Datum
+softmig_envelope_open_now(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {PG_GETARG_DATUM(0)};
+	SPIPlanPtr	plan;
+	bool		open = true;
+	bool		isnull;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare("SELECT open FROM softmig.envelope WHERE migration_id OPERATOR(pg_catalog.=) $1",
+					   1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: reading the envelope failed");
+	if (SPI_processed == 1)
+		open = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	PG_RETURN_BOOL(open);
 }
 
 PG_FUNCTION_INFO_V1(softmig_invalidate);

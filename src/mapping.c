@@ -740,6 +740,9 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		resetStringInfo(&buf);
 		append_upsert(&buf, d, rowsel.data, NIL);
 		p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
+		resetStringInfo(&buf);
+		appendStringInfo(&buf, "SELECT %s FROM %s", keyjson_expr(m, side), rowsel.data);
+		p->keyjson_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 	}
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);

@@ -13,6 +13,7 @@
 
 #include "softmig.h"
 #include "opkey.h"
+#include "readpath.h"
 
 PG_MODULE_MAGIC;
 
@@ -59,6 +60,9 @@ _PG_init(void)
 							   PGC_USERSET,
 							   0,
 							   NULL, NULL, NULL);
+
+	/* read paths: routing cache; discovery GUCs, hooks and shared memory */
+	softmig_readpath_init();
 
 	MarkGUCPrefixReserved("softmig");
 

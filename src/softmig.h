@@ -78,6 +78,7 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	newonly;		/* projection only: count/first key of new-only rows */
 	SPIPlanPtr	upsert_row;		/* projection only: one row, params = the row */
 	SPIPlanPtr	field_project;	/* target side in mirrored: owned fields -> legacy */
+	SPIPlanPtr	keyjson_row;	/* projection only: legacy key of one row (params) */
 	int			row_nargs;
 	struct SoftmigRelPlans *next;
 } SoftmigRelPlans;

@@ -33,6 +33,7 @@
 #include "access/xact.h"
 #include "utils/json.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -499,6 +500,53 @@ is_unrepresentable(int sqlerrcode)
 }
 
 /*
+ * row_key
+ *		The legacy key (jsonb) of one target row given as parameters, or NULL
+ *		if the backward key mapping itself cannot compute it.  Runs in its
+ *		own subtransaction; the result is copied into the caller's context.
+ */
+static Jsonb *
+row_key(SoftmigRelPlans *p, Datum *values, char *nulls, MemoryContext cxt, ResourceOwner owner)
+{
+	Jsonb	   *volatile key = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		bool		isnull;
+		Datum		d;
+
+		if (SPI_execute_plan(p->keyjson_row, values, nulls, true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull)
+			{
+				MemoryContext old = MemoryContextSwitchTo(cxt);
+
+				key = DatumGetJsonbPCopy(d);
+				MemoryContextSwitchTo(old);
+			}
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		key = NULL;
+	}
+	PG_END_TRY();
+	return key;
+}
+
+/*
  * project_upsert
  *		Project the statement's rows into legacy, set-based.  If that fails
  *		because legacy cannot represent some row, retry row by row in
@@ -550,6 +598,7 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		char	   *nulls = palloc(sizeof(char) * p->row_nargs);
 		volatile int64 failed = 0;
 		char	   *volatile first_msg = NULL;
+		Jsonb	   *volatile first_key = NULL;
 
 		tuplestore_select_read_pointer(rows, 0);
 		tuplestore_rescan(rows);
@@ -591,14 +640,17 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 					ReThrowError(rowerr);
 				failed++;
 				if (first_msg == NULL)
+				{
 					first_msg = pstrdup(rowerr->message);
+					first_key = row_key(p, values, nulls, oldcxt, oldowner);
+				}
 				FreeErrorData(rowerr);
 			}
 			PG_END_TRY();
 		}
 		ExecDropSingleTupleTableSlot(slot);
 		if (failed > 0)
-			note_new_only(m, failed, (Datum) 0, true,
+			note_new_only(m, failed, first_key ? JsonbPGetDatum(first_key) : (Datum) 0, first_key == NULL,
 						  psprintf("the backward mapping or legacy's constraints refused the row: %s", first_msg));
 	}
 }
@@ -650,7 +702,9 @@ check_quarantine(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 				elog(ERROR, "softmig: preparing the quarantine check failed");
 			plan = pl;
 		}
-		if (SPI_execute_plan(plan, values, nulls, true, 1) != SPI_OK_SELECT)
+		/* the latest snapshot: a quarantine committed while we waited counts */
+		if (SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot,
+								 true, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: quarantine check failed");
 		if (SPI_processed > 0)
 		{
@@ -757,8 +811,8 @@ log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	Relation	rel = td->tg_relation;
 	TupleDesc	desc = RelationGetDescr(rel);
 	bool		is_update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
-	TupleTableSlot *os = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-	TupleTableSlot *ns = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	TupleTableSlot *os;
+	TupleTableSlot *ns;
 	StringInfoData fields;
 	Datum		keys;
 	bool		isnull;
@@ -779,6 +833,8 @@ log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	if (isnull)
 		return;
 
+	os = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	ns = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
 	initStringInfo(&fields);
 	appendStringInfoChar(&fields, '[');
 	tuplestore_select_read_pointer(td->tg_newtable, 0);

@@ -20,7 +20,7 @@ CREATE TABLE @extschema@.backfill_revisit (
     migration_id integer NOT NULL REFERENCES @extschema@.migrations (id) ON DELETE CASCADE,
     id           bigserial,
     lo           jsonb,                -- exclusive lower bound (NULL: none)
-    hi           jsonb NOT NULL,       -- inclusive upper bound
+    hi           jsonb,                -- inclusive upper bound (NULL: none)
     attempts     integer NOT NULL DEFAULT 0,
     PRIMARY KEY (migration_id, id)
 );

@@ -39,6 +39,11 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.shadow', '');
 REVOKE ALL ON @extschema@.envelope, @extschema@.quarantine, @extschema@.shadow FROM PUBLIC;
 GRANT SELECT ON @extschema@.envelope, @extschema@.quarantine, @extschema@.shadow TO PUBLIC;
 
+CREATE FUNCTION @extschema@._envelope_open_now(migration_id integer) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'softmig_envelope_open_now' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._envelope_open_now(integer) IS
+    'internal: is the rollback envelope open, read with the latest snapshot';
+
 CREATE FUNCTION @extschema@._envelope_json(p_id integer) RETURNS jsonb
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT pg_catalog.jsonb_build_object(

@@ -159,7 +159,7 @@ DECLARE
                                   FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id), '5s');
 BEGIN
     PERFORM pg_catalog.set_config('lock_timeout', v_timeout, true);
-    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id FOR UPDATE;
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id FOR NO KEY UPDATE;
     RETURN m;
 EXCEPTION WHEN lock_not_available THEN
     RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
@@ -236,6 +236,10 @@ BEGIN
                 DETAIL = 'The target must hold every legacy row before it becomes the write authority.',
                 HINT = pg_catalog.format('CALL softmig.backfill(%L) first, or pass force => true with a reason.', m.name);
         END IF;
+        -- read paths: no registered reader on legacy, no unregistered reader seen on it recently
+        IF m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'cutover' THEN
+            PERFORM @extschema@._readpath_guard(p_id);
+        END IF;
     END IF;
 
     -- Lock out writers on both tables (readers are not blocked): in-flight
@@ -246,13 +250,13 @@ BEGIN
     -- new-only write is either already recorded or not yet projected.
     IF (m.state OPERATOR(@extschema@.=) 'new_write' AND p_to OPERATOR(@extschema@.=) 'mirrored')
        OR (m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'new_write') THEN
-        IF NOT COALESCE((SELECT e.open FROM @extschema@.envelope e
-                          WHERE e.migration_id OPERATOR(pg_catalog.=) p_id), true) THEN
+        IF NOT @extschema@._envelope_open_now(p_id) THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('cannot roll migration "%s" back from %s to %s: the rollback envelope is closed',
                                             m.name, m.state, p_to),
-                DETAIL = (SELECT pg_catalog.format('Closed because: %s (first entity %s).', e.reason, COALESCE(e.first_key::text, 'unknown'))
-                            FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) p_id),
+                DETAIL = COALESCE((SELECT pg_catalog.format('Closed because: %s (first entity %s).', e.reason, COALESCE(e.first_key::text, 'unknown'))
+                                     FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) p_id),
+                                  'It closed while this call waited for the tables.'),
                 HINT = 'Legacy cannot represent state the target already holds. Fix forward instead: quarantine the affected entities (softmig.quarantine), repair them on the target, or stop a broken projection with softmig.shadow_disable.';
         END IF;
     END IF;

@@ -12,7 +12,8 @@ DECLARE
     v jsonb;
     -- every option softmig knows; each concern adds its own here
     known text[] := ARRAY['target_key', 'lock_timeout', 'require_operation_key',
-                          'on_new_only', 'representable'];
+                          'on_new_only', 'representable',
+                          'unregistered_reader_window'];
 BEGIN
     IF p_options IS NULL OR pg_catalog.jsonb_typeof(p_options) OPERATOR(pg_catalog.<>) 'object' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'options must be a jsonb object';
@@ -51,6 +52,9 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = pg_catalog.format('option require_operation_key must be a JSON boolean, not %s', v),
                 HINT = 'Use true or false (without quotes).';
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'unregistered_reader_window' THEN
+            PERFORM @extschema@._check_reader_window(v);
         END IF;
     END LOOP;
 END $$;

@@ -49,6 +49,11 @@ BEGIN
 
     IF p.phase OPERATOR(pg_catalog.=) 'scan' THEN
         r := @extschema@._bf_step(m.id, 'next', batch_size, p.cursor, NULL, m.mirror_snapshot);
+        IF (r OPERATOR(pg_catalog.->>) 'tail_skipped')::bigint OPERATOR(pg_catalog.>) 0 THEN
+            -- rows past the end of this batch that a live writer held: revisit them
+            INSERT INTO @extschema@.backfill_revisit (migration_id, lo, hi)
+            VALUES (m.id, COALESCE(r OPERATOR(pg_catalog.->) 'last_key', p.cursor), NULL);
+        END IF;
         IF (r OPERATOR(pg_catalog.->>) 'locked')::bigint OPERATOR(pg_catalog.=) 0 THEN
             p.phase := 'revisit';
         ELSE
