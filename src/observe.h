@@ -27,6 +27,7 @@ extern int	softmig_parity_pause_lock;
 extern void softmig_observe_init(void);
 extern void softmig_enter_readonly_context(Oid role, int *save_nestlevel,
 										   Oid *save_userid, int *save_sec);
+extern char *softmig_json_object_sql(List *names, List *exprs);
 
 /* rules.c */
 extern void softmig_rules_init(void);

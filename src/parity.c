@@ -358,12 +358,14 @@ pcol_setup(ParityCtx *c, PCol *pc, Form_pg_attribute att, bool iskey)
 }
 
 /*
- * json_object_sql
+ * softmig_json_object_sql
  *		SQL building a jsonb object from names and expressions, in groups
- *		of JSON_PAIRS_PER_CALL pairs joined with ||.
+ *		of JSON_PAIRS_PER_CALL pairs joined with || (jsonb_build_object
+ *		takes at most 100 arguments).  Expressions are parenthesized and
+ *		followed by a newline, like every spliced user expression.
  */
-static char *
-json_object_sql(List *names, List *exprs)
+char *
+softmig_json_object_sql(List *names, List *exprs)
 {
 	StringInfoData buf;
 	ListCell   *n;
@@ -512,9 +514,9 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
 
 		foreach(lc, c->lkeycols)
 			lkeyquoted = lappend(lkeyquoted, (char *) quote_identifier(lfirst(lc)));
-		c->lkeyjson = json_object_sql(c->lkeycols, lkeyquoted);
-		c->tkeyjson = json_object_sql(c->lkeycols, lkeyexprs_t);
-		c->lmapped = json_object_sql(mapnames, mapexprs);
+		c->lkeyjson = softmig_json_object_sql(c->lkeycols, lkeyquoted);
+		c->tkeyjson = softmig_json_object_sql(c->lkeycols, lkeyexprs_t);
+		c->lmapped = softmig_json_object_sql(mapnames, mapexprs);
 	}
 
 	c->digest_bits = softmig_parity_digest_bits;

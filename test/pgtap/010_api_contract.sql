@@ -14,7 +14,7 @@ CREATE EXTENSION IF NOT EXISTS softmig;
 
 BEGIN;
 SET LOCAL search_path = public, pg_catalog;
-SELECT plan(24);
+SELECT plan(42);
 
 SELECT has_schema('softmig', 'schema softmig exists');
 
@@ -77,6 +77,53 @@ SELECT has_function('softmig', 'forget_operations', ARRAY['text', 'interval'],
     'forget_operations(name, older_than) exists');
 SELECT function_returns('softmig', 'forget_operations', ARRAY['text', 'interval'], 'bigint',
     'forget_operations returns bigint');
+
+-- Backfill and merge
+SELECT has_function('softmig', 'backfill', ARRAY['text', 'integer', 'integer', 'integer'],
+    'backfill(name, batch_size, max_batches, pause_ms) exists');
+SELECT is_procedure('softmig', 'backfill', ARRAY['text', 'integer', 'integer', 'integer'],
+    'backfill is a procedure');
+
+SELECT has_function('softmig', 'hydrate', ARRAY['text', 'jsonb', 'pg_snapshot'],
+    'hydrate(name, rows, as_of) exists');
+SELECT function_returns('softmig', 'hydrate', ARRAY['text', 'jsonb', 'pg_snapshot'], 'bigint',
+    'hydrate returns bigint');
+
+SELECT has_function('softmig', 'set_field_authority', ARRAY['text', 'name', 'softmig.side'],
+    'set_field_authority(name, field, side) exists');
+SELECT function_returns('softmig', 'set_field_authority', ARRAY['text', 'name', 'softmig.side'],
+    'void', 'set_field_authority returns void');
+
+-- Rollback envelope and forward-fix
+SELECT has_function('softmig', 'envelope', ARRAY['text'],
+    'envelope(name) exists');
+SELECT function_returns('softmig', 'envelope', ARRAY['text'], 'jsonb',
+    'envelope returns jsonb');
+
+SELECT has_function('softmig', 'close_envelope', ARRAY['text', 'text'],
+    'close_envelope(name, reason) exists');
+SELECT function_returns('softmig', 'close_envelope', ARRAY['text', 'text'], 'void',
+    'close_envelope returns void');
+
+SELECT has_function('softmig', 'quarantine', ARRAY['text', 'jsonb', 'text'],
+    'quarantine(name, key, reason) exists');
+SELECT function_returns('softmig', 'quarantine', ARRAY['text', 'jsonb', 'text'], 'void',
+    'quarantine returns void');
+
+SELECT has_function('softmig', 'release', ARRAY['text', 'jsonb'],
+    'release(name, key) exists');
+SELECT function_returns('softmig', 'release', ARRAY['text', 'jsonb'], 'void',
+    'release returns void');
+
+SELECT has_function('softmig', 'shadow_disable', ARRAY['text', 'text'],
+    'shadow_disable(name, reason) exists');
+SELECT function_returns('softmig', 'shadow_disable', ARRAY['text', 'text'], 'void',
+    'shadow_disable returns void');
+
+SELECT has_function('softmig', 'shadow_enable', ARRAY['text'],
+    'shadow_enable(name) exists');
+SELECT function_returns('softmig', 'shadow_enable', ARRAY['text'], 'void',
+    'shadow_enable returns void');
 
 SELECT * FROM finish();
 ROLLBACK;
