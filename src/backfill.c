@@ -228,7 +228,7 @@ bound_values(BfContext *c, Jsonb *key, Datum *values, char *nulls, int *n)
  *		number of target rows inserted or corrected.
  */
 static uint64
-copy_rows(BfContext *c, Datum snap, bool snap_null)
+copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xid_null)
 {
 	SPITupleTable *tt = SPI_tuptable;
 	uint64		n = SPI_processed;
@@ -237,9 +237,9 @@ copy_rows(BfContext *c, Datum snap, bool snap_null)
 	StringInfoData buf;
 	ListCell   *lc;
 	int			i;
-	Oid			argtypes[1] = {PG_SNAPSHOTOID};
-	Datum		values[1];
-	char		nulls[1];
+	Oid			argtypes[2] = {PG_SNAPSHOTOID, XID8OID};
+	Datum		values[2];
+	char		nulls[2];
 	int			rc;
 
 	if (n == 0)
@@ -292,7 +292,7 @@ copy_rows(BfContext *c, Datum snap, bool snap_null)
 	else
 	{
 		/* correct only rows written before mirroring began, and only if they differ */
-		appendStringInfoString(&buf, " WHERE softmig._written_before(softmig_t.xmin, $1) AND ROW(");
+		appendStringInfoString(&buf, " WHERE softmig._written_before(softmig_t.xmin, $1, $2) AND ROW(");
 		i = 0;
 		foreach(lc, c->fwd->cols)
 			appendStringInfo(&buf, "%ssoftmig_t.%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
@@ -305,7 +305,9 @@ copy_rows(BfContext *c, Datum snap, bool snap_null)
 
 	values[0] = snap;
 	nulls[0] = snap_null ? 'n' : ' ';
-	rc = SPI_execute_plan(cached_plan(buf.data, 1, argtypes), values, nulls, false, 0);
+	values[1] = snap_xid;
+	nulls[1] = snap_xid_null ? 'n' : ' ';
+	rc = SPI_execute_plan(cached_plan(buf.data, 2, argtypes), values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "softmig: backfill insert failed: %d", rc);
 	n = SPI_processed;
@@ -457,6 +459,8 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	Jsonb	   *hi = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
 	Datum		snap = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
 	bool		snap_null = PG_ARGISNULL(5);
+	Datum		snap_xid = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
+	bool		snap_xid_null = PG_ARGISNULL(6);
 	SoftmigMigration *m;
 	BfContext  *c;
 	StringInfoData buf;
@@ -564,7 +568,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			pause_point();
 			SPI_tuptable = keep;
 			SPI_processed = locked;
-			copied = copy_rows(c, snap, snap_null);
+			copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
 			if (!is_range)
 				visible = count_range(c, lo, DatumGetJsonbP(result_json(last)));
 			else
@@ -606,7 +610,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			pause_point();
 			SPI_tuptable = keep;
 			SPI_processed = locked;
-			copied = copy_rows(c, snap, snap_null);
+			copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
 		}
 		appendStringInfo(&res, "{\"locked\": " UINT64_FORMAT ", \"copied\": " UINT64_FORMAT "}",
 						 locked, copied);
@@ -636,7 +640,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			appendStringInfo(&buf, ", (%s\n)::%s AS softmig_k%d", (char *) lfirst(e), (char *) lfirst(t), i);
 			i++;
 		}
-		appendStringInfo(&buf, " FROM %s WHERE softmig._written_before(xmin, $1)) AS softmig_s "
+		appendStringInfo(&buf, " FROM %s WHERE softmig._written_before(xmin, $1, $3)) AS softmig_s "
 						 "WHERE NOT EXISTS (SELECT 1 FROM %s AS softmig_l WHERE ",
 						 c->target, c->legacy);
 		i = 1;
@@ -649,11 +653,14 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		appendStringInfoString(&buf, ") LIMIT $2)");
 		argtypes[0] = PG_SNAPSHOTOID;
 		argtypes[1] = INT4OID;
+		argtypes[2] = XID8OID;
 		values[0] = snap;
 		nulls[0] = snap_null ? 'n' : ' ';
 		values[1] = Int32GetDatum(batch);
 		nulls[1] = ' ';
-		if (SPI_execute_plan(cached_plan(buf.data, 2, argtypes), values, nulls, false, 0) != SPI_OK_DELETE)
+		values[2] = snap_xid;
+		nulls[2] = snap_xid_null ? 'n' : ' ';
+		if (SPI_execute_plan(cached_plan(buf.data, 3, argtypes), values, nulls, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "softmig: removing stale target rows failed");
 		appendStringInfo(&res, "{\"deleted\": " UINT64_FORMAT "}", SPI_processed);
 	}
@@ -674,9 +681,11 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(softmig_written_before);
 /*
  * softmig_written_before
- *		softmig._written_before(xmin xid, snap pg_snapshot): was a row version
- *		with this xmin already committed and visible in snap, i.e. written
- *		before the snapshot was taken?  Frozen and bootstrap xids count as
+ *		softmig._written_before(xmin xid, snap pg_snapshot, snap_xid xid8):
+ *		was a row version with this xmin written before the snapshot was
+ *		taken: committed and visible in snap, or written by snap_xid (the
+ *		transaction that took it, whose own writes a snapshot shows as
+ *		running)?  Frozen and bootstrap xids count as
  *		old.  A live tuple's xmin is never more than 2^31 transactions old,
  *		so widening it with the current epoch is exact.  NULL snap: false.
  */
@@ -697,6 +706,10 @@ softmig_written_before(PG_FUNCTION_ARGS)
 	if (xid > XidFromFullTransactionId(next) && epoch > 0)
 		epoch--;
 	fxid = FullTransactionIdFromEpochAndXid(epoch, xid);
+	/* the snapshot-taking transaction's own writes precede the snapshot */
+	if (PG_NARGS() > 2 && !PG_ARGISNULL(2) &&
+		FullTransactionIdEquals(fxid, PG_GETARG_FULLTRANSACTIONID(2)))
+		PG_RETURN_BOOL(true);
 	return DirectFunctionCall2(pg_visible_in_snapshot,
 							   FullTransactionIdGetDatum(fxid),
 							   PG_GETARG_DATUM(1));

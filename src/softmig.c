@@ -13,6 +13,7 @@
 
 #include "softmig.h"
 #include "opkey.h"
+#include "observe.h"
 #include "readpath.h"
 
 PG_MODULE_MAGIC;
@@ -63,6 +64,9 @@ _PG_init(void)
 
 	/* read paths: routing cache; discovery GUCs, hooks and shared memory */
 	softmig_readpath_init();
+
+	/* observability: parity test hooks, transition-rule cache */
+	softmig_observe_init();
 
 	MarkGUCPrefixReserved("softmig");
 

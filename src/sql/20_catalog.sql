@@ -20,7 +20,8 @@ CREATE TABLE @extschema@.migrations (
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by       name NOT NULL,
     state_changed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    mirror_snapshot  pg_snapshot      -- taken when mirroring began (backfill freshness)
+    mirror_snapshot  pg_snapshot,     -- taken when mirroring began (backfill freshness)
+    mirror_xid       xid8             -- the transaction that began mirroring
 );
 ALTER SEQUENCE @extschema@.migrations_id_seq OWNED BY @extschema@.migrations.id;
 COMMENT ON TABLE @extschema@.migrations IS 'softmig: one row per migration (definition and current state)';

@@ -236,6 +236,10 @@ BEGIN
                 DETAIL = 'The target must hold every legacy row before it becomes the write authority.',
                 HINT = pg_catalog.format('CALL softmig.backfill(%L) first, or pass force => true with a reason.', m.name);
         END IF;
+        -- clean structural parity, no failing error-severity invariant (75_observe.sql)
+        IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write' THEN
+            PERFORM @extschema@._require_semantic_health(p_id);
+        END IF;
         -- read paths: no registered reader on legacy, no unregistered reader seen on it recently
         IF m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'cutover' THEN
             PERFORM @extschema@._readpath_guard(p_id);
@@ -267,7 +271,13 @@ BEGIN
         -- holds that is visible in this snapshot predates mirroring and may
         -- be corrected by the backfill.  A new mirroring epoch needs a new
         -- backfill.
-        UPDATE @extschema@.migrations SET mirror_snapshot = pg_catalog.pg_current_snapshot()
+        IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+            RAISE EXCEPTION USING ERRCODE = 'active_sql_transaction',
+                MESSAGE = 'the move to mirrored must run at isolation level READ COMMITTED',
+                DETAIL = 'It records a snapshot that must include every write committed before the move.';
+        END IF;
+        UPDATE @extschema@.migrations
+           SET mirror_snapshot = pg_catalog.pg_current_snapshot(), mirror_xid = pg_catalog.pg_current_xact_id()
          WHERE id OPERATOR(pg_catalog.=) p_id;
         DELETE FROM @extschema@.backfill_progress WHERE migration_id OPERATOR(pg_catalog.=) p_id;
         DELETE FROM @extschema@.backfill_revisit WHERE migration_id OPERATOR(pg_catalog.=) p_id;

@@ -13,7 +13,8 @@ DECLARE
     -- every option softmig knows; each concern adds its own here
     known text[] := ARRAY['target_key', 'lock_timeout', 'require_operation_key',
                           'on_new_only', 'representable',
-                          'unregistered_reader_window'];
+                          'unregistered_reader_window',
+                          'transition_rules', 'parity_chunk_rows'];
 BEGIN
     IF p_options IS NULL OR pg_catalog.jsonb_typeof(p_options) OPERATOR(pg_catalog.<>) 'object' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'options must be a jsonb object';
@@ -35,6 +36,9 @@ BEGIN
                     MESSAGE = 'option representable must be a string holding a boolean SQL expression over target columns';
             END IF;
             PERFORM @extschema@._check_expression(v OPERATOR(pg_catalog.#>>) '{}', 'option representable');
+        END IF;
+        IF k OPERATOR(pg_catalog.=) ANY (ARRAY['transition_rules', 'parity_chunk_rows']) THEN
+            PERFORM @extschema@._check_observe_option(k, v);    -- 75_observe.sql
         END IF;
         IF k OPERATOR(pg_catalog.=) 'lock_timeout' THEN
             BEGIN

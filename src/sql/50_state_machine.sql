@@ -176,7 +176,7 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
                                          WHEN 'new_write' THEN 'target -> legacy'
                                          WHEN 'new_read' THEN 'target -> legacy'
                                          ELSE 'none' END,
-        'read_default', CASE WHEN m.state OPERATOR(@extschema@.>=) 'new_read' THEN 'new' ELSE 'legacy' END,
+        'read_default', @extschema@.group_source(m.name, 'default')::text,   -- readers nobody registered
         'envelope_open', (@extschema@._envelope_json(m.id) OPERATOR(pg_catalog.->>) 'open')::boolean,
         'envelope', @extschema@._envelope_json(m.id),
         'quarantined', (SELECT pg_catalog.count(*) FROM @extschema@.quarantine q

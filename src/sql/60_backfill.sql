@@ -2,15 +2,15 @@
 -- Backfill: copy every legacy row the target lacks, race-safe, one committed
 -- batch at a time (see doc/backfill.md for why it is correct).
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@._written_before(xmin xid, snap pg_snapshot) RETURNS boolean
+CREATE FUNCTION @extschema@._written_before(xmin xid, snap pg_snapshot, snap_xid xid8 DEFAULT NULL) RETURNS boolean
     AS 'MODULE_PATHNAME', 'softmig_written_before' LANGUAGE C STABLE PARALLEL SAFE;
-COMMENT ON FUNCTION @extschema@._written_before(xid, pg_snapshot) IS
-    'internal: was a row version with this xmin committed and visible in snap (written before it)';
+COMMENT ON FUNCTION @extschema@._written_before(xid, pg_snapshot, xid8) IS
+    'internal: was a row version with this xmin written before snap was taken (visible in it, or written by snap_xid, the transaction that took it)';
 
 CREATE FUNCTION @extschema@._bf_step(migration_id integer, op text, batch_size integer,
-                                     lo jsonb, hi jsonb, snap pg_snapshot)
+                                     lo jsonb, hi jsonb, snap pg_snapshot, snap_xid xid8)
 RETURNS jsonb AS 'MODULE_PATHNAME', 'softmig_backfill_step' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION @extschema@._bf_step(integer, text, integer, jsonb, jsonb, pg_snapshot) IS
+COMMENT ON FUNCTION @extschema@._bf_step(integer, text, integer, jsonb, jsonb, pg_snapshot, xid8) IS
     'internal: one unit of backfill work (next, range, sweep, orphans, verify), run as the caller';
 
 CREATE FUNCTION @extschema@._backfill_batch(name text, batch_size integer)
@@ -48,7 +48,7 @@ BEGIN
     END IF;
 
     IF p.phase OPERATOR(pg_catalog.=) 'scan' THEN
-        r := @extschema@._bf_step(m.id, 'next', batch_size, p.cursor, NULL, m.mirror_snapshot);
+        r := @extschema@._bf_step(m.id, 'next', batch_size, p.cursor, NULL, m.mirror_snapshot, m.mirror_xid);
         IF (r OPERATOR(pg_catalog.->>) 'tail_skipped')::bigint OPERATOR(pg_catalog.>) 0 THEN
             -- rows past the end of this batch that a live writer held: revisit them
             INSERT INTO @extschema@.backfill_revisit (migration_id, lo, hi)
@@ -70,7 +70,7 @@ BEGIN
         IF NOT FOUND THEN
             p.phase := 'verify';
         ELSE
-            r := @extschema@._bf_step(m.id, 'range', batch_size, rv.lo, rv.hi, m.mirror_snapshot);
+            r := @extschema@._bf_step(m.id, 'range', batch_size, rv.lo, rv.hi, m.mirror_snapshot, m.mirror_xid);
             v_copied := (r OPERATOR(pg_catalog.->>) 'copied')::bigint;
             IF (r OPERATOR(pg_catalog.->>) 'skipped')::bigint OPERATOR(pg_catalog.=) 0 THEN
                 DELETE FROM @extschema@.backfill_revisit
@@ -84,13 +84,13 @@ BEGIN
     ELSIF p.phase OPERATOR(pg_catalog.=) 'verify' THEN
         -- safety net: copy any legacy row still missing, remove stale target
         -- rows legacy does not have, then prove completeness
-        r := @extschema@._bf_step(m.id, 'sweep', batch_size, NULL, NULL, m.mirror_snapshot);
+        r := @extschema@._bf_step(m.id, 'sweep', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
         v_copied := (r OPERATOR(pg_catalog.->>) 'copied')::bigint;
         IF (r OPERATOR(pg_catalog.->>) 'locked')::bigint OPERATOR(pg_catalog.=) 0 THEN
-            r := @extschema@._bf_step(m.id, 'orphans', batch_size, NULL, NULL, m.mirror_snapshot);
+            r := @extschema@._bf_step(m.id, 'orphans', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
             v_removed := (r OPERATOR(pg_catalog.->>) 'deleted')::bigint;
             IF v_removed OPERATOR(pg_catalog.<) batch_size THEN
-                r := @extschema@._bf_step(m.id, 'verify', batch_size, NULL, NULL, m.mirror_snapshot);
+                r := @extschema@._bf_step(m.id, 'verify', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
                 IF (r OPERATOR(pg_catalog.->>) 'missing')::bigint OPERATOR(pg_catalog.=) 0 THEN
                     p.phase := 'done';
                     p.finished_at := pg_catalog.now();
@@ -122,6 +122,22 @@ RETURNS jsonb AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.backfill_batch(text, integer) IS
     'run one backfill batch in the current transaction and checkpoint it (softmig.backfill calls it between commits); owners of both tables only';
 
+-- SECURITY DEFINER: pg_stat_activity hides other roles' session state from
+-- ordinary roles; this answers one yes/no question about softmig's own lock.
+CREATE FUNCTION @extschema@._backfill_running_elsewhere(p_id integer) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_locks l
+          JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid
+         WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted
+           AND l.classid OPERATOR(pg_catalog.=) 1936550247::pg_catalog.oid
+           AND l.objid OPERATOR(pg_catalog.=) p_id::pg_catalog.oid
+           AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+           AND a.state OPERATOR(pg_catalog.=) 'active')
+$$;
+COMMENT ON FUNCTION @extschema@._backfill_running_elsewhere(integer) IS
+    'internal: is a backfill of this migration running in another session right now (holding the backfill lock and active); callable by anyone, it reveals nothing else';
+
 CREATE PROCEDURE @extschema@.backfill(name text, batch_size integer DEFAULT 1000,
                                       max_batches integer DEFAULT NULL, pause_ms integer DEFAULT 0)
 LANGUAGE plpgsql AS $$
@@ -152,9 +168,13 @@ BEGIN
                       AND l.granted)
       INTO v_mine;
     IF NOT v_mine AND NOT pg_catalog.pg_try_advisory_lock(1936550247, v_id) THEN
-        RAISE EXCEPTION USING ERRCODE = 'object_in_use',
-            MESSAGE = pg_catalog.format('a backfill of migration "%s" is already running', name),
-            HINT = 'Wait for it to finish, or cancel it; the next CALL resumes from its last checkpoint.';
+        -- a session whose CALL was cancelled keeps the lock while it stays
+        -- connected; only a backfill that is actually running refuses us
+        IF @extschema@._backfill_running_elsewhere(v_id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+                MESSAGE = pg_catalog.format('a backfill of migration "%s" is already running', name),
+                HINT = 'Wait for it to finish, or cancel it; the next CALL resumes from its last checkpoint.';
+        END IF;
     END IF;
     LOOP
         r := @extschema@.backfill_batch(name, batch_size);
@@ -169,7 +189,13 @@ BEGIN
             PERFORM pg_catalog.pg_sleep(pause_ms OPERATOR(pg_catalog./) 1000.0);
         END IF;
     END LOOP;
-    PERFORM pg_catalog.pg_advisory_unlock(1936550247, v_id);
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory'
+                  AND l.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+                  AND l.classid OPERATOR(pg_catalog.=) 1936550247::pg_catalog.oid
+                  AND l.objid OPERATOR(pg_catalog.=) v_id::pg_catalog.oid) THEN
+        PERFORM pg_catalog.pg_advisory_unlock(1936550247, v_id);
+    END IF;
     RAISE NOTICE 'softmig: backfill of "%": % batches, % rows copied, phase %', name, n, v_copied,
         r OPERATOR(pg_catalog.->>) 'phase';
 END $$;
@@ -177,6 +203,6 @@ COMMENT ON PROCEDURE @extschema@.backfill(text, integer, integer, integer) IS
     'copy every legacy row the target lacks, one committed batch at a time, race-safe and resumable; state mirrored only; owners of both tables only';
 
 REVOKE ALL ON FUNCTION
-    @extschema@._bf_step(integer, text, integer, jsonb, jsonb, pg_snapshot),
+    @extschema@._bf_step(integer, text, integer, jsonb, jsonb, pg_snapshot, xid8),
     @extschema@._backfill_batch(text, integer)
 FROM PUBLIC;

@@ -219,7 +219,8 @@ BEGIN
         -- what was missed is re-synced by the backfill machinery: a new
         -- mirroring epoch (rows written before now are correctable) and a
         -- new backfill, which advance to new_write waits for
-        UPDATE @extschema@.migrations SET mirror_snapshot = pg_catalog.pg_current_snapshot()
+        UPDATE @extschema@.migrations
+           SET mirror_snapshot = pg_catalog.pg_current_snapshot(), mirror_xid = pg_catalog.pg_current_xact_id()
          WHERE id OPERATOR(pg_catalog.=) m.id;
         DELETE FROM @extschema@.backfill_progress WHERE migration_id OPERATOR(pg_catalog.=) m.id;
         DELETE FROM @extschema@.backfill_revisit WHERE migration_id OPERATOR(pg_catalog.=) m.id;

@@ -156,12 +156,12 @@ BEGIN
     END IF;
 
     -- 2. readers nobody registered that touched legacy within the window
+    IF v_window OPERATOR(pg_catalog.=) '0'::interval THEN
+        RETURN;                 -- the check is turned off for this migration
+    END IF;
     SELECT * INTO d FROM @extschema@.discovery();
     IF NOT d.available THEN
         RAISE NOTICE 'reader discovery is off (softmig is not in shared_preload_libraries): readers nobody registered were not checked';
-        RETURN;
-    END IF;
-    IF v_window OPERATOR(pg_catalog.=) '0'::interval THEN
         RETURN;
     END IF;
     SELECT pg_catalog.string_agg(pg_catalog.format('%s (last %s)',
@@ -172,11 +172,14 @@ BEGIN
       FROM (SELECT x.reader, pg_catalog.max(x.last_seen) AS last_seen
               FROM @extschema@.observed_readers(m.name) x
              WHERE x.side OPERATOR(pg_catalog.=) 'legacy'::@extschema@.side
+               -- the caller (its application_name and role) vouches for itself
+               AND NOT (x.reader OPERATOR(pg_catalog.=) pg_catalog.current_setting('application_name')
+                        AND x.role OPERATOR(pg_catalog.=) @extschema@._actor())
                AND NOT EXISTS (SELECT 1 FROM @extschema@.reader_registry r
                                 WHERE r.migration_id OPERATOR(pg_catalog.=) p_id
                                   AND r.reader OPERATOR(pg_catalog.=) x.reader)
              GROUP BY x.reader
-            HAVING pg_catalog.max(x.last_seen) OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) v_window) o;
+            HAVING pg_catalog.max(x.last_seen) OPERATOR(pg_catalog.>) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) v_window)) o;
     IF v_list IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot advance migration "%s" to cutover: readers nobody registered touched legacy table %s within the last %s: %s',
@@ -186,16 +189,18 @@ BEGIN
     END IF;
 
     -- 3. evidence that discovery had to throw away
-    IF d.evicted_last_seen OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) v_window THEN
+    IF d.evicted_last_seen OPERATOR(pg_catalog.>) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) v_window) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot advance migration "%s" to cutover: reader discovery evicted observations seen within the last %s',
                                         m.name, v_window),
             DETAIL = pg_catalog.format('Its table is full (%s entries); a reader of legacy may have been forgotten.', d.max_entries),
             HINT = 'Raise softmig.discovery_max_entries (restart), retry after the window, or pass force => true with a reason.';
     END IF;
-    IF d.since OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) v_window THEN
-        RAISE WARNING 'reader discovery has only observed since % (server start), less than unregistered_reader_window (%)', d.since, v_window
-            USING DETAIL = 'Readers that touched legacy before that are not known.';
+    -- After a restart discovery starts empty; say so in the server log
+    -- (softmig.discovery().since tells the operator too).
+    IF d.since OPERATOR(pg_catalog.>) (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) v_window) THEN
+        RAISE LOG 'softmig: cutover of migration "%": reader discovery has only observed since % (server start), less than unregistered_reader_window (%)',
+            m.name, d.since, v_window;
     END IF;
 END $$;
 COMMENT ON FUNCTION @extschema@._readpath_guard(integer) IS
