@@ -21,6 +21,11 @@ REGRESS += opkeys
 ISOLATION += opkey_race opkey_opposite
 ISOLATION += backfill_races backfill_concurrent
 ISOLATION += envelope_race quarantine_race
+REGRESS += readpath
+
+OBJS += src/parity.o src/rules.o
+REGRESS += parity observe
+ISOLATION += parity_consistent
 
 # The install script is built from src/sql/*.sql in name order.
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
@@ -43,6 +48,7 @@ include $(PGXS)
 $(OBJS): src/softmig.h src/compat.h
 src/readpath.o src/discovery.o src/softmig.o: src/readpath.h
 src/opkey.o src/trigger.o src/softmig.o: src/opkey.h
+src/parity.o src/rules.o src/softmig.o: src/observe.h
 
 softmig--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $(SQL_PARTS) > $@
@@ -61,3 +67,22 @@ demo:
 # pgTAP suite against the server in PG* environment variables
 pgtap:
 	pg_prove --ext .sql -v test/pgtap/
+
+# The demo as a check (CI-sized): the same as make demo
+.PHONY: demo-check dist deb
+demo-check: demo
+
+# Release tarball of the committed tree: dist/softmig-<version>.tar.gz
+dist:
+	mkdir -p dist
+	git archive --format=tar.gz --prefix=softmig-$(EXTVERSION)/ -o dist/softmig-$(EXTVERSION).tar.gz HEAD
+	@echo "dist/softmig-$(EXTVERSION).tar.gz"
+
+# Debian package postgresql-15-softmig (needs dpkg-dev, debhelper and postgresql-server-dev-all)
+deb:
+	dpkg-buildpackage -us -uc -b
+
+# out-of-tree (VPATH) builds, e.g. pg_buildext: object files live under src/
+ifdef VPATH
+$(shell mkdir -p src)
+endif
