@@ -49,6 +49,7 @@ $(OBJS): src/softmig.h src/compat.h
 src/readpath.o src/discovery.o src/softmig.o: src/readpath.h
 src/opkey.o src/trigger.o src/softmig.o: src/opkey.h
 src/parity.o src/rules.o src/softmig.o: src/observe.h
+src/parity.o src/rules.o: src/readpath.h
 
 softmig--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $(SQL_PARTS) > $@
@@ -86,3 +87,7 @@ deb:
 ifdef VPATH
 $(shell mkdir -p src)
 endif
+.PHONY: soak
+soak:
+	bash test/soak/run.sh
+REGRESS += security names

@@ -195,6 +195,53 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
+# Server time per transaction, without client round trips: a procedure that
+# commits every upsert, timed by the backend's own CPU time (utime + stime
+# from /proc, clock ticks), which other load on the machine does not inflate,
+# and by the wall clock.  key - nokey is the claim's cost in microseconds.
+TICK_HZ=$(getconf CLK_TCK)
+sql >/dev/null <<EOF
+CREATE FUNCTION cpu_ticks() RETURNS bigint LANGUAGE sql AS \$\$
+    SELECT f[12]::bigint + f[13]::bigint   -- utime, stime (fields 14, 15)
+      FROM (SELECT string_to_array(split_part(
+                pg_read_file('/proc/' || pg_backend_pid() || '/stat'), ') ', 2), ' ') AS f) s
+\$\$;
+CREATE PROCEDURE loop_upserts(n int, keyed boolean, INOUT cpu_us numeric DEFAULT NULL,
+                              INOUT wall_us numeric DEFAULT NULL)
+LANGUAGE plpgsql AS \$\$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+    c0 bigint := cpu_ticks();
+    v_id bigint;
+BEGIN
+    FOR i IN 1..n LOOP
+        v_id := 1 + (random() * ($ROWS - 1))::bigint;
+        IF keyed THEN
+            PERFORM set_config('softmig.operation_key', 'loop-' || nextval('op_keys'), true);
+        ELSE
+            PERFORM set_config('bench.op', 'loop-' || nextval('op_keys'), true);
+        END IF;
+        INSERT INTO legacy_o (id, cust, amount_cents, note) VALUES (v_id, 'bench', v_id % 100000, 'loop')
+            ON CONFLICT (id) DO UPDATE SET amount_cents = (legacy_o.amount_cents + 1) % 100000, note = EXCLUDED.note;
+        COMMIT;
+    END LOOP;
+    cpu_us := round((cpu_ticks() - c0) * 1e6 / $TICK_HZ / n, 1);
+    wall_us := round(extract(epoch FROM clock_timestamp() - t0)::numeric * 1e6 / n, 1);
+END \$\$;
+EOF
+LOOP_N=$((SECS * 2000))
+declare -A US WALL
+for ((r = 1; r <= ROUNDS; r++)); do
+    for v in nokey key; do
+        settle
+        say "round $r/$ROUNDS: server loop, $v ($LOOP_N transactions)"
+        IFS='|' read -r us wall < <(sql -c "CALL loop_upserts($LOOP_N, $([[ $v == key ]] && echo true || echo false))")
+        US[$v]="${US[$v]:-}${US[$v]:+ }$us"
+        WALL[$v]="${WALL[$v]:-}${WALL[$v]:+ }$wall"
+        if [[ $v == key ]]; then KEYED_TX=$((KEYED_TX + LOOP_N)); fi
+    done
+done
+
 say "checking: one ledger row per keyed transaction, target = legacy mapped"
 ledger=$(sql -c "SELECT count(*) FROM softmig.operations")
 [[ $ledger == "$KEYED_TX" ]] || die "ledger has $ledger rows, $KEYED_TX keyed transactions ran"
@@ -206,10 +253,17 @@ diff=$(sql -c "SELECT count(*) FROM (
      EXCEPT SELECT id, upper(cust), (amount_cents / 100.0)::numeric(12,2), note FROM legacy_o)) d")
 [[ $diff == 0 ]] || die "target differs from legacy in $diff rows"
 
-median() { tr ' ' '\n' <<<"$1" | sort -n | awk '{ v[NR] = $1 } END { printf "%.0f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { # VALUES [PRINTF-FORMAT]
+    tr ' ' '\n' <<<"$1" | sort -n |
+        awk -v f="${2:-%.0f}" '{ v[NR] = $1 } END { printf f, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 P=$(median "${TPS[plain]}")
 N=$(median "${TPS[nokey]}")
 K=$(median "${TPS[key]}")
+UN=$(median "${US[nokey]}" %.1f)
+UK=$(median "${US[key]}" %.1f)
+WN=$(median "${WALL[nokey]}" %.1f)
+WK=$(median "${WALL[key]}" %.1f)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
@@ -230,6 +284,15 @@ OUT=$OUTDIR/opkey_$(date -u +%Y%m%d-%H%M%S).md
     echo "| plain | autocommit upsert | ${TPS[plain]} | $P | $(ratio "$P" "$N") | 1.000 |"
     echo "| nokey | BEGIN; set_config('bench.op'); upsert; END | ${TPS[nokey]} | $N | 1.000 | $(ratio "$N" "$P") |"
     echo "| key | BEGIN; set_config('softmig.operation_key'); upsert; END | ${TPS[key]} | $K | $(ratio "$K" "$N") | $(ratio "$K" "$P") |"
+    echo
+    echo "Server time per transaction: a procedure committing $LOOP_N upserts per run (same"
+    echo "upsert, same set_config, no client round trips); backend CPU time from /proc"
+    echo "(${TICK_HZ} Hz ticks) and wall clock:"
+    echo
+    echo "| variant | CPU µs/tx per round | median CPU µs | wall µs/tx per round | median wall µs | claim cost (CPU) |"
+    echo "|---|---|---|---|---|---|"
+    echo "| nokey | ${US[nokey]} | $UN | ${WALL[nokey]} | $WN | |"
+    echo "| key | ${US[key]} | $UK | ${WALL[key]} | $WK | $(awk -v a="$UK" -v b="$UN" 'BEGIN { printf "%+.1f µs (%+.0f %%)", a - b, (a - b) * 100 / b }') |"
     echo
     echo "Ledger rows after the runs: $ledger (one per keyed transaction); target = legacy mapped: yes."
 } | tee "$OUT"

@@ -44,7 +44,8 @@ SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', backward 
 SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', new_only => '{nope}')$$);
 SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', divergent => '{nope}')$$);
 SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', options => '[1]')$$);
-SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', options => '{"colour": "red"}')$$);
+SELECT state, message, hint LIKE 'Known options: target_key, lock_timeout, %' AS hint_lists_options
+  FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', options => '{"colour": "red"}')$$);
 SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', options => '{"lock_timeout": "soon"}')$$);
 SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', forward => '{"id": "cents"}')$$);
 SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', options => '{"target_key": ["id", "note"]}')$$);
@@ -90,7 +91,8 @@ SELECT softmig.state('orders'), softmig.state('orders'::text);
 -- options can be changed later, validated the same way, and are audited
 SELECT softmig.set_option('orders', 'lock_timeout', '"3s"');
 SELECT * FROM t.err($$SELECT softmig.set_option('orders', 'lock_timeout', '"later"')$$);
-SELECT * FROM t.err($$SELECT softmig.set_option('orders', 'colour', '"red"')$$);
+SELECT state, message, hint LIKE 'Known options: target_key, lock_timeout, %' AS hint_lists_options
+  FROM t.err($$SELECT softmig.set_option('orders', 'colour', '"red"')$$);
 SELECT * FROM t.err($$SELECT softmig.set_option('orders', 'target_key', '["order_id"]')$$);
 SELECT * FROM t.err($$SELECT softmig.set_option('orders', NULL, '1')$$);
 SELECT softmig.set_option('orders', 'lock_timeout', NULL);
@@ -117,7 +119,10 @@ SELECT softmig.advance('orders');
 SELECT * FROM t.err($$SELECT softmig.advance('orders')$$);
 SELECT * FROM t.err($$SELECT softmig.rollback('orders')$$);
 SELECT softmig.state('orders');
-SELECT status - 'state_changed_at' FROM softmig.status('orders') AS status;
+SELECT status->>'state' AS state, status->>'write_authority' AS authority, status->>'projection' AS projection,
+       status->>'read_default' AS read_default, status->>'envelope_open' AS envelope_open,
+       status->>'backfill_done' AS backfill_done, status->'triggers' AS triggers
+  FROM softmig.status('orders') AS status;
 SELECT actor, action, from_state, to_state, reason, detail FROM softmig.history('orders');
 
 -- ownership: only owners of both tables may manage a migration

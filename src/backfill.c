@@ -31,6 +31,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/table.h"
 #include "access/transam.h"
 #include "access/xact.h"
@@ -100,6 +101,7 @@ typedef struct BfContext
 	char	   *cols;			/* all legacy columns, quoted, comma-separated */
 	char	   *keylist;		/* "k1", "k2" */
 	char	   *keyjson;		/* jsonb_build_object('k1', "k1", ...) */
+	char	   *keypos;			/* key columns' positions in cols: "1, 3" */
 	SoftmigDest *fwd;			/* target side: columns, key, exprs */
 	SoftmigDest *bwd;			/* legacy side: key exprs over target */
 } BfContext;
@@ -140,12 +142,31 @@ bf_context(SoftmigMigration *m)
 						 quote_identifier(NameStr(att->attname)));
 	}
 	c->cols = buf.data;
-	table_close(rel, NoLock);
 
 	initStringInfo(&buf);
 	foreach(lc, c->lkeys)
 		appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", quote_identifier(lfirst(lc)));
 	c->keylist = buf.data;
+
+	/* positions of the key columns in the select list built from cols */
+	initStringInfo(&buf);
+	foreach(lc, c->lkeys)
+	{
+		int			pos = 0;
+
+		for (i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (att->attisdropped)
+				continue;
+			pos++;
+			if (strcmp(NameStr(att->attname), lfirst(lc)) == 0)
+				appendStringInfo(&buf, "%s%d", buf.len ? ", " : "", pos);
+		}
+	}
+	c->keypos = buf.data;
+	table_close(rel, NoLock);
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "pg_catalog.jsonb_build_object(");
@@ -232,6 +253,9 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 {
 	SPITupleTable *tt = SPI_tuptable;
 	uint64		n = SPI_processed;
+	TupleDesc	desc;
+	Datum	   *dvalues;
+	bool	   *dnulls;
 	Tuplestorestate *ts;
 	EphemeralNamedRelation enr;
 	StringInfoData buf;
@@ -244,14 +268,32 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 
 	if (n == 0)
 		return 0;
+
+	/*
+	 * The rows carry a trailing softmig_key column for the cursor; the
+	 * batch relation the mapping reads has the legacy columns only (a legacy
+	 * column may itself be called softmig_key).
+	 */
+	desc = CreateTemplateTupleDesc(tt->tupdesc->natts - 1);
+	for (int a = 1; a < tt->tupdesc->natts; a++)
+		TupleDescCopyEntry(desc, a, tt->tupdesc, a);
+	dvalues = palloc(sizeof(Datum) * tt->tupdesc->natts);
+	dnulls = palloc(sizeof(bool) * tt->tupdesc->natts);
 	ts = tuplestore_begin_heap(false, false, work_mem);
 	for (uint64 r = 0; r < n; r++)
-		tuplestore_puttuple(ts, tt->vals[r]);
+	{
+		HeapTuple	tup;
+
+		heap_deform_tuple(tt->vals[r], tt->tupdesc, dvalues, dnulls);
+		tup = heap_form_tuple(desc, dvalues, dnulls);
+		tuplestore_puttuple(ts, tup);
+		heap_freetuple(tup);
+	}
 
 	enr = palloc0(sizeof(EphemeralNamedRelationData));
 	enr->md.name = BF_ENR;
 	enr->md.reliddesc = InvalidOid;
-	enr->md.tupdesc = CreateTupleDescCopy(tt->tupdesc);
+	enr->md.tupdesc = desc;
 	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
 	enr->md.enrtuples = n;
 	enr->reldata = ts;
@@ -436,10 +478,9 @@ last_key_json(void)
 PG_FUNCTION_INFO_V1(softmig_backfill_step);
 /*
  * softmig_backfill_step
- *		softmig._bf_step(migration_id, op, batch_size, lo, hi, snapshot):
- *		one unit of backfill work, run as the migration's caller (the role
- *		that passed the ownership gate) with the pinned search_path, in the
- *		caller's transaction.  Ops:
+ *		softmig._bf_step(migration_id, op, batch_size, lo, hi, snapshot,
+ *		snapshot_xid): one unit of backfill work, run as the target table's
+ *		owner with the pinned search_path, in the caller's transaction.  Ops:
  *		  next    lock and copy up to batch_size rows with key > lo
  *		  range   lock and copy the rows with lo < key <= hi (a revisit)
  *		  sweep   lock and copy up to batch_size legacy rows the target lacks
@@ -473,8 +514,8 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
-	Oid			actor = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
 	bool		isnull;
+	Oid			owner;
 
 	if (XactIsoLevel != XACT_READ_COMMITTED)
 		ereport(ERROR,
@@ -498,7 +539,16 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	c = bf_context(m);
-	softmig_enter_owner_context(actor, &save_nest, &save_user, &save_sec);
+
+	/*
+	 * As the owner of the table written (never as the caller, who may be a
+	 * superuser running another role's migration: the mapping expressions
+	 * are that role's code).  It reads and locks legacy rows too, so when the
+	 * tables have different owners the target's owner needs SELECT and
+	 * UPDATE on legacy.
+	 */
+	owner = softmig_rel_owner(m->target);
+	softmig_enter_owner_context(owner, &save_nest, &save_user, &save_sec);
 	initStringInfo(&buf);
 	initStringInfo(&res);
 
@@ -529,7 +579,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			append_row_bound(&buf, c, "<=", &param);
 			bound_values(c, hi, values, nulls, &n);
 		}
-		appendStringInfo(&buf, " ORDER BY %s", c->keylist);
+		appendStringInfo(&buf, " ORDER BY %s", c->keypos);
 		if (!is_range)
 		{
 			appendStringInfo(&buf, " LIMIT $%d", param++);
@@ -596,7 +646,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		appendStringInfo(&buf, "SELECT %s, %s AS softmig_key FROM %s WHERE ROW(%s) IN (%s ORDER BY %s LIMIT $1) "
 						 "ORDER BY %s FOR KEY SHARE SKIP LOCKED",
 						 c->cols, c->keyjson, c->legacy, c->keylist, missing_keys_sql(c),
-						 c->keylist, c->keylist);
+						 c->keylist, c->keypos);
 		argtypes[0] = INT4OID;
 		values[0] = Int32GetDatum(batch);
 		nulls[0] = ' ';
@@ -718,23 +768,31 @@ softmig_written_before(PG_FUNCTION_ARGS)
 /*
  * touch_or_delete
  *		Helper of resync: run "touch" (a no-op UPDATE of the authoritative
- *		row, which makes the write triggers re-project it); if it changed no
- *		row, run "remove" (delete the other side's row) with the loop guard
+ *		row, which makes the write triggers re-project it) as the owner of
+ *		the table it touches; if it changed no row, run "remove" (delete the
+ *		other side's row) as the owner of that table with the loop guard
  *		raised.  Both take the key values as text parameters.
  */
 static uint64
-touch_or_delete(const char *touch, const char *remove, int n, Datum *values, char *nulls)
+touch_or_delete(const char *touch, Oid touch_owner, const char *remove, Oid remove_owner,
+				int n, Datum *values, char *nulls)
 {
 	Oid			argtypes[64];
 	uint64		done;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
 
 	for (int i = 0; i < n; i++)
 		argtypes[i] = TEXTOID;
+	softmig_enter_owner_context(touch_owner, &save_nest, &save_user, &save_sec);
 	if (SPI_execute_with_args(touch, n, argtypes, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "softmig: re-sync touch failed");
 	done = SPI_processed;
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	if (done > 0)
 		return done;
+	softmig_enter_owner_context(remove_owner, &save_nest, &save_user, &save_sec);
 	softmig_mirror_depth++;
 	PG_TRY();
 	{
@@ -746,7 +804,9 @@ touch_or_delete(const char *touch, const char *remove, int n, Datum *values, cha
 		softmig_mirror_depth--;
 	}
 	PG_END_TRY();
-	return SPI_processed;
+	done = SPI_processed;
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	return done;
 }
 
 PG_FUNCTION_INFO_V1(softmig_resync_key);
@@ -754,7 +814,7 @@ PG_FUNCTION_INFO_V1(softmig_resync_key);
  * softmig_resync_key
  *		softmig._resync_key(migration_id, key): make the other side of one
  *		entity (legacy key jsonb) equal to the authoritative side again, as
- *		the caller: the authoritative row is touched so the ordinary write
+ *		the tables' owners: the authoritative row is touched so the ordinary write
  *		path re-projects it, or, when it no longer exists, the other side's
  *		row is deleted.  Used by release().  Returns rows affected.
  */
@@ -771,10 +831,6 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 	char		nulls[64];
 	int			n = 0;
 	int			param = 1;
-	int			save_nest;
-	Oid			save_user;
-	int			save_sec;
-	Oid			actor = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
 	uint64		done = 0;
 	ListCell   *lc;
 	ListCell   *e;
@@ -828,9 +884,12 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 		appendStringInfoChar(tgt, ')');
 	}
 
-	softmig_enter_owner_context(actor, &save_nest, &save_user, &save_sec);
-	done = touch_or_delete(touch.data, remove.data, n, values, nulls);
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	if (m->state == SM_MIRRORED)
+		done = touch_or_delete(touch.data, softmig_rel_owner(m->legacy),
+							   remove.data, softmig_rel_owner(m->target), n, values, nulls);
+	else
+		done = touch_or_delete(touch.data, softmig_rel_owner(m->target),
+							   remove.data, softmig_rel_owner(m->legacy), n, values, nulls);
 	SPI_finish();
 	PG_RETURN_INT64((int64) done);
 }
@@ -860,7 +919,7 @@ PG_FUNCTION_INFO_V1(softmig_resync_all);
 /*
  * softmig_resync_all
  *		softmig._resync_all(migration_id): make legacy equal to the target's
- *		projection again (new_write/new_read), as the caller: upsert every
+ *		projection again (new_write/new_read), as legacy's owner: upsert every
  *		target row through the backward mapping, delete legacy rows the
  *		target lacks.  The caller holds both tables locked against writers.
  *		Used by shadow_enable().  Returns rows written.
@@ -880,7 +939,6 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
-	Oid			actor = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
 	uint64		done = 0;
 
 	if (m == NULL)
@@ -920,7 +978,8 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 	if (i == 0)
 		appendStringInfoString(&buf, "NOTHING");
 
-	softmig_enter_owner_context(actor, &save_nest, &save_user, &save_sec);
+	/* as legacy's owner: it writes legacy through the backward mapping */
+	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
 	softmig_mirror_depth++;
 	PG_TRY();
 	{
@@ -961,4 +1020,55 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	SPI_finish();
 	PG_RETURN_INT64((int64) done);
+}
+
+PG_FUNCTION_INFO_V1(softmig_normalize_key);
+/*
+ * softmig_normalize_key
+ *		softmig._key_typed(migration_id, key): the entity key with each value
+ *		cast to its legacy key column's type, e.g. {"id": "4"} -> {"id": 4}.
+ *		The casts run as the legacy table's owner (a domain's CHECK is that
+ *		owner's code, never to be run as the catalog owner).  The caller
+ *		validated the key's shape.
+ */
+Datum
+softmig_normalize_key(PG_FUNCTION_ARGS)
+{
+	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	Datum		key = PG_GETARG_DATUM(1);
+	StringInfoData buf;
+	ListCell   *k;
+	ListCell   *t;
+	SoftmigDest *bwd;
+	int			i = 0;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	Oid			argtypes[1] = {JSONBOID};
+	Datum		values[1];
+	Datum		result;
+	bool		isnull;
+
+	if (m == NULL)
+		elog(ERROR, "migration does not exist");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy key columns and types */
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "SELECT pg_catalog.jsonb_build_object(");
+	forboth(k, bwd->keycols, t, bwd->keytypes)
+	{
+		appendStringInfo(&buf, "%s%s, ($1 OPERATOR(pg_catalog.->>) %s)::%s", i++ ? ", " : "",
+						 quote_literal_cstr(lfirst(k)), quote_literal_cstr(lfirst(k)), (char *) lfirst(t));
+	}
+	appendStringInfoChar(&buf, ')');
+	values[0] = key;
+	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
+	if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: typing the key failed");
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	result = SPI_datumTransfer(result, false, -1);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
 }

@@ -767,6 +767,18 @@ disc_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTr
 }
 
 /*
+ * disc_xact_callback
+ *		At abort, forget any suppression a failed softmig call left raised
+ *		(callers lower it in PG_FINALLY; this is the safety net).
+ */
+static void
+disc_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		softmig_discovery_suppress = 0;
+}
+
+/*
  * softmig_discovery_init
  *		Define the discovery GUCs; under shared_preload_libraries also
  *		request shared memory and install the hooks.  Called from
@@ -811,6 +823,7 @@ softmig_discovery_init(void)
 	post_parse_analyze_hook = disc_post_parse_analyze;
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = disc_ProcessUtility;
+	RegisterXactCallback(disc_xact_callback, NULL);
 }
 
 /*

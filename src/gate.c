@@ -275,25 +275,6 @@ softmig_actor(PG_FUNCTION_ARGS)
 	PG_RETURN_NAME(result);
 }
 
-PG_FUNCTION_INFO_V1(softmig_is_owner);
-/*
- * softmig_is_owner
- *		softmig._is_owner(legacy, target): may the gated caller (or current
- *		user) manage a migration between these tables?  Used by SQL code that
- *		needs the same rule as the gate, e.g. for softmig.override.
- */
-Datum
-softmig_is_owner(PG_FUNCTION_ARGS)
-{
-	Oid			role = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
-	Oid			legacy = PG_GETARG_OID(0);
-	Oid			target = PG_GETARG_OID(1);
-
-	PG_RETURN_BOOL(superuser_arg(role) ||
-				   (softmig_rel_ownercheck(legacy, role) &&
-					softmig_rel_ownercheck(target, role)));
-}
-
 PG_FUNCTION_INFO_V1(softmig_state_of_literal);
 /*
  * softmig_state_of_literal

@@ -41,8 +41,8 @@ PG_FUNCTION_INFO_V1(softmig_hydrate_exec);
 /*
  * softmig_hydrate_exec
  *		softmig._hydrate_exec(migration_id, rows, as_of, authority,
- *		default_owner): the two set-based statements of a hydrate, run as
- *		the caller with the pinned search_path; the caller (SQL) validated
+ *		default_owner): the set-based statements of a hydrate, run as the
+ *		owners of the tables they write, with the pinned search_path; the caller (SQL) validated
  *		the input shape.  Returns the number of target rows changed.  Locks:
  *		RowExclusiveLock on the target (and on legacy through the
  *		projection in new_write/new_read).
@@ -76,7 +76,6 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
-	Oid			actor = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
 	char	   *target;
 	char	   *legacy;
 	uint64		changed = 0;
@@ -122,7 +121,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	i = 0;
 	forboth(k, fwd->keycols, o, fwd->keyops)
 	{
-		appendStringInfo(&keymatch, "%ssoftmig_t.%s %s softmig_r.%s", i++ ? " AND " : "",
+		appendStringInfo(&keymatch, "%s\"softmig.t\".%s %s \"softmig.r\".%s", i++ ? " AND " : "",
 						 quote_identifier(lfirst(k)), (char *) lfirst(o), quote_identifier(lfirst(k)));
 	}
 
@@ -135,7 +134,11 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	values[2] = authority;
 	values[3] = dflt;
 
-	softmig_enter_owner_context(actor, &save_nest, &save_user, &save_sec);
+	/*
+	 * As the target's owner (it writes the target; in mirrored it also reads
+	 * legacy to see which entities still exist), never as the caller.
+	 */
+	softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
 
 	/*
 	 * In mirrored the target is legacy's projection: hydrate writes it as
@@ -159,22 +162,22 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 			appendStringInfo(&fresh,
 							 "ARRAY(SELECT fw.field FROM softmig.field_writes fw "
 							 "WHERE fw.migration_id OPERATOR(pg_catalog.=) %d "
-							 "AND fw.key OPERATOR(pg_catalog.=) (SELECT %s FROM (SELECT softmig_t.*) AS softmig_x) "
+							 "AND fw.key OPERATOR(pg_catalog.=) (SELECT %s FROM (SELECT \"softmig.t\".*) AS \"softmig.x\") "
 							 "AND NOT pg_catalog.pg_visible_in_snapshot(fw.xid, $2))",
 							 m->id, keyjson);
 		}
 		else
 			appendStringInfo(&fresh,
-							 "CASE WHEN softmig._written_before(softmig_t.xmin, $2) THEN '{}'::text[] "
+							 "CASE WHEN softmig._written_before(\"softmig.t\".xmin, $2) THEN '{}'::text[] "
 							 "ELSE ARRAY[%s]::text[] END", allfields.data);
 		initStringInfo(&buf);
 		appendStringInfo(&buf,
-						 "UPDATE %s AS softmig_t SET (%s) = (SELECT %s FROM pg_catalog.jsonb_populate_record(softmig_t, "
-						 "(softmig.merge(pg_catalog.to_jsonb(softmig_t), softmig_i.img, 'new', $3, $4, %s)).merged)) "
-						 "FROM pg_catalog.jsonb_array_elements($1) AS softmig_i(img), "
-						 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, softmig_i.img) AS softmig_r "
-						 "WHERE %s AND pg_catalog.to_jsonb(softmig_t) IS DISTINCT FROM "
-						 "(softmig.merge(pg_catalog.to_jsonb(softmig_t), softmig_i.img, 'new', $3, $4, %s)).merged",
+						 "UPDATE %s AS \"softmig.t\" SET (%s) = (SELECT %s FROM pg_catalog.jsonb_populate_record(\"softmig.t\", "
+						 "(softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s)).merged)) "
+						 "FROM pg_catalog.jsonb_array_elements($1) AS \"softmig.i\"(img), "
+						 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, \"softmig.i\".img) AS \"softmig.r\" "
+						 "WHERE %s AND pg_catalog.to_jsonb(\"softmig.t\") IS DISTINCT FROM "
+						 "(softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s)).merged",
 						 target, cols.data, cols.data, fresh.data, target, keymatch.data, fresh.data);
 		if (SPI_execute_with_args(buf.data, 4, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "softmig: hydrate update failed");
@@ -185,10 +188,10 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		{
 			resetStringInfo(&buf);
 			appendStringInfo(&buf,
-							 "INSERT INTO %s AS softmig_t (%s) OVERRIDING SYSTEM VALUE "
-							 "SELECT %s FROM (SELECT (pg_catalog.jsonb_populate_record(NULL::%s, softmig_i.img)).* "
-							 "FROM pg_catalog.jsonb_array_elements($1) AS softmig_i(img)) AS softmig_r "
-							 "WHERE NOT EXISTS (SELECT 1 FROM %s AS softmig_t WHERE %s) "
+							 "INSERT INTO %s AS \"softmig.t\" (%s) OVERRIDING SYSTEM VALUE "
+							 "SELECT %s FROM (SELECT (pg_catalog.jsonb_populate_record(NULL::%s, \"softmig.i\".img)).* "
+							 "FROM pg_catalog.jsonb_array_elements($1) AS \"softmig.i\"(img)) AS \"softmig.r\" "
+							 "WHERE NOT EXISTS (SELECT 1 FROM %s AS \"softmig.t\" WHERE %s) "
 							 "AND EXISTS (SELECT 1 FROM (SELECT ",
 							 target, cols.data, cols.data, target, target, keymatch.data);
 			i = 1;
@@ -198,11 +201,11 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 								 (char *) lfirst(e), (char *) lfirst(t), i);
 				i++;
 			}
-			appendStringInfo(&buf, " FROM (SELECT softmig_r.*) AS softmig_x) AS softmig_s, %s AS softmig_l WHERE ", legacy);
+			appendStringInfo(&buf, " FROM (SELECT \"softmig.r\".*) AS \"softmig.x\") AS \"softmig.s\", %s AS \"softmig.l\" WHERE ", legacy);
 			i = 1;
 			forboth(k, bwd->keycols, o, bwd->keyops)
 			{
-				appendStringInfo(&buf, "%ssoftmig_l.%s %s softmig_s.softmig_k%d", i > 1 ? " AND " : "",
+				appendStringInfo(&buf, "%s\"softmig.l\".%s %s \"softmig.s\".softmig_k%d", i > 1 ? " AND " : "",
 								 quote_identifier(lfirst(k)), (char *) lfirst(o), i);
 				i++;
 			}
@@ -230,12 +233,12 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		int			v = 1;
 
 		resetStringInfo(&buf);
-		appendStringInfo(&buf, "UPDATE %s AS softmig_l SET ", legacy);
+		appendStringInfo(&buf, "UPDATE %s AS \"softmig.l\" SET ", legacy);
 		forboth(c2, bwd->cols, e2, bwd->exprs)
 		{
 			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
 				continue;
-			appendStringInfo(&buf, "%s%s = softmig_s.softmig_v%d", v > 1 ? ", " : "",
+			appendStringInfo(&buf, "%s%s = \"softmig.s\".softmig_v%d", v > 1 ? ", " : "",
 							 quote_identifier(lfirst(c2)), v);
 			v++;
 		}
@@ -255,17 +258,19 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 							 (char *) lfirst(e), (char *) lfirst(t), i);
 			i++;
 		}
-		appendStringInfo(&buf, " FROM %s AS softmig_t WHERE EXISTS (SELECT 1 FROM "
-						 "pg_catalog.jsonb_array_elements($1) AS softmig_i(img), "
-						 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, softmig_i.img) AS softmig_r WHERE %s)) AS softmig_s WHERE ",
+		appendStringInfo(&buf, " FROM %s AS \"softmig.t\" WHERE EXISTS (SELECT 1 FROM "
+						 "pg_catalog.jsonb_array_elements($1) AS \"softmig.i\"(img), "
+						 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, \"softmig.i\".img) AS \"softmig.r\" WHERE %s)) AS \"softmig.s\" WHERE ",
 						 target, target, keymatch.data);
 		i = 1;
 		forboth(k, bwd->keycols, o, bwd->keyops)
 		{
-			appendStringInfo(&buf, "%ssoftmig_l.%s %s softmig_s.softmig_k%d", i > 1 ? " AND " : "",
+			appendStringInfo(&buf, "%s\"softmig.l\".%s %s \"softmig.s\".softmig_k%d", i > 1 ? " AND " : "",
 							 quote_identifier(lfirst(k)), (char *) lfirst(o), i);
 			i++;
 		}
+		softmig_leave_owner_context(save_nest, save_user, save_sec);
+		softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
 		softmig_mirror_depth++;
 		PG_TRY();
 		{

@@ -619,6 +619,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		append_upsert(&buf, d, SM_NEW_TABLE, not_taken);
 	}
 	p->upsert = softmig_prepare_kept(buf.data, 0, NULL);
+	p->upsert_sql = MemoryContextStrdup(m->cxt, buf.data);
 
 	/* delete */
 	resetStringInfo(&buf);
@@ -627,6 +628,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	appendStringInfoString(&buf, " AS softmig_o WHERE ");
 	append_key_match(&buf, d, "softmig_o");
 	p->delete = softmig_prepare_kept(buf.data, 0, NULL);
+	p->delete_sql = MemoryContextStrdup(m->cxt, buf.data);
 
 	/* move: one key change; parameters are the old then the new row */
 	for (i = 0; i < srcdesc->natts; i++)

@@ -9,22 +9,30 @@
  *	  are matched on it), divergent columns and new_only columns.  Entities
  *	  listed by softmig._quarantined_keys are skipped on both sides.
  *
- *	  Two phases:
+ *	  Three steps:
  *
- *	  1. Digest.  Each side is read once, in key order, by one statement
- *	     whose rows go straight into a DestReceiver (no tuple copies).  The
- *	     legacy rows are cut into chunks of chunk_rows rows at key
- *	     boundaries; the target rows are assigned to the same key ranges.
- *	     Per chunk and side we keep the row count and two 64-bit sums of
- *	     per-row hashes: a primary digest and an independent guard digest.
- *	     Memory: one boundary key and a few counters per chunk.
+ *	  0. Chunks.  The key space is cut into ranges of about chunk_rows rows
+ *	     by quantiles of a repeatable block sample of the target's keys (the
+ *	     legacy side's mapped keys when the target is empty).  Any
+ *	     increasing bounds give a correct answer; the sample only makes the
+ *	     chunks even.
+ *
+ *	  1. Digest.  Each side is read once by one statement, SELECT
+ *	     softmig.parity_digest(...) FROM side: a parallel-safe aggregate
+ *	     that hashes every row into per-chunk row counts and two 64-bit sums
+ *	     (a primary digest and an independent guard digest), so the planner
+ *	     can scan and map in parallel workers and only the small state comes
+ *	     back.  Rows too wide for one function call go through a
+ *	     DestReceiver in this backend instead (same code, acc_row).
  *
  *	  2. Descent.  Only chunks whose count or either digest differ are read
- *	     again, both sides through cursors over the chunk's key range, and
- *	     merged row by row: a key on one side only is missing on the other,
- *	     and a key on both is compared field by field with the type's
- *	     equality operator.  So every reported difference is confirmed (no
- *	     false positives), and memory is bounded by a fetch batch.
+ *	     again, both sides through cursors over the chunk's key range in key
+ *	     order, and merged row by row: a key on one side only is missing on
+ *	     the other, and a key on both is compared field by field with the
+ *	     type's equality operator.  So every reported difference is
+ *	     confirmed (no false positives), and memory is bounded by a fetch
+ *	     batch.  The entity's key (legacy key as jsonb) is only computed for
+ *	     rows that are reported.
  *
  *	  Exactness: a difference can only be missed if a chunk's count and
  *	  both of its digests match although the chunk differs.  The per-row
@@ -40,23 +48,28 @@
  *	  transaction), so both phases and both sides see one consistent state
  *	  and an in-flight mirrored write is never half seen.
  *
- *	  Security: the mapping expressions are user SQL.  They run as the
- *	  caller (the role that passed the ownership gate, or the current user)
- *	  in a security-restricted operation with search_path pinned to
- *	  pg_catalog, pg_temp, row_security off (a policy makes parity fail,
- *	  never silently filter) and transaction_read_only on, so the caller
- *	  needs SELECT on both tables and nothing can be written.  They are
- *	  never evaluated as the catalog owner; only the quarantine list is
- *	  read with the catalog owner's rights.
+ *	  Security: the mapping expressions are the table owner's SQL.  They
+ *	  run as the owner of the table being read (legacy side: the legacy
+ *	  owner, target side: the target owner), never as the catalog owner and
+ *	  never with the rights of whoever happens to call, in a
+ *	  security-restricted operation with search_path pinned to pg_catalog,
+ *	  pg_temp, row_security off and transaction_read_only on, so nothing
+ *	  can be written.  Since that reads with the owners' rights, the caller
+ *	  (the role that passed the ownership gate, or the current user) must be
+ *	  allowed to read both tables itself: SELECT on each and no row-level
+ *	  security policy that applies to it (softmig_check_read_access, 42501).
+ *	  Only the quarantine list is read with the catalog owner's rights.
  *
  *	  Also here: softmig.parity (the SRF), softmig._parity_summary (counts
  *	  and a sample, used by check and the mirrored -> new_write guard),
- *	  softmig._inspect_sides (both sides of one entity, for inspect) and
+ *	  softmig.inspect (both sides of one entity) and
  *	  the observability GUCs.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <math.h>
 
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -71,6 +84,7 @@
 #include "nodes/params.h"
 #include "parser/parse_relation.h"
 #include "tcop/dest.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
@@ -78,14 +92,17 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rls.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
+#include "utils/sortsupport.h"
 #include "utils/typcache.h"
 
 #include "softmig.h"
 #include "observe.h"
+#include "readpath.h"
 
 /* GUCs (see softmig_observe_init) */
 int			softmig_parity_digest_bits = 64;
@@ -96,6 +113,20 @@ int			softmig_parity_pause_lock = 0;
 
 /* rows per cursor fetch in the descent */
 #define PARITY_FETCH 1000
+
+/* digest state: 4 counters, then 3 per chunk (see acc_row) */
+#define ACC_HDR 4
+
+/*
+ * A digest state as a bytea: the uint64 array starts 8 bytes in (after the
+ * 4-byte header and 4 bytes of padding), so it is aligned in our palloc'd
+ * states; states from elsewhere are read with memcpy.
+ */
+#define ACC_PAD 8
+#define ACC_STATE(b) ((uint64 *) (((char *) (b)) + ACC_PAD))
+
+/* Hard limit on chunks (the digest state is 24 bytes per chunk). */
+#define PARITY_MAX_CHUNKS 100000
 
 /* jsonb_build_object takes at most 100 arguments: build in groups */
 #define JSON_PAIRS_PER_CALL 40
@@ -119,11 +150,8 @@ typedef struct PCol
 	Oid			typid;
 	int32		typmod;
 	Oid			collid;			/* collation used to hash, compare, order */
-	bool		has_hash;
-	FmgrInfo	hash;			/* extended hash proc of the type */
 	bool		has_eq;
 	FmgrInfo	eq;				/* equality operator's proc */
-	FmgrInfo	cmp;			/* btree comparison (key columns only) */
 	FmgrInfo	out;			/* output function */
 } PCol;
 
@@ -136,10 +164,41 @@ typedef struct PChunk
 	uint64		d2[2];			/* guard digest */
 } PChunk;
 
-typedef struct ParityCtx ParityCtx;
+typedef struct AccCol
+{
+	Oid			collid;
+	int			how;			/* ACC_HASH_* */
+	int16		typlen;
+	FmgrInfo	hash;			/* extended hash proc of the (base) type */
+	FmgrInfo	out;			/* output function: last-resort hash */
+	SortSupportData ssup;		/* key columns: the default btree order */
+} AccCol;
 
-/* Called for every confirmed difference; values are of the column's type. */
-typedef void (*ParityEmit) (ParityCtx *c, ParityKind kind, Datum key,
+/* How a column's values are hashed (see acc_value_hash). */
+#define ACC_HASH_BINARY 0		/* the value's bytes: equal iff bytes equal */
+#define ACC_HASH_TYPE 1			/* the type's extended hash function */
+#define ACC_HASH_TEXT 2			/* the text form (no hash function) */
+
+typedef struct AccSetup
+{
+	int			nkeys;
+	int			ncols;
+	uint64		seed;
+	AccCol	   *cols;
+	int			nb;				/* chunk i is (b[i-1], b[i]]; chunk nb unbounded */
+	Datum	   *bounds;			/* nb * nkeys */
+	int			nq;
+	Datum	   *q;				/* nq * nkeys, sorted */
+} AccSetup;
+
+typedef struct ParityCtx ParityCtx;
+typedef struct KeyRef KeyRef;
+
+/*
+ * Called for every confirmed difference; values are of the column's type.
+ * The entity's key (legacy-key jsonb) is computed on demand with key_of().
+ */
+typedef void (*ParityEmit) (ParityCtx *c, ParityKind kind, KeyRef *kr,
 							int field, Datum lval, bool lnull,
 							Datum tval, bool tnull);
 
@@ -158,9 +217,15 @@ struct ParityCtx
 	char	   *tkeyjson;		/* legacy key as jsonb, over target columns */
 	char	   *lmapped;		/* jsonb of every forward-mapped column */
 	List	   *lkeycols;		/* legacy key columns */
+	Oid		   *lkeytypes;		/* their types */
+	SPIPlanPtr	lkeyplan;		/* legacy key values -> jsonb */
+	SPIPlanPtr	tkeyplan;		/* target key values -> legacy-key jsonb */
 	List	   *lkeyops;		/* their equality operators */
 	List	   *tkeyops;		/* target key equality operators */
-	Oid			actor;
+	Oid			actor;			/* on whose behalf (privileges are checked) */
+	Oid			lowner;			/* legacy user SQL runs as the legacy owner */
+	Oid			towner;			/* target user SQL runs as the target owner */
+	int			run_sec;		/* security context while running user SQL */
 	int			chunk_rows;
 	int			digest_bits;
 	uint64		d1mask;
@@ -174,7 +239,7 @@ struct ParityCtx
 	/* chunks */
 	PChunk	   *chunks;
 	int			nchunks;
-	int			maxchunks;
+	AccSetup	acc;			/* hashing, chunking, quarantine (see acc_row) */
 	/* statistics */
 	uint64		rows[2];
 	uint64		nullkeys[2];
@@ -187,6 +252,9 @@ struct ParityCtx
 	MemoryContext cxt;			/* lives for the whole call */
 	MemoryContext rowcxt;		/* reset per row */
 };
+
+static void acc_col_init(AccCol *ac, Oid typid, Oid collid, bool iskey,
+						 MemoryContext cxt);
 
 /* ---------------------------------------------------------------------
  * GUCs and contexts
@@ -238,6 +306,47 @@ softmig_enter_readonly_context(Oid role, int *save_nestlevel, Oid *save_userid,
 	(void) set_config_option("transaction_read_only", "on",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
+}
+
+/*
+ * softmig_check_read_access
+ *		Raise 42501 unless role may read both tables of a migration itself:
+ *		SELECT on each, and no row-level security policy that would apply to
+ *		it (softmig reads them as their owners, which would bypass it).
+ *		Syscache lookups only.  what names the caller in messages.
+ */
+void
+softmig_check_read_access(Oid legacy, Oid target, Oid role, const char *what)
+{
+	Oid			rels[2] = {legacy, target};
+
+	for (int i = 0; i < 2; i++)
+	{
+		if (pg_class_aclcheck(rels[i], role, ACL_SELECT) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for table %s", get_rel_name(rels[i])),
+					 errdetail("%s reads both tables of the migration on behalf of role \"%s\", which needs SELECT on them.",
+							   what, GetUserNameFromId(role, false))));
+		if (check_enable_rls(rels[i], role, true) == RLS_ENABLED)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("row-level security of table %s applies to role \"%s\"",
+							get_rel_name(rels[i]), GetUserNameFromId(role, false)),
+					 errdetail("%s reads the tables as their owner and would not apply the policies.", what),
+					 errhint("Run it as the table owner or as a role with BYPASSRLS.")));
+	}
+}
+
+/*
+ * as_role
+ *		Inside the read-only context, run the following user SQL as role
+ *		(a table owner): security-restricted, GUCs as set on entry.
+ */
+static void
+as_role(ParityCtx *c, Oid role)
+{
+	SetUserIdAndSecContext(role, c->run_sec);
 }
 
 /* ---------------------------------------------------------------------
@@ -321,8 +430,9 @@ collation_sql(Oid collid)
 /*
  * pcol_setup
  *		Fill a PCol from the target column's attribute: type, collation,
- *		hash, equality, comparison (keys) and output functions.  Raises
- *		42883 for a key type without a default btree operator class.
+ *		equality and output functions.  Raises 42883 for a key type without
+ *		a default btree operator class (hashing and ordering are set up by
+ *		acc_col_init).
  */
 static void
 pcol_setup(ParityCtx *c, PCol *pc, Form_pg_attribute att, bool iskey)
@@ -333,14 +443,10 @@ pcol_setup(ParityCtx *c, PCol *pc, Form_pg_attribute att, bool iskey)
 	bool		isvarlena;
 
 	tc = lookup_type_cache(base, TYPECACHE_EQ_OPR_FINFO |
-						   TYPECACHE_HASH_EXTENDED_PROC_FINFO |
 						   (iskey ? TYPECACHE_CMP_PROC_FINFO : 0));
 	pc->typid = att->atttypid;
 	pc->typmod = att->atttypmod;
 	pc->collid = att->attcollation;
-	pc->has_hash = OidIsValid(tc->hash_extended_proc_finfo.fn_oid);
-	if (pc->has_hash)
-		fmgr_info_cxt(tc->hash_extended_proc_finfo.fn_oid, &pc->hash, c->cxt);
 	pc->has_eq = OidIsValid(tc->eq_opr_finfo.fn_oid);
 	if (pc->has_eq)
 		fmgr_info_cxt(tc->eq_opr_finfo.fn_oid, &pc->eq, c->cxt);
@@ -353,7 +459,6 @@ pcol_setup(ParityCtx *c, PCol *pc, Form_pg_attribute att, bool iskey)
 							pc->name, format_type_be(att->atttypid)),
 					 errdetail("Migration \"%s\" compares rows in key order.", c->name),
 					 errhint("The correlation key needs types with a default btree operator class.")));
-		fmgr_info_cxt(tc->cmp_proc_finfo.fn_oid, &pc->cmp, c->cxt);
 	}
 	getTypeOutputInfo(att->atttypid, &outfn, &isvarlena);
 	fmgr_info_cxt(outfn, &pc->out, c->cxt);
@@ -438,11 +543,28 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
 	c->name = pstrdup(m->name);
 	c->legacy = m->legacy;
 	c->target = m->target;
+	c->lowner = softmig_rel_owner(m->legacy);
+	c->towner = softmig_rel_owner(m->target);
 	fwd = softmig_build_dest(m, SIDE_LEGACY);	/* target side */
 	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy side */
 	c->lqual = softmig_qualified_relname(m->legacy);
 	c->tqual = pstrdup(fwd->qualname);
 	c->lkeycols = copy_str_list(bwd->keycols);
+	{
+		Relation	lrel = table_open(m->legacy, AccessShareLock);
+		ListCell   *lk;
+
+		c->lkeytypes = palloc(sizeof(Oid) * list_length(c->lkeycols));
+		foreach(lk, c->lkeycols)
+		{
+			AttrNumber	a = attnameAttNum(lrel, lfirst(lk), false);
+
+			if (a <= 0)
+				elog(ERROR, "softmig: legacy key column \"%s\" does not exist", (char *) lfirst(lk));
+			c->lkeytypes[foreach_current_index(lk)] = TupleDescAttr(RelationGetDescr(lrel), a - 1)->atttypid;
+		}
+		table_close(lrel, NoLock);
+	}
 	c->lkeyops = copy_str_list(bwd->keyops);
 	c->tkeyops = copy_str_list(fwd->keyops);
 	{
@@ -532,16 +654,112 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
 	else
 		c->seed = UINT64CONST(0x5eed50f7a11e5);
 
-	c->maxchunks = 64;
-	c->chunks = palloc0(sizeof(PChunk) * c->maxchunks);
+	c->acc.nkeys = c->nkeys;
+	c->acc.ncols = c->ncols;
+	c->acc.seed = c->seed;
+	c->acc.cols = palloc0(sizeof(AccCol) * c->ncols);
+	for (int k = 0; k < c->ncols; k++)
+		acc_col_init(&c->acc.cols[k], c->cols[k].typid, c->cols[k].collid, k < c->nkeys, cxt);
 	c->nchunks = 1;
+	c->chunks = palloc0(sizeof(PChunk));
 	MemoryContextSwitchTo(old);
 	return c;
 }
 
 /* ---------------------------------------------------------------------
- * Hashing and comparing values
+ * Hashing, ordering and chunking rows
+ *
+ * AccSetup describes how to digest rows of (key columns..., strict
+ * fields...): per column the hash, comparison (keys) and output functions
+ * and the collation, the run's seed, the chunk boundaries and the sorted
+ * quarantined keys.  The same code digests rows in the aggregate
+ * softmig.parity_digest (possibly in parallel workers, which rebuild the
+ * setup from the aggregate's arguments) and in this backend.
+ *
+ * A digest state is an array of uint64: [0] number of chunks, [1] rows
+ * whose key has a NULL, [2] rows of quarantined entities, [3] rows
+ * digested, then per chunk its row count, primary sum and guard sum.
  * --------------------------------------------------------------------- */
+
+
+
+/*
+ * binary_equality_type
+ *		Types whose equal values always have equal bytes (so hashing the
+ *		bytes agrees with equality): integers, oid, bool, char, date, time,
+ *		timestamps, uuid, bytea, enums, and text/varchar under a
+ *		deterministic collation.  Hashing bytes is cheaper than calling the
+ *		type's hash function; for other types (numeric, floats, bpchar,
+ *		jsonb, ...) equal values may differ in bytes and the type's hash is
+ *		used.  Either way equality is confirmed row by row.
+ */
+static bool
+binary_equality_type(Oid base, Oid collid)
+{
+	switch (base)
+	{
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case OIDOID:
+		case BOOLOID:
+		case CHAROID:
+		case DATEOID:
+		case TIMEOID:
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+		case UUIDOID:
+		case BYTEAOID:
+			return true;
+		case TEXTOID:
+		case VARCHAROID:
+			return !OidIsValid(collid) || get_collation_isdeterministic(collid);
+		default:
+			return type_is_enum(base);
+	}
+}
+
+/*
+ * acc_col_init
+ *		Decide how a column is hashed and look up its functions: hash and
+ *		output, and for keys a sort comparator for the default btree order
+ *		with the column's collation.  Allocates in cxt.
+ */
+static void
+acc_col_init(AccCol *ac, Oid typid, Oid collid, bool iskey, MemoryContext cxt)
+{
+	Oid			base = getBaseType(typid);
+	TypeCacheEntry *tc;
+	Oid			outfn;
+	bool		isvarlena;
+
+	tc = lookup_type_cache(base, TYPECACHE_HASH_EXTENDED_PROC_FINFO |
+						   (iskey ? TYPECACHE_LT_OPR : 0));
+	ac->collid = collid;
+	ac->typlen = get_typlen(base);
+	if (binary_equality_type(base, collid))
+		ac->how = ACC_HASH_BINARY;
+	else if (OidIsValid(tc->hash_extended_proc_finfo.fn_oid))
+	{
+		ac->how = ACC_HASH_TYPE;
+		fmgr_info_cxt(tc->hash_extended_proc_finfo.fn_oid, &ac->hash, cxt);
+	}
+	else
+		ac->how = ACC_HASH_TEXT;
+	if (iskey)
+	{
+		if (!OidIsValid(tc->lt_opr))
+			elog(ERROR, "softmig: type %s has no default btree operator class",
+				 format_type_be(typid));
+		memset(&ac->ssup, 0, sizeof(SortSupportData));
+		ac->ssup.ssup_cxt = cxt;
+		ac->ssup.ssup_collation = collid;
+		ac->ssup.ssup_nulls_first = false;
+		PrepareSortSupportFromOrderingOp(tc->lt_opr, &ac->ssup);
+	}
+	getTypeOutputInfo(typid, &outfn, &isvarlena);
+	fmgr_info_cxt(outfn, &ac->out, cxt);
+}
 
 /*
  * mix64
@@ -559,6 +777,173 @@ mix64(uint64 x)
 }
 
 /*
+ * acc_value_hash
+ *		64-bit hash of a non-null value with the run's seed: of its bytes,
+ *		through the type's extended hash (with the column's collation), or
+ *		of its text form (see AccCol.how).
+ */
+static uint64
+acc_value_hash(AccSetup *s, AccCol *ac, Datum v)
+{
+	switch (ac->how)
+	{
+		case ACC_HASH_BINARY:
+			if (ac->typlen == -1)
+			{
+				struct varlena *p = PG_DETOAST_DATUM_PACKED(v);
+
+				return hash_bytes_extended((const unsigned char *) VARDATA_ANY(p),
+										   VARSIZE_ANY_EXHDR(p), s->seed);
+			}
+			if (ac->typlen > 0 && ac->typlen <= (int16) sizeof(Datum))
+			{
+				/* only the value's own bytes count, whatever the extension */
+				uint64		x = (uint64) v;
+
+				if (ac->typlen < 8)
+					x &= (UINT64CONST(1) << (8 * ac->typlen)) - 1;
+				return mix64(x ^ s->seed ^ UINT64CONST(0x9e3779b97f4a7c15));
+			}
+			return hash_bytes_extended((const unsigned char *) DatumGetPointer(v),
+									   ac->typlen, s->seed);
+		case ACC_HASH_TYPE:
+			return DatumGetUInt64(FunctionCall2Coll(&ac->hash, ac->collid, v,
+													UInt64GetDatum(s->seed)));
+		default:
+			{
+				char	   *t = OutputFunctionCall(&ac->out, v);
+
+				return hash_bytes_extended((const unsigned char *) t, strlen(t), s->seed);
+			}
+	}
+}
+
+/*
+ * acc_key_cmp
+ *		Compare two non-null keys (nkeys datums each) in the order the range
+ *		statements use: each key column's default btree order with the
+ *		target column's collation.
+ */
+static int
+acc_key_cmp(AccSetup *s, const Datum *a, const Datum *b)
+{
+	for (int i = 0; i < s->nkeys; i++)
+	{
+		int			r = ApplySortComparator(a[i], false, b[i], false, &s->cols[i].ssup);
+
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
+/*
+ * acc_quarantined
+ *		Is this non-null key a quarantined entity?  Binary search.
+ */
+static bool
+acc_quarantined(AccSetup *s, const Datum *key)
+{
+	int			lo = 0;
+	int			hi = s->nq - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+		int			r = acc_key_cmp(s, key, &s->q[mid * s->nkeys]);
+
+		if (r == 0)
+			return true;
+		if (r < 0)
+			hi = mid - 1;
+		else
+			lo = mid + 1;
+	}
+	return false;
+}
+
+/*
+ * acc_chunk_of
+ *		The chunk of a non-null key: the first i with key <= b[i], or nb.
+ */
+static int
+acc_chunk_of(AccSetup *s, const Datum *key)
+{
+	int			lo = 0;
+	int			hi = s->nb;
+
+	while (lo < hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (acc_key_cmp(s, key, &s->bounds[mid * s->nkeys]) <= 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+/*
+ * acc_row
+ *		Digest one row (keys then fields) into state st.  The primary hash
+ *		and the guard hash combine the same per-value hashes in unrelated
+ *		ways; sums make the digest independent of row order.
+ */
+static void
+acc_row(AccSetup *s, uint64 *st, const Datum *v, const bool *isnull)
+{
+	uint64		a = s->seed;
+	uint64		b = mix64(~s->seed);
+	uint64	   *ch;
+
+	for (int i = 0; i < s->nkeys; i++)
+		if (isnull[i])
+		{
+			st[1]++;
+			return;
+		}
+	if (s->nq > 0 && acc_quarantined(s, v))
+	{
+		st[2]++;
+		return;
+	}
+	for (int i = 0; i < s->ncols; i++)
+	{
+		uint64		fh = isnull[i] ? UINT64CONST(0x6e756c6c6e756c6c) :
+			acc_value_hash(s, &s->cols[i], v[i]);
+
+		a = hash_combine64(a, fh);
+		b = mix64(b ^ (fh + UINT64CONST(0x632be59bd9b4e019) * (uint64) (i + 1)));
+	}
+	ch = &st[ACC_HDR + 3 * acc_chunk_of(s, v)];
+	ch[0]++;
+	ch[1] += a;
+	ch[2] += b;
+	st[3]++;
+}
+
+/*
+ * key_cmp
+ *		acc_key_cmp with the comparison's own setup.
+ */
+static int
+key_cmp(ParityCtx *c, const Datum *a, const Datum *b)
+{
+	return acc_key_cmp(&c->acc, a, b);
+}
+
+/*
+ * is_quarantined
+ *		acc_quarantined with the comparison's own setup.
+ */
+static bool
+is_quarantined(ParityCtx *c, const Datum *key)
+{
+	return acc_quarantined(&c->acc, key);
+}
+
+/*
  * value_text
  *		A non-null value of a column as text (its output function).
  */
@@ -566,26 +951,6 @@ static char *
 value_text(PCol *pc, Datum v)
 {
 	return OutputFunctionCall(&pc->out, v);
-}
-
-/*
- * value_hash
- *		64-bit hash of a non-null value: the type's extended hash with the
- *		run's seed and the column's collation, or a hash of its text form
- *		for types without one.
- */
-static uint64
-value_hash(ParityCtx *c, PCol *pc, Datum v)
-{
-	if (pc->has_hash)
-		return DatumGetUInt64(FunctionCall2Coll(&pc->hash, pc->collid, v,
-												UInt64GetDatum(c->seed)));
-	else
-	{
-		char	   *s = value_text(pc, v);
-
-		return hash_bytes_extended((const unsigned char *) s, strlen(s), c->seed);
-	}
 }
 
 /*
@@ -603,49 +968,6 @@ values_equal(PCol *pc, Datum a, Datum b)
 }
 
 /*
- * key_cmp
- *		Compare two non-null keys (arrays of nkeys datums) in the order the
- *		statements sort them: each key column's default btree order with
- *		the target column's collation.
- */
-static int
-key_cmp(ParityCtx *c, const Datum *a, const Datum *b)
-{
-	for (int i = 0; i < c->nkeys; i++)
-	{
-		int32		r = DatumGetInt32(FunctionCall2Coll(&c->cols[i].cmp, c->cols[i].collid,
-														a[i], b[i]));
-
-		if (r != 0)
-			return r;
-	}
-	return 0;
-}
-
-/*
- * row_hashes
- *		The primary and guard hash of one row (key and strict fields).  The
- *		two combine the same per-value hashes in unrelated ways.
- */
-static void
-row_hashes(ParityCtx *c, const Datum *v, const bool *isnull, uint64 *h1, uint64 *h2)
-{
-	uint64		a = c->seed;
-	uint64		b = mix64(~c->seed);
-
-	for (int i = 0; i < c->ncols; i++)
-	{
-		uint64		fh = isnull[i] ? UINT64CONST(0x6e756c6c6e756c6c) :
-			value_hash(c, &c->cols[i], v[i]);
-
-		a = hash_combine64(a, fh);
-		b = mix64(b ^ (fh + UINT64CONST(0x632be59bd9b4e019) * (uint64) (i + 1)));
-	}
-	*h1 = a;
-	*h2 = b;
-}
-
-/*
  * qkey_cmp
  *		qsort_arg comparator over quarantined keys (nkeys datums each).
  */
@@ -653,31 +975,6 @@ static int
 qkey_cmp(const void *a, const void *b, void *arg)
 {
 	return key_cmp((ParityCtx *) arg, (const Datum *) a, (const Datum *) b);
-}
-
-/*
- * is_quarantined
- *		Is this (non-null) target key a quarantined entity?  Binary search.
- */
-static bool
-is_quarantined(ParityCtx *c, const Datum *key)
-{
-	int			lo = 0;
-	int			hi = c->nq - 1;
-
-	while (lo <= hi)
-	{
-		int			mid = (lo + hi) / 2;
-		int			r = key_cmp(c, key, &c->qkeys[mid * c->nkeys]);
-
-		if (r == 0)
-			return true;
-		if (r < 0)
-			hi = mid - 1;
-		else
-			lo = mid + 1;
-	}
-	return false;
 }
 
 /*
@@ -732,6 +1029,7 @@ load_quarantine(ParityCtx *c)
 	tt = SPI_tuptable;
 	if (n == 0)
 		return;
+	as_role(c, c->lowner);		/* the forward key mapping is the owner's SQL */
 
 	old = MemoryContextSwitchTo(c->cxt);
 	c->qjson = palloc(sizeof(Jsonb *) * n);
@@ -780,138 +1078,171 @@ load_quarantine(ParityCtx *c)
 	}
 	if (c->nq > 1)
 		qsort_arg(c->qkeys, c->nq, sizeof(Datum) * c->nkeys, qkey_cmp, c);
+	c->acc.q = c->qkeys;
+	c->acc.nq = c->nq;
 }
 
 /* ---------------------------------------------------------------------
- * Phase 1: digests
+ * Phase 1: chunk boundaries and digests
  * --------------------------------------------------------------------- */
 
-typedef struct DigestDest
-{
-	DestReceiver pub;
-	ParityCtx  *c;
-	int			side;
-	int			cur;			/* target: current chunk */
-	bool		full;			/* legacy: current chunk has chunk_rows rows */
-} DigestDest;
-
 /*
- * new_chunk
- *		Append an empty, unbounded chunk.
+ * rel_estimate
+ *		Rows and 8kB blocks of a table (all partitions): rows from the
+ *		planner statistics or, for a table never analyzed, 50 per block.
+ *		Only sizes the chunks and the key sample.
  */
 static void
-new_chunk(ParityCtx *c)
+rel_estimate(Oid relid, double *rows, double *blocks)
 {
-	if (c->nchunks == c->maxchunks)
-	{
-		c->maxchunks *= 2;
-		c->chunks = repalloc(c->chunks, sizeof(PChunk) * c->maxchunks);
-	}
-	memset(&c->chunks[c->nchunks], 0, sizeof(PChunk));
-	c->nchunks++;
+	Oid			argtypes[1] = {REGCLASSOID};
+	Datum		values[1];
+	bool		isnull;
+	Datum		d;
+
+	values[0] = ObjectIdGetDatum(relid);
+	if (SPI_execute_with_args("SELECT pg_catalog.sum(CASE WHEN c.reltuples OPERATOR(pg_catalog.>=) 0 THEN c.reltuples::pg_catalog.float8 "
+							  "ELSE pg_catalog.pg_relation_size(c.oid)::pg_catalog.float8 OPERATOR(pg_catalog./) 8192 OPERATOR(pg_catalog.*) 50 END), "
+							  "pg_catalog.sum(pg_catalog.pg_relation_size(c.oid)::pg_catalog.float8 OPERATOR(pg_catalog./) 8192) "
+							  "FROM pg_catalog.pg_class c WHERE c.relkind OPERATOR(pg_catalog.=) 'r' "
+							  "AND (c.oid OPERATOR(pg_catalog.=) $1 OR c.oid OPERATOR(pg_catalog.=) ANY "
+							  "(SELECT p.relid FROM pg_catalog.pg_partition_tree($1) p))",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: estimating the size of a table failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	*rows = isnull ? 0 : DatumGetFloat8(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	*blocks = isnull ? 0 : DatumGetFloat8(d);
 }
 
 /*
- * digest_receive
- *		DestReceiver callback of phase 1: hash one row into its chunk.  The
- *		legacy side defines the chunks (a chunk closes after chunk_rows rows,
- *		never between two equal keys); the target side follows them.  Rows
- *		with a NULL key component are counted and handled apart; rows of
- *		quarantined entities are skipped.
+ * choose_bounds
+ *		Cut the key space into ranges of about chunk_rows rows: sample the
+ *		target's keys (TABLESAMPLE SYSTEM, repeatable; the legacy side's
+ *		mapped keys if the target sample is empty) and take evenly spaced
+ *		quantiles.  Any increasing keys give a correct comparison; the
+ *		sample only makes chunks even.  Sets c->chunks and c->acc.bounds.
  */
-static bool
-digest_receive(TupleTableSlot *slot, DestReceiver *self)
+static void
+choose_bounds(ParityCtx *c)
 {
-	DigestDest *d = (DigestDest *) self;
-	ParityCtx  *c = d->c;
-	Datum	   *v;
-	bool	   *isnull;
-	uint64		h1;
-	uint64		h2;
-	PChunk	   *ch;
+	double		trows;
+	double		tblocks;
+	double		lrows;
+	double		lblocks;
+	double		est;
+	double		want;
+	int			nb;
+	double		pct;
+	uint64		n = 0;
+	SPITupleTable *tt = NULL;
 	MemoryContext old;
-	int			s = d->side;
 
-	slot_getallattrs(slot);
-	v = slot->tts_values;
-	isnull = slot->tts_isnull;
-	for (int i = 0; i < c->nkeys; i++)
-		if (isnull[i])
-		{
-			c->nullkeys[s]++;
-			return true;
-		}
+	c->nchunks = 1;
+	c->chunks = MemoryContextAllocZero(c->cxt, sizeof(PChunk));
+	c->acc.nb = 0;
+	rel_estimate(c->target, &trows, &tblocks);
+	rel_estimate(c->legacy, &lrows, &lblocks);
+	est = Max(trows, lrows);
+	want = floor(est / c->chunk_rows);
+	nb = (int) Min(want, (double) (PARITY_MAX_CHUNKS - 1));
+	if (nb < 1)
+		return;
 
-	old = MemoryContextSwitchTo(c->rowcxt);
-	if (c->nq > 0 && is_quarantined(c, v))
+	/*
+	 * SYSTEM sampling reads whole blocks, whose keys are often neighbours:
+	 * sample about 8 blocks per boundary so the quantiles are even.
+	 */
+	pct = Min(100.0, 100.0 * Max((double) nb * 8, 64.0) / Max(Max(tblocks, lblocks), 1.0));
+	for (int side = PSIDE_TARGET; side >= PSIDE_LEGACY && n == 0; side--)
 	{
-		c->qskipped[s]++;
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(c->rowcxt);
-		return true;
-	}
-	row_hashes(c, v, isnull, &h1, &h2);
+		StringInfoData buf;
+		Oid			argtypes[1] = {FLOAT8OID};
+		Datum		values[1];
 
-	if (s == PSIDE_LEGACY)
-	{
-		ch = &c->chunks[c->nchunks - 1];
-		if (d->full && key_cmp(c, v, ch->bound) != 0)
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "SELECT * FROM (SELECT ");
+		for (int i = 0; i < c->nkeys; i++)
 		{
-			MemoryContextSwitchTo(c->cxt);
-			new_chunk(c);
-			ch = &c->chunks[c->nchunks - 1];
-			d->full = false;
+			if (i)
+				appendStringInfoString(&buf, ", ");
+			if (side == PSIDE_LEGACY)
+				appendStringInfo(&buf, "%s AS k%d", c->cols[i].lexpr, i);
+			else
+				appendStringInfo(&buf, "softmig_t.%s AS k%d", quote_identifier(c->cols[i].name), i);
 		}
-		if (!d->full && ch->n[s] + 1 >= (uint64) c->chunk_rows)
-		{
-			MemoryContextSwitchTo(c->cxt);
-			ch->bound = palloc(sizeof(Datum) * c->nkeys);
-			for (int i = 0; i < c->nkeys; i++)
-			{
-				Form_pg_attribute att = TupleDescAttr(slot->tts_tupleDescriptor, i);
-
-				ch->bound[i] = datumCopy(v[i], att->attbyval, att->attlen);
-			}
-			d->full = true;
-		}
+		if (side == PSIDE_LEGACY)
+			appendStringInfo(&buf, " FROM %s AS softmig_l", c->lqual);
+		else
+			appendStringInfo(&buf, " FROM %s AS softmig_t", c->tqual);
+		appendStringInfoString(&buf, " TABLESAMPLE SYSTEM ($1) REPEATABLE (8)) AS softmig_s WHERE ");
+		for (int i = 0; i < c->nkeys; i++)
+			appendStringInfo(&buf, "%sk%d IS NOT NULL", i ? " AND " : "", i);
+		appendStringInfoString(&buf, " ORDER BY ");
+		for (int i = 0; i < c->nkeys; i++)
+			appendStringInfo(&buf, "%sk%d", i ? ", " : "", i);
+		values[0] = Float8GetDatum(pct);
+		as_role(c, side == PSIDE_LEGACY ? c->lowner : c->towner);
+		if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "softmig: sampling keys failed");
+		n = SPI_processed;
+		tt = SPI_tuptable;
 	}
-	else
+	if (n == 0)
+		return;
+
+	old = MemoryContextSwitchTo(c->cxt);
+	c->chunks = palloc0(sizeof(PChunk) * (nb + 1));
+	c->acc.bounds = palloc(sizeof(Datum) * nb * c->nkeys);
+	c->acc.nb = 0;
+	for (int j = 1; j <= nb; j++)
 	{
-		while (d->cur < c->nchunks - 1 && key_cmp(c, v, c->chunks[d->cur].bound) > 0)
-			d->cur++;
-		ch = &c->chunks[d->cur];
-	}
-	ch->n[s]++;
-	ch->d1[s] += h1 & c->d1mask;
-	ch->d2[s] += h2;
-	c->rows[s]++;
+		uint64		row = (uint64) ((double) j * n / (nb + 1));
+		Datum	   *b = &c->acc.bounds[c->acc.nb * c->nkeys];
 
+		if (row >= n)
+			break;
+		for (int k = 0; k < c->nkeys; k++)
+		{
+			bool		isnull;
+			Form_pg_attribute att = TupleDescAttr(tt->tupdesc, k);
+
+			b[k] = datumCopy(SPI_getbinval(tt->vals[row], tt->tupdesc, k + 1, &isnull),
+							 att->attbyval, att->attlen);
+		}
+		/* equal neighbours would make an empty chunk */
+		if (c->acc.nb > 0 && key_cmp(c, b, &c->acc.bounds[(c->acc.nb - 1) * c->nkeys]) <= 0)
+			continue;
+		c->chunks[c->acc.nb].bound = b;
+		c->acc.nb++;
+	}
+	c->nchunks = c->acc.nb + 1;
 	MemoryContextSwitchTo(old);
-	MemoryContextReset(c->rowcxt);
-	return true;
+	SPI_freetuptable(tt);
 }
 
 /*
- * digest_startup / digest_shutdown / digest_destroy
- *		DestReceiver callbacks with nothing to do.
+ * merge_state
+ *		Add a digest state of one side into the chunks.
  */
 static void
-digest_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+merge_state(ParityCtx *c, int side, const uint64 *st)
 {
-}
-
-static void
-digest_shutdown(DestReceiver *self)
-{
-}
-
-static void
-digest_destroy(DestReceiver *self)
-{
+	if ((int) st[0] != c->nchunks)
+		elog(ERROR, "softmig: parity digest has %d chunks, expected %d", (int) st[0], c->nchunks);
+	c->nullkeys[side] += st[1];
+	c->qskipped[side] += st[2];
+	c->rows[side] += st[3];
+	for (int i = 0; i < c->nchunks; i++)
+	{
+		c->chunks[i].n[side] += st[ACC_HDR + 3 * i];
+		c->chunks[i].d1[side] += st[ACC_HDR + 3 * i + 1];
+		c->chunks[i].d2[side] += st[ACC_HDR + 3 * i + 2];
+	}
 }
 
 /*
- * select_list
+ * append_select_list
  *		The key and strict-field columns of one side, in c->cols order:
  *		legacy through the mapping (cast to the target's types, keys with
  *		the target's collation), target as stored.
@@ -943,7 +1274,7 @@ append_order_by(StringInfo buf, ParityCtx *c, int first)
 }
 
 /*
- * side_from
+ * append_from
  *		" FROM <table> AS <alias>" for a side.
  */
 static void
@@ -976,12 +1307,155 @@ pause_point(void)
 }
 
 /*
- * digest_pass
- *		Phase 1 for one side: one ordered statement, its rows hashed by
- *		digest_receive as they are produced.  Parallel plans are allowed.
+ * key_array
+ *		An array of the base type of key column k holding element k of n
+ *		keys stored nkeys apart (boundaries or quarantined keys).
+ */
+static Datum
+key_array(ParityCtx *c, int k, const Datum *keys, int n)
+{
+	Oid			base = getBaseType(c->cols[k].typid);
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	get_typlenbyvalalign(base, &typlen, &typbyval, &typalign);
+	for (int i = 0; i < n; i++)
+		elems[i] = keys[i * c->nkeys + k];
+	return PointerGetDatum(construct_array(elems, n, base, typlen, typbyval, typalign));
+}
+
+/*
+ * digest_pass_agg
+ *		Phase 1 for one side in one statement: the aggregate
+ *		softmig.parity_digest over the side's rows, which the planner may
+ *		run in parallel workers (partial states are summed).  Arguments:
+ *		seed, number of key columns, collations, one boundary array and one
+ *		quarantine array per key column, then the columns.
  */
 static void
-digest_pass(ParityCtx *c, int side)
+digest_pass_agg(ParityCtx *c, int side)
+{
+	StringInfoData buf;
+	SPIPlanPtr	plan;
+	int			nparams = 3 + 2 * c->nkeys;
+	Oid		   *argtypes = palloc(sizeof(Oid) * nparams);
+	Datum	   *values = palloc(sizeof(Datum) * nparams);
+	Datum	   *colls = palloc(sizeof(Datum) * c->ncols);
+	bool		isnull;
+	Datum		d;
+	int			p;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "SELECT softmig.parity_digest(");
+	for (p = 1; p <= nparams; p++)
+		appendStringInfo(&buf, "$%d, ", p);
+	append_select_list(&buf, c, side);
+	appendStringInfoChar(&buf, ')');
+	append_from(&buf, c, side);
+
+	argtypes[0] = INT8OID;
+	values[0] = Int64GetDatum((int64) c->seed);
+	argtypes[1] = INT4OID;
+	values[1] = Int32GetDatum(c->nkeys);
+	for (int i = 0; i < c->ncols; i++)
+		colls[i] = ObjectIdGetDatum(c->cols[i].collid);
+	argtypes[2] = OIDARRAYOID;
+	values[2] = PointerGetDatum(construct_array(colls, c->ncols, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+	for (int k = 0; k < c->nkeys; k++)
+	{
+		Oid			arrtype = get_array_type(getBaseType(c->cols[k].typid));
+
+		if (!OidIsValid(arrtype))
+			elog(ERROR, "softmig: no array type for %s", format_type_be(c->cols[k].typid));
+		argtypes[3 + k] = arrtype;
+		values[3 + k] = key_array(c, k, c->acc.bounds, c->acc.nb);
+		argtypes[3 + c->nkeys + k] = arrtype;
+		values[3 + c->nkeys + k] = key_array(c, k, c->acc.q, c->acc.nq);
+	}
+
+	plan = SPI_prepare_cursor(buf.data, nparams, argtypes, CURSOR_OPT_PARALLEL_OK);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	/* no row limit: a limited execution would run without parallel workers */
+	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "softmig: parity digest failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+	{
+		bytea	   *b = DatumGetByteaP(d);
+		uint64	   *st = palloc(VARSIZE(b) - ACC_PAD);
+
+		memcpy(st, ((char *) b) + ACC_PAD, VARSIZE(b) - ACC_PAD);
+		merge_state(c, side, st);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	SPI_freeplan(plan);
+}
+
+/* DestReceiver digesting rows in this backend (rows too wide for the aggregate). */
+typedef struct DigestDest
+{
+	DestReceiver pub;
+	ParityCtx  *c;
+	uint64	   *st;
+} DigestDest;
+
+/*
+ * digest_receive
+ *		DestReceiver callback: digest one row.
+ */
+static bool
+digest_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	DigestDest *d = (DigestDest *) self;
+	MemoryContext old;
+
+	slot_getallattrs(slot);
+	old = MemoryContextSwitchTo(d->c->rowcxt);
+	acc_row(&d->c->acc, d->st, slot->tts_values, slot->tts_isnull);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(d->c->rowcxt);
+	return true;
+}
+
+/*
+ * digest_startup
+ *		DestReceiver callback: nothing to prepare.
+ */
+static void
+digest_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+/*
+ * digest_shutdown
+ *		DestReceiver callback: nothing to finish.
+ */
+static void
+digest_shutdown(DestReceiver *self)
+{
+}
+
+/*
+ * digest_destroy
+ *		DestReceiver callback: the receiver lives on the caller's stack.
+ */
+static void
+digest_destroy(DestReceiver *self)
+{
+}
+
+/*
+ * digest_pass_local
+ *		Phase 1 for one side when the row does not fit the aggregate's
+ *		argument list: one statement whose rows (scanned and mapped, maybe
+ *		by parallel workers) are digested here as they arrive, without
+ *		copies.
+ */
+static void
+digest_pass_local(ParityCtx *c, int side)
 {
 	StringInfoData buf;
 	SPIPlanPtr	plan;
@@ -993,7 +1467,6 @@ digest_pass(ParityCtx *c, int side)
 	appendStringInfoString(&buf, "SELECT ");
 	append_select_list(&buf, c, side);
 	append_from(&buf, c, side);
-	append_order_by(&buf, c, 1);
 	plan = SPI_prepare_cursor(buf.data, 0, NULL, CURSOR_OPT_PARALLEL_OK);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -1005,7 +1478,8 @@ digest_pass(ParityCtx *c, int side)
 	dest.pub.rDestroy = digest_destroy;
 	dest.pub.mydest = DestNone;
 	dest.c = c;
-	dest.side = side;
+	dest.st = MemoryContextAllocZero(c->cxt, sizeof(uint64) * (ACC_HDR + 3 * c->nchunks));
+	dest.st[0] = c->nchunks;
 
 	memset(&opts, 0, sizeof(opts));
 	opts.read_only = true;
@@ -1014,15 +1488,199 @@ digest_pass(ParityCtx *c, int side)
 	if (rc < 0)
 		elog(ERROR, "softmig: parity scan failed: %s", SPI_result_code_string(rc));
 	SPI_freeplan(plan);
+	merge_state(c, side, dest.st);
+}
 
-	/* the last chunk is always unbounded */
-	if (side == PSIDE_LEGACY && c->chunks[c->nchunks - 1].bound != NULL)
+/*
+ * digest_pass
+ *		Phase 1 for one side, by the aggregate when its arguments fit in one
+ *		call (FUNC_MAX_ARGS), else locally.
+ */
+static void
+digest_pass(ParityCtx *c, int side)
+{
+	if (1 + 3 + 2 * c->nkeys + c->ncols <= FUNC_MAX_ARGS)
+		digest_pass_agg(c, side);
+	else
+		digest_pass_local(c, side);
+}
+
+/*
+ * bad_digest_args
+ *		22023 for a call of softmig.parity_digest that parity did not make.
+ */
+static void
+bad_digest_args(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("softmig.parity_digest called with arguments softmig.parity does not use"),
+			 errhint("It is a building block of softmig.parity; call that instead.")));
+}
+
+/*
+ * acc_cache_build
+ *		Rebuild the digest setup from the aggregate's arguments (see
+ *		digest_pass_agg), once per call site, in fn_mcxt.
+ */
+static AccSetup *
+acc_cache_build(FunctionCallInfo fcinfo)
+{
+	MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	AccSetup   *s = palloc0(sizeof(AccSetup));
+	int			nargs = PG_NARGS();
+	int			first;
+	Datum	   *colls;
+	int			ncolls;
+
+	/* callable by anyone: check every argument before trusting it */
+	if (nargs < 4 || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3) ||
+		get_fn_expr_argtype(fcinfo->flinfo, 1) != INT8OID ||
+		get_fn_expr_argtype(fcinfo->flinfo, 2) != INT4OID ||
+		get_fn_expr_argtype(fcinfo->flinfo, 3) != OIDARRAYOID)
+		bad_digest_args();
+	s->seed = (uint64) PG_GETARG_INT64(1);
+	s->nkeys = PG_GETARG_INT32(2);
+	if (s->nkeys < 1 || s->nkeys > FUNC_MAX_ARGS)
+		bad_digest_args();
+	first = 4 + 2 * s->nkeys;
+	s->ncols = nargs - first;
+	if (s->ncols < s->nkeys)
+		bad_digest_args();
+	for (int k = 0; k < 2 * s->nkeys; k++)
 	{
-		MemoryContext old = MemoryContextSwitchTo(c->cxt);
+		Oid			keytype = getBaseType(get_fn_expr_argtype(fcinfo->flinfo, first + k % s->nkeys));
 
-		new_chunk(c);
-		MemoryContextSwitchTo(old);
+		if (PG_ARGISNULL(4 + k) ||
+			get_element_type(get_fn_expr_argtype(fcinfo->flinfo, 4 + k)) != keytype)
+			bad_digest_args();
 	}
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P_COPY(3), OIDOID, sizeof(Oid), true, TYPALIGN_INT,
+					  &colls, NULL, &ncolls);
+	if (ncolls != s->ncols)
+		bad_digest_args();
+	s->cols = palloc0(sizeof(AccCol) * s->ncols);
+	for (int i = 0; i < s->ncols; i++)
+		acc_col_init(&s->cols[i], get_fn_expr_argtype(fcinfo->flinfo, first + i),
+					 DatumGetObjectId(colls[i]), i < s->nkeys, fcinfo->flinfo->fn_mcxt);
+	for (int set = 0; set < 2; set++)
+	{
+		Datum	  **dst = set == 0 ? &s->bounds : &s->q;
+		int		   *cnt = set == 0 ? &s->nb : &s->nq;
+
+		for (int k = 0; k < s->nkeys; k++)
+		{
+			ArrayType  *arr = PG_GETARG_ARRAYTYPE_P_COPY(4 + set * s->nkeys + k);
+			int16		typlen;
+			bool		typbyval;
+			char		typalign;
+			Datum	   *elems;
+			int			n;
+
+			get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
+			deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign, &elems, NULL, &n);
+			if (k == 0)
+			{
+				*cnt = n;
+				*dst = palloc(sizeof(Datum) * Max(n, 1) * s->nkeys);
+			}
+			else if (n != *cnt)
+				bad_digest_args();
+			for (int i = 0; i < n; i++)
+				(*dst)[i * s->nkeys + k] = elems[i];
+		}
+	}
+	MemoryContextSwitchTo(old);
+	return s;
+}
+
+PG_FUNCTION_INFO_V1(softmig_parity_acc);
+/*
+ * softmig_parity_acc
+ *		Transition function of softmig.parity_digest(VARIADIC "any"): digest
+ *		one row into the bytea state (modified in place; it lives in the
+ *		aggregate's context).  Parallel safe; runs in workers.
+ */
+Datum
+softmig_parity_acc(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcxt;
+	AccSetup   *s = (AccSetup *) fcinfo->flinfo->fn_extra;
+	bytea	   *state;
+	int			first;
+	Datum		values[FUNC_MAX_ARGS];
+	bool		nulls[FUNC_MAX_ARGS];
+
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "softmig._parity_acc called in non-aggregate context");
+	if (s == NULL)
+	{
+		s = acc_cache_build(fcinfo);
+		fcinfo->flinfo->fn_extra = s;
+	}
+	if (PG_ARGISNULL(0))
+	{
+		Size		len = ACC_PAD + sizeof(uint64) * (ACC_HDR + 3 * (s->nb + 1));
+
+		state = (bytea *) MemoryContextAllocZero(aggcxt, len);
+		SET_VARSIZE(state, len);
+		ACC_STATE(state)[0] = s->nb + 1;
+	}
+	else
+		state = (bytea *) PG_GETARG_POINTER(0);
+	first = 4 + 2 * s->nkeys;
+	for (int i = 0; i < s->ncols; i++)
+	{
+		nulls[i] = PG_ARGISNULL(first + i);
+		values[i] = nulls[i] ? (Datum) 0 : PG_GETARG_DATUM(first + i);
+	}
+	acc_row(s, ACC_STATE(state), values, nulls);
+	PG_RETURN_POINTER(state);
+}
+
+PG_FUNCTION_INFO_V1(softmig_parity_combine);
+/*
+ * softmig_parity_combine
+ *		Combine function of softmig.parity_digest: add two partial states
+ *		(from parallel workers) element by element.
+ */
+Datum
+softmig_parity_combine(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcxt;
+	bytea	   *a;
+	bytea	   *b;
+	uint64	   *sa;
+	int			n;
+
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "softmig._parity_combine called in non-aggregate context");
+	if (PG_ARGISNULL(1))
+	{
+		if (PG_ARGISNULL(0))
+			PG_RETURN_NULL();
+		PG_RETURN_POINTER(PG_GETARG_POINTER(0));
+	}
+	b = PG_GETARG_BYTEA_P(1);
+	if (PG_ARGISNULL(0))
+	{
+		a = (bytea *) MemoryContextAlloc(aggcxt, VARSIZE(b));
+		memcpy(a, b, VARSIZE(b));
+		PG_RETURN_POINTER(a);
+	}
+	a = (bytea *) PG_GETARG_POINTER(0);
+	if (VARSIZE(a) != VARSIZE(b))
+		elog(ERROR, "softmig._parity_combine: states differ in size");
+	sa = ACC_STATE(a);
+	n = (VARSIZE(a) - ACC_PAD) / sizeof(uint64);
+	for (int i = 1; i < n; i++)
+	{
+		uint64		v;
+
+		memcpy(&v, ((char *) b) + ACC_PAD + i * sizeof(uint64), sizeof(uint64));
+		sa[i] += v;
+	}
+	PG_RETURN_POINTER(a);
 }
 
 /* ---------------------------------------------------------------------
@@ -1038,21 +1696,37 @@ typedef struct Stream
 	uint64		pos;
 	bool		done;
 	bool		valid;			/* vals/nulls hold a row */
-	Datum	   *vals;			/* [0] legacy-key jsonb, [1..] the columns */
+	int			off;			/* columns start here (legacy: after its key) */
+	Oid			owner;			/* fetched as (its table's owner) */
+	ParityCtx  *c;
+	Datum	   *vals;			/* [0 .. off-1] legacy key, [off ..] c->cols */
 	bool	   *nulls;
 } Stream;
+
+/* The entity a difference is about, its key computed on demand. */
+struct KeyRef
+{
+	int			side;
+	Stream	   *s;				/* the row, or NULL when key is given */
+	bool		have;
+	Datum		key;			/* legacy-key jsonb */
+};
 
 /*
  * stream_open
  *		Open a cursor over plan with the given parameters (read-only, the
- *		caller's snapshot) and position it on its first row.
+ *		caller's snapshot), rows laid out with the columns at offset off.
  */
 static void
-stream_open(ParityCtx *c, Stream *s, SPIPlanPtr plan, Datum *values, char *nulls)
+stream_open(ParityCtx *c, Stream *s, int off, Oid owner, SPIPlanPtr plan, Datum *values, char *nulls)
 {
 	memset(s, 0, sizeof(Stream));
-	s->vals = MemoryContextAlloc(c->cxt, sizeof(Datum) * (c->ncols + 1));
-	s->nulls = MemoryContextAlloc(c->cxt, sizeof(bool) * (c->ncols + 1));
+	s->off = off;
+	s->owner = owner;
+	s->c = c;
+	as_role(c, owner);
+	s->vals = MemoryContextAlloc(c->cxt, sizeof(Datum) * (c->ncols + off));
+	s->nulls = MemoryContextAlloc(c->cxt, sizeof(bool) * (c->ncols + off));
 	s->portal = SPI_cursor_open(NULL, plan, values, nulls, true);
 	if (s->portal == NULL)
 		elog(ERROR, "softmig: opening a parity cursor failed: %s",
@@ -1079,6 +1753,7 @@ stream_next(Stream *s)
 			s->valid = false;
 			return false;
 		}
+		as_role(s->c, s->owner);	/* its expressions are its owner's SQL */
 		SPI_cursor_fetch(s->portal, true, PARITY_FETCH);
 		s->tt = SPI_tuptable;
 		s->n = SPI_processed;
@@ -1112,6 +1787,83 @@ stream_close(Stream *s)
 	s->portal = NULL;
 }
 
+/*
+ * key_of
+ *		The legacy-key jsonb of the entity a difference is about, computed
+ *		once per row and only when an emitter asks (most rows are never
+ *		reported): from the legacy row's key columns, or for a target row by
+ *		looking it up through the backward key mapping.  The result is
+ *		copied into the current memory context.
+ */
+static Datum
+key_of(ParityCtx *c, KeyRef *kr)
+{
+	Datum	   *values;
+	char	   *nulls;
+	int			n;
+	SPIPlanPtr	plan;
+	bool		isnull;
+	Datum		d;
+
+	if (kr->have)
+		return kr->key;
+	if (kr->side == PSIDE_LEGACY)
+	{
+		n = list_length(c->lkeycols);
+		if (c->lkeyplan == NULL)
+		{
+			List	   *params = NIL;
+			char	   *sql;
+
+			for (int i = 0; i < n; i++)
+				params = lappend(params, psprintf("$%d", i + 1));
+			sql = psprintf("SELECT %s", softmig_json_object_sql(c->lkeycols, params));
+			c->lkeyplan = SPI_prepare(sql, n, c->lkeytypes);
+			if (c->lkeyplan == NULL)
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		}
+		plan = c->lkeyplan;
+		values = kr->s->vals;
+		nulls = palloc(n + 1);
+		for (int i = 0; i < n; i++)
+			nulls[i] = kr->s->nulls[i] ? 'n' : ' ';
+	}
+	else
+	{
+		n = c->nkeys;
+		if (c->tkeyplan == NULL)
+		{
+			StringInfoData buf;
+			Oid		   *types = palloc(sizeof(Oid) * n);
+
+			initStringInfo(&buf);
+			appendStringInfo(&buf, "SELECT %s FROM %s AS softmig_t WHERE ", c->tkeyjson, c->tqual);
+			for (int i = 0; i < n; i++)
+			{
+				appendStringInfo(&buf, "%ssoftmig_t.%s %s $%d", i ? " AND " : "",
+								 quote_identifier(c->cols[i].name), (char *) list_nth(c->tkeyops, i), i + 1);
+				types[i] = c->cols[i].typid;
+			}
+			c->tkeyplan = SPI_prepare(buf.data, n, types);
+			if (c->tkeyplan == NULL)
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		}
+		plan = c->tkeyplan;
+		values = &kr->s->vals[kr->s->off];
+		nulls = palloc(n + 1);
+		for (int i = 0; i < n; i++)
+			nulls[i] = ' ';
+	}
+	as_role(c, kr->side == PSIDE_LEGACY ? c->lowner : c->towner);
+	if (SPI_execute_plan(plan, values, nulls, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "softmig: computing the key of a difference failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	kr->key = isnull ? DirectFunctionCall1(jsonb_in, CStringGetDatum("null")) : datumCopy(d, false, -1);
+	SPI_freetuptable(SPI_tuptable);
+	kr->have = true;
+	return kr->key;
+}
+
 /* lo bound: none, > or >=; hi bound: none or <= */
 #define LO_NONE 0
 #define LO_GT 1
@@ -1121,9 +1873,9 @@ stream_close(Stream *s)
 
 /*
  * range_plan
- *		SELECT <legacy-key jsonb>, <columns> FROM side WHERE <key not null>
- *		[AND ROW(key) > / >= ROW(lo)] [AND ROW(key) <= ROW(hi)] ORDER BY key.
- *		Parameters: lo then hi, typed as the target key columns.
+ *		SELECT [<legacy key columns>,] <columns> FROM side WHERE <key not
+ *		null> [AND ROW(key) > / >= ROW(lo)] [AND ROW(key) <= ROW(hi)] ORDER
+ *		BY key.  Parameters: lo then hi, typed as the target key columns.
  */
 static SPIPlanPtr
 range_plan(ParityCtx *c, int side, int lo, int hi)
@@ -1133,7 +1885,9 @@ range_plan(ParityCtx *c, int side, int lo, int hi)
 	Oid		   *argtypes = palloc(sizeof(Oid) * 2 * c->nkeys);
 	int			nargs = 0;
 	int			i;
+	int			off = 0;
 	SPIPlanPtr	plan;
+	ListCell   *lc;
 
 	initStringInfo(&keyrow);
 	appendStringInfoString(&keyrow, "ROW(");
@@ -1149,7 +1903,13 @@ range_plan(ParityCtx *c, int side, int lo, int hi)
 	appendStringInfoChar(&keyrow, ')');
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "SELECT %s, ", side == PSIDE_LEGACY ? c->lkeyjson : c->tkeyjson);
+	appendStringInfoString(&buf, "SELECT ");
+	if (side == PSIDE_LEGACY)
+	{
+		foreach(lc, c->lkeycols)
+			appendStringInfo(&buf, "softmig_l.%s, ", quote_identifier(lfirst(lc)));
+		off = list_length(c->lkeycols);
+	}
 	append_select_list(&buf, c, side);
 	append_from(&buf, c, side);
 	appendStringInfoString(&buf, " WHERE ");
@@ -1180,8 +1940,8 @@ range_plan(ParityCtx *c, int side, int lo, int hi)
 		}
 		appendStringInfoChar(&buf, ')');
 	}
-	append_order_by(&buf, c, 2);
-	plan = SPI_prepare_cursor(buf.data, nargs, argtypes, CURSOR_OPT_PARALLEL_OK);
+	append_order_by(&buf, c, off + 1);
+	plan = SPI_prepare_cursor(buf.data, nargs, argtypes, 0);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	return plan;
@@ -1195,20 +1955,24 @@ range_plan(ParityCtx *c, int side, int lo, int hi)
 static void
 compare_rows(ParityCtx *c, Stream *l, Stream *t)
 {
+	KeyRef		kr = {PSIDE_LEGACY, l, false, (Datum) 0};
+
 	for (int i = c->nkeys; i < c->ncols; i++)
 	{
-		bool		ln = l->nulls[i + 1];
-		bool		tn = t->nulls[i + 1];
+		bool		ln = l->nulls[l->off + i];
+		bool		tn = t->nulls[t->off + i];
+		Datum		lv = l->vals[l->off + i];
+		Datum		tv = t->vals[t->off + i];
 		bool		same;
 
 		if (ln || tn)
 			same = ln && tn;
 		else
-			same = values_equal(&c->cols[i], l->vals[i + 1], t->vals[i + 1]);
+			same = values_equal(&c->cols[i], lv, tv);
 		if (!same)
 		{
 			c->found[PK_MISMATCH]++;
-			c->emit(c, PK_MISMATCH, l->vals[0], i, l->vals[i + 1], ln, t->vals[i + 1], tn);
+			c->emit(c, PK_MISMATCH, &kr, i, lv, ln, tv, tn);
 		}
 	}
 }
@@ -1242,29 +2006,33 @@ merge_streams(ParityCtx *c, Stream *l, Stream *t)
 		else if (!l->valid)
 			r = 1;
 		else
-			r = key_cmp(c, &l->vals[1], &t->vals[1]);
+			r = key_cmp(c, &l->vals[l->off], &t->vals[t->off]);
 
 		if (r < 0)
 		{
-			if (!(c->nq > 0 && is_quarantined(c, &l->vals[1])))
+			if (!(c->nq > 0 && is_quarantined(c, &l->vals[l->off])))
 			{
+				KeyRef		kr = {PSIDE_LEGACY, l, false, (Datum) 0};
+
 				c->found[PK_MISSING_IN_TARGET]++;
-				c->emit(c, PK_MISSING_IN_TARGET, l->vals[0], -1, 0, true, 0, true);
+				c->emit(c, PK_MISSING_IN_TARGET, &kr, -1, 0, true, 0, true);
 			}
 			adv_l = true;
 		}
 		else if (r > 0)
 		{
-			if (!t_matched && !(c->nq > 0 && is_quarantined(c, &t->vals[1])))
+			if (!t_matched && !(c->nq > 0 && is_quarantined(c, &t->vals[t->off])))
 			{
+				KeyRef		kr = {PSIDE_TARGET, t, false, (Datum) 0};
+
 				c->found[PK_MISSING_IN_LEGACY]++;
-				c->emit(c, PK_MISSING_IN_LEGACY, t->vals[0], -1, 0, true, 0, true);
+				c->emit(c, PK_MISSING_IN_LEGACY, &kr, -1, 0, true, 0, true);
 			}
 			adv_t = true;
 		}
 		else
 		{
-			if (!(c->nq > 0 && is_quarantined(c, &l->vals[1])))
+			if (!(c->nq > 0 && is_quarantined(c, &l->vals[l->off])))
 				compare_rows(c, l, t);
 			adv_l = true;
 			t_matched = true;
@@ -1325,8 +2093,8 @@ compare_range(ParityCtx *c, SPIPlanPtr plans[2][3][2], int lo_mode, Datum *lo,
 			plans[s][lo_mode][hi_mode] = range_plan(c, s, lo_mode, hi_mode);
 	(void) bound_params(c, lo_mode == LO_NONE ? NULL : lo, hi_mode == HI_NONE ? NULL : hi,
 						values, nulls);
-	stream_open(c, &l, plans[PSIDE_LEGACY][lo_mode][hi_mode], values, nulls);
-	stream_open(c, &t, plans[PSIDE_TARGET][lo_mode][hi_mode], values, nulls);
+	stream_open(c, &l, list_length(c->lkeycols), c->lowner, plans[PSIDE_LEGACY][lo_mode][hi_mode], values, nulls);
+	stream_open(c, &t, 0, c->towner, plans[PSIDE_TARGET][lo_mode][hi_mode], values, nulls);
 	merge_streams(c, &l, &t);
 	stream_close(&l);
 	stream_close(&t);
@@ -1371,13 +2139,14 @@ null_key_rows(ParityCtx *c, int side)
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
 			bool		isnull;
-			Datum		key = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+			KeyRef		kr = {side, NULL, true, (Datum) 0};
 			ParityKind	kind = side == PSIDE_LEGACY ? PK_MISSING_IN_TARGET : PK_MISSING_IN_LEGACY;
 
-			if (c->apply_quarantine && c->nqjson > 0 && is_quarantined_json(c, key))
+			kr.key = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+			if (c->apply_quarantine && c->nqjson > 0 && is_quarantined_json(c, kr.key))
 				continue;
 			c->found[kind]++;
-			c->emit(c, kind, key, -1, 0, true, 0, true);
+			c->emit(c, kind, &kr, -1, 0, true, 0, true);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
@@ -1418,7 +2187,7 @@ parity_error_context(void *arg)
  *		context (c->cxt, which the caller may delete).
  */
 static ParityCtx *
-run_parity(int32 id, int chunk_rows, ParityEmit emit, void *arg)
+run_parity_inner(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 {
 	ParityCtx  *c;
 	int			save_nest;
@@ -1441,11 +2210,16 @@ run_parity(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
-	softmig_enter_readonly_context(c->actor, &save_nest, &save_user, &save_sec);
+	softmig_check_read_access(c->legacy, c->target, c->actor, "softmig.parity");
+	softmig_enter_readonly_context(c->lowner, &save_nest, &save_user, &save_sec);
+	c->run_sec = save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION;
 	load_quarantine(c);
+	choose_bounds(c);
 
+	as_role(c, c->lowner);
 	digest_pass(c, PSIDE_LEGACY);
 	pause_point();
+	as_role(c, c->towner);
 	digest_pass(c, PSIDE_TARGET);
 
 	for (int i = 0; i < c->nchunks; i++)
@@ -1460,11 +2234,37 @@ run_parity(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 	}
 	for (int s = 0; s < 2; s++)
 		if (c->nullkeys[s] > 0)
+		{
+			as_role(c, s == PSIDE_LEGACY ? c->lowner : c->towner);
 			null_key_rows(c, s);
+		}
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	error_context_stack = errcb.previous;
 	SPI_finish();
+	return c;
+}
+
+/*
+ * run_parity
+ *		run_parity_inner with reader discovery suppressed: parity's reads of
+ *		both tables are softmig's, not an application reader's.
+ */
+static ParityCtx *
+run_parity(int32 id, int chunk_rows, ParityEmit emit, void *arg)
+{
+	ParityCtx  *volatile c = NULL;
+
+	softmig_discovery_suppress++;
+	PG_TRY();
+	{
+		c = run_parity_inner(id, chunk_rows, emit, arg);
+	}
+	PG_FINALLY();
+	{
+		softmig_discovery_suppress--;
+	}
+	PG_END_TRY();
 	return c;
 }
 
@@ -1526,7 +2326,7 @@ typedef struct SrfState
  *		target_value) into the SRF's tuplestore.
  */
 static void
-emit_tuplestore(ParityCtx *c, ParityKind kind, Datum key, int field,
+emit_tuplestore(ParityCtx *c, ParityKind kind, KeyRef *kr, int field,
 				Datum lval, bool lnull, Datum tval, bool tnull)
 {
 	SrfState   *st = (SrfState *) c->emit_arg;
@@ -1534,7 +2334,7 @@ emit_tuplestore(ParityCtx *c, ParityKind kind, Datum key, int field,
 	bool		nulls[5] = {false, false, false, false, false};
 
 	values[0] = CStringGetTextDatum(parity_kind_names[kind]);
-	values[1] = key;
+	values[1] = key_of(c, kr);
 	if (field < 0)
 	{
 		nulls[2] = nulls[3] = nulls[4] = true;
@@ -1618,7 +2418,7 @@ typedef struct SummaryState
  *		`sample` keys of each kind (with the field for mismatches).
  */
 static void
-emit_summary(ParityCtx *c, ParityKind kind, Datum key, int field,
+emit_summary(ParityCtx *c, ParityKind kind, KeyRef *kr, int field,
 			 Datum lval, bool lnull, Datum tval, bool tnull)
 {
 	SummaryState *st = (SummaryState *) c->emit_arg;
@@ -1633,7 +2433,7 @@ emit_summary(ParityCtx *c, ParityKind kind, Datum key, int field,
 	}
 	if (st->nsample[kind] >= st->sample)
 		return;
-	keytext = JsonbToCString(NULL, &DatumGetJsonbP(key)->root, 0);
+	keytext = JsonbToCString(NULL, &DatumGetJsonbP(key_of(c, kr))->root, 0);
 	old = MemoryContextSwitchTo(c->cxt);
 	if (st->nsample[kind] > 0)
 		appendStringInfoString(&st->samples[kind], ", ");
@@ -1728,7 +2528,7 @@ softmig_parity_summary(PG_FUNCTION_ARGS)
 }
 
 /* ---------------------------------------------------------------------
- * softmig._inspect_sides: both sides of one entity
+ * softmig.inspect: both sides of one entity
  * --------------------------------------------------------------------- */
 
 typedef struct InspectState
@@ -1743,7 +2543,7 @@ typedef struct InspectState
  *		ParityEmit appending one difference as a JSON object.
  */
 static void
-emit_inspect(ParityCtx *c, ParityKind kind, Datum key, int field,
+emit_inspect(ParityCtx *c, ParityKind kind, KeyRef *kr, int field,
 			 Datum lval, bool lnull, Datum tval, bool tnull)
 {
 	InspectState *st = (InspectState *) c->emit_arg;
@@ -1784,21 +2584,18 @@ get_json_text(int col)
 	return s ? s : "null";
 }
 
-PG_FUNCTION_INFO_V1(softmig_inspect_sides);
 /*
- * softmig_inspect_sides
- *		softmig._inspect_sides(id, key) -> jsonb: the legacy row, what the
+ * inspect_sides
+ *		The table side of softmig.inspect, as jsonb: the legacy row, what the
  *		forward mapping makes of it, the target row, both rows' xmin, and
  *		the parity differences of this one entity (quarantine ignored: this
- *		is the truth support needs).  Runs as the caller in the read-only
- *		context, like parity.  22023 for a key that does not name exactly
- *		the legacy key columns.
+ *		is the truth support needs).  Like parity: for a caller who may read
+ *		both tables, the owners' SQL runs as the owners, read-only.  22023
+ *		for a key that does not name exactly the legacy key columns.
  */
-Datum
-softmig_inspect_sides(PG_FUNCTION_ARGS)
+static Datum
+inspect_sides(int32 id, Jsonb *key)
 {
-	int32		id = PG_GETARG_INT32(0);
-	Jsonb	   *key = PG_GETARG_JSONB_P(1);
 	ParityCtx  *c;
 	int			save_nest;
 	Oid			save_user;
@@ -1862,7 +2659,9 @@ softmig_inspect_sides(PG_FUNCTION_ARGS)
 	errcb.arg = c;
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
-	softmig_enter_readonly_context(c->actor, &save_nest, &save_user, &save_sec);
+	softmig_check_read_access(c->legacy, c->target, c->actor, "softmig.inspect");
+	softmig_enter_readonly_context(c->lowner, &save_nest, &save_user, &save_sec);
+	c->run_sec = save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION;
 
 	/* typed legacy key and target key from the jsonb */
 	initStringInfo(&buf);
@@ -1952,6 +2751,7 @@ softmig_inspect_sides(PG_FUNCTION_ARGS)
 		plan = SPI_prepare(buf.data, c->nkeys, ttypes);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		as_role(c, c->towner);
 		if (SPI_execute_plan(plan, tkey, tnulls, true, 2) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: reading the target row failed");
 		have_target = SPI_processed >= 1;
@@ -1983,6 +2783,69 @@ softmig_inspect_sides(PG_FUNCTION_ARGS)
 		Datum		result = DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
 
 		MemoryContextDelete(cxt);
-		PG_RETURN_DATUM(result);
+		return result;
 	}
+}
+
+PG_FUNCTION_INFO_V1(softmig_inspect);
+/*
+ * softmig_inspect
+ *		softmig.inspect(name, key) -> jsonb: both sides of one entity
+ *		(inspect_sides, with reader discovery suppressed: these reads are
+ *		softmig's), completed by softmig._inspect_assemble with what the
+ *		catalog knows about it (flags, operation keys, last writes, history,
+ *		rule violations), which runs with the catalog owner's rights and
+ *		evaluates no user SQL.  42704 for an unknown migration, 22004 for
+ *		NULL arguments, 42501 for a caller who may not read both tables.
+ */
+Datum
+softmig_inspect(PG_FUNCTION_ARGS)
+{
+	int32		id;
+	Jsonb	   *key;
+	volatile Datum sides = (Datum) 0;
+	Datum		result;
+	Oid			argtypes[3] = {INT4OID, JSONBOID, JSONBOID};
+	Datum		values[3];
+	Oid			save_user;
+	int			save_sec;
+	bool		isnull;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("migration name must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("key must not be null")));
+	id = migration_id_by_name(PG_GETARG_TEXT_PP(0));
+	key = PG_GETARG_JSONB_P(1);
+
+	softmig_discovery_suppress++;
+	PG_TRY();
+	{
+		sides = inspect_sides(id, key);
+	}
+	PG_FINALLY();
+	{
+		softmig_discovery_suppress--;
+	}
+	PG_END_TRY();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	values[0] = Int32GetDatum(id);
+	values[1] = JsonbPGetDatum(key);
+	values[2] = sides;
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(softmig_catalog_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_execute_with_args("SELECT softmig._inspect_assemble($1, $2, $3)", 3, argtypes,
+							  values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "softmig: assembling inspect failed");
+	SetUserIdAndSecContext(save_user, save_sec);
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	result = SPI_datumTransfer(result, false, -1);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
 }

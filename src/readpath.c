@@ -94,6 +94,9 @@ static RpEntry *rp_entries = NULL;
 /* OID of softmig.migrations, learnt on the first load (invalidation key). */
 static Oid	rp_catalog_relid = InvalidOid;
 
+/* Bumped by every invalidation that can change routing (see rp_load). */
+static uint64 rp_inval_generation = 0;
+
 /*
  * rp_relcache_callback
  *		Mark routing entries stale when either table of their migration, the
@@ -105,11 +108,16 @@ static void
 rp_relcache_callback(Datum arg, Oid relid)
 {
 	softmig_discovery_invalidate(relid);
+	if (!OidIsValid(relid) || relid == rp_catalog_relid)
+		rp_inval_generation++;
 	for (RpEntry *e = rp_entries; e; e = e->next)
 	{
 		if (!OidIsValid(relid) || relid == rp_catalog_relid ||
 			relid == e->legacy || relid == e->target)
+		{
 			e->valid = false;
+			rp_inval_generation++;
+		}
 	}
 }
 
@@ -158,7 +166,8 @@ rp_snapshot(void)
  * rp_load
  *		(Re)load the routing of migration "name" into e through SPI, as the
  *		current user (the catalog tables are readable by everyone).  Returns
- *		false when there is no such migration.
+ *		false when there is no such migration.  Takes AccessShareLock on the
+ *		three catalog tables it reads.
  */
 static bool
 rp_load(RpEntry *e, const char *name)
@@ -173,6 +182,7 @@ rp_load(RpEntry *e, const char *name)
 	MemoryContext old;
 	HASHCTL		ctl;
 	bool		read_only = IsInParallelMode();
+	uint64		generation = rp_inval_generation;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -197,7 +207,11 @@ rp_load(RpEntry *e, const char *name)
 	desc = SPI_tuptable->tupdesc;
 
 	if (e->cxt)
+	{
 		MemoryContextDelete(e->cxt);
+		e->cxt = NULL;
+		e->name = "";			/* it pointed into the deleted context */
+	}
 	e->cxt = AllocSetContextCreate(CacheMemoryContext, "softmig read routing",
 								   ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(e->cxt);
@@ -279,7 +293,13 @@ rp_load(RpEntry *e, const char *name)
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 
-	e->valid = true;
+	/*
+	 * The three reads take locks, which process invalidations; if one that
+	 * can change routing arrived meanwhile (every routing change sends one
+	 * on softmig.migrations), what was read first may be older than what was
+	 * read last: use it for this call, reload on the next.
+	 */
+	e->valid = (generation == rp_inval_generation);
 	return true;
 }
 
@@ -294,6 +314,7 @@ rp_get(const char *name)
 {
 	RpEntry    *e;
 	RpEntry   **link;
+	bool		isnew = false;
 
 	/* a switch committed elsewhere is seen from the next statement on */
 	AcceptInvalidationMessages();
@@ -304,26 +325,28 @@ rp_get(const char *name)
 	if (e != NULL && e->valid)
 		return e;
 
-	if (!OidIsValid(rp_catalog_relid))
-		rp_catalog_relid = rp_catalog_oid();
+	/* the invalidation key; looked up again in case softmig was recreated */
+	rp_catalog_relid = rp_catalog_oid();
 
 	if (e == NULL)
 	{
+		/* linked only once loaded, so an error leaves no half-made entry */
 		e = MemoryContextAllocZero(CacheMemoryContext, sizeof(RpEntry));
 		e->name = "";
-		e->next = rp_entries;
-		rp_entries = e;
+		isnew = true;
 	}
 	e->valid = false;
 	if (!rp_load(e, name))
 	{
-		/* unlink and free the entry; the name is unknown */
-		for (link = &rp_entries; *link; link = &(*link)->next)
-			if (*link == e)
-			{
-				*link = e->next;
-				break;
-			}
+		if (!isnew)
+		{
+			for (link = &rp_entries; *link; link = &(*link)->next)
+				if (*link == e)
+				{
+					*link = e->next;
+					break;
+				}
+		}
 		if (e->cxt)
 			MemoryContextDelete(e->cxt);
 		pfree(e);
@@ -331,6 +354,11 @@ rp_get(const char *name)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("migration \"%s\" does not exist", name),
 				 errhint("softmig.migrations lists the migrations of this database.")));
+	}
+	if (isnew)
+	{
+		e->next = rp_entries;
+		rp_entries = e;
 	}
 	return e;
 }

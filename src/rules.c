@@ -33,8 +33,9 @@
  *	  Invariants.  softmig.add_invariant stores a query that returns the
  *	  rows violating a business rule; it must be one read-only SELECT (no
  *	  data-modifying CTE, no FOR UPDATE/SHARE, checked on the analyzed
- *	  query tree).  softmig.invariant_violations runs them as the caller in
- *	  the read-only context and counts the rows, keeping a sample.
+ *	  query tree).  softmig.invariant_violations runs them as the owner of
+ *	  the migration's legacy table, for a caller who may read both tables,
+ *	  in the read-only context, and counts the rows, keeping a sample.
  *
  *-------------------------------------------------------------------------
  */
@@ -65,6 +66,7 @@
 
 #include "softmig.h"
 #include "observe.h"
+#include "readpath.h"
 
 /* One allowed edge of a ruled column. */
 typedef struct RuleEdge
@@ -866,8 +868,9 @@ wrap_invariant(const char *query)
 PG_FUNCTION_INFO_V1(softmig_validate_invariant);
 /*
  * softmig_validate_invariant
- *		softmig._validate_invariant(query) -> text: check an invariant query
- *		as the caller (the role that passed the gate) with the pinned
+ *		softmig._validate_invariant(legacy, query) -> text: check an
+ *		invariant query as the role that will run it (the owner of the
+ *		migration's legacy table, never the catalog owner) with the pinned
  *		search_path: it must parse and analyze (errors as raised, e.g. 42601,
  *		42P01), be exactly one statement (42601) and a read-only SELECT
  *		(22023).  Returns it without trailing semicolons and blanks.
@@ -875,9 +878,9 @@ PG_FUNCTION_INFO_V1(softmig_validate_invariant);
 Datum
 softmig_validate_invariant(PG_FUNCTION_ARGS)
 {
-	char	   *q = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			runner = softmig_rel_owner(PG_GETARG_OID(0));
+	char	   *q = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	int			len = strlen(q);
-	Oid			actor = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
@@ -895,7 +898,7 @@ softmig_validate_invariant(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	softmig_enter_readonly_context(actor, &save_nest, &save_user, &save_sec);
+	softmig_enter_readonly_context(runner, &save_nest, &save_user, &save_sec);
 	plan = SPI_prepare(q, 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -937,24 +940,26 @@ invariant_error_context(void *arg)
 	errcontext("running invariant \"%s\" (softmig)", (char *) arg);
 }
 
-PG_FUNCTION_INFO_V1(softmig_invariant_violations);
 /*
- * softmig_invariant_violations
+ * invariant_violations
  *		softmig.invariant_violations(name, invariant, sample): run the
  *		migration's invariants (or the named one; 42704 if unknown) as the
- *		caller, read-only, under the caller's snapshot, and return per
+ *		owner of its legacy table (the owner's SQL never runs with another
+ *		role's rights), for a caller who may read both tables (42501
+ *		otherwise), read-only, under the caller's snapshot, and return per
  *		invariant its severity, the number of rows it returned and up to
  *		`sample` of them as jsonb.  Memory is bounded by a fetch batch and
  *		the sample.
  */
-Datum
-softmig_invariant_violations(PG_FUNCTION_ARGS)
+static Datum
+invariant_violations(FunctionCallInfo fcinfo)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Tuplestorestate *ts;
 	TupleDesc	desc;
 	MemoryContext old;
 	Oid			actor = OidIsValid(softmig_gate_actor) ? softmig_gate_actor : GetUserId();
+	Oid			runner;
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
@@ -991,7 +996,7 @@ softmig_invariant_violations(PG_FUNCTION_ARGS)
 		nulls[1] = 'n';
 	else
 		values[1] = PG_GETARG_DATUM(1);
-	if (SPI_execute_with_args("SELECT i.name, i.query, i.severity, m.id "
+	if (SPI_execute_with_args("SELECT i.name, i.query, i.severity, m.id, m.legacy, m.target "
 							  "FROM softmig.migrations m "
 							  "LEFT JOIN softmig.invariants i ON i.migration_id OPERATOR(pg_catalog.=) m.id "
 							  "AND ($2 IS NULL OR i.name OPERATOR(pg_catalog.=) $2) "
@@ -1005,6 +1010,15 @@ softmig_invariant_violations(PG_FUNCTION_ARGS)
 				 errhint("softmig.migrations lists the migrations of this database.")));
 	invs = SPI_tuptable;
 	ninv = SPI_processed;
+	{
+		bool		isnull;
+		Oid			legacy = DatumGetObjectId(SPI_getbinval(invs->vals[0], invs->tupdesc, 5, &isnull));
+		Oid			target = DatumGetObjectId(SPI_getbinval(invs->vals[0], invs->tupdesc, 6, &isnull));
+
+		/* the queries run as the legacy owner on behalf of a caller who can read both tables */
+		softmig_check_read_access(legacy, target, actor, "softmig.invariant_violations");
+		runner = softmig_rel_owner(legacy);
+	}
 	if (ninv == 1 && SPI_getvalue(invs->vals[0], invs->tupdesc, 1) == NULL)
 	{
 		if (!PG_ARGISNULL(1))
@@ -1038,7 +1052,7 @@ softmig_invariant_violations(PG_FUNCTION_ARGS)
 		error_context_stack = &errcb;
 
 		initStringInfo(&smp);
-		softmig_enter_readonly_context(actor, &save_nest, &save_user, &save_sec);
+		softmig_enter_readonly_context(runner, &save_nest, &save_user, &save_sec);
 		plan = SPI_prepare(wrap_invariant(query), 0, NULL);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -1076,4 +1090,29 @@ softmig_invariant_violations(PG_FUNCTION_ARGS)
 	rsinfo->setResult = ts;
 	rsinfo->setDesc = desc;
 	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(softmig_invariant_violations);
+/*
+ * softmig_invariant_violations
+ *		softmig.invariant_violations(name, invariant, sample):
+ *		invariant_violations with reader discovery suppressed (a check's
+ *		reads are not an application reader's).
+ */
+Datum
+softmig_invariant_violations(PG_FUNCTION_ARGS)
+{
+	volatile Datum result = (Datum) 0;
+
+	softmig_discovery_suppress++;
+	PG_TRY();
+	{
+		result = invariant_violations(fcinfo);
+	}
+	PG_FINALLY();
+	{
+		softmig_discovery_suppress--;
+	}
+	PG_END_TRY();
+	return result;
 }

@@ -70,6 +70,8 @@ typedef struct SoftmigRelPlans
 	int			nkeys;			/* number of source key columns */
 	AttrNumber *keyattnos;		/* source key attnos in relid's tupdesc */
 	SPIPlanPtr	upsert;			/* INSERT .. SELECT .. ON CONFLICT over new */
+	char	   *upsert_sql;		/* its text, planned afresh for big statements */
+	char	   *delete_sql;
 	SPIPlanPtr	delete;			/* DELETE .. USING old */
 	SPIPlanPtr	move;			/* per-row key change, params old+new row */
 	int			move_nargs;

@@ -45,6 +45,9 @@
 #include "softmig.h"
 #include "opkey.h"
 
+/* Above this many rows a statement's mirror is planned afresh. */
+#define SM_BIG_STATEMENT_ROWS 2000
+
 /*
  * authority_of
  *		The side that owns writes in a state (SIDE_NONE in legacy).
@@ -128,8 +131,8 @@ check_write_triggers(SoftmigMigration *m, Relation rel)
 					 errmsg("write to table \"%s\" refused: trigger \"%s\" of migration \"%s\" is missing or disabled",
 							RelationGetRelationName(rel), name, m->name),
 					 errdetail("Without it the write would not reach the other table of the migration."),
-					 errhint("Re-enable it with ALTER TABLE ... ENABLE TRIGGER, or call softmig.repair_triggers('%s').",
-							 m->name)));
+					 errhint("Re-enable it with ALTER TABLE ... ENABLE TRIGGER, or call softmig.repair_triggers(%s).",
+							 quote_literal_cstr(m->name))));
 	}
 }
 
@@ -451,8 +454,8 @@ refuse_new_only(SoftmigMigration *m, Relation rel, const char *what)
 			 errmsg("write to table \"%s\" refused: it creates state the legacy table of migration \"%s\" cannot represent",
 					RelationGetRelationName(rel), m->name),
 			 errdetail("%s", what),
-			 errhint("Option on_new_only is reject: a DBA approves new-only state with softmig.close_envelope('%s', '<reason>'), which ends the rollback envelope.",
-					 m->name)));
+			 errhint("Option on_new_only is reject: a DBA approves new-only state with softmig.close_envelope(%s, '<reason>'), which ends the rollback envelope.",
+					 quote_literal_cstr(m->name))));
 }
 
 /*
@@ -716,8 +719,8 @@ check_quarantine(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 					 errmsg("write to table \"%s\" refused: entity %s of migration \"%s\" is quarantined",
 							RelationGetRelationName(td->tg_relation), key, m->name),
 					 errdetail("Quarantined because: %s", why),
-					 errhint("Fix it forward, then softmig.release('%s', '%s') re-syncs it and allows writes again.",
-							 m->name, key)));
+					 errhint("Fix it forward, then softmig.release(%s, %s) re-syncs it and allows writes again.",
+							 quote_literal_cstr(m->name), quote_literal_cstr(key))));
 		}
 		softmig_leave_owner_context(save_nest, save_user, save_sec);
 	}
@@ -936,6 +939,14 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	int			save_sec;
 	int			ret;
 	volatile bool project_rows = (p->side == SIDE_TARGET && !TRIGGER_FIRED_BY_DELETE(td->tg_event));
+	Tuplestorestate *rows = TRIGGER_FIRED_BY_DELETE(td->tg_event) ? td->tg_oldtable : td->tg_newtable;
+
+	/*
+	 * The cached plans were made for a transition table of unknown (small)
+	 * size; for a big statement plan afresh, so the planner sees the real
+	 * row count (a hash join instead of a nested loop for a mass DELETE).
+	 */
+	volatile bool big = tuplestore_tuple_count(rows) > SM_BIG_STATEMENT_ROWS;
 
 	if (project_rows && p->newonly != NULL)
 		detect_new_only(td, m, p);
@@ -950,13 +961,15 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 			project_upsert(td, m, p);
 		else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 		{
-			ret = SPI_execute_plan(p->delete, NULL, NULL, false, 0);
+			ret = big ? SPI_execute(p->delete_sql, false, 0)
+				: SPI_execute_plan(p->delete, NULL, NULL, false, 0);
 			if (ret != SPI_OK_DELETE)
 				elog(ERROR, "softmig: mirroring DELETE failed: %d", ret);
 		}
 		else
 		{
-			ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
+			ret = big ? SPI_execute(p->upsert_sql, false, 0)
+				: SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
 			if (ret != SPI_OK_INSERT)
 				elog(ERROR, "softmig: mirroring failed: %d", ret);
 		}

@@ -11,11 +11,6 @@ CREATE FUNCTION @extschema@._actor() RETURNS name
 COMMENT ON FUNCTION @extschema@._actor() IS
     'internal: the role recorded as actor (the caller of the current gated function)';
 
-CREATE FUNCTION @extschema@._is_owner(legacy regclass, target regclass) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'softmig_is_owner' LANGUAGE C STABLE STRICT;
-COMMENT ON FUNCTION @extschema@._is_owner(regclass, regclass) IS
-    'internal: may the caller manage a migration between these tables (owner of both, or superuser)';
-
 CREATE FUNCTION @extschema@._invalidate(legacy regclass, target regclass) RETURNS void
     AS 'MODULE_PATHNAME', 'softmig_invalidate' LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION @extschema@._invalidate(regclass, regclass) IS

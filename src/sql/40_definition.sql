@@ -80,6 +80,7 @@ DECLARE
     v_divergent text[] := COALESCE(divergent, '{}');
     v_options jsonb := COALESCE(options, '{}');
     v_other text;
+    v_maps jsonb;
     r record;
     k text;
     e text;
@@ -188,10 +189,9 @@ BEGIN
     PERFORM @extschema@._check_options(v_options);
 
     -- resolve the forward mapping: every insertable target column
-    CREATE TEMP TABLE IF NOT EXISTS softmig_pending_mappings (
-        direction text, column_name name, ordinal integer, expression text, is_default boolean)
-        ON COMMIT DROP;
-    TRUNCATE softmig_pending_mappings;
+    -- the resolved mappings, built in a variable (no temp table: this runs as
+    -- the catalog owner and must not touch anything the caller can create)
+    v_maps := '[]';
     FOR r IN SELECT a.attname, a.attnum, a.attnotnull, a.atthasdef, a.attidentity, a.attgenerated
                FROM pg_catalog.pg_attribute a
               WHERE a.attrelid OPERATOR(pg_catalog.=) target AND a.attnum OPERATOR(pg_catalog.>) 0
@@ -201,12 +201,12 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                     MESSAGE = pg_catalog.format('cannot map onto generated column "%s" of table %s', r.attname, target);
             END IF;
-            INSERT INTO softmig_pending_mappings VALUES ('forward', r.attname, r.attnum, v_fwd OPERATOR(pg_catalog.->>) r.attname::text, false);
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'forward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', v_fwd OPERATOR(pg_catalog.->>) r.attname::text, 'is_default', false));
         ELSIF r.attgenerated OPERATOR(pg_catalog.=) '' AND EXISTS (
                 SELECT 1 FROM pg_catalog.pg_attribute l
                  WHERE l.attrelid OPERATOR(pg_catalog.=) legacy AND l.attname OPERATOR(pg_catalog.=) r.attname
                    AND l.attnum OPERATOR(pg_catalog.>) 0 AND NOT l.attisdropped) THEN
-            INSERT INTO softmig_pending_mappings VALUES ('forward', r.attname, r.attnum, pg_catalog.quote_ident(r.attname), true);
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'forward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', pg_catalog.quote_ident(r.attname), 'is_default', true));
         ELSIF r.attnotnull AND NOT r.atthasdef AND r.attidentity OPERATOR(pg_catalog.=) '' AND r.attgenerated OPERATOR(pg_catalog.=) '' THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = pg_catalog.format('target column "%s" is NOT NULL without a default and nothing maps to it', r.attname),
@@ -224,12 +224,12 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                     MESSAGE = pg_catalog.format('cannot map onto generated column "%s" of table %s', r.attname, legacy);
             END IF;
-            INSERT INTO softmig_pending_mappings VALUES ('backward', r.attname, r.attnum, v_bwd OPERATOR(pg_catalog.->>) r.attname::text, false);
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'backward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', v_bwd OPERATOR(pg_catalog.->>) r.attname::text, 'is_default', false));
         ELSIF r.attgenerated OPERATOR(pg_catalog.=) '' AND EXISTS (
                 SELECT 1 FROM pg_catalog.pg_attribute l
                  WHERE l.attrelid OPERATOR(pg_catalog.=) target AND l.attname OPERATOR(pg_catalog.=) r.attname
                    AND l.attnum OPERATOR(pg_catalog.>) 0 AND NOT l.attisdropped) THEN
-            INSERT INTO softmig_pending_mappings VALUES ('backward', r.attname, r.attnum, pg_catalog.quote_ident(r.attname), true);
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'backward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', pg_catalog.quote_ident(r.attname), 'is_default', true));
         ELSIF r.attnotnull AND NOT r.atthasdef AND r.attidentity OPERATOR(pg_catalog.=) '' AND r.attgenerated OPERATOR(pg_catalog.=) '' THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = pg_catalog.format('legacy column "%s" is NOT NULL without a default and nothing maps to it', r.attname),
@@ -252,7 +252,7 @@ BEGIN
     ELSE
         v_tkey := '{}';
         FOREACH k IN ARRAY v_key LOOP
-            SELECT pm.column_name INTO e FROM softmig_pending_mappings pm
+            SELECT pm.column_name INTO e FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
              WHERE pm.direction OPERATOR(pg_catalog.=) 'forward'
                AND (pm.expression OPERATOR(pg_catalog.=) k OR pm.expression OPERATOR(pg_catalog.=) pg_catalog.quote_ident(k))
              ORDER BY pm.is_default DESC LIMIT 1;
@@ -266,14 +266,14 @@ BEGIN
     END IF;
     FOREACH k IN ARRAY v_tkey LOOP
         PERFORM @extschema@._require_column(target, k, 'target key column', true);
-        IF NOT EXISTS (SELECT 1 FROM softmig_pending_mappings pm
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
                         WHERE pm.direction OPERATOR(pg_catalog.=) 'forward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = pg_catalog.format('target key column "%s" has no forward mapping', k);
         END IF;
     END LOOP;
     FOREACH k IN ARRAY v_key LOOP
-        IF NOT EXISTS (SELECT 1 FROM softmig_pending_mappings pm
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
                         WHERE pm.direction OPERATOR(pg_catalog.=) 'backward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = pg_catalog.format('legacy key column "%s" has no backward mapping', k),
@@ -287,8 +287,7 @@ BEGIN
             @extschema@._actor())
     RETURNING id INTO v_id;
     INSERT INTO @extschema@.mappings (migration_id, direction, column_name, ordinal, expression, is_default)
-    SELECT v_id, pm.direction, pm.column_name, pm.ordinal, pm.expression, pm.is_default FROM softmig_pending_mappings pm;
-    DROP TABLE softmig_pending_mappings;
+    SELECT v_id, pm.direction, pm.column_name, pm.ordinal, pm.expression, pm.is_default FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean);
 
     -- prepare every statement the triggers will run (as the table owners)
     PERFORM @extschema@._validate(v_id);

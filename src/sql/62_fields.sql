@@ -86,6 +86,18 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = pg_catalog.format('field "%s" has no backward mapping, so legacy could not follow the target''s writes', p_field);
         END IF;
+        -- the carriers must not feed target columns that stay with legacy
+        FOR r IN SELECT mp.column_name, mp.expression FROM @extschema@.mappings mp
+                  WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+                    AND mp.column_name::text OPERATOR(pg_catalog.<>) ALL (v_owned)
+        LOOP
+            IF @extschema@._expr_columns(r.expression) OPERATOR(pg_catalog.&&) v_partners THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                    DETAIL = pg_catalog.format('Legacy column(s) %s that carry it also feed target column "%s" (%s), which legacy keeps.',
+                                               pg_catalog.array_to_string(v_partners, ', '), r.column_name, r.expression);
+            END IF;
+        END LOOP;
         FOREACH c IN ARRAY @extschema@._expr_columns(v_fwd) LOOP
             IF c OPERATOR(pg_catalog.<>) ALL (v_partners) THEN
                 RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',

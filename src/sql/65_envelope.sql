@@ -78,10 +78,14 @@ RETURNS void AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.close_envelope(text, text) IS
     'close the rollback envelope on purpose (approves new-only writes under on_new_only = reject); owners of both tables only';
 
+CREATE FUNCTION @extschema@._key_typed(migration_id integer, key jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_normalize_key' LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION @extschema@._key_typed(integer, jsonb) IS
+    'internal: an entity key with its values cast to the legacy key types, as the legacy owner';
+
 CREATE FUNCTION @extschema@._normalize_key(m @extschema@.migrations, key jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_sql text := '';
     k text;
     v_out jsonb;
 BEGIN
@@ -102,13 +106,9 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = pg_catalog.format('key lacks column "%s"', k);
         END IF;
-        v_sql := v_sql OPERATOR(pg_catalog.||) CASE WHEN v_sql OPERATOR(pg_catalog.=) '' THEN '' ELSE ', ' END
-                 OPERATOR(pg_catalog.||) pg_catalog.format('%L, ($1 OPERATOR(pg_catalog.->>) %L)::%s', k, k,
-                    (SELECT pg_catalog.format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a
-                      WHERE a.attrelid OPERATOR(pg_catalog.=) m.legacy AND a.attname OPERATOR(pg_catalog.=) k));
     END LOOP;
-    EXECUTE 'SELECT pg_catalog.jsonb_build_object(' OPERATOR(pg_catalog.||) v_sql OPERATOR(pg_catalog.||) ')'
-       INTO v_out USING key;
+    -- the casts run as the legacy table's owner (C), never as the catalog owner
+    v_out := @extschema@._key_typed(m.id, key);
     RETURN v_out;
 END $$;
 COMMENT ON FUNCTION @extschema@._normalize_key(@extschema@.migrations, jsonb) IS
@@ -244,6 +244,7 @@ REVOKE ALL ON FUNCTION
     @extschema@._note_new_only(integer, bigint, jsonb, text, text),
     @extschema@._close_envelope(text, text),
     @extschema@._normalize_key(@extschema@.migrations, jsonb),
+    @extschema@._key_typed(integer, jsonb),
     @extschema@._quarantine(text, jsonb, text),
     @extschema@._release(text, jsonb),
     @extschema@._shadow_disable(text, text),

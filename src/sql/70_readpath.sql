@@ -412,6 +412,7 @@ DECLARE
     v_inner_list text;
     v_outer_list text;
     v_sql text;
+    v_src_col name;
 BEGIN
     IF view_name IS NULL OR v_shape IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
@@ -498,21 +499,32 @@ BEGIN
              ON ad.adrelid OPERATOR(pg_catalog.=) a.attrelid AND ad.adnum OPERATOR(pg_catalog.=) a.attnum
      WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
 
-    -- Each branch is gated by a stable, variable-free condition, which the
-    -- planner turns into a one-time filter: the branch not taken is never
-    -- executed.  Key filters on the view are pushed into both branches.
+    -- Each branch carries its side as a constant column; the one filter
+    -- "that column = read_source(...)" is pushed into both branches, where it
+    -- no longer depends on any row: the planner turns it into a One-Time
+    -- Filter, so the branch not taken is never executed.  The branches have
+    -- no WHERE clause of their own, so they are flattened into an append
+    -- relation (no Subquery Scan in between), and filters on the view, key
+    -- filters included, reach each table's indexes.
+    v_src_col := 'softmig_source';
+    WHILE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attname OPERATOR(pg_catalog.=) v_src_col) LOOP
+        v_src_col := v_src_col OPERATOR(pg_catalog.||) '_';
+    END LOOP;
     v_sql := pg_catalog.format(
-        'CREATE VIEW %I.%I%s AS'
-        ' SELECT %s FROM %s'
-        ' WHERE @extschema@.read_source(%L::text) OPERATOR(pg_catalog.=) %L::@extschema@.side'
+        'CREATE VIEW %I.%I%s AS SELECT %s FROM ('
+        ' SELECT %s, %L::@extschema@.side AS %I FROM %s'
         ' UNION ALL'
-        ' SELECT %s FROM (SELECT %s FROM %s'
-        ' WHERE @extschema@.read_source(%L::text) OPERATOR(pg_catalog.=) %L::@extschema@.side) AS softmig_mapped',
+        ' SELECT %s, %L::@extschema@.side FROM (SELECT %s FROM %s) AS softmig_mapped'
+        ') AS softmig_routed'
+        ' WHERE softmig_routed.%I OPERATOR(pg_catalog.=) @extschema@.read_source(%L::text)',
         v_schema, v_view,
         CASE WHEN pg_catalog.current_setting('server_version_num')::integer OPERATOR(pg_catalog.>=) 150000
              THEN ' WITH (security_invoker = true)' ELSE '' END,
-        v_own_list, v_own, m.name, v_own_side,
-        v_outer_list, v_inner_list, v_other, m.name, v_other_side);
+        v_own_list,
+        v_own_list, v_own_side, v_src_col, v_own,
+        v_outer_list, v_other_side, v_inner_list, v_other,
+        v_src_col, m.name);
     EXECUTE v_sql;
     EXECUTE pg_catalog.format('ALTER VIEW %I.%I OWNER TO %I', v_schema, v_view, v_actor);
     EXECUTE pg_catalog.format('COMMENT ON VIEW %I.%I IS %L', v_schema, v_view,

@@ -109,17 +109,32 @@ CREATE FUNCTION @extschema@.parity(name text, chunk_rows integer DEFAULT 10000)
 RETURNS TABLE(kind text, key jsonb, field text, legacy_value text, target_value text)
     AS 'MODULE_PATHNAME', 'softmig_parity' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.parity(text, integer) IS
-    'every difference between legacy (through the forward mapping) and the target on strict fields: missing_in_target, missing_in_legacy, one mismatch per field; exact, read-only, as the caller';
+    'every difference between legacy (through the forward mapping) and the target on strict fields: missing_in_target, missing_in_legacy, one mismatch per field; exact, read-only, for a caller who may read both tables';
+
+-- Phase 1 of parity: the digest of one side, computed by an aggregate so the
+-- planner can scan and map in parallel workers.  Executable by everyone: the
+-- table owners run it inside parity, and it only hashes its arguments.
+CREATE FUNCTION @extschema@._parity_acc(state bytea, VARIADIC "any") RETURNS bytea
+    AS 'MODULE_PATHNAME', 'softmig_parity_acc' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._parity_acc(bytea, "any") IS
+    'internal: transition function of softmig.parity_digest';
+CREATE FUNCTION @extschema@._parity_combine(a bytea, b bytea) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'softmig_parity_combine' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@._parity_combine(bytea, bytea) IS
+    'internal: combine function of softmig.parity_digest (adds partial digests)';
+CREATE AGGREGATE @extschema@.parity_digest(VARIADIC "any") (
+    SFUNC = @extschema@._parity_acc,
+    STYPE = bytea,
+    COMBINEFUNC = @extschema@._parity_combine,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE @extschema@.parity_digest(VARIADIC "any") IS
+    'building block of softmig.parity: per-chunk row counts and digests of one side (arguments: seed, key count, collations, boundary and quarantine arrays, columns); public because table owners run it';
 
 CREATE FUNCTION @extschema@._parity_summary(p_id integer, chunk_rows integer, sample integer)
 RETURNS jsonb AS 'MODULE_PATHNAME', 'softmig_parity_summary' LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION @extschema@._parity_summary(integer, integer, integer) IS
     'internal: parity counts per kind and field, a bounded sample of keys and run statistics (for check and the new_write guard)';
-
-CREATE FUNCTION @extschema@._inspect_sides(p_id integer, key jsonb)
-RETURNS jsonb AS 'MODULE_PATHNAME', 'softmig_inspect_sides' LANGUAGE C VOLATILE STRICT;
-COMMENT ON FUNCTION @extschema@._inspect_sides(integer, jsonb) IS
-    'internal (executable by everyone: it reads as the caller, read-only): both rows of one entity, the mapped legacy row and their parity differences';
 
 CREATE FUNCTION @extschema@._rule_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'softmig_rule_trigger' LANGUAGE C;
@@ -131,35 +146,42 @@ RETURNS text[] AS 'MODULE_PATHNAME', 'softmig_check_rule' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@._check_rule(regclass, name, text, text, text) IS
     'internal: validate a transition rule as the table owner and return its from/to values in canonical form';
 
-CREATE FUNCTION @extschema@._validate_invariant(query text) RETURNS text
+CREATE FUNCTION @extschema@._validate_invariant(legacy regclass, query text) RETURNS text
     AS 'MODULE_PATHNAME', 'softmig_validate_invariant' LANGUAGE C VOLATILE STRICT;
-COMMENT ON FUNCTION @extschema@._validate_invariant(text) IS
-    'internal: check as the caller that an invariant query is one read-only SELECT; returns it trimmed';
+COMMENT ON FUNCTION @extschema@._validate_invariant(regclass, text) IS
+    'internal: check, as the legacy table''s owner who will run it, that an invariant query is one read-only SELECT; returns it trimmed';
 
 CREATE FUNCTION @extschema@.invariant_violations(name text, invariant text DEFAULT NULL, sample integer DEFAULT 10)
 RETURNS TABLE(invariant text, severity text, violations bigint, sample jsonb)
     AS 'MODULE_PATHNAME', 'softmig_invariant_violations' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.invariant_violations(text, text, integer) IS
-    'run the invariants of a migration (or one) as the caller, read-only: rows returned and a sample of them';
+    'run the invariants of a migration (or one) as its legacy table''s owner, read-only, for a caller who may read both tables: rows returned and a sample of them';
 
 -------------------------------------------------------------------------------
 -- Options of this concern (called from _check_options)
 -------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@._check_observe_option(p_key text, p_value jsonb) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_ok boolean;
 BEGIN
     IF p_key OPERATOR(pg_catalog.=) 'transition_rules'
        AND p_value OPERATOR(pg_catalog.<>) ALL (ARRAY['"enforce"'::jsonb, '"observe"'::jsonb]) THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = pg_catalog.format('option transition_rules must be "enforce" or "observe", not %s', p_value);
     END IF;
-    IF p_key OPERATOR(pg_catalog.=) 'parity_chunk_rows'
-       AND (pg_catalog.jsonb_typeof(p_value) OPERATOR(pg_catalog.<>) 'number'
-            OR p_value::text !~ '^[0-9]+$'
-            OR pg_catalog.length(p_value::text) OPERATOR(pg_catalog.>) 8
-            OR p_value::text::bigint NOT BETWEEN 1 AND 10000000) THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = pg_catalog.format('option parity_chunk_rows must be an integer between 1 and 10000000, not %s', p_value);
+    IF p_key OPERATOR(pg_catalog.=) 'parity_chunk_rows' THEN
+        -- step by step: a cast is only tried on what is surely an integer
+        IF pg_catalog.jsonb_typeof(p_value) OPERATOR(pg_catalog.<>) 'number'
+           OR p_value::text OPERATOR(pg_catalog.!~) '^[0-9]{1,8}$' THEN
+            v_ok := false;
+        ELSE
+            v_ok := p_value::text::integer BETWEEN 1 AND 10000000;
+        END IF;
+        IF NOT v_ok THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option parity_chunk_rows must be an integer between 1 and 10000000, not %s', p_value);
+        END IF;
     END IF;
 END $$;
 COMMENT ON FUNCTION @extschema@._check_observe_option(text, jsonb) IS
@@ -199,7 +221,7 @@ BEGIN
             MESSAGE = pg_catalog.format('invariant "%s" of migration "%s" already exists', invariant, m.name),
             HINT = 'softmig.drop_invariant removes it.';
     END IF;
-    v_query := @extschema@._validate_invariant(query);      -- as the caller
+    v_query := @extschema@._validate_invariant(m.legacy, query);   -- as the legacy owner
     INSERT INTO @extschema@.invariants (migration_id, name, query, severity, created_by)
     VALUES (m.id, invariant, v_query, severity, @extschema@._actor());
     PERFORM @extschema@._history(m.id, 'add_invariant', m.state, m.state, NULL,
@@ -290,8 +312,8 @@ BEGIN
             MESSAGE = pg_catalog.format('an edge must change the value (%s -> %s)', v_vals[1], v_vals[2]);
     END IF;
     IF EXISTS (SELECT 1 FROM @extschema@.transition_rules r
-                WHERE r.migration_id OPERATOR(pg_catalog.=) m.id AND r.tbl OPERATOR(pg_catalog.=) tbl
-                  AND r.col OPERATOR(pg_catalog.=) col AND r.from_value IS NOT DISTINCT FROM v_vals[1]
+                WHERE r.migration_id OPERATOR(pg_catalog.=) m.id AND r.tbl OPERATOR(pg_catalog.=) _add_transition_rule.tbl
+                  AND r.col OPERATOR(pg_catalog.=) _add_transition_rule.col AND r.from_value IS NOT DISTINCT FROM v_vals[1]
                   AND r.to_value OPERATOR(pg_catalog.=) v_vals[2]) THEN
         RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
             MESSAGE = pg_catalog.format('migration "%s" already has a rule for %s.%s %s -> %s', m.name, tbl, col,
@@ -333,8 +355,8 @@ BEGIN
     END IF;
     v_vals := @extschema@._check_rule(tbl, col, from_value, to_value, NULL);
     DELETE FROM @extschema@.transition_rules x
-     WHERE x.migration_id OPERATOR(pg_catalog.=) m.id AND x.tbl OPERATOR(pg_catalog.=) tbl
-       AND x.col OPERATOR(pg_catalog.=) col AND x.from_value IS NOT DISTINCT FROM v_vals[1]
+     WHERE x.migration_id OPERATOR(pg_catalog.=) m.id AND x.tbl OPERATOR(pg_catalog.=) _drop_transition_rule.tbl
+       AND x.col OPERATOR(pg_catalog.=) _drop_transition_rule.col AND x.from_value IS NOT DISTINCT FROM v_vals[1]
        AND x.to_value OPERATOR(pg_catalog.=) v_vals[2]
     RETURNING * INTO r;
     IF NOT FOUND THEN
@@ -364,6 +386,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
     v_run bigint := pg_catalog.nextval('@extschema@.check_run_seq');
+    v_rows jsonb := '[]';
     v_prev bigint;
     v_actor name := @extschema@._actor();
     v_ord integer := 0;
@@ -379,17 +402,18 @@ DECLARE
 BEGIN
     SELECT pg_catalog.max(c.run_id) INTO v_prev FROM @extschema@.check_results c
      WHERE c.migration_id OPERATOR(pg_catalog.=) m.id;
-    CREATE TEMP TABLE IF NOT EXISTS softmig_check_rows (
-        ordinal integer, layer text, check_name text, ok boolean, violations bigint, detail jsonb)
-        ON COMMIT DROP;
-    TRUNCATE softmig_check_rows;
+    -- results are collected in a jsonb array, not a temporary table: this
+    -- runs as the catalog owner, and a caller's own temporary table of the
+    -- same name (with triggers or checks) must never be used
 
     ------------------------------------------------------------- transport
     -- the write triggers of the migration
     v_detail := @extschema@._trigger_health(m.id);
     v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    INSERT INTO softmig_check_rows VALUES (v_ord, 'transport', 'triggers', (v_detail OPERATOR(pg_catalog.->>) 'healthy')::boolean,
-        pg_catalog.jsonb_array_length(v_detail OPERATOR(pg_catalog.->) 'problems'), v_detail);
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'triggers',
+            'ok', (v_detail OPERATOR(pg_catalog.->>) 'healthy')::boolean, 'violations', pg_catalog.jsonb_array_length(v_detail OPERATOR(pg_catalog.->) 'problems'),
+            'detail', v_detail));
 
     -- the transition-rule triggers
     SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('rel', x.tbl::text, 'tgname', x.tgname,
@@ -401,9 +425,10 @@ BEGIN
         ON t.tgrelid OPERATOR(pg_catalog.=) x.tbl AND t.tgname OPERATOR(pg_catalog.=) x.tgname
      WHERE t.oid IS NULL OR t.tgenabled OPERATOR(pg_catalog.=) 'D';
     v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    INSERT INTO softmig_check_rows VALUES (v_ord, 'transport', 'rule_triggers',
-        pg_catalog.jsonb_array_length(v_detail) OPERATOR(pg_catalog.=) 0, pg_catalog.jsonb_array_length(v_detail),
-        pg_catalog.jsonb_build_object('problems', v_detail));
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'rule_triggers',
+            'ok', pg_catalog.jsonb_array_length(v_detail) OPERATOR(pg_catalog.=) 0, 'violations', pg_catalog.jsonb_array_length(v_detail),
+            'detail', pg_catalog.jsonb_build_object('problems', v_detail)));
 
     -- backfill progress and staleness (it only applies in mirrored)
     v_detail := @extschema@._backfill_status(m.id);
@@ -414,24 +439,28 @@ BEGIN
             pg_catalog.round(EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-)
                 COALESCE((v_detail OPERATOR(pg_catalog.->>) 'updated_at')::timestamptz, m.state_changed_at))) END);
     v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    INSERT INTO softmig_check_rows VALUES (v_ord, 'transport', 'backfill', v_ok,
-        CASE WHEN v_ok THEN 0 ELSE GREATEST(COALESCE((v_detail OPERATOR(pg_catalog.->>) 'remaining_estimate')::bigint, 1), 1) END,
-        v_detail);
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'backfill',
+            'ok', v_ok, 'violations', CASE WHEN v_ok THEN 0 ELSE GREATEST(COALESCE((v_detail OPERATOR(pg_catalog.->>) 'remaining_estimate')::bigint, 1), 1) END,
+            'detail', v_detail));
 
     -- projection failures: rows the target holds that legacy could not take
     v_detail := @extschema@._envelope_json(m.id);
     v_n := COALESCE((v_detail OPERATOR(pg_catalog.->>) 'new_only_count')::bigint, 0);
     v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    INSERT INTO softmig_check_rows VALUES (v_ord, 'transport', 'projection', v_n OPERATOR(pg_catalog.=) 0, v_n,
-        pg_catalog.jsonb_build_object('envelope', v_detail));
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'projection',
+            'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
+            'detail', pg_catalog.jsonb_build_object('envelope', v_detail)));
 
     -- shadow writes disabled by hand
     SELECT pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.-) 'migration_id' INTO v_detail
       FROM @extschema@.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id;
     v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    INSERT INTO softmig_check_rows VALUES (v_ord, 'transport', 'shadow', v_detail IS NULL,
-        CASE WHEN v_detail IS NULL THEN 0 ELSE 1 END,
-        COALESCE(pg_catalog.jsonb_build_object('disabled', v_detail), '{"disabled": null}'));
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'shadow',
+            'ok', v_detail IS NULL, 'violations', CASE WHEN v_detail IS NULL THEN 0 ELSE 1 END,
+            'detail', COALESCE(pg_catalog.jsonb_build_object('disabled', v_detail), '{"disabled": null}')));
 
     -- readers nobody registered (when the read-path inventory is installed)
     v_detail := NULL;
@@ -453,8 +482,10 @@ BEGIN
         v_detail := '{"available": false}';
     END IF;
     v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    INSERT INTO softmig_check_rows VALUES (v_ord, 'transport', 'readers',
-        v_n OPERATOR(pg_catalog.=) 0 AND NOT v_detail ? 'error', v_n, v_detail);
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'readers',
+            'ok', v_n OPERATOR(pg_catalog.=) 0 AND NOT v_detail ? 'error', 'violations', v_n,
+            'detail', v_detail));
 
     ------------------------------------------------------------- structural
     BEGIN
@@ -469,14 +500,18 @@ BEGIN
                     pg_catalog.jsonb_build_object('fields', v_s OPERATOR(pg_catalog.->) 'mismatch_fields');
             END IF;
             v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-            INSERT INTO softmig_check_rows VALUES (v_ord, 'structural', 'parity_' OPERATOR(pg_catalog.||) k,
-                v_n OPERATOR(pg_catalog.=) 0, v_n, v_detail);
+            v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                    'ordinal', v_ord, 'layer', 'structural', 'check_name', 'parity_' OPERATOR(pg_catalog.||) k,
+                    'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
+                    'detail', v_detail));
         END LOOP;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT;
         v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-        INSERT INTO softmig_check_rows VALUES (v_ord, 'structural', 'parity', false, 1,
-            pg_catalog.jsonb_build_object('error', v_err));
+        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                'ordinal', v_ord, 'layer', 'structural', 'check_name', 'parity',
+                'ok', false, 'violations', 1,
+                'detail', pg_catalog.jsonb_build_object('error', v_err)));
     END;
 
     ------------------------------------------------------------- behavioural
@@ -494,8 +529,10 @@ BEGIN
             v_detail := pg_catalog.jsonb_build_object('severity', r.severity, 'error', v_err);
         END;
         v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-        INSERT INTO softmig_check_rows VALUES (v_ord, 'behavioral', 'invariant:' OPERATOR(pg_catalog.||) r.name,
-            v_ok, v_n, v_detail);
+        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                'ordinal', v_ord, 'layer', 'behavioral', 'check_name', 'invariant:' OPERATOR(pg_catalog.||) r.name,
+                'ok', v_ok, 'violations', v_n,
+                'detail', v_detail));
     END LOOP;
 
     -- each rule's requires violations, then each ruled column's illegal edges
@@ -536,16 +573,20 @@ BEGIN
                 'requires', (SELECT tr.requires FROM @extschema@.transition_rules tr WHERE tr.id OPERATOR(pg_catalog.=) r.rule_id));
         END IF;
         v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-        INSERT INTO softmig_check_rows VALUES (v_ord, 'behavioral', r.check_name, v_n OPERATOR(pg_catalog.=) 0, v_n, v_detail);
+        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                'ordinal', v_ord, 'layer', 'behavioral', 'check_name', r.check_name,
+                'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
+                'detail', v_detail));
     END LOOP;
 
     INSERT INTO @extschema@.check_results (run_id, migration_id, actor, state, ordinal, layer, check_name, ok, violations, detail)
-    SELECT v_run, m.id, v_actor, m.state, c.ordinal, c.layer, c.check_name, c.ok, c.violations, c.detail
-      FROM softmig_check_rows c;
-    SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('layer', c.layer, 'check_name', c.check_name,
-               'ok', c.ok, 'violations', c.violations, 'detail', c.detail) ORDER BY c.ordinal), '[]')
-      INTO v_detail FROM softmig_check_rows c;
-    DROP TABLE softmig_check_rows;
+    SELECT v_run, m.id, v_actor, m.state, (c.r OPERATOR(pg_catalog.->>) 'ordinal')::integer, c.r OPERATOR(pg_catalog.->>) 'layer',
+           c.r OPERATOR(pg_catalog.->>) 'check_name', (c.r OPERATOR(pg_catalog.->>) 'ok')::boolean,
+           (c.r OPERATOR(pg_catalog.->>) 'violations')::bigint, c.r OPERATOR(pg_catalog.->) 'detail'
+      FROM pg_catalog.jsonb_array_elements(v_rows) AS c(r);
+    SELECT COALESCE(pg_catalog.jsonb_agg(c.r OPERATOR(pg_catalog.-) 'ordinal'
+                                         ORDER BY (c.r OPERATOR(pg_catalog.->>) 'ordinal')::integer), '[]')
+      INTO v_detail FROM pg_catalog.jsonb_array_elements(v_rows) AS c(r);
     RETURN v_detail;
 END $$;
 COMMENT ON FUNCTION @extschema@._run_checks(text) IS 'internal: implementation of softmig.run_checks';
@@ -559,8 +600,9 @@ CREATE FUNCTION @extschema@.check(name text)
 RETURNS TABLE(layer text, check_name text, ok boolean, violations bigint, detail jsonb)
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT r.layer, r.check_name, r.ok, r.violations, r.detail
-      FROM pg_catalog.jsonb_to_recordset(@extschema@.run_checks(name)) WITH ORDINALITY
-           AS r(layer text, check_name text, ok boolean, violations bigint, detail jsonb, n bigint)
+      FROM ROWS FROM (pg_catalog.jsonb_to_recordset(@extschema@.run_checks(name))
+                      AS (layer text, check_name text, ok boolean, violations bigint, detail jsonb))
+           WITH ORDINALITY AS r(layer, check_name, ok, violations, detail, n)
      ORDER BY r.n
 $$;
 COMMENT ON FUNCTION @extschema@.check(text) IS
@@ -577,7 +619,7 @@ BEGIN
     END IF;
     DELETE FROM @extschema@.check_results c
      WHERE c.migration_id OPERATOR(pg_catalog.=) m.id
-       AND c.at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) older_than;
+       AND c.at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
@@ -599,7 +641,7 @@ BEGIN
     END IF;
     DELETE FROM @extschema@.rule_violations v
      WHERE v.migration_id OPERATOR(pg_catalog.=) m.id
-       AND v.at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) older_than;
+       AND v.at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than);
     GET DIAGNOSTICS n = ROW_COUNT;
     PERFORM @extschema@._history(m.id, 'forget_rule_violations', m.state, m.state, NULL,
         pg_catalog.jsonb_build_object('older_than', older_than::text, 'removed', n));
@@ -646,7 +688,8 @@ BEGIN
         IF n OPERATOR(pg_catalog.>) 0 THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('cannot advance migration "%s" to new_write: invariant "%s" fails', m.name, r.name),
-                DETAIL = pg_catalog.format('It returns %s violating rows; for example %s.', n, s),
+                DETAIL = pg_catalog.format('It returns %s violating %s; for example %s.', n,
+                                           CASE WHEN n OPERATOR(pg_catalog.=) 1 THEN 'row' ELSE 'rows' END, s),
                 HINT = 'Fix the data, drop the invariant, or pass force => true with a reason.';
         END IF;
     END LOOP;
@@ -657,20 +700,16 @@ COMMENT ON FUNCTION @extschema@._require_semantic_health(integer) IS
 -------------------------------------------------------------------------------
 -- inspect: one entity, both sides, for support
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.inspect(name text, key jsonb) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE FUNCTION @extschema@._inspect_assemble(p_id integer, key jsonb, s jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    m @extschema@.migrations := @extschema@._migration(name);
-    s jsonb;
+    m @extschema@.migrations;
     v_xmins text[];
     v_track boolean := pg_catalog.current_setting('track_commit_timestamp')::boolean;
     v_last jsonb := '{}';
     k text;
 BEGIN
-    IF key IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'key must not be null';
-    END IF;
-    s := @extschema@._inspect_sides(m.id, key);
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id;
     v_xmins := ARRAY[s OPERATOR(pg_catalog.->>) 'legacy_xmin', s OPERATOR(pg_catalog.->>) 'target_xmin'];
     FOREACH k IN ARRAY ARRAY['legacy', 'target'] LOOP
         IF s OPERATOR(pg_catalog.->>) (k OPERATOR(pg_catalog.||) '_xmin') IS NOT NULL THEN
@@ -702,7 +741,7 @@ BEGIN
                                 OPERATOR(pg_catalog.<>) 'null'),
             'quarantined', EXISTS (SELECT 1 FROM @extschema@._quarantined_keys(m.id) q WHERE q OPERATOR(pg_catalog.=) key),
             'quarantine', (SELECT pg_catalog.to_jsonb(q) OPERATOR(pg_catalog.-) 'migration_id' FROM @extschema@.quarantine q
-                            WHERE q.migration_id OPERATOR(pg_catalog.=) m.id AND q.key OPERATOR(pg_catalog.=) inspect.key)),
+                            WHERE q.migration_id OPERATOR(pg_catalog.=) m.id AND q.key OPERATOR(pg_catalog.=) _inspect_assemble.key)),
         'last_writes', v_last,
         'operation_keys', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                                   'key', o.key, 'side', o.side, 'relation', o.relation, 'state', o.state,
@@ -715,18 +754,23 @@ BEGIN
                            ORDER BY h.id), '[]')
                       FROM (SELECT * FROM @extschema@.history_log h
                              WHERE h.migration_id OPERATOR(pg_catalog.=) m.id
-                               AND h.detail OPERATOR(pg_catalog.->) 'key' OPERATOR(pg_catalog.=) inspect.key
+                               AND h.detail OPERATOR(pg_catalog.->) 'key' OPERATOR(pg_catalog.=) _inspect_assemble.key
                              ORDER BY h.id DESC LIMIT 20) h),
         'rule_violations', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                                    'rule', v.rule_id, 'table', v.tbl, 'column', v.col, 'from', v.from_value,
                                    'to', v.to_value, 'reason', v.reason, 'at', v.at, 'actor', v.actor) ORDER BY v.id), '[]')
                               FROM (SELECT * FROM @extschema@.rule_violations v
                                      WHERE v.migration_id OPERATOR(pg_catalog.=) m.id
-                                       AND v.key OPERATOR(pg_catalog.=) inspect.key
+                                       AND v.key OPERATOR(pg_catalog.=) _inspect_assemble.key
                                      ORDER BY v.id DESC LIMIT 20) v));
 END $$;
+COMMENT ON FUNCTION @extschema@._inspect_assemble(integer, jsonb, jsonb) IS
+    'internal: add the catalog side of inspect (flags, operation keys, last writes, history, rule violations) to what was read from the tables';
+
+CREATE FUNCTION @extschema@.inspect(name text, key jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_inspect' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.inspect(text, jsonb) IS
-    'both sides of one entity, mapped and compared, with its flags (new-only, quarantined), operation keys, last writes and history: the page support opens';
+    'both sides of one entity, mapped and compared, with its flags (new-only, quarantined), operation keys, last writes and history: the page support opens; for a caller who may read both tables';
 
 -------------------------------------------------------------------------------
 -- report: a readable summary for psql
@@ -805,7 +849,8 @@ BEGIN
             IF NOT r.ok AND pg_catalog.jsonb_typeof(r.detail OPERATOR(pg_catalog.->) 'sample') OPERATOR(pg_catalog.=) 'array'
                AND pg_catalog.jsonb_array_length(r.detail OPERATOR(pg_catalog.->) 'sample') OPERATOR(pg_catalog.>) 0 THEN
                 v_line := v_line OPERATOR(pg_catalog.||) '  e.g. ' OPERATOR(pg_catalog.||)
-                    pg_catalog.left((r.detail OPERATOR(pg_catalog.->) 'sample' OPERATOR(pg_catalog.->) 0)::text, 60);
+                    pg_catalog.left(((r.detail OPERATOR(pg_catalog.->) 'sample' OPERATOR(pg_catalog.->) 0)
+                                     OPERATOR(pg_catalog.-) 'at')::text, 60);
             ELSIF NOT r.ok AND r.detail ? 'error' THEN
                 v_line := v_line OPERATOR(pg_catalog.||) '  error: ' OPERATOR(pg_catalog.||)
                     pg_catalog.left(r.detail OPERATOR(pg_catalog.->>) 'error', 60);
@@ -878,7 +923,7 @@ GRANT SELECT ON @extschema@.metrics TO PUBLIC;
 -------------------------------------------------------------------------------
 -- pgTAP helpers for users' own migration tests
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@._tap(p_ok boolean, p_description text, p_diag text) RETURNS text
+CREATE FUNCTION @extschema@.tap_ok(ok boolean, description text, diagnostics text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_nsp name;
@@ -890,24 +935,24 @@ BEGIN
      WHERE e.extname OPERATOR(pg_catalog.=) 'pgtap';
     IF v_nsp IS NULL THEN
         -- no pgTAP: a bare TAP line, diagnostics as # comments
-        v_out := CASE WHEN p_ok THEN 'ok' ELSE 'not ok' END OPERATOR(pg_catalog.||) ' - ' OPERATOR(pg_catalog.||) p_description;
-        IF NOT p_ok AND p_diag IS NOT NULL THEN
+        v_out := CASE WHEN ok THEN 'ok' ELSE 'not ok' END OPERATOR(pg_catalog.||) ' - ' OPERATOR(pg_catalog.||) description;
+        IF NOT ok AND diagnostics IS NOT NULL THEN
             v_out := v_out OPERATOR(pg_catalog.||) E'\n# ' OPERATOR(pg_catalog.||)
-                     pg_catalog.replace(p_diag, E'\n', E'\n# ');
+                     pg_catalog.replace(diagnostics, E'\n', E'\n# ');
         END IF;
         RETURN v_out;
     END IF;
     -- pgTAP keeps the test counter and plan; its functions expect their schema on the path
     PERFORM pg_catalog.set_config('search_path', pg_catalog.quote_ident(v_nsp) OPERATOR(pg_catalog.||) ', pg_catalog, pg_temp', true);
-    EXECUTE pg_catalog.format('SELECT %I.ok($1, $2)', v_nsp) INTO v_out USING p_ok, p_description;
-    IF NOT p_ok AND p_diag IS NOT NULL THEN
-        EXECUTE pg_catalog.format('SELECT %I.diag($1)', v_nsp) INTO v_diag USING p_diag;
+    EXECUTE pg_catalog.format('SELECT %I.ok($1, $2)', v_nsp) INTO v_out USING ok, description;
+    IF NOT ok AND diagnostics IS NOT NULL THEN
+        EXECUTE pg_catalog.format('SELECT %I.diag($1)', v_nsp) INTO v_diag USING diagnostics;
         v_out := v_out OPERATOR(pg_catalog.||) E'\n' OPERATOR(pg_catalog.||) v_diag;
     END IF;
     RETURN v_out;
 END $$;
-COMMENT ON FUNCTION @extschema@._tap(boolean, text, text) IS
-    'internal (executable by everyone, it only formats): one TAP assertion through pgTAP''s ok()/diag() when pgTAP is installed, else a bare TAP line';
+COMMENT ON FUNCTION @extschema@.tap_ok(boolean, text, text) IS
+    'one TAP assertion with diagnostics: through pgTAP''s ok() and diag() when pgTAP is installed (plans and numbering work), else a bare ok/not ok line with # comments';
 
 CREATE FUNCTION @extschema@.parity_ok(name text, description text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
@@ -924,7 +969,7 @@ BEGIN
                 COALESCE(pg_catalog.quote_literal(r.legacy_value), 'NULL'),
                 COALESCE(pg_catalog.quote_literal(r.target_value), 'NULL')) END);
     END LOOP;
-    RETURN @extschema@._tap(v_n OPERATOR(pg_catalog.=) 0,
+    RETURN @extschema@.tap_ok(v_n OPERATOR(pg_catalog.=) 0,
         COALESCE(description, pg_catalog.format('parity of migration %s is clean', name)),
         pg_catalog.format('%s differences%s', v_n, v_diag));
 END $$;
@@ -944,7 +989,7 @@ BEGIN
         v_diag := v_diag OPERATOR(pg_catalog.||) pg_catalog.format(E'\n  invariant %s (%s): %s violating rows, e.g. %s',
             r.invariant, r.severity, r.violations, r.sample);
     END LOOP;
-    RETURN @extschema@._tap(v_fail OPERATOR(pg_catalog.=) 0,
+    RETURN @extschema@.tap_ok(v_fail OPERATOR(pg_catalog.=) 0,
         COALESCE(description, pg_catalog.format('invariants of migration %s hold', name)),
         pg_catalog.format('%s invariants fail%s', v_fail, v_diag));
 END $$;
@@ -966,7 +1011,7 @@ BEGIN
       INTO v_diag
       FROM (SELECT v.* FROM @extschema@.rule_violations v
              WHERE v.migration_id OPERATOR(pg_catalog.=) m.id ORDER BY v.id LIMIT 10) x;
-    RETURN @extschema@._tap(v_n OPERATOR(pg_catalog.=) 0,
+    RETURN @extschema@.tap_ok(v_n OPERATOR(pg_catalog.=) 0,
         COALESCE(description, pg_catalog.format('no transition rule of migration %s was violated', name)),
         pg_catalog.format('%s recorded violations%s', v_n, COALESCE(v_diag, '')));
 END $$;
@@ -985,7 +1030,7 @@ BEGIN
     DELETE FROM @extschema@.check_results c WHERE c.migration_id OPERATOR(pg_catalog.=) OLD.id;
     FOR r IN SELECT t.tgname, t.tgrelid::pg_catalog.regclass AS rel
                FROM pg_catalog.pg_trigger t
-              WHERE t.tgname OPERATOR(pg_catalog.=) 'softmig_rule_' OPERATOR(pg_catalog.||) OLD.id::text
+              WHERE t.tgname OPERATOR(pg_catalog.=) ('softmig_rule_' OPERATOR(pg_catalog.||) OLD.id::text)
                 AND t.tgfoid OPERATOR(pg_catalog.=) '@extschema@._rule_trigger()'::pg_catalog.regprocedure
                 AND t.tgparentid OPERATOR(pg_catalog.=) 0 LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', r.tgname, r.rel);
@@ -1003,11 +1048,13 @@ CREATE TRIGGER forget_dropped_observations
 -- Privileges: implementation functions run only behind the gate
 -------------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION
+    @extschema@._parity_acc(bytea, "any"),
+    @extschema@._parity_combine(bytea, bytea),
     @extschema@._quarantined_keys(integer),
     @extschema@._parity_summary(integer, integer, integer),
     @extschema@._rule_trigger(),
     @extschema@._check_rule(regclass, name, text, text, text),
-    @extschema@._validate_invariant(text),
+    @extschema@._validate_invariant(regclass, text),
     @extschema@._check_observe_option(text, jsonb),
     @extschema@._chunk_rows(@extschema@.migrations),
     @extschema@._add_invariant(text, text, text, text),
@@ -1019,5 +1066,6 @@ REVOKE ALL ON FUNCTION
     @extschema@._forget_checks(text, interval),
     @extschema@._forget_rule_violations(text, interval),
     @extschema@._require_semantic_health(integer),
-    @extschema@._forget_dropped_observations()
+    @extschema@._forget_dropped_observations(),
+    @extschema@._inspect_assemble(integer, jsonb, jsonb)
 FROM PUBLIC;

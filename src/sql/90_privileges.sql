@@ -2,6 +2,9 @@
 -- Privileges: implementation functions run only behind the gate.
 -------------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION
+    @extschema@._actor(),
+    @extschema@._envelope_open_now(integer),
+    @extschema@._expr_columns(text),
     @extschema@._check_expression(text, text),
     @extschema@._invalidate(regclass, regclass),
     @extschema@._validate(integer),

@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+#
+# bench/parity_bench.sh -- how fast is softmig.parity, against what people
+# do by hand?
+#
+# Starts ONE throwaway PostgreSQL 15 cluster (temp dir under /tmp, unix
+# socket only, shared_preload_libraries = 'softmig'), builds a legacy and a
+# target table of BENCH_ROWS rows each with a mapping that includes
+# expressions (renamed key, upper(), integer cents -> numeric(12,2)
+# division, two copied columns), and times, in one run:
+#
+#   count    the floor: SELECT count(*) over both tables
+#   join     a FULL OUTER JOIN on the key comparing the mapped fields
+#            (IS DISTINCT FROM over the row), counting differing keys
+#   except   EXCEPT both ways over the mapped rows, counting rows
+#   softmig  SELECT count(*) FROM softmig.parity(...): every difference,
+#            one row per differing field
+#
+# on two data sets: "clean" (the target is exactly the mapped legacy) and
+# "dirty" (ten planted differences: 4 changed fields, 3 rows missing in the
+# target, 3 rows missing in legacy).  Every method's answer is checked (0
+# when clean; join 10, except 14, softmig 10 when dirty, and softmig must
+# name exactly the planted keys), so a fast wrong answer aborts the run.
+#
+# Methods run interleaved (count, join, except, softmig, then the next
+# round) after one warm-up pass, so machine noise hits all of them alike;
+# the table shows the median of BENCH_ROUNDS rounds with min..max, rows/s
+# (2 x BENCH_ROWS rows compared per second) and ratios.  Timing is psql's
+# \timing (the result is one row, so it is server time).
+#
+# Output: a markdown table on stdout and in bench/out/parity_<UTC time>.md.
+#
+# Knobs (environment):
+#   BENCH_ROWS=1000000   rows per table
+#   BENCH_ROUNDS=5       timed rounds per method and data set
+#   BENCH_PORT=55501     port of the throwaway cluster
+#   BENCH_KEEP=1         keep the temp dir (data dir, server log) on exit
+#
+# Needs PostgreSQL 15 server binaries in /usr/lib/postgresql/15/bin and
+# softmig already installed there (this script never builds or installs).
+# As root, the cluster runs as the postgres user (initdb refuses root).
+
+set -euo pipefail
+
+ROWS=${BENCH_ROWS:-1000000}
+ROUNDS=${BENCH_ROUNDS:-5}
+PORT=${BENCH_PORT:-55501}
+PGBIN=/usr/lib/postgresql/15/bin
+METHODS=(count join except softmig)
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUTDIR=$HERE/out
+
+die() { printf 'parity_bench.sh: error: %s\n' "$*" >&2; exit 1; }
+say() { printf '==> %s\n' "$*" >&2; }
+
+[[ $ROWS =~ ^[1-9][0-9]*$ ]] && ((ROWS >= 1000)) || die "BENCH_ROWS must be an integer >= 1000 (got '$ROWS')"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$ROUNDS')"
+[[ $PORT =~ ^[0-9]+$ ]] || die "BENCH_PORT must be a number (got '$PORT')"
+for b in initdb pg_ctl psql pg_config; do
+    [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL 15 server package missing?)"
+done
+PKGLIB=$("$PGBIN/pg_config" --pkglibdir)
+SHAREDIR=$("$PGBIN/pg_config" --sharedir)
+SO=$PKGLIB/softmig.so
+[[ -f $SO && -f $SHAREDIR/extension/softmig.control ]] ||
+    die "softmig is not installed in $PKGLIB / $SHAREDIR/extension (run make install first)"
+
+if [[ $EUID -eq 0 ]]; then
+    PGUSER_OS=postgres
+    id "$PGUSER_OS" >/dev/null 2>&1 || die "running as root but there is no postgres user"
+    as_pg() { (cd "$TMP" && runuser -u "$PGUSER_OS" -- "$@"); }
+else
+    PGUSER_OS=$(id -un)
+    as_pg() { (cd "$TMP" && "$@"); }
+fi
+
+# ---------------------------------------------------------------------------
+# The throwaway cluster
+# ---------------------------------------------------------------------------
+TMP=$(mktemp -d /tmp/softmig-pbench.XXXXXX)
+DATA=$TMP/data
+LOG=$TMP/server.log
+[[ $EUID -eq 0 ]] && chown "$PGUSER_OS": "$TMP"
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -f $DATA/postmaster.pid ]]; then
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+            as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    if [[ $rc -ne 0 && -f $LOG ]]; then
+        printf '\n--- last lines of the server log (%s) ---\n' "$LOG" >&2
+        tail -n 30 "$LOG" >&2 || true
+    fi
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        say "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "initdb in $TMP (as $PGUSER_OS)"
+as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$TMP/initdb.log" 2>&1 ||
+    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+cat >>"$DATA/postgresql.conf" <<EOF
+
+# --- parity_bench.sh: defaults except these ---
+listen_addresses = ''
+unix_socket_directories = '$TMP'
+port = $PORT
+shared_preload_libraries = 'softmig'
+shared_buffers = 1GB
+work_mem = 64MB
+max_wal_size = 8GB
+synchronous_commit = off
+autovacuum = off
+EOF
+as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 120 start >/dev/null ||
+    die "the server did not start (port $PORT busy? see $LOG)"
+
+export PGHOST=$TMP PGPORT=$PORT PGUSER=postgres
+PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
+export PGDATABASE=bench
+sql() { "${PSQL[@]}" -At "$@"; }
+PGVERSION=$(sql -c "SHOW server_version")
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+PARALLEL=$(sql -c "SHOW max_parallel_workers_per_gather")
+
+# ---------------------------------------------------------------------------
+# Data: legacy, target = mapped legacy, the migration (state legacy: nothing
+# is mirrored, so differences can be planted directly)
+# ---------------------------------------------------------------------------
+say "loading $ROWS rows per table"
+sql >/dev/null <<EOF
+CREATE EXTENSION softmig;
+CREATE TABLE legacy_orders (id int PRIMARY KEY, cust text NOT NULL, cents int NOT NULL,
+                            note text, created date NOT NULL);
+CREATE TABLE orders (order_id int PRIMARY KEY, customer text NOT NULL, amount numeric(12,2) NOT NULL,
+                     note text, created date NOT NULL);
+SELECT softmig.create_migration('bench', 'legacy_orders', 'orders',
+    forward  => '{"order_id": "id", "customer": "upper(cust)", "amount": "cents / 100.0"}',
+    backward => '{"id": "order_id", "cust": "lower(customer)", "cents": "(amount * 100)::int"}');
+INSERT INTO legacy_orders
+SELECT g, 'customer ' || g, ((g::bigint * 7919) % 1000000)::int,
+       CASE WHEN g % 3 = 0 THEN NULL ELSE 'note ' || (g % 1000) END,
+       date '2020-01-01' + (g % 1500)
+  FROM generate_series(1, $ROWS) g;
+INSERT INTO orders SELECT id, upper(cust), cents / 100.0, note, created FROM legacy_orders;
+VACUUM (ANALYZE) legacy_orders;
+VACUUM (ANALYZE) orders;
+CHECKPOINT;
+EOF
+
+Q_count="SELECT (SELECT count(*) FROM legacy_orders) + (SELECT count(*) FROM orders)"
+Q_join="SELECT count(*) FROM legacy_orders l FULL OUTER JOIN orders t ON t.order_id = l.id
+ WHERE l.id IS NULL OR t.order_id IS NULL
+    OR ROW(upper(l.cust), (l.cents / 100.0)::numeric(12,2), l.note, l.created)
+       IS DISTINCT FROM ROW(t.customer, t.amount, t.note, t.created)"
+Q_except="SELECT count(*) FROM (
+   (SELECT id, upper(cust), (cents / 100.0)::numeric(12,2), note, created FROM legacy_orders
+    EXCEPT SELECT order_id, customer, amount, note, created FROM orders)
+   UNION ALL
+   (SELECT order_id, customer, amount, note, created FROM orders
+    EXCEPT SELECT id, upper(cust), (cents / 100.0)::numeric(12,2), note, created FROM legacy_orders)) d"
+Q_softmig="SELECT count(*) FROM softmig.parity('bench')"
+
+# time_round DATASET: one interleaved round, appends "dataset method ms result" lines
+declare -A TIMES RESULT
+time_round() {
+    local ds=$1 m q out ms res
+    for m in "${METHODS[@]}"; do
+        q=Q_$m
+        out=$("${PSQL[@]}" -At <<EOF
+\timing on
+${!q};
+EOF
+)
+        res=$(printf '%s\n' "$out" | sed -n 1p)
+        ms=$(printf '%s\n' "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+        [[ -n $ms ]] || die "no timing for $m: $out"
+        TIMES[$ds,$m]+="$ms "
+        RESULT[$ds,$m]=$res
+    done
+}
+
+check_results() {  # dataset
+    local ds=$1 want_join want_except want_softmig
+    if [[ $ds == clean ]]; then want_join=0; want_except=0; want_softmig=0
+    else want_join=10; want_except=14; want_softmig=10; fi
+    [[ ${RESULT[$ds,count]} == $((2 * ROWS)) || $ds == dirty ]] || die "$ds: count says ${RESULT[$ds,count]}"
+    [[ ${RESULT[$ds,join]} == "$want_join" ]] || die "$ds: join found ${RESULT[$ds,join]}, expected $want_join"
+    [[ ${RESULT[$ds,except]} == "$want_except" ]] || die "$ds: except found ${RESULT[$ds,except]}, expected $want_except"
+    [[ ${RESULT[$ds,softmig]} == "$want_softmig" ]] || die "$ds: softmig found ${RESULT[$ds,softmig]}, expected $want_softmig"
+}
+
+run_dataset() {  # dataset
+    local ds=$1 r
+    say "$ds: warm-up"
+    time_round "$ds"
+    TIMES=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+        say "$ds: round $r/$ROUNDS"
+        time_round "$ds"
+        check_results "$ds"
+    done
+    for m in "${METHODS[@]}"; do TIMES_SAVED[$ds,$m]=${TIMES[$ds,$m]}; done
+}
+declare -A TIMES_SAVED
+
+run_dataset clean
+
+say "planting ten differences"
+P1=$((ROWS / 10)); P2=$((ROWS / 3 - (ROWS / 3) % 3 + 1)); P3=$((ROWS / 2)); P4=$((ROWS - 5))   # P2: a row with a note
+sql >/dev/null <<EOF
+UPDATE orders SET amount = amount + 1 WHERE order_id = 17;
+UPDATE orders SET customer = 'SOMEONE ELSE' WHERE order_id = $P1;
+UPDATE orders SET note = NULL WHERE order_id = $P2;
+UPDATE orders SET created = created + 1 WHERE order_id = $P3;
+DELETE FROM orders WHERE order_id IN ($((P1 + 7)), $((P3 + 7)), $P4);
+INSERT INTO orders VALUES (0, 'ZERO', 0, NULL, '2020-01-01'),
+                          ($((ROWS + 1)), 'PAST THE END', 1, NULL, '2020-01-01'),
+                          ($((ROWS + 1000)), 'FAR PAST', 2, NULL, '2020-01-01');
+VACUUM (ANALYZE) orders;
+EOF
+# the planted keys, exactly
+WANT="0,17,$P1,$((P1 + 7)),$P2,$P3,$((P3 + 7)),$P4,$((ROWS + 1)),$((ROWS + 1000))"
+GOT=$(sql -c "SELECT string_agg((key->>'id'), ',' ORDER BY (key->>'id')::int) FROM softmig.parity('bench')")
+WANT_SORTED=$(tr ',' '\n' <<<"$WANT" | sort -n | paste -sd, -)
+[[ $GOT == "$WANT_SORTED" ]] || die "softmig.parity named $GOT, planted $WANT_SORTED"
+STATS=$(sql -c "SELECT (s->'chunks')::text || ' chunks, ' || (s->'chunks_descended')::text || ' descended'
+                  FROM softmig._parity_summary((SELECT id FROM softmig.migrations WHERE name = 'bench'), 10000, 0) s")
+
+run_dataset dirty
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+minmax() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1{min=$1} {max=$1} END {printf "%.3f..%.3f", min/1000, max/1000}'; }
+
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown)
+NCPU=$(nproc)
+MEM=$(awk '/MemTotal/ {printf "%.0f GB", $2/1024/1024}' /proc/meminfo)
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+mkdir -p "$OUTDIR"
+OUT=$OUTDIR/parity_$STAMP.md
+{
+    echo "parity_bench.sh: $ROWS rows per table, $ROUNDS rounds (median, min..max), PostgreSQL $PGVERSION,"
+    echo "max_parallel_workers_per_gather = $PARALLEL, $NCPU CPU ($CPU), $MEM; dirty run: $STATS;"
+    echo "load average before: $LOAD_START, after: $LOAD_END (other work on the machine skews every method)"
+    echo
+    echo "| data | method | seconds | min..max | rows/s | softmig speed-up |"
+    echo "|---|---|---:|---|---:|---|"
+    for ds in clean dirty; do
+        sm=$(median <<<"${TIMES_SAVED[$ds,softmig]}")
+        for m in "${METHODS[@]}"; do
+            med=$(median <<<"${TIMES_SAVED[$ds,$m]}")
+            mm=$(minmax <<<"${TIMES_SAVED[$ds,$m]}")
+            rate=$(awk -v r="$ROWS" -v ms="$med" 'BEGIN {printf "%.0f", 2 * r / (ms / 1000)}')
+            case $m in
+                count)   ratio=$(awk -v a="$sm" -v b="$med" 'BEGIN {printf "softmig takes %.2fx the floor", a / b}') ;;
+                softmig) ratio="—" ;;
+                *)       ratio=$(awk -v a="$sm" -v b="$med" 'BEGIN {printf "%.2fx faster", b / a}') ;;
+            esac
+            printf '| %s | %s | %.3f | %s | %s | %s |\n' "$ds" "$m" "$(awk -v ms="$med" 'BEGIN {print ms / 1000}')" "$mm" "$rate" "$ratio"
+        done
+    done
+} | tee "$OUT"
+say "written to ${OUT#"$HERE"/../}"
