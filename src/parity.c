@@ -2392,7 +2392,7 @@ softmig_parity(PG_FUNCTION_ARGS)
 	st.ts = tuplestore_begin_heap(true, false, work_mem);
 	MemoryContextSwitchTo(old);
 
-	(void) run_parity(id, chunk_rows, emit_tuplestore, &st);
+	MemoryContextDelete(run_parity(id, chunk_rows, emit_tuplestore, &st)->cxt);
 
 	rsinfo->returnMode = SFRM_Materialize;
 	rsinfo->setResult = st.ts;

@@ -58,12 +58,13 @@ BEGIN
                     DETAIL = SQLERRM,
                     HINT = 'Change the mapping first (drop and re-create the migration in state legacy), or keep the column.';
         END;
-        -- harmless DDL passes silently; a problem is warned about and recorded
+        -- harmless DDL passes silently.  A missing key index is only warned
+        -- about: pg_restore creates indexes after everything else (a
+        -- history row per table would make every restore differ from its
+        -- source), and without the index every mirrored write fails loudly
+        -- (ON CONFLICT needs it), so nothing can go wrong silently.
         IF v_problem IS NOT NULL THEN
             RAISE WARNING USING MESSAGE = pg_catalog.format('migration "%s" cannot write its tables until this is fixed: %s', r.name, v_problem);
-            INSERT INTO @extschema@.history_log (migration_id, actor, action, from_state, to_state, reason, detail)
-            VALUES (r.id, pg_catalog.session_user(), 'ddl_warning', r.state, r.state, v_problem,
-                    pg_catalog.jsonb_build_object('command', r.command_tag, 'object', r.object_identity));
         END IF;
     END LOOP;
 END $$;
