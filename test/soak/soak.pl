@@ -112,7 +112,7 @@ INSERT INTO legacy_acct SELECT g, g, 'o' || (g % 97), 0, 'n' || g, 0 FROM genera
 -- one row per attempt that committed, one effect row per entity changed
 CREATE TABLE soak_log (key text NOT NULL, kind text NOT NULL, outcome text NOT NULL,
                        side text NOT NULL, switches int NOT NULL, effects int NOT NULL,
-                       at timestamptz NOT NULL DEFAULT clock_timestamp());
+                       at timestamptz NOT NULL DEFAULT clock_timestamp(), message text);
 CREATE TABLE soak_effects (key text NOT NULL, eid bigint NOT NULL, delta int NOT NULL,
                            bump int NOT NULL, kind text NOT NULL);
 CREATE INDEX ON soak_effects (eid);
@@ -259,8 +259,9 @@ BEGIN
                 VALUES (p_key, v_kind, 'duplicate', v_side, v_switches, 0);
                 RETURN 'duplicate';
             WHEN SQLSTATE 'SM005' THEN
-                INSERT INTO soak_log (key, kind, outcome, side, switches, effects)
-                VALUES (p_key, v_kind, 'quarantined', v_side, v_switches, 0);
+                GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT;
+                INSERT INTO soak_log (key, kind, outcome, side, switches, effects, message)
+                VALUES (p_key, v_kind, 'quarantined', v_side, v_switches, 0, v_msg);
                 RETURN 'quarantined';
             WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
                 -- a REPEATABLE READ transaction cannot retry in place (its
