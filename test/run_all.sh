@@ -31,7 +31,7 @@
 #   SOFTMIG_SUITES  space-separated subset of: regress pgtap tap
 #                   (also: pg_regress, isolation for one half of regress,
 #                   and demo, the live demo `make demo` runs)
-#                   default "regress pgtap tap"
+#                   default "regress pgtap tap demo"
 #   SOFTMIG_KEEP=1  keep the temp directory (logs, data dir) for debugging
 #
 # Internal: `run_all.sh --inner WORKDIR` is the second half, run as the
@@ -41,7 +41,7 @@ set -euo pipefail
 
 PGBIN=/usr/lib/postgresql/15/bin
 PG_CONFIG=$PGBIN/pg_config
-SUITES=${SOFTMIG_SUITES:-regress pgtap tap}
+SUITES=${SOFTMIG_SUITES:-regress pgtap tap demo}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
               libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc)
 
