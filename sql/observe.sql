@@ -23,7 +23,8 @@ SELECT softmig.add_invariant('ob', 'captured needs a reservation',
          AND NOT EXISTS (SELECT 1 FROM public.ob_reservations r WHERE r.order_id = t.order_id)
        ORDER BY t.order_id$$);
 SELECT softmig.add_invariant('ob', 'big orders are reviewed', 'SELECT id FROM public.ob_l WHERE cents > 1800', 'warn');
-SELECT name, severity, query FROM softmig.invariants ORDER BY name;
+SELECT name, severity, query FROM softmig.invariants
+ WHERE migration_id = (SELECT id FROM softmig.migrations WHERE name = 'ob') ORDER BY name;
 -- bad definitions are refused, and nothing is stored
 SELECT * FROM t.err($$SELECT softmig.add_invariant('ob', 'x', 'DELETE FROM public.ob_t')$$);
 SELECT * FROM t.err($$SELECT softmig.add_invariant('ob', 'x', 'WITH d AS (DELETE FROM public.ob_t RETURNING *) SELECT * FROM d')$$);
@@ -38,7 +39,8 @@ SELECT * FROM t.err($$SELECT softmig.add_invariant('ob', 'x', 'SELECT 1', 'fatal
 SELECT * FROM t.err($$SELECT softmig.add_invariant('ob', '', 'SELECT 1')$$);
 SELECT * FROM t.err($$SELECT softmig.add_invariant('ob', 'no negative amounts', 'SELECT 1')$$);
 SELECT * FROM t.err($$SELECT softmig.add_invariant('nope', 'x', 'SELECT 1')$$);
-SELECT count(*) AS invariants FROM softmig.invariants;
+SELECT count(*) AS invariants FROM softmig.invariants
+ WHERE migration_id = (SELECT id FROM softmig.migrations WHERE name = 'ob');
 -- invariants run as the caller, read-only
 SELECT * FROM softmig.invariant_violations('ob');
 SELECT * FROM softmig.invariant_violations('ob', 'big orders are reviewed', 1);
@@ -56,7 +58,8 @@ SELECT softmig.add_transition_rule('ob', 'ob_t', 'status', 'pending', 'captured'
     'EXISTS (SELECT 1 FROM public.ob_reservations r WHERE r.order_id = new.order_id)');
 SELECT softmig.add_transition_rule('ob', 'ob_t', 'status', 'pending', 'cancelled');
 SELECT softmig.add_transition_rule('ob', 'ob_t', 'status', 'captured', 'refunded');
-SELECT id, tbl, col, from_value, to_value, requires FROM softmig.transition_rules ORDER BY id;
+SELECT id, tbl, col, from_value, to_value, requires FROM softmig.transition_rules
+ WHERE migration_id = (SELECT id FROM softmig.migrations WHERE name = 'ob') ORDER BY id;
 SELECT tgname = 'softmig_rule_' || (SELECT id FROM softmig.migrations WHERE name = 'ob') AS named_by_migration,
        tgrelid::regclass, pg_get_triggerdef(oid) ~ 'AFTER INSERT OR UPDATE OF status ON public.ob_t FOR EACH ROW' AS on_status
   FROM pg_trigger WHERE tgname LIKE 'softmig_rule_%';
@@ -70,7 +73,8 @@ SELECT * FROM t.err($$SELECT softmig.add_transition_rule('ob', 'ob_t', 'status',
 SELECT * FROM t.err($$SELECT softmig.add_transition_rule('ob', 'ob_t', 'status', 'a', 'b', 'nope > 1')$$);
 SELECT * FROM t.err($$SELECT softmig.add_transition_rule('ob', 'ob_t', 'status', 'a', 'b', 'true; DROP TABLE ob_t')$$);
 SELECT * FROM t.err($$SELECT softmig.add_transition_rule('ob', 'ob_t', 'amount', NULL, 'lots')$$);
-SELECT count(*) AS rules FROM softmig.transition_rules;
+SELECT count(*) AS rules FROM softmig.transition_rules
+ WHERE migration_id = (SELECT id FROM softmig.migrations WHERE name = 'ob');
 
 -- enforce (default): refusals name the rule, the edge and the key
 SELECT softmig.advance('ob');                       -- mirrored: the target is written by the mirror
@@ -102,7 +106,8 @@ UPDATE ob_t SET status = 'shipped' WHERE order_id = 3;        -- illegal edge
 UPDATE ob_t SET status = 'captured' WHERE order_id = 101;     -- requires is false
 INSERT INTO ob_t (order_id, customer, status) VALUES (103, 'NEW3', 'refunded');
 SELECT migration_id IS NOT NULL AS has_migration, rule_id, tbl, col, from_value, to_value, key, reason, actor
-  FROM softmig.rule_violations ORDER BY id;
+  FROM softmig.rule_violations
+ WHERE migration_id = (SELECT id FROM softmig.migrations WHERE name = 'ob') ORDER BY id;
 SELECT order_id, status FROM ob_t WHERE order_id IN (3, 101, 103) ORDER BY 1;
 
 ------------------------------------------------------------------ check

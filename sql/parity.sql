@@ -200,6 +200,19 @@ UPDATE pa_pt SET v = 'drift' WHERE id IN (7, 77);
 COMMIT;
 SELECT * FROM softmig.parity('pa_part', 10);
 
+------------------------------------------------------------------ column names like softmig's aliases
+CREATE TABLE pa_al (softmig_l int PRIMARY KEY, softmig_t text, k0 text, new text, softmig_q text);
+CREATE TABLE pa_at (softmig_l int PRIMARY KEY, softmig_t text, k0 text, new text, softmig_q text);
+SELECT softmig.create_migration('pa_alias', 'pa_al', 'pa_at',
+    forward => '{"softmig_t": "upper(softmig_t)"}', backward => '{"softmig_t": "lower(softmig_t)"}');
+INSERT INTO pa_al SELECT g, 'x' || g, 'k' || g, 'n' || g, 'q' || g FROM generate_series(1, 12) g;
+INSERT INTO pa_at SELECT softmig_l, upper(softmig_t), k0, new, softmig_q FROM pa_al;
+UPDATE pa_at SET k0 = 'drift', softmig_t = 'DRIFT' WHERE softmig_l = 4;
+SELECT * FROM softmig.parity('pa_alias', 3);
+SELECT i->'legacy' AS legacy, i->'differences' AS differences FROM softmig.inspect('pa_alias', '{"softmig_l": 4}') i;
+SELECT softmig.add_invariant('pa_alias', 'aliased', 'SELECT softmig_l, softmig_q FROM public.pa_at WHERE k0 = ''drift''');
+SELECT * FROM softmig.invariant_violations('pa_alias');
+
 ------------------------------------------------------------------ rows wider than one aggregate call
 -- 120 strict fields do not fit in one function call: digested in this backend instead
 DO $$

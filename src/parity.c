@@ -872,6 +872,22 @@ acc_chunk_of(AccSetup *s, const Datum *key)
 	int			lo = 0;
 	int			hi = s->nb;
 
+	if (s->nkeys == 1)
+	{
+		/* the common case, without the per-column loop */
+		SortSupport ssup = &s->cols[0].ssup;
+
+		while (lo < hi)
+		{
+			int			mid = (lo + hi) / 2;
+
+			if (ApplySortComparator(key[0], false, s->bounds[mid], false, ssup) <= 0)
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+		return lo;
+	}
 	while (lo < hi)
 	{
 		int			mid = (lo + hi) / 2;
@@ -887,7 +903,8 @@ acc_chunk_of(AccSetup *s, const Datum *key)
 /*
  * acc_row
  *		Digest one row (keys then fields) into state st.  The primary hash
- *		and the guard hash combine the same per-value hashes in unrelated
+ *		(hash_combine64 chain) and the guard hash (rotate-xor-multiply chain,
+ *		finalized by mix64) combine the same per-value hashes in unrelated
  *		ways; sums make the digest independent of row order.
  */
 static void
@@ -914,8 +931,10 @@ acc_row(AccSetup *s, uint64 *st, const Datum *v, const bool *isnull)
 			acc_value_hash(s, &s->cols[i], v[i]);
 
 		a = hash_combine64(a, fh);
-		b = mix64(b ^ (fh + UINT64CONST(0x632be59bd9b4e019) * (uint64) (i + 1)));
+		b = ((b << 31) | (b >> 33)) ^ (fh + (uint64) i);
+		b *= UINT64CONST(0x9e3779b97f4a7c15);
 	}
+	b = mix64(b);
 	ch = &st[ACC_HDR + 3 * acc_chunk_of(s, v)];
 	ch[0]++;
 	ch[1] += a;
@@ -1151,9 +1170,11 @@ choose_bounds(ParityCtx *c)
 
 	/*
 	 * SYSTEM sampling reads whole blocks, whose keys are often neighbours:
-	 * sample about 8 blocks per boundary so the quantiles are even.
+	 * sample about 4 blocks per boundary, which keeps chunk sizes within
+	 * about a quarter of chunk_rows when keys follow the physical order
+	 * (and much closer when they do not).
 	 */
-	pct = Min(100.0, 100.0 * Max((double) nb * 8, 64.0) / Max(Max(tblocks, lblocks), 1.0));
+	pct = Min(100.0, 100.0 * Max((double) nb * 4, 64.0) / Max(Max(tblocks, lblocks), 1.0));
 	for (int side = PSIDE_TARGET; side >= PSIDE_LEGACY && n == 0; side--)
 	{
 		StringInfoData buf;
@@ -2711,7 +2732,7 @@ inspect_sides(int32 id, Jsonb *key)
 
 	/* legacy row and its mapping */
 	resetStringInfo(&buf);
-	appendStringInfo(&buf, "SELECT pg_catalog.to_jsonb(softmig_l), %s, softmig_l.xmin::pg_catalog.text "
+	appendStringInfo(&buf, "SELECT pg_catalog.to_jsonb(softmig_l.*), %s, softmig_l.xmin::pg_catalog.text "
 					 "FROM %s AS softmig_l WHERE ", c->lmapped, c->lqual);
 	i = 0;
 	foreach(lc, c->lkeycols)
@@ -2738,7 +2759,7 @@ inspect_sides(int32 id, Jsonb *key)
 		char	   *tnulls = palloc(c->nkeys + 1);
 
 		resetStringInfo(&buf);
-		appendStringInfo(&buf, "SELECT pg_catalog.to_jsonb(softmig_t), softmig_t.xmin::pg_catalog.text "
+		appendStringInfo(&buf, "SELECT pg_catalog.to_jsonb(softmig_t.*), softmig_t.xmin::pg_catalog.text "
 						 "FROM %s AS softmig_t WHERE ", c->tqual);
 		for (i = 0; i < c->nkeys; i++)
 		{

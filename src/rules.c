@@ -862,7 +862,7 @@ not_readonly_walker(Node *node, void *context)
 static char *
 wrap_invariant(const char *query)
 {
-	return psprintf("SELECT pg_catalog.to_jsonb(softmig_q) FROM (%s\n) AS softmig_q", query);
+	return psprintf("SELECT pg_catalog.to_jsonb(softmig_q.*) FROM (%s\n) AS softmig_q", query);
 }
 
 PG_FUNCTION_INFO_V1(softmig_validate_invariant);

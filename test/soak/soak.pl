@@ -110,6 +110,10 @@ INSERT INTO legacy_acct SELECT g, g, 'o' || (g % 97), 0, 'n' || g, 0 FROM genera
 
 -- the application's log, written in the same transaction as the operation:
 -- one row per attempt that committed, one effect row per entity changed
+-- entities are picked by their stable identity (eid has no holes but deletes)
+CREATE INDEX ON legacy_acct (eid);
+CREATE INDEX ON acct (eid);
+
 CREATE TABLE soak_log (key text NOT NULL, kind text NOT NULL, outcome text NOT NULL,
                        side text NOT NULL, switches int NOT NULL, effects int NOT NULL,
                        at timestamptz NOT NULL DEFAULT clock_timestamp(), message text);
@@ -128,25 +132,31 @@ psql_safe(q{CALL softmig.backfill('soak', batch_size => 5000)});
 die "soak: backfill not done\n"
   unless psql_safe(q{SELECT softmig.status('soak')->>'backfill_done'}) eq 'true';
 
-# an existing entity key at or after a random point of the key space (the
-# initial entities 1..ROWS, or the keys created and rekeyed since)
+# the key of an existing entity, picked by a random point in [0, 1) of the
+# entity identity space: the initial entities 1..ROWS, then the created ones
+# (eids are never reused or moved, so only deletes leave holes); one pick in
+# ten goes to a hot spot
 psql_safe(<<"SQL");
 CREATE OR REPLACE FUNCTION soak_pick(p_side text, p_r float8) RETURNS bigint LANGUAGE plpgsql AS \$\$
 DECLARE
-    v_hi bigint := (SELECT last_value FROM soak_ids);
+    v_hi bigint := (SELECT last_value FROM soak_eids);
     v_x bigint;
     v_k bigint;
 BEGIN
-    -- the key space is [1, ROWS] (initial entities) followed by
-    -- [1000001, last key handed out] (creates and rekeys): uniform over both
-    v_x := floor(p_r * ($ROWS + greatest(v_hi - 1000000, 0)));
-    v_x := CASE WHEN v_x < $ROWS THEN 1 + v_x ELSE 1000001 + v_x - $ROWS END;
-    IF p_side = 'legacy' THEN
-        SELECT id INTO v_k FROM legacy_acct WHERE id >= v_x ORDER BY id LIMIT 1;
-        IF v_k IS NULL THEN SELECT min(id) INTO v_k FROM legacy_acct; END IF;
+    IF p_r < 0.1 THEN
+        -- a hot spot: one pick in ten goes to the first 50 entities, so
+        -- writers collide (row locks, deadlocks, serialization failures)
+        v_x := 1 + floor(p_r * 500);
     ELSE
-        SELECT acct_id INTO v_k FROM acct WHERE acct_id >= v_x ORDER BY acct_id LIMIT 1;
-        IF v_k IS NULL THEN SELECT min(acct_id) INTO v_k FROM acct; END IF;
+        v_x := floor((p_r - 0.1) / 0.9 * ($ROWS + greatest(v_hi - 1000000, 0)));
+        v_x := CASE WHEN v_x < $ROWS THEN 1 + v_x ELSE 1000001 + v_x - $ROWS END;
+    END IF;
+    IF p_side = 'legacy' THEN
+        SELECT id INTO v_k FROM legacy_acct WHERE eid >= v_x ORDER BY eid LIMIT 1;
+        IF v_k IS NULL THEN SELECT id INTO v_k FROM legacy_acct ORDER BY eid LIMIT 1; END IF;
+    ELSE
+        SELECT acct_id INTO v_k FROM acct WHERE eid >= v_x ORDER BY eid LIMIT 1;
+        IF v_k IS NULL THEN SELECT acct_id INTO v_k FROM acct ORDER BY eid LIMIT 1; END IF;
     END IF;
     RETURN v_k;
 END \$\$;
