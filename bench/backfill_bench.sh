@@ -453,7 +453,8 @@ tps_between() {
     awk -v a="$2" -v b="$3" '
         /^progress: [0-9.]+ s, [0-9.]+ tps/ {
             ts = $2 + 0; tps = $4 + 0
-            if (prev != "" && prev >= a - 0.05 && ts <= b + 0.05) { s += tps; n++ }
+            if (prev == "") prev = ts - 1          # the first report covers the first second
+            if (prev >= a - 0.05 && ts <= b + 0.05) { s += tps; n++ }
             prev = ts
         }
         END { if (n) printf "%.0f", s / n; else print "n/a" }' "$1"
@@ -604,7 +605,7 @@ report() {
                 "$(ratio "${LRES[$rate,during]}" "${LRES[$rate,before]}")" "${LRES[$rate,cover]}" "${LRES[$rate,rows]}"
         done
         echo
-        echo "\"vs unloaded (a)\" = backfill rows/s under load / rows/s of (a) above. \"backfill under load\" = share of the CALL's duration during which pgbench was still running (100 % unless BENCH_LOAD_CAP ran out first and the backfill finished alone)."
+        echo "\"vs unloaded (a)\" = backfill rows/s under load / rows/s of (a) above. \"backfill under load\" = share of the CALL's duration during which pgbench was still running (100 % unless BENCH_LOAD_CAP ran out first and the backfill finished alone). TPS n/a: no whole one-second progress interval fell inside the window (tiny BENCH_ROWS)."
     fi
     echo
     if [[ -n $PROFILE_TABLE ]]; then

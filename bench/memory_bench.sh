@@ -40,6 +40,8 @@
 #   BENCH_BATCH=10000          backfill batch_size
 #   BENCH_CHUNK=10000          parity chunk_rows
 #   BENCH_SAMPLE_MS=50         sampling interval
+#   BENCH_JIT=on               the server's jit setting (off: no LLVM JIT, whose
+#                              memory shows up once plans cost enough)
 #   BENCH_PORT=55503           port of the throwaway cluster
 #   BENCH_KEEP=1               keep the temp dir (data dir, server log) on exit
 #
@@ -55,6 +57,7 @@ SMALL_ROWS=${BENCH_SMALL_ROWS-1000000}
 BATCH=${BENCH_BATCH:-10000}
 CHUNK=${BENCH_CHUNK:-10000}
 SAMPLE_MS=${BENCH_SAMPLE_MS:-50}
+JIT=${BENCH_JIT:-on}
 PORT=${BENCH_PORT:-55503}
 PGBIN=/usr/lib/postgresql/15/bin
 
@@ -67,6 +70,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 for v in ROWS BATCH CHUNK SAMPLE_MS PORT; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer (got '${!v}')"
 done
+[[ $JIT == on || $JIT == off ]] || die "BENCH_JIT must be on or off (got '$JIT')"
 [[ -z $SMALL_ROWS || $SMALL_ROWS =~ ^[1-9][0-9]*$ ]] ||
     die "BENCH_SMALL_ROWS must be a positive integer or empty (got '$SMALL_ROWS')"
 for b in initdb pg_ctl psql pg_config; do
@@ -137,6 +141,7 @@ shared_buffers = 256MB
 max_wal_size = 8GB
 checkpoint_timeout = 30min
 autovacuum = off
+jit = $JIT
 EOF
 as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 120 start >/dev/null ||
     die "the server did not start (port $PORT busy? see $LOG)"
@@ -303,9 +308,9 @@ DIRTY=$(git -C "$HERE/.." status --porcelain -- src 2>/dev/null | head -n 1)
 {
     echo "### softmig memory bench, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
-    echo "- command: \`BENCH_ROWS=$ROWS BENCH_SMALL_ROWS=\"$SMALL_ROWS\" BENCH_BATCH=$BATCH BENCH_CHUNK=$CHUNK bash bench/memory_bench.sh\`"
+    echo "- command: \`BENCH_ROWS=$ROWS BENCH_SMALL_ROWS=\"$SMALL_ROWS\" BENCH_BATCH=$BATCH BENCH_CHUNK=$CHUNK BENCH_JIT=$JIT bash bench/memory_bench.sh\`"
     echo "- machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM; PostgreSQL $PGVERSION"
-    echo "- server: defaults except shared_buffers=256MB, synchronous_commit=off, max_wal_size=8GB, autovacuum=off; work_mem $WORK_MEM"
+    echo "- server: defaults except shared_buffers=256MB, synchronous_commit=off, max_wal_size=8GB, autovacuum=off, jit=$JIT; work_mem $WORK_MEM"
     echo "- softmig: $SO (mtime $SO_MTIME, md5 $SO_MD5), repo HEAD $HEAD${DIRTY:+ (src/ has uncommitted changes)}"
     echo "- wall time $((T_END - T_START)) s; load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
     echo

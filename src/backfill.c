@@ -464,15 +464,23 @@ result_json(const char *json)
 }
 
 /*
- * last_key_json
- *		The softmig_key column of the last row in SPI_tuptable, as text.
+ * last_key
+ *		A copy of the softmig_key column (the last one) of the last row in
+ *		SPI_tuptable, in the current memory context.
  */
-static char *
-last_key_json(void)
+static Jsonb *
+last_key(void)
 {
 	int			col = SPI_tuptable->tupdesc->natts;
+	bool		isnull;
+	Datum		d;
 
-	return SPI_getvalue(SPI_tuptable->vals[SPI_processed - 1], SPI_tuptable->tupdesc, col);
+	if (SPI_processed == 0)
+		elog(ERROR, "softmig: no row to take the backfill cursor from");
+	d = SPI_getbinval(SPI_tuptable->vals[SPI_processed - 1], SPI_tuptable->tupdesc, col, &isnull);
+	if (isnull)
+		elog(ERROR, "softmig: backfill cursor key is null");
+	return DatumGetJsonbPCopy(d);
 }
 
 PG_FUNCTION_INFO_V1(softmig_backfill_step);
@@ -562,7 +570,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		bool		is_range = (op[0] == 'r');
 		uint64		locked;
 		uint64		copied;
-		char	   *last = NULL;
+		Jsonb	   *last = NULL;
 		int64		visible = 0;
 		int64		tail_skipped = 0;
 
@@ -604,7 +612,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			 */
 			SPITupleTable *keep = SPI_tuptable;
 			uint64		kept = SPI_processed;
-			Jsonb	   *from = (kept > 0) ? DatumGetJsonbP(result_json(last_key_json())) : lo;
+			Jsonb	   *from = (kept > 0) ? last_key() : lo;
 
 			tail_skipped = count_range(c, from, NULL);
 			SPI_tuptable = keep;
@@ -614,13 +622,13 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		{
 			SPITupleTable *keep = SPI_tuptable;
 
-			last = is_range ? NULL : last_key_json();
+			last = is_range ? NULL : last_key();
 			pause_point();
 			SPI_tuptable = keep;
 			SPI_processed = locked;
 			copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
 			if (!is_range)
-				visible = count_range(c, lo, DatumGetJsonbP(result_json(last)));
+				visible = count_range(c, lo, last);
 			else
 				visible = count_range(c, lo, hi);
 		}
@@ -635,7 +643,8 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 						 locked, copied, visible > (int64) locked ? visible - (int64) locked : 0,
 						 tail_skipped);
 		if (last)
-			appendStringInfo(&res, ", \"last_key\": %s", last);
+			appendStringInfo(&res, ", \"last_key\": %s",
+							 JsonbToCString(NULL, &last->root, VARSIZE(last)));
 		appendStringInfoChar(&res, '}');
 	}
 	else if (strcmp(op, "sweep") == 0)

@@ -133,6 +133,23 @@ softmig_enter_owner_context(Oid owner, int *save_nestlevel, Oid *save_userid,
 }
 
 /*
+ * softmig_prefer_index_plans
+ *		Inside an owner context: plan the cached, per-statement mirror
+ *		statements for index access.  They are prepared once, often while
+ *		the target is still empty, and reused for single-row writes when it
+ *		is large; a plan that seq-scans the target would then stay for the
+ *		life of the backend.  (Big statements are planned afresh without
+ *		this.)  Reverted with the owner context.
+ */
+void
+softmig_prefer_index_plans(bool on)
+{
+	(void) set_config_option("enable_seqscan", on ? "off" : "on",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+}
+
+/*
  * softmig_leave_owner_context
  *		Undo softmig_enter_owner_context.
  */
@@ -601,6 +618,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	softmig_enter_owner_context(p->dst_owner, &save_nest,
 								&save_user, &save_sec);
+	softmig_prefer_index_plans(true);
 
 	/* upsert */
 	initStringInfo(&buf);
@@ -751,6 +769,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	/* keys of the written rows, as legacy-key jsonb objects (for audit) */
 	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
+	softmig_prefer_index_plans(true);
 	for (int r = 0; r < 2; r++)
 	{
 		resetStringInfo(&buf);

@@ -153,6 +153,7 @@ extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
 extern void softmig_check_expression(const char *expr, const char *what);
 extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,
 										Oid *save_userid, int *save_sec);
+extern void softmig_prefer_index_plans(bool on);
 extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
 										int save_sec);
 

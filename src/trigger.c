@@ -917,6 +917,7 @@ project_owned_fields(TriggerData *td, SoftmigRelPlans *p)
 	if (p->field_project == NULL)
 		return;
 	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
+	softmig_prefer_index_plans(true);
 	softmig_mirror_depth++;
 	PG_TRY();
 	{
@@ -952,6 +953,7 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		detect_new_only(td, m, p);
 
 	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
+	softmig_prefer_index_plans(!big);
 	softmig_mirror_depth++;
 	PG_TRY();
 	{
