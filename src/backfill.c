@@ -524,6 +524,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	int			save_sec;
 	bool		isnull;
 	Oid			owner;
+	Datum		result;
 
 	if (XactIsoLevel != XACT_READ_COMMITTED)
 		ereport(ERROR,
@@ -733,8 +734,10 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	/* res lives in SPI's memory: build the result before SPI_finish frees it */
+	result = SPI_datumTransfer(result_json(res.data), false, -1);
 	SPI_finish();
-	PG_RETURN_DATUM(result_json(res.data));
+	PG_RETURN_DATUM(result);
 }
 
 PG_FUNCTION_INFO_V1(softmig_written_before);
