@@ -1139,7 +1139,7 @@ rel_estimate(Oid relid, double *rows, double *blocks)
  *		Cut the key space into ranges of about chunk_rows rows: sample the
  *		target's keys (TABLESAMPLE SYSTEM, repeatable; the legacy side's
  *		mapped keys if the target sample is empty) and take evenly spaced
- *		quantiles.  Any increasing keys give a correct comparison; the
+ *		quantiles (computed by the query, so only they come back).  Any increasing keys give a correct comparison; the
  *		sample only makes chunks even.  Sets c->chunks and c->acc.bounds.
  */
 static void
@@ -1178,10 +1178,12 @@ choose_bounds(ParityCtx *c)
 	for (int side = PSIDE_TARGET; side >= PSIDE_LEGACY && n == 0; side--)
 	{
 		StringInfoData buf;
-		Oid			argtypes[1] = {FLOAT8OID};
-		Datum		values[1];
+		StringInfoData outer;
+		Oid			argtypes[2] = {FLOAT8OID, INT4OID};
+		Datum		values[2];
 
 		initStringInfo(&buf);
+		initStringInfo(&outer);
 		appendStringInfoString(&buf, "SELECT * FROM (SELECT ");
 		for (int i = 0; i < c->nkeys; i++)
 		{
@@ -1199,12 +1201,27 @@ choose_bounds(ParityCtx *c)
 		appendStringInfoString(&buf, " TABLESAMPLE SYSTEM ($1) REPEATABLE (8)) AS softmig_s WHERE ");
 		for (int i = 0; i < c->nkeys; i++)
 			appendStringInfo(&buf, "%sk%d IS NOT NULL", i ? " AND " : "", i);
-		appendStringInfoString(&buf, " ORDER BY ");
+
+		/*
+		 * Only the nb quantiles come back (the first key of each of nb + 1
+		 * tiles but the first): the sample itself stays in the executor,
+		 * whose sort spills to disk, so memory does not grow with the table.
+		 */
+		resetStringInfo(&outer);
+		appendStringInfoString(&outer, "SELECT DISTINCT ON (softmig_tile) ");
 		for (int i = 0; i < c->nkeys; i++)
-			appendStringInfo(&buf, "%sk%d", i ? ", " : "", i);
+			appendStringInfo(&outer, "%sk%d", i ? ", " : "", i);
+		appendStringInfoString(&outer, ", softmig_tile FROM (SELECT *, pg_catalog.ntile($2) OVER (ORDER BY ");
+		for (int i = 0; i < c->nkeys; i++)
+			appendStringInfo(&outer, "%sk%d", i ? ", " : "", i);
+		appendStringInfo(&outer, ") AS softmig_tile FROM (%s) AS softmig_q) AS softmig_w WHERE softmig_tile > 1 ORDER BY softmig_tile",
+						 buf.data);
+		for (int i = 0; i < c->nkeys; i++)
+			appendStringInfo(&outer, ", k%d", i);
 		values[0] = Float8GetDatum(pct);
+		values[1] = Int32GetDatum(nb + 1);
 		as_role(c, side == PSIDE_LEGACY ? c->lowner : c->towner);
-		if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		if (SPI_execute_with_args(outer.data, 2, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: sampling keys failed");
 		n = SPI_processed;
 		tt = SPI_tuptable;
@@ -1216,13 +1233,10 @@ choose_bounds(ParityCtx *c)
 	c->chunks = palloc0(sizeof(PChunk) * (nb + 1));
 	c->acc.bounds = palloc(sizeof(Datum) * nb * c->nkeys);
 	c->acc.nb = 0;
-	for (int j = 1; j <= nb; j++)
+	for (uint64 row = 0; row < n && row < (uint64) nb; row++)
 	{
-		uint64		row = (uint64) ((double) j * n / (nb + 1));
 		Datum	   *b = &c->acc.bounds[c->acc.nb * c->nkeys];
 
-		if (row >= n)
-			break;
 		for (int k = 0; k < c->nkeys; k++)
 		{
 			bool		isnull;
