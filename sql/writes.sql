@@ -81,6 +81,21 @@ INSERT INTO l_orders (id, cust, cents, note) SELECT id + 100, cust, cents, 'cte'
 SELECT * FROM diff();
 SELECT count(*) AS legacy_rows, (SELECT count(*) FROM t_orders) AS target_rows FROM l_orders;
 
+-- statements over 2000 rows take the set-based path; both of its fallbacks
+-- are exercised: target rows that are missing (UPDATE inserts them) and
+-- target rows that already exist (INSERT turns into an upsert)
+SET session_replication_role = replica;      -- triggers off: make the sides differ
+INSERT INTO l_orders SELECT g, 'big' || g, g, NULL FROM generate_series(1001, 1100) g;
+INSERT INTO t_orders (order_id, customer, amount) SELECT g, 'STALE', 0 FROM generate_series(3900, 3999) g;
+RESET session_replication_role;
+SELECT count(*) AS missing_before FROM diff() WHERE side = 'only legacy';
+INSERT INTO l_orders SELECT g, 'big' || g, g, 'bulk' FROM generate_series(1101, 4000) g;
+UPDATE l_orders SET cents = cents + 1, note = 'bulk' WHERE id BETWEEN 1001 AND 4000;
+SELECT * FROM diff();
+SELECT order_id, customer, amount, note FROM t_orders WHERE order_id IN (1001, 3950) ORDER BY 1;
+DELETE FROM l_orders WHERE id BETWEEN 1001 AND 4000;
+SELECT count(*) AS bulk_left FROM t_orders WHERE order_id BETWEEN 1001 AND 4000;
+
 -- writes to the target are refused, with the documented SQLSTATE, and change nothing
 SELECT * FROM t.err($$INSERT INTO t_orders (order_id, customer) VALUES (900, 'X')$$);
 SELECT * FROM t.err($$UPDATE t_orders SET note = 'no'$$);

@@ -639,6 +639,75 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	p->upsert = softmig_prepare_kept(buf.data, 0, NULL);
 	p->upsert_sql = MemoryContextStrdup(m->cxt, buf.data);
 
+	/*
+	 * Big statements skip speculative insertion where they can: a plain
+	 * INSERT (falling back to the upsert if any key exists), and an UPDATE
+	 * joined on the key (followed by the upsert only if rows were missing).
+	 * Only prepared as text; they are planned when used.
+	 */
+	if (side == SIDE_LEGACY)
+	{
+		List	   *not_taken = NIL;
+		ListCell   *c2;
+		ListCell   *e2;
+		int			v = 1;
+		int			nset = 0;
+
+		foreach(lc, d->cols)
+			if (softmig_str_member(m->new_fields, lfirst(lc)))
+				not_taken = lappend(not_taken, lfirst(lc));
+
+		resetStringInfo(&buf);
+		appendStringInfo(&buf, "INSERT INTO %s (", d->qualname);
+		i = 0;
+		foreach(lc, d->cols)
+			appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+		appendStringInfoString(&buf, ") OVERRIDING SYSTEM VALUE SELECT ");
+		i = 0;
+		foreach(lc, d->exprs)
+			appendStringInfo(&buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+		appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
+		p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
+
+		resetStringInfo(&buf);
+		appendStringInfo(&buf, "UPDATE %s AS softmig_t SET ", d->qualname);
+		forboth(c2, d->cols, e2, d->exprs)
+		{
+			if (!softmig_str_member(d->keycols, lfirst(c2)) && !softmig_str_member(not_taken, lfirst(c2)))
+			{
+				appendStringInfo(&buf, "%s%s = softmig_s.softmig_v%d", nset ? ", " : "",
+								 quote_identifier(lfirst(c2)), v);
+				nset++;
+			}
+			v++;
+		}
+		if (nset > 0)
+		{
+			appendStringInfoString(&buf, " FROM (SELECT ");
+			v = 1;
+			foreach(e2, d->exprs)
+			{
+				appendStringInfo(&buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e2), v);
+				v++;
+			}
+			{
+				ListCell   *ke;
+				ListCell   *kt;
+				int			kn = 1;
+
+				forboth(ke, d->keyexprs, kt, d->keytypes)
+				{
+					appendStringInfo(&buf, "%s(%s\n)::%s AS softmig_k%d", kn > 1 ? ", " : "",
+									 (char *) lfirst(ke), (char *) lfirst(kt), kn);
+					kn++;
+				}
+			}
+			appendStringInfo(&buf, " FROM %s) AS softmig_s WHERE ", SM_NEW_TABLE);
+			append_key_match(&buf, d, "softmig_s");
+			p->update_sql = MemoryContextStrdup(m->cxt, buf.data);
+		}
+	}
+
 	/* delete */
 	resetStringInfo(&buf);
 	appendStringInfo(&buf, "DELETE FROM %s AS softmig_t USING ", d->qualname);

@@ -72,6 +72,8 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	upsert;			/* INSERT .. SELECT .. ON CONFLICT over new */
 	char	   *upsert_sql;		/* its text, planned afresh for big statements */
 	char	   *delete_sql;
+	char	   *insert_sql;		/* big INSERT: plain insert, upsert on conflict */
+	char	   *update_sql;		/* big UPDATE: update in place, then upsert the rest */
 	SPIPlanPtr	delete;			/* DELETE .. USING old */
 	SPIPlanPtr	move;			/* per-row key change, params old+new row */
 	int			move_nargs;

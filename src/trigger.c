@@ -932,6 +932,49 @@ project_owned_fields(TriggerData *td, SoftmigRelPlans *p)
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 }
 
+/*
+ * mirror_big_insert
+ *		A big INSERT mirrored as a plain INSERT in a subtransaction; if any
+ *		key already exists on the other side (unique violation), roll it
+ *		back and run the upsert instead.  Same result as the upsert, without
+ *		speculative insertion in the common case.
+ */
+static void
+mirror_big_insert(SoftmigRelPlans *p)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool conflict = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		if (SPI_execute(p->insert_sql, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "softmig: mirroring INSERT failed");
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			ReThrowError(edata);
+		conflict = true;
+	}
+	PG_END_TRY();
+	if (conflict && SPI_execute(p->upsert_sql, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "softmig: mirroring INSERT failed");
+}
+
 static void
 mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 {
@@ -967,6 +1010,18 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 				: SPI_execute_plan(p->delete, NULL, NULL, false, 0);
 			if (ret != SPI_OK_DELETE)
 				elog(ERROR, "softmig: mirroring DELETE failed: %d", ret);
+		}
+		else if (big && TRIGGER_FIRED_BY_INSERT(td->tg_event) && p->insert_sql)
+			mirror_big_insert(p);
+		else if (big && TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update_sql)
+		{
+			ret = SPI_execute(p->update_sql, false, 0);
+			if (ret != SPI_OK_UPDATE)
+				elog(ERROR, "softmig: mirroring UPDATE failed: %d", ret);
+			/* rows the target does not have yet: the upsert covers them */
+			if (SPI_processed < (uint64) tuplestore_tuple_count(rows) &&
+				SPI_execute(p->upsert_sql, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "softmig: mirroring UPDATE failed");
 		}
 		else
 		{
