@@ -73,6 +73,8 @@
 # As root, the cluster runs as the postgres user (initdb refuses root).
 
 set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROWS=${BENCH_ROWS:-1000000}
 BATCH=${BENCH_BATCH:-5000}
@@ -86,13 +88,6 @@ LOAD_WARMUP=${BENCH_LOAD_WARMUP:-5}
 LOAD_CAP=${BENCH_LOAD_CAP:-300}
 PROFILE=${BENCH_PROFILE:-0}
 PORT=${BENCH_PORT:-55502}
-PGBIN=/usr/lib/postgresql/15/bin
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-OUTDIR=$HERE/out
-
-die() { printf 'backfill_bench.sh: error: %s\n' "$*" >&2; exit 1; }
-say() { printf '==> %s\n' "$*" >&2; }
 
 for v in ROWS BATCH ROUNDS LOAD_CLIENTS LOAD_WARMUP LOAD_CAP PORT; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer (got '${!v}')"
@@ -107,75 +102,29 @@ done
     (( ${LOAD_MIX//\//+} == 100 )) || die "BENCH_LOAD_MIX must be UPDATE/UPSERT/DELETE percentages adding up to 100 (got '$LOAD_MIX')"
 [[ $PROFILE == 0 || $PROFILE == 1 ]] || die "BENCH_PROFILE must be 0 or 1 (got '$PROFILE')"
 [[ $STAT == best || $STAT == median ]] || die "BENCH_STAT must be best or median (got '$STAT')"
-for b in initdb pg_ctl psql pgbench pg_config; do
-    [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL 15 server package missing?)"
-done
-PKGLIB=$("$PGBIN/pg_config" --pkglibdir)
-SHAREDIR=$("$PGBIN/pg_config" --sharedir)
-SO=$PKGLIB/softmig.so
-[[ -f $SO && -f $SHAREDIR/extension/softmig.control ]] ||
-    die "softmig is not installed in $PKGLIB / $SHAREDIR/extension (run make install first)"
+bench_find_softmig initdb pg_ctl psql pgbench pg_config
 grep -q softmig_backfill_step "$SO" ||
     die "the installed softmig.so has no backfill (run make install from this tree)"
 
 # Who runs the server: initdb refuses root.
-if [[ $EUID -eq 0 ]]; then
-    PGUSER_OS=postgres
-    id "$PGUSER_OS" >/dev/null 2>&1 || die "running as root but there is no postgres user"
-    as_pg() { (cd "$TMP" && runuser -u "$PGUSER_OS" -- "$@"); }
-else
-    PGUSER_OS=$(id -un)
-    as_pg() { (cd "$TMP" && "$@"); }
-fi
+bench_os_user
 
-so_sum() { md5sum "$SO" | cut -d' ' -f1; }
 SO_MD5_START=$(so_sum)
 SO_MTIME=$(date -u -r "$SO" +%Y-%m-%dT%H:%M:%SZ)
 
 # ---------------------------------------------------------------------------
 # The throwaway cluster
 # ---------------------------------------------------------------------------
-TMP=$(mktemp -d /tmp/softmig-backfill-bench.XXXXXX)
-DATA=$TMP/data
-LOG=$TMP/server.log
 PGB_PID=
-[[ $EUID -eq 0 ]] && chown "$PGUSER_OS": "$TMP"
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
+# the EXIT trap (bench/lib.sh) stops pgbench of a live-traffic run first
+bench_cleanup_extra() {
     if [[ -n $PGB_PID ]] && kill -0 "$PGB_PID" 2>/dev/null; then
         kill -TERM "$PGB_PID" 2>/dev/null || true
         wait "$PGB_PID" 2>/dev/null || true
     fi
-    if [[ -f $DATA/postmaster.pid ]]; then
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
-            as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    if [[ $rc -ne 0 && -f $LOG ]]; then
-        printf '\n--- last lines of the server log (%s) ---\n' "$LOG" >&2
-        tail -n 30 "$LOG" >&2 || true
-    fi
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        say "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
-say "initdb in $TMP (as $PGUSER_OS)"
-as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$TMP/initdb.log" 2>&1 ||
-    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-cat >>"$DATA/postgresql.conf" <<EOF
-
-# --- backfill_bench.sh: defaults except these ---
-listen_addresses = ''
-unix_socket_directories = '$TMP'
-port = $PORT
+bench_init_cluster softmig-backfill-bench <<EOF
 shared_preload_libraries = '$( ((PROFILE)) && echo softmig,pg_stat_statements || echo softmig)'
 $( ((PROFILE)) && echo "pg_stat_statements.track = all")
 synchronous_commit = off
@@ -183,14 +132,9 @@ shared_buffers = 1GB
 max_wal_size = 8GB
 checkpoint_timeout = 30min
 EOF
-as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 120 start >/dev/null ||
-    die "the server did not start (port $PORT busy? see $LOG)"
-
-export PGHOST=$TMP PGPORT=$PORT PGUSER=postgres
-PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1)
-"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
-export PGDATABASE=bench
-sql() { "${PSQL[@]}" -At "$@"; }
+bench_start
+bench_psql_env
+bench_create_db
 
 PGVERSION=$(sql -c "SHOW server_version")
 

@@ -51,6 +51,8 @@
 # Disk: about 1.5 GB per 10 million rows (both tables, indexes, WAL).
 
 set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROWS=${BENCH_ROWS:-10000000}
 SMALL_ROWS=${BENCH_SMALL_ROWS-1000000}
@@ -59,13 +61,6 @@ CHUNK=${BENCH_CHUNK:-10000}
 SAMPLE_MS=${BENCH_SAMPLE_MS:-50}
 JIT=${BENCH_JIT:-on}
 PORT=${BENCH_PORT:-55503}
-PGBIN=/usr/lib/postgresql/15/bin
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-OUTDIR=$HERE/out
-
-die() { printf 'memory_bench.sh: error: %s\n' "$*" >&2; exit 1; }
-say() { printf '==> %s\n' "$*" >&2; }
 
 for v in ROWS BATCH CHUNK SAMPLE_MS PORT; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer (got '${!v}')"
@@ -73,68 +68,18 @@ done
 [[ $JIT == on || $JIT == off ]] || die "BENCH_JIT must be on or off (got '$JIT')"
 [[ -z $SMALL_ROWS || $SMALL_ROWS =~ ^[1-9][0-9]*$ ]] ||
     die "BENCH_SMALL_ROWS must be a positive integer or empty (got '$SMALL_ROWS')"
-for b in initdb pg_ctl psql pg_config; do
-    [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL 15 server package missing?)"
-done
-PKGLIB=$("$PGBIN/pg_config" --pkglibdir)
-SHAREDIR=$("$PGBIN/pg_config" --sharedir)
-SO=$PKGLIB/softmig.so
-[[ -f $SO && -f $SHAREDIR/extension/softmig.control ]] ||
-    die "softmig is not installed in $PKGLIB / $SHAREDIR/extension (run make install first)"
+bench_find_softmig initdb pg_ctl psql pg_config
 [[ -r /proc/self/status ]] || die "/proc is needed to read backend memory"
 
-if [[ $EUID -eq 0 ]]; then
-    PGUSER_OS=postgres
-    id "$PGUSER_OS" >/dev/null 2>&1 || die "running as root but there is no postgres user"
-    as_pg() { (cd "$TMP" && runuser -u "$PGUSER_OS" -- "$@"); }
-else
-    PGUSER_OS=$(id -un)
-    as_pg() { (cd "$TMP" && "$@"); }
-fi
+bench_os_user
 
-SO_MD5=$(md5sum "$SO" | cut -c1-12)
+SO_MD5=$(so_sum | cut -c1-12)
 SO_MTIME=$(date -u -r "$SO" +%Y-%m-%dT%H:%M:%SZ)
 
 # ---------------------------------------------------------------------------
 # The throwaway cluster
 # ---------------------------------------------------------------------------
-TMP=$(mktemp -d /tmp/softmig-memory-bench.XXXXXX)
-DATA=$TMP/data
-LOG=$TMP/server.log
-[[ $EUID -eq 0 ]] && chown "$PGUSER_OS": "$TMP"
-chmod 755 "$TMP"
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [[ -f $DATA/postmaster.pid ]]; then
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
-            as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    if [[ $rc -ne 0 && -f $LOG ]]; then
-        printf '\n--- last lines of the server log (%s) ---\n' "$LOG" >&2
-        tail -n 30 "$LOG" >&2 || true
-    fi
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        say "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-say "initdb in $TMP (as $PGUSER_OS)"
-as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$TMP/initdb.log" 2>&1 ||
-    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-cat >>"$DATA/postgresql.conf" <<EOF
-
-# --- memory_bench.sh: defaults except these ---
-listen_addresses = ''
-unix_socket_directories = '$TMP'
-port = $PORT
+bench_init_cluster softmig-memory-bench <<EOF
 shared_preload_libraries = 'softmig'
 synchronous_commit = off
 shared_buffers = 256MB
@@ -143,14 +88,10 @@ checkpoint_timeout = 30min
 autovacuum = off
 jit = $JIT
 EOF
-as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 120 start >/dev/null ||
-    die "the server did not start (port $PORT busy? see $LOG)"
-
-export PGHOST=$TMP PGPORT=$PORT PGUSER=postgres
-PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1)
-"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
-export PGDATABASE=bench
-sql() { "${PSQL[@]}" -At "$@"; }
+chmod 755 "$TMP"
+bench_start
+bench_psql_env
+bench_create_db
 sql -c "CREATE EXTENSION softmig" >/dev/null
 PGVERSION=$(sql -c "SHOW server_version")
 WORK_MEM=$(sql -c "SHOW work_mem")

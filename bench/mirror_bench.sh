@@ -49,6 +49,8 @@
 # As root, the cluster runs as the postgres user (initdb refuses root).
 
 set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROWS=${BENCH_ROWS:-1000000}
 SECS=${BENCH_SECONDS:-20}
@@ -56,15 +58,8 @@ CLIENTS=${BENCH_CLIENTS:-2}
 ROUNDS=${BENCH_ROUNDS:-1}
 STAT=${BENCH_STAT:-best}
 PORT=${BENCH_PORT:-55500}
-PGBIN=/usr/lib/postgresql/15/bin
 PGBENCH_IDS=100000
 METHODS=(floor plpgsql softmig)
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-OUTDIR=$HERE/out
-
-die() { printf 'mirror_bench.sh: error: %s\n' "$*" >&2; exit 1; }
-say() { printf '==> %s\n' "$*" >&2; }
 
 [[ $ROWS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROWS must be a positive integer (got '$ROWS')"
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer (got '$SECS')"
@@ -72,82 +67,27 @@ say() { printf '==> %s\n' "$*" >&2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$ROUNDS')"
 [[ $STAT == best || $STAT == median ]] || die "BENCH_STAT must be best or median (got '$STAT')"
 [[ $PORT =~ ^[0-9]+$ ]] || die "BENCH_PORT must be a number (got '$PORT')"
-for b in initdb pg_ctl psql pgbench pg_config; do
-    [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL 15 server package missing?)"
-done
-PKGLIB=$("$PGBIN/pg_config" --pkglibdir)
-SHAREDIR=$("$PGBIN/pg_config" --sharedir)
-SO=$PKGLIB/softmig.so
-[[ -f $SO && -f $SHAREDIR/extension/softmig.control ]] ||
-    die "softmig is not installed in $PKGLIB / $SHAREDIR/extension (run make install first)"
+bench_find_softmig initdb pg_ctl psql pgbench pg_config
 
 # Who runs the server: initdb refuses root.
-if [[ $EUID -eq 0 ]]; then
-    PGUSER_OS=postgres
-    id "$PGUSER_OS" >/dev/null 2>&1 || die "running as root but there is no postgres user"
-    as_pg() { (cd "$TMP" && runuser -u "$PGUSER_OS" -- "$@"); }
-else
-    PGUSER_OS=$(id -un)
-    as_pg() { (cd "$TMP" && "$@"); }
-fi
+bench_os_user
 
-so_sum() { md5sum "$SO" | cut -d' ' -f1; }
 SO_MD5_START=$(so_sum)
 SO_MTIME=$(date -u -r "$SO" +%Y-%m-%dT%H:%M:%SZ)
 
 # ---------------------------------------------------------------------------
 # The throwaway cluster
 # ---------------------------------------------------------------------------
-TMP=$(mktemp -d /tmp/softmig-bench.XXXXXX)
-DATA=$TMP/data
-LOG=$TMP/server.log
-[[ $EUID -eq 0 ]] && chown "$PGUSER_OS": "$TMP"
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [[ -f $DATA/postmaster.pid ]]; then
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
-            as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    if [[ $rc -ne 0 && -f $LOG ]]; then
-        printf '\n--- last lines of the server log (%s) ---\n' "$LOG" >&2
-        tail -n 30 "$LOG" >&2 || true
-    fi
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        say "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-say "initdb in $TMP (as $PGUSER_OS)"
-as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$TMP/initdb.log" 2>&1 ||
-    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-cat >>"$DATA/postgresql.conf" <<EOF
-
-# --- mirror_bench.sh: defaults except these ---
-listen_addresses = ''
-unix_socket_directories = '$TMP'
-port = $PORT
+bench_init_cluster softmig-bench <<EOF
 shared_preload_libraries = 'softmig'
 synchronous_commit = off
 shared_buffers = 1GB
 max_wal_size = 8GB
 checkpoint_timeout = 30min
 EOF
-as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 120 start >/dev/null ||
-    die "the server did not start (port $PORT busy? see $LOG)"
-
-export PGHOST=$TMP PGPORT=$PORT PGUSER=postgres
-PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1)
-"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
-export PGDATABASE=bench
-sql() { "${PSQL[@]}" -At "$@"; }
+bench_start
+bench_psql_env
+bench_create_db
 
 PGVERSION=$(sql -c "SHOW server_version")
 

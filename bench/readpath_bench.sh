@@ -51,6 +51,8 @@
 # the cluster runs as the postgres user (initdb refuses root).
 
 set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SECS=${BENCH_SECONDS:-15}
 CLIENTS=${BENCH_CLIENTS:-2}
@@ -59,36 +61,14 @@ ROWS=${BENCH_ROWS:-100000}
 VROUNDS=${BENCH_ROUNDS:-3}
 LOOKUPS=${BENCH_LOOKUPS:-1000000}
 PORT=${BENCH_PORT:-55510}
-PGBIN=/usr/lib/postgresql/15/bin
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-OUTDIR=$HERE/out
-
-die() { printf 'readpath_bench.sh: error: %s\n' "$*" >&2; exit 1; }
-say() { printf '==> %s\n' "$*" >&2; }
 
 for v in SECS CLIENTS SCALE ROWS PORT VROUNDS LOOKUPS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
-for b in initdb pg_ctl psql pgbench pg_config; do
-    [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL 15 server package missing?)"
-done
-PKGLIB=$("$PGBIN/pg_config" --pkglibdir)
-SHAREDIR=$("$PGBIN/pg_config" --sharedir)
-SO=$PKGLIB/softmig.so
-[[ -f $SO && -f $SHAREDIR/extension/softmig.control ]] ||
-    die "softmig is not installed in $PKGLIB / $SHAREDIR/extension (run make install first)"
+bench_find_softmig initdb pg_ctl psql pgbench pg_config
 
-if [[ $EUID -eq 0 ]]; then
-    PGUSER_OS=postgres
-    id "$PGUSER_OS" >/dev/null 2>&1 || die "running as root but there is no postgres user"
-    as_pg() { (cd "$TMP" && runuser -u "$PGUSER_OS" -- "$@"); }
-else
-    PGUSER_OS=$(id -un)
-    as_pg() { (cd "$TMP" && "$@"); }
-fi
+bench_os_user
 
-so_sum() { md5sum "$SO" | cut -d' ' -f1; }
 SO_MD5_START=$(so_sum)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 ANOMALIES=()
@@ -96,42 +76,7 @@ ANOMALIES=()
 # ---------------------------------------------------------------------------
 # The throwaway cluster
 # ---------------------------------------------------------------------------
-TMP=$(mktemp -d /tmp/softmig-rpbench.XXXXXX)
-DATA=$TMP/data
-LOG=$TMP/server.log
-[[ $EUID -eq 0 ]] && chown "$PGUSER_OS": "$TMP"
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [[ -f $DATA/postmaster.pid ]]; then
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
-            as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    if [[ $rc -ne 0 && -f $LOG ]]; then
-        printf '\n--- last lines of the server log (%s) ---\n' "$LOG" >&2
-        tail -n 30 "$LOG" >&2 || true
-    fi
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        say "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-say "initdb in $TMP (as $PGUSER_OS)"
-as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$TMP/initdb.log" 2>&1 ||
-    { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-cat >>"$DATA/postgresql.conf" <<EOF
-
-# --- readpath_bench.sh: defaults except these ---
-listen_addresses = ''
-unix_socket_directories = '$TMP'
-port = $PORT
+bench_init_cluster softmig-rpbench <<EOF
 synchronous_commit = off
 shared_buffers = 512MB
 max_wal_size = 8GB
@@ -146,8 +91,7 @@ start_with() {
     if [[ -f $DATA/postmaster.pid ]]; then
         as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 120 stop >/dev/null
     fi
-    as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 120 start >/dev/null ||
-        die "the server did not start (port $PORT busy? see $LOG)"
+    bench_start
     local got
     got=$(sql -d postgres -c "SHOW shared_preload_libraries")
     [[ $got == "$1" ]] || die "shared_preload_libraries is '$got', expected '$1'"
@@ -156,13 +100,10 @@ start_with() {
     fi
 }
 
-export PGHOST=$TMP PGPORT=$PORT PGUSER=postgres
-PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1)
-sql() { "${PSQL[@]}" -At "$@"; }
+bench_psql_env
 
 start_with ''
-"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
-export PGDATABASE=bench
+bench_create_db
 PGVERSION=$(sql -c "SHOW server_version")
 
 say "pgbench -i -s $SCALE"

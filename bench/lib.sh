@@ -1,0 +1,153 @@
+# shellcheck shell=bash
+#
+# bench/lib.sh -- the set-up the benches share; sourced, never run:
+#
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# right after `set -euo pipefail`.  Sourcing only defines things; nothing runs
+# until the bench calls the functions.  It provides
+#
+#   variables  PGBIN (PostgreSQL 15 server binaries), HERE (this directory),
+#              OUTDIR (bench/out), BENCH_SCRIPT (the bench's file name, used
+#              in messages and in the postgresql.conf heading)
+#   messages   say, die
+#   checks     bench_find_softmig BIN...  (server binaries, installed softmig;
+#              sets PKGLIB, SHAREDIR, SO), so_sum
+#   OS user    bench_os_user  (sets PGUSER_OS, defines as_pg)
+#   cluster    bench_init_cluster PREFIX <<EOF ... EOF  (temp dir, cleanup
+#              trap, initdb, postgresql.conf; sets TMP, DATA, LOG),
+#              bench_start, and the EXIT trap bench_cleanup (with an optional
+#              hook bench_cleanup_extra the bench may define)
+#   client     bench_psql_env (PGHOST/PGPORT/PGUSER, PSQL, sql),
+#              bench_create_db (database bench, PGDATABASE)
+#
+# Knob parsing, schema, measurements and reports stay in each bench.
+
+# shellcheck disable=SC2034  # the variables set here are used by the benches
+
+PGBIN=/usr/lib/postgresql/15/bin
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUTDIR=$HERE/out
+BENCH_SCRIPT=${0##*/}
+
+# die MESSAGE: print "<bench>: error: MESSAGE" on stderr and exit 1.
+die() { printf '%s: error: %s\n' "$BENCH_SCRIPT" "$*" >&2; exit 1; }
+
+# say MESSAGE: a progress line on stderr.
+say() { printf '==> %s\n' "$*" >&2; }
+
+# bench_find_softmig BIN...: die unless every BIN is an executable in PGBIN
+# and softmig is installed in that server; sets PKGLIB, SHAREDIR and SO (the
+# installed softmig.so).
+bench_find_softmig() {
+    local b
+    for b in "$@"; do
+        [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL 15 server package missing?)"
+    done
+    PKGLIB=$("$PGBIN/pg_config" --pkglibdir)
+    SHAREDIR=$("$PGBIN/pg_config" --sharedir)
+    SO=$PKGLIB/softmig.so
+    [[ -f $SO && -f $SHAREDIR/extension/softmig.control ]] ||
+        die "softmig is not installed in $PKGLIB / $SHAREDIR/extension (run make install first)"
+}
+
+# so_sum: the md5 of the installed softmig.so (to notice a make install
+# during a run).
+so_sum() { md5sum "$SO" | cut -d' ' -f1; }
+
+# bench_os_user: who runs the server (initdb refuses root): as root the
+# postgres user, else the caller.  Sets PGUSER_OS and defines as_pg CMD...,
+# which runs CMD as that user with the temp dir as working directory.
+# shellcheck disable=SC2317  # as_pg is called by the benches
+bench_os_user() {
+    if [[ $EUID -eq 0 ]]; then
+        PGUSER_OS=postgres
+        id "$PGUSER_OS" >/dev/null 2>&1 || die "running as root but there is no postgres user"
+        as_pg() { (cd "$TMP" && runuser -u "$PGUSER_OS" -- "$@"); }
+    else
+        PGUSER_OS=$(id -un)
+        as_pg() { (cd "$TMP" && "$@"); }
+    fi
+}
+
+# bench_cleanup: the EXIT trap.  Runs bench_cleanup_extra if the bench
+# defines it (e.g. to stop its own background clients), stops the server
+# (fast, else immediate), prints the tail of the server log if the exit status
+# is not 0, removes the temp dir unless BENCH_KEEP=1, and exits with the
+# status the bench exited with.
+# shellcheck disable=SC2317  # called through the trap
+bench_cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if declare -F bench_cleanup_extra >/dev/null; then
+        bench_cleanup_extra
+    fi
+    if [[ -f $DATA/postmaster.pid ]]; then
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+            as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    if [[ $rc -ne 0 && -f $LOG ]]; then
+        printf '\n--- last lines of the server log (%s) ---\n' "$LOG" >&2
+        tail -n 30 "$LOG" >&2 || true
+    fi
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        say "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+
+# bench_init_cluster PREFIX <<EOF ... EOF: create the temp dir
+# /tmp/PREFIX.XXXXXX (TMP; DATA = the data dir, LOG = the server log), owned
+# by PGUSER_OS, install bench_cleanup as the EXIT trap (INT / TERM exit 130 /
+# 143), run initdb and append to postgresql.conf a heading, unix-socket-only
+# settings (socket in TMP, port PORT) and then the lines read from stdin (the
+# bench's own settings).  Does not start the server (bench_start does).
+bench_init_cluster() {
+    local prefix=$1 extra
+    extra=$(cat)
+    TMP=$(mktemp -d "/tmp/$prefix.XXXXXX")
+    DATA=$TMP/data
+    LOG=$TMP/server.log
+    [[ $EUID -eq 0 ]] && chown "$PGUSER_OS": "$TMP"
+
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+
+    say "initdb in $TMP (as $PGUSER_OS)"
+    as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$TMP/initdb.log" 2>&1 ||
+        { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+    cat >>"$DATA/postgresql.conf" <<EOF
+
+# --- $BENCH_SCRIPT: defaults except these ---
+listen_addresses = ''
+unix_socket_directories = '$TMP'
+port = $PORT
+$extra
+EOF
+}
+
+# bench_start: start the server (log in LOG), or die.
+bench_start() {
+    as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 120 start >/dev/null ||
+        die "the server did not start (port $PORT busy? see $LOG)"
+}
+
+# bench_psql_env: point libpq at the cluster (PGHOST, PGPORT, PGUSER,
+# exported), set PSQL (psql with ON_ERROR_STOP, no psqlrc, quiet) and define
+# sql ARGS..., which is PSQL with unaligned, tuples-only output.
+# shellcheck disable=SC2317  # sql is called by the benches
+bench_psql_env() {
+    export PGHOST=$TMP PGPORT=$PORT PGUSER=postgres
+    PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1)
+    sql() { "${PSQL[@]}" -At "$@"; }
+}
+
+# bench_create_db: create the database bench and make it the default
+# (PGDATABASE, exported).
+bench_create_db() {
+    "${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
+    export PGDATABASE=bench
+}
