@@ -568,6 +568,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	MemoryContext old;
 	ErrorContextCallback errcb;
 	PrepareContext pc;
+	List	   *not_taken = NIL;
 
 	for (p = m->plans; p; p = p->next)
 		if (p->relid == relid)
@@ -620,22 +621,22 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 								&save_user, &save_sec);
 	softmig_prefer_index_plans(true);
 
+	/*
+	 * The merge rule: on conflict only fields the writing side owns change.
+	 * not_taken lists the others, for the upsert and the big-statement UPDATE.
+	 */
+	foreach(lc, d->cols)
+	{
+		SoftmigSide owner = (side == SIDE_LEGACY && softmig_str_member(m->new_fields, lfirst(lc)))
+			? SIDE_TARGET : (side == SIDE_LEGACY ? SIDE_LEGACY : SIDE_TARGET);
+
+		if (!softmig_field_takes_incoming(owner, side, false))
+			not_taken = lappend(not_taken, lfirst(lc));
+	}
+
 	/* upsert */
 	initStringInfo(&buf);
-	{
-		/* the merge rule: on conflict only fields the writing side owns change */
-		List	   *not_taken = NIL;
-
-		foreach(lc, d->cols)
-		{
-			SoftmigSide owner = (side == SIDE_LEGACY && softmig_str_member(m->new_fields, lfirst(lc)))
-				? SIDE_TARGET : (side == SIDE_LEGACY ? SIDE_LEGACY : SIDE_TARGET);
-
-			if (!softmig_field_takes_incoming(owner, side, false))
-				not_taken = lappend(not_taken, lfirst(lc));
-		}
-		append_upsert(&buf, d, SM_NEW_TABLE, not_taken);
-	}
+	append_upsert(&buf, d, SM_NEW_TABLE, not_taken);
 	p->upsert = softmig_prepare_kept(buf.data, 0, NULL);
 	p->upsert_sql = MemoryContextStrdup(m->cxt, buf.data);
 
@@ -647,15 +648,10 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	 */
 	if (side == SIDE_LEGACY)
 	{
-		List	   *not_taken = NIL;
 		ListCell   *c2;
 		ListCell   *e2;
 		int			v = 1;
 		int			nset = 0;
-
-		foreach(lc, d->cols)
-			if (softmig_str_member(m->new_fields, lfirst(lc)))
-				not_taken = lappend(not_taken, lfirst(lc));
 
 		resetStringInfo(&buf);
 		appendStringInfo(&buf, "INSERT INTO %s (", d->qualname);

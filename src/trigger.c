@@ -400,11 +400,6 @@ mirror_key_moves(TriggerData *td, SoftmigRelPlans *p)
 }
 
 /*
- * mirror_statement
- *		Carry one statement's changes to the other side, as its owner, with
- *		the loop guard raised.
- */
-/*
  * note_new_only
  *		Record rows legacy cannot represent: close the rollback envelope on
  *		the first one, count them, remember their keys (keys may be NULL when
@@ -937,7 +932,9 @@ project_owned_fields(TriggerData *td, SoftmigRelPlans *p)
  *		A big INSERT mirrored as a plain INSERT in a subtransaction; if any
  *		key already exists on the other side (unique violation), roll it
  *		back and run the upsert instead.  Same result as the upsert, without
- *		speculative insertion in the common case.
+ *		speculative insertion in the common case.  The subtransaction
+ *		releases the rows it inserted on rollback; the caller is connected
+ *		to SPI and runs as the other table's owner.
  */
 static void
 mirror_big_insert(SoftmigRelPlans *p)
@@ -975,6 +972,17 @@ mirror_big_insert(SoftmigRelPlans *p)
 		elog(ERROR, "softmig: mirroring INSERT failed");
 }
 
+/*
+ * mirror_statement
+ *		Carry one statement's rows (its transition table) to the other table
+ *		as that table's owner: key moves first for UPDATE, then the upsert,
+ *		the delete, or, for statements over SM_BIG_STATEMENT_ROWS rows from
+ *		the legacy side, the set-based INSERT / UPDATE with the upsert as
+ *		fallback; the loop guard (softmig_mirror_depth) is raised meanwhile.
+ *		Takes no locks of its own beyond what the mirrored
+ *		statements take (ROW EXCLUSIVE on the other table, row locks).  The
+ *		caller is connected to SPI and owns the transition tables.
+ */
 static void
 mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 {
