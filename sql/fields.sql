@@ -52,6 +52,13 @@ UPDATE pf_l SET email = 'new@x', score = 5 WHERE id = 1;
 INSERT INTO pf_l VALUES (3, 'c@x', 'gold', 3);              -- a new entity starts with legacy's value
 SELECT * FROM pf_t ORDER BY id;
 SELECT * FROM pf_l ORDER BY id;
+-- a big legacy statement (over 2000 rows, the set-based path) also leaves the
+-- target-owned field alone: row 1 keeps PLATINUM, not upper(tier) = GOLD
+INSERT INTO pf_l SELECT g, 'e' || g, 'tin', 0 FROM generate_series(100, 2599) g;
+UPDATE pf_l SET email = email WHERE id = 1 OR id >= 100;
+SELECT id, tier_code FROM pf_t WHERE id IN (1, 100) ORDER BY id;
+DELETE FROM pf_l WHERE id >= 100;
+SELECT count(*) AS big_rows_left FROM pf_t WHERE id >= 100;
 SELECT action, detail FROM softmig.history('pf') WHERE action = 'set_field_authority';
 -- back to legacy: the target's updates are refused again
 SELECT softmig.set_field_authority('pf', 'tier_code', 'legacy');
