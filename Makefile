@@ -5,7 +5,7 @@
 # make demo                                     installs deps, builds and runs the live demo
 
 EXTENSION  = softmig
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 MODULE_big = softmig
 
 # One C file and one SQL file per concern; each module adds its own lines.
@@ -30,6 +30,8 @@ ISOLATION += parity_consistent
 # The install script is built from src/sql/*.sql in name order.
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
 DATA_built = softmig--$(EXTVERSION).sql
+# Released install scripts (frozen, never edited) and the upgrade scripts.
+DATA = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/versions/softmig--*.sql))
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
