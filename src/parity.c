@@ -1139,8 +1139,9 @@ rel_estimate(Oid relid, double *rows, double *blocks)
  *		Cut the key space into ranges of about chunk_rows rows: sample the
  *		target's keys (TABLESAMPLE SYSTEM, repeatable; the legacy side's
  *		mapped keys if the target sample is empty) and take evenly spaced
- *		quantiles (computed by the query, so only they come back).  Any increasing keys give a correct comparison; the
- *		sample only makes chunks even.  Sets c->chunks and c->acc.bounds.
+ *		quantiles (computed by the query, so only they come back).  Any
+ *		increasing keys give a correct comparison; the sample only makes
+ *		chunks even.  Sets c->chunks and c->acc.bounds.
  */
 static void
 choose_bounds(ParityCtx *c)
