@@ -1,7 +1,5 @@
--- Public SQL API surface: every function of DESIGN.md "Public SQL API" that
--- exists so far, with its full argument list and return type, and the types.
--- Functions not implemented yet are listed in pending_contract.sql.in; move
--- their checks here as they land (and adjust plan()).
+-- Public SQL API surface: every function of DESIGN.md "Public SQL API",
+-- with its full argument list and return type, the types and the metrics view.
 --
 -- Argument and return types are spelled as regtype prints them with softmig
 -- not on the search_path (function_returns compares text): integer, boolean,
@@ -14,7 +12,7 @@ CREATE EXTENSION IF NOT EXISTS softmig;
 
 BEGIN;
 SET LOCAL search_path = public, pg_catalog;
-SELECT plan(42);
+SELECT plan(69);
 
 SELECT has_schema('softmig', 'schema softmig exists');
 
@@ -124,6 +122,75 @@ SELECT has_function('softmig', 'shadow_enable', ARRAY['text'],
     'shadow_enable(name) exists');
 SELECT function_returns('softmig', 'shadow_enable', ARRAY['text'], 'void',
     'shadow_enable returns void');
+
+-- Read paths
+SELECT has_function('softmig', 'register_reader', ARRAY['text', 'text', 'text', 'text'],
+    'register_reader(name, reader, class, switch_group) exists');
+SELECT function_returns('softmig', 'register_reader', ARRAY['text', 'text', 'text', 'text'],
+    'void', 'register_reader returns void');
+
+SELECT has_function('softmig', 'read_source', ARRAY['text', 'text'],
+    'read_source(name, reader) exists');
+SELECT function_returns('softmig', 'read_source', ARRAY['text', 'text'], 'softmig.side',
+    'read_source returns softmig.side');
+
+SELECT has_function('softmig', 'switch_reads', ARRAY['text', 'text', 'softmig.side', 'text'],
+    'switch_reads(name, switch_group, to_side, reason) exists');
+SELECT function_returns('softmig', 'switch_reads', ARRAY['text', 'text', 'softmig.side', 'text'],
+    'void', 'switch_reads returns void');
+
+SELECT has_function('softmig', 'create_read_view', ARRAY['text', 'text', 'softmig.side'],
+    'create_read_view(name, view_name, shape) exists');
+SELECT function_returns('softmig', 'create_read_view', ARRAY['text', 'text', 'softmig.side'],
+    'void', 'create_read_view returns void');
+
+SELECT has_function('softmig', 'readers', ARRAY['text'],
+    'readers(name) exists');
+SELECT function_returns('softmig', 'readers', ARRAY['text'], 'setof record',
+    'readers returns a table (setof record)');
+
+-- Semantic observability
+SELECT has_function('softmig', 'parity', ARRAY['text', 'integer'],
+    'parity(name, chunk_rows) exists');
+SELECT function_returns('softmig', 'parity', ARRAY['text', 'integer'], 'setof record',
+    'parity returns a table (setof record)');
+
+SELECT has_function('softmig', 'add_invariant', ARRAY['text', 'text', 'text', 'text'],
+    'add_invariant(name, invariant, query, severity) exists');
+SELECT function_returns('softmig', 'add_invariant', ARRAY['text', 'text', 'text', 'text'],
+    'void', 'add_invariant returns void');
+
+SELECT has_function('softmig', 'add_transition_rule',
+    ARRAY['text', 'regclass', 'name', 'text', 'text', 'text'],
+    'add_transition_rule(name, tbl, col, from_value, to_value, requires) exists');
+SELECT function_returns('softmig', 'add_transition_rule',
+    ARRAY['text', 'regclass', 'name', 'text', 'text', 'text'],
+    'void', 'add_transition_rule returns void');
+
+SELECT has_function('softmig', 'check', ARRAY['text'],
+    'check(name) exists');
+SELECT function_returns('softmig', 'check', ARRAY['text'], 'setof record',
+    'check returns a table (setof record)');
+
+SELECT has_function('softmig', 'inspect', ARRAY['text', 'jsonb'],
+    'inspect(name, key) exists');
+SELECT function_returns('softmig', 'inspect', ARRAY['text', 'jsonb'], 'jsonb',
+    'inspect returns jsonb');
+
+SELECT has_function('softmig', 'report', ARRAY['text'],
+    'report(name) exists');
+SELECT function_returns('softmig', 'report', ARRAY['text'], 'text',
+    'report returns text');
+
+SELECT has_view('softmig', 'metrics', 'view softmig.metrics exists');
+SELECT columns_are('softmig', 'metrics', ARRAY['migration', 'metric', 'value'],
+    'softmig.metrics has columns migration, metric, value');
+SELECT col_type_is('softmig', 'metrics', 'migration', 'text',
+    'softmig.metrics.migration is text');
+SELECT col_type_is('softmig', 'metrics', 'metric', 'text',
+    'softmig.metrics.metric is text');
+SELECT col_type_is('softmig', 'metrics', 'value', 'double precision',
+    'softmig.metrics.value is double precision');
 
 SELECT * FROM finish();
 ROLLBACK;
