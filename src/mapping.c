@@ -371,23 +371,34 @@ softmig_build_dest(SoftmigMigration *m, SoftmigSide side)
 }
 
 /*
- * append_key_select
- *		"(SELECT (e1)::t1 AS softmig_k1, ... FROM <from>)"
+ * append_key_list
+ *		"(<key expr 1>)::<type> AS softmig_k1, ..." over the destination's
+ *		key columns, mapped from the source row.
  */
 static void
-append_key_select(StringInfo buf, DestInfo *d, const char *from)
+append_key_list(StringInfo buf, DestInfo *d)
 {
 	ListCell   *e;
 	ListCell   *t;
 	int			i = 1;
 
-	appendStringInfoString(buf, "(SELECT ");
 	forboth(e, d->keyexprs, t, d->keytypes)
 	{
 		appendStringInfo(buf, "%s(%s\n)::%s AS softmig_k%d",
 						 i > 1 ? ", " : "", (char *) lfirst(e), (char *) lfirst(t), i);
 		i++;
 	}
+}
+
+/*
+ * append_key_select
+ *		"(SELECT (e1)::t1 AS softmig_k1, ... FROM <from>)"
+ */
+static void
+append_key_select(StringInfo buf, DestInfo *d, const char *from)
+{
+	appendStringInfoString(buf, "(SELECT ");
+	append_key_list(buf, d);
 	appendStringInfo(buf, " FROM %s)", from);
 }
 
@@ -409,6 +420,47 @@ append_key_match(StringInfo buf, DestInfo *d, const char *alias)
 						 (char *) lfirst(o), alias, i);
 		i++;
 	}
+}
+
+/*
+ * append_keyed_update
+ *		"UPDATE dst AS softmig_t SET c = softmig_s.softmig_vN, ... FROM
+ *		(SELECT <mapping of c> AS softmig_vN, ..., <keys> FROM <from>) AS
+ *		softmig_s WHERE <key match>" for the destination columns named in
+ *		set_cols.  Returns false, with a partial statement in buf, when
+ *		set_cols names no destination column.
+ */
+static bool
+append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_cols)
+{
+	ListCell   *c;
+	ListCell   *e;
+	int			v = 0;
+
+	appendStringInfo(buf, "UPDATE %s AS softmig_t SET ", d->qualname);
+	forboth(c, d->cols, e, d->exprs)
+	{
+		if (!softmig_str_member(set_cols, lfirst(c)))
+			continue;
+		v++;
+		appendStringInfo(buf, "%s%s = softmig_s.softmig_v%d", v > 1 ? ", " : "",
+						 quote_identifier(lfirst(c)), v);
+	}
+	if (v == 0)
+		return false;
+	appendStringInfoString(buf, " FROM (SELECT ");
+	v = 0;
+	forboth(c, d->cols, e, d->exprs)
+	{
+		if (!softmig_str_member(set_cols, lfirst(c)))
+			continue;
+		v++;
+		appendStringInfo(buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e), v);
+	}
+	append_key_list(buf, d);
+	appendStringInfo(buf, " FROM %s) AS softmig_s WHERE ", from);
+	append_key_match(buf, d, "softmig_s");
+	return true;
 }
 
 /*
@@ -648,10 +700,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	 */
 	if (side == SIDE_LEGACY)
 	{
-		ListCell   *c2;
-		ListCell   *e2;
-		int			v = 1;
-		int			nset = 0;
+		List	   *set_cols = NIL;
 
 		resetStringInfo(&buf);
 		appendStringInfo(&buf, "INSERT INTO %s (", d->qualname);
@@ -665,43 +714,13 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
 		p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
 
+		foreach(lc, d->cols)
+			if (!softmig_str_member(d->keycols, lfirst(lc)) &&
+				!softmig_str_member(not_taken, lfirst(lc)))
+				set_cols = lappend(set_cols, lfirst(lc));
 		resetStringInfo(&buf);
-		appendStringInfo(&buf, "UPDATE %s AS softmig_t SET ", d->qualname);
-		forboth(c2, d->cols, e2, d->exprs)
-		{
-			if (!softmig_str_member(d->keycols, lfirst(c2)) && !softmig_str_member(not_taken, lfirst(c2)))
-			{
-				appendStringInfo(&buf, "%s%s = softmig_s.softmig_v%d", nset ? ", " : "",
-								 quote_identifier(lfirst(c2)), v);
-				nset++;
-			}
-			v++;
-		}
-		if (nset > 0)
-		{
-			appendStringInfoString(&buf, " FROM (SELECT ");
-			v = 1;
-			foreach(e2, d->exprs)
-			{
-				appendStringInfo(&buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e2), v);
-				v++;
-			}
-			{
-				ListCell   *ke;
-				ListCell   *kt;
-				int			kn = 1;
-
-				forboth(ke, d->keyexprs, kt, d->keytypes)
-				{
-					appendStringInfo(&buf, "%s(%s\n)::%s AS softmig_k%d", kn > 1 ? ", " : "",
-									 (char *) lfirst(ke), (char *) lfirst(kt), kn);
-					kn++;
-				}
-			}
-			appendStringInfo(&buf, " FROM %s) AS softmig_s WHERE ", SM_NEW_TABLE);
-			append_key_match(&buf, d, "softmig_s");
+		if (append_keyed_update(&buf, d, SM_NEW_TABLE, set_cols))
 			p->update_sql = MemoryContextStrdup(m->cxt, buf.data);
-		}
 	}
 
 	/* delete */
@@ -762,43 +781,9 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	/* per-field authority (mirrored): target-owned fields flow to legacy */
 	if (side == SIDE_TARGET && m->new_legacy_cols != NIL)
 	{
-		ListCell   *c2;
-		ListCell   *e2;
-		int			v = 1;
-
 		resetStringInfo(&buf);
-		appendStringInfo(&buf, "UPDATE %s AS softmig_t SET ", d->qualname);
-		forboth(c2, d->cols, e2, d->exprs)
-		{
-			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
-				continue;
-			appendStringInfo(&buf, "%s%s = softmig_s.softmig_v%d", v > 1 ? ", " : "",
-							 quote_identifier(lfirst(c2)), v);
-			v++;
-		}
-		appendStringInfoString(&buf, " FROM (SELECT ");
-		v = 1;
-		forboth(c2, d->cols, e2, d->exprs)
-		{
-			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
-				continue;
-			appendStringInfo(&buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e2), v);
-			v++;
-		}
-		{
-			ListCell   *ke;
-			ListCell   *kt;
-			int			kn = 1;
-
-			forboth(ke, d->keyexprs, kt, d->keytypes)
-			{
-				appendStringInfo(&buf, "%s(%s\n)::%s AS softmig_k%d", kn > 1 ? ", " : "",
-								 (char *) lfirst(ke), (char *) lfirst(kt), kn);
-				kn++;
-			}
-		}
-		appendStringInfo(&buf, " FROM %s) AS softmig_s WHERE ", SM_NEW_TABLE);
-		append_key_match(&buf, d, "softmig_s");
+		if (!append_keyed_update(&buf, d, SM_NEW_TABLE, m->new_legacy_cols))
+			elog(ERROR, "softmig: no legacy column to project for migration \"%s\"", m->name);
 		p->field_project = softmig_prepare_kept(buf.data, 0, NULL);
 	}
 
