@@ -66,38 +66,8 @@ check_suites() {
     [[ -n ${SUITES// /} ]] || die "SOFTMIG_SUITES is empty"
 }
 
-pkg_installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
-}
-
-ensure_packages() {
-    local missing=() p
-    if ! command -v dpkg-query >/dev/null; then
-        say "no dpkg here; not installing packages"
-        return
-    fi
-    for p in "${APT_PACKAGES[@]}"; do
-        pkg_installed "$p" || missing+=("$p")
-    done
-    if ((${#missing[@]} == 0)); then
-        return
-    fi
-    if ((EUID != 0)); then
-        say "warning: missing packages (run as root to install them): ${missing[*]}"
-        return
-    fi
-    say "installing: ${missing[*]}"
-    local log
-    log=$(mktemp /tmp/softmig-apt.XXXXXX)
-    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-           DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-               --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-        cat "$log" >&2
-        rm -f "$log"
-        die "apt-get failed (log above)"
-    fi
-    rm -f "$log"
-}
+# pkg_installed and ensure_packages
+. "$(dirname "${BASH_SOURCE[0]}")/pkg.sh"
 
 check_tools() {
     local missing=()

@@ -32,33 +32,8 @@ unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'soak/run.sh: error: %s\n' "$*" >&2; exit 2; }
 
-pkg_installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
-}
-
-ensure_packages() {
-    local missing=() p
-    command -v dpkg-query >/dev/null || return 0
-    for p in "${APT_PACKAGES[@]}"; do
-        pkg_installed "$p" || missing+=("$p")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    if ((EUID != 0)); then
-        say "warning: missing packages (run as root to install them): ${missing[*]}"
-        return 0
-    fi
-    say "installing: ${missing[*]}"
-    local log
-    log=$(mktemp /tmp/softmig-apt.XXXXXX)
-    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-           DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-               --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-        cat "$log" >&2
-        rm -f "$log"
-        die "apt-get failed (log above)"
-    fi
-    rm -f "$log"
-}
+# pkg_installed and ensure_packages
+. "$(dirname "${BASH_SOURCE[0]}")/../pkg.sh"
 
 check_tools() {
     local missing=()
