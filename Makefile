@@ -14,13 +14,13 @@ OBJS += src/backfill.o
 OBJS += src/merge.o
 OBJS += src/hydrate.o
 OBJS += src/opkey.o
-OBJS += src/readpath.o src/discovery.o
+OBJS += src/readpath.o src/discovery.o src/route.o
 REGRESS = setup state catalog writes backfill envelope fields
 ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
 REGRESS += opkeys
 ISOLATION += opkey_race opkey_opposite
 ISOLATION += backfill_races backfill_concurrent
-ISOLATION += envelope_race quarantine_race
+ISOLATION += envelope_race quarantine_race route_replan
 REGRESS += readpath
 
 OBJS += src/parity.o src/rules.o

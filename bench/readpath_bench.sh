@@ -12,7 +12,10 @@
 #      1% TPS loss.
 #   2. Routed views: reading one row by key through a routed view against
 #      reading the table directly, for a reader routed to legacy and for one
-#      routed to the target.  Target: within 5%.
+#      routed to the target.  Target: within 5%.  The view runs twice: as
+#      shipped (softmig.route_at_plan_time on, the branch chosen when the
+#      plan is made) and with route_at_plan_time off (both branches in the
+#      plan behind one-time filters, the routing decided at execution).
 #
 # One throwaway cluster (temp dir under /tmp, unix socket only), restarted
 # twice so the preload comparison is interleaved and drift shows:
@@ -27,10 +30,10 @@
 # of BENCH_SECONDS/BENCH_ROUNDS seconds of which the best counts (other load
 # on a shared machine only ever lowers a run), BENCH_CLIENTS clients and
 # threads, -M prepared.  Routed-view runs use custom scripts side by side
-# (direct table, view) with a random key in 1..BENCH_ROWS, interleaved
-# round by round.  Because TPS on a shared machine is noisy, the
-# routed-view cost is also measured as backend CPU time: BENCH_LOOKUPS key
-# lookups in one PL/pgSQL loop (cached generic plans, no client round trip),
+# (direct table, view, view with routing at execution) with a random key
+# in 1..BENCH_ROWS, interleaved round by round.  Because TPS on a shared
+# machine is noisy, the routed-view cost is also measured as backend CPU
+# time: BENCH_LOOKUPS key lookups in one PL/pgSQL loop (cached generic plans, no client round trip),
 # CPU read from /proc/self/stat before and after.
 #
 # Output: a markdown table on stdout and in bench/out/readpath_<UTC>.md.
@@ -174,7 +177,7 @@ run_pgbench() {
     shift
     sql -c "CHECKPOINT" >/dev/null
     out=$(as_pg env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres PGAPPNAME="$app" \
-        "$PGBIN/pgbench" -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" -M prepared "$@" bench 2>&1) ||
+        PGOPTIONS="$RUN_PGOPTIONS" "$PGBIN/pgbench" -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" -M prepared "$@" bench 2>&1) ||
         { printf '%s\n' "$out" >&2; die "pgbench $* failed"; }
     tps=$(printf '%s\n' "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p')
     [[ -n $tps ]] || { printf '%s\n' "$out" >&2; die "no tps in pgbench output"; }
@@ -182,15 +185,18 @@ run_pgbench() {
 }
 
 declare -A TPS CPU
+# the routed view with the routing decided at execution (one-time filters)
+ROUTE_OFF='-c softmig.route_at_plan_time=off'
+RUN_PGOPTIONS=''   # PGOPTIONS of run_pgbench and cpu_us (set per call)
 VSECS=$(( SECS / VROUNDS > 0 ? SECS / VROUNDS : 1 ))
 
 TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
 cpu_us() {  # app function -> microseconds of CPU per lookup (best of 2)
     local t1 t2
     t1=$(as_pg env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres PGAPPNAME="$1" \
-        "$PGBIN/psql" -X -q -At -d bench -c "SELECT $2($LOOKUPS)")
+        PGOPTIONS="$RUN_PGOPTIONS" "$PGBIN/psql" -X -q -At -d bench -c "SELECT $2($LOOKUPS)")
     t2=$(as_pg env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres PGAPPNAME="$1" \
-        "$PGBIN/psql" -X -q -At -d bench -c "SELECT $2($LOOKUPS)")
+        PGOPTIONS="$RUN_PGOPTIONS" "$PGBIN/psql" -X -q -At -d bench -c "SELECT $2($LOOKUPS)")
     awk -v a="$t1" -v b="$t2" -v u="$TICK_US" -v n="$LOOKUPS" \
         'BEGIN { t = (a < b ? a : b); printf "%.2f", t * u / n }'
 }
@@ -228,8 +234,10 @@ for ((r = 1; r <= VROUNDS; r++)); do
     TPS[VL,$r]=$(SECS=$VSECS run_pgbench bench_legacy -n -f "$TMP/view.sql")
     TPS[DT,$r]=$(SECS=$VSECS run_pgbench bench_new -n -f "$TMP/direct_target.sql")
     TPS[VT,$r]=$(SECS=$VSECS run_pgbench bench_new -n -f "$TMP/view.sql")
+    TPS[XL,$r]=$(SECS=$VSECS RUN_PGOPTIONS=$ROUTE_OFF run_pgbench bench_legacy -n -f "$TMP/view.sql")
+    TPS[XT,$r]=$(SECS=$VSECS RUN_PGOPTIONS=$ROUTE_OFF run_pgbench bench_new -n -f "$TMP/view.sql")
 done
-for k in DL VL DT VT; do
+for k in DL VL DT VT XL XT; do
     best=0
     for ((r = 1; r <= VROUNDS; r++)); do
         best=$(awk -v a="$best" -v b="${TPS[$k,$r]}" 'BEGIN { print (b > a ? b : a) }')
@@ -241,6 +249,8 @@ CPU_DL=$(cpu_us bench_legacy lookup_direct_legacy)
 CPU_VL=$(cpu_us bench_legacy lookup_view)
 CPU_DT=$(cpu_us bench_new lookup_direct_target)
 CPU_VT=$(cpu_us bench_new lookup_view)
+CPU_XL=$(RUN_PGOPTIONS=$ROUTE_OFF cpu_us bench_legacy lookup_view)
+CPU_XT=$(RUN_PGOPTIONS=$ROUTE_OFF cpu_us bench_new lookup_view)
 OBS=$(sql -c "SELECT string_agg(format('%s %s: %s reads', reader, side, reads), '; ' ORDER BY reader, side)
                 FROM softmig.observed_readers('acc')")
 
@@ -272,12 +282,12 @@ OUT=$OUTDIR/readpath_$STAMP.md
     echo "| pgbench TPC-B-like | $(fmt "${TPS[off1,B]}") | $(fmt "${TPS[on,B]}") | $(fmt "${TPS[off2,B]}") | $(ratio "${TPS[on,B]}" "$OFF_B") |"
     echo "| CPU µs per pgbench_accounts lookup (one backend, $LOOKUPS lookups) | ${CPU[off1]} | ${CPU[on]} | ${CPU[off2]} | $(ratio "${CPU[on]}" "$(mean "${CPU[off1]}" "${CPU[off2]}")") |"
     echo
-    echo "Reading one row by key (softmig preloaded, discovery recording). TPS: direct and view interleaved round by round. CPU: backend CPU per lookup over $LOOKUPS lookups in a PL/pgSQL loop (cached plan, no client round trip, best of 2):"
+    echo "Reading one row by key (softmig preloaded, discovery recording). TPS: direct and both view modes interleaved round by round. CPU: backend CPU per lookup over $LOOKUPS lookups in a PL/pgSQL loop (cached plan, no client round trip, best of 2). *view* = the routed view as shipped (softmig.route_at_plan_time on: the branch is chosen when the plan is made); *view, off* = the same view with route_at_plan_time off (both branches in the plan, one-time filters at execution):"
     echo
-    echo "| reader routed to | direct TPS | view TPS | view / direct | direct CPU µs | view CPU µs | view - direct |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
-    echo "| legacy (acc_legacy) | $(fmt "${TPS[on,DL]}") | $(fmt "${TPS[on,VL]}") | $(ratio "${TPS[on,VL]}" "${TPS[on,DL]}") | $CPU_DL | $CPU_VL | $(awk -v a="$CPU_VL" -v b="$CPU_DL" 'BEGIN { printf "%+.2f µs", a - b }') |"
-    echo "| target (acc_target, mapped back) | $(fmt "${TPS[on,DT]}") | $(fmt "${TPS[on,VT]}") | $(ratio "${TPS[on,VT]}" "${TPS[on,DT]}") | $CPU_DT | $CPU_VT | $(awk -v a="$CPU_VT" -v b="$CPU_DT" 'BEGIN { printf "%+.2f µs", a - b }') |"
+    echo "| reader routed to | direct TPS | view TPS | view / direct | view, off TPS | off / direct | direct CPU µs | view CPU µs | view - direct | view, off CPU µs | off - direct |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| legacy (acc_legacy) | $(fmt "${TPS[on,DL]}") | $(fmt "${TPS[on,VL]}") | $(ratio "${TPS[on,VL]}" "${TPS[on,DL]}") | $(fmt "${TPS[on,XL]}") | $(ratio "${TPS[on,XL]}" "${TPS[on,DL]}") | $CPU_DL | $CPU_VL | $(awk -v a="$CPU_VL" -v b="$CPU_DL" 'BEGIN { printf "%+.2f µs", a - b }') | $CPU_XL | $(awk -v a="$CPU_XL" -v b="$CPU_DL" 'BEGIN { printf "%+.2f µs", a - b }') |"
+    echo "| target (acc_target, mapped back) | $(fmt "${TPS[on,DT]}") | $(fmt "${TPS[on,VT]}") | $(ratio "${TPS[on,VT]}" "${TPS[on,DT]}") | $(fmt "${TPS[on,XT]}") | $(ratio "${TPS[on,XT]}" "${TPS[on,DT]}") | $CPU_DT | $CPU_VT | $(awk -v a="$CPU_VT" -v b="$CPU_DT" 'BEGIN { printf "%+.2f µs", a - b }') | $CPU_XT | $(awk -v a="$CPU_XT" -v b="$CPU_DT" 'BEGIN { printf "%+.2f µs", a - b }') |"
     echo
     echo "Discovery saw: $OBS."
     if ((${#ANOMALIES[@]} > 0)); then

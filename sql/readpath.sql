@@ -187,24 +187,75 @@ SET application_name = 'web';
 SELECT id, cust FROM rp_lv WHERE cust = 'planted';
 SELECT count(*) FROM rp_lv;
 
--- The planner turns each branch's condition into a One-Time Filter, and a
--- key filter reaches the index of both tables.
+-- Plans are routed when they are made (softmig.route_at_plan_time, on by
+-- default): only the caller's branch is in the plan, and a key filter
+-- reaches that table's index.  web reads the target, support legacy.
 SET enable_seqscan = off;
 SET enable_bitmapscan = off;
+SHOW softmig.route_at_plan_time;
 EXPLAIN (COSTS OFF) SELECT * FROM rp_lv WHERE id = 7;
 EXPLAIN (COSTS OFF) SELECT * FROM rp_tv WHERE acc_id = 7;
--- at run time only the caller's branch executes
+EXPLAIN (COSTS OFF, VERBOSE) SELECT * FROM rp_lv WHERE id = 7;
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM rp_lv WHERE id = 7;
 SET application_name = 'support';
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM rp_lv WHERE id = 7;
--- a generic plan keeps both branches and routes every execution anew
+EXPLAIN (COSTS OFF, VERBOSE) SELECT * FROM rp_tv WHERE acc_id = 7;
+-- a joined and an aggregated use are routed too
+EXPLAIN (COSTS OFF) SELECT count(*) FROM rp_lv a JOIN rp_tv b ON b.acc_id = a.id WHERE a.id < 3;
+-- a one-time filter that also calls another non-immutable function
+-- (now()) is not decided at plan time: the Append stays
+EXPLAIN (COSTS OFF)
+SELECT * FROM (SELECT id FROM rp_legacy WHERE softmig.read_source('rp') = 'legacy' AND now() > '2000-01-01'
+               UNION ALL
+               SELECT acc_id FROM rp_target WHERE softmig.read_source('rp') = 'new') s
+ WHERE id = 7;
+
+-- A kept (generic) plan is planned again when the reader changes: by SET,
+-- by SET LOCAL and at the end of that transaction, and by a function's
+-- SET clause.  Each EXECUTE shows which side answered (the planted row).
 PREPARE rp_by_key(int) AS SELECT id, cust, cents FROM rp_lv WHERE id = $1;
 SET plan_cache_mode = force_generic_plan;
 EXPLAIN (COSTS OFF) EXECUTE rp_by_key(7);
 EXECUTE rp_by_key(7);
 SET application_name = 'web';
+EXPLAIN (COSTS OFF) EXECUTE rp_by_key(7);
+EXECUTE rp_by_key(7);
+BEGIN;
+SET LOCAL application_name = 'support';
+EXECUTE rp_by_key(7);
+COMMIT;
+EXECUTE rp_by_key(7);
+CREATE FUNCTION rp_cust_of(k int) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE c text;
+BEGIN
+    SELECT cust INTO c FROM rp_lv WHERE id = k;   -- a plan PL/pgSQL keeps
+    RETURN c;
+END $$;
+CREATE FUNCTION rp_cust_as_support(k int) RETURNS text LANGUAGE sql
+    SET application_name = 'support' AS $$ SELECT rp_cust_of(k) $$;
+SELECT rp_cust_of(7) AS as_web, rp_cust_as_support(7) AS as_support, rp_cust_of(7) AS as_web_again;
+-- a switch (here: pinning web's group back to legacy) re-plans it too
+SELECT softmig.switch_reads('rp', 'front', 'legacy', 'regress: re-plan on switch');
+EXECUTE rp_by_key(7);
+SELECT rp_cust_of(7) AS web_after_pin;
+SELECT softmig.switch_reads('rp', 'front', 'new', 'regress: switch back');
+EXECUTE rp_by_key(7);
+SELECT rp_cust_of(7) AS web_switched_back;
+DEALLOCATE rp_by_key;
+DROP FUNCTION rp_cust_as_support(int), rp_cust_of(int);
+
+-- With routing at plan time off, both branches stay in the plan behind
+-- one-time filters; only the caller's branch executes.
+SET softmig.route_at_plan_time = off;
+EXPLAIN (COSTS OFF) SELECT * FROM rp_lv WHERE id = 7;
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM rp_lv WHERE id = 7;
+PREPARE rp_by_key(int) AS SELECT id, cust, cents FROM rp_lv WHERE id = $1;
+EXPLAIN (COSTS OFF) EXECUTE rp_by_key(7);
+EXECUTE rp_by_key(7);
+SET application_name = 'support';
 EXECUTE rp_by_key(7);
 DEALLOCATE rp_by_key;
+RESET softmig.route_at_plan_time;
 RESET plan_cache_mode;
 RESET enable_seqscan;
 RESET enable_bitmapscan;

@@ -149,6 +149,17 @@ rp_catalog_oid(void)
 }
 
 /*
+ * softmig_readpath_catalog_oid
+ *		OID of softmig.migrations, whose relcache invalidation stands for
+ *		any change of read routing (for route.c), or InvalidOid.
+ */
+Oid
+softmig_readpath_catalog_oid(void)
+{
+	return rp_catalog_oid();
+}
+
+/*
  * rp_snapshot
  *		The snapshot routing is loaded with: the latest one, so a committed
  *		switch is seen even inside an older REPEATABLE READ transaction; the

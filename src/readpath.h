@@ -13,6 +13,8 @@
 
 #include "postgres.h"
 
+#include "fmgr.h"
+
 /*
  * While >0, the executor hooks record nothing: softmig itself is reading or
  * writing a migration's tables (backfill, parity, inspect, ...).  Callers
@@ -24,6 +26,11 @@ extern int	softmig_discovery_suppress;
 
 /* readpath.c */
 extern void softmig_readpath_init(void);
+extern Oid	softmig_readpath_catalog_oid(void);
+extern Datum softmig_read_source(PG_FUNCTION_ARGS);
+
+/* route.c */
+extern void softmig_route_init(void);
 
 /* discovery.c */
 extern void softmig_discovery_init(void);

@@ -64,6 +64,7 @@ _PG_init(void)
 
 	/* read paths: routing cache; discovery GUCs, hooks and shared memory */
 	softmig_readpath_init();
+	softmig_route_init();
 
 	/* observability: parity test hooks, transition-rule cache */
 	softmig_observe_init();

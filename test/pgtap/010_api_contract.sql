@@ -12,7 +12,7 @@ CREATE EXTENSION IF NOT EXISTS softmig;
 
 BEGIN;
 SET LOCAL search_path = public, pg_catalog;
-SELECT plan(69);
+SELECT plan(72);
 
 SELECT has_schema('softmig', 'schema softmig exists');
 
@@ -191,6 +191,18 @@ SELECT col_type_is('softmig', 'metrics', 'metric', 'text',
     'softmig.metrics.metric is text');
 SELECT col_type_is('softmig', 'metrics', 'value', 'double precision',
     'softmig.metrics.value is double precision');
+
+-- the routing GUC (doc/reference.md, GUCs): any role may set it, on by
+-- default.  It exists once the library is loaded; the state type's input
+-- function loads it (the server may not preload softmig).
+SELECT ok('legacy'::softmig.state IS NOT NULL, 'the library is loaded');
+SELECT results_eq(
+    $$SELECT setting, context, vartype FROM pg_catalog.pg_settings
+       WHERE name = 'softmig.route_at_plan_time'$$,
+    $$VALUES ('on', 'user', 'bool')$$,
+    'softmig.route_at_plan_time is a user-settable boolean, on by default');
+SELECT lives_ok($$SET LOCAL softmig.route_at_plan_time = off$$,
+    'any session may turn routing at plan time off');
 
 SELECT * FROM finish();
 ROLLBACK;
