@@ -294,11 +294,13 @@ WITH s AS (
 SELECT format('| %s | %s | %s | %s | %s |',
               CASE
                 WHEN q LIKE 'CALL softmig.backfill%' THEN '**the whole CALL**'
-                WHEN q LIKE 'INSERT INTO % AS softmig_t %' THEN 'copy: INSERT ... ON CONFLICT DO UPDATE from the batch'
-                WHEN q LIKE '%softmig_key FROM % ROW(%) > ROW(%FOR KEY SHARE SKIP LOCKED' THEN 'read: next batch, ORDER BY key LIMIT n FOR KEY SHARE SKIP LOCKED'
-                WHEN q LIKE '%softmig_key FROM %WHERE $_ ORDER BY%FOR KEY SHARE SKIP LOCKED' THEN 'read: first batch'
+                WHEN q LIKE 'INSERT INTO % AS softmig_t %ON CONFLICT%' THEN 'copy: INSERT ... ON CONFLICT DO UPDATE from the batch (after a key conflict)'
+                WHEN q LIKE 'INSERT INTO % AS softmig_t %' THEN 'copy: plain INSERT from the batch'
+                WHEN q LIKE '% FROM % ROW(%) > ROW(%FOR KEY SHARE SKIP LOCKED' THEN 'read: next batch, ORDER BY key LIMIT n FOR KEY SHARE SKIP LOCKED'
+                WHEN q LIKE '% FROM %WHERE $_ ORDER BY%FOR KEY SHARE SKIP LOCKED' THEN 'read: first batch'
+                WHEN q LIKE 'SELECT pg_catalog.jsonb_build_object(%' THEN 'cursor: the last key as jsonb'
                 WHEN q LIKE 'SELECT pg_catalog.count(*) FROM % WHERE $_ AND ROW(%' THEN 'count: rows in the batch range (skipped-row check)'
-                WHEN q LIKE '%softmig_key FROM % WHERE ROW(%) IN (%' THEN 'verify: sweep (anti-join, copy missing rows)'
+                WHEN q LIKE '% FROM % WHERE ROW(%) IN (%FOR KEY SHARE SKIP LOCKED' THEN 'verify: sweep (anti-join, copy missing rows)'
                 WHEN q LIKE 'DELETE FROM % WHERE ROW(tableoid, ctid) IN%' THEN 'verify: orphans (target rows legacy lacks)'
                 WHEN q LIKE 'SELECT pg_catalog.count(*) FROM (SELECT%NOT EXISTS%' THEN 'verify: anti-join count (proof)'
                 ELSE '`' || left(replace(q, '|', '/'), 70) || '`'

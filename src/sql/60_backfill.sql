@@ -82,21 +82,24 @@ BEGIN
             END IF;
         END IF;
     ELSIF p.phase OPERATOR(pg_catalog.=) 'verify' THEN
-        -- safety net: copy any legacy row still missing, remove stale target
-        -- rows legacy does not have, then prove completeness
-        r := @extschema@._bf_step(m.id, 'sweep', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
-        v_copied := (r OPERATOR(pg_catalog.->>) 'copied')::bigint;
-        IF (r OPERATOR(pg_catalog.->>) 'locked')::bigint OPERATOR(pg_catalog.=) 0 THEN
+        -- prove completeness first (one anti-join); only if rows are missing,
+        -- copy them (the sweep, a second anti-join); once none is missing,
+        -- remove stale target rows legacy does not have.  Removing target
+        -- rows never makes a legacy row missing, and a legacy row written
+        -- meanwhile reaches the target in its own transaction (mirrored).
+        r := @extschema@._bf_step(m.id, 'verify', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
+        IF (r OPERATOR(pg_catalog.->>) 'missing')::bigint OPERATOR(pg_catalog.=) 0 THEN
             r := @extschema@._bf_step(m.id, 'orphans', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
             v_removed := (r OPERATOR(pg_catalog.->>) 'deleted')::bigint;
             IF v_removed OPERATOR(pg_catalog.<) batch_size THEN
-                r := @extschema@._bf_step(m.id, 'verify', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
-                IF (r OPERATOR(pg_catalog.->>) 'missing')::bigint OPERATOR(pg_catalog.=) 0 THEN
-                    p.phase := 'done';
-                    p.finished_at := pg_catalog.now();
-                ELSE
-                    v_waiting := true;     -- rows held by live writers; try again
-                END IF;
+                p.phase := 'done';
+                p.finished_at := pg_catalog.now();
+            END IF;
+        ELSE
+            r := @extschema@._bf_step(m.id, 'sweep', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
+            v_copied := (r OPERATOR(pg_catalog.->>) 'copied')::bigint;
+            IF (r OPERATOR(pg_catalog.->>) 'locked')::bigint OPERATOR(pg_catalog.=) 0 THEN
+                v_waiting := true;     -- rows held by live writers; try again
             END IF;
         END IF;
     END IF;
