@@ -57,6 +57,19 @@ INSERT INTO bump VALUES (10, 5), (11, 6);
 UPDATE l_orders l SET cents = l.cents + b.by FROM bump b WHERE l.id = b.id;
 -- an update of a row the target does not have yet inserts it there
 UPDATE l_orders SET note = 'touched' WHERE id = 1;
+-- a key changed by a BEFORE ROW trigger, not by the statement's SET list,
+-- moves the target row too (the old key leaves the target)
+CREATE FUNCTION l_orders_renumber() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.note = 'renumber' THEN NEW.id := NEW.id + 100; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER renumber BEFORE UPDATE ON l_orders
+    FOR EACH ROW EXECUTE FUNCTION l_orders_renumber();
+UPDATE l_orders SET note = 'renumber' WHERE id = 12;
+DROP TRIGGER renumber ON l_orders;
+DROP FUNCTION l_orders_renumber();
+SELECT order_id, customer, note FROM t_orders WHERE order_id IN (12, 112) ORDER BY 1;
 -- DELETE
 DELETE FROM l_orders WHERE id IN (4, 14);
 SELECT * FROM diff();
