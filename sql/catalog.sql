@@ -115,7 +115,9 @@ SELECT softmig.advance('orders', force => true, reason => 'forced on purpose');
 SELECT softmig.advance('orders');
 SELECT softmig.rollback('orders');
 SELECT softmig.advance('orders', 'new_read');
+SET client_min_messages = warning;  -- no "discovery is off" notice without preload
 SELECT softmig.advance('orders');
+RESET client_min_messages;
 SELECT * FROM t.err($$SELECT softmig.advance('orders')$$);
 SELECT * FROM t.err($$SELECT softmig.rollback('orders')$$);
 SELECT softmig.state('orders');

@@ -127,7 +127,9 @@ RESET ROLE;
 DROP ROLE sm_env_other;
 
 SELECT softmig.drop_migration('sh');
+SET client_min_messages = warning;  -- no "discovery is off" notice without preload
 SELECT softmig.advance('ev');
+RESET client_min_messages;
 SELECT softmig.drop_migration('ev');
 DROP TABLE ev_l, ev_t, sh_l, sh_t;
 
@@ -151,6 +153,8 @@ SELECT * FROM rj_l ORDER BY id;
 SELECT e - 'closed_at' AS envelope FROM softmig.envelope('rj') e;
 SELECT * FROM t.err($$SELECT softmig.rollback('rj')$$);
 SELECT softmig.advance('rj');
+SET client_min_messages = warning;  -- no "discovery is off" notice without preload
 SELECT softmig.advance('rj');
+RESET client_min_messages;
 SELECT softmig.drop_migration('rj');
 DROP TABLE rj_l, rj_t;

@@ -74,8 +74,10 @@ SELECT softmig.hydrate('o''brien migration', '[{"Bestell-Nr": 4, "Zeile": 1, "Ca
 SELECT softmig.register_reader('o''brien migration', 'o''brien "app"', 'latency', 'grp ''1''');
 SELECT softmig.create_read_view('o''brien migration', '"My Schema"."Vüew ""Orders"""', 'new');
 SELECT "Bestell-Nr", "Zeile", "Kunde" FROM "My Schema"."Vüew ""Orders""" ORDER BY 1, 2;
+SET client_min_messages = warning;  -- no "discovery is off" notice without preload
 SELECT reader, class, switch_group, source, registered FROM softmig.readers('o''brien migration')
  WHERE registered;
+RESET client_min_messages;
 
 -- new_write: projection through the quoted mappings, with an operation key
 SELECT softmig.advance('o''brien migration');
@@ -96,7 +98,9 @@ SELECT e->>'open' AS open, e->'first_key' AS first_key FROM softmig.envelope('o'
 SELECT softmig.switch_reads('o''brien migration', 'grp ''1''', 'new', '''); DROP TABLE "My Schema"."ñeue Tabelle"; --');
 SELECT softmig.advance('o''brien migration');
 SELECT softmig.reset_discovery('o''brien migration') >= 0 AS reset;   -- earlier tests' sessions
+SET client_min_messages = warning;  -- no "discovery is off" notice without preload
 SELECT softmig.advance('o''brien migration');
+RESET client_min_messages;
 SELECT action, reason, detail FROM softmig.history('o''brien migration')
  WHERE action NOT IN ('create', 'backfill_done', 'hydrate', 'register_reader', 'create_read_view', 'reset_discovery');
 

@@ -21,7 +21,9 @@
 #        tap        Perl TAP tests test/t/*.pl (PostgreSQL::Test::Cluster
 #                   starts its own nodes)
 #      A failing suite does not stop the others; a suite that ran zero tests
-#      is a failure.
+#      is a failure.  Last, with regress: the cluster is restarted without
+#      shared_preload_libraries and pg_regress runs again (regress_nopreload),
+#      the case of `make installcheck` against a server of one's own.
 #   5. Prints one line per suite and, as the very last line, "N passed, N failed"
 #      (individual tests: each pg_regress/isolation test counts 1, pgTAP and
 #      TAP count subtests).  Exits non-zero if anything failed.  The cluster is
@@ -349,6 +351,19 @@ EOF
         esac
     done
 
+    # The standard PGXS path (make installcheck against a server of one's
+    # own) must pass without shared_preload_libraries too: run pg_regress
+    # once more on the same cluster restarted without it.
+    case " $SUITES " in *" regress "*|*" pg_regress "*)
+        say "restarting the test cluster without shared_preload_libraries"
+        sed -i "s/^shared_preload_libraries = 'softmig'$/shared_preload_libraries = ''/" "$PGDATA/postgresql.conf"
+        if "$PGBIN/pg_ctl" -D "$PGDATA" -l "$LOGDIR/postgres.log" -w -t 120 restart >/dev/null; then
+            run_regress_suite regress_nopreload "$TREE/regression.diffs" TAP_TESTS= ISOLATION=
+        else
+            record regress_nopreload 0 1 "the cluster did not restart without preload"
+        fi ;;
+    esac
+
     local total_pass=0 total_fail=0 name line verdict
     for name in "${ORDER[@]}"; do
         ((total_pass += NPASS[$name], total_fail += NFAIL[$name])) || true
@@ -363,7 +378,7 @@ EOF
     for name in "${ORDER[@]}"; do
         verdict=PASS
         if ((NFAIL[$name] > 0)); then verdict=FAIL; fi
-        line=$(printf '%-10s %s  (%d passed, %d failed)' "$name" "$verdict" \
+        line=$(printf '%-17s %s  (%d passed, %d failed)' "$name" "$verdict" \
             "${NPASS[$name]}" "${NFAIL[$name]}")
         if [[ -n ${NOTE[$name]} ]]; then line+=" -- ${NOTE[$name]}"; fi
         echo "$line"
