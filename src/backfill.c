@@ -250,57 +250,11 @@ bound_values(BfContext *c, Jsonb *key, Datum *values, char *nulls, int *n)
 static int	bf_plain_pause = 0;
 
 /*
- * copy_plain
- *		Try the batch as a plain INSERT in a subtransaction.  Returns true
- *		with SPI_processed set when every row went in; false, with the
- *		subtransaction rolled back and nothing written, when a key already
- *		exists in the target (a unique violation: the caller then runs the
- *		upsert).  Any other error propagates.  Same result as the upsert
- *		when no key exists, without speculative insertion.  The caller is
- *		connected to SPI with the batch relation registered.
- */
-static bool
-copy_plain(const char *sql)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool ok = true;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		if (SPI_execute_plan(cached_plan(sql, 0, NULL), NULL, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "softmig: backfill insert failed");
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
-			ReThrowError(edata);
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
-}
-
-/*
  * copy_rows
- *		Insert the rows now in SPI_tuptable (legacy rows plus a trailing
- *		softmig_key column) into the target through the forward mapping:
- *		plainly when none of their keys is there yet (copy_plain), else by
- *		an upsert that overwrites only rows written before mirroring began.
+ *		Insert the rows now in SPI_tuptable (legacy rows) into the target
+ *		through the forward mapping: plainly when none of their keys is
+ *		there yet (a plain INSERT in a subtransaction), else by an upsert
+ *		that overwrites only rows written before mirroring began.
  *		Returns the number of target rows inserted or corrected.
  */
 static uint64
@@ -357,7 +311,7 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	 */
 	if (bf_plain_pause > 0)
 		bf_plain_pause--;
-	else if (copy_plain(buf.data))
+	else if (softmig_spi_unless_unique(cached_plan(buf.data, 0, NULL), NULL, SPI_OK_INSERT))
 	{
 		n = SPI_processed;
 		SPI_unregister_relation(BF_ENR);

@@ -552,6 +552,54 @@ softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
+ * softmig_spi_unless_unique
+ *		Run one SPI statement (plan if given, else the text sql) that must
+ *		return SPI result code expect, in a subtransaction.  Returns true
+ *		(SPI_processed set) if it succeeded; false, with the subtransaction
+ *		rolled back and nothing it wrote left, if it raised a unique
+ *		violation.  Any other error propagates.  For "try the plain INSERT,
+ *		fall back to the upsert" paths.  The caller is connected to SPI.
+ */
+bool
+softmig_spi_unless_unique(SPIPlanPtr plan, const char *sql, int expect)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		int			rc = plan ? SPI_execute_plan(plan, NULL, NULL, false, 0)
+			: SPI_execute(sql, false, 0);
+
+		if (rc != expect)
+			elog(ERROR, "softmig: statement returned SPI code %d, expected %d", rc, expect);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
  * register_enr
  *		Register an empty transition-table placeholder named "name" with the
  *		row type of relid, so statements over it can be prepared.

@@ -939,36 +939,8 @@ project_owned_fields(TriggerData *td, SoftmigRelPlans *p)
 static void
 mirror_big_insert(SoftmigRelPlans *p)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool conflict = false;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		if (SPI_execute(p->insert_sql, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "softmig: mirroring INSERT failed");
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
-			ReThrowError(edata);
-		conflict = true;
-	}
-	PG_END_TRY();
-	if (conflict && SPI_execute(p->upsert_sql, false, 0) != SPI_OK_INSERT)
+	if (!softmig_spi_unless_unique(NULL, p->insert_sql, SPI_OK_INSERT) &&
+		SPI_execute(p->upsert_sql, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "softmig: mirroring INSERT failed");
 }
 
