@@ -135,28 +135,19 @@ softmig_readpath_init(void)
 }
 
 /*
- * rp_catalog_oid
+ * softmig_readpath_catalog_oid
  *		OID of softmig.migrations (syscache lookups only), or InvalidOid.
+ *		Its relcache invalidation stands for any change of read routing
+ *		(also for route.c's routed plans).
  */
-static Oid
-rp_catalog_oid(void)
+Oid
+softmig_readpath_catalog_oid(void)
 {
 	Oid			nsp = get_namespace_oid("softmig", true);
 
 	if (!OidIsValid(nsp))
 		return InvalidOid;
 	return get_relname_relid("migrations", nsp);
-}
-
-/*
- * softmig_readpath_catalog_oid
- *		OID of softmig.migrations, whose relcache invalidation stands for
- *		any change of read routing (for route.c), or InvalidOid.
- */
-Oid
-softmig_readpath_catalog_oid(void)
-{
-	return rp_catalog_oid();
 }
 
 /*
@@ -337,7 +328,7 @@ rp_get(const char *name)
 		return e;
 
 	/* the invalidation key; looked up again in case softmig was recreated */
-	rp_catalog_relid = rp_catalog_oid();
+	rp_catalog_relid = softmig_readpath_catalog_oid();
 
 	if (e == NULL)
 	{
@@ -500,7 +491,7 @@ PG_FUNCTION_INFO_V1(softmig_readpath_invalidate);
 Datum
 softmig_readpath_invalidate(PG_FUNCTION_ARGS)
 {
-	Oid			relid = rp_catalog_oid();
+	Oid			relid = softmig_readpath_catalog_oid();
 
 	if (OidIsValid(relid))
 		CacheInvalidateRelcacheByRelid(relid);
