@@ -33,8 +33,9 @@
 # (direct table, view, view with routing at execution) with a random key
 # in 1..BENCH_ROWS, interleaved round by round.  Because TPS on a shared
 # machine is noisy, the routed-view cost is also measured as backend CPU
-# time: BENCH_LOOKUPS key lookups in one PL/pgSQL loop (cached generic plans, no client round trip),
-# CPU read from /proc/self/stat before and after.
+# time: BENCH_LOOKUPS key lookups in one PL/pgSQL loop (cached generic
+# plans, no client round trip), CPU read from /proc/self/stat before and
+# after.
 #
 # Output: a markdown table on stdout and in bench/out/readpath_<UTC>.md.
 #
