@@ -210,6 +210,30 @@ SELECT * FROM (SELECT id FROM rp_legacy WHERE softmig.read_source('rp') = 'legac
                SELECT acc_id FROM rp_target WHERE softmig.read_source('rp') = 'new') s
  WHERE id = 7;
 
+-- a parallel-aware Append is replaced only by a partial branch: a
+-- non-partial one (here rp_target, made non-parallel) would run once per
+-- worker, so for web, routed to the target, the Append stays
+SET enable_seqscan = on;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET enable_indexscan = off;
+SET enable_indexonlyscan = off;
+EXPLAIN (COSTS OFF) SELECT count(*) FROM rp_lv;
+SELECT count(*) FROM rp_lv;
+ALTER TABLE rp_target SET (parallel_workers = 0);
+SET application_name = 'web';
+EXPLAIN (COSTS OFF) SELECT count(*) FROM rp_lv;
+SELECT count(*) FROM rp_lv;
+ALTER TABLE rp_target RESET (parallel_workers);
+RESET enable_indexonlyscan;
+RESET enable_indexscan;
+RESET min_parallel_table_scan_size;
+RESET parallel_tuple_cost;
+RESET parallel_setup_cost;
+SET enable_seqscan = off;
+SET application_name = 'support';
+
 -- A kept (generic) plan is planned again when the reader changes: by SET,
 -- by SET LOCAL and at the end of that transaction, and by a function's
 -- SET clause.  Each EXECUTE shows which side answered (the planted row).

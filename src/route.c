@@ -30,8 +30,8 @@
  *
  *	  Only a filter made of constants, immutable functions and operators and
  *	  read_source itself (the shape the views use) is evaluated; anything
- *	  else, a parallel-aware Append, or an Append with partition pruning is
- *	  left alone.  softmig.route_at_plan_time = off keeps the one-time
+ *	  else, an Append with partition pruning, or a parallel-aware Append
+ *	  whose chosen branch is not a partial plan is left alone.  softmig.route_at_plan_time = off keeps the one-time
  *	  filters for execution time.
  *
  *-------------------------------------------------------------------------
@@ -210,10 +210,15 @@ passthrough_tlist(Plan *result)
  *		exactly one passes, return that branch (without its filter, and
  *		without the Result when it only passed rows on), carrying ap's
  *		column names.  (A MergeAppend's branches each deliver its sort
- *		order, so one alone still does.)  Otherwise return ap unchanged.
+ *		order, so one alone still does.)  A parallel-aware Append is
+ *		replaced only by a partial branch (index >= first_partial, which
+ *		is -1 for other Appends): its workers then share that branch's
+ *		parallel scan, where a non-partial branch would run once per
+ *		worker.  Otherwise return ap unchanged.
  */
 static Plan *
-route_append(Plan *ap, List *branches, bool pruning, RouteContext *cx)
+route_append(Plan *ap, List *branches, bool pruning, int first_partial,
+			 RouteContext *cx)
 {
 	ListCell   *lc;
 	Result	   *chosen = NULL;
@@ -222,8 +227,11 @@ route_append(Plan *ap, List *branches, bool pruning, RouteContext *cx)
 	ListCell   *a;
 	ListCell   *k;
 
-	if (pruning || ap->parallel_aware || ap->initPlan != NIL ||
-		list_length(branches) < 2)
+	int			chosen_index = -1;
+	int			i = 0;
+
+	if (pruning || (ap->parallel_aware && first_partial < 0) ||
+		ap->initPlan != NIL || list_length(branches) < 2)
 		return ap;
 	foreach(lc, branches)
 	{
@@ -246,9 +254,11 @@ route_append(Plan *ap, List *branches, bool pruning, RouteContext *cx)
 			if (chosen != NULL)
 				return ap;		/* more than one branch: leave it */
 			chosen = r;
+			chosen_index = i;
 		}
+		i++;
 	}
-	if (chosen == NULL)
+	if (chosen == NULL || (ap->parallel_aware && chosen_index < first_partial))
 		return ap;
 
 	chosen->resconstantqual = NULL;
@@ -295,7 +305,9 @@ route_plan(Plan *plan, RouteContext *cx)
 				foreach(lc, ap->appendplans)
 					lfirst(lc) = route_plan(lfirst(lc), cx);
 				return route_append(plan, ap->appendplans,
-									ap->part_prune_info != NULL, cx);
+									ap->part_prune_info != NULL,
+									ap->plan.parallel_aware ? ap->first_partial_plan : -1,
+									cx);
 			}
 		case T_MergeAppend:
 			{
@@ -304,7 +316,7 @@ route_plan(Plan *plan, RouteContext *cx)
 				foreach(lc, ma->mergeplans)
 					lfirst(lc) = route_plan(lfirst(lc), cx);
 				return route_append(plan, ma->mergeplans,
-									ma->part_prune_info != NULL, cx);
+									ma->part_prune_info != NULL, -1, cx);
 			}
 		case T_SubqueryScan:
 			((SubqueryScan *) plan)->subplan =
