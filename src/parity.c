@@ -582,6 +582,11 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
 								  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "softmig: migration %d vanished", id);
+		/*
+		 * SPI calls return in SPI's procedure context, which SPI_finish frees
+		 * while callers (softmig._parity_summary) still read c: back to cxt.
+		 */
+		MemoryContextSwitchTo(cxt);
 		divergent = text_array_list(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		new_only = text_array_list(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 
@@ -2814,10 +2819,13 @@ inspect_sides(int32 id, Jsonb *key)
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	error_context_stack = errcb.previous;
-	SPI_finish();
 	{
-		Datum		result = DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
+		/* out lives in SPI's memory: build the result before SPI_finish */
+		Datum		result = SPI_datumTransfer(DirectFunctionCall1(jsonb_in,
+																   CStringGetDatum(out.data)),
+											   false, -1);
 
+		SPI_finish();
 		MemoryContextDelete(cxt);
 		return result;
 	}

@@ -821,10 +821,12 @@ softmig_check_rule(PG_FUNCTION_ARGS)
 	if (requires != NULL)
 		(void) prepare_requires(requires, row_subquery(&fake, desc), fake.nparams, fake.paramtypes, false);
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
+
+	/* out[] lives in SPI's memory: build the result before SPI_finish */
+	result = construct_md_array(out, outnull, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT);
+	result = DatumGetArrayTypeP(SPI_datumTransfer(PointerGetDatum(result), false, -1));
 	SPI_finish();
 	table_close(rel, NoLock);
-
-	result = construct_md_array(out, outnull, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT);
 	PG_RETURN_ARRAYTYPE_P(result);
 }
 
