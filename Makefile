@@ -92,4 +92,10 @@ endif
 .PHONY: soak
 soak:
 	bash test/soak/run.sh
+
+# pg_regress, isolation and TAP on an assert-enabled PostgreSQL 15 built
+# from Debian's source package (minutes; not part of make test)
+.PHONY: assert-check
+assert-check:
+	bash test/assert_check.sh
 REGRESS += security names

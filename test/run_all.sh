@@ -32,8 +32,12 @@
 # Knobs (environment):
 #   SOFTMIG_SUITES  space-separated subset of: regress pgtap tap
 #                   (also: pg_regress, isolation for one half of regress,
-#                   and demo, the live demo `make demo` runs)
-#                   default "regress pgtap tap demo"
+#                   demo, the live demo `make demo` runs, and assert, the
+#                   suites on an assert-enabled server built from Debian's
+#                   source package by test/assert_check.sh, about 3 minutes)
+#                   default "regress pgtap tap demo assert"
+#   PGSRC           for assert: an unpacked PostgreSQL 15 source tree to
+#                   build instead of fetching one
 #   SOFTMIG_KEEP=1  keep the temp directory (logs, data dir) for debugging
 #
 # Internal: `run_all.sh --inner WORKDIR` is the second half, run as the
@@ -43,9 +47,9 @@ set -euo pipefail
 
 PGBIN=/usr/lib/postgresql/15/bin
 PG_CONFIG=$PGBIN/pg_config
-SUITES=${SOFTMIG_SUITES:-regress pgtap tap demo}
+SUITES=${SOFTMIG_SUITES:-regress pgtap tap demo assert}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
-              libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc)
+              libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc bzip2)
 
 # `make test -jN` or `make -s test` must not leak into our own make calls.
 unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
@@ -61,8 +65,8 @@ check_suites() {
     local s
     for s in $SUITES; do
         case $s in
-            regress|pg_regress|isolation|pgtap|tap|demo) ;;
-            *) die "unknown suite '$s' in SOFTMIG_SUITES (known: regress pg_regress isolation pgtap tap demo)" ;;
+            regress|pg_regress|isolation|pgtap|tap|demo|assert) ;;
+            *) die "unknown suite '$s' in SOFTMIG_SUITES (known: regress pg_regress isolation pgtap tap demo assert)" ;;
         esac
     done
     [[ -n ${SUITES// /} ]] || die "SOFTMIG_SUITES is empty"
@@ -136,6 +140,17 @@ outer() {
         tar -C "$WORK/tree" -xf -
     cd "$WORK"
 
+    # the assert suite builds PostgreSQL from Debian's source package; fetching
+    # it may need root (a deb-src entry), so it happens here
+    case " $SUITES " in *" assert "*)
+        if [[ -n ${PGSRC:-} ]]; then
+            echo "$PGSRC" >"$WORK/pgsrc.path"
+        elif ! bash "$root/test/assert_check.sh" --fetch-only "$WORK/pgsrc" >"$WORK/pgsrc.path"; then
+            say "warning: could not fetch the PostgreSQL source; the assert suite will fail"
+            : >"$WORK/pgsrc.path"
+        fi ;;
+    esac
+
     local rc=0
     if ((EUID == 0)); then
         id postgres >/dev/null 2>&1 || die "no 'postgres' user (is postgresql-15 installed?)"
@@ -186,6 +201,28 @@ run_demo() {
         record demo 1 0 ""
     else
         record demo 0 1 "demo/demo.sh exited $rc"
+    fi
+}
+
+# The assert suite: test/assert_check.sh builds an assert-enabled server from
+# the source the outer half fetched and runs pg_regress, isolation and TAP on
+# it; counted as one test (its own output above shows the parts).
+run_assert() {  # work-dir
+    local src log=$LOGDIR/assert.log rc=0 parts
+    src=$(cat "$1/pgsrc.path" 2>/dev/null || true)
+    if [[ -z $src || ! -f $src/configure ]]; then
+        record assert 0 1 "no PostgreSQL source (fetching it failed; set PGSRC to an unpacked tree)"
+        return
+    fi
+    say "suite assert: test/assert_check.sh (PGSRC=$src)"
+    PGSRC=$src bash "$TREE/test/assert_check.sh" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    parts=$(grep -E '^ All [0-9]+ tests passed|^Files=[0-9]+, Tests=[0-9]+' "$log" |
+        sed -E 's/^ All ([0-9]+) tests passed.*/\1/; s/^Files=[0-9]+, Tests=([0-9]+).*/\1/' |
+        paste -sd/ - || true)
+    if ((rc == 0)); then
+        record assert 1 0 "assert-enabled server: regress/isolation/TAP ${parts:-?} passed"
+    else
+        record assert 0 1 "assert_check.sh exited $rc (see above)"
     fi
 }
 
@@ -348,6 +385,7 @@ EOF
             pgtap) run_pgtap ;;
             tap)   run_tap ;;
             demo)  run_demo ;;
+            assert) run_assert "$work" ;;
         esac
     done
 
