@@ -17,13 +17,17 @@
 #   SOAK_SEED         random seed (printed at the start), default random
 #   SOAK_SABOTAGE=1   corrupt one row halfway (self-test: must end in FAIL)
 #   SOAK_KEEP=1       keep the temp directory (server log, data directory)
+#   SOAK_PGBIN        PostgreSQL 15 bin directory to build against and run,
+#                     default /usr/lib/postgresql/15/bin; e.g. the
+#                     assert-enabled build of test/assert_check.sh
+#                     (ASSERT_KEEP=1 keeps it: <its temp dir>/pg/bin)
 #
 # Internal: `run.sh --inner WORKDIR` is the second half, run as the
 # unprivileged user inside the copied tree.
 
 set -euo pipefail
 
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=${SOAK_PGBIN:-/usr/lib/postgresql/15/bin}
 PG_CONFIG=$PGBIN/pg_config
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 libipc-run-perl make gcc)
 
