@@ -311,7 +311,8 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	 */
 	if (bf_plain_pause > 0)
 		bf_plain_pause--;
-	else if (softmig_spi_unless_unique(cached_plan(buf.data, 0, NULL), NULL, SPI_OK_INSERT))
+	else if (softmig_spi_try(cached_plan(buf.data, 0, NULL), NULL, NULL, NULL, false,
+							 SPI_OK_INSERT, softmig_unique_violation) == NULL)
 	{
 		n = SPI_processed;
 		SPI_unregister_relation(BF_ENR);

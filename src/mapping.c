@@ -552,27 +552,32 @@ softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
- * softmig_spi_unless_unique
- *		Run one SPI statement (plan if given, else the text sql) that must
- *		return SPI result code expect, in a subtransaction.  Returns true
- *		(SPI_processed set) if it succeeded; false, with the subtransaction
- *		rolled back and nothing it wrote left, if it raised a unique
- *		violation.  Any other error propagates.  For "try the plain INSERT,
- *		fall back to the upsert" paths.  The caller is connected to SPI.
+ * softmig_spi_try
+ *		Run one SPI statement in a subtransaction: plan (with values and
+ *		nulls, which may be NULL without parameters) or else the text sql,
+ *		which must return SPI code expect.  Returns NULL when it succeeded
+ *		(SPI_processed and SPI_tuptable set, and kept: the subtransaction
+ *		committed).  When it raised an error that tolerated accepts (NULL:
+ *		any error), the subtransaction is rolled back, nothing the statement
+ *		wrote is left, and the error comes back, copied into the caller's
+ *		memory context.  Other errors propagate.  The caller is connected to
+ *		SPI; the pattern behind "try the plain INSERT, fall back to the
+ *		upsert" and "find the rows legacy cannot hold".
  */
-bool
-softmig_spi_unless_unique(SPIPlanPtr plan, const char *sql, int expect)
+ErrorData *
+softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *values, const char *nulls,
+				bool read_only, int expect, bool (*tolerated) (int sqlerrcode))
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool ok = true;
+	ErrorData  *volatile edata = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		int			rc = plan ? SPI_execute_plan(plan, NULL, NULL, false, 0)
-			: SPI_execute(sql, false, 0);
+		int			rc = plan ? SPI_execute_plan(plan, values, nulls, read_only, 0)
+			: SPI_execute(sql, read_only, 0);
 
 		if (rc != expect)
 			elog(ERROR, "softmig: statement returned SPI code %d, expected %d", rc, expect);
@@ -582,21 +587,27 @@ softmig_spi_unless_unique(SPIPlanPtr plan, const char *sql, int expect)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
-		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+		if (tolerated != NULL && !tolerated(edata->sqlerrcode))
 			ReThrowError(edata);
-		FreeErrorData(edata);
-		ok = false;
 	}
 	PG_END_TRY();
-	return ok;
+	return edata;
+}
+
+/*
+ * softmig_unique_violation
+ *		softmig_spi_try's tolerated for "the key is already there".
+ */
+bool
+softmig_unique_violation(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_UNIQUE_VIOLATION;
 }
 
 /*

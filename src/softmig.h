@@ -149,7 +149,10 @@ typedef struct SoftmigDest
 extern SoftmigDest *softmig_build_dest(SoftmigMigration *m, SoftmigSide side);
 extern char *softmig_qualified_relname(Oid relid);
 extern SPIPlanPtr softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes);
-extern bool softmig_spi_unless_unique(SPIPlanPtr plan, const char *sql, int expect);
+extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *values,
+								  const char *nulls, bool read_only, int expect,
+								  bool (*tolerated) (int sqlerrcode));
+extern bool softmig_unique_violation(int sqlerrcode);
 extern Oid	softmig_rel_owner(Oid relid);
 extern bool softmig_str_member(List *l, const char *s);
 extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);

@@ -32,7 +32,6 @@
 
 #include "access/xact.h"
 #include "utils/json.h"
-#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
@@ -501,47 +500,19 @@ is_unrepresentable(int sqlerrcode)
  * row_key
  *		The legacy key (jsonb) of one target row given as parameters, or NULL
  *		if the backward key mapping itself cannot compute it.  Runs in its
- *		own subtransaction; the result is copied into the caller's context.
+ *		own subtransaction; the result is copied into the current context.
  */
 static Jsonb *
-row_key(SoftmigRelPlans *p, Datum *values, char *nulls, MemoryContext cxt, ResourceOwner owner)
+row_key(SoftmigRelPlans *p, Datum *values, char *nulls)
 {
-	Jsonb	   *volatile key = NULL;
+	bool		isnull;
+	Datum		d;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		bool		isnull;
-		Datum		d;
-
-		if (SPI_execute_plan(p->keyjson_row, values, nulls, true, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-			if (!isnull)
-			{
-				MemoryContext old = MemoryContextSwitchTo(cxt);
-
-				key = DatumGetJsonbPCopy(d);
-				MemoryContextSwitchTo(old);
-			}
-		}
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		key = NULL;
-	}
-	PG_END_TRY();
-	return key;
+	if (softmig_spi_try(p->keyjson_row, NULL, values, nulls, true, SPI_OK_SELECT, NULL) != NULL ||
+		SPI_processed != 1)
+		return NULL;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? NULL : DatumGetJsonbPCopy(d);
 }
 
 /*
@@ -555,36 +526,12 @@ row_key(SoftmigRelPlans *p, Datum *values, char *nulls, MemoryContext cxt, Resou
 static void
 project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
-	int			ret;
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
-		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "softmig: projecting into legacy failed: %d", ret);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_END_TRY();
-
+	edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, is_unrepresentable);
 	if (edata == NULL)
 		return;
-	if (!is_unrepresentable(edata->sqlerrcode) || (m->reject_new_only && m->envelope_open))
+	if (m->reject_new_only && m->envelope_open)
 		ReThrowError(edata);
 
 	/* row by row: find what legacy cannot hold */
@@ -594,9 +541,10 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
 		Datum	   *values = palloc(sizeof(Datum) * p->row_nargs);
 		char	   *nulls = palloc(sizeof(char) * p->row_nargs);
-		volatile int64 failed = 0;
-		char	   *volatile first_msg = NULL;
-		Jsonb	   *volatile first_key = NULL;
+		int64		failed = 0;
+		char	   *first_msg = NULL;
+		Jsonb	   *first_key = NULL;
+		ErrorData  *rowerr;
 
 		tuplestore_select_read_pointer(rows, 0);
 		tuplestore_rescan(rows);
@@ -613,38 +561,17 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 				nulls[k] = slot->tts_isnull[i] ? 'n' : ' ';
 				k++;
 			}
-			BeginInternalSubTransaction(NULL);
-			MemoryContextSwitchTo(oldcxt);
-			PG_TRY();
+			rowerr = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
+									 SPI_OK_INSERT, is_unrepresentable);
+			if (rowerr == NULL)
+				continue;
+			failed++;
+			if (first_msg == NULL)
 			{
-				ret = SPI_execute_plan(p->upsert_row, values, nulls, false, 0);
-				if (ret != SPI_OK_INSERT)
-					elog(ERROR, "softmig: projecting a row failed: %d", ret);
-				ReleaseCurrentSubTransaction();
-				MemoryContextSwitchTo(oldcxt);
-				CurrentResourceOwner = oldowner;
+				first_msg = pstrdup(rowerr->message);
+				first_key = row_key(p, values, nulls);
 			}
-			PG_CATCH();
-			{
-				ErrorData  *rowerr;
-
-				MemoryContextSwitchTo(oldcxt);
-				rowerr = CopyErrorData();
-				FlushErrorState();
-				RollbackAndReleaseCurrentSubTransaction();
-				MemoryContextSwitchTo(oldcxt);
-				CurrentResourceOwner = oldowner;
-				if (!is_unrepresentable(rowerr->sqlerrcode))
-					ReThrowError(rowerr);
-				failed++;
-				if (first_msg == NULL)
-				{
-					first_msg = pstrdup(rowerr->message);
-					first_key = row_key(p, values, nulls, oldcxt, oldowner);
-				}
-				FreeErrorData(rowerr);
-			}
-			PG_END_TRY();
+			FreeErrorData(rowerr);
 		}
 		ExecDropSingleTupleTableSlot(slot);
 		if (failed > 0)
@@ -939,7 +866,8 @@ project_owned_fields(TriggerData *td, SoftmigRelPlans *p)
 static void
 mirror_big_insert(SoftmigRelPlans *p)
 {
-	if (!softmig_spi_unless_unique(NULL, p->insert_sql, SPI_OK_INSERT) &&
+	if (softmig_spi_try(NULL, p->insert_sql, NULL, NULL, false, SPI_OK_INSERT,
+						softmig_unique_violation) != NULL &&
 		SPI_execute(p->upsert_sql, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "softmig: mirroring INSERT failed");
 }
