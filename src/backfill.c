@@ -12,20 +12,25 @@
  *	  - Live writes in state mirrored upsert into the target in the same
  *	    transaction, so any row written after mirroring began is already
  *	    there, fresher than anything the backfill could read.
- *	  - A batch locks the legacy rows it copies FOR KEY SHARE.  That lock
- *	    conflicts with DELETE and key-changing UPDATE: a row deleted while
- *	    the batch runs is either locked first (the delete then waits for the
- *	    batch and deletes the copied row through the mirror) or already gone
- *	    (never copied).  No resurrection.
+ *	  - The delete fence: a batch holds a heavyweight lock on the
+ *	    migration (SHARE) from before it reads legacy until it commits;
+ *	    every live statement that deletes legacy rows or changes their key
+ *	    takes the same lock (ROW EXCLUSIVE, not self-conflicting) before it
+ *	    carries that to the target, and holds it to its commit.  A delete
+ *	    committed before the batch takes the fence is not read; any other
+ *	    delete reaches the target after the batch committed, so its mirror
+ *	    deletes the copied row.  No resurrection, and no row lock on legacy.
+ *	    The batch only ever tries the fence (never queues behind writers,
+ *	    so it never stalls them) and bounds its own waits for live writers
+ *	    with a short lock_timeout, so deleters wait at most about one batch.
  *	  - The copy is INSERT .. ON CONFLICT DO UPDATE .. WHERE the target row
  *	    was written before mirroring began (its xmin is visible in the
  *	    snapshot taken at the switch to mirrored).  A row the live path
  *	    wrote, committed or not, is never overwritten (speculative insertion
  *	    waits for an in-progress writer); a stale row left by an earlier
  *	    mirroring epoch is corrected.  No clock is involved.
- *	  - SKIP LOCKED keeps the batch from stalling behind a long writer;
- *	    the key range of a batch that skipped rows is revisited later, and
- *	    a final anti-join sweep proves nothing is missing.
+ *	  - Nothing is skipped: a batch copies every row it reads, in key order;
+ *	    a final anti-join proves nothing is missing.
  *
  *-------------------------------------------------------------------------
  */
@@ -50,6 +55,9 @@
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
 #include "utils/xid8.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
 
 #include "softmig.h"
 
@@ -57,6 +65,50 @@
 int			softmig_backfill_pause_lock = 0;
 
 #define BF_ENR "softmig_batch"
+
+/*
+ * The delete fence's lock tag: an advisory-type tag on (SM_FENCE_KEY,
+ * migration id) with a fourth field no pg_advisory_* function produces (they
+ * use 1 and 2), so it never collides with an application's advisory locks.
+ * pg_locks shows it as locktype advisory, classid 1936549486, objid the
+ * migration id, objsubid 3.
+ */
+#define SM_FENCE_KEY 1936549486	/* 'smfn' */
+#define SM_FENCE_SUBKEY 3
+
+/*
+ * softmig_fence_live_write
+ *		Called by the write trigger before it carries a DELETE or a key
+ *		change of legacy rows to the target in state mirrored: take the
+ *		migration's delete fence in ROW EXCLUSIVE mode, held to the end of
+ *		the transaction.  It waits only while a backfill batch holds the
+ *		fence (one batch); live writers never conflict with each other.
+ */
+void
+softmig_fence_live_write(int32 migration_id)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SM_FENCE_KEY, (uint32) migration_id, SM_FENCE_SUBKEY);
+	(void) LockAcquire(&tag, RowExclusiveLock, false, false);
+}
+
+/*
+ * fence_batch
+ *		Try to take the delete fence for one backfill batch (SHARE mode, held
+ *		to the end of the batch's transaction).  Never waits: when a live
+ *		transaction that deleted or re-keyed legacy rows is still open, the
+ *		batch reports itself busy and is retried, so a backfill never queues
+ *		in front of live writers.
+ */
+static bool
+fence_batch(int32 migration_id)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SM_FENCE_KEY, (uint32) migration_id, SM_FENCE_SUBKEY);
+	return LockAcquire(&tag, ShareLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+}
 
 /* A small cache of prepared statements keyed by their SQL text. */
 typedef struct CachedStmt
@@ -371,6 +423,96 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 }
 
 /*
+ * copy_rows_bounded
+ *		copy_rows in a subtransaction whose lock waits are bounded: a batch
+ *		holds the delete fence, so while it waits for a live writer (whose
+ *		mirrored row it meets in the target) live deletes wait for it too.
+ *		lock_timeout is lowered to half of deadlock_timeout (at most 500 ms,
+ *		never above the session's own); when it expires the batch's writes
+ *		are rolled back and false is returned, so the caller reports the
+ *		batch busy and it is retried.  Waiting less than deadlock_timeout
+ *		also makes the batch, not the live transaction, give way when the
+ *		two wait for each other.  On success *copied is set.
+ */
+static bool
+copy_rows_bounded(BfContext *c, Datum snap, bool snap_null, Datum snap_xid,
+				  bool snap_xid_null, uint64 *copied)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	SPITupleTable *tt = SPI_tuptable;
+	uint64		n = SPI_processed;
+	int			ms = Max(1, Min(DeadlockTimeout / 2, 500));
+	char		setting[32];
+	volatile bool ok = true;
+
+	if (LockTimeout > 0 && LockTimeout < ms)
+		ms = LockTimeout;
+	snprintf(setting, sizeof(setting), "%d", ms);
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		int			nest = NewGUCNestLevel();
+
+		(void) set_config_option("lock_timeout", setting, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		SPI_tuptable = tt;
+		SPI_processed = n;
+		*copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
+		AtEOXact_GUC(true, nest);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ReThrowError(edata);
+		/* the batch relation may still be registered: drop it */
+		(void) SPI_unregister_relation(BF_ENR);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * busy_result
+ *		The summary of a next, range or sweep step that copied nothing
+ *		because the delete fence was held or the copy timed out: "busy" for
+ *		this version's SQL, and for the SQL of 0.1.0 (still installed between
+ *		a library upgrade and ALTER EXTENSION UPDATE) values that make it
+ *		retry the same step: next keeps its cursor (lo), range keeps its
+ *		revisit range, sweep reports nothing locked (it then waits).
+ */
+static void
+busy_result(StringInfo res, const char *op, Jsonb *lo)
+{
+	appendStringInfoString(res, "{\"read\": 0, \"copied\": 0, \"busy\": true");
+	if (strcmp(op, "next") == 0)
+	{
+		appendStringInfoString(res, ", \"locked\": 1, \"skipped\": 0, \"tail_skipped\": 0");
+		if (lo)
+			appendStringInfo(res, ", \"last_key\": %s", JsonbToCString(NULL, &lo->root, VARSIZE(lo)));
+	}
+	else if (strcmp(op, "range") == 0)
+		appendStringInfoString(res, ", \"locked\": 0, \"skipped\": 1, \"tail_skipped\": 0");
+	else
+		appendStringInfoString(res, ", \"locked\": 0");
+	appendStringInfoChar(res, '}');
+}
+
+/*
  * pause_point
  *		The deterministic interleaving hook for isolation tests: with
  *		softmig.backfill_pause_lock set, wait for that advisory lock (held to
@@ -388,43 +530,6 @@ pause_point(void)
 	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock($1)", 1, argtypes,
 							  values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "softmig: pause point failed");
-}
-
-/*
- * count_range
- *		How many legacy rows are visible now with lo < key <= hi (NULL bounds:
- *		unbounded).
- */
-static int64
-count_range(BfContext *c, Jsonb *lo, Jsonb *hi)
-{
-	StringInfoData buf;
-	Datum		values[64];
-	char		nulls[64];
-	Oid			argtypes[64];
-	int			n = 0;
-	int			param = 1;
-	bool		isnull;
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM %s WHERE true", c->legacy);
-	if (lo)
-	{
-		appendStringInfoString(&buf, " AND ");
-		append_row_bound(&buf, c, ">", &param);
-		bound_values(c, lo, values, nulls, &n);
-	}
-	if (hi)
-	{
-		appendStringInfoString(&buf, " AND ");
-		append_row_bound(&buf, c, "<=", &param);
-		bound_values(c, hi, values, nulls, &n);
-	}
-	for (int i = 0; i < n; i++)
-		argtypes[i] = TEXTOID;
-	if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: backfill range count failed");
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /*
@@ -532,14 +637,17 @@ PG_FUNCTION_INFO_V1(softmig_backfill_step);
  *		softmig._bf_step(migration_id, op, batch_size, lo, hi, snapshot,
  *		snapshot_xid): one unit of backfill work, run as the target table's
  *		owner with the pinned search_path, in the caller's transaction.  Ops:
- *		  next    lock and copy up to batch_size rows with key > lo
- *		  range   lock and copy the rows with lo < key <= hi (a revisit)
- *		  sweep   lock and copy up to batch_size legacy rows the target lacks
+ *		  next    copy up to batch_size rows with key > lo
+ *		  range   copy the rows with lo < key <= hi (a revisit left by 0.1.0)
+ *		  sweep   copy up to batch_size legacy rows the target lacks
  *		  orphans delete up to batch_size target rows that legacy lacks and
  *		          that were written before mirroring began
  *		  verify  count the legacy rows the target lacks
- *		Row locks are FOR KEY SHARE SKIP LOCKED on legacy, held to the end of
- *		the caller's transaction (one batch).  Returns a jsonb summary.
+ *		next, range and sweep first try the delete fence (SHARE, held to the
+ *		end of the caller's transaction, one batch) and report
+ *		{"busy": true} without reading anything when a live delete or key
+ *		change holds it, or when the copy timed out waiting for a live
+ *		writer.  Returns a jsonb summary.
  */
 Datum
 softmig_backfill_step(PG_FUNCTION_ARGS)
@@ -573,7 +681,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("a backfill batch must run at isolation level READ COMMITTED"),
-				 errdetail("Its row locks and conflict handling rely on per-statement snapshots."),
+				 errdetail("Its delete fence and conflict handling rely on per-statement snapshots."),
 				 errhint("Set default_transaction_isolation to read committed for the session that runs CALL softmig.backfill.")));
 	if (batch < 1)
 		ereport(ERROR,
@@ -609,14 +717,19 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 
-	if (strcmp(op, "next") == 0 || strcmp(op, "range") == 0)
+	if ((strcmp(op, "next") == 0 || strcmp(op, "range") == 0 ||
+		 strcmp(op, "sweep") == 0) && !fence_batch(id))
+	{
+		/* a live delete or key change is still open: try again later */
+		busy_result(&res, op, lo);
+	}
+	else if (strcmp(op, "next") == 0 || strcmp(op, "range") == 0)
 	{
 		bool		is_range = (op[0] == 'r');
-		uint64		locked;
-		uint64		copied;
+		uint64		nread;
+		uint64		copied = 0;
+		bool		busy = false;
 		Jsonb	   *last = NULL;
-		int64		visible = 0;
-		int64		tail_skipped = 0;
 
 		appendStringInfo(&buf, "SELECT %s FROM %s WHERE true", c->cols, c->legacy);
 		if (lo)
@@ -642,62 +755,42 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			argtypes[i] = TEXTOID;
 		if (!is_range)
 			argtypes[n++] = INT4OID;
-		appendStringInfoString(&buf, " FOR KEY SHARE SKIP LOCKED");
 
 		if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: backfill read failed");
-		locked = SPI_processed;
-		if (!is_range && locked < (uint64) batch)
-		{
-			/*
-			 * The batch reached the end of the table.  Rows beyond its last
-			 * locked key that it skipped (a live writer held them) must be
-			 * revisited too: report them as an open-ended tail.
-			 */
-			SPITupleTable *keep = SPI_tuptable;
-			uint64		kept = SPI_processed;
-			Jsonb	   *from = (kept > 0) ? last_key(c) : lo;
-
-			tail_skipped = count_range(c, from, NULL);
-			SPI_tuptable = keep;
-			SPI_processed = kept;
-		}
-		if (locked > 0)
+		nread = SPI_processed;
+		if (nread > 0)
 		{
 			SPITupleTable *keep = SPI_tuptable;
 
 			last = is_range ? NULL : last_key(c);
 			pause_point();
 			SPI_tuptable = keep;
-			SPI_processed = locked;
-			copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
-			if (!is_range)
-				visible = count_range(c, lo, last);
-			else
-				visible = count_range(c, lo, hi);
+			SPI_processed = nread;
+			busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
 		}
+		if (busy)
+			busy_result(&res, op, lo);
 		else
 		{
-			copied = 0;
-			if (is_range)
-				visible = count_range(c, lo, hi);
+			/* "locked", "skipped", "tail_skipped": for the SQL of 0.1.0 */
+			appendStringInfo(&res, "{\"read\": " UINT64_FORMAT ", \"copied\": " UINT64_FORMAT
+							 ", \"locked\": " UINT64_FORMAT ", \"skipped\": 0, \"tail_skipped\": 0",
+							 nread, copied, nread);
+			if (last)
+				appendStringInfo(&res, ", \"last_key\": %s",
+								 JsonbToCString(NULL, &last->root, VARSIZE(last)));
+			appendStringInfoChar(&res, '}');
 		}
-		appendStringInfo(&res, "{\"locked\": " UINT64_FORMAT ", \"copied\": " UINT64_FORMAT
-						 ", \"skipped\": " INT64_FORMAT ", \"tail_skipped\": " INT64_FORMAT,
-						 locked, copied, visible > (int64) locked ? visible - (int64) locked : 0,
-						 tail_skipped);
-		if (last)
-			appendStringInfo(&res, ", \"last_key\": %s",
-							 JsonbToCString(NULL, &last->root, VARSIZE(last)));
-		appendStringInfoChar(&res, '}');
 	}
 	else if (strcmp(op, "sweep") == 0)
 	{
-		uint64		locked;
+		uint64		nread;
 		uint64		copied = 0;
+		bool		busy = false;
 
 		appendStringInfo(&buf, "SELECT %s FROM %s WHERE ROW(%s) IN (%s ORDER BY %s LIMIT $1) "
-						 "ORDER BY %s FOR KEY SHARE SKIP LOCKED",
+						 "ORDER BY %s",
 						 c->cols, c->legacy, c->keylist, missing_keys_sql(c),
 						 c->keylist, c->keypos);
 		argtypes[0] = INT4OID;
@@ -705,18 +798,22 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		nulls[0] = ' ';
 		if (SPI_execute_plan(cached_plan(buf.data, 1, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: backfill sweep read failed");
-		locked = SPI_processed;
-		if (locked > 0)
+		nread = SPI_processed;
+		if (nread > 0)
 		{
 			SPITupleTable *keep = SPI_tuptable;
 
 			pause_point();
 			SPI_tuptable = keep;
-			SPI_processed = locked;
-			copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
+			SPI_processed = nread;
+			busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
 		}
-		appendStringInfo(&res, "{\"locked\": " UINT64_FORMAT ", \"copied\": " UINT64_FORMAT "}",
-						 locked, copied);
+		if (busy)
+			busy_result(&res, op, lo);
+		else
+			appendStringInfo(&res, "{\"read\": " UINT64_FORMAT ", \"copied\": " UINT64_FORMAT
+							 ", \"locked\": " UINT64_FORMAT "}",
+							 nread, copied, nread);
 	}
 	else if (strcmp(op, "verify") == 0)
 	{

@@ -175,4 +175,7 @@ extern Oid	softmig_gate_actor;
 extern char *softmig_override;
 extern int	softmig_backfill_pause_lock;
 
+/* backfill.c */
+extern void softmig_fence_live_write(int32 migration_id);
+
 #endif							/* SOFTMIG_H */

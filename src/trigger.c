@@ -351,13 +351,34 @@ keys_differ(SoftmigRelPlans *p, TupleDesc desc, TupleTableSlot *os, TupleTableSl
 }
 
 /*
+ * mirror_snapshot
+ *		The snapshot a fenced mirror statement (a DELETE or key change of
+ *		legacy rows in state mirrored) runs with: under REPEATABLE READ or
+ *		SERIALIZABLE the latest one rather than the transaction's, so that it
+ *		sees rows a backfill batch committed after the transaction began
+ *		(as foreign-key checks do); otherwise InvalidSnapshot, i.e. SPI's
+ *		usual fresh snapshot per statement.
+ */
+static Snapshot
+mirror_snapshot(bool fence)
+{
+	if (fence && IsolationUsesXactSnapshot())
+		return GetLatestSnapshot();
+	return InvalidSnapshot;
+}
+
+/*
  * mirror_key_moves
  *		For an UPDATE, move the other side's row of every source row whose
- *		key changed, one saved-plan execution per changed row.
+ *		key changed, one saved-plan execution per changed row.  With fence
+ *		(legacy side in state mirrored) the first changed key takes the
+ *		backfill's delete fence of migration fence_id (see backfill.c) and
+ *		the moves run with a fresh snapshot (mirror_snapshot).
  */
 static void
-mirror_key_moves(TriggerData *td, SoftmigRelPlans *p)
+mirror_key_moves(TriggerData *td, SoftmigRelPlans *p, bool fence, int32 fence_id)
 {
+	bool		fenced = false;
 	Tuplestorestate *olds = td->tg_oldtable;
 	Tuplestorestate *news = td->tg_newtable;
 	TupleDesc	desc = RelationGetDescr(td->tg_relation);
@@ -379,6 +400,11 @@ mirror_key_moves(TriggerData *td, SoftmigRelPlans *p)
 			elog(ERROR, "softmig: transition tables of an UPDATE are out of step");
 		if (!keys_differ(p, desc, os, ns))
 			continue;
+		if (!fenced && fence)
+		{
+			softmig_fence_live_write(fence_id);
+			fenced = true;
+		}
 		slot_getallattrs(os);
 		slot_getallattrs(ns);
 		for (int i = 0; i < desc->natts; i++)
@@ -391,7 +417,8 @@ mirror_key_moves(TriggerData *td, SoftmigRelPlans *p)
 			nulls[half + k] = ns->tts_isnull[i] ? 'n' : ' ';
 			k++;
 		}
-		if (SPI_execute_plan(p->move, values, nulls, false, 0) != SPI_OK_UPDATE)
+		if (SPI_execute_snapshot(p->move, values, nulls, mirror_snapshot(fence),
+								 InvalidSnapshot, false, true, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "softmig: moving a row to its new key failed");
 	}
 	ExecDropSingleTupleTableSlot(os);
@@ -900,6 +927,12 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	 */
 	volatile bool big = tuplestore_tuple_count(rows) > SM_BIG_STATEMENT_ROWS;
 
+	/*
+	 * Deletes and key changes of legacy rows in state mirrored pass the
+	 * backfill's delete fence, so a batch can never resurrect them.
+	 */
+	bool		fence = (m->state == SM_MIRRORED && p->side == SIDE_LEGACY);
+
 	if (project_rows && p->newonly != NULL)
 		detect_new_only(td, m, p);
 
@@ -909,13 +942,22 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	PG_TRY();
 	{
 		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-			mirror_key_moves(td, p);
+			mirror_key_moves(td, p, fence, m->id);
 		if (project_rows)
 			project_upsert(td, m, p);
 		else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 		{
-			ret = big ? SPI_execute(p->delete_sql, false, 0)
-				: SPI_execute_plan(p->delete, NULL, NULL, false, 0);
+			SPIPlanPtr	plan = p->delete;
+
+			if (fence)
+				softmig_fence_live_write(m->id);
+			if (big && (plan = SPI_prepare(p->delete_sql, 0, NULL)) == NULL)
+				elog(ERROR, "softmig: preparing the mirrored DELETE failed: %s",
+					 SPI_result_code_string(SPI_result));
+			ret = SPI_execute_snapshot(plan, NULL, NULL, mirror_snapshot(fence),
+									   InvalidSnapshot, false, true, 0);
+			if (big)
+				SPI_freeplan(plan);
 			if (ret != SPI_OK_DELETE)
 				elog(ERROR, "softmig: mirroring DELETE failed: %d", ret);
 		}

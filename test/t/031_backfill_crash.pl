@@ -87,7 +87,7 @@ sub run_crash
 	is(progress($tag), "scan|1500|1500|3", "$tag: three batches checkpointed before the crash");
 
 	# hold the pause lock, then start a backfill that freezes in its first
-	# batch (ids 1501..2000 read and key-share locked, nothing written)
+	# batch (ids 1501..2000 read behind the delete fence, nothing written)
 	my $gate = $node->background_psql('postgres');
 	$gate->query_safe("SELECT pg_advisory_lock($PAUSE_LOCK)");
 
@@ -111,20 +111,38 @@ sub run_crash
 	my $pid = $node->safe_psql('postgres', qq{
 		SELECT pid FROM pg_stat_activity WHERE application_name = 'frozen_backfill_$tag'});
 
-	# the frozen batch holds key-share locks on exactly the rows it read
-	my ($rc, $out, $err) = $node->psql('postgres',
-		"SELECT id FROM legacy_$tag WHERE id = 1700 FOR UPDATE NOWAIT");
-	like($err, qr/could not obtain lock on row/, "$tag: the frozen batch holds the rows it read (1700)");
-	is($node->safe_psql('postgres', "SELECT id FROM legacy_$tag WHERE id = 2001 FOR UPDATE NOWAIT"),
-		'2001', "$tag: and not the rows beyond its batch (2001)");
+	# the frozen batch holds the migration's delete fence, and no row locks
+	my ($rc, $out, $err);
+	my $mid = $node->safe_psql('postgres', "SELECT id FROM softmig.migrations WHERE name = '$tag'");
+	is($node->safe_psql('postgres', qq{
+		SELECT mode || '|' || granted FROM pg_locks
+		 WHERE locktype = 'advisory' AND classid = 1936549486 AND objid = $mid
+		   AND objsubid = 3 AND pid = $pid}),
+		'ShareLock|true', "$tag: the frozen batch holds the delete fence");
+	is($node->safe_psql('postgres', "SELECT id FROM legacy_$tag WHERE id = 1700 FOR UPDATE NOWAIT"),
+		'1700', "$tag: and no lock on the rows it read (1700)");
 
 	# live writes while the batch is frozen: an update of a row the batch has
-	# read (a non-key update does not conflict with its key-share lock) and
-	# a delete of a row it has not reached
-	$node->safe_psql('postgres', qq{
-		UPDATE legacy_$tag SET note = 'live' WHERE id = 1600;
-		DELETE FROM legacy_$tag WHERE id = 4000;
-	});
+	# read goes through; a delete (of a row it has not reached) waits for
+	# the fence, i.e. for the batch, and dies with the crash
+	$node->safe_psql('postgres', "UPDATE legacy_$tag SET note = 'live' WHERE id = 1600");
+	my ($del_out, $del_err) = ('', '');
+	my $del;
+	{
+		local $ENV{PGAPPNAME} = "fenced_delete_$tag";
+		$del = IPC::Run::start(
+			[
+				'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'),
+				'-c', "DELETE FROM legacy_$tag WHERE id = 4000"
+			],
+			'>', \$del_out, '2>', \$del_err);
+	}
+	$node->poll_query_until('postgres', qq{
+		SELECT count(*) = 1 FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+		 WHERE a.application_name = 'fenced_delete_$tag' AND NOT l.granted
+		   AND l.locktype = 'advisory' AND l.classid = 1936549486 AND l.objsubid = 3})
+	  or die "the live delete did not wait for the delete fence";
+	pass("$tag: a live delete waits for the frozen batch's fence");
 
 	# crash
 	if ($how eq 'kill9')
@@ -147,7 +165,9 @@ sub run_crash
 	}
 
 	$bf->finish;
+	$del->finish;
 	isnt($bf->full_result(0), 0, "$tag: the frozen CALL did not complete");
+	isnt($del->full_result(0), 0, "$tag: nor the delete waiting for its fence");
 	like($bf_err, qr/server closed the connection|terminat|connection to server was lost/,
 		"$tag: the frozen CALL lost its connection");
 	eval { $gate->quit };
@@ -160,8 +180,11 @@ sub run_crash
 		  FROM target_$tag}), '1500|1|1',
 		"$tag: target holds the checkpointed rows and the live write, nothing of the frozen batch");
 
-	is($node->safe_psql('postgres', "SELECT id FROM legacy_$tag WHERE id = 1700 FOR UPDATE NOWAIT"),
-		'1700', "$tag: the crashed batch's row locks are gone");
+	# the crashed batch's fence is gone: the delete goes through now
+	is($node->safe_psql('postgres', qq{
+		SET lock_timeout = '5s';
+		DELETE FROM legacy_$tag WHERE id = 4000 RETURNING id}),
+		'4000', "$tag: the crashed batch's fence is gone (the delete passes)");
 
 	# the next batch continues from the checkpoint
 	is($node->safe_psql('postgres', qq{SELECT softmig.backfill_batch('$tag', $BATCH)->>'copied'}),

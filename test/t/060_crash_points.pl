@@ -15,8 +15,8 @@
 #   state_inst   advance legacy -> mirrored inside an explicit transaction:
 #                all its work done (triggers created, state and history
 #                written), not committed, a writer queued behind its locks;
-#   backfill     a backfill batch frozen between reading (and key-share
-#                locking) its rows and writing them (softmig.backfill_pause_lock),
+#   backfill     a backfill batch frozen between reading its rows (behind
+#                the delete fence) and writing them (softmig.backfill_pause_lock),
 #                with committed and uncommitted live writes around it;
 #   proj_idle    new_write: a transaction that updated, re-keyed, deleted and
 #                inserted target rows (projected into legacy in the same
@@ -389,6 +389,9 @@ sub case_backfill
 	sql(qq{CALL softmig.backfill('$tag', batch_size => 250, max_batches => 2)});
 	is(backfill_progress($tag), 'scan|500|500|2', "$tag: two batches checkpointed before the crash");
 
+	# a committed live delete beyond the checkpoint, before the frozen batch
+	sql(qq{DELETE FROM legacy_$tag WHERE id = 1800});
+
 	my ($g, $gpid) = session();
 	$g->query_safe("SELECT pg_advisory_lock($BF_PAUSE_LOCK)");
 
@@ -403,11 +406,9 @@ sub case_backfill
 	start_frozen($b, $bpid, qq{CALL softmig.backfill('$tag', batch_size => 250)},
 		'advisory', "$tag: backfill batch");
 
-	# committed live writes while the batch is frozen
-	sql(qq{
-		UPDATE legacy_$tag SET note = 'live' WHERE id = 700;
-		DELETE FROM legacy_$tag WHERE id = 1800;
-	});
+	# a committed live update while the batch is frozen (a live delete would
+	# wait for the batch's delete fence; doc/backfill.md)
+	sql(qq{UPDATE legacy_$tag SET note = 'live' WHERE id = 700});
 
 	crash($how, $bpid, $tag, $g, $w, $b);
 
