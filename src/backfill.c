@@ -12,25 +12,31 @@
  *	  - Live writes in state mirrored upsert into the target in the same
  *	    transaction, so any row written after mirroring began is already
  *	    there, fresher than anything the backfill could read.
- *	  - The delete fence: a batch holds a heavyweight lock on the
- *	    migration (SHARE) from before it reads legacy until it commits;
- *	    every live statement that deletes legacy rows or changes their key
- *	    takes the same lock (ROW EXCLUSIVE, not self-conflicting) before it
- *	    carries that to the target, and holds it to its commit.  A delete
- *	    committed before the batch takes the fence is not read; any other
- *	    delete reaches the target after the batch committed, so its mirror
- *	    deletes the copied row.  No resurrection, and no row lock on legacy.
- *	    The batch only ever tries the fence (never queues behind writers,
- *	    so it never stalls them) and bounds its own waits for live writers
- *	    with a short lock_timeout, so deleters wait at most about one batch.
+ *	  - The delete fence: every live statement that deletes legacy rows or
+ *	    changes their key takes a heavyweight lock on the migration (ROW
+ *	    EXCLUSIVE, not self-conflicting) before it carries that to the
+ *	    target, and holds it to its commit.  A batch tries the same lock in
+ *	    SHARE mode before it reads (never waiting, so it never queues in
+ *	    front of live writers) and holds it to its commit.  With it, a
+ *	    delete committed before the batch took the fence is not read, and
+ *	    any other delete reaches the target after the batch committed, so
+ *	    its mirror deletes the copied row: the batch reads without row
+ *	    locks.  Its waits for live writers are bounded by a short
+ *	    lock_timeout (deleters wait for the batch meanwhile).
+ *	  - Without the fence (a deleting transaction is open), the batch locks
+ *	    the rows it copies FOR KEY SHARE SKIP LOCKED.  That lock conflicts
+ *	    with DELETE and key-changing UPDATE: a row deleted while the batch
+ *	    runs is either locked first (the delete then waits for the batch
+ *	    and deletes the copied row through the mirror) or already gone
+ *	    (never copied); rows it skipped are revisited.  No resurrection
+ *	    either way, and the backfill progresses under any delete load.
  *	  - The copy is INSERT .. ON CONFLICT DO UPDATE .. WHERE the target row
  *	    was written before mirroring began (its xmin is visible in the
  *	    snapshot taken at the switch to mirrored).  A row the live path
  *	    wrote, committed or not, is never overwritten (speculative insertion
  *	    waits for an in-progress writer); a stale row left by an earlier
  *	    mirroring epoch is corrected.  No clock is involved.
- *	  - Nothing is skipped: a batch copies every row it reads, in key order;
- *	    a final anti-join proves nothing is missing.
+ *	  - A final anti-join sweep proves nothing is missing.
  *
  *-------------------------------------------------------------------------
  */
@@ -98,8 +104,8 @@ softmig_fence_live_write(int32 migration_id)
  *		Try to take the delete fence for one backfill batch (SHARE mode, held
  *		to the end of the batch's transaction).  Never waits: when a live
  *		transaction that deleted or re-keyed legacy rows is still open, the
- *		batch reports itself busy and is retried, so a backfill never queues
- *		in front of live writers.
+ *		batch falls back to row locks, so a backfill never queues in front
+ *		of live writers and is never held back by them.
  */
 static bool
 fence_batch(int32 migration_id)
@@ -533,6 +539,43 @@ pause_point(void)
 }
 
 /*
+ * count_range
+ *		How many legacy rows are visible now with lo < key <= hi (NULL bounds:
+ *		unbounded).
+ */
+static int64
+count_range(BfContext *c, Jsonb *lo, Jsonb *hi)
+{
+	StringInfoData buf;
+	Datum		values[64];
+	char		nulls[64];
+	Oid			argtypes[64];
+	int			n = 0;
+	int			param = 1;
+	bool		isnull;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM %s WHERE true", c->legacy);
+	if (lo)
+	{
+		appendStringInfoString(&buf, " AND ");
+		append_row_bound(&buf, c, ">", &param);
+		bound_values(c, lo, values, nulls, &n);
+	}
+	if (hi)
+	{
+		appendStringInfoString(&buf, " AND ");
+		append_row_bound(&buf, c, "<=", &param);
+		bound_values(c, hi, values, nulls, &n);
+	}
+	for (int i = 0; i < n; i++)
+		argtypes[i] = TEXTOID;
+	if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: backfill range count failed");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * missing_keys_sql
  *		"(SELECT k... FROM (SELECT k..., (fk1)::t AS softmig_k1 FROM legacy)
  *		s WHERE NOT EXISTS (target row with that correlation key))": legacy
@@ -644,10 +687,11 @@ PG_FUNCTION_INFO_V1(softmig_backfill_step);
  *		          that were written before mirroring began
  *		  verify  count the legacy rows the target lacks
  *		next, range and sweep first try the delete fence (SHARE, held to the
- *		end of the caller's transaction, one batch) and report
- *		{"busy": true} without reading anything when a live delete or key
- *		change holds it, or when the copy timed out waiting for a live
- *		writer.  Returns a jsonb summary.
+ *		end of the caller's transaction, one batch): with it they read
+ *		without row locks and bound the copy's lock waits (reporting
+ *		{"busy": true} and copying nothing on a timeout); without it they
+ *		lock what they read FOR KEY SHARE SKIP LOCKED and report skipped
+ *		rows for a revisit.  Returns a jsonb summary.
  */
 Datum
 softmig_backfill_step(PG_FUNCTION_ARGS)
@@ -717,19 +761,16 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 
-	if ((strcmp(op, "next") == 0 || strcmp(op, "range") == 0 ||
-		 strcmp(op, "sweep") == 0) && !fence_batch(id))
-	{
-		/* a live delete or key change is still open: try again later */
-		busy_result(&res, op, lo);
-	}
-	else if (strcmp(op, "next") == 0 || strcmp(op, "range") == 0)
+	if (strcmp(op, "next") == 0 || strcmp(op, "range") == 0)
 	{
 		bool		is_range = (op[0] == 'r');
+		bool		fenced = fence_batch(id);
 		uint64		nread;
 		uint64		copied = 0;
 		bool		busy = false;
 		Jsonb	   *last = NULL;
+		int64		visible = 0;
+		int64		tail_skipped = 0;
 
 		appendStringInfo(&buf, "SELECT %s FROM %s WHERE true", c->cols, c->legacy);
 		if (lo)
@@ -755,10 +796,27 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			argtypes[i] = TEXTOID;
 		if (!is_range)
 			argtypes[n++] = INT4OID;
+		if (!fenced)
+			appendStringInfoString(&buf, " FOR KEY SHARE SKIP LOCKED");
 
 		if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: backfill read failed");
 		nread = SPI_processed;
+		if (!fenced && !is_range && nread < (uint64) batch)
+		{
+			/*
+			 * Row-lock path, end of the table.  Rows beyond the last locked
+			 * key that it skipped (a live writer held them) must be
+			 * revisited too: report them as an open-ended tail.
+			 */
+			SPITupleTable *keep = SPI_tuptable;
+			uint64		kept = SPI_processed;
+			Jsonb	   *from = (kept > 0) ? last_key(c) : lo;
+
+			tail_skipped = count_range(c, from, NULL);
+			SPI_tuptable = keep;
+			SPI_processed = kept;
+		}
 		if (nread > 0)
 		{
 			SPITupleTable *keep = SPI_tuptable;
@@ -767,16 +825,30 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			pause_point();
 			SPI_tuptable = keep;
 			SPI_processed = nread;
-			busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
+			if (fenced)
+			{
+				busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
+				visible = nread;	/* nothing locked, nothing skipped */
+			}
+			else
+			{
+				copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
+				visible = count_range(c, lo, is_range ? hi : last);
+			}
 		}
+		else if (is_range && !fenced)
+			visible = count_range(c, lo, hi);
 		if (busy)
 			busy_result(&res, op, lo);
 		else
 		{
-			/* "locked", "skipped", "tail_skipped": for the SQL of 0.1.0 */
-			appendStringInfo(&res, "{\"read\": " UINT64_FORMAT ", \"copied\": " UINT64_FORMAT
-							 ", \"locked\": " UINT64_FORMAT ", \"skipped\": 0, \"tail_skipped\": 0",
-							 nread, copied, nread);
+			/* "locked" etc. as in 0.1.0, whose SQL may still be installed */
+			appendStringInfo(&res, "{\"read\": " UINT64_FORMAT ", \"locked\": " UINT64_FORMAT
+							 ", \"copied\": " UINT64_FORMAT ", \"skipped\": " INT64_FORMAT
+							 ", \"tail_skipped\": " INT64_FORMAT ", \"fenced\": %s",
+							 nread, nread, copied,
+							 visible > (int64) nread ? visible - (int64) nread : 0,
+							 tail_skipped, fenced ? "true" : "false");
 			if (last)
 				appendStringInfo(&res, ", \"last_key\": %s",
 								 JsonbToCString(NULL, &last->root, VARSIZE(last)));
@@ -785,14 +857,15 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	}
 	else if (strcmp(op, "sweep") == 0)
 	{
+		bool		fenced = fence_batch(id);
 		uint64		nread;
 		uint64		copied = 0;
 		bool		busy = false;
 
 		appendStringInfo(&buf, "SELECT %s FROM %s WHERE ROW(%s) IN (%s ORDER BY %s LIMIT $1) "
-						 "ORDER BY %s",
+						 "ORDER BY %s%s",
 						 c->cols, c->legacy, c->keylist, missing_keys_sql(c),
-						 c->keylist, c->keypos);
+						 c->keylist, c->keypos, fenced ? "" : " FOR KEY SHARE SKIP LOCKED");
 		argtypes[0] = INT4OID;
 		values[0] = Int32GetDatum(batch);
 		nulls[0] = ' ';
@@ -806,14 +879,17 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			pause_point();
 			SPI_tuptable = keep;
 			SPI_processed = nread;
-			busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
+			if (fenced)
+				busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
+			else
+				copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
 		}
 		if (busy)
 			busy_result(&res, op, lo);
 		else
-			appendStringInfo(&res, "{\"read\": " UINT64_FORMAT ", \"copied\": " UINT64_FORMAT
-							 ", \"locked\": " UINT64_FORMAT "}",
-							 nread, copied, nread);
+			appendStringInfo(&res, "{\"read\": " UINT64_FORMAT ", \"locked\": " UINT64_FORMAT
+							 ", \"copied\": " UINT64_FORMAT ", \"fenced\": %s}",
+							 nread, nread, copied, fenced ? "true" : "false");
 	}
 	else if (strcmp(op, "verify") == 0)
 	{

@@ -73,4 +73,5 @@ _PG_init(void)
 
 	softmig_cache_init();
 	softmig_opkey_init();
+	softmig_trigger_init();
 }

@@ -175,6 +175,9 @@ extern Oid	softmig_gate_actor;
 extern char *softmig_override;
 extern int	softmig_backfill_pause_lock;
 
+/* trigger.c */
+extern void softmig_trigger_init(void);
+
 /* backfill.c */
 extern void softmig_fence_live_write(int32 migration_id);
 

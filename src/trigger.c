@@ -24,13 +24,19 @@
  *
  *	  softmig_mirror_depth is raised while we write the other side, so the
  *	  other side's triggers let our own writes through and never echo them
- *	  back (loop guard).
+ *	  back (loop guard).  Since those triggers ignore our own writes, the
+ *	  executor need not collect transition tables for them either: an
+ *	  ExecutorStart hook drops the transition capture of statements softmig
+ *	  runs itself, unless a trigger that is not softmig's wants the rows.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "nodes/execnodes.h"
 #include "utils/json.h"
 #include "utils/snapmgr.h"
 #include "executor/tuptable.h"
@@ -1069,4 +1075,91 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * is_write_trigger
+ *		Is t one of softmig's write triggers (function softmig._write_trigger,
+ *		whatever schema the extension lives in)?  The function's OID is
+ *		remembered after the first positive check (fmgr lookup).
+ */
+static bool
+is_write_trigger(Trigger *t)
+{
+	static Oid	write_trigger_oid = InvalidOid;
+	FmgrInfo	finfo;
+
+	if (OidIsValid(write_trigger_oid) && t->tgfoid == write_trigger_oid)
+		return true;
+	if (strncmp(t->tgname, "softmig_", 8) != 0)
+		return false;
+	fmgr_info(t->tgfoid, &finfo);
+	if (finfo.fn_addr != softmig_write_trigger)
+		return false;
+	write_trigger_oid = t->tgfoid;
+	return true;
+}
+
+/*
+ * drop_own_capture
+ *		For a statement softmig runs itself (softmig_mirror_depth > 0): if
+ *		every trigger with transition tables on the table it writes is a
+ *		softmig write trigger, which returns at once for our own writes,
+ *		stop the executor from filling transition tables nobody reads (a
+ *		tuplestore row per written row, spilled to temp files above
+ *		work_mem).  The AFTER statement triggers still fire, without tables.
+ */
+static void
+drop_own_capture(ModifyTableState *mt)
+{
+	ResultRelInfo *rri;
+	TriggerDesc *trigdesc;
+
+	if (mt->mt_transition_capture == NULL && mt->mt_oc_transition_capture == NULL)
+		return;
+	rri = mt->rootResultRelInfo ? mt->rootResultRelInfo : mt->resultRelInfo;
+	trigdesc = rri->ri_TrigDesc;
+	if (trigdesc == NULL)
+		return;
+	for (int i = 0; i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if ((t->tgoldtable != NULL || t->tgnewtable != NULL) && !is_write_trigger(t))
+			return;
+	}
+	mt->mt_transition_capture = NULL;
+	mt->mt_oc_transition_capture = NULL;
+}
+
+static ExecutorStart_hook_type prev_ExecutorStart = NULL;
+
+/*
+ * mirror_ExecutorStart
+ *		ExecutorStart hook: start the executor as usual; for statements
+ *		softmig runs itself, drop transition capture nobody needs
+ *		(drop_own_capture).  Costs one test of softmig_mirror_depth for any
+ *		other statement.
+ */
+static void
+mirror_ExecutorStart(QueryDesc *queryDesc, int eflags)
+{
+	if (prev_ExecutorStart)
+		prev_ExecutorStart(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+	if (softmig_mirror_depth > 0 && queryDesc->planstate != NULL &&
+		IsA(queryDesc->planstate, ModifyTableState))
+		drop_own_capture((ModifyTableState *) queryDesc->planstate);
+}
+
+/*
+ * softmig_trigger_init
+ *		Install the ExecutorStart hook (from _PG_init).
+ */
+void
+softmig_trigger_init(void)
+{
+	prev_ExecutorStart = ExecutorStart_hook;
+	ExecutorStart_hook = mirror_ExecutorStart;
 }

@@ -50,31 +50,40 @@ BEGIN
     IF p.phase OPERATOR(pg_catalog.=) 'scan' THEN
         r := @extschema@._bf_step(m.id, 'next', batch_size, p.cursor, NULL, m.mirror_snapshot, m.mirror_xid);
         IF (r OPERATOR(pg_catalog.->>) 'busy')::boolean THEN
-            -- a live delete or key change is open (the delete fence): retry
+            -- the copy timed out behind a live writer: nothing copied, retry
             v_waiting := true;
-        ELSIF (r OPERATOR(pg_catalog.->>) 'read')::bigint OPERATOR(pg_catalog.=) 0 THEN
-            p.phase := 'revisit';
         ELSE
-            p.cursor := r OPERATOR(pg_catalog.->) 'last_key';
-            v_copied := (r OPERATOR(pg_catalog.->>) 'copied')::bigint;
+            IF (r OPERATOR(pg_catalog.->>) 'tail_skipped')::bigint OPERATOR(pg_catalog.>) 0 THEN
+                -- rows past the end of this batch that a live writer held: revisit them
+                INSERT INTO @extschema@.backfill_revisit (migration_id, lo, hi)
+                VALUES (m.id, COALESCE(r OPERATOR(pg_catalog.->) 'last_key', p.cursor), NULL);
+            END IF;
+            IF (r OPERATOR(pg_catalog.->>) 'locked')::bigint OPERATOR(pg_catalog.=) 0 THEN
+                p.phase := 'revisit';
+            ELSE
+                IF (r OPERATOR(pg_catalog.->>) 'skipped')::bigint OPERATOR(pg_catalog.>) 0 THEN
+                    INSERT INTO @extschema@.backfill_revisit (migration_id, lo, hi)
+                    VALUES (m.id, p.cursor, r OPERATOR(pg_catalog.->) 'last_key');
+                END IF;
+                p.cursor := r OPERATOR(pg_catalog.->) 'last_key';
+                v_copied := (r OPERATOR(pg_catalog.->>) 'copied')::bigint;
+            END IF;
         END IF;
     ELSIF p.phase OPERATOR(pg_catalog.=) 'revisit' THEN
-        -- key ranges recorded by backfills of softmig 0.1.0 (row locks with
-        -- SKIP LOCKED); this version records none
         SELECT * INTO rv FROM @extschema@.backfill_revisit
          WHERE migration_id OPERATOR(pg_catalog.=) m.id ORDER BY attempts, id LIMIT 1 FOR UPDATE;
         IF NOT FOUND THEN
             p.phase := 'verify';
         ELSE
             r := @extschema@._bf_step(m.id, 'range', batch_size, rv.lo, rv.hi, m.mirror_snapshot, m.mirror_xid);
-            IF (r OPERATOR(pg_catalog.->>) 'busy')::boolean THEN
+            v_copied := (r OPERATOR(pg_catalog.->>) 'copied')::bigint;
+            IF (r OPERATOR(pg_catalog.->>) 'skipped')::bigint OPERATOR(pg_catalog.=) 0 THEN
+                DELETE FROM @extschema@.backfill_revisit
+                 WHERE migration_id OPERATOR(pg_catalog.=) m.id AND id OPERATOR(pg_catalog.=) rv.id;
+            ELSE
                 UPDATE @extschema@.backfill_revisit SET attempts = attempts OPERATOR(pg_catalog.+) 1
                  WHERE migration_id OPERATOR(pg_catalog.=) m.id AND id OPERATOR(pg_catalog.=) rv.id;
                 v_waiting := true;
-            ELSE
-                v_copied := (r OPERATOR(pg_catalog.->>) 'copied')::bigint;
-                DELETE FROM @extschema@.backfill_revisit
-                 WHERE migration_id OPERATOR(pg_catalog.=) m.id AND id OPERATOR(pg_catalog.=) rv.id;
             END IF;
         END IF;
     ELSIF p.phase OPERATOR(pg_catalog.=) 'verify' THEN
@@ -94,8 +103,8 @@ BEGIN
         ELSE
             r := @extschema@._bf_step(m.id, 'sweep', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
             v_copied := (r OPERATOR(pg_catalog.->>) 'copied')::bigint;
-            IF (r OPERATOR(pg_catalog.->>) 'busy')::boolean THEN
-                v_waiting := true;     -- a live delete or key change is open; try again
+            IF (r OPERATOR(pg_catalog.->>) 'locked')::bigint OPERATOR(pg_catalog.=) 0 THEN
+                v_waiting := true;     -- rows held by live writers, or the copy timed out; try again
             END IF;
         END IF;
     END IF;
