@@ -80,6 +80,10 @@ int			softmig_backfill_pause_lock = 0;
  * migration id, objsubid 3.
  */
 #define SM_FENCE_KEY 1936549486	/* 'smfn' */
+
+/* batches of this session that use row locks after the fence stalled writers */
+#define BF_FENCE_PAUSE 16
+static int	bf_fence_pause = 0;
 #define SM_FENCE_SUBKEY 3
 
 /*
@@ -112,8 +116,36 @@ fence_batch(int32 migration_id)
 {
 	LOCKTAG		tag;
 
+	/*
+	 * The test hook freezes batches on purpose, which would make every writer
+	 * that meets one look like delete load: with it set, always try.
+	 */
+	if (bf_fence_pause > 0 && softmig_backfill_pause_lock == 0)
+	{
+		bf_fence_pause--;
+		return false;
+	}
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SM_FENCE_KEY, (uint32) migration_id, SM_FENCE_SUBKEY);
 	return LockAcquire(&tag, ShareLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * fence_done
+ *		At the end of a batch that held the fence: if a live delete or key
+ *		change is waiting for it (or the copy timed out behind a writer), the
+ *		workload deletes while we copy, and holding the fence stalls it:
+ *		run the next BF_FENCE_PAUSE batches of this session with row locks
+ *		instead, which only make writers of the batch's own rows wait.
+ */
+static void
+fence_done(int32 migration_id, bool busy)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SM_FENCE_KEY, (uint32) migration_id, SM_FENCE_SUBKEY);
+	if (softmig_backfill_pause_lock == 0 &&
+		(busy || LockHasWaiters(&tag, ShareLock, false)))
+		bf_fence_pause = BF_FENCE_PAUSE;
 }
 
 /* A small cache of prepared statements keyed by their SQL text. */
@@ -829,6 +861,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			{
 				busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
 				visible = nread;	/* nothing locked, nothing skipped */
+				fence_done(id, busy);
 			}
 			else
 			{
@@ -880,7 +913,10 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			SPI_tuptable = keep;
 			SPI_processed = nread;
 			if (fenced)
+			{
 				busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
+				fence_done(id, busy);
+			}
 			else
 				copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
 		}
