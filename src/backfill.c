@@ -87,6 +87,16 @@ static int	bf_fence_pause = 0;
 #define SM_FENCE_SUBKEY 3
 
 /*
+ * fence_tag
+ *		The delete fence's lock tag for a migration.
+ */
+static void
+fence_tag(LOCKTAG *tag, int32 migration_id)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, SM_FENCE_KEY, (uint32) migration_id, SM_FENCE_SUBKEY);
+}
+
+/*
  * softmig_fence_live_write
  *		Called by the write trigger before it carries a DELETE or a key
  *		change of legacy rows to the target in state mirrored: take the
@@ -99,7 +109,7 @@ softmig_fence_live_write(int32 migration_id)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SM_FENCE_KEY, (uint32) migration_id, SM_FENCE_SUBKEY);
+	fence_tag(&tag, migration_id);
 	(void) LockAcquire(&tag, RowExclusiveLock, false, false);
 }
 
@@ -125,7 +135,7 @@ fence_batch(int32 migration_id)
 		bf_fence_pause--;
 		return false;
 	}
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SM_FENCE_KEY, (uint32) migration_id, SM_FENCE_SUBKEY);
+	fence_tag(&tag, migration_id);
 	return LockAcquire(&tag, ShareLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
@@ -142,7 +152,7 @@ fence_done(int32 migration_id, bool busy)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SM_FENCE_KEY, (uint32) migration_id, SM_FENCE_SUBKEY);
+	fence_tag(&tag, migration_id);
 	if (softmig_backfill_pause_lock == 0 &&
 		(busy || LockHasWaiters(&tag, ShareLock, false)))
 		bf_fence_pause = BF_FENCE_PAUSE;
@@ -460,68 +470,82 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	return n;
 }
 
+typedef struct BoundedCopy
+{
+	BfContext  *c;
+	SPITupleTable *tt;			/* the batch's rows */
+	uint64		n;
+	Datum		snap;
+	bool		snap_null;
+	Datum		snap_xid;
+	bool		snap_xid_null;
+	const char *lock_timeout;
+	uint64		copied;
+} BoundedCopy;
+
+/*
+ * bounded_copy_run
+ *		copy_rows_bounded's body, run in a subtransaction: lower lock_timeout
+ *		at a new GUC nest level (restored on success here, on error by the
+ *		subtransaction's rollback) and copy.
+ */
+static void
+bounded_copy_run(void *arg)
+{
+	BoundedCopy *b = (BoundedCopy *) arg;
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("lock_timeout", b->lock_timeout, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	SPI_tuptable = b->tt;
+	SPI_processed = b->n;
+	b->copied = copy_rows(b->c, b->snap, b->snap_null, b->snap_xid, b->snap_xid_null);
+	AtEOXact_GUC(true, nest);
+}
+
+/*
+ * lock_not_available
+ *		softmig_subxact_try's tolerated for "lock_timeout expired".
+ */
+static bool
+lock_not_available(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
 /*
  * copy_rows_bounded
- *		copy_rows in a subtransaction whose lock waits are bounded: a batch
- *		holds the delete fence, so while it waits for a live writer (whose
- *		mirrored row it meets in the target) live deletes wait for it too.
- *		lock_timeout is lowered to half of deadlock_timeout (at most 500 ms,
- *		never above the session's own); when it expires the batch's writes
- *		are rolled back and false is returned, so the caller reports the
- *		batch busy and it is retried.  Waiting less than deadlock_timeout
- *		also makes the batch, not the live transaction, give way when the
- *		two wait for each other.  On success *copied is set.
+ *		copy_rows (of the rows in SPI_tuptable) in a subtransaction whose
+ *		lock waits are bounded: a batch holds the delete fence, so while it
+ *		waits for a live writer (whose mirrored row it meets in the target)
+ *		live deletes wait for it too.  lock_timeout is lowered to half of
+ *		deadlock_timeout (at most 500 ms, never above the session's own);
+ *		when it expires the batch's writes are rolled back and false is
+ *		returned, so the caller reports the batch busy and it is retried.
+ *		Waiting less than deadlock_timeout also makes the batch, not the live
+ *		transaction, give way when the two wait for each other.  On success
+ *		*copied is set.
  */
 static bool
 copy_rows_bounded(BfContext *c, Datum snap, bool snap_null, Datum snap_xid,
 				  bool snap_xid_null, uint64 *copied)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	SPITupleTable *tt = SPI_tuptable;
-	uint64		n = SPI_processed;
 	int			ms = Max(1, Min(DeadlockTimeout / 2, 500));
 	char		setting[32];
-	volatile bool ok = true;
+	BoundedCopy b = {c, SPI_tuptable, SPI_processed, snap, snap_null, snap_xid,
+	snap_xid_null, setting, 0};
 
 	if (LockTimeout > 0 && LockTimeout < ms)
 		ms = LockTimeout;
 	snprintf(setting, sizeof(setting), "%d", ms);
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
+	if (softmig_subxact_try(bounded_copy_run, &b, lock_not_available) != NULL)
 	{
-		int			nest = NewGUCNestLevel();
-
-		(void) set_config_option("lock_timeout", setting, PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		SPI_tuptable = tt;
-		SPI_processed = n;
-		*copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
-		AtEOXact_GUC(true, nest);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			ReThrowError(edata);
 		/* the batch relation may still be registered: drop it */
 		(void) SPI_unregister_relation(BF_ENR);
-		ok = false;
+		return false;
 	}
-	PG_END_TRY();
-	return ok;
+	*copied = b.copied;
+	return true;
 }
 
 /*

@@ -552,21 +552,16 @@ softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
- * softmig_spi_try
- *		Run one SPI statement in a subtransaction: plan (with values and
- *		nulls, which may be NULL without parameters) or else the text sql,
- *		which must return SPI code expect.  Returns NULL when it succeeded
- *		(SPI_processed and SPI_tuptable set, and kept: the subtransaction
- *		committed).  When it raised an error that tolerated accepts (NULL:
- *		any error), the subtransaction is rolled back, nothing the statement
- *		wrote is left, and the error comes back, copied into the caller's
- *		memory context.  Other errors propagate.  The caller is connected to
- *		SPI; the pattern behind "try the plain INSERT, fall back to the
- *		upsert" and "find the rows legacy cannot hold".
+ * softmig_subxact_try
+ *		Run fn(arg) in a subtransaction.  Returns NULL when it returned (the
+ *		subtransaction committed, so what it wrote is kept).  When it raised
+ *		an error that tolerated accepts (NULL: any error), the subtransaction
+ *		is rolled back, nothing fn wrote is left (GUCs it set at a new nest
+ *		level are restored too), and the error comes back, copied into the
+ *		caller's memory context.  Other errors propagate.
  */
 ErrorData *
-softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *values, const char *nulls,
-				bool read_only, int expect, bool (*tolerated) (int sqlerrcode))
+softmig_subxact_try(void (*fn) (void *arg), void *arg, bool (*tolerated) (int sqlerrcode))
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -576,11 +571,7 @@ softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *values, const char *nul
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		int			rc = plan ? SPI_execute_plan(plan, values, nulls, read_only, 0)
-			: SPI_execute(sql, read_only, 0);
-
-		if (rc != expect)
-			elog(ERROR, "softmig: statement returned SPI code %d, expected %d", rc, expect);
+		fn(arg);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -598,6 +589,49 @@ softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *values, const char *nul
 	}
 	PG_END_TRY();
 	return edata;
+}
+
+typedef struct SpiTry
+{
+	SPIPlanPtr	plan;
+	const char *sql;
+	Datum	   *values;
+	const char *nulls;
+	bool		read_only;
+	int			expect;
+} SpiTry;
+
+/*
+ * spi_try_run
+ *		softmig_spi_try's body: run the statement, check its SPI code.
+ */
+static void
+spi_try_run(void *arg)
+{
+	SpiTry	   *t = (SpiTry *) arg;
+	int			rc = t->plan ? SPI_execute_plan(t->plan, t->values, t->nulls, t->read_only, 0)
+		: SPI_execute(t->sql, t->read_only, 0);
+
+	if (rc != t->expect)
+		elog(ERROR, "softmig: statement returned SPI code %d, expected %d", rc, t->expect);
+}
+
+/*
+ * softmig_spi_try
+ *		Run one SPI statement in a subtransaction (softmig_subxact_try): plan
+ *		(with values and nulls, which may be NULL without parameters) or else
+ *		the text sql, which must return SPI code expect.  On success
+ *		SPI_processed and SPI_tuptable are set.  The caller is connected to
+ *		SPI; the pattern behind "try the plain INSERT, fall back to the
+ *		upsert" and "find the rows legacy cannot hold".
+ */
+ErrorData *
+softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *values, const char *nulls,
+				bool read_only, int expect, bool (*tolerated) (int sqlerrcode))
+{
+	SpiTry		t = {plan, sql, values, nulls, read_only, expect};
+
+	return softmig_subxact_try(spi_try_run, &t, tolerated);
 }
 
 /*

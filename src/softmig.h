@@ -149,6 +149,8 @@ typedef struct SoftmigDest
 extern SoftmigDest *softmig_build_dest(SoftmigMigration *m, SoftmigSide side);
 extern char *softmig_qualified_relname(Oid relid);
 extern SPIPlanPtr softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes);
+extern ErrorData *softmig_subxact_try(void (*fn) (void *arg), void *arg,
+									  bool (*tolerated) (int sqlerrcode));
 extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *values,
 								  const char *nulls, bool read_only, int expect,
 								  bool (*tolerated) (int sqlerrcode));
