@@ -46,6 +46,12 @@
 #   BENCH_ROWS=100000  rows of the migrated table pair
 #   BENCH_ROUNDS=3     every workload runs as ROUNDS runs of
 #                      BENCH_SECONDS/ROUNDS seconds; the best one counts
+#   BENCH_VIEW_ROUNDS=5 rounds of the routed-view comparison (each runs
+#                      every method for BENCH_SECONDS/BENCH_ROUNDS seconds);
+#                      besides the best TPS of each method, the report gives
+#                      the median of the per-round view / direct ratios
+#                      (paired within a round, so drift between rounds
+#                      cancels)
 #   BENCH_LOOKUPS=1000000 lookups of each CPU-time measurement
 #   BENCH_PORT=55510   port of the throwaway cluster
 #   BENCH_KEEP=1       keep the temp dir (data dir, server log) on exit
@@ -63,10 +69,11 @@ CLIENTS=${BENCH_CLIENTS:-2}
 SCALE=${BENCH_SCALE:-10}
 ROWS=${BENCH_ROWS:-100000}
 VROUNDS=${BENCH_ROUNDS:-3}
+WROUNDS=${BENCH_VIEW_ROUNDS:-5}
 LOOKUPS=${BENCH_LOOKUPS:-1000000}
 PORT=${BENCH_PORT:-55510}
 
-for v in SECS CLIENTS SCALE ROWS PORT VROUNDS LOOKUPS; do
+for v in SECS CLIENTS SCALE ROWS PORT VROUNDS WROUNDS LOOKUPS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 bench_find_softmig initdb pg_ctl psql pgbench pg_config
@@ -208,6 +215,9 @@ run_rounds() {  # key app pgbench-args...
     local key=$1 app=$2 r best=0 t
     shift 2
     for ((r = 1; r <= VROUNDS; r++)); do
+        # TPC-B-like updates bloat pgbench's small tables run after run; start
+        # each run from vacuumed tables so the phases compare like with like
+        [[ $key == *,B ]] && sql -c "VACUUM pgbench_branches, pgbench_tellers, pgbench_accounts, pgbench_history" >/dev/null
         t=$(SECS=$VSECS run_pgbench "$app" "$@")
         TPS[$key,$r]=$t
         best=$(awk -v a="$best" -v b="$t" 'BEGIN { print (b > a ? b : a) }')
@@ -229,8 +239,8 @@ run_phase_std off1
 start_with softmig
 [[ $(sql -c "SELECT available FROM softmig.discovery()") == t ]] || die "discovery is not available with preload"
 run_phase_std on
-for ((r = 1; r <= VROUNDS; r++)); do
-    say "phase on: routed view vs direct, round $r/$VROUNDS (${VSECS}s each)"
+for ((r = 1; r <= WROUNDS; r++)); do
+    say "phase on: routed view vs direct, round $r/$WROUNDS (${VSECS}s each)"
     TPS[DL,$r]=$(SECS=$VSECS run_pgbench bench_legacy -n -f "$TMP/direct_legacy.sql")
     TPS[VL,$r]=$(SECS=$VSECS run_pgbench bench_legacy -n -f "$TMP/view.sql")
     TPS[DT,$r]=$(SECS=$VSECS run_pgbench bench_new -n -f "$TMP/direct_target.sql")
@@ -240,7 +250,7 @@ for ((r = 1; r <= VROUNDS; r++)); do
 done
 for k in DL VL DT VT XL XT; do
     best=0
-    for ((r = 1; r <= VROUNDS; r++)); do
+    for ((r = 1; r <= WROUNDS; r++)); do
         best=$(awk -v a="$best" -v b="${TPS[$k,$r]}" 'BEGIN { print (b > a ? b : a) }')
     done
     TPS[on,$k]=$best
@@ -252,6 +262,17 @@ CPU_DT=$(cpu_us bench_new lookup_direct_target)
 CPU_VT=$(cpu_us bench_new lookup_view)
 CPU_XL=$(RUN_PGOPTIONS=$ROUTE_OFF cpu_us bench_legacy lookup_view)
 CPU_XT=$(RUN_PGOPTIONS=$ROUTE_OFF cpu_us bench_new lookup_view)
+# paired_ratios VIEWKEY DIRECTKEY: the per-round ratios, then their median
+paired_ratios() {
+    local r list=''
+    for ((r = 1; r <= WROUNDS; r++)); do
+        list+="$(awk -v a="${TPS[$1,$r]}" -v b="${TPS[$2,$r]}" 'BEGIN { printf "%.3f", a / b }') "
+    done
+    printf '%s(median %s)' "$list" "$(tr ' ' '\n' <<<"$list" | grep -v '^$' | sort -g |
+        awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.3f", (a[NR/2]+a[NR/2+1])/2}')"
+}
+PAIR_VL=$(paired_ratios VL DL)
+PAIR_VT=$(paired_ratios VT DT)
 OBS=$(sql -c "SELECT string_agg(format('%s %s: %s reads', reader, side, reads), '; ' ORDER BY reader, side)
                 FROM softmig.observed_readers('acc')")
 
@@ -273,7 +294,7 @@ OUT=$OUTDIR/readpath_$STAMP.md
 {
     echo "### readpath_bench.sh, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "PostgreSQL $PGVERSION; $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average at start $LOAD_START; $CLIENTS clients, -M prepared, each TPS the best of $VROUNDS runs of ${VSECS}s; pgbench scale $SCALE; migrated pair $ROWS rows in new_read."
+    echo "PostgreSQL $PGVERSION; $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average at start $LOAD_START; $CLIENTS clients, -M prepared, each TPS the best of $VROUNDS runs of ${VSECS}s (routed-view comparison: of $WROUNDS rounds); pgbench scale $SCALE; migrated pair $ROWS rows in new_read."
     echo
     echo "Preloading softmig (discovery hooks) on unrelated work:"
     echo
@@ -289,6 +310,8 @@ OUT=$OUTDIR/readpath_$STAMP.md
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     echo "| legacy (acc_legacy) | $(fmt "${TPS[on,DL]}") | $(fmt "${TPS[on,VL]}") | $(ratio "${TPS[on,VL]}" "${TPS[on,DL]}") | $(fmt "${TPS[on,XL]}") | $(ratio "${TPS[on,XL]}" "${TPS[on,DL]}") | $CPU_DL | $CPU_VL | $(awk -v a="$CPU_VL" -v b="$CPU_DL" 'BEGIN { printf "%+.2f µs", a - b }') | $CPU_XL | $(awk -v a="$CPU_XL" -v b="$CPU_DL" 'BEGIN { printf "%+.2f µs", a - b }') |"
     echo "| target (acc_target, mapped back) | $(fmt "${TPS[on,DT]}") | $(fmt "${TPS[on,VT]}") | $(ratio "${TPS[on,VT]}" "${TPS[on,DT]}") | $(fmt "${TPS[on,XT]}") | $(ratio "${TPS[on,XT]}" "${TPS[on,DT]}") | $CPU_DT | $CPU_VT | $(awk -v a="$CPU_VT" -v b="$CPU_DT" 'BEGIN { printf "%+.2f µs", a - b }') | $CPU_XT | $(awk -v a="$CPU_XT" -v b="$CPU_DT" 'BEGIN { printf "%+.2f µs", a - b }') |"
+    echo
+    echo "view / direct TPS in each of the $WROUNDS rounds (runs paired within a round): legacy $PAIR_VL; target $PAIR_VT."
     echo
     echo "Discovery saw: $OBS."
     if ((${#ANOMALIES[@]} > 0)); then

@@ -296,6 +296,35 @@ SELECT id, cust FROM rp_lv WHERE id = 7;
 RESET ROLE;
 REVOKE ALL ON rp_lv, rp_legacy, rp_target FROM regress_rp_stranger;
 
+-- Routed at plan time, the plan does not read the other table: its privilege
+-- check is made when the statement is planned, with the same error.  Still
+-- required with a right on the routed table alone, for a kept plan made by
+-- another role (planned again for this one), and after a REVOKE (which
+-- invalidates the kept plan).
+SELECT softmig.read_source('rp') AS reads;
+GRANT SELECT ON rp_lv, rp_legacy TO regress_rp_stranger;
+SET ROLE regress_rp_stranger;
+SELECT * FROM t.err($$SELECT * FROM rp_lv WHERE id = 7$$);
+RESET ROLE;
+SET plan_cache_mode = force_generic_plan;
+PREPARE rp_kept(int) AS SELECT id, cust FROM rp_lv WHERE id = $1;
+EXECUTE rp_kept(7);
+SET ROLE regress_rp_stranger;
+SELECT * FROM t.err($$EXECUTE rp_kept(7)$$);
+RESET ROLE;
+GRANT SELECT ON rp_target TO regress_rp_stranger;
+SET ROLE regress_rp_stranger;
+EXECUTE rp_kept(7);
+EXECUTE rp_kept(7);
+RESET ROLE;
+REVOKE SELECT ON rp_target FROM regress_rp_stranger;
+SET ROLE regress_rp_stranger;
+SELECT * FROM t.err($$EXECUTE rp_kept(7)$$);
+RESET ROLE;
+DEALLOCATE rp_kept;
+RESET plan_cache_mode;
+REVOKE ALL ON rp_lv, rp_legacy, rp_target FROM regress_rp_stranger;
+
 -- put the planted row back
 BEGIN;
 SET LOCAL softmig.override = 'undo the planted difference';

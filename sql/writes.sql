@@ -70,6 +70,32 @@ UPDATE l_orders SET note = 'renumber' WHERE id = 12;
 DROP TRIGGER renumber ON l_orders;
 DROP FUNCTION l_orders_renumber();
 SELECT order_id, customer, note FROM t_orders WHERE order_id IN (12, 112) ORDER BY 1;
+-- An UPDATE that sets no key column has no key to move: its OLD rows are not
+-- captured (DEBUG1 says so).  They are when the SET list has a key column,
+-- when a data-modifying WITH writes the table too (both statements share
+-- the transition tables), and when an application trigger reads OLD TABLE.
+SET client_min_messages = debug1;
+UPDATE l_orders SET note = 'no key' WHERE id = 13;
+UPDATE l_orders SET id = id WHERE id = 13;
+WITH moved AS (UPDATE l_orders SET id = 213 WHERE id = 13 RETURNING id)
+UPDATE l_orders SET note = 'beside a move' WHERE id = 11;
+RESET client_min_messages;
+SELECT order_id, note FROM t_orders WHERE order_id IN (11, 13, 213) ORDER BY 1;
+CREATE FUNCTION l_orders_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'application trigger: % old rows, % new rows',
+        (SELECT count(*) FROM old_rows), (SELECT count(*) FROM new_rows);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER seen AFTER UPDATE ON l_orders REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION l_orders_seen();
+SET client_min_messages = debug1;
+UPDATE l_orders SET note = 'watched' WHERE id IN (11, 213);
+RESET client_min_messages;
+DROP TRIGGER seen ON l_orders;
+DROP FUNCTION l_orders_seen();
+UPDATE l_orders SET id = 13, note = NULL WHERE id = 213;
+SELECT order_id, note FROM t_orders WHERE order_id IN (11, 13, 213) ORDER BY 1;
 -- DELETE
 DELETE FROM l_orders WHERE id IN (4, 14);
 SELECT * FROM diff();

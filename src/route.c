@@ -28,6 +28,11 @@
  *		whenever the setting changes (SET, RESET, function SET clauses,
  *		transaction end), so the next execution plans again.
  *
+ *	  The table of a dropped branch stays in the plan's range table (its
+ *	  invalidations still apply); its privilege check is made once, at plan
+ *	  time, and the entry is then marked so the executor neither locks nor
+ *	  checks it at each execution (route_release_dropped).
+ *
  *	  Only a filter made of constants, immutable functions and operators and
  *	  read_source itself (the shape the views use) is evaluated; anything
  *	  else, an Append with partition pruning, or a parallel-aware Append
@@ -47,6 +52,7 @@
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "optimizer/planner.h"
+#include "parser/parsetree.h"
 #include "utils/guc.h"
 #include "utils/guc_tables.h"
 #include "utils/inval.h"
@@ -77,7 +83,62 @@ typedef struct RouteContext
 {
 	bool		routed;			/* some Append was replaced */
 	List	   *funcs;			/* OIDs of the read_source calls evaluated */
+	Bitmapset  *dropped;		/* RT indexes scanned only by dropped branches */
 } RouteContext;
+
+/*
+ * dropped_scans
+ *		Add to *rtis the range-table indexes a dropped branch scans, when the
+ *		branch is a plain scan of one table (sequential, index, index-only or
+ *		bitmap, under the gating Result); false for any other shape (joins,
+ *		partitioned tables, subplans), which keeps its relations as they are.
+ */
+static bool
+dropped_scans(Plan *p, Bitmapset **rtis)
+{
+	if (p == NULL)
+		return true;
+	switch (nodeTag(p))
+	{
+		case T_Result:
+			if (p->righttree != NULL || p->initPlan != NIL)
+				return false;
+			return dropped_scans(p->lefttree, rtis);
+		case T_SeqScan:
+		case T_IndexScan:
+		case T_IndexOnlyScan:
+		case T_BitmapIndexScan:
+			if (p->lefttree != NULL || p->righttree != NULL || p->initPlan != NIL)
+				return false;
+			*rtis = bms_add_member(*rtis, ((Scan *) p)->scanrelid);
+			return true;
+		case T_BitmapHeapScan:
+			if (p->righttree != NULL || p->initPlan != NIL)
+				return false;
+			*rtis = bms_add_member(*rtis, ((Scan *) p)->scanrelid);
+			return dropped_scans(p->lefttree, rtis);
+		case T_BitmapAnd:
+			{
+				ListCell   *lc;
+
+				foreach(lc, ((BitmapAnd *) p)->bitmapplans)
+					if (!dropped_scans(lfirst(lc), rtis))
+						return false;
+				return true;
+			}
+		case T_BitmapOr:
+			{
+				ListCell   *lc;
+
+				foreach(lc, ((BitmapOr *) p)->bitmapplans)
+					if (!dropped_scans(lfirst(lc), rtis))
+						return false;
+				return true;
+			}
+		default:
+			return false;
+	}
+}
 
 /*
  * is_read_source
@@ -261,6 +322,13 @@ route_append(Plan *ap, List *branches, bool pruning, int first_partial,
 	if (chosen == NULL || (ap->parallel_aware && chosen_index < first_partial))
 		return ap;
 
+	foreach(lc, branches)
+	{
+		Bitmapset  *rtis = NULL;
+
+		if (lfirst(lc) != chosen && dropped_scans(lfirst(lc), &rtis))
+			cx->dropped = bms_add_members(cx->dropped, rtis);
+	}
 	chosen->resconstantqual = NULL;
 	keep = (Plan *) chosen;
 	if (chosen->plan.qual == NIL && passthrough_tlist((Plan *) chosen))
@@ -350,6 +418,65 @@ remember_func(uint32 hash)
 }
 
 /*
+ * route_release_dropped
+ *		The tables of the branches routing dropped are not read by the plan,
+ *		yet every execution of a kept plan would lock them and check the
+ *		caller's privileges on them (PostgreSQL 15 keeps them in the plan's
+ *		range table).  Do that work once, here: check the privileges now,
+ *		with the standard error, and make the plan depend on the role when
+ *		the check was the caller's (the plan cache then plans again for
+ *		another role); then turn the entries into RTE_RESULT, which the
+ *		executor neither locks nor checks.  The tables stay among the plan's
+ *		relations, so DDL or a GRANT/REVOKE on them still invalidates it, and
+ *		the plan cache still takes their locks while it revalidates the
+ *		statement's query.  Entries named by a row mark or as a result
+ *		relation are left alone.  Takes no locks (the planner holds
+ *		AccessShareLock on every table of the query).
+ */
+static void
+route_release_dropped(PlannedStmt *stmt, Bitmapset *dropped)
+{
+#if PG_VERSION_NUM < 160000
+	int			x = -1;
+	ListCell   *lc;
+
+	foreach(lc, stmt->rowMarks)
+	{
+		PlanRowMark *rc = lfirst_node(PlanRowMark, lc);
+
+		dropped = bms_del_member(dropped, rc->rti);
+		dropped = bms_del_member(dropped, rc->prti);
+	}
+	foreach(lc, stmt->resultRelations)
+		dropped = bms_del_member(dropped, lfirst_int(lc));
+
+	while ((x = bms_next_member(dropped, x)) >= 0)
+	{
+		RangeTblEntry *rte;
+
+		if (x < 1 || x > list_length(stmt->rtable))
+			continue;
+		rte = rt_fetch(x, stmt->rtable);
+		if (rte->rtekind != RTE_RELATION || rte->inh ||
+			rte->rellockmode != AccessShareLock)
+			continue;
+		if (rte->requiredPerms != 0)
+		{
+			ExecCheckRTPerms(list_make1(rte), true);
+			if (!OidIsValid(rte->checkAsUser))
+				stmt->dependsOnRole = true;
+			rte->requiredPerms = 0;
+		}
+		rte->rtekind = RTE_RESULT;
+	}
+#else
+	/* PostgreSQL 16 keeps privileges apart (RTEPermissionInfo): not done */
+	(void) stmt;
+	(void) dropped;
+#endif
+}
+
+/*
  * route_planner
  *		planner_hook: plan as usual, then route the routed-view Appends of
  *		the finished plan and record what the routing depends on (see the
@@ -361,7 +488,7 @@ route_planner(Query *parse, const char *query_string, int cursorOptions,
 			  ParamListInfo boundParams)
 {
 	PlannedStmt *stmt;
-	RouteContext cx = {false, NIL};
+	RouteContext cx = {false, NIL, NULL};
 	ListCell   *lc;
 
 	if (prev_planner_hook)
@@ -393,6 +520,7 @@ route_planner(Query *parse, const char *query_string, int cursorOptions,
 		stmt->invalItems = lappend(stmt->invalItems, item);
 		remember_func(item->hashValue);
 	}
+	route_release_dropped(stmt, cx.dropped);
 	return stmt;
 }
 

@@ -37,6 +37,7 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "nodes/execnodes.h"
+#include "parser/parse_relation.h"
 #include "utils/json.h"
 #include "utils/snapmgr.h"
 #include "executor/tuptable.h"
@@ -1132,14 +1133,85 @@ drop_own_capture(ModifyTableState *mt)
 	mt->mt_oc_transition_capture = NULL;
 }
 
+/*
+ * skip_unneeded_old_capture
+ *		For an application's UPDATE of a legacy table in state mirrored that
+ *		sets no key column: stop the executor from capturing the OLD
+ *		transition table, which only softmig's write trigger declares and
+ *		which it would read only to find changed keys (mirror_key_moves;
+ *		the quarantine check then finds every key in the NEW table, since
+ *		keys do not change).  That capture is a tuplestore row per updated
+ *		row, spilled to temp files above work_mem.  Done only when nothing
+ *		else can change a key or read OLD: one plain (unpartitioned) result
+ *		table, no data-modifying WITH, no BEFORE or INSTEAD OF row UPDATE
+ *		trigger, no other trigger with an OLD TABLE, no per-field authority
+ *		(its checks compare OLD with NEW), and neither the key columns nor
+ *		generated columns depending on them among the updated columns.  The
+ *		migration cannot change before the trigger fires: state and field
+ *		changes lock the table against this statement's ROW EXCLUSIVE lock.
+ *		May read the catalog (softmig_get_migration).
+ */
+static void
+skip_unneeded_old_capture(ModifyTableState *mt, EState *estate)
+{
+	TransitionCaptureState *tcs = mt->mt_transition_capture;
+	ResultRelInfo *rri = mt->resultRelInfo;
+	TriggerDesc *trigdesc;
+	Trigger    *ours = NULL;
+	Relation	rel;
+	SoftmigMigration *m;
+	Bitmapset  *updated;
+	ListCell   *lc;
+
+	/* (a partitioned table's root has a ResultRelInfo of its own) */
+	if (tcs == NULL || !tcs->tcs_update_old_table || mt->mt_nrels != 1 ||
+		rri == NULL || mt->rootResultRelInfo != rri)
+		return;
+	rel = rri->ri_RelationDesc;
+	trigdesc = rri->ri_TrigDesc;
+	if (rel->rd_rel->relkind != RELKIND_RELATION || trigdesc == NULL ||
+		trigdesc->trig_update_before_row || trigdesc->trig_update_instead_row)
+		return;
+	for (int i = 0; i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (t->tgoldtable == NULL)
+			continue;
+		if (!is_write_trigger(t) || t->tgnargs < 1)
+			return;
+		ours = t;
+	}
+	if (ours == NULL)
+		return;
+	m = softmig_get_migration(pg_strtoint32(ours->tgargs[0]));
+	if (m == NULL || m->state != SM_MIRRORED ||
+		m->legacy != RelationGetRelid(rel) || m->new_fields != NIL)
+		return;
+	updated = ExecGetAllUpdatedCols(rri, estate);
+	foreach(lc, m->legacy_key)
+	{
+		AttrNumber	a = attnameAttNum(rel, (char *) lfirst(lc), false);
+
+		if (a <= 0 ||
+			bms_is_member(a - FirstLowInvalidHeapAttributeNumber, updated))
+			return;
+	}
+	tcs->tcs_update_old_table = false;
+	ereport(DEBUG1,
+			(errmsg_internal("softmig: UPDATE of \"%s\" sets no key column, OLD rows not captured",
+							 RelationGetRelationName(rel))));
+}
+
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 
 /*
  * mirror_ExecutorStart
  *		ExecutorStart hook: start the executor as usual; for statements
  *		softmig runs itself, drop transition capture nobody needs
- *		(drop_own_capture).  Costs one test of softmig_mirror_depth for any
- *		other statement.
+ *		(drop_own_capture); for an application's UPDATE, the OLD capture
+ *		when it is not needed (skip_unneeded_old_capture).  Other
+ *		statements cost a test of the top plan node.
  */
 static void
 mirror_ExecutorStart(QueryDesc *queryDesc, int eflags)
@@ -1148,9 +1220,15 @@ mirror_ExecutorStart(QueryDesc *queryDesc, int eflags)
 		prev_ExecutorStart(queryDesc, eflags);
 	else
 		standard_ExecutorStart(queryDesc, eflags);
-	if (softmig_mirror_depth > 0 && queryDesc->planstate != NULL &&
-		IsA(queryDesc->planstate, ModifyTableState))
+	if (queryDesc->planstate == NULL ||
+		!IsA(queryDesc->planstate, ModifyTableState))
+		return;
+	if (softmig_mirror_depth > 0)
 		drop_own_capture((ModifyTableState *) queryDesc->planstate);
+	else if (queryDesc->operation == CMD_UPDATE &&
+			 !queryDesc->plannedstmt->hasModifyingCTE)
+		skip_unneeded_old_capture((ModifyTableState *) queryDesc->planstate,
+								  queryDesc->estate);
 }
 
 /*
