@@ -1102,6 +1102,29 @@ is_write_trigger(Trigger *t)
 }
 
 /*
+ * transition_tables_all_ours
+ *		Are all triggers in trigdesc that declare transition tables (only
+ *		those with an OLD TABLE when old_only) softmig's write triggers?
+ *		*ours is set to the last of them, NULL if there is none.
+ */
+static bool
+transition_tables_all_ours(TriggerDesc *trigdesc, bool old_only, Trigger **ours)
+{
+	*ours = NULL;
+	for (int i = 0; i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (t->tgoldtable == NULL && (old_only || t->tgnewtable == NULL))
+			continue;
+		if (!is_write_trigger(t))
+			return false;
+		*ours = t;
+	}
+	return true;
+}
+
+/*
  * drop_own_capture
  *		For a statement softmig runs itself (softmig_mirror_depth > 0): if
  *		every trigger with transition tables on the table it writes is a
@@ -1114,21 +1137,14 @@ static void
 drop_own_capture(ModifyTableState *mt)
 {
 	ResultRelInfo *rri;
-	TriggerDesc *trigdesc;
+	Trigger    *ours;
 
 	if (mt->mt_transition_capture == NULL && mt->mt_oc_transition_capture == NULL)
 		return;
 	rri = mt->rootResultRelInfo ? mt->rootResultRelInfo : mt->resultRelInfo;
-	trigdesc = rri->ri_TrigDesc;
-	if (trigdesc == NULL)
+	if (rri->ri_TrigDesc == NULL ||
+		!transition_tables_all_ours(rri->ri_TrigDesc, false, &ours))
 		return;
-	for (int i = 0; i < trigdesc->numtriggers; i++)
-	{
-		Trigger    *t = &trigdesc->triggers[i];
-
-		if ((t->tgoldtable != NULL || t->tgnewtable != NULL) && !is_write_trigger(t))
-			return;
-	}
 	mt->mt_transition_capture = NULL;
 	mt->mt_oc_transition_capture = NULL;
 }
@@ -1157,7 +1173,7 @@ skip_unneeded_old_capture(ModifyTableState *mt, EState *estate)
 	TransitionCaptureState *tcs = mt->mt_transition_capture;
 	ResultRelInfo *rri = mt->resultRelInfo;
 	TriggerDesc *trigdesc;
-	Trigger    *ours = NULL;
+	Trigger    *ours;
 	Relation	rel;
 	SoftmigMigration *m;
 	Bitmapset  *updated;
@@ -1172,30 +1188,31 @@ skip_unneeded_old_capture(ModifyTableState *mt, EState *estate)
 	if (rel->rd_rel->relkind != RELKIND_RELATION || trigdesc == NULL ||
 		trigdesc->trig_update_before_row || trigdesc->trig_update_instead_row)
 		return;
+	if (!transition_tables_all_ours(trigdesc, true, &ours) || ours == NULL)
+		return;
+	updated = ExecGetAllUpdatedCols(rri, estate);
+
+	/* every migration whose trigger reads OLD must be able to do without */
 	for (int i = 0; i < trigdesc->numtriggers; i++)
 	{
 		Trigger    *t = &trigdesc->triggers[i];
 
 		if (t->tgoldtable == NULL)
 			continue;
-		if (!is_write_trigger(t) || t->tgnargs < 1)
+		if (t->tgnargs < 1)
 			return;
-		ours = t;
-	}
-	if (ours == NULL)
-		return;
-	m = softmig_get_migration(pg_strtoint32(ours->tgargs[0]));
-	if (m == NULL || m->state != SM_MIRRORED ||
-		m->legacy != RelationGetRelid(rel) || m->new_fields != NIL)
-		return;
-	updated = ExecGetAllUpdatedCols(rri, estate);
-	foreach(lc, m->legacy_key)
-	{
-		AttrNumber	a = attnameAttNum(rel, (char *) lfirst(lc), false);
+		m = softmig_get_migration(pg_strtoint32(t->tgargs[0]));
+		if (m == NULL || m->state != SM_MIRRORED ||
+			m->legacy != RelationGetRelid(rel) || m->new_fields != NIL)
+			return;
+		foreach(lc, m->legacy_key)
+		{
+			AttrNumber	a = attnameAttNum(rel, (char *) lfirst(lc), false);
 
-		if (a <= 0 ||
-			bms_is_member(a - FirstLowInvalidHeapAttributeNumber, updated))
-			return;
+			if (a <= 0 ||
+				bms_is_member(a - FirstLowInvalidHeapAttributeNumber, updated))
+				return;
+		}
 	}
 	tcs->tcs_update_old_table = false;
 	ereport(DEBUG1,
