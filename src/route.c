@@ -118,19 +118,13 @@ dropped_scans(Plan *p, Bitmapset **rtis)
 			*rtis = bms_add_member(*rtis, ((Scan *) p)->scanrelid);
 			return dropped_scans(p->lefttree, rtis);
 		case T_BitmapAnd:
-			{
-				ListCell   *lc;
-
-				foreach(lc, ((BitmapAnd *) p)->bitmapplans)
-					if (!dropped_scans(lfirst(lc), rtis))
-						return false;
-				return true;
-			}
 		case T_BitmapOr:
 			{
+				List	   *kids = IsA(p, BitmapAnd) ? ((BitmapAnd *) p)->bitmapplans :
+					((BitmapOr *) p)->bitmapplans;
 				ListCell   *lc;
 
-				foreach(lc, ((BitmapOr *) p)->bitmapplans)
+				foreach(lc, kids)
 					if (!dropped_scans(lfirst(lc), rtis))
 						return false;
 				return true;
