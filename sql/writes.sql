@@ -321,13 +321,15 @@ DROP ROLE sm_owner;
 -- under the mirror's pinned search_path, hence public.)
 CREATE TABLE cap_l (id int PRIMARY KEY, v text);
 CREATE TABLE cap_t (id int PRIMARY KEY, v text);
-CREATE TABLE cap_audit (op text, n bigint, keys int[]);
+CREATE TABLE cap_audit (op text, n bigint, keys int[], wm text);
 CREATE FUNCTION cap_count() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        INSERT INTO public.cap_audit SELECT TG_OP, count(*), array_agg(id ORDER BY id) FROM old_rows;
+        INSERT INTO public.cap_audit SELECT TG_OP, count(*), array_agg(id ORDER BY id),
+               current_setting('work_mem') FROM old_rows;
     ELSE
-        INSERT INTO public.cap_audit SELECT TG_OP, count(*), array_agg(id ORDER BY id) FROM new_rows;
+        INSERT INTO public.cap_audit SELECT TG_OP, count(*), array_agg(id ORDER BY id),
+               current_setting('work_mem') FROM new_rows;
     END IF;
     RETURN NULL;
 END $$;
@@ -339,11 +341,26 @@ CREATE TRIGGER cap_del AFTER DELETE ON cap_t REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION cap_count();
 SELECT softmig.create_migration('cap', 'cap_l', 'cap_t');
 SELECT softmig.advance('cap');
+-- (wm: the work_mem softmig's mirrored statement ran with.  Statements over
+-- 2000 rows get softmig.mirror_work_mem: by default maintenance_work_mem,
+-- 0 the session's work_mem, never less than it.)
+SET work_mem = '4MB';
+SET maintenance_work_mem = '64MB';
 INSERT INTO cap_l SELECT g, 'v' || g FROM generate_series(1, 3) g;
 INSERT INTO cap_l SELECT g, 'big' FROM generate_series(10, 2509) g;   -- the set-based path
 UPDATE cap_l SET v = 'u' WHERE id <= 2;
+SET softmig.mirror_work_mem = 0;
+UPDATE cap_l SET v = 'w' WHERE id >= 10;
+SET softmig.mirror_work_mem = '16MB';
 DELETE FROM cap_l WHERE id >= 10;
-SELECT op, n, CASE WHEN n <= 3 THEN keys END AS keys FROM cap_audit ORDER BY ctid;
+SET softmig.mirror_work_mem = '1MB';
+INSERT INTO cap_l SELECT g, 'big' FROM generate_series(10, 2509) g;
+SELECT * FROM t.err($$SET softmig.mirror_work_mem = -2$$);
+RESET softmig.mirror_work_mem;
+DELETE FROM cap_l WHERE id >= 10;
+RESET work_mem;
+RESET maintenance_work_mem;
+SELECT op, n, CASE WHEN n <= 3 THEN keys END AS keys, wm FROM cap_audit ORDER BY ctid;
 SELECT count(*) AS target_rows FROM cap_t;
 SELECT softmig.rollback('cap');
 SELECT softmig.drop_migration('cap');

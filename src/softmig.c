@@ -69,9 +69,11 @@ _PG_init(void)
 	/* observability: parity test hooks, transition-rule cache */
 	softmig_observe_init();
 
+	/* write triggers: softmig.mirror_work_mem, the ExecutorStart hook */
+	softmig_trigger_init();
+
 	MarkGUCPrefixReserved("softmig");
 
 	softmig_cache_init();
 	softmig_opkey_init();
-	softmig_trigger_init();
 }

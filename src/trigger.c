@@ -51,6 +51,9 @@
 #include "softmig.h"
 #include "opkey.h"
 
+/* softmig.mirror_work_mem (kB; -1: maintenance_work_mem, 0: work_mem) */
+static int	mirror_work_mem = -1;
+
 /* Above this many rows a statement's mirror is planned afresh. */
 #define SM_BIG_STATEMENT_ROWS 2000
 
@@ -372,6 +375,29 @@ mirror_snapshot(bool fence)
 	if (fence && IsolationUsesXactSnapshot())
 		return GetLatestSnapshot();
 	return InvalidSnapshot;
+}
+
+/*
+ * raise_work_mem
+ *		For the statements that mirror or project a big write (over
+ *		SM_BIG_STATEMENT_ROWS rows, planned with hash joins against the
+ *		transition table): work_mem = softmig.mirror_work_mem, by default
+ *		maintenance_work_mem, so the join's hash fits in memory instead of
+ *		spilling in batches, as a bulk operation's memory would; never lower
+ *		than the session's own work_mem.  Set in the caller's GUC nest level
+ *		(softmig_enter_owner_context), which restores it.
+ */
+static void
+raise_work_mem(void)
+{
+	int			kb = mirror_work_mem < 0 ? maintenance_work_mem : mirror_work_mem;
+	char		buf[32];
+
+	if (kb <= work_mem)
+		return;
+	snprintf(buf, sizeof(buf), "%d", kb);
+	(void) set_config_option("work_mem", buf, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 }
 
 /*
@@ -945,6 +971,8 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 
 	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
 	softmig_prefer_index_plans(!big);
+	if (big)
+		raise_work_mem();
 	softmig_mirror_depth++;
 	PG_TRY();
 	{
@@ -1250,11 +1278,19 @@ mirror_ExecutorStart(QueryDesc *queryDesc, int eflags)
 
 /*
  * softmig_trigger_init
- *		Install the ExecutorStart hook (from _PG_init).
+ *		Define softmig.mirror_work_mem and install the ExecutorStart hook
+ *		(from _PG_init, before the softmig prefix is reserved).
  */
 void
 softmig_trigger_init(void)
 {
+	DefineCustomIntVariable("softmig.mirror_work_mem",
+							"work_mem of the statements that mirror or project a write of more than 2000 rows.",
+							"-1 uses maintenance_work_mem, 0 the session's work_mem; never lower than work_mem.",
+							&mirror_work_mem,
+							-1, -1, MAX_KILOBYTES,
+							PGC_USERSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
 	prev_ExecutorStart = ExecutorStart_hook;
 	ExecutorStart_hook = mirror_ExecutorStart;
 }

@@ -12,7 +12,7 @@ CREATE EXTENSION IF NOT EXISTS softmig;
 
 BEGIN;
 SET LOCAL search_path = public, pg_catalog;
-SELECT plan(72);
+SELECT plan(74);
 
 SELECT has_schema('softmig', 'schema softmig exists');
 
@@ -203,6 +203,15 @@ SELECT results_eq(
     'softmig.route_at_plan_time is a user-settable boolean, on by default');
 SELECT lives_ok($$SET LOCAL softmig.route_at_plan_time = off$$,
     'any session may turn routing at plan time off');
+
+-- work_mem of big mirrored statements (doc/reference.md, write authority)
+SELECT results_eq(
+    $$SELECT setting, unit, context, min_val FROM pg_catalog.pg_settings
+       WHERE name = 'softmig.mirror_work_mem'$$,
+    $$VALUES ('-1', 'kB', 'user', '-1')$$,
+    'softmig.mirror_work_mem is a user-settable size in kB, -1 (maintenance_work_mem) by default');
+SELECT lives_ok($$SET LOCAL softmig.mirror_work_mem = '256MB'$$,
+    'any session may set softmig.mirror_work_mem');
 
 SELECT * FROM finish();
 ROLLBACK;
