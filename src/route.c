@@ -108,12 +108,10 @@ dropped_scans(Plan *p, Bitmapset **rtis)
 		case T_IndexScan:
 		case T_IndexOnlyScan:
 		case T_BitmapIndexScan:
-			if (p->lefttree != NULL || p->righttree != NULL || p->initPlan != NIL)
-				return false;
-			*rtis = bms_add_member(*rtis, ((Scan *) p)->scanrelid);
-			return true;
 		case T_BitmapHeapScan:
-			if (p->righttree != NULL || p->initPlan != NIL)
+			/* only a bitmap heap scan has a child: its bitmap */
+			if (p->righttree != NULL || p->initPlan != NIL ||
+				(p->lefttree != NULL && !IsA(p, BitmapHeapScan)))
 				return false;
 			*rtis = bms_add_member(*rtis, ((Scan *) p)->scanrelid);
 			return dropped_scans(p->lefttree, rtis);
