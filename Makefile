@@ -23,9 +23,9 @@ ISOLATION += backfill_races backfill_concurrent
 ISOLATION += envelope_race quarantine_race route_replan
 REGRESS += readpath
 
-OBJS += src/parity.o src/rules.o
-REGRESS += parity observe
-ISOLATION += parity_consistent
+OBJS += src/parity.o src/paritycache.o src/rules.o
+REGRESS += parity observe parity_cache
+ISOLATION += parity_consistent parity_cache_race
 
 # The install script is built from src/sql/*.sql in name order.
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
@@ -51,6 +51,7 @@ $(OBJS): src/softmig.h src/compat.h
 src/readpath.o src/discovery.o src/softmig.o: src/readpath.h
 src/opkey.o src/trigger.o src/softmig.o: src/opkey.h
 src/parity.o src/rules.o src/softmig.o: src/observe.h
+src/parity.o src/paritycache.o: src/paritycache.h
 src/parity.o src/rules.o: src/readpath.h
 
 softmig--$(EXTVERSION).sql: $(SQL_PARTS)

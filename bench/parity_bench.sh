@@ -16,8 +16,18 @@
 #   join     a FULL OUTER JOIN on the key comparing the mapped fields
 #            (IS DISTINCT FROM over the row), counting differing keys
 #   except   EXCEPT both ways over the mapped rows, counting rows
-#   softmig  SELECT count(*) FROM softmig.parity(...): every difference,
-#            one row per differing field
+#   nocache  SELECT count(*) FROM softmig.parity(...) with
+#            softmig.parity_cache = off: every difference, one row per
+#            differing field, both tables read and mapped in full
+#   softmig  the same after softmig.parity_cache_reset (untimed): a first
+#            comparison, which also stores the digest cache
+#   warm     the same right after it: the cache is reused (page headers
+#            are read, no row is mapped unless its segment changed)
+#
+# and, after the two data sets, "incremental" (BENCH_ROUNDS times): the
+# cache is built on the clean data (untimed), the ten differences are
+# planted and vacuumed, and one comparison is timed: what a dashboard's
+# next check costs after a few writes.
 #
 # on two data sets: "clean" (the target is exactly the mapped legacy) and
 # "dirty" (ten planted differences: 4 changed fields, 3 rows missing in the
@@ -51,7 +61,7 @@ set -euo pipefail
 ROWS=${BENCH_ROWS:-1000000}
 ROUNDS=${BENCH_ROUNDS:-5}
 PORT=${BENCH_PORT:-55501}
-METHODS=(count mapscan join except softmig)
+METHODS=(count mapscan join except nocache softmig warm)
 
 [[ $ROWS =~ ^[1-9][0-9]*$ ]] && ((ROWS >= 1000)) || die "BENCH_ROWS must be an integer >= 1000 (got '$ROWS')"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$ROUNDS')"
@@ -83,7 +93,10 @@ PARALLEL=$(sql -c "SHOW max_parallel_workers_per_gather")
 # is mirrored, so differences can be planted directly)
 # ---------------------------------------------------------------------------
 say "loading $ROWS rows per table"
+# synchronous_commit = on for the load: VACUUM marks a page all-visible only
+# once its rows' commit is flushed (the digest cache needs all-visible pages)
 sql >/dev/null <<EOF
+SET synchronous_commit = on;
 CREATE EXTENSION softmig;
 CREATE TABLE legacy_orders (id int PRIMARY KEY, cust text NOT NULL, cents int NOT NULL,
                             note text, created date NOT NULL);
@@ -116,7 +129,11 @@ Q_except="SELECT count(*) FROM (
    UNION ALL
    (SELECT order_id, customer, amount, note, created FROM orders
     EXCEPT SELECT id, upper(cust), (cents / 100.0)::numeric(12,2), note, created FROM legacy_orders)) d"
+Q_nocache="SELECT count(*) FROM softmig.parity('bench')"
+PRE_nocache="SET softmig.parity_cache = off;"
 Q_softmig="SELECT count(*) FROM softmig.parity('bench')"
+PRE_softmig="SELECT softmig.parity_cache_reset('bench') AS reset \gset"
+Q_warm="SELECT count(*) FROM softmig.parity('bench')"
 
 # time_round DATASET: one interleaved round, appends "dataset method ms result" lines
 declare -A TIMES RESULT
@@ -124,7 +141,9 @@ time_round() {
     local ds=$1 m q out ms res
     for m in "${METHODS[@]}"; do
         q=Q_$m
+        pre=PRE_$m
         out=$("${PSQL[@]}" -At <<EOF
+${!pre:-}
 \timing on
 ${!q};
 EOF
@@ -144,7 +163,9 @@ check_results() {  # dataset
     [[ ${RESULT[$ds,count]} == $((2 * ROWS)) || $ds == dirty ]] || die "$ds: count says ${RESULT[$ds,count]}"
     [[ ${RESULT[$ds,join]} == "$want_join" ]] || die "$ds: join found ${RESULT[$ds,join]}, expected $want_join"
     [[ ${RESULT[$ds,except]} == "$want_except" ]] || die "$ds: except found ${RESULT[$ds,except]}, expected $want_except"
-    [[ ${RESULT[$ds,softmig]} == "$want_softmig" ]] || die "$ds: softmig found ${RESULT[$ds,softmig]}, expected $want_softmig"
+    for m in nocache softmig warm; do
+        [[ ${RESULT[$ds,$m]} == "$want_softmig" ]] || die "$ds: $m found ${RESULT[$ds,$m]}, expected $want_softmig"
+    done
 }
 
 run_dataset() {  # dataset
@@ -165,7 +186,7 @@ run_dataset clean
 
 say "planting ten differences"
 P1=$((ROWS / 10)); P2=$((ROWS / 3 - (ROWS / 3) % 3 + 1)); P3=$((ROWS / 2)); P4=$((ROWS - 5))   # P2: a row with a note
-sql >/dev/null <<EOF
+PLANT="SET synchronous_commit = on;
 UPDATE orders SET amount = amount + 1 WHERE order_id = 17;
 UPDATE orders SET customer = 'SOMEONE ELSE' WHERE order_id = $P1;
 UPDATE orders SET note = NULL WHERE order_id = $P2;
@@ -174,8 +195,16 @@ DELETE FROM orders WHERE order_id IN ($((P1 + 7)), $((P3 + 7)), $P4);
 INSERT INTO orders VALUES (0, 'ZERO', 0, NULL, '2020-01-01'),
                           ($((ROWS + 1)), 'PAST THE END', 1, NULL, '2020-01-01'),
                           ($((ROWS + 1000)), 'FAR PAST', 2, NULL, '2020-01-01');
-VACUUM (ANALYZE) orders;
-EOF
+VACUUM (INDEX_CLEANUP on) orders;"
+UNPLANT="SET synchronous_commit = on;
+UPDATE orders o SET customer = upper(l.cust), amount = l.cents / 100.0, note = l.note, created = l.created
+  FROM legacy_orders l WHERE o.order_id = l.id AND l.id IN (17, $P1, $P2, $P3);
+INSERT INTO orders SELECT id, upper(cust), cents / 100.0, note, created FROM legacy_orders
+ WHERE id IN ($((P1 + 7)), $((P3 + 7)), $P4);
+DELETE FROM orders WHERE order_id IN (0, $((ROWS + 1)), $((ROWS + 1000)));
+VACUUM (INDEX_CLEANUP on) orders;"
+sql >/dev/null <<<"$PLANT
+ANALYZE orders;"
 # the planted keys, exactly
 WANT="0,17,$P1,$((P1 + 7)),$P2,$P3,$((P3 + 7)),$P4,$((ROWS + 1)),$((ROWS + 1000))"
 GOT=$(sql -c "SELECT string_agg((key->>'id'), ',' ORDER BY (key->>'id')::int) FROM softmig.parity('bench')")
@@ -185,6 +214,29 @@ STATS=$(sql -c "SELECT (s->'chunks')::text || ' chunks, ' || (s->'chunks_descend
                   FROM softmig._parity_summary((SELECT id FROM softmig.migrations WHERE name = 'bench'), 10000, 0) s")
 
 run_dataset dirty
+
+# incremental: cache built on clean data, ten differences planted, one run
+INCR_TIMES=
+for ((r = 1; r <= ROUNDS; r++)); do
+    say "incremental: round $r/$ROUNDS"
+    sql >/dev/null <<<"$UNPLANT"
+    [[ $(sql -c "SELECT softmig.parity_cache_reset('bench')" -c "SELECT count(*) FROM softmig.parity('bench')" | tail -1) == 0 ]] \
+        || die "incremental: not clean after removing the planted differences"
+    sql >/dev/null <<<"$PLANT"
+    out=$("${PSQL[@]}" -At <<EOSQL
+\timing on
+SELECT (s->>'missing_in_target')::int + (s->>'missing_in_legacy')::int + (s->>'mismatch')::int,
+       s->'cache'->>'mode', s->'cache'->'stale_segments', s->'cache'->>'rechecked_chunks', s->>'chunks_descended'
+  FROM softmig._parity_summary((SELECT id FROM softmig.migrations WHERE name = 'bench'), 10000, 0) s;
+EOSQL
+)
+    ms=$(printf '%s\n' "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+    res=$(printf '%s\n' "$out" | sed -n 1p)
+    [[ ${res%%|*} == 10 ]] || die "incremental: parity found ${res%%|*} differences, expected 10 ($res)"
+    [[ $(cut -d'|' -f2 <<<"$res") == warm ]] || die "incremental: the cache was not reused ($res)"
+    INCR_TIMES+="$ms "
+    INCR_INFO="stale segments (legacy, target) $(cut -d'|' -f3 <<<"$res"), $(cut -d'|' -f4 <<<"$res") chunks rechecked, $(cut -d'|' -f5 <<<"$res") descended"
+done
 
 # ---------------------------------------------------------------------------
 # Report
@@ -204,22 +256,32 @@ OUT=$OUTDIR/parity_$STAMP.md
     echo "max_parallel_workers_per_gather = $PARALLEL, $NCPU CPU ($CPU), $MEM; dirty run: $STATS;"
     echo "load average before: $LOAD_START, after: $LOAD_END (other work on the machine skews every method)"
     echo
-    echo "| data | method | seconds | min..max | rows/s | softmig speed-up |"
-    echo "|---|---|---:|---|---:|---|"
-    for ds in clean dirty; do
-        sm=$(median <<<"${TIMES_SAVED[$ds,softmig]}")
-        for m in "${METHODS[@]}"; do
+    echo "incremental: $INCR_INFO (last round)"
+    echo
+    echo "| data | method | seconds | min..max | rows/s | time / count(*) | speed-up vs FULL JOIN | speed-up vs EXCEPT |"
+    echo "|---|---|---:|---|---:|---:|---:|---:|"
+    TIMES_SAVED[incremental,softmig]=$INCR_TIMES
+    for ds in clean dirty incremental; do
+        if [[ $ds == incremental ]]; then ms_list=(softmig); ref=dirty
+        else ms_list=("${METHODS[@]}"); ref=$ds; fi
+        cnt=$(median <<<"${TIMES_SAVED[$ref,count]}")
+        jn=$(median <<<"${TIMES_SAVED[$ref,join]}")
+        ex=$(median <<<"${TIMES_SAVED[$ref,except]}")
+        for m in "${ms_list[@]}"; do
             med=$(median <<<"${TIMES_SAVED[$ds,$m]}")
             mm=$(minmax <<<"${TIMES_SAVED[$ds,$m]}")
             rate=$(awk -v r="$ROWS" -v ms="$med" 'BEGIN {printf "%.0f", 2 * r / (ms / 1000)}')
             case $m in
-                count)   ratio=$(awk -v a="$sm" -v b="$med" 'BEGIN {printf "softmig takes %.2fx count(*)", a / b}') ;;
-                mapscan) ratio=$(awk -v a="$sm" -v b="$med" 'BEGIN {printf "softmig takes %.2fx the mapped scan", a / b}') ;;
-                softmig) ratio="—" ;;
-                *)       ratio=$(awk -v a="$sm" -v b="$med" 'BEGIN {printf "%.2fx faster", b / a}') ;;
+                nocache|softmig|warm)
+                    vs=$(awk -v a="$med" -v c="$cnt" -v j="$jn" -v e="$ex" 'BEGIN {printf "%.2fx | %.2fx | %.2fx", a / c, j / a, e / a}') ;;
+                *)  vs=$(awk -v a="$med" -v c="$cnt" 'BEGIN {printf "%.2fx |  | ", a / c}') ;;
             esac
-            printf '| %s | %s | %.3f | %s | %s | %s |\n' "$ds" "$m" "$(awk -v ms="$med" 'BEGIN {print ms / 1000}')" "$mm" "$rate" "$ratio"
+            name=$m
+            [[ $ds == incremental ]] && name="softmig, cache built before the ten writes"
+            printf '| %s | %s | %.3f | %s | %s | %s |\n' "$ds" "$name" "$(awk -v ms="$med" 'BEGIN {print ms / 1000}')" "$mm" "$rate" "$vs"
         done
     done
+    echo
+    echo "(incremental compares with the dirty data set's count(*), FULL JOIN and EXCEPT)"
 } | tee "$OUT"
 say "written to ${OUT#"$HERE"/../}"

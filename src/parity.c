@@ -73,9 +73,12 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
+#include "common/md5.h"
 #include "executor/executor.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -102,6 +105,7 @@
 
 #include "softmig.h"
 #include "observe.h"
+#include "paritycache.h"
 #include "readpath.h"
 
 /* GUCs (see softmig_observe_init) */
@@ -114,8 +118,18 @@ int			softmig_parity_pause_lock = 0;
 /* rows per cursor fetch in the descent */
 #define PARITY_FETCH 1000
 
-/* digest state: 4 counters, then 3 per chunk (see acc_row) */
-#define ACC_HDR 4
+/* digest state: 6 header words, then 5 per chunk (see acc_row) */
+#define ACC_HDR 6
+#define ACC_PER 5
+
+/*
+ * Segments in a digest state: the lowest stored as ~seg and the highest as
+ * seg + 1, so 0 means "no row" and combining partial states takes the
+ * maximum of both words.
+ */
+#define SEG_LO(seg) (~(uint64) (seg))
+#define SEG_HI(seg) ((uint64) (seg) + 1)
+#define NO_SEG PC_SEG_NONE		/* acc_row: do not track segments */
 
 /*
  * A digest state as a bytea: the uint64 array starts 8 bytes in (after the
@@ -125,7 +139,7 @@ int			softmig_parity_pause_lock = 0;
 #define ACC_PAD 8
 #define ACC_STATE(b) ((uint64 *) (((char *) (b)) + ACC_PAD))
 
-/* Hard limit on chunks (the digest state is 24 bytes per chunk). */
+/* Hard limit on chunks (the digest state is 40 bytes per chunk). */
 #define PARITY_MAX_CHUNKS 100000
 
 /* jsonb_build_object takes at most 100 arguments: build in groups */
@@ -162,6 +176,7 @@ typedef struct PChunk
 	uint64		n[2];
 	uint64		d1[2];			/* primary digest */
 	uint64		d2[2];			/* guard digest */
+	bool		recheck;		/* cached digests not usable: compare rows */
 } PChunk;
 
 typedef struct AccCol
@@ -246,6 +261,19 @@ struct ParityCtx
 	uint64		qskipped[2];
 	uint64		descended;
 	uint64		found[3];
+	/* digest cache (see "Digest cache") */
+	bool		cache_on;		/* this run may read and write the cache */
+	const char *cache_why;		/* why not, when off */
+	char		cache_fp[33];	/* fingerprint of the comparison (md5) */
+	int			cache_mode;		/* PCM_* */
+	uint64	   *st[2];			/* each side's digest state */
+	uint8	   *cflags;			/* per chunk: PCF_* */
+	PcPages		pages[2];		/* page state stored with the digests */
+	uint64		stale_segs[2];	/* warm run: segments not vouched for */
+	uint64		rechecked;		/* warm run: chunks compared row by row */
+	uint64		merged[2];		/* rows the descent read, not quarantined */
+	bool		nullstale[2];	/* warm run: NULL-key rows may have changed */
+	bool		stored;			/* the cache row was written */
 	/* output */
 	ParityEmit	emit;
 	void	   *emit_arg;
@@ -286,6 +314,7 @@ softmig_observe_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	softmig_paritycache_init();
 	softmig_rules_init();
 }
 
@@ -910,10 +939,12 @@ acc_chunk_of(AccSetup *s, const Datum *key)
  *		Digest one row (keys then fields) into state st.  The primary hash
  *		(hash_combine64 chain) and the guard hash (rotate-xor-multiply chain,
  *		finalized by mix64) combine the same per-value hashes in unrelated
- *		ways; sums make the digest independent of row order.
+ *		ways; sums make the digest independent of row order.  Unless seg is
+ *		NO_SEG, the row's segment (heap block / PC_SEG_BLOCKS) widens the
+ *		range of segments noted for its chunk (or for NULL keys).
  */
 static void
-acc_row(AccSetup *s, uint64 *st, const Datum *v, const bool *isnull)
+acc_row(AccSetup *s, uint64 *st, const Datum *v, const bool *isnull, uint64 seg)
 {
 	uint64		a = s->seed;
 	uint64		b = mix64(~s->seed);
@@ -923,6 +954,11 @@ acc_row(AccSetup *s, uint64 *st, const Datum *v, const bool *isnull)
 		if (isnull[i])
 		{
 			st[1]++;
+			if (seg != NO_SEG)
+			{
+				st[4] = Max(st[4], SEG_LO(seg));
+				st[5] = Max(st[5], SEG_HI(seg));
+			}
 			return;
 		}
 	if (s->nq > 0 && acc_quarantined(s, v))
@@ -940,10 +976,15 @@ acc_row(AccSetup *s, uint64 *st, const Datum *v, const bool *isnull)
 		b *= UINT64CONST(0x9e3779b97f4a7c15);
 	}
 	b = mix64(b);
-	ch = &st[ACC_HDR + 3 * acc_chunk_of(s, v)];
+	ch = &st[ACC_HDR + ACC_PER * acc_chunk_of(s, v)];
 	ch[0]++;
 	ch[1] += a;
 	ch[2] += b;
+	if (seg != NO_SEG)
+	{
+		ch[3] = Max(ch[3], SEG_LO(seg));
+		ch[4] = Max(ch[4], SEG_HI(seg));
+	}
 	st[3]++;
 }
 
@@ -1271,14 +1312,16 @@ merge_state(ParityCtx *c, int side, const uint64 *st)
 {
 	if ((int) st[0] != c->nchunks)
 		elog(ERROR, "softmig: parity digest has %d chunks, expected %d", (int) st[0], c->nchunks);
+	c->st[side] = MemoryContextAlloc(c->cxt, sizeof(uint64) * (ACC_HDR + ACC_PER * c->nchunks));
+	memcpy(c->st[side], st, sizeof(uint64) * (ACC_HDR + ACC_PER * c->nchunks));
 	c->nullkeys[side] += st[1];
 	c->qskipped[side] += st[2];
 	c->rows[side] += st[3];
 	for (int i = 0; i < c->nchunks; i++)
 	{
-		c->chunks[i].n[side] += st[ACC_HDR + 3 * i];
-		c->chunks[i].d1[side] += st[ACC_HDR + 3 * i + 1];
-		c->chunks[i].d2[side] += st[ACC_HDR + 3 * i + 2];
+		c->chunks[i].n[side] += st[ACC_HDR + ACC_PER * i];
+		c->chunks[i].d1[side] += st[ACC_HDR + ACC_PER * i + 1];
+		c->chunks[i].d2[side] += st[ACC_HDR + ACC_PER * i + 2];
 	}
 }
 
@@ -1392,6 +1435,12 @@ digest_pass_agg(ParityCtx *c, int side)
 	appendStringInfoString(&buf, "SELECT softmig.parity_digest(");
 	for (p = 1; p <= nparams; p++)
 		appendStringInfo(&buf, "$%d, ", p);
+	if (!c->cache_on)
+		appendStringInfoString(&buf, "NULL::pg_catalog.tid, ");
+	else if (side == PSIDE_LEGACY)
+		appendStringInfoString(&buf, "softmig_l.ctid, ");
+	else
+		appendStringInfoString(&buf, "softmig_t.ctid, ");
 	append_select_list(&buf, c, side);
 	appendStringInfoChar(&buf, ')');
 	append_from(&buf, c, side);
@@ -1455,7 +1504,7 @@ digest_receive(TupleTableSlot *slot, DestReceiver *self)
 
 	slot_getallattrs(slot);
 	old = MemoryContextSwitchTo(d->c->rowcxt);
-	acc_row(&d->c->acc, d->st, slot->tts_values, slot->tts_isnull);
+	acc_row(&d->c->acc, d->st, slot->tts_values, slot->tts_isnull, NO_SEG);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(d->c->rowcxt);
 	return true;
@@ -1519,7 +1568,7 @@ digest_pass_local(ParityCtx *c, int side)
 	dest.pub.rDestroy = digest_destroy;
 	dest.pub.mydest = DestNone;
 	dest.c = c;
-	dest.st = MemoryContextAllocZero(c->cxt, sizeof(uint64) * (ACC_HDR + 3 * c->nchunks));
+	dest.st = MemoryContextAllocZero(c->cxt, sizeof(uint64) * (ACC_HDR + ACC_PER * c->nchunks));
 	dest.st[0] = c->nchunks;
 
 	memset(&opts, 0, sizeof(opts));
@@ -1533,6 +1582,18 @@ digest_pass_local(ParityCtx *c, int side)
 }
 
 /*
+ * digest_fits_aggregate
+ *		Do a side's columns fit the digest aggregate's argument list
+ *		(FUNC_MAX_ARGS: state, seed, key count, collations, two arrays per
+ *		key column, ctid, the columns)?
+ */
+static bool
+digest_fits_aggregate(ParityCtx *c)
+{
+	return 1 + 4 + 2 * c->nkeys + c->ncols <= FUNC_MAX_ARGS;
+}
+
+/*
  * digest_pass
  *		Phase 1 for one side, by the aggregate when its arguments fit in one
  *		call (FUNC_MAX_ARGS), else locally.
@@ -1540,7 +1601,7 @@ digest_pass_local(ParityCtx *c, int side)
 static void
 digest_pass(ParityCtx *c, int side)
 {
-	if (1 + 3 + 2 * c->nkeys + c->ncols <= FUNC_MAX_ARGS)
+	if (digest_fits_aggregate(c))
 		digest_pass_agg(c, side);
 	else
 		digest_pass_local(c, side);
@@ -1584,9 +1645,10 @@ acc_cache_build(FunctionCallInfo fcinfo)
 	s->nkeys = PG_GETARG_INT32(2);
 	if (s->nkeys < 1 || s->nkeys > FUNC_MAX_ARGS)
 		bad_digest_args();
-	first = 4 + 2 * s->nkeys;
+	first = 5 + 2 * s->nkeys;
 	s->ncols = nargs - first;
-	if (s->ncols < s->nkeys)
+	if (s->ncols < s->nkeys ||
+		get_fn_expr_argtype(fcinfo->flinfo, first - 1) != TIDOID)
 		bad_digest_args();
 	for (int k = 0; k < 2 * s->nkeys; k++)
 	{
@@ -1661,7 +1723,7 @@ softmig_parity_acc(PG_FUNCTION_ARGS)
 	}
 	if (PG_ARGISNULL(0))
 	{
-		Size		len = ACC_PAD + sizeof(uint64) * (ACC_HDR + 3 * (s->nb + 1));
+		Size		len = ACC_PAD + sizeof(uint64) * (ACC_HDR + ACC_PER * (s->nb + 1));
 
 		state = (bytea *) MemoryContextAllocZero(aggcxt, len);
 		SET_VARSIZE(state, len);
@@ -1669,13 +1731,15 @@ softmig_parity_acc(PG_FUNCTION_ARGS)
 	}
 	else
 		state = (bytea *) PG_GETARG_POINTER(0);
-	first = 4 + 2 * s->nkeys;
+	first = 5 + 2 * s->nkeys;
 	for (int i = 0; i < s->ncols; i++)
 	{
 		nulls[i] = PG_ARGISNULL(first + i);
 		values[i] = nulls[i] ? (Datum) 0 : PG_GETARG_DATUM(first + i);
 	}
-	acc_row(s, ACC_STATE(state), values, nulls);
+	acc_row(s, ACC_STATE(state), values, nulls,
+			PG_ARGISNULL(first - 1) ? NO_SEG :
+			ItemPointerGetBlockNumberNoCheck((ItemPointer) PG_GETARG_POINTER(first - 1)) / PC_SEG_BLOCKS);
 	PG_RETURN_POINTER(state);
 }
 
@@ -1683,7 +1747,8 @@ PG_FUNCTION_INFO_V1(softmig_parity_combine);
 /*
  * softmig_parity_combine
  *		Combine function of softmig.parity_digest: add two partial states
- *		(from parallel workers) element by element.
+ *		(from parallel workers) element by element, except the segment
+ *		range words, of which the larger wins (see SEG_LO).
  */
 Datum
 softmig_parity_combine(PG_FUNCTION_ARGS)
@@ -1719,7 +1784,10 @@ softmig_parity_combine(PG_FUNCTION_ARGS)
 		uint64		v;
 
 		memcpy(&v, ((char *) b) + ACC_PAD + i * sizeof(uint64), sizeof(uint64));
-		sa[i] += v;
+		if (i == 4 || i == 5 || (i >= ACC_HDR && (i - ACC_HDR) % ACC_PER >= 3))
+			sa[i] = Max(sa[i], v);	/* segment range words */
+		else
+			sa[i] += v;
 	}
 	PG_RETURN_POINTER(a);
 }
@@ -2055,6 +2123,7 @@ merge_streams(ParityCtx *c, Stream *l, Stream *t)
 			{
 				KeyRef		kr = {PSIDE_LEGACY, l, false, (Datum) 0};
 
+				c->merged[PSIDE_LEGACY]++;
 				c->found[PK_MISSING_IN_TARGET]++;
 				c->emit(c, PK_MISSING_IN_TARGET, &kr, -1, 0, true, 0, true);
 			}
@@ -2062,6 +2131,8 @@ merge_streams(ParityCtx *c, Stream *l, Stream *t)
 		}
 		else if (r > 0)
 		{
+			if (!(c->nq > 0 && is_quarantined(c, &t->vals[t->off])))
+				c->merged[PSIDE_TARGET]++;
 			if (!t_matched && !(c->nq > 0 && is_quarantined(c, &t->vals[t->off])))
 			{
 				KeyRef		kr = {PSIDE_TARGET, t, false, (Datum) 0};
@@ -2074,7 +2145,10 @@ merge_streams(ParityCtx *c, Stream *l, Stream *t)
 		else
 		{
 			if (!(c->nq > 0 && is_quarantined(c, &l->vals[l->off])))
+			{
+				c->merged[PSIDE_LEGACY]++;
 				compare_rows(c, l, t);
+			}
 			adv_l = true;
 			t_matched = true;
 		}
@@ -2147,7 +2221,7 @@ compare_range(ParityCtx *c, SPIPlanPtr plans[2][3][2], int lo_mode, Datum *lo,
  * null_key_rows
  *		Rows of one side whose key has a NULL can match nothing on the other
  *		side (NULL equals nothing): each is missing there, unless its entity
- *		is quarantined.
+ *		is quarantined.  Counts them in c->nullkeys[side].
  */
 static void
 null_key_rows(ParityCtx *c, int side)
@@ -2172,6 +2246,7 @@ null_key_rows(ParityCtx *c, int side)
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	c->nullkeys[side] = 0;
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, PARITY_FETCH);
@@ -2183,6 +2258,7 @@ null_key_rows(ParityCtx *c, int side)
 			KeyRef		kr = {side, NULL, true, (Datum) 0};
 			ParityKind	kind = side == PSIDE_LEGACY ? PK_MISSING_IN_TARGET : PK_MISSING_IN_LEGACY;
 
+			c->nullkeys[side]++;
 			kr.key = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
 			if (c->apply_quarantine && c->nqjson > 0 && is_quarantined_json(c, kr.key))
 				continue;
@@ -2206,6 +2282,580 @@ chunk_differs(ParityCtx *c, PChunk *ch)
 	return ch->n[0] != ch->n[1] ||
 		((ch->d1[0] - ch->d1[1]) & c->d1mask) != 0 ||
 		ch->d2[0] != ch->d2[1];
+}
+
+/* ---------------------------------------------------------------------
+ * Digest cache
+ *
+ * A full pass stores, in softmig.parity_cache, the chunk bounds and per
+ * side the digest state (per chunk: rows, both digests and the range of
+ * segments its rows were found in) and the page state of every segment
+ * (paritycache.c: the highest page LSN if all its pages were all-visible
+ * and not changed since the pass began).  A later run with the same
+ * fingerprint (mapping, compared columns and their types, functions,
+ * collation versions, quarantine, chunk size, both tables' storage) reads
+ * the page state again instead of the rows:
+ *
+ *  - a segment is stale unless it was cached and still has all pages
+ *    all-visible with the same highest LSN;
+ *  - the keys in stale segments are read (key columns only, through TID
+ *    range scans) and their chunks, with every chunk whose stored segment
+ *    range covers a stale segment, are rechecked: compared row by row, as
+ *    the descent compares differing chunks;
+ *  - every other chunk keeps its stored digests on both sides, which are
+ *    compared as in a full pass (differing ones are descended).
+ *
+ * A row of an unchanged chunk lives in an unchanged segment, or it would
+ * have moved (its old page changed, inside the chunk's range) or arrived
+ * (its new page changed, and its key was read there).  Rechecked chunks
+ * stay marked in the cache; once more than a fifth of the chunks, or a
+ * quarter of either table's segments, would be rechecked, a full pass
+ * rebuilds the cache instead (comparing rows one by one costs a few times
+ * more per row than digesting them).  Runs in read-only transactions, on a
+ * standby, with the cache off or with the digest test hook never use it.
+ * --------------------------------------------------------------------- */
+
+#define PCM_OFF 0
+#define PCM_FULL 1				/* full pass; its digests are stored */
+#define PCM_WARM 2				/* stored digests reused */
+
+static const char *const cache_mode_names[] = {"off", "full", "warm"};
+
+#define PCF_RECHECK 1			/* chunk flag: stored digests not usable */
+
+/* bump when hashing or the digest state changes: old cache rows then miss */
+#define PARITY_CACHE_FORMAT 1
+
+/*
+ * cache_off
+ *		Record why this run does not use the cache.
+ */
+static void
+cache_off(ParityCtx *c, const char *why)
+{
+	c->cache_on = false;
+	c->cache_mode = PCM_OFF;
+	c->cache_why = why;
+}
+
+/*
+ * key_types_binary
+ *		Do all key column types have binary send and receive functions (the
+ *		stored chunk bounds are arrays in binary form)?  Syscache only.
+ */
+static bool
+key_types_binary(ParityCtx *c)
+{
+	for (int k = 0; k < c->nkeys; k++)
+	{
+		HeapTuple	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(getBaseType(c->cols[k].typid)));
+		bool		ok;
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for type %u", c->cols[k].typid);
+		ok = OidIsValid(((Form_pg_type) GETSTRUCT(tup))->typsend) &&
+			OidIsValid(((Form_pg_type) GETSTRUCT(tup))->typreceive);
+		ReleaseSysCache(tup);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * cache_prepare
+ *		Decide whether this run may use the cache and compute the
+ *		comparison's fingerprint.  Runs in the read-only context after
+ *		load_quarantine; prepares (without running) one statement per side
+ *		as that side's owner to inspect the mapping.  The tables are already
+ *		locked (parity_build).
+ */
+static void
+cache_prepare(ParityCtx *c)
+{
+	StringInfoData fp;
+	List	   *colls = NIL;
+	const char *why = NULL;
+	const char *errstr = NULL;
+
+	if (!softmig_parity_cache)
+		why = "softmig.parity_cache is off";
+	else if (c->digest_bits < 64)
+		why = "softmig.parity_digest_bits is below 64";
+	else if (RecoveryInProgress())
+		why = "the server is in recovery";
+	else if (!digest_fits_aggregate(c))
+		why = "too many compared columns";
+	else if (!key_types_binary(c))
+		why = "a key type has no binary input and output";
+	if (why)
+	{
+		cache_off(c, why);
+		return;
+	}
+
+	initStringInfo(&fp);
+	appendStringInfo(&fp, "softmig parity cache %d server %d chunk_rows %d keys %d cols %d",
+					 PARITY_CACHE_FORMAT, PG_VERSION_NUM, c->chunk_rows, c->nkeys, c->ncols);
+	for (int i = 0; i < c->ncols; i++)
+		appendStringInfo(&fp, " [%s %u %d %u %d]", c->cols[i].name, c->cols[i].typid,
+						 c->cols[i].typmod, c->cols[i].collid, c->acc.cols[i].how);
+	for (int side = PSIDE_LEGACY; side <= PSIDE_TARGET && why == NULL; side++)
+	{
+		Relation	rel = table_open(side == PSIDE_LEGACY ? c->legacy : c->target, NoLock);
+		StringInfoData q;
+		SPIPlanPtr	plan;
+
+		why = softmig_pc_rel_refusal(rel);
+		appendStringInfo(&fp, " side %d rel %u node %u:%u", side, RelationGetRelid(rel),
+						 rel->rd_node.spcNode, rel->rd_node.relNode);
+		table_close(rel, NoLock);
+		if (why)
+			break;
+		initStringInfo(&q);
+		appendStringInfoString(&q, "SELECT ");
+		append_select_list(&q, c, side);
+		append_from(&q, c, side);
+		appendStringInfo(&fp, " %s", q.data);
+		as_role(c, side == PSIDE_LEGACY ? c->lowner : c->towner);
+		plan = SPI_prepare(q.data, 0, NULL);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		why = softmig_pc_plan_refusal(plan, &fp, &colls);
+		SPI_freeplan(plan);
+	}
+	if (why)
+	{
+		cache_off(c, why);
+		return;
+	}
+	for (int k = 0; k < c->nkeys; k++)
+	{
+		Oid			arrtype = get_array_type(getBaseType(c->cols[k].typid));
+		Oid			outfn;
+		bool		isvarlena;
+
+		getTypeOutputInfo(arrtype, &outfn, &isvarlena);
+		appendStringInfo(&fp, " q%d %s", k,
+						 OidOutputFunctionCall(outfn, key_array(c, k, c->acc.q, c->acc.nq)));
+	}
+	for (int i = 0; i < c->ncols; i++)
+		if (OidIsValid(c->cols[i].collid))
+			colls = list_append_unique_oid(colls, c->cols[i].collid);
+	softmig_pc_collation_versions(&fp, colls);
+	if (!pg_md5_hash(fp.data, fp.len, c->cache_fp, &errstr))
+		elog(ERROR, "softmig: computing the parity cache fingerprint failed: %s", errstr);
+	c->cache_on = true;
+	c->cache_mode = PCM_FULL;
+}
+
+/*
+ * cache_scan_stale
+ *		Warm run, one side: read the keys of the rows in the stale segments
+ *		(TID range scans, key columns only, as the side's owner) and mark
+ *		their chunks for a recheck, or note NULL keys.
+ */
+static void
+cache_scan_stale(ParityCtx *c, int side, const bool *stale, uint32 nseg)
+{
+	StringInfoData buf;
+	SPIPlanPtr	plan;
+	Oid			argtypes[2] = {TIDOID, TIDOID};
+	const char *alias = side == PSIDE_LEGACY ? "softmig_l" : "softmig_t";
+	Datum	   *keys = palloc(sizeof(Datum) * c->nkeys);
+	bool	   *nulls = palloc(sizeof(bool) * c->nkeys);
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "SELECT ");
+	for (int i = 0; i < c->nkeys; i++)
+	{
+		if (i)
+			appendStringInfoString(&buf, ", ");
+		if (side == PSIDE_LEGACY)
+			appendStringInfoString(&buf, c->cols[i].lexpr);
+		else
+			appendStringInfo(&buf, "softmig_t.%s", quote_identifier(c->cols[i].name));
+	}
+	append_from(&buf, c, side);
+	appendStringInfo(&buf, " WHERE %s.ctid OPERATOR(pg_catalog.>=) $1 AND %s.ctid OPERATOR(pg_catalog.<) $2",
+					 alias, alias);
+	as_role(c, side == PSIDE_LEGACY ? c->lowner : c->towner);
+	plan = SPI_prepare(buf.data, 2, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+
+	for (uint32 a = 0; a < nseg;)
+	{
+		uint32		b;
+		ItemPointerData lo;
+		ItemPointerData hi;
+		Datum		values[2];
+		Portal		portal;
+
+		if (!stale[a])
+		{
+			a++;
+			continue;
+		}
+		for (b = a + 1; b < nseg && stale[b]; b++)
+			;
+		ItemPointerSet(&lo, a * PC_SEG_BLOCKS, 0);
+		ItemPointerSet(&hi, b * PC_SEG_BLOCKS, 0);
+		values[0] = PointerGetDatum(&lo);
+		values[1] = PointerGetDatum(&hi);
+		portal = SPI_cursor_open(NULL, plan, values, NULL, true);
+		for (;;)
+		{
+			SPI_cursor_fetch(portal, true, PARITY_FETCH);
+			if (SPI_processed == 0)
+				break;
+			for (uint64 r = 0; r < SPI_processed; r++)
+			{
+				bool		anynull = false;
+
+				heap_deform_tuple(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, keys, nulls);
+				for (int k = 0; k < c->nkeys; k++)
+					anynull |= nulls[k];
+				if (anynull)
+					c->nullstale[side] = true;
+				else
+					c->chunks[acc_chunk_of(&c->acc, keys)].recheck = true;
+			}
+			SPI_freetuptable(SPI_tuptable);
+		}
+		SPI_cursor_close(portal);
+		a = b;
+	}
+	SPI_freeplan(plan);
+}
+
+/*
+ * seg_range_stale
+ *		Given the encoded segment range words of a chunk (SEG_LO/SEG_HI)
+ *		and prefix sums of stale segments, does the range hold a stale
+ *		segment?  An empty range holds none.
+ */
+static bool
+seg_range_stale(uint64 elo, uint64 ehi, const uint32 *pre, uint32 nseg)
+{
+	uint64		lo;
+	uint64		hi;
+
+	if (ehi == 0)
+		return false;
+	lo = ~elo;
+	hi = ehi - 1;
+	if (lo > hi || hi >= nseg)
+		return true;			/* cannot happen for a well-formed state */
+	return pre[hi + 1] - pre[lo] > 0;
+}
+
+/*
+ * cache_try_warm
+ *		Use the stored digests if the cache row matches this comparison and
+ *		not too much changed since: sets the chunks (bounds, stored digests,
+ *		recheck flags) and returns true; false leaves the run to a full pass
+ *		(nothing has been reported yet).  Reads the cache row as the
+ *		catalog owner, both tables' pages, and the keys in stale segments.
+ */
+static bool
+cache_try_warm(ParityCtx *c)
+{
+	Oid			argtypes[3] = {INT4OID, TEXTOID, INT4OID};
+	Datum		values[3];
+	bool		isnull;
+	Oid			save_user;
+	int			save_sec;
+	int			ret;
+	bytea	   *blob[2];
+	Datum		boundsd;
+	PcPages		cached[2];
+	uint64	   *st[2];
+	int			nst[2];
+	uint8	   *flags[2];
+	int			nfl[2];
+	int			nchunks;
+	Datum	   *barr;
+	int			nbarr;
+	uint64		rechecked = 0;
+	XLogRecPtr	start;
+	MemoryContext old;
+
+	values[0] = Int32GetDatum(c->id);
+	values[1] = CStringGetTextDatum(c->cache_fp);
+	values[2] = Int32GetDatum(c->chunk_rows);
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(softmig_catalog_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	ret = SPI_execute_with_args("SELECT bounds, legacy_state, target_state FROM softmig.parity_cache "
+								"WHERE migration_id OPERATOR(pg_catalog.=) $1 "
+								"AND fingerprint OPERATOR(pg_catalog.=) $2 "
+								"AND chunk_rows OPERATOR(pg_catalog.=) $3",
+								3, argtypes, values, NULL, true, 1);
+	SetUserIdAndSecContext(save_user, save_sec);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "softmig: reading softmig.parity_cache failed");
+	if (SPI_processed != 1)
+	{
+		c->cache_why = "no stored digests for this comparison";
+		return false;
+	}
+
+	old = MemoryContextSwitchTo(c->cxt);
+	boundsd = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	deconstruct_array(DatumGetArrayTypePCopy(boundsd), BYTEAOID, -1, false, TYPALIGN_INT,
+					  &barr, NULL, &nbarr);
+	for (int side = 0; side < 2; side++)
+		blob[side] = DatumGetByteaPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+													  2 + side, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	for (int side = 0; side < 2; side++)
+		if (!softmig_pc_unpack(blob[side], &cached[side], &st[side], &nst[side],
+							   &flags[side], &nfl[side]))
+		{
+			MemoryContextSwitchTo(old);
+			c->cache_why = "the stored digests are unreadable";
+			return false;
+		}
+	nchunks = (int) st[PSIDE_LEGACY][0];
+	if (nbarr != c->nkeys || nchunks < 1 || nchunks > PARITY_MAX_CHUNKS)
+	{
+		MemoryContextSwitchTo(old);
+		c->cache_why = "the stored digests are unreadable";
+		return false;
+	}
+	for (int side = 0; side < 2; side++)
+		if (nst[side] != ACC_HDR + ACC_PER * nchunks || (int) st[side][0] != nchunks ||
+			nfl[side] != nchunks + 1)
+		{
+			MemoryContextSwitchTo(old);
+			c->cache_why = "the stored digests are unreadable";
+			return false;
+		}
+
+	/* the chunk bounds, as stored */
+	c->nchunks = nchunks;
+	c->chunks = palloc0(sizeof(PChunk) * nchunks);
+	c->acc.nb = nchunks - 1;
+	c->acc.bounds = palloc(sizeof(Datum) * Max(c->acc.nb, 1) * c->nkeys);
+	for (int k = 0; k < c->nkeys; k++)
+	{
+		Oid			base = getBaseType(c->cols[k].typid);
+		Oid			arrtype = get_array_type(base);
+		Oid			recvfn;
+		Oid			ioparam;
+		bytea	   *b = DatumGetByteaPP(barr[k]);
+		StringInfoData sbuf;
+		ArrayType  *arr;
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+		Datum	   *elems;
+		int			n;
+
+		getTypeBinaryInputInfo(arrtype, &recvfn, &ioparam);
+		initStringInfo(&sbuf);
+		appendBinaryStringInfo(&sbuf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
+		arr = DatumGetArrayTypeP(OidReceiveFunctionCall(recvfn, &sbuf, ioparam, -1));
+		get_typlenbyvalalign(base, &typlen, &typbyval, &typalign);
+		if (ARR_ELEMTYPE(arr) != base)
+		{
+			MemoryContextSwitchTo(old);
+			c->cache_why = "the stored digests are unreadable";
+			return false;
+		}
+		deconstruct_array(arr, base, typlen, typbyval, typalign, &elems, NULL, &n);
+		if (n != c->acc.nb)
+		{
+			MemoryContextSwitchTo(old);
+			c->cache_why = "the stored digests are unreadable";
+			return false;
+		}
+		for (int i = 0; i < n; i++)
+			c->acc.bounds[i * c->nkeys + k] = datumCopy(elems[i], typbyval, typlen);
+	}
+	for (int i = 0; i < c->acc.nb; i++)
+		c->chunks[i].bound = &c->acc.bounds[i * c->nkeys];
+	MemoryContextSwitchTo(old);
+
+	/* which segments changed, and which chunks that touches */
+	start = GetXLogInsertRecPtr();
+	for (int side = 0; side < 2; side++)
+	{
+		Relation	rel = table_open(side == PSIDE_LEGACY ? c->legacy : c->target, NoLock);
+		PcPages    *now = &c->pages[side];
+		uint32		nseg;
+		bool	   *stale;
+		uint32	   *pre;
+
+		old = MemoryContextSwitchTo(c->cxt);
+		softmig_pc_read_pages(rel, start, now);
+		MemoryContextSwitchTo(old);
+		table_close(rel, NoLock);
+		if (now->relfilenode != cached[side].relfilenode)
+		{
+			c->cache_why = "a table was rewritten";
+			return false;
+		}
+		nseg = Max(now->nseg, cached[side].nseg);
+		stale = palloc0(sizeof(bool) * Max(nseg, 1));
+		pre = palloc0(sizeof(uint32) * (nseg + 1));
+		for (uint32 g = 0; g < nseg; g++)
+			stale[g] = g >= now->nseg || g >= cached[side].nseg ||
+				now->seg[g] == PC_SEG_NONE || cached[side].seg[g] == PC_SEG_NONE ||
+				now->seg[g] != cached[side].seg[g];
+		/* a segment that lost or gained blocks is stale whatever its LSNs */
+		if (now->nblocks != cached[side].nblocks)
+			for (uint32 g = Min(now->nblocks, cached[side].nblocks) / PC_SEG_BLOCKS; g < nseg; g++)
+				stale[g] = true;
+		for (uint32 g = 0; g < nseg; g++)
+			pre[g + 1] = pre[g] + (stale[g] ? 1 : 0);
+		c->stale_segs[side] = pre[nseg];
+		if (pre[nseg] > 0 && (double) pre[nseg] > 0.25 * nseg)
+		{
+			c->cache_why = "more than a quarter of a table changed";
+			return false;
+		}
+		for (int i = 0; i < nchunks; i++)
+		{
+			uint64	   *ch = &st[side][ACC_HDR + ACC_PER * i];
+
+			if ((flags[side][i] & PCF_RECHECK) ||
+				seg_range_stale(ch[3], ch[4], pre, nseg))
+				c->chunks[i].recheck = true;
+		}
+		if ((flags[side][nchunks] & PCF_RECHECK) ||
+			seg_range_stale(st[side][4], st[side][5], pre, nseg))
+			c->nullstale[side] = true;
+		cache_scan_stale(c, side, stale, now->nseg);
+		if (side == PSIDE_LEGACY)
+			pause_point();
+	}
+	for (int i = 0; i < nchunks; i++)
+		if (c->chunks[i].recheck)
+			rechecked++;
+	if (rechecked > 0 && (double) rechecked > 0.2 * nchunks)
+	{
+		c->cache_why = "more than a fifth of the chunks changed";
+		return false;
+	}
+
+	/* the stored digests of every chunk that is not rechecked */
+	c->cflags = MemoryContextAllocZero(c->cxt, nchunks + 1);
+	for (int side = 0; side < 2; side++)
+	{
+		c->rows[side] = 0;
+		c->nullkeys[side] = st[side][1];
+		c->qskipped[side] = st[side][2];
+		c->st[side] = st[side];
+		if (c->nullstale[side])
+			c->cflags[nchunks] = PCF_RECHECK;
+		for (int i = 0; i < nchunks; i++)
+		{
+			uint64	   *ch = &st[side][ACC_HDR + ACC_PER * i];
+
+			if (c->chunks[i].recheck)
+			{
+				c->cflags[i] = PCF_RECHECK;
+				continue;
+			}
+			c->chunks[i].n[side] = ch[0];
+			c->chunks[i].d1[side] = ch[1];
+			c->chunks[i].d2[side] = ch[2];
+			c->rows[side] += ch[0];
+		}
+	}
+	c->cache_mode = PCM_WARM;
+	return true;
+}
+
+/*
+ * cache_store
+ *		Write this run's cache row (as the catalog owner): after a full
+ *		pass the bounds, digests and page state; after a warm run the
+ *		refreshed page state and recheck flags.  Skipped in a read-only
+ *		transaction or while another run holds the migration's cache lock.
+ *		Outside the read-only context, inside the SPI connection.
+ */
+static void
+cache_store(ParityCtx *c)
+{
+	Oid			save_user;
+	int			save_sec;
+	bytea	   *blob[2];
+	uint8	   *flags;
+	int			ret;
+
+	if (!c->cache_on || c->cache_mode == PCM_OFF || XactReadOnly)
+		return;
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(softmig_catalog_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (!softmig_pc_try_lock(c->id))
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+		return;
+	}
+	flags = c->cflags ? c->cflags : palloc0(c->nchunks + 1);
+	for (int side = 0; side < 2; side++)
+	{
+		uint64	   *st = c->st[side];
+
+		if (st == NULL)
+		{
+			st = palloc0(sizeof(uint64) * (ACC_HDR + ACC_PER * c->nchunks));
+			st[0] = c->nchunks;
+		}
+		blob[side] = softmig_pc_pack(&c->pages[side], st, ACC_HDR + ACC_PER * c->nchunks,
+									 flags, c->nchunks + 1);
+	}
+	if (c->cache_mode == PCM_FULL)
+	{
+		Oid			argtypes[6] = {INT4OID, INT4OID, TEXTOID, BYTEAARRAYOID, BYTEAOID, BYTEAOID};
+		Datum		values[6];
+		Datum	   *bounds = palloc(sizeof(Datum) * c->nkeys);
+
+		for (int k = 0; k < c->nkeys; k++)
+		{
+			Oid			sendfn;
+			bool		isvarlena;
+
+			getTypeBinaryOutputInfo(get_array_type(getBaseType(c->cols[k].typid)), &sendfn, &isvarlena);
+			bounds[k] = PointerGetDatum(OidSendFunctionCall(sendfn, key_array(c, k, c->acc.bounds, c->acc.nb)));
+		}
+		values[0] = Int32GetDatum(c->id);
+		values[1] = Int32GetDatum(c->chunk_rows);
+		values[2] = CStringGetTextDatum(c->cache_fp);
+		values[3] = PointerGetDatum(construct_array(bounds, c->nkeys, BYTEAOID, -1, false, TYPALIGN_INT));
+		values[4] = PointerGetDatum(blob[PSIDE_LEGACY]);
+		values[5] = PointerGetDatum(blob[PSIDE_TARGET]);
+		ret = SPI_execute_with_args("INSERT INTO softmig.parity_cache AS p "
+									"(migration_id, chunk_rows, fingerprint, bounds, legacy_state, target_state, built_at, used_at, warm_runs) "
+									"VALUES ($1, $2, $3, $4, $5, $6, pg_catalog.now(), pg_catalog.now(), 0) "
+									"ON CONFLICT (migration_id) DO UPDATE SET chunk_rows = EXCLUDED.chunk_rows, "
+									"fingerprint = EXCLUDED.fingerprint, bounds = EXCLUDED.bounds, "
+									"legacy_state = EXCLUDED.legacy_state, target_state = EXCLUDED.target_state, "
+									"built_at = EXCLUDED.built_at, used_at = EXCLUDED.used_at, warm_runs = 0",
+									6, argtypes, values, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "softmig: writing softmig.parity_cache failed");
+	}
+	else
+	{
+		Oid			argtypes[4] = {INT4OID, TEXTOID, BYTEAOID, BYTEAOID};
+		Datum		values[4];
+
+		values[0] = Int32GetDatum(c->id);
+		values[1] = CStringGetTextDatum(c->cache_fp);
+		values[2] = PointerGetDatum(blob[PSIDE_LEGACY]);
+		values[3] = PointerGetDatum(blob[PSIDE_TARGET]);
+		ret = SPI_execute_with_args("UPDATE softmig.parity_cache SET legacy_state = $3, target_state = $4, "
+									"used_at = pg_catalog.now(), warm_runs = warm_runs OPERATOR(pg_catalog.+) 1 "
+									"WHERE migration_id OPERATOR(pg_catalog.=) $1 AND fingerprint OPERATOR(pg_catalog.=) $2",
+									4, argtypes, values, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "softmig: writing softmig.parity_cache failed");
+	}
+	SetUserIdAndSecContext(save_user, save_sec);
+	c->stored = true;
 }
 
 /*
@@ -2255,32 +2905,68 @@ run_parity_inner(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 	softmig_enter_readonly_context(c->lowner, &save_nest, &save_user, &save_sec);
 	c->run_sec = save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION;
 	load_quarantine(c);
-	choose_bounds(c);
+	cache_prepare(c);
 
-	as_role(c, c->lowner);
-	digest_pass(c, PSIDE_LEGACY);
-	pause_point();
-	as_role(c, c->towner);
-	digest_pass(c, PSIDE_TARGET);
+	if (!(c->cache_on && cache_try_warm(c)))
+	{
+		XLogRecPtr	start;
+
+		/* a full pass (its digests are stored if the cache is on) */
+		if (c->cache_on)
+			c->cache_mode = PCM_FULL;
+		for (int s = 0; s < 2; s++)
+		{
+			c->st[s] = NULL;
+			c->rows[s] = c->nullkeys[s] = c->qskipped[s] = 0;
+			c->nullstale[s] = false;
+		}
+		c->cflags = NULL;
+		c->stale_segs[0] = c->stale_segs[1] = 0;
+		choose_bounds(c);
+		start = c->cache_on ? GetXLogInsertRecPtr() : InvalidXLogRecPtr;
+		as_role(c, c->lowner);
+		digest_pass(c, PSIDE_LEGACY);
+		pause_point();
+		as_role(c, c->towner);
+		digest_pass(c, PSIDE_TARGET);
+		if (c->cache_on)
+			for (int s = 0; s < 2; s++)
+			{
+				Relation	rel = table_open(s == PSIDE_LEGACY ? c->legacy : c->target, NoLock);
+				MemoryContext old = MemoryContextSwitchTo(c->cxt);
+
+				softmig_pc_read_pages(rel, start, &c->pages[s]);
+				MemoryContextSwitchTo(old);
+				table_close(rel, NoLock);
+			}
+	}
 
 	for (int i = 0; i < c->nchunks; i++)
 	{
 		PChunk	   *ch = &c->chunks[i];
 		Datum	   *lo = i > 0 ? c->chunks[i - 1].bound : NULL;
+		uint64		before[2] = {c->merged[0], c->merged[1]};
 
-		if (!chunk_differs(c, ch))
+		if (!ch->recheck && !chunk_differs(c, ch))
 			continue;
 		c->descended++;
 		compare_range(c, plans, lo ? LO_GT : LO_NONE, lo, ch->bound ? HI_LE : HI_NONE, ch->bound);
+		if (ch->recheck)
+		{
+			c->rechecked++;
+			for (int s = 0; s < 2; s++)
+				c->rows[s] += c->merged[s] - before[s];
+		}
 	}
 	for (int s = 0; s < 2; s++)
-		if (c->nullkeys[s] > 0)
+		if (c->nullkeys[s] > 0 || c->nullstale[s])
 		{
 			as_role(c, s == PSIDE_LEGACY ? c->lowner : c->towner);
 			null_key_rows(c, s);
 		}
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	cache_store(c);
 	error_context_stack = errcb.previous;
 	SPI_finish();
 	return c;
@@ -2558,11 +3244,21 @@ softmig_parity_summary(PG_FUNCTION_ARGS)
 	appendStringInfo(&out, "], \"rows_legacy\": " UINT64_FORMAT ", \"rows_target\": " UINT64_FORMAT
 					 ", \"quarantined_rows_skipped\": " UINT64_FORMAT
 					 ", \"chunks\": %d, \"chunks_descended\": " UINT64_FORMAT
-					 ", \"chunk_rows\": %d, \"digest_bits\": %d, \"ms\": %ld}",
+					 ", \"chunk_rows\": %d, \"digest_bits\": %d, \"ms\": %ld, \"cache\": {\"mode\": \"%s\"",
 					 c->rows[0] + c->nullkeys[0], c->rows[1] + c->nullkeys[1],
 					 c->qskipped[0] + c->qskipped[1],
 					 c->nchunks, c->descended, c->chunk_rows, c->digest_bits,
-					 secs * 1000 + usecs / 1000);
+					 secs * 1000 + usecs / 1000, cache_mode_names[c->cache_mode]);
+	if (c->cache_mode != PCM_WARM)
+	{
+		appendStringInfoString(&out, ", \"why\": ");
+		escape_json(&out, c->cache_why ? c->cache_why : "");
+	}
+	if (c->cache_mode != PCM_OFF)
+		appendStringInfo(&out, ", \"stored\": %s, \"stale_segments\": [" UINT64_FORMAT ", " UINT64_FORMAT
+						 "], \"rechecked_chunks\": " UINT64_FORMAT,
+						 c->stored ? "true" : "false", c->stale_segs[0], c->stale_segs[1], c->rechecked);
+	appendStringInfoString(&out, "}}");
 	MemoryContextDelete(c->cxt);
 	MemoryContextDelete(holder);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));

@@ -128,3 +128,38 @@ BEGIN
     RETURN pg_catalog.jsonb_build_object('phase', p.phase, 'copied', v_copied, 'removed', v_removed,
                                          'done', p.phase OPERATOR(pg_catalog.=) 'done', 'waiting', v_waiting);
 END $$;
+
+-- Parity's digest cache (src/parity.c, "Digest cache"): a comparison whose
+-- tables changed little since the last full one reuses the stored digests
+-- of unchanged segments.  The mirrored -> new_write guard never uses it.
+CREATE TABLE @extschema@.parity_cache (
+    migration_id integer PRIMARY KEY REFERENCES @extschema@.migrations (id) ON DELETE CASCADE,
+    chunk_rows   integer NOT NULL,
+    fingerprint  text NOT NULL,      -- md5 of everything the digests depend on
+    bounds       bytea[] NOT NULL,   -- per key column, the chunk bounds (array, binary form)
+    legacy_state bytea NOT NULL,     -- digests, segment ranges and page state of each side
+    target_state bytea NOT NULL,
+    built_at     timestamptz NOT NULL,
+    used_at      timestamptz NOT NULL,
+    warm_runs    bigint NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE @extschema@.parity_cache IS
+    'softmig: parity''s digest cache: per-chunk digests and per-segment page state from the last full comparison (derived, not dumped)';
+REVOKE ALL ON @extschema@.parity_cache FROM PUBLIC;
+
+CREATE FUNCTION @extschema@._parity_cache_reset(name text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+BEGIN
+    DELETE FROM @extschema@.parity_cache WHERE migration_id OPERATOR(pg_catalog.=) m.id;
+    RETURN FOUND;
+END $$;
+COMMENT ON FUNCTION @extschema@._parity_cache_reset(text) IS 'internal: implementation of softmig.parity_cache_reset';
+CREATE FUNCTION @extschema@.parity_cache_reset(name text)
+RETURNS boolean AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.parity_cache_reset(text) IS
+    'forget the stored parity digests of a migration, so the next comparison reads both tables in full; true if there were any; owners only';
+REVOKE ALL ON FUNCTION @extschema@._parity_cache_reset(text) FROM PUBLIC;
+
+ALTER FUNCTION @extschema@._require_semantic_health(integer) SET softmig.parity_cache = off;

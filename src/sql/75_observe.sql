@@ -131,6 +131,37 @@ CREATE AGGREGATE @extschema@.parity_digest(VARIADIC "any") (
 COMMENT ON AGGREGATE @extschema@.parity_digest(VARIADIC "any") IS
     'building block of softmig.parity: per-chunk row counts and digests of one side (arguments: seed, key count, collations, boundary and quarantine arrays, columns); public because table owners run it';
 
+-- Parity's digest cache: derived data, rebuilt whenever it does not match
+-- (src/parity.c, "Digest cache"); deliberately not dumped.
+CREATE TABLE @extschema@.parity_cache (
+    migration_id integer PRIMARY KEY REFERENCES @extschema@.migrations (id) ON DELETE CASCADE,
+    chunk_rows   integer NOT NULL,
+    fingerprint  text NOT NULL,      -- md5 of everything the digests depend on
+    bounds       bytea[] NOT NULL,   -- per key column, the chunk bounds (array, binary form)
+    legacy_state bytea NOT NULL,     -- digests, segment ranges and page state of each side
+    target_state bytea NOT NULL,
+    built_at     timestamptz NOT NULL,
+    used_at      timestamptz NOT NULL,
+    warm_runs    bigint NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE @extschema@.parity_cache IS
+    'softmig: parity''s digest cache: per-chunk digests and per-segment page state from the last full comparison (derived, not dumped)';
+REVOKE ALL ON @extschema@.parity_cache FROM PUBLIC;
+
+CREATE FUNCTION @extschema@._parity_cache_reset(name text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+BEGIN
+    DELETE FROM @extschema@.parity_cache WHERE migration_id OPERATOR(pg_catalog.=) m.id;
+    RETURN FOUND;
+END $$;
+COMMENT ON FUNCTION @extschema@._parity_cache_reset(text) IS 'internal: implementation of softmig.parity_cache_reset';
+CREATE FUNCTION @extschema@.parity_cache_reset(name text)
+RETURNS boolean AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.parity_cache_reset(text) IS
+    'forget the stored parity digests of a migration, so the next comparison reads both tables in full; true if there were any; owners only';
+
 CREATE FUNCTION @extschema@._parity_summary(p_id integer, chunk_rows integer, sample integer)
 RETURNS jsonb AS 'MODULE_PATHNAME', 'softmig_parity_summary' LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION @extschema@._parity_summary(integer, integer, integer) IS
@@ -659,7 +690,9 @@ COMMENT ON FUNCTION @extschema@.forget_rule_violations(text, interval) IS
 -- The mirrored -> new_write guard (called by _set_state)
 -------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@._require_semantic_health(p_id integer) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+-- the guard compares both tables in full, never from cached digests
+SET softmig.parity_cache = off AS $$
 DECLARE
     m @extschema@.migrations;
     s jsonb;
@@ -1067,5 +1100,6 @@ REVOKE ALL ON FUNCTION
     @extschema@._forget_rule_violations(text, interval),
     @extschema@._require_semantic_health(integer),
     @extschema@._forget_dropped_observations(),
-    @extschema@._inspect_assemble(integer, jsonb, jsonb)
+    @extschema@._inspect_assemble(integer, jsonb, jsonb),
+    @extschema@._parity_cache_reset(text)
 FROM PUBLIC;

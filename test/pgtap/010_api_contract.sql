@@ -12,7 +12,7 @@ CREATE EXTENSION IF NOT EXISTS softmig;
 
 BEGIN;
 SET LOCAL search_path = public, pg_catalog;
-SELECT plan(74);
+SELECT plan(80);
 
 SELECT has_schema('softmig', 'schema softmig exists');
 
@@ -212,6 +212,23 @@ SELECT results_eq(
     'softmig.mirror_work_mem is a user-settable size in kB, -1 (maintenance_work_mem) by default');
 SELECT lives_ok($$SET LOCAL softmig.mirror_work_mem = '256MB'$$,
     'any session may set softmig.mirror_work_mem');
+
+-- parity's digest cache (doc/reference.md, semantic observability)
+SELECT has_function('softmig', 'parity_cache_reset', ARRAY['text'],
+    'parity_cache_reset(name) exists');
+SELECT function_returns('softmig', 'parity_cache_reset', ARRAY['text'], 'boolean',
+    'parity_cache_reset returns boolean');
+SELECT has_table('softmig', 'parity_cache', 'table softmig.parity_cache exists');
+SELECT ok(NOT has_table_privilege('public', 'softmig.parity_cache',
+                                  'SELECT, INSERT, UPDATE, DELETE, TRUNCATE'),
+    'PUBLIC may not read or write softmig.parity_cache (it holds sampled key values)');
+SELECT results_eq(
+    $$SELECT setting, context, vartype FROM pg_catalog.pg_settings
+       WHERE name = 'softmig.parity_cache'$$,
+    $$VALUES ('on', 'user', 'bool')$$,
+    'softmig.parity_cache is a user-settable boolean, on by default');
+SELECT lives_ok($$SET LOCAL softmig.parity_cache = off$$,
+    'any session may turn the parity cache off');
 
 SELECT * FROM finish();
 ROLLBACK;

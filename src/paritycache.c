@@ -1,0 +1,381 @@
+/*-------------------------------------------------------------------------
+ *
+ * paritycache.c
+ *	  Building blocks of the parity digest cache: what a table's pages look
+ *	  like now (one entry per segment of PC_SEG_BLOCKS blocks), whether a
+ *	  comparison may be cached at all, and the packed form of one side's
+ *	  cached state.  How parity uses them is described at the top of
+ *	  parity.c ("Digest cache").
+ *
+ *	  The fact the cache rests on: a heap page whose PD_ALL_VISIBLE flag is
+ *	  set holds only tuples visible to every snapshot, so what any scan
+ *	  finds on it does not depend on the scan's snapshot; and every change
+ *	  of a WAL-logged page's contents sets its LSN to the end of a WAL
+ *	  record written after the change.  So if all pages of a segment were
+ *	  all-visible, with LSNs at most some LSN H read before a digest pass
+ *	  started, and are still all-visible with the same highest LSN later,
+ *	  their contents are what the pass saw.  Tables whose changes are not
+ *	  WAL-logged (unlogged, temporary, or created in the current
+ *	  transaction under wal_level = minimal) are never cached.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/transam.h"
+#include "access/xlog.h"
+#include "catalog/pg_am_d.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "storage/bufmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/plancache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "paritycache.h"
+
+bool		softmig_parity_cache = true;
+
+/* first four bytes of a packed side state, then its layout version */
+#define PC_MAGIC 0x43504d53		/* "SMPC" */
+#define PC_VERSION 1
+
+/* advisory lock (two int4 keys) taken while a run writes the cache */
+#define PC_LOCK_CLASS 0x736d7063
+
+typedef struct PcHeader
+{
+	uint32		magic;
+	uint32		version;
+	Oid			relfilenode;
+	uint32		nblocks;
+	uint32		nseg;
+	uint32		nst;
+	uint32		nchunks;
+	uint32		pad;
+} PcHeader;
+
+/*
+ * softmig_paritycache_init
+ *		Define softmig.parity_cache.  Called once per backend from
+ *		softmig_observe_init; no locks.
+ */
+void
+softmig_paritycache_init(void)
+{
+	DefineCustomBoolVariable("softmig.parity_cache",
+							 "Let parity reuse the chunk digests of unchanged table segments.",
+							 "Off: every comparison reads and maps both tables in full and neither reads nor writes softmig.parity_cache.",
+							 &softmig_parity_cache,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+}
+
+/*
+ * softmig_pc_read_pages
+ *		The page state of rel now: per segment the highest page LSN when
+ *		every page of the segment is initialized, all-visible and has an LSN
+ *		of at most horizon, else PC_SEG_NONE.  Reads every block once through
+ *		a bulk-read ring, each under a share content lock held only while
+ *		its header is read.  The caller holds a lock on rel (at least
+ *		AccessShareLock); out->seg is palloc'd in the current context.
+ */
+void
+softmig_pc_read_pages(Relation rel, XLogRecPtr horizon, PcPages *out)
+{
+	BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
+	BufferAccessStrategy bstrategy = GetAccessStrategy(BAS_BULKREAD);
+
+	out->relfilenode = rel->rd_node.relNode;
+	out->nblocks = nblocks;
+	out->nseg = (nblocks + PC_SEG_BLOCKS - 1) / PC_SEG_BLOCKS;
+	out->seg = palloc0(sizeof(uint64) * Max(out->nseg, 1));
+	for (BlockNumber blk = 0; blk < nblocks; blk++)
+	{
+		uint64	   *s = &out->seg[blk / PC_SEG_BLOCKS];
+		Buffer		buf;
+		Page		page;
+		XLogRecPtr	lsn = InvalidXLogRecPtr;
+		bool		ok;
+
+		if ((blk & 255) == 0)
+			CHECK_FOR_INTERRUPTS();
+		if (*s == PC_SEG_NONE)
+			continue;
+		buf = ReadBufferExtended(rel, MAIN_FORKNUM, blk, RBM_NORMAL, bstrategy);
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		ok = !PageIsNew(page) && PageIsAllVisible(page);
+		if (ok)
+			lsn = PageGetLSN(page);
+		UnlockReleaseBuffer(buf);
+		if (!ok || lsn > horizon)
+			*s = PC_SEG_NONE;
+		else if ((uint64) lsn > *s)
+			*s = (uint64) lsn;
+	}
+	FreeAccessStrategy(bstrategy);
+}
+
+/*
+ * softmig_pc_rel_refusal
+ *		NULL if rel's pages can back a cache, else why not (a constant
+ *		string): only permanent heap tables whose changes are WAL-logged.
+ *		No locks beyond the caller's.
+ */
+const char *
+softmig_pc_rel_refusal(Relation rel)
+{
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		return "a partitioned table";
+	if (rel->rd_rel->relpersistence != RELPERSISTENCE_PERMANENT)
+		return "an unlogged or temporary table";
+	if (rel->rd_rel->relam != HEAP_TABLE_AM_OID)
+		return "a table not stored in heap format";
+	if (!RelationNeedsWAL(rel))
+		return "a table created or rewritten in this transaction";
+	return NULL;
+}
+
+/* State of the walk over a comparison's query tree. */
+typedef struct PcWalk
+{
+	StringInfo	fp;
+	const char *refusal;
+	List	   *colls;			/* input collations seen (OID list) */
+} PcWalk;
+
+/*
+ * pc_function_ok
+ *		check_functions_in_node callback: note one function in the
+ *		fingerprint (its OID and the identity of its pg_proc row version),
+ *		and refuse the cache unless it is a built-in immutable function.
+ *		Returns true to stop the walk.
+ */
+static bool
+pc_function_ok(Oid func_id, void *context)
+{
+	PcWalk	   *w = (PcWalk *) context;
+	HeapTuple	tup;
+	Form_pg_proc proc;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(func_id));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", func_id);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	appendStringInfo(w->fp, " f%u:%u:%u:%u", func_id,
+					 HeapTupleHeaderGetRawXmin(tup->t_data),
+					 ItemPointerGetBlockNumberNoCheck(&tup->t_self),
+					 (unsigned) ItemPointerGetOffsetNumberNoCheck(&tup->t_self));
+	if (func_id >= FirstNormalObjectId)
+		w->refusal = "the mapping calls a function that is not built in";
+	else if (proc->provolatile != PROVOLATILE_IMMUTABLE)
+		w->refusal = "the mapping calls a function that is not immutable";
+	ReleaseSysCache(tup);
+	return w->refusal != NULL;
+}
+
+/*
+ * pc_walker
+ *		Expression walker applying pc_function_ok to every node; stops at
+ *		the first refusal.
+ */
+static bool
+pc_walker(Node *node, void *context)
+{
+	PcWalk	   *w = (PcWalk *) context;
+
+	if (node == NULL)
+		return false;
+	if (check_functions_in_node(node, pc_function_ok, context))
+		return true;
+	if (OidIsValid(exprInputCollation(node)))
+		w->colls = list_append_unique_oid(w->colls, exprInputCollation(node));
+	if (IsA(node, Query))
+		return true;			/* a sub-query: refused by the caller's checks */
+	return expression_tree_walker(node, pc_walker, w) || w->refusal != NULL;
+}
+
+/*
+ * softmig_pc_plan_refusal
+ *		NULL if the rows a prepared statement produces depend only on the
+ *		contents of the one table it reads (so cached digests stay true
+ *		while that table's pages do not change), else why not.  That needs
+ *		one plain table in the range table, no sub-queries, and only
+ *		built-in immutable functions (operators and casts included): a
+ *		user-defined function may call others or read tables, which no
+ *		fingerprint could follow.  Appends the functions' identities to fp
+ *		and the input collations of its expressions to *colls.  Reads the
+ *		plan's analyzed query tree and the syscache; no locks.
+ */
+const char *
+softmig_pc_plan_refusal(SPIPlanPtr plan, StringInfo fp, List **colls)
+{
+	List	   *sources = SPI_plan_get_plan_sources(plan);
+	ListCell   *lc;
+	PcWalk		w = {fp, NULL, *colls};
+
+	foreach(lc, sources)
+	{
+		CachedPlanSource *ps = (CachedPlanSource *) lfirst(lc);
+		ListCell   *lq;
+
+		foreach(lq, ps->query_list)
+		{
+			Query	   *q = lfirst_node(Query, lq);
+
+			if (q->hasSubLinks || q->cteList != NIL || q->hasTargetSRFs ||
+				list_length(q->rtable) != 1 ||
+				linitial_node(RangeTblEntry, q->rtable)->rtekind != RTE_RELATION)
+				return "the mapping reads more than the row itself";
+			if (query_tree_walker(q, pc_walker, &w, 0) || w.refusal != NULL)
+				return w.refusal ? w.refusal : "the mapping reads more than the row itself";
+		}
+	}
+	*colls = w.colls;
+	return NULL;
+}
+
+/*
+ * softmig_pc_collation_versions
+ *		Append the versions the collation providers report now for the
+ *		database's default collation and for each collation in colls (OID
+ *		list), so an operating-system or ICU upgrade that may change
+ *		upper(), ordering or equality discards cached digests.  One SPI
+ *		query, inside the caller's SPI connection.
+ */
+void
+softmig_pc_collation_versions(StringInfo fp, List *colls)
+{
+	Oid			argtypes[1] = {OIDARRAYOID};
+	Datum		values[1];
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(colls), 1));
+	ListCell   *lc;
+	char	   *v;
+
+	foreach(lc, colls)
+		elems[foreach_current_index(lc)] = ObjectIdGetDatum(lfirst_oid(lc));
+	values[0] = PointerGetDatum(construct_array(elems, list_length(colls), OIDOID,
+												sizeof(Oid), true, TYPALIGN_INT));
+	if (SPI_execute_with_args("SELECT COALESCE((SELECT pg_catalog.pg_database_collation_actual_version(d.oid) "
+							  "FROM pg_catalog.pg_database d "
+							  "WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()), '-') "
+							  "OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) "
+							  "COALESCE((SELECT pg_catalog.string_agg(c.oid::pg_catalog.text OPERATOR(pg_catalog.||) '=' "
+							  "OPERATOR(pg_catalog.||) COALESCE(pg_catalog.pg_collation_actual_version(c.oid), '-'), ',' ORDER BY c.oid) "
+							  "FROM pg_catalog.pg_collation c WHERE c.oid OPERATOR(pg_catalog.=) ANY ($1) "
+							  "AND c.collprovider OPERATOR(pg_catalog.<>) 'd'), '')",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "softmig: reading collation versions failed");
+	v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	appendStringInfo(fp, " coll:%s", v ? v : "-");
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * softmig_pc_try_lock
+ *		Take the transaction-scoped advisory lock that makes this run the
+ *		only writer of migration id's cache row, without waiting: false if
+ *		another run holds it (that run writes instead).  Inside the caller's
+ *		SPI connection.
+ */
+bool
+softmig_pc_try_lock(int32 id)
+{
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		values[2];
+	bool		isnull;
+	bool		got;
+
+	values[0] = Int32GetDatum((int32) PC_LOCK_CLASS);
+	values[1] = Int32GetDatum(id);
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)",
+							  2, argtypes, values, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "softmig: taking the parity cache lock failed");
+	got = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	return got && !isnull;
+}
+
+/*
+ * softmig_pc_pack
+ *		One side's cached state as a bytea: header, segment states, the
+ *		digest state array (nst uint64) and one flag byte per chunk.
+ *		palloc'd in the current context.
+ */
+bytea *
+softmig_pc_pack(const PcPages *pages, const uint64 *st, int nst,
+				const uint8 *flags, int nchunks)
+{
+	Size		len = VARHDRSZ + sizeof(PcHeader) + sizeof(uint64) * (pages->nseg + nst) + nchunks;
+	bytea	   *b = palloc(len);
+	char	   *p = VARDATA(b);
+	PcHeader	h;
+
+	SET_VARSIZE(b, len);
+	memset(&h, 0, sizeof(h));
+	h.magic = PC_MAGIC;
+	h.version = PC_VERSION;
+	h.relfilenode = pages->relfilenode;
+	h.nblocks = pages->nblocks;
+	h.nseg = pages->nseg;
+	h.nst = nst;
+	h.nchunks = nchunks;
+	memcpy(p, &h, sizeof(h));
+	p += sizeof(h);
+	memcpy(p, pages->seg, sizeof(uint64) * pages->nseg);
+	p += sizeof(uint64) * pages->nseg;
+	memcpy(p, st, sizeof(uint64) * nst);
+	p += sizeof(uint64) * nst;
+	memcpy(p, flags, nchunks);
+	return b;
+}
+
+/*
+ * softmig_pc_unpack
+ *		Read a packed side state back (copies, palloc'd in the current
+ *		context).  False if it is not one (wrong magic, version or size):
+ *		the caller then ignores the cache.
+ */
+bool
+softmig_pc_unpack(bytea *b, PcPages *pages, uint64 **st, int *nst,
+				  uint8 **flags, int *nchunks)
+{
+	Size		len = VARSIZE_ANY_EXHDR(b);
+	const char *p = VARDATA_ANY(b);
+	PcHeader	h;
+
+	if (len < sizeof(h))
+		return false;
+	memcpy(&h, p, sizeof(h));
+	if (h.magic != PC_MAGIC || h.version != PC_VERSION ||
+		len != sizeof(h) + sizeof(uint64) * ((Size) h.nseg + h.nst) + h.nchunks)
+		return false;
+	p += sizeof(h);
+	pages->relfilenode = h.relfilenode;
+	pages->nblocks = h.nblocks;
+	pages->nseg = h.nseg;
+	pages->seg = palloc(sizeof(uint64) * Max(h.nseg, 1));
+	memcpy(pages->seg, p, sizeof(uint64) * h.nseg);
+	p += sizeof(uint64) * h.nseg;
+	*nst = h.nst;
+	*st = palloc(sizeof(uint64) * Max(h.nst, 1));
+	memcpy(*st, p, sizeof(uint64) * h.nst);
+	p += sizeof(uint64) * h.nst;
+	*nchunks = h.nchunks;
+	*flags = palloc(Max(h.nchunks, 1));
+	memcpy(*flags, p, h.nchunks);
+	return true;
+}
