@@ -110,6 +110,12 @@ VACUUM (INDEX_CLEANUP on) pc_t;
 SELECT mode, why FROM pc_run();
 SELECT mode, why FROM pc_run();
 
+-- so is each table's column list, even when no page changes
+ALTER TABLE pc_l ADD COLUMN extra int DEFAULT 7;
+SELECT mode, why FROM pc_run();
+ALTER TABLE pc_l DROP COLUMN extra;
+SELECT mode, why FROM pc_run();
+
 -- when most of a table changed, a full pass is cheaper and is done
 UPDATE pc_t SET pad = pad || '';
 SELECT mode, why, differences FROM pc_run();

@@ -75,6 +75,7 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -2380,6 +2381,8 @@ cache_prepare(ParityCtx *c)
 
 	if (!softmig_parity_cache)
 		why = "softmig.parity_cache is off";
+	else if (!OidIsValid(get_relname_relid("parity_cache", get_namespace_oid("softmig", false))))
+		why = "the extension's SQL predates the cache (ALTER EXTENSION softmig UPDATE)";
 	else if (c->digest_bits < 64)
 		why = "softmig.parity_digest_bits is below 64";
 	else if (RecoveryInProgress())
@@ -2395,8 +2398,9 @@ cache_prepare(ParityCtx *c)
 	}
 
 	initStringInfo(&fp);
-	appendStringInfo(&fp, "softmig parity cache %d server %d chunk_rows %d keys %d cols %d",
-					 PARITY_CACHE_FORMAT, PG_VERSION_NUM, c->chunk_rows, c->nkeys, c->ncols);
+	appendStringInfo(&fp, "softmig parity cache %d server %s chunk_rows %d keys %d cols %d",
+					 PARITY_CACHE_FORMAT, GetConfigOption("server_version_num", false, false),
+					 c->chunk_rows, c->nkeys, c->ncols);
 	for (int i = 0; i < c->ncols; i++)
 		appendStringInfo(&fp, " [%s %u %d %u %d]", c->cols[i].name, c->cols[i].typid,
 						 c->cols[i].typmod, c->cols[i].collid, c->acc.cols[i].how);
@@ -2409,6 +2413,7 @@ cache_prepare(ParityCtx *c)
 		why = softmig_pc_rel_refusal(rel);
 		appendStringInfo(&fp, " side %d rel %u node %u:%u", side, RelationGetRelid(rel),
 						 rel->rd_node.spcNode, rel->rd_node.relNode);
+		softmig_pc_attribute_versions(rel, &fp);
 		table_close(rel, NoLock);
 		if (why)
 			break;

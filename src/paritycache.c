@@ -147,6 +147,35 @@ softmig_pc_rel_refusal(Relation rel)
 	return NULL;
 }
 
+/*
+ * softmig_pc_attribute_versions
+ *		Append the identity of every pg_attribute row of rel (the tuple's
+ *		xmin and place), so any ALTER TABLE that changes what a stored row
+ *		reads as without touching its page (a column dropped and added
+ *		again with a default, a collation changed in place) discards cached
+ *		digests.  Syscache lookups; the caller holds a lock on rel.
+ */
+void
+softmig_pc_attribute_versions(Relation rel, StringInfo fp)
+{
+	int			natts = RelationGetDescr(rel)->natts;
+
+	appendStringInfo(fp, " natts %d", natts);
+	for (int a = 1; a <= natts; a++)
+	{
+		HeapTuple	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(RelationGetRelid(rel)),
+										  Int16GetDatum(a));
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for attribute %d of relation %u",
+				 a, RelationGetRelid(rel));
+		appendStringInfo(fp, " a%d:%u:%u:%u", a, HeapTupleHeaderGetRawXmin(tup->t_data),
+						 ItemPointerGetBlockNumberNoCheck(&tup->t_self),
+						 (unsigned) ItemPointerGetOffsetNumberNoCheck(&tup->t_self));
+		ReleaseSysCache(tup);
+	}
+}
+
 /* State of the walk over a comparison's query tree. */
 typedef struct PcWalk
 {

@@ -38,6 +38,7 @@ extern void softmig_paritycache_init(void);
 extern void softmig_pc_read_pages(Relation rel, XLogRecPtr horizon,
 								  PcPages *out);
 extern const char *softmig_pc_rel_refusal(Relation rel);
+extern void softmig_pc_attribute_versions(Relation rel, StringInfo fp);
 extern const char *softmig_pc_plan_refusal(SPIPlanPtr plan, StringInfo fp,
 										   List **colls);
 extern void softmig_pc_collation_versions(StringInfo fp, List *colls);
