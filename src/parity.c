@@ -2852,10 +2852,17 @@ cache_store(ParityCtx *c)
 		values[1] = CStringGetTextDatum(c->cache_fp);
 		values[2] = PointerGetDatum(blob[PSIDE_LEGACY]);
 		values[3] = PointerGetDatum(blob[PSIDE_TARGET]);
-		ret = SPI_execute_with_args("UPDATE softmig.parity_cache SET legacy_state = $3, target_state = $4, "
-									"used_at = pg_catalog.now(), warm_runs = warm_runs OPERATOR(pg_catalog.+) 1 "
-									"WHERE migration_id OPERATOR(pg_catalog.=) $1 AND fingerprint OPERATOR(pg_catalog.=) $2",
-									4, argtypes, values, NULL, false, 0);
+		if (c->stale_segs[PSIDE_LEGACY] == 0 && c->stale_segs[PSIDE_TARGET] == 0)
+			/* nothing changed: leave the (TOASTed) states alone */
+			ret = SPI_execute_with_args("UPDATE softmig.parity_cache SET used_at = pg_catalog.now(), "
+										"warm_runs = warm_runs OPERATOR(pg_catalog.+) 1 "
+										"WHERE migration_id OPERATOR(pg_catalog.=) $1 AND fingerprint OPERATOR(pg_catalog.=) $2",
+										2, argtypes, values, NULL, false, 0);
+		else
+			ret = SPI_execute_with_args("UPDATE softmig.parity_cache SET legacy_state = $3, target_state = $4, "
+										"used_at = pg_catalog.now(), warm_runs = warm_runs OPERATOR(pg_catalog.+) 1 "
+										"WHERE migration_id OPERATOR(pg_catalog.=) $1 AND fingerprint OPERATOR(pg_catalog.=) $2",
+										4, argtypes, values, NULL, false, 0);
 		if (ret != SPI_OK_UPDATE)
 			elog(ERROR, "softmig: writing softmig.parity_cache failed");
 	}
