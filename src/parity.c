@@ -97,6 +97,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rls.h"
+#include "utils/snapmgr.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -2387,6 +2388,14 @@ cache_prepare(ParityCtx *c)
 		why = "softmig.parity_digest_bits is below 64";
 	else if (RecoveryInProgress())
 		why = "the server is in recovery";
+	else if (old_snapshot_threshold >= 0)
+
+		/*
+		 * early pruning may mark pages all-visible that an old snapshot
+		 * cannot fully see (reading them raises "snapshot too old"; a stored
+		 * digest would not)
+		 */
+		why = "old_snapshot_threshold is set";
 	else if (!digest_fits_aggregate(c))
 		why = "too many compared columns";
 	else if (!key_types_binary(c))
