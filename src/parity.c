@@ -2370,7 +2370,10 @@ key_types_binary(ParityCtx *c)
  *		comparison's fingerprint.  Runs in the read-only context after
  *		load_quarantine; prepares (without running) one statement per side
  *		as that side's owner to inspect the mapping.  The tables are already
- *		locked (parity_build).
+ *		locked (parity_build).  Never with old_snapshot_threshold set: its
+ *		early pruning may mark pages all-visible that an old snapshot cannot
+ *		fully see (reading them raises "snapshot too old", a stored digest
+ *		would not).
  */
 static void
 cache_prepare(ParityCtx *c)
@@ -2389,12 +2392,6 @@ cache_prepare(ParityCtx *c)
 	else if (RecoveryInProgress())
 		why = "the server is in recovery";
 	else if (old_snapshot_threshold >= 0)
-
-		/*
-		 * early pruning may mark pages all-visible that an old snapshot
-		 * cannot fully see (reading them raises "snapshot too old"; a stored
-		 * digest would not)
-		 */
 		why = "old_snapshot_threshold is set";
 	else if (!digest_fits_aggregate(c))
 		why = "too many compared columns";
