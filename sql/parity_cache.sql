@@ -136,6 +136,9 @@ RESET softmig.parity_cache;
 SET softmig.parity_digest_bits = 8;
 SELECT mode, why FROM pc_run();
 RESET softmig.parity_digest_bits;
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT mode, why FROM pc_run();
+COMMIT;
 -- the mirrored -> new_write guard always compares in full
 SELECT proconfig FROM pg_proc WHERE oid = 'softmig._require_semantic_health(integer)'::regprocedure;
 

@@ -2373,7 +2373,8 @@ key_types_binary(ParityCtx *c)
  *		locked (parity_build).  Never with old_snapshot_threshold set: its
  *		early pruning may mark pages all-visible that an old snapshot cannot
  *		fully see (reading them raises "snapshot too old", a stored digest
- *		would not).
+ *		would not); nor in a serializable transaction, whose reads must take
+ *		predicate locks on the rows a stored digest stands for.
  */
 static void
 cache_prepare(ParityCtx *c)
@@ -2393,6 +2394,8 @@ cache_prepare(ParityCtx *c)
 		why = "the server is in recovery";
 	else if (old_snapshot_threshold >= 0)
 		why = "old_snapshot_threshold is set";
+	else if (IsolationIsSerializable())
+		why = "the transaction is serializable";
 	else if (!digest_fits_aggregate(c))
 		why = "too many compared columns";
 	else if (!key_types_binary(c))
