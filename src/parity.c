@@ -23,7 +23,10 @@
  *	     (a primary digest and an independent guard digest), so the planner
  *	     can scan and map in parallel workers and only the small state comes
  *	     back.  Rows too wide for one function call go through a
- *	     DestReceiver in this backend instead (same code, acc_row).
+ *	     DestReceiver in this backend instead (same code, acc_row).  With
+ *	     the digest cache (section "Digest cache") a run whose tables
+ *	     changed little since the last one reads only the segments that
+ *	     changed and takes the other digests from softmig.parity_cache.
  *
  *	  2. Descent.  Only chunks whose count or either digest differ are read
  *	     again, both sides through cursors over the chunk's key range in key
@@ -36,7 +39,8 @@
  *
  *	  Exactness: a difference can only be missed if a chunk's count and
  *	  both of its digests match although the chunk differs.  The per-row
- *	  hashes are seeded with a random value per run, so this is a
+ *	  hashes are seeded with a random value per full pass (kept with the
+ *	  cached digests, which only the catalog owner can read), so this is a
  *	  probability of about 2^-64 per differing chunk, for any data.  The
  *	  test hook softmig.parity_digest_bits keeps only the low N bits of the
  *	  primary digest (0 turns it off, and fixes the seed so runs repeat) to
@@ -120,18 +124,28 @@ int			softmig_parity_pause_lock = 0;
 /* rows per cursor fetch in the descent */
 #define PARITY_FETCH 1000
 
-/* digest state: 6 header words, then 5 per chunk (see acc_row) */
-#define ACC_HDR 6
-#define ACC_PER 5
-
 /*
- * Segments in a digest state: the lowest stored as ~seg and the highest as
- * seg + 1, so 0 means "no row" and combining partial states takes the
- * maximum of both words.
+ * digest state: ACC_HDR header words, 3 per chunk (see acc_row), then an
+ * open-addressing table of (segment, chunk) digests, 4 words per slot (see
+ * sparse_add), when the rows' ctid is passed.
  */
-#define SEG_LO(seg) (~(uint64) (seg))
-#define SEG_HI(seg) ((uint64) (seg) + 1)
-#define NO_SEG PC_SEG_NONE		/* acc_row: do not track segments */
+#define ACC_HDR 8
+#define ACC_PER 3
+#define ACC_SLOT 4
+
+/* header words */
+#define ACC_H_NCHUNKS 0			/* number of chunks */
+#define ACC_H_NULLKEYS 1		/* rows whose key has a NULL */
+#define ACC_H_QUARANTINED 2		/* rows of quarantined entities */
+#define ACC_H_ROWS 3			/* rows digested into chunks */
+#define ACC_H_CAP 4				/* slots of the (segment, chunk) table */
+#define ACC_H_USED 5			/* slots in use */
+#define ACC_H_OVERFLOW 6		/* 1: too many pairs, the table is void */
+#define ACC_H_LAST 7			/* 1 + slot of the last pair updated */
+
+/* the (segment, chunk) table: initial and largest number of slots */
+#define SPARSE_INIT_CAP 64
+#define SPARSE_MAX_CAP (1 << 18)
 
 /*
  * A digest state as a bytea: the uint64 array starts 8 bytes in (after the
@@ -141,7 +155,7 @@ int			softmig_parity_pause_lock = 0;
 #define ACC_PAD 8
 #define ACC_STATE(b) ((uint64 *) (((char *) (b)) + ACC_PAD))
 
-/* Hard limit on chunks (the digest state is 40 bytes per chunk). */
+/* Hard limit on chunks (the digest state is 24 bytes per chunk). */
 #define PARITY_MAX_CHUNKS 100000
 
 /* jsonb_build_object takes at most 100 arguments: build in groups */
@@ -178,7 +192,6 @@ typedef struct PChunk
 	uint64		n[2];
 	uint64		d1[2];			/* primary digest */
 	uint64		d2[2];			/* guard digest */
-	bool		recheck;		/* cached digests not usable: compare rows */
 } PChunk;
 
 typedef struct AccCol
@@ -265,16 +278,16 @@ struct ParityCtx
 	uint64		found[3];
 	/* digest cache (see "Digest cache") */
 	bool		cache_on;		/* this run may read and write the cache */
-	const char *cache_why;		/* why not, when off */
+	const char *cache_why;		/* why not (off), or why a full pass */
 	char		cache_fp[33];	/* fingerprint of the comparison (md5) */
 	int			cache_mode;		/* PCM_* */
-	uint64	   *st[2];			/* each side's digest state */
-	uint8	   *cflags;			/* per chunk: PCF_* */
+	uint64		fresh_seed;		/* this run's own seed (a full pass uses it) */
+	PcEnt	   *ents[2];		/* each side's (segment, chunk) digests */
+	int			nents[2];
+	int			maxents[2];
+	bool		overflow;		/* too many pairs to keep: nothing stored */
 	PcPages		pages[2];		/* page state stored with the digests */
-	uint64		stale_segs[2];	/* warm run: segments not vouched for */
-	uint64		rechecked;		/* warm run: chunks compared row by row */
-	uint64		merged[2];		/* rows the descent read, not quarantined */
-	bool		nullstale[2];	/* warm run: NULL-key rows may have changed */
+	uint64		stale_segs[2];	/* warm run: segments read again */
 	bool		stored;			/* the cache row was written */
 	/* output */
 	ParityEmit	emit;
@@ -689,6 +702,7 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
 	}
 	else
 		c->seed = UINT64CONST(0x5eed50f7a11e5);
+	c->fresh_seed = c->seed;
 
 	c->acc.nkeys = c->nkeys;
 	c->acc.ncols = c->ncols;
@@ -936,36 +950,42 @@ acc_chunk_of(AccSetup *s, const Datum *key)
 	return lo;
 }
 
+/* What acc_row did with a row: its chunk (nchunks: NULL key, nchunks + 1:
+ * quarantined) and its two hashes (0 unless digested). */
+typedef struct AccHit
+{
+	uint32		chunk;
+	uint64		a;
+	uint64		b;
+} AccHit;
+
 /*
  * acc_row
  *		Digest one row (keys then fields) into state st.  The primary hash
  *		(hash_combine64 chain) and the guard hash (rotate-xor-multiply chain,
  *		finalized by mix64) combine the same per-value hashes in unrelated
- *		ways; sums make the digest independent of row order.  Unless seg is
- *		NO_SEG, the row's segment (heap block / PC_SEG_BLOCKS) widens the
- *		range of segments noted for its chunk (or for NULL keys).
+ *		ways; sums make the digest independent of row order.  *hit says
+ *		where the row went, for the (segment, chunk) table.
  */
 static void
-acc_row(AccSetup *s, uint64 *st, const Datum *v, const bool *isnull, uint64 seg)
+acc_row(AccSetup *s, uint64 *st, const Datum *v, const bool *isnull, AccHit *hit)
 {
 	uint64		a = s->seed;
 	uint64		b = mix64(~s->seed);
 	uint64	   *ch;
 
+	hit->a = hit->b = 0;
 	for (int i = 0; i < s->nkeys; i++)
 		if (isnull[i])
 		{
-			st[1]++;
-			if (seg != NO_SEG)
-			{
-				st[4] = Max(st[4], SEG_LO(seg));
-				st[5] = Max(st[5], SEG_HI(seg));
-			}
+			st[ACC_H_NULLKEYS]++;
+			hit->chunk = s->nb + 1;
 			return;
 		}
 	if (s->nq > 0 && acc_quarantined(s, v))
 	{
-		st[2]++;
+		st[ACC_H_QUARANTINED]++;
+		hit->chunk = s->nb + 2;
 		return;
 	}
 	for (int i = 0; i < s->ncols; i++)
@@ -978,16 +998,118 @@ acc_row(AccSetup *s, uint64 *st, const Datum *v, const bool *isnull, uint64 seg)
 		b *= UINT64CONST(0x9e3779b97f4a7c15);
 	}
 	b = mix64(b);
-	ch = &st[ACC_HDR + ACC_PER * acc_chunk_of(s, v)];
+	hit->chunk = acc_chunk_of(s, v);
+	ch = &st[ACC_HDR + ACC_PER * hit->chunk];
 	ch[0]++;
 	ch[1] += a;
 	ch[2] += b;
-	if (seg != NO_SEG)
+	st[ACC_H_ROWS]++;
+	hit->a = a;
+	hit->b = b;
+}
+
+/*
+ * acc_slots
+ *		The (segment, chunk) table of a digest state.
+ */
+static inline uint64 *
+acc_slots(uint64 *st)
+{
+	return &st[ACC_HDR + ACC_PER * st[ACC_H_NCHUNKS]];
+}
+
+/*
+ * acc_state_size
+ *		Bytes of a digest state bytea with nchunks chunks and cap slots.
+ */
+static Size
+acc_state_size(uint64 nchunks, uint64 cap)
+{
+	return ACC_PAD + sizeof(uint64) * (ACC_HDR + ACC_PER * nchunks + ACC_SLOT * cap);
+}
+
+/*
+ * sparse_add
+ *		Add (n, a, b) to the digests of pair key (PC_ENT_KEY) in the state's
+ *		(segment, chunk) table, growing it (a copy in cxt, returned; the old
+ *		state is left to its owner) when it is half full.  Past
+ *		SPARSE_MAX_CAP slots the table is given up (ACC_H_OVERFLOW): the
+ *		digests stay exact, only the cache cannot be stored.
+ */
+static bytea *
+sparse_add(bytea *state, uint64 key, uint64 n, uint64 a, uint64 b, MemoryContext cxt)
+{
+	uint64	   *st = ACC_STATE(state);
+	uint64	   *slots;
+	uint64		mask;
+	uint64		h;
+
+	if (st[ACC_H_OVERFLOW])
+		return state;
+	if (st[ACC_H_LAST] != 0)
 	{
-		ch[3] = Max(ch[3], SEG_LO(seg));
-		ch[4] = Max(ch[4], SEG_HI(seg));
+		uint64	   *e = &acc_slots(st)[ACC_SLOT * (st[ACC_H_LAST] - 1)];
+
+		if (e[0] == key)
+		{
+			e[1] += n;
+			e[2] += a;
+			e[3] += b;
+			return state;
+		}
 	}
-	st[3]++;
+	if ((st[ACC_H_USED] + 1) * 2 > st[ACC_H_CAP])
+	{
+		uint64		cap = st[ACC_H_CAP] ? st[ACC_H_CAP] * 2 : SPARSE_INIT_CAP;
+		bytea	   *grown;
+		uint64	   *gst;
+		uint64	   *old;
+
+		if (cap > SPARSE_MAX_CAP)
+		{
+			st[ACC_H_OVERFLOW] = 1;
+			return state;
+		}
+		grown = (bytea *) MemoryContextAllocZero(cxt, acc_state_size(st[ACC_H_NCHUNKS], cap));
+		SET_VARSIZE(grown, acc_state_size(st[ACC_H_NCHUNKS], cap));
+		gst = ACC_STATE(grown);
+		memcpy(gst, st, sizeof(uint64) * (ACC_HDR + ACC_PER * st[ACC_H_NCHUNKS]));
+		gst[ACC_H_CAP] = cap;
+		gst[ACC_H_USED] = 0;
+		gst[ACC_H_LAST] = 0;
+		old = acc_slots(st);
+		for (uint64 i = 0; i < st[ACC_H_CAP]; i++)
+			if (old[ACC_SLOT * i] != 0)
+				grown = sparse_add(grown, old[ACC_SLOT * i], old[ACC_SLOT * i + 1],
+								   old[ACC_SLOT * i + 2], old[ACC_SLOT * i + 3], cxt);
+		state = grown;
+		st = gst;
+	}
+	slots = acc_slots(st);
+	mask = st[ACC_H_CAP] - 1;
+	for (h = mix64(key) & mask;; h = (h + 1) & mask)
+	{
+		uint64	   *e = &slots[ACC_SLOT * h];
+
+		if (e[0] == 0)
+		{
+			e[0] = key;
+			e[1] = n;
+			e[2] = a;
+			e[3] = b;
+			st[ACC_H_USED]++;
+			st[ACC_H_LAST] = h + 1;
+			return state;
+		}
+		if (e[0] == key)
+		{
+			e[1] += n;
+			e[2] += a;
+			e[3] += b;
+			st[ACC_H_LAST] = h + 1;
+			return state;
+		}
+	}
 }
 
 /*
@@ -1306,25 +1428,69 @@ choose_bounds(ParityCtx *c)
 }
 
 /*
- * merge_state
- *		Add a digest state of one side into the chunks.
+ * keep_ent
+ *		Remember one (segment, chunk) digest of a side for the cache, in
+ *		c->cxt; over SPARSE_MAX_CAP / 2 pairs the cache is given up.
  */
 static void
-merge_state(ParityCtx *c, int side, const uint64 *st)
+keep_ent(ParityCtx *c, int side, const PcEnt *e)
 {
-	if ((int) st[0] != c->nchunks)
-		elog(ERROR, "softmig: parity digest has %d chunks, expected %d", (int) st[0], c->nchunks);
-	c->st[side] = MemoryContextAlloc(c->cxt, sizeof(uint64) * (ACC_HDR + ACC_PER * c->nchunks));
-	memcpy(c->st[side], st, sizeof(uint64) * (ACC_HDR + ACC_PER * c->nchunks));
-	c->nullkeys[side] += st[1];
-	c->qskipped[side] += st[2];
-	c->rows[side] += st[3];
+	if (c->overflow)
+		return;
+	if (c->nents[side] >= SPARSE_MAX_CAP / 2)
+	{
+		c->overflow = true;
+		return;
+	}
+	if (c->nents[side] == c->maxents[side])
+	{
+		c->maxents[side] = Max(64, c->maxents[side] * 2);
+		c->ents[side] = c->ents[side] == NULL ?
+			MemoryContextAlloc(c->cxt, sizeof(PcEnt) * c->maxents[side]) :
+			repalloc(c->ents[side], sizeof(PcEnt) * c->maxents[side]);
+	}
+	c->ents[side][c->nents[side]++] = *e;
+}
+
+/*
+ * merge_state
+ *		Add a digest state of one side (nwords uint64, maybe unaligned) into
+ *		the chunks and keep its (segment, chunk) digests for the cache.
+ */
+static void
+merge_state(ParityCtx *c, int side, const char *data, Size nwords)
+{
+	uint64		hdr[ACC_HDR];
+	uint64	   *st;
+
+	if (nwords < ACC_HDR)
+		elog(ERROR, "softmig: parity digest state too short");
+	memcpy(hdr, data, sizeof(hdr));
+	if ((int) hdr[ACC_H_NCHUNKS] != c->nchunks ||
+		nwords != ACC_HDR + ACC_PER * hdr[ACC_H_NCHUNKS] + ACC_SLOT * hdr[ACC_H_CAP])
+		elog(ERROR, "softmig: parity digest has %d chunks, expected %d", (int) hdr[0], c->nchunks);
+	st = palloc(sizeof(uint64) * nwords);
+	memcpy(st, data, sizeof(uint64) * nwords);
+	c->nullkeys[side] += st[ACC_H_NULLKEYS];
+	c->qskipped[side] += st[ACC_H_QUARANTINED];
+	c->rows[side] += st[ACC_H_ROWS];
 	for (int i = 0; i < c->nchunks; i++)
 	{
 		c->chunks[i].n[side] += st[ACC_HDR + ACC_PER * i];
 		c->chunks[i].d1[side] += st[ACC_HDR + ACC_PER * i + 1];
 		c->chunks[i].d2[side] += st[ACC_HDR + ACC_PER * i + 2];
 	}
+	if (st[ACC_H_OVERFLOW])
+		c->overflow = true;
+	else
+	{
+		uint64	   *slots = acc_slots(st);
+
+		for (uint64 i = 0; i < st[ACC_H_CAP]; i++)
+			if (slots[ACC_SLOT * i] != 0)
+				keep_ent(c, side, (PcEnt *) &slots[ACC_SLOT * i]);
+	}
+	pfree(st);
 }
 
 /*
@@ -1414,38 +1580,42 @@ key_array(ParityCtx *c, int k, const Datum *keys, int n)
 
 /*
  * digest_pass_agg
- *		Phase 1 for one side in one statement: the aggregate
- *		softmig.parity_digest over the side's rows, which the planner may
- *		run in parallel workers (partial states are summed).  Arguments:
- *		seed, number of key columns, collations, one boundary array and one
- *		quarantine array per key column, then the columns.
+ *		Phase 1 for one side: the aggregate softmig.parity_digest over the
+ *		side's rows, which the planner may run in parallel workers (partial
+ *		states are combined).  Arguments: seed, number of key columns,
+ *		collations, one boundary array and one quarantine array per key
+ *		column, the row's ctid (NULL without the cache), then the columns.
+ *		With stale (a warm run of the digest cache) only the runs of stale
+ *		segments among the first nseg are read, one TID range scan each.
  */
 static void
-digest_pass_agg(ParityCtx *c, int side)
+digest_pass_agg(ParityCtx *c, int side, const bool *stale, uint32 nseg)
 {
 	StringInfoData buf;
 	SPIPlanPtr	plan;
 	int			nparams = 3 + 2 * c->nkeys;
-	Oid		   *argtypes = palloc(sizeof(Oid) * nparams);
-	Datum	   *values = palloc(sizeof(Datum) * nparams);
+	Oid		   *argtypes = palloc(sizeof(Oid) * (nparams + 2));
+	Datum	   *values = palloc(sizeof(Datum) * (nparams + 2));
 	Datum	   *colls = palloc(sizeof(Datum) * c->ncols);
-	bool		isnull;
-	Datum		d;
+	const char *alias = side == PSIDE_LEGACY ? "softmig_l" : "softmig_t";
+	ItemPointerData lo;
+	ItemPointerData hi;
 	int			p;
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "SELECT softmig.parity_digest(");
 	for (p = 1; p <= nparams; p++)
 		appendStringInfo(&buf, "$%d, ", p);
-	if (!c->cache_on)
-		appendStringInfoString(&buf, "NULL::pg_catalog.tid, ");
-	else if (side == PSIDE_LEGACY)
-		appendStringInfoString(&buf, "softmig_l.ctid, ");
+	if (c->cache_on)
+		appendStringInfo(&buf, "%s.ctid, ", alias);
 	else
-		appendStringInfoString(&buf, "softmig_t.ctid, ");
+		appendStringInfoString(&buf, "NULL::pg_catalog.tid, ");
 	append_select_list(&buf, c, side);
 	appendStringInfoChar(&buf, ')');
 	append_from(&buf, c, side);
+	if (stale)
+		appendStringInfo(&buf, " WHERE %s.ctid OPERATOR(pg_catalog.>=) $%d AND %s.ctid OPERATOR(pg_catalog.<) $%d",
+						 alias, nparams + 1, alias, nparams + 2);
 
 	argtypes[0] = INT8OID;
 	values[0] = Int64GetDatum((int64) c->seed);
@@ -1466,23 +1636,49 @@ digest_pass_agg(ParityCtx *c, int side)
 		argtypes[3 + c->nkeys + k] = arrtype;
 		values[3 + c->nkeys + k] = key_array(c, k, c->acc.q, c->acc.nq);
 	}
+	argtypes[nparams] = TIDOID;
+	argtypes[nparams + 1] = TIDOID;
+	values[nparams] = PointerGetDatum(&lo);
+	values[nparams + 1] = PointerGetDatum(&hi);
 
-	plan = SPI_prepare_cursor(buf.data, nparams, argtypes, CURSOR_OPT_PARALLEL_OK);
+	plan = SPI_prepare_cursor(buf.data, nparams + (stale ? 2 : 0), argtypes,
+							  CURSOR_OPT_PARALLEL_OK);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	/* no row limit: a limited execution would run without parallel workers */
-	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "softmig: parity digest failed");
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!isnull)
+	for (uint32 a = 0; stale == NULL || a < nseg;)
 	{
-		bytea	   *b = DatumGetByteaP(d);
-		uint64	   *st = palloc(VARSIZE(b) - ACC_PAD);
+		uint32		b = a + 1;
+		bool		isnull;
+		Datum		d;
 
-		memcpy(st, ((char *) b) + ACC_PAD, VARSIZE(b) - ACC_PAD);
-		merge_state(c, side, st);
+		if (stale)
+		{
+			if (!stale[a])
+			{
+				a++;
+				continue;
+			}
+			while (b < nseg && stale[b])
+				b++;
+			ItemPointerSet(&lo, a * PC_SEG_BLOCKS, 0);
+			ItemPointerSet(&hi, b * PC_SEG_BLOCKS, 0);
+		}
+		/* no row limit: a limited execution would run without parallel workers */
+		if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "softmig: parity digest failed");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+		{
+			bytea	   *st = DatumGetByteaPP(d);
+
+			merge_state(c, side, VARDATA_ANY(st) + (ACC_PAD - VARHDRSZ),
+						(VARSIZE_ANY_EXHDR(st) - (ACC_PAD - VARHDRSZ)) / sizeof(uint64));
+		}
+		SPI_freetuptable(SPI_tuptable);
+		if (stale == NULL)
+			break;
+		a = b;
 	}
-	SPI_freetuptable(SPI_tuptable);
 	SPI_freeplan(plan);
 }
 
@@ -1503,10 +1699,11 @@ digest_receive(TupleTableSlot *slot, DestReceiver *self)
 {
 	DigestDest *d = (DigestDest *) self;
 	MemoryContext old;
+	AccHit		hit;
 
 	slot_getallattrs(slot);
 	old = MemoryContextSwitchTo(d->c->rowcxt);
-	acc_row(&d->c->acc, d->st, slot->tts_values, slot->tts_isnull, NO_SEG);
+	acc_row(&d->c->acc, d->st, slot->tts_values, slot->tts_isnull, &hit);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(d->c->rowcxt);
 	return true;
@@ -1571,7 +1768,7 @@ digest_pass_local(ParityCtx *c, int side)
 	dest.pub.mydest = DestNone;
 	dest.c = c;
 	dest.st = MemoryContextAllocZero(c->cxt, sizeof(uint64) * (ACC_HDR + ACC_PER * c->nchunks));
-	dest.st[0] = c->nchunks;
+	dest.st[ACC_H_NCHUNKS] = c->nchunks;
 
 	memset(&opts, 0, sizeof(opts));
 	opts.read_only = true;
@@ -1580,7 +1777,7 @@ digest_pass_local(ParityCtx *c, int side)
 	if (rc < 0)
 		elog(ERROR, "softmig: parity scan failed: %s", SPI_result_code_string(rc));
 	SPI_freeplan(plan);
-	merge_state(c, side, dest.st);
+	merge_state(c, side, (const char *) dest.st, ACC_HDR + ACC_PER * c->nchunks);
 }
 
 /*
@@ -1604,7 +1801,7 @@ static void
 digest_pass(ParityCtx *c, int side)
 {
 	if (digest_fits_aggregate(c))
-		digest_pass_agg(c, side);
+		digest_pass_agg(c, side, NULL, 0);
 	else
 		digest_pass_local(c, side);
 }
@@ -1704,7 +1901,8 @@ PG_FUNCTION_INFO_V1(softmig_parity_acc);
  * softmig_parity_acc
  *		Transition function of softmig.parity_digest(VARIADIC "any"): digest
  *		one row into the bytea state (modified in place; it lives in the
- *		aggregate's context).  Parallel safe; runs in workers.
+ *		aggregate's context), and with the row's ctid also into the digests
+ *		of its (segment, chunk) pair.  Parallel safe; runs in workers.
  */
 Datum
 softmig_parity_acc(PG_FUNCTION_ARGS)
@@ -1715,6 +1913,7 @@ softmig_parity_acc(PG_FUNCTION_ARGS)
 	int			first;
 	Datum		values[FUNC_MAX_ARGS];
 	bool		nulls[FUNC_MAX_ARGS];
+	AccHit		hit;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
 		elog(ERROR, "softmig._parity_acc called in non-aggregate context");
@@ -1725,11 +1924,11 @@ softmig_parity_acc(PG_FUNCTION_ARGS)
 	}
 	if (PG_ARGISNULL(0))
 	{
-		Size		len = ACC_PAD + sizeof(uint64) * (ACC_HDR + ACC_PER * (s->nb + 1));
+		Size		len = acc_state_size(s->nb + 1, 0);
 
 		state = (bytea *) MemoryContextAllocZero(aggcxt, len);
 		SET_VARSIZE(state, len);
-		ACC_STATE(state)[0] = s->nb + 1;
+		ACC_STATE(state)[ACC_H_NCHUNKS] = s->nb + 1;
 	}
 	else
 		state = (bytea *) PG_GETARG_POINTER(0);
@@ -1739,9 +1938,15 @@ softmig_parity_acc(PG_FUNCTION_ARGS)
 		nulls[i] = PG_ARGISNULL(first + i);
 		values[i] = nulls[i] ? (Datum) 0 : PG_GETARG_DATUM(first + i);
 	}
-	acc_row(s, ACC_STATE(state), values, nulls,
-			PG_ARGISNULL(first - 1) ? NO_SEG :
-			ItemPointerGetBlockNumberNoCheck((ItemPointer) PG_GETARG_POINTER(first - 1)) / PC_SEG_BLOCKS);
+	acc_row(s, ACC_STATE(state), values, nulls, &hit);
+	if (!PG_ARGISNULL(first - 1))
+	{
+		BlockNumber blk = ItemPointerGetBlockNumberNoCheck((ItemPointer) PG_GETARG_POINTER(first - 1));
+
+		/* a grown state is allocated per call; the executor copies it */
+		state = sparse_add(state, PC_ENT_KEY(blk / PC_SEG_BLOCKS, hit.chunk),
+						   1, hit.a, hit.b, CurrentMemoryContext);
+	}
 	PG_RETURN_POINTER(state);
 }
 
@@ -1749,8 +1954,8 @@ PG_FUNCTION_INFO_V1(softmig_parity_combine);
 /*
  * softmig_parity_combine
  *		Combine function of softmig.parity_digest: add two partial states
- *		(from parallel workers) element by element, except the segment
- *		range words, of which the larger wins (see SEG_LO).
+ *		(from parallel workers): counters and chunk digests element by
+ *		element, (segment, chunk) digests pair by pair.
  */
 Datum
 softmig_parity_combine(PG_FUNCTION_ARGS)
@@ -1759,7 +1964,8 @@ softmig_parity_combine(PG_FUNCTION_ARGS)
 	bytea	   *a;
 	bytea	   *b;
 	uint64	   *sa;
-	int			n;
+	uint64		hb[ACC_HDR];
+	const char *db;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
 		elog(ERROR, "softmig._parity_combine called in non-aggregate context");
@@ -1777,19 +1983,35 @@ softmig_parity_combine(PG_FUNCTION_ARGS)
 		PG_RETURN_POINTER(a);
 	}
 	a = (bytea *) PG_GETARG_POINTER(0);
-	if (VARSIZE(a) != VARSIZE(b))
-		elog(ERROR, "softmig._parity_combine: states differ in size");
 	sa = ACC_STATE(a);
-	n = (VARSIZE(a) - ACC_PAD) / sizeof(uint64);
-	for (int i = 1; i < n; i++)
+	db = ((const char *) b) + ACC_PAD;
+	memcpy(hb, db, sizeof(hb));
+	if (hb[ACC_H_NCHUNKS] != sa[ACC_H_NCHUNKS] ||
+		VARSIZE(b) != acc_state_size(hb[ACC_H_NCHUNKS], hb[ACC_H_CAP]))
+		elog(ERROR, "softmig._parity_combine: states do not match");
+	for (int i = ACC_H_NULLKEYS; i <= ACC_H_ROWS; i++)
+		sa[i] += hb[i];
+	for (uint64 i = ACC_HDR; i < ACC_HDR + ACC_PER * sa[ACC_H_NCHUNKS]; i++)
 	{
 		uint64		v;
 
-		memcpy(&v, ((char *) b) + ACC_PAD + i * sizeof(uint64), sizeof(uint64));
-		if (i == 4 || i == 5 || (i >= ACC_HDR && (i - ACC_HDR) % ACC_PER >= 3))
-			sa[i] = Max(sa[i], v);	/* segment range words */
-		else
-			sa[i] += v;
+		memcpy(&v, db + i * sizeof(uint64), sizeof(uint64));
+		sa[i] += v;
+	}
+	if (hb[ACC_H_OVERFLOW])
+		sa[ACC_H_OVERFLOW] = 1;
+	for (uint64 i = 0; i < hb[ACC_H_CAP] && !sa[ACC_H_OVERFLOW]; i++)
+	{
+		uint64		e[ACC_SLOT];
+
+		memcpy(e, db + sizeof(uint64) * (ACC_HDR + ACC_PER * hb[ACC_H_NCHUNKS] + ACC_SLOT * i),
+			   sizeof(e));
+		if (e[0] != 0)
+		{
+			/* a grown state is allocated per call; the executor copies it */
+			a = sparse_add(a, e[0], e[1], e[2], e[3], CurrentMemoryContext);
+			sa = ACC_STATE(a);
+		}
 	}
 	PG_RETURN_POINTER(a);
 }
@@ -2125,7 +2347,6 @@ merge_streams(ParityCtx *c, Stream *l, Stream *t)
 			{
 				KeyRef		kr = {PSIDE_LEGACY, l, false, (Datum) 0};
 
-				c->merged[PSIDE_LEGACY]++;
 				c->found[PK_MISSING_IN_TARGET]++;
 				c->emit(c, PK_MISSING_IN_TARGET, &kr, -1, 0, true, 0, true);
 			}
@@ -2133,8 +2354,6 @@ merge_streams(ParityCtx *c, Stream *l, Stream *t)
 		}
 		else if (r > 0)
 		{
-			if (!(c->nq > 0 && is_quarantined(c, &t->vals[t->off])))
-				c->merged[PSIDE_TARGET]++;
 			if (!t_matched && !(c->nq > 0 && is_quarantined(c, &t->vals[t->off])))
 			{
 				KeyRef		kr = {PSIDE_TARGET, t, false, (Datum) 0};
@@ -2147,10 +2366,7 @@ merge_streams(ParityCtx *c, Stream *l, Stream *t)
 		else
 		{
 			if (!(c->nq > 0 && is_quarantined(c, &l->vals[l->off])))
-			{
-				c->merged[PSIDE_LEGACY]++;
 				compare_rows(c, l, t);
-			}
 			adv_l = true;
 			t_matched = true;
 		}
@@ -2289,32 +2505,32 @@ chunk_differs(ParityCtx *c, PChunk *ch)
 /* ---------------------------------------------------------------------
  * Digest cache
  *
- * A full pass stores, in softmig.parity_cache, the chunk bounds and per
- * side the digest state (per chunk: rows, both digests and the range of
- * segments its rows were found in) and the page state of every segment
- * (paritycache.c: the highest page LSN if all its pages were all-visible
- * and not changed since the pass began).  A later run with the same
- * fingerprint (mapping, compared columns and their types, functions,
- * collation versions, quarantine, chunk size, both tables' storage) reads
- * the page state again instead of the rows:
+ * With the cache on, the digest aggregate also receives each row's ctid and
+ * keeps, besides the chunk digests, the digests of every (segment, chunk)
+ * pair: the rows of one chunk found in one segment of PC_SEG_BLOCKS heap
+ * blocks.  A full pass stores, in softmig.parity_cache, the chunk bounds,
+ * the run's seed, and per side those pairs and the page state of every
+ * segment (paritycache.c: its highest page LSN if all its pages were
+ * all-visible and unchanged since the pass began).  A later run with the
+ * same fingerprint (mapping, compared columns and their types, functions,
+ * column definitions, collation versions, quarantine, chunk size, both
+ * tables' storage) reads the page state again instead of the rows:
  *
- *  - a segment is stale unless it was cached and still has all pages
+ *  - a segment is stale unless it was stored and still has all pages
  *    all-visible with the same highest LSN;
- *  - the keys in stale segments are read (key columns only, through TID
- *    range scans) and their chunks, with every chunk whose stored segment
- *    range covers a stale segment, are rechecked: compared row by row, as
- *    the descent compares differing chunks;
- *  - every other chunk keeps its stored digests on both sides, which are
- *    compared as in a full pass (differing ones are descended).
+ *  - the stored pairs of the other segments are summed into the chunks
+ *    (their rows are exactly the rows the pairs were computed from, for
+ *    any snapshot);
+ *  - the stale segments are digested again, with the stored seed, through
+ *    TID range scans, and added.
  *
- * A row of an unchanged chunk lives in an unchanged segment, or it would
- * have moved (its old page changed, inside the chunk's range) or arrived
- * (its new page changed, and its key was read there).  Rechecked chunks
- * stay marked in the cache; once more than a fifth of the chunks, or a
- * quarter of either table's segments, would be rechecked, a full pass
- * rebuilds the cache instead (comparing rows one by one costs a few times
- * more per row than digesting them).  Runs in read-only transactions, on a
- * standby, with the cache off or with the digest test hook never use it.
+ * The chunk digests are then exactly what a full pass with that seed would
+ * compute, and the run goes on as a full one: differing chunks are
+ * descended and compared row by row.  When more than a quarter of either
+ * table's segments are stale a full pass is cheaper (it runs in parallel
+ * workers) and rebuilds the cache.  Runs in read-only transactions (no
+ * write), on a standby, with the cache off or the digest test hook set, and
+ * the other cases cache_prepare lists never use it.
  * --------------------------------------------------------------------- */
 
 #define PCM_OFF 0
@@ -2322,8 +2538,6 @@ chunk_differs(ParityCtx *c, PChunk *ch)
 #define PCM_WARM 2				/* stored digests reused */
 
 static const char *const cache_mode_names[] = {"off", "full", "warm"};
-
-#define PCF_RECHECK 1			/* chunk flag: stored digests not usable */
 
 /* bump when hashing or the digest state changes: old cache rows then miss */
 #define PARITY_CACHE_FORMAT 1
@@ -2464,113 +2678,15 @@ cache_prepare(ParityCtx *c)
 }
 
 /*
- * cache_scan_stale
- *		Warm run, one side: read the keys of the rows in the stale segments
- *		(TID range scans, key columns only, as the side's owner) and mark
- *		their chunks for a recheck, or note NULL keys.
- */
-static void
-cache_scan_stale(ParityCtx *c, int side, const bool *stale, uint32 nseg)
-{
-	StringInfoData buf;
-	SPIPlanPtr	plan;
-	Oid			argtypes[2] = {TIDOID, TIDOID};
-	const char *alias = side == PSIDE_LEGACY ? "softmig_l" : "softmig_t";
-	Datum	   *keys = palloc(sizeof(Datum) * c->nkeys);
-	bool	   *nulls = palloc(sizeof(bool) * c->nkeys);
-
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "SELECT ");
-	for (int i = 0; i < c->nkeys; i++)
-	{
-		if (i)
-			appendStringInfoString(&buf, ", ");
-		if (side == PSIDE_LEGACY)
-			appendStringInfoString(&buf, c->cols[i].lexpr);
-		else
-			appendStringInfo(&buf, "softmig_t.%s", quote_identifier(c->cols[i].name));
-	}
-	append_from(&buf, c, side);
-	appendStringInfo(&buf, " WHERE %s.ctid OPERATOR(pg_catalog.>=) $1 AND %s.ctid OPERATOR(pg_catalog.<) $2",
-					 alias, alias);
-	as_role(c, side == PSIDE_LEGACY ? c->lowner : c->towner);
-	plan = SPI_prepare(buf.data, 2, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-
-	for (uint32 a = 0; a < nseg;)
-	{
-		uint32		b;
-		ItemPointerData lo;
-		ItemPointerData hi;
-		Datum		values[2];
-		Portal		portal;
-
-		if (!stale[a])
-		{
-			a++;
-			continue;
-		}
-		for (b = a + 1; b < nseg && stale[b]; b++)
-			;
-		ItemPointerSet(&lo, a * PC_SEG_BLOCKS, 0);
-		ItemPointerSet(&hi, b * PC_SEG_BLOCKS, 0);
-		values[0] = PointerGetDatum(&lo);
-		values[1] = PointerGetDatum(&hi);
-		portal = SPI_cursor_open(NULL, plan, values, NULL, true);
-		for (;;)
-		{
-			SPI_cursor_fetch(portal, true, PARITY_FETCH);
-			if (SPI_processed == 0)
-				break;
-			for (uint64 r = 0; r < SPI_processed; r++)
-			{
-				bool		anynull = false;
-
-				heap_deform_tuple(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, keys, nulls);
-				for (int k = 0; k < c->nkeys; k++)
-					anynull |= nulls[k];
-				if (anynull)
-					c->nullstale[side] = true;
-				else
-					c->chunks[acc_chunk_of(&c->acc, keys)].recheck = true;
-			}
-			SPI_freetuptable(SPI_tuptable);
-		}
-		SPI_cursor_close(portal);
-		a = b;
-	}
-	SPI_freeplan(plan);
-}
-
-/*
- * seg_range_stale
- *		Given the encoded segment range words of a chunk (SEG_LO/SEG_HI)
- *		and prefix sums of stale segments, does the range hold a stale
- *		segment?  An empty range holds none.
- */
-static bool
-seg_range_stale(uint64 elo, uint64 ehi, const uint32 *pre, uint32 nseg)
-{
-	uint64		lo;
-	uint64		hi;
-
-	if (ehi == 0)
-		return false;
-	lo = ~elo;
-	hi = ehi - 1;
-	if (lo > hi || hi >= nseg)
-		return true;			/* cannot happen for a well-formed state */
-	return pre[hi + 1] - pre[lo] > 0;
-}
-
-/*
  * cache_try_warm
  *		Use the stored digests if the cache row matches this comparison and
- *		not too much changed since: sets the chunks (bounds, stored digests,
- *		recheck flags) and returns true; false leaves the run to a full pass
- *		(nothing has been reported yet).  Reads the cache row as the
- *		catalog owner, both tables' pages, and the keys in stale segments.
+ *		not too much changed since: the chunks get their bounds, the stored
+ *		(segment, chunk) digests of unchanged segments and the digests of
+ *		the stale segments, read again now (TID range scans, with the
+ *		stored seed).  Returns true if so; false leaves the run to a full
+ *		pass (nothing has been reported yet; the caller resets what was
+ *		accumulated).  Reads the cache row as the catalog owner and both
+ *		tables' pages; runs the stale segments' digests as each side's owner.
  */
 static bool
 cache_try_warm(ParityCtx *c)
@@ -2584,14 +2700,12 @@ cache_try_warm(ParityCtx *c)
 	bytea	   *blob[2];
 	Datum		boundsd;
 	PcPages		cached[2];
-	uint64	   *st[2];
-	int			nst[2];
-	uint8	   *flags[2];
-	int			nfl[2];
-	int			nchunks;
+	uint64		seed[2];
+	PcEnt	   *ents[2];
+	int			nents[2];
 	Datum	   *barr;
 	int			nbarr;
-	uint64		rechecked = 0;
+	int			nchunks;
 	XLogRecPtr	start;
 	MemoryContext old;
 
@@ -2622,39 +2736,24 @@ cache_try_warm(ParityCtx *c)
 		blob[side] = DatumGetByteaPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 													  2 + side, &isnull));
 	SPI_freetuptable(SPI_tuptable);
+	c->cache_why = "the stored digests are unreadable";
 	for (int side = 0; side < 2; side++)
-		if (!softmig_pc_unpack(blob[side], &cached[side], &st[side], &nst[side],
-							   &flags[side], &nfl[side]))
+		if (!softmig_pc_unpack(blob[side], &cached[side], &seed[side], &ents[side], &nents[side]))
 		{
 			MemoryContextSwitchTo(old);
-			c->cache_why = "the stored digests are unreadable";
 			return false;
 		}
-	nchunks = (int) st[PSIDE_LEGACY][0];
-	if (nbarr != c->nkeys || nchunks < 1 || nchunks > PARITY_MAX_CHUNKS)
+	if (nbarr != c->nkeys || seed[0] != seed[1])
 	{
 		MemoryContextSwitchTo(old);
-		c->cache_why = "the stored digests are unreadable";
 		return false;
 	}
-	for (int side = 0; side < 2; side++)
-		if (nst[side] != ACC_HDR + ACC_PER * nchunks || (int) st[side][0] != nchunks ||
-			nfl[side] != nchunks + 1)
-		{
-			MemoryContextSwitchTo(old);
-			c->cache_why = "the stored digests are unreadable";
-			return false;
-		}
 
 	/* the chunk bounds, as stored */
-	c->nchunks = nchunks;
-	c->chunks = palloc0(sizeof(PChunk) * nchunks);
-	c->acc.nb = nchunks - 1;
-	c->acc.bounds = palloc(sizeof(Datum) * Max(c->acc.nb, 1) * c->nkeys);
+	nchunks = -1;
 	for (int k = 0; k < c->nkeys; k++)
 	{
 		Oid			base = getBaseType(c->cols[k].typid);
-		Oid			arrtype = get_array_type(base);
 		Oid			recvfn;
 		Oid			ioparam;
 		bytea	   *b = DatumGetByteaPP(barr[k]);
@@ -2666,7 +2765,7 @@ cache_try_warm(ParityCtx *c)
 		Datum	   *elems;
 		int			n;
 
-		getTypeBinaryInputInfo(arrtype, &recvfn, &ioparam);
+		getTypeBinaryInputInfo(get_array_type(base), &recvfn, &ioparam);
 		initStringInfo(&sbuf);
 		appendBinaryStringInfo(&sbuf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
 		arr = DatumGetArrayTypeP(OidReceiveFunctionCall(recvfn, &sbuf, ioparam, -1));
@@ -2674,32 +2773,44 @@ cache_try_warm(ParityCtx *c)
 		if (ARR_ELEMTYPE(arr) != base)
 		{
 			MemoryContextSwitchTo(old);
-			c->cache_why = "the stored digests are unreadable";
 			return false;
 		}
 		deconstruct_array(arr, base, typlen, typbyval, typalign, &elems, NULL, &n);
-		if (n != c->acc.nb)
+		if (k == 0)
+		{
+			if (n + 1 > PARITY_MAX_CHUNKS)
+			{
+				MemoryContextSwitchTo(old);
+				return false;
+			}
+			nchunks = n + 1;
+			c->acc.nb = n;
+			c->acc.bounds = palloc(sizeof(Datum) * Max(n, 1) * c->nkeys);
+		}
+		else if (n + 1 != nchunks)
 		{
 			MemoryContextSwitchTo(old);
-			c->cache_why = "the stored digests are unreadable";
 			return false;
 		}
 		for (int i = 0; i < n; i++)
 			c->acc.bounds[i * c->nkeys + k] = datumCopy(elems[i], typbyval, typlen);
 	}
+	c->nchunks = nchunks;
+	c->chunks = palloc0(sizeof(PChunk) * nchunks);
 	for (int i = 0; i < c->acc.nb; i++)
 		c->chunks[i].bound = &c->acc.bounds[i * c->nkeys];
 	MemoryContextSwitchTo(old);
+	c->seed = c->acc.seed = seed[0];
 
-	/* which segments changed, and which chunks that touches */
+	/* which segments changed; the stored digests of the others */
 	start = GetXLogInsertRecPtr();
 	for (int side = 0; side < 2; side++)
 	{
 		Relation	rel = table_open(side == PSIDE_LEGACY ? c->legacy : c->target, NoLock);
 		PcPages    *now = &c->pages[side];
 		uint32		nseg;
+		uint32		nstale = 0;
 		bool	   *stale;
-		uint32	   *pre;
 
 		old = MemoryContextSwitchTo(c->cxt);
 		softmig_pc_read_pages(rel, start, now);
@@ -2712,7 +2823,6 @@ cache_try_warm(ParityCtx *c)
 		}
 		nseg = Max(now->nseg, cached[side].nseg);
 		stale = palloc0(sizeof(bool) * Max(nseg, 1));
-		pre = palloc0(sizeof(uint32) * (nseg + 1));
 		for (uint32 g = 0; g < nseg; g++)
 			stale[g] = g >= now->nseg || g >= cached[side].nseg ||
 				now->seg[g] == PC_SEG_NONE || cached[side].seg[g] == PC_SEG_NONE ||
@@ -2722,73 +2832,65 @@ cache_try_warm(ParityCtx *c)
 			for (uint32 g = Min(now->nblocks, cached[side].nblocks) / PC_SEG_BLOCKS; g < nseg; g++)
 				stale[g] = true;
 		for (uint32 g = 0; g < nseg; g++)
-			pre[g + 1] = pre[g] + (stale[g] ? 1 : 0);
-		c->stale_segs[side] = pre[nseg];
-		if (pre[nseg] > 0 && (double) pre[nseg] > 0.25 * nseg)
+			nstale += stale[g] ? 1 : 0;
+		c->stale_segs[side] = nstale;
+		if (nstale > 0 && (double) nstale > 0.25 * nseg)
 		{
 			c->cache_why = "more than a quarter of a table changed";
 			return false;
 		}
-		for (int i = 0; i < nchunks; i++)
+		for (int i = 0; i < nents[side]; i++)
 		{
-			uint64	   *ch = &st[side][ACC_HDR + ACC_PER * i];
+			PcEnt	   *e = &ents[side][i];
+			uint32		g = PC_ENT_SEG(e->key);
+			uint32		ch = PC_ENT_CHUNK(e->key);
 
-			if ((flags[side][i] & PCF_RECHECK) ||
-				seg_range_stale(ch[3], ch[4], pre, nseg))
-				c->chunks[i].recheck = true;
+			if (g >= nseg || ch > (uint32) nchunks + 1)
+			{
+				c->cache_why = "the stored digests are unreadable";
+				return false;
+			}
+			if (stale[g])
+				continue;
+			if (ch < (uint32) nchunks)
+			{
+				c->chunks[ch].n[side] += e->n;
+				c->chunks[ch].d1[side] += e->d1;
+				c->chunks[ch].d2[side] += e->d2;
+				c->rows[side] += e->n;
+			}
+			else if (ch == (uint32) nchunks)
+				c->nullkeys[side] += e->n;
+			else
+				c->qskipped[side] += e->n;
+			keep_ent(c, side, e);
 		}
-		if ((flags[side][nchunks] & PCF_RECHECK) ||
-			seg_range_stale(st[side][4], st[side][5], pre, nseg))
-			c->nullstale[side] = true;
-		cache_scan_stale(c, side, stale, now->nseg);
+		/* and the stale segments, read again */
+		as_role(c, side == PSIDE_LEGACY ? c->lowner : c->towner);
+		if (nstale > 0)
+			digest_pass_agg(c, side, stale, now->nseg);
+		if (c->overflow)
+		{
+			c->cache_why = "too many (segment, chunk) pairs to store";
+			return false;
+		}
 		if (side == PSIDE_LEGACY)
 			pause_point();
 	}
-	for (int i = 0; i < nchunks; i++)
-		if (c->chunks[i].recheck)
-			rechecked++;
-	if (rechecked > 0 && (double) rechecked > 0.2 * nchunks)
-	{
-		c->cache_why = "more than a fifth of the chunks changed";
-		return false;
-	}
-
-	/* the stored digests of every chunk that is not rechecked */
-	c->cflags = MemoryContextAllocZero(c->cxt, nchunks + 1);
-	for (int side = 0; side < 2; side++)
-	{
-		c->rows[side] = 0;
-		c->nullkeys[side] = st[side][1];
-		c->qskipped[side] = st[side][2];
-		c->st[side] = st[side];
-		if (c->nullstale[side])
-			c->cflags[nchunks] = PCF_RECHECK;
-		for (int i = 0; i < nchunks; i++)
-		{
-			uint64	   *ch = &st[side][ACC_HDR + ACC_PER * i];
-
-			if (c->chunks[i].recheck)
-			{
-				c->cflags[i] = PCF_RECHECK;
-				continue;
-			}
-			c->chunks[i].n[side] = ch[0];
-			c->chunks[i].d1[side] = ch[1];
-			c->chunks[i].d2[side] = ch[2];
-			c->rows[side] += ch[0];
-		}
-	}
 	c->cache_mode = PCM_WARM;
+	c->cache_why = NULL;
 	return true;
 }
 
 /*
  * cache_store
  *		Write this run's cache row (as the catalog owner): after a full
- *		pass the bounds, digests and page state; after a warm run the
- *		refreshed page state and recheck flags.  Skipped in a read-only
- *		transaction or while another run holds the migration's cache lock.
- *		Outside the read-only context, inside the SPI connection.
+ *		pass the bounds and both sides' page states and (segment, chunk)
+ *		digests; after a warm run the refreshed states, or only the row's
+ *		counters when nothing was stale.  Skipped in a read-only
+ *		transaction, when there were too many pairs to keep, or while
+ *		another run holds the migration's cache lock.  Outside the
+ *		read-only context, inside the SPI connection.
  */
 static void
 cache_store(ParityCtx *c)
@@ -2796,11 +2898,15 @@ cache_store(ParityCtx *c)
 	Oid			save_user;
 	int			save_sec;
 	bytea	   *blob[2];
-	uint8	   *flags;
 	int			ret;
 
 	if (!c->cache_on || c->cache_mode == PCM_OFF || XactReadOnly)
 		return;
+	if (c->overflow)
+	{
+		c->cache_why = "too many (segment, chunk) pairs to store";
+		return;
+	}
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(softmig_catalog_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	if (!softmig_pc_try_lock(c->id))
@@ -2808,19 +2914,8 @@ cache_store(ParityCtx *c)
 		SetUserIdAndSecContext(save_user, save_sec);
 		return;
 	}
-	flags = c->cflags ? c->cflags : palloc0(c->nchunks + 1);
 	for (int side = 0; side < 2; side++)
-	{
-		uint64	   *st = c->st[side];
-
-		if (st == NULL)
-		{
-			st = palloc0(sizeof(uint64) * (ACC_HDR + ACC_PER * c->nchunks));
-			st[0] = c->nchunks;
-		}
-		blob[side] = softmig_pc_pack(&c->pages[side], st, ACC_HDR + ACC_PER * c->nchunks,
-									 flags, c->nchunks + 1);
-	}
+		blob[side] = softmig_pc_pack(&c->pages[side], c->seed, c->ents[side], c->nents[side]);
 	if (c->cache_mode == PCM_FULL)
 	{
 		Oid			argtypes[6] = {INT4OID, INT4OID, TEXTOID, BYTEAARRAYOID, BYTEAOID, BYTEAOID};
@@ -2937,12 +3032,12 @@ run_parity_inner(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 			c->cache_mode = PCM_FULL;
 		for (int s = 0; s < 2; s++)
 		{
-			c->st[s] = NULL;
 			c->rows[s] = c->nullkeys[s] = c->qskipped[s] = 0;
-			c->nullstale[s] = false;
+			c->nents[s] = 0;
+			c->stale_segs[s] = 0;
 		}
-		c->cflags = NULL;
-		c->stale_segs[0] = c->stale_segs[1] = 0;
+		c->overflow = false;
+		c->seed = c->acc.seed = c->fresh_seed;
 		choose_bounds(c);
 		start = c->cache_on ? GetXLogInsertRecPtr() : InvalidXLogRecPtr;
 		as_role(c, c->lowner);
@@ -2966,21 +3061,14 @@ run_parity_inner(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 	{
 		PChunk	   *ch = &c->chunks[i];
 		Datum	   *lo = i > 0 ? c->chunks[i - 1].bound : NULL;
-		uint64		before[2] = {c->merged[0], c->merged[1]};
 
-		if (!ch->recheck && !chunk_differs(c, ch))
+		if (!chunk_differs(c, ch))
 			continue;
 		c->descended++;
 		compare_range(c, plans, lo ? LO_GT : LO_NONE, lo, ch->bound ? HI_LE : HI_NONE, ch->bound);
-		if (ch->recheck)
-		{
-			c->rechecked++;
-			for (int s = 0; s < 2; s++)
-				c->rows[s] += c->merged[s] - before[s];
-		}
 	}
 	for (int s = 0; s < 2; s++)
-		if (c->nullkeys[s] > 0 || c->nullstale[s])
+		if (c->nullkeys[s] > 0)
 		{
 			as_role(c, s == PSIDE_LEGACY ? c->lowner : c->towner);
 			null_key_rows(c, s);
@@ -3276,9 +3364,8 @@ softmig_parity_summary(PG_FUNCTION_ARGS)
 		escape_json(&out, c->cache_why ? c->cache_why : "");
 	}
 	if (c->cache_mode != PCM_OFF)
-		appendStringInfo(&out, ", \"stored\": %s, \"stale_segments\": [" UINT64_FORMAT ", " UINT64_FORMAT
-						 "], \"rechecked_chunks\": " UINT64_FORMAT,
-						 c->stored ? "true" : "false", c->stale_segs[0], c->stale_segs[1], c->rechecked);
+		appendStringInfo(&out, ", \"stored\": %s, \"stale_segments\": [" UINT64_FORMAT ", " UINT64_FORMAT "]",
+						 c->stored ? "true" : "false", c->stale_segs[0], c->stale_segs[1]);
 	appendStringInfoString(&out, "}}");
 	MemoryContextDelete(c->cxt);
 	MemoryContextDelete(holder);

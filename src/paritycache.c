@@ -46,7 +46,7 @@ bool		softmig_parity_cache = true;
 
 /* first four bytes of a packed side state, then its layout version */
 #define PC_MAGIC 0x43504d53		/* "SMPC" */
-#define PC_VERSION 1
+#define PC_VERSION 2
 
 /* advisory lock (two int4 keys) taken while a run writes the cache */
 #define PC_LOCK_CLASS 0x736d7063
@@ -58,9 +58,8 @@ typedef struct PcHeader
 	Oid			relfilenode;
 	uint32		nblocks;
 	uint32		nseg;
-	uint32		nst;
-	uint32		nchunks;
-	uint32		pad;
+	uint32		nents;
+	uint64		seed;
 } PcHeader;
 
 /*
@@ -340,15 +339,15 @@ softmig_pc_try_lock(int32 id)
 
 /*
  * softmig_pc_pack
- *		One side's cached state as a bytea: header, segment states, the
- *		digest state array (nst uint64) and one flag byte per chunk.
- *		palloc'd in the current context.
+ *		One side's cached state as a bytea: header (with the hash seed the
+ *		digests were made with), segment states, then the (segment, chunk)
+ *		digests.  palloc'd in the current context.
  */
 bytea *
-softmig_pc_pack(const PcPages *pages, const uint64 *st, int nst,
-				const uint8 *flags, int nchunks)
+softmig_pc_pack(const PcPages *pages, uint64 seed, const PcEnt *ents, int nents)
 {
-	Size		len = VARHDRSZ + sizeof(PcHeader) + sizeof(uint64) * (pages->nseg + nst) + nchunks;
+	Size		len = VARHDRSZ + sizeof(PcHeader) + sizeof(uint64) * pages->nseg +
+		sizeof(PcEnt) * nents;
 	bytea	   *b = palloc(len);
 	char	   *p = VARDATA(b);
 	PcHeader	h;
@@ -360,15 +359,14 @@ softmig_pc_pack(const PcPages *pages, const uint64 *st, int nst,
 	h.relfilenode = pages->relfilenode;
 	h.nblocks = pages->nblocks;
 	h.nseg = pages->nseg;
-	h.nst = nst;
-	h.nchunks = nchunks;
+	h.nents = nents;
+	h.seed = seed;
 	memcpy(p, &h, sizeof(h));
 	p += sizeof(h);
 	memcpy(p, pages->seg, sizeof(uint64) * pages->nseg);
 	p += sizeof(uint64) * pages->nseg;
-	memcpy(p, st, sizeof(uint64) * nst);
-	p += sizeof(uint64) * nst;
-	memcpy(p, flags, nchunks);
+	if (nents > 0)
+		memcpy(p, ents, sizeof(PcEnt) * nents);
 	return b;
 }
 
@@ -379,8 +377,7 @@ softmig_pc_pack(const PcPages *pages, const uint64 *st, int nst,
  *		the caller then ignores the cache.
  */
 bool
-softmig_pc_unpack(bytea *b, PcPages *pages, uint64 **st, int *nst,
-				  uint8 **flags, int *nchunks)
+softmig_pc_unpack(bytea *b, PcPages *pages, uint64 *seed, PcEnt **ents, int *nents)
 {
 	Size		len = VARSIZE_ANY_EXHDR(b);
 	const char *p = VARDATA_ANY(b);
@@ -390,7 +387,7 @@ softmig_pc_unpack(bytea *b, PcPages *pages, uint64 **st, int *nst,
 		return false;
 	memcpy(&h, p, sizeof(h));
 	if (h.magic != PC_MAGIC || h.version != PC_VERSION ||
-		len != sizeof(h) + sizeof(uint64) * ((Size) h.nseg + h.nst) + h.nchunks)
+		len != sizeof(h) + sizeof(uint64) * (Size) h.nseg + sizeof(PcEnt) * (Size) h.nents)
 		return false;
 	p += sizeof(h);
 	pages->relfilenode = h.relfilenode;
@@ -399,12 +396,10 @@ softmig_pc_unpack(bytea *b, PcPages *pages, uint64 **st, int *nst,
 	pages->seg = palloc(sizeof(uint64) * Max(h.nseg, 1));
 	memcpy(pages->seg, p, sizeof(uint64) * h.nseg);
 	p += sizeof(uint64) * h.nseg;
-	*nst = h.nst;
-	*st = palloc(sizeof(uint64) * Max(h.nst, 1));
-	memcpy(*st, p, sizeof(uint64) * h.nst);
-	p += sizeof(uint64) * h.nst;
-	*nchunks = h.nchunks;
-	*flags = palloc(Max(h.nchunks, 1));
-	memcpy(*flags, p, h.nchunks);
+	*seed = h.seed;
+	*nents = h.nents;
+	*ents = palloc(sizeof(PcEnt) * Max(h.nents, 1));
+	if (h.nents > 0)
+		memcpy(*ents, p, sizeof(PcEnt) * h.nents);
 	return true;
 }

@@ -31,6 +31,23 @@ typedef struct PcPages
 	uint64	   *seg;			/* max page LSN, or PC_SEG_NONE */
 } PcPages;
 
+/*
+ * The digest of one side's rows of one chunk found in one segment.  key is
+ * PC_ENT_KEY(segment, chunk); chunk nchunks stands for rows whose key has a
+ * NULL, nchunks + 1 for rows of quarantined entities (counted only).
+ */
+typedef struct PcEnt
+{
+	uint64		key;
+	uint64		n;
+	uint64		d1;
+	uint64		d2;
+} PcEnt;
+
+#define PC_ENT_KEY(seg, chunk) (((((uint64) (seg)) << 32) | (uint32) (chunk)) + 1)
+#define PC_ENT_SEG(key) ((uint32) (((key) - 1) >> 32))
+#define PC_ENT_CHUNK(key) ((uint32) ((key) - 1))
+
 /* GUC softmig.parity_cache */
 extern bool softmig_parity_cache;
 
@@ -43,9 +60,9 @@ extern const char *softmig_pc_plan_refusal(SPIPlanPtr plan, StringInfo fp,
 										   List **colls);
 extern void softmig_pc_collation_versions(StringInfo fp, List *colls);
 extern bool softmig_pc_try_lock(int32 id);
-extern bytea *softmig_pc_pack(const PcPages *pages, const uint64 *st,
-							  int nst, const uint8 *flags, int nchunks);
-extern bool softmig_pc_unpack(bytea *b, PcPages *pages, uint64 **st,
-							  int *nst, uint8 **flags, int *nchunks);
+extern bytea *softmig_pc_pack(const PcPages *pages, uint64 seed,
+							  const PcEnt *ents, int nents);
+extern bool softmig_pc_unpack(bytea *b, PcPages *pages, uint64 *seed,
+							  PcEnt **ents, int *nents);
 
 #endif							/* SOFTMIG_PARITYCACHE_H */

@@ -8,9 +8,9 @@
 # again with new LSNs), now and then repairs all differences, changes the
 # quarantine or rewrites a third of a table; then it compares twice.  The
 # seed is printed; PARITY_FUZZ_SEED=<n> repeats a run.  The test also
-# checks that the cached path was really taken in a good share of the steps
-# (a full comparison follows whenever a quarter of a table's segments or a
-# fifth of the chunks changed since the last one).
+# checks that the cached path was really taken in most steps (a full
+# comparison follows whenever a quarter of a table's segments changed since
+# the last one, or after a quarantine change).
 use strict;
 use warnings;
 
@@ -132,7 +132,7 @@ for my $i (1 .. $ITERATIONS)
 }
 is($agree, $ITERATIONS, "every comparison agreed with one without the cache (seed $SEED)");
 note(join(', ', map { "$_ ($modes{$_})" } sort keys %modes));
-cmp_ok($modes{warm} // 0, '>=', $ITERATIONS / 5, 'the cached path was taken in at least a fifth of the steps')
+cmp_ok($modes{warm} // 0, '>=', $ITERATIONS / 2, 'the cached path was taken in at least half of the steps')
   or diag(join(', ', map { "$_ ($modes{$_})" } sort keys %modes));
 
 $node->stop;
