@@ -726,9 +726,11 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
  * softmig.parity_digest (possibly in parallel workers, which rebuild the
  * setup from the aggregate's arguments) and in this backend.
  *
- * A digest state is an array of uint64: [0] number of chunks, [1] rows
- * whose key has a NULL, [2] rows of quarantined entities, [3] rows
- * digested, then per chunk its row count, primary sum and guard sum.
+ * A digest state is an array of uint64: ACC_HDR header words (number of
+ * chunks, rows whose key has a NULL, rows of quarantined entities, rows
+ * digested, then the (segment, chunk) table's size, use, overflow flag and
+ * last slot), per chunk its row count, primary sum and guard sum, and with
+ * the digest cache the (segment, chunk) table (sparse_add).
  * --------------------------------------------------------------------- */
 
 
@@ -950,8 +952,10 @@ acc_chunk_of(AccSetup *s, const Datum *key)
 	return lo;
 }
 
-/* What acc_row did with a row: its chunk (nchunks: NULL key, nchunks + 1:
- * quarantined) and its two hashes (0 unless digested). */
+/*
+ * What acc_row did with a row: its chunk (nchunks: NULL key, nchunks + 1:
+ * quarantined) and its two hashes (0 unless digested).
+ */
 typedef struct AccHit
 {
 	uint32		chunk;
