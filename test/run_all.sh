@@ -39,13 +39,16 @@
 #   PGSRC           for assert: an unpacked PostgreSQL 15 source tree to
 #                   build instead of fetching one
 #   SOFTMIG_KEEP=1  keep the temp directory (logs, data dir) for debugging
+#   SOFTMIG_PGBIN   the PostgreSQL 15 bin directory to build against and test
+#                   with (default /usr/lib/postgresql/15/bin), e.g. a
+#                   relocated copy of the installation
 #
 # Internal: `run_all.sh --inner WORKDIR` is the second half, run as the
 # unprivileged user inside the copied tree.
 
 set -euo pipefail
 
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=${SOFTMIG_PGBIN:-/usr/lib/postgresql/15/bin}
 PG_CONFIG=$PGBIN/pg_config
 SUITES=${SOFTMIG_SUITES:-regress pgtap tap demo assert}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
@@ -155,10 +158,10 @@ outer() {
     if ((EUID == 0)); then
         id postgres >/dev/null 2>&1 || die "no 'postgres' user (is postgresql-15 installed?)"
         chown -R postgres: "$WORK"
-        runuser -u postgres -- env SOFTMIG_SUITES="$SUITES" \
+        runuser -u postgres -- env SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" \
             bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
     else
-        SOFTMIG_SUITES="$SUITES" bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
+        SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
     fi
     return $rc
 }
@@ -343,7 +346,7 @@ inner() {
     PGDATA=$work/data
     mkdir -p "$LOGDIR"
     cd "$TREE"
-    export PATH="$PGBIN:$PATH"
+    export PATH="$PGBIN:$PATH" PGBIN
 
     trap stop_cluster EXIT
     trap 'exit 130' INT
