@@ -101,4 +101,5 @@ soak:
 assert-check:
 	bash test/assert_check.sh
 REGRESS += security names
-REGRESS += trust
+REGRESS += trust reentry partitions
+REGRESS += search_path

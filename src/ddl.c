@@ -10,6 +10,9 @@
  *	  - softmig._has_rows(rel) tells whether a table (or any leaf of a
  *	    partitioned one) holds a row, by a plain heap scan: no SQL, so no
  *	    user code and no privilege check is involved.
+ *	  - softmig._ddl_partitions(command, detached) lists the partitions one
+ *	    DDL command (from pg_event_trigger_ddl_commands()) created or
+ *	    attached, or detached, so ddl_command_end acts on exactly those.
  *	  - softmig._ddl_start() runs at ddl_command_start of DROP TABLE: a
  *	    partition of a migrated table that holds rows cannot be dropped
  *	    while the migration is between mirrored and new_read (its rows
@@ -36,12 +39,16 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "storage/lmgr.h"
+#include "tcop/deparse_utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/catcache.h"
+#include "access/htup_details.h"
 
 #include "softmig.h"
 
@@ -284,4 +291,106 @@ Datum
 softmig_drop_approved(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(list_member_oid(approved_drops, PG_GETARG_OID(0)));
+}
+
+/*
+ * partitions_named
+ *		The relations an ATTACH or DETACH PARTITION named by rv: the command
+ *		resolved the name with the session's search_path, which an event
+ *		trigger no longer has, so match the name instead.  Attached: the
+ *		children of parent with that name (in rv's schema if given).
+ *		Detached: the tables with that name that are no partition now (the
+ *		caller keeps only those carrying the migration's triggers).  Reads
+ *		pg_inherits and the pg_class syscache.
+ */
+static List *
+partitions_named(RangeVar *rv, Oid parent, bool detached)
+{
+	Oid			nsp = rv->schemaname ? get_namespace_oid(rv->schemaname, true) : InvalidOid;
+	List	   *result = NIL;
+
+	if (rv->schemaname && !OidIsValid(nsp))
+		return NIL;
+	if (!detached)
+	{
+		List	   *children = find_inheritance_children(parent, NoLock);
+		ListCell   *lc;
+
+		foreach(lc, children)
+		{
+			Oid			child = lfirst_oid(lc);
+			char	   *name = get_rel_name(child);
+
+			if (name && strcmp(name, rv->relname) == 0 &&
+				(!OidIsValid(nsp) || get_rel_namespace(child) == nsp))
+				result = lappend_oid(result, child);
+		}
+	}
+	else
+	{
+		CatCList   *list = SearchSysCacheList1(RELNAMENSP, CStringGetDatum(rv->relname));
+
+		for (int i = 0; i < list->n_members; i++)
+		{
+			Form_pg_class cls = (Form_pg_class) GETSTRUCT(&list->members[i]->tuple);
+
+			if ((!OidIsValid(nsp) || cls->relnamespace == nsp) && !cls->relispartition &&
+				(cls->relkind == RELKIND_RELATION || cls->relkind == RELKIND_PARTITIONED_TABLE))
+				result = lappend_oid(result, cls->oid);
+		}
+		ReleaseSysCacheList(list);
+	}
+	return result;
+}
+
+PG_FUNCTION_INFO_V1(softmig_ddl_partitions);
+/*
+ * softmig_ddl_partitions
+ *		softmig._ddl_partitions(command pg_ddl_command, detached boolean)
+ *		RETURNS oid[]: the relations one collected DDL command made
+ *		partitions (CREATE TABLE ... PARTITION OF, ALTER TABLE ... ATTACH
+ *		PARTITION) or, with detached, the ones it detached (partitions_named
+ *		for ALTER TABLE, which records no address for them).  Reads the
+ *		command's parse tree; only valid inside a ddl_command_end event
+ *		trigger.
+ */
+Datum
+softmig_ddl_partitions(PG_FUNCTION_ARGS)
+{
+	CollectedCommand *cmd = (CollectedCommand *) PG_GETARG_POINTER(0);
+	bool		detached = PG_GETARG_BOOL(1);
+	List	   *rels = NIL;
+	ListCell   *lc;
+	Datum	   *elems;
+	int			i = 0;
+
+	if (cmd->type == SCT_Simple && !detached && cmd->parsetree != NULL &&
+		IsA(cmd->parsetree, CreateStmt) &&
+		((CreateStmt *) cmd->parsetree)->partbound != NULL &&
+		cmd->d.simple.address.classId == RelationRelationId)
+		rels = lappend_oid(rels, cmd->d.simple.address.objectId);
+	else if (cmd->type == SCT_AlterTable)
+	{
+		foreach(lc, cmd->d.alterTable.subcmds)
+		{
+			CollectedATSubcmd *sub = (CollectedATSubcmd *) lfirst(lc);
+			AlterTableCmd *atc = (AlterTableCmd *) sub->parsetree;
+			bool		is_detach;
+
+			if (atc == NULL || !IsA(atc, AlterTableCmd) ||
+				atc->def == NULL || !IsA(atc->def, PartitionCmd))
+				continue;
+			is_detach = (atc->subtype == AT_DetachPartition ||
+						 atc->subtype == AT_DetachPartitionFinalize);
+			if ((atc->subtype == AT_AttachPartition && !detached) ||
+				(is_detach && detached))
+				rels = list_concat(rels,
+								   partitions_named(((PartitionCmd *) atc->def)->name,
+													cmd->d.alterTable.objectId, detached));
+		}
+	}
+	elems = palloc(sizeof(Datum) * (list_length(rels) + 1));
+	foreach(lc, rels)
+		elems[i++] = ObjectIdGetDatum(lfirst_oid(lc));
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, i, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
 }

@@ -72,26 +72,33 @@ END $$;
 COMMENT ON FUNCTION @extschema@._ddl_dropped() IS
     'internal: event trigger refusing DROP TABLE of a table that takes part in a migration, and DROP of softmig''s triggers while the migration is managed';
 
-CREATE FUNCTION @extschema@._reconcile_partitions(p_id integer, p_command text) RETURNS void
+CREATE FUNCTION @extschema@._ddl_partitions(command pg_ddl_command, detached boolean) RETURNS oid[]
+    AS 'MODULE_PATHNAME', 'softmig_ddl_partitions' LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION @extschema@._ddl_partitions(pg_ddl_command, boolean) IS
+    'internal: the relations a DDL command made partitions (created or attached), or detached';
+
+CREATE FUNCTION @extschema@._reconcile_partitions(p_id integer, p_command text, p_added oid[], p_removed oid[])
+RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m @extschema@.migrations;
     r record;
+    t record;
     v_prev boolean;
 BEGIN
     SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id;
     IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
         RETURN;
     END IF;
-    -- a partition created or attached since: it gets the triggers, unless it
-    -- brings rows that would not reach the other table (or, in cutover, rows
-    -- into the frozen legacy table)
-    FOR r IN SELECT t AS rel,
-                    EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(m.legacy) p
-                             WHERE p.relid OPERATOR(pg_catalog.=) t) AS on_legacy
-               FROM @extschema@._tables(p_id) t
-              WHERE (SELECT pg_catalog.count(*) FROM @extschema@._softmig_triggers(p_id) s
-                      WHERE s.rel OPERATOR(pg_catalog.=) t) OPERATOR(pg_catalog.=) 0
+    -- a partition the command created or attached (with its own partitions):
+    -- it gets the triggers, unless it brings rows that would not reach the
+    -- other table (or, in cutover, rows into the frozen legacy table)
+    FOR r IN SELECT DISTINCT p.relid::pg_catalog.regclass AS rel,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(m.legacy) l
+                             WHERE l.relid OPERATOR(pg_catalog.=) p.relid) AS on_legacy
+               FROM pg_catalog.unnest(p_added) a(relid),
+                    LATERAL (SELECT a.relid UNION SELECT pt.relid FROM pg_catalog.pg_partition_tree(a.relid) pt) p
+              WHERE p.relid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT @extschema@._tables(p_id)))
     LOOP
         IF (m.state OPERATOR(@extschema@.<) 'cutover' OR r.on_legacy) AND @extschema@._has_rows(r.rel) THEN
             RAISE EXCEPTION USING ERRCODE = 'object_in_use',
@@ -104,10 +111,14 @@ BEGIN
         PERFORM @extschema@._history(p_id, 'partition_added', m.state, m.state, NULL,
             pg_catalog.jsonb_build_object('table', r.rel::text, 'command', p_command));
     END LOOP;
-    -- a partition detached since: its triggers go, unless it takes rows away
-    -- from one table of the migration
-    FOR r IN SELECT DISTINCT s.rel FROM @extschema@._softmig_triggers(p_id) s
-              WHERE s.rel OPERATOR(pg_catalog.<>) ALL (ARRAY(SELECT @extschema@._tables(p_id)))
+    -- a partition the command detached: its triggers go, unless it takes
+    -- rows away from one table of the migration
+    FOR r IN SELECT DISTINCT s.rel
+               FROM pg_catalog.unnest(p_removed) a(relid),
+                    LATERAL (SELECT a.relid UNION SELECT pt.relid FROM pg_catalog.pg_partition_tree(a.relid) pt) p,
+                    @extschema@._softmig_triggers(p_id) s
+              WHERE s.rel OPERATOR(pg_catalog.=) p.relid
+                AND s.rel OPERATOR(pg_catalog.<>) ALL (ARRAY(SELECT @extschema@._tables(p_id)))
     LOOP
         IF m.state OPERATOR(@extschema@.<) 'cutover' AND @extschema@._has_rows(r.rel) THEN
             RAISE EXCEPTION USING ERRCODE = 'object_in_use',
@@ -117,98 +128,111 @@ BEGIN
                 HINT = 'Delete its rows first (the deletes are mirrored), or roll the migration back to legacy.';
         END IF;
         v_prev := @extschema@._trigger_ddl(true);
-        FOR r IN SELECT s.tgname, s.rel FROM @extschema@._softmig_triggers(p_id) s
+        FOR t IN SELECT s.tgname FROM @extschema@._softmig_triggers(p_id) s
                   WHERE s.rel OPERATOR(pg_catalog.=) r.rel LOOP
-            EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', r.tgname, r.rel);
+            EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, r.rel);
         END LOOP;
         PERFORM @extschema@._trigger_ddl(v_prev);
         PERFORM @extschema@._history(p_id, 'partition_removed', m.state, m.state, NULL,
             pg_catalog.jsonb_build_object('table', r.rel::text, 'command', p_command));
     END LOOP;
 END $$;
-COMMENT ON FUNCTION @extschema@._reconcile_partitions(integer, text) IS
-    'internal: give a new partition of a managed migration its triggers and take them off a detached one, refusing partitions that bring or take away rows';
+COMMENT ON FUNCTION @extschema@._reconcile_partitions(integer, text, oid[], oid[]) IS
+    'internal: give partitions a DDL command added to a managed migration its triggers and take them off detached ones, refusing partitions that bring or take away rows';
 
 CREATE FUNCTION @extschema@._ddl_altered() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    c record;
     r record;
     v_problem text;
-    v_health jsonb;
+    v_bad jsonb;
+    v_added oid[];
+    v_removed oid[];
 BEGIN
     IF @extschema@._managing_triggers() THEN
         RETURN;     -- softmig's own trigger changes
     END IF;
-    -- the migrations whose tables (or partitions of them) the command touched
-    FOR r IN SELECT DISTINCT m.id, m.name, m.state, m.legacy, m.target, c.command_tag, c.object_identity
-               FROM pg_catalog.pg_event_trigger_ddl_commands() c
-               CROSS JOIN LATERAL (
-                   SELECT c.objid AS relid
-                    WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
-                   UNION
-                   SELECT w.ev_class FROM pg_catalog.pg_rewrite w
-                    WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::pg_catalog.regclass
-                      AND w.oid OPERATOR(pg_catalog.=) c.objid
-                   UNION
-                   SELECT t.tgrelid FROM pg_catalog.pg_trigger t
-                    WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass
-                      AND t.oid OPERATOR(pg_catalog.=) c.objid) o
-               CROSS JOIN LATERAL (
-                   SELECT o.relid AS rel
-                   UNION
-                   SELECT a.relid FROM pg_catalog.pg_partition_ancestors(o.relid) a) anc
-               JOIN @extschema@.migrations m
-                 ON anc.rel OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[])
-    LOOP
-        -- partitions created, attached or detached by the command
-        PERFORM @extschema@._reconcile_partitions(r.id, r.command_tag);
+    FOR c IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands() LOOP
+        v_added := @extschema@._ddl_partitions(c.command, false);
+        v_removed := @extschema@._ddl_partitions(c.command, true);
+        -- the migrations whose tables (or partitions of them) the command touched
+        FOR r IN SELECT DISTINCT m.id, m.name, m.state, m.legacy, m.target
+                   FROM (SELECT c.objid AS relid
+                          WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                         UNION
+                         SELECT w.ev_class FROM pg_catalog.pg_rewrite w
+                          WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                            AND w.oid OPERATOR(pg_catalog.=) c.objid
+                         UNION
+                         SELECT t.tgrelid FROM pg_catalog.pg_trigger t
+                          WHERE c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass
+                            AND t.oid OPERATOR(pg_catalog.=) c.objid) o
+                   CROSS JOIN LATERAL (
+                         SELECT o.relid AS rel
+                         UNION
+                         SELECT a.relid FROM pg_catalog.pg_partition_ancestors(o.relid) a) anc
+                   JOIN @extschema@.migrations m
+                     ON anc.rel OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[])
+        LOOP
+            -- partitions created, attached or detached by the command
+            PERFORM @extschema@._reconcile_partitions(r.id, c.command_tag, v_added, v_removed);
 
-        -- softmig's triggers must stay plainly enabled while it manages the
-        -- migration, and no rule may rewrite writes to its tables
-        v_health := @extschema@._trigger_health(r.id);
-        IF NOT (v_health OPERATOR(pg_catalog.->>) 'healthy')::boolean THEN
-            RAISE EXCEPTION USING ERRCODE = 'object_in_use',
-                MESSAGE = pg_catalog.format('%s on %s would stop migration "%s" (state %s) from carrying writes to the other table',
-                                            r.command_tag, r.object_identity, r.name, r.state),
-                DETAIL = pg_catalog.format('Problems it would leave: %s.', v_health OPERATOR(pg_catalog.->) 'problems'),
-                HINT = CASE WHEN (v_health OPERATOR(pg_catalog.->) 'problems')::text OPERATOR(pg_catalog.~) '"rule"'
-                            THEN 'softmig carries each statement''s rows to the other table; a rule on a table of a migration would change what is written. Use a trigger instead.'
-                            ELSE pg_catalog.format('Leave softmig''s triggers enabled (ENABLE TRIGGER, not REPLICA or ALWAYS); softmig.repair_triggers(%L) puts them back.', r.name) END;
-        END IF;
-
-        -- every statement the triggers will run must still prepare: a mapped
-        -- column renamed, dropped or retyped incompatibly aborts the DDL, and
-        -- so does one that would make softmig run another role's code
-        v_problem := NULL;
-        BEGIN
-            PERFORM @extschema@._invalidate(r.legacy, r.target);
-            PERFORM @extschema@._validate(r.id);
-        EXCEPTION
-            WHEN invalid_column_reference THEN
-                -- the unique index on a key is missing: pg_restore creates
-                -- indexes after the catalog rows, and dropping one by hand
-                -- makes writes fail loudly (ON CONFLICT needs it); record it
-                v_problem := SQLERRM;
-            WHEN OTHERS THEN
-                IF SQLSTATE OPERATOR(pg_catalog.=) '42501' AND SQLERRM OPERATOR(pg_catalog.~~) 'softmig refuses to run %' THEN
-                    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-                        MESSAGE = pg_catalog.format('%s on %s would make migration "%s" run code of another role', r.command_tag, r.object_identity, r.name),
-                        DETAIL = SQLERRM,
-                        HINT = 'Code softmig runs as a table owner must be owned by that owner, a member of it, or a superuser (doc/security.md).';
-                END IF;
+            -- softmig's triggers must stay plainly enabled while it manages
+            -- the migration, and no rule may rewrite writes to its tables.
+            -- (A trigger that is missing altogether is only reported by
+            -- status: pg_restore creates triggers after everything else.)
+            SELECT pg_catalog.jsonb_agg(p) INTO v_bad
+              FROM pg_catalog.jsonb_array_elements(@extschema@._trigger_health(r.id) OPERATOR(pg_catalog.->) 'problems') p
+             WHERE p OPERATOR(pg_catalog.->>) 'problem' OPERATOR(pg_catalog.=) ANY
+                       (ARRAY['disabled', 'replica only', 'always', 'altered', 'rule'])
+                OR (p OPERATOR(pg_catalog.->>) 'problem' OPERATOR(pg_catalog.=) 'missing'
+                    AND c.command_tag OPERATOR(pg_catalog.=) 'ALTER TRIGGER');
+            IF v_bad IS NOT NULL THEN
                 RAISE EXCEPTION USING ERRCODE = 'object_in_use',
-                    MESSAGE = pg_catalog.format('%s on %s would break migration "%s"', r.command_tag, r.object_identity, r.name),
-                    DETAIL = SQLERRM,
-                    HINT = 'Change the mapping first (drop and re-create the migration in state legacy), or keep the column.';
-        END;
-        -- harmless DDL passes silently.  A missing key index is only warned
-        -- about: pg_restore creates indexes after everything else (a
-        -- history row per table would make every restore differ from its
-        -- source), and without the index every mirrored write fails loudly
-        -- (ON CONFLICT needs it), so nothing can go wrong silently.
-        IF v_problem IS NOT NULL THEN
-            RAISE WARNING USING MESSAGE = pg_catalog.format('migration "%s" cannot write its tables until this is fixed: %s', r.name, v_problem);
-        END IF;
+                    MESSAGE = pg_catalog.format('%s on %s would stop migration "%s" (state %s) from carrying writes to the other table',
+                                                c.command_tag, c.object_identity, r.name, r.state),
+                    DETAIL = pg_catalog.format('Problems it would leave: %s.', v_bad),
+                    HINT = CASE WHEN v_bad::text OPERATOR(pg_catalog.~) '"rule"'
+                                THEN 'softmig carries each statement''s rows to the other table; a rule on a table of a migration would change what is written. Use a trigger instead.'
+                                ELSE pg_catalog.format('Leave softmig''s triggers enabled (ENABLE TRIGGER, not REPLICA or ALWAYS); softmig.repair_triggers(%L) puts them back.', r.name) END;
+            END IF;
+
+            -- every statement the triggers will run must still prepare: a
+            -- mapped column renamed, dropped or retyped incompatibly aborts
+            -- the DDL, and so does one that would make softmig run another
+            -- role's code
+            v_problem := NULL;
+            BEGIN
+                PERFORM @extschema@._invalidate(r.legacy, r.target);
+                PERFORM @extschema@._validate(r.id);
+            EXCEPTION
+                WHEN invalid_column_reference THEN
+                    -- the unique index on a key is missing: pg_restore creates
+                    -- indexes after the catalog rows, and dropping one by hand
+                    -- makes writes fail loudly (ON CONFLICT needs it); record it
+                    v_problem := SQLERRM;
+                WHEN OTHERS THEN
+                    IF SQLSTATE OPERATOR(pg_catalog.=) '42501' AND SQLERRM OPERATOR(pg_catalog.~~) 'softmig refuses to run %' THEN
+                        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                            MESSAGE = pg_catalog.format('%s on %s would make migration "%s" run code of another role', c.command_tag, c.object_identity, r.name),
+                            DETAIL = SQLERRM,
+                            HINT = 'Code softmig runs as a table owner must be owned by that owner, a member of it, or a superuser (doc/security.md).';
+                    END IF;
+                    RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+                        MESSAGE = pg_catalog.format('%s on %s would break migration "%s"', c.command_tag, c.object_identity, r.name),
+                        DETAIL = SQLERRM,
+                        HINT = 'Change the mapping first (drop and re-create the migration in state legacy), or keep the column.';
+            END;
+            -- harmless DDL passes silently.  A missing key index is only
+            -- warned about: pg_restore creates indexes after everything else
+            -- (a history row per table would make every restore differ from
+            -- its source), and without the index every mirrored write fails
+            -- loudly (ON CONFLICT needs it), so nothing can go wrong silently.
+            IF v_problem IS NOT NULL THEN
+                RAISE WARNING USING MESSAGE = pg_catalog.format('migration "%s" cannot write its tables until this is fixed: %s', r.name, v_problem);
+            END IF;
+        END LOOP;
     END LOOP;
 END $$;
 COMMENT ON FUNCTION @extschema@._ddl_altered() IS
@@ -261,4 +285,5 @@ CREATE EVENT TRIGGER softmig_ddl_code ON ddl_command_end
 
 REVOKE ALL ON FUNCTION @extschema@._ddl_dropped(), @extschema@._ddl_altered(), @extschema@._ddl_code(),
     @extschema@._ddl_start(), @extschema@._drop_approved(oid),
-    @extschema@._reconcile_partitions(integer, text) FROM PUBLIC;
+    @extschema@._reconcile_partitions(integer, text, oid[], oid[]),
+    @extschema@._ddl_partitions(pg_ddl_command, boolean) FROM PUBLIC;
