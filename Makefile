@@ -102,4 +102,4 @@ assert-check:
 	bash test/assert_check.sh
 REGRESS += security names
 REGRESS += trust reentry partitions
-REGRESS += search_path
+REGRESS += search_path install

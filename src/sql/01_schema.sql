@@ -43,7 +43,7 @@ BEGIN
             MESSAGE = pg_catalog.format('schema "%s" already exists and is not safe for softmig', '@extschema@'),
             DETAIL = CASE WHEN NOT v_super THEN pg_catalog.format('It is owned by role "%s", which is not a superuser.', v_owner)
                           WHEN v_others IS NOT NULL THEN pg_catalog.format('Roles other than its owner may create objects in it: %s.', v_others)
-                          ELSE pg_catalog.format('It already holds %s objects.', v_objects) END,
+                          ELSE pg_catalog.format('It already holds objects (%s).', v_objects) END,
             HINT = 'softmig''s catalog and security-definer functions live in this schema; whoever could create objects in it could replace them. Drop or rename the schema and run CREATE EXTENSION softmig again.';
     END IF;
 END $$;
