@@ -100,6 +100,23 @@ static ExecutorRun_hook_type prev_ExecutorRun = NULL;
 static ExecutorFinish_hook_type prev_ExecutorFinish = NULL;
 
 /*
+ * softmig_grow_array
+ *		Room for more items in a backend-lifetime array (TopMemoryContext):
+ *		allocates or doubles arr, updating *maxitems.  For the small stacks
+ *		of identity frames and of migrations being written.
+ */
+void *
+softmig_grow_array(void *arr, int *maxitems, Size itemsize)
+{
+	int			n = *maxitems ? *maxitems * 2 : 16;
+
+	*maxitems = n;
+	if (arr == NULL)
+		return MemoryContextAlloc(TopMemoryContext, itemsize * n);
+	return repalloc(arr, itemsize * n);
+}
+
+/*
  * push_frame
  *		Remember that softmig now runs as role, from the current executor
  *		level and (sub)transaction.
@@ -108,15 +125,7 @@ static void
 push_frame(Oid role)
 {
 	if (nframes >= maxframes)
-	{
-		int			n = maxframes ? maxframes * 2 : 16;
-
-		if (frames == NULL)
-			frames = MemoryContextAlloc(TopMemoryContext, sizeof(IdentityFrame) * n);
-		else
-			frames = repalloc(frames, sizeof(IdentityFrame) * n);
-		maxframes = n;
-	}
+		frames = softmig_grow_array(frames, &maxframes, sizeof(IdentityFrame));
 	frames[nframes].role = role;
 	frames[nframes].exec_level = exec_level;
 	frames[nframes].subid = GetCurrentSubTransactionId();

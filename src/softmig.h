@@ -176,6 +176,7 @@ extern void softmig_leave_catalog_context(Oid save_userid, int save_sec);
 extern bool softmig_role_can_act_as(Oid member, Oid role);
 extern void softmig_check_trusted_query(Query *q, Oid identity);
 extern void softmig_identity_init(void);
+extern void *softmig_grow_array(void *arr, int *maxitems, Size itemsize);
 
 /* gate.c */
 extern Oid	softmig_catalog_owner(void);

@@ -134,15 +134,7 @@ void
 softmig_mirror_enter(int32 id)
 {
 	if (nmirroring >= maxmirroring)
-	{
-		int			n = maxmirroring ? maxmirroring * 2 : 8;
-
-		if (mirroring == NULL)
-			mirroring = MemoryContextAlloc(TopMemoryContext, sizeof(int32) * n);
-		else
-			mirroring = repalloc(mirroring, sizeof(int32) * n);
-		maxmirroring = n;
-	}
+		mirroring = softmig_grow_array(mirroring, &maxmirroring, sizeof(int32));
 	mirroring[nmirroring++] = id;
 	softmig_mirror_depth++;
 }

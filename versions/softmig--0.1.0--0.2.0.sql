@@ -871,6 +871,21 @@ END $$;
 COMMENT ON FUNCTION @extschema@._reconcile_partitions(integer, text, oid[], oid[]) IS
     'internal: give partitions a DDL command added to a managed migration its triggers and take them off detached ones, refusing partitions that bring or take away rows';
 
+CREATE FUNCTION @extschema@._refuse_untrusted(p_sqlstate text, p_error text, p_command text, p_name text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- the trust rule's error (src/identity.c), raised again naming the DDL
+    IF p_sqlstate OPERATOR(pg_catalog.=) '42501' AND p_error OPERATOR(pg_catalog.~~) 'softmig refuses to run %' THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = pg_catalog.format('%s would make migration "%s" run code of another role', p_command, p_name),
+            DETAIL = p_error,
+            HINT = 'Code softmig runs as a table owner must be owned by that owner, a member of it, or a superuser (doc/security.md).';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._refuse_untrusted(text, text, text, text) IS
+    'internal: if a re-validation failed by the trust rule, refuse the DDL that caused it (42501)';
+
 CREATE OR REPLACE FUNCTION @extschema@._ddl_altered() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -944,12 +959,8 @@ BEGIN
                     -- makes writes fail loudly (ON CONFLICT needs it); record it
                     v_problem := SQLERRM;
                 WHEN OTHERS THEN
-                    IF SQLSTATE OPERATOR(pg_catalog.=) '42501' AND SQLERRM OPERATOR(pg_catalog.~~) 'softmig refuses to run %' THEN
-                        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-                            MESSAGE = pg_catalog.format('%s on %s would make migration "%s" run code of another role', c.command_tag, c.object_identity, r.name),
-                            DETAIL = SQLERRM,
-                            HINT = 'Code softmig runs as a table owner must be owned by that owner, a member of it, or a superuser (doc/security.md).';
-                    END IF;
+                    PERFORM @extschema@._refuse_untrusted(SQLSTATE, SQLERRM,
+                        pg_catalog.format('%s on %s', c.command_tag, c.object_identity), r.name);
                     RAISE EXCEPTION USING ERRCODE = 'object_in_use',
                         MESSAGE = pg_catalog.format('%s on %s would break migration "%s"', c.command_tag, c.object_identity, r.name),
                         DETAIL = SQLERRM,
@@ -987,12 +998,8 @@ BEGIN
             PERFORM @extschema@._validate(r.id);
         EXCEPTION
             WHEN OTHERS THEN
-                IF SQLSTATE OPERATOR(pg_catalog.=) '42501' AND SQLERRM OPERATOR(pg_catalog.~~) 'softmig refuses to run %' THEN
-                    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-                        MESSAGE = pg_catalog.format('%s %s would make migration "%s" run code of another role', r.command_tag, r.object_identity, r.name),
-                        DETAIL = SQLERRM,
-                        HINT = 'Code softmig runs as a table owner must be owned by that owner, a member of it, or a superuser (doc/security.md).';
-                END IF;
+                PERFORM @extschema@._refuse_untrusted(SQLSTATE, SQLERRM,
+                    pg_catalog.format('%s %s', r.command_tag, r.object_identity), r.name);
                 -- anything else is not this command's doing; writes report it
         END;
     END LOOP;
@@ -1016,4 +1023,5 @@ CREATE EVENT TRIGGER softmig_ddl_code ON ddl_command_end
 REVOKE ALL ON FUNCTION @extschema@._ddl_code(), @extschema@._ddl_start(), @extschema@._drop_approved(oid),
     @extschema@._reconcile_partitions(integer, text, oid[], oid[]), @extschema@._ddl_partitions(pg_ddl_command, boolean),
     @extschema@._install_triggers_on(integer, regclass), @extschema@._trigger_ddl(boolean),
-    @extschema@._has_rows(regclass), @extschema@._managing_triggers(), @extschema@._refuse_rules(integer) FROM PUBLIC;
+    @extschema@._has_rows(regclass), @extschema@._managing_triggers(), @extschema@._refuse_rules(integer),
+    @extschema@._refuse_untrusted(text, text, text, text) FROM PUBLIC;
