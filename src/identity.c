@@ -210,9 +210,9 @@ softmig_leave_catalog_context(Oid save_userid, int save_sec)
 }
 
 /*
- * identity_subxact_callback / identity_xact_callback
- *		Drop the frames an aborted (sub)transaction left behind (the user
- *		and GUCs were restored by the abort itself).
+ * identity_subxact_callback
+ *		Drop the frames an aborted subtransaction left behind (the user and
+ *		GUCs were restored by the abort itself).
  */
 static void
 identity_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
@@ -224,6 +224,11 @@ identity_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		nframes--;
 }
 
+/*
+ * identity_xact_callback
+ *		At the end of a transaction no frame is left: forget any an abort
+ *		left behind.
+ */
 static void
 identity_xact_callback(XactEvent event, void *arg)
 {
@@ -521,7 +526,7 @@ check_sortgroup(TrustWalk *w, List *clauses)
 }
 
 /*
- * setop_walker
+ * check_setop
  *		The grouping clauses of a UNION/INTERSECT/EXCEPT tree.
  */
 static void
@@ -719,9 +724,9 @@ identity_planner(Query *parse, const char *query_string, int cursorOptions,
 }
 
 /*
- * identity_ExecutorRun / identity_ExecutorFinish
+ * identity_ExecutorRun
  *		Count executor nesting: queries parsed or planned while a statement
- *		runs (function bodies, triggers) are one level deeper.
+ *		runs (function bodies, row triggers) are one level deeper.
  */
 static void
 identity_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
@@ -742,6 +747,10 @@ identity_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count
 	PG_END_TRY();
 }
 
+/*
+ * identity_ExecutorFinish
+ *		Likewise for AFTER triggers, which fire in ExecutorFinish.
+ */
 static void
 identity_ExecutorFinish(QueryDesc *queryDesc)
 {
