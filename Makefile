@@ -10,6 +10,7 @@ MODULE_big = softmig
 
 # One C file and one SQL file per concern; each module adds its own lines.
 OBJS  = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
+OBJS += src/identity.o src/ddl.o
 OBJS += src/backfill.o
 OBJS += src/merge.o
 OBJS += src/hydrate.o
@@ -100,3 +101,5 @@ soak:
 assert-check:
 	bash test/assert_check.sh
 REGRESS += security names
+REGRESS += trust reentry partitions
+REGRESS += search_path install

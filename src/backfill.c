@@ -813,7 +813,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	initStringInfo(&res);
 
 	/* our writes to the target are softmig's own: the guard lets them pass */
-	softmig_mirror_depth++;
+	softmig_mirror_enter(m->id);
 	PG_TRY();
 	{
 
@@ -1010,7 +1010,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		softmig_mirror_depth--;
+		softmig_mirror_leave();
 	}
 	PG_END_TRY();
 
@@ -1067,7 +1067,7 @@ softmig_written_before(PG_FUNCTION_ARGS)
  *		raised.  Both take the key values as text parameters.
  */
 static uint64
-touch_or_delete(const char *touch, Oid touch_owner, const char *remove, Oid remove_owner,
+touch_or_delete(int32 id, const char *touch, Oid touch_owner, const char *remove, Oid remove_owner,
 				int n, Datum *values, char *nulls)
 {
 	Oid			argtypes[64];
@@ -1086,7 +1086,7 @@ touch_or_delete(const char *touch, Oid touch_owner, const char *remove, Oid remo
 	if (done > 0)
 		return done;
 	softmig_enter_owner_context(remove_owner, &save_nest, &save_user, &save_sec);
-	softmig_mirror_depth++;
+	softmig_mirror_enter(id);
 	PG_TRY();
 	{
 		if (SPI_execute_with_args(remove, n, argtypes, values, nulls, false, 0) != SPI_OK_DELETE)
@@ -1094,7 +1094,7 @@ touch_or_delete(const char *touch, Oid touch_owner, const char *remove, Oid remo
 	}
 	PG_FINALLY();
 	{
-		softmig_mirror_depth--;
+		softmig_mirror_leave();
 	}
 	PG_END_TRY();
 	done = SPI_processed;
@@ -1178,10 +1178,10 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 	}
 
 	if (m->state == SM_MIRRORED)
-		done = touch_or_delete(touch.data, softmig_rel_owner(m->legacy),
+		done = touch_or_delete(m->id, touch.data, softmig_rel_owner(m->legacy),
 							   remove.data, softmig_rel_owner(m->target), n, values, nulls);
 	else
-		done = touch_or_delete(touch.data, softmig_rel_owner(m->target),
+		done = touch_or_delete(m->id, touch.data, softmig_rel_owner(m->target),
 							   remove.data, softmig_rel_owner(m->legacy), n, values, nulls);
 	SPI_finish();
 	PG_RETURN_INT64((int64) done);
@@ -1273,7 +1273,7 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 
 	/* as legacy's owner: it writes legacy through the backward mapping */
 	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
-	softmig_mirror_depth++;
+	softmig_mirror_enter(m->id);
 	PG_TRY();
 	{
 		if (SPI_execute(buf.data, false, 0) != SPI_OK_INSERT)
@@ -1307,7 +1307,7 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		softmig_mirror_depth--;
+		softmig_mirror_leave();
 	}
 	PG_END_TRY();
 	softmig_leave_owner_context(save_nest, save_user, save_sec);

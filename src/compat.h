@@ -30,6 +30,16 @@
 	pg_class_ownercheck((relid), (roleid))
 #endif
 
+/*
+ * Can role "member" act as role "role" (SET ROLE to it)?  PostgreSQL 16 made
+ * that a property of the membership (the SET option).
+ */
+#if PG_VERSION_NUM >= 160000
+#define softmig_member_can_act_as(member, role) member_can_set_role((member), (role))
+#else
+#define softmig_member_can_act_as(member, role) is_member_of_role((member), (role))
+#endif
+
 /* MarkGUCPrefixReserved() is the PostgreSQL 15 name. */
 #if PG_VERSION_NUM < 150000
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)

@@ -37,6 +37,28 @@
 
 #include "softmig.h"
 
+/*
+ * carry_to_legacy
+ *		Run the UPDATE that carries hydrated fields to legacy (one jsonb
+ *		parameter) with the loop guard of migration id up.  The caller is
+ *		connected to SPI and runs as legacy's owner.
+ */
+static void
+carry_to_legacy(int32 id, const char *sql, Oid *argtypes, Datum *values)
+{
+	softmig_mirror_enter(id);
+	PG_TRY();
+	{
+		if (SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "softmig: carrying hydrated fields to legacy failed");
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_leave();
+	}
+	PG_END_TRY();
+}
+
 PG_FUNCTION_INFO_V1(softmig_hydrate_exec);
 /*
  * softmig_hydrate_exec
@@ -147,7 +169,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	 */
 	raise_depth = (m->state == SM_MIRRORED);
 	if (raise_depth)
-		softmig_mirror_depth++;
+		softmig_mirror_enter(m->id);
 	PG_TRY();
 	{
 		/* existing rows: merge field by field */
@@ -218,7 +240,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	PG_FINALLY();
 	{
 		if (raise_depth)
-			softmig_mirror_depth--;
+			softmig_mirror_leave();
 	}
 	PG_END_TRY();
 
@@ -271,17 +293,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		}
 		softmig_leave_owner_context(save_nest, save_user, save_sec);
 		softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
-		softmig_mirror_depth++;
-		PG_TRY();
-		{
-			if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "softmig: carrying hydrated fields to legacy failed");
-		}
-		PG_FINALLY();
-		{
-			softmig_mirror_depth--;
-		}
-		PG_END_TRY();
+		carry_to_legacy(m->id, buf.data, argtypes, values);
 	}
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	SPI_finish();

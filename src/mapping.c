@@ -110,29 +110,6 @@ softmig_check_expression_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * softmig_enter_owner_context
- *		Become "owner" in a security-restricted operation with the pinned
- *		search_path and row_security off.  The caller must call
- *		softmig_leave_owner_context with the saved values on success; on
- *		error, (sub)transaction abort restores the user and the GUCs.
- */
-void
-softmig_enter_owner_context(Oid owner, int *save_nestlevel, Oid *save_userid,
-							int *save_sec)
-{
-	GetUserIdAndSecContext(save_userid, save_sec);
-	SetUserIdAndSecContext(owner, *save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	*save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", SM_PINNED_SEARCH_PATH,
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	(void) set_config_option("row_security", "off",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-}
-
-/*
  * softmig_prefer_index_plans
  *		Inside an owner context: plan the cached, per-statement mirror
  *		statements for index access.  They are prepared once, often while
@@ -147,17 +124,6 @@ softmig_prefer_index_plans(bool on)
 	(void) set_config_option("enable_seqscan", on ? "off" : "on",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
-}
-
-/*
- * softmig_leave_owner_context
- *		Undo softmig_enter_owner_context.
- */
-void
-softmig_leave_owner_context(int save_nestlevel, Oid save_userid, int save_sec)
-{
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec);
 }
 
 typedef SoftmigDest DestInfo;

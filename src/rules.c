@@ -26,7 +26,7 @@
  *	  runs as the owner of the ruled table (it is the owner's rule, like
  *	  mirroring runs as the owner), security-restricted, with the pinned
  *	  search_path and transaction_read_only on.  Writes softmig makes itself
- *	  (mirroring, projection, backfill: softmig_mirror_depth > 0) carry a
+ *	  (mirroring, projection, backfill: softmig_mirroring(id)) carry a
  *	  change that was already judged where it was made and are not checked
  *	  again.
  *
@@ -701,7 +701,7 @@ softmig_rule_trigger(PG_FUNCTION_ARGS)
 		elog(ERROR, "softmig rule trigger \"%s\" has no migration argument", td->tg_trigger->tgname);
 
 	/* softmig's own copies were judged where the change was made */
-	if (softmig_mirror_depth > 0)
+	if (softmig_mirroring(pg_strtoint32(td->tg_trigger->tgargs[0])))
 		return PointerGetDatum(NULL);
 
 	m = softmig_get_migration(pg_strtoint32(td->tg_trigger->tgargs[0]));

@@ -72,6 +72,9 @@ _PG_init(void)
 	/* write triggers: softmig.mirror_work_mem, the ExecutorStart hook */
 	softmig_trigger_init();
 
+	/* identity frames and the trust rule: parse, plan and executor hooks */
+	softmig_identity_init();
+
 	MarkGUCPrefixReserved("softmig");
 
 	softmig_cache_init();

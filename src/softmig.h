@@ -14,6 +14,7 @@
 #include "compat.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
@@ -169,6 +170,14 @@ extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
 extern bool softmig_field_takes_incoming(SoftmigSide owner, SoftmigSide incoming, bool fresh);
 extern List *softmig_expr_columns(const char *expr);
 
+/* identity.c: identity frames and the trust rule */
+extern void softmig_enter_catalog_context(Oid *save_userid, int *save_sec);
+extern void softmig_leave_catalog_context(Oid save_userid, int save_sec);
+extern bool softmig_role_can_act_as(Oid member, Oid role);
+extern void softmig_check_trusted_query(Query *q, Oid identity);
+extern void softmig_identity_init(void);
+extern void *softmig_grow_array(void *arr, int *maxitems, Size itemsize);
+
 /* gate.c */
 extern Oid	softmig_catalog_owner(void);
 extern Oid	softmig_gate_actor;
@@ -179,6 +188,9 @@ extern int	softmig_backfill_pause_lock;
 
 /* trigger.c */
 extern void softmig_trigger_init(void);
+extern void softmig_mirror_enter(int32 id);
+extern void softmig_mirror_leave(void);
+extern bool softmig_mirroring(int32 id);
 
 /* backfill.c */
 extern void softmig_fence_live_write(int32 migration_id);

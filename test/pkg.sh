@@ -1,8 +1,8 @@
 # test/pkg.sh -- installing the Debian packages the test and soak runners need.
 #
-# Sourced by test/run_all.sh and test/soak/run.sh. The caller defines
-# APT_PACKAGES (an array), say and die. Without dpkg, nothing is installed;
-# not as root, missing packages are reported and left alone.
+# Sourced by test/run_all.sh, test/soak/run.sh and test/assert_check.sh. The
+# caller defines APT_PACKAGES (an array), say and die. Without dpkg, nothing
+# is installed; not as root, missing packages are reported and left alone.
 
 # pkg_installed PKG: true when dpkg reports PKG as installed.
 pkg_installed() {
@@ -37,4 +37,19 @@ ensure_packages() {
         die "apt-get failed (log above)"
     fi
     rm -f "$log"
+}
+
+# copy_extension_files NAME PG_CONFIG: make the extension NAME that a Debian
+# package installed (control and SQL files; pg_partman needs no library) also
+# available to the PostgreSQL of PG_CONFIG when that is another installation
+# (a relocated copy, or the assert-enabled build).  Does nothing when the
+# package is not installed or PG_CONFIG is Debian's own.
+copy_extension_files() {
+    local name=$1 pgc=$2 major src dst
+    major=$("$pgc" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+    src=/usr/share/postgresql/$major/extension
+    dst=$("$pgc" --sharedir)/extension
+    [[ -f $src/$name.control ]] || return 0
+    [[ $src -ef $dst ]] && return 0
+    cp "$src/$name.control" "$src/$name"--*.sql "$dst"/
 }

@@ -52,7 +52,8 @@ PGBIN=${SOFTMIG_PGBIN:-/usr/lib/postgresql/15/bin}
 PG_CONFIG=$PGBIN/pg_config
 SUITES=${SOFTMIG_SUITES:-regress pgtap tap demo assert}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
-              libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc bzip2)
+              libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc bzip2
+              postgresql-15-partman)
 
 # `make test -jN` or `make -s test` must not leak into our own make calls.
 unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
@@ -132,6 +133,9 @@ outer() {
         say "warning: 'make install' failed (no write access to $($PG_CONFIG --pkglibdir)?)"
         say "warning: testing whatever softmig build is already installed there"
     fi
+    # pg_partman for test/t/100_partman.pl, also in a relocated installation
+    copy_extension_files pg_partman "$PG_CONFIG" ||
+        say "warning: could not copy pg_partman into $($PG_CONFIG --sharedir)"
 
     trap cleanup_outer EXIT
     trap 'exit 130' INT
@@ -158,10 +162,11 @@ outer() {
     if ((EUID == 0)); then
         id postgres >/dev/null 2>&1 || die "no 'postgres' user (is postgresql-15 installed?)"
         chown -R postgres: "$WORK"
-        runuser -u postgres -- env SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" \
+        runuser -u postgres -- env SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" SOFTMIG_REQUIRE_PARTMAN=1 \
             bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
     else
-        SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
+        SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" SOFTMIG_REQUIRE_PARTMAN=1 \
+            bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
     fi
     return $rc
 }

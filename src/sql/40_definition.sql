@@ -290,6 +290,7 @@ BEGIN
     SELECT v_id, pm.direction, pm.column_name, pm.ordinal, pm.expression, pm.is_default FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean);
 
     -- prepare every statement the triggers will run (as the table owners)
+    PERFORM @extschema@._refuse_rules(v_id);
     PERFORM @extschema@._validate(v_id);
 
     PERFORM @extschema@._history(v_id, 'create', NULL, 'legacy', NULL,

@@ -151,7 +151,7 @@ CREATE PROCEDURE @extschema@.backfill(name text, batch_size integer DEFAULT 1000
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id integer := (@extschema@._migration(name)).id;
-    r jsonb;
+    r pg_catalog.jsonb;      -- no SET search_path here: every name is qualified
     n integer := 0;
     v_copied bigint := 0;
     v_mine boolean;
