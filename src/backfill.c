@@ -54,6 +54,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -158,33 +159,114 @@ fence_done(int32 migration_id, bool busy)
 		bf_fence_pause = BF_FENCE_PAUSE;
 }
 
-/* A small cache of prepared statements keyed by their SQL text. */
+/*
+ * A small cache of prepared statements.  An entry is keyed by everything
+ * its plan depends on: the migration, its two tables, the parameter types
+ * and the SQL text.  The text alone is not enough: last_key()'s statement
+ * is the same for two migrations whose key columns share a name but not a
+ * type, and the batch relation (softmig_batch) that copy_rows() reads has
+ * legacy's row type, which the plan cache does not track.  Entries are
+ * invalidated by a relcache invalidation of either table (DDL on them,
+ * every state or definition change of the migration, which sends one, or
+ * a full reset) and freed at the start of the next outermost backfill
+ * step, when no plan of ours can be executing.
+ */
 typedef struct CachedStmt
 {
+	int32		migration_id;
+	Oid			relids[2];		/* legacy and target */
+	int			nargs;
+	Oid		   *argtypes;
 	char	   *sql;
 	SPIPlanPtr	plan;
+	bool		valid;
 	struct CachedStmt *next;
 } CachedStmt;
 
 static CachedStmt *stmt_cache = NULL;
+static bool stmt_cache_callback = false;
+
+/* >0 while a backfill step (and so perhaps one of our plans) runs */
+static int	bf_step_depth = 0;
+
+/*
+ * stmt_cache_relcache_callback
+ *		Mark the statements of the invalidated relation (or all, for a full
+ *		reset) stale.  No allocation, no catalog access.
+ */
+static void
+stmt_cache_relcache_callback(Datum arg, Oid relid)
+{
+	for (CachedStmt *c = stmt_cache; c; c = c->next)
+		if (!OidIsValid(relid) || c->relids[0] == relid || c->relids[1] == relid)
+			c->valid = false;
+}
+
+/*
+ * stmt_cache_prune
+ *		Free the stale statements.  Only called when no backfill step is
+ *		running, so none of their plans can be in use.
+ */
+static void
+stmt_cache_prune(void)
+{
+	CachedStmt **pp = &stmt_cache;
+
+	while (*pp)
+	{
+		CachedStmt *c = *pp;
+
+		if (c->valid)
+		{
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		SPI_freeplan(c->plan);
+		pfree(c->sql);
+		if (c->argtypes)
+			pfree(c->argtypes);
+		pfree(c);
+	}
+}
 
 /*
  * cached_plan
- *		Prepare sql once per backend and keep it.  The SQL text embeds every
- *		name and expression it depends on, so the text is a sound key; the
- *		plan cache itself revalidates plans after DDL.
+ *		Prepare sql (with nargs parameters of argtypes) for the backfill of
+ *		migration m once per backend and keep it until DDL on, or a state
+ *		or definition change of, either table of m.  The plan cache itself
+ *		revalidates plans after DDL on other objects they use.
  */
 static SPIPlanPtr
-cached_plan(const char *sql, int nargs, Oid *argtypes)
+cached_plan(SoftmigMigration *m, const char *sql, int nargs, Oid *argtypes)
 {
 	CachedStmt *c;
 
+	if (!stmt_cache_callback)
+	{
+		CacheRegisterRelcacheCallback(stmt_cache_relcache_callback, (Datum) 0);
+		stmt_cache_callback = true;
+	}
 	for (c = stmt_cache; c; c = c->next)
-		if (strcmp(c->sql, sql) == 0)
+		if (c->valid && c->migration_id == m->id &&
+			c->relids[0] == m->legacy && c->relids[1] == m->target &&
+			c->nargs == nargs &&
+			(nargs == 0 || memcmp(c->argtypes, argtypes, sizeof(Oid) * nargs) == 0) &&
+			strcmp(c->sql, sql) == 0)
 			return c->plan;
-	c = MemoryContextAlloc(TopMemoryContext, sizeof(CachedStmt));
+	c = MemoryContextAllocZero(TopMemoryContext, sizeof(CachedStmt));
 	c->plan = softmig_prepare_kept(sql, nargs, argtypes);
+	c->migration_id = m->id;
+	c->relids[0] = m->legacy;
+	c->relids[1] = m->target;
+	c->nargs = nargs;
+	if (nargs > 0)
+	{
+		c->argtypes = MemoryContextAlloc(TopMemoryContext, sizeof(Oid) * nargs);
+		memcpy(c->argtypes, argtypes, sizeof(Oid) * nargs);
+	}
 	c->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	c->valid = true;
 	c->next = stmt_cache;
 	stmt_cache = c;
 	return c->plan;
@@ -282,38 +364,65 @@ bf_context(SoftmigMigration *m)
 }
 
 /*
+ * append_key_values
+ *		"(SELECT softmig_b.k1 FROM pg_catalog.jsonb_to_record($n) AS
+ *		softmig_b(k1 t1, k2 t2)), ...": the values of a key jsonb parameter
+ *		$n, one per key column, each read as its column's type the way
+ *		jsonb_populate_record reads it (strings through the type's input
+ *		function, objects into composites, arrays into arrays), so every key
+ *		softmig stores as jsonb comes back exactly.  Each is an initplan, so
+ *		a row comparison with them can use an index.
+ */
+static void
+append_key_values(StringInfo buf, BfContext *c, int param)
+{
+	StringInfoData cols;
+	ListCell   *k;
+	ListCell   *t;
+	int			i = 0;
+
+	initStringInfo(&cols);
+	forboth(k, c->lkeys, t, c->ltypes)
+		appendStringInfo(&cols, "%s%s %s", cols.len ? ", " : "",
+						 quote_identifier(lfirst(k)), (char *) lfirst(t));
+	foreach(k, c->lkeys)
+		appendStringInfo(buf, "%s(SELECT softmig_b.%s FROM pg_catalog.jsonb_to_record($%d) AS softmig_b(%s))",
+						 i++ ? ", " : "", quote_identifier(lfirst(k)), param, cols.data);
+	pfree(cols.data);
+}
+
+/*
  * append_row_bound
- *		"ROW(k1, k2) <op> ROW($n::t1, $n+1::t2)", numbering params from *param.
+ *		"ROW(k1, k2) <op> ROW(<the key in jsonb parameter $n>)", using
+ *		parameter *param and advancing it.
  */
 static void
 append_row_bound(StringInfo buf, BfContext *c, const char *op, int *param)
 {
-	ListCell   *lc;
-	int			i = 0;
-
 	appendStringInfo(buf, "ROW(%s) %s ROW(", c->keylist, op);
-	foreach(lc, c->ltypes)
-	{
-		appendStringInfo(buf, "%s$%d::%s", i++ ? ", " : "", (*param)++, (char *) lfirst(lc));
-	}
+	append_key_values(buf, c, (*param)++);
 	appendStringInfoChar(buf, ')');
 }
 
 /*
  * bound_values
- *		Turn a key jsonb object into text parameters (one per key column),
- *		appended at values[*n].  Raises 22023 for a malformed key.
+ *		Check that a key jsonb object has a non-null value for every key
+ *		column (22023 otherwise) and append it as one jsonb parameter at
+ *		values[*n].
  */
 static void
 bound_values(BfContext *c, Jsonb *key, Datum *values, char *nulls, int *n)
 {
 	ListCell   *lc;
 
+	if (!JB_ROOT_IS_OBJECT(key) || JB_ROOT_IS_SCALAR(key))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a key must be a jsonb object of the legacy key columns")));
 	foreach(lc, c->lkeys)
 	{
 		JsonbValue	k;
 		JsonbValue *v;
-		char	   *s;
 
 		k.type = jbvString;
 		k.val.string.val = lfirst(lc);
@@ -323,22 +432,10 @@ bound_values(BfContext *c, Jsonb *key, Datum *values, char *nulls, int *n)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("backfill cursor lacks key column \"%s\"", (char *) lfirst(lc))));
-		if (v->type == jbvString)
-			s = pnstrdup(v->val.string.val, v->val.string.len);
-		else if (v->type == jbvNumeric)
-			s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
-		else if (v->type == jbvBool)
-			s = pstrdup(v->val.boolean ? "true" : "false");
-		else
-		{
-			JsonbValue *copy = v;
-
-			s = JsonbToCString(NULL, &JsonbValueToJsonb(copy)->root, 0);
-		}
-		values[*n] = CStringGetTextDatum(s);
-		nulls[*n] = ' ';
-		(*n)++;
 	}
+	values[*n] = JsonbPGetDatum(key);
+	nulls[*n] = ' ';
+	(*n)++;
 }
 
 /*
@@ -411,7 +508,7 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	 */
 	if (bf_plain_pause > 0)
 		bf_plain_pause--;
-	else if (softmig_spi_try(cached_plan(buf.data, 0, NULL), NULL, NULL, NULL, false,
+	else if (softmig_spi_try(cached_plan(c->m, buf.data, 0, NULL), NULL, NULL, NULL, false,
 							 SPI_OK_INSERT, softmig_unique_violation) == NULL)
 	{
 		n = SPI_processed;
@@ -461,7 +558,7 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	nulls[0] = snap_null ? 'n' : ' ';
 	values[1] = snap_xid;
 	nulls[1] = snap_xid_null ? 'n' : ' ';
-	rc = SPI_execute_plan(cached_plan(buf.data, 2, argtypes), values, nulls, false, 0);
+	rc = SPI_execute_plan(cached_plan(c->m, buf.data, 2, argtypes), values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "softmig: backfill insert failed: %d", rc);
 	n = SPI_processed;
@@ -625,8 +722,8 @@ count_range(BfContext *c, Jsonb *lo, Jsonb *hi)
 		bound_values(c, hi, values, nulls, &n);
 	}
 	for (int i = 0; i < n; i++)
-		argtypes[i] = TEXTOID;
-	if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, true, 0) != SPI_OK_SELECT)
+		argtypes[i] = JSONBOID;
+	if (SPI_execute_plan(cached_plan(c->m, buf.data, n, argtypes), values, nulls, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "softmig: backfill range count failed");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -721,7 +818,7 @@ last_key(BfContext *c)
 		k++;
 	}
 	appendStringInfoChar(&sql, ')');
-	if (SPI_execute_plan(cached_plan(sql.data, k, types), values, nulls, true, 1) != SPI_OK_SELECT ||
+	if (SPI_execute_plan(cached_plan(c->m, sql.data, k, types), values, nulls, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "softmig: building the backfill cursor failed");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -812,8 +909,13 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	initStringInfo(&buf);
 	initStringInfo(&res);
 
+	/* stale statements can be freed now: none of ours is running */
+	if (bf_step_depth == 0)
+		stmt_cache_prune();
+
 	/* our writes to the target are softmig's own: the guard lets them pass */
 	softmig_mirror_depth++;
+	bf_step_depth++;
 	PG_TRY();
 	{
 
@@ -849,13 +951,13 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			nulls[n] = ' ';
 		}
 		for (int i = 0; i < n; i++)
-			argtypes[i] = TEXTOID;
+			argtypes[i] = JSONBOID;
 		if (!is_range)
 			argtypes[n++] = INT4OID;
 		if (!fenced)
 			appendStringInfoString(&buf, " FOR KEY SHARE SKIP LOCKED");
 
-		if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(cached_plan(c->m, buf.data, n, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: backfill read failed");
 		nread = SPI_processed;
 		if (!fenced && !is_range && nread < (uint64) batch)
@@ -926,7 +1028,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		argtypes[0] = INT4OID;
 		values[0] = Int32GetDatum(batch);
 		nulls[0] = ' ';
-		if (SPI_execute_plan(cached_plan(buf.data, 1, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(cached_plan(c->m, buf.data, 1, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: backfill sweep read failed");
 		nread = SPI_processed;
 		if (nread > 0)
@@ -959,7 +1061,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		 * (one backend, throttled by pause_ms).
 		 */
 		appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM (%s) AS softmig_m", missing_keys_sql(c));
-		if (SPI_execute_plan(cached_plan(buf.data, 0, NULL), NULL, NULL, true, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(cached_plan(c->m, buf.data, 0, NULL), NULL, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: backfill verification failed");
 		appendStringInfo(&res, "{\"missing\": " INT64_FORMAT "}",
 						 DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
@@ -1001,7 +1103,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		nulls[1] = ' ';
 		values[2] = snap_xid;
 		nulls[2] = snap_xid_null ? 'n' : ' ';
-		if (SPI_execute_plan(cached_plan(buf.data, 3, argtypes), values, nulls, false, 0) != SPI_OK_DELETE)
+		if (SPI_execute_plan(cached_plan(c->m, buf.data, 3, argtypes), values, nulls, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "softmig: removing stale target rows failed");
 		appendStringInfo(&res, "{\"deleted\": " UINT64_FORMAT "}", SPI_processed);
 	}
@@ -1011,6 +1113,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	PG_FINALLY();
 	{
 		softmig_mirror_depth--;
+		bf_step_depth--;
 	}
 	PG_END_TRY();
 
@@ -1064,7 +1167,7 @@ softmig_written_before(PG_FUNCTION_ARGS)
  *		row, which makes the write triggers re-project it) as the owner of
  *		the table it touches; if it changed no row, run "remove" (delete the
  *		other side's row) as the owner of that table with the loop guard
- *		raised.  Both take the key values as text parameters.
+ *		raised.  Both take the key as one jsonb parameter.
  */
 static uint64
 touch_or_delete(const char *touch, Oid touch_owner, const char *remove, Oid remove_owner,
@@ -1077,7 +1180,7 @@ touch_or_delete(const char *touch, Oid touch_owner, const char *remove, Oid remo
 	int			save_sec;
 
 	for (int i = 0; i < n; i++)
-		argtypes[i] = TEXTOID;
+		argtypes[i] = JSONBOID;
 	softmig_enter_owner_context(touch_owner, &save_nest, &save_user, &save_sec);
 	if (SPI_execute_with_args(touch, n, argtypes, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "softmig: re-sync touch failed");
@@ -1125,7 +1228,6 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 	int			n = 0;
 	int			param = 1;
 	uint64		done = 0;
-	ListCell   *lc;
 	ListCell   *e;
 	ListCell   *t;
 
@@ -1138,7 +1240,7 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 	c = bf_context(m);
 	bound_values(c, key, values, nulls, &n);
 
-	/* legacy rows of this key: "ROW(k...) = ROW($1::t...)" */
+	/* legacy rows of this key: "ROW(k...) = ROW(<the key in $1>)" */
 	initStringInfo(&match);
 	append_row_bound(&match, c, "=", &param);
 
@@ -1168,12 +1270,7 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 			appendStringInfo(tgt, "%s(%s\n)::%s", i++ ? ", " : "", (char *) lfirst(e), (char *) lfirst(t));
 		}
 		appendStringInfoString(tgt, ") = ROW(");
-		i = 0;
-		foreach(lc, c->ltypes)
-		{
-			appendStringInfo(tgt, "%s$%d::%s", i ? ", " : "", i + 1, (char *) lfirst(lc));
-			i++;
-		}
+		append_key_values(tgt, c, 1);
 		appendStringInfoChar(tgt, ')');
 	}
 
@@ -1330,6 +1427,7 @@ softmig_normalize_key(PG_FUNCTION_ARGS)
 	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
 	Datum		key = PG_GETARG_DATUM(1);
 	StringInfoData buf;
+	StringInfoData cols;
 	ListCell   *k;
 	ListCell   *t;
 	SoftmigDest *bwd;
@@ -1347,14 +1445,22 @@ softmig_normalize_key(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy key columns and types */
+	/*
+	 * jsonb_to_record reads each value as jsonb_populate_record does, so a
+	 * composite or array key given as a JSON object or array works too.
+	 */
+	initStringInfo(&cols);
+	forboth(k, bwd->keycols, t, bwd->keytypes)
+		appendStringInfo(&cols, "%s%s %s", cols.len ? ", " : "",
+						 quote_identifier(lfirst(k)), (char *) lfirst(t));
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "SELECT pg_catalog.jsonb_build_object(");
-	forboth(k, bwd->keycols, t, bwd->keytypes)
+	foreach(k, bwd->keycols)
 	{
-		appendStringInfo(&buf, "%s%s, ($1 OPERATOR(pg_catalog.->>) %s)::%s", i++ ? ", " : "",
-						 quote_literal_cstr(lfirst(k)), quote_literal_cstr(lfirst(k)), (char *) lfirst(t));
+		appendStringInfo(&buf, "%s%s, softmig_b.%s", i++ ? ", " : "",
+						 quote_literal_cstr(lfirst(k)), quote_identifier(lfirst(k)));
 	}
-	appendStringInfoChar(&buf, ')');
+	appendStringInfo(&buf, ") FROM pg_catalog.jsonb_to_record($1) AS softmig_b(%s)", cols.data);
 	values[0] = key;
 	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
 	if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
