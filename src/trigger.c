@@ -44,8 +44,10 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
 #include "softmig.h"
@@ -1106,16 +1108,30 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/* OID of softmig._write_trigger once seen; reset by any pg_proc change */
+static Oid	write_trigger_oid = InvalidOid;
+
+/*
+ * write_trigger_oid_callback
+ *		Syscache callback on pg_proc: forget the remembered OID (the
+ *		extension may have been dropped and its OID reused).  No allocation.
+ */
+static void
+write_trigger_oid_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	write_trigger_oid = InvalidOid;
+}
+
 /*
  * is_write_trigger
  *		Is t one of softmig's write triggers (function softmig._write_trigger,
  *		whatever schema the extension lives in)?  The function's OID is
- *		remembered after the first positive check (fmgr lookup).
+ *		remembered after the first positive check (fmgr lookup) until the
+ *		next change of pg_proc.
  */
 static bool
 is_write_trigger(Trigger *t)
 {
-	static Oid	write_trigger_oid = InvalidOid;
 	FmgrInfo	finfo;
 
 	if (OidIsValid(write_trigger_oid) && t->tgfoid == write_trigger_oid)
@@ -1278,8 +1294,9 @@ mirror_ExecutorStart(QueryDesc *queryDesc, int eflags)
 
 /*
  * softmig_trigger_init
- *		Define softmig.mirror_work_mem and install the ExecutorStart hook
- *		(from _PG_init, before the softmig prefix is reserved).
+ *		Define softmig.mirror_work_mem, install the ExecutorStart hook and
+ *		the pg_proc callback of is_write_trigger (from _PG_init, before the
+ *		softmig prefix is reserved).
  */
 void
 softmig_trigger_init(void)
@@ -1293,4 +1310,5 @@ softmig_trigger_init(void)
 							NULL, NULL, NULL);
 	prev_ExecutorStart = ExecutorStart_hook;
 	ExecutorStart_hook = mirror_ExecutorStart;
+	CacheRegisterSyscacheCallback(PROCOID, write_trigger_oid_callback, (Datum) 0);
 }
