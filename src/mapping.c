@@ -960,7 +960,8 @@ PG_FUNCTION_INFO_V1(softmig_validate);
  * softmig_validate
  *		softmig._validate(id): prepare every statement the triggers of
  *		migration "id" will run, in both directions, so a bad mapping, key
- *		or index fails create_migration instead of a later write.  Takes
+ *		or index fails create_migration instead of a later write (after
+ *		softmig_check_definition refused what cannot work).  Takes
  *		AccessShareLock on both tables.  The cache entry is marked stale
  *		afterwards because the definition may still roll back.
  */
@@ -972,7 +973,11 @@ softmig_validate(PG_FUNCTION_ARGS)
 	Oid			rels[2];
 
 	if (m == NULL)
-		elog(ERROR, "migration %d does not exist", id);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("migration %d does not exist", id)));
+	/* expressions that cannot work are refused first, with clear errors */
+	softmig_check_definition(m);
 	rels[0] = m->legacy;
 	rels[1] = m->target;
 	for (int i = 0; i < 2; i++)

@@ -165,6 +165,11 @@ extern void softmig_prefer_index_plans(bool on);
 extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
 										int save_sec);
 
+/* definition.c */
+extern void softmig_check_mapping_expression(const char *expr, const char *what, Oid srcrel,
+											 Oid owner, bool want_bool, bool not_null);
+extern void softmig_check_definition(SoftmigMigration *m);
+
 /* merge.c */
 extern bool softmig_field_takes_incoming(SoftmigSide owner, SoftmigSide incoming, bool fresh);
 extern List *softmig_expr_columns(const char *expr);
