@@ -101,4 +101,4 @@ soak:
 assert-check:
 	bash test/assert_check.sh
 REGRESS += security names
-REGRESS += plan_cache definitions
+REGRESS += plan_cache definitions exact_hydrate

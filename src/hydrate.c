@@ -60,6 +60,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	Relation	rel;
 	TupleDesc	desc;
 	StringInfoData cols;
+	List	   *colnames = NIL;
 	StringInfoData allfields;
 	StringInfoData keymatch;
 	StringInfoData buf;
@@ -101,6 +102,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		if (att->attisdropped || att->attgenerated)
 			continue;
 		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", quote_identifier(NameStr(att->attname)));
+		colnames = lappend(colnames, pstrdup(NameStr(att->attname)));
 		appendStringInfo(&allfields, "%s%s", allfields.len ? ", " : "",
 						 quote_literal_cstr(NameStr(att->attname)));
 	}
@@ -170,15 +172,35 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 			appendStringInfo(&fresh,
 							 "CASE WHEN softmig._written_before(\"softmig.t\".xmin, $2) THEN '{}'::text[] "
 							 "ELSE ARRAY[%s]::text[] END", allfields.data);
+		/*
+		 * Each column takes the merged value only if the merge took it and
+		 * its value changed; every other column is assigned its own value,
+		 * so it keeps exactly what it holds (a json column its spacing and
+		 * duplicate keys, an array its bounds), which a round trip through
+		 * jsonb would not.
+		 */
 		initStringInfo(&buf);
+		appendStringInfo(&buf, "UPDATE %s AS \"softmig.t\" SET (%s) = (SELECT ", target, cols.data);
+		i = 0;
+		foreach(k, colnames)
+		{
+			appendStringInfo(&buf, "%sCASE WHEN \"softmig.h\".changed OPERATOR(pg_catalog.@>) ARRAY[%s]::pg_catalog.text[] "
+							 "THEN (\"softmig.h\".merged_row).%s ELSE \"softmig.t\".%s END",
+							 i++ ? ", " : "", quote_literal_cstr(lfirst(k)),
+							 quote_identifier(lfirst(k)), quote_identifier(lfirst(k)));
+		}
 		appendStringInfo(&buf,
-						 "UPDATE %s AS \"softmig.t\" SET (%s) = (SELECT %s FROM pg_catalog.jsonb_populate_record(\"softmig.t\", "
-						 "(softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s)).merged)) "
+						 " FROM (SELECT ARRAY(SELECT f FROM pg_catalog.unnest(softmig_m.taken) AS f "
+						 "WHERE (pg_catalog.to_jsonb(\"softmig.t\") OPERATOR(pg_catalog.->) f) IS DISTINCT FROM "
+						 "(softmig_m.merged OPERATOR(pg_catalog.->) f)) AS changed, "
+						 "pg_catalog.jsonb_populate_record(\"softmig.t\", softmig_m.merged) AS merged_row "
+						 "FROM softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s) AS softmig_m"
+						 ") AS \"softmig.h\") "
 						 "FROM pg_catalog.jsonb_array_elements($1) AS \"softmig.i\"(img), "
 						 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, \"softmig.i\".img) AS \"softmig.r\" "
 						 "WHERE %s AND pg_catalog.to_jsonb(\"softmig.t\") IS DISTINCT FROM "
 						 "(softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s)).merged",
-						 target, cols.data, cols.data, fresh.data, target, keymatch.data, fresh.data);
+						 fresh.data, target, keymatch.data, fresh.data);
 		if (SPI_execute_with_args(buf.data, 4, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "softmig: hydrate update failed");
 		changed = SPI_processed;
@@ -269,6 +291,25 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 							 quote_identifier(lfirst(k)), (char *) lfirst(o), i);
 			i++;
 		}
+
+		/*
+		 * Only rows whose carried columns now differ (compared as text, the
+		 * one comparison every type has): the others keep their exact value.
+		 */
+		appendStringInfoString(&buf, " AND ROW(");
+		v = 1;
+		forboth(c2, bwd->cols, e2, bwd->exprs)
+		{
+			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
+				continue;
+			appendStringInfo(&buf, "%s\"softmig.l\".%s::pg_catalog.text COLLATE pg_catalog.\"C\"", v > 1 ? ", " : "",
+							 quote_identifier(lfirst(c2)));
+			v++;
+		}
+		appendStringInfoString(&buf, ") IS DISTINCT FROM ROW(");
+		for (int j = 1; j < v; j++)
+			appendStringInfo(&buf, "%s\"softmig.s\".softmig_v%d::pg_catalog.text COLLATE pg_catalog.\"C\"", j > 1 ? ", " : "", j);
+		appendStringInfoChar(&buf, ')');
 		softmig_leave_owner_context(save_nest, save_user, save_sec);
 		softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
 		softmig_mirror_depth++;
