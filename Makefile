@@ -11,7 +11,7 @@ MODULE_big = softmig
 # One C file and one SQL file per concern; each module adds its own lines.
 OBJS  = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
 OBJS += src/backfill.o
-OBJS += src/definition.o
+OBJS += src/definition.o src/authority.o
 OBJS += src/merge.o
 OBJS += src/hydrate.o
 OBJS += src/opkey.o
@@ -101,4 +101,4 @@ soak:
 assert-check:
 	bash test/assert_check.sh
 REGRESS += security names
-REGRESS += plan_cache definitions exact_hydrate
+REGRESS += plan_cache definitions exact_hydrate field_reinsert

@@ -165,6 +165,10 @@ extern void softmig_prefer_index_plans(bool on);
 extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
 										int save_sec);
 
+/* authority.c */
+extern void softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m);
+extern void softmig_authority_check_inserts(TriggerData *td, SoftmigMigration *m);
+
 /* definition.c */
 extern void softmig_check_mapping_expression(const char *expr, const char *what, Oid srcrel,
 											 Oid owner, bool want_bool, bool not_null);

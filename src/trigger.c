@@ -1082,6 +1082,14 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	if (m->n_quarantined > 0)
 		check_quarantine(td, m, p);
+	if (m->state == SM_MIRRORED && m->new_fields != NIL && side == SIDE_LEGACY && side == auth)
+	{
+		/* per-field authority across DELETE and re-INSERT (authority.c) */
+		if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+			softmig_authority_note_deletes(td, m);
+		else if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+			softmig_authority_check_inserts(td, m);
+	}
 	if (m->state == SM_MIRRORED && TRIGGER_FIRED_BY_UPDATE(td->tg_event) &&
 		m->new_fields != NIL && !(side != auth && override_requested()))
 	{
