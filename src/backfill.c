@@ -30,6 +30,11 @@
  *	    and deletes the copied row through the mirror) or already gone
  *	    (never copied); rows it skipped are revisited.  No resurrection
  *	    either way, and the backfill progresses under any delete load.
+ *	    Its copy's lock waits are bounded too: a live transaction that
+ *	    wrote a target row the copy meets may next want to delete or
+ *	    re-key a legacy row the batch holds (a deadlock); the batch gives
+ *	    way, commits (releasing its row locks) and is retried.  So does the
+ *	    removal of stale target rows.  A backfill never fails with 40P01.
  *	  - The copy is INSERT .. ON CONFLICT DO UPDATE .. WHERE the target row
  *	    was written before mirroring began (its xmin is visible in the
  *	    snapshot taken at the switch to mirrored).  A row the live path
@@ -567,6 +572,7 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	return n;
 }
 
+/* One bounded unit of a batch: the copy, or one prepared statement. */
 typedef struct BoundedCopy
 {
 	BfContext  *c;
@@ -577,14 +583,18 @@ typedef struct BoundedCopy
 	Datum		snap_xid;
 	bool		snap_xid_null;
 	const char *lock_timeout;
-	uint64		copied;
+	uint64		copied;			/* rows copied, or processed by plan */
+	SPIPlanPtr	plan;			/* instead of the copy: run this */
+	Datum	   *values;			/* its parameters */
+	char	   *nulls;
+	int			expect;			/* its SPI result code */
 } BoundedCopy;
 
 /*
  * bounded_copy_run
  *		copy_rows_bounded's body, run in a subtransaction: lower lock_timeout
  *		at a new GUC nest level (restored on success here, on error by the
- *		subtransaction's rollback) and copy.
+ *		subtransaction's rollback) and copy, or run b->plan.
  */
 static void
 bounded_copy_run(void *arg)
@@ -594,31 +604,62 @@ bounded_copy_run(void *arg)
 
 	(void) set_config_option("lock_timeout", b->lock_timeout, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	SPI_tuptable = b->tt;
-	SPI_processed = b->n;
-	b->copied = copy_rows(b->c, b->snap, b->snap_null, b->snap_xid, b->snap_xid_null);
+	if (b->plan)
+	{
+		if (SPI_execute_plan(b->plan, b->values, b->nulls, false, 0) != b->expect)
+			elog(ERROR, "softmig: backfill statement returned an unexpected SPI code");
+		b->copied = SPI_processed;
+	}
+	else
+	{
+		SPI_tuptable = b->tt;
+		SPI_processed = b->n;
+		b->copied = copy_rows(b->c, b->snap, b->snap_null, b->snap_xid, b->snap_xid_null);
+	}
 	AtEOXact_GUC(true, nest);
 }
 
 /*
  * lock_not_available
- *		softmig_subxact_try's tolerated for "lock_timeout expired".
+ *		softmig_subxact_try's tolerated: lock_timeout expired, or the batch
+ *		was chosen to break a deadlock (it waits less than deadlock_timeout,
+ *		so normally the other side's check finds the cycle, but a session
+ *		may run with a longer deadlock_timeout than the batch's).
  */
 static bool
 lock_not_available(int sqlerrcode)
 {
-	return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+	return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED;
+}
+
+/*
+ * bounded_timeout
+ *		The lock_timeout of a bounded unit: half of deadlock_timeout, at most
+ *		500 ms, never above the session's own, written into setting.
+ */
+static void
+bounded_timeout(char *setting, size_t len)
+{
+	int			ms = Max(1, Min(DeadlockTimeout / 2, 500));
+
+	if (LockTimeout > 0 && LockTimeout < ms)
+		ms = LockTimeout;
+	snprintf(setting, len, "%d", ms);
 }
 
 /*
  * copy_rows_bounded
  *		copy_rows (of the rows in SPI_tuptable) in a subtransaction whose
- *		lock waits are bounded: a batch holds the delete fence, so while it
+ *		lock waits are bounded.  With the delete fence, while the batch
  *		waits for a live writer (whose mirrored row it meets in the target)
- *		live deletes wait for it too.  lock_timeout is lowered to half of
- *		deadlock_timeout (at most 500 ms, never above the session's own);
- *		when it expires the batch's writes are rolled back and false is
- *		returned, so the caller reports the batch busy and it is retried.
+ *		live deletes wait for it too; without it, the batch holds KEY SHARE
+ *		locks on the legacy rows it read, which a live transaction that
+ *		wrote one of the target rows the copy meets may want next (a
+ *		deadlock).  lock_timeout is lowered (bounded_timeout); when it
+ *		expires, or the batch is chosen to break a deadlock, the batch's
+ *		writes are rolled back and false is returned, so the caller reports
+ *		the batch busy: it commits (releasing its row locks) and is retried.
  *		Waiting less than deadlock_timeout also makes the batch, not the live
  *		transaction, give way when the two wait for each other.  On success
  *		*copied is set.
@@ -627,14 +668,11 @@ static bool
 copy_rows_bounded(BfContext *c, Datum snap, bool snap_null, Datum snap_xid,
 				  bool snap_xid_null, uint64 *copied)
 {
-	int			ms = Max(1, Min(DeadlockTimeout / 2, 500));
 	char		setting[32];
 	BoundedCopy b = {c, SPI_tuptable, SPI_processed, snap, snap_null, snap_xid,
-	snap_xid_null, setting, 0};
+	snap_xid_null, setting, 0, NULL, NULL, NULL, 0};
 
-	if (LockTimeout > 0 && LockTimeout < ms)
-		ms = LockTimeout;
-	snprintf(setting, sizeof(setting), "%d", ms);
+	bounded_timeout(setting, sizeof(setting));
 	if (softmig_subxact_try(bounded_copy_run, &b, lock_not_available) != NULL)
 	{
 		/* the batch relation may still be registered: drop it */
@@ -642,6 +680,26 @@ copy_rows_bounded(BfContext *c, Datum snap, bool snap_null, Datum snap_xid,
 		return false;
 	}
 	*copied = b.copied;
+	return true;
+}
+
+/*
+ * plan_bounded
+ *		Run a prepared statement (which must return SPI code expect) in a
+ *		subtransaction with bounded lock waits, as copy_rows_bounded does.
+ *		False when it gave way (nothing it did is left); else *processed.
+ */
+static bool
+plan_bounded(SPIPlanPtr plan, Datum *values, char *nulls, int expect, uint64 *processed)
+{
+	char		setting[32];
+	BoundedCopy b = {NULL, NULL, 0, (Datum) 0, true, (Datum) 0, true, setting, 0,
+	plan, values, nulls, expect};
+
+	bounded_timeout(setting, sizeof(setting));
+	if (softmig_subxact_try(bounded_copy_run, &b, lock_not_available) != NULL)
+		return false;
+	*processed = b.copied;
 	return true;
 }
 
@@ -841,10 +899,11 @@ PG_FUNCTION_INFO_V1(softmig_backfill_step);
  *		  verify  count the legacy rows the target lacks
  *		next, range and sweep first try the delete fence (SHARE, held to the
  *		end of the caller's transaction, one batch): with it they read
- *		without row locks and bound the copy's lock waits (reporting
- *		{"busy": true} and copying nothing on a timeout); without it they
- *		lock what they read FOR KEY SHARE SKIP LOCKED and report skipped
- *		rows for a revisit.  Returns a jsonb summary.
+ *		without row locks; without it they lock what they read FOR KEY
+ *		SHARE SKIP LOCKED and report skipped rows for a revisit.  Either way
+ *		the copy's lock waits are bounded (reporting {"busy": true} and
+ *		copying nothing when it gives way), as are orphans'.  Returns a
+ *		jsonb summary.
  */
 Datum
 softmig_backfill_step(PG_FUNCTION_ARGS)
@@ -991,8 +1050,9 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			}
 			else
 			{
-				copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
-				visible = count_range(c, lo, is_range ? hi : last);
+				busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
+				if (!busy)
+					visible = count_range(c, lo, is_range ? hi : last);
 			}
 		}
 		else if (is_range && !fenced)
@@ -1044,7 +1104,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 				fence_done(id, busy);
 			}
 			else
-				copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
+				busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
 		}
 		if (busy)
 			busy_result(&res, op, lo);
@@ -1073,6 +1133,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		ListCell   *k;
 		ListCell   *o;
 		int			i = 1;
+		uint64		deleted = 0;
 
 		appendStringInfo(&buf, "DELETE FROM %s WHERE ROW(tableoid, ctid) IN ("
 						 "SELECT softmig_s.softmig_tableoid, softmig_s.softmig_ctid FROM ("
@@ -1103,9 +1164,18 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		nulls[1] = ' ';
 		values[2] = snap_xid;
 		nulls[2] = snap_xid_null ? 'n' : ' ';
-		if (SPI_execute_plan(cached_plan(c->m, buf.data, 3, argtypes), values, nulls, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "softmig: removing stale target rows failed");
-		appendStringInfo(&res, "{\"deleted\": " UINT64_FORMAT "}", SPI_processed);
+		/* bounded too: a live upsert of a row it deletes may wait for it */
+		if (plan_bounded(cached_plan(c->m, buf.data, 3, argtypes), values, nulls, SPI_OK_DELETE, &deleted))
+			appendStringInfo(&res, "{\"deleted\": " UINT64_FORMAT "}", deleted);
+		else
+		{
+			/*
+			 * Gave way: nothing removed.  "deleted" reads as a full batch so
+			 * that the SQL of 0.1.0, which knows no busy orphans step, comes
+			 * back instead of finishing; this version's SQL sees "busy".
+			 */
+			appendStringInfo(&res, "{\"deleted\": %d, \"busy\": true}", batch);
+		}
 	}
 	else
 		elog(ERROR, "softmig: unknown backfill step \"%s\"", op);
