@@ -102,4 +102,4 @@ soak:
 assert-check:
 	bash test/assert_check.sh
 REGRESS += security names
-REGRESS += plan_cache definitions exact_hydrate field_reinsert schema_guard
+REGRESS += plan_cache definitions exact_hydrate field_reinsert schema_guard sweep rules_rewrite

@@ -4,7 +4,7 @@
 \pset null '(null)'
 CREATE TABLE df_l (id int PRIMARY KEY, v text, n int, softmig_flag boolean);
 CREATE TABLE df_t (id int PRIMARY KEY, v text NOT NULL, n int, extra text);
-SELECT * FROM t.counts();
+CREATE TEMP TABLE df_before AS SELECT * FROM t.counts();
 
 -- softmig's internal names: transition tables, batch relation, aliases
 SELECT * FROM t.err($$SELECT softmig.create_migration('df', 'df_l', 'df_t', forward => '{"v": "(softmig_new).v"}')$$);
@@ -57,7 +57,8 @@ SELECT * FROM t.err($$SELECT softmig.create_migration('df', 'df_l', 'df_t', opti
 SELECT * FROM t.err($$SELECT softmig.create_migration('df', 'df_l', 'df_t', options => '{"require_operation_key": "true"}')$$);
 SELECT * FROM t.err($$SELECT softmig.create_migration('df', 'df_l', 'df_t', options => '{"parity_chunk_rows": 1.5}')$$);
 SELECT * FROM t.err($$SELECT softmig.create_migration('df', 'df_l', 'df_t', options => '[]')$$);
-SELECT * FROM t.counts();
+-- nothing was left behind
+SELECT (SELECT row(c.*) FROM t.counts() c) = (SELECT row(b.*) FROM df_before b) AS catalog_unchanged;
 
 -- what can work still does: a legacy column whose name begins with softmig
 -- is an ordinary column; subqueries may aggregate

@@ -564,8 +564,7 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	values[1] = snap_xid;
 	nulls[1] = snap_xid_null ? 'n' : ' ';
 	rc = SPI_execute_plan(cached_plan(c->m, buf.data, 2, argtypes), values, nulls, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "softmig: backfill insert failed: %d", rc);
+	softmig_spi_expect(rc, SPI_OK_INSERT, "copy rows into the target");
 	n = SPI_processed;
 	SPI_unregister_relation(BF_ENR);
 	tuplestore_end(ts);
@@ -606,8 +605,8 @@ bounded_copy_run(void *arg)
 							 GUC_ACTION_SAVE, true, 0, false);
 	if (b->plan)
 	{
-		if (SPI_execute_plan(b->plan, b->values, b->nulls, false, 0) != b->expect)
-			elog(ERROR, "softmig: backfill statement returned an unexpected SPI code");
+		softmig_spi_expect(SPI_execute_plan(b->plan, b->values, b->nulls, false, 0), b->expect,
+						   "remove stale target rows");
 		b->copied = SPI_processed;
 	}
 	else
@@ -908,9 +907,9 @@ PG_FUNCTION_INFO_V1(softmig_backfill_step);
 Datum
 softmig_backfill_step(PG_FUNCTION_ARGS)
 {
-	int32		id = PG_GETARG_INT32(0);
-	char	   *op = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	int32		batch = PG_GETARG_INT32(2);
+	int32		id;
+	char	   *op;
+	int32		batch;
 	Jsonb	   *lo = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	Jsonb	   *hi = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
 	Datum		snap = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
@@ -933,6 +932,13 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	Oid			owner;
 	Datum		result;
 
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("migration_id, op and batch_size must not be null")));
+	id = PG_GETARG_INT32(0);
+	op = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	batch = PG_GETARG_INT32(2);
 	if (XactIsoLevel != XACT_READ_COMMITTED)
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
@@ -943,10 +949,14 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("batch_size must be at least 1")));
+	if (strcmp(op, "next") != 0 && strcmp(op, "range") != 0 && strcmp(op, "sweep") != 0 &&
+		strcmp(op, "orphans") != 0 && strcmp(op, "verify") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown backfill step \"%s\"", op),
+				 errhint("The steps are next, range, sweep, orphans and verify.")));
 
-	m = softmig_get_migration(id);
-	if (m == NULL)
-		elog(ERROR, "migration %d does not exist", id);
+	m = softmig_require_migration(id);
 	if (list_length(m->legacy_key) > 60)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -1178,7 +1188,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		}
 	}
 	else
-		elog(ERROR, "softmig: unknown backfill step \"%s\"", op);
+		elog(ERROR, "softmig: unknown backfill step \"%s\"", op);	/* checked above */
 	}
 	PG_FINALLY();
 	{
@@ -1252,8 +1262,8 @@ touch_or_delete(const char *touch, Oid touch_owner, const char *remove, Oid remo
 	for (int i = 0; i < n; i++)
 		argtypes[i] = JSONBOID;
 	softmig_enter_owner_context(touch_owner, &save_nest, &save_user, &save_sec);
-	if (SPI_execute_with_args(touch, n, argtypes, values, nulls, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "softmig: re-sync touch failed");
+	softmig_spi_expect(SPI_execute_with_args(touch, n, argtypes, values, nulls, false, 0),
+					   SPI_OK_UPDATE, "touch the authoritative row");
 	done = SPI_processed;
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	if (done > 0)
@@ -1262,8 +1272,8 @@ touch_or_delete(const char *touch, Oid touch_owner, const char *remove, Oid remo
 	softmig_mirror_depth++;
 	PG_TRY();
 	{
-		if (SPI_execute_with_args(remove, n, argtypes, values, nulls, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "softmig: re-sync delete failed");
+		softmig_spi_expect(SPI_execute_with_args(remove, n, argtypes, values, nulls, false, 0),
+						   SPI_OK_DELETE, "delete the other side's row");
 	}
 	PG_FINALLY();
 	{
@@ -1287,7 +1297,7 @@ PG_FUNCTION_INFO_V1(softmig_resync_key);
 Datum
 softmig_resync_key(PG_FUNCTION_ARGS)
 {
-	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
 	Jsonb	   *key = PG_GETARG_JSONB_P(1);
 	BfContext  *c;
 	StringInfoData touch;
@@ -1301,8 +1311,6 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 	ListCell   *e;
 	ListCell   *t;
 
-	if (m == NULL)
-		elog(ERROR, "migration does not exist");
 	if (m->state == SM_LEGACY || m->state == SM_CUTOVER)
 		PG_RETURN_INT64(0);		/* nothing is projected in these states */
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -1387,7 +1395,7 @@ PG_FUNCTION_INFO_V1(softmig_resync_all);
 Datum
 softmig_resync_all(PG_FUNCTION_ARGS)
 {
-	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
 	BfContext  *c;
 	StringInfoData buf;
 	ListCell   *lc;
@@ -1401,8 +1409,6 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 	int			save_sec;
 	uint64		done = 0;
 
-	if (m == NULL)
-		elog(ERROR, "migration does not exist");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	c = bf_context(m);
@@ -1443,8 +1449,7 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 	softmig_mirror_depth++;
 	PG_TRY();
 	{
-		if (SPI_execute(buf.data, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "softmig: re-sync upsert failed");
+		softmig_spi_expect(SPI_execute(buf.data, false, 0), SPI_OK_INSERT, "re-project the target into legacy");
 		done = SPI_processed;
 
 		/* delete legacy rows the target does not have */
@@ -1468,8 +1473,7 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 		appendStringInfo(&buf, ") AND NOT (%s OPERATOR(pg_catalog.=) ANY (ARRAY("
 						 "SELECT q.key FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) %d)))",
 						 c->keyjson, m->id);
-		if (SPI_execute(buf.data, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "softmig: re-sync delete failed");
+		softmig_spi_expect(SPI_execute(buf.data, false, 0), SPI_OK_DELETE, "delete legacy rows the target lacks");
 		done += SPI_processed;
 	}
 	PG_FINALLY();
@@ -1494,7 +1498,7 @@ PG_FUNCTION_INFO_V1(softmig_normalize_key);
 Datum
 softmig_normalize_key(PG_FUNCTION_ARGS)
 {
-	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
 	Datum		key = PG_GETARG_DATUM(1);
 	StringInfoData buf;
 	StringInfoData cols;
@@ -1510,8 +1514,6 @@ softmig_normalize_key(PG_FUNCTION_ARGS)
 	Datum		result;
 	bool		isnull;
 
-	if (m == NULL)
-		elog(ERROR, "migration does not exist");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy key columns and types */

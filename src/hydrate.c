@@ -50,7 +50,7 @@ PG_FUNCTION_INFO_V1(softmig_hydrate_exec);
 Datum
 softmig_hydrate_exec(PG_FUNCTION_ARGS)
 {
-	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
 	Datum		rows = PG_GETARG_DATUM(1);
 	Datum		as_of = PG_GETARG_DATUM(2);
 	Datum		authority = PG_GETARG_DATUM(3);
@@ -82,8 +82,6 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	uint64		changed = 0;
 	bool		raise_depth;
 
-	if (m == NULL)
-		elog(ERROR, "migration does not exist");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	fwd = softmig_build_dest(m, SIDE_LEGACY);	/* the target, its key */
@@ -201,8 +199,8 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 						 "WHERE %s AND pg_catalog.to_jsonb(\"softmig.t\") IS DISTINCT FROM "
 						 "(softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s)).merged",
 						 fresh.data, target, keymatch.data, fresh.data);
-		if (SPI_execute_with_args(buf.data, 4, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "softmig: hydrate update failed");
+		softmig_spi_expect(SPI_execute_with_args(buf.data, 4, argtypes, values, NULL, false, 0),
+						   SPI_OK_UPDATE, "hydrate the target's rows");
 		changed = SPI_processed;
 
 		/* missing rows: only in mirrored, only while legacy has the entity */
@@ -232,8 +230,8 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 				i++;
 			}
 			appendStringInfoString(&buf, ") ON CONFLICT DO NOTHING");
-			if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "softmig: hydrate insert failed");
+			softmig_spi_expect(SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0),
+							   SPI_OK_INSERT, "insert hydrated rows into the target");
 			changed += SPI_processed;
 		}
 	}
@@ -315,8 +313,8 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		softmig_mirror_depth++;
 		PG_TRY();
 		{
-			if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "softmig: carrying hydrated fields to legacy failed");
+			softmig_spi_expect(SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0),
+							   SPI_OK_UPDATE, "carry hydrated fields to legacy");
 		}
 		PG_FINALLY();
 		{

@@ -190,7 +190,7 @@ softmig_qualified_relname(Oid relid)
 
 /*
  * rel_owner
- *		Owner of a relation, from the syscache.
+ *		Owner of a relation, from the syscache; 42P01 if there is none.
  */
 Oid
 softmig_rel_owner(Oid relid)
@@ -199,7 +199,9 @@ softmig_rel_owner(Oid relid)
 	Oid			owner;
 
 	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
 	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
 	return owner;
@@ -591,6 +593,26 @@ softmig_subxact_try(void (*fn) (void *arg), void *arg, bool (*tolerated) (int sq
 	return edata;
 }
 
+/*
+ * softmig_spi_expect
+ *		Check that a statement softmig ran on a migrated table returned SPI
+ *		code expect.  Anything else means PostgreSQL ran something else in
+ *		its place: a rule (CREATE RULE ... DO INSTEAD) on the table rewrote
+ *		it.  Raises 0A000 naming what was being done.
+ */
+void
+softmig_spi_expect(int rc, int expect, const char *what)
+{
+	if (rc == expect)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("softmig could not %s: the statement was rewritten", what),
+			 errdetail("It returned SPI code %s instead of %s; a rule (CREATE RULE) on a table of the migration replaced it.",
+					   SPI_result_code_string(rc), SPI_result_code_string(expect)),
+			 errhint("Drop the rule: softmig writes the tables of a migration with plain statements.")));
+}
+
 typedef struct SpiTry
 {
 	SPIPlanPtr	plan;
@@ -612,8 +634,7 @@ spi_try_run(void *arg)
 	int			rc = t->plan ? SPI_execute_plan(t->plan, t->values, t->nulls, t->read_only, 0)
 		: SPI_execute(t->sql, t->read_only, 0);
 
-	if (rc != t->expect)
-		elog(ERROR, "softmig: statement returned SPI code %d, expected %d", rc, t->expect);
+	softmig_spi_expect(rc, t->expect, "run one of its statements");
 }
 
 /*
@@ -969,13 +990,9 @@ Datum
 softmig_validate(PG_FUNCTION_ARGS)
 {
 	int32		id = PG_GETARG_INT32(0);
-	SoftmigMigration *m = softmig_get_migration(id);
+	SoftmigMigration *m = softmig_require_migration(id);
 	Oid			rels[2];
 
-	if (m == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("migration %d does not exist", id)));
 	/* expressions that cannot work are refused first, with clear errors */
 	softmig_check_definition(m);
 	rels[0] = m->legacy;

@@ -125,6 +125,7 @@ typedef struct SoftmigMigration
 
 /* cache.c */
 extern SoftmigMigration *softmig_get_migration(int32 id);
+extern SoftmigMigration *softmig_require_migration(int32 id);
 extern void softmig_cache_init(void);
 extern int	softmig_mirror_depth;
 extern SoftmigSide softmig_side_of(SoftmigMigration *m, Oid relid);
@@ -155,6 +156,7 @@ extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *value
 								  const char *nulls, bool read_only, int expect,
 								  bool (*tolerated) (int sqlerrcode));
 extern bool softmig_unique_violation(int sqlerrcode);
+extern void softmig_spi_expect(int rc, int expect, const char *what);
 extern Oid	softmig_rel_owner(Oid relid);
 extern bool softmig_str_member(List *l, const char *s);
 extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);

@@ -90,7 +90,9 @@ trigger_migration(TriggerData *td)
 	SoftmigMigration *m;
 
 	if (tg->tgnargs < 1)
-		elog(ERROR, "softmig trigger \"%s\" has no migration argument", tg->tgname);
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig trigger \"%s\" has no migration argument", tg->tgname)));
 	m = softmig_get_migration(pg_strtoint32(tg->tgargs[0]));
 	if (m == NULL)
 		ereport(ERROR,
@@ -203,7 +205,9 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
 		!TRIGGER_FIRED_BEFORE(td->tg_event))
-		elog(ERROR, "softmig._guard_trigger must be a BEFORE statement trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._guard_trigger must be a BEFORE statement trigger")));
 
 	if (softmig_mirror_depth > 0)
 		return PointerGetDatum(NULL);
@@ -1046,14 +1050,18 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
 		!TRIGGER_FIRED_AFTER(td->tg_event))
-		elog(ERROR, "softmig._write_trigger must be an AFTER statement trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._write_trigger must be an AFTER statement trigger")));
 
 	if (softmig_mirror_depth > 0)
 		return PointerGetDatum(NULL);	/* our own write: never echo it */
 
 	rows = TRIGGER_FIRED_BY_DELETE(td->tg_event) ? td->tg_oldtable : td->tg_newtable;
 	if (rows == NULL)
-		elog(ERROR, "softmig._write_trigger needs transition tables");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._write_trigger needs transition tables")));
 	if (tuplestore_tuple_count(rows) == 0)
 		return PointerGetDatum(NULL);
 
