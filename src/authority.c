@@ -255,6 +255,46 @@ hash_carried(RowHashing *h, TupleDesc desc, TupleTableSlot *slot)
 }
 
 /*
+ * scan_rows
+ *		Walk a transition table of the legacy table rel: for a DELETE's
+ *		(check false) remember each row in the deleted table; for an
+ *		INSERT's (check true) look each row up there and return false at the
+ *		first that was deleted with other values in the carrying columns.
+ *		The deleted table must exist.
+ */
+static bool
+scan_rows(Tuplestorestate *ts, Relation rel, SoftmigMigration *m, bool check)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	RowHashing *h = row_hashing(rel, m);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	bool		ok = true;
+
+	tuplestore_select_read_pointer(ts, 0);
+	tuplestore_rescan(ts);
+	while (ok && tuplestore_gettupleslot(ts, true, false, slot))
+	{
+		DeletedKey	k;
+		DeletedEntry *e;
+
+		slot_getallattrs(slot);
+		memset(&k, 0, sizeof(k));
+		k.migration_id = m->id;
+		k.keyhash = hash_key(h, desc, slot);
+		e = hash_search(deleted, &k, check ? HASH_FIND : HASH_ENTER, NULL);
+		if (!check)
+		{
+			e->carried = hash_carried(h, desc, slot);
+			e->subid = GetCurrentSubTransactionId();
+		}
+		else if (e != NULL && e->carried != hash_carried(h, desc, slot))
+			ok = false;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	return ok;
+}
+
+/*
  * softmig_authority_note_deletes
  *		A legacy DELETE in state mirrored with fields handed to the target:
  *		remember each deleted row (its key and carrying columns, hashed) for
@@ -264,11 +304,6 @@ hash_carried(RowHashing *h, TupleDesc desc, TupleTableSlot *slot)
 void
 softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m)
 {
-	Relation	rel = td->tg_relation;
-	TupleDesc	desc = RelationGetDescr(rel);
-	RowHashing *h = row_hashing(rel, m);
-	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-
 	if (!callbacks_registered)
 	{
 		RegisterXactCallback(authority_xact_callback, NULL);
@@ -286,22 +321,7 @@ softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m)
 		deleted = hash_create("softmig deleted entities", 64, &ctl,
 							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
-	tuplestore_select_read_pointer(td->tg_oldtable, 0);
-	tuplestore_rescan(td->tg_oldtable);
-	while (tuplestore_gettupleslot(td->tg_oldtable, true, false, slot))
-	{
-		DeletedKey	k;
-		DeletedEntry *e;
-
-		slot_getallattrs(slot);
-		memset(&k, 0, sizeof(k));
-		k.migration_id = m->id;
-		k.keyhash = hash_key(h, desc, slot);
-		e = hash_search(deleted, &k, HASH_ENTER, NULL);
-		e->carried = hash_carried(h, desc, slot);
-		e->subid = GetCurrentSubTransactionId();
-	}
-	ExecDropSingleTupleTableSlot(slot);
+	(void) scan_rows(td->tg_oldtable, td->tg_relation, m, false);
 }
 
 /*
@@ -315,42 +335,20 @@ softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m)
 void
 softmig_authority_check_inserts(TriggerData *td, SoftmigMigration *m)
 {
-	Relation	rel = td->tg_relation;
-	TupleDesc	desc;
-	RowHashing *h;
-	TupleTableSlot *slot;
 	StringInfoData cols;
 	ListCell   *lc;
 
-	if (deleted == NULL || hash_get_num_entries(deleted) == 0)
+	if (deleted == NULL || hash_get_num_entries(deleted) == 0 ||
+		scan_rows(td->tg_newtable, td->tg_relation, m, true))
 		return;
-	desc = RelationGetDescr(rel);
-	h = row_hashing(rel, m);
-	slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-	tuplestore_select_read_pointer(td->tg_newtable, 0);
-	tuplestore_rescan(td->tg_newtable);
-	while (tuplestore_gettupleslot(td->tg_newtable, true, false, slot))
-	{
-		DeletedKey	k;
-		DeletedEntry *e;
-
-		slot_getallattrs(slot);
-		memset(&k, 0, sizeof(k));
-		k.migration_id = m->id;
-		k.keyhash = hash_key(h, desc, slot);
-		e = hash_search(deleted, &k, HASH_FIND, NULL);
-		if (e == NULL || e->carried == hash_carried(h, desc, slot))
-			continue;
-		initStringInfo(&cols);
-		foreach(lc, m->new_legacy_cols)
-			appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", quote_identifier(lfirst(lc)));
-		ereport(ERROR,
-				(errcode(ERRCODE_SOFTMIG_WRITE_REFUSED),
-				 errmsg("INSERT on table \"%s\" refused: it re-inserts a row deleted in this transaction with other values in columns that carry fields migration \"%s\" gives to the target table",
-						RelationGetRelationName(rel), m->name),
-				 errdetail("In state mirrored with per-field authority, legacy may not change the target's fields, by UPDATE or by DELETE and INSERT; the carrying columns are: %s.",
-						   cols.data),
-				 errhint("Re-insert the row with the values it had, or move the field back with softmig.set_field_authority.")));
-	}
-	ExecDropSingleTupleTableSlot(slot);
+	initStringInfo(&cols);
+	foreach(lc, m->new_legacy_cols)
+		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", quote_identifier(lfirst(lc)));
+	ereport(ERROR,
+			(errcode(ERRCODE_SOFTMIG_WRITE_REFUSED),
+			 errmsg("INSERT on table \"%s\" refused: it re-inserts a row deleted in this transaction with other values in columns that carry fields migration \"%s\" gives to the target table",
+					RelationGetRelationName(td->tg_relation), m->name),
+			 errdetail("In state mirrored with per-field authority, legacy may not change the target's fields, by UPDATE or by DELETE and INSERT; the carrying columns are: %s.",
+					   cols.data),
+			 errhint("Re-insert the row with the values it had, or move the field back with softmig.set_field_authority.")));
 }

@@ -287,11 +287,10 @@ BEGIN
         PERFORM @extschema@._check_expression(v_bwd OPERATOR(pg_catalog.->>) k,
                                               pg_catalog.format('backward mapping of column "%s"', k));
     END LOOP;
-    IF pg_catalog.array_position(v_new_only, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'new_only must not contain NULL';
-    END IF;
-    IF pg_catalog.array_position(v_divergent, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'divergent must not contain NULL';
+    IF pg_catalog.array_position(v_new_only OPERATOR(pg_catalog.||) v_divergent, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('%s must not contain NULL',
+                CASE WHEN pg_catalog.array_position(v_new_only, NULL) IS NOT NULL THEN 'new_only' ELSE 'divergent' END);
     END IF;
     FOREACH k IN ARRAY v_new_only LOOP
         PERFORM @extschema@._require_column(target, k, 'new_only column', false);
@@ -390,15 +389,11 @@ BEGIN
     END IF;
     -- the key correlates the rows: legacy always holds it, and it cannot differ
     FOREACH k IN ARRAY v_tkey LOOP
-        IF k OPERATOR(pg_catalog.=) ANY (v_new_only) THEN
+        IF k OPERATOR(pg_catalog.=) ANY (v_new_only OPERATOR(pg_catalog.||) v_divergent) THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('target key column "%s" cannot be new_only', k),
-                DETAIL = 'Rows are correlated on the key, so legacy always holds it.';
-        END IF;
-        IF k OPERATOR(pg_catalog.=) ANY (v_divergent) THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('target key column "%s" cannot be divergent', k),
-                DETAIL = 'Rows are correlated on the key, so it is equal on both sides by definition.';
+                MESSAGE = pg_catalog.format('target key column "%s" cannot be %s', k,
+                    CASE WHEN k OPERATOR(pg_catalog.=) ANY (v_new_only) THEN 'new_only' ELSE 'divergent' END),
+                DETAIL = 'Rows are correlated on the key: legacy always holds it, and it is equal on both sides.';
         END IF;
     END LOOP;
     FOREACH k IN ARRAY v_tkey LOOP
