@@ -90,6 +90,9 @@ int			softmig_backfill_pause_lock = 0;
 /* batches of this session that use row locks after the fence stalled writers */
 #define BF_FENCE_PAUSE 16
 static int	bf_fence_pause = 0;
+
+/* the migration bf_fence_pause and bf_plain_pause were set for */
+static int32 bf_pause_migration = 0;
 #define SM_FENCE_SUBKEY 3
 
 /*
@@ -981,6 +984,14 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	/* stale statements can be freed now: none of ours is running */
 	if (bf_step_depth == 0)
 		stmt_cache_prune();
+
+	/* what earlier batches learnt about the workload is about their migration */
+	if (id != bf_pause_migration)
+	{
+		bf_fence_pause = 0;
+		bf_plain_pause = 0;
+		bf_pause_migration = id;
+	}
 
 	/* our writes to the target are softmig's own: the guard lets them pass */
 	softmig_mirror_depth++;
