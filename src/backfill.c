@@ -90,10 +90,10 @@ int			softmig_backfill_pause_lock = 0;
 /* batches of this session that use row locks after the fence stalled writers */
 #define BF_FENCE_PAUSE 16
 static int	bf_fence_pause = 0;
+#define SM_FENCE_SUBKEY 3
 
 /* the migration bf_fence_pause and bf_plain_pause were set for */
 static int32 bf_pause_migration = 0;
-#define SM_FENCE_SUBKEY 3
 
 /*
  * fence_tag
