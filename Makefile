@@ -12,6 +12,7 @@ MODULE_big = softmig
 OBJS  = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
 OBJS += src/identity.o src/ddl.o
 OBJS += src/backfill.o
+OBJS += src/definition.o src/authority.o
 OBJS += src/merge.o
 OBJS += src/hydrate.o
 OBJS += src/opkey.o
@@ -21,6 +22,7 @@ ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
 REGRESS += opkeys
 ISOLATION += opkey_race opkey_opposite
 ISOLATION += backfill_races backfill_concurrent
+ISOLATION += backfill_deadlock
 ISOLATION += envelope_race quarantine_race route_replan
 REGRESS += readpath
 
@@ -102,4 +104,5 @@ assert-check:
 	bash test/assert_check.sh
 REGRESS += security names
 REGRESS += trust reentry partitions
+REGRESS += plan_cache definitions exact_hydrate field_reinsert schema_guard sweep rules_rewrite
 REGRESS += search_path install

@@ -156,7 +156,7 @@ softmig_qualified_relname(Oid relid)
 
 /*
  * rel_owner
- *		Owner of a relation, from the syscache.
+ *		Owner of a relation, from the syscache; 42P01 if there is none.
  */
 Oid
 softmig_rel_owner(Oid relid)
@@ -165,7 +165,9 @@ softmig_rel_owner(Oid relid)
 	Oid			owner;
 
 	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
 	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
 	return owner;
@@ -557,6 +559,26 @@ softmig_subxact_try(void (*fn) (void *arg), void *arg, bool (*tolerated) (int sq
 	return edata;
 }
 
+/*
+ * softmig_spi_expect
+ *		Check that a statement softmig ran on a migrated table returned SPI
+ *		code expect.  Anything else means PostgreSQL ran something else in
+ *		its place: a rule (CREATE RULE ... DO INSTEAD) on the table rewrote
+ *		it.  Raises 0A000 naming what was being done.
+ */
+void
+softmig_spi_expect(int rc, int expect, const char *what)
+{
+	if (rc == expect)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("softmig could not %s: the statement was rewritten", what),
+			 errdetail("It returned SPI code %s instead of %s; a rule (CREATE RULE) on a table of the migration replaced it.",
+					   SPI_result_code_string(rc), SPI_result_code_string(expect)),
+			 errhint("Drop the rule: softmig writes the tables of a migration with plain statements.")));
+}
+
 typedef struct SpiTry
 {
 	SPIPlanPtr	plan;
@@ -578,8 +600,7 @@ spi_try_run(void *arg)
 	int			rc = t->plan ? SPI_execute_plan(t->plan, t->values, t->nulls, t->read_only, 0)
 		: SPI_execute(t->sql, t->read_only, 0);
 
-	if (rc != t->expect)
-		elog(ERROR, "softmig: statement returned SPI code %d, expected %d", rc, t->expect);
+	softmig_spi_expect(rc, t->expect, "run one of its statements");
 }
 
 /*
@@ -926,7 +947,8 @@ PG_FUNCTION_INFO_V1(softmig_validate);
  * softmig_validate
  *		softmig._validate(id): prepare every statement the triggers of
  *		migration "id" will run, in both directions, so a bad mapping, key
- *		or index fails create_migration instead of a later write.  Takes
+ *		or index fails create_migration instead of a later write (after
+ *		softmig_check_definition refused what cannot work).  Takes
  *		AccessShareLock on both tables.  The cache entry is marked stale
  *		afterwards because the definition may still roll back.
  */
@@ -934,11 +956,11 @@ Datum
 softmig_validate(PG_FUNCTION_ARGS)
 {
 	int32		id = PG_GETARG_INT32(0);
-	SoftmigMigration *m = softmig_get_migration(id);
+	SoftmigMigration *m = softmig_require_migration(id);
 	Oid			rels[2];
 
-	if (m == NULL)
-		elog(ERROR, "migration %d does not exist", id);
+	/* expressions that cannot work are refused first, with clear errors */
+	softmig_check_definition(m);
 	rels[0] = m->legacy;
 	rels[1] = m->target;
 	for (int i = 0; i < 2; i++)

@@ -126,6 +126,7 @@ typedef struct SoftmigMigration
 
 /* cache.c */
 extern SoftmigMigration *softmig_get_migration(int32 id);
+extern SoftmigMigration *softmig_require_migration(int32 id);
 extern void softmig_cache_init(void);
 extern int	softmig_mirror_depth;
 extern SoftmigSide softmig_side_of(SoftmigMigration *m, Oid relid);
@@ -156,6 +157,7 @@ extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *value
 								  const char *nulls, bool read_only, int expect,
 								  bool (*tolerated) (int sqlerrcode));
 extern bool softmig_unique_violation(int sqlerrcode);
+extern void softmig_spi_expect(int rc, int expect, const char *what);
 extern Oid	softmig_rel_owner(Oid relid);
 extern bool softmig_str_member(List *l, const char *s);
 extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
@@ -165,6 +167,15 @@ extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,
 extern void softmig_prefer_index_plans(bool on);
 extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
 										int save_sec);
+
+/* authority.c */
+extern void softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m);
+extern void softmig_authority_check_inserts(TriggerData *td, SoftmigMigration *m);
+
+/* definition.c */
+extern void softmig_check_mapping_expression(const char *expr, const char *what, Oid srcrel,
+											 Oid owner, bool want_bool, bool not_null);
+extern void softmig_check_definition(SoftmigMigration *m);
 
 /* merge.c */
 extern bool softmig_field_takes_incoming(SoftmigSide owner, SoftmigSide incoming, bool fresh);

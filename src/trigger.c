@@ -50,8 +50,10 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
 #include "softmig.h"
@@ -94,7 +96,9 @@ trigger_migration(TriggerData *td)
 	SoftmigMigration *m;
 
 	if (tg->tgnargs < 1)
-		elog(ERROR, "softmig trigger \"%s\" has no migration argument", tg->tgname);
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig trigger \"%s\" has no migration argument", tg->tgname)));
 	m = softmig_get_migration(pg_strtoint32(tg->tgargs[0]));
 	if (m == NULL)
 		ereport(ERROR,
@@ -273,7 +277,9 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
 		!TRIGGER_FIRED_BEFORE(td->tg_event))
-		elog(ERROR, "softmig._guard_trigger must be a BEFORE statement trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._guard_trigger must be a BEFORE statement trigger")));
 
 	if (softmig_mirroring(trigger_migration_id(td)))
 		return PointerGetDatum(NULL);	/* softmig's own write for this migration */
@@ -1136,14 +1142,18 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
 		!TRIGGER_FIRED_AFTER(td->tg_event))
-		elog(ERROR, "softmig._write_trigger must be an AFTER statement trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._write_trigger must be an AFTER statement trigger")));
 
 	if (softmig_mirroring(trigger_migration_id(td)))
 		return PointerGetDatum(NULL);	/* our own write: never echo it */
 
 	rows = TRIGGER_FIRED_BY_DELETE(td->tg_event) ? td->tg_oldtable : td->tg_newtable;
 	if (rows == NULL)
-		elog(ERROR, "softmig._write_trigger needs transition tables");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._write_trigger needs transition tables")));
 	if (tuplestore_tuple_count(rows) == 0)
 		return PointerGetDatum(NULL);
 
@@ -1172,6 +1182,14 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	if (m->n_quarantined > 0)
 		check_quarantine(td, m, p);
+	if (m->state == SM_MIRRORED && m->new_fields != NIL && side == SIDE_LEGACY && side == auth)
+	{
+		/* per-field authority across DELETE and re-INSERT (authority.c) */
+		if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+			softmig_authority_note_deletes(td, m);
+		else if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+			softmig_authority_check_inserts(td, m);
+	}
 	if (m->state == SM_MIRRORED && TRIGGER_FIRED_BY_UPDATE(td->tg_event) &&
 		m->new_fields != NIL && !(side != auth && override_requested()))
 	{
@@ -1200,16 +1218,30 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/* OID of softmig._write_trigger once seen; reset by any pg_proc change */
+static Oid	write_trigger_oid = InvalidOid;
+
+/*
+ * write_trigger_oid_callback
+ *		Syscache callback on pg_proc: forget the remembered OID (the
+ *		extension may have been dropped and its OID reused).  No allocation.
+ */
+static void
+write_trigger_oid_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	write_trigger_oid = InvalidOid;
+}
+
 /*
  * is_write_trigger
  *		Is t one of softmig's write triggers (function softmig._write_trigger,
  *		whatever schema the extension lives in)?  The function's OID is
- *		remembered after the first positive check (fmgr lookup).
+ *		remembered after the first positive check (fmgr lookup) until the
+ *		next change of pg_proc.
  */
 static bool
 is_write_trigger(Trigger *t)
 {
-	static Oid	write_trigger_oid = InvalidOid;
 	FmgrInfo	finfo;
 
 	if (OidIsValid(write_trigger_oid) && t->tgfoid == write_trigger_oid)
@@ -1384,8 +1416,9 @@ mirror_ExecutorStart(QueryDesc *queryDesc, int eflags)
 
 /*
  * softmig_trigger_init
- *		Define softmig.mirror_work_mem and install the ExecutorStart hook
- *		(from _PG_init, before the softmig prefix is reserved).
+ *		Define softmig.mirror_work_mem, install the ExecutorStart hook and
+ *		the pg_proc callback of is_write_trigger (from _PG_init, before the
+ *		softmig prefix is reserved).
  */
 void
 softmig_trigger_init(void)
@@ -1399,4 +1432,5 @@ softmig_trigger_init(void)
 							NULL, NULL, NULL);
 	prev_ExecutorStart = ExecutorStart_hook;
 	ExecutorStart_hook = mirror_ExecutorStart;
+	CacheRegisterSyscacheCallback(PROCOID, write_trigger_oid_callback, (Datum) 0);
 }

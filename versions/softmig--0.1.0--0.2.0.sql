@@ -32,7 +32,7 @@ END $$;
 
 -- 0.2.0 changes the C library (set-based mirroring of big statements,
 -- plain-insert backfill batches, routing at plan time), which both versions
--- load from $libdir/softmig, and one SQL function, below.
+-- load from $libdir/softmig, and SQL functions, below.
 --
 -- Rules for this file (doc/packaging.md, "Versions and upgrades"):
 --   * every change to src/sql/*.sql gets its counterpart here, so that an
@@ -128,7 +128,11 @@ BEGIN
         IF (r OPERATOR(pg_catalog.->>) 'missing')::bigint OPERATOR(pg_catalog.=) 0 THEN
             r := @extschema@._bf_step(m.id, 'orphans', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
             v_removed := (r OPERATOR(pg_catalog.->>) 'deleted')::bigint;
-            IF v_removed OPERATOR(pg_catalog.<) batch_size THEN
+            IF (r OPERATOR(pg_catalog.->>) 'busy')::boolean THEN
+                -- the delete gave way to a live writer: nothing removed, retry
+                v_removed := 0;
+                v_waiting := true;
+            ELSIF v_removed OPERATOR(pg_catalog.<) batch_size THEN
                 p.phase := 'done';
                 p.finished_at := pg_catalog.now();
             END IF;
@@ -438,6 +442,9 @@ END $$;
 COMMENT ON FUNCTION @extschema@._set_state(integer, @extschema@.state, text, text, jsonb) IS
     'internal: the one function that changes a migration''s state: checks legality, locks both tables, retargets triggers, records history';
 
+-- create_migration refuses definitions that cannot work: NULLs in key,
+-- new_only and divergent, the key in new_only or divergent, target_key of
+-- the wrong shape (mapping expressions are checked in C, by _validate).
 CREATE OR REPLACE FUNCTION @extschema@._create_migration(name text, legacy regclass, target regclass,
     key text[], forward jsonb, backward jsonb, new_only text[], divergent text[], options jsonb)
 RETURNS void
@@ -517,6 +524,9 @@ BEGIN
     IF pg_catalog.cardinality(v_key) OPERATOR(pg_catalog.=) 0 THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must name at least one column';
     END IF;
+    IF pg_catalog.array_position(v_key, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must not contain NULL';
+    END IF;
     IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_key) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key names a column twice';
     END IF;
@@ -551,6 +561,11 @@ BEGIN
         PERFORM @extschema@._check_expression(v_bwd OPERATOR(pg_catalog.->>) k,
                                               pg_catalog.format('backward mapping of column "%s"', k));
     END LOOP;
+    IF pg_catalog.array_position(v_new_only OPERATOR(pg_catalog.||) v_divergent, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('%s must not contain NULL',
+                CASE WHEN pg_catalog.array_position(v_new_only, NULL) IS NOT NULL THEN 'new_only' ELSE 'divergent' END);
+    END IF;
     FOREACH k IN ARRAY v_new_only LOOP
         PERFORM @extschema@._require_column(target, k, 'new_only column', false);
     END LOOP;
@@ -616,11 +631,20 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = 'option target_key must be a jsonb array of target column names';
         END IF;
-        SELECT pg_catalog.array_agg(x) INTO v_tkey
+        IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(v_options OPERATOR(pg_catalog.->) 'target_key') x
+                    WHERE pg_catalog.jsonb_typeof(x) OPERATOR(pg_catalog.<>) 'string') THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must be a jsonb array of target column names',
+                DETAIL = pg_catalog.format('Given: %s', v_options OPERATOR(pg_catalog.->) 'target_key');
+        END IF;
+        SELECT COALESCE(pg_catalog.array_agg(x), '{}') INTO v_tkey
           FROM pg_catalog.jsonb_array_elements_text(v_options OPERATOR(pg_catalog.->) 'target_key') x;
         IF pg_catalog.cardinality(v_tkey) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = 'option target_key must name as many columns as the legacy key';
+        END IF;
+        IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_tkey) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_tkey) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'option target_key names a column twice';
         END IF;
     ELSE
         v_tkey := '{}';
@@ -637,6 +661,15 @@ BEGIN
             v_tkey := v_tkey OPERATOR(pg_catalog.||) e;
         END LOOP;
     END IF;
+    -- the key correlates the rows: legacy always holds it, and it cannot differ
+    FOREACH k IN ARRAY v_tkey LOOP
+        IF k OPERATOR(pg_catalog.=) ANY (v_new_only OPERATOR(pg_catalog.||) v_divergent) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target key column "%s" cannot be %s', k,
+                    CASE WHEN k OPERATOR(pg_catalog.=) ANY (v_new_only) THEN 'new_only' ELSE 'divergent' END),
+                DETAIL = 'Rows are correlated on the key: legacy always holds it, and it is equal on both sides.';
+        END IF;
+    END LOOP;
     FOREACH k IN ARRAY v_tkey LOOP
         PERFORM @extschema@._require_column(target, k, 'target key column', true);
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
@@ -738,6 +771,16 @@ COMMENT ON PROCEDURE @extschema@.backfill(text, integer, integer, integer) IS
     'copy every legacy row the target lacks, one committed batch at a time, race-safe and resumable; state mirrored only; owners of both tables only';
 
 DROP EVENT TRIGGER softmig_ddl_altered;
+
+-------------------------------------------------------------------------------
+-- DDL on migrated tables: detected, never a silent wrong mirror
+-------------------------------------------------------------------------------
+-- The event-trigger functions in PL/pgSQL are SECURITY DEFINER: they run for
+-- whoever issues DDL and must read and write softmig's catalog, create or
+-- drop softmig's triggers on a new or detached partition and re-prepare the
+-- migration's statements (which _validate does as the table owners, never as
+-- the definer).  search_path is pinned; EXECUTE is revoked from PUBLIC
+-- (event triggers do not need it).  None evaluates user SQL as the definer.
 
 CREATE FUNCTION @extschema@._ddl_start() RETURNS event_trigger
     AS 'MODULE_PATHNAME', 'softmig_ddl_start' LANGUAGE C;
@@ -1025,3 +1068,196 @@ REVOKE ALL ON FUNCTION @extschema@._ddl_code(), @extschema@._ddl_start(), @extsc
     @extschema@._install_triggers_on(integer, regclass), @extschema@._trigger_ddl(boolean),
     @extschema@._has_rows(regclass), @extschema@._managing_triggers(), @extschema@._refuse_rules(integer),
     @extschema@._refuse_untrusted(text, text, text, text) FROM PUBLIC;
+
+-- create_read_view refuses softmig's own schema and the system schemas.
+-------------------------------------------------------------------------------
+-- Routed views
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._create_read_view(name text, view_name text, shape @extschema@.side)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_shape @extschema@.side := shape;
+    v_actor name := @extschema@._actor();
+    v_parts text[];
+    v_schema text;
+    v_view text;
+    v_nsp oid;
+    v_own regclass;             -- the table whose columns the view has
+    v_other regclass;           -- the table mapped into that shape
+    v_dir text;                 -- mappings feeding v_own's columns from v_other
+    v_own_side @extschema@.side;
+    v_other_side @extschema@.side;
+    v_own_list text;
+    v_inner_list text;
+    v_outer_list text;
+    v_sql text;
+    v_src_col name;
+BEGIN
+    IF view_name IS NULL OR v_shape IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'view_name and shape must not be null';
+    END IF;
+    v_parts := pg_catalog.parse_ident(view_name);
+    IF pg_catalog.cardinality(v_parts) OPERATOR(pg_catalog.>) 2 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_name',
+            MESSAGE = pg_catalog.format('improper view name (too many dotted names): %s', view_name);
+    END IF;
+    IF pg_catalog.cardinality(v_parts) OPERATOR(pg_catalog.=) 2 THEN
+        v_schema := v_parts[1];
+        v_view := v_parts[2];
+    ELSE
+        -- an unqualified name goes next to the legacy table, whatever the
+        -- caller's search_path says
+        SELECT n.nspname INTO v_schema
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+         WHERE c.oid OPERATOR(pg_catalog.=) m.legacy;
+        v_view := v_parts[1];
+    END IF;
+    SELECT n.oid INTO v_nsp FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) v_schema;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_schema_name',
+            MESSAGE = pg_catalog.format('schema "%s" does not exist', v_schema);
+    END IF;
+    -- softmig's own schema holds only the extension's objects (its functions
+    -- run with it trusted), and the system schemas hold only the system's
+    IF v_nsp OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid
+       OR v_schema OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog', 'information_schema', 'pg_toast']) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_schema_name',
+            MESSAGE = pg_catalog.format('a routed view cannot be created in schema %s', v_schema),
+            DETAIL = 'That schema holds only the extension''s or the system''s own objects.',
+            HINT = 'Create the view in an application schema.';
+    END IF;
+    IF NOT pg_catalog.has_schema_privilege(v_actor, v_nsp, 'CREATE') THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = pg_catalog.format('permission denied for schema %s', v_schema),
+            DETAIL = pg_catalog.format('The view is created as role %s, which needs CREATE on the schema.', v_actor);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                WHERE c.relnamespace OPERATOR(pg_catalog.=) v_nsp AND c.relname OPERATOR(pg_catalog.=) v_view) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_table',
+            MESSAGE = pg_catalog.format('relation "%s.%s" already exists', v_schema, v_view);
+    END IF;
+
+    IF v_shape OPERATOR(pg_catalog.=) 'legacy' THEN
+        v_own := m.legacy; v_other := m.target; v_dir := 'backward';
+        v_own_side := 'legacy'; v_other_side := 'new';
+    ELSE
+        v_own := m.target; v_other := m.legacy; v_dir := 'forward';
+        v_own_side := 'new'; v_other_side := 'legacy';
+    END IF;
+
+    -- the shape's own table: its columns as they are
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+      INTO v_own_list
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+
+    -- the other table mapped into the shape: stored columns through the
+    -- mapping (NULL where nothing maps), then generated columns computed
+    -- from those, with the shape's types and collations
+    SELECT pg_catalog.string_agg(
+               CASE WHEN mp.expression IS NULL
+                    THEN 'NULL::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
+                    ELSE '(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
+                         OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod) END
+               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
+               ', ' ORDER BY a.attnum)
+      INTO v_inner_list
+      FROM pg_catalog.pg_attribute a
+      LEFT JOIN @extschema@.mappings mp
+             ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_dir
+            AND mp.column_name OPERATOR(pg_catalog.=) a.attname
+     WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+       AND a.attgenerated OPERATOR(pg_catalog.=) '';
+    SELECT pg_catalog.string_agg(
+               CASE WHEN a.attgenerated OPERATOR(pg_catalog.<>) ''
+                    THEN '(' OPERATOR(pg_catalog.||) pg_catalog.pg_get_expr(ad.adbin, ad.adrelid)
+                         OPERATOR(pg_catalog.||) ')::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
+                    ELSE pg_catalog.quote_ident(a.attname) END
+               OPERATOR(pg_catalog.||)
+               CASE WHEN a.attcollation OPERATOR(pg_catalog.<>) 0
+                         AND a.attcollation OPERATOR(pg_catalog.<>) 'pg_catalog.default'::pg_catalog.regcollation
+                    THEN ' COLLATE ' OPERATOR(pg_catalog.||) a.attcollation::pg_catalog.regcollation::text
+                    ELSE '' END
+               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
+               ', ' ORDER BY a.attnum)
+      INTO v_outer_list
+      FROM pg_catalog.pg_attribute a
+      LEFT JOIN pg_catalog.pg_attrdef ad
+             ON ad.adrelid OPERATOR(pg_catalog.=) a.attrelid AND ad.adnum OPERATOR(pg_catalog.=) a.attnum
+     WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+
+    -- Each branch carries its side as a constant column; the one filter
+    -- "that column = read_source(...)" is pushed into both branches, where it
+    -- no longer depends on any row: the planner turns it into a One-Time
+    -- Filter, so the branch not taken is never executed.  The branches have
+    -- no WHERE clause of their own, so they are flattened into an append
+    -- relation (no Subquery Scan in between), and filters on the view, key
+    -- filters included, reach each table's indexes.
+    v_src_col := 'softmig_source';
+    WHILE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attname OPERATOR(pg_catalog.=) v_src_col) LOOP
+        v_src_col := v_src_col OPERATOR(pg_catalog.||) '_';
+    END LOOP;
+    v_sql := pg_catalog.format(
+        'CREATE VIEW %I.%I%s AS SELECT %s FROM ('
+        ' SELECT %s, %L::@extschema@.side AS %I FROM %s'
+        ' UNION ALL'
+        ' SELECT %s, %L::@extschema@.side FROM (SELECT %s FROM %s) AS softmig_mapped'
+        ') AS softmig_routed'
+        ' WHERE softmig_routed.%I OPERATOR(pg_catalog.=) @extschema@.read_source(%L::text)',
+        v_schema, v_view,
+        CASE WHEN pg_catalog.current_setting('server_version_num')::integer OPERATOR(pg_catalog.>=) 150000
+             THEN ' WITH (security_invoker = true)' ELSE '' END,
+        v_own_list,
+        v_own_list, v_own_side, v_src_col, v_own,
+        v_outer_list, v_other_side, v_inner_list, v_other,
+        v_src_col, m.name);
+    EXECUTE v_sql;
+    EXECUTE pg_catalog.format('ALTER VIEW %I.%I OWNER TO %I', v_schema, v_view, v_actor);
+    EXECUTE pg_catalog.format('COMMENT ON VIEW %I.%I IS %L', v_schema, v_view,
+        pg_catalog.format('softmig routed view of migration "%s" in the %s shape: rows come from the caller''s read source (softmig.read_source)',
+                          m.name, v_shape));
+
+    INSERT INTO @extschema@.read_views (view_name, migration_id, shape, created_by)
+    VALUES (pg_catalog.format('%I.%I', v_schema, v_view)::pg_catalog.regclass, m.id, v_shape, v_actor);
+    PERFORM @extschema@._history(m.id, 'create_read_view', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('view', pg_catalog.format('%I.%I', v_schema, v_view), 'shape', v_shape));
+END $$;
+
+-- tap_ok puts pg_catalog before pgTAP's schema on its search_path.
+-------------------------------------------------------------------------------
+-- pgTAP helpers for users' own migration tests
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.tap_ok(ok boolean, description text, diagnostics text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_nsp name;
+    v_out text;
+    v_diag text;
+BEGIN
+    SELECT n.nspname INTO v_nsp
+      FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+     WHERE e.extname OPERATOR(pg_catalog.=) 'pgtap';
+    IF v_nsp IS NULL THEN
+        -- no pgTAP: a bare TAP line, diagnostics as # comments
+        v_out := CASE WHEN ok THEN 'ok' ELSE 'not ok' END OPERATOR(pg_catalog.||) ' - ' OPERATOR(pg_catalog.||) description;
+        IF NOT ok AND diagnostics IS NOT NULL THEN
+            v_out := v_out OPERATOR(pg_catalog.||) E'\n# ' OPERATOR(pg_catalog.||)
+                     pg_catalog.replace(diagnostics, E'\n', E'\n# ');
+        END IF;
+        RETURN v_out;
+    END IF;
+    -- pgTAP keeps the test counter and plan; its functions expect their
+    -- schema on the path, after pg_catalog so nothing there can shadow a
+    -- built-in name pgTAP's code uses
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(v_nsp) OPERATOR(pg_catalog.||) ', pg_temp', true);
+    EXECUTE pg_catalog.format('SELECT %I.ok($1, $2)', v_nsp) INTO v_out USING ok, description;
+    IF NOT ok AND diagnostics IS NOT NULL THEN
+        EXECUTE pg_catalog.format('SELECT %I.diag($1)', v_nsp) INTO v_diag USING diagnostics;
+        v_out := v_out OPERATOR(pg_catalog.||) E'\n' OPERATOR(pg_catalog.||) v_diag;
+    END IF;
+    RETURN v_out;
+END $$;

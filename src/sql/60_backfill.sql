@@ -96,7 +96,11 @@ BEGIN
         IF (r OPERATOR(pg_catalog.->>) 'missing')::bigint OPERATOR(pg_catalog.=) 0 THEN
             r := @extschema@._bf_step(m.id, 'orphans', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
             v_removed := (r OPERATOR(pg_catalog.->>) 'deleted')::bigint;
-            IF v_removed OPERATOR(pg_catalog.<) batch_size THEN
+            IF (r OPERATOR(pg_catalog.->>) 'busy')::boolean THEN
+                -- the delete gave way to a live writer: nothing removed, retry
+                v_removed := 0;
+                v_waiting := true;
+            ELSIF v_removed OPERATOR(pg_catalog.<) batch_size THEN
                 p.phase := 'done';
                 p.finished_at := pg_catalog.now();
             END IF;
