@@ -244,7 +244,9 @@ softmig_ddl_start(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
-		elog(ERROR, "softmig._ddl_start must be called as an event trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._ddl_start must be called as an event trigger")));
 	trigdata = (EventTriggerData *) fcinfo->context;
 	if (trigdata->parsetree == NULL || !IsA(trigdata->parsetree, DropStmt))
 		PG_RETURN_VOID();

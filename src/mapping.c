@@ -564,7 +564,9 @@ softmig_subxact_try(void (*fn) (void *arg), void *arg, bool (*tolerated) (int sq
  *		Check that a statement softmig ran on a migrated table returned SPI
  *		code expect.  Anything else means PostgreSQL ran something else in
  *		its place: a rule (CREATE RULE ... DO INSTEAD) on the table rewrote
- *		it.  Raises 0A000 naming what was being done.
+ *		it (the DDL guard refuses such rules, but event triggers do not fire
+ *		under session_replication_role = replica).  Raises SM002, as the
+ *		mirror does for the same tampering, naming what was being done.
  */
 void
 softmig_spi_expect(int rc, int expect, const char *what)
@@ -572,7 +574,7 @@ softmig_spi_expect(int rc, int expect, const char *what)
 	if (rc == expect)
 		return;
 	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
 			 errmsg("softmig could not %s: the statement was rewritten", what),
 			 errdetail("It returned SPI code %s instead of %s; a rule (CREATE RULE) on a table of the migration replaced it.",
 					   SPI_result_code_string(rc), SPI_result_code_string(expect)),

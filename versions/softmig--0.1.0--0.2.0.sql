@@ -1070,10 +1070,7 @@ REVOKE ALL ON FUNCTION @extschema@._ddl_code(), @extschema@._ddl_start(), @extsc
     @extschema@._refuse_untrusted(text, text, text, text) FROM PUBLIC;
 
 -- create_read_view refuses softmig's own schema and the system schemas.
--------------------------------------------------------------------------------
--- Routed views
--------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@._create_read_view(name text, view_name text, shape @extschema@.side)
+CREATE OR REPLACE FUNCTION @extschema@._create_read_view(name text, view_name text, shape @extschema@.side)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1231,7 +1228,10 @@ END $$;
 -------------------------------------------------------------------------------
 -- pgTAP helpers for users' own migration tests
 -------------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.tap_ok(ok boolean, description text, diagnostics text DEFAULT NULL) RETURNS text
+-------------------------------------------------------------------------------
+-- pgTAP helpers for users' own migration tests
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION @extschema@.tap_ok(ok boolean, description text, diagnostics text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_nsp name;
