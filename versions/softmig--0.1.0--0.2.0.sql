@@ -339,6 +339,41 @@ COMMENT ON PROCEDURE @extschema@.backfill(text, integer, integer, integer) IS
 -------------------------------------------------------------------------------
 -- Monitoring views for Prometheus (src/sql/77_monitoring.sql)
 -------------------------------------------------------------------------------
+-- Keys of the ledger without counting a big one: exact up to 100000 keys
+-- in the whole ledger (an index-only scan of the migration's range),
+-- above that the table's live row estimate times the migration's share in
+-- the column statistics of softmig.operations.migration_id.
+CREATE FUNCTION @extschema@._ledger_keys(p_id integer) RETURNS double precision
+LANGUAGE sql VOLATILE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+        WHEN t.total OPERATOR(pg_catalog.<=) 100000 THEN
+            (SELECT pg_catalog.count(*) FROM @extschema@.operations o
+              WHERE o.migration_id OPERATOR(pg_catalog.=) p_id)::double precision
+        ELSE pg_catalog.round(t.total OPERATOR(pg_catalog.*) COALESCE(
+            -- the migration is among the column's most common values
+            (SELECT u.f FROM ROWS FROM (pg_catalog.unnest(s.vals), pg_catalog.unnest(s.freqs)) AS u(v, f)
+              WHERE u.v OPERATOR(pg_catalog.=) p_id),
+            -- it is not: an even share of what the common values leave
+            (SELECT (1 OPERATOR(pg_catalog.-) COALESCE((SELECT pg_catalog.sum(f) FROM pg_catalog.unnest(s.freqs) AS f), 0))
+                    OPERATOR(pg_catalog./) GREATEST(1, (CASE WHEN s.n_distinct OPERATOR(pg_catalog.>=) 0 THEN s.n_distinct
+                                                             ELSE (OPERATOR(pg_catalog.-) s.n_distinct) OPERATOR(pg_catalog.*) t.total END)
+                                                        OPERATOR(pg_catalog.-) COALESCE(pg_catalog.cardinality(s.vals), 0))
+              WHERE s.n_distinct IS NOT NULL),
+            -- no statistics yet: an even share among the migrations
+            1.0 OPERATOR(pg_catalog./) GREATEST(1, (SELECT pg_catalog.count(*) FROM @extschema@.migrations))))
+        END
+      FROM (SELECT @extschema@._rows_estimate('@extschema@.operations'::pg_catalog.regclass) AS total) t
+      LEFT JOIN (SELECT st.most_common_vals::text::integer[] AS vals, st.most_common_freqs::double precision[] AS freqs,
+                        st.n_distinct::double precision AS n_distinct
+                   FROM pg_catalog.pg_stats st
+                  WHERE st.schemaname OPERATOR(pg_catalog.=) '@extschema@'
+                    AND st.tablename OPERATOR(pg_catalog.=) 'operations'
+                    AND st.attname OPERATOR(pg_catalog.=) 'migration_id'
+                  LIMIT 1) s ON true
+$$;
+COMMENT ON FUNCTION @extschema@._ledger_keys(integer) IS
+    'internal: operation keys a migration holds in the ledger, exact for a ledger of up to 100000 keys, estimated from statistics above';
+
 -- a table's name for a label: schema-qualified whatever the search_path
 CREATE FUNCTION @extschema@._qualified(rel regclass) RETURNS text
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$

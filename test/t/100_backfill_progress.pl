@@ -33,7 +33,7 @@ SET softmig.backfill_progress_interval = 0;
 CALL softmig.backfill('m', batch_size => 1000, max_batches => 8);
 });
 is($ret, 0, 'a paced backfill runs');
-my @lines = $err =~ /^NOTICE:  (softmig: backfill of "m": .*)$/mg;
+my @lines = $err =~ /NOTICE:  (softmig: backfill of "m": .*)$/mg;
 is(scalar(@lines), 8, 'interval 0: one progress NOTICE per batch but the last, and the summary')
   or diag($err);
 my $re = qr/^softmig: backfill of "m": (\d+) rows copied, ([\d.]+) rows\/s, ([\d.]+)% done, about (\d\d:\d\d:\d\d) left \(phase scan\)$/;
@@ -48,7 +48,7 @@ for my $l (@lines[0 .. 6])
 }
 is_deeply(\@copied, [ map { $_ * 1000 } 1 .. 7 ], 'rows copied grow batch by batch');
 like($lines[7], qr/^softmig: backfill of "m": 8 batches, 8000 rows copied, phase scan$/, 'the summary at the end');
-my ($pct7) = $lines[6] =~ $re;
+my (undef, undef, $pct7) = $lines[6] =~ $re;
 cmp_ok(abs($pct7 - 35), '<', 3, "7000 of 20000 rows is about 35% ($pct7)");
 
 ($ret, $out, $err) = $node->psql('postgres', q{
@@ -75,7 +75,7 @@ ok($node->poll_query_until('postgres', q{
 	'softmig.monitor shows the running backfill\'s rate and what remains');
 my $s = $node->safe_psql('postgres', q{
 	SELECT (b->>'rows_per_second')::numeric > 0, (b->>'percent_done')::numeric BETWEEN 50 AND 99.9,
-	       (b->>'eta_seconds')::numeric > 0, (b->>'run_rows')::int > 0
+	       (b->>'eta_seconds')::numeric >= 0, (b->>'run_rows')::int > 0
 	  FROM (SELECT softmig.status('m')->'backfill' AS b) x});
 is($s, 't|t|t|t', 'softmig.status has rows per second, percent done, time left and the run\'s rows');
 $bg->quit;
