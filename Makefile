@@ -30,6 +30,10 @@ OBJS += src/parity.o src/paritycache.o src/rules.o
 REGRESS += parity observe parity_cache
 ISOLATION += parity_consistent parity_cache_race
 
+# monitoring: live row estimates, backfill progress (doc/monitoring.md)
+OBJS += src/progress.o
+REGRESS += monitoring
+
 # The install script is built from src/sql/*.sql in name order.
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
 DATA_built = softmig--$(EXTVERSION).sql

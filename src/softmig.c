@@ -75,6 +75,9 @@ _PG_init(void)
 	/* identity frames and the trust rule: parse, plan and executor hooks */
 	softmig_identity_init();
 
+	/* backfill progress messages: softmig.backfill_progress_interval */
+	softmig_progress_init();
+
 	MarkGUCPrefixReserved("softmig");
 
 	softmig_cache_init();

@@ -206,4 +206,8 @@ extern bool softmig_mirroring(int32 id);
 /* backfill.c */
 extern void softmig_fence_live_write(int32 migration_id);
 
+/* progress.c */
+extern int	softmig_backfill_progress_interval;
+extern void softmig_progress_init(void);
+
 #endif							/* SOFTMIG_H */

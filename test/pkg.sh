@@ -27,16 +27,26 @@ ensure_packages() {
         return
     fi
     say "installing: ${missing[*]}"
-    local log
+    local log policy=
     log=$(mktemp /tmp/softmig-apt.XXXXXX)
+    # Packages such as prometheus start their service on install, listening
+    # on every interface; the tests start their own on loopback.  Where no
+    # policy says otherwise, forbid service starts for the install only.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\n# softmig test/pkg.sh: no service starts during its apt-get install\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+    fi
     if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
            DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
                --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
         cat "$log" >&2
         rm -f "$log"
+        [[ -z $policy ]] || rm -f "$policy"
         die "apt-get failed (log above)"
     fi
     rm -f "$log"
+    [[ -z $policy ]] || rm -f "$policy"
 }
 
 # copy_extension_files NAME PG_CONFIG: make the extension NAME that a Debian

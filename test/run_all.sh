@@ -20,6 +20,8 @@
 #        pgtap      pg_prove over test/pgtap/*.sql (own database)
 #        tap        Perl TAP tests test/t/*.pl (PostgreSQL::Test::Cluster
 #                   starts its own nodes)
+#        monitoring test/monitoring/run.sh: promtool rule tests, the exporter,
+#                   Prometheus and the dashboard live on loopback, pg_cron
 #      A failing suite does not stop the others; a suite that ran zero tests
 #      is a failure.  Last, with regress: the cluster is restarted without
 #      shared_preload_libraries and pg_regress runs again (regress_nopreload),
@@ -35,7 +37,8 @@
 #                   demo, the live demo `make demo` runs, and assert, the
 #                   suites on an assert-enabled server built from Debian's
 #                   source package by test/assert_check.sh, about 3 minutes)
-#                   default "regress pgtap tap demo assert"
+#                   (also: monitoring, see test/monitoring/run.sh)
+#                   default "regress pgtap tap monitoring demo assert"
 #   PGSRC           for assert: an unpacked PostgreSQL 15 source tree to
 #                   build instead of fetching one
 #   SOFTMIG_KEEP=1  keep the temp directory (logs, data dir) for debugging
@@ -50,10 +53,11 @@ set -euo pipefail
 
 PGBIN=${SOFTMIG_PGBIN:-/usr/lib/postgresql/15/bin}
 PG_CONFIG=$PGBIN/pg_config
-SUITES=${SOFTMIG_SUITES:-regress pgtap tap demo assert}
+SUITES=${SOFTMIG_SUITES:-regress pgtap tap monitoring demo assert}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
               libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc bzip2
-              postgresql-15-partman)
+              postgresql-15-partman
+              prometheus prometheus-postgres-exporter postgresql-15-cron)
 
 # `make test -jN` or `make -s test` must not leak into our own make calls.
 unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
@@ -69,8 +73,8 @@ check_suites() {
     local s
     for s in $SUITES; do
         case $s in
-            regress|pg_regress|isolation|pgtap|tap|demo|assert) ;;
-            *) die "unknown suite '$s' in SOFTMIG_SUITES (known: regress pg_regress isolation pgtap tap demo assert)" ;;
+            regress|pg_regress|isolation|pgtap|tap|monitoring|demo|assert) ;;
+            *) die "unknown suite '$s' in SOFTMIG_SUITES (known: regress pg_regress isolation pgtap tap monitoring demo assert)" ;;
         esac
     done
     [[ -n ${SUITES// /} ]] || die "SOFTMIG_SUITES is empty"
@@ -337,6 +341,15 @@ run_tap() {
     done
 }
 
+# The monitoring suite (test/monitoring/run.sh): TAP tests with their own
+# clusters and services, reported like the tap suite.
+run_monitoring() {
+    local log=$LOGDIR/monitoring.log rc=0
+    say "suite monitoring: test/monitoring/run.sh"
+    PGBIN=$PGBIN bash "$TREE/test/monitoring/run.sh" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    record_harness monitoring "$rc" "$log"
+}
+
 stop_cluster() {
     if [[ -f $PGDATA/postmaster.pid ]]; then
         "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 ||
@@ -392,6 +405,7 @@ EOF
                 run_regress_suite isolation "$TREE/output_iso/regression.diffs" TAP_TESTS= REGRESS= ;;
             pgtap) run_pgtap ;;
             tap)   run_tap ;;
+            monitoring) run_monitoring ;;
             demo)  run_demo ;;
             assert) run_assert "$work" ;;
         esac

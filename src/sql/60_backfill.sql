@@ -159,6 +159,7 @@ DECLARE
     n integer := 0;
     v_copied bigint := 0;
     v_mine boolean;
+    v_report timestamptz;          -- when the next progress NOTICE is due
 BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'batch_size must be at least 1';
@@ -195,6 +196,14 @@ BEGIN
         v_copied := v_copied OPERATOR(pg_catalog.+) (r OPERATOR(pg_catalog.->>) 'copied')::bigint;
         EXIT WHEN (r OPERATOR(pg_catalog.->>) 'done')::boolean;
         EXIT WHEN max_batches IS NOT NULL AND n OPERATOR(pg_catalog.>=) max_batches;
+        -- progress every softmig.backfill_progress_interval (defined once the first batch loaded the module)
+        v_report := COALESCE(v_report, pg_catalog.statement_timestamp()
+            OPERATOR(pg_catalog.+) pg_catalog.current_setting('softmig.backfill_progress_interval')::interval);
+        IF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) v_report THEN
+            RAISE NOTICE '%', @extschema@._backfill_progress_line(v_id);
+            v_report := pg_catalog.clock_timestamp()
+                OPERATOR(pg_catalog.+) pg_catalog.current_setting('softmig.backfill_progress_interval')::interval;
+        END IF;
         IF (r OPERATOR(pg_catalog.->>) 'waiting')::boolean THEN
             PERFORM pg_catalog.pg_sleep(GREATEST(pause_ms, 100) OPERATOR(pg_catalog./) 1000.0);
         ELSIF pause_ms OPERATOR(pg_catalog.>) 0 THEN
@@ -212,7 +221,7 @@ BEGIN
         r OPERATOR(pg_catalog.->>) 'phase';
 END $$;
 COMMENT ON PROCEDURE @extschema@.backfill(text, integer, integer, integer) IS
-    'copy every legacy row the target lacks, one committed batch at a time, race-safe and resumable; state mirrored only; owners of both tables only';
+    'copy every legacy row the target lacks, one committed batch at a time, race-safe and resumable, with a progress NOTICE every softmig.backfill_progress_interval; state mirrored only; owners of both tables only';
 
 REVOKE ALL ON FUNCTION
     @extschema@._bf_step(integer, text, integer, jsonb, jsonb, pg_snapshot, xid8),
