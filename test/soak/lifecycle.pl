@@ -144,6 +144,7 @@ $schema =~ s/\@BUCKETS\@/$BUCKETS/g;
 $schema =~ s/\@SPAN\@/$SPAN/g;
 psql_safe($schema);
 
+my %mid = map { split /\|/ } split /\n/, psql_safe(q{SELECT name || '|' || id FROM softmig.migrations});
 my $start_time = psql_safe(q{SELECT pg_postmaster_start_time()});
 my $log_offset = (defined $SERVER_LOG && -f $SERVER_LOG) ? -s $SERVER_LOG : 0;
 
@@ -466,8 +467,7 @@ sub sabotage
 sub softmig_trigger
 {
 	my ($m, $which) = @_;
-	my $id = psql_safe(qq{SELECT id FROM softmig.migrations WHERE name = '$m'});
-	return "softmig_${id}_$which";
+	return "softmig_$mid{$m}_$which";
 }
 
 # has_rows: does a (partition) table hold rows right now
@@ -851,9 +851,21 @@ sub quiet_point
 		push @sql, "CALL softmig.backfill('$m', batch_size => 2000);" if $state{$m} eq 'mirrored';
 	}
 	push @sql, q{
-SELECT 'open|' || count(*) FROM pg_stat_activity
- WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
-   AND xact_start IS NOT NULL AND NOT (wait_event_type = 'Lock' AND wait_event = 'advisory');
+-- no other transaction has written or holds a table (a client between
+-- its BEGIN and its first statement has done neither)
+SELECT 'open|' || count(*) FROM pg_stat_activity a
+ WHERE a.datname = current_database() AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
+   AND a.xact_start IS NOT NULL AND NOT (a.wait_event_type = 'Lock' AND a.wait_event = 'advisory')
+   AND (a.backend_xid IS NOT NULL
+        OR EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'relation'));
+SELECT 'open_detail ' || a.pid || ' ' || coalesce(a.application_name, '') || ' ' || coalesce(a.state, '')
+       || ' ' || coalesce(a.wait_event_type || ':' || a.wait_event, '-') || ' xid ' || coalesce(a.backend_xid::text, '-')
+       || ': ' || left(regexp_replace(a.query, '\s+', ' ', 'g'), 200)
+  FROM pg_stat_activity a
+ WHERE a.datname = current_database() AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
+   AND a.xact_start IS NOT NULL AND NOT (a.wait_event_type = 'Lock' AND a.wait_event = 'advisory')
+   AND (a.backend_xid IS NOT NULL
+        OR EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'relation'));
 SELECT 'state_' || name || '|' || state::text FROM softmig.migrations;
 SELECT 'shadow_' || m.name || '|' || count(s.*) FROM softmig.migrations m LEFT JOIN softmig.shadow s ON s.migration_id = m.id GROUP BY m.name;
 SELECT 'errors|' || count(*) FROM lc_errors;
@@ -889,7 +901,11 @@ SELECT 'health_' || name || '|' || (softmig.status(name)->'triggers'->>'healthy'
 	}
 	else
 	{
-		push @bad, "$r{open} other transactions open at the quiet point" if $r{open} ne '0';
+		if ($r{open} ne '0')
+		{
+			push @bad, "$r{open} other transactions open at the quiet point";
+			say "  $_" for grep { /^open_detail / } split /\n/, $out;
+		}
 		for my $m (@MIGRATIONS)
 		{
 			my ($st, $sh, $tg) = ($r{"state_$m"} // '?', $r{"shadow_$m"} // '?', $r{"triggers_$m"} // '0');
@@ -1076,20 +1092,49 @@ while ($pgbench->pumpable && time() < $t_start + $SECONDS - 1)
 $pgbench->finish;
 my $bench_rc = $pgbench->result(0);
 
-# the end: everything released, shadows on, both migrations managed
+# the end: everything released, shadows on, compared once more; then both
+# migrations walk forward to cutover (forced where a guard refuses),
+# compared there, and are dropped
 release_one() while keys %quarantined;
 quiet_point('final');
+for my $m (@MIGRATIONS)
+{
+	for my $try (1 .. 10)
+	{
+		last if $state{$m} eq 'cutover';
+		backfill_to_end($m) if $state{$m} eq 'mirrored';
+		my $to = { legacy => 'mirrored', mirrored => 'new_write', new_write => 'new_read', new_read => 'cutover' }->{ $state{$m} };
+		my ($ok, $out, $err, $code) = psql(qq{SELECT softmig.advance('$m', '$to', reason => 'lifecycle soak: the end')});
+		($ok, $out, $err, $code) = psql(qq{SELECT softmig.advance('$m', '$to', reason => 'lifecycle soak: the end', force => true)})
+		  if !$ok && $code eq '55000';
+		if ($ok)
+		{
+			$transitions{"$m $state{$m} -> $to (the end)"}++;
+			$count{state_changes}++;
+			$state{$m} = $to;
+			next;
+		}
+		internal_error_check("advance of $m to $to at the end", $code, $err);
+		fail_now("advance of $m to $to at the end failed: " . first_error($err)) unless $code eq '55P03';
+	}
+}
+quiet_point('cutover');
+for my $m (@MIGRATIONS)
+{
+	my ($ok, $out, $err, $code) = psql(qq{SELECT softmig.drop_migration('$m')});
+	fail_now("drop_migration('$m') in $state{$m} failed: " . first_error($err)) unless $ok;
+}
 
 # ---------------------------------------------------------------------------
 # Summary
 # ---------------------------------------------------------------------------
 
-my $stats = psql_safe(q{
+my $stats = psql_safe(qq{
 SELECT 'op|' || kind || '|' || outcome || '|' || count(*) FROM lc_log GROUP BY kind, outcome ORDER BY kind, outcome;
 SELECT 'ops|' || count(*) FROM lc_log;
 SELECT 'rows|' || coalesce(sum(rows) FILTER (WHERE rows > 0), 0) FROM lc_log;
-SELECT 'history|' || m.name || '|' || h.action || '|' || count(*) FROM softmig.history_log h
-  JOIN softmig.migrations m ON m.id = h.migration_id GROUP BY m.name, h.action ORDER BY 1;
+SELECT 'history|' || CASE h.migration_id WHEN $mid{acct} THEN 'acct' ELSE 'bstat' END || '|' || h.action || '|' || count(*)
+  FROM softmig.history_log h GROUP BY h.migration_id, h.action ORDER BY 1;
 SELECT 'partitions|' || (SELECT count(*) FROM pg_partition_tree('legacy_acct') WHERE isleaf) || '/'
        || (SELECT count(*) FROM pg_partition_tree('acct') WHERE isleaf);
 SELECT 'final_rows|' || (SELECT count(*) FROM legacy_acct) || '/' || (SELECT count(*) FROM acct);
