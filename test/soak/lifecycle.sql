@@ -426,6 +426,12 @@ BEGIN
                 END IF;
                 v_side := CASE WHEN v_rr THEN CASE v_side WHEN 'legacy' THEN 'new' ELSE 'legacy' END
                                ELSE lc_authority() END;
+            WHEN SQLSTATE 'SM002' THEN
+                -- a softmig trigger was switched off behind the DDL guard's
+                -- back (session_replication_role = replica) and not yet
+                -- repaired: the write is refused, not silently one-sided
+                INSERT INTO lc_log VALUES (v_kind, 'refused_sm002', v_try, 0);
+                RETURN 'refused';
             WHEN SQLSTATE 'SM005' THEN
                 INSERT INTO lc_log VALUES (v_kind, 'quarantined', v_try, 0);
                 RETURN 'quarantined';
