@@ -22,7 +22,7 @@ ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
 REGRESS += opkeys
 ISOLATION += opkey_race opkey_opposite
 ISOLATION += backfill_races backfill_concurrent
-ISOLATION += backfill_deadlock
+ISOLATION += backfill_deadlock state_lock_upgrade
 ISOLATION += envelope_race quarantine_race route_replan
 REGRESS += readpath
 

@@ -344,6 +344,65 @@ END $$;
 COMMENT ON FUNCTION @extschema@._refuse_rules(integer) IS
     'internal: raise 0A000 if a table of a migration has a rule';
 
+-- _lock_tables takes ACCESS EXCLUSIVE at once for a caller that drops
+-- softmig's triggers (a rollback to legacy, repair_triggers): asking for it
+-- later, over SHARE ROW EXCLUSIVE, deadlocked with writers that had read a
+-- table before writing it.
+DROP FUNCTION @extschema@._lock_tables(@extschema@.migrations, @extschema@.state);
+CREATE FUNCTION @extschema@._lock_tables(m @extschema@.migrations, p_to @extschema@.state,
+                                         p_drop_triggers boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout FROM CURRENT
+AS $$
+DECLARE
+    v_timeout text := COALESCE(m.options OPERATOR(pg_catalog.->>) 'lock_timeout', '5s');
+    -- DROP TRIGGER needs ACCESS EXCLUSIVE: a caller that drops softmig's
+    -- triggers takes it now, not by an upgrade later, which would deadlock
+    -- with a writer that read a table (ACCESS SHARE) before writing it
+    v_mode text := CASE WHEN p_drop_triggers THEN 'ACCESS EXCLUSIVE' ELSE 'SHARE ROW EXCLUSIVE' END;
+BEGIN
+    PERFORM pg_catalog.set_config('lock_timeout', v_timeout, true);
+    -- Writers lock the authoritative table first and the projection second;
+    -- take them in the same order so a state change never deadlocks with a
+    -- writer that arrives while it waits.
+    IF m.state OPERATOR(@extschema@.>=) 'new_write' THEN
+        EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN %s MODE', m.target, m.legacy, v_mode);
+    ELSE
+        EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN %s MODE', m.legacy, m.target, v_mode);
+    END IF;
+EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+        MESSAGE = pg_catalog.format('could not lock tables %s and %s to move migration "%s" from %s to %s',
+                                    m.legacy, m.target, m.name, m.state, COALESCE(p_to, m.state)),
+        DETAIL = pg_catalog.format('Writers kept a conflicting lock for longer than lock_timeout (%s).', v_timeout),
+        HINT = 'Retry the call; nothing was changed. Long transactions writing either table delay state changes; option lock_timeout sets how long to wait.';
+END $$;
+COMMENT ON FUNCTION @extschema@._lock_tables(@extschema@.migrations, @extschema@.state, boolean) IS
+    'internal: lock both tables of a migration against writers (and readers too when the caller drops softmig''s triggers), authoritative table first, within lock_timeout';
+
+REVOKE ALL ON FUNCTION @extschema@._lock_tables(@extschema@.migrations, @extschema@.state, boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._repair_triggers(name text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_before jsonb;
+BEGIN
+    m := @extschema@._lock_migration(m.id);
+    v_before := @extschema@._trigger_health(m.id);
+    PERFORM @extschema@._lock_tables(m, NULL, true);
+    PERFORM @extschema@._remove_triggers(m.id);
+    IF m.state OPERATOR(@extschema@.<>) 'legacy' THEN
+        PERFORM @extschema@._install_triggers(m.id);
+    END IF;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(m.id, 'repair_triggers', m.state, m.state, NULL, v_before);
+    RETURN @extschema@._trigger_health(m.id);
+END $$;
+COMMENT ON FUNCTION @extschema@._repair_triggers(text) IS 'internal: implementation of softmig.repair_triggers';
+
 CREATE OR REPLACE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
                                        p_reason text, p_detail jsonb)
 RETURNS @extschema@.state
@@ -392,9 +451,10 @@ BEGIN
         END IF;
     END IF;
 
-    -- Lock out writers on both tables (readers are not blocked): in-flight
-    -- writers finish under the old state, later ones see the new one.
-    PERFORM @extschema@._lock_tables(m, p_to);
+    -- Lock out writers on both tables (readers are not blocked, except by a
+    -- move to legacy, which drops the triggers): in-flight writers finish
+    -- under the old state, later ones see the new one.
+    PERFORM @extschema@._lock_tables(m, p_to, p_to OPERATOR(@extschema@.=) 'legacy');
 
     -- The rollback envelope, checked after the locks so a racing first
     -- new-only write is either already recorded or not yet projected.

@@ -244,7 +244,8 @@ END $$;
 COMMENT ON FUNCTION @extschema@._lock_migration(integer) IS
     'internal: lock a migration''s catalog row for a change, waiting at most its lock_timeout';
 
-CREATE FUNCTION @extschema@._lock_tables(m @extschema@.migrations, p_to @extschema@.state)
+CREATE FUNCTION @extschema@._lock_tables(m @extschema@.migrations, p_to @extschema@.state,
+                                         p_drop_triggers boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -252,15 +253,19 @@ SET lock_timeout FROM CURRENT
 AS $$
 DECLARE
     v_timeout text := COALESCE(m.options OPERATOR(pg_catalog.->>) 'lock_timeout', '5s');
+    -- DROP TRIGGER needs ACCESS EXCLUSIVE: a caller that drops softmig's
+    -- triggers takes it now, not by an upgrade later, which would deadlock
+    -- with a writer that read a table (ACCESS SHARE) before writing it
+    v_mode text := CASE WHEN p_drop_triggers THEN 'ACCESS EXCLUSIVE' ELSE 'SHARE ROW EXCLUSIVE' END;
 BEGIN
     PERFORM pg_catalog.set_config('lock_timeout', v_timeout, true);
     -- Writers lock the authoritative table first and the projection second;
     -- take them in the same order so a state change never deadlocks with a
     -- writer that arrives while it waits.
     IF m.state OPERATOR(@extschema@.>=) 'new_write' THEN
-        EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN SHARE ROW EXCLUSIVE MODE', m.target, m.legacy);
+        EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN %s MODE', m.target, m.legacy, v_mode);
     ELSE
-        EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN SHARE ROW EXCLUSIVE MODE', m.legacy, m.target);
+        EXECUTE pg_catalog.format('LOCK TABLE %s, %s IN %s MODE', m.legacy, m.target, v_mode);
     END IF;
 EXCEPTION WHEN lock_not_available THEN
     RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
@@ -269,8 +274,8 @@ EXCEPTION WHEN lock_not_available THEN
         DETAIL = pg_catalog.format('Writers kept a conflicting lock for longer than lock_timeout (%s).', v_timeout),
         HINT = 'Retry the call; nothing was changed. Long transactions writing either table delay state changes; option lock_timeout sets how long to wait.';
 END $$;
-COMMENT ON FUNCTION @extschema@._lock_tables(@extschema@.migrations, @extschema@.state) IS
-    'internal: lock both tables of a migration against writers, authoritative table first, within lock_timeout';
+COMMENT ON FUNCTION @extschema@._lock_tables(@extschema@.migrations, @extschema@.state, boolean) IS
+    'internal: lock both tables of a migration against writers (and readers too when the caller drops softmig''s triggers), authoritative table first, within lock_timeout';
 
 CREATE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
                                        p_reason text, p_detail jsonb)
@@ -320,9 +325,10 @@ BEGIN
         END IF;
     END IF;
 
-    -- Lock out writers on both tables (readers are not blocked): in-flight
-    -- writers finish under the old state, later ones see the new one.
-    PERFORM @extschema@._lock_tables(m, p_to);
+    -- Lock out writers on both tables (readers are not blocked, except by a
+    -- move to legacy, which drops the triggers): in-flight writers finish
+    -- under the old state, later ones see the new one.
+    PERFORM @extschema@._lock_tables(m, p_to, p_to OPERATOR(@extschema@.=) 'legacy');
 
     -- The rollback envelope, checked after the locks so a racing first
     -- new-only write is either already recorded or not yet projected.

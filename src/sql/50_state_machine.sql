@@ -146,7 +146,7 @@ DECLARE
 BEGIN
     m := @extschema@._lock_migration(m.id);
     v_before := @extschema@._trigger_health(m.id);
-    PERFORM @extschema@._lock_tables(m, NULL);
+    PERFORM @extschema@._lock_tables(m, NULL, true);
     PERFORM @extschema@._remove_triggers(m.id);
     IF m.state OPERATOR(@extschema@.<>) 'legacy' THEN
         PERFORM @extschema@._install_triggers(m.id);

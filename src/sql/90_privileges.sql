@@ -28,5 +28,5 @@ REVOKE ALL ON FUNCTION
     @extschema@._set_option(text, text, jsonb),
     @extschema@._check_options(jsonb),
     @extschema@._lock_migration(integer),
-    @extschema@._lock_tables(@extschema@.migrations, @extschema@.state)
+    @extschema@._lock_tables(@extschema@.migrations, @extschema@.state, boolean)
 FROM PUBLIC;

@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 #
 # test/soak/run.sh -- `make soak`: build and install softmig, start a
-# throwaway PostgreSQL 15 cluster and run the randomized soak
-# (test/soak/soak.pl) against it.  Not part of `make test`.
+# throwaway PostgreSQL 15 cluster and run a randomized soak against it: the
+# lifecycle soak (test/soak/lifecycle.pl; `make test` runs a minute of it
+# as test/t/110_lifecycle_soak.pl) or the operations soak
+# (test/soak/soak.pl).  Not part of `make test`.
 #
 # Like test/run_all.sh: as root it installs missing Debian packages, builds,
 # installs, copies the tree (without .git) to a `mktemp -d` directory owned
 # by `postgres` and runs the rest as that user; the cluster is stopped and
 # the directory removed on every exit.
 #
-# Knobs (environment), passed on to soak.pl:
-#   SOAK_SECONDS      length of the workload, default 180
+# Knobs (environment), passed on to the soak (test/soak/README.md):
+#   SOAK_KIND         lifecycle (default) or operations
+#   SOAK_SECONDS      length of the workload, default 600 (lifecycle) or
+#                     180 (operations)
 #   SOAK_CLIENTS      pgbench clients, default 4
 #   SOAK_ROWS         initial entities, default 20000
-#   SOAK_CHECK_EVERY  mean seconds between quiescent checks, default 8
+#   SOAK_CHECK_EVERY  mean seconds between quiescent checks, default 10
+#                     (lifecycle) or 8 (operations)
+#   SOAK_STATEMENT_TIMEOUT  statement_timeout of every soak statement
+#                     (lifecycle), default 180s
 #   SOAK_SEED         random seed (printed at the start), default random
 #   SOAK_SABOTAGE=1   corrupt one row halfway (self-test: must end in FAIL)
 #   SOAK_KEEP=1       keep the temp directory (server log, data directory)
@@ -140,7 +147,7 @@ synchronous_commit = off
 shared_buffers = 256MB
 max_wal_size = 4GB
 log_min_messages = warning
-log_line_prefix = '%m [%p] %a '
+log_line_prefix = '%m [%p] %e %a '
 EOF
     if ! pg_ctl -D "$PGDATA" -l "$work/postgres.log" -w -t 120 start >/dev/null; then
         cat "$work/postgres.log" >&2 || true
@@ -149,7 +156,11 @@ EOF
     export PGHOST=$work PGPORT=$port PGUSER=postgres PGDATABASE=postgres
 
     local rc=0
-    perl test/soak/soak.pl || rc=$?
+    case ${SOAK_KIND:-lifecycle} in
+        lifecycle) SOAK_SERVER_LOG=$work/postgres.log perl test/soak/lifecycle.pl || rc=$? ;;
+        operations) perl test/soak/soak.pl || rc=$? ;;
+        *) die "unknown SOAK_KIND '${SOAK_KIND}' (lifecycle or operations)" ;;
+    esac
     if ((rc != 0)); then
         say "tail of the server log ($work/postgres.log)"
         grep -E 'PANIC|FATAL|ERROR|TRAP|terminated by signal' "$work/postgres.log" | tail -n 30 || true
