@@ -100,3 +100,4 @@ soak:
 assert-check:
 	bash test/assert_check.sh
 REGRESS += security names
+REGRESS += readonly
