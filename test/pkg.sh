@@ -10,6 +10,7 @@ pkg_installed() {
 }
 
 # ensure_packages: apt-get install what APT_PACKAGES lists and is missing.
+# An entry "package:donor" (see test/run_all.sh) stands for package here.
 ensure_packages() {
     local missing=() p
     if ! command -v dpkg-query >/dev/null; then
@@ -17,6 +18,7 @@ ensure_packages() {
         return
     fi
     for p in "${APT_PACKAGES[@]}"; do
+        p=${p%%:*}
         pkg_installed "$p" || missing+=("$p")
     done
     if ((${#missing[@]} == 0)); then
