@@ -119,13 +119,18 @@ die() { printf 'run_all.sh: error: %s\n' "$*" >&2; exit 1; }
 # Outer half: dependencies, build, install, temp copy, privilege drop.
 # ---------------------------------------------------------------------------
 
-# suite_scope NAME: "all" or "host" (SUITE_TABLE), empty for an unknown suite.
-suite_scope() {
-    local e
-    for e in "${SUITE_TABLE[@]}"; do
-        [[ ${e%% *} == "$1" ]] && { echo "${e##* }"; return; }
+# table_value KEY ENTRY...: the value of the entry "KEY value", if any.
+table_value() {
+    local key=$1 e
+    shift
+    for e in "$@"; do
+        [[ ${e%% *} == "$key" ]] && { echo "${e##* }"; return 0; }
     done
+    return 0
 }
+
+# suite_scope NAME: "all" or "host" (SUITE_TABLE), empty for an unknown suite.
+suite_scope() { table_value "$1" "${SUITE_TABLE[@]}"; }
 
 check_suites() {
     local s
@@ -271,12 +276,7 @@ cleanup_matrix() {
 }
 
 # matrix_where VERSION: "host", a Debian suite, or empty (not in PG_MATRIX).
-matrix_where() {
-    local e
-    for e in "${PG_MATRIX[@]}"; do
-        [[ ${e%% *} == "$1" ]] && { echo "${e##* }"; return; }
-    done
-}
+matrix_where() { table_value "$1" "${PG_MATRIX[@]}"; }
 
 # suites_for WHERE: the requested suites that run there.
 suites_for() {
