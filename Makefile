@@ -11,7 +11,9 @@ MODULE_big = softmig
 
 # One C file and one SQL file per concern; each module adds its own lines.
 OBJS  = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
+OBJS += src/identity.o src/ddl.o
 OBJS += src/backfill.o
+OBJS += src/definition.o src/authority.o
 OBJS += src/merge.o
 OBJS += src/hydrate.o
 OBJS += src/opkey.o
@@ -21,12 +23,17 @@ ISOLATION = advance_inflight mirror_same_key opposite_writers advance_timeout
 REGRESS += opkeys
 ISOLATION += opkey_race opkey_opposite
 ISOLATION += backfill_races backfill_concurrent
+ISOLATION += backfill_deadlock
 ISOLATION += envelope_race quarantine_race route_replan
 REGRESS += readpath
 
 OBJS += src/parity.o src/paritycache.o src/rules.o
 REGRESS += parity observe parity_cache
 ISOLATION += parity_consistent parity_cache_race
+
+# monitoring: live row estimates, backfill progress (doc/monitoring.md)
+OBJS += src/progress.o
+REGRESS += monitoring
 
 # The install script is built from src/sql/*.sql in name order.
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
@@ -101,4 +108,7 @@ soak:
 assert-check:
 	bash test/assert_check.sh
 REGRESS += security names
+REGRESS += trust reentry partitions
+REGRESS += plan_cache definitions exact_hydrate field_reinsert schema_guard sweep rules_rewrite
+REGRESS += search_path install
 REGRESS += readonly

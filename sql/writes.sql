@@ -255,20 +255,72 @@ SELECT * FROM l_part ORDER BY id;
 SELECT * FROM t.err($$INSERT INTO l_part_eu VALUES (9, 'eu', 'no')$$);
 SELECT * FROM t.err($$TRUNCATE l_part_eu$$);
 
------------------------------------------------------------------- triggers disabled or dropped by hand
+------------------------------------------------------------------ triggers switched off, dropped or rewritten by hand
 SELECT softmig.rollback('parts');
-SELECT format('softmig_%s_ins', id) AS trg_ins, format('softmig_%s_upd', id) AS trg_upd
+SELECT format('softmig_%s_ins', id) AS trg_ins, format('softmig_%s_upd', id) AS trg_upd,
+       format('softmig_%s_guard', id) AS trg_guard
   FROM softmig.migrations WHERE name = 'parts' \gset
-ALTER TABLE l_part DISABLE TRIGGER :"trg_ins";
+-- the DDL guard refuses every way of switching them off while the migration is managed
+SELECT state, message FROM t.err(format('ALTER TABLE l_part DISABLE TRIGGER %I', :'trg_ins'));
+SELECT state, message FROM t.err(format('ALTER TABLE l_part ENABLE REPLICA TRIGGER %I', :'trg_ins'));
+SELECT state, message FROM t.err(format('ALTER TABLE l_part_eu ENABLE ALWAYS TRIGGER %I', :'trg_guard'));
+SELECT state, message FROM t.err('ALTER TABLE l_part DISABLE TRIGGER ALL');
+SELECT state, message FROM t.err('ALTER TABLE l_part_us DISABLE TRIGGER USER');
+SELECT state, message FROM t.err('ALTER TABLE t_part DISABLE TRIGGER USER');
+SELECT state, message FROM t.err(format('DROP TRIGGER %I ON l_part_us', :'trg_upd'));
+SELECT state, message FROM t.err(format('ALTER TRIGGER %I ON l_part RENAME TO x', :'trg_ins'));
+SELECT state, message FROM t.err(format('CREATE OR REPLACE TRIGGER %I AFTER INSERT ON l_part FOR EACH STATEMENT EXECUTE FUNCTION suppress_redundant_updates_trigger()', :'trg_ins'));
+SELECT state, message, hint FROM t.err('CREATE RULE no_delete AS ON DELETE TO t_part DO INSTEAD NOTHING');
+SELECT softmig.status('parts')->'triggers' AS triggers;
+-- an application trigger may still be switched off
+CREATE FUNCTION app_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER app_noop AFTER INSERT ON l_part FOR EACH STATEMENT EXECUTE FUNCTION app_noop();
+ALTER TABLE l_part DISABLE TRIGGER app_noop;
+DROP TRIGGER app_noop ON l_part;
+-- event triggers do not fire under session_replication_role = replica: the
+-- write path then refuses every write until the triggers are repaired
+SET session_replication_role = replica;
+ALTER TABLE l_part ENABLE REPLICA TRIGGER :"trg_ins";
+RESET session_replication_role;
 SELECT * FROM t.err($$INSERT INTO l_part VALUES (20, 'eu', 'lost?')$$);
 SELECT count(*) AS not_written FROM l_part WHERE id = 20;
 SELECT softmig.status('parts')->'triggers' AS triggers;
 SELECT softmig.repair_triggers('parts')->'healthy' AS healthy;
 INSERT INTO l_part VALUES (20, 'eu', 'after repair');
 SELECT * FROM t_part WHERE id = 20;
+SET session_replication_role = replica;
+ALTER TABLE l_part DISABLE TRIGGER :"trg_guard";
 DROP TRIGGER :"trg_upd" ON l_part_us;
-SELECT * FROM t.err($$UPDATE l_part_us SET v = 'x'$$);
+RESET session_replication_role;
+SELECT state, message FROM t.err($$INSERT INTO l_part VALUES (21, 'eu', 'guard off')$$);
+SELECT state, message FROM t.err($$UPDATE l_part_us SET v = 'x'$$);
+SELECT softmig.status('parts')->'triggers' AS triggers;
 SELECT softmig.repair_triggers('parts')->'healthy' AS healthy;
+-- a rule slipped in that way makes the mirror fail with a clear error, not XX000
+CREATE TABLE t_plain_l (id int PRIMARY KEY, v text);
+CREATE TABLE t_plain_t (id int PRIMARY KEY, v text);
+SELECT softmig.create_migration('plain', 't_plain_l', 't_plain_t');
+SELECT softmig.advance('plain');
+INSERT INTO t_plain_l VALUES (1, 'a');
+SET session_replication_role = replica;
+CREATE RULE keep_rows AS ON DELETE TO t_plain_t DO INSTEAD NOTHING;
+RESET session_replication_role;
+SELECT * FROM t.err($$DELETE FROM t_plain_l WHERE id = 1$$);
+SELECT softmig.status('plain')->'triggers'->'problems' AS problems;
+SELECT state, message FROM t.err($$SELECT softmig.rollback('plain'), softmig.advance('plain')$$);
+DROP RULE keep_rows ON t_plain_t;
+DELETE FROM t_plain_l WHERE id = 1;
+SELECT count(*) AS target_rows FROM t_plain_t;
+SELECT softmig.rollback('plain');
+SELECT state, message FROM t.err('CREATE RULE keep_rows AS ON DELETE TO t_plain_t DO INSTEAD NOTHING');
+SET session_replication_role = replica;
+CREATE RULE keep_rows AS ON DELETE TO t_plain_t DO INSTEAD NOTHING;
+RESET session_replication_role;
+SELECT state, message FROM t.err($$SELECT softmig.advance('plain')$$);
+SELECT softmig.drop_migration('plain');
+SELECT state, message FROM t.err($$SELECT softmig.create_migration('plain', 't_plain_l', 't_plain_t')$$);
+DROP RULE keep_rows ON t_plain_t;
+DROP TABLE t_plain_l, t_plain_t;
 
 ------------------------------------------------------------------ application roles and row-level security
 CREATE ROLE sm_app;

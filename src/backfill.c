@@ -30,6 +30,11 @@
  *	    and deletes the copied row through the mirror) or already gone
  *	    (never copied); rows it skipped are revisited.  No resurrection
  *	    either way, and the backfill progresses under any delete load.
+ *	    Its copy's lock waits are bounded too: a live transaction that
+ *	    wrote a target row the copy meets may next want to delete or
+ *	    re-key a legacy row the batch holds (a deadlock); the batch gives
+ *	    way, commits (releasing its row locks) and is retried.  So does the
+ *	    removal of stale target rows.  A backfill never fails with 40P01.
  *	  - The copy is INSERT .. ON CONFLICT DO UPDATE .. WHERE the target row
  *	    was written before mirroring began (its xmin is visible in the
  *	    snapshot taken at the switch to mirrored).  A row the live path
@@ -54,6 +59,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -85,6 +91,9 @@ int			softmig_backfill_pause_lock = 0;
 #define BF_FENCE_PAUSE 16
 static int	bf_fence_pause = 0;
 #define SM_FENCE_SUBKEY 3
+
+/* the migration bf_fence_pause and bf_plain_pause were set for */
+static int32 bf_pause_migration = 0;
 
 /*
  * fence_tag
@@ -158,33 +167,114 @@ fence_done(int32 migration_id, bool busy)
 		bf_fence_pause = BF_FENCE_PAUSE;
 }
 
-/* A small cache of prepared statements keyed by their SQL text. */
+/*
+ * A small cache of prepared statements.  An entry is keyed by everything
+ * its plan depends on: the migration, its two tables, the parameter types
+ * and the SQL text.  The text alone is not enough: last_key()'s statement
+ * is the same for two migrations whose key columns share a name but not a
+ * type, and the batch relation (softmig_batch) that copy_rows() reads has
+ * legacy's row type, which the plan cache does not track.  Entries are
+ * invalidated by a relcache invalidation of either table (DDL on them,
+ * every state or definition change of the migration, which sends one, or
+ * a full reset) and freed at the start of the next outermost backfill
+ * step, when no plan of ours can be executing.
+ */
 typedef struct CachedStmt
 {
+	int32		migration_id;
+	Oid			relids[2];		/* legacy and target */
+	int			nargs;
+	Oid		   *argtypes;
 	char	   *sql;
 	SPIPlanPtr	plan;
+	bool		valid;
 	struct CachedStmt *next;
 } CachedStmt;
 
 static CachedStmt *stmt_cache = NULL;
+static bool stmt_cache_callback = false;
+
+/* >0 while a backfill step (and so perhaps one of our plans) runs */
+static int	bf_step_depth = 0;
+
+/*
+ * stmt_cache_relcache_callback
+ *		Mark the statements of the invalidated relation (or all, for a full
+ *		reset) stale.  No allocation, no catalog access.
+ */
+static void
+stmt_cache_relcache_callback(Datum arg, Oid relid)
+{
+	for (CachedStmt *c = stmt_cache; c; c = c->next)
+		if (!OidIsValid(relid) || c->relids[0] == relid || c->relids[1] == relid)
+			c->valid = false;
+}
+
+/*
+ * stmt_cache_prune
+ *		Free the stale statements.  Only called when no backfill step is
+ *		running, so none of their plans can be in use.
+ */
+static void
+stmt_cache_prune(void)
+{
+	CachedStmt **pp = &stmt_cache;
+
+	while (*pp)
+	{
+		CachedStmt *c = *pp;
+
+		if (c->valid)
+		{
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		SPI_freeplan(c->plan);
+		pfree(c->sql);
+		if (c->argtypes)
+			pfree(c->argtypes);
+		pfree(c);
+	}
+}
 
 /*
  * cached_plan
- *		Prepare sql once per backend and keep it.  The SQL text embeds every
- *		name and expression it depends on, so the text is a sound key; the
- *		plan cache itself revalidates plans after DDL.
+ *		Prepare sql (with nargs parameters of argtypes) for the backfill of
+ *		migration m once per backend and keep it until DDL on, or a state
+ *		or definition change of, either table of m.  The plan cache itself
+ *		revalidates plans after DDL on other objects they use.
  */
 static SPIPlanPtr
-cached_plan(const char *sql, int nargs, Oid *argtypes)
+cached_plan(SoftmigMigration *m, const char *sql, int nargs, Oid *argtypes)
 {
 	CachedStmt *c;
 
+	if (!stmt_cache_callback)
+	{
+		CacheRegisterRelcacheCallback(stmt_cache_relcache_callback, (Datum) 0);
+		stmt_cache_callback = true;
+	}
 	for (c = stmt_cache; c; c = c->next)
-		if (strcmp(c->sql, sql) == 0)
+		if (c->valid && c->migration_id == m->id &&
+			c->relids[0] == m->legacy && c->relids[1] == m->target &&
+			c->nargs == nargs &&
+			(nargs == 0 || memcmp(c->argtypes, argtypes, sizeof(Oid) * nargs) == 0) &&
+			strcmp(c->sql, sql) == 0)
 			return c->plan;
-	c = MemoryContextAlloc(TopMemoryContext, sizeof(CachedStmt));
+	c = MemoryContextAllocZero(TopMemoryContext, sizeof(CachedStmt));
 	c->plan = softmig_prepare_kept(sql, nargs, argtypes);
+	c->migration_id = m->id;
+	c->relids[0] = m->legacy;
+	c->relids[1] = m->target;
+	c->nargs = nargs;
+	if (nargs > 0)
+	{
+		c->argtypes = MemoryContextAlloc(TopMemoryContext, sizeof(Oid) * nargs);
+		memcpy(c->argtypes, argtypes, sizeof(Oid) * nargs);
+	}
 	c->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	c->valid = true;
 	c->next = stmt_cache;
 	stmt_cache = c;
 	return c->plan;
@@ -282,38 +372,65 @@ bf_context(SoftmigMigration *m)
 }
 
 /*
+ * append_key_values
+ *		"(SELECT softmig_b.k1 FROM pg_catalog.jsonb_to_record($n) AS
+ *		softmig_b(k1 t1, k2 t2)), ...": the values of a key jsonb parameter
+ *		$n, one per key column, each read as its column's type the way
+ *		jsonb_populate_record reads it (strings through the type's input
+ *		function, objects into composites, arrays into arrays), so every key
+ *		softmig stores as jsonb comes back exactly.  Each is an initplan, so
+ *		a row comparison with them can use an index.
+ */
+static void
+append_key_values(StringInfo buf, BfContext *c, int param)
+{
+	StringInfoData cols;
+	ListCell   *k;
+	ListCell   *t;
+	int			i = 0;
+
+	initStringInfo(&cols);
+	forboth(k, c->lkeys, t, c->ltypes)
+		appendStringInfo(&cols, "%s%s %s", cols.len ? ", " : "",
+						 quote_identifier(lfirst(k)), (char *) lfirst(t));
+	foreach(k, c->lkeys)
+		appendStringInfo(buf, "%s(SELECT softmig_b.%s FROM pg_catalog.jsonb_to_record($%d) AS softmig_b(%s))",
+						 i++ ? ", " : "", quote_identifier(lfirst(k)), param, cols.data);
+	pfree(cols.data);
+}
+
+/*
  * append_row_bound
- *		"ROW(k1, k2) <op> ROW($n::t1, $n+1::t2)", numbering params from *param.
+ *		"ROW(k1, k2) <op> ROW(<the key in jsonb parameter $n>)", using
+ *		parameter *param and advancing it.
  */
 static void
 append_row_bound(StringInfo buf, BfContext *c, const char *op, int *param)
 {
-	ListCell   *lc;
-	int			i = 0;
-
 	appendStringInfo(buf, "ROW(%s) %s ROW(", c->keylist, op);
-	foreach(lc, c->ltypes)
-	{
-		appendStringInfo(buf, "%s$%d::%s", i++ ? ", " : "", (*param)++, (char *) lfirst(lc));
-	}
+	append_key_values(buf, c, (*param)++);
 	appendStringInfoChar(buf, ')');
 }
 
 /*
  * bound_values
- *		Turn a key jsonb object into text parameters (one per key column),
- *		appended at values[*n].  Raises 22023 for a malformed key.
+ *		Check that a key jsonb object has a non-null value for every key
+ *		column (22023 otherwise) and append it as one jsonb parameter at
+ *		values[*n].
  */
 static void
 bound_values(BfContext *c, Jsonb *key, Datum *values, char *nulls, int *n)
 {
 	ListCell   *lc;
 
+	if (!JB_ROOT_IS_OBJECT(key) || JB_ROOT_IS_SCALAR(key))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a key must be a jsonb object of the legacy key columns")));
 	foreach(lc, c->lkeys)
 	{
 		JsonbValue	k;
 		JsonbValue *v;
-		char	   *s;
 
 		k.type = jbvString;
 		k.val.string.val = lfirst(lc);
@@ -323,22 +440,10 @@ bound_values(BfContext *c, Jsonb *key, Datum *values, char *nulls, int *n)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("backfill cursor lacks key column \"%s\"", (char *) lfirst(lc))));
-		if (v->type == jbvString)
-			s = pnstrdup(v->val.string.val, v->val.string.len);
-		else if (v->type == jbvNumeric)
-			s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
-		else if (v->type == jbvBool)
-			s = pstrdup(v->val.boolean ? "true" : "false");
-		else
-		{
-			JsonbValue *copy = v;
-
-			s = JsonbToCString(NULL, &JsonbValueToJsonb(copy)->root, 0);
-		}
-		values[*n] = CStringGetTextDatum(s);
-		nulls[*n] = ' ';
-		(*n)++;
 	}
+	values[*n] = JsonbPGetDatum(key);
+	nulls[*n] = ' ';
+	(*n)++;
 }
 
 /*
@@ -411,7 +516,7 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	 */
 	if (bf_plain_pause > 0)
 		bf_plain_pause--;
-	else if (softmig_spi_try(cached_plan(buf.data, 0, NULL), NULL, NULL, NULL, false,
+	else if (softmig_spi_try(cached_plan(c->m, buf.data, 0, NULL), NULL, NULL, NULL, false,
 							 SPI_OK_INSERT, softmig_unique_violation) == NULL)
 	{
 		n = SPI_processed;
@@ -461,15 +566,15 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	nulls[0] = snap_null ? 'n' : ' ';
 	values[1] = snap_xid;
 	nulls[1] = snap_xid_null ? 'n' : ' ';
-	rc = SPI_execute_plan(cached_plan(buf.data, 2, argtypes), values, nulls, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "softmig: backfill insert failed: %d", rc);
+	rc = SPI_execute_plan(cached_plan(c->m, buf.data, 2, argtypes), values, nulls, false, 0);
+	softmig_spi_expect(rc, SPI_OK_INSERT, "copy rows into the target");
 	n = SPI_processed;
 	SPI_unregister_relation(BF_ENR);
 	tuplestore_end(ts);
 	return n;
 }
 
+/* One bounded unit of a batch: the copy, or one prepared statement. */
 typedef struct BoundedCopy
 {
 	BfContext  *c;
@@ -480,14 +585,18 @@ typedef struct BoundedCopy
 	Datum		snap_xid;
 	bool		snap_xid_null;
 	const char *lock_timeout;
-	uint64		copied;
+	uint64		copied;			/* rows copied, or processed by plan */
+	SPIPlanPtr	plan;			/* instead of the copy: run this */
+	Datum	   *values;			/* its parameters */
+	char	   *nulls;
+	int			expect;			/* its SPI result code */
 } BoundedCopy;
 
 /*
  * bounded_copy_run
  *		copy_rows_bounded's body, run in a subtransaction: lower lock_timeout
  *		at a new GUC nest level (restored on success here, on error by the
- *		subtransaction's rollback) and copy.
+ *		subtransaction's rollback) and copy, or run b->plan.
  */
 static void
 bounded_copy_run(void *arg)
@@ -497,31 +606,62 @@ bounded_copy_run(void *arg)
 
 	(void) set_config_option("lock_timeout", b->lock_timeout, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	SPI_tuptable = b->tt;
-	SPI_processed = b->n;
-	b->copied = copy_rows(b->c, b->snap, b->snap_null, b->snap_xid, b->snap_xid_null);
+	if (b->plan)
+	{
+		softmig_spi_expect(SPI_execute_plan(b->plan, b->values, b->nulls, false, 0), b->expect,
+						   "remove stale target rows");
+		b->copied = SPI_processed;
+	}
+	else
+	{
+		SPI_tuptable = b->tt;
+		SPI_processed = b->n;
+		b->copied = copy_rows(b->c, b->snap, b->snap_null, b->snap_xid, b->snap_xid_null);
+	}
 	AtEOXact_GUC(true, nest);
 }
 
 /*
  * lock_not_available
- *		softmig_subxact_try's tolerated for "lock_timeout expired".
+ *		softmig_subxact_try's tolerated: lock_timeout expired, or the batch
+ *		was chosen to break a deadlock (it waits less than deadlock_timeout,
+ *		so normally the other side's check finds the cycle, but a session
+ *		may run with a longer deadlock_timeout than the batch's).
  */
 static bool
 lock_not_available(int sqlerrcode)
 {
-	return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+	return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED;
+}
+
+/*
+ * bounded_timeout
+ *		The lock_timeout of a bounded unit: half of deadlock_timeout, at most
+ *		500 ms, never above the session's own, written into setting.
+ */
+static void
+bounded_timeout(char *setting, size_t len)
+{
+	int			ms = Max(1, Min(DeadlockTimeout / 2, 500));
+
+	if (LockTimeout > 0 && LockTimeout < ms)
+		ms = LockTimeout;
+	snprintf(setting, len, "%d", ms);
 }
 
 /*
  * copy_rows_bounded
  *		copy_rows (of the rows in SPI_tuptable) in a subtransaction whose
- *		lock waits are bounded: a batch holds the delete fence, so while it
+ *		lock waits are bounded.  With the delete fence, while the batch
  *		waits for a live writer (whose mirrored row it meets in the target)
- *		live deletes wait for it too.  lock_timeout is lowered to half of
- *		deadlock_timeout (at most 500 ms, never above the session's own);
- *		when it expires the batch's writes are rolled back and false is
- *		returned, so the caller reports the batch busy and it is retried.
+ *		live deletes wait for it too; without it, the batch holds KEY SHARE
+ *		locks on the legacy rows it read, which a live transaction that
+ *		wrote one of the target rows the copy meets may want next (a
+ *		deadlock).  lock_timeout is lowered (bounded_timeout); when it
+ *		expires, or the batch is chosen to break a deadlock, the batch's
+ *		writes are rolled back and false is returned, so the caller reports
+ *		the batch busy: it commits (releasing its row locks) and is retried.
  *		Waiting less than deadlock_timeout also makes the batch, not the live
  *		transaction, give way when the two wait for each other.  On success
  *		*copied is set.
@@ -530,14 +670,11 @@ static bool
 copy_rows_bounded(BfContext *c, Datum snap, bool snap_null, Datum snap_xid,
 				  bool snap_xid_null, uint64 *copied)
 {
-	int			ms = Max(1, Min(DeadlockTimeout / 2, 500));
 	char		setting[32];
 	BoundedCopy b = {c, SPI_tuptable, SPI_processed, snap, snap_null, snap_xid,
-	snap_xid_null, setting, 0};
+	snap_xid_null, setting, 0, NULL, NULL, NULL, 0};
 
-	if (LockTimeout > 0 && LockTimeout < ms)
-		ms = LockTimeout;
-	snprintf(setting, sizeof(setting), "%d", ms);
+	bounded_timeout(setting, sizeof(setting));
 	if (softmig_subxact_try(bounded_copy_run, &b, lock_not_available) != NULL)
 	{
 		/* the batch relation may still be registered: drop it */
@@ -545,6 +682,26 @@ copy_rows_bounded(BfContext *c, Datum snap, bool snap_null, Datum snap_xid,
 		return false;
 	}
 	*copied = b.copied;
+	return true;
+}
+
+/*
+ * plan_bounded
+ *		Run a prepared statement (which must return SPI code expect) in a
+ *		subtransaction with bounded lock waits, as copy_rows_bounded does.
+ *		False when it gave way (nothing it did is left); else *processed.
+ */
+static bool
+plan_bounded(SPIPlanPtr plan, Datum *values, char *nulls, int expect, uint64 *processed)
+{
+	char		setting[32];
+	BoundedCopy b = {NULL, NULL, 0, (Datum) 0, true, (Datum) 0, true, setting, 0,
+	plan, values, nulls, expect};
+
+	bounded_timeout(setting, sizeof(setting));
+	if (softmig_subxact_try(bounded_copy_run, &b, lock_not_available) != NULL)
+		return false;
+	*processed = b.copied;
 	return true;
 }
 
@@ -625,8 +782,8 @@ count_range(BfContext *c, Jsonb *lo, Jsonb *hi)
 		bound_values(c, hi, values, nulls, &n);
 	}
 	for (int i = 0; i < n; i++)
-		argtypes[i] = TEXTOID;
-	if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, true, 0) != SPI_OK_SELECT)
+		argtypes[i] = JSONBOID;
+	if (SPI_execute_plan(cached_plan(c->m, buf.data, n, argtypes), values, nulls, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "softmig: backfill range count failed");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -721,7 +878,7 @@ last_key(BfContext *c)
 		k++;
 	}
 	appendStringInfoChar(&sql, ')');
-	if (SPI_execute_plan(cached_plan(sql.data, k, types), values, nulls, true, 1) != SPI_OK_SELECT ||
+	if (SPI_execute_plan(cached_plan(c->m, sql.data, k, types), values, nulls, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "softmig: building the backfill cursor failed");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -744,17 +901,18 @@ PG_FUNCTION_INFO_V1(softmig_backfill_step);
  *		  verify  count the legacy rows the target lacks
  *		next, range and sweep first try the delete fence (SHARE, held to the
  *		end of the caller's transaction, one batch): with it they read
- *		without row locks and bound the copy's lock waits (reporting
- *		{"busy": true} and copying nothing on a timeout); without it they
- *		lock what they read FOR KEY SHARE SKIP LOCKED and report skipped
- *		rows for a revisit.  Returns a jsonb summary.
+ *		without row locks; without it they lock what they read FOR KEY
+ *		SHARE SKIP LOCKED and report skipped rows for a revisit.  Either way
+ *		the copy's lock waits are bounded (reporting {"busy": true} and
+ *		copying nothing when it gives way), as are orphans'.  Returns a
+ *		jsonb summary.
  */
 Datum
 softmig_backfill_step(PG_FUNCTION_ARGS)
 {
-	int32		id = PG_GETARG_INT32(0);
-	char	   *op = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	int32		batch = PG_GETARG_INT32(2);
+	int32		id;
+	char	   *op;
+	int32		batch;
 	Jsonb	   *lo = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	Jsonb	   *hi = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
 	Datum		snap = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
@@ -777,6 +935,13 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	Oid			owner;
 	Datum		result;
 
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("migration_id, op and batch_size must not be null")));
+	id = PG_GETARG_INT32(0);
+	op = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	batch = PG_GETARG_INT32(2);
 	if (XactIsoLevel != XACT_READ_COMMITTED)
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
@@ -787,10 +952,14 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("batch_size must be at least 1")));
+	if (strcmp(op, "next") != 0 && strcmp(op, "range") != 0 && strcmp(op, "sweep") != 0 &&
+		strcmp(op, "orphans") != 0 && strcmp(op, "verify") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown backfill step \"%s\"", op),
+				 errhint("The steps are next, range, sweep, orphans and verify.")));
 
-	m = softmig_get_migration(id);
-	if (m == NULL)
-		elog(ERROR, "migration %d does not exist", id);
+	m = softmig_require_migration(id);
 	if (list_length(m->legacy_key) > 60)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -812,8 +981,21 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 	initStringInfo(&buf);
 	initStringInfo(&res);
 
+	/* stale statements can be freed now: none of ours is running */
+	if (bf_step_depth == 0)
+		stmt_cache_prune();
+
+	/* what earlier batches learnt about the workload is about their migration */
+	if (id != bf_pause_migration)
+	{
+		bf_fence_pause = 0;
+		bf_plain_pause = 0;
+		bf_pause_migration = id;
+	}
+
 	/* our writes to the target are softmig's own: the guard lets them pass */
-	softmig_mirror_depth++;
+	softmig_mirror_enter(m->id);
+	bf_step_depth++;
 	PG_TRY();
 	{
 
@@ -849,13 +1031,13 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			nulls[n] = ' ';
 		}
 		for (int i = 0; i < n; i++)
-			argtypes[i] = TEXTOID;
+			argtypes[i] = JSONBOID;
 		if (!is_range)
 			argtypes[n++] = INT4OID;
 		if (!fenced)
 			appendStringInfoString(&buf, " FOR KEY SHARE SKIP LOCKED");
 
-		if (SPI_execute_plan(cached_plan(buf.data, n, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(cached_plan(c->m, buf.data, n, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: backfill read failed");
 		nread = SPI_processed;
 		if (!fenced && !is_range && nread < (uint64) batch)
@@ -888,8 +1070,9 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			}
 			else
 			{
-				copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
-				visible = count_range(c, lo, is_range ? hi : last);
+				busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
+				if (!busy)
+					visible = count_range(c, lo, is_range ? hi : last);
 			}
 		}
 		else if (is_range && !fenced)
@@ -925,7 +1108,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		argtypes[0] = INT4OID;
 		values[0] = Int32GetDatum(batch);
 		nulls[0] = ' ';
-		if (SPI_execute_plan(cached_plan(buf.data, 1, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(cached_plan(c->m, buf.data, 1, argtypes), values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: backfill sweep read failed");
 		nread = SPI_processed;
 		if (nread > 0)
@@ -941,7 +1124,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 				fence_done(id, busy);
 			}
 			else
-				copied = copy_rows(c, snap, snap_null, snap_xid, snap_xid_null);
+				busy = !copy_rows_bounded(c, snap, snap_null, snap_xid, snap_xid_null, &copied);
 		}
 		if (busy)
 			busy_result(&res, op, lo);
@@ -958,7 +1141,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		 * (one backend, throttled by pause_ms).
 		 */
 		appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM (%s) AS softmig_m", missing_keys_sql(c));
-		if (SPI_execute_plan(cached_plan(buf.data, 0, NULL), NULL, NULL, true, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(cached_plan(c->m, buf.data, 0, NULL), NULL, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "softmig: backfill verification failed");
 		appendStringInfo(&res, "{\"missing\": " INT64_FORMAT "}",
 						 DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
@@ -970,6 +1153,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		ListCell   *k;
 		ListCell   *o;
 		int			i = 1;
+		uint64		deleted = 0;
 
 		appendStringInfo(&buf, "DELETE FROM %s WHERE ROW(tableoid, ctid) IN ("
 						 "SELECT softmig_s.softmig_tableoid, softmig_s.softmig_ctid FROM ("
@@ -1000,16 +1184,26 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 		nulls[1] = ' ';
 		values[2] = snap_xid;
 		nulls[2] = snap_xid_null ? 'n' : ' ';
-		if (SPI_execute_plan(cached_plan(buf.data, 3, argtypes), values, nulls, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "softmig: removing stale target rows failed");
-		appendStringInfo(&res, "{\"deleted\": " UINT64_FORMAT "}", SPI_processed);
+		/* bounded too: a live upsert of a row it deletes may wait for it */
+		if (plan_bounded(cached_plan(c->m, buf.data, 3, argtypes), values, nulls, SPI_OK_DELETE, &deleted))
+			appendStringInfo(&res, "{\"deleted\": " UINT64_FORMAT "}", deleted);
+		else
+		{
+			/*
+			 * Gave way: nothing removed.  "deleted" reads as a full batch so
+			 * that the SQL of 0.1.0, which knows no busy orphans step, comes
+			 * back instead of finishing; this version's SQL sees "busy".
+			 */
+			appendStringInfo(&res, "{\"deleted\": %d, \"busy\": true}", batch);
+		}
 	}
 	else
-		elog(ERROR, "softmig: unknown backfill step \"%s\"", op);
+		elog(ERROR, "softmig: unknown backfill step \"%s\"", op);	/* checked above */
 	}
 	PG_FINALLY();
 	{
-		softmig_mirror_depth--;
+		softmig_mirror_leave();
+		bf_step_depth--;
 	}
 	PG_END_TRY();
 
@@ -1063,10 +1257,10 @@ softmig_written_before(PG_FUNCTION_ARGS)
  *		row, which makes the write triggers re-project it) as the owner of
  *		the table it touches; if it changed no row, run "remove" (delete the
  *		other side's row) as the owner of that table with the loop guard
- *		raised.  Both take the key values as text parameters.
+ *		raised.  Both take the key as one jsonb parameter.
  */
 static uint64
-touch_or_delete(const char *touch, Oid touch_owner, const char *remove, Oid remove_owner,
+touch_or_delete(int32 id, const char *touch, Oid touch_owner, const char *remove, Oid remove_owner,
 				int n, Datum *values, char *nulls)
 {
 	Oid			argtypes[64];
@@ -1076,24 +1270,24 @@ touch_or_delete(const char *touch, Oid touch_owner, const char *remove, Oid remo
 	int			save_sec;
 
 	for (int i = 0; i < n; i++)
-		argtypes[i] = TEXTOID;
+		argtypes[i] = JSONBOID;
 	softmig_enter_owner_context(touch_owner, &save_nest, &save_user, &save_sec);
-	if (SPI_execute_with_args(touch, n, argtypes, values, nulls, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "softmig: re-sync touch failed");
+	softmig_spi_expect(SPI_execute_with_args(touch, n, argtypes, values, nulls, false, 0),
+					   SPI_OK_UPDATE, "touch the authoritative row");
 	done = SPI_processed;
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	if (done > 0)
 		return done;
 	softmig_enter_owner_context(remove_owner, &save_nest, &save_user, &save_sec);
-	softmig_mirror_depth++;
+	softmig_mirror_enter(id);
 	PG_TRY();
 	{
-		if (SPI_execute_with_args(remove, n, argtypes, values, nulls, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "softmig: re-sync delete failed");
+		softmig_spi_expect(SPI_execute_with_args(remove, n, argtypes, values, nulls, false, 0),
+						   SPI_OK_DELETE, "delete the other side's row");
 	}
 	PG_FINALLY();
 	{
-		softmig_mirror_depth--;
+		softmig_mirror_leave();
 	}
 	PG_END_TRY();
 	done = SPI_processed;
@@ -1113,7 +1307,7 @@ PG_FUNCTION_INFO_V1(softmig_resync_key);
 Datum
 softmig_resync_key(PG_FUNCTION_ARGS)
 {
-	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
 	Jsonb	   *key = PG_GETARG_JSONB_P(1);
 	BfContext  *c;
 	StringInfoData touch;
@@ -1124,12 +1318,9 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 	int			n = 0;
 	int			param = 1;
 	uint64		done = 0;
-	ListCell   *lc;
 	ListCell   *e;
 	ListCell   *t;
 
-	if (m == NULL)
-		elog(ERROR, "migration does not exist");
 	if (m->state == SM_LEGACY || m->state == SM_CUTOVER)
 		PG_RETURN_INT64(0);		/* nothing is projected in these states */
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -1137,7 +1328,7 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 	c = bf_context(m);
 	bound_values(c, key, values, nulls, &n);
 
-	/* legacy rows of this key: "ROW(k...) = ROW($1::t...)" */
+	/* legacy rows of this key: "ROW(k...) = ROW(<the key in $1>)" */
 	initStringInfo(&match);
 	append_row_bound(&match, c, "=", &param);
 
@@ -1167,20 +1358,15 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 			appendStringInfo(tgt, "%s(%s\n)::%s", i++ ? ", " : "", (char *) lfirst(e), (char *) lfirst(t));
 		}
 		appendStringInfoString(tgt, ") = ROW(");
-		i = 0;
-		foreach(lc, c->ltypes)
-		{
-			appendStringInfo(tgt, "%s$%d::%s", i ? ", " : "", i + 1, (char *) lfirst(lc));
-			i++;
-		}
+		append_key_values(tgt, c, 1);
 		appendStringInfoChar(tgt, ')');
 	}
 
 	if (m->state == SM_MIRRORED)
-		done = touch_or_delete(touch.data, softmig_rel_owner(m->legacy),
+		done = touch_or_delete(m->id, touch.data, softmig_rel_owner(m->legacy),
 							   remove.data, softmig_rel_owner(m->target), n, values, nulls);
 	else
-		done = touch_or_delete(touch.data, softmig_rel_owner(m->target),
+		done = touch_or_delete(m->id, touch.data, softmig_rel_owner(m->target),
 							   remove.data, softmig_rel_owner(m->legacy), n, values, nulls);
 	SPI_finish();
 	PG_RETURN_INT64((int64) done);
@@ -1219,7 +1405,7 @@ PG_FUNCTION_INFO_V1(softmig_resync_all);
 Datum
 softmig_resync_all(PG_FUNCTION_ARGS)
 {
-	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
 	BfContext  *c;
 	StringInfoData buf;
 	ListCell   *lc;
@@ -1233,8 +1419,6 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 	int			save_sec;
 	uint64		done = 0;
 
-	if (m == NULL)
-		elog(ERROR, "migration does not exist");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	c = bf_context(m);
@@ -1272,11 +1456,10 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 
 	/* as legacy's owner: it writes legacy through the backward mapping */
 	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
-	softmig_mirror_depth++;
+	softmig_mirror_enter(m->id);
 	PG_TRY();
 	{
-		if (SPI_execute(buf.data, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "softmig: re-sync upsert failed");
+		softmig_spi_expect(SPI_execute(buf.data, false, 0), SPI_OK_INSERT, "re-project the target into legacy");
 		done = SPI_processed;
 
 		/* delete legacy rows the target does not have */
@@ -1300,13 +1483,12 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 		appendStringInfo(&buf, ") AND NOT (%s OPERATOR(pg_catalog.=) ANY (ARRAY("
 						 "SELECT q.key FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) %d)))",
 						 c->keyjson, m->id);
-		if (SPI_execute(buf.data, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "softmig: re-sync delete failed");
+		softmig_spi_expect(SPI_execute(buf.data, false, 0), SPI_OK_DELETE, "delete legacy rows the target lacks");
 		done += SPI_processed;
 	}
 	PG_FINALLY();
 	{
-		softmig_mirror_depth--;
+		softmig_mirror_leave();
 	}
 	PG_END_TRY();
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
@@ -1326,9 +1508,10 @@ PG_FUNCTION_INFO_V1(softmig_normalize_key);
 Datum
 softmig_normalize_key(PG_FUNCTION_ARGS)
 {
-	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
 	Datum		key = PG_GETARG_DATUM(1);
 	StringInfoData buf;
+	StringInfoData cols;
 	ListCell   *k;
 	ListCell   *t;
 	SoftmigDest *bwd;
@@ -1341,19 +1524,25 @@ softmig_normalize_key(PG_FUNCTION_ARGS)
 	Datum		result;
 	bool		isnull;
 
-	if (m == NULL)
-		elog(ERROR, "migration does not exist");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy key columns and types */
+	/*
+	 * jsonb_to_record reads each value as jsonb_populate_record does, so a
+	 * composite or array key given as a JSON object or array works too.
+	 */
+	initStringInfo(&cols);
+	forboth(k, bwd->keycols, t, bwd->keytypes)
+		appendStringInfo(&cols, "%s%s %s", cols.len ? ", " : "",
+						 quote_identifier(lfirst(k)), (char *) lfirst(t));
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "SELECT pg_catalog.jsonb_build_object(");
-	forboth(k, bwd->keycols, t, bwd->keytypes)
+	foreach(k, bwd->keycols)
 	{
-		appendStringInfo(&buf, "%s%s, ($1 OPERATOR(pg_catalog.->>) %s)::%s", i++ ? ", " : "",
-						 quote_literal_cstr(lfirst(k)), quote_literal_cstr(lfirst(k)), (char *) lfirst(t));
+		appendStringInfo(&buf, "%s%s, softmig_b.%s", i++ ? ", " : "",
+						 quote_literal_cstr(lfirst(k)), quote_identifier(lfirst(k)));
 	}
-	appendStringInfoChar(&buf, ')');
+	appendStringInfo(&buf, ") FROM pg_catalog.jsonb_to_record($1) AS softmig_b(%s)", cols.data);
 	values[0] = key;
 	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
 	if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)

@@ -370,6 +370,23 @@ softmig_get_migration(int32 id)
 }
 
 /*
+ * softmig_require_migration
+ *		softmig_get_migration, raising 42704 when the migration does not
+ *		exist (an internal function called with an id that names none).
+ */
+SoftmigMigration *
+softmig_require_migration(int32 id)
+{
+	SoftmigMigration *m = softmig_get_migration(id);
+
+	if (m == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("migration %d does not exist", id)));
+	return m;
+}
+
+/*
  * softmig_side_of
  *		Which table of migration m the relation relid is, or belongs to as a
  *		partition.  Reads pg_inherits for partitions (the caller caches the

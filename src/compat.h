@@ -41,6 +41,16 @@
 #endif
 
 /*
+ * Can role "member" act as role "role" (SET ROLE to it)?  PostgreSQL 16 made
+ * that a property of the membership (the SET option).
+ */
+#if PG_VERSION_NUM >= 160000
+#define softmig_member_can_act_as(member, role) member_can_set_role((member), (role))
+#else
+#define softmig_member_can_act_as(member, role) is_member_of_role((member), (role))
+#endif
+
+/*
  * A relation's physical file: RelFileNode rd_node (spcNode, relNode) became
  * RelFileLocator rd_locator (spcOid, relNumber) in PostgreSQL 16.
  */

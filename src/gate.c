@@ -240,9 +240,7 @@ softmig_gate(PG_FUNCTION_ARGS)
 		ifc->args[i].isnull = fcinfo->args[i].isnull;
 	}
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(softmig_catalog_owner(),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	softmig_enter_catalog_context(&save_userid, &save_sec);
 	softmig_gate_actor = caller;
 	PG_TRY();
 	{
@@ -253,7 +251,7 @@ softmig_gate(PG_FUNCTION_ARGS)
 		softmig_gate_actor = save_actor;
 	}
 	PG_END_TRY();
-	SetUserIdAndSecContext(save_userid, save_sec);
+	softmig_leave_catalog_context(save_userid, save_sec);
 
 	fcinfo->isnull = ifc->isnull;
 	return result;

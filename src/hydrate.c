@@ -37,6 +37,28 @@
 
 #include "softmig.h"
 
+/*
+ * carry_to_legacy
+ *		Run the UPDATE that carries hydrated fields to legacy (one jsonb
+ *		parameter) with the loop guard of migration id up.  The caller is
+ *		connected to SPI and runs as legacy's owner.
+ */
+static void
+carry_to_legacy(int32 id, const char *sql, Oid *argtypes, Datum *values)
+{
+	softmig_mirror_enter(id);
+	PG_TRY();
+	{
+		softmig_spi_expect(SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0),
+						   SPI_OK_UPDATE, "carry hydrated fields to legacy");
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_leave();
+	}
+	PG_END_TRY();
+}
+
 PG_FUNCTION_INFO_V1(softmig_hydrate_exec);
 /*
  * softmig_hydrate_exec
@@ -50,7 +72,7 @@ PG_FUNCTION_INFO_V1(softmig_hydrate_exec);
 Datum
 softmig_hydrate_exec(PG_FUNCTION_ARGS)
 {
-	SoftmigMigration *m = softmig_get_migration(PG_GETARG_INT32(0));
+	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
 	Datum		rows = PG_GETARG_DATUM(1);
 	Datum		as_of = PG_GETARG_DATUM(2);
 	Datum		authority = PG_GETARG_DATUM(3);
@@ -60,6 +82,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	Relation	rel;
 	TupleDesc	desc;
 	StringInfoData cols;
+	List	   *colnames = NIL;
 	StringInfoData allfields;
 	StringInfoData keymatch;
 	StringInfoData buf;
@@ -81,8 +104,6 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	uint64		changed = 0;
 	bool		raise_depth;
 
-	if (m == NULL)
-		elog(ERROR, "migration does not exist");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	fwd = softmig_build_dest(m, SIDE_LEGACY);	/* the target, its key */
@@ -101,6 +122,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		if (att->attisdropped || att->attgenerated)
 			continue;
 		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", quote_identifier(NameStr(att->attname)));
+		colnames = lappend(colnames, pstrdup(NameStr(att->attname)));
 		appendStringInfo(&allfields, "%s%s", allfields.len ? ", " : "",
 						 quote_literal_cstr(NameStr(att->attname)));
 	}
@@ -147,7 +169,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	 */
 	raise_depth = (m->state == SM_MIRRORED);
 	if (raise_depth)
-		softmig_mirror_depth++;
+		softmig_mirror_enter(m->id);
 	PG_TRY();
 	{
 		/* existing rows: merge field by field */
@@ -170,17 +192,37 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 			appendStringInfo(&fresh,
 							 "CASE WHEN softmig._written_before(\"softmig.t\".xmin, $2) THEN '{}'::text[] "
 							 "ELSE ARRAY[%s]::text[] END", allfields.data);
+		/*
+		 * Each column takes the merged value only if the merge took it and
+		 * its value changed; every other column is assigned its own value,
+		 * so it keeps exactly what it holds (a json column its spacing and
+		 * duplicate keys, an array its bounds), which a round trip through
+		 * jsonb would not.
+		 */
 		initStringInfo(&buf);
+		appendStringInfo(&buf, "UPDATE %s AS \"softmig.t\" SET (%s) = (SELECT ", target, cols.data);
+		i = 0;
+		foreach(k, colnames)
+		{
+			appendStringInfo(&buf, "%sCASE WHEN \"softmig.h\".changed OPERATOR(pg_catalog.@>) ARRAY[%s]::pg_catalog.text[] "
+							 "THEN (\"softmig.h\".merged_row).%s ELSE \"softmig.t\".%s END",
+							 i++ ? ", " : "", quote_literal_cstr(lfirst(k)),
+							 quote_identifier(lfirst(k)), quote_identifier(lfirst(k)));
+		}
 		appendStringInfo(&buf,
-						 "UPDATE %s AS \"softmig.t\" SET (%s) = (SELECT %s FROM pg_catalog.jsonb_populate_record(\"softmig.t\", "
-						 "(softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s)).merged)) "
+						 " FROM (SELECT ARRAY(SELECT f FROM pg_catalog.unnest(softmig_m.taken) AS f "
+						 "WHERE (pg_catalog.to_jsonb(\"softmig.t\") OPERATOR(pg_catalog.->) f) IS DISTINCT FROM "
+						 "(softmig_m.merged OPERATOR(pg_catalog.->) f)) AS changed, "
+						 "pg_catalog.jsonb_populate_record(\"softmig.t\", softmig_m.merged) AS merged_row "
+						 "FROM softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s) AS softmig_m"
+						 ") AS \"softmig.h\") "
 						 "FROM pg_catalog.jsonb_array_elements($1) AS \"softmig.i\"(img), "
 						 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, \"softmig.i\".img) AS \"softmig.r\" "
 						 "WHERE %s AND pg_catalog.to_jsonb(\"softmig.t\") IS DISTINCT FROM "
 						 "(softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s)).merged",
-						 target, cols.data, cols.data, fresh.data, target, keymatch.data, fresh.data);
-		if (SPI_execute_with_args(buf.data, 4, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "softmig: hydrate update failed");
+						 fresh.data, target, keymatch.data, fresh.data);
+		softmig_spi_expect(SPI_execute_with_args(buf.data, 4, argtypes, values, NULL, false, 0),
+						   SPI_OK_UPDATE, "hydrate the target's rows");
 		changed = SPI_processed;
 
 		/* missing rows: only in mirrored, only while legacy has the entity */
@@ -210,15 +252,15 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 				i++;
 			}
 			appendStringInfoString(&buf, ") ON CONFLICT DO NOTHING");
-			if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "softmig: hydrate insert failed");
+			softmig_spi_expect(SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0),
+							   SPI_OK_INSERT, "insert hydrated rows into the target");
 			changed += SPI_processed;
 		}
 	}
 	PG_FINALLY();
 	{
 		if (raise_depth)
-			softmig_mirror_depth--;
+			softmig_mirror_leave();
 	}
 	PG_END_TRY();
 
@@ -269,19 +311,28 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 							 quote_identifier(lfirst(k)), (char *) lfirst(o), i);
 			i++;
 		}
+
+		/*
+		 * Only rows whose carried columns now differ (compared as text, the
+		 * one comparison every type has): the others keep their exact value.
+		 */
+		appendStringInfoString(&buf, " AND ROW(");
+		v = 1;
+		forboth(c2, bwd->cols, e2, bwd->exprs)
+		{
+			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
+				continue;
+			appendStringInfo(&buf, "%s\"softmig.l\".%s::pg_catalog.text COLLATE pg_catalog.\"C\"", v > 1 ? ", " : "",
+							 quote_identifier(lfirst(c2)));
+			v++;
+		}
+		appendStringInfoString(&buf, ") IS DISTINCT FROM ROW(");
+		for (int j = 1; j < v; j++)
+			appendStringInfo(&buf, "%s\"softmig.s\".softmig_v%d::pg_catalog.text COLLATE pg_catalog.\"C\"", j > 1 ? ", " : "", j);
+		appendStringInfoChar(&buf, ')');
 		softmig_leave_owner_context(save_nest, save_user, save_sec);
 		softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
-		softmig_mirror_depth++;
-		PG_TRY();
-		{
-			if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "softmig: carrying hydrated fields to legacy failed");
-		}
-		PG_FINALLY();
-		{
-			softmig_mirror_depth--;
-		}
-		PG_END_TRY();
+		carry_to_legacy(m->id, buf.data, argtypes, values);
 	}
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	SPI_finish();

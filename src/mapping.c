@@ -110,29 +110,6 @@ softmig_check_expression_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * softmig_enter_owner_context
- *		Become "owner" in a security-restricted operation with the pinned
- *		search_path and row_security off.  The caller must call
- *		softmig_leave_owner_context with the saved values on success; on
- *		error, (sub)transaction abort restores the user and the GUCs.
- */
-void
-softmig_enter_owner_context(Oid owner, int *save_nestlevel, Oid *save_userid,
-							int *save_sec)
-{
-	GetUserIdAndSecContext(save_userid, save_sec);
-	SetUserIdAndSecContext(owner, *save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	*save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", SM_PINNED_SEARCH_PATH,
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	(void) set_config_option("row_security", "off",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-}
-
-/*
  * softmig_prefer_index_plans
  *		Inside an owner context: plan the cached, per-statement mirror
  *		statements for index access.  They are prepared once, often while
@@ -147,17 +124,6 @@ softmig_prefer_index_plans(bool on)
 	(void) set_config_option("enable_seqscan", on ? "off" : "on",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
-}
-
-/*
- * softmig_leave_owner_context
- *		Undo softmig_enter_owner_context.
- */
-void
-softmig_leave_owner_context(int save_nestlevel, Oid save_userid, int save_sec)
-{
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec);
 }
 
 typedef SoftmigDest DestInfo;
@@ -190,7 +156,7 @@ softmig_qualified_relname(Oid relid)
 
 /*
  * rel_owner
- *		Owner of a relation, from the syscache.
+ *		Owner of a relation, from the syscache; 42P01 if there is none.
  */
 Oid
 softmig_rel_owner(Oid relid)
@@ -199,7 +165,9 @@ softmig_rel_owner(Oid relid)
 	Oid			owner;
 
 	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
 	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
 	return owner;
@@ -591,6 +559,28 @@ softmig_subxact_try(void (*fn) (void *arg), void *arg, bool (*tolerated) (int sq
 	return edata;
 }
 
+/*
+ * softmig_spi_expect
+ *		Check that a statement softmig ran on a migrated table returned SPI
+ *		code expect.  Anything else means PostgreSQL ran something else in
+ *		its place: a rule (CREATE RULE ... DO INSTEAD) on the table rewrote
+ *		it (the DDL guard refuses such rules, but event triggers do not fire
+ *		under session_replication_role = replica).  Raises SM002, as the
+ *		mirror does for the same tampering, naming what was being done.
+ */
+void
+softmig_spi_expect(int rc, int expect, const char *what)
+{
+	if (rc == expect)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
+			 errmsg("softmig could not %s: the statement was rewritten", what),
+			 errdetail("It returned SPI code %s instead of %s; a rule (CREATE RULE) on a table of the migration replaced it.",
+					   SPI_result_code_string(rc), SPI_result_code_string(expect)),
+			 errhint("Drop the rule: softmig writes the tables of a migration with plain statements.")));
+}
+
 typedef struct SpiTry
 {
 	SPIPlanPtr	plan;
@@ -612,8 +602,7 @@ spi_try_run(void *arg)
 	int			rc = t->plan ? SPI_execute_plan(t->plan, t->values, t->nulls, t->read_only, 0)
 		: SPI_execute(t->sql, t->read_only, 0);
 
-	if (rc != t->expect)
-		elog(ERROR, "softmig: statement returned SPI code %d, expected %d", rc, t->expect);
+	softmig_spi_expect(rc, t->expect, "run one of its statements");
 }
 
 /*
@@ -960,7 +949,8 @@ PG_FUNCTION_INFO_V1(softmig_validate);
  * softmig_validate
  *		softmig._validate(id): prepare every statement the triggers of
  *		migration "id" will run, in both directions, so a bad mapping, key
- *		or index fails create_migration instead of a later write.  Takes
+ *		or index fails create_migration instead of a later write (after
+ *		softmig_check_definition refused what cannot work).  Takes
  *		AccessShareLock on both tables.  The cache entry is marked stale
  *		afterwards because the definition may still roll back.
  */
@@ -968,11 +958,11 @@ Datum
 softmig_validate(PG_FUNCTION_ARGS)
 {
 	int32		id = PG_GETARG_INT32(0);
-	SoftmigMigration *m = softmig_get_migration(id);
+	SoftmigMigration *m = softmig_require_migration(id);
 	Oid			rels[2];
 
-	if (m == NULL)
-		elog(ERROR, "migration %d does not exist", id);
+	/* expressions that cannot work are refused first, with clear errors */
+	softmig_check_definition(m);
 	rels[0] = m->legacy;
 	rels[1] = m->target;
 	for (int i = 0; i < 2; i++)

@@ -825,8 +825,12 @@ acc_col_init(AccCol *ac, Oid typid, Oid collid, bool iskey, MemoryContext cxt)
 	if (iskey)
 	{
 		if (!OidIsValid(tc->lt_opr))
-			elog(ERROR, "softmig: type %s has no default btree operator class",
-				 format_type_be(typid));
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("could not identify an ordering operator for type %s",
+							format_type_be(typid)),
+					 errdetail("Key columns are compared in their type's default btree order."),
+					 errhint("Use a key type with a default btree operator class.")));
 		memset(&ac->ssup, 0, sizeof(SortSupportData));
 		ac->ssup.ssup_cxt = cxt;
 		ac->ssup.ssup_collation = collid;
@@ -1944,7 +1948,9 @@ softmig_parity_acc(PG_FUNCTION_ARGS)
 	AccHit		hit;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
-		elog(ERROR, "softmig._parity_acc called in non-aggregate context");
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("softmig._parity_acc can only be called by the aggregate softmig.parity_digest")));
 	if (s == NULL)
 	{
 		s = acc_cache_build(fcinfo);
@@ -1996,7 +2002,9 @@ softmig_parity_combine(PG_FUNCTION_ARGS)
 	const char *db;
 
 	if (!AggCheckCallContext(fcinfo, &aggcxt))
-		elog(ERROR, "softmig._parity_combine called in non-aggregate context");
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("softmig._parity_combine can only be called by the aggregate softmig.parity_digest")));
 	if (PG_ARGISNULL(1))
 	{
 		if (PG_ARGISNULL(0))

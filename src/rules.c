@@ -26,7 +26,7 @@
  *	  runs as the owner of the ruled table (it is the owner's rule, like
  *	  mirroring runs as the owner), security-restricted, with the pinned
  *	  search_path and transaction_read_only on.  Writes softmig makes itself
- *	  (mirroring, projection, backfill: softmig_mirror_depth > 0) carry a
+ *	  (mirroring, projection, backfill: softmig_mirroring(id)) carry a
  *	  change that was already judged where it was made and are not checked
  *	  again.
  *
@@ -42,6 +42,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/partition.h"
@@ -698,12 +699,16 @@ softmig_rule_trigger(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
 		!TRIGGER_FIRED_AFTER(td->tg_event) ||
 		!(TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)))
-		elog(ERROR, "softmig._rule_trigger must be an AFTER INSERT OR UPDATE row trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._rule_trigger must be an AFTER INSERT OR UPDATE row trigger")));
 	if (td->tg_trigger->tgnargs < 1)
-		elog(ERROR, "softmig rule trigger \"%s\" has no migration argument", td->tg_trigger->tgname);
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig rule trigger \"%s\" has no migration argument", td->tg_trigger->tgname)));
 
 	/* softmig's own copies were judged where the change was made */
-	if (softmig_mirror_depth > 0)
+	if (softmig_mirroring(pg_strtoint32(td->tg_trigger->tgargs[0])))
 		return PointerGetDatum(NULL);
 
 	m = softmig_get_migration(pg_strtoint32(td->tg_trigger->tgargs[0]));
@@ -749,8 +754,8 @@ PG_FUNCTION_INFO_V1(softmig_check_rule);
 Datum
 softmig_check_rule(PG_FUNCTION_ARGS)
 {
-	Oid			tbl = PG_GETARG_OID(0);
-	char	   *col = NameStr(*PG_GETARG_NAME(1));
+	Oid			tbl;
+	char	   *col;
 	char	   *requires = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
 	Relation	rel;
 	RuleSet		fake;
@@ -771,10 +776,25 @@ softmig_check_rule(PG_FUNCTION_ARGS)
 	char	   *sql;
 	ArrayType  *result;
 
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("tbl and col must not be null")));
+	tbl = PG_GETARG_OID(0);
+	col = NameStr(*PG_GETARG_NAME(1));
 	if (requires != NULL)
 		softmig_check_expression(requires, "requires");
 
-	rel = table_open(tbl, AccessShareLock);
+	rel = try_relation_open(tbl, AccessShareLock);
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", tbl)));
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
 	desc = RelationGetDescr(rel);
 	attno = attnameAttNum(rel, col, false);
 	if (attno <= 0)

@@ -72,6 +72,12 @@ _PG_init(void)
 	/* write triggers: softmig.mirror_work_mem, the ExecutorStart hook */
 	softmig_trigger_init();
 
+	/* identity frames and the trust rule: parse, plan and executor hooks */
+	softmig_identity_init();
+
+	/* backfill progress messages: softmig.backfill_progress_interval */
+	softmig_progress_init();
+
 	MarkGUCPrefixReserved("softmig");
 
 	softmig_cache_init();

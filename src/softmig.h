@@ -14,6 +14,7 @@
 #include "compat.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
@@ -125,6 +126,7 @@ typedef struct SoftmigMigration
 
 /* cache.c */
 extern SoftmigMigration *softmig_get_migration(int32 id);
+extern SoftmigMigration *softmig_require_migration(int32 id);
 extern void softmig_cache_init(void);
 extern int	softmig_mirror_depth;
 extern SoftmigSide softmig_side_of(SoftmigMigration *m, Oid relid);
@@ -155,6 +157,7 @@ extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *value
 								  const char *nulls, bool read_only, int expect,
 								  bool (*tolerated) (int sqlerrcode));
 extern bool softmig_unique_violation(int sqlerrcode);
+extern void softmig_spi_expect(int rc, int expect, const char *what);
 extern Oid	softmig_rel_owner(Oid relid);
 extern bool softmig_str_member(List *l, const char *s);
 extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
@@ -165,9 +168,26 @@ extern void softmig_prefer_index_plans(bool on);
 extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
 										int save_sec);
 
+/* authority.c */
+extern void softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m);
+extern void softmig_authority_check_inserts(TriggerData *td, SoftmigMigration *m);
+
+/* definition.c */
+extern void softmig_check_mapping_expression(const char *expr, const char *what, Oid srcrel,
+											 Oid owner, bool want_bool, bool not_null);
+extern void softmig_check_definition(SoftmigMigration *m);
+
 /* merge.c */
 extern bool softmig_field_takes_incoming(SoftmigSide owner, SoftmigSide incoming, bool fresh);
 extern List *softmig_expr_columns(const char *expr);
+
+/* identity.c: identity frames and the trust rule */
+extern void softmig_enter_catalog_context(Oid *save_userid, int *save_sec);
+extern void softmig_leave_catalog_context(Oid save_userid, int save_sec);
+extern bool softmig_role_can_act_as(Oid member, Oid role);
+extern void softmig_check_trusted_query(Query *q, Oid identity);
+extern void softmig_identity_init(void);
+extern void *softmig_grow_array(void *arr, int *maxitems, Size itemsize);
 
 /* gate.c */
 extern Oid	softmig_catalog_owner(void);
@@ -179,8 +199,15 @@ extern int	softmig_backfill_pause_lock;
 
 /* trigger.c */
 extern void softmig_trigger_init(void);
+extern void softmig_mirror_enter(int32 id);
+extern void softmig_mirror_leave(void);
+extern bool softmig_mirroring(int32 id);
 
 /* backfill.c */
 extern void softmig_fence_live_write(int32 migration_id);
+
+/* progress.c */
+extern int	softmig_backfill_progress_interval;
+extern void softmig_progress_init(void);
 
 #endif							/* SOFTMIG_H */

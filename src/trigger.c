@@ -22,10 +22,16 @@
  *	  deleting and re-inserting it (old and new transition tables are read
  *	  in step; PostgreSQL appends to both per updated row).
  *
- *	  softmig_mirror_depth is raised while we write the other side, so the
- *	  other side's triggers let our own writes through and never echo them
- *	  back (loop guard).  Since those triggers ignore our own writes, the
- *	  executor need not collect transition tables for them either: an
+ *	  While softmig writes the other side for migration <id>, that
+ *	  migration is marked as mirroring (softmig_mirror_enter), so its
+ *	  triggers on the other side let our own writes through and never echo
+ *	  them back (loop guard).  The mark is per migration: a write made
+ *	  meanwhile to a table of another migration (by an application trigger
+ *	  on the table softmig writes, or an ON DELETE CASCADE from it) is
+ *	  that migration's business and is mirrored, projected or refused by
+ *	  its own rules.  Since the marked migration's triggers ignore our own
+ *	  writes, the executor need not collect transition tables for them
+ *	  either: an
  *	  ExecutorStart hook drops the transition capture of statements softmig
  *	  runs itself, unless a trigger that is not softmig's wants the rows.
  *
@@ -45,8 +51,10 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
 #include "softmig.h"
@@ -89,7 +97,9 @@ trigger_migration(TriggerData *td)
 	SoftmigMigration *m;
 
 	if (tg->tgnargs < 1)
-		elog(ERROR, "softmig trigger \"%s\" has no migration argument", tg->tgname);
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig trigger \"%s\" has no migration argument", tg->tgname)));
 	m = softmig_get_migration(pg_strtoint32(tg->tgargs[0]));
 	if (m == NULL)
 		ereport(ERROR,
@@ -111,15 +121,81 @@ side_name(SoftmigSide s)
 }
 
 /*
+ * The loop guard: ids of the migrations softmig is writing for right now
+ * (mirroring, projecting, backfilling, hydrating, re-syncing), innermost
+ * last.  softmig_mirror_depth (cache.c) counts them all.
+ */
+static int32 *mirroring = NULL;
+static int	nmirroring = 0;
+static int	maxmirroring = 0;
+
+/*
+ * softmig_mirror_enter
+ *		Mark migration id as being written by softmig: its own triggers step
+ *		aside until the matching softmig_mirror_leave.  Callers pair the two
+ *		with PG_TRY/PG_FINALLY.
+ */
+void
+softmig_mirror_enter(int32 id)
+{
+	if (nmirroring >= maxmirroring)
+		mirroring = softmig_grow_array(mirroring, &maxmirroring, sizeof(int32));
+	mirroring[nmirroring++] = id;
+	softmig_mirror_depth++;
+}
+
+/*
+ * softmig_mirror_leave
+ *		Undo the innermost softmig_mirror_enter.
+ */
+void
+softmig_mirror_leave(void)
+{
+	if (nmirroring <= 0)
+		elog(ERROR, "softmig: loop guard underflow");
+	nmirroring--;
+	softmig_mirror_depth--;
+}
+
+/*
+ * softmig_mirroring
+ *		Is softmig writing for migration id right now (so its triggers must
+ *		let the write through)?
+ */
+bool
+softmig_mirroring(int32 id)
+{
+	for (int i = 0; i < nmirroring; i++)
+		if (mirroring[i] == id)
+			return true;
+	return false;
+}
+
+/*
+ * trigger_migration_id
+ *		The migration id a softmig trigger carries as its argument.
+ */
+static int32
+trigger_migration_id(TriggerData *td)
+{
+	if (td->tg_trigger->tgnargs < 1)
+		elog(ERROR, "softmig trigger \"%s\" has no migration argument", td->tg_trigger->tgname);
+	return pg_strtoint32(td->tg_trigger->tgargs[0]);
+}
+
+/*
  * check_write_triggers
- *		Refuse the write unless the three AFTER triggers of migration m on
- *		rel exist and are enabled: without them a write would not reach the
- *		other side.  Reads rel's relcache trigger descriptor only.
+ *		Refuse the write (SM002) unless the guard and the three AFTER
+ *		triggers of migration m on rel exist and are plainly enabled
+ *		(tgenabled 'O'): a disabled, REPLICA or ALWAYS trigger means a write
+ *		that does not reach the other table, or is not refused, in some
+ *		session_replication_role.  Reads rel's relcache trigger descriptor
+ *		only.
  */
 static void
 check_write_triggers(SoftmigMigration *m, Relation rel)
 {
-	static const char *const suffix[] = {"ins", "upd", "del"};
+	static const char *const suffix[] = {"guard", "ins", "upd", "del"};
 	TriggerDesc *trigdesc = rel->trigdesc;
 
 	for (int s = 0; s < lengthof(suffix); s++)
@@ -132,15 +208,15 @@ check_write_triggers(SoftmigMigration *m, Relation rel)
 		{
 			Trigger    *t = &trigdesc->triggers[i];
 
-			if (strcmp(t->tgname, name) == 0 && t->tgenabled != TRIGGER_DISABLED)
+			if (strcmp(t->tgname, name) == 0 && t->tgenabled == TRIGGER_FIRES_ON_ORIGIN)
 				ok = true;
 		}
 		if (!ok)
 			ereport(ERROR,
 					(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
-					 errmsg("write to table \"%s\" refused: trigger \"%s\" of migration \"%s\" is missing or disabled",
+					 errmsg("write to table \"%s\" refused: trigger \"%s\" of migration \"%s\" is missing or not plainly enabled",
 							RelationGetRelationName(rel), name, m->name),
-					 errdetail("Without it the write would not reach the other table of the migration."),
+					 errdetail("Without it the write would not reach the other table of the migration, or would not be refused."),
 					 errhint("Re-enable it with ALTER TABLE ... ENABLE TRIGGER, or call softmig.repair_triggers(%s).",
 							 quote_literal_cstr(m->name))));
 	}
@@ -202,10 +278,12 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
 		!TRIGGER_FIRED_BEFORE(td->tg_event))
-		elog(ERROR, "softmig._guard_trigger must be a BEFORE statement trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._guard_trigger must be a BEFORE statement trigger")));
 
-	if (softmig_mirror_depth > 0)
-		return PointerGetDatum(NULL);
+	if (softmig_mirroring(trigger_migration_id(td)))
+		return PointerGetDatum(NULL);	/* softmig's own write for this migration */
 
 	rel = td->tg_relation;
 	m = trigger_migration(td);
@@ -891,7 +969,7 @@ log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
  *		legacy table's owner with the loop guard raised.
  */
 static void
-project_owned_fields(TriggerData *td, SoftmigRelPlans *p)
+project_owned_fields(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 {
 	int			save_nest;
 	Oid			save_user;
@@ -901,7 +979,7 @@ project_owned_fields(TriggerData *td, SoftmigRelPlans *p)
 		return;
 	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
 	softmig_prefer_index_plans(true);
-	softmig_mirror_depth++;
+	softmig_mirror_enter(m->id);
 	PG_TRY();
 	{
 		if (SPI_execute_plan(p->field_project, NULL, NULL, false, 0) != SPI_OK_UPDATE)
@@ -909,7 +987,7 @@ project_owned_fields(TriggerData *td, SoftmigRelPlans *p)
 	}
 	PG_FINALLY();
 	{
-		softmig_mirror_depth--;
+		softmig_mirror_leave();
 	}
 	PG_END_TRY();
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
@@ -934,12 +1012,32 @@ mirror_big_insert(SoftmigRelPlans *p)
 }
 
 /*
+ * spi_result_error
+ *		A mirror statement did not report the command it is: a rule on the
+ *		other table rewrote it (SPI_OK_REWRITTEN; the DDL guard refuses such
+ *		rules, but event triggers do not fire under session_replication_role
+ *		= replica), or something that cannot happen.
+ */
+static void
+spi_result_error(SoftmigMigration *m, SoftmigRelPlans *p, int ret, const char *what)
+{
+	if (ret == SPI_OK_REWRITTEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
+				 errmsg("mirroring %s of migration \"%s\" failed: a rule rewrites writes to table \"%s\"",
+						what, m->name, get_rel_name(p->side == SIDE_LEGACY ? m->target : m->legacy)),
+				 errdetail("softmig carries each statement's rows to the other table as written; a rule would change what is written."),
+				 errhint("Drop the rule (DROP RULE); use a trigger instead.")));
+	elog(ERROR, "softmig: mirroring %s failed: SPI code %d", what, ret);
+}
+
+/*
  * mirror_statement
  *		Carry one statement's rows (its transition table) to the other table
  *		as that table's owner: key moves first for UPDATE, then the upsert,
  *		the delete, or, for statements over SM_BIG_STATEMENT_ROWS rows from
  *		the legacy side, the set-based INSERT / UPDATE with the upsert as
- *		fallback; the loop guard (softmig_mirror_depth) is raised meanwhile.
+ *		fallback; the loop guard (softmig_mirror_enter) is up meanwhile.
  *		Takes no locks of its own beyond what the mirrored
  *		statements take (ROW EXCLUSIVE on the other table, row locks).  The
  *		caller is connected to SPI and owns the transition tables.
@@ -974,7 +1072,7 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	softmig_prefer_index_plans(!big);
 	if (big)
 		raise_work_mem();
-	softmig_mirror_depth++;
+	softmig_mirror_enter(m->id);
 	PG_TRY();
 	{
 		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
@@ -995,7 +1093,7 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 			if (big)
 				SPI_freeplan(plan);
 			if (ret != SPI_OK_DELETE)
-				elog(ERROR, "softmig: mirroring DELETE failed: %d", ret);
+				spi_result_error(m, p, ret, "DELETE");
 		}
 		else if (big && TRIGGER_FIRED_BY_INSERT(td->tg_event) && p->insert_sql)
 			mirror_big_insert(p);
@@ -1003,7 +1101,7 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		{
 			ret = SPI_execute(p->update_sql, false, 0);
 			if (ret != SPI_OK_UPDATE)
-				elog(ERROR, "softmig: mirroring UPDATE failed: %d", ret);
+				spi_result_error(m, p, ret, "UPDATE");
 			/* rows the target does not have yet: the upsert covers them */
 			if (SPI_processed < (uint64) tuplestore_tuple_count(rows) &&
 				SPI_execute(p->upsert_sql, false, 0) != SPI_OK_INSERT)
@@ -1014,12 +1112,12 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 			ret = big ? SPI_execute(p->upsert_sql, false, 0)
 				: SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
 			if (ret != SPI_OK_INSERT)
-				elog(ERROR, "softmig: mirroring failed: %d", ret);
+				spi_result_error(m, p, ret, "INSERT");
 		}
 	}
 	PG_FINALLY();
 	{
-		softmig_mirror_depth--;
+		softmig_mirror_leave();
 	}
 	PG_END_TRY();
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
@@ -1045,14 +1143,18 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
 		!TRIGGER_FIRED_AFTER(td->tg_event))
-		elog(ERROR, "softmig._write_trigger must be an AFTER statement trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._write_trigger must be an AFTER statement trigger")));
 
-	if (softmig_mirror_depth > 0)
+	if (softmig_mirroring(trigger_migration_id(td)))
 		return PointerGetDatum(NULL);	/* our own write: never echo it */
 
 	rows = TRIGGER_FIRED_BY_DELETE(td->tg_event) ? td->tg_oldtable : td->tg_newtable;
 	if (rows == NULL)
-		elog(ERROR, "softmig._write_trigger needs transition tables");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._write_trigger needs transition tables")));
 	if (tuplestore_tuple_count(rows) == 0)
 		return PointerGetDatum(NULL);
 
@@ -1081,6 +1183,14 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	if (m->n_quarantined > 0)
 		check_quarantine(td, m, p);
+	if (m->state == SM_MIRRORED && m->new_fields != NIL && side == SIDE_LEGACY && side == auth)
+	{
+		/* per-field authority across DELETE and re-INSERT (authority.c) */
+		if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+			softmig_authority_note_deletes(td, m);
+		else if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+			softmig_authority_check_inserts(td, m);
+	}
 	if (m->state == SM_MIRRORED && TRIGGER_FIRED_BY_UPDATE(td->tg_event) &&
 		m->new_fields != NIL && !(side != auth && override_requested()))
 	{
@@ -1089,11 +1199,13 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 		if (side != auth)
 		{
 			log_field_writes(td, m, p);
-			project_owned_fields(td, p);
+			project_owned_fields(td, m, p);
 			SPI_finish();
 			return PointerGetDatum(NULL);
 		}
 	}
+	if (m->state != SM_CUTOVER)
+		check_write_triggers(m, td->tg_relation);	/* the guard may be off */
 	if (side != auth)
 	{
 		log_override(td, m, p);
@@ -1107,16 +1219,30 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/* OID of softmig._write_trigger once seen; reset by any pg_proc change */
+static Oid	write_trigger_oid = InvalidOid;
+
+/*
+ * write_trigger_oid_callback
+ *		Syscache callback on pg_proc: forget the remembered OID (the
+ *		extension may have been dropped and its OID reused).  No allocation.
+ */
+static void
+write_trigger_oid_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	write_trigger_oid = InvalidOid;
+}
+
 /*
  * is_write_trigger
  *		Is t one of softmig's write triggers (function softmig._write_trigger,
  *		whatever schema the extension lives in)?  The function's OID is
- *		remembered after the first positive check (fmgr lookup).
+ *		remembered after the first positive check (fmgr lookup) until the
+ *		next change of pg_proc.
  */
 static bool
 is_write_trigger(Trigger *t)
 {
-	static Oid	write_trigger_oid = InvalidOid;
 	FmgrInfo	finfo;
 
 	if (OidIsValid(write_trigger_oid) && t->tgfoid == write_trigger_oid)
@@ -1155,25 +1281,37 @@ transition_tables_all_ours(TriggerDesc *trigdesc, bool old_only, Trigger **ours)
 
 /*
  * drop_own_capture
- *		For a statement softmig runs itself (softmig_mirror_depth > 0): if
- *		every trigger with transition tables on the table it writes is a
- *		softmig write trigger, which returns at once for our own writes,
- *		stop the executor from filling transition tables nobody reads (a
- *		tuplestore row per written row, spilled to temp files above
- *		work_mem).  The AFTER statement triggers still fire, without tables.
+ *		For a statement run while softmig writes for some migration
+ *		(softmig_mirror_depth > 0): if every trigger with transition tables
+ *		on the table it writes is a softmig write trigger of a migration
+ *		softmig is writing for, each of which returns at once, stop the
+ *		executor from filling transition tables nobody reads (a tuplestore
+ *		row per written row, spilled to temp files above work_mem).  The
+ *		AFTER statement triggers still fire, without tables.  A write
+ *		trigger of any other migration needs its rows.
  */
 static void
 drop_own_capture(ModifyTableState *mt)
 {
 	ResultRelInfo *rri;
 	Trigger    *ours;
+	TriggerDesc *trigdesc;
 
 	if (mt->mt_transition_capture == NULL && mt->mt_oc_transition_capture == NULL)
 		return;
 	rri = mt->rootResultRelInfo ? mt->rootResultRelInfo : mt->resultRelInfo;
-	if (rri->ri_TrigDesc == NULL ||
-		!transition_tables_all_ours(rri->ri_TrigDesc, false, &ours))
+	trigdesc = rri->ri_TrigDesc;
+	if (trigdesc == NULL || !transition_tables_all_ours(trigdesc, false, &ours))
 		return;
+	for (int i = 0; i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (t->tgoldtable == NULL && t->tgnewtable == NULL)
+			continue;
+		if (t->tgnargs < 1 || !softmig_mirroring(pg_strtoint32(t->tgargs[0])))
+			return;
+	}
 	mt->mt_transition_capture = NULL;
 	mt->mt_oc_transition_capture = NULL;
 }
@@ -1279,8 +1417,9 @@ mirror_ExecutorStart(QueryDesc *queryDesc, int eflags)
 
 /*
  * softmig_trigger_init
- *		Define softmig.mirror_work_mem and install the ExecutorStart hook
- *		(from _PG_init, before the softmig prefix is reserved).
+ *		Define softmig.mirror_work_mem, install the ExecutorStart hook and
+ *		the pg_proc callback of is_write_trigger (from _PG_init, before the
+ *		softmig prefix is reserved).
  */
 void
 softmig_trigger_init(void)
@@ -1294,4 +1433,5 @@ softmig_trigger_init(void)
 							NULL, NULL, NULL);
 	prev_ExecutorStart = ExecutorStart_hook;
 	ExecutorStart_hook = mirror_ExecutorStart;
+	CacheRegisterSyscacheCallback(PROCOID, write_trigger_oid_callback, (Datum) 0);
 }

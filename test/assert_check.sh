@@ -120,6 +120,10 @@ say "building an assert-enabled PostgreSQL into $WORK/pg (a few minutes)"
 ) || die "building PostgreSQL failed (logs in $WORK)"
 PGC=$WORK/pg/bin/pg_config
 "$PGC" --configure | grep -q -- --enable-cassert || die "the server was not built with assertions"
+# pg_partman (Debian's package) for test/t/100_partman.pl
+APT_PACKAGES=()
+. "$REPO/test/pkg.sh"
+copy_extension_files pg_partman "$PGC" || die "copying pg_partman into the assert-enabled build failed"
 
 # 3. softmig against it, in a copy of the tree
 say "building softmig against it"

@@ -28,6 +28,9 @@
 #        pgtap      pg_prove over test/pgtap/*.sql (own database)
 #        tap        Perl TAP tests test/t/*.pl (PostgreSQL::Test::Cluster
 #                   starts its own nodes)
+#        monitoring host only: test/monitoring/run.sh: promtool rule tests,
+#                   the exporter, Prometheus and the dashboard live on
+#                   loopback, pg_cron
 #        demo       the live demo (demo/demo.sh)
 #        assert     host only: the suites on an assert-enabled server built
 #                   from Debian's source package (test/assert_check.sh)
@@ -48,10 +51,10 @@
 #                   ("15 17 18 19"); e.g. "15 18" for quick work; "host"
 #                   is the host's version
 #   SOFTMIG_SUITES  space-separated subset of the suites in SUITE_TABLE:
-#                   regress pgtap tap demo assert (also: pg_regress,
-#                   isolation for one half of regress); default
-#                   "regress pgtap tap demo assert".  Host-only suites are
-#                   left out on the other versions.
+#                   regress pgtap tap monitoring demo assert (also:
+#                   pg_regress, isolation for one half of regress); default
+#                   "regress pgtap tap monitoring demo assert".  Host-only
+#                   suites are left out on the other versions.
 #   SOFTMIG_PGBIN   the host's PostgreSQL bin directory to build against and
 #                   test with (default /usr/lib/postgresql/15/bin), e.g. a
 #                   relocated copy of the installation
@@ -84,10 +87,11 @@ SUITE_TABLE=(
     "isolation all"
     "pgtap all"
     "tap all"
+    "monitoring host"
     "demo all"
     "assert host"
 )
-DEFAULT_SUITES="regress pgtap tap demo assert"
+DEFAULT_SUITES="regress pgtap tap monitoring demo assert"
 
 # The version this run tests (set by the matrix for --one).
 PGV=${SOFTMIG_PG_VERSION:-15}
@@ -97,17 +101,19 @@ SUITES=${SOFTMIG_SUITES:-$DEFAULT_SUITES}
 
 # Debian packages for PostgreSQL version $1, installed on the host or in the
 # chroot: name version-specific packages with $1.  "package:donor" is an
-# SQL-only extension that the archive may not have yet for a pre-release
-# version: there, the donor package (the same extension for the previous
-# version) is installed and its extension files copied for version $1.
+# extension used through SQL only that the archive may not have yet for a
+# pre-release version: there, the donor package (the same extension for the
+# previous version) is installed and its extension files copied for $1.
 apt_packages() {
     APT_PACKAGES=(postgresql-$1 postgresql-server-dev-$1 postgresql-$1-pgtap:postgresql-$(($1 - 1))-pgtap
-                  libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc bzip2)
+                  libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc bzip2
+                  postgresql-$1-partman:postgresql-$(($1 - 1))-partman)
 }
 apt_packages "$PGV"
-# Debian packages of the host only: the matrix's own, and what the suites
-# that run on the host only (SUITE_TABLE) need.
-HOST_APT_PACKAGES=(debootstrap)
+# Debian packages of the host only: what the suites that run on the host
+# only (SUITE_TABLE) need, and the matrix's own (MATRIX_APT_PACKAGES).
+HOST_APT_PACKAGES=(prometheus prometheus-postgres-exporter postgresql-$PGV-cron)
+MATRIX_APT_PACKAGES=(debootstrap)
 
 # `make test -jN` or `make -s test` must not leak into our own make calls.
 unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
@@ -203,6 +209,9 @@ outer() {
         say "warning: 'make install' failed (no write access to $($PG_CONFIG --pkglibdir)?)"
         say "warning: testing whatever softmig build is already installed there"
     fi
+    # pg_partman for test/t/100_partman.pl, also in a relocated installation
+    copy_extension_files pg_partman "$PG_CONFIG" ||
+        say "warning: could not copy pg_partman into $($PG_CONFIG --sharedir)"
 
     trap cleanup_outer EXIT
     trap 'exit 130' INT
@@ -230,9 +239,10 @@ outer() {
         id postgres >/dev/null 2>&1 || die "no 'postgres' user (is postgresql-$PGV installed?)"
         chown -R postgres: "$WORK"
         runuser -u postgres -- env SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" \
-            SOFTMIG_PG_VERSION="$PGV" bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
+            SOFTMIG_PG_VERSION="$PGV" SOFTMIG_REQUIRE_PARTMAN=1 \
+            bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
     else
-        SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" SOFTMIG_PG_VERSION="$PGV" \
+        SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" SOFTMIG_PG_VERSION="$PGV" SOFTMIG_REQUIRE_PARTMAN=1 \
             bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
     fi
     return $rc
@@ -376,7 +386,7 @@ matrix() {
             say "not root: the chroots for PostgreSQL ${chroots[*]} cannot be used"
         else
             local saved=("${APT_PACKAGES[@]}")
-            APT_PACKAGES=("${HOST_APT_PACKAGES[@]}")
+            APT_PACKAGES=("${MATRIX_APT_PACKAGES[@]}")
             ensure_packages
             APT_PACKAGES=("${saved[@]}")
             for v in "${chroots[@]}"; do
@@ -623,6 +633,15 @@ run_tap() {
     done
 }
 
+# The monitoring suite (test/monitoring/run.sh): TAP tests with their own
+# clusters and services, reported like the tap suite.
+run_monitoring() {
+    local log=$LOGDIR/monitoring.log rc=0
+    say "suite monitoring: test/monitoring/run.sh"
+    PGBIN=$PGBIN bash "$TREE/test/monitoring/run.sh" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    record_harness monitoring "$rc" "$log"
+}
+
 stop_cluster() {
     if [[ -f $PGDATA/postmaster.pid ]]; then
         "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 ||
@@ -678,6 +697,7 @@ EOF
                 run_regress_suite isolation "$TREE/output_iso/regression.diffs" TAP_TESTS= REGRESS= ;;
             pgtap) run_pgtap ;;
             tap)   run_tap ;;
+            monitoring) run_monitoring ;;
             demo)  run_demo ;;
             assert) run_assert "$work" ;;
         esac

@@ -66,46 +66,90 @@ $$;
 COMMENT ON FUNCTION @extschema@._tables(integer) IS
     'internal: every relation (tables and their partitions) of a migration';
 
+CREATE FUNCTION @extschema@._trigger_ddl(on_ boolean) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'softmig_trigger_ddl' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._trigger_ddl(boolean) IS
+    'internal: mark (or unmark) that softmig itself creates or drops its triggers, so the DDL guard lets it through; returns the previous mark';
+
+CREATE FUNCTION @extschema@._managing_triggers() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'softmig_managing_triggers' LANGUAGE C STABLE;
+COMMENT ON FUNCTION @extschema@._managing_triggers() IS
+    'internal: is softmig creating or dropping its own triggers right now';
+
+CREATE FUNCTION @extschema@._has_rows(rel regclass) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'softmig_has_rows' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._has_rows(regclass) IS
+    'internal: does a table (or any partition of it) hold a row; a heap scan, no privilege check';
+
+CREATE FUNCTION @extschema@._install_triggers_on(p_id integer, r regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p text := 'softmig_' OPERATOR(pg_catalog.||) p_id::text;
+    v_prev boolean := @extschema@._trigger_ddl(true);
+BEGIN
+    -- CREATE OR REPLACE: also puts back a trigger that was altered by hand
+    EXECUTE pg_catalog.format(
+        'CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._guard_trigger(%L)',
+        p OPERATOR(pg_catalog.||) '_guard', r, p_id);
+    EXECUTE pg_catalog.format(
+        'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS softmig_new '
+        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
+        p OPERATOR(pg_catalog.||) '_ins', r, p_id);
+    EXECUTE pg_catalog.format(
+        'CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS softmig_old NEW TABLE AS softmig_new '
+        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
+        p OPERATOR(pg_catalog.||) '_upd', r, p_id);
+    EXECUTE pg_catalog.format(
+        'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS softmig_old '
+        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
+        p OPERATOR(pg_catalog.||) '_del', r, p_id);
+    PERFORM @extschema@._trigger_ddl(v_prev);
+END $$;
+COMMENT ON FUNCTION @extschema@._install_triggers_on(integer, regclass) IS
+    'internal: create (or put back) the guard and write triggers of a migration on one table or partition';
+
 CREATE FUNCTION @extschema@._install_triggers(p_id integer) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r regclass;
-    p text := 'softmig_' OPERATOR(pg_catalog.||) p_id::text;
 BEGIN
     FOR r IN SELECT * FROM @extschema@._tables(p_id) LOOP
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
-            'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._guard_trigger(%L)',
-            p OPERATOR(pg_catalog.||) '_guard', r, p_id);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS softmig_new '
-            'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
-            p OPERATOR(pg_catalog.||) '_ins', r, p_id);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS softmig_old NEW TABLE AS softmig_new '
-            'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
-            p OPERATOR(pg_catalog.||) '_upd', r, p_id);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS softmig_old '
-            'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
-            p OPERATOR(pg_catalog.||) '_del', r, p_id);
+        PERFORM @extschema@._install_triggers_on(p_id, r);
     END LOOP;
 END $$;
 COMMENT ON FUNCTION @extschema@._install_triggers(integer) IS
     'internal: create the guard and write triggers of a migration on both tables and all their partitions';
 
+CREATE FUNCTION @extschema@._softmig_triggers(p_id integer)
+RETURNS TABLE(rel regclass, tgname name, kind text, tgenabled "char", well_formed boolean)
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.tgrelid::pg_catalog.regclass, t.tgname,
+           pg_catalog.substring(t.tgname::text, '_([a-z]+)$'), t.tgenabled,
+           t.tgfoid OPERATOR(pg_catalog.=) CASE WHEN t.tgname::text OPERATOR(pg_catalog.~) '_guard$'
+                                               THEN '@extschema@._guard_trigger()'::pg_catalog.regprocedure
+                                               ELSE '@extschema@._write_trigger()'::pg_catalog.regprocedure END
+           AND t.tgtype OPERATOR(pg_catalog.=) CASE pg_catalog.substring(t.tgname::text, '_([a-z]+)$')
+                                                   WHEN 'guard' THEN 62 WHEN 'ins' THEN 4
+                                                   WHEN 'upd' THEN 16 ELSE 8 END
+           AND t.tgnargs OPERATOR(pg_catalog.=) 1
+      FROM pg_catalog.pg_trigger t
+     WHERE t.tgname OPERATOR(pg_catalog.~) ('^softmig_' OPERATOR(pg_catalog.||) p_id::text OPERATOR(pg_catalog.||) '_(guard|ins|upd|del)$')
+$$;
+COMMENT ON FUNCTION @extschema@._softmig_triggers(integer) IS
+    'internal: every softmig trigger of a migration, on whatever table it is, and whether it is the one softmig creates';
+
 CREATE FUNCTION @extschema@._remove_triggers(p_id integer) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
+    v_prev boolean := @extschema@._trigger_ddl(true);
 BEGIN
-    FOR r IN SELECT t.tgname, t.tgrelid::pg_catalog.regclass AS rel
-               FROM pg_catalog.pg_trigger t
-              WHERE t.tgrelid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT @extschema@._tables(p_id)::pg_catalog.oid))
-                AND t.tgname OPERATOR(pg_catalog.~) ('^softmig_' OPERATOR(pg_catalog.||) p_id::text OPERATOR(pg_catalog.||) '_(guard|ins|upd|del)$')
-    LOOP
+    -- wherever they are: also on a partition detached meanwhile
+    FOR r IN SELECT t.tgname, t.rel FROM @extschema@._softmig_triggers(p_id) t LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', r.tgname, r.rel);
     END LOOP;
+    PERFORM @extschema@._trigger_ddl(v_prev);
 END $$;
 COMMENT ON FUNCTION @extschema@._remove_triggers(integer) IS
     'internal: drop every softmig trigger of a migration';
@@ -113,24 +157,59 @@ COMMENT ON FUNCTION @extschema@._remove_triggers(integer) IS
 CREATE FUNCTION @extschema@._trigger_health(p_id integer) RETURNS jsonb
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     WITH m AS (SELECT * FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id),
+    tabs AS (SELECT r FROM @extschema@._tables(p_id) AS r),
     expected AS (
         SELECT r AS rel, 'softmig_' OPERATOR(pg_catalog.||) p_id::text OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||) s AS tgname
-          FROM m, @extschema@._tables(p_id) AS r, unnest(ARRAY['guard', 'ins', 'upd', 'del']) AS s
+          FROM m, tabs, unnest(ARRAY['guard', 'ins', 'upd', 'del']) AS s
          WHERE m.state OPERATOR(@extschema@.<>) 'legacy'),
+    found AS (SELECT * FROM @extschema@._softmig_triggers(p_id)),
     problems AS (
+        -- missing, or not plainly enabled (tgenabled O): disabled (D),
+        -- replica only (R), always (A), or altered by hand
         SELECT e.rel::text AS rel, e.tgname,
-               CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END AS problem
+               CASE WHEN f.rel IS NULL THEN 'missing'
+                    WHEN NOT f.well_formed THEN 'altered'
+                    WHEN f.tgenabled OPERATOR(pg_catalog.=) 'D' THEN 'disabled'
+                    WHEN f.tgenabled OPERATOR(pg_catalog.=) 'R' THEN 'replica only'
+                    ELSE 'always' END AS problem
           FROM expected e
-          LEFT JOIN pg_catalog.pg_trigger t
-            ON t.tgrelid OPERATOR(pg_catalog.=) e.rel AND t.tgname OPERATOR(pg_catalog.=) e.tgname
-         WHERE t.oid IS NULL OR t.tgenabled OPERATOR(pg_catalog.=) 'D')
+          LEFT JOIN found f ON f.rel OPERATOR(pg_catalog.=) e.rel AND f.tgname OPERATOR(pg_catalog.=) e.tgname
+         WHERE f.rel IS NULL OR NOT f.well_formed OR f.tgenabled OPERATOR(pg_catalog.<>) 'O'
+        UNION ALL
+        -- left on a table that is no longer part of the migration
+        SELECT f.rel::text, f.tgname, 'not a table of the migration'
+          FROM found f
+         WHERE f.rel OPERATOR(pg_catalog.<>) ALL (ARRAY(SELECT r FROM tabs))
+        UNION ALL
+        -- a rule rewrites writes, so they would not reach the other table as written
+        SELECT w.ev_class::pg_catalog.regclass::text, w.rulename, 'rule'
+          FROM pg_catalog.pg_rewrite w
+         WHERE w.ev_class OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT r FROM tabs)))
     SELECT pg_catalog.jsonb_build_object(
         'expected', (SELECT pg_catalog.count(*) FROM expected),
         'healthy', NOT EXISTS (SELECT 1 FROM problems),
         'problems', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(problems)) FROM problems), '[]'))
 $$;
 COMMENT ON FUNCTION @extschema@._trigger_health(integer) IS
-    'internal: which softmig triggers of a migration are missing or disabled';
+    'internal: which softmig triggers of a migration are missing, switched off, altered or stray, and rules on its tables';
+
+CREATE FUNCTION @extschema@._refuse_rules(p_id integer) RETURNS void
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT w.rulename, w.ev_class::pg_catalog.regclass AS rel
+               FROM pg_catalog.pg_rewrite w
+              WHERE w.ev_class OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT @extschema@._tables(p_id)))
+    LOOP
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('table %s has rule "%s"', r.rel, r.rulename),
+            DETAIL = 'softmig carries each statement''s rows to the other table as written; a rule would change what is written.',
+            HINT = 'Drop the rule (a trigger can do its work).';
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._refuse_rules(integer) IS
+    'internal: raise 0A000 if a table of a migration has a rule';
 
 CREATE FUNCTION @extschema@._history(p_id integer, p_action text, p_from @extschema@.state,
                                      p_to @extschema@.state, p_reason text, p_detail jsonb)
@@ -261,6 +340,7 @@ BEGIN
     END IF;
 
     IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._refuse_rules(p_id);
         PERFORM @extschema@._install_triggers(p_id);
         -- Every write from now on reaches the target; anything the target
         -- holds that is visible in this snapshot predates mirroring and may

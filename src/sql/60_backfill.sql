@@ -96,7 +96,11 @@ BEGIN
         IF (r OPERATOR(pg_catalog.->>) 'missing')::bigint OPERATOR(pg_catalog.=) 0 THEN
             r := @extschema@._bf_step(m.id, 'orphans', batch_size, NULL, NULL, m.mirror_snapshot, m.mirror_xid);
             v_removed := (r OPERATOR(pg_catalog.->>) 'deleted')::bigint;
-            IF v_removed OPERATOR(pg_catalog.<) batch_size THEN
+            IF (r OPERATOR(pg_catalog.->>) 'busy')::boolean THEN
+                -- the delete gave way to a live writer: nothing removed, retry
+                v_removed := 0;
+                v_waiting := true;
+            ELSIF v_removed OPERATOR(pg_catalog.<) batch_size THEN
                 p.phase := 'done';
                 p.finished_at := pg_catalog.now();
             END IF;
@@ -151,10 +155,11 @@ CREATE PROCEDURE @extschema@.backfill(name text, batch_size integer DEFAULT 1000
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id integer := (@extschema@._migration(name)).id;
-    r jsonb;
+    r pg_catalog.jsonb;      -- no SET search_path here: every name is qualified
     n integer := 0;
     v_copied bigint := 0;
     v_mine boolean;
+    v_report timestamptz;          -- when the next progress NOTICE is due
 BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'batch_size must be at least 1';
@@ -191,6 +196,14 @@ BEGIN
         v_copied := v_copied OPERATOR(pg_catalog.+) (r OPERATOR(pg_catalog.->>) 'copied')::bigint;
         EXIT WHEN (r OPERATOR(pg_catalog.->>) 'done')::boolean;
         EXIT WHEN max_batches IS NOT NULL AND n OPERATOR(pg_catalog.>=) max_batches;
+        -- progress every softmig.backfill_progress_interval (defined once the first batch loaded the module)
+        v_report := COALESCE(v_report, pg_catalog.statement_timestamp()
+            OPERATOR(pg_catalog.+) pg_catalog.current_setting('softmig.backfill_progress_interval')::interval);
+        IF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) v_report THEN
+            RAISE NOTICE '%', @extschema@._backfill_progress_line(v_id);
+            v_report := pg_catalog.clock_timestamp()
+                OPERATOR(pg_catalog.+) pg_catalog.current_setting('softmig.backfill_progress_interval')::interval;
+        END IF;
         IF (r OPERATOR(pg_catalog.->>) 'waiting')::boolean THEN
             PERFORM pg_catalog.pg_sleep(GREATEST(pause_ms, 100) OPERATOR(pg_catalog./) 1000.0);
         ELSIF pause_ms OPERATOR(pg_catalog.>) 0 THEN
@@ -208,7 +221,7 @@ BEGIN
         r OPERATOR(pg_catalog.->>) 'phase';
 END $$;
 COMMENT ON PROCEDURE @extschema@.backfill(text, integer, integer, integer) IS
-    'copy every legacy row the target lacks, one committed batch at a time, race-safe and resumable; state mirrored only; owners of both tables only';
+    'copy every legacy row the target lacks, one committed batch at a time, race-safe and resumable, with a progress NOTICE every softmig.backfill_progress_interval; state mirrored only; owners of both tables only';
 
 REVOKE ALL ON FUNCTION
     @extschema@._bf_step(integer, text, integer, jsonb, jsonb, pg_snapshot, xid8),

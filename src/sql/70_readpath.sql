@@ -439,6 +439,15 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'invalid_schema_name',
             MESSAGE = pg_catalog.format('schema "%s" does not exist', v_schema);
     END IF;
+    -- softmig's own schema holds only the extension's objects (its functions
+    -- run with it trusted), and the system schemas hold only the system's
+    IF v_nsp OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid
+       OR v_schema OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog', 'information_schema', 'pg_toast']) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_schema_name',
+            MESSAGE = pg_catalog.format('a routed view cannot be created in schema %s', v_schema),
+            DETAIL = 'That schema holds only the extension''s or the system''s own objects.',
+            HINT = 'Create the view in an application schema.';
+    END IF;
     IF NOT pg_catalog.has_schema_privilege(v_actor, v_nsp, 'CREATE') THEN
         RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
             MESSAGE = pg_catalog.format('permission denied for schema %s', v_schema),

@@ -975,8 +975,10 @@ BEGIN
         END IF;
         RETURN v_out;
     END IF;
-    -- pgTAP keeps the test counter and plan; its functions expect their schema on the path
-    PERFORM pg_catalog.set_config('search_path', pg_catalog.quote_ident(v_nsp) OPERATOR(pg_catalog.||) ', pg_catalog, pg_temp', true);
+    -- pgTAP keeps the test counter and plan; its functions expect their
+    -- schema on the path, after pg_catalog so nothing there can shadow a
+    -- built-in name pgTAP's code uses
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(v_nsp) OPERATOR(pg_catalog.||) ', pg_temp', true);
     EXECUTE pg_catalog.format('SELECT %I.ok($1, $2)', v_nsp) INTO v_out USING ok, description;
     IF NOT ok AND diagnostics IS NOT NULL THEN
         EXECUTE pg_catalog.format('SELECT %I.diag($1)', v_nsp) INTO v_diag USING diagnostics;

@@ -1,0 +1,354 @@
+/*-------------------------------------------------------------------------
+ *
+ * authority.c
+ *	  Per-field authority across a DELETE and a re-INSERT of the same entity.
+ *
+ *	  In state mirrored a field handed to the target (set_field_authority)
+ *	  may be changed only by the target; legacy keeps a copy in the columns
+ *	  that carry it, and an UPDATE of legacy that changes one of them is
+ *	  refused (trigger.c, check_owned_columns).  An application can also
+ *	  "update" a row by deleting and inserting it again in one transaction
+ *	  (an ORM's replace, DELETE then INSERT, or a MERGE that deletes a row
+ *	  and inserts one with the same key: PostgreSQL fires its DELETE
+ *	  statement triggers first).  The DELETE's mirror removes the target
+ *	  row, so without more the INSERT would create the target row from
+ *	  legacy's values, overwriting the target's field with whatever legacy
+ *	  wrote: a stale value.
+ *
+ *	  So within a transaction the same rule as for UPDATE applies: a legacy
+ *	  row deleted and inserted again with the same key must carry the same
+ *	  values in the carrying columns, or the INSERT is refused (SM001).  A
+ *	  row deleted in one transaction and inserted in a later one is a new
+ *	  entity, which starts with legacy's values, as any new entity does.
+ *
+ *	  The write trigger calls softmig_authority_note_deletes for a legacy
+ *	  DELETE and softmig_authority_check_inserts for a legacy INSERT (state
+ *	  mirrored, fields handed to the target).  Deleted rows are remembered
+ *	  per transaction in a backend-local hash table in TopTransactionContext
+ *	  as two 64-bit hashes: the key (with each key type's own hash
+ *	  function, so keys equal under the unique index match, else of the
+ *	  value's bytes) and the carrying columns' exact values (their bytes,
+ *	  compared like check_owned_columns compares UPDATEs).  16 bytes a row,
+ *	  whatever the row's width.  Entries follow the subtransaction that made
+ *	  them: forgotten when it aborts (its DELETE was undone), handed to the
+ *	  parent when it commits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/tupdesc.h"
+#include "access/xact.h"
+#include "common/hashfn.h"
+#include "executor/tuptable.h"
+#include "lib/stringinfo.h"
+#include "parser/parse_relation.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/tuplestore.h"
+#include "utils/typcache.h"
+
+#include "softmig.h"
+
+/* Hash key of a deleted entity: the migration and its key's hash. */
+typedef struct DeletedKey
+{
+	int32		migration_id;
+	uint64		keyhash;
+} DeletedKey;
+
+/* One legacy row deleted by this transaction. */
+typedef struct DeletedEntry
+{
+	DeletedKey	key;			/* hash key */
+	uint64		carried;		/* hash of its carrying columns' values */
+	SubTransactionId subid;		/* (sub)transaction that deleted it */
+} DeletedEntry;
+
+/* Rows deleted by the current transaction; NULL when there are none. */
+static HTAB *deleted = NULL;
+static bool callbacks_registered = false;
+
+/*
+ * authority_xact_callback
+ *		Forget the deleted rows at the end of the top-level transaction (the
+ *		memory belongs to TopTransactionContext).  No locks, no allocation.
+ */
+static void
+authority_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			deleted = NULL;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * authority_subxact_callback
+ *		Rows deleted by a subtransaction that aborts are back: forget them;
+ *		those of one that commits now belong to its parent.  No allocation.
+ */
+static void
+authority_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						   SubTransactionId parentSubid, void *arg)
+{
+	HASH_SEQ_STATUS seq;
+	DeletedEntry *e;
+
+	if (deleted == NULL ||
+		(event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB))
+		return;
+	hash_seq_init(&seq, deleted);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		if (e->subid != mySubid)
+			continue;
+		if (event == SUBXACT_EVENT_COMMIT_SUB)
+			e->subid = parentSubid;
+		else
+			(void) hash_search(deleted, &e->key, HASH_REMOVE, NULL);
+	}
+}
+
+/*
+ * bytes_hash
+ *		Hash of a datum's exact bytes (the data of a varlena, whatever its
+ *		header), mixed into seed.
+ */
+static uint64
+bytes_hash(Datum value, Form_pg_attribute att, uint64 seed)
+{
+	if (att->attbyval)
+		return hash_bytes_extended((const unsigned char *) &value, sizeof(Datum), seed);
+	if (att->attlen == -1)
+	{
+		struct varlena *v = PG_DETOAST_DATUM_PACKED(value);
+
+		return hash_bytes_extended((const unsigned char *) VARDATA_ANY(v),
+								   VARSIZE_ANY_EXHDR(v), seed);
+	}
+	if (att->attlen == -2)
+		return hash_bytes_extended((const unsigned char *) DatumGetCString(value),
+								   strlen(DatumGetCString(value)), seed);
+	return hash_bytes_extended((const unsigned char *) DatumGetPointer(value), att->attlen, seed);
+}
+
+/* What to hash of one firing relation, looked up once per statement. */
+typedef struct RowHashing
+{
+	int			nkeys;
+	AttrNumber *keyattnos;
+	FmgrInfo   *keyhash;		/* type's extended hash, or fn_oid invalid */
+	int			ncarried;
+	AttrNumber *carriedattnos;
+} RowHashing;
+
+/*
+ * attno_of
+ *		Attribute number of column name in rel; the caller's lists name
+ *		columns of the migration's legacy table, so it exists.
+ */
+static AttrNumber
+attno_of(Relation rel, const char *name)
+{
+	AttrNumber	a = attnameAttNum(rel, name, false);
+
+	if (a <= 0)
+		elog(ERROR, "softmig: column \"%s\" missing from table \"%s\"",
+			 name, RelationGetRelationName(rel));
+	return a;
+}
+
+/*
+ * row_hashing
+ *		Attribute numbers of the legacy key and of the carrying columns in
+ *		rel (the legacy table or one of its partitions), and the key types'
+ *		hash functions.
+ */
+static RowHashing *
+row_hashing(Relation rel, SoftmigMigration *m)
+{
+	RowHashing *h = palloc0(sizeof(RowHashing));
+	TupleDesc	desc = RelationGetDescr(rel);
+	ListCell   *lc;
+	int			i = 0;
+
+	h->nkeys = list_length(m->legacy_key);
+	h->keyattnos = palloc(sizeof(AttrNumber) * h->nkeys);
+	h->keyhash = palloc0(sizeof(FmgrInfo) * h->nkeys);
+	foreach(lc, m->legacy_key)
+	{
+		TypeCacheEntry *tc;
+
+		h->keyattnos[i] = attno_of(rel, lfirst(lc));
+		tc = lookup_type_cache(TupleDescAttr(desc, h->keyattnos[i] - 1)->atttypid,
+							   TYPECACHE_HASH_EXTENDED_PROC);
+		if (OidIsValid(tc->hash_extended_proc))
+			fmgr_info(tc->hash_extended_proc, &h->keyhash[i]);
+		i++;
+	}
+	h->ncarried = list_length(m->new_legacy_cols);
+	h->carriedattnos = palloc(sizeof(AttrNumber) * Max(h->ncarried, 1));
+	i = 0;
+	foreach(lc, m->new_legacy_cols)
+		h->carriedattnos[i++] = attno_of(rel, lfirst(lc));
+	return h;
+}
+
+/*
+ * hash_key
+ *		The hash of one row's legacy key: each value with its type's hash
+ *		function (collation-aware), or its bytes when the type has none.
+ */
+static uint64
+hash_key(RowHashing *h, TupleDesc desc, TupleTableSlot *slot)
+{
+	uint64		hash = 0;
+
+	for (int i = 0; i < h->nkeys; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, h->keyattnos[i] - 1);
+		Datum		v = slot->tts_values[h->keyattnos[i] - 1];
+
+		if (slot->tts_isnull[h->keyattnos[i] - 1])
+			hash = hash_combine64(hash, UINT64CONST(0x9e3779b97f4a7c15));
+		else if (OidIsValid(h->keyhash[i].fn_oid))
+			hash = hash_combine64(hash,
+								  DatumGetUInt64(FunctionCall2Coll(&h->keyhash[i], att->attcollation,
+																   v, UInt64GetDatum(0))));
+		else
+			hash = hash_combine64(hash, bytes_hash(v, att, 0));
+	}
+	return hash;
+}
+
+/*
+ * hash_carried
+ *		The hash of one row's carrying columns, exact (their bytes).
+ */
+static uint64
+hash_carried(RowHashing *h, TupleDesc desc, TupleTableSlot *slot)
+{
+	uint64		hash = 0;
+
+	for (int i = 0; i < h->ncarried; i++)
+	{
+		int			idx = h->carriedattnos[i] - 1;
+
+		if (slot->tts_isnull[idx])
+			hash = hash_combine64(hash, UINT64CONST(0x9e3779b97f4a7c15));
+		else
+			hash = hash_combine64(hash, bytes_hash(slot->tts_values[idx], TupleDescAttr(desc, idx), 1));
+	}
+	return hash;
+}
+
+/*
+ * scan_rows
+ *		Walk a transition table of the legacy table rel: for a DELETE's
+ *		(check false) remember each row in the deleted table; for an
+ *		INSERT's (check true) look each row up there and return false at the
+ *		first that was deleted with other values in the carrying columns.
+ *		The deleted table must exist.
+ */
+static bool
+scan_rows(Tuplestorestate *ts, Relation rel, SoftmigMigration *m, bool check)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	RowHashing *h = row_hashing(rel, m);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	bool		ok = true;
+
+	tuplestore_select_read_pointer(ts, 0);
+	tuplestore_rescan(ts);
+	while (ok && tuplestore_gettupleslot(ts, true, false, slot))
+	{
+		DeletedKey	k;
+		DeletedEntry *e;
+
+		slot_getallattrs(slot);
+		memset(&k, 0, sizeof(k));
+		k.migration_id = m->id;
+		k.keyhash = hash_key(h, desc, slot);
+		e = hash_search(deleted, &k, check ? HASH_FIND : HASH_ENTER, NULL);
+		if (!check)
+		{
+			e->carried = hash_carried(h, desc, slot);
+			e->subid = GetCurrentSubTransactionId();
+		}
+		else if (e != NULL && e->carried != hash_carried(h, desc, slot))
+			ok = false;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	return ok;
+}
+
+/*
+ * softmig_authority_note_deletes
+ *		A legacy DELETE in state mirrored with fields handed to the target:
+ *		remember each deleted row (its key and carrying columns, hashed) for
+ *		the rest of the transaction.  Reads the OLD transition table; the
+ *		hash table is created in TopTransactionContext on first use.
+ */
+void
+softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m)
+{
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(authority_xact_callback, NULL);
+		RegisterSubXactCallback(authority_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+	if (deleted == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(DeletedKey);
+		ctl.entrysize = sizeof(DeletedEntry);
+		ctl.hcxt = TopTransactionContext;
+		deleted = hash_create("softmig deleted entities", 64, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	(void) scan_rows(td->tg_oldtable, td->tg_relation, m, false);
+}
+
+/*
+ * softmig_authority_check_inserts
+ *		A legacy INSERT in state mirrored with fields handed to the target:
+ *		refuse it (SM001) if a row it inserted has the key of a row this
+ *		transaction deleted but other values in the columns that carry the
+ *		target's fields.  Reads the NEW transition table; no catalog access
+ *		beyond the type cache.
+ */
+void
+softmig_authority_check_inserts(TriggerData *td, SoftmigMigration *m)
+{
+	StringInfoData cols;
+	ListCell   *lc;
+
+	if (deleted == NULL || hash_get_num_entries(deleted) == 0 ||
+		scan_rows(td->tg_newtable, td->tg_relation, m, true))
+		return;
+	initStringInfo(&cols);
+	foreach(lc, m->new_legacy_cols)
+		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", quote_identifier(lfirst(lc)));
+	ereport(ERROR,
+			(errcode(ERRCODE_SOFTMIG_WRITE_REFUSED),
+			 errmsg("INSERT on table \"%s\" refused: it re-inserts a row deleted in this transaction with other values in columns that carry fields migration \"%s\" gives to the target table",
+					RelationGetRelationName(td->tg_relation), m->name),
+			 errdetail("In state mirrored with per-field authority, legacy may not change the target's fields, by UPDATE or by DELETE and INSERT; the carrying columns are: %s.",
+					   cols.data),
+			 errhint("Re-insert the row with the values it had, or move the field back with softmig.set_field_authority.")));
+}
