@@ -238,6 +238,20 @@ softmig_prune_perminfos(PlannedStmt *stmt)
 #define SOFTMIG_PLANNER_EXTRA_ARG
 #endif
 
+/*
+ * ExecutorRun_hook and standard_ExecutorRun() lost their execute_once
+ * argument in PostgreSQL 18: write the hook's parameter list as
+ * (..., uint64 count SOFTMIG_EXECUTOR_RUN_EXTRA_PARAM) and pass it on with
+ * (..., count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG).
+ */
+#if PG_VERSION_NUM >= 180000
+#define SOFTMIG_EXECUTOR_RUN_EXTRA_PARAM
+#define SOFTMIG_EXECUTOR_RUN_EXTRA_ARG
+#else
+#define SOFTMIG_EXECUTOR_RUN_EXTRA_PARAM , bool execute_once
+#define SOFTMIG_EXECUTOR_RUN_EXTRA_ARG , execute_once
+#endif
+
 /* post_parse_analyze_hook's JumbleState is const from PostgreSQL 19. */
 #if PG_VERSION_NUM >= 190000
 #define SOFTMIG_JUMBLESTATE const JumbleState
