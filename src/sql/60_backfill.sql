@@ -159,7 +159,7 @@ DECLARE
     n integer := 0;
     v_copied bigint := 0;
     v_mine boolean;
-    v_report timestamptz;          -- when the next progress NOTICE is due
+    v_report pg_catalog.timestamptz;   -- when the next progress NOTICE is due
 BEGIN
     IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'batch_size must be at least 1';
