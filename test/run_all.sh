@@ -210,6 +210,9 @@ outer() {
         say "warning: testing whatever softmig build is already installed there"
     fi
     # pg_partman for test/t/100_partman.pl, also in a relocated installation
+    # pg_cron for the monitoring suite, in a relocated copy of Debian's build
+    copy_extension_library pg_cron "$PG_CONFIG" ||
+        say "warning: could not copy pg_cron into $($PG_CONFIG --pkglibdir)"
     copy_extension_files pg_partman "$PG_CONFIG" ||
         say "warning: could not copy pg_partman into $($PG_CONFIG --sharedir)"
 
