@@ -2,6 +2,7 @@
 #
 # make && make install && make installcheck   standard PGXS path (own server)
 # make test                                     installs deps, builds and runs every suite
+#                                               on every supported PostgreSQL (test/run_all.sh)
 # make demo                                     installs deps, builds and runs the live demo
 
 EXTENSION  = softmig
@@ -64,8 +65,8 @@ src/parity.o src/rules.o: src/readpath.h
 softmig--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $(SQL_PARTS) > $@
 
-ifeq ($(shell test $(VERSION_NUM) -lt 140000 2>/dev/null && echo old),old)
-$(error softmig needs PostgreSQL 14 or later; $(PG_CONFIG) reports $(VERSION))
+ifeq ($(shell test $(VERSION_NUM) -lt 150000 2>/dev/null && echo old),old)
+$(error softmig needs PostgreSQL 15 or later; $(PG_CONFIG) reports $(VERSION))
 endif
 
 .PHONY: test demo pgtap
@@ -73,7 +74,7 @@ test:
 	bash test/run_all.sh
 
 demo:
-	SOFTMIG_SUITES=demo bash test/run_all.sh
+	SOFTMIG_SUITES=demo SOFTMIG_PG_VERSIONS="$${SOFTMIG_PG_VERSIONS:-host}" bash test/run_all.sh
 
 # pgTAP suite against the server in PG* environment variables
 pgtap:
@@ -89,7 +90,7 @@ dist:
 	git archive --format=tar.gz --prefix=softmig-$(EXTVERSION)/ -o dist/softmig-$(EXTVERSION).tar.gz HEAD
 	@echo "dist/softmig-$(EXTVERSION).tar.gz"
 
-# Debian package postgresql-15-softmig (needs dpkg-dev, debhelper and postgresql-server-dev-all)
+# Debian packages postgresql-NN-softmig (needs dpkg-dev, debhelper and postgresql-server-dev-all)
 deb:
 	dpkg-buildpackage -us -uc -b
 
@@ -110,3 +111,4 @@ REGRESS += security names
 REGRESS += trust reentry partitions
 REGRESS += plan_cache definitions exact_hydrate field_reinsert schema_guard sweep rules_rewrite
 REGRESS += search_path install
+REGRESS += readonly

@@ -7,7 +7,8 @@
 # right after `set -euo pipefail`.  Sourcing only defines things; nothing runs
 # until the bench calls the functions.  It provides
 #
-#   variables  PGBIN (PostgreSQL 15 server binaries), HERE (this directory),
+#   variables  PGBIN (the server binaries: BENCH_PGBIN, default Debian 12's
+#              PostgreSQL 15), HERE (this directory),
 #              OUTDIR (bench/out), BENCH_SCRIPT (the bench's file name, used
 #              in messages and in the postgresql.conf heading)
 #   messages   say, die
@@ -25,7 +26,7 @@
 
 # shellcheck disable=SC2034  # the variables set here are used by the benches
 
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=${BENCH_PGBIN:-/usr/lib/postgresql/15/bin}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUTDIR=$HERE/out
 BENCH_SCRIPT=${0##*/}
@@ -42,7 +43,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 bench_find_softmig() {
     local b
     for b in "$@"; do
-        [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL 15 server package missing?)"
+        [[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found (PostgreSQL server package missing? BENCH_PGBIN)"
     done
     PKGLIB=$("$PGBIN/pg_config" --pkglibdir)
     SHAREDIR=$("$PGBIN/pg_config" --sharedir)

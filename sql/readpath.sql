@@ -196,9 +196,9 @@ SHOW softmig.route_at_plan_time;
 EXPLAIN (COSTS OFF) SELECT * FROM rp_lv WHERE id = 7;
 EXPLAIN (COSTS OFF) SELECT * FROM rp_tv WHERE acc_id = 7;
 EXPLAIN (COSTS OFF, VERBOSE) SELECT * FROM rp_lv WHERE id = 7;
-EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM rp_lv WHERE id = 7;
+SELECT * FROM t.explain_analyze('SELECT * FROM rp_lv WHERE id = 7');
 SET application_name = 'support';
-EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM rp_lv WHERE id = 7;
+SELECT * FROM t.explain_analyze('SELECT * FROM rp_lv WHERE id = 7');
 EXPLAIN (COSTS OFF, VERBOSE) SELECT * FROM rp_tv WHERE acc_id = 7;
 -- a joined and an aggregated use are routed too
 EXPLAIN (COSTS OFF) SELECT count(*) FROM rp_lv a JOIN rp_tv b ON b.acc_id = a.id WHERE a.id < 3;
@@ -272,7 +272,7 @@ DROP FUNCTION rp_cust_as_support(int), rp_cust_of(int);
 -- one-time filters; only the caller's branch executes.
 SET softmig.route_at_plan_time = off;
 EXPLAIN (COSTS OFF) SELECT * FROM rp_lv WHERE id = 7;
-EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM rp_lv WHERE id = 7;
+SELECT * FROM t.explain_analyze('SELECT * FROM rp_lv WHERE id = 7');
 PREPARE rp_by_key(int) AS SELECT id, cust, cents FROM rp_lv WHERE id = $1;
 EXPLAIN (COSTS OFF) EXECUTE rp_by_key(7);
 EXECUTE rp_by_key(7);

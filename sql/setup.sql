@@ -22,6 +22,21 @@ LANGUAGE sql AS $$
            (SELECT count(*) FROM pg_trigger WHERE tgname ~ '^softmig_[0-9]+_')
 $$;
 
+-- t.explain_analyze(sql): EXPLAIN (ANALYZE) of a statement without what
+-- depends on the PostgreSQL version or the cache state: costs, timing,
+-- buffers, index search counts (printed from 18) and the row counts'
+-- decimals (18 prints rows=1.00)
+CREATE FUNCTION t.explain_analyze(sql text) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+    line text;
+BEGIN
+    FOR line IN EXECUTE 'EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF, BUFFERS OFF) ' || sql LOOP
+        CONTINUE WHEN line ~ '^ *Index Searches: ';
+        RETURN NEXT regexp_replace(line, '(rows=[0-9]+)\.[0-9]+', '\1', 'g');
+    END LOOP;
+END $$;
+
 GRANT USAGE ON SCHEMA t TO PUBLIC;
 SELECT * FROM t.err('SELECT 1/0');
 SELECT * FROM t.counts();

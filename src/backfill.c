@@ -1049,9 +1049,8 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 			 */
 			SPITupleTable *keep = SPI_tuptable;
 			uint64		kept = SPI_processed;
-			Jsonb	   *from = (kept > 0) ? last_key(c) : lo;
 
-			tail_skipped = count_range(c, from, NULL);
+			tail_skipped = count_range(c, (kept > 0) ? last_key(c) : lo, NULL);
 			SPI_tuptable = keep;
 			SPI_processed = kept;
 		}

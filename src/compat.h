@@ -2,8 +2,11 @@
  *
  * compat.h
  *	  Shims over differences between the PostgreSQL major versions softmig
- *	  supports (14 to 17).  Everything version-dependent goes here so the
- *	  rest of the code reads as if written for one release.
+ *	  supports: 15 and later (tested on 15, 17 and 18, and run on 19 as it
+ *	  ships; 16 is expected to work but no test runs on it).  Every
+ *	  version-dependent line of softmig is here, next to the PostgreSQL
+ *	  change it answers, so the rest of the code reads as if written for one
+ *	  release.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,11 +15,18 @@
 
 #include "postgres.h"
 
-#if PG_VERSION_NUM < 140000
-#error "softmig requires PostgreSQL 14 or later"
+#if PG_VERSION_NUM < 150000
+#error "softmig requires PostgreSQL 15 or later"
 #endif
 
+#include "executor/executor.h"
+#include "nodes/plannodes.h"
+#include "parser/parse_relation.h"
+#include "parser/parsetree.h"
 #include "utils/acl.h"
+#include "utils/jsonb.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 /*
  * Ownership checks: pg_class_ownercheck() was folded into
@@ -40,9 +50,230 @@
 #define softmig_member_can_act_as(member, role) is_member_of_role((member), (role))
 #endif
 
-/* MarkGUCPrefixReserved() is the PostgreSQL 15 name. */
-#if PG_VERSION_NUM < 150000
-#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
+/*
+ * A relation's physical file: RelFileNode rd_node (spcNode, relNode) became
+ * RelFileLocator rd_locator (spcOid, relNumber) in PostgreSQL 16.
+ */
+#if PG_VERSION_NUM >= 160000
+#define softmig_rel_tablespace(rel)	((rel)->rd_locator.spcOid)
+#define softmig_rel_filenumber(rel)	((rel)->rd_locator.relNumber)
+#else
+#define softmig_rel_tablespace(rel)	((rel)->rd_node.spcNode)
+#define softmig_rel_filenumber(rel)	((rel)->rd_node.relNode)
+#endif
+
+/*
+ * old_snapshot_threshold ("snapshot too old") was removed in PostgreSQL 17;
+ * before, -1 means off.
+ */
+#if PG_VERSION_NUM >= 170000
+#define softmig_old_snapshot_threshold_on() false
+#else
+#define softmig_old_snapshot_threshold_on() (old_snapshot_threshold >= 0)
+#endif
+
+/*
+ * get_guc_variables() returns its count through an argument since
+ * PostgreSQL 16 (GUCs moved to a hash table); before, GetNumConfigOptions().
+ */
+#if PG_VERSION_NUM >= 160000
+#define softmig_get_guc_variables(nvars) get_guc_variables(nvars)
+#else
+#define softmig_get_guc_variables(nvars) \
+	(*(nvars) = GetNumConfigOptions(), get_guc_variables())
+#endif
+
+/*
+ * The type-specific part of a GUC: struct config_string (and the others)
+ * began with a struct config_generic until PostgreSQL 18; from 19 it is a
+ * member of config_generic (_string).
+ */
+#if PG_VERSION_NUM >= 190000
+#define softmig_guc_string(gen) (&(gen)->_string)
+#else
+#define softmig_guc_string(gen) ((struct config_string *) (gen))
+#endif
+
+/*
+ * Run-time partition pruning of an Append or MergeAppend: the node held its
+ * PartitionPruneInfo (part_prune_info) until PostgreSQL 17; from 18 it holds
+ * an index into PlannedStmt.partPruneInfos, -1 for none (part_prune_index).
+ */
+#if PG_VERSION_NUM >= 180000
+#define softmig_plan_prunes(node) ((node)->part_prune_index >= 0)
+#else
+#define softmig_plan_prunes(node) ((node)->part_prune_info != NULL)
+#endif
+
+/*
+ * The RT indexes of a plan's result relations: a List of integers until
+ * PostgreSQL 18, a Bitmapset (resultRelationRelids) from 19.  Returns a
+ * Bitmapset either way (do not modify it).
+ */
+static inline Bitmapset *
+softmig_result_relids(PlannedStmt *stmt)
+{
+#if PG_VERSION_NUM >= 190000
+	return stmt->resultRelationRelids;
+#else
+	Bitmapset  *relids = NULL;
+	ListCell   *lc;
+
+	foreach(lc, stmt->resultRelations)
+		relids = bms_add_member(relids, lfirst_int(lc));
+	return relids;
+#endif
+}
+
+/*
+ * Privileges the executor checks on a range-table entry: kept in the entry
+ * (requiredPerms, checkAsUser) until PostgreSQL 15; from 16 in a separate
+ * RTEPermissionInfo, in PlannedStmt.permInfos, that the entry points to by
+ * perminfoindex.
+ *
+ * softmig_check_rte_now checks now the privileges the executor would check
+ * on rte when it starts the plan (with its standard error), and takes rte
+ * out of that check.  Returns true when the check was made as the current
+ * user (the plan then depends on the role), false when it was made as
+ * another (a view owner's) or there was nothing to check.
+ *
+ * softmig_prune_perminfos: from 16, drop from stmt->permInfos the entries no
+ * range-table entry points to any more (and renumber the pointers), as the
+ * executor expects every one to be referenced.  No-op before.
+ */
+static inline bool
+softmig_check_rte_now(PlannedStmt *stmt, RangeTblEntry *rte)
+{
+#if PG_VERSION_NUM >= 160000
+	RTEPermissionInfo *perminfo;
+	RangeTblEntry one;
+
+	if (rte->perminfoindex == 0)
+		return false;
+	perminfo = getRTEPermissionInfo(stmt->permInfos, rte);
+	one = *rte;
+	one.perminfoindex = 1;
+	(void) ExecCheckPermissions(list_make1(&one), list_make1(perminfo), true);
+	rte->perminfoindex = 0;
+	return perminfo->requiredPerms != 0 && !OidIsValid(perminfo->checkAsUser);
+#else
+	bool		as_caller;
+
+	if (rte->requiredPerms == 0)
+		return false;
+	ExecCheckRTPerms(list_make1(rte), true);
+	as_caller = !OidIsValid(rte->checkAsUser);
+	rte->requiredPerms = 0;
+	return as_caller;
+#endif
+}
+
+static inline void
+softmig_prune_perminfos(PlannedStmt *stmt)
+{
+#if PG_VERSION_NUM >= 160000
+	int			n = list_length(stmt->permInfos);
+	Index	   *newindex = palloc0(sizeof(Index) * (n + 1));
+	List	   *kept = NIL;
+	ListCell   *lc;
+
+	foreach(lc, stmt->rtable)
+	{
+		RangeTblEntry *rte = lfirst_node(RangeTblEntry, lc);
+
+		if (rte->perminfoindex > 0 && rte->perminfoindex <= n)
+			newindex[rte->perminfoindex] = 1;
+	}
+	for (int i = 1; i <= n; i++)
+		if (newindex[i])
+		{
+			kept = lappend(kept, list_nth(stmt->permInfos, i - 1));
+			newindex[i] = list_length(kept);
+		}
+	if (list_length(kept) == n)
+		return;
+	foreach(lc, stmt->rtable)
+	{
+		RangeTblEntry *rte = lfirst_node(RangeTblEntry, lc);
+
+		if (rte->perminfoindex > 0 && rte->perminfoindex <= n)
+			rte->perminfoindex = newindex[rte->perminfoindex];
+	}
+	stmt->permInfos = kept;
+#else
+	(void) stmt;
+#endif
+}
+
+/*
+ * Shared hash tables: ShmemInitHash() lost its separate initial size in
+ * PostgreSQL 19 (one size, nelems).
+ */
+#if PG_VERSION_NUM >= 190000
+#define softmig_shmem_init_hash(name, nelems, info, flags) \
+	ShmemInitHash((name), (nelems), (info), (flags))
+#else
+#define softmig_shmem_init_hash(name, nelems, info, flags) \
+	ShmemInitHash((name), (nelems), (nelems), (info), (flags))
+#endif
+
+/* table_beginscan() takes scan option flags from PostgreSQL 19 (0: none). */
+#if PG_VERSION_NUM >= 190000
+#define softmig_table_beginscan(rel, snap) table_beginscan((rel), (snap), 0, NULL, 0)
+#else
+#define softmig_table_beginscan(rel, snap) table_beginscan((rel), (snap), 0, NULL)
+#endif
+
+/*
+ * planner_hook and standard_planner() take the EXPLAIN state (NULL outside
+ * EXPLAIN) from PostgreSQL 19: write the hook's parameter list as
+ * (..., ParamListInfo boundParams SOFTMIG_PLANNER_EXTRA_PARAM) and pass it
+ * on with (..., boundParams SOFTMIG_PLANNER_EXTRA_ARG).
+ */
+#if PG_VERSION_NUM >= 190000
+#define SOFTMIG_PLANNER_EXTRA_PARAM , ExplainState *es
+#define SOFTMIG_PLANNER_EXTRA_ARG , es
+#else
+#define SOFTMIG_PLANNER_EXTRA_PARAM
+#define SOFTMIG_PLANNER_EXTRA_ARG
+#endif
+
+/*
+ * ExecutorRun_hook and standard_ExecutorRun() lost their execute_once
+ * argument in PostgreSQL 18: write the hook's parameter list as
+ * (..., uint64 count SOFTMIG_EXECUTOR_RUN_EXTRA_PARAM) and pass it on with
+ * (..., count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG).
+ */
+#if PG_VERSION_NUM >= 180000
+#define SOFTMIG_EXECUTOR_RUN_EXTRA_PARAM
+#define SOFTMIG_EXECUTOR_RUN_EXTRA_ARG
+#else
+#define SOFTMIG_EXECUTOR_RUN_EXTRA_PARAM , bool execute_once
+#define SOFTMIG_EXECUTOR_RUN_EXTRA_ARG , execute_once
+#endif
+
+/* post_parse_analyze_hook's JumbleState is const from PostgreSQL 19. */
+#if PG_VERSION_NUM >= 190000
+#define SOFTMIG_JUMBLESTATE const JumbleState
+#else
+#define SOFTMIG_JUMBLESTATE JumbleState
+#endif
+
+/*
+ * Building a jsonb value: pushJsonbValue() works on a JsonbParseState stack
+ * and returns the finished value until PostgreSQL 18; from 19 on a
+ * JsonbInState that holds the result.  Declare SoftmigJsonbBuild st = {0},
+ * push with softmig_jsonb_push(&st, ...), and the closing push returns the
+ * value with softmig_jsonb_end(&st, WJB_END_OBJECT).
+ */
+#if PG_VERSION_NUM >= 190000
+typedef JsonbInState SoftmigJsonbBuild;
+#define softmig_jsonb_push(st, tok, val) pushJsonbValue((st), (tok), (val))
+#define softmig_jsonb_end(st, tok) (pushJsonbValue((st), (tok), NULL), (st)->result)
+#else
+typedef JsonbParseState *SoftmigJsonbBuild;
+#define softmig_jsonb_push(st, tok, val) ((void) pushJsonbValue((st), (tok), (val)))
+#define softmig_jsonb_end(st, tok) pushJsonbValue((st), (tok), NULL)
 #endif
 
 #endif							/* SOFTMIG_COMPAT_H */

@@ -128,7 +128,7 @@ leaf_has_rows(Oid relid)
 	bool		found;
 
 	slot = table_slot_create(rel, NULL);
-	scan = table_beginscan(rel, snap, 0, NULL);
+	scan = softmig_table_beginscan(rel, snap);
 	found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
 	table_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);

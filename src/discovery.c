@@ -168,9 +168,7 @@ static bool watch_building = false;
 static Oid	watch_catalog_relid = InvalidOid;
 
 /* saved hook values */
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
 static post_parse_analyze_hook_type prev_post_parse_analyze = NULL;
@@ -189,16 +187,14 @@ disc_shmem_size(void)
 
 /*
  * disc_shmem_request
- *		Reserve shared memory and the LWLock tranche (shmem_request_hook in
- *		PostgreSQL 15+, directly from _PG_init before).  Postmaster only.
+ *		shmem_request_hook: reserve shared memory and the LWLock tranche.
+ *		Postmaster only.
  */
 static void
 disc_shmem_request(void)
 {
-#if PG_VERSION_NUM >= 150000
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-#endif
 	RequestAddinShmemSpace(disc_shmem_size());
 	RequestNamedLWLockTranche("softmig discovery", 1);
 }
@@ -230,9 +226,8 @@ disc_shmem_startup(void)
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(DiscKey);
 	info.entrysize = sizeof(DiscEntry);
-	disc_hash = ShmemInitHash("softmig discovery observations",
-							  disc_max_entries, disc_max_entries,
-							  &info, HASH_ELEM | HASH_BLOBS);
+	disc_hash = softmig_shmem_init_hash("softmig discovery observations",
+										disc_max_entries, &info, HASH_ELEM | HASH_BLOBS);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -403,7 +398,7 @@ watch_rebuild(void)
 	}
 
 	snap = RegisterSnapshot(GetLatestSnapshot());
-	scan = table_beginscan(rel, snap, 0, NULL);
+	scan = softmig_table_beginscan(rel, snap);
 	slot = table_slot_create(rel, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 	{
@@ -677,12 +672,13 @@ disc_record_query(QueryDesc *qd)
 	cx.rtable = ps->rtable;
 	cx.gather_depth = 0;
 	cx.nmarks = 0;
-	foreach(lc, ps->resultRelations)
 	{
-		Index		rti = lfirst_int(lc);
+		Bitmapset  *results = softmig_result_relids(ps);
+		int			rti = -1;
 
-		if (rti > 0 && rti <= list_length(ps->rtable))
-			disc_mark(&cx, rt_fetch(rti, ps->rtable)->relid, true);
+		while ((rti = bms_next_member(results, rti)) >= 0)
+			if (rti > 0 && rti <= list_length(ps->rtable))
+				disc_mark(&cx, rt_fetch(rti, ps->rtable)->relid, true);
 	}
 	disc_walker(qd->planstate, &cx);
 
@@ -716,7 +712,7 @@ disc_ExecutorEnd(QueryDesc *queryDesc)
  *		statement reaches the executor.
  */
 static void
-disc_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
+disc_post_parse_analyze(ParseState *pstate, Query *query, SOFTMIG_JUMBLESTATE *jstate)
 {
 	if (prev_post_parse_analyze)
 		prev_post_parse_analyze(pstate, query, jstate);
@@ -809,12 +805,8 @@ softmig_discovery_init(void)
 							0,
 							NULL, NULL, NULL);
 
-#if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = disc_shmem_request;
-#else
-	disc_shmem_request();
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = disc_shmem_startup;
 	prev_ExecutorEnd = ExecutorEnd_hook;

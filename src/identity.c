@@ -685,7 +685,7 @@ at_frame_top(void)
  *		invariants) before anything of it runs.
  */
 static void
-identity_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
+identity_post_parse_analyze(ParseState *pstate, Query *query, SOFTMIG_JUMBLESTATE *jstate)
 {
 	if (prev_post_parse_analyze)
 		prev_post_parse_analyze(pstate, query, jstate);
@@ -701,7 +701,7 @@ identity_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstat
  */
 static PlannedStmt *
 identity_planner(Query *parse, const char *query_string, int cursorOptions,
-				 ParamListInfo boundParams)
+				 ParamListInfo boundParams SOFTMIG_PLANNER_EXTRA_PARAM)
 {
 	PlannedStmt *result;
 
@@ -711,9 +711,11 @@ identity_planner(Query *parse, const char *query_string, int cursorOptions,
 	PG_TRY();
 	{
 		if (prev_planner)
-			result = prev_planner(parse, query_string, cursorOptions, boundParams);
+			result = prev_planner(parse, query_string, cursorOptions, boundParams
+								  SOFTMIG_PLANNER_EXTRA_ARG);
 		else
-			result = standard_planner(parse, query_string, cursorOptions, boundParams);
+			result = standard_planner(parse, query_string, cursorOptions, boundParams
+									  SOFTMIG_PLANNER_EXTRA_ARG);
 	}
 	PG_FINALLY();
 	{
@@ -729,16 +731,16 @@ identity_planner(Query *parse, const char *query_string, int cursorOptions,
  *		runs (function bodies, row triggers) are one level deeper.
  */
 static void
-identity_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
-					 bool execute_once)
+identity_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count
+					 SOFTMIG_EXECUTOR_RUN_EXTRA_PARAM)
 {
 	exec_level++;
 	PG_TRY();
 	{
 		if (prev_ExecutorRun)
-			prev_ExecutorRun(queryDesc, direction, count, execute_once);
+			prev_ExecutorRun(queryDesc, direction, count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG);
 		else
-			standard_ExecutorRun(queryDesc, direction, count, execute_once);
+			standard_ExecutorRun(queryDesc, direction, count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG);
 	}
 	PG_FINALLY();
 	{

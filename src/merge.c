@@ -180,7 +180,7 @@ softmig_merge(PG_FUNCTION_ARGS)
 	Datum	   *fresh_elems = NULL;
 	bool	   *fresh_nulls = NULL;
 	int			nfresh = 0;
-	JsonbParseState *state = NULL;
+	SoftmigJsonbBuild state = {0};
 	JsonbIterator *it;
 	JsonbIteratorToken tok;
 	JsonbValue	k;
@@ -215,7 +215,7 @@ softmig_merge(PG_FUNCTION_ARGS)
 		elog(ERROR, "softmig.merge must return a record");
 
 	/* start from the current image (or nothing) */
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	softmig_jsonb_push(&state, WJB_BEGIN_OBJECT, NULL);
 	if (current)
 	{
 		it = JsonbIteratorInit(&current->root);
@@ -224,8 +224,8 @@ softmig_merge(PG_FUNCTION_ARGS)
 			if (tok != WJB_KEY)
 				continue;
 			tok = JsonbIteratorNext(&it, &v, true);
-			pushJsonbValue(&state, WJB_KEY, &k);
-			pushJsonbValue(&state, WJB_VALUE, &v);
+			softmig_jsonb_push(&state, WJB_KEY, &k);
+			softmig_jsonb_push(&state, WJB_VALUE, &v);
 		}
 	}
 
@@ -254,11 +254,11 @@ softmig_merge(PG_FUNCTION_ARGS)
 			is_fresh = false;	/* nothing live to protect */
 		if (!softmig_field_takes_incoming(owner, inside, is_fresh))
 			continue;
-		pushJsonbValue(&state, WJB_KEY, &k);
-		pushJsonbValue(&state, WJB_VALUE, &v);
+		softmig_jsonb_push(&state, WJB_KEY, &k);
+		softmig_jsonb_push(&state, WJB_VALUE, &v);
 		taken = lappend(taken, pnstrdup(k.val.string.val, k.val.string.len));
 	}
-	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	res = softmig_jsonb_end(&state, WJB_END_OBJECT);
 
 	values[0] = JsonbPGetDatum(JsonbValueToJsonb(res));
 	elems = palloc(sizeof(Datum) * (list_length(taken) + 1));

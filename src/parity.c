@@ -335,21 +335,45 @@ softmig_observe_init(void)
 
 /*
  * softmig_enter_readonly_context
- *		softmig_enter_owner_context(role) plus transaction_read_only = on,
- *		so user SQL run inside (mapping expressions, invariants, requires
- *		expressions) cannot write anything, not even through a volatile
- *		function.  Undo with softmig_leave_owner_context; abort undoes it
- *		too.  The restore does not go through the GUC check hook, so a
- *		read-write transaction is read-write again afterwards.
+ *		softmig_enter_owner_context(role), and the transaction read-only
+ *		(XactReadOnly, what transaction_read_only shows), so user SQL run
+ *		inside (mapping expressions, invariants, requires expressions)
+ *		cannot write anything, not even through a volatile or SECURITY
+ *		DEFINER function: the executor refuses every write to a non-temporary
+ *		table, nextval() and DDL in a read-only transaction, at any depth.
+ *		User SQL cannot turn it off again (the check hook of
+ *		transaction_read_only refuses read-write after the first query).
+ *		*save_readonly receives the previous state.  Undo with
+ *		softmig_leave_readonly_context.
+ *
+ *		Why not SET transaction_read_only with GUC_ACTION_SAVE, undone with
+ *		the GUC nest level: PostgreSQL 16 refuses to save transaction_*
+ *		settings locally ("cannot be set locally in functions").  Setting
+ *		XactReadOnly works on every version and unwinds the same way on
+ *		error: a subtransaction's abort restores the read-only state it
+ *		began with (PostgreSQL keeps it per subtransaction, prevXactReadOnly)
+ *		and a new transaction starts from default_transaction_read_only.
  */
 void
 softmig_enter_readonly_context(Oid role, int *save_nestlevel, Oid *save_userid,
-							   int *save_sec)
+							   int *save_sec, bool *save_readonly)
 {
 	softmig_enter_owner_context(role, save_nestlevel, save_userid, save_sec);
-	(void) set_config_option("transaction_read_only", "on",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
+	*save_readonly = XactReadOnly;
+	XactReadOnly = true;
+}
+
+/*
+ * softmig_leave_readonly_context
+ *		Undo softmig_enter_readonly_context: the read-only state it found,
+ *		then the owner context.
+ */
+void
+softmig_leave_readonly_context(int save_nestlevel, Oid save_userid, int save_sec,
+							   bool save_readonly)
+{
+	XactReadOnly = save_readonly;
+	softmig_leave_owner_context(save_nestlevel, save_userid, save_sec);
 }
 
 /*
@@ -2618,7 +2642,7 @@ cache_prepare(ParityCtx *c)
 		why = "softmig.parity_digest_bits is below 64";
 	else if (RecoveryInProgress())
 		why = "the server is in recovery";
-	else if (old_snapshot_threshold >= 0)
+	else if (softmig_old_snapshot_threshold_on())
 		why = "old_snapshot_threshold is set";
 	else if (IsolationIsSerializable())
 		why = "the transaction is serializable";
@@ -2647,7 +2671,7 @@ cache_prepare(ParityCtx *c)
 
 		why = softmig_pc_rel_refusal(rel);
 		appendStringInfo(&fp, " side %d rel %u node %u:%u", side, RelationGetRelid(rel),
-						 rel->rd_node.spcNode, rel->rd_node.relNode);
+						 softmig_rel_tablespace(rel), softmig_rel_filenumber(rel));
 		softmig_pc_attribute_versions(rel, &fp);
 		table_close(rel, NoLock);
 		if (why)
@@ -3012,6 +3036,7 @@ run_parity_inner(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
+	bool		save_ro;
 	ErrorContextCallback errcb;
 	SPIPlanPtr	plans[2][3][2];
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "softmig parity",
@@ -3030,7 +3055,7 @@ run_parity_inner(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 	error_context_stack = &errcb;
 
 	softmig_check_read_access(c->legacy, c->target, c->actor, "softmig.parity");
-	softmig_enter_readonly_context(c->lowner, &save_nest, &save_user, &save_sec);
+	softmig_enter_readonly_context(c->lowner, &save_nest, &save_user, &save_sec, &save_ro);
 	c->run_sec = save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION;
 	load_quarantine(c);
 	cache_prepare(c);
@@ -3086,7 +3111,7 @@ run_parity_inner(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 			null_key_rows(c, s);
 		}
 
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	softmig_leave_readonly_context(save_nest, save_user, save_sec, save_ro);
 	cache_store(c);
 	error_context_stack = errcb.previous;
 	SPI_finish();
@@ -3457,6 +3482,7 @@ inspect_sides(int32 id, Jsonb *key)
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
+	bool		save_ro;
 	StringInfoData buf;
 	StringInfoData out;
 	SPIPlanPtr	plan;
@@ -3517,7 +3543,7 @@ inspect_sides(int32 id, Jsonb *key)
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 	softmig_check_read_access(c->legacy, c->target, c->actor, "softmig.inspect");
-	softmig_enter_readonly_context(c->lowner, &save_nest, &save_user, &save_sec);
+	softmig_enter_readonly_context(c->lowner, &save_nest, &save_user, &save_sec, &save_ro);
 	c->run_sec = save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION;
 
 	/* typed legacy key and target key from the jsonb */
@@ -3633,7 +3659,7 @@ inspect_sides(int32 id, Jsonb *key)
 					 st.kinds[PK_MISSING_IN_LEGACY] ? "missing_in_legacy" :
 					 st.kinds[PK_MISMATCH] ? "mismatch" : "equal");
 
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	softmig_leave_readonly_context(save_nest, save_user, save_sec, save_ro);
 	error_context_stack = errcb.previous;
 	{
 		/* out lives in SPI's memory: build the result before SPI_finish */

@@ -40,6 +40,7 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
+#include "compat.h"
 #include "paritycache.h"
 
 bool		softmig_parity_cache = true;
@@ -95,7 +96,7 @@ softmig_pc_read_pages(Relation rel, XLogRecPtr horizon, PcPages *out)
 	BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
 	BufferAccessStrategy bstrategy = GetAccessStrategy(BAS_BULKREAD);
 
-	out->relfilenode = rel->rd_node.relNode;
+	out->relfilenode = softmig_rel_filenumber(rel);
 	out->nblocks = nblocks;
 	out->nseg = (nblocks + PC_SEG_BLOCKS - 1) / PC_SEG_BLOCKS;
 	out->seg = palloc0(sizeof(uint64) * Max(out->nseg, 1));

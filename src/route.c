@@ -365,7 +365,7 @@ route_plan(Plan *plan, RouteContext *cx)
 				foreach(lc, ap->appendplans)
 					lfirst(lc) = route_plan(lfirst(lc), cx);
 				return route_append(plan, ap->appendplans,
-									ap->part_prune_info != NULL,
+									softmig_plan_prunes(ap),
 									ap->plan.parallel_aware ? ap->first_partial_plan : -1,
 									cx);
 			}
@@ -376,7 +376,7 @@ route_plan(Plan *plan, RouteContext *cx)
 				foreach(lc, ma->mergeplans)
 					lfirst(lc) = route_plan(lfirst(lc), cx);
 				return route_append(plan, ma->mergeplans,
-									ma->part_prune_info != NULL, -1, cx);
+									softmig_plan_prunes(ma), -1, cx);
 			}
 		case T_SubqueryScan:
 			((SubqueryScan *) plan)->subplan =
@@ -413,25 +413,27 @@ remember_func(uint32 hash)
  * route_release_dropped
  *		The tables of the branches routing dropped are not read by the plan,
  *		yet every execution of a kept plan would lock them and check the
- *		caller's privileges on them (PostgreSQL 15 keeps them in the plan's
- *		range table).  Do that work once, here: check the privileges now,
- *		with the standard error, and make the plan depend on the role when
- *		the check was the caller's (the plan cache then plans again for
- *		another role); then turn the entries into RTE_RESULT, which the
- *		executor neither locks nor checks.  The tables stay among the plan's
- *		relations, so DDL or a GRANT/REVOKE on them still invalidates it, and
- *		the plan cache still takes their locks while it revalidates the
- *		statement's query.  Entries named by a row mark or as a result
- *		relation are left alone.  Takes no locks (the planner holds
- *		AccessShareLock on every table of the query).
+ *		caller's privileges on them (they stay in the plan's range table).
+ *		Do that work once, here: check the privileges now, with the
+ *		standard error, and make the plan depend on the role when the check
+ *		was the caller's (the plan cache then plans again for another role);
+ *		then turn the entries into RTE_RESULT, which the executor neither
+ *		locks nor checks, and drop their privilege entries
+ *		(softmig_check_rte_now and softmig_prune_perminfos, compat.h).  The
+ *		tables stay among the plan's relations, so DDL or a GRANT/REVOKE on
+ *		them still invalidates it, and the plan cache still takes their
+ *		locks while it revalidates the statement's query.  Entries named by
+ *		a row mark or as a result relation are left alone.  Takes no locks
+ *		(the planner holds AccessShareLock on every table of the query).
  */
 static void
 route_release_dropped(PlannedStmt *stmt, Bitmapset *dropped)
 {
-#if PG_VERSION_NUM < 160000
 	int			x = -1;
 	ListCell   *lc;
 
+	if (bms_is_empty(dropped))
+		return;
 	foreach(lc, stmt->rowMarks)
 	{
 		PlanRowMark *rc = lfirst_node(PlanRowMark, lc);
@@ -439,8 +441,7 @@ route_release_dropped(PlannedStmt *stmt, Bitmapset *dropped)
 		dropped = bms_del_member(dropped, rc->rti);
 		dropped = bms_del_member(dropped, rc->prti);
 	}
-	foreach(lc, stmt->resultRelations)
-		dropped = bms_del_member(dropped, lfirst_int(lc));
+	dropped = bms_del_members(dropped, softmig_result_relids(stmt));
 
 	while ((x = bms_next_member(dropped, x)) >= 0)
 	{
@@ -452,20 +453,11 @@ route_release_dropped(PlannedStmt *stmt, Bitmapset *dropped)
 		if (rte->rtekind != RTE_RELATION || rte->inh ||
 			rte->rellockmode != AccessShareLock)
 			continue;
-		if (rte->requiredPerms != 0)
-		{
-			ExecCheckRTPerms(list_make1(rte), true);
-			if (!OidIsValid(rte->checkAsUser))
-				stmt->dependsOnRole = true;
-			rte->requiredPerms = 0;
-		}
+		if (softmig_check_rte_now(stmt, rte))
+			stmt->dependsOnRole = true;
 		rte->rtekind = RTE_RESULT;
 	}
-#else
-	/* PostgreSQL 16 keeps privileges apart (RTEPermissionInfo): not done */
-	(void) stmt;
-	(void) dropped;
-#endif
+	softmig_prune_perminfos(stmt);
 }
 
 /*
@@ -477,16 +469,18 @@ route_release_dropped(PlannedStmt *stmt, Bitmapset *dropped)
  */
 static PlannedStmt *
 route_planner(Query *parse, const char *query_string, int cursorOptions,
-			  ParamListInfo boundParams)
+			  ParamListInfo boundParams SOFTMIG_PLANNER_EXTRA_PARAM)
 {
 	PlannedStmt *stmt;
 	RouteContext cx = {false, NIL, NULL};
 	ListCell   *lc;
 
 	if (prev_planner_hook)
-		stmt = prev_planner_hook(parse, query_string, cursorOptions, boundParams);
+		stmt = prev_planner_hook(parse, query_string, cursorOptions, boundParams
+								 SOFTMIG_PLANNER_EXTRA_ARG);
 	else
-		stmt = standard_planner(parse, query_string, cursorOptions, boundParams);
+		stmt = standard_planner(parse, query_string, cursorOptions, boundParams
+								SOFTMIG_PLANNER_EXTRA_ARG);
 
 	if (!route_at_plan_time || stmt->commandType == CMD_UTILITY)
 		return stmt;
@@ -552,18 +546,13 @@ wrap_appname_assign(void)
 	struct config_generic **vars;
 	int			nvars;
 
-#if PG_VERSION_NUM >= 160000
-	vars = get_guc_variables(&nvars);
-#else
-	vars = get_guc_variables();
-	nvars = GetNumConfigOptions();
-#endif
+	vars = softmig_get_guc_variables(&nvars);
 	for (int i = 0; i < nvars; i++)
 	{
 		if (vars[i]->vartype == PGC_STRING &&
 			strcmp(vars[i]->name, "application_name") == 0)
 		{
-			struct config_string *conf = (struct config_string *) vars[i];
+			struct config_string *conf = softmig_guc_string(vars[i]);
 
 			prev_appname_assign = conf->assign_hook;
 			conf->assign_hook = route_appname_assign;

@@ -474,13 +474,14 @@ row_key(RuleSet *rs, Datum *pv, char *pn)
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
+	bool		save_ro;
 	char	   *r;
 
-	softmig_enter_readonly_context(rs->owner, &save_nest, &save_user, &save_sec);
+	softmig_enter_readonly_context(rs->owner, &save_nest, &save_user, &save_sec, &save_ro);
 	if (SPI_execute_plan(rs->keyplan, pv, pn, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "softmig: computing a rule violation's key failed");
 	r = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	softmig_leave_readonly_context(save_nest, save_user, save_sec, save_ro);
 	return r ? r : "null";
 }
 
@@ -495,14 +496,15 @@ requires_holds(RuleSet *rs, RuleEdge *e, Datum *pv, char *pn)
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
+	bool		save_ro;
 	bool		isnull;
 	bool		result;
 
-	softmig_enter_readonly_context(rs->owner, &save_nest, &save_user, &save_sec);
+	softmig_enter_readonly_context(rs->owner, &save_nest, &save_user, &save_sec, &save_ro);
 	if (SPI_execute_plan(e->plan, pv, pn, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "softmig: evaluating the requires expression of rule %d failed", e->id);
 	result = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	softmig_leave_readonly_context(save_nest, save_user, save_sec, save_ro);
 	return !isnull && result;
 }
 
@@ -763,6 +765,7 @@ softmig_check_rule(PG_FUNCTION_ARGS)
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
+	bool		save_ro;
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 	char		nulls[2];
@@ -814,7 +817,7 @@ softmig_check_rule(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	softmig_enter_readonly_context(rel->rd_rel->relowner, &save_nest, &save_user, &save_sec);
+	softmig_enter_readonly_context(rel->rd_rel->relowner, &save_nest, &save_user, &save_sec, &save_ro);
 
 	/* canonical values: the column type's output of its input */
 	sql = psprintf("SELECT ($1::pg_catalog.text)::%s::pg_catalog.text, ($2::pg_catalog.text)::%s::pg_catalog.text",
@@ -840,7 +843,7 @@ softmig_check_rule(PG_FUNCTION_ARGS)
 
 	if (requires != NULL)
 		(void) prepare_requires(requires, row_subquery(&fake, desc), fake.nparams, fake.paramtypes, false);
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	softmig_leave_readonly_context(save_nest, save_user, save_sec, save_ro);
 
 	/* out[] lives in SPI's memory: build the result before SPI_finish */
 	result = construct_md_array(out, outnull, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT);
@@ -906,6 +909,7 @@ softmig_validate_invariant(PG_FUNCTION_ARGS)
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
+	bool		save_ro;
 	SPIPlanPtr	plan;
 	List	   *srcs;
 	CachedPlanSource *ps;
@@ -920,7 +924,7 @@ softmig_validate_invariant(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	softmig_enter_readonly_context(runner, &save_nest, &save_user, &save_sec);
+	softmig_enter_readonly_context(runner, &save_nest, &save_user, &save_sec, &save_ro);
 	plan = SPI_prepare(q, 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -947,7 +951,7 @@ softmig_validate_invariant(PG_FUNCTION_ARGS)
 	/* and it must run wrapped, as check runs it */
 	if (SPI_prepare(wrap_invariant(q), 0, NULL) == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	softmig_leave_readonly_context(save_nest, save_user, save_sec, save_ro);
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(q));
 }
@@ -1059,6 +1063,7 @@ invariant_violations(FunctionCallInfo fcinfo)
 		int			save_nest;
 		Oid			save_user;
 		int			save_sec;
+		bool		save_ro;
 		SPIPlanPtr	plan;
 		Portal		portal;
 		int64		count = 0;
@@ -1074,7 +1079,7 @@ invariant_violations(FunctionCallInfo fcinfo)
 		error_context_stack = &errcb;
 
 		initStringInfo(&smp);
-		softmig_enter_readonly_context(runner, &save_nest, &save_user, &save_sec);
+		softmig_enter_readonly_context(runner, &save_nest, &save_user, &save_sec, &save_ro);
 		plan = SPI_prepare(wrap_invariant(query), 0, NULL);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -1095,7 +1100,7 @@ invariant_violations(FunctionCallInfo fcinfo)
 		}
 		SPI_cursor_close(portal);
 		SPI_freeplan(plan);
-		softmig_leave_owner_context(save_nest, save_user, save_sec);
+		softmig_leave_readonly_context(save_nest, save_user, save_sec, save_ro);
 		error_context_stack = errcb.previous;
 
 		old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);

@@ -10,6 +10,7 @@ pkg_installed() {
 }
 
 # ensure_packages: apt-get install what APT_PACKAGES lists and is missing.
+# An entry "package:donor" (see test/run_all.sh) stands for package here.
 ensure_packages() {
     local missing=() p
     if ! command -v dpkg-query >/dev/null; then
@@ -17,6 +18,7 @@ ensure_packages() {
         return
     fi
     for p in "${APT_PACKAGES[@]}"; do
+        p=${p%%:*}
         pkg_installed "$p" || missing+=("$p")
     done
     if ((${#missing[@]} == 0)); then
@@ -62,4 +64,20 @@ copy_extension_files() {
     [[ -f $src/$name.control ]] || return 0
     [[ $src -ef $dst ]] && return 0
     cp "$src/$name.control" "$src/$name"--*.sql "$dst"/
+}
+
+# copy_extension_library NAME PG_CONFIG: copy_extension_files plus the
+# extension's library (NAME.so), for an extension in C such as pg_cron, but
+# only into a relocated copy of Debian's own build (same version and
+# configure options as Debian's pg_config): a library is built for one
+# server build.  Does nothing otherwise.
+copy_extension_library() {
+    local name=$1 pgc=$2 major debian_pgc lib
+    major=$("$pgc" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+    debian_pgc=/usr/lib/postgresql/$major/bin/pg_config
+    lib=/usr/lib/postgresql/$major/lib/$name.so
+    [[ -x $debian_pgc && -f $lib ]] || return 0
+    [[ $("$debian_pgc" --version --configure) == "$("$pgc" --version --configure)" ]] || return 0
+    [[ $lib -ef $("$pgc" --pkglibdir)/$name.so ]] && return 0
+    copy_extension_files "$name" "$pgc" && cp "$lib" "$("$pgc" --pkglibdir)"/
 }

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 #
-# test/run_all.sh -- build softmig and run every test suite against a
-# throwaway PostgreSQL 15 cluster.  `make test` calls this from the repo root.
+# test/run_all.sh -- build softmig and run every test suite on every supported
+# PostgreSQL version.  `make test` calls this from the repo root.
 #
-# What it does:
-#   1. As root on a fresh Debian 12 machine: installs the missing apt packages
-#      (only if something is missing).  As any other user: checks the tools are
-#      there and says what is missing.
+# The matrix (PG_MATRIX below): PostgreSQL 15 on the host (Debian 12's own
+# packages), 17 in a Debian trixie chroot, 18 in a sid chroot and 19 in an
+# experimental chroot, each Debian's own build of that version.  A version
+# whose package is a pre-release (19~rc1) is run and reported, but its
+# failures do not fail the run.  The chroots are made with debootstrap and
+# cached under /var/cache/softmig/chroots (test/chroot.sh); they are made
+# while the host's suites run.
+#
+# For each version (`run_all.sh --one`, on the host or inside the chroot):
+#   1. As root: installs the missing apt packages for that version (only if
+#      something is missing).  As any other user: checks the tools are there
+#      and says what is missing.
 #   2. Builds with PGXS and installs the extension (`make install`; a non-root
 #      user whose install fails gets a warning and the already installed copy
 #      is tested).
@@ -20,44 +28,92 @@
 #        pgtap      pg_prove over test/pgtap/*.sql (own database)
 #        tap        Perl TAP tests test/t/*.pl (PostgreSQL::Test::Cluster
 #                   starts its own nodes)
-#        monitoring test/monitoring/run.sh: promtool rule tests, the exporter,
-#                   Prometheus and the dashboard live on loopback, pg_cron
+#        monitoring host only: test/monitoring/run.sh: promtool rule tests,
+#                   the exporter, Prometheus and the dashboard live on
+#                   loopback, pg_cron
+#        demo       the live demo (demo/demo.sh)
+#        assert     host only: the suites on an assert-enabled server built
+#                   from Debian's source package (test/assert_check.sh)
 #      A failing suite does not stop the others; a suite that ran zero tests
 #      is a failure.  Last, with regress: the cluster is restarted without
 #      shared_preload_libraries and pg_regress runs again (regress_nopreload),
 #      the case of `make installcheck` against a server of one's own.
-#   5. Prints one line per suite and, as the very last line, "N passed, N failed"
-#      (individual tests: each pg_regress/isolation test counts 1, pgTAP and
-#      TAP count subtests).  Exits non-zero if anything failed.  The cluster is
-#      stopped and the temp directory removed on every exit.
+#   5. Prints one line per suite and "N passed, N failed" (individual tests:
+#      each pg_regress/isolation test counts 1, pgTAP and TAP count
+#      subtests).  The cluster is stopped and the temp directory removed on
+#      every exit.
+# Then the matrix prints every version's suites, one line per version, and,
+# as the very last line, "N passed, N failed" over the versions that count.
+# Exits non-zero if anything that counts failed.
 #
 # Knobs (environment):
-#   SOFTMIG_SUITES  space-separated subset of: regress pgtap tap
-#                   (also: pg_regress, isolation for one half of regress,
-#                   demo, the live demo `make demo` runs, and assert, the
-#                   suites on an assert-enabled server built from Debian's
-#                   source package by test/assert_check.sh, about 3 minutes)
-#                   (also: monitoring, see test/monitoring/run.sh)
-#                   default "regress pgtap tap monitoring demo assert"
+#   SOFTMIG_PG_VERSIONS  the versions to run, default all of PG_MATRIX
+#                   ("15 17 18 19"); e.g. "15 18" for quick work; "host"
+#                   is the host's version
+#   SOFTMIG_SUITES  space-separated subset of the suites in SUITE_TABLE:
+#                   regress pgtap tap monitoring demo assert (also:
+#                   pg_regress, isolation for one half of regress); default
+#                   "regress pgtap tap monitoring demo assert".  Host-only
+#                   suites are left out on the other versions.
+#   SOFTMIG_PGBIN   the host's PostgreSQL bin directory to build against and
+#                   test with (default /usr/lib/postgresql/15/bin), e.g. a
+#                   relocated copy of the installation
 #   PGSRC           for assert: an unpacked PostgreSQL 15 source tree to
 #                   build instead of fetching one
-#   SOFTMIG_KEEP=1  keep the temp directory (logs, data dir) for debugging
-#   SOFTMIG_PGBIN   the PostgreSQL 15 bin directory to build against and test
-#                   with (default /usr/lib/postgresql/15/bin), e.g. a
-#                   relocated copy of the installation
+#   SOFTMIG_KEEP=1  keep the temp directories (logs, data dirs) for debugging
+#   SOFTMIG_CHROOT_DIR      where the chroots are cached
+#                           (default /var/cache/softmig/chroots)
+#   SOFTMIG_CHROOT_UPGRADE=1  upgrade the cached chroots' packages first
 #
-# Internal: `run_all.sh --inner WORKDIR` is the second half, run as the
-# unprivileged user inside the copied tree.
+# Internal: `run_all.sh --one` runs one version where it is called (the
+# host, or inside its chroot); `run_all.sh --inner WORKDIR` is its second
+# half, run as the unprivileged user inside the copied tree.
 
 set -euo pipefail
 
-PGBIN=${SOFTMIG_PGBIN:-/usr/lib/postgresql/15/bin}
+# PostgreSQL versions: "version  where": host is this machine's packages
+# (SOFTMIG_PGBIN), anything else a Debian suite whose chroot runs them.
+PG_MATRIX=(
+    "15 host"
+    "17 trixie"
+    "18 sid"
+    "19 experimental"
+)
+
+# Suites: "name  versions": all, or host for the host's version only.
+SUITE_TABLE=(
+    "regress all"
+    "pg_regress all"
+    "isolation all"
+    "pgtap all"
+    "tap all"
+    "monitoring host"
+    "demo all"
+    "assert host"
+)
+DEFAULT_SUITES="regress pgtap tap monitoring demo assert"
+
+# The version this run tests (set by the matrix for --one).
+PGV=${SOFTMIG_PG_VERSION:-15}
+PGBIN=${SOFTMIG_PGBIN:-/usr/lib/postgresql/$PGV/bin}
 PG_CONFIG=$PGBIN/pg_config
-SUITES=${SOFTMIG_SUITES:-regress pgtap tap monitoring demo assert}
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
-              libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc bzip2
-              postgresql-15-partman
-              prometheus prometheus-postgres-exporter postgresql-15-cron)
+SUITES=${SOFTMIG_SUITES:-$DEFAULT_SUITES}
+
+# Debian packages for PostgreSQL version $1, installed on the host or in the
+# chroot: name version-specific packages with $1.  "package:donor" is an
+# extension used through SQL only that the archive may not have yet for a
+# pre-release version: there, the donor package (the same extension for the
+# previous version) is installed and its extension files copied for $1.
+apt_packages() {
+    APT_PACKAGES=(postgresql-$1 postgresql-server-dev-$1 postgresql-$1-pgtap:postgresql-$(($1 - 1))-pgtap
+                  libtap-parser-sourcehandler-pgtap-perl libipc-run-perl make gcc bzip2
+                  postgresql-$1-partman:postgresql-$(($1 - 1))-partman)
+}
+apt_packages "$PGV"
+# Debian packages of the host only: what the suites that run on the host
+# only (SUITE_TABLE) need, and the matrix's own (MATRIX_APT_PACKAGES).
+HOST_APT_PACKAGES=(prometheus prometheus-postgres-exporter postgresql-$PGV-cron)
+MATRIX_APT_PACKAGES=(debootstrap)
 
 # `make test -jN` or `make -s test` must not leak into our own make calls.
 unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
@@ -69,13 +125,24 @@ die() { printf 'run_all.sh: error: %s\n' "$*" >&2; exit 1; }
 # Outer half: dependencies, build, install, temp copy, privilege drop.
 # ---------------------------------------------------------------------------
 
+# table_value KEY ENTRY...: the value of the entry "KEY value", if any.
+table_value() {
+    local key=$1 e
+    shift
+    for e in "$@"; do
+        [[ ${e%% *} == "$key" ]] && { echo "${e##* }"; return 0; }
+    done
+    return 0
+}
+
+# suite_scope NAME: "all" or "host" (SUITE_TABLE), empty for an unknown suite.
+suite_scope() { table_value "$1" "${SUITE_TABLE[@]}"; }
+
 check_suites() {
     local s
     for s in $SUITES; do
-        case $s in
-            regress|pg_regress|isolation|pgtap|tap|monitoring|demo|assert) ;;
-            *) die "unknown suite '$s' in SOFTMIG_SUITES (known: regress pg_regress isolation pgtap tap monitoring demo assert)" ;;
-        esac
+        [[ -n $(suite_scope "$s") ]] ||
+            die "unknown suite '$s' in SOFTMIG_SUITES (known: $(printf '%s\n' "${SUITE_TABLE[@]}" | cut -d' ' -f1 | paste -sd' ' -))"
     done
     [[ -n ${SUITES// /} ]] || die "SOFTMIG_SUITES is empty"
 }
@@ -85,8 +152,8 @@ check_suites() {
 
 check_tools() {
     local missing=()
-    [[ -x $PG_CONFIG ]] || missing+=("$PG_CONFIG (postgresql-server-dev-15)")
-    [[ -x $PGBIN/initdb ]] || missing+=("$PGBIN/initdb (postgresql-15)")
+    [[ -x $PG_CONFIG ]] || missing+=("$PG_CONFIG (postgresql-server-dev-$PGV)")
+    [[ -x $PGBIN/initdb ]] || missing+=("$PGBIN/initdb (postgresql-$PGV)")
     command -v make >/dev/null || missing+=("make")
     case " $SUITES " in *" pgtap "*)
         command -v pg_prove >/dev/null ||
@@ -124,8 +191,13 @@ outer() {
     local root
     root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     check_suites
-    ensure_packages
+    # in a chroot the matrix installed the packages (test/chroot.sh)
+    if [[ -z ${SOFTMIG_CHROOT:-} ]]; then
+        APT_PACKAGES+=("${HOST_APT_PACKAGES[@]}")
+        ensure_packages
+    fi
     check_tools
+    say "server: $("$PG_CONFIG" --version), $PGBIN${SOFTMIG_CHROOT:+ (Debian $SOFTMIG_CHROOT chroot)}"
 
     say "building softmig"
     make -C "$root" PG_CONFIG="$PG_CONFIG"
@@ -138,6 +210,9 @@ outer() {
         say "warning: testing whatever softmig build is already installed there"
     fi
     # pg_partman for test/t/100_partman.pl, also in a relocated installation
+    # pg_cron for the monitoring suite, in a relocated copy of Debian's build
+    copy_extension_library pg_cron "$PG_CONFIG" ||
+        say "warning: could not copy pg_cron into $($PG_CONFIG --pkglibdir)"
     copy_extension_files pg_partman "$PG_CONFIG" ||
         say "warning: could not copy pg_partman into $($PG_CONFIG --sharedir)"
 
@@ -164,15 +239,235 @@ outer() {
 
     local rc=0
     if ((EUID == 0)); then
-        id postgres >/dev/null 2>&1 || die "no 'postgres' user (is postgresql-15 installed?)"
+        id postgres >/dev/null 2>&1 || die "no 'postgres' user (is postgresql-$PGV installed?)"
         chown -R postgres: "$WORK"
-        runuser -u postgres -- env SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" SOFTMIG_REQUIRE_PARTMAN=1 \
+        runuser -u postgres -- env SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" \
+            SOFTMIG_PG_VERSION="$PGV" SOFTMIG_REQUIRE_PARTMAN=1 \
             bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
     else
-        SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" SOFTMIG_REQUIRE_PARTMAN=1 \
+        SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" SOFTMIG_PG_VERSION="$PGV" SOFTMIG_REQUIRE_PARTMAN=1 \
             bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
     fi
     return $rc
+}
+
+# ---------------------------------------------------------------------------
+# The matrix: every version of PG_MATRIX, the host's here, the others in
+# their chroots, and the summary over all.
+# ---------------------------------------------------------------------------
+
+MWORK=
+BG_PIDS=()
+# per version: where it runs, its exit status, its Debian package's version
+# (host for the host's), its seconds
+declare -A M_WHERE M_RC M_PKG M_SECS
+
+# kill_tree PID: PID and its descendants (a background chroot preparation:
+# debootstrap, apt).
+kill_tree() {
+    local c
+    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        kill_tree "$c"
+    done
+    kill "$1" 2>/dev/null || true
+}
+
+cleanup_matrix() {
+    local rc=$? p
+    for p in "${BG_PIDS[@]}"; do
+        kill_tree "$p"
+    done
+    wait 2>/dev/null || true
+    if [[ -n $MWORK && -d $MWORK ]]; then
+        if [[ ${SOFTMIG_KEEP:-0} == 1 ]]; then
+            say "kept $MWORK (SOFTMIG_KEEP=1)"
+        else
+            rm -rf "$MWORK"
+        fi
+    fi
+    return $rc
+}
+
+# matrix_where VERSION: "host", a Debian suite, or empty (not in PG_MATRIX).
+matrix_where() { table_value "$1" "${PG_MATRIX[@]}"; }
+
+# suites_for WHERE: the requested suites that run there.
+suites_for() {
+    local s out=
+    for s in $SUITES; do
+        [[ $1 == host || $(suite_scope "$s") == all ]] && out+="$s "
+    done
+    echo "${out% }"
+}
+
+# prepare_chroot VERSION SUITE: SUITE's chroot with VERSION's packages
+# (apt_packages; a "package:donor" the archive lacks is taken from the
+# donor).  Writes the PostgreSQL package's version to $MWORK/pgVERSION.pkg.
+prepare_chroot() {
+    local v=$1 suite=$2 plain=() donated=() p
+    apt_packages "$v"
+    for p in "${APT_PACKAGES[@]}"; do
+        if [[ $p == *:* ]]; then donated+=("$p"); else plain+=("$p"); fi
+    done
+    chroot_prepare "$suite" "${plain[@]}"
+    for p in "${donated[@]}"; do
+        if chroot_has_candidate "$suite" "${p%%:*}"; then
+            chroot_prepare "$suite" "${p%%:*}"
+        else
+            chroot_prepare "$suite" "${p##*:}"
+            chroot_copy_extension "$suite" "${p##*:}" "$v"
+        fi
+    done
+    chroot_exec "$(chroot_dir "$suite")" dpkg-query -W -f='${Version}' "postgresql-$v" >"$MWORK/pg$v.pkg"
+}
+
+# copy_clean_tree DEST: the repository's tree without .git, test output and
+# build products (a chroot builds it for its own PostgreSQL).
+copy_clean_tree() {
+    local root
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    mkdir -p "$1"
+    tar -C "$root" --exclude=./.git --exclude=./results --exclude=./output_iso \
+        --exclude=./tmp_check --exclude='./regression.*' --exclude='*.o' --exclude='*.so' \
+        --exclude='*.bc' --exclude='./softmig--*.*.*.sql' --exclude=./dist \
+        --exclude=./bench/out -cf - . |
+        tar -C "$1" -xf -
+}
+
+# run_in_chroot VERSION SUITE LOG: `run_all.sh --one` for VERSION inside
+# SUITE's chroot, on a clean copy of the tree.
+run_in_chroot() {
+    local v=$1 suite=$2 log=$3 share
+    share=$MWORK/pg$v
+    copy_clean_tree "$share/src"
+    chroot_run "$suite" "$share/overlay" "$share/src" \
+        SOFTMIG_CHROOT="$suite" SOFTMIG_PG_VERSION="$v" \
+        SOFTMIG_PGBIN="/usr/lib/postgresql/$v/bin" SOFTMIG_SUITES="$(suites_for "$suite")" \
+        SOFTMIG_KEEP="${SOFTMIG_KEEP:-0}" \
+        bash "$share/src/test/run_all.sh" --one 2>&1 | tee "$log"
+    return "${PIPESTATUS[0]}"
+}
+
+matrix() {
+    local versions=${SOFTMIG_PG_VERSIONS:-} v where host_v=$PGV chroots=() e
+    check_suites
+    # the host's version is the one SOFTMIG_PGBIN has, when it has one
+    if [[ -x $PG_CONFIG ]]; then
+        host_v=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+    fi
+    if [[ -z $versions ]]; then
+        for e in "${PG_MATRIX[@]}"; do versions+="${e%% *} "; done
+    fi
+    versions=${versions//host/$host_v}
+    for v in $versions; do
+        if [[ $v != "$host_v" && -z $(suites_for "$(matrix_where "$v")") ]]; then
+            say "PostgreSQL $v: none of the suites ($SUITES) runs there; left out"
+            versions=$(echo " $versions " | sed "s/ $v / /; s/^ *//; s/ *$//")
+        fi
+    done
+    [[ -n $versions ]] || die "no PostgreSQL version to run"
+    for v in $versions; do
+        if [[ $v == "$host_v" ]]; then
+            M_WHERE[$v]=host
+        else
+            where=$(matrix_where "$v")
+            [[ -n $where && $where != host ]] ||
+                die "PostgreSQL $v is not in the matrix (SOFTMIG_PG_VERSIONS; known: $(printf '%s\n' "${PG_MATRIX[@]}" | cut -d' ' -f1 | paste -sd' ' -))"
+            M_WHERE[$v]=$where
+            chroots+=("$v")
+        fi
+    done
+
+    trap cleanup_matrix EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    MWORK=$(mktemp -d /tmp/softmig-matrix.XXXXXX)
+
+    # the chroots are made (or checked) while the host's suites run
+    if ((${#chroots[@]} > 0)); then
+        if ((EUID != 0)); then
+            say "not root: the chroots for PostgreSQL ${chroots[*]} cannot be used"
+        else
+            local saved=("${APT_PACKAGES[@]}")
+            APT_PACKAGES=("${MATRIX_APT_PACKAGES[@]}")
+            ensure_packages
+            APT_PACKAGES=("${saved[@]}")
+            for v in "${chroots[@]}"; do
+                (prepare_chroot "$v" "${M_WHERE[$v]}" >"$MWORK/prepare$v.log" 2>&1) &
+                BG_PIDS+=($!)
+                echo "$!" >"$MWORK/prepare$v.pid"
+            done
+        fi
+    fi
+
+    for v in $versions; do
+        local t0=$SECONDS log=$MWORK/pg$v.log
+        M_RC[$v]=0
+        if [[ ${M_WHERE[$v]} == host ]]; then
+            say "PostgreSQL $v on the host ($PGBIN)"
+            SOFTMIG_PG_VERSION=$v bash "${BASH_SOURCE[0]}" --one 2>&1 | tee "$log" || M_RC[$v]=${PIPESTATUS[0]}
+            M_PKG[$v]=host
+        elif ((EUID != 0)); then
+            echo "needs root (debootstrap and chroot): run as root, or SOFTMIG_PG_VERSIONS=$host_v" >"$log"
+            M_RC[$v]=1
+        else
+            say "PostgreSQL $v: waiting for the ${M_WHERE[$v]} chroot"
+            if ! wait "$(cat "$MWORK/prepare$v.pid")"; then
+                cat "$MWORK/prepare$v.log"
+                echo "the ${M_WHERE[$v]} chroot could not be prepared (log above)" >"$log"
+                M_RC[$v]=1
+            else
+                M_PKG[$v]=$(cat "$MWORK/pg$v.pkg")
+                say "PostgreSQL $v in the ${M_WHERE[$v]} chroot (Debian package ${M_PKG[$v]})"
+                run_in_chroot "$v" "${M_WHERE[$v]}" "$log" || M_RC[$v]=$?
+            fi
+        fi
+        M_SECS[$v]=$((SECONDS - t0))
+    done
+
+    matrix_summary "$versions"
+}
+
+# matrix_summary VERSIONS: one line per version with its suites' lines, and
+# the total over the versions that count (not the pre-release ones).
+matrix_summary() {
+    local versions=$1 v line verdict pass fail tpass=0 tfail=0 note
+    echo
+    echo "==================== softmig test matrix ===================="
+    for v in $versions; do
+        local log=$MWORK/pg$v.log server
+        pass=0 fail=0 note=
+        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)
+        if [[ -n $line ]]; then
+            pass=${line%% passed*}
+            fail=${line#*passed, }
+            fail=${fail%% failed}
+        fi
+        if [[ -z $line ]]; then
+            fail=$((fail > 0 ? fail : 1))
+            note=$(tail -n 1 "$log" 2>/dev/null || true)
+            note=" -- no summary: ${note:-the run did not start}"
+        elif ((M_RC[$v] != 0 && fail == 0)); then
+            fail=1
+            note=" -- exited ${M_RC[$v]} although no test failed"
+        fi
+        verdict=PASS
+        ((fail == 0)) || verdict=FAIL
+        server=$(sed -n 's/^==> server: \(PostgreSQL [^ ]*\).*/\1/p' "$log" | head -n 1)
+        printf '%-34s %s  (%d passed, %d failed, %dm%02ds)%s\n' \
+            "${server:-PostgreSQL $v} (${M_WHERE[$v]})" "$verdict" "$pass" "$fail" \
+            $((M_SECS[$v] / 60)) $((M_SECS[$v] % 60)) "$note"
+        # the version's own suite lines
+        sed -n '/^==================== softmig test summary/,/^[0-9]* passed, [0-9]* failed$/p' "$log" |
+            sed '1d;$d' | sed 's/^/    /'
+        if [[ ${M_PKG[$v]:-} == *~* ]]; then
+            echo "    (Debian ${M_PKG[$v]} is a pre-release: reported, not counted)"
+        else
+            ((tpass += pass, tfail += fail)) || true
+        fi
+    done
+    echo "$tpass passed, $tfail failed"
+    ((tfail == 0))
 }
 
 # ---------------------------------------------------------------------------
@@ -447,10 +742,18 @@ EOF
     ((total_fail == 0))
 }
 
+# Debian chroots for the versions the host lacks
+. "$(dirname "${BASH_SOURCE[0]}")/chroot.sh"
+
+# Sourced (bench/on_version.sh uses the matrix's functions): define only.
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
+
 if [[ ${1:-} == --inner ]]; then
     [[ -n ${2:-} ]] || die "--inner needs the work directory"
     check_suites
     inner "$2"
-else
+elif [[ ${1:-} == --one ]]; then
     outer
+else
+    matrix
 fi

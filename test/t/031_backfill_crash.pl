@@ -153,8 +153,9 @@ sub run_crash
 		$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
 		$node->poll_query_until('postgres', 'SELECT pg_is_in_recovery() = false')
 		  or die 'the server did not come back after the backend crash';
+		# PostgreSQL 19 names the process: "client backend (PID n)"
 		like(slurp_file($node->logfile, $log_offset),
-			qr/server process \(PID $pid\) was terminated by signal 9/,
+			qr/(?:server process|client backend) \(PID $pid\) was terminated by signal 9/,
 			"$tag: the postmaster saw the backend crash and reinitialized");
 	}
 	else

@@ -37,14 +37,20 @@ if ($have ne '1')
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
-sql(q{
+# pg_partman 4 (Debian 12) names the partitioning type before the interval
+# ('native'); pg_partman 5 (Debian 13 and later) has native range
+# partitioning only and takes the interval third
+my $partman_major = sql(q{SELECT split_part(default_version, '.', 1) FROM pg_available_extensions WHERE name = 'pg_partman'});
+my $native = $partman_major < 5 ? q{'native', } : '';
+
+sql(qq{
 	CREATE SCHEMA partman;
 	CREATE EXTENSION pg_partman SCHEMA partman;
 	CREATE EXTENSION softmig;
 	CREATE TABLE public.orders_legacy (id bigint NOT NULL, v text, PRIMARY KEY (id)) PARTITION BY RANGE (id);
 	CREATE TABLE public.orders (id bigint NOT NULL, v text, PRIMARY KEY (id)) PARTITION BY RANGE (id);
-	SELECT partman.create_parent('public.orders_legacy', 'id', 'native', '10', p_premake => 1, p_start_partition => '0');
-	SELECT partman.create_parent('public.orders', 'id', 'native', '10', p_premake => 1, p_start_partition => '0');
+	SELECT partman.create_parent('public.orders_legacy', 'id', ${native}'10', p_premake => 1, p_start_partition => '0');
+	SELECT partman.create_parent('public.orders', 'id', ${native}'10', p_premake => 1, p_start_partition => '0');
 	INSERT INTO orders_legacy SELECT g, 'before' FROM generate_series(0, 9) g;
 	SELECT softmig.create_migration('orders', 'orders_legacy', 'orders');
 	SELECT softmig.advance('orders');
