@@ -10,7 +10,7 @@ CREATE EXTENSION IF NOT EXISTS softmig;
 
 BEGIN;
 SET LOCAL search_path = public, pg_catalog;
-SELECT plan(18);
+SELECT plan(32);
 
 -- signatures of DESIGN.md "Semantic observability"
 SELECT function_returns('softmig', 'parity', ARRAY['text', 'integer'], 'setof record',
@@ -42,23 +42,41 @@ SELECT softmig.add_invariant('tap', 'every row has a status',
     'SELECT id FROM public.tap_t WHERE status IS NULL');
 SELECT softmig.add_transition_rule('tap', 'tap_t', 'status', 'open', 'closed');
 
--- the helpers, as a user writes them
-SELECT softmig.parity_ok('tap');
-SELECT softmig.invariants_ok('tap', 'business rules hold');
-SELECT softmig.transition_rules_ok('tap');
+-- the helpers, as a user writes them; check_test() runs each helper and
+-- tests its verdict, its description and its diagnostics (it takes the
+-- helper's own line back, so a planted failure does not fail this file, but
+-- a helper that passed where it must fail, or said the wrong thing, does)
+SELECT * FROM check_test(softmig.parity_ok('tap'), true,
+    'parity_ok on equal tables', 'parity of migration tap is clean', '');
+SELECT * FROM check_test(softmig.invariants_ok('tap', 'business rules hold'), true,
+    'invariants_ok with no violation', 'business rules hold', '');
+SELECT * FROM check_test(softmig.transition_rules_ok('tap'), true,
+    'transition_rules_ok with no edge taken',
+    'no transition rule of migration tap was violated', '');
 UPDATE tap_t SET status = 'closed' WHERE id = 1;
 UPDATE tap_l SET status = 'closed' WHERE id = 1;       -- legacy is not managed in state legacy
-SELECT softmig.transition_rules_ok('tap', 'a legal edge records nothing');
+SELECT * FROM check_test(softmig.transition_rules_ok('tap', 'a legal edge records nothing'), true,
+    'transition_rules_ok after a legal edge', 'a legal edge records nothing', '');
 
--- failures carry diagnostics; marked TODO so this file still passes
+-- planted failures: each helper must fail and list what it found
 UPDATE tap_t SET customer = 'DRIFT' WHERE id = 7;
 UPDATE tap_t SET status = NULL WHERE id = 8;
 UPDATE tap_t SET status = 'reopened' WHERE id = 1;
 UPDATE tap_l SET status = 'reopened' WHERE id = 1;
-SELECT todo('planted failures: these three must fail', 3);
-SELECT softmig.parity_ok('tap', 'parity notices the drift');
-SELECT softmig.invariants_ok('tap', 'invariants notice the missing status');
-SELECT softmig.transition_rules_ok('tap', 'the illegal edge was recorded');
+SELECT * FROM check_test(softmig.parity_ok('tap', 'parity notices the drift'), false,
+    'parity_ok on drifted tables', 'parity notices the drift',
+    E'2 differences\n'
+    '  mismatch {"id": 7} customer: legacy ''C7'', target ''DRIFT''\n'
+    '  mismatch {"id": 8} status: legacy ''open'', target NULL');
+SELECT * FROM check_test(softmig.invariants_ok('tap', 'invariants notice the missing status'), false,
+    'invariants_ok with a violating row', 'invariants notice the missing status',
+    E'1 invariants fail\n'
+    '  invariant every row has a status (error): 1 violating rows, e.g. [{"id": 8}]');
+SELECT * FROM check_test(softmig.transition_rules_ok('tap', 'the illegal edge was recorded'), false,
+    'transition_rules_ok after illegal edges', 'the illegal edge was recorded',
+    E'2 recorded violations\n'
+    '  public.tap_t.status ''open'' -> NULL for {"id": 8} (edge)\n'
+    '  public.tap_t.status ''closed'' -> ''reopened'' for {"id": 1} (edge)');
 
 -- the same failures seen through the API
 SELECT results_eq($$SELECT kind, key, field, legacy_value, target_value FROM softmig.parity('tap')$$,
