@@ -69,6 +69,8 @@ my $DB = $ENV{SOAK_DATABASE} // 'softmig_lifecycle';
 my $SERVER_LOG = $ENV{SOAK_SERVER_LOG};
 my $TIMEOUT = $ENV{SOAK_STATEMENT_TIMEOUT} // '180s';
 my $SABOTAGE = $ENV{SOAK_SABOTAGE} // 0;
+my $sabotage_due = 0;    # the next quiet point changes one row first
+my $sabotaged = 0;
 my $BUCKETS = 200;
 my $SPAN = 4000;    # ids per partition the controller makes ahead
 my $MAX_QUARANTINED = 3;
@@ -481,21 +483,21 @@ sub invariant_toggle
 	$count{invariant_toggles}++;
 }
 
-sub sabotage
+# sabotage_sql: the statements that change one row of acct's projection
+# by an owner override without quarantining it (the oracle's self-test).
+# Run by the quiet point under the gate, after its backfill, so that no
+# writer, re-sync or backfill can heal the row before the comparison.
+sub sabotage_sql
 {
-	return unless managed('acct');
 	my $p = sprintf('%.6f', rand());
 	my ($auth, $other) = authority_table('acct');
-	my $sql = $other eq 'acct'
-	  ? qq{BEGIN; SET LOCAL softmig.override = 'soak: sabotage';
-	       UPDATE acct SET balance_cents = balance_cents + 100
-	        WHERE acct_id = (SELECT lc_pick('new', $p)) RETURNING acct_id; COMMIT;}
-	  : qq{BEGIN; SET LOCAL softmig.override = 'soak: sabotage';
-	       UPDATE legacy_acct SET balance = balance + 1
-	        WHERE id = (SELECT lc_pick('legacy', $p)) RETURNING id; COMMIT;};
-	my ($ok, $out, $err) = psql($sql);
-	say $ok ? "controller: SABOTAGE: changed the projection row of $out without quarantine"
-	        : "controller: sabotage failed: " . first_error($err);
+	my $update = $other eq 'acct'
+	  ? qq{UPDATE acct SET balance_cents = balance_cents + 100
+	        WHERE acct_id = (SELECT lc_pick('new', $p)) RETURNING acct_id AS id}
+	  : qq{UPDATE legacy_acct SET balance = balance + 1
+	        WHERE id = (SELECT lc_pick('legacy', $p)) RETURNING id};
+	return qq{BEGIN; SET LOCAL softmig.override = 'soak: sabotage';
+WITH u AS ($update) SELECT 'sabotaged|' || id FROM u; COMMIT;};
 }
 
 # ---------------------------------------------------------------------------
@@ -905,6 +907,13 @@ sub quiet_point
 		}
 		push @sql, "CALL softmig.backfill('$m', batch_size => 2000);" if $state{$m} eq 'mirrored';
 	}
+	my $sabotage = $sabotage_due && managed('acct');
+	if ($sabotage)
+	{
+		push @sql, sabotage_sql();
+		$sabotage_due = 0;
+		$sabotaged = 1;
+	}
 	push @sql, q{
 -- no other transaction has written or holds a table (a client between
 -- its BEGIN and its first statement has done neither)
@@ -947,6 +956,12 @@ SELECT 'health_' || name || '|' || (softmig.status(name)->'triggers'->>'healthy'
 	push @sql, q{SELECT 'rows|' || (SELECT count(*) FROM legacy_acct) || '/' || (SELECT count(*) FROM acct);};
 	my ($ok, $out, $err, $code) = psql(join("\n", @sql));
 	my %r = map { split /\|/, $_, 2 } grep { /\|/ } split /\n/, $out;
+	if ($sabotage)
+	{
+		say defined $r{sabotaged}
+		  ? "controller: SABOTAGE: changed the projection row of $r{sabotaged} without quarantine"
+		  : 'controller: sabotage failed (no row changed)';
+	}
 	if (!$ok)
 	{
 		internal_error_check("quiet point $label", $code, $err);
@@ -1123,7 +1138,6 @@ $weight += $_->[0] for @ACTIONS;
 
 my $t_start = time();
 my $next_check = $t_start + $CHECK_EVERY * (0.5 + rand());
-my $sabotaged = 0;
 while ($pgbench->pumpable && time() < $t_start + $SECONDS - 1)
 {
 	sleep(0.1 + rand(0.5));
@@ -1133,10 +1147,9 @@ while ($pgbench->pumpable && time() < $t_start + $SECONDS - 1)
 	{
 		if (($r -= $a->[0]) < 0) { $a->[1]->(); $count{actions}++; last }
 	}
-	if ($SABOTAGE && !$sabotaged && time() >= $t_start + $SECONDS / 2 && managed('acct'))
+	if ($SABOTAGE && !$sabotaged && !$sabotage_due && time() >= $t_start + $SECONDS / 2 && managed('acct'))
 	{
-		sabotage();
-		$sabotaged = 1;
+		$sabotage_due = 1;
 		$next_check = 0;
 	}
 	if (time() >= $next_check)
