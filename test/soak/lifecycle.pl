@@ -745,6 +745,16 @@ my @DDL = (
 		my $col = $tbl eq 'legacy_acct' ? 'balance' : 'balance_cents';
 		my $c = "${tbl}_lc_chk";
 		my $have = psql_safe(qq{SELECT count(*) FROM pg_constraint WHERE conname = '$c' AND conrelid = '$tbl'::regclass});
+		if (!$have)
+		{
+			# a partition detached while the constraint was there keeps
+			# its own copy (PostgreSQL's rule); attached again after a
+			# retype of the column, that copy no longer matches and the
+			# ADD would conflict with it (42710): drop such leftovers
+			my $left = psql_safe(qq{SELECT string_agg(format('ALTER TABLE %s DROP CONSTRAINT %I;', conrelid::regclass, conname), ' ')
+			                         FROM pg_constraint WHERE conname = '$c' AND conrelid <> '$tbl'::regclass AND coninhcount = 0});
+			psql($left, lock_timeout => '5s') if $left ne '';
+		}
 		return {
 			sql => $have ? "ALTER TABLE $tbl DROP CONSTRAINT $c"
 			             : "ALTER TABLE $tbl ADD CONSTRAINT $c CHECK ($col > -1000000000000) NOT VALID",
