@@ -79,6 +79,90 @@ REVOKE ALL ON @extschema@.remote_migrations, @extschema@.remote_conninfo,
 GRANT SELECT ON @extschema@.remote_migrations, @extschema@.remote_operations,
                 @extschema@.remote_markers TO PUBLIC;
 
+-- What this database knows about its side of a cross-database migration:
+-- its state, the switch in progress, the subscription it applies (with the
+-- position applied, from its replication origin) and the slot it publishes
+-- from (with the WAL the other side has not confirmed yet).
+CREATE FUNCTION @extschema@._remote_describe(p_name text) RETURNS jsonb
+LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'name', r.name,
+        'side', r.side,
+        'database', pg_catalog.current_database(),
+        'table', r.local_table::text,
+        'state', r.state::text,
+        'fenced', r.fenced,
+        'switch', r.switch,
+        'state_changed_at', r.state_changed_at,
+        'subscription', (
+            SELECT pg_catalog.jsonb_build_object(
+                'name', s.subname,
+                'enabled', s.subenabled,
+                'worker_pid', st.pid,
+                'received_lsn', st.received_lsn,
+                'latest_end_lsn', st.latest_end_lsn,
+                'latest_end_time', st.latest_end_time,
+                'last_msg_receipt_time', st.last_msg_receipt_time,
+                'applied_lsn', os.remote_lsn,
+                'apply_error_count', ss.apply_error_count,
+                'sync_error_count', ss.sync_error_count,
+                'tables', (SELECT pg_catalog.jsonb_object_agg(sr.srrelid::pg_catalog.regclass::text,
+                                                              CASE sr.srsubstate WHEN 'i' THEN 'initialize' WHEN 'd' THEN 'copying'
+                                                                                 WHEN 'f' THEN 'copied' WHEN 's' THEN 'synchronized'
+                                                                                 WHEN 'r' THEN 'ready' ELSE sr.srsubstate::text END)
+                             FROM pg_catalog.pg_subscription_rel sr
+                            WHERE sr.srsubid OPERATOR(pg_catalog.=) s.oid))
+              FROM pg_catalog.pg_subscription s
+              LEFT JOIN pg_catalog.pg_stat_subscription st
+                ON st.subid OPERATOR(pg_catalog.=) s.oid AND st.relid IS NULL
+              LEFT JOIN pg_catalog.pg_replication_origin_status os
+                ON os.external_id OPERATOR(pg_catalog.=) ('pg_' OPERATOR(pg_catalog.||) s.oid::text)
+              LEFT JOIN pg_catalog.pg_stat_subscription_stats ss ON ss.subid OPERATOR(pg_catalog.=) s.oid
+             WHERE s.subdbid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                                      WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+               AND s.subname OPERATOR(pg_catalog.=) (r.tag OPERATOR(pg_catalog.||) CASE r.side WHEN 'target' THEN '_fwd' ELSE '_rev' END)),
+        'slot', (
+            SELECT pg_catalog.jsonb_build_object(
+                'name', sl.slot_name,
+                'active', sl.active,
+                'confirmed_flush_lsn', sl.confirmed_flush_lsn,
+                'lag_bytes', pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), sl.confirmed_flush_lsn),
+                'wal_status', sl.wal_status)
+              FROM pg_catalog.pg_replication_slots sl
+             WHERE sl.slot_name OPERATOR(pg_catalog.=) (r.tag OPERATOR(pg_catalog.||) CASE r.side WHEN 'target' THEN '_rev' ELSE '_fwd' END)),
+        'current_lsn', pg_catalog.pg_current_wal_lsn())
+      FROM @extschema@.remote_migrations r
+     WHERE r.name OPERATOR(pg_catalog.=) p_name
+$$;
+COMMENT ON FUNCTION @extschema@._remote_describe(text) IS
+    'internal: this database''s side of a cross-database migration: state, switch in progress, the subscription it applies (position applied, errors, tables) and the slot it publishes from (lag in bytes)';
+
+-- One row per metric of each cross-database migration this database takes
+-- part in, for softmig.metrics (75_observe.sql): fence, switch, the
+-- subscription it applies and the slot it publishes from.
+CREATE FUNCTION @extschema@._remote_metrics() RETURNS TABLE(migration text, metric text, value double precision)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.name, x.metric, x.value
+      FROM @extschema@.remote_migrations r
+     CROSS JOIN LATERAL (SELECT @extschema@._remote_describe(r.name) AS d) d
+     CROSS JOIN LATERAL (VALUES
+        ('remote_target_side', CASE WHEN r.side OPERATOR(pg_catalog.=) 'target' THEN 1 ELSE 0 END::double precision),
+        ('remote_fenced', CASE WHEN r.fenced THEN 1 ELSE 0 END::double precision),
+        ('remote_switch_in_progress', CASE WHEN r.switch IS NULL THEN 0 ELSE 1 END::double precision),
+        ('remote_subscription_enabled', CASE WHEN (d.d OPERATOR(pg_catalog.#>>) '{subscription,enabled}')::boolean THEN 1 ELSE 0 END::double precision),
+        ('remote_apply_running', CASE WHEN (d.d OPERATOR(pg_catalog.#>) '{subscription,worker_pid}') OPERATOR(pg_catalog.<>) 'null'
+                                      THEN 1 ELSE 0 END::double precision),
+        ('remote_apply_errors_total', COALESCE((d.d OPERATOR(pg_catalog.#>>) '{subscription,apply_error_count}')::double precision, 0)
+                                      OPERATOR(pg_catalog.+) COALESCE((d.d OPERATOR(pg_catalog.#>>) '{subscription,sync_error_count}')::double precision, 0)),
+        ('remote_seconds_since_message', EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-)
+                                             (d.d OPERATOR(pg_catalog.#>>) '{subscription,last_msg_receipt_time}')::timestamptz)::double precision),
+        ('remote_slot_active', CASE WHEN (d.d OPERATOR(pg_catalog.#>>) '{slot,active}')::boolean THEN 1 ELSE 0 END::double precision),
+        ('remote_slot_lag_bytes', (d.d OPERATOR(pg_catalog.#>>) '{slot,lag_bytes}')::double precision)) x(metric, value)
+     WHERE x.value IS NOT NULL
+$$;
+COMMENT ON FUNCTION @extschema@._remote_metrics() IS
+    'internal: the metrics of this database''s side of each cross-database migration (fence, switch, subscription, publishing slot lag), for softmig.metrics';
+
 -- What softmig.status shows of a cross-database migration (NULL for the
 -- others): this side's record, its replication and the switch in progress.
 -- PL/pgSQL, so that status (50_state_machine.sql) can call it before the

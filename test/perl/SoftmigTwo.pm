@@ -21,7 +21,7 @@ our @EXPORT = qw(two_nodes define_orders tag_of wait_forward wait_reverse wait_d
   same_data start_pgbench finish_pgbench app_functions sqlstate_of wait_until);
 
 # The forward mapping of the tests' migration, in SQL over legacy_orders.
-my $MAPPED = q{SELECT id, upper(cust), (amount_cents / 100.0)::numeric(12,2) FROM legacy_orders};
+my $MAPPED = q{SELECT id AS i, upper(cust) AS c, (amount_cents / 100.0)::numeric(12,2) AS m FROM legacy_orders};
 
 # Two nodes, started, softmig created in database postgres on both.
 sub two_nodes
@@ -138,9 +138,9 @@ sub wait_direction
 sub same_data
 {
 	my ($A, $B, $what) = @_;
-	my $l = $A->safe_psql('postgres', "SELECT string_agg(format('%s|%s|%s', x.*), E'\\n' ORDER BY 1) FROM ($MAPPED) x");
+	my $l = $A->safe_psql('postgres', "SELECT string_agg(format('%s|%s|%s', x.i, x.c, x.m), E'\\n' ORDER BY x.i) FROM ($MAPPED) x");
 	my $t = $B->safe_psql('postgres',
-		q{SELECT string_agg(format('%s|%s|%s', order_id, customer, amount), E'\n' ORDER BY 1) FROM orders});
+		q{SELECT string_agg(format('%s|%s|%s', order_id, customer, amount), E'\n' ORDER BY order_id) FROM orders});
 	my $raw_l = $A->safe_psql('postgres', q{SELECT md5(string_agg(x::text, ',' ORDER BY x.id)) FROM legacy_orders x});
 	my $raw_c = $B->safe_psql('postgres', q{SELECT md5(string_agg(x::text, ',' ORDER BY x.id)) FROM legacy_orders x});
 	my $n = () = $l =~ /\n/g;
