@@ -32,7 +32,7 @@ ISOLATION += parity_consistent parity_cache_race
 
 # cross-database migrations on logical replication (doc/cross-database.md):
 # libpq to the other database, as contrib/postgres_fdw and dblink link it
-OBJS += src/remote.o src/remote_trigger.o
+OBJS += src/remote.o src/remote_trigger.o src/remote_parity.o
 PG_CPPFLAGS_REMOTE = -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
@@ -65,7 +65,8 @@ src/readpath.o src/discovery.o src/softmig.o: src/readpath.h
 src/opkey.o src/trigger.o src/softmig.o: src/opkey.h
 src/parity.o src/rules.o src/softmig.o: src/observe.h
 src/parity.o src/paritycache.o: src/paritycache.h
-src/remote.o src/remote_trigger.o src/softmig.o: src/remote.h
+src/remote.o src/remote_trigger.o src/remote_parity.o src/softmig.o: src/remote.h
+src/remote_parity.o: src/observe.h
 src/parity.o src/rules.o: src/readpath.h
 
 softmig--$(EXTVERSION).sql: $(SQL_PARTS)

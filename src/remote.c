@@ -242,22 +242,32 @@ report_remote_error(PGconn *conn, PGresult *res, const char *what)
 }
 
 /*
- * softmig_remote_exec
- *		Run one command (with text parameters, NULL for SQL NULL) on conn
- *		and return its result (PGRES_TUPLES_OK or PGRES_COMMAND_OK; the
- *		caller PQclears it).  Waits interruptibly; an error of the other
- *		database is raised here (report_remote_error).  "what" names the
- *		other database in messages.
+ * softmig_remote_send
+ *		Send one command (with text parameters, NULL for SQL NULL) on conn
+ *		without waiting for its result; softmig_remote_result collects it.
+ *		Lets a digest run in the other database while this one computes its
+ *		own.
+ */
+void
+softmig_remote_send(PGconn *conn, const char *what, const char *sql,
+					int nparams, const char *const *values)
+{
+	if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
+		report_remote_error(conn, NULL, what);
+}
+
+/*
+ * softmig_remote_result
+ *		Wait (interruptibly) for the result of the command sent on conn and
+ *		return it (PGRES_TUPLES_OK or PGRES_COMMAND_OK; the caller PQclears
+ *		it); an error of the other database is raised here.
  */
 PGresult *
-softmig_remote_exec(PGconn *conn, const char *what, const char *sql,
-					int nparams, const char *const *values)
+softmig_remote_result(PGconn *conn, const char *what)
 {
 	PGresult   *res = NULL;
 	PGresult   *last = NULL;
 
-	if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
-		report_remote_error(conn, NULL, what);
 	for (;;)
 	{
 		while (PQisBusy(conn))
@@ -279,6 +289,19 @@ softmig_remote_exec(PGconn *conn, const char *what, const char *sql,
 		PQresultStatus(last) != PGRES_COMMAND_OK)
 		report_remote_error(conn, last, what);
 	return last;
+}
+
+/*
+ * softmig_remote_exec
+ *		Run one command on conn and return its result (see
+ *		softmig_remote_send and softmig_remote_result).
+ */
+PGresult *
+softmig_remote_exec(PGconn *conn, const char *what, const char *sql,
+					int nparams, const char *const *values)
+{
+	softmig_remote_send(conn, what, sql, nparams, values);
+	return softmig_remote_result(conn, what);
 }
 
 /*

@@ -80,7 +80,7 @@ extern Datum softmig_write_trigger(PG_FUNCTION_ARGS);
 static char *remote_stop_after = NULL;
 
 /* softmig.remote_timeout (ms): how long a switch waits for the other side */
-static int	remote_timeout = 60000;
+int			softmig_remote_timeout = 60000;
 
 /* softmig is running a step of a cross-database switch right now */
 static bool stepping = false;
@@ -394,12 +394,12 @@ softmig_remote_apply(PG_FUNCTION_ARGS)
 }
 
 /*
- * marker_tag
+ * softmig_remote_marker_tag
  *		The advisory lock of parity marker id (locktype advisory in
  *		pg_locks, classid and objid the two halves of the id, objsubid 5).
  */
-static void
-marker_tag(LOCKTAG *tag, int64 id)
+void
+softmig_remote_marker_tag(LOCKTAG *tag, int64 id)
 {
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) ((uint64) id >> 32),
 						 (uint32) id, SM_MARKER_SUBKEY);
@@ -435,7 +435,7 @@ softmig_remote_marker(PG_FUNCTION_ARGS)
 	if (isnull || strcmp(TextDatumGetCString(kind), "parity") != 0)
 		return PointerGetDatum(NULL);
 	id = heap_getattr(td->tg_trigtuple, SPI_fnumber(desc, "id"), desc, &isnull);
-	marker_tag(&tag, DatumGetInt64(id));
+	softmig_remote_marker_tag(&tag, DatumGetInt64(id));
 	(void) LockAcquire(&tag, ShareLock, false, false);
 	LockRelease(&tag, ShareLock, false);
 	return PointerGetDatum(NULL);
@@ -455,7 +455,7 @@ softmig_remote_parity_hold(PG_FUNCTION_ARGS)
 	LOCKTAG		tag;
 	bool		held;
 
-	marker_tag(&tag, PG_GETARG_INT64(0));
+	softmig_remote_marker_tag(&tag, PG_GETARG_INT64(0));
 	held = LockHeldByMe(&tag, ExclusiveLock);
 	if (PG_GETARG_BOOL(1))
 	{
@@ -755,7 +755,7 @@ softmig_remote_init(void)
 	DefineCustomIntVariable("softmig.remote_timeout",
 							"How long a step of a cross-database state change waits for the other database.",
 							"Applying up to a fence marker, a subscription's workers stopping, a slot being released.",
-							&remote_timeout,
+							&softmig_remote_timeout,
 							60000, 1, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);

@@ -616,6 +616,10 @@ BEGIN
         PERFORM @extschema@._invalidate(r.local_table, r.local_table);
         RETURN '{}';
 
+    WHEN 'parity' THEN
+        -- from new_write on the replication flows here: compare from here
+        RETURN @extschema@._remote_parity_here(v_name, (arg OPERATOR(pg_catalog.->>) 'chunk_rows')::integer);
+
     ELSE
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = pg_catalog.format('unknown cross-database operation "%s"', op);
@@ -1211,6 +1215,53 @@ COMMENT ON FUNCTION @extschema@.remote_status(text) IS
     'both sides of a cross-database migration (this database, and the other one, contacted): states, the switch in progress, subscriptions, slots and lag';
 
 -------------------------------------------------------------------------------
+-- Parity across databases (src/remote_parity.c)
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._remote_parity_here(name text, chunk_rows integer) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_remote_parity_here' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@._remote_parity_here(text, integer) IS
+    'internal: compare the legacy table with its landing copy, and the copy with the target, at one point of the replication, from the database it flows to';
+
+CREATE FUNCTION @extschema@._remote_parity_report(name text, chunk_rows integer) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r @extschema@.remote_migrations := @extschema@._remote_endpoint(name);
+BEGIN
+    IF r.side OPERATOR(pg_catalog.<>) 'target' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('this database holds the legacy side of migration "%s"', r.name),
+            HINT = 'Run softmig.remote_parity in its target database.';
+    END IF;
+    -- the comparison runs where the replication flows to
+    IF r.state OPERATOR(@extschema@.=) 'mirrored' THEN
+        RETURN @extschema@._remote_parity_here(r.name, chunk_rows);
+    END IF;
+    IF r.state OPERATOR(@extschema@.<>) ALL (ARRAY['new_write', 'new_read']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('cannot compare migration "%s" across databases in state %s', r.name, r.state),
+            DETAIL = 'Cross-database parity compares the legacy table with its landing copy while replication runs, from mirrored to new_read.';
+    END IF;
+    RETURN @extschema@._remote_call(r.name, 'parity', pg_catalog.jsonb_build_object('chunk_rows', chunk_rows));
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_parity_report(text, integer) IS
+    'internal: implementation of softmig.remote_parity_report';
+
+CREATE FUNCTION @extschema@.remote_parity_report(name text, chunk_rows integer DEFAULT 10000)
+RETURNS jsonb AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.remote_parity_report(text, integer) IS
+    'cross-database parity with its statistics: {"differences": [...], "stats": {rows and time per side, chunks compared row by row, ...}}; owners of both tables in the target database';
+
+CREATE FUNCTION @extschema@.remote_parity(name text, chunk_rows integer DEFAULT 10000)
+RETURNS TABLE(layer text, kind text, key jsonb, field text, legacy_value text, target_value text)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT x.layer, x.kind, x.key, x.field, x.legacy_value, x.target_value
+      FROM pg_catalog.jsonb_to_recordset(@extschema@.remote_parity_report(name, chunk_rows) OPERATOR(pg_catalog.->) 'differences')
+        AS x(layer text, kind text, key jsonb, field text, legacy_value text, target_value text)
+$$;
+COMMENT ON FUNCTION @extschema@.remote_parity(text, integer) IS
+    'every difference between the legacy table in the legacy database and its landing copy here (layer replication), and between the copy and the target (layer mapping), at one point of the replication; owners of both tables in the target database';
+
+-------------------------------------------------------------------------------
 -- Privileges: internal functions run behind the gate, as the catalog owner,
 -- or in the other database as a superuser.  Executable by everyone: what
 -- status, the trigger health check and the procedures call as their caller.
@@ -1246,6 +1297,8 @@ REVOKE ALL ON FUNCTION
     @extschema@._remote_plan(@extschema@.state, @extschema@.state),
     @extschema@._remote_abortable(text),
     @extschema@._remote_step(text, text, jsonb),
+    @extschema@._remote_parity_here(text, integer),
+    @extschema@._remote_parity_report(text, integer),
     @extschema@._remote_tag(text),
     @extschema@.create_remote_migration(text, text, regclass, text, text, text[], jsonb, jsonb, text[], text[], jsonb),
     @extschema@.drop_remote_migration(text)

@@ -213,12 +213,13 @@ sub app_functions
 # kinds, keys unique per transaction.  Returns a handle for finish_pgbench.
 sub start_pgbench
 {
-	my ($node, $secs, $clients, $tag, $ids) = @_;
+	my ($node, $secs, $clients, $tag, $ids, $lo) = @_;
 	$ids //= 40000;
+	$lo //= 1;
 	my $script = "$PostgreSQL::Test::Utils::tmp_check/$tag.pgbench";
 	open(my $fh, '>', $script) or die "cannot write $script: $!";
 	print $fh <<"PGBENCH";
-\\set id random(1, $ids)
+\\set id random($lo, $ids)
 \\set kind random(0, 9)
 \\set op random(1, 1000000000000)
 SELECT app_write('$tag:' || :client_id || ':' || :op, :id, CASE WHEN :kind < 4 THEN 0 WHEN :kind < 8 THEN 1 ELSE 2 END);
