@@ -204,6 +204,41 @@ operation_name(TriggerData *td)
 		TRIGGER_FIRED_BY_DELETE(td->tg_event) ? "DELETE" : "TRUNCATE";
 }
 
+static void ledger_error(const char *name, const char *key, Datum *values);
+
+/*
+ * refuse_if_applied
+ *		Before a write is refused for want of write authority (a switch in
+ *		progress, or this database is the projection): when its operation
+ *		key is already in softmig.remote_operations, the operation was
+ *		applied, here or in the other database, so refuse it as already
+ *		applied (23505), as the write authority would.  A retry then gets
+ *		the same answer whichever database it reaches.  A key not (yet) in
+ *		this database's ledger falls through to the caller's refusal.
+ *		Connects to SPI for the lookup.
+ */
+static void
+refuse_if_applied(Endpoint *e)
+{
+	Datum		values[2];
+	bool		found;
+
+	if (softmig_operation_key == NULL || softmig_operation_key[0] == '\0')
+		return;
+	values[0] = CStringGetTextDatum(e->name);
+	values[1] = CStringGetTextDatum(softmig_operation_key);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT 1 FROM softmig.remote_operations WHERE migration OPERATOR(pg_catalog.=) $1 "
+							  "AND key OPERATOR(pg_catalog.=) ($2 COLLATE pg_catalog.\"C\")",
+							  2, (Oid[]) {TEXTOID, TEXTOID}, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: reading softmig.remote_operations failed");
+	found = SPI_processed > 0;
+	if (found)
+		ledger_error(e->name, softmig_operation_key, values);
+	SPI_finish();
+}
+
 /*
  * refuse_fenced
  *		SM001 for a write that meets a switch of write authority in progress.
@@ -250,6 +285,8 @@ softmig_remote_legacy_guard(PG_FUNCTION_ARGS)
 						RelationGetRelationName(td->tg_relation), e->name, softmig_state_name(e->state)),
 				 errdetail("The table is replicated to the target database row by row."),
 				 errhint("Delete the rows with DELETE while this table is the write authority.")));
+	if (e->fenced || e->state != SM_MIRRORED)
+		refuse_if_applied(e);
 	if (e->fenced)
 		refuse_fenced(td, e);
 	if (e->state == SM_MIRRORED)
@@ -314,8 +351,10 @@ PG_FUNCTION_INFO_V1(softmig_remote_target_guard);
  * softmig_remote_target_guard
  *		BEFORE statement trigger on the target in the target database
  *		(argument: the migration's name): refuses writes while a switch of
- *		write authority fences this database.  Everything else is the
- *		business of the migration's own guard.
+ *		write authority fences this database, and, while this database is
+ *		not the write authority, a write whose operation key was already
+ *		applied (23505, refuse_if_applied).  Everything else is the
+ *		business of the migration's own guard, which fires after it.
  */
 Datum
 softmig_remote_target_guard(PG_FUNCTION_ARGS)
@@ -325,7 +364,12 @@ softmig_remote_target_guard(PG_FUNCTION_ARGS)
 
 	require_statement_trigger(fcinfo, "softmig._remote_target_guard");
 	e = load_endpoint(trigger_arg(td, 0));
-	if (e != NULL && e->fenced)
+	if (e == NULL)
+		return PointerGetDatum(NULL);
+	/* this database is not the write authority: a replay is refused as one */
+	if ((e->fenced || e->state < SM_NEW_WRITE) && !softmig_mirroring(e->migration_id))
+		refuse_if_applied(e);
+	if (e->fenced)
 		refuse_fenced(td, e);
 	return PointerGetDatum(NULL);
 }
