@@ -203,7 +203,8 @@ count_lines() {  # regex file
     grep -cE "$1" "$2" || true
 }
 
-# The live demo (make demo): demo/demo.sh against the throwaway cluster; it
+# The live demo (make demo): demo/demo.sh against the throwaway cluster, then
+# demo/remote.sh (its second act, on two clusters it starts itself); each
 # prints its story and exits non-zero if anything it asserts fails.
 run_demo() {
     local rc=0
@@ -213,6 +214,15 @@ run_demo() {
         record demo 1 0 ""
     else
         record demo 0 1 "demo/demo.sh exited $rc"
+    fi
+    # the second act: the same story across two clusters of its own
+    rc=0
+    say "demo: demo/remote.sh"
+    bash "$TREE/demo/remote.sh" || rc=$?
+    if ((rc == 0)); then
+        record demo_remote 1 0 ""
+    else
+        record demo_remote 0 1 "demo/remote.sh exited $rc"
     fi
 }
 
