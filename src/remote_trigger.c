@@ -485,32 +485,6 @@ softmig_remote_marker(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-PG_FUNCTION_INFO_V1(softmig_remote_parity_hold);
-/*
- * softmig_remote_parity_hold
- *		softmig._remote_parity_hold(id bigint, hold boolean): take (hold)
- *		or release the session-level lock of parity marker id, EXCLUSIVE
- *		(held at most once).  Returns whether it was held before.  For the parity session
- *		of the database downstream of the replication.
- */
-Datum
-softmig_remote_parity_hold(PG_FUNCTION_ARGS)
-{
-	LOCKTAG		tag;
-	bool		held;
-
-	softmig_remote_marker_tag(&tag, PG_GETARG_INT64(0));
-	held = LockHeldByMe(&tag, ExclusiveLock);
-	if (PG_GETARG_BOOL(1))
-	{
-		if (!held)
-			(void) LockAcquire(&tag, ExclusiveLock, true, false);
-	}
-	else if (held)
-		LockRelease(&tag, ExclusiveLock, true);
-	PG_RETURN_BOOL(held);
-}
-
 /*
  * ledger_error
  *		Raise 23505 for an operation key that the other database of

@@ -2230,11 +2230,6 @@ CREATE FUNCTION @extschema@._remote_stop_after(step text) RETURNS boolean
 COMMENT ON FUNCTION @extschema@._remote_stop_after(text) IS
     'internal: is the test hook softmig.remote_stop_after set to this step';
 
-CREATE FUNCTION @extschema@._remote_parity_hold(id bigint, hold boolean) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'softmig_remote_parity_hold' LANGUAGE C VOLATILE STRICT;
-COMMENT ON FUNCTION @extschema@._remote_parity_hold(bigint, boolean) IS
-    'internal: take or release the session lock a parity marker waits for in the database downstream of the replication';
-
 CREATE FUNCTION @extschema@._remote_legacy_guard() RETURNS trigger
     AS 'MODULE_PATHNAME', 'softmig_remote_legacy_guard' LANGUAGE C;
 COMMENT ON FUNCTION @extschema@._remote_legacy_guard() IS
@@ -3461,7 +3456,6 @@ REVOKE ALL ON FUNCTION
     @extschema@._remote_call(text, text, jsonb),
     @extschema@._remote_step_mark(boolean),
     @extschema@._remote_stepping(),
-    @extschema@._remote_parity_hold(bigint, boolean),
     @extschema@._remote_legacy_guard(),
     @extschema@._remote_copy_guard(),
     @extschema@._remote_target_guard(),
