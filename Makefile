@@ -31,6 +31,12 @@ OBJS += src/parity.o src/paritycache.o src/rules.o
 REGRESS += parity observe parity_cache
 ISOLATION += parity_consistent parity_cache_race
 
+# cross-database migrations on logical replication (doc/cross-database.md):
+# libpq to the other database, as contrib/postgres_fdw and dblink link it
+OBJS += src/remote.o src/remote_trigger.o src/remote_parity.o
+PG_CPPFLAGS_REMOTE = -I$(libpq_srcdir)
+SHLIB_LINK_INTERNAL = $(libpq)
+
 # monitoring: live row estimates, backfill progress (doc/monitoring.md)
 OBJS += src/progress.o
 REGRESS += monitoring
@@ -41,7 +47,7 @@ DATA_built = softmig--$(EXTVERSION).sql
 # Released install scripts (frozen, never edited) and the upgrade scripts.
 DATA = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/versions/softmig--*.sql))
 
-PG_CPPFLAGS = -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/src $(PG_CPPFLAGS_REMOTE)
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
 REGRESS_OPTS = --inputdir=. --load-extension=softmig
@@ -60,6 +66,8 @@ src/readpath.o src/discovery.o src/softmig.o: src/readpath.h
 src/opkey.o src/trigger.o src/softmig.o: src/opkey.h
 src/parity.o src/rules.o src/softmig.o: src/observe.h
 src/parity.o src/paritycache.o: src/paritycache.h
+src/remote.o src/remote_trigger.o src/remote_parity.o src/softmig.o: src/remote.h
+src/remote_parity.o: src/observe.h
 src/parity.o src/rules.o: src/readpath.h
 
 softmig--$(EXTVERSION).sql: $(SQL_PARTS)

@@ -33,6 +33,8 @@ extern void softmig_leave_readonly_context(int save_nestlevel, Oid save_userid,
 extern char *softmig_json_object_sql(List *names, List *exprs);
 extern void softmig_check_read_access(Oid legacy, Oid target, Oid role,
 									  const char *what);
+extern bool softmig_parity_state_chunks(bytea *state, int nchunks, uint64 *out,
+										uint64 *nullkeys);
 
 /* rules.c */
 extern void softmig_rules_init(void);

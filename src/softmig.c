@@ -15,6 +15,7 @@
 #include "opkey.h"
 #include "observe.h"
 #include "readpath.h"
+#include "remote.h"
 
 PG_MODULE_MAGIC;
 
@@ -77,6 +78,9 @@ _PG_init(void)
 
 	/* backfill progress messages: softmig.backfill_progress_interval */
 	softmig_progress_init();
+
+	/* cross-database migrations: softmig.remote_timeout, test hook */
+	softmig_remote_init();
 
 	MarkGUCPrefixReserved("softmig");
 
