@@ -4,7 +4,7 @@
 # walks the states forward and back and runs everything an operator would,
 # with a differential oracle in plain SQL at every quiet point.  Run by
 # `make soak` (test/soak/run.sh) for as long as asked, and for a minute by
-# `make test` (test/t/110_lifecycle_soak.pl).  See test/soak/README.md.
+# `make test` (test/t/120_lifecycle_soak.pl).  See test/soak/README.md.
 #
 # The server is the one in the PG* environment variables, connected to as a
 # superuser; the soak creates (and first drops) its own database
