@@ -48,29 +48,6 @@ typedef struct GateInfo
 } GateInfo;
 
 /*
- * softmig_catalog_owner
- *		The role owning softmig.migrations, i.e. the extension's owner.  A
- *		syscache lookup; no locks beyond what the syscache takes.
- */
-Oid
-softmig_catalog_owner(void)
-{
-	Oid			nsp = get_namespace_oid("softmig", false);
-	Oid			relid = get_relname_relid("migrations", nsp);
-	HeapTuple	tup;
-	Oid			owner;
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "softmig catalog table softmig.migrations is missing");
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
-/*
  * gate_setup
  *		Resolve, once per call site, the implementation function of the
  *		public function being called.  Allocates in fn_mcxt.

@@ -155,25 +155,6 @@ softmig_qualified_relname(Oid relid)
 }
 
 /*
- * rel_owner
- *		Owner of a relation, from the syscache; 42P01 if there is none.
- */
-Oid
-softmig_rel_owner(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
-/*
  * equality_operator_sql
  *		"OPERATOR(schema.name)" for an operator OID, immune to search_path.
  */

@@ -25,14 +25,7 @@ extern int	softmig_parity_pause_lock;
 
 /* parity.c */
 extern void softmig_observe_init(void);
-extern void softmig_enter_readonly_context(Oid role, int *save_nestlevel,
-										   Oid *save_userid, int *save_sec,
-										   bool *save_readonly);
-extern void softmig_leave_readonly_context(int save_nestlevel, Oid save_userid,
-										   int save_sec, bool save_readonly);
 extern char *softmig_json_object_sql(List *names, List *exprs);
-extern void softmig_check_read_access(Oid legacy, Oid target, Oid role,
-									  const char *what);
 
 /* rules.c */
 extern void softmig_rules_init(void);

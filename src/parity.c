@@ -334,79 +334,6 @@ softmig_observe_init(void)
 }
 
 /*
- * softmig_enter_readonly_context
- *		softmig_enter_owner_context(role), and the transaction read-only
- *		(XactReadOnly, what transaction_read_only shows), so user SQL run
- *		inside (mapping expressions, invariants, requires expressions)
- *		cannot write anything, not even through a volatile or SECURITY
- *		DEFINER function: the executor refuses every write to a non-temporary
- *		table, nextval() and DDL in a read-only transaction, at any depth.
- *		User SQL cannot turn it off again (the check hook of
- *		transaction_read_only refuses read-write after the first query).
- *		*save_readonly receives the previous state.  Undo with
- *		softmig_leave_readonly_context.
- *
- *		Why not SET transaction_read_only with GUC_ACTION_SAVE, undone with
- *		the GUC nest level: PostgreSQL 16 refuses to save transaction_*
- *		settings locally ("cannot be set locally in functions").  Setting
- *		XactReadOnly works on every version and unwinds the same way on
- *		error: a subtransaction's abort restores the read-only state it
- *		began with (PostgreSQL keeps it per subtransaction, prevXactReadOnly)
- *		and a new transaction starts from default_transaction_read_only.
- */
-void
-softmig_enter_readonly_context(Oid role, int *save_nestlevel, Oid *save_userid,
-							   int *save_sec, bool *save_readonly)
-{
-	softmig_enter_owner_context(role, save_nestlevel, save_userid, save_sec);
-	*save_readonly = XactReadOnly;
-	XactReadOnly = true;
-}
-
-/*
- * softmig_leave_readonly_context
- *		Undo softmig_enter_readonly_context: the read-only state it found,
- *		then the owner context.
- */
-void
-softmig_leave_readonly_context(int save_nestlevel, Oid save_userid, int save_sec,
-							   bool save_readonly)
-{
-	XactReadOnly = save_readonly;
-	softmig_leave_owner_context(save_nestlevel, save_userid, save_sec);
-}
-
-/*
- * softmig_check_read_access
- *		Raise 42501 unless role may read both tables of a migration itself:
- *		SELECT on each, and no row-level security policy that would apply to
- *		it (softmig reads them as their owners, which would bypass it).
- *		Syscache lookups only.  what names the caller in messages.
- */
-void
-softmig_check_read_access(Oid legacy, Oid target, Oid role, const char *what)
-{
-	Oid			rels[2] = {legacy, target};
-
-	for (int i = 0; i < 2; i++)
-	{
-		if (pg_class_aclcheck(rels[i], role, ACL_SELECT) != ACLCHECK_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied for table %s", get_rel_name(rels[i])),
-					 errdetail("%s reads both tables of the migration on behalf of role \"%s\", which needs SELECT on them.",
-							   what, GetUserNameFromId(role, false))));
-		if (check_enable_rls(rels[i], role, true) == RLS_ENABLED)
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("row-level security of table %s applies to role \"%s\"",
-							get_rel_name(rels[i]), GetUserNameFromId(role, false)),
-					 errdetail("%s reads the tables as their owner and would not apply the policies.", what),
-					 errhint("Run it as the table owner or as a role with BYPASSRLS.")));
-	}
-}
-
-/*
  * as_role
  *		Inside the read-only context, run the following user SQL as role
  *		(a table owner): security-restricted, GUCs as set on entry.
@@ -414,7 +341,7 @@ softmig_check_read_access(Oid legacy, Oid target, Oid role, const char *what)
 static void
 as_role(ParityCtx *c, Oid role)
 {
-	SetUserIdAndSecContext(role, c->run_sec);
+	softmig_set_user(role, c->run_sec);
 }
 
 /* ---------------------------------------------------------------------
@@ -1238,14 +1165,12 @@ load_quarantine(ParityCtx *c)
 	int			i;
 
 	values[0] = Int32GetDatum(c->id);
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(softmig_catalog_owner(),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	softmig_become_catalog_owner(&save_user, &save_sec);
 	if (SPI_execute_with_args("SELECT k FROM softmig._quarantined_keys($1) AS k "
 							  "WHERE k IS NOT NULL",
 							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "softmig: reading the quarantine failed");
-	SetUserIdAndSecContext(save_user, save_sec);
+	softmig_set_user(save_user, save_sec);
 	n = SPI_processed;
 	tt = SPI_tuptable;
 	if (n == 0)
@@ -2748,14 +2673,13 @@ cache_try_warm(ParityCtx *c)
 	values[0] = Int32GetDatum(c->id);
 	values[1] = CStringGetTextDatum(c->cache_fp);
 	values[2] = Int32GetDatum(c->chunk_rows);
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(softmig_catalog_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	softmig_become_catalog_owner(&save_user, &save_sec);
 	ret = SPI_execute_with_args("SELECT bounds, legacy_state, target_state FROM softmig.parity_cache "
 								"WHERE migration_id OPERATOR(pg_catalog.=) $1 "
 								"AND fingerprint OPERATOR(pg_catalog.=) $2 "
 								"AND chunk_rows OPERATOR(pg_catalog.=) $3",
 								3, argtypes, values, NULL, true, 1);
-	SetUserIdAndSecContext(save_user, save_sec);
+	softmig_set_user(save_user, save_sec);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "softmig: reading softmig.parity_cache failed");
 	if (SPI_processed != 1)
@@ -2943,11 +2867,10 @@ cache_store(ParityCtx *c)
 		c->cache_why = "too many (segment, chunk) pairs to store";
 		return;
 	}
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(softmig_catalog_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	softmig_become_catalog_owner(&save_user, &save_sec);
 	if (!softmig_pc_try_lock(c->id))
 	{
-		SetUserIdAndSecContext(save_user, save_sec);
+		softmig_set_user(save_user, save_sec);
 		return;
 	}
 	for (int side = 0; side < 2; side++)
@@ -3006,7 +2929,7 @@ cache_store(ParityCtx *c)
 		if (ret != SPI_OK_UPDATE)
 			elog(ERROR, "softmig: writing softmig.parity_cache failed");
 	}
-	SetUserIdAndSecContext(save_user, save_sec);
+	softmig_set_user(save_user, save_sec);
 	c->stored = true;
 }
 
@@ -3724,12 +3647,11 @@ softmig_inspect(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(id);
 	values[1] = JsonbPGetDatum(key);
 	values[2] = sides;
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(softmig_catalog_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	softmig_become_catalog_owner(&save_user, &save_sec);
 	if (SPI_execute_with_args("SELECT softmig._inspect_assemble($1, $2, $3)", 3, argtypes,
 							  values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "softmig: assembling inspect failed");
-	SetUserIdAndSecContext(save_user, save_sec);
+	softmig_set_user(save_user, save_sec);
 	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();

@@ -158,15 +158,10 @@ extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *value
 								  bool (*tolerated) (int sqlerrcode));
 extern bool softmig_unique_violation(int sqlerrcode);
 extern void softmig_spi_expect(int rc, int expect, const char *what);
-extern Oid	softmig_rel_owner(Oid relid);
 extern bool softmig_str_member(List *l, const char *s);
 extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
 extern void softmig_check_expression(const char *expr, const char *what);
-extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,
-										Oid *save_userid, int *save_sec);
 extern void softmig_prefer_index_plans(bool on);
-extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
-										int save_sec);
 
 /* authority.c */
 extern void softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m);
@@ -181,7 +176,25 @@ extern void softmig_check_definition(SoftmigMigration *m);
 extern bool softmig_field_takes_incoming(SoftmigSide owner, SoftmigSide incoming, bool fresh);
 extern List *softmig_expr_columns(const char *expr);
 
-/* identity.c: identity frames and the trust rule */
+/*
+ * identity.c: every switch of identity or security context, the ownership
+ * lookups they rest on, identity frames and the trust rule
+ */
+extern Oid	softmig_rel_owner(Oid relid);
+extern Oid	softmig_catalog_owner(void);
+extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,
+										Oid *save_userid, int *save_sec);
+extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
+										int save_sec);
+extern void softmig_enter_readonly_context(Oid role, int *save_nestlevel,
+										   Oid *save_userid, int *save_sec,
+										   bool *save_readonly);
+extern void softmig_leave_readonly_context(int save_nestlevel, Oid save_userid,
+										   int save_sec, bool save_readonly);
+extern void softmig_become_catalog_owner(Oid *save_userid, int *save_sec);
+extern void softmig_set_user(Oid role, int sec);
+extern void softmig_check_read_access(Oid legacy, Oid target, Oid role,
+									  const char *what);
 extern void softmig_enter_catalog_context(Oid *save_userid, int *save_sec);
 extern void softmig_leave_catalog_context(Oid save_userid, int save_sec);
 extern bool softmig_role_can_act_as(Oid member, Oid role);
@@ -190,7 +203,6 @@ extern void softmig_identity_init(void);
 extern void *softmig_grow_array(void *arr, int *maxitems, Size itemsize);
 
 /* gate.c */
-extern Oid	softmig_catalog_owner(void);
 extern Oid	softmig_gate_actor;
 
 /* GUCs (softmig.c) */
