@@ -85,40 +85,6 @@ gate_setup(FunctionCallInfo fcinfo)
 }
 
 /*
- * lookup_tables
- *		Find the legacy and target tables of the named migration, raising
- *		42704 if there is none.  Reads softmig.migrations through SPI as the
- *		caller under the caller's snapshot.
- */
-static void
-lookup_tables(text *name, Oid *legacy, Oid *target)
-{
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	bool		isnull;
-	int			ret;
-
-	values[0] = PointerGetDatum(name);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute_with_args("SELECT legacy, target "
-								"FROM softmig.migrations WHERE name OPERATOR(pg_catalog.=) $1",
-								1, argtypes, values, NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute failed: %d", ret);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("migration \"%s\" does not exist", text_to_cstring(name)),
-				 errhint("softmig.migrations lists the migrations of this database.")));
-	*legacy = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-	*target = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 2, &isnull));
-	SPI_finish();
-}
-
-/*
  * describe_rel
  *		Name of a relation for messages, or its OID when it no longer exists.
  */
@@ -203,7 +169,7 @@ softmig_gate(PG_FUNCTION_ARGS)
 					 errmsg("legacy or target table does not exist")));
 	}
 	else
-		lookup_tables(PG_GETARG_TEXT_PP(0), &legacy, &target);
+		(void) softmig_migration_by_name(PG_GETARG_TEXT_PP(0), &legacy, &target);
 
 	what = psprintf("call softmig.%s on migration \"%s\"", gi->proname,
 					text_to_cstring(PG_GETARG_TEXT_PP(0)));

@@ -212,36 +212,26 @@ prepare_plans(void)
 	if (claim_plan == NULL)
 	{
 		Oid			argtypes[6] = {INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, NAMEOID};
-		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("INSERT INTO softmig.operations "
-						   "(migration_id, key, side, relation, state, claimed_by) "
-						   "VALUES ($1, $2, $3::softmig.side, $4, $5::softmig.state, $6) "
-						   "ON CONFLICT (migration_id, key) DO NOTHING",
-						   6, argtypes);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "softmig: preparing the operation key claim failed: %s",
-				 SPI_result_code_string(SPI_result));
-		claim_plan = plan;
+		claim_plan = softmig_prepare_kept("INSERT INTO softmig.operations "
+										  "(migration_id, key, side, relation, state, claimed_by) "
+										  "VALUES ($1, $2, $3::softmig.side, $4, $5::softmig.state, $6) "
+										  "ON CONFLICT (migration_id, key) DO NOTHING",
+										  6, argtypes);
 	}
 	if (lookup_plan == NULL)
 	{
 		Oid			argtypes[2] = {INT4OID, TEXTOID};
-		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("SELECT side::pg_catalog.text, relation, state::pg_catalog.text, "
-						   "pg_catalog.to_char(claimed_at, 'YYYY-MM-DD HH24:MI:SS.USOF'), "
-						   "xid::pg_catalog.text, "
-						   "claimed_by::pg_catalog.text, "
-						   "COALESCE(xid OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id_if_assigned(), false) "
-						   "FROM softmig.operations "
-						   "WHERE migration_id OPERATOR(pg_catalog.=) $1 "
-						   "AND key OPERATOR(pg_catalog.=) ($2 COLLATE pg_catalog.\"C\")",
-						   2, argtypes);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "softmig: preparing the operation key lookup failed: %s",
-				 SPI_result_code_string(SPI_result));
-		lookup_plan = plan;
+		lookup_plan = softmig_prepare_kept("SELECT side::pg_catalog.text, relation, state::pg_catalog.text, "
+										   "pg_catalog.to_char(claimed_at, 'YYYY-MM-DD HH24:MI:SS.USOF'), "
+										   "xid::pg_catalog.text, "
+										   "claimed_by::pg_catalog.text, "
+										   "COALESCE(xid OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id_if_assigned(), false) "
+										   "FROM softmig.operations "
+										   "WHERE migration_id OPERATOR(pg_catalog.=) $1 "
+										   "AND key OPERATOR(pg_catalog.=) ($2 COLLATE pg_catalog.\"C\")",
+										   2, argtypes);
 	}
 }
 

@@ -349,21 +349,6 @@ as_role(ParityCtx *c, Oid role)
  * --------------------------------------------------------------------- */
 
 /*
- * str_in
- *		Is C string s in the List of C strings l?
- */
-static bool
-str_in(List *l, const char *s)
-{
-	ListCell   *lc;
-
-	foreach(lc, l)
-		if (strcmp((char *) lfirst(lc), s) == 0)
-			return true;
-	return false;
-}
-
-/*
  * copy_str_list
  *		Deep copy of a List of C strings into the current memory context.
  */
@@ -375,26 +360,6 @@ copy_str_list(List *l)
 
 	foreach(lc, l)
 		r = lappend(r, pstrdup((char *) lfirst(lc)));
-	return r;
-}
-
-/*
- * text_array_list
- *		A text[] datum as a List of C strings (NULL elements skipped).
- */
-static List *
-text_array_list(Datum d)
-{
-	ArrayType  *arr = DatumGetArrayTypeP(d);
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	List	   *r = NIL;
-
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
-		if (!nulls[i])
-			r = lappend(r, TextDatumGetCString(elems[i]));
 	return r;
 }
 
@@ -582,14 +547,14 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
 		 * while callers (softmig._parity_summary) still read c: back to cxt.
 		 */
 		MemoryContextSwitchTo(cxt);
-		divergent = text_array_list(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		new_only = text_array_list(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		divergent = softmig_text_array_list(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		new_only = softmig_text_array_list(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 
 		forboth(lc, fcols, lc2, fex)
 		{
 			mapnames = lappend(mapnames, lfirst(lc));
-			if (str_in(tkeycols, lfirst(lc)) || str_in(divergent, lfirst(lc)) ||
-				str_in(new_only, lfirst(lc)))
+			if (softmig_str_member(tkeycols, lfirst(lc)) || softmig_str_member(divergent, lfirst(lc)) ||
+				softmig_str_member(new_only, lfirst(lc)))
 				continue;
 			fields = lappend(fields, lfirst(lc));
 			fexprs = lappend(fexprs, lfirst(lc2));
@@ -3065,35 +3030,6 @@ run_parity(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 }
 
 /*
- * migration_id_by_name
- *		The id of a migration by name (42704 if unknown; 22004 for NULL).
- *		Reads the catalog through SPI as the current user.
- */
-static int32
-migration_id_by_name(text *name)
-{
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	bool		isnull;
-	int32		id;
-
-	values[0] = PointerGetDatum(name);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT id FROM softmig.migrations WHERE name OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: reading softmig.migrations failed");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("migration \"%s\" does not exist", text_to_cstring(name)),
-				 errhint("softmig.migrations lists the migrations of this database.")));
-	id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
-	return id;
-}
-
-/*
  * check_chunk_rows
  *		22023 unless 1 <= chunk_rows <= 10,000,000.
  */
@@ -3179,7 +3115,7 @@ softmig_parity(PG_FUNCTION_ARGS)
 				 errmsg("migration name and chunk_rows must not be null")));
 	chunk_rows = PG_GETARG_INT32(1);
 	check_chunk_rows(chunk_rows);
-	id = migration_id_by_name(PG_GETARG_TEXT_PP(0));
+	id = softmig_migration_by_name(PG_GETARG_TEXT_PP(0), NULL, NULL);
 
 	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 	if (get_call_result_type(fcinfo, NULL, &st.desc) != TYPEFUNC_COMPOSITE)
@@ -3449,7 +3385,7 @@ inspect_sides(int32 id, Jsonb *key)
 		if (tok != WJB_KEY)
 			continue;
 		k = pnstrdup(v.val.string.val, v.val.string.len);
-		if (!str_in(c->lkeycols, k))
+		if (!softmig_str_member(c->lkeycols, k))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("\"%s\" is not a key column of migration \"%s\"", k, c->name),
@@ -3628,7 +3564,7 @@ softmig_inspect(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("key must not be null")));
-	id = migration_id_by_name(PG_GETARG_TEXT_PP(0));
+	id = softmig_migration_by_name(PG_GETARG_TEXT_PP(0), NULL, NULL);
 	key = PG_GETARG_JSONB_P(1);
 
 	softmig_discovery_suppress++;

@@ -584,14 +584,10 @@ record_violation(SoftmigMigration *m, RuleSet *rs, RuleColumn *rc, RuleEdge *e,
 	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
 	if (plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare("INSERT INTO softmig.rule_violations "
+		plan = softmig_prepare_kept("INSERT INTO softmig.rule_violations "
 									"(migration_id, rule_id, tbl, col, from_value, to_value, key, reason, actor) "
 									"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::pg_catalog.name)",
 									9, argtypes);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "softmig: preparing the rule violation log failed");
-		plan = p;
 	}
 	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "softmig: recording a rule violation failed");

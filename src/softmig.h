@@ -147,9 +147,7 @@ typedef struct SoftmigDest
 	List	   *keyops;			/* "OPERATOR(nsp.=)" strings */
 } SoftmigDest;
 
-/* mapping.c */
-extern SoftmigDest *softmig_build_dest(SoftmigMigration *m, SoftmigSide side);
-extern char *softmig_qualified_relname(Oid relid);
+/* spiutil.c: plans, subtransactions, migration lookup, list helpers */
 extern SPIPlanPtr softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes);
 extern ErrorData *softmig_subxact_try(void (*fn) (void *arg), void *arg,
 									  bool (*tolerated) (int sqlerrcode));
@@ -158,10 +156,16 @@ extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *value
 								  bool (*tolerated) (int sqlerrcode));
 extern bool softmig_unique_violation(int sqlerrcode);
 extern void softmig_spi_expect(int rc, int expect, const char *what);
+extern void softmig_prefer_index_plans(bool on);
 extern bool softmig_str_member(List *l, const char *s);
+extern List *softmig_text_array_list(Datum d);
+extern char *softmig_qualified_relname(Oid relid);
+extern int32 softmig_migration_by_name(text *name, Oid *legacy, Oid *target);
+
+/* mapping.c */
+extern SoftmigDest *softmig_build_dest(SoftmigMigration *m, SoftmigSide side);
 extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
 extern void softmig_check_expression(const char *expr, const char *what);
-extern void softmig_prefer_index_plans(bool on);
 
 /* authority.c */
 extern void softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m);

@@ -395,16 +395,12 @@ log_override(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
 	if (insert_plan == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(
-									   "INSERT INTO softmig.history_log (migration_id, actor, action, reason, detail) "
-									   "SELECT $1, $2, 'override', $3, pg_catalog.jsonb_build_object("
-									   "'table', $4, 'operation', $5, 'key', k) "
-									   "FROM pg_catalog.jsonb_array_elements($6) AS k",
-									   6, argtypes);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "softmig: preparing the override log failed");
-		insert_plan = plan;
+		insert_plan = softmig_prepare_kept(
+										   "INSERT INTO softmig.history_log (migration_id, actor, action, reason, detail) "
+										   "SELECT $1, $2, 'override', $3, pg_catalog.jsonb_build_object("
+										   "'table', $4, 'operation', $5, 'key', k) "
+										   "FROM pg_catalog.jsonb_array_elements($6) AS k",
+										   6, argtypes);
 	}
 	ret = SPI_execute_plan(insert_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
@@ -564,11 +560,7 @@ note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null, const ch
 	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
 	if (plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare("SELECT softmig._note_new_only($1, $2, $3, $4, $5)", 5, argtypes);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "softmig: preparing the envelope update failed");
-		plan = p;
+		plan = softmig_prepare_kept("SELECT softmig._note_new_only($1, $2, $3, $4, $5)", 5, argtypes);
 	}
 	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "softmig: recording new-only state failed");
@@ -757,14 +749,10 @@ check_quarantine(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
 		if (plan == NULL)
 		{
-			SPIPlanPtr	pl = SPI_prepare("SELECT q.key::pg_catalog.text, q.reason FROM softmig.quarantine q "
-										 "WHERE q.migration_id OPERATOR(pg_catalog.=) $1 AND q.key OPERATOR(pg_catalog.=) ANY "
-										 "(SELECT k FROM pg_catalog.jsonb_array_elements($2) AS k) LIMIT 1",
-										 2, argtypes);
-
-			if (pl == NULL || SPI_keepplan(pl) != 0)
-				elog(ERROR, "softmig: preparing the quarantine check failed");
-			plan = pl;
+			plan = softmig_prepare_kept("SELECT q.key::pg_catalog.text, q.reason FROM softmig.quarantine q "
+										"WHERE q.migration_id OPERATOR(pg_catalog.=) $1 AND q.key OPERATOR(pg_catalog.=) ANY "
+										"(SELECT k FROM pg_catalog.jsonb_array_elements($2) AS k) LIMIT 1",
+										2, argtypes);
 		}
 		/* the latest snapshot: a quarantine committed while we waited counts */
 		if (SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot,
@@ -943,19 +931,15 @@ log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
 	if (plan == NULL)
 	{
-		SPIPlanPtr	pl = SPI_prepare(
-									 "INSERT INTO softmig.field_writes (migration_id, key, field, xid) "
-									 "SELECT $1, k.v, f, pg_catalog.pg_current_xact_id() "
-									 "FROM pg_catalog.jsonb_array_elements($2) WITH ORDINALITY AS k(v, i) "
-									 "JOIN pg_catalog.jsonb_array_elements($3) WITH ORDINALITY AS r(fs, j) "
-									 "ON k.i OPERATOR(pg_catalog.=) r.j, "
-									 "LATERAL pg_catalog.jsonb_array_elements_text(r.fs) AS f "
-									 "ON CONFLICT (migration_id, key, field) DO UPDATE SET xid = EXCLUDED.xid",
-									 3, argtypes);
-
-		if (pl == NULL || SPI_keepplan(pl) != 0)
-			elog(ERROR, "softmig: preparing the field version log failed");
-		plan = pl;
+		plan = softmig_prepare_kept(
+									"INSERT INTO softmig.field_writes (migration_id, key, field, xid) "
+									"SELECT $1, k.v, f, pg_catalog.pg_current_xact_id() "
+									"FROM pg_catalog.jsonb_array_elements($2) WITH ORDINALITY AS k(v, i) "
+									"JOIN pg_catalog.jsonb_array_elements($3) WITH ORDINALITY AS r(fs, j) "
+									"ON k.i OPERATOR(pg_catalog.=) r.j, "
+									"LATERAL pg_catalog.jsonb_array_elements_text(r.fs) AS f "
+									"ON CONFLICT (migration_id, key, field) DO UPDATE SET xid = EXCLUDED.xid",
+									3, argtypes);
 	}
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "softmig: writing field versions failed");
