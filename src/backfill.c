@@ -78,74 +78,31 @@ int			softmig_backfill_pause_lock = 0;
 
 #define BF_ENR "softmig_batch"
 
-/*
- * The delete fence's lock tag: an advisory-type tag on (SM_FENCE_KEY,
- * migration id) with a fourth field no pg_advisory_* function produces (they
- * use 1 and 2), so it never collides with an application's advisory locks.
- * pg_locks shows it as locktype advisory, classid 1936549486, objid the
- * migration id, objsubid 3.
- */
-#define SM_FENCE_KEY 1936549486	/* 'smfn' */
-
 /* batches of this session that use row locks after the fence stalled writers */
 #define BF_FENCE_PAUSE 16
 static int	bf_fence_pause = 0;
-#define SM_FENCE_SUBKEY 3
 
 /* the migration bf_fence_pause and bf_plain_pause were set for */
 static int32 bf_pause_migration = 0;
 
 /*
- * fence_tag
- *		The delete fence's lock tag for a migration.
- */
-static void
-fence_tag(LOCKTAG *tag, int32 migration_id)
-{
-	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, SM_FENCE_KEY, (uint32) migration_id, SM_FENCE_SUBKEY);
-}
-
-/*
- * softmig_fence_live_write
- *		Called by the write trigger before it carries a DELETE or a key
- *		change of legacy rows to the target in state mirrored: take the
- *		migration's delete fence in ROW EXCLUSIVE mode, held to the end of
- *		the transaction.  It waits only while a backfill batch holds the
- *		fence (one batch); live writers never conflict with each other.
- */
-void
-softmig_fence_live_write(int32 migration_id)
-{
-	LOCKTAG		tag;
-
-	fence_tag(&tag, migration_id);
-	(void) LockAcquire(&tag, RowExclusiveLock, false, false);
-}
-
-/*
  * fence_batch
- *		Try to take the delete fence for one backfill batch (SHARE mode, held
- *		to the end of the batch's transaction).  Never waits: when a live
- *		transaction that deleted or re-keyed legacy rows is still open, the
- *		batch falls back to row locks, so a backfill never queues in front
- *		of live writers and is never held back by them.
+ *		Try to take the delete fence for one backfill batch (fence.c).  Never
+ *		waits.  After the fence stalled writers (fence_done), the next
+ *		BF_FENCE_PAUSE batches of this session do not try it and use row
+ *		locks instead.  The test hook freezes batches on purpose, which
+ *		would make every writer that meets one look like delete load: with
+ *		it set, always try.
  */
 static bool
 fence_batch(int32 migration_id)
 {
-	LOCKTAG		tag;
-
-	/*
-	 * The test hook freezes batches on purpose, which would make every writer
-	 * that meets one look like delete load: with it set, always try.
-	 */
 	if (bf_fence_pause > 0 && softmig_backfill_pause_lock == 0)
 	{
 		bf_fence_pause--;
 		return false;
 	}
-	fence_tag(&tag, migration_id);
-	return LockAcquire(&tag, ShareLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+	return softmig_fence_try_batch(migration_id);
 }
 
 /*
@@ -159,11 +116,8 @@ fence_batch(int32 migration_id)
 static void
 fence_done(int32 migration_id, bool busy)
 {
-	LOCKTAG		tag;
-
-	fence_tag(&tag, migration_id);
 	if (softmig_backfill_pause_lock == 0 &&
-		(busy || LockHasWaiters(&tag, ShareLock, false)))
+		(busy || softmig_fence_has_waiters(migration_id)))
 		bf_fence_pause = BF_FENCE_PAUSE;
 }
 
@@ -358,16 +312,7 @@ bf_context(SoftmigMigration *m)
 	c->keypos = buf.data;
 	table_close(rel, NoLock);
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "pg_catalog.jsonb_build_object(");
-	i = 0;
-	foreach(lc, c->lkeys)
-	{
-		appendStringInfo(&buf, "%s%s, %s", i++ ? ", " : "",
-						 quote_literal_cstr(lfirst(lc)), quote_identifier(lfirst(lc)));
-	}
-	appendStringInfoChar(&buf, ')');
-	c->keyjson = buf.data;
+	c->keyjson = softmig_json_object_sql(c->lkeys, softmig_quoted_idents(c->lkeys, ""));
 	return c;
 }
 
@@ -852,7 +797,8 @@ last_key(BfContext *c)
 	Datum		values[64];
 	char		nulls[64];
 	Oid			types[64];
-	StringInfoData sql;
+	List	   *params = NIL;
+	char	   *sql;
 	ListCell   *lc;
 	int			k = 0;
 	bool		isnull;
@@ -861,8 +807,6 @@ last_key(BfContext *c)
 	if (SPI_processed == 0)
 		elog(ERROR, "softmig: no row to take the backfill cursor from");
 	last = tt->vals[SPI_processed - 1];
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT pg_catalog.jsonb_build_object(");
 	foreach(lc, c->lkeys)
 	{
 		int			att = SPI_fnumber(tt->tupdesc, lfirst(lc));
@@ -873,12 +817,11 @@ last_key(BfContext *c)
 		values[k] = SPI_getbinval(last, tt->tupdesc, att, &isnull);
 		nulls[k] = isnull ? 'n' : ' ';
 		types[k] = SPI_gettypeid(tt->tupdesc, att);
-		appendStringInfo(&sql, "%s%s, $%d", k ? ", " : "",
-						 quote_literal_cstr(lfirst(lc)), k + 1);
+		params = lappend(params, psprintf("$%d", k + 1));
 		k++;
 	}
-	appendStringInfoChar(&sql, ')');
-	if (SPI_execute_plan(cached_plan(c->m, sql.data, k, types), values, nulls, true, 1) != SPI_OK_SELECT ||
+	sql = psprintf("SELECT %s", softmig_json_object_sql(c->lkeys, params));
+	if (SPI_execute_plan(cached_plan(c->m, sql, k, types), values, nulls, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "softmig: building the backfill cursor failed");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -1379,18 +1322,7 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 static char *
 bwd_keyjson(BfContext *c)
 {
-	StringInfoData buf;
-	ListCell   *k;
-	ListCell   *e;
-	int			i = 0;
-
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "pg_catalog.jsonb_build_object(");
-	forboth(k, c->bwd->keycols, e, c->bwd->keyexprs)
-		appendStringInfo(&buf, "%s%s, (%s\n)", i++ ? ", " : "", quote_literal_cstr(lfirst(k)),
-						 (char *) lfirst(e));
-	appendStringInfoChar(&buf, ')');
-	return buf.data;
+	return softmig_json_object_sql(c->bwd->keycols, c->bwd->keyexprs);
 }
 
 PG_FUNCTION_INFO_V1(softmig_resync_all);
@@ -1515,7 +1447,6 @@ softmig_normalize_key(PG_FUNCTION_ARGS)
 	ListCell   *k;
 	ListCell   *t;
 	SoftmigDest *bwd;
-	int			i = 0;
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
@@ -1536,13 +1467,10 @@ softmig_normalize_key(PG_FUNCTION_ARGS)
 		appendStringInfo(&cols, "%s%s %s", cols.len ? ", " : "",
 						 quote_identifier(lfirst(k)), (char *) lfirst(t));
 	initStringInfo(&buf);
-	appendStringInfoString(&buf, "SELECT pg_catalog.jsonb_build_object(");
-	foreach(k, bwd->keycols)
-	{
-		appendStringInfo(&buf, "%s%s, softmig_b.%s", i++ ? ", " : "",
-						 quote_literal_cstr(lfirst(k)), quote_identifier(lfirst(k)));
-	}
-	appendStringInfo(&buf, ") FROM pg_catalog.jsonb_to_record($1) AS softmig_b(%s)", cols.data);
+	appendStringInfo(&buf, "SELECT %s FROM pg_catalog.jsonb_to_record($1) AS softmig_b(%s)",
+					 softmig_json_object_sql(bwd->keycols,
+											 softmig_quoted_idents(bwd->keycols, "softmig_b.")),
+					 cols.data);
 	values[0] = key;
 	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
 	if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)

@@ -87,7 +87,6 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	StringInfoData keymatch;
 	StringInfoData buf;
 	StringInfoData fresh;
-	StringInfoData kj;
 	char	   *keyjson;
 	ListCell   *k;
 	ListCell   *o;
@@ -129,14 +128,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	table_close(rel, NoLock);
 
 	/* the legacy key of a target row: backward key expressions */
-	initStringInfo(&kj);
-	appendStringInfoString(&kj, "pg_catalog.jsonb_build_object(");
-	i = 0;
-	forboth(k, bwd->keycols, e, bwd->keyexprs)
-		appendStringInfo(&kj, "%s%s, (%s\n)", i++ ? ", " : "", quote_literal_cstr(lfirst(k)),
-						 (char *) lfirst(e));
-	appendStringInfoChar(&kj, ')');
-	keyjson = kj.data;
+	keyjson = softmig_json_object_sql(bwd->keycols, bwd->keyexprs);
 
 	/* target row <-> incoming row, on the correlation key */
 	initStringInfo(&keymatch);

@@ -48,67 +48,6 @@
 
 #include "softmig.h"
 
-/*
- * softmig_check_expression
- *		Raise 42601 unless expr is exactly one scalar SQL expression (what may
- *		stand after SELECT with nothing else: no FROM, alias, second column,
- *		second statement or clause).  Parses only; takes no locks.
- */
-void
-softmig_check_expression(const char *expr, const char *what)
-{
-	List	   *raw;
-	RawStmt    *rs;
-	SelectStmt *sel;
-	ResTarget  *rt;
-	char	   *sql;
-
-	if (expr == NULL || expr[strspn(expr, " \t\r\n")] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("%s must be a non-empty SQL expression", what)));
-
-	sql = psprintf("SELECT %s\n", expr);
-	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
-	if (list_length(raw) != 1)
-		goto bad;
-	rs = linitial_node(RawStmt, raw);
-	if (!IsA(rs->stmt, SelectStmt))
-		goto bad;
-	sel = (SelectStmt *) rs->stmt;
-	if (sel->op != SETOP_NONE || sel->fromClause || sel->whereClause ||
-		sel->groupClause || sel->havingClause || sel->windowClause ||
-		sel->sortClause || sel->limitCount || sel->limitOffset ||
-		sel->lockingClause || sel->withClause || sel->intoClause ||
-		sel->distinctClause || sel->valuesLists ||
-		list_length(sel->targetList) != 1)
-		goto bad;
-	rt = linitial_node(ResTarget, sel->targetList);
-	if (rt->name != NULL || (IsA(rt->val, ColumnRef) &&
-		IsA(llast(((ColumnRef *) rt->val)->fields), A_Star)))
-		goto bad;
-	return;
-
-bad:
-	ereport(ERROR,
-			(errcode(ERRCODE_SYNTAX_ERROR),
-			 errmsg("%s is not a single SQL expression: %s", what, expr),
-			 errhint("Give one scalar expression over the other table's columns, such as upper(name) or amount * 100.")));
-}
-
-PG_FUNCTION_INFO_V1(softmig_check_expression_sql);
-/*
- * softmig_check_expression_sql
- *		softmig._check_expression(expr, what): SQL access to the check above.
- */
-Datum
-softmig_check_expression_sql(PG_FUNCTION_ARGS)
-{
-	softmig_check_expression(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-							 text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	PG_RETURN_VOID();
-}
-
 typedef SoftmigDest DestInfo;
 
 /*
@@ -416,29 +355,24 @@ append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
 static char *
 keyjson_expr(SoftmigMigration *m, SoftmigSide side)
 {
-	StringInfoData buf;
+	List	   *exprs = NIL;
 	ListCell   *lc;
 	ListCell   *c;
 	ListCell   *e;
-	int			i = 0;
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "pg_catalog.jsonb_build_object(");
+	if (side == SIDE_LEGACY)
+		return softmig_json_object_sql(m->legacy_key,
+									   softmig_quoted_idents(m->legacy_key, ""));
 	foreach(lc, m->legacy_key)
 	{
 		char	   *kexpr = NULL;
 
-		if (side == SIDE_LEGACY)
-			kexpr = (char *) quote_identifier(lfirst(lc));
-		else
-			forboth(c, m->bwd_cols, e, m->bwd_exprs)
-				if (strcmp(lfirst(c), lfirst(lc)) == 0)
-					kexpr = lfirst(e);
-		appendStringInfo(&buf, "%s%s, (%s\n)", i++ ? ", " : "",
-						 quote_literal_cstr(lfirst(lc)), kexpr);
+		forboth(c, m->bwd_cols, e, m->bwd_exprs)
+			if (strcmp(lfirst(c), lfirst(lc)) == 0)
+				kexpr = lfirst(e);
+		exprs = lappend(exprs, kexpr);
 	}
-	appendStringInfoChar(&buf, ')');
-	return buf.data;
+	return softmig_json_object_sql(m->legacy_key, exprs);
 }
 
 /*

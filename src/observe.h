@@ -25,7 +25,6 @@ extern int	softmig_parity_pause_lock;
 
 /* parity.c */
 extern void softmig_observe_init(void);
-extern char *softmig_json_object_sql(List *names, List *exprs);
 
 /* rules.c */
 extern void softmig_rules_init(void);

@@ -158,9 +158,6 @@ int			softmig_parity_pause_lock = 0;
 /* Hard limit on chunks (the digest state is 24 bytes per chunk). */
 #define PARITY_MAX_CHUNKS 100000
 
-/* jsonb_build_object takes at most 100 arguments: build in groups */
-#define JSON_PAIRS_PER_CALL 40
-
 typedef enum ParityKind
 {
 	PK_MISSING_IN_TARGET = 0,
@@ -330,7 +327,6 @@ softmig_observe_init(void)
 							NULL, NULL, NULL);
 
 	softmig_paritycache_init();
-	softmig_rules_init();
 }
 
 /*
@@ -422,38 +418,6 @@ pcol_setup(ParityCtx *c, PCol *pc, Form_pg_attribute att, bool iskey)
 	}
 	getTypeOutputInfo(att->atttypid, &outfn, &isvarlena);
 	fmgr_info_cxt(outfn, &pc->out, c->cxt);
-}
-
-/*
- * softmig_json_object_sql
- *		SQL building a jsonb object from names and expressions, in groups
- *		of JSON_PAIRS_PER_CALL pairs joined with || (jsonb_build_object
- *		takes at most 100 arguments).  Expressions are parenthesized and
- *		followed by a newline, like every spliced user expression.
- */
-char *
-softmig_json_object_sql(List *names, List *exprs)
-{
-	StringInfoData buf;
-	ListCell   *n;
-	ListCell   *e;
-	int			i = 0;
-
-	initStringInfo(&buf);
-	if (names == NIL)
-		return pstrdup("'{}'::pg_catalog.jsonb");
-	forboth(n, names, e, exprs)
-	{
-		if (i % JSON_PAIRS_PER_CALL == 0)
-			appendStringInfo(&buf, "%spg_catalog.jsonb_build_object(",
-							 i ? ") OPERATOR(pg_catalog.||) " : "");
-		else
-			appendStringInfoString(&buf, ", ");
-		appendStringInfo(&buf, "%s, (%s\n)", quote_literal_cstr(lfirst(n)), (char *) lfirst(e));
-		i++;
-	}
-	appendStringInfoChar(&buf, ')');
-	return buf.data;
 }
 
 /*

@@ -66,8 +66,9 @@ _PG_init(void)
 	softmig_readpath_init();
 	softmig_route_init();
 
-	/* observability: parity test hooks, transition-rule cache */
+	/* observability: parity test hooks and digest cache; transition rules */
 	softmig_observe_init();
+	softmig_rules_init();
 
 	/* write triggers: softmig.mirror_work_mem, the ExecutorStart hook */
 	softmig_trigger_init();

@@ -162,23 +162,27 @@ extern List *softmig_text_array_list(Datum d);
 extern char *softmig_qualified_relname(Oid relid);
 extern int32 softmig_migration_by_name(text *name, Oid *legacy, Oid *target);
 
+/* sqltext.c: SQL text the layers share */
+extern char *softmig_json_object_sql(List *names, List *exprs);
+extern List *softmig_quoted_idents(List *names, const char *prefix);
+
 /* mapping.c */
 extern SoftmigDest *softmig_build_dest(SoftmigMigration *m, SoftmigSide side);
 extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
-extern void softmig_check_expression(const char *expr, const char *what);
 
 /* authority.c */
 extern void softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m);
 extern void softmig_authority_check_inserts(TriggerData *td, SoftmigMigration *m);
 
-/* definition.c */
+/* expr.c: checking and reading mapping expressions */
+extern void softmig_check_expression(const char *expr, const char *what);
+extern List *softmig_expr_columns(const char *expr);
 extern void softmig_check_mapping_expression(const char *expr, const char *what, Oid srcrel,
 											 Oid owner, bool want_bool, bool not_null);
 extern void softmig_check_definition(SoftmigMigration *m);
 
 /* merge.c */
 extern bool softmig_field_takes_incoming(SoftmigSide owner, SoftmigSide incoming, bool fresh);
-extern List *softmig_expr_columns(const char *expr);
 
 /*
  * identity.c: every switch of identity or security context, the ownership
@@ -219,8 +223,10 @@ extern void softmig_mirror_enter(int32 id);
 extern void softmig_mirror_leave(void);
 extern bool softmig_mirroring(int32 id);
 
-/* backfill.c */
+/* fence.c: the delete fence between live deletes and backfill batches */
 extern void softmig_fence_live_write(int32 migration_id);
+extern bool softmig_fence_try_batch(int32 migration_id);
+extern bool softmig_fence_has_waiters(int32 migration_id);
 
 /* progress.c */
 extern int	softmig_backfill_progress_interval;
