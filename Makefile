@@ -27,7 +27,8 @@ ISOLATION += backfill_deadlock state_lock_upgrade
 ISOLATION += envelope_race quarantine_race route_replan
 REGRESS += readpath
 
-OBJS += src/parity.o src/paritycache.o src/rules.o
+OBJS += src/parity.o src/paritybuild.o src/parityhash.o src/paritydigest.o
+OBJS += src/paritydescent.o src/paritywarm.o src/parityinspect.o src/paritycache.o src/rules.o
 REGRESS += parity observe parity_cache
 ISOLATION += parity_consistent parity_cache_race
 
@@ -59,7 +60,7 @@ $(OBJS): src/softmig.h src/compat.h
 src/readpath.o src/discovery.o src/softmig.o: src/readpath.h
 src/opkey.o src/trigger.o src/softmig.o: src/opkey.h
 src/parity.o src/rules.o src/softmig.o: src/observe.h
-src/parity.o src/paritycache.o: src/paritycache.h
+src/parity.o src/paritybuild.o src/parityhash.o src/paritydigest.o src/paritydescent.o src/paritywarm.o src/parityinspect.o src/paritycache.o: src/paritycache.h src/parityint.h
 src/parity.o src/rules.o: src/readpath.h
 
 softmig--$(EXTVERSION).sql: $(SQL_PARTS)
