@@ -12,7 +12,7 @@ MODULE_big = softmig
 # One C file and one SQL file per concern; each module adds its own lines.
 OBJS  = src/softmig.o src/state.o src/gate.o src/cache.o src/mapping.o src/trigger.o
 OBJS += src/identity.o src/spiutil.o src/sqltext.o src/ddl.o
-OBJS += src/fence.o src/backfill.o
+OBJS += src/fence.o src/stmtcache.o src/backfill.o
 OBJS += src/expr.o src/authority.o
 OBJS += src/merge.o
 OBJS += src/hydrate.o

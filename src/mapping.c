@@ -216,26 +216,6 @@ softmig_build_dest(SoftmigMigration *m, SoftmigSide side)
 }
 
 /*
- * append_key_list
- *		"(<key expr 1>)::<type> AS softmig_k1, ..." over the destination's
- *		key columns, mapped from the source row.
- */
-static void
-append_key_list(StringInfo buf, DestInfo *d)
-{
-	ListCell   *e;
-	ListCell   *t;
-	int			i = 1;
-
-	forboth(e, d->keyexprs, t, d->keytypes)
-	{
-		appendStringInfo(buf, "%s(%s\n)::%s AS softmig_k%d",
-						 i > 1 ? ", " : "", (char *) lfirst(e), (char *) lfirst(t), i);
-		i++;
-	}
-}
-
-/*
  * append_key_select
  *		"(SELECT (e1)::t1 AS softmig_k1, ... FROM <from>)"
  */
@@ -243,7 +223,7 @@ static void
 append_key_select(StringInfo buf, DestInfo *d, const char *from)
 {
 	appendStringInfoString(buf, "(SELECT ");
-	append_key_list(buf, d);
+	softmig_append_key_list(buf, d->keyexprs, d->keytypes);
 	appendStringInfo(buf, " FROM %s)", from);
 }
 
@@ -254,17 +234,7 @@ append_key_select(StringInfo buf, DestInfo *d, const char *from)
 static void
 append_key_match(StringInfo buf, DestInfo *d, const char *alias)
 {
-	ListCell   *k;
-	ListCell   *o;
-	int			i = 1;
-
-	forboth(k, d->keycols, o, d->keyops)
-	{
-		appendStringInfo(buf, "%ssoftmig_t.%s %s %s.softmig_k%d",
-						 i > 1 ? " AND " : "", quote_identifier(lfirst(k)),
-						 (char *) lfirst(o), alias, i);
-		i++;
-	}
+	softmig_append_key_match(buf, "softmig_t", d->keycols, d->keyops, alias);
 }
 
 /*
@@ -302,7 +272,7 @@ append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_col
 		v++;
 		appendStringInfo(buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e), v);
 	}
-	append_key_list(buf, d);
+	softmig_append_key_list(buf, d->keyexprs, d->keytypes);
 	appendStringInfo(buf, " FROM %s) AS softmig_s WHERE ", from);
 	append_key_match(buf, d, "softmig_s");
 	return true;
@@ -418,26 +388,235 @@ prepare_error_context(void *arg)
 }
 
 /*
+ * row_params_select
+ *		"(SELECT $first AS col1, $first+1 AS col2, ...) AS alias": one row of
+ *		srcdesc's live columns given as parameters.  Their types go to
+ *		argtypes[first - 1 ...]; returns the number of parameters.
+ */
+static int
+row_params_select(StringInfo buf, TupleDesc srcdesc, int first, const char *alias,
+				  Oid *argtypes)
+{
+	int			k = 0;
+
+	appendStringInfoString(buf, "(SELECT ");
+	for (int i = 0; i < srcdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(srcdesc, i);
+
+		if (att->attisdropped)
+			continue;
+		argtypes[first - 1 + k] = att->atttypid;
+		appendStringInfo(buf, "%s$%d AS %s", k ? ", " : "", first + k,
+						 quote_identifier(NameStr(att->attname)));
+		k++;
+	}
+	appendStringInfo(buf, ") AS %s", alias);
+	return k;
+}
+
+/*
+ * prepare_big_statements
+ *		Big statements skip speculative insertion where they can: a plain
+ *		INSERT (falling back to the upsert if any key exists), and an UPDATE
+ *		joined on the key (followed by the upsert only if rows were missing).
+ *		Only kept as text in p (m->cxt); they are planned when used.
+ */
+static void
+prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+					   List *not_taken)
+{
+	StringInfoData buf;
+	List	   *set_cols = NIL;
+	ListCell   *lc;
+	int			i = 0;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "INSERT INTO %s (", d->qualname);
+	foreach(lc, d->cols)
+		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+	appendStringInfoString(&buf, ") OVERRIDING SYSTEM VALUE SELECT ");
+	i = 0;
+	foreach(lc, d->exprs)
+		appendStringInfo(&buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+	appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
+	p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
+
+	foreach(lc, d->cols)
+		if (!softmig_str_member(d->keycols, lfirst(lc)) &&
+			!softmig_str_member(not_taken, lfirst(lc)))
+			set_cols = lappend(set_cols, lfirst(lc));
+	resetStringInfo(&buf);
+	if (append_keyed_update(&buf, d, SM_NEW_TABLE, set_cols))
+		p->update_sql = MemoryContextStrdup(m->cxt, buf.data);
+}
+
+/*
+ * prepare_move
+ *		p->move: one row's key change, the old then the new row of srcdesc
+ *		as parameters.  Caller is in the destination owner's context.
+ */
+static void
+prepare_move(SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
+{
+	StringInfoData rowsel[2];
+	StringInfoData buf;
+	Oid		   *argtypes = palloc(sizeof(Oid) * 2 * Max(srcdesc->natts, 1));
+	int			nargs = 0;
+	int			i = 1;
+	ListCell   *lc;
+
+	for (int r = 0; r < 2; r++)
+	{
+		initStringInfo(&rowsel[r]);
+		nargs += row_params_select(&rowsel[r], srcdesc, nargs + 1,
+								   r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE, argtypes);
+	}
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "UPDATE %s AS softmig_t SET ", d->qualname);
+	foreach(lc, d->keycols)
+	{
+		appendStringInfo(&buf, "%s%s = softmig_n.softmig_k%d", i > 1 ? ", " : "",
+						 quote_identifier(lfirst(lc)), i);
+		i++;
+	}
+	appendStringInfoString(&buf, " FROM ");
+	append_key_select(&buf, d, rowsel[0].data);
+	appendStringInfoString(&buf, " AS softmig_o, ");
+	append_key_select(&buf, d, rowsel[1].data);
+	appendStringInfoString(&buf, " AS softmig_n WHERE ");
+	append_key_match(&buf, d, "softmig_o");
+	p->move_nargs = nargs;
+	p->move = softmig_prepare_kept(buf.data, nargs, argtypes);
+}
+
+/*
+ * prepare_projection
+ *		Target side only: the field projection of mirrored (target-owned
+ *		fields to legacy), and the upsert of one row and its legacy key,
+ *		the row given as parameters.  Caller is in the destination owner's
+ *		context.
+ */
+static void
+prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+				   TupleDesc srcdesc)
+{
+	StringInfoData rowsel;
+	StringInfoData buf;
+	Oid		   *argtypes = palloc(sizeof(Oid) * Max(srcdesc->natts, 1));
+
+	initStringInfo(&buf);
+	/* per-field authority (mirrored): target-owned fields flow to legacy */
+	if (m->new_legacy_cols != NIL)
+	{
+		if (!append_keyed_update(&buf, d, SM_NEW_TABLE, m->new_legacy_cols))
+			elog(ERROR, "softmig: no legacy column to project for migration \"%s\"", m->name);
+		p->field_project = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+
+	/* projection: the same upsert for one row given as parameters */
+	initStringInfo(&rowsel);
+	p->row_nargs = row_params_select(&rowsel, srcdesc, 1, SM_NEW_TABLE, argtypes);
+	resetStringInfo(&buf);
+	append_upsert(&buf, d, rowsel.data, NIL);
+	p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
+	resetStringInfo(&buf);
+	appendStringInfo(&buf, "SELECT %s FROM %s", keyjson_expr(m, SIDE_TARGET), rowsel.data);
+	p->keyjson_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
+}
+
+/*
+ * prepare_source_reads
+ *		The statements over the transition tables that run as the source
+ *		table's owner (the caller is in that context): the written rows'
+ *		keys as legacy-key jsonb (for audit), and, projecting target ->
+ *		legacy, the rows legacy cannot represent (a new_only column set, or
+ *		the representable predicate false: user SQL over target columns).
+ */
+static void
+prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	for (int r = 0; r < 2; r++)
+	{
+		resetStringInfo(&buf);
+		appendStringInfo(&buf, "SELECT pg_catalog.jsonb_agg(%s) FROM %s",
+						 keyjson_expr(m, side), r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
+		if (r == 0)
+			p->keyjson_old = softmig_prepare_kept(buf.data, 0, NULL);
+		else
+			p->keyjson_new = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+
+	if (side == SIDE_TARGET && (m->new_only != NIL || m->representable != NULL))
+	{
+		resetStringInfo(&buf);
+		appendStringInfoString(&buf, "SELECT pg_catalog.count(*) FILTER (WHERE softmig_f), "
+							   "(pg_catalog.array_agg(softmig_k) FILTER (WHERE softmig_f))[1] "
+							   "FROM (SELECT (false");
+		foreach(lc, m->new_only)
+			appendStringInfo(&buf, " OR %s IS NOT NULL", quote_identifier(lfirst(lc)));
+		if (m->representable)
+			appendStringInfo(&buf, " OR NOT COALESCE((%s\n), true)", m->representable);
+		appendStringInfo(&buf, ") AS softmig_f, %s AS softmig_k FROM %s) AS softmig_s",
+						 keyjson_expr(m, side), SM_NEW_TABLE);
+		p->newonly = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+}
+
+/*
+ * new_rel_plans
+ *		A SoftmigRelPlans for firing relation rel of side side, in m->cxt,
+ *		with its owners and source key attribute numbers; no plans yet.
+ */
+static SoftmigRelPlans *
+new_rel_plans(SoftmigMigration *m, Relation rel, SoftmigSide side, DestInfo *d)
+{
+	List	   *srckey = (side == SIDE_LEGACY) ? m->legacy_key : m->target_key;
+	SoftmigRelPlans *p = MemoryContextAllocZero(m->cxt, sizeof(SoftmigRelPlans));
+	ListCell   *lc;
+	int			i = 0;
+
+	p->relid = RelationGetRelid(rel);
+	p->side = side;
+	p->dst_owner = softmig_rel_owner(d->relid);
+	p->src_owner = rel->rd_rel->relowner;
+	p->nkeys = list_length(srckey);
+	p->keyattnos = MemoryContextAlloc(m->cxt, sizeof(AttrNumber) * p->nkeys);
+	foreach(lc, srckey)
+	{
+		p->keyattnos[i] = attnameAttNum(rel, (char *) lfirst(lc), false);
+		if (p->keyattnos[i] <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("key column \"%s\" of table \"%s\" does not exist",
+							(char *) lfirst(lc), RelationGetRelationName(rel))));
+		i++;
+	}
+	return p;
+}
+
+/*
  * softmig_get_plans
  *		Return (building on first use) the prepared statements for writes
- *		firing on relation rel.  Builds inside its own SPI connection as the
- *		destination's owner; the plans live in CacheMemoryContext until the
+ *		firing on relation rel.  Builds inside its own SPI connection, as
+ *		the destination's owner for the statements that write it and as
+ *		rel's owner for those that only read the transition tables; the
+ *		plans are kept (SPI_keepplan) and the texts live in m->cxt until the
  *		migration entry is invalidated.
  */
 SoftmigRelPlans *
 softmig_get_plans(SoftmigMigration *m, Relation rel)
 {
 	Oid			relid = RelationGetRelid(rel);
-	TupleDesc	srcdesc = RelationGetDescr(rel);
 	SoftmigRelPlans *p;
 	SoftmigSide side;
 	DestInfo   *d;
 	StringInfoData buf;
-	List	   *srckey;
 	ListCell   *lc;
-	Oid		   *argtypes;
-	int			nattrs = 0;
-	int			i;
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
@@ -459,26 +638,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 				 errhint("Drop the softmig_* triggers of this table; it was probably detached from a partitioned table.")));
 
 	d = softmig_build_dest(m, side);
-	srckey = (side == SIDE_LEGACY) ? m->legacy_key : m->target_key;
-
-	p = MemoryContextAllocZero(m->cxt, sizeof(SoftmigRelPlans));
-	p->relid = relid;
-	p->side = side;
-	p->dst_owner = softmig_rel_owner(d->relid);
-	p->src_owner = rel->rd_rel->relowner;
-	p->nkeys = list_length(srckey);
-	p->keyattnos = MemoryContextAlloc(m->cxt, sizeof(AttrNumber) * p->nkeys);
-	i = 0;
-	foreach(lc, srckey)
-	{
-		p->keyattnos[i] = attnameAttNum(rel, (char *) lfirst(lc), false);
-		if (p->keyattnos[i] <= 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("key column \"%s\" of table \"%s\" does not exist",
-							(char *) lfirst(lc), RelationGetRelationName(rel))));
-		i++;
-	}
+	p = new_rel_plans(m, rel, side, d);
 
 	pc.migname = m->name;
 	pc.src = softmig_qualified_relname(relid);
@@ -516,36 +676,8 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	p->upsert = softmig_prepare_kept(buf.data, 0, NULL);
 	p->upsert_sql = MemoryContextStrdup(m->cxt, buf.data);
 
-	/*
-	 * Big statements skip speculative insertion where they can: a plain
-	 * INSERT (falling back to the upsert if any key exists), and an UPDATE
-	 * joined on the key (followed by the upsert only if rows were missing).
-	 * Only prepared as text; they are planned when used.
-	 */
 	if (side == SIDE_LEGACY)
-	{
-		List	   *set_cols = NIL;
-
-		resetStringInfo(&buf);
-		appendStringInfo(&buf, "INSERT INTO %s (", d->qualname);
-		i = 0;
-		foreach(lc, d->cols)
-			appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
-		appendStringInfoString(&buf, ") OVERRIDING SYSTEM VALUE SELECT ");
-		i = 0;
-		foreach(lc, d->exprs)
-			appendStringInfo(&buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
-		appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
-		p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
-
-		foreach(lc, d->cols)
-			if (!softmig_str_member(d->keycols, lfirst(lc)) &&
-				!softmig_str_member(not_taken, lfirst(lc)))
-				set_cols = lappend(set_cols, lfirst(lc));
-		resetStringInfo(&buf);
-		if (append_keyed_update(&buf, d, SM_NEW_TABLE, set_cols))
-			p->update_sql = MemoryContextStrdup(m->cxt, buf.data);
-	}
+		prepare_big_statements(m, p, d, not_taken);
 
 	/* delete */
 	resetStringInfo(&buf);
@@ -556,124 +688,15 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	p->delete = softmig_prepare_kept(buf.data, 0, NULL);
 	p->delete_sql = MemoryContextStrdup(m->cxt, buf.data);
 
-	/* move: one key change; parameters are the old then the new row */
-	for (i = 0; i < srcdesc->natts; i++)
-		if (!TupleDescAttr(srcdesc, i)->attisdropped)
-			nattrs++;
-	p->move_nargs = 2 * nattrs;
-	argtypes = palloc(sizeof(Oid) * p->move_nargs);
-	{
-		StringInfoData rowsel[2];
-		int			param = 1;
-
-		for (int r = 0; r < 2; r++)
-		{
-			int			k = 0;
-
-			initStringInfo(&rowsel[r]);
-			appendStringInfoString(&rowsel[r], "(SELECT ");
-			for (i = 0; i < srcdesc->natts; i++)
-			{
-				Form_pg_attribute att = TupleDescAttr(srcdesc, i);
-
-				if (att->attisdropped)
-					continue;
-				argtypes[param - 1] = att->atttypid;
-				appendStringInfo(&rowsel[r], "%s$%d AS %s", k++ ? ", " : "",
-								 param++, quote_identifier(NameStr(att->attname)));
-			}
-			appendStringInfo(&rowsel[r], ") AS %s", r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
-		}
-		resetStringInfo(&buf);
-		appendStringInfo(&buf, "UPDATE %s AS softmig_t SET ", d->qualname);
-		i = 1;
-		foreach(lc, d->keycols)
-		{
-			appendStringInfo(&buf, "%s%s = softmig_n.softmig_k%d", i > 1 ? ", " : "",
-							 quote_identifier(lfirst(lc)), i);
-			i++;
-		}
-		appendStringInfoString(&buf, " FROM ");
-		append_key_select(&buf, d, rowsel[0].data);
-		appendStringInfoString(&buf, " AS softmig_o, ");
-		append_key_select(&buf, d, rowsel[1].data);
-		appendStringInfoString(&buf, " AS softmig_n WHERE ");
-		append_key_match(&buf, d, "softmig_o");
-	}
-	p->move = softmig_prepare_kept(buf.data, p->move_nargs, argtypes);
-
-	/* per-field authority (mirrored): target-owned fields flow to legacy */
-	if (side == SIDE_TARGET && m->new_legacy_cols != NIL)
-	{
-		resetStringInfo(&buf);
-		if (!append_keyed_update(&buf, d, SM_NEW_TABLE, m->new_legacy_cols))
-			elog(ERROR, "softmig: no legacy column to project for migration \"%s\"", m->name);
-		p->field_project = softmig_prepare_kept(buf.data, 0, NULL);
-	}
-
-	/* projection: the same upsert for one row given as parameters */
+	prepare_move(p, d, RelationGetDescr(rel));
 	if (side == SIDE_TARGET)
-	{
-		StringInfoData rowsel;
-		int			k = 0;
-
-		initStringInfo(&rowsel);
-		appendStringInfoString(&rowsel, "(SELECT ");
-		for (i = 0; i < srcdesc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(srcdesc, i);
-
-			if (att->attisdropped)
-				continue;
-			appendStringInfo(&rowsel, "%s$%d AS %s", k ? ", " : "", k + 1,
-							 quote_identifier(NameStr(att->attname)));
-			k++;
-		}
-		appendStringInfo(&rowsel, ") AS %s", SM_NEW_TABLE);
-		p->row_nargs = k;
-		resetStringInfo(&buf);
-		append_upsert(&buf, d, rowsel.data, NIL);
-		p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
-		resetStringInfo(&buf);
-		appendStringInfo(&buf, "SELECT %s FROM %s", keyjson_expr(m, side), rowsel.data);
-		p->keyjson_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
-	}
+		prepare_projection(m, p, d, RelationGetDescr(rel));
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 
-	/* keys of the written rows, as legacy-key jsonb objects (for audit) */
 	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
 	softmig_prefer_index_plans(true);
-	for (int r = 0; r < 2; r++)
-	{
-		resetStringInfo(&buf);
-		appendStringInfo(&buf, "SELECT pg_catalog.jsonb_agg(%s) FROM %s",
-						 keyjson_expr(m, side), r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
-		if (r == 0)
-			p->keyjson_old = softmig_prepare_kept(buf.data, 0, NULL);
-		else
-			p->keyjson_new = softmig_prepare_kept(buf.data, 0, NULL);
-	}
-
-	/*
-	 * Projection (target -> legacy): find rows legacy cannot represent (a
-	 * new_only column set, or the representable predicate false), as the
-	 * target's owner since the predicate is user SQL over target columns.
-	 */
-	if (side == SIDE_TARGET && (m->new_only != NIL || m->representable != NULL))
-	{
-		resetStringInfo(&buf);
-		appendStringInfoString(&buf, "SELECT pg_catalog.count(*) FILTER (WHERE softmig_f), "
-							   "(pg_catalog.array_agg(softmig_k) FILTER (WHERE softmig_f))[1] "
-							   "FROM (SELECT (false");
-		foreach(lc, m->new_only)
-			appendStringInfo(&buf, " OR %s IS NOT NULL", quote_identifier(lfirst(lc)));
-		if (m->representable)
-			appendStringInfo(&buf, " OR NOT COALESCE((%s\n), true)", m->representable);
-		appendStringInfo(&buf, ") AS softmig_f, %s AS softmig_k FROM %s) AS softmig_s",
-						 keyjson_expr(m, side), SM_NEW_TABLE);
-		p->newonly = softmig_prepare_kept(buf.data, 0, NULL);
-	}
+	prepare_source_reads(m, p, side);
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 
 	SPI_finish();

@@ -14,6 +14,7 @@
 #include "compat.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "nodes/parsenodes.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
@@ -162,9 +163,17 @@ extern List *softmig_text_array_list(Datum d);
 extern char *softmig_qualified_relname(Oid relid);
 extern int32 softmig_migration_by_name(text *name, Oid *legacy, Oid *target);
 
+/* stmtcache.c: kept plans of per-call statements, per migration */
+extern SPIPlanPtr softmig_cached_plan(SoftmigMigration *m, const char *sql, int nargs,
+									  Oid *argtypes);
+extern void softmig_cached_plan_prune(void);
+
 /* sqltext.c: SQL text the layers share */
 extern char *softmig_json_object_sql(List *names, List *exprs);
 extern List *softmig_quoted_idents(List *names, const char *prefix);
+extern void softmig_append_key_list(StringInfo buf, List *keyexprs, List *keytypes);
+extern void softmig_append_key_match(StringInfo buf, const char *lalias, List *keycols,
+									 List *keyops, const char *ralias);
 
 /* mapping.c */
 extern SoftmigDest *softmig_build_dest(SoftmigMigration *m, SoftmigSide side);

@@ -74,3 +74,48 @@ softmig_quoted_idents(List *names, const char *prefix)
 		r = lappend(r, psprintf("%s%s", prefix, quote_identifier(lfirst(lc))));
 	return r;
 }
+
+/*
+ * softmig_append_key_list
+ *		"(e1\n)::t1 AS softmig_k1, (e2\n)::t2 AS softmig_k2, ...": key
+ *		expressions (over the source row) cast to the key types, named by
+ *		position for softmig_append_key_match.
+ */
+void
+softmig_append_key_list(StringInfo buf, List *keyexprs, List *keytypes)
+{
+	ListCell   *e;
+	ListCell   *t;
+	int			i = 1;
+
+	forboth(e, keyexprs, t, keytypes)
+	{
+		appendStringInfo(buf, "%s(%s\n)::%s AS softmig_k%d",
+						 i > 1 ? ", " : "", (char *) lfirst(e), (char *) lfirst(t), i);
+		i++;
+	}
+}
+
+/*
+ * softmig_append_key_match
+ *		"lalias.k1 op1 ralias.softmig_k1 AND ...": the key columns of the
+ *		table called lalias equal, by their operators, the keys a
+ *		softmig_append_key_list in ralias computed.  Aliases are given as
+ *		they stand in the SQL (quoted where they need it).
+ */
+void
+softmig_append_key_match(StringInfo buf, const char *lalias, List *keycols, List *keyops,
+						 const char *ralias)
+{
+	ListCell   *k;
+	ListCell   *o;
+	int			i = 1;
+
+	forboth(k, keycols, o, keyops)
+	{
+		appendStringInfo(buf, "%s%s.%s %s %s.softmig_k%d",
+						 i > 1 ? " AND " : "", lalias, quote_identifier(lfirst(k)),
+						 (char *) lfirst(o), ralias, i);
+		i++;
+	}
+}
