@@ -56,7 +56,7 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(OBJS): src/softmig.h src/compat.h
+$(OBJS): src/softmig.h src/compat.h src/sqlstate.h
 src/readpath.o src/discovery.o src/softmig.o: src/readpath.h
 src/opkey.o src/trigger.o src/softmig.o: src/opkey.h
 src/parity.o src/rules.o src/softmig.o: src/observe.h

@@ -76,6 +76,24 @@
 /* Test hook: advisory lock taken between reading and writing a batch. */
 int			softmig_backfill_pause_lock = 0;
 
+/*
+ * softmig_backfill_init
+ *		Define the backfill's GUC (a test hook, superuser only).  Called once
+ *		from _PG_init; no locks.
+ */
+void
+softmig_backfill_init(void)
+{
+	DefineCustomIntVariable("softmig.backfill_pause_lock",
+							"Test hook: advisory lock a backfill batch waits for between reading and writing.",
+							"0 disables it.  For isolation tests only.",
+							&softmig_backfill_pause_lock,
+							0, 0, INT_MAX,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+}
+
 #define BF_ENR "softmig_batch"
 
 /*

@@ -13,12 +13,6 @@
 
 #include "softmig.h"
 
-/*
- * A write refused by a transition rule (documented in doc/reference.md):
- * the edge is not allowed, or the rule's requires expression is not true.
- */
-#define ERRCODE_SOFTMIG_RULE_VIOLATION	MAKE_SQLSTATE('S','M','0','0','8')
-
 /* GUCs (test hooks, superuser only), defined by softmig_observe_init. */
 extern int	softmig_parity_digest_bits;
 extern int	softmig_parity_pause_lock;

@@ -58,6 +58,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -73,6 +74,9 @@ typedef struct OpkeyMemoEntry
 	char		memokey[MEMO_KEYSIZE];	/* hash key, "<id>:<key>" */
 	SubTransactionId subid;		/* (sub)transaction that owns the claim */
 } OpkeyMemoEntry;
+
+/* SET LOCAL softmig.operation_key = '...': the idempotency key. */
+char	   *softmig_operation_key = NULL;
 
 /* Claims of the current transaction; NULL when it has made none. */
 static HTAB *memo = NULL;
@@ -149,13 +153,22 @@ opkey_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 /*
  * softmig_opkey_init
- *		Register the transaction and subtransaction callbacks that keep the
- *		memo honest.  Called once per backend from _PG_init (the GUC
- *		softmig.operation_key itself is defined there).
+ *		Define softmig.operation_key and register the transaction and
+ *		subtransaction callbacks that keep the memo honest.  Called once per
+ *		backend from _PG_init.
  */
 void
 softmig_opkey_init(void)
 {
+	/* NULL boot value: "not set" differs from an (invalid) empty key. */
+	DefineCustomStringVariable("softmig.operation_key",
+							   "Key of the domain operation the current transaction applies.",
+							   "The first write of the transaction to a table of a managed migration claims the key in softmig.operations; a later transaction with the same key fails with SQLSTATE 23505.",
+							   &softmig_operation_key,
+							   NULL,
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
 	RegisterXactCallback(opkey_xact_callback, NULL);
 	RegisterSubXactCallback(opkey_subxact_callback, NULL);
 }

@@ -23,7 +23,7 @@
  *	     (a primary digest and an independent guard digest), so the planner
  *	     can scan and map in parallel workers and only the small state comes
  *	     back.  Rows too wide for one function call go through a
- *	     DestReceiver in this backend instead (same code, acc_row).  With
+ *	     DestReceiver in this backend instead (same code, parity_acc_row).  With
  *	     the digest cache (paritywarm.c) a run whose tables
  *	     changed little since the last one reads only the segments that
  *	     changed and takes the other digests from softmig.parity_cache.
@@ -184,7 +184,7 @@ parity_error_context(void *arg)
 }
 
 /*
- * run_parity
+ * run_parity_inner
  *		The whole comparison of migration "id": build, phase 1 on both
  *		sides, phase 2 on differing chunks, NULL-key rows.  Differences go
  *		to emit(arg).  Opens and closes its own SPI connection; runs the

@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "compat.h"
+#include "sqlstate.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -40,11 +41,6 @@ typedef enum SoftmigSide
 	SIDE_TARGET
 } SoftmigSide;
 
-/* Custom SQLSTATEs (documented in doc/reference.md). */
-#define ERRCODE_SOFTMIG_WRITE_REFUSED	MAKE_SQLSTATE('S','M','0','0','1')
-#define ERRCODE_SOFTMIG_TRIGGER_MISSING MAKE_SQLSTATE('S','M','0','0','2')
-#define ERRCODE_SOFTMIG_NEW_ONLY		MAKE_SQLSTATE('S','M','0','0','4')
-#define ERRCODE_SOFTMIG_QUARANTINED		MAKE_SQLSTATE('S','M','0','0','5')
 
 /* Names of the transition tables our AFTER triggers declare. */
 #define SM_OLD_TABLE "softmig_old"
@@ -222,15 +218,17 @@ extern void *softmig_grow_array(void *arr, int *maxitems, Size itemsize);
 /* gate.c */
 extern Oid	softmig_gate_actor;
 
-/* GUCs (softmig.c) */
-extern char *softmig_override;
-extern int	softmig_backfill_pause_lock;
 
 /* trigger.c */
+extern char *softmig_override;
 extern void softmig_trigger_init(void);
 extern void softmig_mirror_enter(int32 id);
 extern void softmig_mirror_leave(void);
 extern bool softmig_mirroring(int32 id);
+
+/* backfill.c */
+extern int	softmig_backfill_pause_lock;
+extern void softmig_backfill_init(void);
 
 /* fence.c: the delete fence between live deletes and backfill batches */
 extern void softmig_fence_live_write(int32 migration_id);

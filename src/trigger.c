@@ -111,7 +111,7 @@ trigger_migration(TriggerData *td)
 }
 
 /*
- * rel_side_name
+ * side_name
  *		"legacy" or "target", for messages.
  */
 static const char *
@@ -1430,6 +1430,9 @@ skip_unneeded_old_capture(ModifyTableState *mt, EState *estate)
 
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 
+/* SET LOCAL softmig.override = 'reason': manual write to the other side. */
+char	   *softmig_override = NULL;
+
 /*
  * mirror_ExecutorStart
  *		ExecutorStart hook: start the executor as usual; for statements
@@ -1458,13 +1461,22 @@ mirror_ExecutorStart(QueryDesc *queryDesc, int eflags)
 
 /*
  * softmig_trigger_init
- *		Define softmig.mirror_work_mem, install the ExecutorStart hook and
+ *		Define softmig.override and softmig.mirror_work_mem, install the
+ *		ExecutorStart hook and
  *		the pg_proc callback of is_write_trigger (from _PG_init, before the
  *		softmig prefix is reserved).
  */
 void
 softmig_trigger_init(void)
 {
+	DefineCustomStringVariable("softmig.override",
+							   "Reason for a manual write to the non-authoritative table of a migration.",
+							   "Only owners of both tables may use it; every row written under it is recorded in the migration's history.",
+							   &softmig_override,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
 	DefineCustomIntVariable("softmig.mirror_work_mem",
 							"work_mem of the statements that mirror or project a write of more than 2000 rows.",
 							"-1 uses maintenance_work_mem, 0 the session's work_mem; never lower than work_mem.",
