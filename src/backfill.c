@@ -358,14 +358,8 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 		elog(ERROR, "SPI_register_relation failed: %s", SPI_result_code_string(rc));
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "INSERT INTO %s AS softmig_t (", c->target);
-	i = 0;
-	foreach(lc, c->fwd->cols)
-		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
-	appendStringInfoString(&buf, ") OVERRIDING SYSTEM VALUE SELECT ");
-	i = 0;
-	foreach(lc, c->fwd->exprs)
-		appendStringInfo(&buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+	softmig_append_mapped_insert(&buf, c->target, "softmig_t",
+								 c->fwd->cols, c->fwd->exprs);
 	appendStringInfo(&buf, " FROM %s", BF_ENR);
 
 	/*
@@ -391,23 +385,7 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	foreach(lc, c->fwd->keycols)
 		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
 	appendStringInfoString(&buf, ") DO ");
-	i = 0;
-	foreach(lc, c->fwd->cols)
-	{
-		ListCell   *k;
-		bool		iskey = false;
-
-		foreach(k, c->fwd->keycols)
-			if (strcmp(lfirst(k), lfirst(lc)) == 0)
-				iskey = true;
-		if (iskey)
-			continue;
-		appendStringInfo(&buf, "%s%s = EXCLUDED.%s", i++ ? ", " : "UPDATE SET ",
-						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
-	}
-	if (i == 0)
-		appendStringInfoString(&buf, "NOTHING");
-	else
+	if (softmig_append_conflict_update(&buf, c->fwd->cols, c->fwd->keycols, NIL) > 0)
 	{
 		/* correct only rows written before mirroring began, and only if they differ */
 		appendStringInfoString(&buf, " WHERE softmig._written_before(softmig_t.xmin, $1, $2) AND ROW(");
@@ -1294,9 +1272,6 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
 	BfContext  *c;
 	StringInfoData buf;
-	ListCell   *lc;
-	ListCell   *k;
-	int			i;
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
@@ -1308,34 +1283,14 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 	initStringInfo(&buf);
 
 	/* upsert every target row into legacy */
-	appendStringInfo(&buf, "INSERT INTO %s AS softmig_t (", c->legacy);
-	i = 0;
-	foreach(lc, c->bwd->cols)
-		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
-	appendStringInfoString(&buf, ") OVERRIDING SYSTEM VALUE SELECT ");
-	i = 0;
-	foreach(lc, c->bwd->exprs)
-		appendStringInfo(&buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+	softmig_append_mapped_insert(&buf, c->legacy, "softmig_t",
+								 c->bwd->cols, c->bwd->exprs);
 	/* quarantined entities stay as they are on both sides */
 	appendStringInfo(&buf, " FROM %s AS softmig_src WHERE NOT (%s OPERATOR(pg_catalog.=) ANY (ARRAY("
 					 "SELECT q.key FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) %d)))"
 					 " ON CONFLICT (%s) DO ",
 					 c->target, bwd_keyjson(c), m->id, c->keylist);
-	i = 0;
-	foreach(lc, c->bwd->cols)
-	{
-		bool		iskey = false;
-
-		foreach(k, c->lkeys)
-			if (strcmp(lfirst(k), lfirst(lc)) == 0)
-				iskey = true;
-		if (iskey)
-			continue;
-		appendStringInfo(&buf, "%s%s = EXCLUDED.%s", i++ ? ", " : "UPDATE SET ",
-						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
-	}
-	if (i == 0)
-		appendStringInfoString(&buf, "NOTHING");
+	(void) softmig_append_conflict_update(&buf, c->bwd->cols, c->lkeys, NIL);
 
 	/* as legacy's owner: it writes legacy through the backward mapping */
 	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);

@@ -291,29 +291,14 @@ append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
 	ListCell   *lc;
 	int			i;
 
-	appendStringInfo(buf, "INSERT INTO %s AS softmig_t (", d->qualname);
-	i = 0;
-	foreach(lc, d->cols)
-		appendStringInfo(buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
-	appendStringInfoString(buf, ") OVERRIDING SYSTEM VALUE SELECT ");
-	i = 0;
-	foreach(lc, d->exprs)
-		appendStringInfo(buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+	softmig_append_mapped_insert(buf, d->qualname, "softmig_t",
+								 d->cols, d->exprs);
 	appendStringInfo(buf, " FROM %s ON CONFLICT (", from);
 	i = 0;
 	foreach(lc, d->keycols)
 		appendStringInfo(buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
 	appendStringInfoString(buf, ") DO ");
-	i = 0;
-	foreach(lc, d->cols)
-	{
-		if (softmig_str_member(d->keycols, lfirst(lc)) || softmig_str_member(not_taken, lfirst(lc)))
-			continue;
-		appendStringInfo(buf, "%s%s = EXCLUDED.%s", i++ ? ", " : "UPDATE SET ",
-						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
-	}
-	if (i == 0)
-		appendStringInfoString(buf, "NOTHING");
+	(void) softmig_append_conflict_update(buf, d->cols, d->keycols, not_taken);
 }
 
 /*
@@ -429,16 +414,9 @@ prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 	StringInfoData buf;
 	List	   *set_cols = NIL;
 	ListCell   *lc;
-	int			i = 0;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "INSERT INTO %s (", d->qualname);
-	foreach(lc, d->cols)
-		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
-	appendStringInfoString(&buf, ") OVERRIDING SYSTEM VALUE SELECT ");
-	i = 0;
-	foreach(lc, d->exprs)
-		appendStringInfo(&buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+	softmig_append_mapped_insert(&buf, d->qualname, NULL, d->cols, d->exprs);
 	appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
 	p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
 

@@ -168,6 +168,10 @@ extern void softmig_cached_plan_prune(void);
 extern char *softmig_json_object_sql(List *names, List *exprs);
 extern List *softmig_quoted_idents(List *names, const char *prefix);
 extern void softmig_append_key_list(StringInfo buf, List *keyexprs, List *keytypes);
+extern void softmig_append_mapped_insert(StringInfo buf, const char *dst, const char *alias,
+										 List *cols, List *exprs);
+extern int	softmig_append_conflict_update(StringInfo buf, List *cols, List *keycols,
+										   List *keep);
 extern void softmig_append_key_match(StringInfo buf, const char *lalias, List *keycols,
 									 List *keyops, const char *ralias);
 

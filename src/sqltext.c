@@ -119,3 +119,50 @@ softmig_append_key_match(StringInfo buf, const char *lalias, List *keycols, List
 		i++;
 	}
 }
+
+/*
+ * softmig_append_mapped_insert
+ *		"INSERT INTO dst AS alias (c1, c2, ...) OVERRIDING SYSTEM VALUE
+ *		SELECT (e1\n), (e2\n), ...": the start of an INSERT of mapped rows,
+ *		the caller appends FROM and what follows.  alias may be NULL.
+ */
+void
+softmig_append_mapped_insert(StringInfo buf, const char *dst, const char *alias,
+							 List *cols, List *exprs)
+{
+	ListCell   *lc;
+	int			i = 0;
+
+	appendStringInfo(buf, "INSERT INTO %s%s%s (", dst, alias ? " AS " : "", alias ? alias : "");
+	foreach(lc, cols)
+		appendStringInfo(buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+	appendStringInfoString(buf, ") OVERRIDING SYSTEM VALUE SELECT ");
+	i = 0;
+	foreach(lc, exprs)
+		appendStringInfo(buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+}
+
+/*
+ * softmig_append_conflict_update
+ *		What follows "ON CONFLICT (...) DO " for an upsert of cols:
+ *		"UPDATE SET c = EXCLUDED.c, ..." over the columns that are neither
+ *		key columns (keycols) nor kept as they are (keep), or "NOTHING" when
+ *		there is none.  Returns the number of columns set.
+ */
+int
+softmig_append_conflict_update(StringInfo buf, List *cols, List *keycols, List *keep)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, cols)
+	{
+		if (softmig_str_member(keycols, lfirst(lc)) || softmig_str_member(keep, lfirst(lc)))
+			continue;
+		appendStringInfo(buf, "%s%s = EXCLUDED.%s", n++ ? ", " : "UPDATE SET ",
+						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
+	}
+	if (n == 0)
+		appendStringInfoString(buf, "NOTHING");
+	return n;
+}
