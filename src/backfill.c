@@ -737,6 +737,28 @@ typedef struct BfStep
 #define BF_READ_PARAMS 3
 
 /*
+ * step_copy
+ *		Copy the nread rows a step read (batch, SPI_tuptable of its read,
+ *		which statements run meanwhile replace), after the test hook's
+ *		pause point; with the fence held, note whether writers waited for
+ *		it.  Returns true when the copy gave way to a writer (busy).
+ */
+static bool
+step_copy(BfStep *st, SPITupleTable *batch, uint64 nread, bool fenced, uint64 *copied)
+{
+	bool		busy;
+
+	pause_point();
+	SPI_tuptable = batch;
+	SPI_processed = nread;
+	busy = !copy_rows_bounded(st->c, st->snap, st->snap_null, st->snap_xid,
+							  st->snap_xid_null, copied);
+	if (fenced)
+		fence_done(st->id, busy);
+	return busy;
+}
+
+/*
  * step_next_range
  *		The next and range operations: read up to batch rows with key > lo
  *		(next) or the rows with lo < key <= hi (range), then copy them.
@@ -810,16 +832,9 @@ step_next_range(BfStep *st)
 		SPITupleTable *keep = SPI_tuptable;
 
 		last = is_range ? NULL : last_key(c);
-		pause_point();
-		SPI_tuptable = keep;
-		SPI_processed = nread;
-		busy = !copy_rows_bounded(c, st->snap, st->snap_null, st->snap_xid,
-								  st->snap_xid_null, &copied);
+		busy = step_copy(st, keep, nread, fenced, &copied);
 		if (fenced)
-		{
 			visible = nread;	/* nothing locked, nothing skipped */
-			fence_done(st->id, busy);
-		}
 		else if (!busy)
 			visible = count_range(c, st->lo, is_range ? st->hi : last);
 	}
@@ -870,17 +885,7 @@ step_sweep(BfStep *st)
 		elog(ERROR, "softmig: backfill sweep read failed");
 	nread = SPI_processed;
 	if (nread > 0)
-	{
-		SPITupleTable *keep = SPI_tuptable;
-
-		pause_point();
-		SPI_tuptable = keep;
-		SPI_processed = nread;
-		busy = !copy_rows_bounded(c, st->snap, st->snap_null, st->snap_xid,
-								  st->snap_xid_null, &copied);
-		if (fenced)
-			fence_done(st->id, busy);
-	}
+		busy = step_copy(st, SPI_tuptable, nread, fenced, &copied);
 	if (busy)
 		busy_result(&st->res, st->op, st->lo);
 	else

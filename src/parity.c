@@ -177,10 +177,31 @@ parity_as_role(ParityCtx *c, Oid role)
  * parity_error_context
  *		errcontext naming the migration being compared.
  */
-void
+static void
 parity_error_context(void *arg)
 {
 	errcontext("comparing migration \"%s\" (softmig parity)", ((ParityCtx *) arg)->name);
+}
+
+/*
+ * parity_enter
+ *		Start running the user SQL of a comparison: errcb (the caller's,
+ *		popped by the caller) names the migration in errors; raise 42501
+ *		unless the actor may read both tables (what names the caller); then
+ *		the read-only context as legacy's owner, whose saved state the
+ *		caller restores with softmig_leave_readonly_context.
+ */
+void
+parity_enter(ParityCtx *c, ErrorContextCallback *errcb, const char *what,
+			 int *save_nest, Oid *save_user, int *save_sec, bool *save_ro)
+{
+	errcb->callback = parity_error_context;
+	errcb->arg = c;
+	errcb->previous = error_context_stack;
+	error_context_stack = errcb;
+	softmig_check_read_access(c->legacy, c->target, c->actor, what);
+	softmig_enter_readonly_context(c->lowner, save_nest, save_user, save_sec, save_ro);
+	c->run_sec = *save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION;
 }
 
 /*
@@ -212,14 +233,7 @@ run_parity_inner(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 	c->emit_arg = arg;
 	memset(plans, 0, sizeof(plans));
 
-	errcb.callback = parity_error_context;
-	errcb.arg = c;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
-
-	softmig_check_read_access(c->legacy, c->target, c->actor, "softmig.parity");
-	softmig_enter_readonly_context(c->lowner, &save_nest, &save_user, &save_sec, &save_ro);
-	c->run_sec = save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION;
+	parity_enter(c, &errcb, "softmig.parity", &save_nest, &save_user, &save_sec, &save_ro);
 	parity_load_quarantine(c);
 	parity_cache_prepare(c);
 

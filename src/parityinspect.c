@@ -181,13 +181,7 @@ inspect_sides(int32 id, Jsonb *key)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("key must name every legacy key column of migration \"%s\"", c->name)));
 
-	errcb.callback = parity_error_context;
-	errcb.arg = c;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
-	softmig_check_read_access(c->legacy, c->target, c->actor, "softmig.inspect");
-	softmig_enter_readonly_context(c->lowner, &save_nest, &save_user, &save_sec, &save_ro);
-	c->run_sec = save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION;
+	parity_enter(c, &errcb, "softmig.inspect", &save_nest, &save_user, &save_sec, &save_ro);
 
 	/* typed legacy key and target key from the jsonb */
 	initStringInfo(&buf);

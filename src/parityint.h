@@ -259,7 +259,8 @@ typedef struct AccHit
 
 /* parity.c */
 extern void parity_as_role(ParityCtx *c, Oid role);
-extern void parity_error_context(void *arg);
+extern void parity_enter(ParityCtx *c, ErrorContextCallback *errcb, const char *what,
+						 int *save_nest, Oid *save_user, int *save_sec, bool *save_ro);
 
 /* paritybuild.c */
 extern char *parity_collation_sql(Oid collid);
