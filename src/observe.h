@@ -17,7 +17,7 @@
 extern int	softmig_parity_digest_bits;
 extern int	softmig_parity_pause_lock;
 
-/* parity.c */
+/* structural parity (parity*.c) */
 extern void softmig_observe_init(void);
 
 /* rules.c */

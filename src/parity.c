@@ -69,9 +69,10 @@
  *	  key), paritydigest.c (step 0 and 1), paritywarm.c with paritycache.c
  *	  (the digest cache), paritydescent.c (step 2); parityinspect.c is
  *	  softmig.inspect (both sides of one entity).  parityint.h holds their
- *	  shared types.  Here: the observability GUCs, the run itself, and
- *	  softmig.parity (the SRF) and softmig._parity_summary (counts and a
- *	  sample, used by check and the mirrored -> new_write guard).
+ *	  shared types; paritybuild.c also defines the observability GUCs.
+ *	  Here: the run itself, softmig.parity (the SRF) and
+ *	  softmig._parity_summary (counts and a sample, used by check and the
+ *	  mirrored -> new_write guard).
  *
  *-------------------------------------------------------------------------
  */
@@ -119,10 +120,6 @@
 #include "readpath.h"
 #include "parityint.h"
 
-/* GUCs (see softmig_observe_init) */
-int			softmig_parity_digest_bits = 64;
-int			softmig_parity_pause_lock = 0;
-
 static const char *const cache_mode_names[] = {"off", "full", "warm"};
 
 const char *const parity_kind_names[] = {
@@ -130,48 +127,8 @@ const char *const parity_kind_names[] = {
 };
 
 /* ---------------------------------------------------------------------
- * GUCs and contexts
+ * A run: build, digests, descent
  * --------------------------------------------------------------------- */
-
-/*
- * softmig_observe_init
- *		Define the observability GUCs (test hooks, superuser only).  Called
- *		once per backend from _PG_init; no locks.
- */
-void
-softmig_observe_init(void)
-{
-	DefineCustomIntVariable("softmig.parity_digest_bits",
-							"Test hook: bits of the primary parity chunk digest that are kept.",
-							"64 (default) keeps all; fewer bits force digest collisions, which the guard digest and the row-by-row confirmation must absorb.  0 also fixes the hash seed so runs repeat.",
-							&softmig_parity_digest_bits,
-							64, 0, 64,
-							PGC_SUSET,
-							0,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("softmig.parity_pause_lock",
-							"Test hook: advisory lock parity waits for between reading legacy and reading the target.",
-							"0 disables it.  For isolation tests only.",
-							&softmig_parity_pause_lock,
-							0, 0, INT_MAX,
-							PGC_SUSET,
-							0,
-							NULL, NULL, NULL);
-
-	softmig_paritycache_init();
-}
-
-/*
- * parity_as_role
- *		Inside the read-only context, run the following user SQL as role
- *		(a table owner): security-restricted, GUCs as set on entry.
- */
-void
-parity_as_role(ParityCtx *c, Oid role)
-{
-	softmig_set_user(role, c->run_sec);
-}
 
 /*
  * parity_error_context

@@ -4,7 +4,9 @@
  *	  Structural parity, building the comparison: everything a run of
  *	  migration id needs, copied out of the migration cache (compared
  *	  columns, key mapping, collations, the SQL of both sides), and the
- *	  quarantine list the run skips.
+ *	  quarantine list the run skips.  Also the observability GUCs (test
+ *	  hooks) and the switch to a table's owner inside a run, which every
+ *	  later phase uses.
  *	  parity.c explains the whole comparison; parityint.h holds the types
  *	  the parity files share.
  *
@@ -53,6 +55,50 @@
 #include "paritycache.h"
 #include "readpath.h"
 #include "parityint.h"
+
+/* GUCs (test hooks, see softmig_observe_init) */
+int			softmig_parity_digest_bits = 64;
+int			softmig_parity_pause_lock = 0;
+
+/*
+ * softmig_observe_init
+ *		Define the observability GUCs (test hooks, superuser only).  Called
+ *		once per backend from _PG_init; no locks.
+ */
+void
+softmig_observe_init(void)
+{
+	DefineCustomIntVariable("softmig.parity_digest_bits",
+							"Test hook: bits of the primary parity chunk digest that are kept.",
+							"64 (default) keeps all; fewer bits force digest collisions, which the guard digest and the row-by-row confirmation must absorb.  0 also fixes the hash seed so runs repeat.",
+							&softmig_parity_digest_bits,
+							64, 0, 64,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("softmig.parity_pause_lock",
+							"Test hook: advisory lock parity waits for between reading legacy and reading the target.",
+							"0 disables it.  For isolation tests only.",
+							&softmig_parity_pause_lock,
+							0, 0, INT_MAX,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	softmig_paritycache_init();
+}
+
+/*
+ * parity_as_role
+ *		Inside the read-only context, run the following user SQL as role
+ *		(a table owner): security-restricted, GUCs as set on entry.
+ */
+void
+parity_as_role(ParityCtx *c, Oid role)
+{
+	softmig_set_user(role, c->run_sec);
+}
 
 /* ---------------------------------------------------------------------
  * Building the comparison
