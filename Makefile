@@ -18,6 +18,7 @@ MODULE_big = softmig
 #   operations    backfill hydrate progress
 #   read paths    readpath route discovery
 #   observability parity parity* paritycache rules
+#   cross-database remote remote_trigger remote_parity
 #   start-up      softmig (_PG_init calls each module's init)
 OBJS = $(patsubst $(srcdir)/%.c,%.o,$(sort $(wildcard $(srcdir)/src/*.c)))
 
@@ -32,13 +33,18 @@ REGRESS += search_path install readonly
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))
 
+# cross-database migrations on logical replication (doc/cross-database.md):
+# libpq to the other database, as contrib/postgres_fdw and dblink link it
+PG_CPPFLAGS_REMOTE = -I$(libpq_srcdir)
+SHLIB_LINK_INTERNAL = $(libpq)
+
 # The install script is built from src/sql/*.sql in name order.
 SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
 DATA_built = softmig--$(EXTVERSION).sql
 # Released install scripts (frozen, never edited) and the upgrade scripts.
 DATA = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/versions/softmig--*.sql))
 
-PG_CPPFLAGS = -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/src $(PG_CPPFLAGS_REMOTE)
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
 REGRESS_OPTS = --inputdir=. --load-extension=softmig

@@ -543,17 +543,19 @@ SELECT f, e.state, e.message
  ORDER BY c.f COLLATE "C";
 RESET ROLE;
 -- every relation of the catalog: PUBLIC may SELECT and nothing else, except
--- parity's digest cache (sampled key values of both tables): nothing at all
+-- parity's digest cache (sampled key values of both tables) and the
+-- connection strings of cross-database migrations: nothing at all
 SELECT c.oid::regclass AS relation, c.relkind
   FROM pg_class c
  WHERE c.relnamespace = 'softmig'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-   AND c.oid <> 'softmig.parity_cache'::regclass
+   AND c.oid NOT IN ('softmig.parity_cache'::regclass, 'softmig.remote_conninfo'::regclass)
    AND (NOT has_table_privilege('public', c.oid, 'SELECT')
         OR has_table_privilege('public', c.oid, 'INSERT') OR has_table_privilege('public', c.oid, 'UPDATE')
         OR has_table_privilege('public', c.oid, 'DELETE') OR has_table_privilege('public', c.oid, 'TRUNCATE')
         OR has_table_privilege('public', c.oid, 'REFERENCES') OR has_table_privilege('public', c.oid, 'TRIGGER'))
  ORDER BY c.oid::regclass::text COLLATE "C";
 SELECT has_table_privilege('public', 'softmig.parity_cache', 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') AS public_any_on_parity_cache;
+SELECT has_table_privilege('public', 'softmig.remote_conninfo', 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') AS public_any_on_remote_conninfo;
 SELECT c.oid::regclass AS sequence
   FROM pg_class c
  WHERE c.relnamespace = 'softmig'::regnamespace AND c.relkind = 'S'

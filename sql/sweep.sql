@@ -258,7 +258,7 @@ BEGIN
         END IF;
     END LOOP;
 END $$;
-SET statement_timeout = '20s';
+SET statement_timeout = '60s';
 -- as a superuser: everything
 SELECT t.sw_run(false);
 -- as a role that owns nothing: the ordinary calls of the public functions

@@ -19,6 +19,8 @@ extern int	softmig_parity_pause_lock;
 
 /* structural parity (parity*.c) */
 extern void softmig_observe_init(void);
+extern bool softmig_parity_state_chunks(bytea *state, int nchunks, uint64 *out,
+										uint64 *nullkeys);
 
 /* rules.c */
 extern void softmig_rules_init(void);

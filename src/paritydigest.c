@@ -734,6 +734,33 @@ softmig_parity_acc(PG_FUNCTION_ARGS)
 	PG_RETURN_POINTER(state);
 }
 
+/*
+ * softmig_parity_state_chunks
+ *		Read a state of softmig.parity_digest computed without ctids (in
+ *		this database or, with the same PostgreSQL on the same platform, in
+ *		another one): per chunk its row count and two digests into out
+ *		(3 words per chunk), and the rows whose key had a NULL.  false when
+ *		the state is not one of nchunks chunks.  For cross-database parity
+ *		(remote_parity.c), which compares states made on two servers.
+ */
+bool
+softmig_parity_state_chunks(bytea *state, int nchunks, uint64 *out, uint64 *nullkeys)
+{
+	Size		nbytes = VARSIZE_ANY_EXHDR(state);
+	const char *data = VARDATA_ANY(state) + (ACC_PAD - VARHDRSZ);
+	uint64		hdr[ACC_HDR];
+
+	if (nbytes < ACC_PAD - VARHDRSZ + sizeof(hdr))
+		return false;
+	memcpy(hdr, data, sizeof(hdr));
+	if ((int) hdr[ACC_H_NCHUNKS] != nchunks || hdr[ACC_H_CAP] != 0 ||
+		nbytes != ACC_PAD - VARHDRSZ + sizeof(uint64) * (ACC_HDR + ACC_PER * (Size) nchunks))
+		return false;
+	memcpy(out, data + sizeof(hdr), sizeof(uint64) * ACC_PER * (Size) nchunks);
+	*nullkeys = hdr[ACC_H_NULLKEYS];
+	return true;
+}
+
 PG_FUNCTION_INFO_V1(softmig_parity_combine);
 /*
  * softmig_parity_combine

@@ -16,6 +16,7 @@
 #include "opkey.h"
 #include "observe.h"
 #include "readpath.h"
+#include "remote.h"
 
 PG_MODULE_MAGIC;
 
@@ -52,6 +53,9 @@ _PG_init(void)
 
 	/* operation keys: softmig.operation_key, the ledger's xact callbacks */
 	softmig_opkey_init();
+
+	/* cross-database migrations: softmig.remote_timeout, test hook */
+	softmig_remote_init();
 
 	MarkGUCPrefixReserved("softmig");
 }

@@ -41,6 +41,221 @@ END $$;
 --   * versions/softmig--0.1.0.sql is released and never edited;
 --   * C entry points that 0.1.0 declares stay exported by the library.
 
+-- Migrations across databases (doc/cross-database.md): the catalog first,
+-- which functions below read; their functions at the end.
+-------------------------------------------------------------------------------
+-- Cross-database migrations: catalog (functions in 85_remote.sql)
+-------------------------------------------------------------------------------
+-- A cross-database migration has its legacy table in one database (the
+-- legacy database) and its target in another (the target database), each
+-- running softmig, connected by logical replication.  Each database keeps
+-- one row per such migration in softmig.remote_migrations, describing its
+-- own side.  doc/cross-database.md explains the design.
+CREATE SEQUENCE @extschema@.remote_endpoint_seq AS integer INCREMENT BY -1 MAXVALUE -1 START WITH -1;
+
+CREATE TABLE @extschema@.remote_migrations (
+    name             text PRIMARY KEY,
+    side             text NOT NULL CHECK (side OPERATOR(pg_catalog.=) ANY (ARRAY['legacy', 'target'])),
+    -- target database: the local migration landing copy -> target;
+    -- legacy database: a negative id naming this endpoint in softmig.operations
+    migration_id     integer NOT NULL UNIQUE,
+    local_table      regclass NOT NULL UNIQUE,     -- legacy: the legacy table; target: the landing copy
+    remote_table     text NOT NULL,                -- the same table in the other database
+    key              text[] NOT NULL,              -- legacy key columns
+    tag              text NOT NULL UNIQUE,         -- base of the names of publications, subscriptions, slots
+    state            @extschema@.state NOT NULL DEFAULT 'legacy',
+    fenced           boolean NOT NULL DEFAULT false,  -- writes refused: a switch of write authority is in progress
+    switch           jsonb,                        -- target database: the switch in progress, step by step
+    options          jsonb NOT NULL DEFAULT '{}',
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by       name NOT NULL,
+    state_changed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE @extschema@.remote_migrations IS
+    'softmig: one row per cross-database migration, describing this database''s side (legacy or target)';
+
+-- How this database reaches the other one: only the catalog owner reads it.
+CREATE TABLE @extschema@.remote_conninfo (
+    migration text PRIMARY KEY,        -- written before the migration (definition asks the other database first)
+    peer      text NOT NULL,       -- libpq connection string (or service=...) to the other database
+    peer_back text                 -- target database: how the legacy database reaches this one
+);
+COMMENT ON TABLE @extschema@.remote_conninfo IS
+    'softmig: connection strings to the other database of each cross-database migration (readable by the catalog owner only)';
+
+-- The operation-key ledger that travels with the data: every key claimed on
+-- the write authority of a cross-database migration, replicated in the same
+-- transactions as the rows it wrote (same publication).
+CREATE TABLE @extschema@.remote_operations (
+    migration  text NOT NULL,
+    key        text COLLATE "C" NOT NULL,
+    side       @extschema@.side NOT NULL,
+    relation   text NOT NULL,
+    state      @extschema@.state NOT NULL,
+    claimed_at timestamptz NOT NULL,
+    xid        text NOT NULL,
+    claimed_by name NOT NULL,
+    claimed_in text NOT NULL,          -- the database where the key was claimed
+    PRIMARY KEY (migration, key)
+);
+COMMENT ON TABLE @extschema@.remote_operations IS
+    'softmig: operation keys of cross-database migrations, replicated with the data, so a retry is refused in either database';
+
+-- Markers: rows written in the database upstream of the replication and
+-- applied downstream in commit order; a fence marker ends a switch of write
+-- authority, a parity marker is the point at which both sides are compared.
+CREATE TABLE @extschema@.remote_markers (
+    migration text NOT NULL,
+    id        bigint NOT NULL,
+    kind      text NOT NULL CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['fence', 'parity'])),
+    at        timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    lsn       pg_lsn,
+    PRIMARY KEY (migration, id)
+);
+COMMENT ON TABLE @extschema@.remote_markers IS
+    'softmig: fence and parity markers of cross-database migrations, replicated in commit order';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.remote_migrations', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.remote_conninfo', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.remote_operations', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.remote_endpoint_seq', '');
+REVOKE ALL ON @extschema@.remote_migrations, @extschema@.remote_conninfo,
+              @extschema@.remote_operations, @extschema@.remote_markers FROM PUBLIC;
+GRANT SELECT ON @extschema@.remote_migrations, @extschema@.remote_operations,
+                @extschema@.remote_markers TO PUBLIC;
+
+-- What this database knows about its side of a cross-database migration:
+-- its state, the switch in progress, the subscription it applies (with the
+-- position applied, from its replication origin) and the slot it publishes
+-- from (with the WAL the other side has not confirmed yet).
+CREATE FUNCTION @extschema@._remote_describe(p_name text) RETURNS jsonb
+LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'name', r.name,
+        'side', r.side,
+        'database', pg_catalog.current_database(),
+        'table', r.local_table::text,
+        'state', r.state::text,
+        'fenced', r.fenced,
+        'switch', r.switch,
+        'state_changed_at', r.state_changed_at,
+        'subscription', (
+            SELECT pg_catalog.jsonb_build_object(
+                'name', s.subname,
+                'enabled', s.subenabled,
+                'worker_pid', st.pid,
+                'received_lsn', st.received_lsn,
+                'latest_end_lsn', st.latest_end_lsn,
+                'latest_end_time', st.latest_end_time,
+                'last_msg_receipt_time', st.last_msg_receipt_time,
+                'applied_lsn', os.remote_lsn,
+                'apply_error_count', ss.apply_error_count,
+                'sync_error_count', ss.sync_error_count,
+                'tables', (SELECT pg_catalog.jsonb_object_agg(sr.srrelid::pg_catalog.regclass::text,
+                                                              CASE sr.srsubstate WHEN 'i' THEN 'initialize' WHEN 'd' THEN 'copying'
+                                                                                 WHEN 'f' THEN 'copied' WHEN 's' THEN 'synchronized'
+                                                                                 WHEN 'r' THEN 'ready' ELSE sr.srsubstate::text END)
+                             FROM pg_catalog.pg_subscription_rel sr
+                            WHERE sr.srsubid OPERATOR(pg_catalog.=) s.oid))
+              FROM pg_catalog.pg_subscription s
+              -- the leader apply worker: from PostgreSQL 16 parallel apply
+              -- workers have no relid either, but a leader_pid (a column 15
+              -- does not have, hence the row as jsonb)
+              LEFT JOIN pg_catalog.pg_stat_subscription st
+                ON st.subid OPERATOR(pg_catalog.=) s.oid AND st.relid IS NULL
+               AND (pg_catalog.to_jsonb(st) OPERATOR(pg_catalog.->>) 'leader_pid') IS NULL
+              LEFT JOIN pg_catalog.pg_replication_origin_status os
+                ON os.external_id OPERATOR(pg_catalog.=) ('pg_' OPERATOR(pg_catalog.||) s.oid::text)
+              LEFT JOIN pg_catalog.pg_stat_subscription_stats ss ON ss.subid OPERATOR(pg_catalog.=) s.oid
+             WHERE s.subdbid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                                      WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+               AND s.subname OPERATOR(pg_catalog.=) (r.tag OPERATOR(pg_catalog.||) CASE r.side WHEN 'target' THEN '_fwd' ELSE '_rev' END)),
+        'slot', (
+            SELECT pg_catalog.jsonb_build_object(
+                'name', sl.slot_name,
+                'active', sl.active,
+                'confirmed_flush_lsn', sl.confirmed_flush_lsn,
+                'lag_bytes', pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), sl.confirmed_flush_lsn),
+                'wal_status', sl.wal_status)
+              FROM pg_catalog.pg_replication_slots sl
+             WHERE sl.slot_name OPERATOR(pg_catalog.=) (r.tag OPERATOR(pg_catalog.||) CASE r.side WHEN 'target' THEN '_rev' ELSE '_fwd' END)),
+        'current_lsn', pg_catalog.pg_current_wal_lsn())
+      FROM @extschema@.remote_migrations r
+     WHERE r.name OPERATOR(pg_catalog.=) p_name
+$$;
+COMMENT ON FUNCTION @extschema@._remote_describe(text) IS
+    'internal: this database''s side of a cross-database migration: state, switch in progress, the subscription it applies (position applied, errors, tables) and the slot it publishes from (lag in bytes)';
+
+-- One row per metric of each cross-database migration this database takes
+-- part in, for softmig.metrics (75_observe.sql): fence, switch, the
+-- subscription it applies and the slot it publishes from.
+CREATE FUNCTION @extschema@._remote_metrics() RETURNS TABLE(migration text, metric text, value double precision)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.name, x.metric, x.value
+      FROM @extschema@.remote_migrations r
+     CROSS JOIN LATERAL (SELECT @extschema@._remote_describe(r.name) AS d) d
+     CROSS JOIN LATERAL (VALUES
+        ('remote_target_side', CASE WHEN r.side OPERATOR(pg_catalog.=) 'target' THEN 1 ELSE 0 END::double precision),
+        ('remote_fenced', CASE WHEN r.fenced THEN 1 ELSE 0 END::double precision),
+        ('remote_switch_in_progress', CASE WHEN r.switch IS NULL THEN 0 ELSE 1 END::double precision),
+        ('remote_subscription_enabled', CASE WHEN (d.d OPERATOR(pg_catalog.#>>) '{subscription,enabled}')::boolean THEN 1 ELSE 0 END::double precision),
+        ('remote_apply_running', CASE WHEN (d.d OPERATOR(pg_catalog.#>) '{subscription,worker_pid}') OPERATOR(pg_catalog.<>) 'null'
+                                      THEN 1 ELSE 0 END::double precision),
+        ('remote_apply_errors_total', COALESCE((d.d OPERATOR(pg_catalog.#>>) '{subscription,apply_error_count}')::double precision, 0)
+                                      OPERATOR(pg_catalog.+) COALESCE((d.d OPERATOR(pg_catalog.#>>) '{subscription,sync_error_count}')::double precision, 0)),
+        ('remote_seconds_since_message', EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-)
+                                             (d.d OPERATOR(pg_catalog.#>>) '{subscription,last_msg_receipt_time}')::timestamptz)::double precision),
+        ('remote_slot_active', CASE WHEN (d.d OPERATOR(pg_catalog.#>>) '{slot,active}')::boolean THEN 1 ELSE 0 END::double precision),
+        ('remote_slot_lag_bytes', (d.d OPERATOR(pg_catalog.#>>) '{slot,lag_bytes}')::double precision)) x(metric, value)
+     WHERE x.value IS NOT NULL
+$$;
+COMMENT ON FUNCTION @extschema@._remote_metrics() IS
+    'internal: the metrics of this database''s side of each cross-database migration (fence, switch, subscription, publishing slot lag), for softmig.metrics';
+
+-- What softmig.status shows of a cross-database migration (NULL for the
+-- others): this side's record, its replication and the switch in progress.
+-- PL/pgSQL, so that status (50_state_machine.sql) can call it before the
+-- functions it uses (85_remote.sql) exist.
+CREATE FUNCTION @extschema@._remote_status_local(p_id integer) RETURNS jsonb
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations r WHERE r.migration_id OPERATOR(pg_catalog.=) p_id) THEN
+        RETURN NULL;
+    END IF;
+    RETURN @extschema@._remote_describe((SELECT r.name FROM @extschema@.remote_migrations r
+                                          WHERE r.migration_id OPERATOR(pg_catalog.=) p_id));
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_status_local(integer) IS
+    'internal: the cross-database part of softmig.status (this side, its replication, the switch in progress), NULL for a migration within one database';
+
+-- Problems with the cross-database triggers, in the shape _trigger_health
+-- reports them (missing, switched off, or with the wrong firing mode).
+CREATE FUNCTION @extschema@._remote_trigger_problems(p_id integer) RETURNS jsonb
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    WITH r AS (SELECT * FROM @extschema@.remote_migrations x
+                WHERE x.migration_id OPERATOR(pg_catalog.=) p_id AND x.side OPERATOR(pg_catalog.=) 'target'
+                  AND x.state OPERATOR(@extschema@.<>) 'legacy'),
+    m AS (SELECT mm.* FROM @extschema@.migrations mm, r WHERE mm.id OPERATOR(pg_catalog.=) r.migration_id),
+    expected AS (
+        SELECT m.legacy AS rel, 'softmig_' OPERATOR(pg_catalog.||) m.id::text OPERATOR(pg_catalog.||) '_copy' AS tgname, 'O'::"char" AS mode FROM m
+        UNION ALL
+        SELECT m.legacy, 'softmig_' OPERATOR(pg_catalog.||) m.id::text OPERATOR(pg_catalog.||) '_apply', 'R' FROM m
+        UNION ALL
+        SELECT m.target, 'softmig_' OPERATOR(pg_catalog.||) m.id::text OPERATOR(pg_catalog.||) '_fence', 'O' FROM m)
+    SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'rel', e.rel::text, 'tgname', e.tgname,
+               'problem', CASE WHEN g.oid IS NULL THEN 'missing'
+                               WHEN g.tgenabled OPERATOR(pg_catalog.=) 'D' THEN 'disabled'
+                               WHEN e.mode OPERATOR(pg_catalog.=) 'R' THEN 'not replica only'
+                               ELSE 'not plainly enabled' END)), '[]')
+      FROM expected e
+      LEFT JOIN pg_catalog.pg_trigger g
+        ON g.tgrelid OPERATOR(pg_catalog.=) e.rel AND g.tgname OPERATOR(pg_catalog.=) e.tgname
+     WHERE g.oid IS NULL OR g.tgenabled OPERATOR(pg_catalog.<>) e.mode
+$$;
+COMMENT ON FUNCTION @extschema@._remote_trigger_problems(integer) IS
+    'internal: missing or switched-off triggers of the target side of a cross-database migration, for _trigger_health';
+
 -- _backfill_batch: the verify phase proves completeness first and sweeps
 -- only when rows are missing (one full pass fewer on a complete target);
 -- a batch that got the delete fence reads without row locks, and one whose
@@ -309,6 +524,10 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
           LEFT JOIN found f ON f.rel OPERATOR(pg_catalog.=) e.rel AND f.tgname OPERATOR(pg_catalog.=) e.tgname
          WHERE f.rel IS NULL OR NOT f.well_formed OR f.tgenabled OPERATOR(pg_catalog.<>) 'O'
         UNION ALL
+        -- a cross-database migration's own triggers (27_remote_catalog.sql)
+        SELECT x OPERATOR(pg_catalog.->>) 'rel', (x OPERATOR(pg_catalog.->>) 'tgname')::name, x OPERATOR(pg_catalog.->>) 'problem'
+          FROM pg_catalog.jsonb_array_elements(@extschema@._remote_trigger_problems(p_id)) x
+        UNION ALL
         -- left on a table that is no longer part of the migration
         SELECT f.rel::text, f.tgname, 'not a table of the migration'
           FROM found f
@@ -396,6 +615,9 @@ BEGIN
     PERFORM @extschema@._remove_triggers(m.id);
     IF m.state OPERATOR(@extschema@.<>) 'legacy' THEN
         PERFORM @extschema@._install_triggers(m.id);
+        -- and those of a migration across databases
+        PERFORM @extschema@._remote_install_triggers(xr.name) FROM @extschema@.remote_migrations xr
+          WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id;
     END IF;
     PERFORM @extschema@._invalidate(m.legacy, m.target);
     PERFORM @extschema@._history(m.id, 'repair_triggers', m.state, m.state, NULL, v_before);
@@ -411,6 +633,14 @@ DECLARE
     m @extschema@.migrations;
     v_legal text;
 BEGIN
+    -- a migration across databases changes state in both, step by step
+    IF NOT @extschema@._remote_stepping()
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases', (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id)),
+            DETAIL = 'Its state changes in both databases together, at a fence when the write authority moves.',
+            HINT = 'Use CALL softmig.remote_advance(...) or CALL softmig.remote_rollback(...).';
+    END IF;
     -- serialize state changes of one migration (bounded by lock_timeout too)
     m := @extschema@._lock_migration(p_id);
     IF m.state OPERATOR(@extschema@.=) p_to THEN
@@ -432,8 +662,10 @@ BEGIN
             HINT = 'States move one step at a time; cutover is final.';
     END IF;
 
-    -- Guards (force => true with a reason overrides them; recorded in history)
-    IF NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'force')::boolean, false) THEN
+    -- Guards (force => true with a reason overrides them; recorded in history;
+    -- a cross-database switch checked them before it fenced, guards_checked)
+    IF NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'force')::boolean, false)
+       AND NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'guards_checked')::boolean, false) THEN
         IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write'
            AND NOT @extschema@._backfill_done(p_id) THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -1692,3 +1924,1634 @@ GRANT SELECT ON @extschema@.monitor, @extschema@.monitor_info, @extschema@.monit
                 @extschema@.monitor_parity, @extschema@.monitor_invariants, @extschema@.monitor_rules,
                 @extschema@.monitor_readers, @extschema@.monitor_discovery, @extschema@.monitor_tables
    TO PUBLIC;
+
+-- functions that know migrations across databases
+CREATE OR REPLACE FUNCTION @extschema@._migration(p_name text) RETURNS @extschema@.migrations
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations;
+BEGIN
+    SELECT * INTO m FROM @extschema@.migrations WHERE name OPERATOR(pg_catalog.=) p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+            MESSAGE = pg_catalog.format('migration "%s" does not exist', p_name),
+            HINT = CASE WHEN EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.name OPERATOR(pg_catalog.=) p_name)
+                        THEN pg_catalog.format('This database holds the legacy side of cross-database migration "%s": softmig.remote_status(%L) shows it; it is managed from its target database.', p_name, p_name)
+                        ELSE 'softmig.migrations lists the migrations of this database.' END;
+    END IF;
+    RETURN m;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@._drop_migration(name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+BEGIN
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR NO KEY UPDATE;
+    IF NOT @extschema@._remote_stepping()
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases', m.name),
+            HINT = 'Drop it with softmig.drop_remote_migration, which drops both sides.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('cannot drop migration "%s" in state %s', m.name, m.state),
+            HINT = 'Roll it back to legacy or advance it to cutover first.';
+    END IF;
+    PERFORM @extschema@._remove_triggers(m.id);
+    PERFORM @extschema@._history(m.id, 'drop', m.state, NULL, NULL,
+        pg_catalog.jsonb_build_object('name', m.name, 'legacy', m.legacy::text, 'target', m.target::text));
+    DELETE FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@._repair_triggers(name text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_before jsonb;
+BEGIN
+    m := @extschema@._lock_migration(m.id);
+    v_before := @extschema@._trigger_health(m.id);
+    PERFORM @extschema@._lock_tables(m, NULL, true);
+    PERFORM @extschema@._remove_triggers(m.id);
+    IF m.state OPERATOR(@extschema@.<>) 'legacy' THEN
+        PERFORM @extschema@._install_triggers(m.id);
+        -- and those of a migration across databases
+        PERFORM @extschema@._remote_install_triggers(xr.name) FROM @extschema@.remote_migrations xr
+          WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id;
+    END IF;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(m.id, 'repair_triggers', m.state, m.state, NULL, v_before);
+    RETURN @extschema@._trigger_health(m.id);
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.status(name text) RETURNS jsonb
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'name', m.name,
+        'state', m.state::text,
+        'legacy', m.legacy::text,
+        'target', m.target::text,
+        'key', m.legacy_key,
+        'target_key', m.target_key,
+        'write_authority', CASE WHEN m.state OPERATOR(@extschema@.<=) 'mirrored' THEN 'legacy' ELSE 'target' END,
+        'projection', CASE m.state::text WHEN 'mirrored' THEN 'legacy -> target'
+                                         WHEN 'new_write' THEN 'target -> legacy'
+                                         WHEN 'new_read' THEN 'target -> legacy'
+                                         ELSE 'none' END,
+        'read_default', @extschema@.group_source(m.name, 'default')::text,   -- readers nobody registered
+        'envelope_open', (@extschema@._envelope_json(m.id) OPERATOR(pg_catalog.->>) 'open')::boolean,
+        'envelope', @extschema@._envelope_json(m.id),
+        'quarantined', (SELECT pg_catalog.count(*) FROM @extschema@.quarantine q
+                         WHERE q.migration_id OPERATOR(pg_catalog.=) m.id),
+        'shadow', (SELECT pg_catalog.jsonb_build_object('disabled', true, 'since', s.disabled_at, 'reason', s.reason)
+                     FROM @extschema@.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id),
+        'backfill_done', @extschema@._backfill_done(m.id),
+        'rows_backfilled', COALESCE(bp.rows_backfilled, 0),
+        'backfill', @extschema@._backfill_status(m.id),
+        'triggers', @extschema@._trigger_health(m.id),
+        'state_changed_at', m.state_changed_at)
+        -- a migration across databases: this side, its replication, the switch in progress
+        OPERATOR(pg_catalog.||) CASE WHEN rs.x IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('remote', rs.x) END
+      FROM @extschema@._migration(name) m
+      LEFT JOIN @extschema@.backfill_progress bp ON bp.migration_id OPERATOR(pg_catalog.=) m.id
+     CROSS JOIN LATERAL (SELECT @extschema@._remote_status_local(m.id) AS x) rs
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.operation_applied(name text, key text) RETURNS boolean
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations;
+BEGIN
+    -- a migration across databases: keys applied in either database travel
+    -- with the data (softmig.remote_operations), also to its legacy side
+    IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.name OPERATOR(pg_catalog.=) operation_applied.name)
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_operations o
+                    WHERE o.migration OPERATOR(pg_catalog.=) operation_applied.name
+                      AND o.key OPERATOR(pg_catalog.=) (operation_applied.key COLLATE pg_catalog."C")) THEN
+        RETURN true;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.migrations x WHERE x.name OPERATOR(pg_catalog.=) operation_applied.name)
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.name OPERATOR(pg_catalog.=) operation_applied.name) THEN
+        RETURN EXISTS (SELECT 1 FROM @extschema@.operations o, @extschema@.remote_migrations xr
+                        WHERE xr.name OPERATOR(pg_catalog.=) operation_applied.name
+                          AND o.migration_id OPERATOR(pg_catalog.=) xr.migration_id
+                          AND o.key OPERATOR(pg_catalog.=) (operation_applied.key COLLATE pg_catalog."C"));
+    END IF;
+    m := @extschema@._migration(name);
+    IF key OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'operation key must not be empty';
+    END IF;
+    IF pg_catalog.octet_length(key) OPERATOR(pg_catalog.>) 512 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'operation key is too long',
+            DETAIL = pg_catalog.format('The key has %s bytes; the limit is 512 bytes.', pg_catalog.octet_length(key));
+    END IF;
+    RETURN EXISTS (SELECT 1 FROM @extschema@.operations o
+                    WHERE o.migration_id OPERATOR(pg_catalog.=) m.id
+                      AND o.key OPERATOR(pg_catalog.=) (operation_applied.key COLLATE pg_catalog."C"));
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@._forget_operations(name text, older_than interval) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET intervalstyle = iso_8601          -- history records older_than the same way for everyone
+AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    n bigint;
+BEGIN
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'older_than must not be null',
+            HINT = 'Pass interval ''0'' to forget every key claimed before the current transaction.';
+    END IF;
+    IF older_than OPERATOR(pg_catalog.<) '0'::interval THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('older_than must not be negative (got %s)', older_than);
+    END IF;
+    DELETE FROM @extschema@.operations o
+     WHERE o.migration_id OPERATOR(pg_catalog.=) m.id
+       AND o.claimed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    -- and from the ledger a migration across databases replicates
+    DELETE FROM @extschema@.remote_operations o
+     WHERE o.migration OPERATOR(pg_catalog.=) m.name
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id)
+       AND o.claimed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than);
+    PERFORM @extschema@._history(m.id, 'forget_operations', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('older_than', older_than::text, 'forgotten', n));
+    RETURN n;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@._set_field_authority(p_name text, p_field name, p_side @extschema@.side)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(p_name);
+    v_fwd text;
+    v_partners text[];
+    v_owned text[];
+    r record;
+    c text;
+BEGIN
+    IF p_field IS NULL OR p_side IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'field and side must not be null';
+    END IF;
+    m := @extschema@._lock_migration(m.id);
+    IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases: its fields cannot change authority one by one', m.name),
+            DETAIL = 'A field owned by the target while legacy owns the rest needs replication in both directions at once, which PostgreSQL 15 cannot run without echoing changes back.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'mirrored']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('per-field authority of migration "%s" cannot change in state %s', m.name, m.state),
+            DETAIL = 'From new_write on, every field belongs to the target.';
+    END IF;
+    SELECT mp.expression INTO v_fwd FROM @extschema@.mappings mp
+     WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+       AND mp.column_name OPERATOR(pg_catalog.=) p_field;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_column',
+            MESSAGE = pg_catalog.format('"%s" is not a mapped column of target table %s', p_field, m.target),
+            HINT = 'Per-field authority applies to target columns fed by the forward mapping.';
+    END IF;
+    IF p_field::text OPERATOR(pg_catalog.=) ANY (m.target_key) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('key column "%s" cannot change authority on its own', p_field);
+    END IF;
+
+    IF p_side OPERATOR(pg_catalog.=) 'legacy' THEN
+        IF NOT COALESCE((SELECT e.open FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) m.id), true) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" cannot move back to legacy: the rollback envelope of migration "%s" is closed', p_field, m.name);
+        END IF;
+        DELETE FROM @extschema@.field_authority
+         WHERE migration_id OPERATOR(pg_catalog.=) m.id AND field_authority.field OPERATOR(pg_catalog.=) p_field;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" of migration "%s" already belongs to legacy', p_field, m.name);
+        END IF;
+    ELSE
+        -- the fields the target will own, this one included
+        SELECT pg_catalog.array_agg(fa.field::text) OPERATOR(pg_catalog.||) ARRAY[p_field::text] INTO v_owned
+          FROM @extschema@.field_authority fa WHERE fa.migration_id OPERATOR(pg_catalog.=) m.id;
+        v_owned := COALESCE(v_owned, ARRAY[p_field::text]);
+        -- the legacy columns that carry it: backward mappings that read it
+        v_partners := '{}';
+        FOR r IN SELECT mp.column_name, mp.expression FROM @extschema@.mappings mp
+                  WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'backward'
+        LOOP
+            IF p_field::text OPERATOR(pg_catalog.=) ANY (@extschema@._expr_columns(r.expression)) THEN
+                IF NOT (@extschema@._expr_columns(r.expression) OPERATOR(pg_catalog.<@) v_owned) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                        MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                        DETAIL = pg_catalog.format('Legacy column "%s" (%s) also reads fields legacy still owns.',
+                                                   r.column_name, r.expression);
+                END IF;
+                IF r.column_name::text OPERATOR(pg_catalog.=) ANY (m.legacy_key) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                        MESSAGE = pg_catalog.format('field "%s" feeds legacy key column "%s"', p_field, r.column_name);
+                END IF;
+                v_partners := v_partners OPERATOR(pg_catalog.||) r.column_name::text;
+            END IF;
+        END LOOP;
+        IF pg_catalog.cardinality(v_partners) OPERATOR(pg_catalog.=) 0 THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('field "%s" has no backward mapping, so legacy could not follow the target''s writes', p_field);
+        END IF;
+        -- the carriers must not feed target columns that stay with legacy
+        FOR r IN SELECT mp.column_name, mp.expression FROM @extschema@.mappings mp
+                  WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+                    AND mp.column_name::text OPERATOR(pg_catalog.<>) ALL (v_owned)
+        LOOP
+            IF @extschema@._expr_columns(r.expression) OPERATOR(pg_catalog.&&) v_partners THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                    DETAIL = pg_catalog.format('Legacy column(s) %s that carry it also feed target column "%s" (%s), which legacy keeps.',
+                                               pg_catalog.array_to_string(v_partners, ', '), r.column_name, r.expression);
+            END IF;
+        END LOOP;
+        FOREACH c IN ARRAY @extschema@._expr_columns(v_fwd) LOOP
+            IF c OPERATOR(pg_catalog.<>) ALL (v_partners) THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                    DETAIL = pg_catalog.format('Its forward mapping (%s) reads legacy column "%s", which does not carry it back.', v_fwd, c);
+            END IF;
+        END LOOP;
+        INSERT INTO @extschema@.field_authority (migration_id, field, side, legacy_columns)
+        VALUES (m.id, p_field, 'new', v_partners)
+        ON CONFLICT (migration_id, field) DO NOTHING;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" of migration "%s" already belongs to the target', p_field, m.name);
+        END IF;
+    END IF;
+    -- writers switch rules at their next lock on either table
+    PERFORM @extschema@._lock_tables(m, NULL);
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._validate(m.id);
+    PERFORM @extschema@._history(m.id, 'set_field_authority', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('field', p_field, 'side', p_side));
+END $$;
+
+-- metrics: also the rows of migrations across databases
+CREATE OR REPLACE VIEW @extschema@.metrics AS
+SELECT m.name AS migration, x.metric, x.value
+  FROM @extschema@.migrations m
+ CROSS JOIN LATERAL (
+    SELECT (SELECT pg_catalog.max(c.run_id) FROM @extschema@.check_results c
+             WHERE c.migration_id OPERATOR(pg_catalog.=) m.id) AS run_id,
+           (SELECT bp FROM @extschema@.backfill_progress bp
+             WHERE bp.migration_id OPERATOR(pg_catalog.=) m.id) AS bp,
+           (SELECT e FROM @extschema@.envelope e
+             WHERE e.migration_id OPERATOR(pg_catalog.=) m.id) AS env) l
+ CROSS JOIN LATERAL (
+    VALUES
+    ('state', (pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read', 'cutover'],
+                                          m.state::text) OPERATOR(pg_catalog.-) 1)::double precision),
+    ('state_age_seconds', EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) m.state_changed_at)::double precision),
+    ('write_authority_target', CASE WHEN m.state OPERATOR(@extschema@.>=) 'new_write' THEN 1 ELSE 0 END::double precision),
+    ('read_default_new', CASE WHEN m.state OPERATOR(@extschema@.>=) 'new_read' THEN 1 ELSE 0 END::double precision),
+    ('backfill_done', CASE WHEN (l.bp).phase OPERATOR(pg_catalog.=) 'done' THEN 1 ELSE 0 END::double precision),
+    ('backfill_rows_copied', COALESCE((l.bp).rows_backfilled, 0)::double precision),
+    ('backfill_seconds_since_progress', CASE WHEN (l.bp).phase IS NULL OR (l.bp).phase OPERATOR(pg_catalog.=) 'done' THEN 0
+         ELSE EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) (l.bp).updated_at) END::double precision),
+    ('triggers_healthy', CASE WHEN (@extschema@._trigger_health(m.id) OPERATOR(pg_catalog.->>) 'healthy')::boolean
+                              THEN 1 ELSE 0 END::double precision),
+    ('envelope_open', CASE WHEN COALESCE((l.env).open, true) THEN 1 ELSE 0 END::double precision),
+    ('new_only_rows', COALESCE((l.env).new_only_count, 0)::double precision),
+    ('shadow_disabled', (SELECT pg_catalog.count(*) FROM @extschema@.shadow s
+                          WHERE s.migration_id OPERATOR(pg_catalog.=) m.id)::double precision),
+    ('quarantined_entities', (SELECT pg_catalog.count(*) FROM @extschema@.quarantine q
+                               WHERE q.migration_id OPERATOR(pg_catalog.=) m.id)::double precision),
+    ('overrides_total', (SELECT pg_catalog.count(*) FROM @extschema@.history_log h
+                          WHERE h.migration_id OPERATOR(pg_catalog.=) m.id
+                            AND h.action OPERATOR(pg_catalog.=) 'override')::double precision),
+    ('rule_violations_total', (SELECT pg_catalog.count(*) FROM @extschema@.rule_violations v
+                                WHERE v.migration_id OPERATOR(pg_catalog.=) m.id)::double precision),
+    ('legacy_rows_estimate', (SELECT GREATEST(c.reltuples, 0) FROM pg_catalog.pg_class c
+                               WHERE c.oid OPERATOR(pg_catalog.=) m.legacy)::double precision),
+    ('target_rows_estimate', (SELECT GREATEST(c.reltuples, 0) FROM pg_catalog.pg_class c
+                               WHERE c.oid OPERATOR(pg_catalog.=) m.target)::double precision),
+    ('last_check_age_seconds', (SELECT EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.max(c.at))
+                                  FROM @extschema@.check_results c
+                                 WHERE c.run_id OPERATOR(pg_catalog.=) l.run_id)::double precision),
+    ('checks_failing', (SELECT pg_catalog.count(*) FILTER (WHERE NOT c.ok) FROM @extschema@.check_results c
+                         WHERE c.run_id OPERATOR(pg_catalog.=) l.run_id)::double precision)
+    UNION ALL
+    SELECT 'check_violations:' OPERATOR(pg_catalog.||) c.check_name, c.violations::double precision
+      FROM @extschema@.check_results c WHERE c.run_id OPERATOR(pg_catalog.=) l.run_id
+    UNION ALL
+    SELECT 'check_ok:' OPERATOR(pg_catalog.||) c.check_name, CASE WHEN c.ok THEN 1 ELSE 0 END::double precision
+      FROM @extschema@.check_results c WHERE c.run_id OPERATOR(pg_catalog.=) l.run_id
+ ) x(metric, value)
+UNION ALL
+-- migrations across databases: this side's fence, switch and replication (27_remote_catalog.sql)
+SELECT r.migration, r.metric, r.value FROM @extschema@._remote_metrics() r;
+COMMENT ON VIEW @extschema@.metrics IS
+    'one row per (migration, metric): live state, backfill, envelope, triggers, the latest check run (check_violations:<check>, check_ok:<check>), and for migrations across databases their fence, switch and replication (remote_*); cheap enough to scrape';
+
+-------------------------------------------------------------------------------
+-- Cross-database migrations (doc/cross-database.md)
+-------------------------------------------------------------------------------
+-- The legacy database holds the legacy table and publishes it (with this
+-- migration's rows of softmig.remote_operations and softmig.remote_markers);
+-- the target database holds a landing copy of it under the same name, the
+-- target, and an ordinary migration landing copy -> target, and subscribes.
+-- From new_write on the direction is reversed: the target database
+-- publishes the landing copy (which the migration's projection keeps) and
+-- the legacy database subscribes.  PostgreSQL 15 cannot filter changes by
+-- origin, so only one direction runs at a time and a switch moves from one
+-- to the other at a fence: the side giving up the write authority stops
+-- its writers and writes a fence marker; the other side waits until it has
+-- applied that marker, stops applying, and only then takes the authority,
+-- with a fresh replication slot for the other direction.  Every step is
+-- recorded (remote_migrations.switch) and can be resumed or aborted.
+--
+-- The target database coordinates: the DBA runs everything there, and it
+-- calls softmig._remote_peer in the legacy database for that side's part.
+
+-- C functions (src/remote.c, src/remote_trigger.c, src/remote_parity.c)
+CREATE FUNCTION @extschema@._remote_call(name text, op text, arg jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_remote_call' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@._remote_call(text, text, jsonb) IS
+    'internal: run softmig._remote_peer(name, op, arg) in the other database of a cross-database migration and return its result';
+
+CREATE FUNCTION @extschema@._remote_step_mark(on_ boolean) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'softmig_remote_step_mark' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._remote_step_mark(boolean) IS
+    'internal: mark (or unmark) that the cross-database coordinator changes the local migration; returns the previous mark';
+
+CREATE FUNCTION @extschema@._remote_stepping() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'softmig_remote_stepping' LANGUAGE C STABLE;
+COMMENT ON FUNCTION @extschema@._remote_stepping() IS
+    'internal: is the cross-database coordinator changing a local migration right now';
+
+CREATE FUNCTION @extschema@._remote_stop_after(step text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'softmig_remote_stop_after' LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION @extschema@._remote_stop_after(text) IS
+    'internal: is the test hook softmig.remote_stop_after set to this step';
+
+CREATE FUNCTION @extschema@._remote_legacy_guard() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'softmig_remote_legacy_guard' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._remote_legacy_guard() IS
+    'internal: BEFORE statement trigger on the legacy table of a cross-database migration: writes only while it is the write authority, operation keys, no TRUNCATE';
+
+CREATE FUNCTION @extschema@._remote_copy_guard() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'softmig_remote_copy_guard' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._remote_copy_guard() IS
+    'internal: BEFORE statement trigger on the landing copy: only replicated changes and softmig''s projection write it';
+
+CREATE FUNCTION @extschema@._remote_target_guard() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'softmig_remote_target_guard' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._remote_target_guard() IS
+    'internal: BEFORE statement trigger on the target of a cross-database migration: no writes while a switch fences it';
+
+CREATE FUNCTION @extschema@._remote_apply() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'softmig_remote_apply' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._remote_apply() IS
+    'internal: AFTER ROW trigger (ENABLE REPLICA) on the landing copy: mirrors each replicated row into the target in the apply transaction';
+
+CREATE FUNCTION @extschema@._remote_marker() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'softmig_remote_marker' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._remote_marker() IS
+    'internal: AFTER INSERT trigger (ENABLE ALWAYS) on softmig.remote_markers: the apply of a parity marker waits for the parity session''s snapshot';
+
+CREATE FUNCTION @extschema@._remote_ledger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'softmig_remote_ledger' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._remote_ledger() IS
+    'internal: AFTER INSERT trigger on softmig.operations: a claim of a cross-database migration goes into the replicated ledger, 23505 if the other database applied the key';
+
+CREATE FUNCTION @extschema@._remote_replicated_once() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'softmig_remote_replicated_once' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._remote_replicated_once() IS
+    'internal: BEFORE INSERT trigger (ENABLE REPLICA) on softmig.remote_operations and softmig.remote_markers: a replicated row already present is skipped';
+
+CREATE TRIGGER remote_ledger AFTER INSERT ON @extschema@.operations
+    FOR EACH ROW EXECUTE FUNCTION @extschema@._remote_ledger();
+CREATE TRIGGER remote_replicated_once BEFORE INSERT ON @extschema@.remote_operations
+    FOR EACH ROW EXECUTE FUNCTION @extschema@._remote_replicated_once('migration', 'key');
+ALTER TABLE @extschema@.remote_operations ENABLE REPLICA TRIGGER remote_replicated_once;
+CREATE TRIGGER remote_replicated_once BEFORE INSERT ON @extschema@.remote_markers
+    FOR EACH ROW EXECUTE FUNCTION @extschema@._remote_replicated_once('migration', 'id');
+ALTER TABLE @extschema@.remote_markers ENABLE REPLICA TRIGGER remote_replicated_once;
+CREATE TRIGGER remote_marker AFTER INSERT ON @extschema@.remote_markers
+    FOR EACH ROW EXECUTE FUNCTION @extschema@._remote_marker();
+ALTER TABLE @extschema@.remote_markers ENABLE ALWAYS TRIGGER remote_marker;
+
+-------------------------------------------------------------------------------
+-- Helpers
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._remote_tag(name text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'softmig_'
+        OPERATOR(pg_catalog.||) pg_catalog.left(pg_catalog.regexp_replace(pg_catalog.lower(name), '[^a-z0-9_]', '_', 'g'), 24)
+        OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||) pg_catalog.left(pg_catalog.md5(name), 8)
+$$;
+COMMENT ON FUNCTION @extschema@._remote_tag(text) IS
+    'internal: the base of the names of a cross-database migration''s publications, subscriptions and slots (<tag>_fwd: legacy -> target, <tag>_rev: target -> legacy)';
+
+CREATE FUNCTION @extschema@._remote_endpoint(p_name text) RETURNS @extschema@.remote_migrations
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r @extschema@.remote_migrations;
+BEGIN
+    SELECT * INTO r FROM @extschema@.remote_migrations WHERE name OPERATOR(pg_catalog.=) p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+            MESSAGE = pg_catalog.format('cross-database migration "%s" does not exist in this database', p_name),
+            HINT = 'softmig.remote_migrations lists the cross-database migrations of this database.';
+    END IF;
+    RETURN r;
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_endpoint(text) IS
+    'internal: this database''s side of a cross-database migration by name, 42704 if unknown';
+
+CREATE FUNCTION @extschema@._remote_require_superuser(what text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                      WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER), false) THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = pg_catalog.format('permission denied to %s', what),
+            DETAIL = 'Cross-database migrations create subscriptions and replication slots and store connection strings, which PostgreSQL 15 reserves to superusers.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_require_superuser(text) IS
+    'internal: raise 42501 unless the current user is a superuser';
+
+CREATE FUNCTION @extschema@._remote_timeout() RETURNS interval
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (pg_catalog.current_setting('softmig.remote_timeout') OPERATOR(pg_catalog.||) ' ms')::interval
+$$;
+COMMENT ON FUNCTION @extschema@._remote_timeout() IS
+    'internal: how long a step of a cross-database switch waits for the other database (softmig.remote_timeout)';
+
+-- Wait until a condition holds (a query returning one boolean), polling;
+-- 55000 after softmig.remote_timeout.  Each poll sees what committed since.
+CREATE FUNCTION @extschema@._remote_wait(p_name text, p_what text, p_cond text, p_args jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_deadline timestamptz := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) @extschema@._remote_timeout();
+    v_ok boolean;
+BEGIN
+    LOOP
+        EXECUTE p_cond INTO v_ok USING p_args;
+        EXIT WHEN v_ok;
+        IF pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>) v_deadline THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cross-database migration "%s": timed out waiting for %s', p_name, p_what),
+                DETAIL = pg_catalog.format('Waited %s (softmig.remote_timeout).', @extschema@._remote_timeout()),
+                HINT = pg_catalog.format('softmig.status(%L) shows the replication and the switch in progress; CALL softmig.remote_resume(%L) waits again, CALL softmig.remote_abort(%L) gives the switch up while it can.',
+                                         p_name, p_name, p_name);
+        END IF;
+        PERFORM pg_catalog.pg_sleep(0.02);
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_wait(text, text, text, jsonb) IS
+    'internal: poll a condition until it holds, 55000 after softmig.remote_timeout';
+
+CREATE FUNCTION @extschema@._remote_marker_applied(p_name text, p_marker bigint) RETURNS void
+LANGUAGE sql STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (@extschema@._remote_endpoint(p_name)).name;    -- 42704 rather than a wait for nothing
+    SELECT @extschema@._remote_wait(p_name, pg_catalog.format('marker %s to be replicated to this database', p_marker),
+        'SELECT EXISTS (SELECT 1 FROM softmig.remote_markers m WHERE m.migration OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) ''name'') '
+        'AND m.id OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) ''marker'')::pg_catalog.int8)',
+        pg_catalog.jsonb_build_object('name', p_name, 'marker', p_marker))
+$$;
+COMMENT ON FUNCTION @extschema@._remote_marker_applied(text, bigint) IS
+    'internal: wait until a marker written in the other database has been applied in this one';
+
+CREATE FUNCTION @extschema@._remote_worker_gone(p_name text, p_sub text) RETURNS void
+LANGUAGE sql STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (@extschema@._remote_endpoint(p_name)).name;
+    SELECT @extschema@._remote_wait(p_name, pg_catalog.format('the workers of subscription %s to stop', p_sub),
+        'SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_subscription s '
+        'WHERE s.subname OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) ''sub'') AND s.pid IS NOT NULL)',
+        pg_catalog.jsonb_build_object('sub', p_sub))
+$$;
+COMMENT ON FUNCTION @extschema@._remote_worker_gone(text, text) IS
+    'internal: wait until a disabled subscription has no worker left';
+
+CREATE FUNCTION @extschema@._remote_create_slot(p_slot text) RETURNS pg_lsn
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_lsn pg_lsn;
+BEGIN
+    SELECT s.confirmed_flush_lsn INTO v_lsn FROM pg_catalog.pg_replication_slots s
+     WHERE s.slot_name OPERATOR(pg_catalog.=) p_slot;
+    IF FOUND THEN
+        RETURN v_lsn;       -- made by an earlier attempt of the same step
+    END IF;
+    SELECT s.lsn INTO v_lsn FROM pg_catalog.pg_create_logical_replication_slot(p_slot, 'pgoutput') s;
+    RETURN v_lsn;
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_create_slot(text) IS
+    'internal: create a logical replication slot (pgoutput) unless it exists; its changes start now. Must come before any write of the transaction';
+
+CREATE FUNCTION @extschema@._remote_drop_slot(p_name text, p_slot text) RETURNS void
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s WHERE s.slot_name OPERATOR(pg_catalog.=) p_slot) THEN
+        RETURN;
+    END IF;
+    -- the walsender of a subscription that was just disabled or dropped
+    -- lets the slot go when it notices
+    PERFORM @extschema@._remote_wait(p_name, pg_catalog.format('replication slot %s to be released', p_slot),
+        'SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s '
+        'WHERE s.slot_name OPERATOR(pg_catalog.=) ($1 OPERATOR(pg_catalog.->>) ''slot'') AND s.active)',
+        pg_catalog.jsonb_build_object('slot', p_slot));
+    PERFORM pg_catalog.pg_drop_replication_slot(p_slot);
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_drop_slot(text, text) IS
+    'internal: drop a replication slot once nothing uses it (waits for a departing walsender)';
+
+CREATE FUNCTION @extschema@._remote_drop_subscription(p_sub text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s
+                    WHERE s.subname OPERATOR(pg_catalog.=) p_sub
+                      AND s.subdbid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                                            WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) THEN
+        RETURN;
+    END IF;
+    -- detached from its slot first, so DROP may run in a transaction and
+    -- does not reach out to the other database (the slot is dropped there)
+    EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', p_sub);
+    EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', p_sub);
+    EXECUTE pg_catalog.format('DROP SUBSCRIPTION %I', p_sub);
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_drop_subscription(text) IS
+    'internal: drop a subscription (if it exists) without touching its slot';
+
+CREATE FUNCTION @extschema@._remote_check_wal_level() RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_catalog.current_setting('wal_level') OPERATOR(pg_catalog.<>) 'logical' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('database "%s" cannot take part in a cross-database migration: wal_level is %s',
+                                        pg_catalog.current_database(), pg_catalog.current_setting('wal_level')),
+            HINT = 'Set wal_level = logical (and enough max_replication_slots and max_wal_senders) and restart the server.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_check_wal_level() IS
+    'internal: raise 55000 unless wal_level is logical';
+
+CREATE FUNCTION @extschema@._remote_history(p_name text, p_action text, p_from @extschema@.state,
+                                            p_to @extschema@.state, p_reason text, p_detail jsonb)
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT @extschema@._history(r.migration_id, p_action, p_from, p_to, p_reason, p_detail)
+      FROM @extschema@.remote_migrations r WHERE r.name OPERATOR(pg_catalog.=) p_name
+$$;
+COMMENT ON FUNCTION @extschema@._remote_history(text, text, @extschema@.state, @extschema@.state, text, jsonb) IS
+    'internal: append one audit row for this database''s side of a cross-database migration (the legacy side under its negative endpoint id)';
+
+-- The description of a table the landing copy must reproduce.
+CREATE FUNCTION @extschema@._remote_table_shape(p_rel regclass) RETURNS jsonb
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'columns', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'name', a.attname,
+                        'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
+                        'collation', CASE WHEN a.attcollation OPERATOR(pg_catalog.<>) t.typcollation
+                                          THEN (SELECT pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.'
+                                                       OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.collname)
+                                                  FROM pg_catalog.pg_collation c
+                                                  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.collnamespace
+                                                 WHERE c.oid OPERATOR(pg_catalog.=) a.attcollation) END,
+                        'not_null', a.attnotnull,
+                        'generated', a.attgenerated OPERATOR(pg_catalog.<>) '')
+                        ORDER BY a.attnum)
+                      FROM pg_catalog.pg_attribute a
+                      JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+                     WHERE a.attrelid OPERATOR(pg_catalog.=) p_rel AND a.attnum OPERATOR(pg_catalog.>) 0
+                       AND NOT a.attisdropped), '[]'),
+        'key', (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.i)
+                  FROM pg_catalog.pg_index x
+                 CROSS JOIN LATERAL pg_catalog.unnest(x.indkey) WITH ORDINALITY k(attnum, i)
+                  JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) x.indrelid
+                                                AND a.attnum OPERATOR(pg_catalog.=) k.attnum
+                 WHERE x.indrelid OPERATOR(pg_catalog.=) p_rel AND x.indisprimary),
+        'relkind', (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) p_rel),
+        'persistence', (SELECT c.relpersistence FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) p_rel))
+$$;
+COMMENT ON FUNCTION @extschema@._remote_table_shape(regclass) IS
+    'internal: columns (name, type, collation, not null, generated), primary key, kind and persistence of a table';
+
+-------------------------------------------------------------------------------
+-- Triggers of each side
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._remote_install_triggers(p_name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r @extschema@.remote_migrations := @extschema@._remote_endpoint(p_name);
+    m @extschema@.migrations;
+    v_prev boolean := @extschema@._trigger_ddl(true);
+    p text;
+BEGIN
+    IF r.side OPERATOR(pg_catalog.=) 'legacy' THEN
+        EXECUTE pg_catalog.format(
+            'CREATE OR REPLACE TRIGGER softmig_x_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+            'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._remote_legacy_guard(%L)', r.local_table, r.name);
+    ELSE
+        SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) r.migration_id;
+        p := 'softmig_' OPERATOR(pg_catalog.||) m.id::text;
+        EXECUTE pg_catalog.format(
+            'CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+            'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._remote_copy_guard(%L, %L)',
+            p OPERATOR(pg_catalog.||) '_copy', m.legacy, m.id, r.name);
+        EXECUTE pg_catalog.format(
+            'CREATE OR REPLACE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION @extschema@._remote_apply(%L)',
+            p OPERATOR(pg_catalog.||) '_apply', m.legacy, m.id);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE REPLICA TRIGGER %I', m.legacy, p OPERATOR(pg_catalog.||) '_apply');
+        EXECUTE pg_catalog.format(
+            'CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+            'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._remote_target_guard(%L)',
+            p OPERATOR(pg_catalog.||) '_fence', m.target, r.name);
+    END IF;
+    PERFORM @extschema@._trigger_ddl(v_prev);
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_install_triggers(text) IS
+    'internal: create the triggers of this database''s side of a cross-database migration (legacy: the guard; target: copy guard and apply trigger on the landing copy, fence guard on the target)';
+
+CREATE FUNCTION @extschema@._remote_remove_triggers(p_name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r @extschema@.remote_migrations := @extschema@._remote_endpoint(p_name);
+    v_prev boolean := @extschema@._trigger_ddl(true);
+    t record;
+BEGIN
+    FOR t IN SELECT g.tgname, g.tgrelid::pg_catalog.regclass AS rel FROM pg_catalog.pg_trigger g
+              WHERE (r.side OPERATOR(pg_catalog.=) 'legacy' AND g.tgrelid OPERATOR(pg_catalog.=) r.local_table
+                     AND g.tgname OPERATOR(pg_catalog.=) 'softmig_x_guard')
+                 OR (r.side OPERATOR(pg_catalog.=) 'target'
+                     AND g.tgname OPERATOR(pg_catalog.~) ('^softmig_' OPERATOR(pg_catalog.||) r.migration_id::text OPERATOR(pg_catalog.||) '_(copy|apply|fence)$'))
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
+    END LOOP;
+    PERFORM @extschema@._trigger_ddl(v_prev);
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_remove_triggers(text) IS
+    'internal: drop the triggers of this database''s side of a cross-database migration';
+
+-------------------------------------------------------------------------------
+-- The other database's half: softmig._remote_peer, called over libpq
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._remote_peer(name text, op text, arg jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text := name;
+    r @extschema@.remote_migrations;
+    v_rel regclass;
+    v_shape jsonb;
+    v_lsn pg_lsn;
+    v_sub text;
+    v_slot text;
+    v_tag text;
+    v_timeout text;
+BEGIN
+    PERFORM @extschema@._remote_require_superuser('run a step of a cross-database migration');
+    IF op OPERATOR(pg_catalog.=) 'describe' THEN
+        -- (before the migration exists here) the legacy table, as the landing copy must be
+        PERFORM @extschema@._remote_check_wal_level();
+        v_rel := pg_catalog.to_regclass(arg OPERATOR(pg_catalog.->>) 'legacy');
+        IF v_rel IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'undefined_table',
+                MESSAGE = pg_catalog.format('table %s does not exist in the legacy database', arg OPERATOR(pg_catalog.->>) 'legacy');
+        END IF;
+        RETURN @extschema@._remote_table_shape(v_rel)
+            OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(
+                'table', @extschema@._qualified(v_rel),
+                'server_version_num', pg_catalog.current_setting('server_version_num')::integer,
+                'database', pg_catalog.current_database(),
+                'in_migration', EXISTS (SELECT 1 FROM @extschema@.migrations m
+                                         WHERE v_rel OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target])),
+                'endpoint', (SELECT pg_catalog.to_jsonb(x) FROM @extschema@.remote_migrations x
+                              WHERE x.name OPERATOR(pg_catalog.=) v_name));
+    END IF;
+
+    IF op OPERATOR(pg_catalog.=) 'define' THEN
+        PERFORM @extschema@._remote_check_wal_level();
+        v_rel := (arg OPERATOR(pg_catalog.->>) 'legacy')::pg_catalog.regclass;
+        SELECT * INTO r FROM @extschema@.remote_migrations x WHERE x.name OPERATOR(pg_catalog.=) v_name;
+        IF FOUND THEN
+            IF r.side OPERATOR(pg_catalog.=) 'legacy' AND r.local_table OPERATOR(pg_catalog.=) v_rel
+               AND r.tag OPERATOR(pg_catalog.=) (arg OPERATOR(pg_catalog.->>) 'tag') THEN
+                UPDATE @extschema@.remote_conninfo SET peer = arg OPERATOR(pg_catalog.->>) 'peer'
+                 WHERE migration OPERATOR(pg_catalog.=) v_name;
+                RETURN pg_catalog.jsonb_build_object('defined', false);   -- a retry of the same definition
+            END IF;
+            RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+                MESSAGE = pg_catalog.format('the legacy database already has a cross-database migration "%s"', v_name);
+        END IF;
+        IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name
+                       OR v_rel OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]))
+           OR EXISTS (SELECT 1 FROM @extschema@.remote_migrations x WHERE x.local_table OPERATOR(pg_catalog.=) v_rel) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+                MESSAGE = pg_catalog.format('table %s already takes part in a migration of the legacy database', v_rel);
+        END IF;
+        INSERT INTO @extschema@.remote_migrations (name, side, migration_id, local_table, remote_table, key, tag,
+                                                   options, created_by)
+        VALUES (v_name, 'legacy', pg_catalog.nextval('@extschema@.remote_endpoint_seq'::pg_catalog.regclass), v_rel,
+                arg OPERATOR(pg_catalog.->>) 'remote_table',
+                ARRAY(SELECT pg_catalog.jsonb_array_elements_text(arg OPERATOR(pg_catalog.->) 'key')),
+                arg OPERATOR(pg_catalog.->>) 'tag',
+                COALESCE(arg OPERATOR(pg_catalog.->) 'options', '{}'), @extschema@._actor());
+        INSERT INTO @extschema@.remote_conninfo (migration, peer) VALUES (v_name, arg OPERATOR(pg_catalog.->>) 'peer');
+        EXECUTE pg_catalog.format(
+            'CREATE PUBLICATION %I FOR TABLE %s, @extschema@.remote_operations WHERE (migration OPERATOR(pg_catalog.=) %L), '
+            '@extschema@.remote_markers WHERE (migration OPERATOR(pg_catalog.=) %L) WITH (publish = ''insert, update, delete'')',
+            (arg OPERATOR(pg_catalog.->>) 'tag') OPERATOR(pg_catalog.||) '_fwd', v_rel, v_name, v_name);
+        PERFORM @extschema@._remote_history(v_name, 'remote_define', NULL, 'legacy', NULL, arg OPERATOR(pg_catalog.-) 'peer');
+        RETURN pg_catalog.jsonb_build_object('defined', true);
+    END IF;
+
+    IF op OPERATOR(pg_catalog.=) 'drop' AND NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations x
+                                                         WHERE x.name OPERATOR(pg_catalog.=) v_name) THEN
+        RETURN '{}';    -- a retry: dropped here already
+    END IF;
+    r := @extschema@._remote_endpoint(v_name);
+    IF r.side OPERATOR(pg_catalog.<>) 'legacy' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('database "%s" holds the target side of migration "%s"', pg_catalog.current_database(), v_name),
+            HINT = 'A connection string of the migration points back to its own target database.';
+    END IF;
+    -- options the legacy side uses (lock_timeout, require_operation_key) follow the migration's
+    IF op OPERATOR(pg_catalog.<>) ALL (ARRAY['mirror', 'forward_slot'])    -- (these create a slot first)
+       AND arg OPERATOR(pg_catalog.?) 'options' AND r.options OPERATOR(pg_catalog.<>) (arg OPERATOR(pg_catalog.->) 'options') THEN
+        UPDATE @extschema@.remote_migrations SET options = arg OPERATOR(pg_catalog.->) 'options'
+         WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+        r.options := arg OPERATOR(pg_catalog.->) 'options';
+    END IF;
+    v_timeout := COALESCE(r.options OPERATOR(pg_catalog.->>) 'lock_timeout', '5s');
+
+    CASE op
+    WHEN 'status' THEN
+        RETURN @extschema@._remote_describe(v_name);
+
+    WHEN 'mirror' THEN
+        -- legacy -> mirrored: the slot first (before any write of this transaction)
+        v_lsn := @extschema@._remote_create_slot(r.tag OPERATOR(pg_catalog.||) '_fwd');
+        IF r.state OPERATOR(@extschema@.=) 'legacy' THEN
+            PERFORM @extschema@._remote_install_triggers(v_name);
+            UPDATE @extschema@.remote_migrations SET state = 'mirrored', fenced = false, state_changed_at = pg_catalog.now(),
+                   options = COALESCE(arg OPERATOR(pg_catalog.->) 'options', options)
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_advance', 'legacy', 'mirrored', arg OPERATOR(pg_catalog.->>) 'reason',
+                                                pg_catalog.jsonb_build_object('slot_lsn', v_lsn));
+        END IF;
+        RETURN pg_catalog.jsonb_build_object('slot_lsn', v_lsn);
+
+    WHEN 'unmirror' THEN
+        IF r.state OPERATOR(@extschema@.<>) 'legacy' THEN
+            PERFORM @extschema@._remote_remove_triggers(v_name);
+            UPDATE @extschema@.remote_migrations SET state = 'legacy', fenced = false, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_rollback', r.state, 'legacy', arg OPERATOR(pg_catalog.->>) 'reason', '{}');
+        END IF;
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN '{}';
+
+    WHEN 'fence' THEN
+        -- stop the writers of the legacy table (waiting ones wait for this
+        -- transaction, then see the fence), and write the fence marker: the
+        -- target database takes over once it has applied it
+        IF r.fenced AND (r.switch OPERATOR(pg_catalog.->>) 'marker') OPERATOR(pg_catalog.=) (arg OPERATOR(pg_catalog.->>) 'marker') THEN
+            RETURN pg_catalog.jsonb_build_object('lsn', r.switch OPERATOR(pg_catalog.->>) 'lsn');   -- a retry
+        END IF;
+        IF r.state OPERATOR(@extschema@.<>) 'mirrored' OR r.fenced THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('the legacy side of migration "%s" cannot be fenced in state %s%s', v_name, r.state,
+                                            CASE WHEN r.fenced THEN ' (fenced by another switch)' ELSE '' END);
+        END IF;
+        PERFORM pg_catalog.set_config('lock_timeout', v_timeout, true);
+        BEGIN
+            EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', r.local_table);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                MESSAGE = pg_catalog.format('could not lock table %s to fence migration "%s"', r.local_table, v_name),
+                DETAIL = pg_catalog.format('Writers kept a conflicting lock for longer than lock_timeout (%s).', v_timeout),
+                HINT = 'Retry; nothing was changed. Long transactions writing the table delay the switch; option lock_timeout sets how long to wait.';
+        END;
+        v_lsn := pg_catalog.pg_current_wal_lsn();
+        INSERT INTO @extschema@.remote_markers (migration, id, kind, lsn)
+        VALUES (v_name, (arg OPERATOR(pg_catalog.->>) 'marker')::bigint, 'fence', v_lsn);
+        UPDATE @extschema@.remote_migrations
+           SET fenced = true,
+               switch = pg_catalog.jsonb_build_object('marker', arg OPERATOR(pg_catalog.->) 'marker', 'lsn', v_lsn,
+                                                      'at', pg_catalog.now(), 'to', arg OPERATOR(pg_catalog.->>) 'to')
+         WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+        PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+        PERFORM @extschema@._remote_history(v_name, 'remote_fence', r.state, r.state, NULL,
+                                            pg_catalog.jsonb_build_object('marker', arg OPERATOR(pg_catalog.->) 'marker', 'lsn', v_lsn));
+        RETURN pg_catalog.jsonb_build_object('lsn', v_lsn);
+
+    WHEN 'unfence' THEN
+        IF r.fenced THEN
+            UPDATE @extschema@.remote_migrations SET fenced = false, switch = NULL
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_unfence', r.state, r.state, NULL, r.switch);
+        END IF;
+        RETURN '{}';
+
+    WHEN 'accept_reverse' THEN
+        -- the target database is the write authority now: apply what it
+        -- projects into its landing copy, from the slot it made at the switch
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub
+                      AND s.subdbid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                                            WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = %L)', v_sub, v_sub);
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I ENABLE', v_sub);
+        ELSE
+            EXECUTE pg_catalog.format(
+                'CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I '
+                'WITH (create_slot = false, slot_name = %L, copy_data = false, enabled = true)',
+                v_sub, (SELECT c.peer FROM @extschema@.remote_conninfo c WHERE c.migration OPERATOR(pg_catalog.=) v_name),
+                v_sub, v_sub);
+        END IF;
+        IF r.state OPERATOR(@extschema@.=) 'mirrored' THEN
+            UPDATE @extschema@.remote_migrations
+               SET state = 'new_write', fenced = false, switch = NULL, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_advance', 'mirrored', 'new_write', arg OPERATOR(pg_catalog.->>) 'reason', r.switch);
+        END IF;
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN '{}';
+
+    WHEN 'stop_reverse' THEN
+        -- rollback: the target database fenced itself and wrote a marker;
+        -- once it is applied here, stop applying
+        PERFORM @extschema@._remote_marker_applied(v_name, (arg OPERATOR(pg_catalog.->>) 'marker')::bigint);
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', v_sub);
+        RETURN '{}';
+
+    WHEN 'forward_slot' THEN
+        -- rollback: once the subscription's worker is gone, a new slot for
+        -- the legacy -> target direction, starting after the last applied change
+        PERFORM @extschema@._remote_worker_gone(v_name, r.tag OPERATOR(pg_catalog.||) '_rev');
+        v_lsn := @extschema@._remote_create_slot(r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN pg_catalog.jsonb_build_object('slot_lsn', v_lsn);
+
+    WHEN 'accept_forward' THEN
+        -- rollback: legacy is the write authority again
+        IF r.state OPERATOR(@extschema@.<>) 'mirrored' THEN
+            UPDATE @extschema@.remote_migrations
+               SET state = 'mirrored', fenced = false, switch = NULL, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_rollback', r.state, 'mirrored', arg OPERATOR(pg_catalog.->>) 'reason', '{}');
+        END IF;
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub AND s.subenabled) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', v_sub);
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', v_sub);
+        END IF;
+        RETURN '{}';
+
+    WHEN 'abort_rollback' THEN
+        -- a rollback given up before the target database switched: apply again
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I ENABLE', v_sub);
+        END IF;
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN '{}';
+
+    WHEN 'set_state' THEN
+        IF r.state OPERATOR(@extschema@.<>) (arg OPERATOR(pg_catalog.->>) 'state')::@extschema@.state THEN
+            UPDATE @extschema@.remote_migrations
+               SET state = (arg OPERATOR(pg_catalog.->>) 'state')::@extschema@.state, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, arg OPERATOR(pg_catalog.->>) 'action', r.state,
+                                                (arg OPERATOR(pg_catalog.->>) 'state')::@extschema@.state,
+                                                arg OPERATOR(pg_catalog.->>) 'reason', '{}');
+        END IF;
+        IF (arg OPERATOR(pg_catalog.->>) 'state') OPERATOR(pg_catalog.=) 'cutover' THEN
+            -- everything the target database projected before cutover is here
+            -- once its marker is; then nothing more comes
+            PERFORM @extschema@._remote_marker_applied(v_name, (arg OPERATOR(pg_catalog.->>) 'marker')::bigint);
+            PERFORM @extschema@._remote_drop_subscription(r.tag OPERATOR(pg_catalog.||) '_rev');
+        END IF;
+        RETURN '{}';
+
+    WHEN 'drop' THEN
+        IF r.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot drop cross-database migration "%s" in state %s', v_name, r.state);
+        END IF;
+        PERFORM @extschema@._remote_drop_subscription(r.tag OPERATOR(pg_catalog.||) '_rev');
+        PERFORM @extschema@._remote_remove_triggers(v_name);
+        EXECUTE pg_catalog.format('DROP PUBLICATION IF EXISTS %I', r.tag OPERATOR(pg_catalog.||) '_fwd');
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        PERFORM @extschema@._remote_history(v_name, 'remote_drop', r.state, NULL, NULL, '{}');
+        DELETE FROM @extschema@.operations o WHERE o.migration_id OPERATOR(pg_catalog.=) r.migration_id;
+        DELETE FROM @extschema@.remote_operations o WHERE o.migration OPERATOR(pg_catalog.=) v_name;
+        DELETE FROM @extschema@.remote_markers k WHERE k.migration OPERATOR(pg_catalog.=) v_name;
+        DELETE FROM @extschema@.remote_conninfo c WHERE c.migration OPERATOR(pg_catalog.=) v_name;
+        DELETE FROM @extschema@.remote_migrations x WHERE x.name OPERATOR(pg_catalog.=) v_name;
+        PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+        RETURN '{}';
+
+    WHEN 'parity' THEN
+        -- from new_write on the replication flows here: compare from here
+        RETURN @extschema@._remote_parity_here(v_name, (arg OPERATOR(pg_catalog.->>) 'chunk_rows')::integer);
+
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('unknown cross-database operation "%s"', op);
+    END CASE;
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_peer(text, text, jsonb) IS
+    'internal: this database''s part of a step of a cross-database migration, called by the other database over libpq (superusers only)';
+
+-------------------------------------------------------------------------------
+-- The target database: definition, state changes, status
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.create_remote_migration(name text, legacy text, target regclass,
+    legacy_conninfo text, target_conninfo text,
+    key text[] DEFAULT NULL, forward jsonb DEFAULT '{}', backward jsonb DEFAULT '{}',
+    new_only text[] DEFAULT '{}', divergent text[] DEFAULT '{}', options jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text := name;
+    v_tag text;
+    d jsonb;
+    v_landing regclass;
+    v_key text[];
+    v_cols text;
+    v_mine jsonb;
+    v_id integer;
+BEGIN
+    PERFORM @extschema@._remote_require_superuser('create a cross-database migration');
+    IF name IS NULL OR legacy IS NULL OR target IS NULL OR legacy_conninfo IS NULL OR target_conninfo IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'name, legacy, target, legacy_conninfo and target_conninfo must not be null';
+    END IF;
+    PERFORM @extschema@._remote_check_wal_level();
+    v_tag := @extschema@._remote_tag(v_name);
+    IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name)
+       OR EXISTS (SELECT 1 FROM @extschema@.remote_migrations r
+                   WHERE r.name OPERATOR(pg_catalog.=) v_name OR r.tag OPERATOR(pg_catalog.=) v_tag) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
+    END IF;
+
+    -- the legacy table, as the legacy database describes it
+    INSERT INTO @extschema@.remote_conninfo (migration, peer, peer_back) VALUES (v_name, legacy_conninfo, target_conninfo);
+    d := @extschema@._remote_call(v_name, 'describe', pg_catalog.jsonb_build_object('legacy', legacy));
+    IF (d OPERATOR(pg_catalog.->>) 'relkind') OPERATOR(pg_catalog.<>) 'r'
+       OR (d OPERATOR(pg_catalog.->>) 'persistence') OPERATOR(pg_catalog.<>) 'p' THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('table %s of the legacy database cannot be migrated across databases', d OPERATOR(pg_catalog.->>) 'table'),
+            DETAIL = 'Only plain, permanent (logged) tables: partitioned, unlogged and temporary tables are not supported.';
+    END IF;
+    IF d OPERATOR(pg_catalog.->) 'key' OPERATOR(pg_catalog.=) 'null' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_column_reference',
+            MESSAGE = pg_catalog.format('table %s of the legacy database has no primary key', d OPERATOR(pg_catalog.->>) 'table'),
+            DETAIL = 'Logical replication identifies updated and deleted rows by it, and it is the legacy key.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(d OPERATOR(pg_catalog.->) 'columns') c
+                WHERE (c OPERATOR(pg_catalog.->>) 'generated')::boolean) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('table %s of the legacy database has generated columns', d OPERATOR(pg_catalog.->>) 'table'),
+            DETAIL = 'Logical replication does not carry them.';
+    END IF;
+    IF (d OPERATOR(pg_catalog.->>) 'in_migration')::boolean THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+            MESSAGE = pg_catalog.format('table %s already takes part in a migration of the legacy database', d OPERATOR(pg_catalog.->>) 'table');
+    END IF;
+    IF ((d OPERATOR(pg_catalog.->>) 'server_version_num')::integer OPERATOR(pg_catalog./) 10000)
+       OPERATOR(pg_catalog.<>) (pg_catalog.current_setting('server_version_num')::integer OPERATOR(pg_catalog./) 10000) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = 'both databases of a cross-database migration must run the same PostgreSQL major version',
+            DETAIL = pg_catalog.format('The legacy database runs %s, this one %s.', d OPERATOR(pg_catalog.->>) 'server_version_num',
+                                       pg_catalog.current_setting('server_version_num'));
+    END IF;
+    v_key := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(d OPERATOR(pg_catalog.->) 'key'));
+    IF key IS NOT NULL AND key OPERATOR(pg_catalog.<>) v_key THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_column_reference',
+            MESSAGE = pg_catalog.format('the legacy key of a cross-database migration is the primary key of its legacy table (%s)',
+                                        pg_catalog.array_to_string(v_key, ', '));
+    END IF;
+
+    -- the landing copy: same name, same columns, created here if missing
+    v_landing := pg_catalog.to_regclass(d OPERATOR(pg_catalog.->>) 'table');
+    IF v_landing IS NULL THEN
+        SELECT pg_catalog.string_agg(pg_catalog.format('%I %s%s%s', c OPERATOR(pg_catalog.->>) 'name', c OPERATOR(pg_catalog.->>) 'type',
+                                         COALESCE(' COLLATE ' OPERATOR(pg_catalog.||) (c OPERATOR(pg_catalog.->>) 'collation'), ''),
+                                         CASE WHEN (c OPERATOR(pg_catalog.->>) 'not_null')::boolean THEN ' NOT NULL' ELSE '' END),
+                                     ', ' ORDER BY o)
+          INTO v_cols
+          FROM pg_catalog.jsonb_array_elements(d OPERATOR(pg_catalog.->) 'columns') WITH ORDINALITY AS x(c, o);
+        EXECUTE pg_catalog.format('CREATE TABLE %s (%s, PRIMARY KEY (%s))', d OPERATOR(pg_catalog.->>) 'table', v_cols,
+                                  (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(k), ', ') FROM pg_catalog.unnest(v_key) k));
+        v_landing := (d OPERATOR(pg_catalog.->>) 'table')::pg_catalog.regclass;
+    ELSE
+        v_mine := @extschema@._remote_table_shape(v_landing);
+        IF (SELECT pg_catalog.jsonb_agg(c OPERATOR(pg_catalog.-) 'not_null' ORDER BY o)
+              FROM pg_catalog.jsonb_array_elements(v_mine OPERATOR(pg_catalog.->) 'columns') WITH ORDINALITY AS x(c, o))
+           IS DISTINCT FROM
+           (SELECT pg_catalog.jsonb_agg(c OPERATOR(pg_catalog.-) 'not_null' ORDER BY o)
+              FROM pg_catalog.jsonb_array_elements(d OPERATOR(pg_catalog.->) 'columns') WITH ORDINALITY AS x(c, o))
+           OR (v_mine OPERATOR(pg_catalog.->) 'key') IS DISTINCT FROM (d OPERATOR(pg_catalog.->) 'key')
+           OR (v_mine OPERATOR(pg_catalog.->>) 'relkind') OPERATOR(pg_catalog.<>) 'r' THEN
+            RAISE EXCEPTION USING ERRCODE = 'datatype_mismatch',
+                MESSAGE = pg_catalog.format('table %s of this database is not a copy of the legacy table', v_landing),
+                DETAIL = pg_catalog.format('It must be a plain table with the same columns (names, types, collations, in order) and primary key; the legacy table has %s.',
+                                           d OPERATOR(pg_catalog.->) 'columns'),
+                HINT = 'Drop it and let create_remote_migration create the landing copy, or rename it.';
+        END IF;
+        IF @extschema@._has_rows(v_landing) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('the landing copy %s is not empty', v_landing),
+                DETAIL = 'The subscription''s initial synchronization fills it.';
+        END IF;
+    END IF;
+
+    -- the migration proper, within this database: landing copy -> target
+    PERFORM @extschema@.create_migration(v_name, v_landing, target, v_key, forward, backward, new_only, divergent, options);
+    SELECT m.id INTO STRICT v_id FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name;
+    INSERT INTO @extschema@.remote_migrations (name, side, migration_id, local_table, remote_table, key, tag, created_by)
+    VALUES (v_name, 'target', v_id, v_landing, d OPERATOR(pg_catalog.->>) 'table', v_key, v_tag, @extschema@._actor());
+    EXECUTE pg_catalog.format(
+        'CREATE PUBLICATION %I FOR TABLE %s, @extschema@.remote_operations WHERE (migration OPERATOR(pg_catalog.=) %L), '
+        '@extschema@.remote_markers WHERE (migration OPERATOR(pg_catalog.=) %L) WITH (publish = ''insert, update, delete'')',
+        v_tag OPERATOR(pg_catalog.||) '_rev', v_landing, v_name, v_name);
+    PERFORM @extschema@._remote_call(v_name, 'define', pg_catalog.jsonb_build_object(
+        'legacy', d OPERATOR(pg_catalog.->>) 'table', 'remote_table', @extschema@._qualified(v_landing),
+        'key', pg_catalog.to_jsonb(v_key), 'tag', v_tag, 'peer', target_conninfo,
+        'options', @extschema@._remote_legacy_options(v_id)));
+    PERFORM @extschema@._history(v_id, 'remote_define', NULL, 'legacy', NULL,
+        pg_catalog.jsonb_build_object('legacy_database', d OPERATOR(pg_catalog.->>) 'database',
+                                      'legacy', d OPERATOR(pg_catalog.->>) 'table', 'landing', v_landing::text, 'tag', v_tag));
+END $$;
+COMMENT ON FUNCTION @extschema@.create_remote_migration(text, text, regclass, text, text, text[], jsonb, jsonb, text[], text[], jsonb) IS
+    'define a migration from a legacy table in another database (reached with legacy_conninfo, which reaches this one with target_conninfo) to a target here; creates the landing copy; superusers only';
+
+CREATE FUNCTION @extschema@._remote_legacy_options(p_id integer) RETURNS jsonb
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+               'lock_timeout', m.options OPERATOR(pg_catalog.->) 'lock_timeout',
+               'require_operation_key', m.options OPERATOR(pg_catalog.->) 'require_operation_key'))
+      FROM @extschema@.migrations m WHERE m.id OPERATOR(pg_catalog.=) p_id
+$$;
+COMMENT ON FUNCTION @extschema@._remote_legacy_options(integer) IS
+    'internal: the options of a migration that its legacy side in the other database uses (lock_timeout, require_operation_key)';
+
+CREATE FUNCTION @extschema@.drop_remote_migration(name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r @extschema@.remote_migrations := @extschema@._remote_endpoint(name);
+    m @extschema@.migrations;
+BEGIN
+    PERFORM @extschema@._remote_require_superuser('drop a cross-database migration');
+    IF r.side OPERATOR(pg_catalog.<>) 'target' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('this database holds the legacy side of migration "%s"', r.name),
+            HINT = 'Drop it in its target database, which drops both sides.';
+    END IF;
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) r.migration_id;
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) OR r.switch IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('cannot drop migration "%s" in state %s%s', r.name, m.state,
+                                        CASE WHEN r.switch IS NOT NULL THEN ' with a switch in progress' ELSE '' END),
+            HINT = 'Roll it back to legacy or advance it to cutover first.';
+    END IF;
+    PERFORM @extschema@._remote_call(r.name, 'drop', '{}');
+    PERFORM @extschema@._remote_drop_subscription(r.tag OPERATOR(pg_catalog.||) '_fwd');
+    EXECUTE pg_catalog.format('DROP PUBLICATION IF EXISTS %I', r.tag OPERATOR(pg_catalog.||) '_rev');
+    PERFORM @extschema@._remote_drop_slot(r.name, r.tag OPERATOR(pg_catalog.||) '_rev');
+    PERFORM @extschema@._remote_remove_triggers(r.name);
+    PERFORM @extschema@._remote_step_mark(true);
+    PERFORM @extschema@.drop_migration(r.name);
+    DELETE FROM @extschema@.remote_operations o WHERE o.migration OPERATOR(pg_catalog.=) r.name;
+    DELETE FROM @extschema@.remote_markers k WHERE k.migration OPERATOR(pg_catalog.=) r.name;
+    DELETE FROM @extschema@.remote_conninfo c WHERE c.migration OPERATOR(pg_catalog.=) r.name;
+    DELETE FROM @extschema@.remote_migrations x WHERE x.name OPERATOR(pg_catalog.=) r.name;
+END $$;
+COMMENT ON FUNCTION @extschema@.drop_remote_migration(text) IS
+    'remove a cross-database migration in state legacy or cutover from both databases (subscriptions, slots, publications, triggers; the landing copy stays); superusers only';
+
+-- The steps of each state change: the first is done when the change is
+-- asked for, each next one in its own transaction (the procedures commit
+-- in between), so every step is recorded before the next begins.
+CREATE FUNCTION @extschema@._remote_plan(p_from @extschema@.state, p_to @extschema@.state) RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE p_from::text OPERATOR(pg_catalog.||) '>' OPERATOR(pg_catalog.||) p_to::text
+        WHEN 'legacy>mirrored' THEN ARRAY['source_mirror', 'target_mirror']
+        WHEN 'mirrored>legacy' THEN ARRAY['target_unmirror', 'source_unmirror']
+        -- the switch: fence legacy, apply up to the fence, stop, slot back, switch, reverse
+        WHEN 'mirrored>new_write' THEN ARRAY['fence', 'catchup', 'stop', 'slot', 'switch', 'reverse']
+        -- its rollback: fence the target database, the other way round
+        WHEN 'new_write>mirrored' THEN ARRAY['target_fence', 'source_catchup', 'source_slot', 'rollback_switch', 'forward']
+        ELSE ARRAY['target_state', 'source_state'] END
+$$;
+COMMENT ON FUNCTION @extschema@._remote_plan(@extschema@.state, @extschema@.state) IS
+    'internal: the steps of a state change of a cross-database migration';
+
+-- Up to which step a state change can still be given up (remote_abort):
+-- before the step that makes it happen on the target database.
+CREATE FUNCTION @extschema@._remote_abortable(p_step text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p_step OPERATOR(pg_catalog.=) ANY (ARRAY['source_mirror', 'target_mirror', 'target_unmirror',
+                                                   'fence', 'catchup', 'stop', 'slot', 'switch',
+                                                   'target_fence', 'source_catchup', 'source_slot', 'rollback_switch',
+                                                   'target_state'])
+$$;
+COMMENT ON FUNCTION @extschema@._remote_abortable(text) IS
+    'internal: can a state change of a cross-database migration still be given up at this step';
+
+CREATE FUNCTION @extschema@._remote_step(name text, action text, arg jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    r @extschema@.remote_migrations;
+    sw jsonb;
+    v_from @extschema@.state;
+    v_to @extschema@.state;
+    v_plan text[];
+    v_step text;
+    v_res jsonb;
+    v_lsn pg_lsn;
+    v_fwd text;
+    v_rev text;
+    v_detail jsonb;
+BEGIN
+    SELECT * INTO r FROM @extschema@.remote_migrations x
+     WHERE x.migration_id OPERATOR(pg_catalog.=) m.id AND x.side OPERATOR(pg_catalog.=) 'target';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+            MESSAGE = pg_catalog.format('migration "%s" is not a cross-database migration', m.name),
+            HINT = 'Its state changes with softmig.advance and softmig.rollback.';
+    END IF;
+    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'active_sql_transaction',
+            MESSAGE = 'a state change of a cross-database migration must run at isolation level READ COMMITTED',
+            DETAIL = 'It waits for changes the other database replicates, which a fixed snapshot would never see.';
+    END IF;
+    -- one coordinator at a time (an advisory lock: no transaction id, so a
+    -- step may still create a replication slot)
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(1936552035, m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+            MESSAGE = pg_catalog.format('another session is changing the state of migration "%s"', m.name);
+    END IF;
+    v_fwd := r.tag OPERATOR(pg_catalog.||) '_fwd';
+    v_rev := r.tag OPERATOR(pg_catalog.||) '_rev';
+    sw := r.switch;
+
+    IF action OPERATOR(pg_catalog.=) ANY (ARRAY['advance', 'rollback']) THEN
+        IF sw IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('migration "%s" is in the middle of a state change from %s to %s (step %s)',
+                                            m.name, sw OPERATOR(pg_catalog.->>) 'from', sw OPERATOR(pg_catalog.->>) 'to',
+                                            sw OPERATOR(pg_catalog.->>) 'step'),
+                HINT = pg_catalog.format('CALL softmig.remote_resume(%L) finishes it; CALL softmig.remote_abort(%L) gives it up while it can.', m.name, m.name);
+        END IF;
+        v_from := m.state;
+        IF action OPERATOR(pg_catalog.=) 'advance' THEN
+            IF COALESCE((arg OPERATOR(pg_catalog.->>) 'force')::boolean, false)
+               AND pg_catalog.btrim(COALESCE(arg OPERATOR(pg_catalog.->>) 'reason', '')) OPERATOR(pg_catalog.=) '' THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'force => true needs a reason',
+                    HINT = 'The reason is recorded in the migration''s history.';
+            END IF;
+            IF m.state OPERATOR(@extschema@.=) 'cutover' THEN
+                RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                    MESSAGE = pg_catalog.format('migration "%s" is already in state cutover', m.name);
+            END IF;
+            v_to := COALESCE((arg OPERATOR(pg_catalog.->>) 'to')::@extschema@.state,
+                             (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
+                             [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)]);
+            IF v_to OPERATOR(@extschema@.<=) m.state THEN
+                RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                    MESSAGE = pg_catalog.format('cannot advance migration "%s" from %s to %s', m.name, m.state, v_to),
+                    HINT = 'remote_advance moves forward one step; use softmig.remote_rollback to go back.';
+            END IF;
+        ELSE
+            IF m.state OPERATOR(@extschema@.=) ANY (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
+                RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                    MESSAGE = pg_catalog.format('migration "%s" is in state %s and cannot roll back', m.name, m.state);
+            END IF;
+            v_to := (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
+                    [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)];
+        END IF;
+        IF NOT @extschema@.is_legal_transition(v_from, v_to) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('illegal state transition from %s to %s for migration "%s"', v_from, v_to, m.name),
+                HINT = 'States move one step at a time; cutover is final.';
+        END IF;
+
+        -- checks made before anything stops: the switch fences the legacy
+        -- database first, so its guards run now, while writes flow
+        IF v_from OPERATOR(@extschema@.=) 'mirrored' AND v_to OPERATOR(@extschema@.=) 'new_write' THEN
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel sr
+                         JOIN pg_catalog.pg_subscription s ON s.oid OPERATOR(pg_catalog.=) sr.srsubid
+                        WHERE s.subname OPERATOR(pg_catalog.=) v_fwd AND sr.srsubstate OPERATOR(pg_catalog.<>) 'r')
+               OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_fwd AND s.subenabled) THEN
+                RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                    MESSAGE = pg_catalog.format('cannot advance migration "%s" to new_write: the initial synchronization of the landing copy is not finished', m.name),
+                    DETAIL = 'The landing copy does not hold the legacy table yet; force cannot help.',
+                    HINT = pg_catalog.format('softmig.status(%L)->''remote''->''subscription''->''tables'' shows it; it ends in state ready.', m.name);
+            END IF;
+            IF NOT COALESCE((arg OPERATOR(pg_catalog.->>) 'force')::boolean, false) THEN
+                IF NOT @extschema@._backfill_done(m.id) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                        MESSAGE = pg_catalog.format('cannot advance migration "%s" to new_write: the backfill is not done', m.name),
+                        DETAIL = 'The target must hold every legacy row before it becomes the write authority.',
+                        HINT = pg_catalog.format('CALL softmig.backfill(%L) first, or pass force => true with a reason.', m.name);
+                END IF;
+                PERFORM @extschema@._require_semantic_health(m.id);
+            END IF;
+        END IF;
+        IF v_from OPERATOR(@extschema@.=) 'new_write' AND v_to OPERATOR(@extschema@.=) 'mirrored'
+           AND NOT @extschema@._envelope_open_now(m.id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot roll migration "%s" back from new_write to mirrored: the rollback envelope is closed', m.name),
+                HINT = 'Legacy cannot represent state the target already holds. Fix forward instead: softmig.quarantine, repair on the target, or softmig.shadow_disable.';
+        END IF;
+
+        v_plan := @extschema@._remote_plan(v_from, v_to);
+        sw := pg_catalog.jsonb_build_object(
+            'action', action, 'from', v_from::text, 'to', v_to::text, 'step', v_plan[1], 'plan', pg_catalog.to_jsonb(v_plan),
+            'reason', arg OPERATOR(pg_catalog.->>) 'reason',
+            'force', COALESCE((arg OPERATOR(pg_catalog.->>) 'force')::boolean, false),
+            'marker', (pg_catalog.random() OPERATOR(pg_catalog.*) 9e18)::bigint,
+            'started_at', pg_catalog.clock_timestamp(), 'by', @extschema@._actor());
+        UPDATE @extschema@.remote_migrations SET switch = sw WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+        PERFORM @extschema@._history(m.id, 'remote_' OPERATOR(pg_catalog.||) action OPERATOR(pg_catalog.||) '_begin',
+                                     v_from, v_to, arg OPERATOR(pg_catalog.->>) 'reason', sw);
+        RETURN pg_catalog.jsonb_build_object('done', false, 'step', 'begin', 'next', v_plan[1]);
+    END IF;
+
+    IF sw IS NULL THEN
+        RETURN pg_catalog.jsonb_build_object('done', true, 'step', NULL, 'idle', true);
+    END IF;
+    v_step := sw OPERATOR(pg_catalog.->>) 'step';
+    v_to := (sw OPERATOR(pg_catalog.->>) 'to')::@extschema@.state;
+    v_from := (sw OPERATOR(pg_catalog.->>) 'from')::@extschema@.state;
+
+    IF action OPERATOR(pg_catalog.=) 'abort' THEN
+        IF NOT @extschema@._remote_abortable(v_step) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('the change of migration "%s" from %s to %s can no longer be given up (step %s)',
+                                            m.name, v_from, v_to, v_step),
+                DETAIL = 'This database already changed state; only the other database''s part is left.',
+                HINT = pg_catalog.format('CALL softmig.remote_resume(%L) finishes it.', m.name);
+        END IF;
+        IF v_from OPERATOR(@extschema@.=) 'legacy' THEN
+            PERFORM @extschema@._remote_call(m.name, 'unmirror', pg_catalog.jsonb_build_object('reason', 'abort'));
+        ELSIF v_from OPERATOR(@extschema@.=) 'mirrored' AND v_to OPERATOR(@extschema@.=) 'new_write' THEN
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_fwd AND NOT s.subenabled) THEN
+                EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I ENABLE', v_fwd);
+            END IF;
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s WHERE s.slot_name OPERATOR(pg_catalog.=) v_rev) THEN
+                PERFORM pg_catalog.pg_drop_replication_slot(v_rev);
+            END IF;
+            PERFORM @extschema@._remote_call(m.name, 'unfence', '{}');
+        ELSIF v_from OPERATOR(@extschema@.=) 'new_write' AND v_to OPERATOR(@extschema@.=) 'mirrored' THEN
+            IF v_step OPERATOR(pg_catalog.<>) 'target_fence' THEN
+                PERFORM @extschema@._remote_call(m.name, 'abort_rollback', '{}');
+            END IF;
+            UPDATE @extschema@.remote_migrations SET fenced = false WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+        END IF;
+        UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+        PERFORM @extschema@._history(m.id, 'remote_abort', m.state, m.state, arg OPERATOR(pg_catalog.->>) 'reason', sw);
+        RETURN pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'aborted', true);
+    END IF;
+
+    -- action 'next': do the recorded step, record the one after it
+    v_detail := pg_catalog.jsonb_build_object('remote', true, 'marker', sw OPERATOR(pg_catalog.->) 'marker');
+    IF (sw OPERATOR(pg_catalog.->>) 'force')::boolean THEN
+        v_detail := v_detail OPERATOR(pg_catalog.||) '{"force": true}';
+    END IF;
+    CASE v_step
+    WHEN 'source_mirror' THEN
+        PERFORM @extschema@._remote_call(m.name, 'mirror', pg_catalog.jsonb_build_object(
+            'reason', sw OPERATOR(pg_catalog.->>) 'reason', 'options', @extschema@._remote_legacy_options(m.id)));
+    WHEN 'target_mirror' THEN
+        PERFORM @extschema@._remote_step_mark(true);
+        PERFORM @extschema@._set_state(m.id, 'mirrored', 'advance', sw OPERATOR(pg_catalog.->>) 'reason', v_detail);
+        PERFORM @extschema@._remote_install_triggers(r.name);
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_fwd) THEN
+            PERFORM @extschema@._remote_drop_subscription(v_fwd);
+        END IF;
+        -- the initial synchronization copies the legacy table at a snapshot
+        -- and the apply starts exactly after it; every row reaches the
+        -- target through the apply trigger
+        EXECUTE pg_catalog.format(
+            'CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I '
+            'WITH (create_slot = false, slot_name = %L, copy_data = true, enabled = true)',
+            v_fwd, (SELECT c.peer FROM @extschema@.remote_conninfo c WHERE c.migration OPERATOR(pg_catalog.=) r.name),
+            v_fwd, v_fwd);
+        UPDATE @extschema@.remote_migrations SET state = 'mirrored', state_changed_at = pg_catalog.now()
+         WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+    WHEN 'target_unmirror' THEN
+        PERFORM @extschema@._remote_drop_subscription(v_fwd);
+        PERFORM @extschema@._remote_step_mark(true);
+        PERFORM @extschema@._set_state(m.id, 'legacy', 'rollback', sw OPERATOR(pg_catalog.->>) 'reason', v_detail);
+        PERFORM @extschema@._remote_remove_triggers(r.name);
+        -- the copy is stale from now on; the next mirroring copies afresh
+        EXECUTE pg_catalog.format('TRUNCATE %s', m.legacy);
+        UPDATE @extschema@.remote_migrations SET state = 'legacy', state_changed_at = pg_catalog.now()
+         WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+    WHEN 'source_unmirror' THEN
+        PERFORM @extschema@._remote_call(m.name, 'unmirror', pg_catalog.jsonb_build_object('reason', sw OPERATOR(pg_catalog.->>) 'reason'));
+
+    -- mirrored -> new_write
+    WHEN 'fence' THEN
+        BEGIN
+            v_res := @extschema@._remote_call(m.name, 'fence', pg_catalog.jsonb_build_object(
+                'marker', sw OPERATOR(pg_catalog.->) 'marker', 'to', v_to::text,
+                'options', @extschema@._remote_legacy_options(m.id)));
+        EXCEPTION WHEN lock_not_available THEN
+            -- the legacy database changed nothing: give the switch up, say why
+            UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+            PERFORM @extschema@._history(m.id, 'remote_abort', m.state, m.state, 'the legacy table could not be locked', sw);
+            RETURN pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'failed', '55P03',
+                'message', pg_catalog.format('could not fence migration "%s": writers held the legacy table longer than lock_timeout', m.name));
+        END;
+        sw := sw OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('fence_lsn', v_res OPERATOR(pg_catalog.->>) 'lsn');
+    WHEN 'catchup' THEN
+        PERFORM @extschema@._remote_marker_applied(m.name, (sw OPERATOR(pg_catalog.->>) 'marker')::bigint);
+        EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', v_fwd);
+    WHEN 'stop' THEN
+        PERFORM @extschema@._remote_worker_gone(m.name, v_fwd);
+    WHEN 'slot' THEN
+        -- first thing of this transaction: a slot cannot be made after a write
+        v_lsn := @extschema@._remote_create_slot(v_rev);
+        sw := sw OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('slot_lsn', v_lsn);
+    WHEN 'switch' THEN
+        PERFORM @extschema@._remote_step_mark(true);
+        PERFORM @extschema@._set_state(m.id, 'new_write', 'advance', sw OPERATOR(pg_catalog.->>) 'reason',
+                                       v_detail OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(
+                                           'guards_checked', true, 'fence_lsn', sw OPERATOR(pg_catalog.->) 'fence_lsn',
+                                           'slot_lsn', sw OPERATOR(pg_catalog.->) 'slot_lsn'));
+        UPDATE @extschema@.remote_migrations SET state = 'new_write', state_changed_at = pg_catalog.now()
+         WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+    WHEN 'reverse' THEN
+        PERFORM @extschema@._remote_call(m.name, 'accept_reverse', pg_catalog.jsonb_build_object('reason', sw OPERATOR(pg_catalog.->>) 'reason'));
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_fwd AND s.subslotname IS NOT NULL) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', v_fwd);
+        END IF;
+
+    -- new_write -> mirrored
+    WHEN 'target_fence' THEN
+        BEGIN
+            PERFORM @extschema@._lock_tables(m, 'mirrored');
+        EXCEPTION WHEN lock_not_available THEN
+            UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+            PERFORM @extschema@._history(m.id, 'remote_abort', m.state, m.state, 'the tables could not be locked', sw);
+            RETURN pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'failed', '55P03',
+                'message', pg_catalog.format('could not fence migration "%s": writers held its tables longer than lock_timeout', m.name));
+        END;
+        v_lsn := pg_catalog.pg_current_wal_lsn();
+        INSERT INTO @extschema@.remote_markers (migration, id, kind, lsn)
+        VALUES (r.name, (sw OPERATOR(pg_catalog.->>) 'marker')::bigint, 'fence', v_lsn);
+        UPDATE @extschema@.remote_migrations SET fenced = true WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+        PERFORM @extschema@._invalidate(m.legacy, m.target);
+        sw := sw OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('fence_lsn', v_lsn);
+    WHEN 'source_catchup' THEN
+        PERFORM @extschema@._remote_call(m.name, 'stop_reverse', pg_catalog.jsonb_build_object('marker', sw OPERATOR(pg_catalog.->) 'marker'));
+    WHEN 'source_slot' THEN
+        v_res := @extschema@._remote_call(m.name, 'forward_slot', '{}');
+        sw := sw OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('slot_lsn', v_res OPERATOR(pg_catalog.->>) 'slot_lsn');
+    WHEN 'rollback_switch' THEN
+        PERFORM @extschema@._remote_step_mark(true);
+        PERFORM @extschema@._set_state(m.id, 'mirrored', 'rollback', sw OPERATOR(pg_catalog.->>) 'reason',
+                                       v_detail OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(
+                                           'fence_lsn', sw OPERATOR(pg_catalog.->) 'fence_lsn', 'slot_lsn', sw OPERATOR(pg_catalog.->) 'slot_lsn'));
+        EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = %L)', v_fwd, v_fwd);
+        EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I ENABLE', v_fwd);
+        UPDATE @extschema@.remote_migrations SET state = 'mirrored', fenced = false, state_changed_at = pg_catalog.now()
+         WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+        PERFORM @extschema@._invalidate(m.legacy, m.target);
+    WHEN 'forward' THEN
+        PERFORM @extschema@._remote_call(m.name, 'accept_forward', pg_catalog.jsonb_build_object('reason', sw OPERATOR(pg_catalog.->>) 'reason'));
+        PERFORM @extschema@._remote_drop_slot(m.name, v_rev);
+
+    -- the other moves change who reads, not who writes
+    WHEN 'target_state' THEN
+        PERFORM @extschema@._remote_step_mark(true);
+        PERFORM @extschema@._set_state(m.id, v_to, sw OPERATOR(pg_catalog.->>) 'action', sw OPERATOR(pg_catalog.->>) 'reason', v_detail);
+        UPDATE @extschema@.remote_migrations SET state = v_to, state_changed_at = pg_catalog.now()
+         WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+        IF v_to OPERATOR(@extschema@.=) 'cutover' THEN
+            -- the last projected change: the legacy database drops its
+            -- subscription once it has applied this marker
+            INSERT INTO @extschema@.remote_markers (migration, id, kind, lsn)
+            VALUES (r.name, (sw OPERATOR(pg_catalog.->>) 'marker')::bigint, 'fence', pg_catalog.pg_current_wal_lsn());
+        END IF;
+    WHEN 'source_state' THEN
+        PERFORM @extschema@._remote_call(m.name, 'set_state', pg_catalog.jsonb_build_object(
+            'state', v_to::text, 'action', 'remote_' OPERATOR(pg_catalog.||) (sw OPERATOR(pg_catalog.->>) 'action'),
+            'reason', sw OPERATOR(pg_catalog.->>) 'reason', 'marker', sw OPERATOR(pg_catalog.->) 'marker'));
+        IF v_to OPERATOR(@extschema@.=) 'cutover' THEN
+            PERFORM @extschema@._remote_drop_slot(m.name, v_rev);
+        END IF;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = 'data_corrupted',
+            MESSAGE = pg_catalog.format('migration "%s" records an unknown step "%s"', m.name, v_step);
+    END CASE;
+
+    v_plan := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(sw OPERATOR(pg_catalog.->) 'plan'));
+    IF pg_catalog.array_position(v_plan, v_step) OPERATOR(pg_catalog.=) pg_catalog.array_length(v_plan, 1) THEN
+        UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+        PERFORM @extschema@._history(m.id, 'remote_' OPERATOR(pg_catalog.||) (sw OPERATOR(pg_catalog.->>) 'action') OPERATOR(pg_catalog.||) '_done',
+                                     v_from, v_to, sw OPERATOR(pg_catalog.->>) 'reason', sw OPERATOR(pg_catalog.-) 'plan');
+        RETURN pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'state', v_to::text);
+    END IF;
+    sw := pg_catalog.jsonb_set(sw, '{step}', pg_catalog.to_jsonb(v_plan[pg_catalog.array_position(v_plan, v_step) OPERATOR(pg_catalog.+) 1]));
+    UPDATE @extschema@.remote_migrations SET switch = sw WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
+    RETURN pg_catalog.jsonb_build_object('done', false, 'step', v_step, 'next', sw OPERATOR(pg_catalog.->>) 'step');
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_step(text, text, jsonb) IS
+    'internal: implementation of softmig.remote_step';
+
+CREATE FUNCTION @extschema@.remote_step(name text, action text, arg jsonb DEFAULT '{}')
+RETURNS jsonb AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.remote_step(text, text, jsonb) IS
+    'one step of a state change of a cross-database migration (advance, rollback, next, abort), in the target database; the remote_* procedures call it, one transaction per step; owners of both tables only';
+
+-- The procedures run each step in its own transaction; they qualify every
+-- name (a procedure that commits cannot pin its search_path).
+CREATE PROCEDURE @extschema@._remote_drive(name text, first pg_catalog.jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r pg_catalog.jsonb := first;
+BEGIN
+    LOOP
+        COMMIT;
+        IF r OPERATOR(pg_catalog.?) 'failed' THEN
+            RAISE EXCEPTION USING ERRCODE = r OPERATOR(pg_catalog.->>) 'failed', MESSAGE = r OPERATOR(pg_catalog.->>) 'message',
+                HINT = 'Nothing changed; retry.';
+        END IF;
+        EXIT WHEN (r OPERATOR(pg_catalog.->>) 'done')::pg_catalog.bool;
+        IF @extschema@._remote_stop_after(r OPERATOR(pg_catalog.->>) 'step') THEN
+            RAISE EXCEPTION USING ERRCODE = 'query_canceled',
+                MESSAGE = pg_catalog.format('stopped after step %s (test hook softmig.remote_stop_after)', r OPERATOR(pg_catalog.->>) 'step');
+        END IF;
+        r := @extschema@.remote_step(name, 'next');
+    END LOOP;
+END $$;
+COMMENT ON PROCEDURE @extschema@._remote_drive(text, pg_catalog.jsonb) IS
+    'internal: run the recorded steps of a state change of a cross-database migration, committing after each';
+
+CREATE PROCEDURE @extschema@.remote_advance(name text, to_state @extschema@.state DEFAULT NULL,
+                                            reason text DEFAULT NULL, force boolean DEFAULT false)
+LANGUAGE plpgsql AS $$
+BEGIN
+    CALL @extschema@._remote_drive(name, @extschema@.remote_step(name, 'advance',
+        pg_catalog.jsonb_build_object('to', to_state::pg_catalog.text, 'reason', reason, 'force', force)));
+END $$;
+COMMENT ON PROCEDURE @extschema@.remote_advance(text, @extschema@.state, text, boolean) IS
+    'move a cross-database migration one state forward in both databases (mirrored -> new_write switches the write authority at a fence); run it in the target database, outside a transaction block';
+
+CREATE PROCEDURE @extschema@.remote_rollback(name text, reason text DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+BEGIN
+    CALL @extschema@._remote_drive(name, @extschema@.remote_step(name, 'rollback',
+        pg_catalog.jsonb_build_object('reason', reason)));
+END $$;
+COMMENT ON PROCEDURE @extschema@.remote_rollback(text, text) IS
+    'move a cross-database migration one state back in both databases (new_write -> mirrored is the same fence the other way); run it in the target database, outside a transaction block';
+
+CREATE PROCEDURE @extschema@.remote_resume(name text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    CALL @extschema@._remote_drive(name, @extschema@.remote_step(name, 'next'));
+END $$;
+COMMENT ON PROCEDURE @extschema@.remote_resume(text) IS
+    'finish a state change of a cross-database migration that a crash, a timeout or the network interrupted, from its recorded step';
+
+CREATE PROCEDURE @extschema@.remote_abort(name text, reason text DEFAULT NULL)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.remote_step(name, 'abort', pg_catalog.jsonb_build_object('reason', reason));
+END $$;
+COMMENT ON PROCEDURE @extschema@.remote_abort(text, text) IS
+    'give up a state change of a cross-database migration that has not changed the target database yet; both databases return to where they were';
+
+CREATE FUNCTION @extschema@.remote_status(name text) RETURNS jsonb
+LANGUAGE plpgsql STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_here jsonb := @extschema@._remote_describe((@extschema@._remote_endpoint(name)).name);
+    v_there jsonb;
+BEGIN
+    BEGIN
+        v_there := @extschema@._remote_call(name, 'status', '{}');
+    EXCEPTION WHEN OTHERS THEN
+        v_there := pg_catalog.jsonb_build_object('error', SQLERRM, 'sqlstate', SQLSTATE);
+    END;
+    RETURN pg_catalog.jsonb_build_object(
+        'here', v_here, 'there', v_there,
+        -- WAL of the publishing side the subscribing side has not confirmed
+        'lag_bytes', COALESCE(v_here OPERATOR(pg_catalog.#>) '{slot,lag_bytes}', v_there OPERATOR(pg_catalog.#>) '{slot,lag_bytes}'));
+END $$;
+COMMENT ON FUNCTION @extschema@.remote_status(text) IS
+    'both sides of a cross-database migration (this database, and the other one, contacted): states, the switch in progress, subscriptions, slots and lag';
+
+-------------------------------------------------------------------------------
+-- Parity across databases (src/remote_parity.c)
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._remote_parity_here(name text, chunk_rows integer) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_remote_parity_here' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@._remote_parity_here(text, integer) IS
+    'internal: compare the legacy table with its landing copy, and the copy with the target, at one point of the replication, from the database it flows to';
+
+CREATE FUNCTION @extschema@._remote_parity_report(name text, chunk_rows integer) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r @extschema@.remote_migrations := @extschema@._remote_endpoint(name);
+BEGIN
+    IF r.side OPERATOR(pg_catalog.<>) 'target' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('this database holds the legacy side of migration "%s"', r.name),
+            HINT = 'Run softmig.remote_parity in its target database.';
+    END IF;
+    -- the comparison runs where the replication flows to
+    IF r.state OPERATOR(@extschema@.=) 'mirrored' THEN
+        RETURN @extschema@._remote_parity_here(r.name, chunk_rows);
+    END IF;
+    IF r.state OPERATOR(@extschema@.<>) ALL (ARRAY['new_write', 'new_read']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('cannot compare migration "%s" across databases in state %s', r.name, r.state),
+            DETAIL = 'Cross-database parity compares the legacy table with its landing copy while replication runs, from mirrored to new_read.';
+    END IF;
+    RETURN @extschema@._remote_call(r.name, 'parity', pg_catalog.jsonb_build_object('chunk_rows', chunk_rows));
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_parity_report(text, integer) IS
+    'internal: implementation of softmig.remote_parity_report';
+
+CREATE FUNCTION @extschema@.remote_parity_report(name text, chunk_rows integer DEFAULT 10000)
+RETURNS jsonb AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.remote_parity_report(text, integer) IS
+    'cross-database parity with its statistics: {"differences": [...], "stats": {rows and time per side, chunks compared row by row, ...}}; owners of both tables in the target database';
+
+CREATE FUNCTION @extschema@.remote_parity(name text, chunk_rows integer DEFAULT 10000)
+RETURNS TABLE(layer text, kind text, key jsonb, field text, legacy_value text, target_value text)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT x.layer, x.kind, x.key, x.field, x.legacy_value, x.target_value
+      FROM pg_catalog.jsonb_to_recordset(@extschema@.remote_parity_report(name, chunk_rows) OPERATOR(pg_catalog.->) 'differences')
+        AS x(layer text, kind text, key jsonb, field text, legacy_value text, target_value text)
+$$;
+COMMENT ON FUNCTION @extschema@.remote_parity(text, integer) IS
+    'every difference between the legacy table in the legacy database and its landing copy here (layer replication), and between the copy and the target (layer mapping), at one point of the replication; owners of both tables in the target database';
+
+-------------------------------------------------------------------------------
+-- Privileges: internal functions run behind the gate, as the catalog owner,
+-- or in the other database as a superuser.  Executable by everyone: what
+-- status, the trigger health check and the procedures call as their caller.
+-------------------------------------------------------------------------------
+REVOKE ALL ON FUNCTION
+    @extschema@._remote_call(text, text, jsonb),
+    @extschema@._remote_step_mark(boolean),
+    @extschema@._remote_stepping(),
+    @extschema@._remote_legacy_guard(),
+    @extschema@._remote_copy_guard(),
+    @extschema@._remote_target_guard(),
+    @extschema@._remote_apply(),
+    @extschema@._remote_marker(),
+    @extschema@._remote_ledger(),
+    @extschema@._remote_replicated_once(),
+    @extschema@._remote_endpoint(text),
+    @extschema@._remote_require_superuser(text),
+    @extschema@._remote_timeout(),
+    @extschema@._remote_wait(text, text, text, jsonb),
+    @extschema@._remote_marker_applied(text, bigint),
+    @extschema@._remote_worker_gone(text, text),
+    @extschema@._remote_create_slot(text),
+    @extschema@._remote_drop_slot(text, text),
+    @extschema@._remote_drop_subscription(text),
+    @extschema@._remote_check_wal_level(),
+    @extschema@._remote_history(text, text, @extschema@.state, @extschema@.state, text, jsonb),
+    @extschema@._remote_table_shape(regclass),
+    @extschema@._remote_install_triggers(text),
+    @extschema@._remote_remove_triggers(text),
+    @extschema@._remote_peer(text, text, jsonb),
+    @extschema@._remote_legacy_options(integer),
+    @extschema@._remote_plan(@extschema@.state, @extschema@.state),
+    @extschema@._remote_abortable(text),
+    @extschema@._remote_step(text, text, jsonb),
+    @extschema@._remote_parity_here(text, integer),
+    @extschema@._remote_parity_report(text, integer),
+    @extschema@._remote_tag(text),
+    @extschema@.create_remote_migration(text, text, regclass, text, text, text[], jsonb, jsonb, text[], text[], jsonb),
+    @extschema@.drop_remote_migration(text)
+FROM PUBLIC;

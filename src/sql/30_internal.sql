@@ -43,7 +43,9 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'undefined_object',
             MESSAGE = pg_catalog.format('migration "%s" does not exist', p_name),
-            HINT = 'softmig.migrations lists the migrations of this database.';
+            HINT = CASE WHEN EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.name OPERATOR(pg_catalog.=) p_name)
+                        THEN pg_catalog.format('This database holds the legacy side of cross-database migration "%s": softmig.remote_status(%L) shows it; it is managed from its target database.', p_name, p_name)
+                        ELSE 'softmig.migrations lists the migrations of this database.' END;
     END IF;
     RETURN m;
 END $$;
@@ -176,6 +178,10 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
           LEFT JOIN found f ON f.rel OPERATOR(pg_catalog.=) e.rel AND f.tgname OPERATOR(pg_catalog.=) e.tgname
          WHERE f.rel IS NULL OR NOT f.well_formed OR f.tgenabled OPERATOR(pg_catalog.<>) 'O'
         UNION ALL
+        -- a cross-database migration's own triggers (27_remote_catalog.sql)
+        SELECT x OPERATOR(pg_catalog.->>) 'rel', (x OPERATOR(pg_catalog.->>) 'tgname')::name, x OPERATOR(pg_catalog.->>) 'problem'
+          FROM pg_catalog.jsonb_array_elements(@extschema@._remote_trigger_problems(p_id)) x
+        UNION ALL
         -- left on a table that is no longer part of the migration
         SELECT f.rel::text, f.tgname, 'not a table of the migration'
           FROM found f
@@ -285,6 +291,14 @@ DECLARE
     m @extschema@.migrations;
     v_legal text;
 BEGIN
+    -- a migration across databases changes state in both, step by step
+    IF NOT @extschema@._remote_stepping()
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases', (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id)),
+            DETAIL = 'Its state changes in both databases together, at a fence when the write authority moves.',
+            HINT = 'Use CALL softmig.remote_advance(...) or CALL softmig.remote_rollback(...).';
+    END IF;
     -- serialize state changes of one migration (bounded by lock_timeout too)
     m := @extschema@._lock_migration(p_id);
     IF m.state OPERATOR(@extschema@.=) p_to THEN
@@ -306,8 +320,10 @@ BEGIN
             HINT = 'States move one step at a time; cutover is final.';
     END IF;
 
-    -- Guards (force => true with a reason overrides them; recorded in history)
-    IF NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'force')::boolean, false) THEN
+    -- Guards (force => true with a reason overrides them; recorded in history;
+    -- a cross-database switch checked them before it fenced, guards_checked)
+    IF NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'force')::boolean, false)
+       AND NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'guards_checked')::boolean, false) THEN
         IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write'
            AND NOT @extschema@._backfill_done(p_id) THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',

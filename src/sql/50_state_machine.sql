@@ -85,6 +85,12 @@ DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
 BEGIN
     SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR NO KEY UPDATE;
+    IF NOT @extschema@._remote_stepping()
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases', m.name),
+            HINT = 'Drop it with softmig.drop_remote_migration, which drops both sides.';
+    END IF;
     IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot drop migration "%s" in state %s', m.name, m.state),
@@ -150,6 +156,9 @@ BEGIN
     PERFORM @extschema@._remove_triggers(m.id);
     IF m.state OPERATOR(@extschema@.<>) 'legacy' THEN
         PERFORM @extschema@._install_triggers(m.id);
+        -- and those of a migration across databases
+        PERFORM @extschema@._remote_install_triggers(xr.name) FROM @extschema@.remote_migrations xr
+          WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id;
     END IF;
     PERFORM @extschema@._invalidate(m.legacy, m.target);
     PERFORM @extschema@._history(m.id, 'repair_triggers', m.state, m.state, NULL, v_before);
@@ -188,8 +197,11 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
         'backfill', @extschema@._backfill_status(m.id),
         'triggers', @extschema@._trigger_health(m.id),
         'state_changed_at', m.state_changed_at)
+        -- a migration across databases: this side, its replication, the switch in progress
+        OPERATOR(pg_catalog.||) CASE WHEN rs.x IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('remote', rs.x) END
       FROM @extschema@._migration(name) m
       LEFT JOIN @extschema@.backfill_progress bp ON bp.migration_id OPERATOR(pg_catalog.=) m.id
+     CROSS JOIN LATERAL (SELECT @extschema@._remote_status_local(m.id) AS x) rs
 $$;
 COMMENT ON FUNCTION @extschema@.status(text) IS
     'a jsonb summary of a migration: state, write authority, read default, envelope, backfill, trigger health';

@@ -48,8 +48,24 @@ CREATE TRIGGER forget_dropped_operations
 CREATE FUNCTION @extschema@.operation_applied(name text, key text) RETURNS boolean
 LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    m @extschema@.migrations := @extschema@._migration(name);
+    m @extschema@.migrations;
 BEGIN
+    -- a migration across databases: keys applied in either database travel
+    -- with the data (softmig.remote_operations), also to its legacy side
+    IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.name OPERATOR(pg_catalog.=) operation_applied.name)
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_operations o
+                    WHERE o.migration OPERATOR(pg_catalog.=) operation_applied.name
+                      AND o.key OPERATOR(pg_catalog.=) (operation_applied.key COLLATE pg_catalog."C")) THEN
+        RETURN true;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.migrations x WHERE x.name OPERATOR(pg_catalog.=) operation_applied.name)
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.name OPERATOR(pg_catalog.=) operation_applied.name) THEN
+        RETURN EXISTS (SELECT 1 FROM @extschema@.operations o, @extschema@.remote_migrations xr
+                        WHERE xr.name OPERATOR(pg_catalog.=) operation_applied.name
+                          AND o.migration_id OPERATOR(pg_catalog.=) xr.migration_id
+                          AND o.key OPERATOR(pg_catalog.=) (operation_applied.key COLLATE pg_catalog."C"));
+    END IF;
+    m := @extschema@._migration(name);
     IF key OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = 'operation key must not be empty';
@@ -88,6 +104,11 @@ BEGIN
      WHERE o.migration_id OPERATOR(pg_catalog.=) m.id
        AND o.claimed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than);
     GET DIAGNOSTICS n = ROW_COUNT;
+    -- and from the ledger a migration across databases replicates
+    DELETE FROM @extschema@.remote_operations o
+     WHERE o.migration OPERATOR(pg_catalog.=) m.name
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id)
+       AND o.claimed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than);
     PERFORM @extschema@._history(m.id, 'forget_operations', m.state, m.state, NULL,
         pg_catalog.jsonb_build_object('older_than', older_than::text, 'forgotten', n));
     RETURN n;

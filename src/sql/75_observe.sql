@@ -948,9 +948,12 @@ SELECT m.name AS migration, x.metric, x.value
     UNION ALL
     SELECT 'check_ok:' OPERATOR(pg_catalog.||) c.check_name, CASE WHEN c.ok THEN 1 ELSE 0 END::double precision
       FROM @extschema@.check_results c WHERE c.run_id OPERATOR(pg_catalog.=) l.run_id
- ) x(metric, value);
+ ) x(metric, value)
+UNION ALL
+-- migrations across databases: this side's fence, switch and replication (27_remote_catalog.sql)
+SELECT r.migration, r.metric, r.value FROM @extschema@._remote_metrics() r;
 COMMENT ON VIEW @extschema@.metrics IS
-    'one row per (migration, metric): live state, backfill, envelope, triggers, and the latest check run (check_violations:<check>, check_ok:<check>); cheap enough to scrape';
+    'one row per (migration, metric): live state, backfill, envelope, triggers, the latest check run (check_violations:<check>, check_ok:<check>), and for migrations across databases their fence, switch and replication (remote_*); cheap enough to scrape';
 GRANT SELECT ON @extschema@.metrics TO PUBLIC;
 
 -------------------------------------------------------------------------------

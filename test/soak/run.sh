@@ -3,7 +3,7 @@
 # test/soak/run.sh -- `make soak`: build and install softmig, start a
 # throwaway PostgreSQL 15 cluster and run a randomized soak against it: the
 # lifecycle soak (test/soak/lifecycle.pl; `make test` runs a minute of it
-# as test/t/110_lifecycle_soak.pl) or the operations soak
+# as test/t/120_lifecycle_soak.pl) or the operations soak
 # (test/soak/soak.pl).  Not part of `make test`.
 #
 # Like test/run_all.sh: as root it installs missing Debian packages, builds,
