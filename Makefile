@@ -17,7 +17,7 @@ MODULE_big = softmig
 #   write path    trigger mapping authority opkey; gate ddl (SQL API, DDL guard)
 #   operations    backfill hydrate progress
 #   read paths    readpath route discovery
-#   observability parity parity* paritycache rules
+#   observability parity parity* paritycache rules invariants
 #   cross-database remote remote_trigger remote_parity
 #   start-up      softmig (_PG_init calls each module's init)
 OBJS = $(patsubst $(srcdir)/%.c,%.o,$(sort $(wildcard $(srcdir)/src/*.c)))

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * observe.h
- *	  Semantic observability: structural parity (parity.c) and the
- *	  behavioural layer, invariants and transition rules (rules.c).  The SQL
+ *	  Semantic observability: structural parity (parity*.c) and the
+ *	  behavioural layer, transition rules (rules.c) and invariants
+ *	  (invariants.c).  The SQL
  *	  side (check, report, metrics, pgTAP helpers) is src/sql/75_observe.sql;
  *	  doc/observability.md explains the layers.
  *
