@@ -133,26 +133,6 @@ softmig_cache_init(void)
 }
 
 /*
- * text_array_to_list
- *		Convert a text[] datum to a List of C strings in the current context.
- */
-static List *
-text_array_to_list(Datum d)
-{
-	ArrayType  *arr = DatumGetArrayTypeP(d);
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	List	   *result = NIL;
-
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
-		if (!nulls[i])
-			result = lappend(result, TextDatumGetCString(elems[i]));
-	return result;
-}
-
-/*
  * load_migration
  *		Fill *m from the catalog using the latest snapshot.  Returns false if
  *		the migration no longer exists.  Runs its own SPI connection; the
@@ -215,10 +195,10 @@ load_migration(SoftmigMigration *m, int32 id)
 				(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
 				 errmsg("a table of migration \"%s\" no longer exists", m->name),
 				 errhint("Drop the migration with softmig.drop_migration, or restore the table.")));
-	m->legacy_key = text_array_to_list(SPI_getbinval(tup, desc, 5, &isnull));
-	m->target_key = text_array_to_list(SPI_getbinval(tup, desc, 6, &isnull));
+	m->legacy_key = softmig_text_array_list(SPI_getbinval(tup, desc, 5, &isnull));
+	m->target_key = softmig_text_array_list(SPI_getbinval(tup, desc, 6, &isnull));
 	m->options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
-	m->new_only = text_array_to_list(SPI_getbinval(tup, desc, 8, &isnull));
+	m->new_only = softmig_text_array_list(SPI_getbinval(tup, desc, 8, &isnull));
 	m->envelope_open = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	m->shadow_disabled = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 	m->n_quarantined = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
@@ -249,7 +229,7 @@ load_migration(SoftmigMigration *m, int32 id)
 		m->new_fields = lappend(m->new_fields,
 								TextDatumGetCString(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull)));
 		m->new_legacy_cols = list_concat(m->new_legacy_cols,
-										 text_array_to_list(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull)));
+										 softmig_text_array_list(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull)));
 	}
 	MemoryContextSwitchTo(old);
 

@@ -826,31 +826,11 @@ softmig_discovery_init(void)
 static int32
 disc_migration_id(FunctionCallInfo fcinfo)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	bool		isnull;
-	int32		id;
-	int			ret;
-
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("migration name must not be null")));
-	values[0] = PG_GETARG_DATUM(0);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute_with_args("SELECT id FROM softmig.migrations WHERE name OPERATOR(pg_catalog.=) $1",
-								1, argtypes, values, NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute failed: %d", ret);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("migration \"%s\" does not exist", TextDatumGetCString(values[0])),
-				 errhint("softmig.migrations lists the migrations of this database.")));
-	id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
-	return id;
+	return softmig_migration_by_name(PG_GETARG_TEXT_PP(0), NULL, NULL);
 }
 
 PG_FUNCTION_INFO_V1(softmig_observed_readers);

@@ -48,29 +48,6 @@ typedef struct GateInfo
 } GateInfo;
 
 /*
- * softmig_catalog_owner
- *		The role owning softmig.migrations, i.e. the extension's owner.  A
- *		syscache lookup; no locks beyond what the syscache takes.
- */
-Oid
-softmig_catalog_owner(void)
-{
-	Oid			nsp = get_namespace_oid("softmig", false);
-	Oid			relid = get_relname_relid("migrations", nsp);
-	HeapTuple	tup;
-	Oid			owner;
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "softmig catalog table softmig.migrations is missing");
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
-/*
  * gate_setup
  *		Resolve, once per call site, the implementation function of the
  *		public function being called.  Allocates in fn_mcxt.
@@ -105,40 +82,6 @@ gate_setup(FunctionCallInfo fcinfo)
 	MemoryContextSwitchTo(old);
 	ReleaseSysCache(tup);
 	return gi;
-}
-
-/*
- * lookup_tables
- *		Find the legacy and target tables of the named migration, raising
- *		42704 if there is none.  Reads softmig.migrations through SPI as the
- *		caller under the caller's snapshot.
- */
-static void
-lookup_tables(text *name, Oid *legacy, Oid *target)
-{
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	bool		isnull;
-	int			ret;
-
-	values[0] = PointerGetDatum(name);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute_with_args("SELECT legacy, target "
-								"FROM softmig.migrations WHERE name OPERATOR(pg_catalog.=) $1",
-								1, argtypes, values, NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute failed: %d", ret);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("migration \"%s\" does not exist", text_to_cstring(name)),
-				 errhint("softmig.migrations lists the migrations of this database.")));
-	*legacy = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-	*target = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 2, &isnull));
-	SPI_finish();
 }
 
 /*
@@ -226,7 +169,7 @@ softmig_gate(PG_FUNCTION_ARGS)
 					 errmsg("legacy or target table does not exist")));
 	}
 	else
-		lookup_tables(PG_GETARG_TEXT_PP(0), &legacy, &target);
+		(void) softmig_migration_by_name(PG_GETARG_TEXT_PP(0), &legacy, &target);
 
 	what = psprintf("call softmig.%s on migration \"%s\"", gi->proname,
 					text_to_cstring(PG_GETARG_TEXT_PP(0)));

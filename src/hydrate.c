@@ -59,6 +59,70 @@ carry_to_legacy(int32 id, const char *sql, Oid *argtypes, Datum *values)
 	PG_END_TRY();
 }
 
+/*
+ * carry_sql
+ *		Mirrored with fields handed to the target: the UPDATE that carries
+ *		those fields of the hydrated target rows to the legacy columns that
+ *		hold them, as for any target-side write.  Only rows whose carried
+ *		columns now differ are written.  $1 is the hydrate's rows.
+ */
+static char *
+carry_sql(SoftmigMigration *m, SoftmigDest *bwd, const char *target, const char *keymatch)
+{
+	StringInfoData buf;
+	const char *legacy = bwd->qualname;
+	ListCell   *c2;
+	ListCell   *e2;
+	int			v = 1;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "UPDATE %s AS \"softmig.l\" SET ", legacy);
+	forboth(c2, bwd->cols, e2, bwd->exprs)
+	{
+		if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
+			continue;
+		appendStringInfo(&buf, "%s%s = \"softmig.s\".softmig_v%d", v > 1 ? ", " : "",
+						 quote_identifier(lfirst(c2)), v);
+		v++;
+	}
+	appendStringInfoString(&buf, " FROM (SELECT ");
+	v = 1;
+	forboth(c2, bwd->cols, e2, bwd->exprs)
+	{
+		if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
+			continue;
+		appendStringInfo(&buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e2), v);
+		v++;
+	}
+	softmig_append_key_list(&buf, bwd->keyexprs, bwd->keytypes);
+	appendStringInfo(&buf, " FROM %s AS \"softmig.t\" WHERE EXISTS (SELECT 1 FROM "
+					 "pg_catalog.jsonb_array_elements($1) AS \"softmig.i\"(img), "
+					 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, \"softmig.i\".img) AS \"softmig.r\" WHERE %s)) AS \"softmig.s\" WHERE ",
+					 target, target, keymatch);
+	softmig_append_key_match(&buf, "\"softmig.l\"", bwd->keycols, bwd->keyops,
+							 "\"softmig.s\"");
+
+	/*
+	 * Only rows whose carried columns now differ (compared as text, the
+	 * one comparison every type has): the others keep their exact value.
+	 */
+	appendStringInfoString(&buf, " AND ROW(");
+	v = 1;
+	forboth(c2, bwd->cols, e2, bwd->exprs)
+	{
+		if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
+			continue;
+		appendStringInfo(&buf, "%s\"softmig.l\".%s::pg_catalog.text COLLATE pg_catalog.\"C\"", v > 1 ? ", " : "",
+						 quote_identifier(lfirst(c2)));
+		v++;
+	}
+	appendStringInfoString(&buf, ") IS DISTINCT FROM ROW(");
+	for (int j = 1; j < v; j++)
+		appendStringInfo(&buf, "%s\"softmig.s\".softmig_v%d::pg_catalog.text COLLATE pg_catalog.\"C\"", j > 1 ? ", " : "", j);
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
 PG_FUNCTION_INFO_V1(softmig_hydrate_exec);
 /*
  * softmig_hydrate_exec
@@ -87,12 +151,9 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	StringInfoData keymatch;
 	StringInfoData buf;
 	StringInfoData fresh;
-	StringInfoData kj;
 	char	   *keyjson;
 	ListCell   *k;
 	ListCell   *o;
-	ListCell   *e;
-	ListCell   *t;
 	Oid			argtypes[5];
 	Datum		values[5];
 	int			i;
@@ -129,14 +190,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	table_close(rel, NoLock);
 
 	/* the legacy key of a target row: backward key expressions */
-	initStringInfo(&kj);
-	appendStringInfoString(&kj, "pg_catalog.jsonb_build_object(");
-	i = 0;
-	forboth(k, bwd->keycols, e, bwd->keyexprs)
-		appendStringInfo(&kj, "%s%s, (%s\n)", i++ ? ", " : "", quote_literal_cstr(lfirst(k)),
-						 (char *) lfirst(e));
-	appendStringInfoChar(&kj, ')');
-	keyjson = kj.data;
+	keyjson = softmig_json_object_sql(bwd->keycols, bwd->keyexprs);
 
 	/* target row <-> incoming row, on the correlation key */
 	initStringInfo(&keymatch);
@@ -236,21 +290,10 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 							 "WHERE NOT EXISTS (SELECT 1 FROM %s AS \"softmig.t\" WHERE %s) "
 							 "AND EXISTS (SELECT 1 FROM (SELECT ",
 							 target, cols.data, cols.data, target, target, keymatch.data);
-			i = 1;
-			forboth(e, bwd->keyexprs, t, bwd->keytypes)
-			{
-				appendStringInfo(&buf, "%s(%s\n)::%s AS softmig_k%d", i > 1 ? ", " : "",
-								 (char *) lfirst(e), (char *) lfirst(t), i);
-				i++;
-			}
+			softmig_append_key_list(&buf, bwd->keyexprs, bwd->keytypes);
 			appendStringInfo(&buf, " FROM (SELECT \"softmig.r\".*) AS \"softmig.x\") AS \"softmig.s\", %s AS \"softmig.l\" WHERE ", legacy);
-			i = 1;
-			forboth(k, bwd->keycols, o, bwd->keyops)
-			{
-				appendStringInfo(&buf, "%s\"softmig.l\".%s %s \"softmig.s\".softmig_k%d", i > 1 ? " AND " : "",
-								 quote_identifier(lfirst(k)), (char *) lfirst(o), i);
-				i++;
-			}
+			softmig_append_key_match(&buf, "\"softmig.l\"", bwd->keycols, bwd->keyops,
+									 "\"softmig.s\"");
 			appendStringInfoString(&buf, ") ON CONFLICT DO NOTHING");
 			softmig_spi_expect(SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0),
 							   SPI_OK_INSERT, "insert hydrated rows into the target");
@@ -270,69 +313,11 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	 */
 	if (m->state == SM_MIRRORED && m->new_legacy_cols != NIL && changed > 0)
 	{
-		ListCell   *c2;
-		ListCell   *e2;
-		int			v = 1;
+		char	   *sql = carry_sql(m, bwd, target, keymatch.data);
 
-		resetStringInfo(&buf);
-		appendStringInfo(&buf, "UPDATE %s AS \"softmig.l\" SET ", legacy);
-		forboth(c2, bwd->cols, e2, bwd->exprs)
-		{
-			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
-				continue;
-			appendStringInfo(&buf, "%s%s = \"softmig.s\".softmig_v%d", v > 1 ? ", " : "",
-							 quote_identifier(lfirst(c2)), v);
-			v++;
-		}
-		appendStringInfoString(&buf, " FROM (SELECT ");
-		v = 1;
-		forboth(c2, bwd->cols, e2, bwd->exprs)
-		{
-			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
-				continue;
-			appendStringInfo(&buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e2), v);
-			v++;
-		}
-		i = 1;
-		forboth(e, bwd->keyexprs, t, bwd->keytypes)
-		{
-			appendStringInfo(&buf, "%s(%s\n)::%s AS softmig_k%d", i > 1 ? ", " : "",
-							 (char *) lfirst(e), (char *) lfirst(t), i);
-			i++;
-		}
-		appendStringInfo(&buf, " FROM %s AS \"softmig.t\" WHERE EXISTS (SELECT 1 FROM "
-						 "pg_catalog.jsonb_array_elements($1) AS \"softmig.i\"(img), "
-						 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, \"softmig.i\".img) AS \"softmig.r\" WHERE %s)) AS \"softmig.s\" WHERE ",
-						 target, target, keymatch.data);
-		i = 1;
-		forboth(k, bwd->keycols, o, bwd->keyops)
-		{
-			appendStringInfo(&buf, "%s\"softmig.l\".%s %s \"softmig.s\".softmig_k%d", i > 1 ? " AND " : "",
-							 quote_identifier(lfirst(k)), (char *) lfirst(o), i);
-			i++;
-		}
-
-		/*
-		 * Only rows whose carried columns now differ (compared as text, the
-		 * one comparison every type has): the others keep their exact value.
-		 */
-		appendStringInfoString(&buf, " AND ROW(");
-		v = 1;
-		forboth(c2, bwd->cols, e2, bwd->exprs)
-		{
-			if (!softmig_str_member(m->new_legacy_cols, lfirst(c2)))
-				continue;
-			appendStringInfo(&buf, "%s\"softmig.l\".%s::pg_catalog.text COLLATE pg_catalog.\"C\"", v > 1 ? ", " : "",
-							 quote_identifier(lfirst(c2)));
-			v++;
-		}
-		appendStringInfoString(&buf, ") IS DISTINCT FROM ROW(");
-		for (int j = 1; j < v; j++)
-			appendStringInfo(&buf, "%s\"softmig.s\".softmig_v%d::pg_catalog.text COLLATE pg_catalog.\"C\"", j > 1 ? ", " : "", j);
-		appendStringInfoChar(&buf, ')');
 		softmig_leave_owner_context(save_nest, save_user, save_sec);
 		softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
-		carry_to_legacy(m->id, buf.data, argtypes, values);
+		carry_to_legacy(m->id, sql, argtypes, values);
 	}
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	SPI_finish();

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * identity.c
- *	  Switching identity, and what may run under a switched identity.
+ *	  Switching identity, and what may run under a switched identity; who
+ *	  owns a table and the catalog.
  *
  *	  softmig runs its statements over the migrated tables (mirroring,
  *	  projection, backfill, hydrate, parity, invariants, transition rules)
@@ -10,7 +11,11 @@
  *	  to such a role for a stretch of C code, in a security-restricted
  *	  operation with search_path pinned and row_security off; the gate
  *	  (gate.c) switches to the catalog owner for an implementation
- *	  function.  Each switch pushes an identity frame here.
+ *	  function.  Each switch pushes an identity frame here.  Every call of
+ *	  SetUserIdAndSecContext in softmig is in this file: the framed switches
+ *	  above, the read-only variant (user SQL that must not write: parity,
+ *	  invariants, transition rules), and a bare switch to the catalog owner
+ *	  for softmig's own catalog statements, in which no user code runs.
  *
  *	  A switch is only safe if what runs under it is code that role would
  *	  run anyway.  The trust rule: every function (also the one behind an
@@ -54,6 +59,7 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/indexing.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_aggregate.h"
 #include "catalog/pg_constraint.h"
 #include "catalog/pg_inherits.h"
@@ -67,12 +73,14 @@
 #include "optimizer/planner.h"
 #include "parser/analyze.h"
 #include "parser/parsetree.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
+#include "utils/rls.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -208,6 +216,145 @@ softmig_leave_catalog_context(Oid save_userid, int save_sec)
 	pop_frame();
 	SetUserIdAndSecContext(save_userid, save_sec);
 }
+
+/*
+ * softmig_rel_owner
+ *		Owner of a relation, from the syscache; 42P01 if there is none.
+ */
+Oid
+softmig_rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * softmig_catalog_owner
+ *		The role owning softmig.migrations, i.e. the extension's owner.  A
+ *		syscache lookup; no locks beyond what the syscache takes.
+ */
+Oid
+softmig_catalog_owner(void)
+{
+	Oid			nsp = get_namespace_oid("softmig", false);
+	Oid			relid = get_relname_relid("migrations", nsp);
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "softmig catalog table softmig.migrations is missing");
+	return softmig_rel_owner(relid);
+}
+
+/*
+ * softmig_become_catalog_owner
+ *		The bare switch for softmig's own statements over its catalog, in
+ *		which no user code runs (reading the quarantine, the digest cache,
+ *		inspect's assembly): become the catalog owner with
+ *		SECURITY_LOCAL_USERID_CHANGE added, GUCs untouched, no identity
+ *		frame.  *save_userid and *save_sec receive what to restore with
+ *		softmig_set_user; an error unwinds it with the (sub)transaction.
+ */
+void
+softmig_become_catalog_owner(Oid *save_userid, int *save_sec)
+{
+	GetUserIdAndSecContext(save_userid, save_sec);
+	SetUserIdAndSecContext(softmig_catalog_owner(),
+						   *save_sec | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+/*
+ * softmig_set_user
+ *		SetUserIdAndSecContext(role, sec): restore what
+ *		softmig_become_catalog_owner saved, or, inside a context entered with
+ *		softmig_enter_readonly_context, change the user the next statements
+ *		run as (parity reads each table as its owner inside one frame).
+ */
+void
+softmig_set_user(Oid role, int sec)
+{
+	SetUserIdAndSecContext(role, sec);
+}
+
+/*
+ * softmig_enter_readonly_context
+ *		softmig_enter_owner_context(role), and the transaction read-only
+ *		(XactReadOnly, what transaction_read_only shows), so user SQL run
+ *		inside (mapping expressions, invariants, requires expressions)
+ *		cannot write anything, not even through a volatile or SECURITY
+ *		DEFINER function: the executor refuses every write to a non-temporary
+ *		table, nextval() and DDL in a read-only transaction, at any depth.
+ *		User SQL cannot turn it off again (the check hook of
+ *		transaction_read_only refuses read-write after the first query).
+ *		*save_readonly receives the previous state.  Undo with
+ *		softmig_leave_readonly_context.
+ *
+ *		Why not SET transaction_read_only with GUC_ACTION_SAVE, undone with
+ *		the GUC nest level: PostgreSQL 16 refuses to save transaction_*
+ *		settings locally ("cannot be set locally in functions").  Setting
+ *		XactReadOnly works on every version and unwinds the same way on
+ *		error: a subtransaction's abort restores the read-only state it
+ *		began with (PostgreSQL keeps it per subtransaction, prevXactReadOnly)
+ *		and a new transaction starts from default_transaction_read_only.
+ */
+void
+softmig_enter_readonly_context(Oid role, int *save_nestlevel, Oid *save_userid,
+							   int *save_sec, bool *save_readonly)
+{
+	softmig_enter_owner_context(role, save_nestlevel, save_userid, save_sec);
+	*save_readonly = XactReadOnly;
+	XactReadOnly = true;
+}
+
+/*
+ * softmig_leave_readonly_context
+ *		Undo softmig_enter_readonly_context: the read-only state it found,
+ *		then the owner context.
+ */
+void
+softmig_leave_readonly_context(int save_nestlevel, Oid save_userid, int save_sec,
+							   bool save_readonly)
+{
+	XactReadOnly = save_readonly;
+	softmig_leave_owner_context(save_nestlevel, save_userid, save_sec);
+}
+
+/*
+ * softmig_check_read_access
+ *		Raise 42501 unless role may read both tables of a migration itself:
+ *		SELECT on each, and no row-level security policy that would apply to
+ *		it (softmig reads them as their owners, which would bypass it).
+ *		Syscache lookups only.  what names the caller in messages.
+ */
+void
+softmig_check_read_access(Oid legacy, Oid target, Oid role, const char *what)
+{
+	Oid			rels[2] = {legacy, target};
+
+	for (int i = 0; i < 2; i++)
+	{
+		if (pg_class_aclcheck(rels[i], role, ACL_SELECT) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for table %s", get_rel_name(rels[i])),
+					 errdetail("%s reads both tables of the migration on behalf of role \"%s\", which needs SELECT on them.",
+							   what, GetUserNameFromId(role, false))));
+		if (check_enable_rls(rels[i], role, true) == RLS_ENABLED)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("row-level security of table %s applies to role \"%s\"",
+							get_rel_name(rels[i]), GetUserNameFromId(role, false)),
+					 errdetail("%s reads the tables as their owner and would not apply the policies.", what),
+					 errhint("Run it as the table owner or as a role with BYPASSRLS.")));
+	}
+}
+
 
 /*
  * identity_subxact_callback

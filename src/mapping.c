@@ -48,130 +48,7 @@
 
 #include "softmig.h"
 
-/*
- * softmig_check_expression
- *		Raise 42601 unless expr is exactly one scalar SQL expression (what may
- *		stand after SELECT with nothing else: no FROM, alias, second column,
- *		second statement or clause).  Parses only; takes no locks.
- */
-void
-softmig_check_expression(const char *expr, const char *what)
-{
-	List	   *raw;
-	RawStmt    *rs;
-	SelectStmt *sel;
-	ResTarget  *rt;
-	char	   *sql;
-
-	if (expr == NULL || expr[strspn(expr, " \t\r\n")] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("%s must be a non-empty SQL expression", what)));
-
-	sql = psprintf("SELECT %s\n", expr);
-	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
-	if (list_length(raw) != 1)
-		goto bad;
-	rs = linitial_node(RawStmt, raw);
-	if (!IsA(rs->stmt, SelectStmt))
-		goto bad;
-	sel = (SelectStmt *) rs->stmt;
-	if (sel->op != SETOP_NONE || sel->fromClause || sel->whereClause ||
-		sel->groupClause || sel->havingClause || sel->windowClause ||
-		sel->sortClause || sel->limitCount || sel->limitOffset ||
-		sel->lockingClause || sel->withClause || sel->intoClause ||
-		sel->distinctClause || sel->valuesLists ||
-		list_length(sel->targetList) != 1)
-		goto bad;
-	rt = linitial_node(ResTarget, sel->targetList);
-	if (rt->name != NULL || (IsA(rt->val, ColumnRef) &&
-		IsA(llast(((ColumnRef *) rt->val)->fields), A_Star)))
-		goto bad;
-	return;
-
-bad:
-	ereport(ERROR,
-			(errcode(ERRCODE_SYNTAX_ERROR),
-			 errmsg("%s is not a single SQL expression: %s", what, expr),
-			 errhint("Give one scalar expression over the other table's columns, such as upper(name) or amount * 100.")));
-}
-
-PG_FUNCTION_INFO_V1(softmig_check_expression_sql);
-/*
- * softmig_check_expression_sql
- *		softmig._check_expression(expr, what): SQL access to the check above.
- */
-Datum
-softmig_check_expression_sql(PG_FUNCTION_ARGS)
-{
-	softmig_check_expression(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-							 text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	PG_RETURN_VOID();
-}
-
-/*
- * softmig_prefer_index_plans
- *		Inside an owner context: plan the cached, per-statement mirror
- *		statements for index access.  They are prepared once, often while
- *		the target is still empty, and reused for single-row writes when it
- *		is large; a plan that seq-scans the target would then stay for the
- *		life of the backend.  (Big statements are planned afresh without
- *		this.)  Reverted with the owner context.
- */
-void
-softmig_prefer_index_plans(bool on)
-{
-	(void) set_config_option("enable_seqscan", on ? "off" : "on",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-}
-
 typedef SoftmigDest DestInfo;
-
-/*
- * str_member
- *		Is the C string s in the List of C strings l?
- */
-bool
-softmig_str_member(List *l, const char *s)
-{
-	ListCell   *lc;
-
-	foreach(lc, l)
-		if (strcmp((char *) lfirst(lc), s) == 0)
-			return true;
-	return false;
-}
-
-/*
- * qualified_relname
- *		schema.table, both quoted as needed.
- */
-char *
-softmig_qualified_relname(Oid relid)
-{
-	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-									  get_rel_name(relid));
-}
-
-/*
- * rel_owner
- *		Owner of a relation, from the syscache; 42P01 if there is none.
- */
-Oid
-softmig_rel_owner(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
 
 /*
  * equality_operator_sql
@@ -339,26 +216,6 @@ softmig_build_dest(SoftmigMigration *m, SoftmigSide side)
 }
 
 /*
- * append_key_list
- *		"(<key expr 1>)::<type> AS softmig_k1, ..." over the destination's
- *		key columns, mapped from the source row.
- */
-static void
-append_key_list(StringInfo buf, DestInfo *d)
-{
-	ListCell   *e;
-	ListCell   *t;
-	int			i = 1;
-
-	forboth(e, d->keyexprs, t, d->keytypes)
-	{
-		appendStringInfo(buf, "%s(%s\n)::%s AS softmig_k%d",
-						 i > 1 ? ", " : "", (char *) lfirst(e), (char *) lfirst(t), i);
-		i++;
-	}
-}
-
-/*
  * append_key_select
  *		"(SELECT (e1)::t1 AS softmig_k1, ... FROM <from>)"
  */
@@ -366,7 +223,7 @@ static void
 append_key_select(StringInfo buf, DestInfo *d, const char *from)
 {
 	appendStringInfoString(buf, "(SELECT ");
-	append_key_list(buf, d);
+	softmig_append_key_list(buf, d->keyexprs, d->keytypes);
 	appendStringInfo(buf, " FROM %s)", from);
 }
 
@@ -377,17 +234,7 @@ append_key_select(StringInfo buf, DestInfo *d, const char *from)
 static void
 append_key_match(StringInfo buf, DestInfo *d, const char *alias)
 {
-	ListCell   *k;
-	ListCell   *o;
-	int			i = 1;
-
-	forboth(k, d->keycols, o, d->keyops)
-	{
-		appendStringInfo(buf, "%ssoftmig_t.%s %s %s.softmig_k%d",
-						 i > 1 ? " AND " : "", quote_identifier(lfirst(k)),
-						 (char *) lfirst(o), alias, i);
-		i++;
-	}
+	softmig_append_key_match(buf, "softmig_t", d->keycols, d->keyops, alias);
 }
 
 /*
@@ -425,7 +272,7 @@ append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_col
 		v++;
 		appendStringInfo(buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e), v);
 	}
-	append_key_list(buf, d);
+	softmig_append_key_list(buf, d->keyexprs, d->keytypes);
 	appendStringInfo(buf, " FROM %s) AS softmig_s WHERE ", from);
 	append_key_match(buf, d, "softmig_s");
 	return true;
@@ -444,29 +291,14 @@ append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
 	ListCell   *lc;
 	int			i;
 
-	appendStringInfo(buf, "INSERT INTO %s AS softmig_t (", d->qualname);
-	i = 0;
-	foreach(lc, d->cols)
-		appendStringInfo(buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
-	appendStringInfoString(buf, ") OVERRIDING SYSTEM VALUE SELECT ");
-	i = 0;
-	foreach(lc, d->exprs)
-		appendStringInfo(buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
+	softmig_append_mapped_insert(buf, d->qualname, "softmig_t",
+								 d->cols, d->exprs);
 	appendStringInfo(buf, " FROM %s ON CONFLICT (", from);
 	i = 0;
 	foreach(lc, d->keycols)
 		appendStringInfo(buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
 	appendStringInfoString(buf, ") DO ");
-	i = 0;
-	foreach(lc, d->cols)
-	{
-		if (softmig_str_member(d->keycols, lfirst(lc)) || softmig_str_member(not_taken, lfirst(lc)))
-			continue;
-		appendStringInfo(buf, "%s%s = EXCLUDED.%s", i++ ? ", " : "UPDATE SET ",
-						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
-	}
-	if (i == 0)
-		appendStringInfoString(buf, "NOTHING");
+	(void) softmig_append_conflict_update(buf, d->cols, d->keycols, not_taken);
 }
 
 /*
@@ -478,159 +310,24 @@ append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
 static char *
 keyjson_expr(SoftmigMigration *m, SoftmigSide side)
 {
-	StringInfoData buf;
+	List	   *exprs = NIL;
 	ListCell   *lc;
 	ListCell   *c;
 	ListCell   *e;
-	int			i = 0;
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "pg_catalog.jsonb_build_object(");
+	if (side == SIDE_LEGACY)
+		return softmig_json_object_sql(m->legacy_key,
+									   softmig_quoted_idents(m->legacy_key, ""));
 	foreach(lc, m->legacy_key)
 	{
 		char	   *kexpr = NULL;
 
-		if (side == SIDE_LEGACY)
-			kexpr = (char *) quote_identifier(lfirst(lc));
-		else
-			forboth(c, m->bwd_cols, e, m->bwd_exprs)
-				if (strcmp(lfirst(c), lfirst(lc)) == 0)
-					kexpr = lfirst(e);
-		appendStringInfo(&buf, "%s%s, (%s\n)", i++ ? ", " : "",
-						 quote_literal_cstr(lfirst(lc)), kexpr);
+		forboth(c, m->bwd_cols, e, m->bwd_exprs)
+			if (strcmp(lfirst(c), lfirst(lc)) == 0)
+				kexpr = lfirst(e);
+		exprs = lappend(exprs, kexpr);
 	}
-	appendStringInfoChar(&buf, ')');
-	return buf.data;
-}
-
-/*
- * prepare_kept
- *		SPI_prepare + SPI_keepplan, with the migration named in errors.
- */
-SPIPlanPtr
-softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
-/*
- * softmig_subxact_try
- *		Run fn(arg) in a subtransaction.  Returns NULL when it returned (the
- *		subtransaction committed, so what it wrote is kept).  When it raised
- *		an error that tolerated accepts (NULL: any error), the subtransaction
- *		is rolled back, nothing fn wrote is left (GUCs it set at a new nest
- *		level are restored too), and the error comes back, copied into the
- *		caller's memory context.  Other errors propagate.
- */
-ErrorData *
-softmig_subxact_try(void (*fn) (void *arg), void *arg, bool (*tolerated) (int sqlerrcode))
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		if (tolerated != NULL && !tolerated(edata->sqlerrcode))
-			ReThrowError(edata);
-	}
-	PG_END_TRY();
-	return edata;
-}
-
-/*
- * softmig_spi_expect
- *		Check that a statement softmig ran on a migrated table returned SPI
- *		code expect.  Anything else means PostgreSQL ran something else in
- *		its place: a rule (CREATE RULE ... DO INSTEAD) on the table rewrote
- *		it (the DDL guard refuses such rules, but event triggers do not fire
- *		under session_replication_role = replica).  Raises SM002, as the
- *		mirror does for the same tampering, naming what was being done.
- */
-void
-softmig_spi_expect(int rc, int expect, const char *what)
-{
-	if (rc == expect)
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
-			 errmsg("softmig could not %s: the statement was rewritten", what),
-			 errdetail("It returned SPI code %s instead of %s; a rule (CREATE RULE) on a table of the migration replaced it.",
-					   SPI_result_code_string(rc), SPI_result_code_string(expect)),
-			 errhint("Drop the rule: softmig writes the tables of a migration with plain statements.")));
-}
-
-typedef struct SpiTry
-{
-	SPIPlanPtr	plan;
-	const char *sql;
-	Datum	   *values;
-	const char *nulls;
-	bool		read_only;
-	int			expect;
-} SpiTry;
-
-/*
- * spi_try_run
- *		softmig_spi_try's body: run the statement, check its SPI code.
- */
-static void
-spi_try_run(void *arg)
-{
-	SpiTry	   *t = (SpiTry *) arg;
-	int			rc = t->plan ? SPI_execute_plan(t->plan, t->values, t->nulls, t->read_only, 0)
-		: SPI_execute(t->sql, t->read_only, 0);
-
-	softmig_spi_expect(rc, t->expect, "run one of its statements");
-}
-
-/*
- * softmig_spi_try
- *		Run one SPI statement in a subtransaction (softmig_subxact_try): plan
- *		(with values and nulls, which may be NULL without parameters) or else
- *		the text sql, which must return SPI code expect.  On success
- *		SPI_processed and SPI_tuptable are set.  The caller is connected to
- *		SPI; the pattern behind "try the plain INSERT, fall back to the
- *		upsert" and "find the rows legacy cannot hold".
- */
-ErrorData *
-softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *values, const char *nulls,
-				bool read_only, int expect, bool (*tolerated) (int sqlerrcode))
-{
-	SpiTry		t = {plan, sql, values, nulls, read_only, expect};
-
-	return softmig_subxact_try(spi_try_run, &t, tolerated);
-}
-
-/*
- * softmig_unique_violation
- *		softmig_spi_try's tolerated for "the key is already there".
- */
-bool
-softmig_unique_violation(int sqlerrcode)
-{
-	return sqlerrcode == ERRCODE_UNIQUE_VIOLATION;
+	return softmig_json_object_sql(m->legacy_key, exprs);
 }
 
 /*
@@ -676,26 +373,228 @@ prepare_error_context(void *arg)
 }
 
 /*
+ * row_params_select
+ *		"(SELECT $first AS col1, $first+1 AS col2, ...) AS alias": one row of
+ *		srcdesc's live columns given as parameters.  Their types go to
+ *		argtypes[first - 1 ...]; returns the number of parameters.
+ */
+static int
+row_params_select(StringInfo buf, TupleDesc srcdesc, int first, const char *alias,
+				  Oid *argtypes)
+{
+	int			k = 0;
+
+	appendStringInfoString(buf, "(SELECT ");
+	for (int i = 0; i < srcdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(srcdesc, i);
+
+		if (att->attisdropped)
+			continue;
+		argtypes[first - 1 + k] = att->atttypid;
+		appendStringInfo(buf, "%s$%d AS %s", k ? ", " : "", first + k,
+						 quote_identifier(NameStr(att->attname)));
+		k++;
+	}
+	appendStringInfo(buf, ") AS %s", alias);
+	return k;
+}
+
+/*
+ * prepare_big_statements
+ *		Big statements skip speculative insertion where they can: a plain
+ *		INSERT (falling back to the upsert if any key exists), and an UPDATE
+ *		joined on the key (followed by the upsert only if rows were missing).
+ *		Only kept as text in p (m->cxt); they are planned when used.
+ */
+static void
+prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+					   List *not_taken)
+{
+	StringInfoData buf;
+	List	   *set_cols = NIL;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	softmig_append_mapped_insert(&buf, d->qualname, NULL, d->cols, d->exprs);
+	appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
+	p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
+
+	foreach(lc, d->cols)
+		if (!softmig_str_member(d->keycols, lfirst(lc)) &&
+			!softmig_str_member(not_taken, lfirst(lc)))
+			set_cols = lappend(set_cols, lfirst(lc));
+	resetStringInfo(&buf);
+	if (append_keyed_update(&buf, d, SM_NEW_TABLE, set_cols))
+		p->update_sql = MemoryContextStrdup(m->cxt, buf.data);
+}
+
+/*
+ * prepare_move
+ *		p->move: one row's key change, the old then the new row of srcdesc
+ *		as parameters.  Caller is in the destination owner's context.
+ */
+static void
+prepare_move(SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
+{
+	StringInfoData rowsel[2];
+	StringInfoData buf;
+	Oid		   *argtypes = palloc(sizeof(Oid) * 2 * Max(srcdesc->natts, 1));
+	int			nargs = 0;
+	int			i = 1;
+	ListCell   *lc;
+
+	for (int r = 0; r < 2; r++)
+	{
+		initStringInfo(&rowsel[r]);
+		nargs += row_params_select(&rowsel[r], srcdesc, nargs + 1,
+								   r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE, argtypes);
+	}
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "UPDATE %s AS softmig_t SET ", d->qualname);
+	foreach(lc, d->keycols)
+	{
+		appendStringInfo(&buf, "%s%s = softmig_n.softmig_k%d", i > 1 ? ", " : "",
+						 quote_identifier(lfirst(lc)), i);
+		i++;
+	}
+	appendStringInfoString(&buf, " FROM ");
+	append_key_select(&buf, d, rowsel[0].data);
+	appendStringInfoString(&buf, " AS softmig_o, ");
+	append_key_select(&buf, d, rowsel[1].data);
+	appendStringInfoString(&buf, " AS softmig_n WHERE ");
+	append_key_match(&buf, d, "softmig_o");
+	p->move_nargs = nargs;
+	p->move = softmig_prepare_kept(buf.data, nargs, argtypes);
+}
+
+/*
+ * prepare_projection
+ *		Target side only: the field projection of mirrored (target-owned
+ *		fields to legacy), and the upsert of one row and its legacy key,
+ *		the row given as parameters.  Caller is in the destination owner's
+ *		context.
+ */
+static void
+prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+				   TupleDesc srcdesc)
+{
+	StringInfoData rowsel;
+	StringInfoData buf;
+	Oid		   *argtypes = palloc(sizeof(Oid) * Max(srcdesc->natts, 1));
+
+	initStringInfo(&buf);
+	/* per-field authority (mirrored): target-owned fields flow to legacy */
+	if (m->new_legacy_cols != NIL)
+	{
+		if (!append_keyed_update(&buf, d, SM_NEW_TABLE, m->new_legacy_cols))
+			elog(ERROR, "softmig: no legacy column to project for migration \"%s\"", m->name);
+		p->field_project = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+
+	/* projection: the same upsert for one row given as parameters */
+	initStringInfo(&rowsel);
+	p->row_nargs = row_params_select(&rowsel, srcdesc, 1, SM_NEW_TABLE, argtypes);
+	resetStringInfo(&buf);
+	append_upsert(&buf, d, rowsel.data, NIL);
+	p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
+	resetStringInfo(&buf);
+	appendStringInfo(&buf, "SELECT %s FROM %s", keyjson_expr(m, SIDE_TARGET), rowsel.data);
+	p->keyjson_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
+}
+
+/*
+ * prepare_source_reads
+ *		The statements over the transition tables that run as the source
+ *		table's owner (the caller is in that context): the written rows'
+ *		keys as legacy-key jsonb (for audit), and, projecting target ->
+ *		legacy, the rows legacy cannot represent (a new_only column set, or
+ *		the representable predicate false: user SQL over target columns).
+ */
+static void
+prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	for (int r = 0; r < 2; r++)
+	{
+		resetStringInfo(&buf);
+		appendStringInfo(&buf, "SELECT pg_catalog.jsonb_agg(%s) FROM %s",
+						 keyjson_expr(m, side), r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
+		if (r == 0)
+			p->keyjson_old = softmig_prepare_kept(buf.data, 0, NULL);
+		else
+			p->keyjson_new = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+
+	if (side == SIDE_TARGET && (m->new_only != NIL || m->representable != NULL))
+	{
+		resetStringInfo(&buf);
+		appendStringInfoString(&buf, "SELECT pg_catalog.count(*) FILTER (WHERE softmig_f), "
+							   "(pg_catalog.array_agg(softmig_k) FILTER (WHERE softmig_f))[1] "
+							   "FROM (SELECT (false");
+		foreach(lc, m->new_only)
+			appendStringInfo(&buf, " OR %s IS NOT NULL", quote_identifier(lfirst(lc)));
+		if (m->representable)
+			appendStringInfo(&buf, " OR NOT COALESCE((%s\n), true)", m->representable);
+		appendStringInfo(&buf, ") AS softmig_f, %s AS softmig_k FROM %s) AS softmig_s",
+						 keyjson_expr(m, side), SM_NEW_TABLE);
+		p->newonly = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+}
+
+/*
+ * new_rel_plans
+ *		A SoftmigRelPlans for firing relation rel of side side, in m->cxt,
+ *		with its owners and source key attribute numbers; no plans yet.
+ */
+static SoftmigRelPlans *
+new_rel_plans(SoftmigMigration *m, Relation rel, SoftmigSide side, DestInfo *d)
+{
+	List	   *srckey = (side == SIDE_LEGACY) ? m->legacy_key : m->target_key;
+	SoftmigRelPlans *p = MemoryContextAllocZero(m->cxt, sizeof(SoftmigRelPlans));
+	ListCell   *lc;
+	int			i = 0;
+
+	p->relid = RelationGetRelid(rel);
+	p->side = side;
+	p->dst_owner = softmig_rel_owner(d->relid);
+	p->src_owner = rel->rd_rel->relowner;
+	p->nkeys = list_length(srckey);
+	p->keyattnos = MemoryContextAlloc(m->cxt, sizeof(AttrNumber) * p->nkeys);
+	foreach(lc, srckey)
+	{
+		p->keyattnos[i] = attnameAttNum(rel, (char *) lfirst(lc), false);
+		if (p->keyattnos[i] <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("key column \"%s\" of table \"%s\" does not exist",
+							(char *) lfirst(lc), RelationGetRelationName(rel))));
+		i++;
+	}
+	return p;
+}
+
+/*
  * softmig_get_plans
  *		Return (building on first use) the prepared statements for writes
- *		firing on relation rel.  Builds inside its own SPI connection as the
- *		destination's owner; the plans live in CacheMemoryContext until the
+ *		firing on relation rel.  Builds inside its own SPI connection, as
+ *		the destination's owner for the statements that write it and as
+ *		rel's owner for those that only read the transition tables; the
+ *		plans are kept (SPI_keepplan) and the texts live in m->cxt until the
  *		migration entry is invalidated.
  */
 SoftmigRelPlans *
 softmig_get_plans(SoftmigMigration *m, Relation rel)
 {
 	Oid			relid = RelationGetRelid(rel);
-	TupleDesc	srcdesc = RelationGetDescr(rel);
 	SoftmigRelPlans *p;
 	SoftmigSide side;
 	DestInfo   *d;
 	StringInfoData buf;
-	List	   *srckey;
 	ListCell   *lc;
-	Oid		   *argtypes;
-	int			nattrs = 0;
-	int			i;
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
@@ -717,26 +616,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 				 errhint("Drop the softmig_* triggers of this table; it was probably detached from a partitioned table.")));
 
 	d = softmig_build_dest(m, side);
-	srckey = (side == SIDE_LEGACY) ? m->legacy_key : m->target_key;
-
-	p = MemoryContextAllocZero(m->cxt, sizeof(SoftmigRelPlans));
-	p->relid = relid;
-	p->side = side;
-	p->dst_owner = softmig_rel_owner(d->relid);
-	p->src_owner = rel->rd_rel->relowner;
-	p->nkeys = list_length(srckey);
-	p->keyattnos = MemoryContextAlloc(m->cxt, sizeof(AttrNumber) * p->nkeys);
-	i = 0;
-	foreach(lc, srckey)
-	{
-		p->keyattnos[i] = attnameAttNum(rel, (char *) lfirst(lc), false);
-		if (p->keyattnos[i] <= 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("key column \"%s\" of table \"%s\" does not exist",
-							(char *) lfirst(lc), RelationGetRelationName(rel))));
-		i++;
-	}
+	p = new_rel_plans(m, rel, side, d);
 
 	pc.migname = m->name;
 	pc.src = softmig_qualified_relname(relid);
@@ -774,36 +654,8 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	p->upsert = softmig_prepare_kept(buf.data, 0, NULL);
 	p->upsert_sql = MemoryContextStrdup(m->cxt, buf.data);
 
-	/*
-	 * Big statements skip speculative insertion where they can: a plain
-	 * INSERT (falling back to the upsert if any key exists), and an UPDATE
-	 * joined on the key (followed by the upsert only if rows were missing).
-	 * Only prepared as text; they are planned when used.
-	 */
 	if (side == SIDE_LEGACY)
-	{
-		List	   *set_cols = NIL;
-
-		resetStringInfo(&buf);
-		appendStringInfo(&buf, "INSERT INTO %s (", d->qualname);
-		i = 0;
-		foreach(lc, d->cols)
-			appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
-		appendStringInfoString(&buf, ") OVERRIDING SYSTEM VALUE SELECT ");
-		i = 0;
-		foreach(lc, d->exprs)
-			appendStringInfo(&buf, "%s(%s\n)", i++ ? ", " : "", (char *) lfirst(lc));
-		appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
-		p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
-
-		foreach(lc, d->cols)
-			if (!softmig_str_member(d->keycols, lfirst(lc)) &&
-				!softmig_str_member(not_taken, lfirst(lc)))
-				set_cols = lappend(set_cols, lfirst(lc));
-		resetStringInfo(&buf);
-		if (append_keyed_update(&buf, d, SM_NEW_TABLE, set_cols))
-			p->update_sql = MemoryContextStrdup(m->cxt, buf.data);
-	}
+		prepare_big_statements(m, p, d, not_taken);
 
 	/* delete */
 	resetStringInfo(&buf);
@@ -814,124 +666,15 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	p->delete = softmig_prepare_kept(buf.data, 0, NULL);
 	p->delete_sql = MemoryContextStrdup(m->cxt, buf.data);
 
-	/* move: one key change; parameters are the old then the new row */
-	for (i = 0; i < srcdesc->natts; i++)
-		if (!TupleDescAttr(srcdesc, i)->attisdropped)
-			nattrs++;
-	p->move_nargs = 2 * nattrs;
-	argtypes = palloc(sizeof(Oid) * p->move_nargs);
-	{
-		StringInfoData rowsel[2];
-		int			param = 1;
-
-		for (int r = 0; r < 2; r++)
-		{
-			int			k = 0;
-
-			initStringInfo(&rowsel[r]);
-			appendStringInfoString(&rowsel[r], "(SELECT ");
-			for (i = 0; i < srcdesc->natts; i++)
-			{
-				Form_pg_attribute att = TupleDescAttr(srcdesc, i);
-
-				if (att->attisdropped)
-					continue;
-				argtypes[param - 1] = att->atttypid;
-				appendStringInfo(&rowsel[r], "%s$%d AS %s", k++ ? ", " : "",
-								 param++, quote_identifier(NameStr(att->attname)));
-			}
-			appendStringInfo(&rowsel[r], ") AS %s", r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
-		}
-		resetStringInfo(&buf);
-		appendStringInfo(&buf, "UPDATE %s AS softmig_t SET ", d->qualname);
-		i = 1;
-		foreach(lc, d->keycols)
-		{
-			appendStringInfo(&buf, "%s%s = softmig_n.softmig_k%d", i > 1 ? ", " : "",
-							 quote_identifier(lfirst(lc)), i);
-			i++;
-		}
-		appendStringInfoString(&buf, " FROM ");
-		append_key_select(&buf, d, rowsel[0].data);
-		appendStringInfoString(&buf, " AS softmig_o, ");
-		append_key_select(&buf, d, rowsel[1].data);
-		appendStringInfoString(&buf, " AS softmig_n WHERE ");
-		append_key_match(&buf, d, "softmig_o");
-	}
-	p->move = softmig_prepare_kept(buf.data, p->move_nargs, argtypes);
-
-	/* per-field authority (mirrored): target-owned fields flow to legacy */
-	if (side == SIDE_TARGET && m->new_legacy_cols != NIL)
-	{
-		resetStringInfo(&buf);
-		if (!append_keyed_update(&buf, d, SM_NEW_TABLE, m->new_legacy_cols))
-			elog(ERROR, "softmig: no legacy column to project for migration \"%s\"", m->name);
-		p->field_project = softmig_prepare_kept(buf.data, 0, NULL);
-	}
-
-	/* projection: the same upsert for one row given as parameters */
+	prepare_move(p, d, RelationGetDescr(rel));
 	if (side == SIDE_TARGET)
-	{
-		StringInfoData rowsel;
-		int			k = 0;
-
-		initStringInfo(&rowsel);
-		appendStringInfoString(&rowsel, "(SELECT ");
-		for (i = 0; i < srcdesc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(srcdesc, i);
-
-			if (att->attisdropped)
-				continue;
-			appendStringInfo(&rowsel, "%s$%d AS %s", k ? ", " : "", k + 1,
-							 quote_identifier(NameStr(att->attname)));
-			k++;
-		}
-		appendStringInfo(&rowsel, ") AS %s", SM_NEW_TABLE);
-		p->row_nargs = k;
-		resetStringInfo(&buf);
-		append_upsert(&buf, d, rowsel.data, NIL);
-		p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
-		resetStringInfo(&buf);
-		appendStringInfo(&buf, "SELECT %s FROM %s", keyjson_expr(m, side), rowsel.data);
-		p->keyjson_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
-	}
+		prepare_projection(m, p, d, RelationGetDescr(rel));
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 
-	/* keys of the written rows, as legacy-key jsonb objects (for audit) */
 	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
 	softmig_prefer_index_plans(true);
-	for (int r = 0; r < 2; r++)
-	{
-		resetStringInfo(&buf);
-		appendStringInfo(&buf, "SELECT pg_catalog.jsonb_agg(%s) FROM %s",
-						 keyjson_expr(m, side), r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
-		if (r == 0)
-			p->keyjson_old = softmig_prepare_kept(buf.data, 0, NULL);
-		else
-			p->keyjson_new = softmig_prepare_kept(buf.data, 0, NULL);
-	}
-
-	/*
-	 * Projection (target -> legacy): find rows legacy cannot represent (a
-	 * new_only column set, or the representable predicate false), as the
-	 * target's owner since the predicate is user SQL over target columns.
-	 */
-	if (side == SIDE_TARGET && (m->new_only != NIL || m->representable != NULL))
-	{
-		resetStringInfo(&buf);
-		appendStringInfoString(&buf, "SELECT pg_catalog.count(*) FILTER (WHERE softmig_f), "
-							   "(pg_catalog.array_agg(softmig_k) FILTER (WHERE softmig_f))[1] "
-							   "FROM (SELECT (false");
-		foreach(lc, m->new_only)
-			appendStringInfo(&buf, " OR %s IS NOT NULL", quote_identifier(lfirst(lc)));
-		if (m->representable)
-			appendStringInfo(&buf, " OR NOT COALESCE((%s\n), true)", m->representable);
-		appendStringInfo(&buf, ") AS softmig_f, %s AS softmig_k FROM %s) AS softmig_s",
-						 keyjson_expr(m, side), SM_NEW_TABLE);
-		p->newonly = softmig_prepare_kept(buf.data, 0, NULL);
-	}
+	prepare_source_reads(m, p, side);
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 
 	SPI_finish();

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * observe.h
- *	  Semantic observability: structural parity (parity.c) and the
- *	  behavioural layer, invariants and transition rules (rules.c).  The SQL
+ *	  Semantic observability: structural parity (parity*.c) and the
+ *	  behavioural layer, transition rules (rules.c) and invariants
+ *	  (invariants.c).  The SQL
  *	  side (check, report, metrics, pgTAP helpers) is src/sql/75_observe.sql;
  *	  doc/observability.md explains the layers.
  *
@@ -13,26 +14,12 @@
 
 #include "softmig.h"
 
-/*
- * A write refused by a transition rule (documented in doc/reference.md):
- * the edge is not allowed, or the rule's requires expression is not true.
- */
-#define ERRCODE_SOFTMIG_RULE_VIOLATION	MAKE_SQLSTATE('S','M','0','0','8')
-
 /* GUCs (test hooks, superuser only), defined by softmig_observe_init. */
 extern int	softmig_parity_digest_bits;
 extern int	softmig_parity_pause_lock;
 
-/* parity.c */
+/* structural parity (parity*.c) */
 extern void softmig_observe_init(void);
-extern void softmig_enter_readonly_context(Oid role, int *save_nestlevel,
-										   Oid *save_userid, int *save_sec,
-										   bool *save_readonly);
-extern void softmig_leave_readonly_context(int save_nestlevel, Oid save_userid,
-										   int save_sec, bool save_readonly);
-extern char *softmig_json_object_sql(List *names, List *exprs);
-extern void softmig_check_read_access(Oid legacy, Oid target, Oid role,
-									  const char *what);
 extern bool softmig_parity_state_chunks(bytea *state, int nchunks, uint64 *out,
 										uint64 *nullkeys);
 

@@ -58,6 +58,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -73,6 +74,9 @@ typedef struct OpkeyMemoEntry
 	char		memokey[MEMO_KEYSIZE];	/* hash key, "<id>:<key>" */
 	SubTransactionId subid;		/* (sub)transaction that owns the claim */
 } OpkeyMemoEntry;
+
+/* SET LOCAL softmig.operation_key = '...': the idempotency key. */
+char	   *softmig_operation_key = NULL;
 
 /* Claims of the current transaction; NULL when it has made none. */
 static HTAB *memo = NULL;
@@ -149,13 +153,22 @@ opkey_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 /*
  * softmig_opkey_init
- *		Register the transaction and subtransaction callbacks that keep the
- *		memo honest.  Called once per backend from _PG_init (the GUC
- *		softmig.operation_key itself is defined there).
+ *		Define softmig.operation_key and register the transaction and
+ *		subtransaction callbacks that keep the memo honest.  Called once per
+ *		backend from _PG_init.
  */
 void
 softmig_opkey_init(void)
 {
+	/* NULL boot value: "not set" differs from an (invalid) empty key. */
+	DefineCustomStringVariable("softmig.operation_key",
+							   "Key of the domain operation the current transaction applies.",
+							   "The first write of the transaction to a table of a managed migration claims the key in softmig.operations; a later transaction with the same key fails with SQLSTATE 23505.",
+							   &softmig_operation_key,
+							   NULL,
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
 	RegisterXactCallback(opkey_xact_callback, NULL);
 	RegisterSubXactCallback(opkey_subxact_callback, NULL);
 }
@@ -212,36 +225,26 @@ prepare_plans(void)
 	if (claim_plan == NULL)
 	{
 		Oid			argtypes[6] = {INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, NAMEOID};
-		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("INSERT INTO softmig.operations "
-						   "(migration_id, key, side, relation, state, claimed_by) "
-						   "VALUES ($1, $2, $3::softmig.side, $4, $5::softmig.state, $6) "
-						   "ON CONFLICT (migration_id, key) DO NOTHING",
-						   6, argtypes);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "softmig: preparing the operation key claim failed: %s",
-				 SPI_result_code_string(SPI_result));
-		claim_plan = plan;
+		claim_plan = softmig_prepare_kept("INSERT INTO softmig.operations "
+										  "(migration_id, key, side, relation, state, claimed_by) "
+										  "VALUES ($1, $2, $3::softmig.side, $4, $5::softmig.state, $6) "
+										  "ON CONFLICT (migration_id, key) DO NOTHING",
+										  6, argtypes);
 	}
 	if (lookup_plan == NULL)
 	{
 		Oid			argtypes[2] = {INT4OID, TEXTOID};
-		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("SELECT side::pg_catalog.text, relation, state::pg_catalog.text, "
-						   "pg_catalog.to_char(claimed_at, 'YYYY-MM-DD HH24:MI:SS.USOF'), "
-						   "xid::pg_catalog.text, "
-						   "claimed_by::pg_catalog.text, "
-						   "COALESCE(xid OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id_if_assigned(), false) "
-						   "FROM softmig.operations "
-						   "WHERE migration_id OPERATOR(pg_catalog.=) $1 "
-						   "AND key OPERATOR(pg_catalog.=) ($2 COLLATE pg_catalog.\"C\")",
-						   2, argtypes);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "softmig: preparing the operation key lookup failed: %s",
-				 SPI_result_code_string(SPI_result));
-		lookup_plan = plan;
+		lookup_plan = softmig_prepare_kept("SELECT side::pg_catalog.text, relation, state::pg_catalog.text, "
+										   "pg_catalog.to_char(claimed_at, 'YYYY-MM-DD HH24:MI:SS.USOF'), "
+										   "xid::pg_catalog.text, "
+										   "claimed_by::pg_catalog.text, "
+										   "COALESCE(xid OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id_if_assigned(), false) "
+										   "FROM softmig.operations "
+										   "WHERE migration_id OPERATOR(pg_catalog.=) $1 "
+										   "AND key OPERATOR(pg_catalog.=) ($2 COLLATE pg_catalog.\"C\")",
+										   2, argtypes);
 	}
 }
 

@@ -14,12 +14,6 @@
 /* Longest operation key accepted, in bytes (documented). */
 #define SM_OPKEY_MAX_BYTES 512
 
-/*
- * A write without softmig.operation_key to a migration whose option
- * require_operation_key is true (documented in doc/reference.md).
- */
-#define ERRCODE_SOFTMIG_OPKEY_REQUIRED	MAKE_SQLSTATE('S','M','0','0','3')
-
 /* SET LOCAL softmig.operation_key = '...' (NULL when never set). */
 extern char *softmig_operation_key;
 

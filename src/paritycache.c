@@ -5,7 +5,7 @@
  *	  like now (one entry per segment of PC_SEG_BLOCKS blocks), whether a
  *	  comparison may be cached at all, and the packed form of one side's
  *	  cached state.  How parity uses them is described at the top of
- *	  parity.c ("Digest cache").
+ *	  paritywarm.c.
  *
  *	  The fact the cache rests on: a heap page whose PD_ALL_VISIBLE flag is
  *	  set holds only tuples visible to every snapshot, so what any scan

@@ -3,7 +3,7 @@
  * paritycache.h
  *	  The parity digest cache (src/paritycache.c): per-segment page state of
  *	  a table, the rules deciding whether a comparison may be cached, and
- *	  the stored cache row.  parity.c decides what the cached digests mean;
+ *	  the stored cache row.  paritywarm.c decides what the cached digests mean;
  *	  doc/observability.md explains the cache to users.
  *
  *-------------------------------------------------------------------------

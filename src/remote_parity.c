@@ -634,17 +634,18 @@ static char *
 key_json(RParity *p, RRow *row)
 {
 	Oid		   *types = palloc(sizeof(Oid) * p->nkeys);
-	StringInfoData sql;
+	List	   *names = NIL;
+	List	   *params = NIL;
+	char	   *sql;
 
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT pg_catalog.jsonb_build_object(");
 	for (int k = 0; k < p->nkeys; k++)
 	{
 		types[k] = p->cols[k].typid;
-		appendStringInfo(&sql, "%s%s, $%d", k ? ", " : "", quote_literal_cstr(p->cols[k].name), k + 1);
+		names = lappend(names, p->cols[k].name);
+		params = lappend(params, psprintf("$%d", k + 1));
 	}
-	appendStringInfoString(&sql, ")::pg_catalog.text");
-	if (SPI_execute_with_args(sql.data, p->nkeys, types, row->v, NULL, true, 1) != SPI_OK_SELECT)
+	sql = psprintf("SELECT (%s)::pg_catalog.text", softmig_json_object_sql(names, params));
+	if (SPI_execute_with_args(sql, p->nkeys, types, row->v, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "softmig: building a key failed");
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * softmig.c
- *	  Module entry point: PG_MODULE_MAGIC, the custom GUCs and the
- *	  registration of the per-backend cache invalidation callbacks.
+ *	  Module entry point: PG_MODULE_MAGIC and _PG_init, which calls the
+ *	  start-up function of each module.  Every module defines its own GUCs,
+ *	  hooks and callbacks there.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,71 +20,42 @@
 
 PG_MODULE_MAGIC;
 
-/* SET LOCAL softmig.override = 'reason': manual write to the other side. */
-char	   *softmig_override = NULL;
-
-/* SET LOCAL softmig.operation_key = '...': idempotency key (opkey.c). */
-char	   *softmig_operation_key = NULL;
-
 void		_PG_init(void);
 
 /*
  * _PG_init
- *		Define GUCs and hook the relcache invalidation callback.  Runs once
+ *		Start every module, then reserve the softmig. GUC prefix.  Runs once
  *		per backend (or in the postmaster under shared_preload_libraries).
  */
 void
 _PG_init(void)
 {
-	DefineCustomStringVariable("softmig.override",
-							   "Reason for a manual write to the non-authoritative table of a migration.",
-							   "Only owners of both tables may use it; every row written under it is recorded in the migration's history.",
-							   &softmig_override,
-							   "",
-							   PGC_USERSET,
-							   0,
-							   NULL, NULL, NULL);
-
-	DefineCustomIntVariable("softmig.backfill_pause_lock",
-							"Test hook: advisory lock a backfill batch waits for between reading and writing.",
-							"0 disables it.  For isolation tests only.",
-							&softmig_backfill_pause_lock,
-							0, 0, INT_MAX,
-							PGC_SUSET,
-							0,
-							NULL, NULL, NULL);
-
-	/* NULL boot value: "not set" differs from an (invalid) empty key. */
-	DefineCustomStringVariable("softmig.operation_key",
-							   "Key of the domain operation the current transaction applies.",
-							   "The first write of the transaction to a table of a managed migration claims the key in softmig.operations; a later transaction with the same key fails with SQLSTATE 23505.",
-							   &softmig_operation_key,
-							   NULL,
-							   PGC_USERSET,
-							   0,
-							   NULL, NULL, NULL);
-
 	/* read paths: routing cache; discovery GUCs, hooks and shared memory */
 	softmig_readpath_init();
 	softmig_route_init();
 
-	/* observability: parity test hooks, transition-rule cache */
+	/* observability: parity test hooks and digest cache; transition rules */
 	softmig_observe_init();
+	softmig_rules_init();
 
-	/* write triggers: softmig.mirror_work_mem, the ExecutorStart hook */
+	/* write path: softmig.override, softmig.mirror_work_mem, ExecutorStart */
 	softmig_trigger_init();
 
 	/* identity frames and the trust rule: parse, plan and executor hooks */
 	softmig_identity_init();
 
-	/* backfill progress messages: softmig.backfill_progress_interval */
+	/* backfill: softmig.backfill_progress_interval, softmig.backfill_pause_lock */
 	softmig_progress_init();
+	softmig_backfill_init();
+
+	/* the migration cache's relcache callback */
+	softmig_cache_init();
+
+	/* operation keys: softmig.operation_key, the ledger's xact callbacks */
+	softmig_opkey_init();
 
 	/* cross-database migrations: softmig.remote_timeout, test hook */
 	softmig_remote_init();
 
 	MarkGUCPrefixReserved("softmig");
-
-	softmig_cache_init();
-	softmig_opkey_init();
 }

@@ -12,8 +12,10 @@
 #include "postgres.h"
 
 #include "compat.h"
+#include "sqlstate.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "nodes/parsenodes.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
@@ -39,11 +41,6 @@ typedef enum SoftmigSide
 	SIDE_TARGET
 } SoftmigSide;
 
-/* Custom SQLSTATEs (documented in doc/reference.md). */
-#define ERRCODE_SOFTMIG_WRITE_REFUSED	MAKE_SQLSTATE('S','M','0','0','1')
-#define ERRCODE_SOFTMIG_TRIGGER_MISSING MAKE_SQLSTATE('S','M','0','0','2')
-#define ERRCODE_SOFTMIG_NEW_ONLY		MAKE_SQLSTATE('S','M','0','0','4')
-#define ERRCODE_SOFTMIG_QUARANTINED		MAKE_SQLSTATE('S','M','0','0','5')
 
 /* Names of the transition tables our AFTER triggers declare. */
 #define SM_OLD_TABLE "softmig_old"
@@ -147,9 +144,7 @@ typedef struct SoftmigDest
 	List	   *keyops;			/* "OPERATOR(nsp.=)" strings */
 } SoftmigDest;
 
-/* mapping.c */
-extern SoftmigDest *softmig_build_dest(SoftmigMigration *m, SoftmigSide side);
-extern char *softmig_qualified_relname(Oid relid);
+/* spiutil.c: plans, subtransactions, migration lookup, list helpers */
 extern SPIPlanPtr softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes);
 extern ErrorData *softmig_subxact_try(void (*fn) (void *arg), void *arg,
 									  bool (*tolerated) (int sqlerrcode));
@@ -158,30 +153,65 @@ extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *value
 								  bool (*tolerated) (int sqlerrcode));
 extern bool softmig_unique_violation(int sqlerrcode);
 extern void softmig_spi_expect(int rc, int expect, const char *what);
-extern Oid	softmig_rel_owner(Oid relid);
-extern bool softmig_str_member(List *l, const char *s);
-extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
-extern void softmig_check_expression(const char *expr, const char *what);
-extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,
-										Oid *save_userid, int *save_sec);
 extern void softmig_prefer_index_plans(bool on);
-extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
-										int save_sec);
+extern bool softmig_str_member(List *l, const char *s);
+extern List *softmig_text_array_list(Datum d);
+extern char *softmig_qualified_relname(Oid relid);
+extern int32 softmig_migration_by_name(text *name, Oid *legacy, Oid *target);
+
+/* stmtcache.c: kept plans of per-call statements, per migration */
+extern SPIPlanPtr softmig_cached_plan(SoftmigMigration *m, const char *sql, int nargs,
+									  Oid *argtypes);
+extern void softmig_cached_plan_prune(void);
+
+/* sqltext.c: SQL text the layers share */
+extern char *softmig_json_object_sql(List *names, List *exprs);
+extern List *softmig_quoted_idents(List *names, const char *prefix);
+extern void softmig_append_key_list(StringInfo buf, List *keyexprs, List *keytypes);
+extern void softmig_append_mapped_insert(StringInfo buf, const char *dst, const char *alias,
+										 List *cols, List *exprs);
+extern int	softmig_append_conflict_update(StringInfo buf, List *cols, List *keycols,
+										   List *keep);
+extern void softmig_append_key_match(StringInfo buf, const char *lalias, List *keycols,
+									 List *keyops, const char *ralias);
+
+/* mapping.c */
+extern SoftmigDest *softmig_build_dest(SoftmigMigration *m, SoftmigSide side);
+extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
 
 /* authority.c */
 extern void softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m);
 extern void softmig_authority_check_inserts(TriggerData *td, SoftmigMigration *m);
 
-/* definition.c */
+/* expr.c: checking and reading mapping expressions */
+extern void softmig_check_expression(const char *expr, const char *what);
+extern List *softmig_expr_columns(const char *expr);
 extern void softmig_check_mapping_expression(const char *expr, const char *what, Oid srcrel,
 											 Oid owner, bool want_bool, bool not_null);
 extern void softmig_check_definition(SoftmigMigration *m);
 
 /* merge.c */
 extern bool softmig_field_takes_incoming(SoftmigSide owner, SoftmigSide incoming, bool fresh);
-extern List *softmig_expr_columns(const char *expr);
 
-/* identity.c: identity frames and the trust rule */
+/*
+ * identity.c: every switch of identity or security context, the ownership
+ * lookups they rest on, identity frames and the trust rule
+ */
+extern Oid	softmig_rel_owner(Oid relid);
+extern Oid	softmig_catalog_owner(void);
+extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,
+										Oid *save_userid, int *save_sec);
+extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
+										int save_sec);
+extern void softmig_enter_readonly_context(Oid role, int *save_nestlevel,
+										   Oid *save_userid, int *save_sec,
+										   bool *save_readonly);
+extern void softmig_leave_readonly_context(int save_nestlevel, Oid save_userid,
+										   int save_sec, bool save_readonly);
+extern void softmig_become_catalog_owner(Oid *save_userid, int *save_sec);
+extern void softmig_set_user(Oid role, int sec);
+extern void softmig_check_read_access(Oid legacy, Oid target, Oid role,
+									  const char *what);
 extern void softmig_enter_catalog_context(Oid *save_userid, int *save_sec);
 extern void softmig_leave_catalog_context(Oid save_userid, int save_sec);
 extern bool softmig_role_can_act_as(Oid member, Oid role);
@@ -190,21 +220,24 @@ extern void softmig_identity_init(void);
 extern void *softmig_grow_array(void *arr, int *maxitems, Size itemsize);
 
 /* gate.c */
-extern Oid	softmig_catalog_owner(void);
 extern Oid	softmig_gate_actor;
 
-/* GUCs (softmig.c) */
-extern char *softmig_override;
-extern int	softmig_backfill_pause_lock;
 
 /* trigger.c */
+extern char *softmig_override;
 extern void softmig_trigger_init(void);
 extern void softmig_mirror_enter(int32 id);
 extern void softmig_mirror_leave(void);
 extern bool softmig_mirroring(int32 id);
 
 /* backfill.c */
+extern int	softmig_backfill_pause_lock;
+extern void softmig_backfill_init(void);
+
+/* fence.c: the delete fence between live deletes and backfill batches */
 extern void softmig_fence_live_write(int32 migration_id);
+extern bool softmig_fence_try_batch(int32 migration_id);
+extern bool softmig_fence_has_waiters(int32 migration_id);
 
 /* progress.c */
 extern int	softmig_backfill_progress_interval;

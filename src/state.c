@@ -41,9 +41,10 @@ softmig_state_name(SoftmigState s)
 
 /*
  * softmig_transition_is_legal
- *		The transition table of DESIGN.md, written once: one step forward,
- *		or one step back from mirrored, new_write and new_read; nothing leaves
- *		cutover and a state never "moves" to itself.  Whether a rollback is
+ *		The transition table (doc/reference.md, "State machine"), written
+ *		once: one step forward, or one step back from mirrored, new_write
+ *		and new_read; nothing leaves cutover and a state never "moves" to
+ *		itself.  Whether a rollback is
  *		also allowed by the rollback envelope is decided by the caller.
  */
 bool

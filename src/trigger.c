@@ -111,7 +111,7 @@ trigger_migration(TriggerData *td)
 }
 
 /*
- * rel_side_name
+ * side_name
  *		"legacy" or "target", for messages.
  */
 static const char *
@@ -395,21 +395,106 @@ log_override(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
 	if (insert_plan == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(
-									   "INSERT INTO softmig.history_log (migration_id, actor, action, reason, detail) "
-									   "SELECT $1, $2, 'override', $3, pg_catalog.jsonb_build_object("
-									   "'table', $4, 'operation', $5, 'key', k) "
-									   "FROM pg_catalog.jsonb_array_elements($6) AS k",
-									   6, argtypes);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "softmig: preparing the override log failed");
-		insert_plan = plan;
+		insert_plan = softmig_prepare_kept(
+										   "INSERT INTO softmig.history_log (migration_id, actor, action, reason, detail) "
+										   "SELECT $1, $2, 'override', $3, pg_catalog.jsonb_build_object("
+										   "'table', $4, 'operation', $5, 'key', k) "
+										   "FROM pg_catalog.jsonb_array_elements($6) AS k",
+										   6, argtypes);
 	}
 	ret = SPI_execute_plan(insert_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "softmig: writing the override log failed: %d", ret);
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
+}
+
+/*
+ * A walk over the transition tables of one statement: OLD and NEW in step
+ * (an UPDATE), or one of them.  One table leads: the walk ends with its
+ * rows, and the other, if read, must have a row for each of them.  The
+ * rows are read into os and ns, not deformed: callers deform what they
+ * need.
+ */
+typedef struct TransWalk
+{
+	TriggerData *td;
+	bool		lead_old;		/* OLD leads (else NEW) */
+	TupleTableSlot *os;			/* OLD row, or NULL when OLD is not read */
+	TupleTableSlot *ns;			/* NEW row, or NULL when NEW is not read */
+} TransWalk;
+
+/*
+ * trans_walk_begin
+ *		Start a walk led by OLD (lead_old) or NEW, reading the other table
+ *		in step when also is true, from the first rows.  The slots are made
+ *		in the current memory context; trans_walk_end drops them.
+ */
+static void
+trans_walk_begin(TransWalk *w, TriggerData *td, bool lead_old, bool also)
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	bool		with_old = lead_old || also;
+	bool		with_new = !lead_old || also;
+
+	w->td = td;
+	w->lead_old = lead_old;
+	w->os = with_old ? MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple) : NULL;
+	w->ns = with_new ? MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple) : NULL;
+	if (with_old)
+	{
+		tuplestore_select_read_pointer(td->tg_oldtable, 0);
+		tuplestore_rescan(td->tg_oldtable);
+	}
+	if (with_new)
+	{
+		tuplestore_select_read_pointer(td->tg_newtable, 0);
+		tuplestore_rescan(td->tg_newtable);
+	}
+}
+
+/*
+ * trans_walk_next
+ *		The next row of the leading table, and the row in step with it of
+ *		the other; false when the leading table has no more rows.
+ */
+static bool
+trans_walk_next(TransWalk *w)
+{
+	Tuplestorestate *lead = w->lead_old ? w->td->tg_oldtable : w->td->tg_newtable;
+	Tuplestorestate *other = w->lead_old ? w->td->tg_newtable : w->td->tg_oldtable;
+	TupleTableSlot *lslot = w->lead_old ? w->os : w->ns;
+	TupleTableSlot *oslot = w->lead_old ? w->ns : w->os;
+
+	if (!tuplestore_gettupleslot(lead, true, false, lslot))
+		return false;
+	if (oslot && !tuplestore_gettupleslot(other, true, false, oslot))
+		elog(ERROR, "softmig: transition tables of an UPDATE are out of step");
+	return true;
+}
+
+/*
+ * trans_walk_end
+ *		Drop the walk's slots.
+ */
+static void
+trans_walk_end(TransWalk *w)
+{
+	if (w->os)
+		ExecDropSingleTupleTableSlot(w->os);
+	if (w->ns)
+		ExecDropSingleTupleTableSlot(w->ns);
+}
+
+/*
+ * attr_unchanged
+ *		Does attribute i (0-based) hold the same bytes in both deformed rows?
+ */
+static inline bool
+attr_unchanged(TupleTableSlot *os, TupleTableSlot *ns, int i, Form_pg_attribute att)
+{
+	return os->tts_isnull[i] == ns->tts_isnull[i] &&
+		(os->tts_isnull[i] ||
+		 datumIsEqual(os->tts_values[i], ns->tts_values[i], att->attbyval, att->attlen));
 }
 
 /*
@@ -491,25 +576,19 @@ static void
 mirror_key_moves(TriggerData *td, SoftmigRelPlans *p, bool fence, int32 fence_id)
 {
 	bool		fenced = false;
-	Tuplestorestate *olds = td->tg_oldtable;
-	Tuplestorestate *news = td->tg_newtable;
 	TupleDesc	desc = RelationGetDescr(td->tg_relation);
-	TupleTableSlot *os = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-	TupleTableSlot *ns = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	TransWalk	w;
 	Datum	   *values = palloc(sizeof(Datum) * p->move_nargs);
 	char	   *nulls = palloc(sizeof(char) * p->move_nargs);
 	int			half = p->move_nargs / 2;
 
-	tuplestore_select_read_pointer(olds, 0);
-	tuplestore_select_read_pointer(news, 0);
-	tuplestore_rescan(olds);
-	tuplestore_rescan(news);
-	while (tuplestore_gettupleslot(olds, true, false, os))
+	trans_walk_begin(&w, td, true, true);
+	while (trans_walk_next(&w))
 	{
+		TupleTableSlot *os = w.os;
+		TupleTableSlot *ns = w.ns;
 		int			k = 0;
 
-		if (!tuplestore_gettupleslot(news, true, false, ns))
-			elog(ERROR, "softmig: transition tables of an UPDATE are out of step");
 		if (!keys_differ(p, desc, os, ns))
 			continue;
 		if (!fenced && fence)
@@ -533,8 +612,7 @@ mirror_key_moves(TriggerData *td, SoftmigRelPlans *p, bool fence, int32 fence_id
 								 InvalidSnapshot, false, true, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "softmig: moving a row to its new key failed");
 	}
-	ExecDropSingleTupleTableSlot(os);
-	ExecDropSingleTupleTableSlot(ns);
+	trans_walk_end(&w);
 }
 
 /*
@@ -564,11 +642,7 @@ note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null, const ch
 	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
 	if (plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare("SELECT softmig._note_new_only($1, $2, $3, $4, $5)", 5, argtypes);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "softmig: preparing the envelope update failed");
-		plan = p;
+		plan = softmig_prepare_kept("SELECT softmig._note_new_only($1, $2, $3, $4, $5)", 5, argtypes);
 	}
 	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "softmig: recording new-only state failed");
@@ -757,14 +831,10 @@ check_quarantine(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
 		if (plan == NULL)
 		{
-			SPIPlanPtr	pl = SPI_prepare("SELECT q.key::pg_catalog.text, q.reason FROM softmig.quarantine q "
-										 "WHERE q.migration_id OPERATOR(pg_catalog.=) $1 AND q.key OPERATOR(pg_catalog.=) ANY "
-										 "(SELECT k FROM pg_catalog.jsonb_array_elements($2) AS k) LIMIT 1",
-										 2, argtypes);
-
-			if (pl == NULL || SPI_keepplan(pl) != 0)
-				elog(ERROR, "softmig: preparing the quarantine check failed");
-			plan = pl;
+			plan = softmig_prepare_kept("SELECT q.key::pg_catalog.text, q.reason FROM softmig.quarantine q "
+										"WHERE q.migration_id OPERATOR(pg_catalog.=) $1 AND q.key OPERATOR(pg_catalog.=) ANY "
+										"(SELECT k FROM pg_catalog.jsonb_array_elements($2) AS k) LIMIT 1",
+										2, argtypes);
 		}
 		/* the latest snapshot: a quarantine committed while we waited counts */
 		if (SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot,
@@ -799,8 +869,7 @@ check_owned_columns(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
 {
 	Relation	rel = td->tg_relation;
 	TupleDesc	desc = RelationGetDescr(rel);
-	TupleTableSlot *os = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-	TupleTableSlot *ns = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	TransWalk	w;
 	bool	   *guarded = palloc0(sizeof(bool) * desc->natts);
 
 	for (int i = 0; i < desc->natts; i++)
@@ -827,25 +896,16 @@ check_owned_columns(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
 		guarded[i] = (side == SIDE_TARGET) ? (mapped && !owned_by_target) : owned_by_target;
 	}
 
-	tuplestore_select_read_pointer(td->tg_oldtable, 0);
-	tuplestore_select_read_pointer(td->tg_newtable, 0);
-	tuplestore_rescan(td->tg_oldtable);
-	tuplestore_rescan(td->tg_newtable);
-	while (tuplestore_gettupleslot(td->tg_oldtable, true, false, os))
+	trans_walk_begin(&w, td, true, true);
+	while (trans_walk_next(&w))
 	{
-		if (!tuplestore_gettupleslot(td->tg_newtable, true, false, ns))
-			elog(ERROR, "softmig: transition tables of an UPDATE are out of step");
-		slot_getallattrs(os);
-		slot_getallattrs(ns);
+		slot_getallattrs(w.os);
+		slot_getallattrs(w.ns);
 		for (int i = 0; i < desc->natts; i++)
 		{
 			Form_pg_attribute att = TupleDescAttr(desc, i);
 
-			if (!guarded[i])
-				continue;
-			if (os->tts_isnull[i] == ns->tts_isnull[i] &&
-				(os->tts_isnull[i] ||
-				 datumIsEqual(os->tts_values[i], ns->tts_values[i], att->attbyval, att->attlen)))
+			if (!guarded[i] || attr_unchanged(w.os, w.ns, i, att))
 				continue;
 			ereport(ERROR,
 					(errcode(ERRCODE_SOFTMIG_WRITE_REFUSED),
@@ -856,8 +916,7 @@ check_owned_columns(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
 					 errhint("softmig.set_field_authority moves a field between the tables.")));
 		}
 	}
-	ExecDropSingleTupleTableSlot(os);
-	ExecDropSingleTupleTableSlot(ns);
+	trans_walk_end(&w);
 }
 
 /*
@@ -875,8 +934,7 @@ log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	Relation	rel = td->tg_relation;
 	TupleDesc	desc = RelationGetDescr(rel);
 	bool		is_update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
-	TupleTableSlot *os;
-	TupleTableSlot *ns;
+	TransWalk	w;
 	StringInfoData fields;
 	Datum		keys;
 	bool		isnull;
@@ -897,26 +955,16 @@ log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	if (isnull)
 		return;
 
-	os = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-	ns = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
 	initStringInfo(&fields);
 	appendStringInfoChar(&fields, '[');
-	tuplestore_select_read_pointer(td->tg_newtable, 0);
-	tuplestore_rescan(td->tg_newtable);
-	if (is_update)
-	{
-		tuplestore_select_read_pointer(td->tg_oldtable, 0);
-		tuplestore_rescan(td->tg_oldtable);
-	}
-	while (tuplestore_gettupleslot(td->tg_newtable, true, false, ns))
+	trans_walk_begin(&w, td, false, is_update);
+	while (trans_walk_next(&w))
 	{
 		int			nf = 0;
 
-		if (is_update && !tuplestore_gettupleslot(td->tg_oldtable, true, false, os))
-			elog(ERROR, "softmig: transition tables of an UPDATE are out of step");
-		slot_getallattrs(ns);
+		slot_getallattrs(w.ns);
 		if (is_update)
-			slot_getallattrs(os);
+			slot_getallattrs(w.os);
 		appendStringInfoString(&fields, nrows++ ? ", [" : "[");
 		for (int i = 0; i < desc->natts; i++)
 		{
@@ -924,9 +972,7 @@ log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 
 			if (att->attisdropped || att->attgenerated)
 				continue;
-			if (is_update && os->tts_isnull[i] == ns->tts_isnull[i] &&
-				(os->tts_isnull[i] ||
-				 datumIsEqual(os->tts_values[i], ns->tts_values[i], att->attbyval, att->attlen)))
+			if (is_update && attr_unchanged(w.os, w.ns, i, att))
 				continue;
 			appendStringInfoString(&fields, nf++ ? ", " : "");
 			escape_json(&fields, NameStr(att->attname));
@@ -934,8 +980,7 @@ log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		appendStringInfoChar(&fields, ']');
 	}
 	appendStringInfoChar(&fields, ']');
-	ExecDropSingleTupleTableSlot(os);
-	ExecDropSingleTupleTableSlot(ns);
+	trans_walk_end(&w);
 
 	values[0] = Int32GetDatum(m->id);
 	values[1] = keys;
@@ -943,19 +988,15 @@ log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
 	if (plan == NULL)
 	{
-		SPIPlanPtr	pl = SPI_prepare(
-									 "INSERT INTO softmig.field_writes (migration_id, key, field, xid) "
-									 "SELECT $1, k.v, f, pg_catalog.pg_current_xact_id() "
-									 "FROM pg_catalog.jsonb_array_elements($2) WITH ORDINALITY AS k(v, i) "
-									 "JOIN pg_catalog.jsonb_array_elements($3) WITH ORDINALITY AS r(fs, j) "
-									 "ON k.i OPERATOR(pg_catalog.=) r.j, "
-									 "LATERAL pg_catalog.jsonb_array_elements_text(r.fs) AS f "
-									 "ON CONFLICT (migration_id, key, field) DO UPDATE SET xid = EXCLUDED.xid",
-									 3, argtypes);
-
-		if (pl == NULL || SPI_keepplan(pl) != 0)
-			elog(ERROR, "softmig: preparing the field version log failed");
-		plan = pl;
+		plan = softmig_prepare_kept(
+									"INSERT INTO softmig.field_writes (migration_id, key, field, xid) "
+									"SELECT $1, k.v, f, pg_catalog.pg_current_xact_id() "
+									"FROM pg_catalog.jsonb_array_elements($2) WITH ORDINALITY AS k(v, i) "
+									"JOIN pg_catalog.jsonb_array_elements($3) WITH ORDINALITY AS r(fs, j) "
+									"ON k.i OPERATOR(pg_catalog.=) r.j, "
+									"LATERAL pg_catalog.jsonb_array_elements_text(r.fs) AS f "
+									"ON CONFLICT (migration_id, key, field) DO UPDATE SET xid = EXCLUDED.xid",
+									3, argtypes);
 	}
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "softmig: writing field versions failed");
@@ -1389,6 +1430,9 @@ skip_unneeded_old_capture(ModifyTableState *mt, EState *estate)
 
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 
+/* SET LOCAL softmig.override = 'reason': manual write to the other side. */
+char	   *softmig_override = NULL;
+
 /*
  * mirror_ExecutorStart
  *		ExecutorStart hook: start the executor as usual; for statements
@@ -1417,13 +1461,22 @@ mirror_ExecutorStart(QueryDesc *queryDesc, int eflags)
 
 /*
  * softmig_trigger_init
- *		Define softmig.mirror_work_mem, install the ExecutorStart hook and
+ *		Define softmig.override and softmig.mirror_work_mem, install the
+ *		ExecutorStart hook and
  *		the pg_proc callback of is_write_trigger (from _PG_init, before the
  *		softmig prefix is reserved).
  */
 void
 softmig_trigger_init(void)
 {
+	DefineCustomStringVariable("softmig.override",
+							   "Reason for a manual write to the non-authoritative table of a migration.",
+							   "Only owners of both tables may use it; every row written under it is recorded in the migration's history.",
+							   &softmig_override,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
 	DefineCustomIntVariable("softmig.mirror_work_mem",
 							"work_mem of the statements that mirror or project a write of more than 2000 rows.",
 							"-1 uses maintenance_work_mem, 0 the session's work_mem; never lower than work_mem.",

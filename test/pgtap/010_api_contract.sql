@@ -1,4 +1,4 @@
--- Public SQL API surface: every function of DESIGN.md "Public SQL API",
+-- Public SQL API surface: every public function (doc/reference.md),
 -- with its full argument list and return type, the types and the metrics view.
 --
 -- Argument and return types are spelled as regtype prints them with softmig

@@ -12,7 +12,7 @@ BEGIN;
 SET LOCAL search_path = public, pg_catalog;
 SELECT plan(32);
 
--- signatures of DESIGN.md "Semantic observability"
+-- signatures of the observability functions (doc/observability.md)
 SELECT function_returns('softmig', 'parity', ARRAY['text', 'integer'], 'setof record',
     'parity(name, chunk_rows) returns a table');
 SELECT function_returns('softmig', 'add_invariant', ARRAY['text', 'text', 'text', 'text'], 'void',

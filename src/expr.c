@@ -1,8 +1,15 @@
 /*-------------------------------------------------------------------------
  *
- * definition.c
- *	  Refusing migration definitions that cannot work.
+ * expr.c
+ *	  Mapping expressions: checking them and reading them.
  *
+ *	  Every piece of user SQL softmig splices (a mapping, a key mapping,
+ *	  the option representable) is first checked to be exactly one scalar
+ *	  expression (softmig_check_expression: a raw parse, no catalog access),
+ *	  and the columns it reads are taken from its parse tree
+ *	  (softmig_expr_columns), never from its text.
+ *
+ *	  Refusing migration definitions that cannot work:
  *	  A mapping expression (and the option representable) is spliced into
  *	  statements softmig builds around transition tables, batch relations
  *	  and derived tables with internal names, evaluated once per row.  Some
@@ -23,11 +30,14 @@
 #include "catalog/pg_attribute.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
 #include "optimizer/optimizer.h"
 #include "parser/parser.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
@@ -47,6 +57,135 @@ typedef struct ReservedWalk
 	Oid			srcrel;			/* the table the expression reads */
 	const char *what;			/* for messages */
 } ReservedWalk;
+
+/*
+ * softmig_check_expression
+ *		Raise 42601 unless expr is exactly one scalar SQL expression (what may
+ *		stand after SELECT with nothing else: no FROM, alias, second column,
+ *		second statement or clause).  Parses only; takes no locks.
+ */
+void
+softmig_check_expression(const char *expr, const char *what)
+{
+	List	   *raw;
+	RawStmt    *rs;
+	SelectStmt *sel;
+	ResTarget  *rt;
+	char	   *sql;
+
+	if (expr == NULL || expr[strspn(expr, " \t\r\n")] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("%s must be a non-empty SQL expression", what)));
+
+	sql = psprintf("SELECT %s\n", expr);
+	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
+	if (list_length(raw) != 1)
+		goto bad;
+	rs = linitial_node(RawStmt, raw);
+	if (!IsA(rs->stmt, SelectStmt))
+		goto bad;
+	sel = (SelectStmt *) rs->stmt;
+	if (sel->op != SETOP_NONE || sel->fromClause || sel->whereClause ||
+		sel->groupClause || sel->havingClause || sel->windowClause ||
+		sel->sortClause || sel->limitCount || sel->limitOffset ||
+		sel->lockingClause || sel->withClause || sel->intoClause ||
+		sel->distinctClause || sel->valuesLists ||
+		list_length(sel->targetList) != 1)
+		goto bad;
+	rt = linitial_node(ResTarget, sel->targetList);
+	if (rt->name != NULL || (IsA(rt->val, ColumnRef) &&
+		IsA(llast(((ColumnRef *) rt->val)->fields), A_Star)))
+		goto bad;
+	return;
+
+bad:
+	ereport(ERROR,
+			(errcode(ERRCODE_SYNTAX_ERROR),
+			 errmsg("%s is not a single SQL expression: %s", what, expr),
+			 errhint("Give one scalar expression over the other table's columns, such as upper(name) or amount * 100.")));
+}
+
+PG_FUNCTION_INFO_V1(softmig_check_expression_sql);
+/*
+ * softmig_check_expression_sql
+ *		softmig._check_expression(expr, what): SQL access to the check above.
+ */
+Datum
+softmig_check_expression_sql(PG_FUNCTION_ARGS)
+{
+	softmig_check_expression(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							 text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	PG_RETURN_VOID();
+}
+
+/* Walker state: column names referenced by an expression. */
+typedef struct ColumnRefs
+{
+	List	   *names;
+} ColumnRefs;
+
+/*
+ * collect_column_refs
+ *		raw_expression_tree_walker callback collecting the last name of
+ *		every ColumnRef.
+ */
+static bool
+collect_column_refs(Node *node, ColumnRefs *refs)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, ColumnRef))
+	{
+		ColumnRef  *cref = (ColumnRef *) node;
+		Node	   *last = llast(cref->fields);
+
+		if (IsA(last, String))
+			refs->names = lappend(refs->names, pstrdup(strVal(last)));
+		return false;
+	}
+	return raw_expression_tree_walker(node, collect_column_refs, (void *) refs);
+}
+
+/*
+ * softmig_expr_columns
+ *		The column names a mapping expression refers to (raw parse, no
+ *		catalog access).  The expression must already have passed
+ *		softmig_check_expression.
+ */
+List *
+softmig_expr_columns(const char *expr)
+{
+	List	   *raw = raw_parser(psprintf("SELECT %s\n", expr), RAW_PARSE_DEFAULT);
+	SelectStmt *sel = (SelectStmt *) linitial_node(RawStmt, raw)->stmt;
+	ResTarget  *rt = linitial_node(ResTarget, sel->targetList);
+	ColumnRefs	refs = {NIL};
+
+	(void) collect_column_refs(rt->val, &refs);
+	return refs.names;
+}
+
+PG_FUNCTION_INFO_V1(softmig_expr_columns_sql);
+/*
+ * softmig_expr_columns_sql
+ *		softmig._expr_columns(expr) -> text[]: SQL face of the above.
+ */
+Datum
+softmig_expr_columns_sql(PG_FUNCTION_ARGS)
+{
+	char	   *expr = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	List	   *names;
+	Datum	   *elems;
+	ListCell   *lc;
+	int			i = 0;
+
+	softmig_check_expression(expr, "expression");
+	names = softmig_expr_columns(expr);
+	elems = palloc(sizeof(Datum) * (list_length(names) + 1));
+	foreach(lc, names)
+		elems[i++] = CStringGetTextDatum(lfirst(lc));
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, i, TEXTOID, -1, false, TYPALIGN_INT));
+}
 
 /*
  * is_reserved
