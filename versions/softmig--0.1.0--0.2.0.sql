@@ -2387,7 +2387,12 @@ COMMENT ON FUNCTION @extschema@._remote_require_superuser(text) IS
 
 CREATE FUNCTION @extschema@._remote_timeout() RETURNS interval
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT (pg_catalog.current_setting('softmig.remote_timeout') OPERATOR(pg_catalog.||) ' ms')::interval
+    -- shown with its unit ("1min", "500ms"), or as set before the library
+    -- was loaded (a bare number means milliseconds)
+    SELECT CASE WHEN v OPERATOR(pg_catalog.~) '^[0-9]+$'
+                THEN (v OPERATOR(pg_catalog.||) ' ms')::pg_catalog.interval
+                ELSE v::pg_catalog.interval END
+      FROM pg_catalog.current_setting('softmig.remote_timeout') AS v
 $$;
 COMMENT ON FUNCTION @extschema@._remote_timeout() IS
     'internal: how long a step of a cross-database switch waits for the other database (softmig.remote_timeout)';
