@@ -222,7 +222,10 @@ same_data($A, $B, 'after an aborted rollback');
 
 # 5g. kill -9 of the target's postmaster while the rollback waits for the
 # legacy database to apply its fence marker (held back by a lock there)
-my $stdin = "BEGIN; LOCK TABLE legacy_orders IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n";
+# (SHARE mode holds the apply back; ACCESS EXCLUSIVE would also give the
+# session a transaction ID, which the rollback's creation of a logical slot
+# in the legacy database must wait for)
+my $stdin = "BEGIN; LOCK TABLE legacy_orders IN SHARE MODE; SELECT 'locked';\n";
 my ($stdout, $stderr) = ('', '');
 my $h = IPC::Run::start([ 'psql', '-X', '-At', '-h', $A->host, '-p', $A->port, '-d', 'postgres' ],
 	'<', \$stdin, '>', \$stdout, '2>', \$stderr);
