@@ -504,15 +504,18 @@ sub invariant_toggle
 # writer, re-sync or backfill can heal the row before the comparison.
 sub sabotage_sql
 {
-	my $p = sprintf('%.6f', rand());
+	my ($q) = @_;
 	my ($auth, $other) = authority_table('acct');
-	my $update = $other eq 'acct'
-	  ? qq{UPDATE acct SET balance_cents = balance_cents + 100
-	        WHERE acct_id = (SELECT lc_pick('new', $p)) RETURNING acct_id AS id}
-	  : qq{UPDATE legacy_acct SET balance = balance + 1
-	        WHERE id = (SELECT lc_pick('legacy', $p)) RETURNING id};
+	# not a quarantined entity: its projection row is neither compared nor
+	# writable (SM005)
+	my ($tbl, $key, $set) = $other eq 'acct'
+	  ? ('acct', 'acct_id', 'balance_cents = balance_cents + 100')
+	  : ('legacy_acct', 'id', 'balance = balance + 1');
+	my $skip = $q eq '' ? '' : "WHERE $key NOT IN ($q)";
 	return qq{BEGIN; SET LOCAL softmig.override = 'soak: sabotage';
-WITH u AS ($update) SELECT 'sabotaged|' || id FROM u; COMMIT;};
+WITH u AS (UPDATE $tbl SET $set
+            WHERE $key = (SELECT $key FROM $tbl $skip ORDER BY random() LIMIT 1) RETURNING $key AS id)
+SELECT 'sabotaged|' || id FROM u; COMMIT;};
 }
 
 # ---------------------------------------------------------------------------
@@ -935,7 +938,7 @@ sub quiet_point
 	my $sabotage = $sabotage_due && managed('acct');
 	if ($sabotage)
 	{
-		push @sql, sabotage_sql();
+		push @sql, sabotage_sql($q);
 		$sabotage_due = 0;
 		$sabotaged = 1;
 	}
