@@ -1966,27 +1966,6 @@ BEGIN
     PERFORM @extschema@._invalidate(m.legacy, m.target);
 END $$;
 
-CREATE OR REPLACE FUNCTION @extschema@._repair_triggers(name text) RETURNS jsonb
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    m @extschema@.migrations := @extschema@._migration(name);
-    v_before jsonb;
-BEGIN
-    m := @extschema@._lock_migration(m.id);
-    v_before := @extschema@._trigger_health(m.id);
-    PERFORM @extschema@._lock_tables(m, NULL, true);
-    PERFORM @extschema@._remove_triggers(m.id);
-    IF m.state OPERATOR(@extschema@.<>) 'legacy' THEN
-        PERFORM @extschema@._install_triggers(m.id);
-        -- and those of a migration across databases
-        PERFORM @extschema@._remote_install_triggers(xr.name) FROM @extschema@.remote_migrations xr
-          WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id;
-    END IF;
-    PERFORM @extschema@._invalidate(m.legacy, m.target);
-    PERFORM @extschema@._history(m.id, 'repair_triggers', m.state, m.state, NULL, v_before);
-    RETURN @extschema@._trigger_health(m.id);
-END $$;
-
 CREATE OR REPLACE FUNCTION @extschema@.status(name text) RETURNS jsonb
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT pg_catalog.jsonb_build_object(
