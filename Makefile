@@ -38,10 +38,10 @@ ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs
 PG_CPPFLAGS_REMOTE = -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
-# The install script is built from src/sql/*.sql in name order.
-SQL_PARTS = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
+# The install script is built from src/install/*.sql in name order.
+SQL_PARTS = $(sort $(wildcard $(srcdir)/src/install/*.sql))
 DATA_built = softmig--$(EXTVERSION).sql
-# Released install scripts (frozen, never edited) and the upgrade scripts.
+# The oldest released install script (frozen, never edited) and the upgrade scripts.
 DATA = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/versions/softmig--*.sql))
 
 PG_CPPFLAGS = -I$(srcdir)/src $(PG_CPPFLAGS_REMOTE)

@@ -4,7 +4,7 @@
  *	  One step of a race-safe backfill: copy legacy rows that the target
  *	  lacks, without ever overwriting a live write, resurrecting a deleted
  *	  row or leaving a row out.  The orchestration (checkpoints, phases,
- *	  commits between batches) is SQL (src/sql/60_backfill.sql); every step
+ *	  commits between batches) is SQL (src/install/60_backfill.sql); every step
  *	  that touches user data is here, with cached plans.
  *
  *	  Why it is safe (doc/backfill.md has the long version):

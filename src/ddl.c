@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * ddl.c
- *	  C helpers of the DDL guard (the event triggers of src/sql/80_ddl.sql).
+ *	  C helpers of the DDL guard (the event triggers of src/install/80_ddl.sql).
  *
  *	  - softmig._trigger_ddl(on) marks that softmig itself is creating or
  *	    dropping its triggers (advance, rollback, repair, drop, a new

@@ -4,7 +4,7 @@
  *	  Semantic observability: structural parity (parity*.c) and the
  *	  behavioural layer, transition rules (rules.c) and invariants
  *	  (invariants.c).  The SQL
- *	  side (check, report, metrics, pgTAP helpers) is src/sql/75_observe.sql;
+ *	  side (check, report, metrics, pgTAP helpers) is src/install/75_observe.sql;
  *	  doc/observability.md explains the layers.
  *
  *-------------------------------------------------------------------------

@@ -35,7 +35,7 @@ END $$;
 -- load from $libdir/softmig, and SQL functions, below.
 --
 -- Rules for this file (doc/packaging.md, "Versions and upgrades"):
---   * every change to src/sql/*.sql gets its counterpart here, so that an
+--   * every change to src/install/*.sql gets its counterpart here, so that an
 --     updated 0.1.0 installation equals a fresh 0.2.0 one; test/t/070_upgrade.pl
 --     compares the two object by object and fails otherwise;
 --   * versions/softmig--0.1.0.sql is released and never edited;
@@ -1670,7 +1670,7 @@ BEGIN
 END $$;
 
 -------------------------------------------------------------------------------
--- Monitoring views for Prometheus (src/sql/77_monitoring.sql)
+-- Monitoring views for Prometheus (src/install/77_monitoring.sql)
 -------------------------------------------------------------------------------
 -- Keys of the ledger without counting a big one: exact up to 100000 keys
 -- in the whole ledger (an index-only scan of the migration's range),
