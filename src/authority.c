@@ -68,58 +68,11 @@ typedef struct DeletedEntry
 	SubTransactionId subid;		/* (sub)transaction that deleted it */
 } DeletedEntry;
 
-/* Rows deleted by the current transaction; NULL when there are none. */
-static HTAB *deleted = NULL;
-static bool callbacks_registered = false;
-
-/*
- * authority_xact_callback
- *		Forget the deleted rows at the end of the top-level transaction (the
- *		memory belongs to TopTransactionContext).  No locks, no allocation.
- */
-static void
-authority_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			deleted = NULL;
-			break;
-		default:
-			break;
-	}
-}
-
-/*
- * authority_subxact_callback
- *		Rows deleted by a subtransaction that aborts are back: forget them;
- *		those of one that commits now belong to its parent.  No allocation.
- */
-static void
-authority_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						   SubTransactionId parentSubid, void *arg)
-{
-	HASH_SEQ_STATUS seq;
-	DeletedEntry *e;
-
-	if (deleted == NULL ||
-		(event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB))
-		return;
-	hash_seq_init(&seq, deleted);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		if (e->subid != mySubid)
-			continue;
-		if (event == SUBXACT_EVENT_COMMIT_SUB)
-			e->subid = parentSubid;
-		else
-			(void) hash_search(deleted, &e->key, HASH_REMOVE, NULL);
-	}
-}
+/* Rows deleted by the current transaction (its table is NULL when none). */
+static SoftmigXactMemo deleted_memo = {
+	"softmig deleted entities", sizeof(DeletedKey), sizeof(DeletedEntry),
+	offsetof(DeletedEntry, subid), false, 64, NULL, false
+};
 
 /*
  * bytes_hash
@@ -281,7 +234,7 @@ scan_rows(Tuplestorestate *ts, Relation rel, SoftmigMigration *m, bool check)
 		memset(&k, 0, sizeof(k));
 		k.migration_id = m->id;
 		k.keyhash = hash_key(h, desc, slot);
-		e = hash_search(deleted, &k, check ? HASH_FIND : HASH_ENTER, NULL);
+		e = hash_search(deleted_memo.table, &k, check ? HASH_FIND : HASH_ENTER, NULL);
 		if (!check)
 		{
 			e->carried = hash_carried(h, desc, slot);
@@ -304,23 +257,7 @@ scan_rows(Tuplestorestate *ts, Relation rel, SoftmigMigration *m, bool check)
 void
 softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m)
 {
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(authority_xact_callback, NULL);
-		RegisterSubXactCallback(authority_subxact_callback, NULL);
-		callbacks_registered = true;
-	}
-	if (deleted == NULL)
-	{
-		HASHCTL		ctl;
-
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(DeletedKey);
-		ctl.entrysize = sizeof(DeletedEntry);
-		ctl.hcxt = TopTransactionContext;
-		deleted = hash_create("softmig deleted entities", 64, &ctl,
-							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
+	(void) softmig_xact_memo_table(&deleted_memo);
 	(void) scan_rows(td->tg_oldtable, td->tg_relation, m, false);
 }
 
@@ -338,7 +275,7 @@ softmig_authority_check_inserts(TriggerData *td, SoftmigMigration *m)
 	StringInfoData cols;
 	ListCell   *lc;
 
-	if (deleted == NULL || hash_get_num_entries(deleted) == 0 ||
+	if (deleted_memo.table == NULL || hash_get_num_entries(deleted_memo.table) == 0 ||
 		scan_rows(td->tg_newtable, td->tg_relation, m, true))
 		return;
 	initStringInfo(&cols);

@@ -143,30 +143,22 @@ load_migration(SoftmigMigration *m, int32 id)
 {
 	Oid			argtypes[1] = {INT4OID};
 	Datum		values[1] = {Int32GetDatum(id)};
-	SPIPlanPtr	plan;
 	bool		isnull;
 	HeapTuple	tup;
 	TupleDesc	desc;
 	MemoryContext cxt;
 	MemoryContext old;
-	int			ret;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	plan = SPI_prepare("SELECT name, legacy, target, state::pg_catalog.text, legacy_key, target_key, options, "
-					   "new_only, "
-					   "COALESCE((SELECT e.open FROM softmig.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) $1), true), "
-					   "EXISTS (SELECT 1 FROM softmig.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) $1), "
-					   "(SELECT pg_catalog.count(*) FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) $1) "
-					   "FROM softmig.migrations WHERE id OPERATOR(pg_catalog.=) $1",
-					   1, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
-							   InvalidSnapshot, true, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_snapshot failed: %d", ret);
+	(void) softmig_spi_read("SELECT name, legacy, target, state::pg_catalog.text, legacy_key, target_key, options, "
+							"new_only, "
+							"COALESCE((SELECT e.open FROM softmig.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) $1), true), "
+							"EXISTS (SELECT 1 FROM softmig.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) $1), "
+							"(SELECT pg_catalog.count(*) FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) $1) "
+							"FROM softmig.migrations WHERE id OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, GetLatestSnapshot(), true, 1);
 	if (SPI_processed == 0)
 	{
 		SPI_finish();
@@ -182,14 +174,7 @@ load_migration(SoftmigMigration *m, int32 id)
 	m->name = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
 	m->legacy = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 	m->target = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
-	{
-		char	   *st = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
-
-		m->state = SM_LEGACY;
-		for (int i = 0; i < SM_NSTATES; i++)
-			if (strcmp(st, softmig_state_name((SoftmigState) i)) == 0)
-				m->state = (SoftmigState) i;
-	}
+	m->state = softmig_state_by_name(TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull)));
 	if (get_rel_name(m->legacy) == NULL || get_rel_name(m->target) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
@@ -211,15 +196,10 @@ load_migration(SoftmigMigration *m, int32 id)
 	MemoryContextSwitchTo(old);
 
 	/* per-field authority: fields the target owns and the legacy columns carrying them */
-	plan = SPI_prepare("SELECT field::pg_catalog.text, legacy_columns FROM softmig.field_authority "
-					   "WHERE migration_id OPERATOR(pg_catalog.=) $1 AND side OPERATOR(pg_catalog.=) 'new' "
-					   "ORDER BY field", 1, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
-							   InvalidSnapshot, true, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_snapshot failed: %d", ret);
+	(void) softmig_spi_read("SELECT field::pg_catalog.text, legacy_columns FROM softmig.field_authority "
+							"WHERE migration_id OPERATOR(pg_catalog.=) $1 AND side OPERATOR(pg_catalog.=) 'new' "
+							"ORDER BY field",
+							1, argtypes, values, GetLatestSnapshot(), true, 0);
 	old = MemoryContextSwitchTo(cxt);
 	m->new_fields = m->new_legacy_cols = NIL;
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -233,16 +213,10 @@ load_migration(SoftmigMigration *m, int32 id)
 	}
 	MemoryContextSwitchTo(old);
 
-	plan = SPI_prepare("SELECT direction, column_name::pg_catalog.text, expression "
-					   "FROM softmig.mappings WHERE migration_id OPERATOR(pg_catalog.=) $1 "
-					   "ORDER BY direction, ordinal",
-					   1, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
-							   InvalidSnapshot, true, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_snapshot failed: %d", ret);
+	(void) softmig_spi_read("SELECT direction, column_name::pg_catalog.text, expression "
+							"FROM softmig.mappings WHERE migration_id OPERATOR(pg_catalog.=) $1 "
+							"ORDER BY direction, ordinal",
+							1, argtypes, values, GetLatestSnapshot(), true, 0);
 
 	old = MemoryContextSwitchTo(cxt);
 	m->fwd_cols = m->fwd_exprs = m->bwd_cols = m->bwd_exprs = NIL;

@@ -78,8 +78,11 @@ typedef struct OpkeyMemoEntry
 /* SET LOCAL softmig.operation_key = '...': the idempotency key. */
 char	   *softmig_operation_key = NULL;
 
-/* Claims of the current transaction; NULL when it has made none. */
-static HTAB *memo = NULL;
+/* Claims of the current transaction (its table is NULL when none). */
+static SoftmigXactMemo claims_memo = {
+	"softmig operation key claims", MEMO_KEYSIZE, sizeof(OpkeyMemoEntry),
+	offsetof(OpkeyMemoEntry, subid), true, 8, NULL, false
+};
 
 /* Saved plans (kept for the life of the backend). */
 static SPIPlanPtr claim_plan = NULL;
@@ -97,65 +100,9 @@ typedef struct OpkeyWinner
 } OpkeyWinner;
 
 /*
- * opkey_xact_callback
- *		Forget the memo at the end of the top-level transaction (commit,
- *		abort or PREPARE).  The memory itself belongs to
- *		TopTransactionContext and is freed by PostgreSQL right after.
- *		Takes no locks.
- */
-static void
-opkey_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			memo = NULL;
-			break;
-		default:
-			break;
-	}
-}
-
-/*
- * opkey_subxact_callback
- *		Keep the memo in step with the ledger across subtransactions: claims
- *		of a subtransaction that aborts are forgotten (PostgreSQL removed
- *		their ledger rows), claims of one that commits now belong to its
- *		parent.  Must not allocate; takes no locks.
- */
-static void
-opkey_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-					   SubTransactionId parentSubid, void *arg)
-{
-	HASH_SEQ_STATUS seq;
-	OpkeyMemoEntry *e;
-
-	if (memo == NULL)
-		return;
-	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
-		return;
-
-	hash_seq_init(&seq, memo);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		if (e->subid != mySubid)
-			continue;
-		if (event == SUBXACT_EVENT_COMMIT_SUB)
-			e->subid = parentSubid;
-		else
-			(void) hash_search(memo, e->memokey, HASH_REMOVE, NULL);
-	}
-}
-
-/*
  * softmig_opkey_init
- *		Define softmig.operation_key and register the transaction and
- *		subtransaction callbacks that keep the memo honest.  Called once per
- *		backend from _PG_init.
+ *		Define softmig.operation_key.  Called once per backend from
+ *		_PG_init; the memo registers its transaction callbacks on first use.
  */
 void
 softmig_opkey_init(void)
@@ -169,8 +116,6 @@ softmig_opkey_init(void)
 							   PGC_USERSET,
 							   0,
 							   NULL, NULL, NULL);
-	RegisterXactCallback(opkey_xact_callback, NULL);
-	RegisterSubXactCallback(opkey_subxact_callback, NULL);
 }
 
 /*
@@ -181,7 +126,7 @@ softmig_opkey_init(void)
 static bool
 memo_has(const char *memokey)
 {
-	return memo != NULL && hash_search(memo, memokey, HASH_FIND, NULL) != NULL;
+	return claims_memo.table != NULL && hash_search(claims_memo.table, memokey, HASH_FIND, NULL) != NULL;
 }
 
 /*
@@ -196,18 +141,7 @@ memo_remember(const char *memokey)
 	OpkeyMemoEntry *e;
 	bool		found;
 
-	if (memo == NULL)
-	{
-		HASHCTL		ctl;
-
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = MEMO_KEYSIZE;
-		ctl.entrysize = sizeof(OpkeyMemoEntry);
-		ctl.hcxt = TopTransactionContext;
-		memo = hash_create("softmig operation key claims", 8, &ctl,
-						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	}
-	e = hash_search(memo, memokey, HASH_ENTER, &found);
+	e = hash_search(softmig_xact_memo_table(&claims_memo), memokey, HASH_ENTER, &found);
 	if (!found)
 		e->subid = GetCurrentSubTransactionId();
 }

@@ -176,9 +176,7 @@ rp_load(RpEntry *e, const char *name)
 {
 	Oid			argtypes[1];
 	Datum		values[1];
-	SPIPlanPtr	plan;
 	bool		isnull;
-	int			ret;
 	HeapTuple	tup;
 	TupleDesc	desc;
 	MemoryContext old;
@@ -191,15 +189,9 @@ rp_load(RpEntry *e, const char *name)
 
 	argtypes[0] = TEXTOID;
 	values[0] = CStringGetTextDatum(name);
-	plan = SPI_prepare("SELECT id, legacy, target, state::pg_catalog.text "
-					   "FROM softmig.migrations WHERE name OPERATOR(pg_catalog.=) $1",
-					   1, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	ret = SPI_execute_snapshot(plan, values, NULL, rp_snapshot(), InvalidSnapshot,
-							   read_only, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_snapshot failed: %d", ret);
+	(void) softmig_spi_read("SELECT id, legacy, target, state::pg_catalog.text "
+							"FROM softmig.migrations WHERE name OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, rp_snapshot(), read_only, 1);
 	if (SPI_processed == 0)
 	{
 		SPI_finish();
@@ -221,14 +213,7 @@ rp_load(RpEntry *e, const char *name)
 	e->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 	e->legacy = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 	e->target = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
-	{
-		char	   *st = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
-
-		e->state = SM_LEGACY;
-		for (int i = 0; i < SM_NSTATES; i++)
-			if (strcmp(st, softmig_state_name((SoftmigState) i)) == 0)
-				e->state = (SoftmigState) i;
-	}
+	e->state = softmig_state_by_name(TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull)));
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NAMEDATALEN;
 	ctl.entrysize = sizeof(RpReader);
@@ -243,15 +228,9 @@ rp_load(RpEntry *e, const char *name)
 	values[0] = Int32GetDatum(e->id);
 
 	/* registered readers and their groups */
-	plan = SPI_prepare("SELECT reader, switch_group FROM softmig.reader_registry "
-					   "WHERE migration_id OPERATOR(pg_catalog.=) $1",
-					   1, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	ret = SPI_execute_snapshot(plan, values, NULL, rp_snapshot(), InvalidSnapshot,
-							   read_only, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_snapshot failed: %d", ret);
+	(void) softmig_spi_read("SELECT reader, switch_group FROM softmig.reader_registry "
+							"WHERE migration_id OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, rp_snapshot(), read_only, 0);
 	old = MemoryContextSwitchTo(e->cxt);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -270,15 +249,9 @@ rp_load(RpEntry *e, const char *name)
 	MemoryContextSwitchTo(old);
 
 	/* explicit group positions */
-	plan = SPI_prepare("SELECT switch_group, side::pg_catalog.text FROM softmig.read_switches "
-					   "WHERE migration_id OPERATOR(pg_catalog.=) $1",
-					   1, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	ret = SPI_execute_snapshot(plan, values, NULL, rp_snapshot(), InvalidSnapshot,
-							   read_only, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_snapshot failed: %d", ret);
+	(void) softmig_spi_read("SELECT switch_group, side::pg_catalog.text FROM softmig.read_switches "
+							"WHERE migration_id OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, rp_snapshot(), read_only, 0);
 	old = MemoryContextSwitchTo(e->cxt);
 	if (SPI_processed > 0)
 		e->switches = palloc(sizeof(RpSwitch) * SPI_processed);

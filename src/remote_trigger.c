@@ -99,20 +99,6 @@ typedef struct Endpoint
 } Endpoint;
 
 /*
- * state_of_name
- *		The SoftmigState called name.
- */
-static SoftmigState
-state_of_name(const char *name)
-{
-	for (int s = SM_LEGACY; s <= SM_CUTOVER; s++)
-		if (strcmp(softmig_state_name((SoftmigState) s), name) == 0)
-			return (SoftmigState) s;
-	elog(ERROR, "softmig: unknown state \"%s\"", name);
-	return SM_LEGACY;			/* keep the compiler quiet */
-}
-
-/*
  * load_endpoint
  *		Read the endpoint called name from softmig.remote_migrations with
  *		the latest snapshot (a state change committed while this statement
@@ -152,7 +138,7 @@ load_endpoint(const char *name)
 		e->name = pstrdup(name);
 		e->side = SPI_getvalue(t, d, 1)[0];
 		e->migration_id = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
-		e->state = state_of_name(SPI_getvalue(t, d, 3));
+		e->state = softmig_state_by_name(SPI_getvalue(t, d, 3));
 		e->fenced = DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
 		e->remote_table = SPI_getvalue(t, d, 5);
 		e->options = DatumGetJsonbPCopy(SPI_getbinval(t, d, 6, &isnull));

@@ -51,6 +51,7 @@ typedef enum SoftmigSide
 
 /* state.c */
 extern const char *softmig_state_name(SoftmigState s);
+extern SoftmigState softmig_state_by_name(const char *name);
 extern bool softmig_transition_is_legal(SoftmigState from, SoftmigState to);
 
 /*
@@ -144,8 +145,30 @@ typedef struct SoftmigDest
 	List	   *keyops;			/* "OPERATOR(nsp.=)" strings */
 } SoftmigDest;
 
+/*
+ * xactmemo.c: a transaction memo, a hash table of what this transaction did
+ * that forgets the entries of aborted subtransactions.  Entries start with
+ * the hash key and hold a SubTransactionId at subid_offset.
+ */
+typedef struct SoftmigXactMemo
+{
+	const char *name;			/* hash table name */
+	Size		keysize;
+	Size		entrysize;
+	Size		subid_offset;	/* offsetof(entry, its SubTransactionId) */
+	bool		string_keys;	/* HASH_STRINGS, else HASH_BLOBS */
+	long		nelem;			/* initial size */
+	HTAB	   *table;			/* this transaction's, or NULL */
+	bool		registered;		/* callbacks registered in this backend */
+} SoftmigXactMemo;
+
+extern HTAB *softmig_xact_memo_table(SoftmigXactMemo *memo);
+
 /* spiutil.c: plans, subtransactions, migration lookup, list helpers */
 extern SPIPlanPtr softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes);
+extern uint64 softmig_spi_read(const char *sql, int nargs, Oid *argtypes,
+							   Datum *values, Snapshot snapshot, bool read_only,
+							   long count);
 extern ErrorData *softmig_subxact_try(void (*fn) (void *arg), void *arg,
 									  bool (*tolerated) (int sqlerrcode));
 extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *values,

@@ -86,6 +86,31 @@ softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
+ * softmig_spi_read
+ *		Read softmig's own catalog: prepare sql (for this one run: the
+ *		callers fill caches, so the plan is not kept), run it read-only as
+ *		told under snapshot and return the number of rows (at most count,
+ *		0 for all), which SPI_tuptable holds.  The caller is connected to
+ *		SPI; the statement takes the locks it takes (AccessShareLock on the
+ *		tables it reads).
+ */
+uint64
+softmig_spi_read(const char *sql, int nargs, Oid *argtypes, Datum *values,
+				 Snapshot snapshot, bool read_only, long count)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	int			ret;
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	ret = SPI_execute_snapshot(plan, values, NULL, snapshot, InvalidSnapshot,
+							   read_only, false, count);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_snapshot failed: %d", ret);
+	return SPI_processed;
+}
+
+/*
  * softmig_subxact_try
  *		Run fn(arg) in a subtransaction.  Returns NULL when it returned (the
  *		subtransaction committed, so what it wrote is kept).  When it raised

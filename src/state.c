@@ -40,6 +40,20 @@ softmig_state_name(SoftmigState s)
 }
 
 /*
+ * softmig_state_by_name
+ *		The state named name (a label of softmig.state), or SM_LEGACY for
+ *		an unknown name: the catalog's enum column holds only its labels.
+ */
+SoftmigState
+softmig_state_by_name(const char *name)
+{
+	for (int i = 0; i < SM_NSTATES; i++)
+		if (strcmp(name, state_names[i]) == 0)
+			return (SoftmigState) i;
+	return SM_LEGACY;
+}
+
+/*
  * softmig_transition_is_legal
  *		The transition table (doc/reference.md, "State machine"), written
  *		once: one step forward, or one step back from mirrored, new_write

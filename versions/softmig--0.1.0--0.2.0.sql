@@ -3539,3 +3539,42 @@ REVOKE ALL ON FUNCTION
     @extschema@.create_remote_migration(text, text, regclass, text, text, text[], jsonb, jsonb, text[], text[], jsonb),
     @extschema@.drop_remote_migration(text)
 FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- forget_checks and forget_rule_violations share one implementation
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._forget_older(p_name text, older_than interval, p_log text, p_event text)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(p_name);
+    n bigint;
+BEGIN
+    IF older_than IS NULL OR older_than OPERATOR(pg_catalog.<) '0'::interval THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'older_than must be a non-negative interval';
+    END IF;
+    EXECUTE pg_catalog.format('DELETE FROM @extschema@.%I l WHERE l.migration_id OPERATOR(pg_catalog.=) $1 '
+                              'AND l.at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) $2)', p_log)
+        USING m.id, older_than;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF p_event IS NOT NULL THEN
+        PERFORM @extschema@._history(m.id, p_event, m.state, m.state, NULL,
+            pg_catalog.jsonb_build_object('older_than', older_than::text, 'removed', n));
+    END IF;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION @extschema@._forget_older(text, interval, text, text) IS
+    'internal: delete the rows of a migration older than an interval from one of its logs (check_results, rule_violations), recording p_event in history unless NULL';
+
+CREATE OR REPLACE FUNCTION @extschema@._forget_checks(name text, older_than interval) RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT @extschema@._forget_older(name, older_than, 'check_results', NULL)
+$$;
+COMMENT ON FUNCTION @extschema@._forget_checks(text, interval) IS 'internal: implementation of softmig.forget_checks';
+
+CREATE OR REPLACE FUNCTION @extschema@._forget_rule_violations(name text, older_than interval) RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT @extschema@._forget_older(name, older_than, 'rule_violations', 'forget_rule_violations')
+$$;
+COMMENT ON FUNCTION @extschema@._forget_rule_violations(text, interval) IS
+    'internal: implementation of softmig.forget_rule_violations';
+REVOKE ALL ON FUNCTION @extschema@._forget_older(text, interval, text, text) FROM PUBLIC;
