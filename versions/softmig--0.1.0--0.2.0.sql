@@ -2433,6 +2433,13 @@ BEGIN
     IF FOUND THEN
         RETURN v_lsn;       -- made by an earlier attempt of the same step
     END IF;
+    -- PostgreSQL refuses this too, but 19 does so only after making the slot,
+    -- which then stays held by this session until the transaction ends
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'active_sql_transaction',
+            MESSAGE = pg_catalog.format('cannot create replication slot %s in a transaction that has written', p_slot),
+            HINT = 'softmig creates its slots at the start of a step, before any write of the transaction.';
+    END IF;
     SELECT s.lsn INTO v_lsn FROM pg_catalog.pg_create_logical_replication_slot(p_slot, 'pgoutput') s;
     RETURN v_lsn;
 END $$;
