@@ -105,7 +105,10 @@ LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_tem
                 'last_msg_receipt_time', st.last_msg_receipt_time,
                 'applied_lsn', os.remote_lsn,
                 'apply_error_count', ss.apply_error_count,
-                'sync_error_count', ss.sync_error_count,
+                -- PostgreSQL 19 counts tables and sequences apart
+                'sync_error_count', COALESCE((pg_catalog.to_jsonb(ss) OPERATOR(pg_catalog.->>) 'sync_error_count')::pg_catalog.int8,
+                                             (pg_catalog.to_jsonb(ss) OPERATOR(pg_catalog.->>) 'sync_table_error_count')::pg_catalog.int8
+                                             OPERATOR(pg_catalog.+) COALESCE((pg_catalog.to_jsonb(ss) OPERATOR(pg_catalog.->>) 'sync_seq_error_count')::pg_catalog.int8, 0)),
                 'tables', (SELECT pg_catalog.jsonb_object_agg(sr.srrelid::pg_catalog.regclass::text,
                                                               CASE sr.srsubstate WHEN 'i' THEN 'initialize' WHEN 'd' THEN 'copying'
                                                                                  WHEN 'f' THEN 'copied' WHEN 's' THEN 'synchronized'
