@@ -65,6 +65,40 @@ END $$;
 COMMENT ON FUNCTION @extschema@._check_options(jsonb) IS
     'internal: raise 22023 unless every option is known and well-formed';
 
+CREATE FUNCTION @extschema@._resolve_mapping(p_direction text, p_dest regclass, p_src regclass, p_given jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    v_maps jsonb := '[]';
+    v_side text := CASE p_direction WHEN 'forward' THEN 'target' ELSE 'legacy' END;
+BEGIN
+    FOR r IN SELECT a.attname, a.attnum, a.attnotnull, a.atthasdef, a.attidentity, a.attgenerated
+               FROM pg_catalog.pg_attribute a
+              WHERE a.attrelid OPERATOR(pg_catalog.=) p_dest AND a.attnum OPERATOR(pg_catalog.>) 0
+                AND NOT a.attisdropped ORDER BY a.attnum LOOP
+        IF p_given ? r.attname THEN
+            IF r.attgenerated OPERATOR(pg_catalog.<>) '' THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('cannot map onto generated column "%s" of table %s', r.attname, p_dest);
+            END IF;
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', p_direction, 'column_name', r.attname, 'ordinal', r.attnum, 'expression', p_given OPERATOR(pg_catalog.->>) r.attname::text, 'is_default', false));
+        ELSIF r.attgenerated OPERATOR(pg_catalog.=) '' AND EXISTS (
+                SELECT 1 FROM pg_catalog.pg_attribute l
+                 WHERE l.attrelid OPERATOR(pg_catalog.=) p_src AND l.attname OPERATOR(pg_catalog.=) r.attname
+                   AND l.attnum OPERATOR(pg_catalog.>) 0 AND NOT l.attisdropped) THEN
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', p_direction, 'column_name', r.attname, 'ordinal', r.attnum, 'expression', pg_catalog.quote_ident(r.attname), 'is_default', true));
+        ELSIF r.attnotnull AND NOT r.atthasdef AND r.attidentity OPERATOR(pg_catalog.=) '' AND r.attgenerated OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('%s column "%s" is NOT NULL without a default and nothing maps to it', v_side, r.attname),
+                HINT = pg_catalog.format('Add it to %s, give it a default, or allow NULL.', p_direction);
+        END IF;
+    END LOOP;
+    RETURN v_maps;
+END $$;
+COMMENT ON FUNCTION @extschema@._resolve_mapping(text, regclass, regclass, jsonb) IS
+    'internal: the resolved mapping of one direction into table p_dest from p_src: given expressions, same-named columns, and 22023 for a required column nothing fills';
+
 CREATE FUNCTION @extschema@._create_migration(name text, legacy regclass, target regclass,
     key text[], forward jsonb, backward jsonb, new_only text[], divergent text[], options jsonb)
 RETURNS void
@@ -196,54 +230,11 @@ BEGIN
     -- options
     PERFORM @extschema@._check_options(v_options);
 
-    -- resolve the forward mapping: every insertable target column
-    -- the resolved mappings, built in a variable (no temp table: this runs as
-    -- the catalog owner and must not touch anything the caller can create)
-    v_maps := '[]';
-    FOR r IN SELECT a.attname, a.attnum, a.attnotnull, a.atthasdef, a.attidentity, a.attgenerated
-               FROM pg_catalog.pg_attribute a
-              WHERE a.attrelid OPERATOR(pg_catalog.=) target AND a.attnum OPERATOR(pg_catalog.>) 0
-                AND NOT a.attisdropped ORDER BY a.attnum LOOP
-        IF v_fwd ? r.attname THEN
-            IF r.attgenerated OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                    MESSAGE = pg_catalog.format('cannot map onto generated column "%s" of table %s', r.attname, target);
-            END IF;
-            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'forward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', v_fwd OPERATOR(pg_catalog.->>) r.attname::text, 'is_default', false));
-        ELSIF r.attgenerated OPERATOR(pg_catalog.=) '' AND EXISTS (
-                SELECT 1 FROM pg_catalog.pg_attribute l
-                 WHERE l.attrelid OPERATOR(pg_catalog.=) legacy AND l.attname OPERATOR(pg_catalog.=) r.attname
-                   AND l.attnum OPERATOR(pg_catalog.>) 0 AND NOT l.attisdropped) THEN
-            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'forward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', pg_catalog.quote_ident(r.attname), 'is_default', true));
-        ELSIF r.attnotnull AND NOT r.atthasdef AND r.attidentity OPERATOR(pg_catalog.=) '' AND r.attgenerated OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('target column "%s" is NOT NULL without a default and nothing maps to it', r.attname),
-                HINT = 'Add it to forward, give it a default, or allow NULL.';
-        END IF;
-    END LOOP;
-
-    -- resolve the backward mapping: every insertable legacy column
-    FOR r IN SELECT a.attname, a.attnum, a.attnotnull, a.atthasdef, a.attidentity, a.attgenerated
-               FROM pg_catalog.pg_attribute a
-              WHERE a.attrelid OPERATOR(pg_catalog.=) legacy AND a.attnum OPERATOR(pg_catalog.>) 0
-                AND NOT a.attisdropped ORDER BY a.attnum LOOP
-        IF v_bwd ? r.attname THEN
-            IF r.attgenerated OPERATOR(pg_catalog.<>) '' THEN
-                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                    MESSAGE = pg_catalog.format('cannot map onto generated column "%s" of table %s', r.attname, legacy);
-            END IF;
-            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'backward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', v_bwd OPERATOR(pg_catalog.->>) r.attname::text, 'is_default', false));
-        ELSIF r.attgenerated OPERATOR(pg_catalog.=) '' AND EXISTS (
-                SELECT 1 FROM pg_catalog.pg_attribute l
-                 WHERE l.attrelid OPERATOR(pg_catalog.=) target AND l.attname OPERATOR(pg_catalog.=) r.attname
-                   AND l.attnum OPERATOR(pg_catalog.>) 0 AND NOT l.attisdropped) THEN
-            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'backward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', pg_catalog.quote_ident(r.attname), 'is_default', true));
-        ELSIF r.attnotnull AND NOT r.atthasdef AND r.attidentity OPERATOR(pg_catalog.=) '' AND r.attgenerated OPERATOR(pg_catalog.=) '' THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('legacy column "%s" is NOT NULL without a default and nothing maps to it', r.attname),
-                HINT = 'Add it to backward, give it a default, or allow NULL.';
-        END IF;
-    END LOOP;
+    -- resolve both mappings: every insertable column of each destination
+    -- (built in a variable, no temp table: this runs as the catalog owner and
+    -- must not touch anything the caller can create)
+    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd)
+              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd);
 
     -- the correlation key: what each legacy key column maps to
     IF v_options ? 'target_key' THEN
