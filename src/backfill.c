@@ -1175,6 +1175,45 @@ touch_or_delete(int32 id, const char *touch, Oid touch_owner, const char *remove
 	return done;
 }
 
+/*
+ * touch_column
+ *		A column of relid that an UPDATE may set to itself, to make the
+ *		write path re-project a row: preferred (a key column) unless it is
+ *		GENERATED ALWAYS AS IDENTITY, which no UPDATE may set; then the
+ *		first column that is neither that nor generated.
+ */
+static char *
+touch_column(Oid relid, char *preferred)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	char	   *result = NULL;
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (strcmp(NameStr(att->attname), preferred) == 0 &&
+			att->attidentity != ATTRIBUTE_IDENTITY_ALWAYS)
+			result = preferred;
+	}
+	for (int i = 0; result == NULL && i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && !att->attgenerated &&
+			att->attidentity != ATTRIBUTE_IDENTITY_ALWAYS)
+			result = pstrdup(NameStr(att->attname));
+	}
+	table_close(rel, NoLock);
+	if (result == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table %s has no column an UPDATE may set", get_rel_name(relid)),
+				 errdetail("Every column is generated or GENERATED ALWAYS AS IDENTITY.")));
+	return result;
+}
+
 PG_FUNCTION_INFO_V1(softmig_resync_key);
 /*
  * softmig_resync_key
@@ -1216,16 +1255,18 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 	initStringInfo(&remove);
 	if (m->state == SM_MIRRORED)
 	{
+		char	   *col = touch_column(m->legacy, linitial(c->lkeys));
+
 		appendStringInfo(&touch, "UPDATE %s SET %s = %s WHERE %s", c->legacy,
-						 quote_identifier(linitial(c->lkeys)), quote_identifier(linitial(c->lkeys)),
-						 match.data);
+						 quote_identifier(col), quote_identifier(col), match.data);
 		appendStringInfo(&remove, "DELETE FROM %s AS softmig_t WHERE ROW(", c->target);
 	}
 	else
 	{
+		char	   *col = touch_column(m->target, linitial(c->fwd->keycols));
+
 		appendStringInfo(&touch, "UPDATE %s AS softmig_t SET %s = softmig_t.%s WHERE ROW(", c->target,
-						 quote_identifier(linitial(c->fwd->keycols)),
-						 quote_identifier(linitial(c->fwd->keycols)));
+						 quote_identifier(col), quote_identifier(col));
 		appendStringInfo(&remove, "DELETE FROM %s WHERE %s", c->legacy, match.data);
 	}
 	/* target rows of this key: the backward key mapping over target columns */

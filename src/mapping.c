@@ -29,6 +29,7 @@
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_operator.h"
@@ -211,6 +212,17 @@ softmig_build_dest(SoftmigMigration *m, SoftmigSide side)
 							kc, get_rel_name(d->relid), m->name)));
 		d->keyexprs = lappend(d->keyexprs, expr);
 	}
+	/* identity ALWAYS: written on INSERT (OVERRIDING SYSTEM VALUE), never updated */
+	foreach(lc, d->cols)
+	{
+		HeapTuple	tup = SearchSysCacheAttName(d->relid, lfirst(lc));
+
+		if (!HeapTupleIsValid(tup))
+			continue;			/* a missing column fails below, clearly */
+		if (((Form_pg_attribute) GETSTRUCT(tup))->attidentity == ATTRIBUTE_IDENTITY_ALWAYS)
+			d->always_cols = lappend(d->always_cols, lfirst(lc));
+		ReleaseSysCache(tup);
+	}
 	find_key_operators(d, m->name);
 	return d;
 }
@@ -242,8 +254,9 @@ append_key_match(StringInfo buf, DestInfo *d, const char *alias)
  *		"UPDATE dst AS softmig_t SET c = softmig_s.softmig_vN, ... FROM
  *		(SELECT <mapping of c> AS softmig_vN, ..., <keys> FROM <from>) AS
  *		softmig_s WHERE <key match>" for the destination columns named in
- *		set_cols.  Returns false, with a partial statement in buf, when
- *		set_cols names no destination column.
+ *		set_cols, but for identity ALWAYS columns (no UPDATE may set them).
+ *		Returns false, with a partial statement in buf, when set_cols names
+ *		no other destination column.
  */
 static bool
 append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_cols)
@@ -255,7 +268,8 @@ append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_col
 	appendStringInfo(buf, "UPDATE %s AS softmig_t SET ", d->qualname);
 	forboth(c, d->cols, e, d->exprs)
 	{
-		if (!softmig_str_member(set_cols, lfirst(c)))
+		if (!softmig_str_member(set_cols, lfirst(c)) ||
+			softmig_str_member(d->always_cols, lfirst(c)))
 			continue;
 		v++;
 		appendStringInfo(buf, "%s%s = softmig_s.softmig_v%d", v > 1 ? ", " : "",
@@ -267,7 +281,8 @@ append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_col
 	v = 0;
 	forboth(c, d->cols, e, d->exprs)
 	{
-		if (!softmig_str_member(set_cols, lfirst(c)))
+		if (!softmig_str_member(set_cols, lfirst(c)) ||
+			softmig_str_member(d->always_cols, lfirst(c)))
 			continue;
 		v++;
 		appendStringInfo(buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e), v);
@@ -283,7 +298,8 @@ append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_col
  *		"INSERT INTO dst (...) SELECT <mapping> FROM <from> ON CONFLICT (<key>)
  *		DO UPDATE SET <mapped non-key columns> = EXCLUDED..." (or DO NOTHING
  *		when only key columns are mapped).  Columns in not_taken keep their
- *		value on conflict: the merge rule says the other side owns them.
+ *		value on conflict: the merge rule says the other side owns them; so
+ *		do identity ALWAYS columns, which PostgreSQL lets no UPDATE set.
  */
 static void
 append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
@@ -298,7 +314,8 @@ append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
 	foreach(lc, d->keycols)
 		appendStringInfo(buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
 	appendStringInfoString(buf, ") DO ");
-	(void) softmig_append_conflict_update(buf, d->cols, d->keycols, not_taken);
+	(void) softmig_append_conflict_update(buf, d->cols, d->keycols,
+										  list_concat_copy(not_taken, d->always_cols));
 }
 
 /*
@@ -432,7 +449,10 @@ prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 /*
  * prepare_move
  *		p->move: one row's key change, the old then the new row of srcdesc
- *		as parameters.  Caller is in the destination owner's context.
+ *		as parameters; none (p->move_refused names the column) when a
+ *		destination key column is GENERATED ALWAYS AS IDENTITY.  Caller is
+ *		in the destination owner's context, p->move_refused is allocated
+ *		there and copied by the caller.
  */
 static void
 prepare_move(SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
@@ -443,6 +463,20 @@ prepare_move(SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
 	int			nargs = 0;
 	int			i = 1;
 	ListCell   *lc;
+
+	/*
+	 * No UPDATE may set an identity ALWAYS column: a key change cannot be
+	 * carried to such a key (mirror_key_moves refuses it clearly).
+	 */
+	foreach(lc, d->keycols)
+	{
+		if (softmig_str_member(d->always_cols, lfirst(lc)))
+		{
+			p->move = NULL;
+			p->move_refused = pstrdup(lfirst(lc));
+			return;
+		}
+	}
 
 	for (int r = 0; r < 2; r++)
 	{
@@ -667,6 +701,8 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	p->delete_sql = MemoryContextStrdup(m->cxt, buf.data);
 
 	prepare_move(p, d, RelationGetDescr(rel));
+	if (p->move_refused)
+		p->move_refused = MemoryContextStrdup(m->cxt, p->move_refused);
 	if (side == SIDE_TARGET)
 		prepare_projection(m, p, d, RelationGetDescr(rel));
 
