@@ -3539,3 +3539,137 @@ REVOKE ALL ON FUNCTION
     @extschema@.create_remote_migration(text, text, regclass, text, text, text[], jsonb, jsonb, text[], text[], jsonb),
     @extschema@.drop_remote_migration(text)
 FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Key generators handed over at a switch of write authority (keygen.c)
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._hand_over_keys(migration_id integer, to_target boolean) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_hand_over_keys' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._hand_over_keys(integer, boolean) IS
+    'internal: move the sequence behind every mapped column of the new write authority past the keys both tables hold';
+REVOKE ALL ON FUNCTION @extschema@._hand_over_keys(integer, boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
+                                       p_reason text, p_detail jsonb)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations;
+    v_legal text;
+    v_keys jsonb := '[]';
+BEGIN
+    -- a migration across databases changes state in both, step by step
+    IF NOT @extschema@._remote_stepping()
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases', (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id)),
+            DETAIL = 'Its state changes in both databases together, at a fence when the write authority moves.',
+            HINT = 'Use CALL softmig.remote_advance(...) or CALL softmig.remote_rollback(...).';
+    END IF;
+    -- serialize state changes of one migration (bounded by lock_timeout too)
+    m := @extschema@._lock_migration(p_id);
+    IF m.state OPERATOR(@extschema@.=) p_to THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),
+            DETAIL = 'Another session changed its state while this call waited.';
+    END IF;
+
+    IF NOT @extschema@.is_legal_transition(m.state, p_to) THEN
+        SELECT pg_catalog.string_agg(s::text, ', ' ORDER BY s) INTO v_legal
+          FROM pg_catalog.unnest(ARRAY['legacy', 'mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[]) AS s
+         WHERE @extschema@.is_legal_transition(m.state, s);
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('illegal state transition from %s to %s for migration "%s"',
+                                        m.state, p_to, m.name),
+            DETAIL = CASE WHEN v_legal IS NULL
+                          THEN pg_catalog.format('No move is legal from %s.', m.state)
+                          ELSE pg_catalog.format('From %s the legal moves are: %s.', m.state, v_legal) END,
+            HINT = 'States move one step at a time; cutover is final.';
+    END IF;
+
+    -- Guards (force => true with a reason overrides them; recorded in history;
+    -- a cross-database switch checked them before it fenced, guards_checked)
+    IF NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'force')::boolean, false)
+       AND NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'guards_checked')::boolean, false) THEN
+        IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write'
+           AND NOT @extschema@._backfill_done(p_id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot advance migration "%s" to new_write: the backfill is not done', m.name),
+                DETAIL = 'The target must hold every legacy row before it becomes the write authority.',
+                HINT = pg_catalog.format('CALL softmig.backfill(%L) first, or pass force => true with a reason.', m.name);
+        END IF;
+        -- clean structural parity, no failing error-severity invariant (75_observe.sql)
+        IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write' THEN
+            PERFORM @extschema@._require_semantic_health(p_id);
+        END IF;
+        -- read paths: no registered reader on legacy, no unregistered reader seen on it recently
+        IF m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'cutover' THEN
+            PERFORM @extschema@._readpath_guard(p_id);
+        END IF;
+    END IF;
+
+    -- Lock out writers on both tables (readers are not blocked, except by a
+    -- move to legacy, which drops the triggers): in-flight writers finish
+    -- under the old state, later ones see the new one.
+    PERFORM @extschema@._lock_tables(m, p_to, p_to OPERATOR(@extschema@.=) 'legacy');
+
+    -- The rollback envelope, checked after the locks so a racing first
+    -- new-only write is either already recorded or not yet projected.
+    IF (m.state OPERATOR(@extschema@.=) 'new_write' AND p_to OPERATOR(@extschema@.=) 'mirrored')
+       OR (m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'new_write') THEN
+        IF NOT @extschema@._envelope_open_now(p_id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot roll migration "%s" back from %s to %s: the rollback envelope is closed',
+                                            m.name, m.state, p_to),
+                DETAIL = COALESCE((SELECT pg_catalog.format('Closed because: %s (first entity %s).', e.reason, COALESCE(e.first_key::text, 'unknown'))
+                                     FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) p_id),
+                                  'It closed while this call waited for the tables.'),
+                HINT = 'Legacy cannot represent state the target already holds. Fix forward instead: quarantine the affected entities (softmig.quarantine), repair them on the target, or stop a broken projection with softmig.shadow_disable.';
+        END IF;
+    END IF;
+
+    -- The write authority moves: the table that takes keyless inserts from
+    -- now on draws its keys past every key the other side holds (keygen.c),
+    -- under the locks above.  Across databases the legacy table's
+    -- generator is in the other database (doc/limitations.md).
+    IF (m.state OPERATOR(@extschema@.>=) 'new_write') OPERATOR(pg_catalog.<>) (p_to OPERATOR(@extschema@.>=) 'new_write')
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
+        v_keys := @extschema@._hand_over_keys(p_id, p_to OPERATOR(@extschema@.>=) 'new_write');
+    END IF;
+
+    IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._refuse_rules(p_id);
+        PERFORM @extschema@._install_triggers(p_id);
+        -- Every write from now on reaches the target; anything the target
+        -- holds that is visible in this snapshot predates mirroring and may
+        -- be corrected by the backfill.  A new mirroring epoch needs a new
+        -- backfill.
+        IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+            RAISE EXCEPTION USING ERRCODE = 'active_sql_transaction',
+                MESSAGE = 'the move to mirrored must run at isolation level READ COMMITTED',
+                DETAIL = 'It records a snapshot that must include every write committed before the move.';
+        END IF;
+        UPDATE @extschema@.migrations
+           SET mirror_snapshot = pg_catalog.pg_current_snapshot(), mirror_xid = pg_catalog.pg_current_xact_id()
+         WHERE id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_progress WHERE migration_id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_revisit WHERE migration_id OPERATOR(pg_catalog.=) p_id;
+    ELSIF p_to OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._remove_triggers(p_id);
+    END IF;
+
+    UPDATE @extschema@.migrations
+       SET state = p_to, state_changed_at = pg_catalog.now()
+     WHERE id OPERATOR(pg_catalog.=) p_id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(p_id, p_action, m.state, p_to, p_reason, p_detail);
+    IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
+        PERFORM @extschema@._history(p_id, 'key_handover', m.state, p_to, NULL,
+            pg_catalog.jsonb_build_object('table', CASE WHEN p_to OPERATOR(@extschema@.>=) 'new_write'
+                                                        THEN m.target ELSE m.legacy END::text,
+                                          'columns', v_keys));
+    END IF;
+    RETURN p_to;
+END $$;
+COMMENT ON FUNCTION @extschema@._set_state(integer, @extschema@.state, text, text, jsonb) IS
+    'internal: the one function that changes a migration''s state: checks legality, locks both tables, hands the key generators over, retargets triggers, records history';
