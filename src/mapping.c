@@ -228,6 +228,54 @@ softmig_build_dest(SoftmigMigration *m, SoftmigSide side)
 }
 
 /*
+ * nullable_target_key
+ *		The target's correlation key columns that allow NULL: a row with a
+ *		NULL there is an entity the target created on its own, which no
+ *		legacy row correlates with (a new-only entity for the envelope).
+ */
+static List *
+nullable_target_key(SoftmigMigration *m)
+{
+	List	   *r = NIL;
+	ListCell   *lc;
+
+	foreach(lc, m->target_key)
+	{
+		HeapTuple	tup = SearchSysCacheAttName(m->target, lfirst(lc));
+
+		if (!HeapTupleIsValid(tup))
+			continue;			/* a missing column fails elsewhere, clearly */
+		if (!((Form_pg_attribute) GETSTRUCT(tup))->attnotnull)
+			r = lappend(r, lfirst(lc));
+		ReleaseSysCache(tup);
+	}
+	return r;
+}
+
+/*
+ * correlated_rows
+ *		from, or, when the target key may be NULL, "(SELECT * FROM <from>
+ *		WHERE k IS NOT NULL ...) AS alias": the rows a projection to legacy
+ *		can carry (alias unquoted).
+ */
+static char *
+correlated_rows(const char *from, const char *alias, List *nullable)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+	int			i = 0;
+
+	if (nullable == NIL)
+		return pstrdup(from);
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "(SELECT * FROM %s WHERE ", from);
+	foreach(lc, nullable)
+		appendStringInfo(&buf, "%s%s IS NOT NULL", i++ ? " AND " : "", quote_identifier(lfirst(lc)));
+	appendStringInfo(&buf, ") AS %s", alias);
+	return buf.data;
+}
+
+/*
  * append_key_select
  *		"(SELECT (e1)::t1 AS softmig_k1, ... FROM <from>)"
  */
@@ -530,7 +578,7 @@ prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 	initStringInfo(&rowsel);
 	p->row_nargs = row_params_select(&rowsel, srcdesc, 1, SM_NEW_TABLE, argtypes);
 	resetStringInfo(&buf);
-	append_upsert(&buf, d, rowsel.data, NIL);
+	append_upsert(&buf, d, correlated_rows(rowsel.data, SM_NEW_TABLE, nullable_target_key(m)), NIL);
 	p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 	resetStringInfo(&buf);
 	appendStringInfo(&buf, "SELECT %s FROM %s", keyjson_expr(m, SIDE_TARGET), rowsel.data);
@@ -543,13 +591,15 @@ prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
  *		table's owner (the caller is in that context): the written rows'
  *		keys as legacy-key jsonb (for audit), and, projecting target ->
  *		legacy, the rows legacy cannot represent (a new_only column set, or
- *		the representable predicate false: user SQL over target columns).
+ *		the representable predicate false: user SQL over target columns; or
+ *		a NULL correlation key, counted apart too).
  */
 static void
 prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
 {
 	StringInfoData buf;
 	ListCell   *lc;
+	List	   *nullable = side == SIDE_TARGET ? nullable_target_key(m) : NIL;
 
 	initStringInfo(&buf);
 	for (int r = 0; r < 2; r++)
@@ -563,17 +613,22 @@ prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
 			p->keyjson_new = softmig_prepare_kept(buf.data, 0, NULL);
 	}
 
-	if (side == SIDE_TARGET && (m->new_only != NIL || m->representable != NULL))
+	if (side == SIDE_TARGET &&
+		(m->new_only != NIL || m->representable != NULL || nullable != NIL))
 	{
 		resetStringInfo(&buf);
-		appendStringInfoString(&buf, "SELECT pg_catalog.count(*) FILTER (WHERE softmig_f), "
-							   "(pg_catalog.array_agg(softmig_k) FILTER (WHERE softmig_f))[1] "
+		appendStringInfoString(&buf, "SELECT pg_catalog.count(*) FILTER (WHERE softmig_f OR softmig_n), "
+							   "(pg_catalog.array_agg(softmig_k) FILTER (WHERE softmig_f OR softmig_n))[1], "
+							   "pg_catalog.count(*) FILTER (WHERE softmig_n AND NOT softmig_f) "
 							   "FROM (SELECT (false");
 		foreach(lc, m->new_only)
 			appendStringInfo(&buf, " OR %s IS NOT NULL", quote_identifier(lfirst(lc)));
 		if (m->representable)
 			appendStringInfo(&buf, " OR NOT COALESCE((%s\n), true)", m->representable);
-		appendStringInfo(&buf, ") AS softmig_f, %s AS softmig_k FROM %s) AS softmig_s",
+		appendStringInfoString(&buf, ") AS softmig_f, (false");
+		foreach(lc, nullable)
+			appendStringInfo(&buf, " OR %s IS NULL", quote_identifier(lfirst(lc)));
+		appendStringInfo(&buf, ") AS softmig_n, %s AS softmig_k FROM %s) AS softmig_s",
 						 keyjson_expr(m, side), SM_NEW_TABLE);
 		p->newonly = softmig_prepare_kept(buf.data, 0, NULL);
 	}
@@ -682,9 +737,13 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 			not_taken = lappend(not_taken, lfirst(lc));
 	}
 
-	/* upsert */
+	/* upsert (to legacy: only the rows whose correlation key is not NULL) */
 	initStringInfo(&buf);
-	append_upsert(&buf, d, SM_NEW_TABLE, not_taken);
+	append_upsert(&buf, d,
+				  side == SIDE_TARGET ?
+				  correlated_rows(SM_NEW_TABLE, SM_NEW_TABLE, nullable_target_key(m)) :
+				  SM_NEW_TABLE,
+				  not_taken);
 	p->upsert = softmig_prepare_kept(buf.data, 0, NULL);
 	p->upsert_sql = MemoryContextStrdup(m->cxt, buf.data);
 

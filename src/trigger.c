@@ -675,8 +675,10 @@ refuse_new_only(SoftmigMigration *m, Relation rel, const char *what)
 
 /*
  * detect_new_only
- *		Projection only: rows with a new_only column set or the
- *		representable predicate false.  Evaluated as the target's owner.
+ *		Projection only: rows with a new_only column set, the
+ *		representable predicate false, or a NULL correlation key (an
+ *		entity the target created on its own; the projection skips it).
+ *		Evaluated as the target's owner.
  */
 static void
 detect_new_only(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
@@ -685,6 +687,7 @@ detect_new_only(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	Oid			save_user;
 	int			save_sec;
 	int64		n;
+	int64		nullkey;
 	Datum		keys;
 	bool		isnull;
 	bool		keys_null;
@@ -694,9 +697,19 @@ detect_new_only(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		elog(ERROR, "softmig: new-only detection failed");
 	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &keys_null);
+	nullkey = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	if (n == 0)
 		return;
+	if (nullkey == n)
+	{
+		/* only rows the target created on its own: no legacy row correlates */
+		if (m->reject_new_only && m->envelope_open)
+			refuse_new_only(m, td->tg_relation,
+							"The correlation key is NULL: an entity the target created on its own, which legacy cannot hold.");
+		note_new_only(m, n, keys, keys_null, "the correlation key is NULL: an entity the target created on its own");
+		return;
+	}
 	if (m->reject_new_only && m->envelope_open)
 		refuse_new_only(m, td->tg_relation,
 						"A new_only column is set, or the representable predicate is false.");

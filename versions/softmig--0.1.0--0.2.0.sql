@@ -3673,3 +3673,270 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@._set_state(integer, @extschema@.state, text, text, jsonb) IS
     'internal: the one function that changes a migration''s state: checks legality, locks both tables, hands the key generators over, retargets triggers, records history';
+
+-------------------------------------------------------------------------------
+-- Nullable correlation keys: a target row whose key is NULL is the target's
+-- own entity (new-only for the envelope)
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION @extschema@._create_migration(name text, legacy regclass, target regclass,
+    key text[], forward jsonb, backward jsonb, new_only text[], divergent text[], options jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text := name;
+    v_id integer;
+    v_key text[] := key;
+    v_tkey text[];
+    v_fwd jsonb := COALESCE(forward, '{}');
+    v_bwd jsonb := COALESCE(backward, '{}');
+    v_new_only text[] := COALESCE(new_only, '{}');
+    v_divergent text[] := COALESCE(divergent, '{}');
+    v_options jsonb := COALESCE(options, '{}');
+    v_other text;
+    v_maps jsonb;
+    r record;
+    k text;
+    e text;
+    t regclass;
+    i integer;
+BEGIN
+    IF v_name IS NULL OR pg_catalog.btrim(v_name) OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'migration name must not be empty';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
+    END IF;
+
+    -- the two tables
+    FOREACH t IN ARRAY ARRAY[legacy, target] LOOP
+        SELECT c.relkind, c.relispartition, c.relpersistence INTO r
+          FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) t;
+        IF r.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'p']::"char"[]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('"%s" is not a table', t),
+                DETAIL = 'Only ordinary and partitioned tables can take part in a migration.';
+        END IF;
+        IF r.relispartition THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('table %s is a partition', t),
+                HINT = 'Migrate its partitioned table instead; writes through the parent would bypass a partition''s migration.';
+        END IF;
+        IF r.relpersistence OPERATOR(pg_catalog.=) 't' THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('table %s is a temporary table', t);
+        END IF;
+        SELECT m.name INTO v_other FROM @extschema@.migrations m
+         WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[]);
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+                MESSAGE = pg_catalog.format('table %s already takes part in migration "%s"', t, v_other),
+                HINT = 'A table can be in one migration at a time.';
+        END IF;
+    END LOOP;
+    IF legacy OPERATOR(pg_catalog.=) target THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'legacy and target must be different tables';
+    END IF;
+
+    -- the legacy key
+    IF v_key IS NULL THEN
+        SELECT pg_catalog.array_agg(a.attname::text ORDER BY x.n) INTO v_key
+          FROM pg_catalog.pg_index ix
+         CROSS JOIN LATERAL pg_catalog.unnest(ix.indkey) WITH ORDINALITY AS x(attnum, n)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) ix.indrelid
+                                        AND a.attnum OPERATOR(pg_catalog.=) x.attnum
+         WHERE ix.indrelid OPERATOR(pg_catalog.=) legacy AND ix.indisprimary;
+        IF v_key IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('table %s has no primary key', legacy),
+                HINT = 'Pass key => ARRAY[...] naming columns with a unique index.';
+        END IF;
+    END IF;
+    IF pg_catalog.cardinality(v_key) OPERATOR(pg_catalog.=) 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must name at least one column';
+    END IF;
+    IF pg_catalog.array_position(v_key, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must not contain NULL';
+    END IF;
+    IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_key) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key names a column twice';
+    END IF;
+    FOREACH k IN ARRAY v_key LOOP
+        PERFORM @extschema@._require_column(legacy, k, 'key column', true);
+    END LOOP;
+
+    -- mapping arguments
+    IF pg_catalog.jsonb_typeof(v_fwd) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'forward must be a jsonb object {"target_column": "expression over legacy columns"}';
+    END IF;
+    IF pg_catalog.jsonb_typeof(v_bwd) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'backward must be a jsonb object {"legacy_column": "expression over target columns"}';
+    END IF;
+    FOR k, e IN SELECT j.key, pg_catalog.jsonb_typeof(j.value) FROM pg_catalog.jsonb_each(v_fwd) j LOOP
+        PERFORM @extschema@._require_column(target, k, 'forward mapping of column', false);
+        IF e OPERATOR(pg_catalog.<>) 'string' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('forward mapping of column "%s" must be a string holding an SQL expression', k);
+        END IF;
+        PERFORM @extschema@._check_expression(v_fwd OPERATOR(pg_catalog.->>) k,
+                                              pg_catalog.format('forward mapping of column "%s"', k));
+    END LOOP;
+    FOR k, e IN SELECT j.key, pg_catalog.jsonb_typeof(j.value) FROM pg_catalog.jsonb_each(v_bwd) j LOOP
+        PERFORM @extschema@._require_column(legacy, k, 'backward mapping of column', false);
+        IF e OPERATOR(pg_catalog.<>) 'string' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('backward mapping of column "%s" must be a string holding an SQL expression', k);
+        END IF;
+        PERFORM @extschema@._check_expression(v_bwd OPERATOR(pg_catalog.->>) k,
+                                              pg_catalog.format('backward mapping of column "%s"', k));
+    END LOOP;
+    IF pg_catalog.array_position(v_new_only OPERATOR(pg_catalog.||) v_divergent, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('%s must not contain NULL',
+                CASE WHEN pg_catalog.array_position(v_new_only, NULL) IS NOT NULL THEN 'new_only' ELSE 'divergent' END);
+    END IF;
+    FOREACH k IN ARRAY v_new_only LOOP
+        PERFORM @extschema@._require_column(target, k, 'new_only column', false);
+    END LOOP;
+    FOREACH k IN ARRAY v_divergent LOOP
+        PERFORM @extschema@._require_column(target, k, 'divergent column', false);
+    END LOOP;
+
+    -- options
+    PERFORM @extschema@._check_options(v_options);
+
+    -- resolve the forward mapping: every insertable target column
+    -- the resolved mappings, built in a variable (no temp table: this runs as
+    -- the catalog owner and must not touch anything the caller can create)
+    v_maps := '[]';
+    FOR r IN SELECT a.attname, a.attnum, a.attnotnull, a.atthasdef, a.attidentity, a.attgenerated
+               FROM pg_catalog.pg_attribute a
+              WHERE a.attrelid OPERATOR(pg_catalog.=) target AND a.attnum OPERATOR(pg_catalog.>) 0
+                AND NOT a.attisdropped ORDER BY a.attnum LOOP
+        IF v_fwd ? r.attname THEN
+            IF r.attgenerated OPERATOR(pg_catalog.<>) '' THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('cannot map onto generated column "%s" of table %s', r.attname, target);
+            END IF;
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'forward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', v_fwd OPERATOR(pg_catalog.->>) r.attname::text, 'is_default', false));
+        ELSIF r.attgenerated OPERATOR(pg_catalog.=) '' AND EXISTS (
+                SELECT 1 FROM pg_catalog.pg_attribute l
+                 WHERE l.attrelid OPERATOR(pg_catalog.=) legacy AND l.attname OPERATOR(pg_catalog.=) r.attname
+                   AND l.attnum OPERATOR(pg_catalog.>) 0 AND NOT l.attisdropped) THEN
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'forward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', pg_catalog.quote_ident(r.attname), 'is_default', true));
+        ELSIF r.attnotnull AND NOT r.atthasdef AND r.attidentity OPERATOR(pg_catalog.=) '' AND r.attgenerated OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target column "%s" is NOT NULL without a default and nothing maps to it', r.attname),
+                HINT = 'Add it to forward, give it a default, or allow NULL.';
+        END IF;
+    END LOOP;
+
+    -- resolve the backward mapping: every insertable legacy column
+    FOR r IN SELECT a.attname, a.attnum, a.attnotnull, a.atthasdef, a.attidentity, a.attgenerated
+               FROM pg_catalog.pg_attribute a
+              WHERE a.attrelid OPERATOR(pg_catalog.=) legacy AND a.attnum OPERATOR(pg_catalog.>) 0
+                AND NOT a.attisdropped ORDER BY a.attnum LOOP
+        IF v_bwd ? r.attname THEN
+            IF r.attgenerated OPERATOR(pg_catalog.<>) '' THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('cannot map onto generated column "%s" of table %s', r.attname, legacy);
+            END IF;
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'backward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', v_bwd OPERATOR(pg_catalog.->>) r.attname::text, 'is_default', false));
+        ELSIF r.attgenerated OPERATOR(pg_catalog.=) '' AND EXISTS (
+                SELECT 1 FROM pg_catalog.pg_attribute l
+                 WHERE l.attrelid OPERATOR(pg_catalog.=) target AND l.attname OPERATOR(pg_catalog.=) r.attname
+                   AND l.attnum OPERATOR(pg_catalog.>) 0 AND NOT l.attisdropped) THEN
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', 'backward', 'column_name', r.attname, 'ordinal', r.attnum, 'expression', pg_catalog.quote_ident(r.attname), 'is_default', true));
+        ELSIF r.attnotnull AND NOT r.atthasdef AND r.attidentity OPERATOR(pg_catalog.=) '' AND r.attgenerated OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('legacy column "%s" is NOT NULL without a default and nothing maps to it', r.attname),
+                HINT = 'Add it to backward, give it a default, or allow NULL.';
+        END IF;
+    END LOOP;
+
+    -- the correlation key: what each legacy key column maps to
+    IF v_options ? 'target_key' THEN
+        IF pg_catalog.jsonb_typeof(v_options OPERATOR(pg_catalog.->) 'target_key') OPERATOR(pg_catalog.<>) 'array' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must be a jsonb array of target column names';
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(v_options OPERATOR(pg_catalog.->) 'target_key') x
+                    WHERE pg_catalog.jsonb_typeof(x) OPERATOR(pg_catalog.<>) 'string') THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must be a jsonb array of target column names',
+                DETAIL = pg_catalog.format('Given: %s', v_options OPERATOR(pg_catalog.->) 'target_key');
+        END IF;
+        SELECT COALESCE(pg_catalog.array_agg(x), '{}') INTO v_tkey
+          FROM pg_catalog.jsonb_array_elements_text(v_options OPERATOR(pg_catalog.->) 'target_key') x;
+        IF pg_catalog.cardinality(v_tkey) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must name as many columns as the legacy key';
+        END IF;
+        IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_tkey) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_tkey) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'option target_key names a column twice';
+        END IF;
+    ELSE
+        v_tkey := '{}';
+        FOREACH k IN ARRAY v_key LOOP
+            SELECT pm.column_name INTO e FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+             WHERE pm.direction OPERATOR(pg_catalog.=) 'forward'
+               AND (pm.expression OPERATOR(pg_catalog.=) k OR pm.expression OPERATOR(pg_catalog.=) pg_catalog.quote_ident(k))
+             ORDER BY pm.is_default DESC LIMIT 1;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('no target column maps from legacy key column "%s"', k),
+                    HINT = 'Name the target correlation key with options => ''{"target_key": [...]}''.';
+            END IF;
+            v_tkey := v_tkey OPERATOR(pg_catalog.||) e;
+        END LOOP;
+    END IF;
+    -- the key correlates the rows: legacy always holds it, and it cannot differ
+    FOREACH k IN ARRAY v_tkey LOOP
+        IF k OPERATOR(pg_catalog.=) ANY (v_new_only OPERATOR(pg_catalog.||) v_divergent) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target key column "%s" cannot be %s', k,
+                    CASE WHEN k OPERATOR(pg_catalog.=) ANY (v_new_only) THEN 'new_only' ELSE 'divergent' END),
+                DETAIL = 'Rows are correlated on the key: legacy always holds it, and it is equal on both sides.';
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY v_tkey LOOP
+        -- a NULL in it marks a row the new system created on its own: a new-only
+        -- entity, never correlated (doc/write-authority.md)
+        PERFORM @extschema@._require_column(target, k, 'target key column', false);
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+                        WHERE pm.direction OPERATOR(pg_catalog.=) 'forward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target key column "%s" has no forward mapping', k);
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY v_key LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+                        WHERE pm.direction OPERATOR(pg_catalog.=) 'backward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('legacy key column "%s" has no backward mapping', k),
+                HINT = 'Add it to backward so writes on the target can be projected to legacy.';
+        END IF;
+    END LOOP;
+
+    INSERT INTO @extschema@.migrations (name, legacy, target, legacy_key, target_key, forward, backward,
+                                        new_only, divergent, options, created_by)
+    VALUES (v_name, legacy, target, v_key, v_tkey, v_fwd, v_bwd, v_new_only, v_divergent, v_options,
+            @extschema@._actor())
+    RETURNING id INTO v_id;
+    INSERT INTO @extschema@.mappings (migration_id, direction, column_name, ordinal, expression, is_default)
+    SELECT v_id, pm.direction, pm.column_name, pm.ordinal, pm.expression, pm.is_default FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean);
+
+    -- prepare every statement the triggers will run (as the table owners)
+    PERFORM @extschema@._refuse_rules(v_id);
+    PERFORM @extschema@._validate(v_id);
+
+    PERFORM @extschema@._history(v_id, 'create', NULL, 'legacy', NULL,
+        pg_catalog.jsonb_build_object('legacy', legacy::text, 'target', target::text,
+                                      'key', v_key, 'target_key', v_tkey));
+END $$;
+COMMENT ON FUNCTION @extschema@._create_migration(text, regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) IS
+    'internal: implementation of softmig.create_migration (runs behind the ownership gate)';
