@@ -24,6 +24,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "catalog/pg_attribute.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -37,6 +38,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 
 #include "softmig.h"
 
@@ -62,6 +64,34 @@ column_sequence(Oid relid, const char *col)
 					   SPI_OK_SELECT, "find the sequence of a key column");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? InvalidOid : DatumGetObjectId(d);
+}
+
+/*
+ * plain_column
+ *		The column of relid that expr names, when the mapping expression is
+ *		nothing but a column reference (plain or quoted), else NULL.  Only
+ *		then is the other table read: max() of a column is an index probe
+ *		when the column is indexed, where an expression would need a scan
+ *		of the whole table under the switch's locks.
+ */
+static char *
+plain_column(Oid relid, const char *expr)
+{
+	Relation	rel = relation_open(relid, NoLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	char	   *result = NULL;
+
+	for (int i = 0; i < desc->natts && result == NULL; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped &&
+			(strcmp(expr, NameStr(att->attname)) == 0 ||
+			 strcmp(expr, quote_identifier(NameStr(att->attname))) == 0))
+			result = pstrdup(NameStr(att->attname));
+	}
+	relation_close(rel, NoLock);
+	return result;
 }
 
 /*
@@ -97,16 +127,21 @@ int8_or_null(int n, bool *isnull)
 /*
  * hand_over_one
  *		Move sequence seq of column col of relation auth past every value
- *		auth holds in col and every value the mapping expr yields over the
- *		other table (when auth's owner may read it).  Runs as auth's owner,
- *		who owns the sequence.  Appends one JSON object to out.
+ *		auth holds in col and, when the mapping expr is a plain column of
+ *		the other table that auth's owner may read, every value that column
+ *		holds.  (auth holds every mapped key of the other side while the
+ *		migration is consistent; the other side is read only where that is
+ *		cheap.)  Runs as auth's owner, who owns the sequence.  Appends one
+ *		JSON object to out.
  */
 static void
 hand_over_one(StringInfo out, Oid auth, Oid other, const char *col, const char *expr,
 			  Oid seq, char identity)
 {
 	Oid			owner = softmig_rel_owner(auth);
-	bool		read_other = pg_class_aclcheck(other, owner, ACL_SELECT) == ACLCHECK_OK;
+	char	   *srccol = plain_column(other, expr);
+	bool		read_other = srccol != NULL &&
+		pg_class_aclcheck(other, owner, ACL_SELECT) == ACLCHECK_OK;
 	char	   *seqname = softmig_qualified_relname(seq);
 	char	   *coltype = format_type_be_qualified(get_atttype(auth, get_attnum(auth, col)));
 	StringInfoData buf;
@@ -140,10 +175,10 @@ hand_over_one(StringInfo out, Oid auth, Oid other, const char *col, const char *
 					 quote_identifier(col), softmig_qualified_relname(auth));
 	if (read_other)
 		appendStringInfo(&buf,
-						 " UNION ALL SELECT pg_catalog.max((%s\n)::%s) FROM %s"
-						 " UNION ALL SELECT pg_catalog.min((%s\n)::%s) FROM %s",
-						 expr, coltype, softmig_qualified_relname(other),
-						 expr, coltype, softmig_qualified_relname(other));
+						 " UNION ALL SELECT pg_catalog.max(%s)::%s FROM %s"
+						 " UNION ALL SELECT pg_catalog.min(%s)::%s FROM %s",
+						 quote_identifier(srccol), coltype, softmig_qualified_relname(other),
+						 quote_identifier(srccol), coltype, softmig_qualified_relname(other));
 	appendStringInfoString(&buf, ") AS softmig_s");
 	/* the latest snapshot: under the switch's locks it holds every key */
 	plan = SPI_prepare(buf.data, 0, NULL);
