@@ -142,3 +142,13 @@ INSERT INTO kg_w_l (v, n) VALUES ('m2', 2) RETURNING id;
 SELECT (SELECT count(*) FROM kg_w_l) AS legacy_rows, (SELECT count(*) FROM kg_w_t) AS target_rows,
        (SELECT count(*) FROM kg_w_l l JOIN kg_w_t t USING (id) WHERE (l.v, l.n) IS NOT DISTINCT FROM (t.v, t.n)) AS equal_rows;
 SELECT id, v, n, extra FROM kg_w_t WHERE id <= 6 OR v LIKE 't%' OR v LIKE 'm%' ORDER BY id;
+-- and on to cutover, writing the target in each state
+SELECT softmig.advance('kg_w', force => true, reason => 'key generator test');
+INSERT INTO kg_w_t (v, n) VALUES ('t3', 3) RETURNING id;
+SELECT softmig.advance('kg_w');
+SELECT softmig.advance('kg_w', 'cutover', force => true, reason => 'key generator test');
+INSERT INTO kg_w_t (v, n) VALUES ('t4', 4) RETURNING id;
+UPDATE kg_w_t SET n = 40 WHERE v = 't4';
+DELETE FROM kg_w_t WHERE v = 't3';
+SELECT id, v, n FROM kg_w_t WHERE v IN ('t3', 't4');
+SELECT id, v, n FROM kg_w_l WHERE v IN ('t3', 't4');
