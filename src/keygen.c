@@ -158,6 +158,9 @@ hand_over_one(StringInfo out, Oid auth, Oid other, const char *col, const char *
 				called,
 				moved = false;
 	int64		to = 0;
+	int64		edge;
+	int64		limit;
+	bool		up;
 	SPIPlanPtr	plan;
 	int			save_nest;
 	Oid			save_user;
@@ -205,31 +208,26 @@ hand_over_one(StringInfo out, Oid auth, Oid other, const char *col, const char *
 	called = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
 	next = called ? last + inc : last;
 
-	/* past every key: upwards for a positive increment, downwards otherwise */
-	if (inc > 0 && !hi_null && next <= hi)
+	/*
+	 * Past every key: upwards for a positive increment (edge is the largest
+	 * key), downwards otherwise (the smallest).
+	 */
+	up = inc > 0;
+	edge = up ? hi : lo;
+	limit = up ? seqmax : seqmin;
+	if (!(up ? hi_null : lo_null) && (up ? next <= edge : next >= edge))
 	{
-		if (hi >= seqmax)
+		if (up ? edge >= limit : edge <= limit)
 			ereport(ERROR,
 					(errcode(ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED),
 					 errmsg("cannot move sequence %s of column \"%s\" of table %s past the keys the tables hold",
 							seqname, col, softmig_qualified_relname(auth)),
-					 errdetail("The tables hold %s up to " INT64_FORMAT "; the sequence's maximum is " INT64_FORMAT ".",
-							   quote_identifier(col), hi, seqmax),
-					 errhint("Raise the sequence's MAXVALUE (ALTER SEQUENCE) and retry the state change.")));
-		to = hi;
-		moved = true;
-	}
-	else if (inc < 0 && !lo_null && next >= lo)
-	{
-		if (lo <= seqmin)
-			ereport(ERROR,
-					(errcode(ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED),
-					 errmsg("cannot move sequence %s of column \"%s\" of table %s past the keys the tables hold",
-							seqname, col, softmig_qualified_relname(auth)),
-					 errdetail("The tables hold %s down to " INT64_FORMAT "; the sequence's minimum is " INT64_FORMAT ".",
-							   quote_identifier(col), lo, seqmin),
-					 errhint("Lower the sequence's MINVALUE (ALTER SEQUENCE) and retry the state change.")));
-		to = lo;
+					 errdetail("The tables hold %s %s " INT64_FORMAT "; the sequence's %s is " INT64_FORMAT ".",
+							   quote_identifier(col), up ? "up to" : "down to", edge,
+							   up ? "maximum" : "minimum", limit),
+					 errhint("%s the sequence's %s (ALTER SEQUENCE) and retry the state change.",
+							 up ? "Raise" : "Lower", up ? "MAXVALUE" : "MINVALUE")));
+		to = edge;
 		moved = true;
 	}
 	if (moved)
