@@ -23,7 +23,9 @@ INSERT INTO nk_l (v) VALUES ('c');
 CALL softmig.backfill('nk');
 SELECT * FROM nk_t ORDER BY id;
 SELECT * FROM softmig.parity('nk');
+SET client_min_messages = warning;  -- no "discovery is off" notice without preload
 SELECT layer, check_name FROM softmig.check('nk') WHERE NOT ok AND check_name <> 'readers';
+RESET client_min_messages;
 
 -- new_write: a keyless insert on the target gets an id past legacy's, and,
 -- having no legacy key, is a new-only entity: not projected, the envelope closes
@@ -39,7 +41,9 @@ SELECT * FROM nk_l ORDER BY id;
 SELECT softmig.envelope('nk')->'new_only_count' AS new_only_count;
 -- parity: the target's own entities are no difference
 SELECT * FROM softmig.parity('nk');
+SET client_min_messages = warning;  -- no "discovery is off" notice without preload
 SELECT layer, check_name, violations FROM softmig.check('nk') WHERE NOT ok AND check_name <> 'readers';
+RESET client_min_messages;
 -- an entity that gets a legacy key becomes correlated and is projected
 UPDATE nk_t SET legacy_id = 60 WHERE v = 'native2!';
 SELECT * FROM nk_l WHERE id = 60;
