@@ -3630,10 +3630,12 @@ BEGIN
 
     -- The write authority moves: the table that takes keyless inserts from
     -- now on draws its keys past every key the other side holds (keygen.c),
-    -- under the locks above.  Across databases the legacy table's
-    -- generator is in the other database (doc/limitations.md).
+    -- under the locks above.  Across databases this database holds the
+    -- target and the landing copy of legacy: the target's generator moves;
+    -- the legacy table's is in the other database (doc/limitations.md).
     IF (m.state OPERATOR(@extschema@.>=) 'new_write') OPERATOR(pg_catalog.<>) (p_to OPERATOR(@extschema@.>=) 'new_write')
-       AND NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
+       AND (p_to OPERATOR(@extschema@.>=) 'new_write'
+            OR NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id)) THEN
         v_keys := @extschema@._hand_over_keys(p_id, p_to OPERATOR(@extschema@.>=) 'new_write');
     END IF;
 
