@@ -12,7 +12,9 @@
  *	  the generator behind every column of the new authority that the other
  *	  side feeds through the mapping (a serial's owned sequence, an identity
  *	  BY DEFAULT or ALWAYS) past every value either table holds for it: its
- *	  own column and the mapped values of the other table.
+ *	  own column, which holds every mapped key of the other side while the
+ *	  migration is consistent, and, when the column maps from a plain column
+ *	  of the other table, that column (an index probe where it is indexed).
  *
  *	  The caller (softmig._set_state) holds both tables locked against
  *	  writers, so no row can arrive meanwhile.  setval is not transactional:
