@@ -141,7 +141,7 @@ hand_over_one(StringInfo out, Oid auth, Oid other, const char *col, const char *
 			  Oid seq, char identity)
 {
 	Oid			owner = softmig_rel_owner(auth);
-	char	   *srccol = plain_column(other, expr);
+	char	   *srccol = OidIsValid(other) ? plain_column(other, expr) : NULL;
 	bool		read_other = srccol != NULL &&
 		pg_class_aclcheck(other, owner, ACL_SELECT) == ACLCHECK_OK;
 	char	   *seqname = softmig_qualified_relname(seq);
@@ -311,4 +311,52 @@ softmig_hand_over_keys(PG_FUNCTION_ARGS)
 	appendStringInfoChar(&out, ']');
 	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
 	PG_RETURN_DATUM(result);
+}
+
+PG_FUNCTION_INFO_V1(softmig_hand_over_table_keys);
+/*
+ * softmig_hand_over_table_keys
+ *		softmig._hand_over_table_keys(rel): the legacy side of a migration
+ *		across databases becomes the write authority again (a rollback to
+ *		mirrored).  The target database is elsewhere, but every key it gave
+ *		out reached this table through the reverse replication, caught up at
+ *		the fence: move the sequence behind every column of rel that has one
+ *		past every value rel holds for it.  Returns a jsonb array like
+ *		softmig_hand_over_keys.  Runs as rel's owner; the caller's state
+ *		change refuses local writes to rel until it commits.
+ */
+Datum
+softmig_hand_over_table_keys(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	Relation	rel = relation_open(relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *cols = NIL;
+	StringInfoData out;
+	ListCell   *lc;
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && !att->attgenerated)
+			cols = lappend(cols, pstrdup(NameStr(att->attname)));
+	}
+	relation_close(rel, NoLock);
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '[');
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	foreach(lc, cols)
+	{
+		Oid			seq = column_sequence(relid, lfirst(lc));
+
+		if (OidIsValid(seq))
+			hand_over_one(&out, relid, InvalidOid, lfirst(lc), NULL, seq,
+						  column_identity(relid, lfirst(lc)));
+	}
+	SPI_finish();
+	appendStringInfoChar(&out, ']');
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }

@@ -3942,3 +3942,297 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@._create_migration(text, regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) IS
     'internal: implementation of softmig.create_migration (runs behind the ownership gate)';
+
+-------------------------------------------------------------------------------
+-- Key generators across databases: the legacy side's generators at a rollback
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._hand_over_table_keys(rel regclass) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_hand_over_table_keys' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._hand_over_table_keys(regclass) IS
+    'internal: move the sequence behind every column of a table past the values it holds (the legacy side of a migration across databases, at a rollback)';
+REVOKE ALL ON FUNCTION @extschema@._hand_over_table_keys(regclass) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._remote_peer(name text, op text, arg jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text := name;
+    r @extschema@.remote_migrations;
+    v_rel regclass;
+    v_shape jsonb;
+    v_lsn pg_lsn;
+    v_sub text;
+    v_slot text;
+    v_tag text;
+    v_timeout text;
+    v_keys jsonb;
+BEGIN
+    PERFORM @extschema@._remote_require_superuser('run a step of a cross-database migration');
+    IF op OPERATOR(pg_catalog.=) 'describe' THEN
+        -- (before the migration exists here) the legacy table, as the landing copy must be
+        PERFORM @extschema@._remote_check_wal_level();
+        v_rel := pg_catalog.to_regclass(arg OPERATOR(pg_catalog.->>) 'legacy');
+        IF v_rel IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'undefined_table',
+                MESSAGE = pg_catalog.format('table %s does not exist in the legacy database', arg OPERATOR(pg_catalog.->>) 'legacy');
+        END IF;
+        RETURN @extschema@._remote_table_shape(v_rel)
+            OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(
+                'table', @extschema@._qualified(v_rel),
+                'server_version_num', pg_catalog.current_setting('server_version_num')::integer,
+                'database', pg_catalog.current_database(),
+                'in_migration', EXISTS (SELECT 1 FROM @extschema@.migrations m
+                                         WHERE v_rel OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target])),
+                'endpoint', (SELECT pg_catalog.to_jsonb(x) FROM @extschema@.remote_migrations x
+                              WHERE x.name OPERATOR(pg_catalog.=) v_name));
+    END IF;
+
+    IF op OPERATOR(pg_catalog.=) 'define' THEN
+        PERFORM @extschema@._remote_check_wal_level();
+        v_rel := (arg OPERATOR(pg_catalog.->>) 'legacy')::pg_catalog.regclass;
+        SELECT * INTO r FROM @extschema@.remote_migrations x WHERE x.name OPERATOR(pg_catalog.=) v_name;
+        IF FOUND THEN
+            IF r.side OPERATOR(pg_catalog.=) 'legacy' AND r.local_table OPERATOR(pg_catalog.=) v_rel
+               AND r.tag OPERATOR(pg_catalog.=) (arg OPERATOR(pg_catalog.->>) 'tag') THEN
+                UPDATE @extschema@.remote_conninfo SET peer = arg OPERATOR(pg_catalog.->>) 'peer'
+                 WHERE migration OPERATOR(pg_catalog.=) v_name;
+                RETURN pg_catalog.jsonb_build_object('defined', false);   -- a retry of the same definition
+            END IF;
+            RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+                MESSAGE = pg_catalog.format('the legacy database already has a cross-database migration "%s"', v_name);
+        END IF;
+        IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name
+                       OR v_rel OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]))
+           OR EXISTS (SELECT 1 FROM @extschema@.remote_migrations x WHERE x.local_table OPERATOR(pg_catalog.=) v_rel) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+                MESSAGE = pg_catalog.format('table %s already takes part in a migration of the legacy database', v_rel);
+        END IF;
+        INSERT INTO @extschema@.remote_migrations (name, side, migration_id, local_table, remote_table, key, tag,
+                                                   options, created_by)
+        VALUES (v_name, 'legacy', pg_catalog.nextval('@extschema@.remote_endpoint_seq'::pg_catalog.regclass), v_rel,
+                arg OPERATOR(pg_catalog.->>) 'remote_table',
+                ARRAY(SELECT pg_catalog.jsonb_array_elements_text(arg OPERATOR(pg_catalog.->) 'key')),
+                arg OPERATOR(pg_catalog.->>) 'tag',
+                COALESCE(arg OPERATOR(pg_catalog.->) 'options', '{}'), @extschema@._actor());
+        INSERT INTO @extschema@.remote_conninfo (migration, peer) VALUES (v_name, arg OPERATOR(pg_catalog.->>) 'peer');
+        EXECUTE pg_catalog.format(
+            'CREATE PUBLICATION %I FOR TABLE %s, @extschema@.remote_operations WHERE (migration OPERATOR(pg_catalog.=) %L), '
+            '@extschema@.remote_markers WHERE (migration OPERATOR(pg_catalog.=) %L) WITH (publish = ''insert, update, delete'')',
+            (arg OPERATOR(pg_catalog.->>) 'tag') OPERATOR(pg_catalog.||) '_fwd', v_rel, v_name, v_name);
+        PERFORM @extschema@._remote_history(v_name, 'remote_define', NULL, 'legacy', NULL, arg OPERATOR(pg_catalog.-) 'peer');
+        RETURN pg_catalog.jsonb_build_object('defined', true);
+    END IF;
+
+    IF op OPERATOR(pg_catalog.=) 'drop' AND NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations x
+                                                         WHERE x.name OPERATOR(pg_catalog.=) v_name) THEN
+        RETURN '{}';    -- a retry: dropped here already
+    END IF;
+    r := @extschema@._remote_endpoint(v_name);
+    IF r.side OPERATOR(pg_catalog.<>) 'legacy' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('database "%s" holds the target side of migration "%s"', pg_catalog.current_database(), v_name),
+            HINT = 'A connection string of the migration points back to its own target database.';
+    END IF;
+    -- options the legacy side uses (lock_timeout, require_operation_key) follow the migration's
+    IF op OPERATOR(pg_catalog.<>) ALL (ARRAY['mirror', 'forward_slot'])    -- (these create a slot first)
+       AND arg OPERATOR(pg_catalog.?) 'options' AND r.options OPERATOR(pg_catalog.<>) (arg OPERATOR(pg_catalog.->) 'options') THEN
+        UPDATE @extschema@.remote_migrations SET options = arg OPERATOR(pg_catalog.->) 'options'
+         WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+        r.options := arg OPERATOR(pg_catalog.->) 'options';
+    END IF;
+    v_timeout := COALESCE(r.options OPERATOR(pg_catalog.->>) 'lock_timeout', '5s');
+
+    CASE op
+    WHEN 'status' THEN
+        RETURN @extschema@._remote_describe(v_name);
+
+    WHEN 'mirror' THEN
+        -- legacy -> mirrored: the slot first (before any write of this transaction)
+        v_lsn := @extschema@._remote_create_slot(r.tag OPERATOR(pg_catalog.||) '_fwd');
+        IF r.state OPERATOR(@extschema@.=) 'legacy' THEN
+            PERFORM @extschema@._remote_install_triggers(v_name);
+            UPDATE @extschema@.remote_migrations SET state = 'mirrored', fenced = false, state_changed_at = pg_catalog.now(),
+                   options = COALESCE(arg OPERATOR(pg_catalog.->) 'options', options)
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_advance', 'legacy', 'mirrored', arg OPERATOR(pg_catalog.->>) 'reason',
+                                                pg_catalog.jsonb_build_object('slot_lsn', v_lsn));
+        END IF;
+        RETURN pg_catalog.jsonb_build_object('slot_lsn', v_lsn);
+
+    WHEN 'unmirror' THEN
+        IF r.state OPERATOR(@extschema@.<>) 'legacy' THEN
+            PERFORM @extschema@._remote_remove_triggers(v_name);
+            UPDATE @extschema@.remote_migrations SET state = 'legacy', fenced = false, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_rollback', r.state, 'legacy', arg OPERATOR(pg_catalog.->>) 'reason', '{}');
+        END IF;
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN '{}';
+
+    WHEN 'fence' THEN
+        -- stop the writers of the legacy table (waiting ones wait for this
+        -- transaction, then see the fence), and write the fence marker: the
+        -- target database takes over once it has applied it
+        IF r.fenced AND (r.switch OPERATOR(pg_catalog.->>) 'marker') OPERATOR(pg_catalog.=) (arg OPERATOR(pg_catalog.->>) 'marker') THEN
+            RETURN pg_catalog.jsonb_build_object('lsn', r.switch OPERATOR(pg_catalog.->>) 'lsn');   -- a retry
+        END IF;
+        IF r.state OPERATOR(@extschema@.<>) 'mirrored' OR r.fenced THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('the legacy side of migration "%s" cannot be fenced in state %s%s', v_name, r.state,
+                                            CASE WHEN r.fenced THEN ' (fenced by another switch)' ELSE '' END);
+        END IF;
+        PERFORM pg_catalog.set_config('lock_timeout', v_timeout, true);
+        BEGIN
+            EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', r.local_table);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                MESSAGE = pg_catalog.format('could not lock table %s to fence migration "%s"', r.local_table, v_name),
+                DETAIL = pg_catalog.format('Writers kept a conflicting lock for longer than lock_timeout (%s).', v_timeout),
+                HINT = 'Retry; nothing was changed. Long transactions writing the table delay the switch; option lock_timeout sets how long to wait.';
+        END;
+        v_lsn := pg_catalog.pg_current_wal_lsn();
+        INSERT INTO @extschema@.remote_markers (migration, id, kind, lsn)
+        VALUES (v_name, (arg OPERATOR(pg_catalog.->>) 'marker')::bigint, 'fence', v_lsn);
+        UPDATE @extschema@.remote_migrations
+           SET fenced = true,
+               switch = pg_catalog.jsonb_build_object('marker', arg OPERATOR(pg_catalog.->) 'marker', 'lsn', v_lsn,
+                                                      'at', pg_catalog.now(), 'to', arg OPERATOR(pg_catalog.->>) 'to')
+         WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+        PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+        PERFORM @extschema@._remote_history(v_name, 'remote_fence', r.state, r.state, NULL,
+                                            pg_catalog.jsonb_build_object('marker', arg OPERATOR(pg_catalog.->) 'marker', 'lsn', v_lsn));
+        RETURN pg_catalog.jsonb_build_object('lsn', v_lsn);
+
+    WHEN 'unfence' THEN
+        IF r.fenced THEN
+            UPDATE @extschema@.remote_migrations SET fenced = false, switch = NULL
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_unfence', r.state, r.state, NULL, r.switch);
+        END IF;
+        RETURN '{}';
+
+    WHEN 'accept_reverse' THEN
+        -- the target database is the write authority now: apply what it
+        -- projects into its landing copy, from the slot it made at the switch
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub
+                      AND s.subdbid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                                            WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = %L)', v_sub, v_sub);
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I ENABLE', v_sub);
+        ELSE
+            EXECUTE pg_catalog.format(
+                'CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I '
+                'WITH (create_slot = false, slot_name = %L, copy_data = false, enabled = true)',
+                v_sub, (SELECT c.peer FROM @extschema@.remote_conninfo c WHERE c.migration OPERATOR(pg_catalog.=) v_name),
+                v_sub, v_sub);
+        END IF;
+        IF r.state OPERATOR(@extschema@.=) 'mirrored' THEN
+            UPDATE @extschema@.remote_migrations
+               SET state = 'new_write', fenced = false, switch = NULL, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_advance', 'mirrored', 'new_write', arg OPERATOR(pg_catalog.->>) 'reason', r.switch);
+        END IF;
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN '{}';
+
+    WHEN 'stop_reverse' THEN
+        -- rollback: the target database fenced itself and wrote a marker;
+        -- once it is applied here, stop applying
+        PERFORM @extschema@._remote_marker_applied(v_name, (arg OPERATOR(pg_catalog.->>) 'marker')::bigint);
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', v_sub);
+        RETURN '{}';
+
+    WHEN 'forward_slot' THEN
+        -- rollback: once the subscription's worker is gone, a new slot for
+        -- the legacy -> target direction, starting after the last applied change
+        PERFORM @extschema@._remote_worker_gone(v_name, r.tag OPERATOR(pg_catalog.||) '_rev');
+        v_lsn := @extschema@._remote_create_slot(r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN pg_catalog.jsonb_build_object('slot_lsn', v_lsn);
+
+    WHEN 'accept_forward' THEN
+        -- rollback: legacy is the write authority again
+        IF r.state OPERATOR(@extschema@.<>) 'mirrored' THEN
+            UPDATE @extschema@.remote_migrations
+               SET state = 'mirrored', fenced = false, switch = NULL, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_rollback', r.state, 'mirrored', arg OPERATOR(pg_catalog.->>) 'reason', '{}');
+            -- legacy takes keyless inserts again: its generators move past
+            -- the keys the target gave out, which the reverse replication
+            -- brought here up to the fence (keygen.c)
+            v_keys := @extschema@._hand_over_table_keys(r.local_table);
+            IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
+                PERFORM @extschema@._remote_history(v_name, 'key_handover', r.state, 'mirrored', NULL,
+                    pg_catalog.jsonb_build_object('table', r.local_table::text, 'columns', v_keys));
+            END IF;
+        END IF;
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub AND s.subenabled) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', v_sub);
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', v_sub);
+        END IF;
+        RETURN '{}';
+
+    WHEN 'abort_rollback' THEN
+        -- a rollback given up before the target database switched: apply again
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I ENABLE', v_sub);
+        END IF;
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN '{}';
+
+    WHEN 'set_state' THEN
+        IF r.state OPERATOR(@extschema@.<>) (arg OPERATOR(pg_catalog.->>) 'state')::@extschema@.state THEN
+            UPDATE @extschema@.remote_migrations
+               SET state = (arg OPERATOR(pg_catalog.->>) 'state')::@extschema@.state, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, arg OPERATOR(pg_catalog.->>) 'action', r.state,
+                                                (arg OPERATOR(pg_catalog.->>) 'state')::@extschema@.state,
+                                                arg OPERATOR(pg_catalog.->>) 'reason', '{}');
+        END IF;
+        IF (arg OPERATOR(pg_catalog.->>) 'state') OPERATOR(pg_catalog.=) 'cutover' THEN
+            -- everything the target database projected before cutover is here
+            -- once its marker is; then nothing more comes
+            PERFORM @extschema@._remote_marker_applied(v_name, (arg OPERATOR(pg_catalog.->>) 'marker')::bigint);
+            PERFORM @extschema@._remote_drop_subscription(r.tag OPERATOR(pg_catalog.||) '_rev');
+        END IF;
+        RETURN '{}';
+
+    WHEN 'drop' THEN
+        IF r.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot drop cross-database migration "%s" in state %s', v_name, r.state);
+        END IF;
+        PERFORM @extschema@._remote_drop_subscription(r.tag OPERATOR(pg_catalog.||) '_rev');
+        PERFORM @extschema@._remote_remove_triggers(v_name);
+        EXECUTE pg_catalog.format('DROP PUBLICATION IF EXISTS %I', r.tag OPERATOR(pg_catalog.||) '_fwd');
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        PERFORM @extschema@._remote_history(v_name, 'remote_drop', r.state, NULL, NULL, '{}');
+        DELETE FROM @extschema@.operations o WHERE o.migration_id OPERATOR(pg_catalog.=) r.migration_id;
+        DELETE FROM @extschema@.remote_operations o WHERE o.migration OPERATOR(pg_catalog.=) v_name;
+        DELETE FROM @extschema@.remote_markers k WHERE k.migration OPERATOR(pg_catalog.=) v_name;
+        DELETE FROM @extschema@.remote_conninfo c WHERE c.migration OPERATOR(pg_catalog.=) v_name;
+        DELETE FROM @extschema@.remote_migrations x WHERE x.name OPERATOR(pg_catalog.=) v_name;
+        PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+        RETURN '{}';
+
+    WHEN 'parity' THEN
+        -- from new_write on the replication flows here: compare from here
+        RETURN @extschema@._remote_parity_here(v_name, (arg OPERATOR(pg_catalog.->>) 'chunk_rows')::integer);
+
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('unknown cross-database operation "%s"', op);
+    END CASE;
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_peer(text, text, jsonb) IS
+    'internal: this database''s part of a step of a cross-database migration, called by the other database over libpq (superusers only)';

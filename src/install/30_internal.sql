@@ -37,6 +37,12 @@ COMMENT ON FUNCTION @extschema@._hand_over_keys(integer, boolean) IS
     'internal: move the sequence behind every mapped column of the new write authority past the keys both tables hold';
 REVOKE ALL ON FUNCTION @extschema@._hand_over_keys(integer, boolean) FROM PUBLIC;
 
+CREATE FUNCTION @extschema@._hand_over_table_keys(rel regclass) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_hand_over_table_keys' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._hand_over_table_keys(regclass) IS
+    'internal: move the sequence behind every column of a table past the values it holds (the legacy side of a migration across databases, at a rollback)';
+REVOKE ALL ON FUNCTION @extschema@._hand_over_table_keys(regclass) FROM PUBLIC;
+
 -------------------------------------------------------------------------------
 -- Internal SQL helpers
 -------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 # Key generators across databases: at the switch to new_write the target's
 # identity moves past every key the legacy database gave out (they reached
 # the target through the landing copy), so the first keyless insert on the
-# target does not collide.  The legacy table's serial is in the other
-# database and is not moved at a rollback (doc/limitations.md).
+# target does not collide.  At the rollback the legacy database moves its
+# serial past the keys the target gave out (they reached it through the
+# reverse replication, caught up at the fence).
 #
 # About 10 seconds.
 use strict;
@@ -48,5 +49,17 @@ like($B->safe_psql('postgres', q{SELECT detail::text FROM softmig.history('order
 wait_reverse($A, $B);
 is($A->safe_psql('postgres', q{SELECT cust || ' ' || amount_cents FROM legacy_orders WHERE id = 6}),
 	'f 600', 'the target-born row reached the legacy database');
+
+# the rollback: the legacy database takes keyless inserts again
+$B->safe_psql('postgres', q{CALL softmig.remote_rollback('orders', 'back')});
+is($A->safe_psql('postgres', q{SELECT state FROM softmig.remote_migrations WHERE name = 'orders'}), 'mirrored',
+	'the legacy database is back in mirrored');
+is($A->safe_psql('postgres', q{INSERT INTO legacy_orders (cust, amount_cents) VALUES ('g', 7) RETURNING id}),
+	'7', 'the first keyless insert on legacy draws past the target\'s keys');
+like($A->safe_psql('postgres', q{SELECT detail::text FROM softmig.history_log WHERE action = 'key_handover'}),
+	qr/"moved": true, "column": "id"/, 'the legacy database records its handover');
+wait_forward($A, $B);
+is($B->safe_psql('postgres', q{SELECT string_agg(order_id || customer, ',' ORDER BY order_id) FROM orders}),
+	'1C1,2C2,3C3,4D,5E,6F,7G', 'the target follows');
 
 done_testing();
