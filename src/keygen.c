@@ -329,12 +329,17 @@ Datum
 softmig_hand_over_table_keys(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_GETARG_OID(0);
-	Relation	rel = relation_open(relid, AccessShareLock);
-	TupleDesc	desc = RelationGetDescr(rel);
+	Relation	rel = try_relation_open(relid, AccessShareLock);
+	TupleDesc	desc;
 	List	   *cols = NIL;
 	StringInfoData out;
 	ListCell   *lc;
 
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	desc = RelationGetDescr(rel);
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
