@@ -50,6 +50,7 @@ SELECT state, message, hint LIKE 'Known options: target_key, lock_timeout, %' AS
 SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', options => '{"lock_timeout": "soon"}')$$);
 SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', forward => '{"id": "cents"}')$$);
 SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', options => '{"target_key": ["id", "note"]}')$$);
+-- a target key column may allow NULL (sql/nullable_key.sql) but needs a forward mapping
 SELECT * FROM t.err($$SELECT softmig.create_migration('m', 'lv', 'tv', options => '{"target_key": ["flag"]}')$$);
 -- target must have a unique index on the correlation key
 CREATE TABLE target_noidx (id int NOT NULL, customer text);

@@ -385,7 +385,7 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	foreach(lc, c->fwd->keycols)
 		appendStringInfo(&buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
 	appendStringInfoString(&buf, ") DO ");
-	if (softmig_append_conflict_update(&buf, c->fwd->cols, c->fwd->keycols, NIL) > 0)
+	if (softmig_append_conflict_update(&buf, c->fwd->cols, c->fwd->keycols, c->fwd->always_cols) > 0)
 	{
 		/* correct only rows written before mirroring began, and only if they differ */
 		appendStringInfoString(&buf, " WHERE softmig._written_before(softmig_t.xmin, $1, $2) AND ROW(");
@@ -916,9 +916,24 @@ step_verify(BfStep *st)
 }
 
 /*
+ * append_key_not_null
+ *		" AND prefix.k1 IS NOT NULL AND ..." over the target's correlation
+ *		key columns keycols.
+ */
+static void
+append_key_not_null(StringInfo buf, List *keycols, const char *prefix)
+{
+	ListCell   *lc;
+
+	foreach(lc, keycols)
+		appendStringInfo(buf, " AND %s%s IS NOT NULL", prefix, quote_identifier(lfirst(lc)));
+}
+
+/*
  * step_orphans
  *		The orphans operation: delete up to batch target rows that legacy
- *		lacks and that were written before mirroring began.
+ *		lacks and that were written before mirroring began; rows with a
+ *		NULL correlation key are the target's own entities and stay.
  */
 static void
 step_orphans(BfStep *st)
@@ -937,9 +952,12 @@ step_orphans(BfStep *st)
 					 c->target);
 	appendStringInfoString(&buf, ", ");
 	softmig_append_key_list(&buf, c->bwd->keyexprs, c->bwd->keytypes);
-	appendStringInfo(&buf, " FROM %s WHERE softmig._written_before(xmin, $1, $3)) AS softmig_s "
+	appendStringInfo(&buf, " FROM %s WHERE softmig._written_before(xmin, $1, $3)", c->target);
+	/* a row with a NULL correlation key is the target's own entity: it stays */
+	append_key_not_null(&buf, c->fwd->keycols, "");
+	appendStringInfo(&buf, ") AS softmig_s "
 					 "WHERE NOT EXISTS (SELECT 1 FROM %s AS softmig_l WHERE ",
-					 c->target, c->legacy);
+					 c->legacy);
 	softmig_append_key_match(&buf, "softmig_l", c->bwd->keycols, c->bwd->keyops,
 							 "softmig_s");
 	appendStringInfoString(&buf, ") LIMIT $2)");
@@ -1175,6 +1193,45 @@ touch_or_delete(int32 id, const char *touch, Oid touch_owner, const char *remove
 	return done;
 }
 
+/*
+ * touch_column
+ *		A column of relid that an UPDATE may set to itself, to make the
+ *		write path re-project a row: preferred (a key column) unless it is
+ *		GENERATED ALWAYS AS IDENTITY, which no UPDATE may set; then the
+ *		first column that is neither that nor generated.
+ */
+static char *
+touch_column(Oid relid, char *preferred)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	char	   *result = NULL;
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (strcmp(NameStr(att->attname), preferred) == 0 &&
+			att->attidentity != ATTRIBUTE_IDENTITY_ALWAYS)
+			result = preferred;
+	}
+	for (int i = 0; result == NULL && i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && !att->attgenerated &&
+			att->attidentity != ATTRIBUTE_IDENTITY_ALWAYS)
+			result = pstrdup(NameStr(att->attname));
+	}
+	table_close(rel, NoLock);
+	if (result == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table %s has no column an UPDATE may set", get_rel_name(relid)),
+				 errdetail("Every column is generated or GENERATED ALWAYS AS IDENTITY.")));
+	return result;
+}
+
 PG_FUNCTION_INFO_V1(softmig_resync_key);
 /*
  * softmig_resync_key
@@ -1216,16 +1273,18 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 	initStringInfo(&remove);
 	if (m->state == SM_MIRRORED)
 	{
+		char	   *col = touch_column(m->legacy, linitial(c->lkeys));
+
 		appendStringInfo(&touch, "UPDATE %s SET %s = %s WHERE %s", c->legacy,
-						 quote_identifier(linitial(c->lkeys)), quote_identifier(linitial(c->lkeys)),
-						 match.data);
+						 quote_identifier(col), quote_identifier(col), match.data);
 		appendStringInfo(&remove, "DELETE FROM %s AS softmig_t WHERE ROW(", c->target);
 	}
 	else
 	{
+		char	   *col = touch_column(m->target, linitial(c->fwd->keycols));
+
 		appendStringInfo(&touch, "UPDATE %s AS softmig_t SET %s = softmig_t.%s WHERE ROW(", c->target,
-						 quote_identifier(linitial(c->fwd->keycols)),
-						 quote_identifier(linitial(c->fwd->keycols)));
+						 quote_identifier(col), quote_identifier(col));
 		appendStringInfo(&remove, "DELETE FROM %s WHERE %s", c->legacy, match.data);
 	}
 	/* target rows of this key: the backward key mapping over target columns */
@@ -1292,10 +1351,12 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 								 c->bwd->cols, c->bwd->exprs);
 	/* quarantined entities stay as they are on both sides */
 	appendStringInfo(&buf, " FROM %s AS softmig_src WHERE NOT (%s OPERATOR(pg_catalog.=) ANY (ARRAY("
-					 "SELECT q.key FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) %d)))"
-					 " ON CONFLICT (%s) DO ",
-					 c->target, bwd_keyjson(c), m->id, c->keylist);
-	(void) softmig_append_conflict_update(&buf, c->bwd->cols, c->lkeys, NIL);
+					 "SELECT q.key FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) %d)))",
+					 c->target, bwd_keyjson(c), m->id);
+	/* the target's own entities (NULL correlation key) have no legacy row */
+	append_key_not_null(&buf, c->fwd->keycols, "softmig_src.");
+	appendStringInfo(&buf, " ON CONFLICT (%s) DO ", c->keylist);
+	(void) softmig_append_conflict_update(&buf, c->bwd->cols, c->lkeys, c->bwd->always_cols);
 
 	/* as legacy's owner: it writes legacy through the backward mapping */
 	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);

@@ -146,6 +146,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	Relation	rel;
 	TupleDesc	desc;
 	StringInfoData cols;
+	StringInfoData setcols;
 	List	   *colnames = NIL;
 	StringInfoData allfields;
 	StringInfoData keymatch;
@@ -175,6 +176,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	rel = table_open(m->target, AccessShareLock);
 	desc = RelationGetDescr(rel);
 	initStringInfo(&cols);
+	initStringInfo(&setcols);
 	initStringInfo(&allfields);
 	for (i = 0; i < desc->natts; i++)
 	{
@@ -183,7 +185,13 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		if (att->attisdropped || att->attgenerated)
 			continue;
 		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", quote_identifier(NameStr(att->attname)));
-		colnames = lappend(colnames, pstrdup(NameStr(att->attname)));
+		/* no UPDATE may set an identity ALWAYS column: it keeps its value */
+		if (att->attidentity != ATTRIBUTE_IDENTITY_ALWAYS)
+		{
+			appendStringInfo(&setcols, "%s%s", setcols.len ? ", " : "",
+							 quote_identifier(NameStr(att->attname)));
+			colnames = lappend(colnames, pstrdup(NameStr(att->attname)));
+		}
 		appendStringInfo(&allfields, "%s%s", allfields.len ? ", " : "",
 						 quote_literal_cstr(NameStr(att->attname)));
 	}
@@ -254,7 +262,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		 * jsonb would not.
 		 */
 		initStringInfo(&buf);
-		appendStringInfo(&buf, "UPDATE %s AS \"softmig.t\" SET (%s) = (SELECT ", target, cols.data);
+		appendStringInfo(&buf, "UPDATE %s AS \"softmig.t\" SET (%s) = (SELECT ", target, setcols.data);
 		i = 0;
 		foreach(k, colnames)
 		{

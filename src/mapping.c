@@ -29,6 +29,7 @@
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_operator.h"
@@ -211,8 +212,67 @@ softmig_build_dest(SoftmigMigration *m, SoftmigSide side)
 							kc, get_rel_name(d->relid), m->name)));
 		d->keyexprs = lappend(d->keyexprs, expr);
 	}
+	/* identity ALWAYS: written on INSERT (OVERRIDING SYSTEM VALUE), never updated */
+	foreach(lc, d->cols)
+	{
+		HeapTuple	tup = SearchSysCacheAttName(d->relid, lfirst(lc));
+
+		if (!HeapTupleIsValid(tup))
+			continue;			/* a missing column fails below, clearly */
+		if (((Form_pg_attribute) GETSTRUCT(tup))->attidentity == ATTRIBUTE_IDENTITY_ALWAYS)
+			d->always_cols = lappend(d->always_cols, lfirst(lc));
+		ReleaseSysCache(tup);
+	}
 	find_key_operators(d, m->name);
 	return d;
+}
+
+/*
+ * nullable_target_key
+ *		The target's correlation key columns that allow NULL: a row with a
+ *		NULL there is an entity the target created on its own, which no
+ *		legacy row correlates with (a new-only entity for the envelope).
+ */
+static List *
+nullable_target_key(SoftmigMigration *m)
+{
+	List	   *r = NIL;
+	ListCell   *lc;
+
+	foreach(lc, m->target_key)
+	{
+		HeapTuple	tup = SearchSysCacheAttName(m->target, lfirst(lc));
+
+		if (!HeapTupleIsValid(tup))
+			continue;			/* a missing column fails elsewhere, clearly */
+		if (!((Form_pg_attribute) GETSTRUCT(tup))->attnotnull)
+			r = lappend(r, lfirst(lc));
+		ReleaseSysCache(tup);
+	}
+	return r;
+}
+
+/*
+ * correlated_rows
+ *		from, or, when the target key may be NULL, "(SELECT * FROM <from>
+ *		WHERE k IS NOT NULL ...) AS alias": the rows a projection to legacy
+ *		can carry (alias unquoted).
+ */
+static char *
+correlated_rows(const char *from, const char *alias, List *nullable)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+	int			i = 0;
+
+	if (nullable == NIL)
+		return pstrdup(from);
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "(SELECT * FROM %s WHERE ", from);
+	foreach(lc, nullable)
+		appendStringInfo(&buf, "%s%s IS NOT NULL", i++ ? " AND " : "", quote_identifier(lfirst(lc)));
+	appendStringInfo(&buf, ") AS %s", alias);
+	return buf.data;
 }
 
 /*
@@ -242,8 +302,9 @@ append_key_match(StringInfo buf, DestInfo *d, const char *alias)
  *		"UPDATE dst AS softmig_t SET c = softmig_s.softmig_vN, ... FROM
  *		(SELECT <mapping of c> AS softmig_vN, ..., <keys> FROM <from>) AS
  *		softmig_s WHERE <key match>" for the destination columns named in
- *		set_cols.  Returns false, with a partial statement in buf, when
- *		set_cols names no destination column.
+ *		set_cols, but for identity ALWAYS columns (no UPDATE may set them).
+ *		Returns false, with a partial statement in buf, when set_cols names
+ *		no other destination column.
  */
 static bool
 append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_cols)
@@ -255,7 +316,8 @@ append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_col
 	appendStringInfo(buf, "UPDATE %s AS softmig_t SET ", d->qualname);
 	forboth(c, d->cols, e, d->exprs)
 	{
-		if (!softmig_str_member(set_cols, lfirst(c)))
+		if (!softmig_str_member(set_cols, lfirst(c)) ||
+			softmig_str_member(d->always_cols, lfirst(c)))
 			continue;
 		v++;
 		appendStringInfo(buf, "%s%s = softmig_s.softmig_v%d", v > 1 ? ", " : "",
@@ -267,7 +329,8 @@ append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_col
 	v = 0;
 	forboth(c, d->cols, e, d->exprs)
 	{
-		if (!softmig_str_member(set_cols, lfirst(c)))
+		if (!softmig_str_member(set_cols, lfirst(c)) ||
+			softmig_str_member(d->always_cols, lfirst(c)))
 			continue;
 		v++;
 		appendStringInfo(buf, "(%s\n) AS softmig_v%d, ", (char *) lfirst(e), v);
@@ -283,7 +346,8 @@ append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_col
  *		"INSERT INTO dst (...) SELECT <mapping> FROM <from> ON CONFLICT (<key>)
  *		DO UPDATE SET <mapped non-key columns> = EXCLUDED..." (or DO NOTHING
  *		when only key columns are mapped).  Columns in not_taken keep their
- *		value on conflict: the merge rule says the other side owns them.
+ *		value on conflict: the merge rule says the other side owns them; so
+ *		do identity ALWAYS columns, which PostgreSQL lets no UPDATE set.
  */
 static void
 append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
@@ -298,7 +362,8 @@ append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
 	foreach(lc, d->keycols)
 		appendStringInfo(buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
 	appendStringInfoString(buf, ") DO ");
-	(void) softmig_append_conflict_update(buf, d->cols, d->keycols, not_taken);
+	(void) softmig_append_conflict_update(buf, d->cols, d->keycols,
+										  list_concat_copy(not_taken, d->always_cols));
 }
 
 /*
@@ -432,7 +497,10 @@ prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 /*
  * prepare_move
  *		p->move: one row's key change, the old then the new row of srcdesc
- *		as parameters.  Caller is in the destination owner's context.
+ *		as parameters; none (p->move_refused names the column) when a
+ *		destination key column is GENERATED ALWAYS AS IDENTITY.  Caller is
+ *		in the destination owner's context, p->move_refused is allocated
+ *		there and copied by the caller.
  */
 static void
 prepare_move(SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
@@ -443,6 +511,20 @@ prepare_move(SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
 	int			nargs = 0;
 	int			i = 1;
 	ListCell   *lc;
+
+	/*
+	 * No UPDATE may set an identity ALWAYS column: a key change cannot be
+	 * carried to such a key (mirror_key_moves refuses it clearly).
+	 */
+	foreach(lc, d->keycols)
+	{
+		if (softmig_str_member(d->always_cols, lfirst(lc)))
+		{
+			p->move = NULL;
+			p->move_refused = pstrdup(lfirst(lc));
+			return;
+		}
+	}
 
 	for (int r = 0; r < 2; r++)
 	{
@@ -496,7 +578,7 @@ prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 	initStringInfo(&rowsel);
 	p->row_nargs = row_params_select(&rowsel, srcdesc, 1, SM_NEW_TABLE, argtypes);
 	resetStringInfo(&buf);
-	append_upsert(&buf, d, rowsel.data, NIL);
+	append_upsert(&buf, d, correlated_rows(rowsel.data, SM_NEW_TABLE, nullable_target_key(m)), NIL);
 	p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 	resetStringInfo(&buf);
 	appendStringInfo(&buf, "SELECT %s FROM %s", keyjson_expr(m, SIDE_TARGET), rowsel.data);
@@ -509,13 +591,15 @@ prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
  *		table's owner (the caller is in that context): the written rows'
  *		keys as legacy-key jsonb (for audit), and, projecting target ->
  *		legacy, the rows legacy cannot represent (a new_only column set, or
- *		the representable predicate false: user SQL over target columns).
+ *		the representable predicate false: user SQL over target columns; or
+ *		a NULL correlation key, counted apart too).
  */
 static void
 prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
 {
 	StringInfoData buf;
 	ListCell   *lc;
+	List	   *nullable = side == SIDE_TARGET ? nullable_target_key(m) : NIL;
 
 	initStringInfo(&buf);
 	for (int r = 0; r < 2; r++)
@@ -529,17 +613,22 @@ prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
 			p->keyjson_new = softmig_prepare_kept(buf.data, 0, NULL);
 	}
 
-	if (side == SIDE_TARGET && (m->new_only != NIL || m->representable != NULL))
+	if (side == SIDE_TARGET &&
+		(m->new_only != NIL || m->representable != NULL || nullable != NIL))
 	{
 		resetStringInfo(&buf);
-		appendStringInfoString(&buf, "SELECT pg_catalog.count(*) FILTER (WHERE softmig_f), "
-							   "(pg_catalog.array_agg(softmig_k) FILTER (WHERE softmig_f))[1] "
+		appendStringInfoString(&buf, "SELECT pg_catalog.count(*) FILTER (WHERE softmig_f OR softmig_n), "
+							   "(pg_catalog.array_agg(softmig_k) FILTER (WHERE softmig_f OR softmig_n))[1], "
+							   "pg_catalog.count(*) FILTER (WHERE softmig_n AND NOT softmig_f) "
 							   "FROM (SELECT (false");
 		foreach(lc, m->new_only)
 			appendStringInfo(&buf, " OR %s IS NOT NULL", quote_identifier(lfirst(lc)));
 		if (m->representable)
 			appendStringInfo(&buf, " OR NOT COALESCE((%s\n), true)", m->representable);
-		appendStringInfo(&buf, ") AS softmig_f, %s AS softmig_k FROM %s) AS softmig_s",
+		appendStringInfoString(&buf, ") AS softmig_f, (false");
+		foreach(lc, nullable)
+			appendStringInfo(&buf, " OR %s IS NULL", quote_identifier(lfirst(lc)));
+		appendStringInfo(&buf, ") AS softmig_n, %s AS softmig_k FROM %s) AS softmig_s",
 						 keyjson_expr(m, side), SM_NEW_TABLE);
 		p->newonly = softmig_prepare_kept(buf.data, 0, NULL);
 	}
@@ -648,9 +737,13 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 			not_taken = lappend(not_taken, lfirst(lc));
 	}
 
-	/* upsert */
+	/* upsert (to legacy: only the rows whose correlation key is not NULL) */
 	initStringInfo(&buf);
-	append_upsert(&buf, d, SM_NEW_TABLE, not_taken);
+	append_upsert(&buf, d,
+				  side == SIDE_TARGET ?
+				  correlated_rows(SM_NEW_TABLE, SM_NEW_TABLE, nullable_target_key(m)) :
+				  SM_NEW_TABLE,
+				  not_taken);
 	p->upsert = softmig_prepare_kept(buf.data, 0, NULL);
 	p->upsert_sql = MemoryContextStrdup(m->cxt, buf.data);
 
@@ -667,6 +760,8 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	p->delete_sql = MemoryContextStrdup(m->cxt, buf.data);
 
 	prepare_move(p, d, RelationGetDescr(rel));
+	if (p->move_refused)
+		p->move_refused = MemoryContextStrdup(m->cxt, p->move_refused);
 	if (side == SIDE_TARGET)
 		prepare_projection(m, p, d, RelationGetDescr(rel));
 

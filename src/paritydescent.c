@@ -443,8 +443,11 @@ parity_compare_range(ParityCtx *c, SPIPlanPtr plans[2][3][2], int lo_mode, Datum
 /*
  * parity_null_key_rows
  *		Rows of one side whose key has a NULL can match nothing on the other
- *		side (NULL equals nothing): each is missing there, unless its entity
- *		is quarantined.  Counts them in c->nullkeys[side].
+ *		side (NULL equals nothing).  A legacy row's is missing in the target,
+ *		unless its entity is quarantined; a target row whose correlation key
+ *		is NULL is an entity the target created on its own (a new-only
+ *		entity, see the envelope), not a difference.  Counts them in
+ *		c->nullkeys[side].
  */
 void
 parity_null_key_rows(ParityCtx *c, int side)
@@ -482,6 +485,9 @@ parity_null_key_rows(ParityCtx *c, int side)
 			ParityKind	kind = side == PSIDE_LEGACY ? PK_MISSING_IN_TARGET : PK_MISSING_IN_LEGACY;
 
 			c->nullkeys[side]++;
+			/* the target's own entity: no legacy row correlates, no difference */
+			if (side == PSIDE_TARGET)
+				continue;
 			kr.key = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
 			if (c->apply_quarantine && c->nqjson > 0 && parity_is_quarantined_json(c, kr.key))
 				continue;

@@ -74,7 +74,10 @@ typedef struct SoftmigRelPlans
 	char	   *insert_sql;		/* big INSERT: plain insert, upsert on conflict */
 	char	   *update_sql;		/* big UPDATE: update in place, then upsert the rest */
 	SPIPlanPtr	delete;			/* DELETE .. USING old */
-	SPIPlanPtr	move;			/* per-row key change, params old+new row */
+	SPIPlanPtr	move;			/* per-row key change, params old+new row;
+								 * NULL: a destination key column is
+								 * GENERATED ALWAYS AS IDENTITY */
+	char	   *move_refused;	/* then: that column's name */
 	int			move_nargs;
 	SPIPlanPtr	keyjson_new;	/* jsonb_agg of keys over new table */
 	SPIPlanPtr	keyjson_old;	/* jsonb_agg of keys over old table */
@@ -143,6 +146,7 @@ typedef struct SoftmigDest
 	List	   *keyexprs;		/* their expressions */
 	List	   *keytypes;		/* qualified type names */
 	List	   *keyops;			/* "OPERATOR(nsp.=)" strings */
+	List	   *always_cols;	/* of cols: GENERATED ALWAYS AS IDENTITY */
 } SoftmigDest;
 
 /*

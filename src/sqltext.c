@@ -146,7 +146,8 @@ softmig_append_mapped_insert(StringInfo buf, const char *dst, const char *alias,
  * softmig_append_conflict_update
  *		What follows "ON CONFLICT (...) DO " for an upsert of cols:
  *		"UPDATE SET c = EXCLUDED.c, ..." over the columns that are neither
- *		key columns (keycols) nor kept as they are (keep), or "NOTHING" when
+ *		key columns (keycols) nor kept as they are (keep: also every identity
+ *		ALWAYS column, which no UPDATE may set), or "NOTHING" when
  *		there is none.  Returns the number of columns set.
  */
 int

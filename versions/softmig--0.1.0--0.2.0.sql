@@ -635,6 +635,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m @extschema@.migrations;
     v_legal text;
+    v_keys jsonb := '[]';
 BEGIN
     -- a migration across databases changes state in both, step by step
     IF NOT @extschema@._remote_stepping()
@@ -706,6 +707,17 @@ BEGIN
         END IF;
     END IF;
 
+    -- The write authority moves: the table that takes keyless inserts from
+    -- now on draws its keys past every key the other side holds (keygen.c),
+    -- under the locks above.  Across databases this database holds the
+    -- target and the landing copy of legacy: the target's generator moves;
+    -- the legacy table's is in the other database (doc/limitations.md).
+    IF (m.state OPERATOR(@extschema@.>=) 'new_write') OPERATOR(pg_catalog.<>) (p_to OPERATOR(@extschema@.>=) 'new_write')
+       AND (p_to OPERATOR(@extschema@.>=) 'new_write'
+            OR NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id)) THEN
+        v_keys := @extschema@._hand_over_keys(p_id, p_to OPERATOR(@extschema@.>=) 'new_write');
+    END IF;
+
     IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
         PERFORM @extschema@._refuse_rules(p_id);
         PERFORM @extschema@._install_triggers(p_id);
@@ -732,10 +744,16 @@ BEGIN
      WHERE id OPERATOR(pg_catalog.=) p_id;
     PERFORM @extschema@._invalidate(m.legacy, m.target);
     PERFORM @extschema@._history(p_id, p_action, m.state, p_to, p_reason, p_detail);
+    IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
+        PERFORM @extschema@._history(p_id, 'key_handover', m.state, p_to, NULL,
+            pg_catalog.jsonb_build_object('table', CASE WHEN p_to OPERATOR(@extschema@.>=) 'new_write'
+                                                        THEN m.target ELSE m.legacy END::text,
+                                          'columns', v_keys));
+    END IF;
     RETURN p_to;
 END $$;
 COMMENT ON FUNCTION @extschema@._set_state(integer, @extschema@.state, text, text, jsonb) IS
-    'internal: the one function that changes a migration''s state: checks legality, locks both tables, retargets triggers, records history';
+    'internal: the one function that changes a migration''s state: checks legality, locks both tables, hands the key generators over, retargets triggers, records history';
 
 -- create_migration refuses definitions that cannot work: NULLs in key,
 -- new_only and divergent, the key in new_only or divergent, target_key of
@@ -959,7 +977,9 @@ BEGIN
         END IF;
     END LOOP;
     FOREACH k IN ARRAY v_tkey LOOP
-        PERFORM @extschema@._require_column(target, k, 'target key column', true);
+        -- a NULL in it marks a row the new system created on its own: a new-only
+        -- entity, never correlated (doc/write-authority.md)
+        PERFORM @extschema@._require_column(target, k, 'target key column', false);
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
                         WHERE pm.direction OPERATOR(pg_catalog.=) 'forward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
@@ -2604,6 +2624,7 @@ DECLARE
     v_slot text;
     v_tag text;
     v_timeout text;
+    v_keys jsonb;
 BEGIN
     PERFORM @extschema@._remote_require_superuser('run a step of a cross-database migration');
     IF op OPERATOR(pg_catalog.=) 'describe' THEN
@@ -2801,6 +2822,14 @@ BEGIN
              WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
             PERFORM @extschema@._invalidate(r.local_table, r.local_table);
             PERFORM @extschema@._remote_history(v_name, 'remote_rollback', r.state, 'mirrored', arg OPERATOR(pg_catalog.->>) 'reason', '{}');
+            -- legacy takes keyless inserts again: its generators move past
+            -- the keys the target gave out, which the reverse replication
+            -- brought here up to the fence (keygen.c)
+            v_keys := @extschema@._hand_over_table_keys(r.local_table);
+            IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
+                PERFORM @extschema@._remote_history(v_name, 'key_handover', r.state, 'mirrored', NULL,
+                    pg_catalog.jsonb_build_object('table', r.local_table::text, 'columns', v_keys));
+            END IF;
         END IF;
         v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub AND s.subenabled) THEN
@@ -3581,3 +3610,655 @@ $$;
 COMMENT ON FUNCTION @extschema@._forget_rule_violations(text, interval) IS
     'internal: implementation of softmig.forget_rule_violations';
 REVOKE ALL ON FUNCTION @extschema@._forget_older(text, interval, text, text) FROM PUBLIC;
+-- Key generators handed over at a switch of write authority (keygen.c)
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._hand_over_keys(migration_id integer, to_target boolean) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_hand_over_keys' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._hand_over_keys(integer, boolean) IS
+    'internal: move the sequence behind every mapped column of the new write authority past the keys both tables hold';
+REVOKE ALL ON FUNCTION @extschema@._hand_over_keys(integer, boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
+                                       p_reason text, p_detail jsonb)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations;
+    v_legal text;
+    v_keys jsonb := '[]';
+BEGIN
+    -- a migration across databases changes state in both, step by step
+    IF NOT @extschema@._remote_stepping()
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases', (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id)),
+            DETAIL = 'Its state changes in both databases together, at a fence when the write authority moves.',
+            HINT = 'Use CALL softmig.remote_advance(...) or CALL softmig.remote_rollback(...).';
+    END IF;
+    -- serialize state changes of one migration (bounded by lock_timeout too)
+    m := @extschema@._lock_migration(p_id);
+    IF m.state OPERATOR(@extschema@.=) p_to THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),
+            DETAIL = 'Another session changed its state while this call waited.';
+    END IF;
+
+    IF NOT @extschema@.is_legal_transition(m.state, p_to) THEN
+        SELECT pg_catalog.string_agg(s::text, ', ' ORDER BY s) INTO v_legal
+          FROM pg_catalog.unnest(ARRAY['legacy', 'mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[]) AS s
+         WHERE @extschema@.is_legal_transition(m.state, s);
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('illegal state transition from %s to %s for migration "%s"',
+                                        m.state, p_to, m.name),
+            DETAIL = CASE WHEN v_legal IS NULL
+                          THEN pg_catalog.format('No move is legal from %s.', m.state)
+                          ELSE pg_catalog.format('From %s the legal moves are: %s.', m.state, v_legal) END,
+            HINT = 'States move one step at a time; cutover is final.';
+    END IF;
+
+    -- Guards (force => true with a reason overrides them; recorded in history;
+    -- a cross-database switch checked them before it fenced, guards_checked)
+    IF NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'force')::boolean, false)
+       AND NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'guards_checked')::boolean, false) THEN
+        IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write'
+           AND NOT @extschema@._backfill_done(p_id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot advance migration "%s" to new_write: the backfill is not done', m.name),
+                DETAIL = 'The target must hold every legacy row before it becomes the write authority.',
+                HINT = pg_catalog.format('CALL softmig.backfill(%L) first, or pass force => true with a reason.', m.name);
+        END IF;
+        -- clean structural parity, no failing error-severity invariant (75_observe.sql)
+        IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write' THEN
+            PERFORM @extschema@._require_semantic_health(p_id);
+        END IF;
+        -- read paths: no registered reader on legacy, no unregistered reader seen on it recently
+        IF m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'cutover' THEN
+            PERFORM @extschema@._readpath_guard(p_id);
+        END IF;
+    END IF;
+
+    -- Lock out writers on both tables (readers are not blocked, except by a
+    -- move to legacy, which drops the triggers): in-flight writers finish
+    -- under the old state, later ones see the new one.
+    PERFORM @extschema@._lock_tables(m, p_to, p_to OPERATOR(@extschema@.=) 'legacy');
+
+    -- The rollback envelope, checked after the locks so a racing first
+    -- new-only write is either already recorded or not yet projected.
+    IF (m.state OPERATOR(@extschema@.=) 'new_write' AND p_to OPERATOR(@extschema@.=) 'mirrored')
+       OR (m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'new_write') THEN
+        IF NOT @extschema@._envelope_open_now(p_id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot roll migration "%s" back from %s to %s: the rollback envelope is closed',
+                                            m.name, m.state, p_to),
+                DETAIL = COALESCE((SELECT pg_catalog.format('Closed because: %s (first entity %s).', e.reason, COALESCE(e.first_key::text, 'unknown'))
+                                     FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) p_id),
+                                  'It closed while this call waited for the tables.'),
+                HINT = 'Legacy cannot represent state the target already holds. Fix forward instead: quarantine the affected entities (softmig.quarantine), repair them on the target, or stop a broken projection with softmig.shadow_disable.';
+        END IF;
+    END IF;
+
+    -- The write authority moves: the table that takes keyless inserts from
+    -- now on draws its keys past every key the other side holds (keygen.c),
+    -- under the locks above.  Across databases this database holds the
+    -- target and the landing copy of legacy: the target's generator moves;
+    -- the legacy table's is in the other database (doc/limitations.md).
+    IF (m.state OPERATOR(@extschema@.>=) 'new_write') OPERATOR(pg_catalog.<>) (p_to OPERATOR(@extschema@.>=) 'new_write')
+       AND (p_to OPERATOR(@extschema@.>=) 'new_write'
+            OR NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id)) THEN
+        v_keys := @extschema@._hand_over_keys(p_id, p_to OPERATOR(@extschema@.>=) 'new_write');
+    END IF;
+
+    IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._refuse_rules(p_id);
+        PERFORM @extschema@._install_triggers(p_id);
+        -- Every write from now on reaches the target; anything the target
+        -- holds that is visible in this snapshot predates mirroring and may
+        -- be corrected by the backfill.  A new mirroring epoch needs a new
+        -- backfill.
+        IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+            RAISE EXCEPTION USING ERRCODE = 'active_sql_transaction',
+                MESSAGE = 'the move to mirrored must run at isolation level READ COMMITTED',
+                DETAIL = 'It records a snapshot that must include every write committed before the move.';
+        END IF;
+        UPDATE @extschema@.migrations
+           SET mirror_snapshot = pg_catalog.pg_current_snapshot(), mirror_xid = pg_catalog.pg_current_xact_id()
+         WHERE id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_progress WHERE migration_id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_revisit WHERE migration_id OPERATOR(pg_catalog.=) p_id;
+    ELSIF p_to OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._remove_triggers(p_id);
+    END IF;
+
+    UPDATE @extschema@.migrations
+       SET state = p_to, state_changed_at = pg_catalog.now()
+     WHERE id OPERATOR(pg_catalog.=) p_id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(p_id, p_action, m.state, p_to, p_reason, p_detail);
+    IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
+        PERFORM @extschema@._history(p_id, 'key_handover', m.state, p_to, NULL,
+            pg_catalog.jsonb_build_object('table', CASE WHEN p_to OPERATOR(@extschema@.>=) 'new_write'
+                                                        THEN m.target ELSE m.legacy END::text,
+                                          'columns', v_keys));
+    END IF;
+    RETURN p_to;
+END $$;
+COMMENT ON FUNCTION @extschema@._set_state(integer, @extschema@.state, text, text, jsonb) IS
+    'internal: the one function that changes a migration''s state: checks legality, locks both tables, hands the key generators over, retargets triggers, records history';
+
+-------------------------------------------------------------------------------
+-- Nullable correlation keys: a target row whose key is NULL is the target's
+-- own entity (new-only for the envelope)
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION @extschema@._create_migration(name text, legacy regclass, target regclass,
+    key text[], forward jsonb, backward jsonb, new_only text[], divergent text[], options jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text := name;
+    v_id integer;
+    v_key text[] := key;
+    v_tkey text[];
+    v_fwd jsonb := COALESCE(forward, '{}');
+    v_bwd jsonb := COALESCE(backward, '{}');
+    v_new_only text[] := COALESCE(new_only, '{}');
+    v_divergent text[] := COALESCE(divergent, '{}');
+    v_options jsonb := COALESCE(options, '{}');
+    v_other text;
+    v_maps jsonb;
+    r record;
+    k text;
+    e text;
+    t regclass;
+    i integer;
+BEGIN
+    IF v_name IS NULL OR pg_catalog.btrim(v_name) OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'migration name must not be empty';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
+    END IF;
+
+    -- the two tables
+    FOREACH t IN ARRAY ARRAY[legacy, target] LOOP
+        SELECT c.relkind, c.relispartition, c.relpersistence INTO r
+          FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) t;
+        IF r.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'p']::"char"[]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('"%s" is not a table', t),
+                DETAIL = 'Only ordinary and partitioned tables can take part in a migration.';
+        END IF;
+        IF r.relispartition THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('table %s is a partition', t),
+                HINT = 'Migrate its partitioned table instead; writes through the parent would bypass a partition''s migration.';
+        END IF;
+        IF r.relpersistence OPERATOR(pg_catalog.=) 't' THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('table %s is a temporary table', t);
+        END IF;
+        SELECT m.name INTO v_other FROM @extschema@.migrations m
+         WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[]);
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+                MESSAGE = pg_catalog.format('table %s already takes part in migration "%s"', t, v_other),
+                HINT = 'A table can be in one migration at a time.';
+        END IF;
+    END LOOP;
+    IF legacy OPERATOR(pg_catalog.=) target THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'legacy and target must be different tables';
+    END IF;
+
+    -- the legacy key
+    IF v_key IS NULL THEN
+        SELECT pg_catalog.array_agg(a.attname::text ORDER BY x.n) INTO v_key
+          FROM pg_catalog.pg_index ix
+         CROSS JOIN LATERAL pg_catalog.unnest(ix.indkey) WITH ORDINALITY AS x(attnum, n)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) ix.indrelid
+                                        AND a.attnum OPERATOR(pg_catalog.=) x.attnum
+         WHERE ix.indrelid OPERATOR(pg_catalog.=) legacy AND ix.indisprimary;
+        IF v_key IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('table %s has no primary key', legacy),
+                HINT = 'Pass key => ARRAY[...] naming columns with a unique index.';
+        END IF;
+    END IF;
+    IF pg_catalog.cardinality(v_key) OPERATOR(pg_catalog.=) 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must name at least one column';
+    END IF;
+    IF pg_catalog.array_position(v_key, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must not contain NULL';
+    END IF;
+    IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_key) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key names a column twice';
+    END IF;
+    FOREACH k IN ARRAY v_key LOOP
+        PERFORM @extschema@._require_column(legacy, k, 'key column', true);
+    END LOOP;
+
+    -- mapping arguments
+    IF pg_catalog.jsonb_typeof(v_fwd) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'forward must be a jsonb object {"target_column": "expression over legacy columns"}';
+    END IF;
+    IF pg_catalog.jsonb_typeof(v_bwd) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'backward must be a jsonb object {"legacy_column": "expression over target columns"}';
+    END IF;
+    FOR k, e IN SELECT j.key, pg_catalog.jsonb_typeof(j.value) FROM pg_catalog.jsonb_each(v_fwd) j LOOP
+        PERFORM @extschema@._require_column(target, k, 'forward mapping of column', false);
+        IF e OPERATOR(pg_catalog.<>) 'string' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('forward mapping of column "%s" must be a string holding an SQL expression', k);
+        END IF;
+        PERFORM @extschema@._check_expression(v_fwd OPERATOR(pg_catalog.->>) k,
+                                              pg_catalog.format('forward mapping of column "%s"', k));
+    END LOOP;
+    FOR k, e IN SELECT j.key, pg_catalog.jsonb_typeof(j.value) FROM pg_catalog.jsonb_each(v_bwd) j LOOP
+        PERFORM @extschema@._require_column(legacy, k, 'backward mapping of column', false);
+        IF e OPERATOR(pg_catalog.<>) 'string' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('backward mapping of column "%s" must be a string holding an SQL expression', k);
+        END IF;
+        PERFORM @extschema@._check_expression(v_bwd OPERATOR(pg_catalog.->>) k,
+                                              pg_catalog.format('backward mapping of column "%s"', k));
+    END LOOP;
+    IF pg_catalog.array_position(v_new_only OPERATOR(pg_catalog.||) v_divergent, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('%s must not contain NULL',
+                CASE WHEN pg_catalog.array_position(v_new_only, NULL) IS NOT NULL THEN 'new_only' ELSE 'divergent' END);
+    END IF;
+    FOREACH k IN ARRAY v_new_only LOOP
+        PERFORM @extschema@._require_column(target, k, 'new_only column', false);
+    END LOOP;
+    FOREACH k IN ARRAY v_divergent LOOP
+        PERFORM @extschema@._require_column(target, k, 'divergent column', false);
+    END LOOP;
+
+    -- options
+    PERFORM @extschema@._check_options(v_options);
+
+    -- resolve both mappings: every insertable column of each destination
+    -- (built in a variable, no temp table: this runs as the catalog owner and
+    -- must not touch anything the caller can create)
+    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd)
+              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd);
+
+    -- the correlation key: what each legacy key column maps to
+    IF v_options ? 'target_key' THEN
+        IF pg_catalog.jsonb_typeof(v_options OPERATOR(pg_catalog.->) 'target_key') OPERATOR(pg_catalog.<>) 'array' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must be a jsonb array of target column names';
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(v_options OPERATOR(pg_catalog.->) 'target_key') x
+                    WHERE pg_catalog.jsonb_typeof(x) OPERATOR(pg_catalog.<>) 'string') THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must be a jsonb array of target column names',
+                DETAIL = pg_catalog.format('Given: %s', v_options OPERATOR(pg_catalog.->) 'target_key');
+        END IF;
+        SELECT COALESCE(pg_catalog.array_agg(x), '{}') INTO v_tkey
+          FROM pg_catalog.jsonb_array_elements_text(v_options OPERATOR(pg_catalog.->) 'target_key') x;
+        IF pg_catalog.cardinality(v_tkey) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must name as many columns as the legacy key';
+        END IF;
+        IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_tkey) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_tkey) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'option target_key names a column twice';
+        END IF;
+    ELSE
+        v_tkey := '{}';
+        FOREACH k IN ARRAY v_key LOOP
+            SELECT pm.column_name INTO e FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+             WHERE pm.direction OPERATOR(pg_catalog.=) 'forward'
+               AND (pm.expression OPERATOR(pg_catalog.=) k OR pm.expression OPERATOR(pg_catalog.=) pg_catalog.quote_ident(k))
+             ORDER BY pm.is_default DESC LIMIT 1;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('no target column maps from legacy key column "%s"', k),
+                    HINT = 'Name the target correlation key with options => ''{"target_key": [...]}''.';
+            END IF;
+            v_tkey := v_tkey OPERATOR(pg_catalog.||) e;
+        END LOOP;
+    END IF;
+    -- the key correlates the rows: legacy always holds it, and it cannot differ
+    FOREACH k IN ARRAY v_tkey LOOP
+        IF k OPERATOR(pg_catalog.=) ANY (v_new_only OPERATOR(pg_catalog.||) v_divergent) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target key column "%s" cannot be %s', k,
+                    CASE WHEN k OPERATOR(pg_catalog.=) ANY (v_new_only) THEN 'new_only' ELSE 'divergent' END),
+                DETAIL = 'Rows are correlated on the key: legacy always holds it, and it is equal on both sides.';
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY v_tkey LOOP
+        -- a NULL in it marks a row the new system created on its own: a new-only
+        -- entity, never correlated (doc/write-authority.md)
+        PERFORM @extschema@._require_column(target, k, 'target key column', false);
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+                        WHERE pm.direction OPERATOR(pg_catalog.=) 'forward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target key column "%s" has no forward mapping', k);
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY v_key LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+                        WHERE pm.direction OPERATOR(pg_catalog.=) 'backward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('legacy key column "%s" has no backward mapping', k),
+                HINT = 'Add it to backward so writes on the target can be projected to legacy.';
+        END IF;
+    END LOOP;
+
+    INSERT INTO @extschema@.migrations (name, legacy, target, legacy_key, target_key, forward, backward,
+                                        new_only, divergent, options, created_by)
+    VALUES (v_name, legacy, target, v_key, v_tkey, v_fwd, v_bwd, v_new_only, v_divergent, v_options,
+            @extschema@._actor())
+    RETURNING id INTO v_id;
+    INSERT INTO @extschema@.mappings (migration_id, direction, column_name, ordinal, expression, is_default)
+    SELECT v_id, pm.direction, pm.column_name, pm.ordinal, pm.expression, pm.is_default FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean);
+
+    -- prepare every statement the triggers will run (as the table owners)
+    PERFORM @extschema@._refuse_rules(v_id);
+    PERFORM @extschema@._validate(v_id);
+
+    PERFORM @extschema@._history(v_id, 'create', NULL, 'legacy', NULL,
+        pg_catalog.jsonb_build_object('legacy', legacy::text, 'target', target::text,
+                                      'key', v_key, 'target_key', v_tkey));
+END $$;
+COMMENT ON FUNCTION @extschema@._create_migration(text, regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) IS
+    'internal: implementation of softmig.create_migration (runs behind the ownership gate)';
+
+-------------------------------------------------------------------------------
+-- Key generators across databases: the legacy side's generators at a rollback
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._hand_over_table_keys(rel regclass) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_hand_over_table_keys' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._hand_over_table_keys(regclass) IS
+    'internal: move the sequence behind every column of a table past the values it holds (the legacy side of a migration across databases, at a rollback)';
+REVOKE ALL ON FUNCTION @extschema@._hand_over_table_keys(regclass) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._remote_peer(name text, op text, arg jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text := name;
+    r @extschema@.remote_migrations;
+    v_rel regclass;
+    v_shape jsonb;
+    v_lsn pg_lsn;
+    v_sub text;
+    v_slot text;
+    v_tag text;
+    v_timeout text;
+    v_keys jsonb;
+BEGIN
+    PERFORM @extschema@._remote_require_superuser('run a step of a cross-database migration');
+    IF op OPERATOR(pg_catalog.=) 'describe' THEN
+        -- (before the migration exists here) the legacy table, as the landing copy must be
+        PERFORM @extschema@._remote_check_wal_level();
+        v_rel := pg_catalog.to_regclass(arg OPERATOR(pg_catalog.->>) 'legacy');
+        IF v_rel IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'undefined_table',
+                MESSAGE = pg_catalog.format('table %s does not exist in the legacy database', arg OPERATOR(pg_catalog.->>) 'legacy');
+        END IF;
+        RETURN @extschema@._remote_table_shape(v_rel)
+            OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(
+                'table', @extschema@._qualified(v_rel),
+                'server_version_num', pg_catalog.current_setting('server_version_num')::integer,
+                'database', pg_catalog.current_database(),
+                'in_migration', EXISTS (SELECT 1 FROM @extschema@.migrations m
+                                         WHERE v_rel OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target])),
+                'endpoint', (SELECT pg_catalog.to_jsonb(x) FROM @extschema@.remote_migrations x
+                              WHERE x.name OPERATOR(pg_catalog.=) v_name));
+    END IF;
+
+    IF op OPERATOR(pg_catalog.=) 'define' THEN
+        PERFORM @extschema@._remote_check_wal_level();
+        v_rel := (arg OPERATOR(pg_catalog.->>) 'legacy')::pg_catalog.regclass;
+        SELECT * INTO r FROM @extschema@.remote_migrations x WHERE x.name OPERATOR(pg_catalog.=) v_name;
+        IF FOUND THEN
+            IF r.side OPERATOR(pg_catalog.=) 'legacy' AND r.local_table OPERATOR(pg_catalog.=) v_rel
+               AND r.tag OPERATOR(pg_catalog.=) (arg OPERATOR(pg_catalog.->>) 'tag') THEN
+                UPDATE @extschema@.remote_conninfo SET peer = arg OPERATOR(pg_catalog.->>) 'peer'
+                 WHERE migration OPERATOR(pg_catalog.=) v_name;
+                RETURN pg_catalog.jsonb_build_object('defined', false);   -- a retry of the same definition
+            END IF;
+            RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+                MESSAGE = pg_catalog.format('the legacy database already has a cross-database migration "%s"', v_name);
+        END IF;
+        IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name
+                       OR v_rel OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]))
+           OR EXISTS (SELECT 1 FROM @extschema@.remote_migrations x WHERE x.local_table OPERATOR(pg_catalog.=) v_rel) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+                MESSAGE = pg_catalog.format('table %s already takes part in a migration of the legacy database', v_rel);
+        END IF;
+        INSERT INTO @extschema@.remote_migrations (name, side, migration_id, local_table, remote_table, key, tag,
+                                                   options, created_by)
+        VALUES (v_name, 'legacy', pg_catalog.nextval('@extschema@.remote_endpoint_seq'::pg_catalog.regclass), v_rel,
+                arg OPERATOR(pg_catalog.->>) 'remote_table',
+                ARRAY(SELECT pg_catalog.jsonb_array_elements_text(arg OPERATOR(pg_catalog.->) 'key')),
+                arg OPERATOR(pg_catalog.->>) 'tag',
+                COALESCE(arg OPERATOR(pg_catalog.->) 'options', '{}'), @extschema@._actor());
+        INSERT INTO @extschema@.remote_conninfo (migration, peer) VALUES (v_name, arg OPERATOR(pg_catalog.->>) 'peer');
+        EXECUTE pg_catalog.format(
+            'CREATE PUBLICATION %I FOR TABLE %s, @extschema@.remote_operations WHERE (migration OPERATOR(pg_catalog.=) %L), '
+            '@extschema@.remote_markers WHERE (migration OPERATOR(pg_catalog.=) %L) WITH (publish = ''insert, update, delete'')',
+            (arg OPERATOR(pg_catalog.->>) 'tag') OPERATOR(pg_catalog.||) '_fwd', v_rel, v_name, v_name);
+        PERFORM @extschema@._remote_history(v_name, 'remote_define', NULL, 'legacy', NULL, arg OPERATOR(pg_catalog.-) 'peer');
+        RETURN pg_catalog.jsonb_build_object('defined', true);
+    END IF;
+
+    IF op OPERATOR(pg_catalog.=) 'drop' AND NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations x
+                                                         WHERE x.name OPERATOR(pg_catalog.=) v_name) THEN
+        RETURN '{}';    -- a retry: dropped here already
+    END IF;
+    r := @extschema@._remote_endpoint(v_name);
+    IF r.side OPERATOR(pg_catalog.<>) 'legacy' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('database "%s" holds the target side of migration "%s"', pg_catalog.current_database(), v_name),
+            HINT = 'A connection string of the migration points back to its own target database.';
+    END IF;
+    -- options the legacy side uses (lock_timeout, require_operation_key) follow the migration's
+    IF op OPERATOR(pg_catalog.<>) ALL (ARRAY['mirror', 'forward_slot'])    -- (these create a slot first)
+       AND arg OPERATOR(pg_catalog.?) 'options' AND r.options OPERATOR(pg_catalog.<>) (arg OPERATOR(pg_catalog.->) 'options') THEN
+        UPDATE @extschema@.remote_migrations SET options = arg OPERATOR(pg_catalog.->) 'options'
+         WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+        r.options := arg OPERATOR(pg_catalog.->) 'options';
+    END IF;
+    v_timeout := COALESCE(r.options OPERATOR(pg_catalog.->>) 'lock_timeout', '5s');
+
+    CASE op
+    WHEN 'status' THEN
+        RETURN @extschema@._remote_describe(v_name);
+
+    WHEN 'mirror' THEN
+        -- legacy -> mirrored: the slot first (before any write of this transaction)
+        v_lsn := @extschema@._remote_create_slot(r.tag OPERATOR(pg_catalog.||) '_fwd');
+        IF r.state OPERATOR(@extschema@.=) 'legacy' THEN
+            PERFORM @extschema@._remote_install_triggers(v_name);
+            UPDATE @extschema@.remote_migrations SET state = 'mirrored', fenced = false, state_changed_at = pg_catalog.now(),
+                   options = COALESCE(arg OPERATOR(pg_catalog.->) 'options', options)
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_advance', 'legacy', 'mirrored', arg OPERATOR(pg_catalog.->>) 'reason',
+                                                pg_catalog.jsonb_build_object('slot_lsn', v_lsn));
+        END IF;
+        RETURN pg_catalog.jsonb_build_object('slot_lsn', v_lsn);
+
+    WHEN 'unmirror' THEN
+        IF r.state OPERATOR(@extschema@.<>) 'legacy' THEN
+            PERFORM @extschema@._remote_remove_triggers(v_name);
+            UPDATE @extschema@.remote_migrations SET state = 'legacy', fenced = false, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_rollback', r.state, 'legacy', arg OPERATOR(pg_catalog.->>) 'reason', '{}');
+        END IF;
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN '{}';
+
+    WHEN 'fence' THEN
+        -- stop the writers of the legacy table (waiting ones wait for this
+        -- transaction, then see the fence), and write the fence marker: the
+        -- target database takes over once it has applied it
+        IF r.fenced AND (r.switch OPERATOR(pg_catalog.->>) 'marker') OPERATOR(pg_catalog.=) (arg OPERATOR(pg_catalog.->>) 'marker') THEN
+            RETURN pg_catalog.jsonb_build_object('lsn', r.switch OPERATOR(pg_catalog.->>) 'lsn');   -- a retry
+        END IF;
+        IF r.state OPERATOR(@extschema@.<>) 'mirrored' OR r.fenced THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('the legacy side of migration "%s" cannot be fenced in state %s%s', v_name, r.state,
+                                            CASE WHEN r.fenced THEN ' (fenced by another switch)' ELSE '' END);
+        END IF;
+        PERFORM pg_catalog.set_config('lock_timeout', v_timeout, true);
+        BEGIN
+            EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', r.local_table);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                MESSAGE = pg_catalog.format('could not lock table %s to fence migration "%s"', r.local_table, v_name),
+                DETAIL = pg_catalog.format('Writers kept a conflicting lock for longer than lock_timeout (%s).', v_timeout),
+                HINT = 'Retry; nothing was changed. Long transactions writing the table delay the switch; option lock_timeout sets how long to wait.';
+        END;
+        v_lsn := pg_catalog.pg_current_wal_lsn();
+        INSERT INTO @extschema@.remote_markers (migration, id, kind, lsn)
+        VALUES (v_name, (arg OPERATOR(pg_catalog.->>) 'marker')::bigint, 'fence', v_lsn);
+        UPDATE @extschema@.remote_migrations
+           SET fenced = true,
+               switch = pg_catalog.jsonb_build_object('marker', arg OPERATOR(pg_catalog.->) 'marker', 'lsn', v_lsn,
+                                                      'at', pg_catalog.now(), 'to', arg OPERATOR(pg_catalog.->>) 'to')
+         WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+        PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+        PERFORM @extschema@._remote_history(v_name, 'remote_fence', r.state, r.state, NULL,
+                                            pg_catalog.jsonb_build_object('marker', arg OPERATOR(pg_catalog.->) 'marker', 'lsn', v_lsn));
+        RETURN pg_catalog.jsonb_build_object('lsn', v_lsn);
+
+    WHEN 'unfence' THEN
+        IF r.fenced THEN
+            UPDATE @extschema@.remote_migrations SET fenced = false, switch = NULL
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_unfence', r.state, r.state, NULL, r.switch);
+        END IF;
+        RETURN '{}';
+
+    WHEN 'accept_reverse' THEN
+        -- the target database is the write authority now: apply what it
+        -- projects into its landing copy, from the slot it made at the switch
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub
+                      AND s.subdbid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                                            WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = %L)', v_sub, v_sub);
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I ENABLE', v_sub);
+        ELSE
+            EXECUTE pg_catalog.format(
+                'CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION %I '
+                'WITH (create_slot = false, slot_name = %L, copy_data = false, enabled = true)',
+                v_sub, (SELECT c.peer FROM @extschema@.remote_conninfo c WHERE c.migration OPERATOR(pg_catalog.=) v_name),
+                v_sub, v_sub);
+        END IF;
+        IF r.state OPERATOR(@extschema@.=) 'mirrored' THEN
+            UPDATE @extschema@.remote_migrations
+               SET state = 'new_write', fenced = false, switch = NULL, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_advance', 'mirrored', 'new_write', arg OPERATOR(pg_catalog.->>) 'reason', r.switch);
+        END IF;
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN '{}';
+
+    WHEN 'stop_reverse' THEN
+        -- rollback: the target database fenced itself and wrote a marker;
+        -- once it is applied here, stop applying
+        PERFORM @extschema@._remote_marker_applied(v_name, (arg OPERATOR(pg_catalog.->>) 'marker')::bigint);
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', v_sub);
+        RETURN '{}';
+
+    WHEN 'forward_slot' THEN
+        -- rollback: once the subscription's worker is gone, a new slot for
+        -- the legacy -> target direction, starting after the last applied change
+        PERFORM @extschema@._remote_worker_gone(v_name, r.tag OPERATOR(pg_catalog.||) '_rev');
+        v_lsn := @extschema@._remote_create_slot(r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN pg_catalog.jsonb_build_object('slot_lsn', v_lsn);
+
+    WHEN 'accept_forward' THEN
+        -- rollback: legacy is the write authority again
+        IF r.state OPERATOR(@extschema@.<>) 'mirrored' THEN
+            UPDATE @extschema@.remote_migrations
+               SET state = 'mirrored', fenced = false, switch = NULL, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, 'remote_rollback', r.state, 'mirrored', arg OPERATOR(pg_catalog.->>) 'reason', '{}');
+            -- legacy takes keyless inserts again: its generators move past
+            -- the keys the target gave out, which the reverse replication
+            -- brought here up to the fence (keygen.c)
+            v_keys := @extschema@._hand_over_table_keys(r.local_table);
+            IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
+                PERFORM @extschema@._remote_history(v_name, 'key_handover', r.state, 'mirrored', NULL,
+                    pg_catalog.jsonb_build_object('table', r.local_table::text, 'columns', v_keys));
+            END IF;
+        END IF;
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub AND s.subenabled) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', v_sub);
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', v_sub);
+        END IF;
+        RETURN '{}';
+
+    WHEN 'abort_rollback' THEN
+        -- a rollback given up before the target database switched: apply again
+        v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub) THEN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I ENABLE', v_sub);
+        END IF;
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        RETURN '{}';
+
+    WHEN 'set_state' THEN
+        IF r.state OPERATOR(@extschema@.<>) (arg OPERATOR(pg_catalog.->>) 'state')::@extschema@.state THEN
+            UPDATE @extschema@.remote_migrations
+               SET state = (arg OPERATOR(pg_catalog.->>) 'state')::@extschema@.state, state_changed_at = pg_catalog.now()
+             WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
+            PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+            PERFORM @extschema@._remote_history(v_name, arg OPERATOR(pg_catalog.->>) 'action', r.state,
+                                                (arg OPERATOR(pg_catalog.->>) 'state')::@extschema@.state,
+                                                arg OPERATOR(pg_catalog.->>) 'reason', '{}');
+        END IF;
+        IF (arg OPERATOR(pg_catalog.->>) 'state') OPERATOR(pg_catalog.=) 'cutover' THEN
+            -- everything the target database projected before cutover is here
+            -- once its marker is; then nothing more comes
+            PERFORM @extschema@._remote_marker_applied(v_name, (arg OPERATOR(pg_catalog.->>) 'marker')::bigint);
+            PERFORM @extschema@._remote_drop_subscription(r.tag OPERATOR(pg_catalog.||) '_rev');
+        END IF;
+        RETURN '{}';
+
+    WHEN 'drop' THEN
+        IF r.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot drop cross-database migration "%s" in state %s', v_name, r.state);
+        END IF;
+        PERFORM @extschema@._remote_drop_subscription(r.tag OPERATOR(pg_catalog.||) '_rev');
+        PERFORM @extschema@._remote_remove_triggers(v_name);
+        EXECUTE pg_catalog.format('DROP PUBLICATION IF EXISTS %I', r.tag OPERATOR(pg_catalog.||) '_fwd');
+        PERFORM @extschema@._remote_drop_slot(v_name, r.tag OPERATOR(pg_catalog.||) '_fwd');
+        PERFORM @extschema@._remote_history(v_name, 'remote_drop', r.state, NULL, NULL, '{}');
+        DELETE FROM @extschema@.operations o WHERE o.migration_id OPERATOR(pg_catalog.=) r.migration_id;
+        DELETE FROM @extschema@.remote_operations o WHERE o.migration OPERATOR(pg_catalog.=) v_name;
+        DELETE FROM @extschema@.remote_markers k WHERE k.migration OPERATOR(pg_catalog.=) v_name;
+        DELETE FROM @extschema@.remote_conninfo c WHERE c.migration OPERATOR(pg_catalog.=) v_name;
+        DELETE FROM @extschema@.remote_migrations x WHERE x.name OPERATOR(pg_catalog.=) v_name;
+        PERFORM @extschema@._invalidate(r.local_table, r.local_table);
+        RETURN '{}';
+
+    WHEN 'parity' THEN
+        -- from new_write on the replication flows here: compare from here
+        RETURN @extschema@._remote_parity_here(v_name, (arg OPERATOR(pg_catalog.->>) 'chunk_rows')::integer);
+
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('unknown cross-database operation "%s"', op);
+    END CASE;
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_peer(text, text, jsonb) IS
+    'internal: this database''s part of a step of a cross-database migration, called by the other database over libpq (superusers only)';

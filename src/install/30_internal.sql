@@ -31,6 +31,18 @@ CREATE FUNCTION @extschema@._write_trigger() RETURNS trigger
 COMMENT ON FUNCTION @extschema@._write_trigger() IS
     'internal: AFTER statement trigger mirroring or projecting a statement''s rows to the other table';
 
+CREATE FUNCTION @extschema@._hand_over_keys(migration_id integer, to_target boolean) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_hand_over_keys' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._hand_over_keys(integer, boolean) IS
+    'internal: move the sequence behind every mapped column of the new write authority past the keys both tables hold';
+REVOKE ALL ON FUNCTION @extschema@._hand_over_keys(integer, boolean) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@._hand_over_table_keys(rel regclass) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_hand_over_table_keys' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._hand_over_table_keys(regclass) IS
+    'internal: move the sequence behind every column of a table past the values it holds (the legacy side of a migration across databases, at a rollback)';
+REVOKE ALL ON FUNCTION @extschema@._hand_over_table_keys(regclass) FROM PUBLIC;
+
 -------------------------------------------------------------------------------
 -- Internal SQL helpers
 -------------------------------------------------------------------------------
@@ -290,6 +302,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m @extschema@.migrations;
     v_legal text;
+    v_keys jsonb := '[]';
 BEGIN
     -- a migration across databases changes state in both, step by step
     IF NOT @extschema@._remote_stepping()
@@ -361,6 +374,17 @@ BEGIN
         END IF;
     END IF;
 
+    -- The write authority moves: the table that takes keyless inserts from
+    -- now on draws its keys past every key the other side holds (keygen.c),
+    -- under the locks above.  Across databases this database holds the
+    -- target and the landing copy of legacy: the target's generator moves;
+    -- the legacy table's is in the other database (doc/limitations.md).
+    IF (m.state OPERATOR(@extschema@.>=) 'new_write') OPERATOR(pg_catalog.<>) (p_to OPERATOR(@extschema@.>=) 'new_write')
+       AND (p_to OPERATOR(@extschema@.>=) 'new_write'
+            OR NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id)) THEN
+        v_keys := @extschema@._hand_over_keys(p_id, p_to OPERATOR(@extschema@.>=) 'new_write');
+    END IF;
+
     IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
         PERFORM @extschema@._refuse_rules(p_id);
         PERFORM @extschema@._install_triggers(p_id);
@@ -387,7 +411,13 @@ BEGIN
      WHERE id OPERATOR(pg_catalog.=) p_id;
     PERFORM @extschema@._invalidate(m.legacy, m.target);
     PERFORM @extschema@._history(p_id, p_action, m.state, p_to, p_reason, p_detail);
+    IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
+        PERFORM @extschema@._history(p_id, 'key_handover', m.state, p_to, NULL,
+            pg_catalog.jsonb_build_object('table', CASE WHEN p_to OPERATOR(@extschema@.>=) 'new_write'
+                                                        THEN m.target ELSE m.legacy END::text,
+                                          'columns', v_keys));
+    END IF;
     RETURN p_to;
 END $$;
 COMMENT ON FUNCTION @extschema@._set_state(integer, @extschema@.state, text, text, jsonb) IS
-    'internal: the one function that changes a migration''s state: checks legality, locks both tables, retargets triggers, records history';
+    'internal: the one function that changes a migration''s state: checks legality, locks both tables, hands the key generators over, retargets triggers, records history';

@@ -282,7 +282,9 @@ BEGIN
         END IF;
     END LOOP;
     FOREACH k IN ARRAY v_tkey LOOP
-        PERFORM @extschema@._require_column(target, k, 'target key column', true);
+        -- a NULL in it marks a row the new system created on its own: a new-only
+        -- entity, never correlated (doc/write-authority.md)
+        PERFORM @extschema@._require_column(target, k, 'target key column', false);
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
                         WHERE pm.direction OPERATOR(pg_catalog.=) 'forward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',

@@ -371,6 +371,7 @@ DECLARE
     v_slot text;
     v_tag text;
     v_timeout text;
+    v_keys jsonb;
 BEGIN
     PERFORM @extschema@._remote_require_superuser('run a step of a cross-database migration');
     IF op OPERATOR(pg_catalog.=) 'describe' THEN
@@ -568,6 +569,14 @@ BEGIN
              WHERE remote_migrations.name OPERATOR(pg_catalog.=) v_name;
             PERFORM @extschema@._invalidate(r.local_table, r.local_table);
             PERFORM @extschema@._remote_history(v_name, 'remote_rollback', r.state, 'mirrored', arg OPERATOR(pg_catalog.->>) 'reason', '{}');
+            -- legacy takes keyless inserts again: its generators move past
+            -- the keys the target gave out, which the reverse replication
+            -- brought here up to the fence (keygen.c)
+            v_keys := @extschema@._hand_over_table_keys(r.local_table);
+            IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
+                PERFORM @extschema@._remote_history(v_name, 'key_handover', r.state, 'mirrored', NULL,
+                    pg_catalog.jsonb_build_object('table', r.local_table::text, 'columns', v_keys));
+            END IF;
         END IF;
         v_sub := r.tag OPERATOR(pg_catalog.||) '_rev';
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname OPERATOR(pg_catalog.=) v_sub AND s.subenabled) THEN
