@@ -3610,6 +3610,8 @@ $$;
 COMMENT ON FUNCTION @extschema@._forget_rule_violations(text, interval) IS
     'internal: implementation of softmig.forget_rule_violations';
 REVOKE ALL ON FUNCTION @extschema@._forget_older(text, interval, text, text) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
 -- Key generators handed over at a switch of write authority (keygen.c)
 -------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@._hand_over_keys(migration_id integer, to_target boolean) RETURNS jsonb
