@@ -104,45 +104,9 @@ INSERT INTO target_${m}_$x SELECT id, upper(cust), amount_cents / 100.0, note FR
 EOF
         done
         if [[ $s == mirrored ]]; then
-            cat <<'EOF'
-CREATE FUNCTION mirror_plpgsql_mw() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        DELETE FROM target_plpgsql_mw WHERE order_id = OLD.id;
-        RETURN NULL;
-    END IF;
-    IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
-        DELETE FROM target_plpgsql_mw WHERE order_id = OLD.id;
-    END IF;
-    INSERT INTO target_plpgsql_mw (order_id, customer, amount, note)
-    VALUES (NEW.id, upper(NEW.cust), NEW.amount_cents / 100.0, NEW.note)
-    ON CONFLICT (order_id) DO UPDATE
-        SET customer = EXCLUDED.customer, amount = EXCLUDED.amount, note = EXCLUDED.note;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER mirror AFTER INSERT OR UPDATE OR DELETE ON legacy_plpgsql_mw
-    FOR EACH ROW EXECUTE FUNCTION mirror_plpgsql_mw();
-EOF
+            bench_plpgsql_trigger_sql mirror_plpgsql_mw legacy_plpgsql_mw target_plpgsql_mw forward
         else
-            cat <<'EOF'
-CREATE FUNCTION project_plpgsql_nw() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        DELETE FROM legacy_plpgsql_nw WHERE id = OLD.order_id;
-        RETURN NULL;
-    END IF;
-    IF TG_OP = 'UPDATE' AND NEW.order_id IS DISTINCT FROM OLD.order_id THEN
-        DELETE FROM legacy_plpgsql_nw WHERE id = OLD.order_id;
-    END IF;
-    INSERT INTO legacy_plpgsql_nw (id, cust, amount_cents, note)
-    VALUES (NEW.order_id, lower(NEW.customer), (NEW.amount * 100)::int, NEW.note)
-    ON CONFLICT (id) DO UPDATE
-        SET cust = EXCLUDED.cust, amount_cents = EXCLUDED.amount_cents, note = EXCLUDED.note;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER project AFTER INSERT OR UPDATE OR DELETE ON target_plpgsql_nw
-    FOR EACH ROW EXECUTE FUNCTION project_plpgsql_nw();
-EOF
+            bench_plpgsql_trigger_sql project_plpgsql_nw target_plpgsql_nw legacy_plpgsql_nw backward
         fi
         cat <<EOF
 SELECT softmig.create_migration('m_$x', 'legacy_softmig_$x', 'target_softmig_$x',
