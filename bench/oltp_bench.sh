@@ -288,8 +288,33 @@ pickf() { # "v1 v2 ..." -> BENCH_STAT of the rounds, lower is better
 minmax() { tr ' ' '\n' <<<"$1" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo ".." hi }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'; }
 
+# rows tps|cpu: the table of one measurement, one row per state and work.
+# TPS: higher is better, ratio softmig / reference; CPU per transaction:
+# lower is better, ratio reference / softmig (the throughput ratio).
+rows() {
+    local s w f p v unit=TPS
+    [[ $1 == cpu ]] && unit=µs
+    if [[ $1 == tps ]]; then
+        echo "| state | work | floor $unit | plpgsql $unit | softmig $unit | softmig / floor (goal >= 0.95x) | softmig / plpgsql (goal >= 1.05x) | spread softmig |"
+    else
+        echo "| state | work | floor $unit | plpgsql $unit | softmig $unit | floor / softmig (goal >= 0.95x) | plpgsql / softmig (goal >= 1.05x) | spread softmig |"
+    fi
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    for s in $STATES; do
+        for w in $WORKS; do
+            if [[ $1 == tps ]]; then
+                f=$(pick "${RES[$s,$w,floor]}"); p=$(pick "${RES[$s,$w,plpgsql]}"); v=$(pick "${RES[$s,$w,softmig]}")
+                echo "| $s | $w | $f | $p | $v | $(ratio "$v" "$f") | $(ratio "$v" "$p") | $(minmax "${RES[$s,$w,softmig]}") |"
+            else
+                f=$(pickf "${CPU[$s,$w,floor]}"); p=$(pickf "${CPU[$s,$w,plpgsql]}"); v=$(pickf "${CPU[$s,$w,softmig]}")
+                echo "| $s | $w | $f | $p | $v | $(ratio "$f" "$v") | $(ratio "$p" "$v") | $(minmax "${CPU[$s,$w,softmig]}") |"
+            fi
+        done
+    done
+}
+
 report() {
-    local s w m v f p
+    local a
     echo "### softmig single-row writes, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
     echo "- command: \`BENCH_SECONDS=$SECS BENCH_CLIENTS=$CLIENTS BENCH_ROUNDS=$ROUNDS BENCH_STAT=$STAT BENCH_IDS=$IDS bash bench/oltp_bench.sh\`"
@@ -297,25 +322,11 @@ report() {
     echo "- wall time $((T_END - T_START)) s; load average at start $LOAD_START, at end $LOAD_END"
     echo "- pgbench -M prepared, $CLIENTS clients, $SECS s per run; TPS is the $STAT of $ROUNDS interleaved rounds (spread min..max)"
     echo
-    echo "| state | work | floor TPS | plpgsql TPS | softmig TPS | softmig / floor (goal >= 0.95x) | softmig / plpgsql (goal >= 1.05x) | spread softmig |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|"
-    for s in $STATES; do
-        for w in $WORKS; do
-            f=$(pick "${RES[$s,$w,floor]}"); p=$(pick "${RES[$s,$w,plpgsql]}"); v=$(pick "${RES[$s,$w,softmig]}")
-            echo "| $s | $w | $f | $p | $v | $(ratio "$v" "$f") | $(ratio "$v" "$p") | $(minmax "${RES[$s,$w,softmig]}") |"
-        done
-    done
+    rows tps
     echo
     echo "Backend CPU per transaction (user + system time of the pgbench backends, from the postmaster's children's times, divided by the transactions; other load on the machine inflates it far less than it cuts TPS). Ratios are CPU of the reference / CPU of softmig, i.e. the throughput ratio if the server were CPU-bound:"
     echo
-    echo "| state | work | floor µs | plpgsql µs | softmig µs | floor / softmig (goal >= 0.95x) | plpgsql / softmig (goal >= 1.05x) | spread softmig |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|"
-    for s in $STATES; do
-        for w in $WORKS; do
-            f=$(pickf "${CPU[$s,$w,floor]}"); p=$(pickf "${CPU[$s,$w,plpgsql]}"); v=$(pickf "${CPU[$s,$w,softmig]}")
-            echo "| $s | $w | $f | $p | $v | $(ratio "$f" "$v") | $(ratio "$p" "$v") | $(minmax "${CPU[$s,$w,softmig]}") |"
-        done
-    done
+    rows cpu
     echo
     echo "Checks: after every run target = mapping of legacy for every pair: ok."
     if [[ ${#ANOMALIES[@]} -eq 0 ]]; then echo "Anomalies: none."; else
