@@ -30,6 +30,7 @@ REGRESS += security names trust reentry partitions
 REGRESS += plan_cache definitions exact_hydrate field_reinsert schema_guard sweep rules_rewrite
 REGRESS += search_path install readonly
 REGRESS += key_generators nullable_key
+REGRESS += small_writes
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

@@ -21,6 +21,8 @@
 #              hook bench_cleanup_extra the bench may define)
 #   client     bench_psql_env (PGHOST/PGPORT/PGUSER, PSQL, sql),
 #              bench_create_db (database bench, PGDATABASE)
+#   schema     bench_plpgsql_trigger_sql (the PL/pgSQL row trigger the
+#              benches compare softmig with)
 #
 # Knob parsing, schema, measurements and reports stay in each bench.
 
@@ -151,4 +153,39 @@ bench_psql_env() {
 bench_create_db() {
     "${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" >/dev/null
     export PGDATABASE=bench
+}
+
+# bench_plpgsql_trigger_sql FN SRC DST DIRECTION: print the SQL of function FN
+# and row trigger FN on table SRC that carry every write to DST with the
+# benches' orders mapping, the way trigger-based migration tools do (an upsert
+# per row; a key change moves the row).  DIRECTION forward: SRC is
+# legacy-shaped (id, cust, amount_cents, note), DST target-shaped (order_id,
+# customer, amount, note); backward: the other way round.
+bench_plpgsql_trigger_sql() {
+    local fn=$1 src=$2 dst=$3 skey=id dkey=order_id
+    local cols="order_id, customer, amount, note"
+    local vals="NEW.id, upper(NEW.cust), NEW.amount_cents / 100.0, NEW.note"
+    local set="customer = EXCLUDED.customer, amount = EXCLUDED.amount, note = EXCLUDED.note"
+    if [[ $4 == backward ]]; then
+        skey=order_id dkey=id cols="id, cust, amount_cents, note"
+        vals="NEW.order_id, lower(NEW.customer), (NEW.amount * 100)::int, NEW.note"
+        set="cust = EXCLUDED.cust, amount_cents = EXCLUDED.amount_cents, note = EXCLUDED.note"
+    fi
+    cat <<EOF
+CREATE FUNCTION $fn() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM $dst WHERE $dkey = OLD.$skey;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.$skey IS DISTINCT FROM OLD.$skey THEN
+        DELETE FROM $dst WHERE $dkey = OLD.$skey;
+    END IF;
+    INSERT INTO $dst ($cols) VALUES ($vals)
+    ON CONFLICT ($dkey) DO UPDATE SET $set;
+    RETURN NULL;
+END \$\$;
+CREATE TRIGGER $fn AFTER INSERT OR UPDATE OR DELETE ON $src
+    FOR EACH ROW EXECUTE FUNCTION $fn();
+EOF
 }

@@ -107,26 +107,9 @@ CREATE TABLE target_$m (order_id bigint PRIMARY KEY, customer text NOT NULL,
     WITH (autovacuum_enabled = off);
 EOF
     done
+    # method 2: per-row PL/pgSQL mirror (key changes move the row, like softmig)
+    bench_plpgsql_trigger_sql mirror_plpgsql legacy_plpgsql target_plpgsql forward
     cat <<'EOF'
--- method 2: per-row PL/pgSQL mirror (key changes move the row, like softmig)
-CREATE FUNCTION mirror_plpgsql() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        DELETE FROM target_plpgsql WHERE order_id = OLD.id;
-        RETURN NULL;
-    END IF;
-    IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
-        DELETE FROM target_plpgsql WHERE order_id = OLD.id;
-    END IF;
-    INSERT INTO target_plpgsql (order_id, customer, amount, note)
-    VALUES (NEW.id, upper(NEW.cust), NEW.amount_cents / 100.0, NEW.note)
-    ON CONFLICT (order_id) DO UPDATE
-        SET customer = EXCLUDED.customer, amount = EXCLUDED.amount, note = EXCLUDED.note;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER mirror AFTER INSERT OR UPDATE OR DELETE ON legacy_plpgsql
-    FOR EACH ROW EXECUTE FUNCTION mirror_plpgsql();
-
 -- method 3: softmig
 SELECT softmig.create_migration('m_softmig', 'legacy_softmig', 'target_softmig',
     forward  => '{"order_id": "id", "customer": "upper(cust)", "amount": "amount_cents / 100.0"}',

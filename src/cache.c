@@ -67,6 +67,7 @@ retire_entry_memory(SoftmigMigration *m)
 	m->cxt = NULL;
 	m->plans = NULL;
 	m->part_sides = NIL;
+	m->triggers_ok = NIL;
 
 	if (softmig_mirror_depth == 0)
 	{
@@ -111,6 +112,8 @@ relcache_callback(Datum arg, Oid relid)
 			foreach(lc, m->part_sides)
 				if (((SoftmigPartSide *) lfirst(lc))->relid == relid)
 					m->valid = false;
+			if (list_member_oid(m->triggers_ok, relid))
+				m->valid = false;
 		}
 	}
 }
@@ -193,6 +196,7 @@ load_migration(SoftmigMigration *m, int32 id)
 
 		m->reject_new_only = (mode != NULL && strcmp(mode, "reject") == 0);
 	}
+	m->require_opkey = softmig_option_bool(m, "require_operation_key", false);
 	MemoryContextSwitchTo(old);
 
 	/* per-field authority: fields the target owns and the legacy columns carrying them */
@@ -242,6 +246,7 @@ load_migration(SoftmigMigration *m, int32 id)
 	SPI_finish();
 	m->plans = NULL;
 	m->part_sides = NIL;
+	m->triggers_ok = NIL;
 	m->valid = true;
 	return true;
 }
@@ -313,6 +318,7 @@ softmig_get_migration(int32 id)
 		m->cxt = NULL;
 		m->plans = NULL;
 		m->part_sides = NIL;
+	m->triggers_ok = NIL;
 	}
 	m->valid = false;
 	if (!load_migration(m, id))

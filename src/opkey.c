@@ -308,7 +308,7 @@ softmig_opkey_claim(SoftmigMigration *m, Relation rel, SoftmigSide side)
 
 	if (key == NULL)
 	{
-		if (softmig_option_bool(m, "require_operation_key", false))
+		if (m->require_opkey)
 			ereport(ERROR,
 					(errcode(ERRCODE_SOFTMIG_OPKEY_REQUIRED),
 					 errmsg("write to table \"%s\" refused: migration \"%s\" requires an operation key",

@@ -113,6 +113,9 @@ typedef struct SoftmigMigration
 	List	   *bwd_exprs;		/* of char *: their expressions */
 	Jsonb	   *options;		/* softmig.migrations.options */
 	List	   *part_sides;		/* SoftmigPartSide: partitions seen so far */
+	List	   *triggers_ok;	/* of Oid: tables whose write triggers were
+								 * found in place (check_write_triggers) */
+	bool		require_opkey;	/* option require_operation_key */
 	List	   *new_only;		/* of char *: target columns legacy cannot hold */
 	char	   *representable;	/* option: boolean SQL over target columns */
 	bool		reject_new_only;	/* option on_new_only = reject */

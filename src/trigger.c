@@ -190,14 +190,19 @@ trigger_migration_id(TriggerData *td)
  *		(tgenabled 'O'): a disabled, REPLICA or ALWAYS trigger means a write
  *		that does not reach the other table, or is not refused, in some
  *		session_replication_role.  Reads rel's relcache trigger descriptor
- *		only.
+ *		only.  A table found in order is remembered in m (triggers_ok) and
+ *		not read again: any change to its triggers invalidates its relcache
+ *		entry, and with it m (cache.c's relcache callback).
  */
 static void
 check_write_triggers(SoftmigMigration *m, Relation rel)
 {
 	static const char *const suffix[] = {"guard", "ins", "upd", "del"};
 	TriggerDesc *trigdesc = rel->trigdesc;
+	MemoryContext old;
 
+	if (list_member_oid(m->triggers_ok, RelationGetRelid(rel)))
+		return;
 	for (int s = 0; s < lengthof(suffix); s++)
 	{
 		char		name[NAMEDATALEN];
@@ -220,6 +225,9 @@ check_write_triggers(SoftmigMigration *m, Relation rel)
 					 errhint("Re-enable it with ALTER TABLE ... ENABLE TRIGGER, or call softmig.repair_triggers(%s).",
 							 quote_literal_cstr(m->name))));
 	}
+	old = MemoryContextSwitchTo(m->cxt);
+	m->triggers_ok = lappend_oid(m->triggers_ok, RelationGetRelid(rel));
+	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -755,12 +763,25 @@ row_key(SoftmigRelPlans *p, Datum *values, char *nulls)
  *		because legacy cannot represent some row, retry row by row in
  *		subtransactions: rows that fail are new-only (not projected; the
  *		envelope closes), the others are projected.  In reject mode with the
- *		envelope open the original error is raised instead.
+ *		envelope open the upsert runs without a subtransaction and its error
+ *		is the statement's.
  */
 static void
 project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 {
 	ErrorData  *edata;
+
+	/*
+	 * Rejecting new-only state: any error of the upsert is the statement's
+	 * error, so no subtransaction is needed to catch it (nor the
+	 * subtransaction ID a write inside one is given).
+	 */
+	if (m->reject_new_only && m->envelope_open)
+	{
+		softmig_spi_expect(SPI_execute_plan(p->upsert, NULL, NULL, false, 0),
+						   SPI_OK_INSERT, "run one of its statements");
+		return;
+	}
 
 	edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, is_unrepresentable);
 	if (edata == NULL)
@@ -1137,7 +1158,9 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	softmig_mirror_enter(m->id);
 	PG_TRY();
 	{
-		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		/* (no OLD rows: not captured, as no key column was set) */
+		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) &&
+			td->tg_oldtable != NULL && tuplestore_tuple_count(td->tg_oldtable) > 0)
 			mirror_key_moves(td, p, fence, m->id);
 		if (project_rows)
 			project_upsert(td, m, p);
@@ -1380,12 +1403,13 @@ drop_own_capture(ModifyTableState *mt)
 
 /*
  * skip_unneeded_old_capture
- *		For an application's UPDATE of a legacy table in state mirrored that
- *		sets no key column: stop the executor from capturing the OLD
- *		transition table, which only softmig's write trigger declares and
- *		which it would read only to find changed keys (mirror_key_moves;
- *		the quarantine check then finds every key in the NEW table, since
- *		keys do not change).  That capture is a tuplestore row per updated
+ *		For an application's UPDATE of the authoritative table that sets no
+ *		key column (legacy in state mirrored, the target in new_write and
+ *		new_read): stop the executor from capturing the OLD transition
+ *		table, which only softmig's write trigger declares and which it
+ *		would read only to find changed keys (mirror_key_moves; the
+ *		quarantine check then finds every key in the NEW table, since keys
+ *		do not change).  That capture is a tuplestore row per updated
  *		row, spilled to temp files above work_mem.  Done only when nothing
  *		else can change a key or read OLD: one plain (unpartitioned) result
  *		table, no data-modifying WITH, no BEFORE or INSTEAD OF row UPDATE
@@ -1406,6 +1430,7 @@ skip_unneeded_old_capture(ModifyTableState *mt, EState *estate)
 	Relation	rel;
 	SoftmigMigration *m;
 	Bitmapset  *updated;
+	List	   *keys;
 	ListCell   *lc;
 
 	/* (a partitioned table's root has a ResultRelInfo of its own) */
@@ -1431,10 +1456,16 @@ skip_unneeded_old_capture(ModifyTableState *mt, EState *estate)
 		if (t->tgnargs < 1)
 			return;
 		m = softmig_get_migration(pg_strtoint32(t->tgargs[0]));
-		if (m == NULL || m->state != SM_MIRRORED ||
-			m->legacy != RelationGetRelid(rel) || m->new_fields != NIL)
+		if (m == NULL || m->new_fields != NIL)
 			return;
-		foreach(lc, m->legacy_key)
+		if (m->state == SM_MIRRORED && m->legacy == RelationGetRelid(rel))
+			keys = m->legacy_key;
+		else if ((m->state == SM_NEW_WRITE || m->state == SM_NEW_READ) &&
+				 m->target == RelationGetRelid(rel))
+			keys = m->target_key;
+		else
+			return;
+		foreach(lc, keys)
 		{
 			AttrNumber	a = attnameAttNum(rel, (char *) lfirst(lc), false);
 
