@@ -104,8 +104,9 @@ SELECT mode, why, differences FROM pc_run();
 SELECT softmig.release('pc', '{"id": 7}');
 SELECT mode, why FROM pc_run();
 
--- so is each table's storage: a rewrite discards them (and its pages are
--- not all-visible until the next vacuum, so nothing is reused before that)
+-- so is each table's storage: a rewrite discards them (its rows are
+-- written frozen, so the next run reuses what the first one stored, before
+-- and after a vacuum that marks the pages all-visible)
 VACUUM FULL pc_t;
 SELECT mode, why FROM pc_run();
 VACUUM (INDEX_CLEANUP on) pc_t;

@@ -184,7 +184,8 @@ struct ParityCtx
 	int			maxents[2];
 	bool		overflow;		/* too many pairs to keep: nothing stored */
 	PcPages		pages[2];		/* page state stored with the digests */
-	uint64		stale_segs[2];	/* warm run: segments read again */
+	uint64		stale_segs[2];	/* segments read again (warm), or found stale by
+								 * the warm attempt a full pass replaced */
 	bool		stored;			/* the cache row was written */
 	/* output */
 	ParityEmit	emit;
