@@ -6,8 +6,13 @@
 # changes, inserts, deletes, key moves, rows whose mapped key is NULL),
 # sometimes vacuums one table or both (so changed pages become all-visible
 # again with new LSNs), now and then repairs all differences, changes the
-# quarantine or rewrites a third of a table; then it compares twice.  The
-# seed is printed; PARITY_FUZZ_SEED=<n> repeats a run.  The test also
+# quarantine or rewrites a third of a table; then it compares twice.  Half
+# of the steps write under synchronous_commit = off (so a vacuum right after
+# leaves pages that are not all-visible), and in some a second session
+# holds writes of its own open across the comparisons and commits or rolls
+# them back afterwards (pages written by a transaction still in progress
+# must never be vouched for).  The seed is printed; PARITY_FUZZ_SEED=<n>
+# repeats a run.  The test also
 # checks that the cached path was really taken in most steps (a full
 # comparison follows whenever a quarter of a table's segments changed since
 # the last one, or after a quarantine change).
@@ -84,9 +89,11 @@ sub random_write
 
 my %modes;
 my $agree = 0;
+my $open = $node->background_psql('postgres');
 for my $i (1 .. $ITERATIONS)
 {
 	my @sql = map { random_write() } 1 .. (1 + int(rand(3)));
+	unshift @sql, 'SET synchronous_commit = off' if rand() < 0.5;
 	my $r = rand();
 	if ($r < 0.03)
 	{
@@ -109,6 +116,10 @@ for my $i (1 .. $ITERATIONS)
 	my $v = rand();
 	$node->safe_psql('postgres', 'VACUUM (INDEX_CLEANUP on) pf_l') if $v < 0.5;
 	$node->safe_psql('postgres', 'VACUUM (INDEX_CLEANUP on) pf_t') if $v >= 0.3 && $v < 0.8;
+	# writes of a transaction left open while the comparisons run
+	my $held = rand() < 0.3;
+	$open->query_safe(join(";\n", 'BEGIN', map { random_write() } 1 .. (1 + int(rand(3)))))
+	  if $held;
 
 	my $diffs = q{SELECT coalesce(string_agg(format('%s %s %s %s %s', kind, key, field, legacy_value, target_value),
 	                                         '; ' ORDER BY key::text, kind, field), '')
@@ -119,6 +130,7 @@ for my $i (1 .. $ITERATIONS)
 		 WHERE m.name = 'pf'});
 	my $cached = $node->safe_psql('postgres', $diffs);
 	my $full = $node->safe_psql('postgres', "SET softmig.parity_cache = off;\n$diffs");
+	$open->query_safe(rand() < 0.7 ? 'COMMIT' : 'ROLLBACK') if $held;
 	$modes{$mode}++;
 	if ($cached eq $full)
 	{
@@ -126,7 +138,7 @@ for my $i (1 .. $ITERATIONS)
 	}
 	else
 	{
-		diag("iteration $i (seed $SEED, mode $mode): the cached comparison disagrees\n"
+		diag("iteration $i (seed $SEED, mode $mode, held $held): the cached comparison disagrees\n"
 			  . "cached: $cached\nfull:   $full\nafter: " . join(";\n", @sql));
 	}
 }
@@ -135,5 +147,6 @@ note(join(', ', map { "$_ ($modes{$_})" } sort keys %modes));
 cmp_ok($modes{warm} // 0, '>=', $ITERATIONS / 2, 'the cached path was taken in at least half of the steps')
   or diag(join(', ', map { "$_ ($modes{$_})" } sort keys %modes));
 
+$open->quit;
 $node->stop;
 done_testing();
