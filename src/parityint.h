@@ -116,6 +116,7 @@ typedef struct AccSetup
 	Datum	   *bounds;			/* nb * nkeys */
 	int			nq;
 	Datum	   *q;				/* nq * nkeys, sorted */
+	int			last_chunk;		/* chunk of the previous one-column key */
 } AccSetup;
 
 typedef struct ParityCtx ParityCtx;
@@ -226,7 +227,7 @@ struct KeyRef
 
 
 /* bump when hashing or the digest state changes: old cache rows then miss */
-#define PARITY_CACHE_FORMAT 1
+#define PARITY_CACHE_FORMAT 2
 
 
 /*
