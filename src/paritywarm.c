@@ -62,25 +62,28 @@
  * pair: the rows of one chunk found in one segment of PC_SEG_BLOCKS heap
  * blocks.  A full pass stores, in softmig.parity_cache, the chunk bounds,
  * the run's seed, and per side those pairs and the page state of every
- * segment (paritycache.c: its highest page LSN if all its pages were
- * all-visible and unchanged since the pass began).  A later run with the
+ * segment, read after the pass (paritycache.c: its highest page LSN if all
+ * its pages were settled for the pass's snapshot: all-visible, or written
+ * only by transactions that had finished before it).  A later run with the
  * same fingerprint (mapping, compared columns and their types, functions,
  * column definitions, collation versions, quarantine, chunk size, both
  * tables' storage) reads the page state again instead of the rows:
  *
  *  - a segment is stale unless it was stored and still has all pages
- *    all-visible with the same highest LSN;
+ *    settled (for this run's snapshot) with the same highest LSN;
  *  - the stored pairs of the other segments are summed into the chunks
  *    (their rows are exactly the rows the pairs were computed from, for
  *    any snapshot);
  *  - the stale segments are digested again, with the stored seed, through
- *    TID range scans, and added.
+ *    TID range scans, and added; their page state is read once more after
+ *    that (pages the scans pruned keep their place in the cache).
  *
  * The chunk digests are then exactly what a full pass with that seed would
  * compute, and the run goes on as a full one: differing chunks are
  * descended and compared row by row.  When more than a quarter of either
  * table's segments are stale a full pass is cheaper (it runs in parallel
- * workers) and rebuilds the cache.  Runs in read-only transactions (no
+ * workers) and rebuilds the cache; the stale counts of both sides are
+ * reported with it.  Runs in read-only transactions (no
  * write), on a standby, with the cache off or the digest test hook set, and
  * the other cases parity_cache_prepare lists never use it.
  * --------------------------------------------------------------------- */
