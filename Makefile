@@ -31,6 +31,7 @@ REGRESS += plan_cache definitions exact_hydrate field_reinsert schema_guard swee
 REGRESS += search_path install readonly
 REGRESS += key_generators nullable_key
 REGRESS += small_writes
+REGRESS += parity_cache_settled
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

@@ -49,6 +49,12 @@
 #   BENCH_ROUNDS=5       timed rounds per method and data set
 #   BENCH_PORT=55501     port of the throwaway cluster
 #   BENCH_KEEP=1         keep the temp dir (data dir, server log) on exit
+#   BENCH_PARALLEL=n     max_parallel_workers_per_gather for every method
+#                        (default: the server's, 2); 0 compares single
+#                        processes
+#   BENCH_LOAD_SYNC=off  load both tables under synchronous_commit = off and
+#                        vacuum right after (pages whose commits' WAL was
+#                        not flushed yet stay not all-visible); default on
 #
 # Needs PostgreSQL 15 server binaries in /usr/lib/postgresql/15/bin and
 # softmig already installed there (this script never builds or installs).
@@ -61,11 +67,15 @@ set -euo pipefail
 ROWS=${BENCH_ROWS:-1000000}
 ROUNDS=${BENCH_ROUNDS:-5}
 PORT=${BENCH_PORT:-55501}
+PARALLEL_SET=${BENCH_PARALLEL:-}
+LOAD_SYNC=${BENCH_LOAD_SYNC:-on}
 METHODS=(count mapscan join except nocache softmig warm)
 
 [[ $ROWS =~ ^[1-9][0-9]*$ ]] && ((ROWS >= 1000)) || die "BENCH_ROWS must be an integer >= 1000 (got '$ROWS')"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$ROUNDS')"
 [[ $PORT =~ ^[0-9]+$ ]] || die "BENCH_PORT must be a number (got '$PORT')"
+[[ -z $PARALLEL_SET || $PARALLEL_SET =~ ^[0-9]+$ ]] || die "BENCH_PARALLEL must be a number (got '$PARALLEL_SET')"
+[[ $LOAD_SYNC == on || $LOAD_SYNC == off ]] || die "BENCH_LOAD_SYNC must be on or off (got '$LOAD_SYNC')"
 bench_find_softmig initdb pg_ctl psql pg_config
 
 bench_os_user
@@ -80,6 +90,7 @@ work_mem = 64MB
 max_wal_size = 8GB
 synchronous_commit = off
 autovacuum = off
+${PARALLEL_SET:+max_parallel_workers_per_gather = $PARALLEL_SET}
 EOF
 bench_start
 bench_psql_env
@@ -93,10 +104,12 @@ PARALLEL=$(sql -c "SHOW max_parallel_workers_per_gather")
 # is mirrored, so differences can be planted directly)
 # ---------------------------------------------------------------------------
 say "loading $ROWS rows per table"
-# synchronous_commit = on for the load: VACUUM marks a page all-visible only
-# once its rows' commit is flushed (the digest cache needs all-visible pages)
+# synchronous_commit = on for the load by default: VACUUM marks a page
+# all-visible only once its rows' commit is flushed; BENCH_LOAD_SYNC=off
+# loads as a write-heavy server would, and the vacuum right after leaves
+# the newest pages not all-visible
 sql >/dev/null <<EOF
-SET synchronous_commit = on;
+SET synchronous_commit = $LOAD_SYNC;
 CREATE EXTENSION softmig;
 CREATE TABLE legacy_orders (id int PRIMARY KEY, cust text NOT NULL, cents int NOT NULL,
                             note text, created date NOT NULL);
@@ -116,6 +129,8 @@ VACUUM (ANALYZE) orders;
 CHECKPOINT;
 EOF
 
+ALLVIS=$(sql -c "SELECT sum(relallvisible) || ' of ' || sum(relpages) FROM pg_class
+                  WHERE relname IN ('legacy_orders', 'orders')")
 Q_count="SELECT (SELECT count(*) FROM legacy_orders) + (SELECT count(*) FROM orders)"
 Q_mapscan="SELECT (SELECT count(upper(cust)) + count((cents / 100.0)::numeric(12,2)) + count(note) + count(created) FROM legacy_orders)
      + (SELECT count(customer) + count(amount) + count(note) + count(created) FROM orders)"
@@ -253,7 +268,8 @@ mkdir -p "$OUTDIR"
 OUT=$OUTDIR/parity_$STAMP.md
 {
     echo "parity_bench.sh: $ROWS rows per table, $ROUNDS rounds (median, min..max), PostgreSQL $PGVERSION,"
-    echo "max_parallel_workers_per_gather = $PARALLEL, $NCPU CPU ($CPU), $MEM; dirty run: $STATS;"
+    echo "max_parallel_workers_per_gather = $PARALLEL, load under synchronous_commit = $LOAD_SYNC, $NCPU CPU ($CPU), $MEM;"
+    echo "dirty run: $STATS; after the load (vacuumed): $ALLVIS pages all-visible;"
     echo "load average before: $LOAD_START, after: $LOAD_END (other work on the machine skews every method)"
     echo
     echo "incremental: $INCR_INFO (last round)"

@@ -198,31 +198,38 @@ run_parity_inner(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 	{
 		XLogRecPtr	start;
 
-		/* a full pass (its digests are stored if the cache is on) */
+		/*
+		 * a full pass (its digests are stored if the cache is on); stale_segs
+		 * keep what a failed warm attempt found, the reason for this pass
+		 */
 		if (c->cache_on)
 			c->cache_mode = PCM_FULL;
 		for (int s = 0; s < 2; s++)
 		{
 			c->rows[s] = c->nullkeys[s] = c->qskipped[s] = 0;
 			c->nents[s] = 0;
-			c->stale_segs[s] = 0;
 		}
 		c->overflow = false;
 		c->seed = c->acc.seed = c->fresh_seed;
 		parity_choose_bounds(c);
-		start = c->cache_on ? GetXLogInsertRecPtr() : InvalidXLogRecPtr;
 		parity_as_role(c, c->lowner);
 		parity_digest_pass(c, PSIDE_LEGACY);
 		parity_pause_point();
 		parity_as_role(c, c->towner);
 		parity_digest_pass(c, PSIDE_TARGET);
+
+		/*
+		 * the page state the digests stand for, read after the passes (see
+		 * paritycache.c): pages the passes pruned are not lost to the cache
+		 */
+		start = c->cache_on ? GetXLogInsertRecPtr() : InvalidXLogRecPtr;
 		if (c->cache_on)
 			for (int s = 0; s < 2; s++)
 			{
 				Relation	rel = table_open(s == PSIDE_LEGACY ? c->legacy : c->target, NoLock);
 				MemoryContext old = MemoryContextSwitchTo(c->cxt);
 
-				softmig_pc_read_pages(rel, start, &c->pages[s]);
+				softmig_pc_read_pages(rel, start, GetActiveSnapshot(), &c->pages[s]);
 				MemoryContextSwitchTo(old);
 				table_close(rel, NoLock);
 			}

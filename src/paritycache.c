@@ -7,23 +7,57 @@
  *	  cached state.  How parity uses them is described at the top of
  *	  paritywarm.c.
  *
- *	  The fact the cache rests on: a heap page whose PD_ALL_VISIBLE flag is
- *	  set holds only tuples visible to every snapshot, so what any scan
- *	  finds on it does not depend on the scan's snapshot; and every change
- *	  of a WAL-logged page's contents sets its LSN to the end of a WAL
- *	  record written after the change.  So if all pages of a segment were
- *	  all-visible, with LSNs at most some LSN H read before a digest pass
- *	  started, and are still all-visible with the same highest LSN later,
- *	  their contents are what the pass saw.  Tables whose changes are not
- *	  WAL-logged (unlogged, temporary, or created in the current
- *	  transaction under wal_level = minimal) are never cached.
+ *	  The facts the cache rests on.  (1) Every change of a WAL-logged heap
+ *	  page's contents (insert, update, delete, lock, pruning, freezing)
+ *	  sets its LSN to the end of a WAL record written after the change;
+ *	  hint bits and the all-visible flag may be set without one, but
+ *	  neither changes which tuples any snapshot sees.  (2) Which tuples of
+ *	  a page a snapshot sees then depends on the snapshot only through the
+ *	  transactions named in the tuples' xmin and xmax.  A page is "settled"
+ *	  for a snapshot S when that dependence is gone:
+ *
+ *	  - it is all-visible (PD_ALL_VISIBLE: every tuple on it is visible to
+ *	    every snapshot), or
+ *	  - every transaction that inserted or deleted a tuple on it precedes
+ *	    S's xmin and is not the current transaction (or one of its
+ *	    subtransactions), and no tuple carries a multixact updater or an
+ *	    old VACUUM FULL move.  A transaction that precedes S's xmin was not
+ *	    running when S was taken, so it had committed or aborted for good,
+ *	    and the MVCC test gives S exactly the tuples whose inserter
+ *	    committed and whose deleter (if any) did not; lock-only xmax never
+ *	    hides a tuple.
+ *
+ *	  Either way S sees C(P), the tuples of P whose inserter committed and
+ *	  whose deleter did not: a function of the page's contents alone, the
+ *	  same for every snapshot for which the page is settled.  And what S
+ *	  sees of a page does not change while S is in use: later changes are
+ *	  made by transactions S does not see, pruning removes only tuples no
+ *	  snapshot in use sees, freezing and hint bits change nothing S sees.
+ *
+ *	  So let a digest pass run under snapshot S, then (or, for the
+ *	  segments a warm run reads again, before it) read an LSN H and every
+ *	  page's state, and find every page of a segment settled for S with an
+ *	  LSN of at most H: the pass saw C(P) of the contents read.  A later
+ *	  run whose snapshot finds every page of the segment settled with the
+ *	  same highest LSN sees C(P) of the same contents (a change after the
+ *	  read would have set its page's LSN beyond H, so above that highest
+ *	  LSN): the same rows.  This is what lets the cache work on pages that
+ *	  are not all-visible: right after a backfill, or after a vacuum under
+ *	  synchronous_commit = off, whose hint bits (and so the all-visible
+ *	  flag) wait for the commits' WAL to be flushed.  A page written by a
+ *	  transaction the snapshot cannot call finished makes its segment
+ *	  stale.  Tables whose changes are not WAL-logged (unlogged, temporary,
+ *	  or created in the current transaction under wal_level = minimal) are
+ *	  never cached.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/multixact.h"
 #include "access/transam.h"
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_am_d.h"
 #include "catalog/pg_class.h"
@@ -38,6 +72,7 @@
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "compat.h"
@@ -82,48 +117,142 @@ softmig_paritycache_init(void)
 }
 
 /*
- * softmig_pc_read_pages
- *		The page state of rel now: per segment the highest page LSN when
- *		every page of the segment is initialized, all-visible and has an LSN
- *		of at most horizon, else PC_SEG_NONE.  Reads every block once through
- *		a bulk-read ring, each under a share content lock held only while
- *		its header is read.  The caller holds a lock on rel (at least
- *		AccessShareLock); out->seg is palloc'd in the current context.
+ * pc_xid_settled
+ *		Has xid (a tuple's xmin or updating xmax) finished for every
+ *		snapshot whose xmin is at least snap_xmin: it precedes snap_xmin
+ *		(permanent XIDs always do) and is not this transaction's?  No locks.
  */
-void
-softmig_pc_read_pages(Relation rel, XLogRecPtr horizon, PcPages *out)
+static inline bool
+pc_xid_settled(TransactionId xid, TransactionId snap_xmin)
 {
-	BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
-	BufferAccessStrategy bstrategy = GetAccessStrategy(BAS_BULKREAD);
+	if (!TransactionIdIsValid(xid))
+		return true;			/* never inserted (a super-deleted tuple) */
+	return TransactionIdPrecedes(xid, snap_xmin) &&
+		!TransactionIdIsCurrentTransactionId(xid);
+}
 
-	out->relfilenode = softmig_rel_filenumber(rel);
-	out->nblocks = nblocks;
-	out->nseg = (nblocks + PC_SEG_BLOCKS - 1) / PC_SEG_BLOCKS;
-	out->seg = palloc0(sizeof(uint64) * Max(out->nseg, 1));
-	for (BlockNumber blk = 0; blk < nblocks; blk++)
+/*
+ * pc_page_settled
+ *		Is every tuple of page settled for a snapshot with xmin snap_xmin
+ *		(see the top of this file)?  The caller holds at least a share lock
+ *		on the page's buffer.
+ */
+static bool
+pc_page_settled(Page page, TransactionId snap_xmin)
+{
+	OffsetNumber maxoff = PageGetMaxOffsetNumber(page);
+
+	for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off = OffsetNumberNext(off))
 	{
-		uint64	   *s = &out->seg[blk / PC_SEG_BLOCKS];
+		ItemId		lp = PageGetItemId(page, off);
+		HeapTupleHeader tup;
+		uint16		infomask;
+
+		if (!ItemIdIsNormal(lp))
+			continue;			/* unused, dead or a redirect: no tuple */
+		tup = (HeapTupleHeader) PageGetItem(page, lp);
+		infomask = tup->t_infomask;
+		if (infomask & HEAP_MOVED)
+			return false;
+		if (!HeapTupleHeaderXminFrozen(tup) &&
+			!pc_xid_settled(HeapTupleHeaderGetRawXmin(tup), snap_xmin))
+			return false;
+		if ((infomask & HEAP_XMAX_INVALID) || HEAP_XMAX_IS_LOCKED_ONLY(infomask))
+			continue;
+		if (infomask & HEAP_XMAX_IS_MULTI)
+			return false;		/* its updater is not worth looking up */
+		if (!pc_xid_settled(HeapTupleHeaderGetRawXmax(tup), snap_xmin))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * pc_segment_state
+ *		The state of segment g of rel, whose first nblocks blocks are
+ *		looked at: the highest page LSN when every page is initialized,
+ *		settled (all-visible, or, when by_xid, pc_page_settled for
+ *		snap_xmin) and has an LSN of at most horizon, else PC_SEG_NONE.
+ *		Each block is read through bstrategy under a share content lock
+ *		held only while its header (and, when it is not all-visible, its
+ *		tuple headers) are read.  The caller holds a lock on rel.
+ */
+static uint64
+pc_segment_state(Relation rel, uint32 g, BlockNumber nblocks, XLogRecPtr horizon,
+				 bool by_xid, TransactionId snap_xmin, BufferAccessStrategy bstrategy)
+{
+	uint64		state = 0;
+	BlockNumber end = Min(nblocks, (BlockNumber) (g + 1) * PC_SEG_BLOCKS);
+
+	CHECK_FOR_INTERRUPTS();
+	for (BlockNumber blk = (BlockNumber) g * PC_SEG_BLOCKS; blk < end; blk++)
+	{
 		Buffer		buf;
 		Page		page;
 		XLogRecPtr	lsn = InvalidXLogRecPtr;
 		bool		ok;
 
-		if ((blk & 255) == 0)
-			CHECK_FOR_INTERRUPTS();
-		if (*s == PC_SEG_NONE)
-			continue;
 		buf = ReadBufferExtended(rel, MAIN_FORKNUM, blk, RBM_NORMAL, bstrategy);
 		LockBuffer(buf, BUFFER_LOCK_SHARE);
 		page = BufferGetPage(buf);
-		ok = !PageIsNew(page) && PageIsAllVisible(page);
+		ok = !PageIsNew(page);
 		if (ok)
 			lsn = PageGetLSN(page);
+		ok = ok && lsn <= horizon &&
+			(PageIsAllVisible(page) || (by_xid && pc_page_settled(page, snap_xmin)));
 		UnlockReleaseBuffer(buf);
-		if (!ok || lsn > horizon)
-			*s = PC_SEG_NONE;
-		else if ((uint64) lsn > *s)
-			*s = (uint64) lsn;
+		if (!ok)
+			return PC_SEG_NONE;
+		if ((uint64) lsn > state)
+			state = (uint64) lsn;
 	}
+	return state;
+}
+
+/*
+ * softmig_pc_read_pages
+ *		The page state of rel now, one pc_segment_state per segment.  snap
+ *		is the snapshot the segments' digests are (or were just) computed
+ *		with: a page that is not all-visible counts when it is settled for
+ *		it (with snap NULL, only all-visible pages count).  horizon must be
+ *		an LSN read after the digests' snapshot was taken and before this
+ *		call.  Reads every block once at most, through a bulk-read ring.
+ *		The caller holds a lock on rel (at least AccessShareLock); out->seg
+ *		is palloc'd in the current context.
+ */
+void
+softmig_pc_read_pages(Relation rel, XLogRecPtr horizon, Snapshot snap, PcPages *out)
+{
+	BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
+
+	out->relfilenode = softmig_rel_filenumber(rel);
+	out->nblocks = nblocks;
+	out->nseg = (nblocks + PC_SEG_BLOCKS - 1) / PC_SEG_BLOCKS;
+	out->seg = palloc0(sizeof(uint64) * Max(out->nseg, 1));
+	softmig_pc_reread_pages(rel, horizon, snap, out, NULL);
+}
+
+/*
+ * softmig_pc_reread_pages
+ *		Read the state of the segments of pages (as softmig_pc_read_pages
+ *		made it) again, all of them or those whose only[] is true, over the
+ *		blocks pages->nblocks counted; a warm run calls it after digesting
+ *		its stale segments, so that the pages its reads pruned are stored
+ *		as they are now.  Same rules and locks as softmig_pc_read_pages.
+ */
+void
+softmig_pc_reread_pages(Relation rel, XLogRecPtr horizon, Snapshot snap, PcPages *pages,
+						const bool *only)
+{
+	BufferAccessStrategy bstrategy = GetAccessStrategy(BAS_BULKREAD);
+	bool		by_xid = snap != NULL && IsMVCCSnapshot(snap) &&
+		TransactionIdIsNormal(snap->xmin);
+
+	for (uint32 g = 0; g < pages->nseg; g++)
+		if (only == NULL || only[g])
+			pages->seg[g] = pc_segment_state(rel, g, pages->nblocks, horizon, by_xid,
+											 by_xid ? snap->xmin : InvalidTransactionId,
+											 bstrategy);
 	FreeAccessStrategy(bstrategy);
 }
 

@@ -15,11 +15,12 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "utils/relcache.h"
+#include "utils/snapshot.h"
 
 /* A segment is this many consecutive heap blocks (256 kB). */
 #define PC_SEG_BLOCKS 32
 
-/* Segment state: "not reusable" (a page not all-visible, new, or changed). */
+/* Segment state: "not reusable" (a page not settled, new, or changed). */
 #define PC_SEG_NONE UINT64CONST(0xFFFFFFFFFFFFFFFF)
 
 /* The page state of one table, one entry per segment. */
@@ -53,7 +54,10 @@ extern bool softmig_parity_cache;
 
 extern void softmig_paritycache_init(void);
 extern void softmig_pc_read_pages(Relation rel, XLogRecPtr horizon,
-								  PcPages *out);
+								  Snapshot snap, PcPages *out);
+extern void softmig_pc_reread_pages(Relation rel, XLogRecPtr horizon,
+									Snapshot snap, PcPages *pages,
+									const bool *only);
 extern const char *softmig_pc_rel_refusal(Relation rel);
 extern void softmig_pc_attribute_versions(Relation rel, StringInfo fp);
 extern const char *softmig_pc_plan_refusal(SPIPlanPtr plan, StringInfo fp,

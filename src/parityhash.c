@@ -170,6 +170,99 @@ mix64(uint64 x)
 }
 
 /*
+ * fold_mul
+ *		The 128-bit product of a and b, its halves xor-ed: every input bit
+ *		reaches every output bit.
+ */
+#ifdef HAVE_INT128
+static inline uint64
+fold_mul(uint64 a, uint64 b)
+{
+	uint128		p = (uint128) a * b;
+
+	return (uint64) p ^ (uint64) (p >> 64);
+}
+#endif
+
+/*
+ * load64, load32
+ *		An unaligned 8- or 4-byte word.
+ */
+static inline uint64
+load64(const unsigned char *p)
+{
+	uint64		w;
+
+	memcpy(&w, p, 8);
+	return w;
+}
+
+static inline uint64
+load32(const unsigned char *p)
+{
+	uint32		w;
+
+	memcpy(&w, p, 4);
+	return w;
+}
+
+/*
+ * acc_bytes_hash
+ *		Seeded 64-bit hash of len bytes, for the values hashed by their
+ *		bytes (most text and bytea values are short).  Each 16 bytes are
+ *		two 8-byte words, xor-ed with the running state, the seed and
+ *		constants and folded by one 128-bit multiply; the last 1 to 16
+ *		bytes are read as two words that may overlap (so every byte is
+ *		read, none beyond the value), and the length and a final mix64
+ *		close it, so inputs of different lengths never share a last step.
+ *		Two different inputs collide with a probability of about 2^-64 over
+ *		the random seed, as the digests need.  Where the compiler has no
+ *		128-bit integers, hash_bytes_extended.  Words are read in the
+ *		platform's byte order: digests are compared only between servers of
+ *		the same platform.
+ */
+static inline uint64
+acc_bytes_hash(const unsigned char *p, size_t len, uint64 seed)
+{
+#ifdef HAVE_INT128
+	uint64		h = seed ^ UINT64CONST(0x243f6a8885a308d3);
+	size_t		n = len;
+	uint64		w0;
+	uint64		w1;
+
+	while (n > 16)
+	{
+		h = fold_mul(load64(p) ^ h ^ UINT64CONST(0x13198a2e03707344),
+					 load64(p + 8) ^ seed ^ UINT64CONST(0xa4093822299f31d0));
+		p += 16;
+		n -= 16;
+	}
+	if (n > 8)
+	{
+		w0 = load64(p);
+		w1 = load64(p + n - 8);
+	}
+	else if (n >= 4)
+	{
+		w0 = load32(p) | (load32(p + n - 4) << 32);
+		w1 = 0;
+	}
+	else if (n > 0)
+	{
+		w0 = (uint64) p[0] | ((uint64) p[n / 2] << 8) | ((uint64) p[n - 1] << 16);
+		w1 = 0;
+	}
+	else
+		w0 = w1 = 0;
+	h = fold_mul(w0 ^ h ^ UINT64CONST(0x082efa98ec4e6c89),
+				 w1 ^ seed ^ UINT64CONST(0x452821e638d01377));
+	return mix64(h ^ ((uint64) len * UINT64CONST(0x9e3779b97f4a7c15)));
+#else
+	return hash_bytes_extended(p, len, seed);
+#endif
+}
+
+/*
  * acc_value_hash
  *		64-bit hash of a non-null value with the run's seed: of its bytes,
  *		through the type's extended hash (with the column's collation), or
@@ -183,10 +276,13 @@ acc_value_hash(AccSetup *s, AccCol *ac, Datum v)
 		case ACC_HASH_BINARY:
 			if (ac->typlen == -1)
 			{
-				struct varlena *p = PG_DETOAST_DATUM_PACKED(v);
+				struct varlena *p = (struct varlena *) DatumGetPointer(v);
 
-				return hash_bytes_extended((const unsigned char *) VARDATA_ANY(p),
-										   VARSIZE_ANY_EXHDR(p), s->seed);
+				/* inline values (the common case) are hashed where they lie */
+				if (VARATT_IS_EXTENDED(p) && !VARATT_IS_SHORT(p))
+					p = PG_DETOAST_DATUM_PACKED(v);
+				return acc_bytes_hash((const unsigned char *) VARDATA_ANY(p),
+									  VARSIZE_ANY_EXHDR(p), s->seed);
 			}
 			if (ac->typlen > 0 && ac->typlen <= (int16) sizeof(Datum))
 			{
@@ -197,8 +293,8 @@ acc_value_hash(AccSetup *s, AccCol *ac, Datum v)
 					x &= (UINT64CONST(1) << (8 * ac->typlen)) - 1;
 				return mix64(x ^ s->seed ^ UINT64CONST(0x9e3779b97f4a7c15));
 			}
-			return hash_bytes_extended((const unsigned char *) DatumGetPointer(v),
-									   ac->typlen, s->seed);
+			return acc_bytes_hash((const unsigned char *) DatumGetPointer(v),
+								  ac->typlen, s->seed);
 		case ACC_HASH_TYPE:
 			return DatumGetUInt64(FunctionCall2Coll(&ac->hash, ac->collid, v,
 													UInt64GetDatum(s->seed)));
@@ -206,7 +302,7 @@ acc_value_hash(AccSetup *s, AccCol *ac, Datum v)
 			{
 				char	   *t = OutputFunctionCall(&ac->out, v);
 
-				return hash_bytes_extended((const unsigned char *) t, strlen(t), s->seed);
+				return acc_bytes_hash((const unsigned char *) t, strlen(t), s->seed);
 			}
 	}
 }
@@ -256,29 +352,56 @@ acc_quarantined(AccSetup *s, const Datum *key)
 }
 
 /*
+ * acc_key1_le
+ *		key <= bound for one-column keys: int4 and int8 keys (whose sort
+ *		support is the plain signed comparison in their default order)
+ *		compared inline, others through the sort comparator.
+ */
+static inline bool
+acc_key1_le(SortSupport ssup, Datum key, Datum bound)
+{
+	if (ssup->comparator == ssup_datum_int32_cmp && !ssup->ssup_reverse)
+		return DatumGetInt32(key) <= DatumGetInt32(bound);
+#if SIZEOF_DATUM >= 8
+	if (ssup->comparator == ssup_datum_signed_cmp && !ssup->ssup_reverse)
+		return DatumGetInt64(key) <= DatumGetInt64(bound);
+#endif
+	return ApplySortComparator(key, false, bound, false, ssup) <= 0;
+}
+
+/*
  * acc_chunk_of
  *		The chunk of a non-null key: the first i with key <= b[i], or nb.
+ *		Rows mostly come in key order (tables are often written in it), so
+ *		the previous row's chunk (s->last_chunk) is tried first; then a
+ *		binary search.
  */
 static int
 acc_chunk_of(AccSetup *s, const Datum *key)
 {
 	int			lo = 0;
 	int			hi = s->nb;
+	int			g = s->last_chunk;
 
 	if (s->nkeys == 1)
 	{
 		/* the common case, without the per-column loop */
 		SortSupport ssup = &s->cols[0].ssup;
 
+		if (g >= 0 && g <= s->nb &&
+			(g == s->nb || acc_key1_le(ssup, key[0], s->bounds[g])) &&
+			(g == 0 || !acc_key1_le(ssup, key[0], s->bounds[g - 1])))
+			return g;
 		while (lo < hi)
 		{
 			int			mid = (lo + hi) / 2;
 
-			if (ApplySortComparator(key[0], false, s->bounds[mid], false, ssup) <= 0)
+			if (acc_key1_le(ssup, key[0], s->bounds[mid]))
 				hi = mid;
 			else
 				lo = mid + 1;
 		}
+		s->last_chunk = lo;
 		return lo;
 	}
 	while (lo < hi)

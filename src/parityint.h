@@ -116,6 +116,7 @@ typedef struct AccSetup
 	Datum	   *bounds;			/* nb * nkeys */
 	int			nq;
 	Datum	   *q;				/* nq * nkeys, sorted */
+	int			last_chunk;		/* chunk of the previous one-column key */
 } AccSetup;
 
 typedef struct ParityCtx ParityCtx;
@@ -184,7 +185,8 @@ struct ParityCtx
 	int			maxents[2];
 	bool		overflow;		/* too many pairs to keep: nothing stored */
 	PcPages		pages[2];		/* page state stored with the digests */
-	uint64		stale_segs[2];	/* warm run: segments read again */
+	uint64		stale_segs[2];	/* segments read again (warm), or found stale by
+								 * the warm attempt a full pass replaced */
 	bool		stored;			/* the cache row was written */
 	/* output */
 	ParityEmit	emit;
@@ -225,7 +227,7 @@ struct KeyRef
 
 
 /* bump when hashing or the digest state changes: old cache rows then miss */
-#define PARITY_CACHE_FORMAT 1
+#define PARITY_CACHE_FORMAT 2
 
 
 /*

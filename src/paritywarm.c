@@ -62,25 +62,28 @@
  * pair: the rows of one chunk found in one segment of PC_SEG_BLOCKS heap
  * blocks.  A full pass stores, in softmig.parity_cache, the chunk bounds,
  * the run's seed, and per side those pairs and the page state of every
- * segment (paritycache.c: its highest page LSN if all its pages were
- * all-visible and unchanged since the pass began).  A later run with the
+ * segment, read after the pass (paritycache.c: its highest page LSN if all
+ * its pages were settled for the pass's snapshot: all-visible, or written
+ * only by transactions that had finished before it).  A later run with the
  * same fingerprint (mapping, compared columns and their types, functions,
  * column definitions, collation versions, quarantine, chunk size, both
  * tables' storage) reads the page state again instead of the rows:
  *
  *  - a segment is stale unless it was stored and still has all pages
- *    all-visible with the same highest LSN;
+ *    settled (for this run's snapshot) with the same highest LSN;
  *  - the stored pairs of the other segments are summed into the chunks
  *    (their rows are exactly the rows the pairs were computed from, for
  *    any snapshot);
  *  - the stale segments are digested again, with the stored seed, through
- *    TID range scans, and added.
+ *    TID range scans, and added; their page state is read once more after
+ *    that (pages the scans pruned keep their place in the cache).
  *
  * The chunk digests are then exactly what a full pass with that seed would
  * compute, and the run goes on as a full one: differing chunks are
  * descended and compared row by row.  When more than a quarter of either
  * table's segments are stale a full pass is cheaper (it runs in parallel
- * workers) and rebuilds the cache.  Runs in read-only transactions (no
+ * workers) and rebuilds the cache; the stale counts of both sides are
+ * reported with it.  Runs in read-only transactions (no
  * write), on a standby, with the cache off or the digest test hook set, and
  * the other cases parity_cache_prepare lists never use it.
  * --------------------------------------------------------------------- */
@@ -251,6 +254,8 @@ parity_cache_try_warm(ParityCtx *c)
 	int			nchunks;
 	XLogRecPtr	start;
 	MemoryContext old;
+	uint32		nseg[2];
+	bool	   *stale[2];
 
 	values[0] = Int32GetDatum(c->id);
 	values[1] = CStringGetTextDatum(c->cache_fp);
@@ -344,55 +349,62 @@ parity_cache_try_warm(ParityCtx *c)
 	MemoryContextSwitchTo(old);
 	c->seed = c->acc.seed = seed[0];
 
-	/* which segments changed; the stored digests of the others */
+	/*
+	 * Which segments are stale, on both sides before deciding, so that a run
+	 * that falls back to a full pass reports the counts that made it.
+	 */
 	start = GetXLogInsertRecPtr();
 	for (int side = 0; side < 2; side++)
 	{
 		Relation	rel = table_open(side == PSIDE_LEGACY ? c->legacy : c->target, NoLock);
 		PcPages    *now = &c->pages[side];
-		uint32		nseg;
-		uint32		nstale = 0;
-		bool	   *stale;
 
 		old = MemoryContextSwitchTo(c->cxt);
-		softmig_pc_read_pages(rel, start, now);
+		softmig_pc_read_pages(rel, start, GetActiveSnapshot(), now);
 		MemoryContextSwitchTo(old);
 		table_close(rel, NoLock);
 		if (now->relfilenode != cached[side].relfilenode)
 		{
+			c->stale_segs[PSIDE_LEGACY] = c->stale_segs[PSIDE_TARGET] = 0;
 			c->cache_why = "a table was rewritten";
 			return false;
 		}
-		nseg = Max(now->nseg, cached[side].nseg);
-		stale = palloc0(sizeof(bool) * Max(nseg, 1));
-		for (uint32 g = 0; g < nseg; g++)
-			stale[g] = g >= now->nseg || g >= cached[side].nseg ||
+		nseg[side] = Max(now->nseg, cached[side].nseg);
+		stale[side] = palloc0(sizeof(bool) * Max(nseg[side], 1));
+		for (uint32 g = 0; g < nseg[side]; g++)
+			stale[side][g] = g >= now->nseg || g >= cached[side].nseg ||
 				now->seg[g] == PC_SEG_NONE || cached[side].seg[g] == PC_SEG_NONE ||
 				now->seg[g] != cached[side].seg[g];
 		/* a segment that lost or gained blocks is stale whatever its LSNs */
 		if (now->nblocks != cached[side].nblocks)
-			for (uint32 g = Min(now->nblocks, cached[side].nblocks) / PC_SEG_BLOCKS; g < nseg; g++)
-				stale[g] = true;
-		for (uint32 g = 0; g < nseg; g++)
-			nstale += stale[g] ? 1 : 0;
-		c->stale_segs[side] = nstale;
-		if (nstale > 0 && (double) nstale > 0.25 * nseg)
+			for (uint32 g = Min(now->nblocks, cached[side].nblocks) / PC_SEG_BLOCKS; g < nseg[side]; g++)
+				stale[side][g] = true;
+		c->stale_segs[side] = 0;
+		for (uint32 g = 0; g < nseg[side]; g++)
+			c->stale_segs[side] += stale[side][g] ? 1 : 0;
+	}
+	for (int side = 0; side < 2; side++)
+		if (c->stale_segs[side] > 0 && (double) c->stale_segs[side] > 0.25 * nseg[side])
 		{
 			c->cache_why = "more than a quarter of a table changed";
 			return false;
 		}
+
+	/* the stored digests of the fresh segments, then the stale ones read again */
+	for (int side = 0; side < 2; side++)
+	{
 		for (int i = 0; i < nents[side]; i++)
 		{
 			PcEnt	   *e = &ents[side][i];
 			uint32		g = PC_ENT_SEG(e->key);
 			uint32		ch = PC_ENT_CHUNK(e->key);
 
-			if (g >= nseg || ch > (uint32) nchunks + 1)
+			if (g >= nseg[side] || ch > (uint32) nchunks + 1)
 			{
 				c->cache_why = "the stored digests are unreadable";
 				return false;
 			}
-			if (stale[g])
+			if (stale[side][g])
 				continue;
 			if (ch < (uint32) nchunks)
 			{
@@ -409,8 +421,18 @@ parity_cache_try_warm(ParityCtx *c)
 		}
 		/* and the stale segments, read again */
 		parity_as_role(c, side == PSIDE_LEGACY ? c->lowner : c->towner);
-		if (nstale > 0)
-			parity_digest_pass_agg(c, side, stale, now->nseg);
+		if (c->stale_segs[side] > 0)
+		{
+			Relation	rel;
+
+			parity_digest_pass_agg(c, side, stale[side], c->pages[side].nseg);
+			/* their state as the reads left it (see paritycache.c) */
+			start = GetXLogInsertRecPtr();
+			rel = table_open(side == PSIDE_LEGACY ? c->legacy : c->target, NoLock);
+			softmig_pc_reread_pages(rel, start, GetActiveSnapshot(), &c->pages[side],
+									stale[side]);
+			table_close(rel, NoLock);
+		}
 		if (c->overflow)
 		{
 			c->cache_why = "too many (segment, chunk) pairs to store";
