@@ -77,6 +77,14 @@ UPDATE sv_v2.sv_orders SET amount = amount + 1 WHERE order_id = 4 RETURNING *;
 UPDATE sv_v1.sv_legacy SET id = 30 WHERE id = 3 RETURNING *;
 DELETE FROM sv_v1.sv_legacy WHERE id = 6 RETURNING *;
 DELETE FROM sv_v2.sv_orders WHERE order_id = 7 RETURNING *;
+-- an UPDATE writes only the columns it changed: what the mapping cannot
+-- give back (the case of a name) survives an update through either view,
+-- whichever table the view's row was read from
+UPDATE sv_orders SET customer = 'McIda' WHERE order_id = 8;
+SELECT softmig.read_source('sv');
+UPDATE sv_v1.sv_legacy SET cents = cents + 1 WHERE id = 8 RETURNING *;
+UPDATE sv_v2.sv_orders SET amount = amount + 1 WHERE order_id = 8 RETURNING *;
+SELECT order_id, customer, amount FROM sv_orders WHERE order_id = 8;
 -- a row that is not there: nothing happens
 UPDATE sv_v1.sv_legacy SET cents = 0 WHERE id = 9999;
 DELETE FROM sv_v2.sv_orders WHERE order_id = 9999;

@@ -49,6 +49,8 @@ DECLARE
     v_outer text;
     v_new_row text;
     v_old_row text;
+    v_keep text;
+    v_alias text;
 BEGIN
     -- the view's row as a one-row relation in the own table's column names
     SELECT pg_catalog.string_agg(pg_catalog.format('NEW.%I AS %I', a.attname, a.attname), ', ' ORDER BY a.attnum),
@@ -61,8 +63,14 @@ BEGIN
         -- the view's own table: the row as it is
         SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
                pg_catalog.string_agg(pg_catalog.format('NEW.%I', a.attname), ', ' ORDER BY a.attnum),
-               pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a')
-          INTO v_cols, v_vals, v_always
+               pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a'),
+               -- UPDATE writes only the columns the statement changed: the
+               -- view's row may come from the other table, through mappings
+               -- that need not give back exactly what this table holds
+               pg_catalog.string_agg(pg_catalog.format(
+                   'CASE WHEN NEW.%I::text IS NOT DISTINCT FROM OLD.%I::text THEN %I ELSE NEW.%I END',
+                   a.attname, a.attname, a.attname, a.attname), ', ' ORDER BY a.attnum)
+          INTO v_cols, v_vals, v_always, v_keep
           FROM pg_catalog.pg_attribute a
          WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
            AND a.attgenerated OPERATOR(pg_catalog.=) ''
@@ -74,7 +82,7 @@ BEGIN
                 p_own, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_cols, v_vals);
         ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
             RETURN pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s RETURNING * INTO NEW',
-                p_own, v_cols, v_vals, v_where);
+                p_own, v_cols, v_keep, v_where);
         ELSE
             RETURN pg_catalog.format('DELETE FROM %s WHERE %s RETURNING * INTO OLD', p_own, v_where);
         END IF;
@@ -84,8 +92,13 @@ BEGIN
     SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
            pg_catalog.string_agg('(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
                                  OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum),
-           pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a')
-      INTO v_cols, v_vals, v_always
+           pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a'),
+           -- UPDATE: a column changes only when its mapped value changed
+           pg_catalog.string_agg(pg_catalog.format(
+               'CASE WHEN softmig_n.softmig_%s::text IS NOT DISTINCT FROM softmig_o.softmig_%s::text THEN %I ELSE softmig_n.softmig_%s END',
+               a.attnum, a.attnum, a.attname, a.attnum), ', ' ORDER BY a.attnum),
+           pg_catalog.string_agg(pg_catalog.format('softmig_%s', a.attnum), ', ' ORDER BY a.attnum)
+      INTO v_cols, v_vals, v_always, v_keep, v_alias
       FROM pg_catalog.pg_attribute a
       JOIN @extschema@.mappings mp
         ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
@@ -136,8 +149,12 @@ BEGIN
         RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s%s (%s) SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
             p_dst, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_cols, v_vals, v_new_row, v_ret, v_outer);
     ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        RETURN pg_catalog.format('WITH softmig_w AS (UPDATE %s SET (%s) = (SELECT %s FROM (SELECT %s) AS softmig_row) WHERE %s RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
-            p_dst, v_cols, v_vals, v_new_row, v_where, v_ret, v_outer);
+        RETURN pg_catalog.format('WITH softmig_w AS (UPDATE %s SET (%s) = ROW(%s)'
+                                 ' FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
+                                 ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)'
+                                 ' WHERE %s RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
+            p_dst, v_cols, v_keep, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias,
+            v_where, v_ret, v_outer);
     ELSE
         RETURN pg_catalog.format('WITH softmig_w AS (DELETE FROM %s WHERE %s RETURNING %s) SELECT %s FROM softmig_w INTO OLD',
             p_dst, v_where, v_ret, v_outer);
