@@ -3542,8 +3542,182 @@ FROM PUBLIC;
 
 -------------------------------------------------------------------------------
 -- Shape views: both application builds write at once (rolling deploys).
--- Same objects as src/install/72_shapeviews.sql.
+-- Same objects as src/install/72_shapeviews.sql, and the select lists they
+-- share with routed views (70_readpath.sql: _shape_lists, _create_read_view).
 -------------------------------------------------------------------------------
+-- The rows of the other table in the shape of table p_own: the select list
+-- that maps them (stored columns through the mappings of direction p_dir,
+-- NULL where nothing maps) and the outer list over it that adds the shape's
+-- generated columns.  Routed views and the writes of shape views use both.
+CREATE FUNCTION @extschema@._shape_lists(p_id integer, p_own regclass, p_dir text,
+                                         OUT inner_list text, OUT outer_list text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- stored columns through the mapping (NULL where nothing maps), then
+    -- generated columns computed from those, with the shape's types and
+    -- collations
+    SELECT pg_catalog.string_agg(
+               CASE WHEN mp.expression IS NULL
+                    THEN 'NULL::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
+                    ELSE '(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
+                         OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod) END
+               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
+               ', ' ORDER BY a.attnum)
+      INTO inner_list
+      FROM pg_catalog.pg_attribute a
+      LEFT JOIN @extschema@.mappings mp
+             ON mp.migration_id OPERATOR(pg_catalog.=) p_id AND mp.direction OPERATOR(pg_catalog.=) p_dir
+            AND mp.column_name OPERATOR(pg_catalog.=) a.attname
+     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+       AND a.attgenerated OPERATOR(pg_catalog.=) '';
+    SELECT pg_catalog.string_agg(
+               CASE WHEN a.attgenerated OPERATOR(pg_catalog.<>) ''
+                    THEN '(' OPERATOR(pg_catalog.||) pg_catalog.pg_get_expr(ad.adbin, ad.adrelid)
+                         OPERATOR(pg_catalog.||) ')::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
+                    ELSE pg_catalog.quote_ident(a.attname) END
+               OPERATOR(pg_catalog.||)
+               CASE WHEN a.attcollation OPERATOR(pg_catalog.<>) 0
+                         AND a.attcollation OPERATOR(pg_catalog.<>) 'pg_catalog.default'::pg_catalog.regcollation
+                    THEN ' COLLATE ' OPERATOR(pg_catalog.||) a.attcollation::pg_catalog.regcollation::text
+                    ELSE '' END
+               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
+               ', ' ORDER BY a.attnum)
+      INTO outer_list
+      FROM pg_catalog.pg_attribute a
+      LEFT JOIN pg_catalog.pg_attrdef ad
+             ON ad.adrelid OPERATOR(pg_catalog.=) a.attrelid AND ad.adnum OPERATOR(pg_catalog.=) a.attnum
+     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+END $$;
+COMMENT ON FUNCTION @extschema@._shape_lists(integer, regclass, text) IS
+    'internal: the select lists that show the other table''s rows in the shape of a table (routed views, shape views)';
+
+CREATE OR REPLACE FUNCTION @extschema@._create_read_view(name text, view_name text, shape @extschema@.side)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_shape @extschema@.side := shape;
+    v_actor name := @extschema@._actor();
+    v_parts text[];
+    v_schema text;
+    v_view text;
+    v_nsp oid;
+    v_own regclass;             -- the table whose columns the view has
+    v_other regclass;           -- the table mapped into that shape
+    v_dir text;                 -- mappings feeding v_own's columns from v_other
+    v_own_side @extschema@.side;
+    v_other_side @extschema@.side;
+    v_own_list text;
+    v_inner_list text;
+    v_outer_list text;
+    v_sql text;
+    v_src_col name;
+BEGIN
+    IF view_name IS NULL OR v_shape IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'view_name and shape must not be null';
+    END IF;
+    v_parts := pg_catalog.parse_ident(view_name);
+    IF pg_catalog.cardinality(v_parts) OPERATOR(pg_catalog.>) 2 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_name',
+            MESSAGE = pg_catalog.format('improper view name (too many dotted names): %s', view_name);
+    END IF;
+    IF pg_catalog.cardinality(v_parts) OPERATOR(pg_catalog.=) 2 THEN
+        v_schema := v_parts[1];
+        v_view := v_parts[2];
+    ELSE
+        -- an unqualified name goes next to the legacy table, whatever the
+        -- caller's search_path says
+        SELECT n.nspname INTO v_schema
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+         WHERE c.oid OPERATOR(pg_catalog.=) m.legacy;
+        v_view := v_parts[1];
+    END IF;
+    SELECT n.oid INTO v_nsp FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) v_schema;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_schema_name',
+            MESSAGE = pg_catalog.format('schema "%s" does not exist', v_schema);
+    END IF;
+    -- softmig's own schema holds only the extension's objects (its functions
+    -- run with it trusted), and the system schemas hold only the system's
+    IF v_nsp OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid
+       OR v_schema OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog', 'information_schema', 'pg_toast']) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_schema_name',
+            MESSAGE = pg_catalog.format('a routed view cannot be created in schema %s', v_schema),
+            DETAIL = 'That schema holds only the extension''s or the system''s own objects.',
+            HINT = 'Create the view in an application schema.';
+    END IF;
+    IF NOT pg_catalog.has_schema_privilege(v_actor, v_nsp, 'CREATE') THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = pg_catalog.format('permission denied for schema %s', v_schema),
+            DETAIL = pg_catalog.format('The view is created as role %s, which needs CREATE on the schema.', v_actor);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                WHERE c.relnamespace OPERATOR(pg_catalog.=) v_nsp AND c.relname OPERATOR(pg_catalog.=) v_view) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_table',
+            MESSAGE = pg_catalog.format('relation "%s.%s" already exists', v_schema, v_view);
+    END IF;
+
+    IF v_shape OPERATOR(pg_catalog.=) 'legacy' THEN
+        v_own := m.legacy; v_other := m.target; v_dir := 'backward';
+        v_own_side := 'legacy'; v_other_side := 'new';
+    ELSE
+        v_own := m.target; v_other := m.legacy; v_dir := 'forward';
+        v_own_side := 'new'; v_other_side := 'legacy';
+    END IF;
+
+    -- the shape's own table: its columns as they are
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+      INTO v_own_list
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+
+    -- the other table mapped into the shape, generated columns computed
+    SELECT l.inner_list, l.outer_list INTO v_inner_list, v_outer_list
+      FROM @extschema@._shape_lists(m.id, v_own, v_dir) l;
+
+    -- Each branch carries its side as a constant column; the one filter
+    -- "that column = read_source(...)" is pushed into both branches, where it
+    -- no longer depends on any row: the planner turns it into a One-Time
+    -- Filter, so the branch not taken is never executed.  The branches have
+    -- no WHERE clause of their own, so they are flattened into an append
+    -- relation (no Subquery Scan in between), and filters on the view, key
+    -- filters included, reach each table's indexes.
+    v_src_col := 'softmig_source';
+    WHILE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attname OPERATOR(pg_catalog.=) v_src_col) LOOP
+        v_src_col := v_src_col OPERATOR(pg_catalog.||) '_';
+    END LOOP;
+    v_sql := pg_catalog.format(
+        'CREATE VIEW %I.%I%s AS SELECT %s FROM ('
+        ' SELECT %s, %L::@extschema@.side AS %I FROM %s'
+        ' UNION ALL'
+        ' SELECT %s, %L::@extschema@.side FROM (SELECT %s FROM %s) AS softmig_mapped'
+        ') AS softmig_routed'
+        ' WHERE softmig_routed.%I OPERATOR(pg_catalog.=) @extschema@.read_source(%L::text)',
+        v_schema, v_view,
+        CASE WHEN pg_catalog.current_setting('server_version_num')::integer OPERATOR(pg_catalog.>=) 150000
+             THEN ' WITH (security_invoker = true)' ELSE '' END,
+        v_own_list,
+        v_own_list, v_own_side, v_src_col, v_own,
+        v_outer_list, v_other_side, v_inner_list, v_other,
+        v_src_col, m.name);
+    EXECUTE v_sql;
+    EXECUTE pg_catalog.format('ALTER VIEW %I.%I OWNER TO %I', v_schema, v_view, v_actor);
+    EXECUTE pg_catalog.format('COMMENT ON VIEW %I.%I IS %L', v_schema, v_view,
+        pg_catalog.format('softmig routed view of migration "%s" in the %s shape: rows come from the caller''s read source (softmig.read_source)',
+                          m.name, v_shape));
+
+    INSERT INTO @extschema@.read_views (view_name, migration_id, shape, created_by)
+    VALUES (pg_catalog.format('%I.%I', v_schema, v_view)::pg_catalog.regclass, m.id, v_shape, v_actor);
+    PERFORM @extschema@._history(m.id, 'create_read_view', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('view', pg_catalog.format('%I.%I', v_schema, v_view), 'shape', v_shape));
+END $$;
+COMMENT ON FUNCTION @extschema@._create_read_view(text, text, @extschema@.side) IS
+    'internal: implementation of softmig.create_read_view';
+
+REVOKE ALL ON FUNCTION @extschema@._shape_lists(integer, regclass, text) FROM PUBLIC;
+
 CREATE TABLE @extschema@.shape_views (
     view_name      regclass PRIMARY KEY,
     migration_id   integer NOT NULL REFERENCES @extschema@.migrations (id) ON DELETE CASCADE,
@@ -3656,34 +3830,10 @@ BEGIN
       JOIN @extschema@.mappings mp
         ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
        AND mp.column_name OPERATOR(pg_catalog.=) k.col;
-    -- the row written, mapped back into the view's shape (stored columns;
-    -- NULL where nothing maps), then its generated columns: what the routed
+    -- the row written, mapped back into the view's shape: what the routed
     -- view shows for a row of the other table
-    SELECT pg_catalog.string_agg(
-               CASE WHEN mp.expression IS NULL
-                    THEN 'NULL::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
-                    ELSE '(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
-                         OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod) END
-               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
-               ', ' ORDER BY a.attnum)
-      INTO v_ret
-      FROM pg_catalog.pg_attribute a
-      LEFT JOIN @extschema@.mappings mp
-             ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_own
-            AND mp.column_name OPERATOR(pg_catalog.=) a.attname
-     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-       AND a.attgenerated OPERATOR(pg_catalog.=) '';
-    SELECT pg_catalog.string_agg(
-               CASE WHEN a.attgenerated OPERATOR(pg_catalog.<>) ''
-                    THEN '(' OPERATOR(pg_catalog.||) pg_catalog.pg_get_expr(ad.adbin, ad.adrelid)
-                         OPERATOR(pg_catalog.||) ')::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
-                    ELSE pg_catalog.quote_ident(a.attname) END,
-               ', ' ORDER BY a.attnum)
-      INTO v_outer
-      FROM pg_catalog.pg_attribute a
-      LEFT JOIN pg_catalog.pg_attrdef ad
-             ON ad.adrelid OPERATOR(pg_catalog.=) a.attrelid AND ad.adnum OPERATOR(pg_catalog.=) a.attnum
-     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+    SELECT l.inner_list, l.outer_list INTO v_ret, v_outer
+      FROM @extschema@._shape_lists(m.id, p_own, v_to_own) l;
 
     IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
         RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s%s (%s) SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w INTO NEW',

@@ -116,34 +116,10 @@ BEGIN
       JOIN @extschema@.mappings mp
         ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
        AND mp.column_name OPERATOR(pg_catalog.=) k.col;
-    -- the row written, mapped back into the view's shape (stored columns;
-    -- NULL where nothing maps), then its generated columns: what the routed
+    -- the row written, mapped back into the view's shape: what the routed
     -- view shows for a row of the other table
-    SELECT pg_catalog.string_agg(
-               CASE WHEN mp.expression IS NULL
-                    THEN 'NULL::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
-                    ELSE '(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
-                         OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod) END
-               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
-               ', ' ORDER BY a.attnum)
-      INTO v_ret
-      FROM pg_catalog.pg_attribute a
-      LEFT JOIN @extschema@.mappings mp
-             ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_own
-            AND mp.column_name OPERATOR(pg_catalog.=) a.attname
-     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-       AND a.attgenerated OPERATOR(pg_catalog.=) '';
-    SELECT pg_catalog.string_agg(
-               CASE WHEN a.attgenerated OPERATOR(pg_catalog.<>) ''
-                    THEN '(' OPERATOR(pg_catalog.||) pg_catalog.pg_get_expr(ad.adbin, ad.adrelid)
-                         OPERATOR(pg_catalog.||) ')::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
-                    ELSE pg_catalog.quote_ident(a.attname) END,
-               ', ' ORDER BY a.attnum)
-      INTO v_outer
-      FROM pg_catalog.pg_attribute a
-      LEFT JOIN pg_catalog.pg_attrdef ad
-             ON ad.adrelid OPERATOR(pg_catalog.=) a.attrelid AND ad.adnum OPERATOR(pg_catalog.=) a.attnum
-     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+    SELECT l.inner_list, l.outer_list INTO v_ret, v_outer
+      FROM @extschema@._shape_lists(m.id, p_own, v_to_own) l;
 
     IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
         RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s%s (%s) SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
