@@ -85,6 +85,20 @@ SELECT softmig.read_source('sv');
 UPDATE sv_v1.sv_legacy SET cents = cents + 1 WHERE id = 8 RETURNING *;
 UPDATE sv_v2.sv_orders SET amount = amount + 1 WHERE order_id = 8 RETURNING *;
 SELECT order_id, customer, amount FROM sv_orders WHERE order_id = 8;
+-- quarantine and operation keys apply to view writes as to direct writes
+SELECT softmig.quarantine('sv', '{"id": 9}', 'shape view test');
+SELECT state FROM t.err($$UPDATE sv_v1.sv_legacy SET cents = 1 WHERE id = 9$$);
+SELECT state FROM t.err($$UPDATE sv_v2.sv_orders SET amount = 1 WHERE order_id = 9$$);
+SELECT softmig.release('sv', '{"id": 9}');
+BEGIN;
+SET LOCAL softmig.operation_key = 'shape-op-1';
+INSERT INTO sv_v2.sv_orders (order_id, customer, amount) VALUES (40, 'OPK', 1) RETURNING order_id;
+COMMIT;
+BEGIN;
+SET LOCAL softmig.operation_key = 'shape-op-1';
+SELECT state FROM t.err($$INSERT INTO sv_v1.sv_legacy (id, cust) VALUES (41, 'opk')$$);
+ROLLBACK;
+DELETE FROM sv_v1.sv_legacy WHERE id = 40 RETURNING id;
 -- a row that is not there: nothing happens
 UPDATE sv_v1.sv_legacy SET cents = 0 WHERE id = 9999;
 DELETE FROM sv_v2.sv_orders WHERE order_id = 9999;
