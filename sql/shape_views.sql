@@ -138,6 +138,7 @@ SELECT state FROM t.err($$INSERT INTO sv_legacy (cust) VALUES ('x')$$);
 -- INSERT ... ON CONFLICT is refused on a shape view (when softmig is loaded)
 SELECT * FROM t.err($$INSERT INTO sv_v2.sv_orders (order_id, customer, amount) VALUES (8, 'X', 1) ON CONFLICT DO NOTHING$$);
 SELECT state FROM t.err($$INSERT INTO sv_v2.sv_orders (order_id, customer, amount) VALUES (8, 'X', 1) ON CONFLICT (order_id) DO NOTHING$$);
+SELECT state FROM t.err($$WITH w AS (INSERT INTO sv_v2.sv_orders (order_id, customer, amount) VALUES (8, 'X', 1) ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM w$$);
 -- MERGE: PostgreSQL refuses it on views
 SELECT state FROM t.err($$MERGE INTO sv_v2.sv_orders o USING (SELECT 1 AS k) s ON o.order_id = s.k WHEN MATCHED THEN DELETE$$);
 -- a duplicate key through a view: the table's own error

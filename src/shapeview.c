@@ -127,16 +127,15 @@ is_shape_view(Oid relid)
 }
 
 /*
- * shape_post_parse_analyze
- *		post_parse_analyze hook: refuse INSERT ... ON CONFLICT into a shape
- *		view (SM009).  Costs a test of query->onConflict for every other
- *		statement.
+ * refuse_on_conflict
+ *		Raise SM009 if query, or a data-modifying statement in its WITH
+ *		clause (at any depth), is an INSERT ... ON CONFLICT into a shape
+ *		view.
  */
 static void
-shape_post_parse_analyze(ParseState *pstate, Query *query, SOFTMIG_JUMBLESTATE *jstate)
+refuse_on_conflict(Query *query)
 {
-	if (prev_post_parse_analyze)
-		prev_post_parse_analyze(pstate, query, jstate);
+	ListCell   *lc;
 
 	if (query->commandType == CMD_INSERT && query->onConflict != NULL &&
 		query->resultRelation > 0)
@@ -151,6 +150,28 @@ shape_post_parse_analyze(ParseState *pstate, Query *query, SOFTMIG_JUMBLESTATE *
 					 errdetail("A shape view writes through an INSTEAD OF trigger, which cannot see the ON CONFLICT clause."),
 					 errhint("Insert without ON CONFLICT, or handle unique_violation (23505) in the application.")));
 	}
+	foreach(lc, query->cteList)
+	{
+		CommonTableExpr *cte = lfirst_node(CommonTableExpr, lc);
+
+		if (IsA(cte->ctequery, Query))
+			refuse_on_conflict((Query *) cte->ctequery);
+	}
+}
+
+/*
+ * shape_post_parse_analyze
+ *		post_parse_analyze hook: refuse INSERT ... ON CONFLICT into a shape
+ *		view (SM009), also in a WITH clause.  Costs a test of the command
+ *		type and onConflict (and a walk of the WITH list) for every other
+ *		statement.
+ */
+static void
+shape_post_parse_analyze(ParseState *pstate, Query *query, SOFTMIG_JUMBLESTATE *jstate)
+{
+	if (prev_post_parse_analyze)
+		prev_post_parse_analyze(pstate, query, jstate);
+	refuse_on_conflict(query);
 }
 
 /*
