@@ -190,6 +190,27 @@ ALTER TABLE sv_orders OWNER TO CURRENT_USER;
 SELECT softmig.drop_migration('sv');
 SELECT action, detail FROM softmig.history_log WHERE action LIKE '%shape%' ORDER BY id;
 
+-- per-field authority (mirrored): view writes go to legacy and follow its
+-- rules: a change of a field handed to the target is refused there (SM001)
+-- exactly as on legacy itself; the target takes it directly
+CREATE TABLE sf_l (id int PRIMARY KEY, v text, w text);
+CREATE TABLE sf_t (id int PRIMARY KEY, v text, w text);
+SELECT softmig.create_migration('sf', 'sf_l', 'sf_t');
+SELECT softmig.create_shape_views('sf', 'sv_v1', 'sv_v2');
+SELECT softmig.advance('sf');
+INSERT INTO sv_v2.sf_t VALUES (1, 'a', 'b') RETURNING *;
+SELECT softmig.set_field_authority('sf', 'v', 'new');
+SELECT state FROM t.err($$UPDATE sv_v2.sf_t SET v = 'x' WHERE id = 1$$);
+SELECT state FROM t.err($$UPDATE sf_l SET v = 'x' WHERE id = 1$$);
+UPDATE sv_v2.sf_t SET w = 'c' WHERE id = 1 RETURNING *;
+UPDATE sf_t SET v = 'x' WHERE id = 1;
+SELECT * FROM sv_v1.sf_l;
+SELECT softmig.set_field_authority('sf', 'v', 'legacy');
+SELECT softmig.drop_shape_views('sf');
+SELECT softmig.rollback('sf', 'done');
+SELECT softmig.drop_migration('sf');
+DROP TABLE sf_l, sf_t;
+
 DROP SCHEMA sv_v1, sv_v2;
 DROP TABLE sv_legacy, sv_orders;
 DROP FUNCTION t.sv_both();
