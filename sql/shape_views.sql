@@ -39,6 +39,12 @@ CREATE FUNCTION t.sv_both() RETURNS TABLE (side text, id bigint, cust text, cent
 INSERT INTO sv_v1.sv_legacy (cust, cents) VALUES ('ann', 100) RETURNING *;
 INSERT INTO sv_v2.sv_orders (customer, amount) VALUES ('BOB', 2) RETURNING *;
 UPDATE sv_v2.sv_orders SET amount = amount + 1 WHERE order_id = 2 RETURNING *;
+UPDATE sv_v1.sv_legacy SET cents = cents + 1 WHERE id = 1 RETURNING *;
+DELETE FROM sv_v1.sv_legacy WHERE id = 2 RETURNING *;
+DELETE FROM sv_v2.sv_orders WHERE order_id = 1 RETURNING *;
+COPY sv_v2.sv_orders (order_id, customer, amount) FROM stdin;
+90	COPY	1
+\.
 SELECT * FROM t.sv_both();
 TRUNCATE sv_legacy;
 
@@ -114,6 +120,12 @@ SELECT setval('sv_legacy_id_seq', (SELECT max(order_id) FROM sv_orders));
 INSERT INTO sv_v2.sv_orders (customer, amount) VALUES ('LEO', 12) RETURNING *;
 UPDATE sv_v2.sv_orders SET customer = 'JOEY' WHERE order_id = 9 RETURNING *;
 DELETE FROM sv_v1.sv_legacy WHERE id = 4 RETURNING *;
+INSERT INTO sv_v1.sv_legacy (cust, cents) VALUES ('lia', 1250) RETURNING *;
+UPDATE sv_v1.sv_legacy SET cents = 1251 WHERE cust = 'lia' RETURNING *;
+DELETE FROM sv_v2.sv_orders WHERE customer = 'LIA' RETURNING *;
+COPY sv_v2.sv_orders (customer, amount) FROM stdin;
+LOU	12.6
+\.
 SELECT * FROM t.sv_both();
 
 -- new_write, new_read and cutover: the target is the authority; after cutover the
@@ -125,11 +137,28 @@ INSERT INTO sv_v1.sv_legacy (cust, cents) VALUES ('max', 1300) RETURNING *;
 UPDATE sv_v2.sv_orders SET amount = 14 WHERE customer = 'MAX' RETURNING *;
 -- new-only state through the new shape (this closes the rollback envelope)
 INSERT INTO sv_v2.sv_orders (customer, amount, gift_note) VALUES ('NAT', 15, 'kept') RETURNING *;
+UPDATE sv_v1.sv_legacy SET cents = 1299 WHERE cust = 'max' RETURNING *;
+DELETE FROM sv_v2.sv_orders WHERE customer = 'LOU' RETURNING *;
+DELETE FROM sv_v1.sv_legacy WHERE cust = 'leo' RETURNING *;
+COPY sv_v1.sv_legacy (cust, cents) FROM stdin;
+mia	1350
+\.
+COPY sv_v2.sv_orders (customer, amount) FROM stdin;
+MOE	13.6
+\.
 SELECT softmig.advance('sv', reason => 'test', force => true);
 INSERT INTO sv_v1.sv_legacy (cust, cents) VALUES ('ned', 1500) RETURNING *;
 UPDATE sv_v1.sv_legacy SET cents = 1501 WHERE cust = 'ned' RETURNING *;
 DELETE FROM sv_v1.sv_legacy WHERE cust = 'max' RETURNING *;
 UPDATE sv_v2.sv_orders SET gift_note = 'still kept' WHERE customer = 'NAT' RETURNING *;
+INSERT INTO sv_v2.sv_orders (customer, amount) VALUES ('OTT', 16) RETURNING *;
+DELETE FROM sv_v2.sv_orders WHERE customer = 'MOE' RETURNING *;
+COPY sv_v1.sv_legacy (cust, cents) FROM stdin;
+pia	1700
+\.
+COPY sv_v2.sv_orders (customer, amount) FROM stdin;
+QUY	18
+\.
 SELECT * FROM sv_v1.sv_legacy ORDER BY id;
 SELECT * FROM t.sv_both();
 -- direct writes to legacy are refused after cutover, as before
