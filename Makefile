@@ -32,6 +32,7 @@ REGRESS += search_path install readonly
 REGRESS += key_generators nullable_key
 REGRESS += small_writes
 REGRESS += parity_cache_settled
+REGRESS += shape_views
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

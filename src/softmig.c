@@ -57,5 +57,8 @@ _PG_init(void)
 	/* cross-database migrations: softmig.remote_timeout, test hook */
 	softmig_remote_init();
 
+	/* shape views: INSERT ... ON CONFLICT refused at parse analysis */
+	softmig_shapeview_init();
+
 	MarkGUCPrefixReserved("softmig");
 }

@@ -256,6 +256,9 @@ extern Oid	softmig_gate_actor;
 /* trigger.c */
 extern char *softmig_override;
 extern void softmig_trigger_init(void);
+
+/* shapeview.c */
+extern void softmig_shapeview_init(void);
 extern void softmig_mirror_enter(int32 id);
 extern void softmig_mirror_leave(void);
 extern bool softmig_mirroring(int32 id);

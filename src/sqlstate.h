@@ -33,4 +33,10 @@
  */
 #define ERRCODE_SOFTMIG_RULE_VIOLATION	MAKE_SQLSTATE('S','M','0','0','8')
 
+/*
+ * A statement a shape view cannot carry to the write authority (INSERT ...
+ * ON CONFLICT).
+ */
+#define ERRCODE_SOFTMIG_SHAPE_VIEW_UNSUPPORTED MAKE_SQLSTATE('S','M','0','0','9')
+
 #endif							/* SOFTMIG_SQLSTATE_H */

@@ -392,6 +392,52 @@ COMMENT ON FUNCTION @extschema@.switch_reads(text, text, @extschema@.side, text)
 -------------------------------------------------------------------------------
 -- Routed views
 -------------------------------------------------------------------------------
+-- The rows of the other table in the shape of table p_own: the select list
+-- that maps them (stored columns through the mappings of direction p_dir,
+-- NULL where nothing maps) and the outer list over it that adds the shape's
+-- generated columns.  Routed views and the writes of shape views use both.
+CREATE FUNCTION @extschema@._shape_lists(p_id integer, p_own regclass, p_dir text,
+                                         OUT inner_list text, OUT outer_list text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- stored columns through the mapping (NULL where nothing maps), then
+    -- generated columns computed from those, with the shape's types and
+    -- collations
+    SELECT pg_catalog.string_agg(
+               CASE WHEN mp.expression IS NULL
+                    THEN 'NULL::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
+                    ELSE '(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
+                         OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod) END
+               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
+               ', ' ORDER BY a.attnum)
+      INTO inner_list
+      FROM pg_catalog.pg_attribute a
+      LEFT JOIN @extschema@.mappings mp
+             ON mp.migration_id OPERATOR(pg_catalog.=) p_id AND mp.direction OPERATOR(pg_catalog.=) p_dir
+            AND mp.column_name OPERATOR(pg_catalog.=) a.attname
+     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+       AND a.attgenerated OPERATOR(pg_catalog.=) '';
+    SELECT pg_catalog.string_agg(
+               CASE WHEN a.attgenerated OPERATOR(pg_catalog.<>) ''
+                    THEN '(' OPERATOR(pg_catalog.||) pg_catalog.pg_get_expr(ad.adbin, ad.adrelid)
+                         OPERATOR(pg_catalog.||) ')::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
+                    ELSE pg_catalog.quote_ident(a.attname) END
+               OPERATOR(pg_catalog.||)
+               CASE WHEN a.attcollation OPERATOR(pg_catalog.<>) 0
+                         AND a.attcollation OPERATOR(pg_catalog.<>) 'pg_catalog.default'::pg_catalog.regcollation
+                    THEN ' COLLATE ' OPERATOR(pg_catalog.||) a.attcollation::pg_catalog.regcollation::text
+                    ELSE '' END
+               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
+               ', ' ORDER BY a.attnum)
+      INTO outer_list
+      FROM pg_catalog.pg_attribute a
+      LEFT JOIN pg_catalog.pg_attrdef ad
+             ON ad.adrelid OPERATOR(pg_catalog.=) a.attrelid AND ad.adnum OPERATOR(pg_catalog.=) a.attnum
+     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+END $$;
+COMMENT ON FUNCTION @extschema@._shape_lists(integer, regclass, text) IS
+    'internal: the select lists that show the other table''s rows in the shape of a table (routed views, shape views)';
+
 CREATE FUNCTION @extschema@._create_read_view(name text, view_name text, shape @extschema@.side)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -473,40 +519,9 @@ BEGIN
       FROM pg_catalog.pg_attribute a
      WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
 
-    -- the other table mapped into the shape: stored columns through the
-    -- mapping (NULL where nothing maps), then generated columns computed
-    -- from those, with the shape's types and collations
-    SELECT pg_catalog.string_agg(
-               CASE WHEN mp.expression IS NULL
-                    THEN 'NULL::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
-                    ELSE '(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
-                         OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod) END
-               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
-               ', ' ORDER BY a.attnum)
-      INTO v_inner_list
-      FROM pg_catalog.pg_attribute a
-      LEFT JOIN @extschema@.mappings mp
-             ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_dir
-            AND mp.column_name OPERATOR(pg_catalog.=) a.attname
-     WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-       AND a.attgenerated OPERATOR(pg_catalog.=) '';
-    SELECT pg_catalog.string_agg(
-               CASE WHEN a.attgenerated OPERATOR(pg_catalog.<>) ''
-                    THEN '(' OPERATOR(pg_catalog.||) pg_catalog.pg_get_expr(ad.adbin, ad.adrelid)
-                         OPERATOR(pg_catalog.||) ')::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
-                    ELSE pg_catalog.quote_ident(a.attname) END
-               OPERATOR(pg_catalog.||)
-               CASE WHEN a.attcollation OPERATOR(pg_catalog.<>) 0
-                         AND a.attcollation OPERATOR(pg_catalog.<>) 'pg_catalog.default'::pg_catalog.regcollation
-                    THEN ' COLLATE ' OPERATOR(pg_catalog.||) a.attcollation::pg_catalog.regcollation::text
-                    ELSE '' END
-               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
-               ', ' ORDER BY a.attnum)
-      INTO v_outer_list
-      FROM pg_catalog.pg_attribute a
-      LEFT JOIN pg_catalog.pg_attrdef ad
-             ON ad.adrelid OPERATOR(pg_catalog.=) a.attrelid AND ad.adnum OPERATOR(pg_catalog.=) a.attnum
-     WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+    -- the other table mapped into the shape, generated columns computed
+    SELECT l.inner_list, l.outer_list INTO v_inner_list, v_outer_list
+      FROM @extschema@._shape_lists(m.id, v_own, v_dir) l;
 
     -- Each branch carries its side as a constant column; the one filter
     -- "that column = read_source(...)" is pushed into both branches, where it
@@ -691,6 +706,7 @@ REVOKE ALL ON FUNCTION
     @extschema@._unregister_reader(text, text),
     @extschema@._switch_reads(text, text, @extschema@.side, text),
     @extschema@._create_read_view(text, text, @extschema@.side),
+    @extschema@._shape_lists(integer, regclass, text),
     @extschema@._reset_discovery(text),
     @extschema@._readpath_catalog_changed(),
     @extschema@._readpath_reset_switches(),

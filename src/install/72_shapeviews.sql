@@ -1,0 +1,350 @@
+-------------------------------------------------------------------------------
+-- Shape views: both application builds write at once (rolling deploys).
+-- A pair of routed views (70_readpath.sql), one in each table's shape, whose
+-- writes go to the write authority of the moment through the mappings; the
+-- other table follows through softmig's ordinary triggers.
+-------------------------------------------------------------------------------
+CREATE TABLE @extschema@.shape_views (
+    view_name      regclass PRIMARY KEY,
+    migration_id   integer NOT NULL REFERENCES @extschema@.migrations (id) ON DELETE CASCADE,
+    shape          @extschema@.side NOT NULL,
+    write_function regprocedure NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by     name NOT NULL
+);
+CREATE INDEX ON @extschema@.shape_views (migration_id);
+COMMENT ON TABLE @extschema@.shape_views IS
+    'softmig: shape views created by softmig.create_shape_views (one per shape) and the function behind their INSTEAD OF trigger';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.shape_views', '');
+REVOKE ALL ON @extschema@.shape_views FROM PUBLIC;
+GRANT SELECT ON @extschema@.shape_views TO PUBLIC;
+
+CREATE FUNCTION @extschema@._shape_target_writes(migration_id integer)
+RETURNS boolean
+    AS 'MODULE_PATHNAME', 'softmig_shape_target_writes' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._shape_target_writes(integer) IS
+    'internal: lock both tables of a migration ROW EXCLUSIVE (authority first), then tell whether the target is the write authority; callers must be allowed to write both tables';
+
+-- The SQL text of one write of a shape view's row into one table: the
+-- statement that writes "dst" from the view's row (NEW or OLD) in the shape
+-- of table "own", returning the row written in the view's shape INTO the
+-- record named by p_into.
+CREATE FUNCTION @extschema@._shape_write_sql(m @extschema@.migrations, p_own regclass, p_dst regclass,
+                                             p_op text, p_keyless boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_into text := CASE WHEN p_op OPERATOR(pg_catalog.=) 'DELETE' THEN 'OLD' ELSE 'NEW' END;
+    v_own_is_legacy boolean := p_own OPERATOR(pg_catalog.=) m.legacy;
+    v_okey text[] := CASE WHEN v_own_is_legacy THEN m.legacy_key ELSE m.target_key END;
+    v_dkey text[] := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.legacy THEN m.legacy_key ELSE m.target_key END;
+    v_to_dst text := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.target THEN 'forward' ELSE 'backward' END;
+    v_to_own text := CASE WHEN v_own_is_legacy THEN 'backward' ELSE 'forward' END;
+    v_always boolean;
+    v_cols text;
+    v_vals text;
+    v_set text;
+    v_where text;
+    v_ret text;
+    v_outer text;
+    v_new_row text;
+    v_old_row text;
+    v_keep text;
+    v_alias text;
+BEGIN
+    -- the view's row as a one-row relation in the own table's column names
+    SELECT pg_catalog.string_agg(pg_catalog.format('NEW.%I AS %I', a.attname, a.attname), ', ' ORDER BY a.attnum),
+           pg_catalog.string_agg(pg_catalog.format('OLD.%I AS %I', a.attname, a.attname), ', ' ORDER BY a.attnum)
+      INTO v_new_row, v_old_row
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+
+    IF p_dst OPERATOR(pg_catalog.=) p_own THEN
+        -- the view's own table: the row as it is
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
+               pg_catalog.string_agg(pg_catalog.format('NEW.%I', a.attname), ', ' ORDER BY a.attnum),
+               pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a'),
+               -- UPDATE writes only the columns the statement changed: the
+               -- view's row may come from the other table, through mappings
+               -- that need not give back exactly what this table holds
+               pg_catalog.string_agg(pg_catalog.format(
+                   'CASE WHEN NEW.%I::text IS NOT DISTINCT FROM OLD.%I::text THEN %I ELSE NEW.%I END',
+                   a.attname, a.attname, a.attname, a.attname), ', ' ORDER BY a.attnum)
+          INTO v_cols, v_vals, v_always, v_keep
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+           AND a.attgenerated OPERATOR(pg_catalog.=) ''
+           AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
+        SELECT pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) OLD.%I', k, k), ' AND ')
+          INTO v_where FROM pg_catalog.unnest(v_okey) k;
+        IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
+            RETURN pg_catalog.format('INSERT INTO %s%s (%s) VALUES (%s) RETURNING * INTO NEW',
+                p_own, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_cols, v_vals);
+        ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
+            RETURN pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s RETURNING * INTO NEW',
+                p_own, v_cols, v_keep, v_where);
+        ELSE
+            RETURN pg_catalog.format('DELETE FROM %s WHERE %s RETURNING * INTO OLD', p_own, v_where);
+        END IF;
+    END IF;
+
+    -- the other table: its mapped columns computed from the view's row
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
+           pg_catalog.string_agg('(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
+                                 OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum),
+           pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a'),
+           -- UPDATE: a column changes only when its mapped value changed
+           pg_catalog.string_agg(pg_catalog.format(
+               'CASE WHEN softmig_n.softmig_%s::text IS NOT DISTINCT FROM softmig_o.softmig_%s::text THEN %I ELSE softmig_n.softmig_%s END',
+               a.attnum, a.attnum, a.attname, a.attnum), ', ' ORDER BY a.attnum),
+           pg_catalog.string_agg(pg_catalog.format('softmig_%s', a.attnum), ', ' ORDER BY a.attnum)
+      INTO v_cols, v_vals, v_always, v_keep, v_alias
+      FROM pg_catalog.pg_attribute a
+      JOIN @extschema@.mappings mp
+        ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
+       AND mp.column_name OPERATOR(pg_catalog.=) a.attname
+     WHERE a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+       AND a.attgenerated OPERATOR(pg_catalog.=) ''
+       AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
+    -- the destination's key from the view's old row
+    SELECT pg_catalog.string_agg(pg_catalog.format(E'%I OPERATOR(pg_catalog.=) (SELECT (%s\n)::%s FROM (SELECT %s) AS softmig_row)',
+                                                   a.attname, mp.expression, pg_catalog.format_type(a.atttypid, a.atttypmod), v_old_row),
+                                 ' AND ' ORDER BY k.n)
+      INTO v_where
+      FROM pg_catalog.unnest(v_dkey) WITH ORDINALITY AS k(col, n)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attname OPERATOR(pg_catalog.=) k.col
+      JOIN @extschema@.mappings mp
+        ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
+       AND mp.column_name OPERATOR(pg_catalog.=) k.col;
+    -- the row written, mapped back into the view's shape: what the routed
+    -- view shows for a row of the other table
+    SELECT l.inner_list, l.outer_list INTO v_ret, v_outer
+      FROM @extschema@._shape_lists(m.id, p_own, v_to_own) l;
+
+    IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
+        RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s%s (%s) SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
+            p_dst, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_cols, v_vals, v_new_row, v_ret, v_outer);
+    ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
+        RETURN pg_catalog.format('WITH softmig_w AS (UPDATE %s SET (%s) = ROW(%s)'
+                                 ' FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
+                                 ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)'
+                                 ' WHERE %s RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
+            p_dst, v_cols, v_keep, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias,
+            v_where, v_ret, v_outer);
+    ELSE
+        RETURN pg_catalog.format('WITH softmig_w AS (DELETE FROM %s WHERE %s RETURNING %s) SELECT %s FROM softmig_w INTO OLD',
+            p_dst, v_where, v_ret, v_outer);
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._shape_write_sql(@extschema@.migrations, regclass, regclass, text, boolean) IS
+    'internal: the statement a shape view''s write function runs to write one view row into one table of the migration';
+
+-- One shape view: the routed view, owned by the tables' owner and with its
+-- rights, and its INSTEAD OF trigger.
+CREATE FUNCTION @extschema@._create_shape_view(m @extschema@.migrations, p_schema name, p_shape @extschema@.side,
+                                               p_owner name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_own regclass := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'legacy' THEN m.legacy ELSE m.target END;
+    v_other regclass := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'legacy' THEN m.target ELSE m.legacy END;
+    v_okey text[] := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'legacy' THEN m.legacy_key ELSE m.target_key END;
+    v_relname name := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) v_own);
+    v_view text := pg_catalog.format('%I.%I', p_schema, v_relname);
+    v_fname text := pg_catalog.left(v_relname, 48) OPERATOR(pg_catalog.||) '_softmig_write';
+    v_func text := pg_catalog.format('%I.%I()', p_schema, v_fname);
+    v_keyok text;
+    v_body text;
+    v_on_own text;      -- the target is the authority when the view's own table is
+    r record;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+                WHERE n.nspname OPERATOR(pg_catalog.=) p_schema AND p.proname OPERATOR(pg_catalog.=) v_fname) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_function',
+            MESSAGE = pg_catalog.format('function %s already exists', v_func),
+            HINT = 'The shape view''s write function takes this name; drop or rename the function first.';
+    END IF;
+    -- the routed view (checks the schema, the name and CREATE on the schema)
+    PERFORM @extschema@._create_read_view(m.name, v_view, p_shape);
+    -- the owner's rights, not the invoker's: a role needs rights on the view only
+    EXECUTE pg_catalog.format('ALTER VIEW %s RESET (security_invoker)', v_view);
+    EXECUTE pg_catalog.format('ALTER VIEW %s OWNER TO %I', v_view, p_owner);
+    -- defaults of the view's table, except the key: a NULL key is drawn
+    -- from the generator of whichever table is the authority
+    FOR r IN SELECT a.attname, pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) AS expr
+               FROM pg_catalog.pg_attribute a
+               JOIN pg_catalog.pg_attrdef ad ON ad.adrelid OPERATOR(pg_catalog.=) a.attrelid AND ad.adnum OPERATOR(pg_catalog.=) a.attnum
+              WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attgenerated OPERATOR(pg_catalog.=) ''
+                AND NOT a.attisdropped AND a.attname::text OPERATOR(pg_catalog.<>) ALL (v_okey) LOOP
+        EXECUTE pg_catalog.format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', v_view, r.attname, r.expr);
+    END LOOP;
+
+    SELECT pg_catalog.string_agg(pg_catalog.format('NEW.%I IS NOT NULL', k), ' AND ') INTO v_keyok
+      FROM pg_catalog.unnest(v_okey) k;
+    v_on_own := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'new' THEN 'softmig_tw' ELSE 'NOT softmig_tw' END;
+    v_body := pg_catalog.format($f$
+#variable_conflict use_column
+DECLARE
+    softmig_tw boolean := @extschema@._shape_target_writes(%s);
+BEGIN
+    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
+        IF %s THEN
+            IF %s THEN
+                %s;
+            ELSE
+                %s;
+            END IF;
+        ELSIF %s THEN
+            %s;
+        ELSE
+            %s;
+        END IF;
+        RETURN NEW;
+    ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
+        IF %s THEN
+            %s;
+        ELSE
+            %s;
+        END IF;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        RETURN NEW;
+    ELSE
+        IF %s THEN
+            %s;
+        ELSE
+            %s;
+        END IF;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        RETURN OLD;
+    END IF;
+END
+$f$,
+        m.id,
+        v_on_own, v_keyok,
+        @extschema@._shape_write_sql(m, v_own, v_own, 'INSERT', false),
+        @extschema@._shape_write_sql(m, v_own, v_own, 'INSERT', true),
+        v_keyok,
+        @extschema@._shape_write_sql(m, v_own, v_other, 'INSERT', false),
+        @extschema@._shape_write_sql(m, v_own, v_other, 'INSERT', true),
+        v_on_own,
+        @extschema@._shape_write_sql(m, v_own, v_own, 'UPDATE', false),
+        @extschema@._shape_write_sql(m, v_own, v_other, 'UPDATE', false),
+        v_on_own,
+        @extschema@._shape_write_sql(m, v_own, v_own, 'DELETE', false),
+        @extschema@._shape_write_sql(m, v_own, v_other, 'DELETE', false));
+    EXECUTE pg_catalog.format('CREATE FUNCTION %s RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER'
+                              ' SET search_path = pg_catalog, pg_temp AS %L', v_func, v_body);
+    EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO %I', v_func, p_owner);
+    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_func);
+    EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', v_func,
+        pg_catalog.format('softmig: writes of shape view %s (migration "%s") to the write authority; made by softmig.create_shape_views', v_view, m.name));
+    EXECUTE pg_catalog.format('CREATE TRIGGER softmig_shape_write INSTEAD OF INSERT OR UPDATE OR DELETE ON %s'
+                              ' FOR EACH ROW EXECUTE FUNCTION %s', v_view, v_func);
+    EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', v_view);
+    EXECUTE pg_catalog.format('COMMENT ON VIEW %s IS %L', v_view,
+        pg_catalog.format('softmig shape view of migration "%s" in the %s shape: reads from the caller''s read source, writes to the write authority (softmig.create_shape_views)',
+                          m.name, p_shape));
+
+    INSERT INTO @extschema@.shape_views (view_name, migration_id, shape, write_function, created_by)
+    VALUES (v_view::pg_catalog.regclass, m.id, p_shape, v_func::pg_catalog.regprocedure, @extschema@._actor());
+END $$;
+COMMENT ON FUNCTION @extschema@._create_shape_view(@extschema@.migrations, name, @extschema@.side, name) IS
+    'internal: create one shape view, its write function and its INSTEAD OF trigger';
+
+CREATE FUNCTION @extschema@._create_shape_views(name text, legacy_schema name, new_schema name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_owner name;
+    v_towner name;
+BEGIN
+    IF legacy_schema IS NULL OR new_schema IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'legacy_schema and new_schema must not be null';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('migration "%s" already has shape views', m.name),
+            HINT = 'softmig.drop_shape_views drops them.';
+    END IF;
+    IF legacy_schema OPERATOR(pg_catalog.=) new_schema
+       AND (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.legacy)
+           OPERATOR(pg_catalog.=) (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.target) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'legacy_schema and new_schema must differ when both tables have the same name';
+    END IF;
+    -- the views and their write functions run as the tables' owner: one role
+    SELECT pg_catalog.pg_get_userbyid(c.relowner) INTO v_owner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.legacy;
+    SELECT pg_catalog.pg_get_userbyid(c.relowner) INTO v_towner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.target;
+    IF v_owner OPERATOR(pg_catalog.<>) v_towner THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('tables %s and %s of migration "%s" have different owners', m.legacy, m.target, m.name),
+            DETAIL = 'A shape view writes either table as its owner and runs the mappings as that role; it must own both.',
+            HINT = 'Give both tables the same owner.';
+    END IF;
+    -- row security would be bypassed by the owner's rights
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[]) AND c.relrowsecurity) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('a table of migration "%s" has row level security enabled', m.name),
+            DETAIL = 'A shape view reads and writes with its owner''s rights, so a role with rights on the view would bypass the policies.',
+            HINT = 'Use the tables (or views of your own with security_invoker) for roles subject to row level security.';
+    END IF;
+    PERFORM @extschema@._create_shape_view(m, legacy_schema, 'legacy', v_owner);
+    PERFORM @extschema@._create_shape_view(m, new_schema, 'new', v_owner);
+    PERFORM @extschema@._history(m.id, 'create_shape_views', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('views', (SELECT pg_catalog.jsonb_agg(s.view_name::text ORDER BY s.shape)
+                                                  FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id)));
+END $$;
+COMMENT ON FUNCTION @extschema@._create_shape_views(text, name, name) IS
+    'internal: implementation of softmig.create_shape_views';
+
+CREATE FUNCTION @extschema@.create_shape_views(name text, legacy_schema name, new_schema name)
+RETURNS void AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.create_shape_views(text, name, name) IS
+    'create legacy_schema.<legacy table> and new_schema.<target table>: views in each table''s shape that read from the caller''s read source and write to the write authority of the moment; owners of both tables only';
+
+CREATE FUNCTION @extschema@._drop_shape_views(name text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    r record;
+    v_views jsonb;
+BEGIN
+    SELECT pg_catalog.jsonb_agg(s.view_name::text ORDER BY s.shape) INTO v_views
+      FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id;
+    IF v_views IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+            MESSAGE = pg_catalog.format('migration "%s" has no shape views', m.name);
+    END IF;
+    FOR r IN SELECT s.view_name, s.write_function FROM @extschema@.shape_views s
+              WHERE s.migration_id OPERATOR(pg_catalog.=) m.id ORDER BY s.shape LOOP
+        -- RESTRICT: a view of the application's own on a shape view stays an error
+        EXECUTE pg_catalog.format('DROP VIEW IF EXISTS %s', r.view_name);
+        EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS %s', r.write_function);
+        DELETE FROM @extschema@.read_views v WHERE v.view_name OPERATOR(pg_catalog.=) r.view_name;
+    END LOOP;
+    DELETE FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id;
+    PERFORM @extschema@._history(m.id, 'drop_shape_views', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('views', v_views));
+END $$;
+COMMENT ON FUNCTION @extschema@._drop_shape_views(text) IS
+    'internal: implementation of softmig.drop_shape_views';
+
+CREATE FUNCTION @extschema@.drop_shape_views(name text)
+RETURNS void AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.drop_shape_views(text) IS
+    'drop the shape views of a migration and their write functions; owners of both tables only';
+
+REVOKE ALL ON FUNCTION
+    @extschema@._shape_write_sql(@extschema@.migrations, regclass, regclass, text, boolean),
+    @extschema@._create_shape_view(@extschema@.migrations, name, @extschema@.side, name),
+    @extschema@._create_shape_views(text, name, name),
+    @extschema@._drop_shape_views(text)
+FROM PUBLIC;
