@@ -29,6 +29,7 @@ REGRESS += parity observe parity_cache monitoring
 REGRESS += security names trust reentry partitions
 REGRESS += plan_cache definitions exact_hydrate field_reinsert schema_guard sweep rules_rewrite
 REGRESS += search_path install readonly
+REGRESS += groups
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

@@ -158,7 +158,8 @@ load_migration(SoftmigMigration *m, int32 id)
 					   "new_only, "
 					   "COALESCE((SELECT e.open FROM softmig.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) $1), true), "
 					   "EXISTS (SELECT 1 FROM softmig.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) $1), "
-					   "(SELECT pg_catalog.count(*) FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) $1) "
+					   "(SELECT pg_catalog.count(*) FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) $1), "
+					   "COALESCE((SELECT gm.group_id FROM softmig.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) $1), 0) "
 					   "FROM softmig.migrations WHERE id OPERATOR(pg_catalog.=) $1",
 					   1, argtypes);
 	if (plan == NULL)
@@ -202,6 +203,7 @@ load_migration(SoftmigMigration *m, int32 id)
 	m->envelope_open = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	m->shadow_disabled = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 	m->n_quarantined = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
+	m->group_id = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
 	m->representable = softmig_option_text(m, "representable");
 	{
 		char	   *mode = softmig_option_text(m, "on_new_only");

@@ -117,6 +117,7 @@ typedef struct SoftmigMigration
 	int64		n_quarantined;
 	List	   *new_fields;		/* of char *: target fields handed to the target */
 	List	   *new_legacy_cols;	/* of char *: legacy columns carrying them */
+	int32		group_id;		/* softmig.groups.id, 0 when in no group */
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;

@@ -260,6 +260,37 @@ override_requested(void)
 	return softmig_override != NULL && softmig_override[0] != '\0';
 }
 
+/*
+ * group_sibling_writing
+ *		Is softmig writing, right now, for another member of m's group?
+ *		Projecting one member writes its projection table, whose foreign key
+ *		actions (ON DELETE CASCADE, SET NULL, ...) may write another
+ *		member's projection table: that write is part of the projection and
+ *		is neither refused nor carried back.  Group members share one state,
+ *		so such a write is always on m's non-authoritative side.  Only
+ *		called on the refusing path; reads the migration cache.
+ */
+static bool
+group_sibling_writing(SoftmigMigration *m)
+{
+	int32		group_id = m->group_id;
+	int32		self = m->id;
+
+	if (group_id == 0)
+		return false;
+	for (int i = nmirroring - 1; i >= 0; i--)
+	{
+		SoftmigMigration *o;
+
+		if (mirroring[i] == self)
+			continue;
+		o = softmig_get_migration(mirroring[i]);
+		if (o != NULL && o->group_id == group_id)
+			return true;
+	}
+	return false;
+}
+
 PG_FUNCTION_INFO_V1(softmig_guard_trigger);
 /*
  * softmig_guard_trigger
@@ -294,6 +325,8 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 	if (side == SIDE_NONE)
 		(void) softmig_get_plans(m, rel);	/* raises the "not one of its tables" error */
 	auth = authority_of(m->state);
+	if (side != auth && softmig_mirror_depth > 0 && group_sibling_writing(m))
+		return PointerGetDatum(NULL);	/* a foreign key action of a projection */
 
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 	{
@@ -1207,6 +1240,8 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	if (side == auth && m->state == SM_CUTOVER)
 		return PointerGetDatum(NULL);	/* the target is a plain table now */
+	if (side != auth && softmig_mirror_depth > 0 && group_sibling_writing(m))
+		return PointerGetDatum(NULL);	/* a foreign key action of a projection */
 	if (side != auth && !override_requested() &&
 		!(m->state == SM_MIRRORED && m->new_fields != NIL && TRIGGER_FIRED_BY_UPDATE(td->tg_event)))
 	{
