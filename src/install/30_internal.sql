@@ -364,20 +364,21 @@ BEGIN
             DETAIL = 'Its state changes in both databases together, at a fence when the write authority moves.',
             HINT = 'Use CALL softmig.remote_advance(...) or CALL softmig.remote_rollback(...).';
     END IF;
-    -- a member of a group changes state only with its group (52_groups.sql)
+    -- serialize state changes of one migration (bounded by lock_timeout too)
+    m := @extschema@._lock_migration(p_id);
+    -- a member of a group changes state only with its group (52_groups.sql); read after
+    -- the lock, which create_group holds until it commits
     SELECT g.name INTO v_group
       FROM @extschema@.group_members gm JOIN @extschema@.groups g ON g.id OPERATOR(pg_catalog.=) gm.group_id
      WHERE gm.migration_id OPERATOR(pg_catalog.=) p_id;
     IF v_group IS DISTINCT FROM (p_detail OPERATOR(pg_catalog.->>) 'group') THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('migration "%s" is a member of group "%s" and changes state only with it',
-                                        (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id), v_group),
+                                        m.name, v_group),
             DETAIL = 'The members of a group move together, in one transaction.',
             HINT = pg_catalog.format('Use softmig.advance_group(%L) or softmig.rollback_group(%L), or softmig.drop_group(%L) first.',
                                      v_group, v_group, v_group);
     END IF;
-    -- serialize state changes of one migration (bounded by lock_timeout too)
-    m := @extschema@._lock_migration(p_id);
     IF m.state OPERATOR(@extschema@.=) p_to THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),

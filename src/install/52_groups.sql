@@ -18,26 +18,38 @@ END $$;
 COMMENT ON FUNCTION @extschema@._group(text) IS
     'internal: the catalog row of a group by name, 42704 if unknown';
 
-CREATE FUNCTION @extschema@._group_deferred_fks(p_ids integer[])
-RETURNS TABLE(constraint_name name, child regclass, parent regclass)
-LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
-    -- foreign keys from one member table to another on the same side that
-    -- are checked at commit (INITIALLY DEFERRED): their projection could not
-    -- be (see doc/shapes.md, "Parent and child members")
-    WITH t AS (SELECT m.legacy::pg_catalog.oid AS rel, 'legacy' AS side FROM @extschema@.migrations m
-                WHERE m.id OPERATOR(pg_catalog.=) ANY (p_ids)
-               UNION
-               SELECT m.target::pg_catalog.oid, 'target' FROM @extschema@.migrations m
-                WHERE m.id OPERATOR(pg_catalog.=) ANY (p_ids))
-    SELECT c.conname, c.conrelid::pg_catalog.regclass, c.confrelid::pg_catalog.regclass
-      FROM pg_catalog.pg_constraint c
-      JOIN t tc ON tc.rel OPERATOR(pg_catalog.=) c.conrelid
-      JOIN t tp ON tp.rel OPERATOR(pg_catalog.=) c.confrelid AND tp.side OPERATOR(pg_catalog.=) tc.side
-     WHERE c.contype OPERATOR(pg_catalog.=) 'f' AND c.condeferred
-     ORDER BY 2, 1
-$$;
-COMMENT ON FUNCTION @extschema@._group_deferred_fks(integer[]) IS
-    'internal: INITIALLY DEFERRED foreign keys between the tables of a set of migrations, on the same side';
+CREATE FUNCTION @extschema@._group_deferred_fk_check(p_ids integer[]) RETURNS void
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_fk record;
+BEGIN
+    -- a foreign key from one member table to another on the same side that
+    -- is checked at commit (INITIALLY DEFERRED) lets the application write a
+    -- child before its parent; its projection could not follow (doc/shapes.md,
+    -- "Parent and child members")
+    FOR v_fk IN
+        WITH t AS (SELECT m.legacy::pg_catalog.oid AS rel, 'legacy' AS side FROM @extschema@.migrations m
+                    WHERE m.id OPERATOR(pg_catalog.=) ANY (p_ids)
+                   UNION
+                   SELECT m.target::pg_catalog.oid, 'target' FROM @extschema@.migrations m
+                    WHERE m.id OPERATOR(pg_catalog.=) ANY (p_ids))
+        SELECT c.conname, c.conrelid::pg_catalog.regclass AS child, c.confrelid::pg_catalog.regclass AS parent
+          FROM pg_catalog.pg_constraint c
+          JOIN t tc ON tc.rel OPERATOR(pg_catalog.=) c.conrelid
+          JOIN t tp ON tp.rel OPERATOR(pg_catalog.=) c.confrelid AND tp.side OPERATOR(pg_catalog.=) tc.side
+         WHERE c.contype OPERATOR(pg_catalog.=) 'f' AND c.condeferred
+         ORDER BY 2, 1
+    LOOP
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('foreign key "%s" of table %s references member table %s and is INITIALLY DEFERRED',
+                                        v_fk.conname, v_fk.child, v_fk.parent),
+            DETAIL = 'softmig writes the other side of a group statement by statement, in the order of the application''s statements, so a child written before its parent cannot be projected, and a deferred check cannot be queued by the projection.',
+            HINT = pg_catalog.format('Make it checked per statement (ALTER TABLE %s ALTER CONSTRAINT %I INITIALLY IMMEDIATE) and write parents before children (doc/shapes.md).',
+                                     v_fk.child, v_fk.conname);
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._group_deferred_fk_check(integer[]) IS
+    'internal: raise 0A000 for an INITIALLY DEFERRED foreign key between the tables of a set of migrations, on the same side';
 
 CREATE FUNCTION @extschema@._create_group(group_name text, members text[]) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -49,7 +61,6 @@ DECLARE
     v_other text;
     v_states text;
     v_gid integer;
-    v_fk record;
 BEGIN
     IF pg_catalog.btrim(group_name) OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'group name must not be empty';
@@ -103,14 +114,7 @@ BEGIN
             HINT = 'Advance or roll back the members one by one until they are in the same state, then create the group.';
     END IF;
 
-    FOR v_fk IN SELECT * FROM @extschema@._group_deferred_fks(v_ids) LOOP
-        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
-            MESSAGE = pg_catalog.format('foreign key "%s" of table %s references member table %s and is INITIALLY DEFERRED',
-                                        v_fk.constraint_name, v_fk.child, v_fk.parent),
-            DETAIL = 'softmig writes the other side of a group statement by statement, in the order of the application''s statements, so a child written before its parent cannot be projected, and a deferred check cannot be queued by the projection.',
-            HINT = pg_catalog.format('Make it checked per statement (ALTER TABLE %s ALTER CONSTRAINT %I INITIALLY IMMEDIATE) and write parents before children (doc/shapes.md).',
-                                     v_fk.child, v_fk.constraint_name);
-    END LOOP;
+    PERFORM @extschema@._group_deferred_fk_check(v_ids);
 
     INSERT INTO @extschema@.groups (name, created_by) VALUES (group_name, @extschema@._actor())
     RETURNING id INTO v_gid;
@@ -319,6 +323,10 @@ BEGIN
     IF v_from OPERATOR(@extschema@.=) 'legacy' AND NOT COALESCE(force, false) THEN
         PERFORM @extschema@._group_fk_guard(g, v_ids);
     END IF;
+    -- a key made INITIALLY DEFERRED after create_group, where softmig projects
+    IF v_to OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
+        PERFORM @extschema@._group_deferred_fk_check(v_ids);
+    END IF;
 
     -- every member's tables, all or none (a move to legacy drops triggers:
     -- ACCESS EXCLUSIVE, as _lock_tables takes it)
@@ -370,7 +378,7 @@ COMMENT ON FUNCTION @extschema@.rollback_group(text, text) IS
 
 REVOKE ALL ON FUNCTION
     @extschema@._group(text),
-    @extschema@._group_deferred_fks(integer[]),
+    @extschema@._group_deferred_fk_check(integer[]),
     @extschema@._create_group(text, text[]),
     @extschema@._drop_group(text),
     @extschema@._lock_group_tables(@extschema@.groups, regclass[], text, @extschema@.state, @extschema@.state),
