@@ -122,6 +122,18 @@ typedef struct SoftmigMigration
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;
 
+/* groups.c: children projected before their parents */
+extern void softmig_group_pend(SoftmigMigration *m, Oid relid, TupleDesc desc, Datum *values,
+							   char *nulls, int nargs, Jsonb *key, const char *message);
+extern bool softmig_group_pending(int32 id);
+extern void softmig_group_supersede(int32 id, Jsonb *keys);
+extern void softmig_group_retry(int32 group_id, int32 projected_id);
+extern void softmig_groups_init(void);
+/* trigger.c, for groups.c */
+extern void softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null,
+								  const char *reason);
+extern bool softmig_reproject_row(int32 id, Oid relid, Datum *values, char *nulls);
+
 /* cache.c */
 extern SoftmigMigration *softmig_get_migration(int32 id);
 extern SoftmigMigration *softmig_require_migration(int32 id);

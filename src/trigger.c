@@ -39,6 +39,7 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "access/xact.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -683,6 +684,96 @@ note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null, const ch
 }
 
 /*
+ * softmig_note_new_only
+ *		note_new_only for other modules (groups.c); the caller holds an SPI
+ *		connection.
+ */
+void
+softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null, const char *reason)
+{
+	note_new_only(m, n, keys, keys_null, reason);
+}
+
+static bool is_unrepresentable(int sqlerrcode);
+
+/*
+ * supersede_pending
+ *		An UPDATE or DELETE on the target of a group member with rows
+ *		waiting for their parents: the earlier versions of the rows it
+ *		changed are not to be projected any more (groups.c).  Keys are
+ *		computed as the target's owner (mapping expressions are user SQL).
+ */
+static void
+supersede_pending(SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	bool		isnull;
+	Datum		keys;
+
+	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
+	if (SPI_execute_plan(p->keyjson_old, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "softmig: computing the changed rows' keys failed");
+	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	if (!isnull)
+		softmig_group_supersede(m->id, DatumGetJsonbP(keys));
+}
+
+/*
+ * softmig_reproject_row
+ *		Project one target row of migration id into legacy again, from the
+ *		parameters its first projection received (groups.c): as the
+ *		projection does it, as legacy's owner with the loop guard raised.
+ *		Returns false if legacy refuses it again for a missing parent (a
+ *		foreign key violation); other refusals are raised.  Reopens relation
+ *		relid, which the transaction already holds.
+ */
+bool
+softmig_reproject_row(int32 id, Oid relid, Datum *values, char *nulls)
+{
+	SoftmigMigration *m = softmig_get_migration(id);
+	SoftmigRelPlans *p;
+	Relation	rel;
+	ErrorData  *err = NULL;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	if (m == NULL || m->state < SM_NEW_WRITE || m->state == SM_CUTOVER)
+		return true;			/* nothing is projected any more */
+	rel = table_open(relid, AccessShareLock);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	p = softmig_get_plans(m, rel);
+	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
+	softmig_mirror_enter(m->id);
+	PG_TRY();
+	{
+		err = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
+							  SPI_OK_INSERT, is_unrepresentable);
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_leave();
+	}
+	PG_END_TRY();
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	SPI_finish();
+	table_close(rel, NoLock);
+	if (err == NULL)
+		return true;
+	if (err->sqlerrcode == ERRCODE_FOREIGN_KEY_VIOLATION)
+	{
+		FreeErrorData(err);
+		return false;
+	}
+	ReThrowError(err);
+	return false;					/* keep the compiler quiet */
+}
+
+/*
  * refuse_new_only
  *		on_new_only = reject and the envelope still open: the write fails.
  */
@@ -811,6 +902,19 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 									 SPI_OK_INSERT, is_unrepresentable);
 			if (rowerr == NULL)
 				continue;
+			if (m->group_id != 0 && rowerr->sqlerrcode == ERRCODE_FOREIGN_KEY_VIOLATION)
+			{
+				/* a child before its parent: retried after the group's next projection (groups.c) */
+				Jsonb	   *key = row_key(p, values, nulls);
+
+				if (key != NULL)
+				{
+					softmig_group_pend(m, RelationGetRelid(td->tg_relation), desc, values, nulls,
+									   p->row_nargs, key, rowerr->message);
+					FreeErrorData(rowerr);
+					continue;
+				}
+			}
 			failed++;
 			if (first_msg == NULL)
 			{
@@ -1289,7 +1393,20 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 			log_field_writes(td, m, p);
 	}
 	else if (!m->shadow_disabled)
+	{
+		int32		group_id = m->group_id;
+		int32		id = m->id;
+		bool		projecting = m->state >= SM_NEW_WRITE;
+
+		/* a row waiting for its parent, updated or deleted since (groups.c) */
+		if (group_id != 0 && projecting && !TRIGGER_FIRED_BY_INSERT(td->tg_event) &&
+			softmig_group_pending(id))
+			supersede_pending(m, p);
 		mirror_statement(td, m, p);
+		/* children of the group that waited for this projection (groups.c) */
+		if (group_id != 0 && projecting)
+			softmig_group_retry(group_id, id);
+	}
 
 	SPI_finish();
 	return PointerGetDatum(NULL);

@@ -3758,6 +3758,10 @@ END $$;
 -- Groups: one entity made of several migrations that change state together
 -- (catalog in 28_group_catalog.sql, doc/shapes.md)
 -------------------------------------------------------------------------------
+-------------------------------------------------------------------------------
+-- Groups: one entity made of several migrations that change state together
+-- (catalog in 28_group_catalog.sql, doc/shapes.md)
+-------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@._group(p_name text) RETURNS @extschema@.groups
 LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -3799,8 +3803,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
             MESSAGE = pg_catalog.format('foreign key "%s" of table %s references member table %s and is INITIALLY DEFERRED',
                                         v_fk.conname, v_fk.child, v_fk.parent),
-            DETAIL = 'softmig writes the other side of a group statement by statement, in the order of the application''s statements, so a child written before its parent cannot be projected, and a deferred check cannot be queued by the projection.',
-            HINT = pg_catalog.format('Make it checked per statement (ALTER TABLE %s ALTER CONSTRAINT %I INITIALLY IMMEDIATE) and write parents before children (doc/shapes.md).',
+            DETAIL = 'Each side is written by softmig''s projection in some state, as the table''s owner in a security-restricted operation, where PostgreSQL cannot queue a deferred check.',
+            HINT = pg_catalog.format('Make it DEFERRABLE INITIALLY IMMEDIATE (ALTER TABLE %s ALTER CONSTRAINT %I INITIALLY IMMEDIATE); a transaction that writes children first defers the key of the side it writes with SET CONSTRAINTS (doc/shapes.md).',
                                      v_fk.child, v_fk.conname);
     END LOOP;
 END $$;
