@@ -13,10 +13,11 @@
  *	  legacy cannot represent right away: it is remembered as pending (its
  *	  values as the projection received them), and projected again after
  *	  every later projection of another member of the same group in the
- *	  transaction (the parent's, typically).  A later UPDATE or DELETE of
- *	  the row on the target supersedes it.  A row still pending when the
- *	  transaction commits is new-only after all: the member's rollback
- *	  envelope closes then, as it would have at once.
+ *	  transaction (the parent's, typically), and once more at commit (the
+ *	  parent may come from another transaction).  A later UPDATE or DELETE
+ *	  of the row on the target supersedes it.  A row legacy still refuses
+ *	  then is new-only after all: the member's rollback envelope closes, as
+ *	  it would have at once.
  *
  *	  The pending rows live in TopTransactionContext.  A row re-projected
  *	  is marked resolved by the subtransaction that did it, not dropped: a
@@ -207,9 +208,10 @@ softmig_group_retry(int32 group_id, int32 projected_id)
 
 /*
  * close_pending
- *		At commit: the rows still unresolved are state legacy cannot
- *		represent; close each member's envelope (softmig._note_new_only,
- *		run by trigger.c as the catalog owner).
+ *		At commit: project the rows still unresolved once more (a parent
+ *		may have been committed by another transaction); those legacy still
+ *		refuses are state it cannot represent: close each member's envelope
+ *		(softmig._note_new_only, run by trigger.c as the catalog owner).
  */
 static void
 close_pending(void)
@@ -228,6 +230,9 @@ close_pending(void)
 		SoftmigMigration *m;
 
 		if (r->resolved != InvalidSubTransactionId)
+			continue;
+		/* its parent may have come from another transaction meanwhile */
+		if (softmig_reproject_row(r->migration_id, r->relid, r->values, r->nulls))
 			continue;
 		m = softmig_get_migration(r->migration_id);
 		if (m == NULL)
