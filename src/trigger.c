@@ -726,9 +726,10 @@ supersede_pending(SoftmigMigration *m, SoftmigRelPlans *p)
  *		Project one target row of migration id into legacy again, from the
  *		parameters its first projection received (groups.c): as the
  *		projection does it, as legacy's owner with the loop guard raised.
- *		Returns false if legacy refuses it again for a missing parent (a
- *		foreign key violation); other refusals are raised.  Reopens relation
- *		relid, which the transaction already holds.
+ *		Returns false if legacy refuses it again (a data exception or an
+ *		integrity violation, as project_upsert tells them; other errors are
+ *		raised): it stays pending, and closes the envelope at commit.
+ *		Reopens relation relid, which the transaction already holds.
  */
 bool
 softmig_reproject_row(int32 id, Oid relid, Datum *values, char *nulls)
@@ -737,6 +738,7 @@ softmig_reproject_row(int32 id, Oid relid, Datum *values, char *nulls)
 	SoftmigRelPlans *p;
 	Relation	rel;
 	ErrorData  *err = NULL;
+	bool		ok;
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
@@ -760,17 +762,12 @@ softmig_reproject_row(int32 id, Oid relid, Datum *values, char *nulls)
 	}
 	PG_END_TRY();
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	ok = (err == NULL);
+	if (!ok)
+		FreeErrorData(err);		/* allocated in this SPI connection's memory */
 	SPI_finish();
 	table_close(rel, NoLock);
-	if (err == NULL)
-		return true;
-	if (err->sqlerrcode == ERRCODE_FOREIGN_KEY_VIOLATION)
-	{
-		FreeErrorData(err);
-		return false;
-	}
-	ReThrowError(err);
-	return false;					/* keep the compiler quiet */
+	return ok;
 }
 
 /*
