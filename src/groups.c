@@ -54,7 +54,7 @@ typedef struct PendingRow
 } PendingRow;
 
 static List *pending = NIL;		/* of PendingRow *, in TopTransactionContext */
-static PendingRow *retrying = NULL; /* the row being re-projected */
+static bool retrying = false;	/* softmig_group_retry is running */
 
 /*
  * same_row
@@ -83,11 +83,6 @@ softmig_group_pend(SoftmigMigration *m, Oid relid, TupleDesc desc, Datum *values
 	char	   *keytext = JsonbToCString(NULL, &key->root, VARSIZE(key));
 	int			k = 0;
 
-	if (retrying != NULL && same_row(retrying, m->id, keytext))
-	{
-		retrying->resolved = InvalidSubTransactionId;	/* still refused */
-		return;
-	}
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	r = palloc(sizeof(PendingRow));
 	r->migration_id = m->id;
@@ -174,15 +169,17 @@ softmig_group_supersede(int32 id, Jsonb *keys)
  *		After a projection of a member of group group_id: project every
  *		pending row of another member of that group again
  *		(softmig_reproject_row, trigger.c); it is resolved unless legacy
- *		refuses it again.  Not reentrant.
+ *		refuses it again.  Not reentrant: what the re-projections write does
+ *		not retry.
  */
 void
 softmig_group_retry(int32 group_id, int32 projected_id)
 {
 	ListCell   *lc;
 
-	if (retrying != NULL || pending == NIL || group_id == 0)
+	if (retrying || pending == NIL || group_id == 0)
 		return;
+	retrying = true;
 	PG_TRY();
 	{
 		foreach(lc, pending)
@@ -192,16 +189,13 @@ softmig_group_retry(int32 group_id, int32 projected_id)
 			if (r->group_id != group_id || r->migration_id == projected_id ||
 				r->resolved != InvalidSubTransactionId)
 				continue;
-			r->resolved = GetCurrentSubTransactionId();
-			retrying = r;
-			if (!softmig_reproject_row(r->migration_id, r->relid, r->values, r->nulls))
-				r->resolved = InvalidSubTransactionId;
-			retrying = NULL;
+			if (softmig_reproject_row(r->migration_id, r->relid, r->values, r->nulls))
+				r->resolved = GetCurrentSubTransactionId();
 		}
 	}
 	PG_FINALLY();
 	{
-		retrying = NULL;
+		retrying = false;
 	}
 	PG_END_TRY();
 }
@@ -267,7 +261,7 @@ groups_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			pending = NIL;
-			retrying = NULL;
+			retrying = false;
 			break;
 		default:
 			break;
