@@ -1,23 +1,24 @@
 /*-------------------------------------------------------------------------
  *
  * groups.c
- *	  Children projected before their parents, for the members of a group.
+ *	  Children carried over before their parents, for the members of a
+ *	  group.
  *
- *	  In new_write and new_read the application writes the targets and
- *	  softmig projects every statement into legacy at its end.  An
- *	  application that defers the target's foreign key may write a child
- *	  before its parent; legacy's key (checked per statement: a deferred
- *	  check cannot be queued by the projection, which runs as the table's
- *	  owner in a security-restricted operation) then refuses the projected
- *	  child.  For a member of a group such a row is not treated as state
- *	  legacy cannot represent right away: it is remembered as pending (its
- *	  values as the projection received them), and projected again after
- *	  every later projection of another member of the same group in the
- *	  transaction (the parent's, typically), and once more at commit (the
- *	  parent may come from another transaction).  A later UPDATE or DELETE
- *	  of the row on the target supersedes it.  A row legacy still refuses
- *	  then is new-only after all: the member's rollback envelope closes, as
- *	  it would have at once.
+ *	  softmig carries every statement to the other side at its end.  An
+ *	  application that defers the foreign key of the side it writes may
+ *	  write a child before its parent; the other side's key (checked per
+ *	  statement: a deferred check cannot be queued by softmig's write, which
+ *	  runs as the table's owner in a security-restricted operation) then
+ *	  refuses the child.  For a member of a group such a row is remembered
+ *	  as pending (its values as the write path received them), and carried
+ *	  over again after every later write of another member of the same
+ *	  group in the transaction (the parent's, typically), and once more at
+ *	  commit (the parent may come from another transaction).  A later UPDATE
+ *	  or DELETE of the row supersedes it.  A row the other side still
+ *	  refuses then fails the commit in mirrored (the target must hold every
+ *	  legacy row), and in new_write and new_read is state legacy cannot
+ *	  represent: the member's rollback envelope closes, as it would have at
+ *	  once without a group.
  *
  *	  The pending rows live in TopTransactionContext.  A row re-projected
  *	  is marked resolved by the subtransaction that did it, not dropped: a
@@ -202,10 +203,12 @@ softmig_group_retry(int32 group_id, int32 projected_id)
 
 /*
  * close_pending
- *		At commit: project the rows still unresolved once more (a parent
- *		may have been committed by another transaction); those legacy still
- *		refuses are state it cannot represent: close each member's envelope
- *		(softmig._note_new_only, run by trigger.c as the catalog owner).
+ *		At commit: carry the rows still unresolved over once more (a parent
+ *		may have been committed by another transaction).  One the target
+ *		still refuses (mirrored) fails the commit with 23503; one legacy
+ *		still refuses is state it cannot represent: the member's envelope
+ *		closes (softmig._note_new_only, run by trigger.c as the catalog
+ *		owner).
  */
 static void
 close_pending(void)
@@ -231,6 +234,12 @@ close_pending(void)
 		m = softmig_get_migration(r->migration_id);
 		if (m == NULL)
 			continue;
+		if (m->state == SM_MIRRORED)
+			ereport(ERROR,
+					(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+					 errmsg("a row of migration \"%s\" cannot be mirrored: the target's foreign key refuses it", m->name),
+					 errdetail("Legacy key %s: %s", r->key, r->message),
+					 errhint("Its parent is missing on the target and did not come before commit: backfill the parent's member first, or write the parent in the same transaction.")));
 		softmig_note_new_only(m, 1, DirectFunctionCall1(jsonb_in, CStringGetDatum(r->key)), false,
 							  psprintf("legacy's foreign key refused the row and its parent was not projected before commit: %s",
 									   r->message));

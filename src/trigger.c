@@ -723,9 +723,11 @@ supersede_pending(SoftmigMigration *m, SoftmigRelPlans *p)
 
 /*
  * softmig_reproject_row
- *		Project one target row of migration id into legacy again, from the
- *		parameters its first projection received (groups.c): as the
- *		projection does it, as legacy's owner with the loop guard raised.
+ *		Carry one row of migration id to the other side again (project a
+ *		target row into legacy, or mirror a legacy row into the target),
+ *		from the parameters its first attempt received (groups.c): as the
+ *		write path does it, as the destination's owner with the loop guard
+ *		raised.
  *		Returns false if legacy refuses it again (a data exception or an
  *		integrity violation, as project_upsert tells them; other errors are
  *		raised): it stays pending, and closes the envelope at commit.
@@ -743,8 +745,8 @@ softmig_reproject_row(int32 id, Oid relid, Datum *values, char *nulls)
 	Oid			save_user;
 	int			save_sec;
 
-	if (m == NULL || m->state < SM_NEW_WRITE || m->state == SM_CUTOVER)
-		return true;			/* nothing is projected any more */
+	if (m == NULL || m->state == SM_LEGACY || m->state == SM_CUTOVER)
+		return true;			/* nothing is carried over any more */
 	rel = table_open(relid, AccessShareLock);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -850,6 +852,84 @@ row_key(SoftmigRelPlans *p, Datum *values, char *nulls)
 }
 
 /*
+ * is_fk_violation
+ *		A foreign key violation: for the mirror of a group member, a child
+ *		whose parent the target does not hold yet.
+ */
+static bool
+is_fk_violation(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_FOREIGN_KEY_VIOLATION;
+}
+
+/*
+ * upsert_row_by_row
+ *		After the set-based upsert of a statement's rows failed with an
+ *		error filter accepts: upsert them one by one, each in its own
+ *		subtransaction (errors filter does not accept are raised).  A row of
+ *		a group member refused for a missing parent (a foreign key
+ *		violation) waits for it (groups.c); the other rows that fail are
+ *		counted, and the first one's message and legacy key returned.
+ */
+static int64
+upsert_row_by_row(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
+				  bool (*filter) (int), char **first_msg, Jsonb **first_key)
+{
+	Tuplestorestate *rows = td->tg_newtable;
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	Datum	   *values = palloc(sizeof(Datum) * p->row_nargs);
+	char	   *nulls = palloc(sizeof(char) * p->row_nargs);
+	int64		failed = 0;
+	ErrorData  *rowerr;
+
+	*first_msg = NULL;
+	*first_key = NULL;
+	tuplestore_select_read_pointer(rows, 0);
+	tuplestore_rescan(rows);
+	while (tuplestore_gettupleslot(rows, true, true, slot))
+	{
+		int			k = 0;
+
+		slot_getallattrs(slot);
+		for (int i = 0; i < desc->natts; i++)
+		{
+			if (TupleDescAttr(desc, i)->attisdropped)
+				continue;
+			values[k] = slot->tts_values[i];
+			nulls[k] = slot->tts_isnull[i] ? 'n' : ' ';
+			k++;
+		}
+		rowerr = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
+								 SPI_OK_INSERT, filter);
+		if (rowerr == NULL)
+			continue;
+		if (m->group_id != 0 && rowerr->sqlerrcode == ERRCODE_FOREIGN_KEY_VIOLATION)
+		{
+			/* a child before its parent: retried after the group's next write (groups.c) */
+			Jsonb	   *key = row_key(p, values, nulls);
+
+			if (key != NULL)
+			{
+				softmig_group_pend(m, RelationGetRelid(td->tg_relation), desc, values, nulls,
+								   p->row_nargs, key, rowerr->message);
+				FreeErrorData(rowerr);
+				continue;
+			}
+		}
+		failed++;
+		if (*first_msg == NULL)
+		{
+			*first_msg = pstrdup(rowerr->message);
+			*first_key = row_key(p, values, nulls);
+		}
+		FreeErrorData(rowerr);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	return failed;
+}
+
+/*
  * project_upsert
  *		Project the statement's rows into legacy, set-based.  If that fails
  *		because legacy cannot represent some row, retry row by row in
@@ -861,70 +941,45 @@ static void
 project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 {
 	ErrorData  *edata;
+	int64		failed;
+	char	   *first_msg;
+	Jsonb	   *first_key;
 
 	edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, is_unrepresentable);
 	if (edata == NULL)
 		return;
 	if (m->reject_new_only && m->envelope_open)
 		ReThrowError(edata);
+	FreeErrorData(edata);
 
 	/* row by row: find what legacy cannot hold */
-	{
-		Tuplestorestate *rows = td->tg_newtable;
-		TupleDesc	desc = RelationGetDescr(td->tg_relation);
-		TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-		Datum	   *values = palloc(sizeof(Datum) * p->row_nargs);
-		char	   *nulls = palloc(sizeof(char) * p->row_nargs);
-		int64		failed = 0;
-		char	   *first_msg = NULL;
-		Jsonb	   *first_key = NULL;
-		ErrorData  *rowerr;
+	failed = upsert_row_by_row(td, m, p, is_unrepresentable, &first_msg, &first_key);
+	if (failed > 0)
+		note_new_only(m, failed, first_key ? JsonbPGetDatum(first_key) : (Datum) 0, first_key == NULL,
+					  psprintf("the backward mapping or legacy's constraints refused the row: %s", first_msg));
+}
 
-		tuplestore_select_read_pointer(rows, 0);
-		tuplestore_rescan(rows);
-		while (tuplestore_gettupleslot(rows, true, true, slot))
-		{
-			int			k = 0;
+/*
+ * mirror_group_upsert
+ *		Mirror the statement's rows of a group member into the target,
+ *		set-based; if the target's foreign key refuses some (children
+ *		written before their parents, the application's key deferred), go
+ *		row by row: those wait for their parents (groups.c), the others are
+ *		mirrored.  Any other error is raised.
+ */
+static void
+mirror_group_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	ErrorData  *edata;
+	char	   *first_msg;
+	Jsonb	   *first_key;
 
-			slot_getallattrs(slot);
-			for (int i = 0; i < desc->natts; i++)
-			{
-				if (TupleDescAttr(desc, i)->attisdropped)
-					continue;
-				values[k] = slot->tts_values[i];
-				nulls[k] = slot->tts_isnull[i] ? 'n' : ' ';
-				k++;
-			}
-			rowerr = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
-									 SPI_OK_INSERT, is_unrepresentable);
-			if (rowerr == NULL)
-				continue;
-			if (m->group_id != 0 && rowerr->sqlerrcode == ERRCODE_FOREIGN_KEY_VIOLATION)
-			{
-				/* a child before its parent: retried after the group's next projection (groups.c) */
-				Jsonb	   *key = row_key(p, values, nulls);
-
-				if (key != NULL)
-				{
-					softmig_group_pend(m, RelationGetRelid(td->tg_relation), desc, values, nulls,
-									   p->row_nargs, key, rowerr->message);
-					FreeErrorData(rowerr);
-					continue;
-				}
-			}
-			failed++;
-			if (first_msg == NULL)
-			{
-				first_msg = pstrdup(rowerr->message);
-				first_key = row_key(p, values, nulls);
-			}
-			FreeErrorData(rowerr);
-		}
-		ExecDropSingleTupleTableSlot(slot);
-		if (failed > 0)
-			note_new_only(m, failed, first_key ? JsonbPGetDatum(first_key) : (Datum) 0, first_key == NULL,
-						  psprintf("the backward mapping or legacy's constraints refused the row: %s", first_msg));
-	}
+	edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, is_fk_violation);
+	if (edata == NULL)
+		return;
+	if (upsert_row_by_row(td, m, p, is_fk_violation, &first_msg, &first_key) > 0)
+		ReThrowError(edata);	/* a row without a computable key */
+	FreeErrorData(edata);
 }
 
 /*
@@ -1282,6 +1337,8 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 				SPI_execute(p->upsert_sql, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "softmig: mirroring UPDATE failed");
 		}
+		else if (!big && m->group_id != 0 && p->upsert_row != NULL)
+			mirror_group_upsert(td, m, p);
 		else
 		{
 			ret = big ? SPI_execute(p->upsert_sql, false, 0)
@@ -1393,7 +1450,7 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 	{
 		int32		group_id = m->group_id;
 		int32		id = m->id;
-		bool		projecting = m->state >= SM_NEW_WRITE;
+		bool		projecting = (m->state != SM_LEGACY && m->state != SM_CUTOVER);
 
 		/* a row waiting for its parent, updated or deleted since (groups.c) */
 		if (group_id != 0 && projecting && !TRIGGER_FIRED_BY_INSERT(td->tg_event) &&
