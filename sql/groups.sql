@@ -82,6 +82,9 @@ ALTER TABLE gr_v2.order_items DROP CONSTRAINT v2_items_order;
 -- legacy -> mirrored: both members, one transaction
 SELECT softmig.advance_group('shop', reason => 'go');
 SELECT name, state FROM softmig.migrations WHERE name LIKE 'gr_%' ORDER BY name;
+SELECT s->>'name' AS name, s->>'state' AS state, jsonb_pretty(s->'members') AS members
+  FROM softmig.group_status('shop') s;
+SELECT * FROM t.err($$SELECT softmig.group_status('nope')$$);
 SELECT m.name, h.action, h.from_state, h.to_state, h.reason, h.detail
   FROM softmig.history_log h JOIN softmig.migrations m ON m.id = h.migration_id
  WHERE m.name IN ('gr_orders', 'gr_items') AND h.action <> 'create' ORDER BY h.id;

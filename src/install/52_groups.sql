@@ -376,6 +376,31 @@ RETURNS @extschema@.state AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATI
 COMMENT ON FUNCTION @extschema@.rollback_group(text, text) IS
     'move every member of a group one state back in one transaction; owners of every member''s tables only';
 
+CREATE FUNCTION @extschema@.group_status(group_name text) RETURNS jsonb
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'name', g.name,
+        'state', (SELECT CASE WHEN pg_catalog.count(DISTINCT m.state::text) OPERATOR(pg_catalog.=) 1
+                              THEN pg_catalog.min(m.state::text) END
+                    FROM @extschema@.group_members gm JOIN @extschema@.migrations m ON m.id OPERATOR(pg_catalog.=) gm.migration_id
+                   WHERE gm.group_id OPERATOR(pg_catalog.=) g.id),
+        'created_at', g.created_at,
+        'created_by', g.created_by,
+        'members', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                              'name', m.name,
+                              'state', m.state::text,
+                              'legacy', m.legacy::text,
+                              'target', m.target::text,
+                              'backfill_done', @extschema@._backfill_done(m.id),
+                              'envelope_open', (@extschema@._envelope_json(m.id) OPERATOR(pg_catalog.->>) 'open')::boolean)
+                              ORDER BY gm.ordinal)
+                      FROM @extschema@.group_members gm JOIN @extschema@.migrations m ON m.id OPERATOR(pg_catalog.=) gm.migration_id
+                     WHERE gm.group_id OPERATOR(pg_catalog.=) g.id))
+      FROM @extschema@._group(group_name) g
+$$;
+COMMENT ON FUNCTION @extschema@.group_status(text) IS
+    'a jsonb summary of a group: its state (NULL if the members differ), and per member state, tables, backfill and envelope';
+
 REVOKE ALL ON FUNCTION
     @extschema@._group(text),
     @extschema@._group_deferred_fk_check(integer[]),
