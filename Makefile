@@ -14,7 +14,7 @@ MODULE_big = softmig
 # Every C file under src/ is part of the module.  By layer, bottom up
 # (doc/architecture.md):
 #   common        identity spiutil sqltext expr state cache merge fence stmtcache
-#   write path    trigger mapping authority opkey; gate ddl (SQL API, DDL guard)
+#   write path    trigger mapping authority opkey groups; gate ddl (SQL API, DDL guard)
 #   operations    backfill hydrate progress
 #   read paths    readpath route discovery
 #   observability parity parity* paritycache rules invariants
@@ -33,6 +33,7 @@ REGRESS += key_generators nullable_key
 REGRESS += small_writes
 REGRESS += parity_cache_settled
 REGRESS += shape_views
+REGRESS += groups
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

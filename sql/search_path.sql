@@ -174,6 +174,13 @@ SELECT softmig.create_migration('sp', 'sp.l', 'sp.t', forward => '{"v": "upper(v
 SELECT softmig.register_reader('sp', 'r1', 'latency', 'g1');
 SELECT softmig.add_invariant('sp', 'inv1', 'SELECT id FROM sp.t WHERE n < 0');
 SELECT softmig.add_transition_rule('sp', 'sp.t', 'v', NULL, 'x');
+-- a group (sp_g1, sp_g2) and two migrations for create_group (sp_g3, sp_g4)
+CREATE TABLE sp.l3 (id int PRIMARY KEY); CREATE TABLE sp.t3 (id int PRIMARY KEY);
+CREATE TABLE sp.l4 (id int PRIMARY KEY); CREATE TABLE sp.t4 (id int PRIMARY KEY);
+CREATE TABLE sp.l5 (id int PRIMARY KEY); CREATE TABLE sp.t5 (id int PRIMARY KEY);
+CREATE TABLE sp.l6 (id int PRIMARY KEY); CREATE TABLE sp.t6 (id int PRIMARY KEY);
+SELECT softmig.create_migration('sp_g' || i, 'sp.l' || (i + 2), 'sp.t' || (i + 2)) FROM generate_series(1, 4) i;
+SELECT softmig.create_group('sp_group', ARRAY['sp_g1', 'sp_g2']);
 
 -- t.sp_arg(proc, argument name, type): the SQL literal a call passes
 CREATE FUNCTION t.sp_arg(p name, a text, typ regtype) RETURNS text LANGUAGE sql
@@ -184,6 +191,14 @@ SET search_path = pg_catalog AS $$
         WHEN p IN ('create_migration', '_create_migration') AND a = 'target' THEN '''sp.t2''::pg_catalog.regclass'
         WHEN p IN ('create_read_view', '_create_read_view') AND a = 'view_name' THEN '''sp.sp_view'''
         WHEN a IN ('name', 'p_name') THEN '''sp'''
+        WHEN p IN ('create_group', '_create_group') AND a = 'group_name' THEN '''sp_group_new'''
+        WHEN p IN ('create_group', '_create_group') AND a = 'members' THEN 'ARRAY[''sp_g3'', ''sp_g4'']'
+        WHEN a = 'group_name' THEN '''sp_group'''
+        WHEN a = 'p_action' THEN '''advance'''
+        WHEN a = 'p_mode' THEN '''SHARE ROW EXCLUSIVE'''
+        WHEN typ = 'softmig.groups'::regtype THEN '(SELECT g FROM softmig.groups g WHERE g.name OPERATOR(pg_catalog.=) ''sp_group'')'
+        WHEN a = 'p_ids' THEN '(SELECT pg_catalog.array_agg(m.id) FROM softmig.migrations m WHERE m.name OPERATOR(pg_catalog.=) ANY (ARRAY[''sp_g1'', ''sp_g2'']))'
+        WHEN typ = 'regclass[]'::regtype THEN 'ARRAY[''sp.l3'', ''sp.t3'']::pg_catalog.regclass[]'
         WHEN a = 'reader' THEN '''r1'''
         WHEN a = 'class' THEN '''latency'''
         WHEN a = 'switch_group' THEN '''g1'''
@@ -346,6 +361,8 @@ SELECT proc AS write, string_agg(outcome, ' ' ORDER BY array_position(ARRAY['leg
 SELECT * FROM sp.t WHERE id IN (1, 50, 60) ORDER BY id;
 
 SELECT softmig.drop_migration('sp');
+SELECT softmig.drop_group('sp_group');
+SELECT softmig.drop_migration('sp_g' || i) FROM generate_series(1, 4) i;
 DROP SCHEMA sp CASCADE;
 DROP TABLE t.sp_outcome;
 DROP FUNCTION t.sp_run(text), t.sp_write(text), t.sp_calls(), t.sp_arg(name, text, regtype);

@@ -417,6 +417,14 @@ SELECT softmig.create_migration('priv', 'sec.l_priv', 'sec.t_priv');
 SELECT softmig.advance('priv');
 SELECT softmig.quarantine('priv', '{"id": 1}', 'so release has something to release');
 SELECT softmig.register_reader('priv', 'reporting', 'bulk');
+-- a group of two more migrations, for the group functions
+CREATE TABLE sec.l_g1 (id int PRIMARY KEY);
+CREATE TABLE sec.t_g1 (id int PRIMARY KEY);
+CREATE TABLE sec.l_g2 (id int PRIMARY KEY);
+CREATE TABLE sec.t_g2 (id int PRIMARY KEY);
+SELECT softmig.create_migration('priv_g1', 'sec.l_g1', 'sec.t_g1');
+SELECT softmig.create_migration('priv_g2', 'sec.l_g2', 'sec.t_g2');
+SELECT softmig.create_group('priv_group', ARRAY['priv_g1', 'priv_g2']);
 -- privileges on the tables are not ownership
 GRANT ALL ON sec.l_priv, sec.t_priv, sec.l_priv2, sec.t_priv2 TO regress_sec_app;
 RESET ROLE;
@@ -464,7 +472,11 @@ SELECT f, e.state, e.message
     ('run_checks',        $$SELECT softmig.run_checks('priv')$$),
     ('check',             $$SELECT * FROM softmig.check('priv')$$),
     ('forget_checks',     $$SELECT softmig.forget_checks('priv', '0')$$),
-    ('forget_rule_violations', $$SELECT softmig.forget_rule_violations('priv', '0')$$)
+    ('forget_rule_violations', $$SELECT softmig.forget_rule_violations('priv', '0')$$),
+    ('create_group',      $$SELECT softmig.create_group('priv_group2', ARRAY['priv_g1', 'priv'])$$),
+    ('drop_group',        $$SELECT softmig.drop_group('priv_group')$$),
+    ('advance_group',     $$SELECT softmig.advance_group('priv_group')$$),
+    ('rollback_group',    $$SELECT softmig.rollback_group('priv_group')$$)
   ) AS c(f, sql), LATERAL t.err(c.sql) AS e
  ORDER BY c.f COLLATE "C";
 SELECT e.detail FROM t.err($$SELECT softmig.advance('priv')$$) e;
@@ -492,7 +504,9 @@ SELECT count(*) >= 20 AS enough_gated_functions,
        count(*) FILTER (WHERE e.state OPERATOR(pg_catalog.<>) '42501') AS not_refused,
        string_agg(p.proname || ': ' || e.state, ', ') FILTER (WHERE e.state OPERATOR(pg_catalog.<>) '42501') AS which
   FROM pg_proc p,
-       LATERAL (SELECT string_agg(CASE WHEN a.n = 1 THEN $$'priv'::text$$
+       LATERAL (SELECT string_agg(CASE WHEN a.n = 1 AND p.proname LIKE '%\_group' THEN $$'priv_group'::text$$
+                                       WHEN a.n = 1 THEN $$'priv'::text$$
+                                       WHEN p.proname = 'create_group' AND a.n = 2 THEN $$ARRAY['priv']$$
                                        WHEN p.proname = 'create_migration' AND a.n = 2 THEN $$'sec.l_priv2'::regclass$$
                                        WHEN p.proname = 'create_migration' AND a.n = 3 THEN $$'sec.t_priv2'::regclass$$
                                        ELSE 'NULL::' || format_type(a.t, NULL) END, ', ' ORDER BY a.n) AS args

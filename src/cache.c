@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "utils/array.h"
@@ -151,16 +152,24 @@ load_migration(SoftmigMigration *m, int32 id)
 	TupleDesc	desc;
 	MemoryContext cxt;
 	MemoryContext old;
+	bool		has_groups;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	(void) softmig_spi_read("SELECT name, legacy, target, state::pg_catalog.text, legacy_key, target_key, options, "
-							"new_only, "
-							"COALESCE((SELECT e.open FROM softmig.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) $1), true), "
-							"EXISTS (SELECT 1 FROM softmig.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) $1), "
-							"(SELECT pg_catalog.count(*) FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) $1) "
-							"FROM softmig.migrations WHERE id OPERATOR(pg_catalog.=) $1",
+	/* groups came with 0.2.0; the SQL of 0.1.0 may still be installed */
+	has_groups = OidIsValid(get_relname_relid("group_members",
+											  get_namespace_oid("softmig", false)));
+	(void) softmig_spi_read(psprintf("SELECT name, legacy, target, state::pg_catalog.text, legacy_key, target_key, options, "
+									 "new_only, "
+									 "COALESCE((SELECT e.open FROM softmig.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) $1), true), "
+									 "EXISTS (SELECT 1 FROM softmig.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) $1), "
+									 "(SELECT pg_catalog.count(*) FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) $1), "
+									 "%s "
+									 "FROM softmig.migrations WHERE id OPERATOR(pg_catalog.=) $1",
+									 has_groups ?
+									 "COALESCE((SELECT gm.group_id FROM softmig.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) $1), 0)" :
+									 "0"),
 							1, argtypes, values, GetLatestSnapshot(), true, 1);
 	if (SPI_processed == 0)
 	{
@@ -190,6 +199,7 @@ load_migration(SoftmigMigration *m, int32 id)
 	m->envelope_open = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	m->shadow_disabled = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 	m->n_quarantined = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
+	m->group_id = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
 	m->representable = softmig_option_text(m, "representable");
 	{
 		char	   *mode = softmig_option_text(m, "on_new_only");

@@ -14,6 +14,10 @@
  *	  DEFINER on every function, and the identity checked is the real
  *	  caller (GetUserId()), also when called from another function.
  *
+ *	  The group functions (create_group, drop_group, advance_group,
+ *	  rollback_group) take a group name instead: the caller must own the
+ *	  tables of every member (42704 for an unknown group or member).
+ *
  *	  The implementation never evaluates user-supplied SQL as the catalog
  *	  owner: mapping expressions are only prepared and run by mapping.c,
  *	  which switches to the owner of the table being written.
@@ -23,6 +27,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_type.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
@@ -30,6 +35,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -39,11 +45,20 @@
 /* The role that passed the gate, while its implementation runs. */
 Oid			softmig_gate_actor = InvalidOid;
 
+/* What the first argument of a gated function names */
+typedef enum GateKind
+{
+	GATE_MIGRATION,				/* a migration */
+	GATE_CREATE,				/* a new migration: tables in args 1 and 2 */
+	GATE_GROUP,					/* a group: every member's tables */
+	GATE_CREATE_GROUP			/* a new group: member names in arg 1 */
+} GateKind;
+
 typedef struct GateInfo
 {
 	FmgrInfo	impl;			/* the _name implementation */
 	int			nargs;
-	bool		is_create;		/* tables come from args 1 and 2 */
+	GateKind	kind;
 	char	   *proname;
 } GateInfo;
 
@@ -72,7 +87,16 @@ gate_setup(FunctionCallInfo fcinfo)
 	gi = palloc0(sizeof(GateInfo));
 	gi->proname = pstrdup(NameStr(proc->proname));
 	gi->nargs = proc->pronargs;
-	gi->is_create = (strcmp(gi->proname, "create_migration") == 0);
+	if (strcmp(gi->proname, "create_migration") == 0)
+		gi->kind = GATE_CREATE;
+	else if (strcmp(gi->proname, "create_group") == 0)
+		gi->kind = GATE_CREATE_GROUP;
+	else if (strcmp(gi->proname, "drop_group") == 0 ||
+			 strcmp(gi->proname, "advance_group") == 0 ||
+			 strcmp(gi->proname, "rollback_group") == 0)
+		gi->kind = GATE_GROUP;
+	else
+		gi->kind = GATE_MIGRATION;
 	implname = psprintf("_%s", gi->proname);
 	impl = LookupFuncName(list_make2(makeString("softmig"), makeString(implname)),
 						  proc->pronargs, proc->proargtypes.values, true);
@@ -120,6 +144,90 @@ softmig_require_owner(Oid role, Oid legacy, Oid target, const char *what)
 						   describe_rel(legacy), describe_rel(target))));
 }
 
+/*
+ * require_group_owner
+ *		Raise 42704 for an unknown group, and 42501 unless "role" owns the
+ *		tables of every member of it (see softmig_require_owner).  Reads the
+ *		catalog through SPI; takes no lock, the implementation locks the
+ *		group and its members.
+ */
+static void
+require_group_owner(Oid role, text *group, const char *what)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	int			nmembers;
+	Oid		   *rels;
+	uint64		i;
+	int			j;
+	bool		isnull;
+
+	values[0] = PointerGetDatum(group);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT m.legacy, m.target FROM softmig.groups g "
+							  "LEFT JOIN softmig.group_members gm ON gm.group_id OPERATOR(pg_catalog.=) g.id "
+							  "LEFT JOIN softmig.migrations m ON m.id OPERATOR(pg_catalog.=) gm.migration_id "
+							  "WHERE g.name OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: reading softmig.groups failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("group \"%s\" does not exist", text_to_cstring(group)),
+				 errhint("softmig.groups lists the groups of this database.")));
+	nmembers = (int) SPI_processed;
+	rels = SPI_palloc(sizeof(Oid) * 2 * nmembers);	/* outlives SPI_finish */
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		rels[2 * i] = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		rels[2 * i + 1] = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+	}
+	SPI_finish();
+	for (j = 0; j < nmembers; j++)
+		if (OidIsValid(rels[2 * j]))
+			softmig_require_owner(role, rels[2 * j], rels[2 * j + 1], what);
+	pfree(rels);
+}
+
+/*
+ * require_members_owner
+ *		For create_group: raise 22004 for a NULL member list or member,
+ *		42704 for an unknown migration, and 42501 unless "role" owns the
+ *		tables of every migration named.
+ */
+static void
+require_members_owner(Oid role, FunctionCallInfo fcinfo, const char *what)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("members must not be null")));
+	arr = PG_GETARG_ARRAYTYPE_P(1);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+	{
+		Oid			legacy;
+		Oid			target;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("members must not contain null")));
+		(void) softmig_migration_by_name(DatumGetTextPP(elems[i]), &legacy, &target);
+		softmig_require_owner(role, legacy, target, what);
+	}
+}
+
 PG_FUNCTION_INFO_V1(softmig_gate);
 /*
  * softmig_gate
@@ -153,27 +261,41 @@ softmig_gate(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("migration name must not be null")));
+				 errmsg("%s name must not be null",
+						(gi->kind == GATE_GROUP || gi->kind == GATE_CREATE_GROUP) ?
+						"group" : "migration")));
 
-	if (gi->is_create)
+	if (gi->kind == GATE_GROUP || gi->kind == GATE_CREATE_GROUP)
 	{
-		if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("legacy and target tables must not be null")));
-		legacy = PG_GETARG_OID(1);
-		target = PG_GETARG_OID(2);
-		if (get_rel_name(legacy) == NULL || get_rel_name(target) == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_TABLE),
-					 errmsg("legacy or target table does not exist")));
+		what = psprintf("call softmig.%s on group \"%s\"", gi->proname,
+						text_to_cstring(PG_GETARG_TEXT_PP(0)));
+		if (gi->kind == GATE_GROUP)
+			require_group_owner(caller, PG_GETARG_TEXT_PP(0), what);
+		else
+			require_members_owner(caller, fcinfo, what);
 	}
 	else
-		(void) softmig_migration_by_name(PG_GETARG_TEXT_PP(0), &legacy, &target);
+	{
+		if (gi->kind == GATE_CREATE)
+		{
+			if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("legacy and target tables must not be null")));
+			legacy = PG_GETARG_OID(1);
+			target = PG_GETARG_OID(2);
+			if (get_rel_name(legacy) == NULL || get_rel_name(target) == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_TABLE),
+						 errmsg("legacy or target table does not exist")));
+		}
+		else
+			(void) softmig_migration_by_name(PG_GETARG_TEXT_PP(0), &legacy, &target);
 
-	what = psprintf("call softmig.%s on migration \"%s\"", gi->proname,
-					text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	softmig_require_owner(caller, legacy, target, what);
+		what = psprintf("call softmig.%s on migration \"%s\"", gi->proname,
+						text_to_cstring(PG_GETARG_TEXT_PP(0)));
+		softmig_require_owner(caller, legacy, target, what);
+	}
 
 	InitFunctionCallInfoData(*ifc, &gi->impl, gi->nargs, PG_GET_COLLATION(),
 							 NULL, NULL);

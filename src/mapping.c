@@ -550,6 +550,9 @@ prepare_move(SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
 	p->move = softmig_prepare_kept(buf.data, nargs, argtypes);
 }
 
+static void prepare_row_upsert(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+							   TupleDesc srcdesc, SoftmigSide side, List *not_taken);
+
 /*
  * prepare_projection
  *		Target side only: the field projection of mirrored (target-owned
@@ -561,9 +564,7 @@ static void
 prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 				   TupleDesc srcdesc)
 {
-	StringInfoData rowsel;
 	StringInfoData buf;
-	Oid		   *argtypes = palloc(sizeof(Oid) * Max(srcdesc->natts, 1));
 
 	initStringInfo(&buf);
 	/* per-field authority (mirrored): target-owned fields flow to legacy */
@@ -575,13 +576,36 @@ prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 	}
 
 	/* projection: the same upsert for one row given as parameters */
+	prepare_row_upsert(m, p, d, srcdesc, SIDE_TARGET, NIL);
+}
+
+/*
+ * prepare_row_upsert
+ *		p->upsert_row and p->keyjson_row: the upsert of one row of srcdesc
+ *		(side's table) given as parameters, and its legacy key.  The
+ *		projection needs them (target side); so does the mirror of a group
+ *		member (legacy side), whose children may come before their parents
+ *		(groups.c).  not_taken as for p->upsert.  Caller is in the
+ *		destination owner's context.
+ */
+static void
+prepare_row_upsert(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+				   TupleDesc srcdesc, SoftmigSide side, List *not_taken)
+{
+	StringInfoData rowsel;
+	StringInfoData buf;
+	Oid		   *argtypes = palloc(sizeof(Oid) * Max(srcdesc->natts, 1));
+
 	initStringInfo(&rowsel);
 	p->row_nargs = row_params_select(&rowsel, srcdesc, 1, SM_NEW_TABLE, argtypes);
-	resetStringInfo(&buf);
-	append_upsert(&buf, d, correlated_rows(rowsel.data, SM_NEW_TABLE, nullable_target_key(m)), NIL);
+	initStringInfo(&buf);
+	/* a projection to legacy carries only rows with a target key */
+	append_upsert(&buf, d, side == SIDE_TARGET ?
+				  correlated_rows(rowsel.data, SM_NEW_TABLE, nullable_target_key(m)) :
+				  rowsel.data, not_taken);
 	p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 	resetStringInfo(&buf);
-	appendStringInfo(&buf, "SELECT %s FROM %s", keyjson_expr(m, SIDE_TARGET), rowsel.data);
+	appendStringInfo(&buf, "SELECT %s FROM %s", keyjson_expr(m, side), rowsel.data);
 	p->keyjson_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 }
 
@@ -764,6 +788,8 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		p->move_refused = MemoryContextStrdup(m->cxt, p->move_refused);
 	if (side == SIDE_TARGET)
 		prepare_projection(m, p, d, RelationGetDescr(rel));
+	else if (m->group_id != 0)
+		prepare_row_upsert(m, p, d, RelationGetDescr(rel), side, not_taken);
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 

@@ -82,9 +82,9 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	keyjson_new;	/* jsonb_agg of keys over new table */
 	SPIPlanPtr	keyjson_old;	/* jsonb_agg of keys over old table */
 	SPIPlanPtr	newonly;		/* projection only: count/first key of new-only rows */
-	SPIPlanPtr	upsert_row;		/* projection only: one row, params = the row */
+	SPIPlanPtr	upsert_row;		/* projection, group mirror: one row, params = the row */
 	SPIPlanPtr	field_project;	/* target side in mirrored: owned fields -> legacy */
-	SPIPlanPtr	keyjson_row;	/* projection only: legacy key of one row (params) */
+	SPIPlanPtr	keyjson_row;	/* projection, group mirror: legacy key of one row (params) */
 	int			row_nargs;
 	struct SoftmigRelPlans *next;
 } SoftmigRelPlans;
@@ -124,9 +124,22 @@ typedef struct SoftmigMigration
 	int64		n_quarantined;
 	List	   *new_fields;		/* of char *: target fields handed to the target */
 	List	   *new_legacy_cols;	/* of char *: legacy columns carrying them */
+	int32		group_id;		/* softmig.groups.id, 0 when in no group */
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;
+
+/* groups.c: children projected before their parents */
+extern void softmig_group_pend(SoftmigMigration *m, Oid relid, TupleDesc desc, Datum *values,
+							   char *nulls, int nargs, Jsonb *key, const char *message);
+extern bool softmig_group_pending(int32 id);
+extern void softmig_group_supersede(int32 id, Jsonb *keys);
+extern void softmig_group_retry(int32 group_id, int32 projected_id);
+extern void softmig_groups_init(void);
+/* trigger.c, for groups.c */
+extern void softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null,
+								  const char *reason);
+extern bool softmig_reproject_row(int32 id, Oid relid, Datum *values, char *nulls);
 
 /* cache.c */
 extern SoftmigMigration *softmig_get_migration(int32 id);

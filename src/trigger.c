@@ -39,6 +39,7 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "access/xact.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -268,6 +269,37 @@ override_requested(void)
 	return softmig_override != NULL && softmig_override[0] != '\0';
 }
 
+/*
+ * group_sibling_writing
+ *		Is softmig writing, right now, for another member of m's group?
+ *		Projecting one member writes its projection table, whose foreign key
+ *		actions (ON DELETE CASCADE, SET NULL, ...) may write another
+ *		member's projection table: that write is part of the projection and
+ *		is neither refused nor carried back.  Group members share one state,
+ *		so such a write is always on m's non-authoritative side.  Only
+ *		called on the refusing path; reads the migration cache.
+ */
+static bool
+group_sibling_writing(SoftmigMigration *m)
+{
+	int32		group_id = m->group_id;
+	int32		self = m->id;
+
+	if (group_id == 0)
+		return false;
+	for (int i = nmirroring - 1; i >= 0; i--)
+	{
+		SoftmigMigration *o;
+
+		if (mirroring[i] == self)
+			continue;
+		o = softmig_get_migration(mirroring[i]);
+		if (o != NULL && o->group_id == group_id)
+			return true;
+	}
+	return false;
+}
+
 PG_FUNCTION_INFO_V1(softmig_guard_trigger);
 /*
  * softmig_guard_trigger
@@ -302,6 +334,8 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 	if (side == SIDE_NONE)
 		(void) softmig_get_plans(m, rel);	/* raises the "not one of its tables" error */
 	auth = authority_of(m->state);
+	if (side != auth && softmig_mirror_depth > 0 && group_sibling_writing(m))
+		return PointerGetDatum(NULL);	/* a foreign key action of a projection */
 
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 	{
@@ -666,6 +700,95 @@ note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null, const ch
 }
 
 /*
+ * softmig_note_new_only
+ *		note_new_only for other modules (groups.c); the caller holds an SPI
+ *		connection.
+ */
+void
+softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null, const char *reason)
+{
+	note_new_only(m, n, keys, keys_null, reason);
+}
+
+static bool is_unrepresentable(int sqlerrcode);
+
+/*
+ * supersede_pending
+ *		An UPDATE or DELETE on the target of a group member with rows
+ *		waiting for their parents: the earlier versions of the rows it
+ *		changed are not to be projected any more (groups.c).  Keys are
+ *		computed as the target's owner (mapping expressions are user SQL).
+ */
+static void
+supersede_pending(SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	bool		isnull;
+	Datum		keys;
+
+	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
+	if (SPI_execute_plan(p->keyjson_old, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "softmig: computing the changed rows' keys failed");
+	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	if (!isnull)
+		softmig_group_supersede(m->id, DatumGetJsonbP(keys));
+}
+
+/*
+ * softmig_reproject_row
+ *		Carry one row of migration id to the other side again (project a
+ *		target row into legacy, or mirror a legacy row into the target),
+ *		from the parameters its first attempt received (groups.c): as the
+ *		write path does it, as the destination's owner with the loop guard
+ *		raised.
+ *		Returns false if legacy refuses it again (a data exception or an
+ *		integrity violation, as project_upsert tells them; other errors are
+ *		raised): it stays pending, and closes the envelope at commit.
+ *		Reopens relation relid, which the transaction already holds.
+ */
+bool
+softmig_reproject_row(int32 id, Oid relid, Datum *values, char *nulls)
+{
+	SoftmigMigration *m = softmig_get_migration(id);
+	SoftmigRelPlans *p;
+	Relation	rel;
+	ErrorData  *err = NULL;
+	bool		ok;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	if (m == NULL || m->state == SM_LEGACY || m->state == SM_CUTOVER)
+		return true;			/* nothing is carried over any more */
+	rel = table_open(relid, AccessShareLock);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	p = softmig_get_plans(m, rel);
+	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
+	softmig_mirror_enter(m->id);
+	PG_TRY();
+	{
+		err = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
+							  SPI_OK_INSERT, is_unrepresentable);
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_leave();
+	}
+	PG_END_TRY();
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	ok = (err == NULL);
+	if (!ok)
+		FreeErrorData(err);		/* allocated in this SPI connection's memory */
+	SPI_finish();
+	table_close(rel, NoLock);
+	return ok;
+}
+
+/*
  * refuse_new_only
  *		on_new_only = reject and the envelope still open: the write fails.
  */
@@ -758,6 +881,84 @@ row_key(SoftmigRelPlans *p, Datum *values, char *nulls)
 }
 
 /*
+ * is_fk_violation
+ *		A foreign key violation: for the mirror of a group member, a child
+ *		whose parent the target does not hold yet.
+ */
+static bool
+is_fk_violation(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_FOREIGN_KEY_VIOLATION;
+}
+
+/*
+ * upsert_row_by_row
+ *		After the set-based upsert of a statement's rows failed with an
+ *		error filter accepts: upsert them one by one, each in its own
+ *		subtransaction (errors filter does not accept are raised).  A row of
+ *		a group member refused for a missing parent (a foreign key
+ *		violation) waits for it (groups.c); the other rows that fail are
+ *		counted, and the first one's message and legacy key returned.
+ */
+static int64
+upsert_row_by_row(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
+				  bool (*filter) (int), char **first_msg, Jsonb **first_key)
+{
+	Tuplestorestate *rows = td->tg_newtable;
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	Datum	   *values = palloc(sizeof(Datum) * p->row_nargs);
+	char	   *nulls = palloc(sizeof(char) * p->row_nargs);
+	int64		failed = 0;
+	ErrorData  *rowerr;
+
+	*first_msg = NULL;
+	*first_key = NULL;
+	tuplestore_select_read_pointer(rows, 0);
+	tuplestore_rescan(rows);
+	while (tuplestore_gettupleslot(rows, true, true, slot))
+	{
+		int			k = 0;
+
+		slot_getallattrs(slot);
+		for (int i = 0; i < desc->natts; i++)
+		{
+			if (TupleDescAttr(desc, i)->attisdropped)
+				continue;
+			values[k] = slot->tts_values[i];
+			nulls[k] = slot->tts_isnull[i] ? 'n' : ' ';
+			k++;
+		}
+		rowerr = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
+								 SPI_OK_INSERT, filter);
+		if (rowerr == NULL)
+			continue;
+		if (m->group_id != 0 && rowerr->sqlerrcode == ERRCODE_FOREIGN_KEY_VIOLATION)
+		{
+			/* a child before its parent: retried after the group's next write (groups.c) */
+			Jsonb	   *key = row_key(p, values, nulls);
+
+			if (key != NULL)
+			{
+				softmig_group_pend(m, RelationGetRelid(td->tg_relation), desc, values, nulls,
+								   p->row_nargs, key, rowerr->message);
+				FreeErrorData(rowerr);
+				continue;
+			}
+		}
+		failed++;
+		if (*first_msg == NULL)
+		{
+			*first_msg = pstrdup(rowerr->message);
+			*first_key = row_key(p, values, nulls);
+		}
+		FreeErrorData(rowerr);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	return failed;
+}
+
+/*
  * project_upsert
  *		Project the statement's rows into legacy, set-based.  If that fails
  *		because legacy cannot represent some row, retry row by row in
@@ -770,6 +971,9 @@ static void
 project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 {
 	ErrorData  *edata;
+	int64		failed;
+	char	   *first_msg;
+	Jsonb	   *first_key;
 
 	/*
 	 * Rejecting new-only state: any error of the upsert is the statement's
@@ -788,51 +992,36 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		return;
 	if (m->reject_new_only && m->envelope_open)
 		ReThrowError(edata);
+	FreeErrorData(edata);
 
 	/* row by row: find what legacy cannot hold */
-	{
-		Tuplestorestate *rows = td->tg_newtable;
-		TupleDesc	desc = RelationGetDescr(td->tg_relation);
-		TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-		Datum	   *values = palloc(sizeof(Datum) * p->row_nargs);
-		char	   *nulls = palloc(sizeof(char) * p->row_nargs);
-		int64		failed = 0;
-		char	   *first_msg = NULL;
-		Jsonb	   *first_key = NULL;
-		ErrorData  *rowerr;
+	failed = upsert_row_by_row(td, m, p, is_unrepresentable, &first_msg, &first_key);
+	if (failed > 0)
+		note_new_only(m, failed, first_key ? JsonbPGetDatum(first_key) : (Datum) 0, first_key == NULL,
+					  psprintf("the backward mapping or legacy's constraints refused the row: %s", first_msg));
+}
 
-		tuplestore_select_read_pointer(rows, 0);
-		tuplestore_rescan(rows);
-		while (tuplestore_gettupleslot(rows, true, true, slot))
-		{
-			int			k = 0;
+/*
+ * mirror_group_upsert
+ *		Mirror the statement's rows of a group member into the target,
+ *		set-based; if the target's foreign key refuses some (children
+ *		written before their parents, the application's key deferred), go
+ *		row by row: those wait for their parents (groups.c), the others are
+ *		mirrored.  Any other error is raised.
+ */
+static void
+mirror_group_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	ErrorData  *edata;
+	char	   *first_msg;
+	Jsonb	   *first_key;
 
-			slot_getallattrs(slot);
-			for (int i = 0; i < desc->natts; i++)
-			{
-				if (TupleDescAttr(desc, i)->attisdropped)
-					continue;
-				values[k] = slot->tts_values[i];
-				nulls[k] = slot->tts_isnull[i] ? 'n' : ' ';
-				k++;
-			}
-			rowerr = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
-									 SPI_OK_INSERT, is_unrepresentable);
-			if (rowerr == NULL)
-				continue;
-			failed++;
-			if (first_msg == NULL)
-			{
-				first_msg = pstrdup(rowerr->message);
-				first_key = row_key(p, values, nulls);
-			}
-			FreeErrorData(rowerr);
-		}
-		ExecDropSingleTupleTableSlot(slot);
-		if (failed > 0)
-			note_new_only(m, failed, first_key ? JsonbPGetDatum(first_key) : (Datum) 0, first_key == NULL,
-						  psprintf("the backward mapping or legacy's constraints refused the row: %s", first_msg));
-	}
+	edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, is_fk_violation);
+	if (edata == NULL)
+		return;
+	if (upsert_row_by_row(td, m, p, is_fk_violation, &first_msg, &first_key) > 0)
+		ReThrowError(edata);	/* a row without a computable key */
+	FreeErrorData(edata);
 }
 
 /*
@@ -1192,6 +1381,8 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 				SPI_execute(p->upsert_sql, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "softmig: mirroring UPDATE failed");
 		}
+		else if (!big && m->group_id != 0 && p->upsert_row != NULL)
+			mirror_group_upsert(td, m, p);
 		else
 		{
 			ret = big ? SPI_execute(p->upsert_sql, false, 0)
@@ -1251,6 +1442,8 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	if (side == auth && m->state == SM_CUTOVER)
 		return PointerGetDatum(NULL);	/* the target is a plain table now */
+	if (side != auth && softmig_mirror_depth > 0 && group_sibling_writing(m))
+		return PointerGetDatum(NULL);	/* a foreign key action of a projection */
 	if (side != auth && !override_requested() &&
 		!(m->state == SM_MIRRORED && m->new_fields != NIL && TRIGGER_FIRED_BY_UPDATE(td->tg_event)))
 	{
@@ -1298,7 +1491,20 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 			log_field_writes(td, m, p);
 	}
 	else if (!m->shadow_disabled)
+	{
+		int32		group_id = m->group_id;
+		int32		id = m->id;
+		bool		projecting = (m->state != SM_LEGACY && m->state != SM_CUTOVER);
+
+		/* a row waiting for its parent, updated or deleted since (groups.c) */
+		if (group_id != 0 && projecting && !TRIGGER_FIRED_BY_INSERT(td->tg_event) &&
+			softmig_group_pending(id))
+			supersede_pending(m, p);
 		mirror_statement(td, m, p);
+		/* children of the group that waited for this projection (groups.c) */
+		if (group_id != 0 && projecting)
+			softmig_group_retry(group_id, id);
+	}
 
 	SPI_finish();
 	return PointerGetDatum(NULL);

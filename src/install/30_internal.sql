@@ -295,31 +295,13 @@ END $$;
 COMMENT ON FUNCTION @extschema@._lock_tables(@extschema@.migrations, @extschema@.state, boolean) IS
     'internal: lock both tables of a migration against writers (and readers too when the caller drops softmig''s triggers), authoritative table first, within lock_timeout';
 
-CREATE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
-                                       p_reason text, p_detail jsonb)
-RETURNS @extschema@.state
+CREATE FUNCTION @extschema@._state_guards(m @extschema@.migrations, p_to @extschema@.state, p_detail jsonb)
+RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    m @extschema@.migrations;
     v_legal text;
     v_keys jsonb := '[]';
 BEGIN
-    -- a migration across databases changes state in both, step by step
-    IF NOT @extschema@._remote_stepping()
-       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
-        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = pg_catalog.format('migration "%s" spans two databases', (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id)),
-            DETAIL = 'Its state changes in both databases together, at a fence when the write authority moves.',
-            HINT = 'Use CALL softmig.remote_advance(...) or CALL softmig.remote_rollback(...).';
-    END IF;
-    -- serialize state changes of one migration (bounded by lock_timeout too)
-    m := @extschema@._lock_migration(p_id);
-    IF m.state OPERATOR(@extschema@.=) p_to THEN
-        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),
-            DETAIL = 'Another session changed its state while this call waited.';
-    END IF;
-
     IF NOT @extschema@.is_legal_transition(m.state, p_to) THEN
         SELECT pg_catalog.string_agg(s::text, ', ' ORDER BY s) INTO v_legal
           FROM pg_catalog.unnest(ARRAY['legacy', 'mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[]) AS s
@@ -338,7 +320,7 @@ BEGIN
     IF NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'force')::boolean, false)
        AND NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'guards_checked')::boolean, false) THEN
         IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write'
-           AND NOT @extschema@._backfill_done(p_id) THEN
+           AND NOT @extschema@._backfill_done(m.id) THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('cannot advance migration "%s" to new_write: the backfill is not done', m.name),
                 DETAIL = 'The target must hold every legacy row before it becomes the write authority.',
@@ -346,13 +328,78 @@ BEGIN
         END IF;
         -- clean structural parity, no failing error-severity invariant (75_observe.sql)
         IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write' THEN
-            PERFORM @extschema@._require_semantic_health(p_id);
+            PERFORM @extschema@._require_semantic_health(m.id);
         END IF;
         -- read paths: no registered reader on legacy, no unregistered reader seen on it recently
         IF m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'cutover' THEN
-            PERFORM @extschema@._readpath_guard(p_id);
+            PERFORM @extschema@._readpath_guard(m.id);
         END IF;
     END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._state_guards(@extschema@.migrations, @extschema@.state, jsonb) IS
+    'internal: raise 55000 unless moving a migration to a state is legal and its guards pass (force or guards_checked in p_detail skip the guards); takes no table lock';
+
+CREATE FUNCTION @extschema@._envelope_guard(m @extschema@.migrations, p_to @extschema@.state)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- The rollback envelope, checked after the locks so a racing first
+    -- new-only write is either already recorded or not yet projected.
+    IF (m.state OPERATOR(@extschema@.=) 'new_write' AND p_to OPERATOR(@extschema@.=) 'mirrored')
+       OR (m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'new_write') THEN
+        IF NOT @extschema@._envelope_open_now(m.id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot roll migration "%s" back from %s to %s: the rollback envelope is closed',
+                                            m.name, m.state, p_to),
+                DETAIL = COALESCE((SELECT pg_catalog.format('Closed because: %s (first entity %s).', e.reason, COALESCE(e.first_key::text, 'unknown'))
+                                     FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) m.id),
+                                  'It closed while this call waited for the tables.'),
+                HINT = 'Legacy cannot represent state the target already holds. Fix forward instead: quarantine the affected entities (softmig.quarantine), repair them on the target, or stop a broken projection with softmig.shadow_disable.';
+        END IF;
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._envelope_guard(@extschema@.migrations, @extschema@.state) IS
+    'internal: raise 55000 if a rollback across the authority switch meets a closed envelope; called with both tables locked';
+
+CREATE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
+                                       p_reason text, p_detail jsonb)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations;
+    v_group text;
+    v_keys jsonb := '[]';
+BEGIN
+    -- a migration across databases changes state in both, step by step
+    IF NOT @extschema@._remote_stepping()
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases', (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id)),
+            DETAIL = 'Its state changes in both databases together, at a fence when the write authority moves.',
+            HINT = 'Use CALL softmig.remote_advance(...) or CALL softmig.remote_rollback(...).';
+    END IF;
+    -- serialize state changes of one migration (bounded by lock_timeout too)
+    m := @extschema@._lock_migration(p_id);
+    -- a member of a group changes state only with its group (52_groups.sql); read after
+    -- the lock, which create_group holds until it commits
+    SELECT g.name INTO v_group
+      FROM @extschema@.group_members gm JOIN @extschema@.groups g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+     WHERE gm.migration_id OPERATOR(pg_catalog.=) p_id;
+    IF v_group IS DISTINCT FROM (p_detail OPERATOR(pg_catalog.->>) 'group') THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is a member of group "%s" and changes state only with it',
+                                        m.name, v_group),
+            DETAIL = 'The members of a group move together, in one transaction.',
+            HINT = pg_catalog.format('Use softmig.advance_group(%L) or softmig.rollback_group(%L), or softmig.drop_group(%L) first.',
+                                     v_group, v_group, v_group);
+    END IF;
+    IF m.state OPERATOR(@extschema@.=) p_to THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),
+            DETAIL = 'Another session changed its state while this call waited.';
+    END IF;
+
+    PERFORM @extschema@._state_guards(m, p_to, p_detail);
 
     -- Lock out writers on both tables (readers are not blocked, except by a
     -- move to legacy, which drops the triggers): in-flight writers finish
@@ -361,18 +408,7 @@ BEGIN
 
     -- The rollback envelope, checked after the locks so a racing first
     -- new-only write is either already recorded or not yet projected.
-    IF (m.state OPERATOR(@extschema@.=) 'new_write' AND p_to OPERATOR(@extschema@.=) 'mirrored')
-       OR (m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'new_write') THEN
-        IF NOT @extschema@._envelope_open_now(p_id) THEN
-            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-                MESSAGE = pg_catalog.format('cannot roll migration "%s" back from %s to %s: the rollback envelope is closed',
-                                            m.name, m.state, p_to),
-                DETAIL = COALESCE((SELECT pg_catalog.format('Closed because: %s (first entity %s).', e.reason, COALESCE(e.first_key::text, 'unknown'))
-                                     FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) p_id),
-                                  'It closed while this call waited for the tables.'),
-                HINT = 'Legacy cannot represent state the target already holds. Fix forward instead: quarantine the affected entities (softmig.quarantine), repair them on the target, or stop a broken projection with softmig.shadow_disable.';
-        END IF;
-    END IF;
+    PERFORM @extschema@._envelope_guard(m, p_to);
 
     -- The write authority moves: the table that takes keyless inserts from
     -- now on draws its keys past every key the other side holds (keygen.c),

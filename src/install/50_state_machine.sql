@@ -91,6 +91,13 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" spans two databases', m.name),
             HINT = 'Drop it with softmig.drop_remote_migration, which drops both sides.';
     END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is a member of group "%s"', m.name,
+                                        (SELECT g.name FROM @extschema@.group_members gm JOIN @extschema@.groups g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+                                          WHERE gm.migration_id OPERATOR(pg_catalog.=) m.id)),
+            HINT = 'Drop the group first (softmig.drop_group).';
+    END IF;
     IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot drop migration "%s" in state %s', m.name, m.state),
