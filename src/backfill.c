@@ -387,7 +387,10 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	appendStringInfoString(&buf, ") DO ");
 	if (softmig_append_conflict_update(&buf, c->fwd->cols, c->fwd->keycols, c->fwd->always_cols) > 0)
 	{
-		/* correct only rows written before mirroring began, and only if they differ */
+		/*
+		 * correct only rows written before mirroring began, and only if they
+		 * differ
+		 */
 		appendStringInfoString(&buf, " WHERE softmig._written_before(softmig_t.xmin, $1, $2) AND ROW(");
 		i = 0;
 		foreach(lc, c->fwd->cols)
@@ -1070,10 +1073,10 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 
 	/*
 	 * As the owner of the table written (never as the caller, who may be a
-	 * superuser running another role's migration: the mapping expressions
-	 * are that role's code).  It reads and locks legacy rows too, so when the
-	 * tables have different owners the target's owner needs SELECT and
-	 * UPDATE on legacy.
+	 * superuser running another role's migration: the mapping expressions are
+	 * that role's code).  It reads and locks legacy rows too, so when the
+	 * tables have different owners the target's owner needs SELECT and UPDATE
+	 * on legacy.
 	 */
 	softmig_enter_owner_context(softmig_rel_owner(st.m->target),
 								&save_nest, &save_user, &save_sec);
@@ -1418,7 +1421,9 @@ softmig_normalize_key(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy key columns and types */
+	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy key columns and
+												 * types */
+
 	/*
 	 * jsonb_to_record reads each value as jsonb_populate_record does, so a
 	 * composite or array key given as a JSON object or array works too.

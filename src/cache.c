@@ -108,11 +108,15 @@ relcache_callback(Datum arg, Oid relid)
 			ListCell   *lc;
 
 			for (SoftmigRelPlans *p = m->plans; p; p = p->next)
+			{
 				if (p->relid == relid)
 					m->valid = false;
+			}
 			foreach(lc, m->part_sides)
+			{
 				if (((SoftmigPartSide *) lfirst(lc))->relid == relid)
 					m->valid = false;
+			}
 			if (list_member_oid(m->triggers_ok, relid))
 				m->valid = false;
 		}
@@ -209,7 +213,10 @@ load_migration(SoftmigMigration *m, int32 id)
 	m->require_opkey = softmig_option_bool(m, "require_operation_key", false);
 	MemoryContextSwitchTo(old);
 
-	/* per-field authority: fields the target owns and the legacy columns carrying them */
+	/*
+	 * per-field authority: fields the target owns and the legacy columns
+	 * carrying them
+	 */
 	(void) softmig_spi_read("SELECT field::pg_catalog.text, legacy_columns FROM softmig.field_authority "
 							"WHERE migration_id OPERATOR(pg_catalog.=) $1 AND side OPERATOR(pg_catalog.=) 'new' "
 							"ORDER BY field",
@@ -328,7 +335,7 @@ softmig_get_migration(int32 id)
 		m->cxt = NULL;
 		m->plans = NULL;
 		m->part_sides = NIL;
-	m->triggers_ok = NIL;
+		m->triggers_ok = NIL;
 	}
 	m->valid = false;
 	if (!load_migration(m, id))

@@ -115,7 +115,8 @@ typedef struct DiscEntry
 
 typedef struct DiscShared
 {
-	LWLock	   *lock;			/* protects the hash table and the fields below */
+	LWLock	   *lock;			/* protects the hash table and the fields
+								 * below */
 	int			max_entries;
 	TimestampTz since;			/* when observation started (server start) */
 	int64		evicted;
@@ -603,8 +604,8 @@ disc_walker(PlanState *ps, void *context)
 
 				if (rs->resconstantqual != NULL)
 				{
-					bool		failed = !rs->rs_checkqual && rs->rs_done &&
-						outerPlanState(ps) != NULL;
+					bool		failed = (!rs->rs_checkqual && rs->rs_done &&
+										  outerPlanState(ps) != NULL);
 
 					if (failed || (rs->rs_checkqual && cx->gather_depth == 0))
 						return false;

@@ -95,7 +95,7 @@ softmig_check_expression(const char *expr, const char *what)
 		goto bad;
 	rt = linitial_node(ResTarget, sel->targetList);
 	if (rt->name != NULL || (IsA(rt->val, ColumnRef) &&
-		IsA(llast(((ColumnRef *) rt->val)->fields), A_Star)))
+							 IsA(llast(((ColumnRef *) rt->val)->fields), A_Star)))
 		goto bad;
 	return;
 

@@ -26,7 +26,7 @@
  * pg_locks shows it as locktype advisory, classid 1936549486, objid the
  * migration id, objsubid 3.
  */
-#define SM_FENCE_KEY 1936549486	/* 'smfn' */
+#define SM_FENCE_KEY 1936549486 /* 'smfn' */
 #define SM_FENCE_SUBKEY 3
 
 /*

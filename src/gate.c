@@ -133,7 +133,11 @@ softmig_require_owner(Oid role, Oid legacy, Oid target, const char *what)
 
 	if (superuser_arg(role))
 		return;
-	/* a table dropped by hand: its remaining table decides (both gone: superuser) */
+
+	/*
+	 * a table dropped by hand: its remaining table decides (both gone:
+	 * superuser)
+	 */
 	legacy_ok = get_rel_name(legacy) ? softmig_rel_ownercheck(legacy, role) : get_rel_name(target) != NULL;
 	target_ok = get_rel_name(target) ? softmig_rel_ownercheck(target, role) : get_rel_name(legacy) != NULL;
 	if (!legacy_ok || !target_ok)
@@ -247,6 +251,7 @@ softmig_gate(PG_FUNCTION_ARGS)
 	Oid			save_userid;
 	int			save_sec;
 	Oid			save_actor = softmig_gate_actor;
+
 	LOCAL_FCINFO(ifc, FUNC_MAX_ARGS);
 	Datum		result;
 	int			i;

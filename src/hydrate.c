@@ -103,8 +103,8 @@ carry_sql(SoftmigMigration *m, SoftmigDest *bwd, const char *target, const char 
 							 "\"softmig.s\"");
 
 	/*
-	 * Only rows whose carried columns now differ (compared as text, the
-	 * one comparison every type has): the others keep their exact value.
+	 * Only rows whose carried columns now differ (compared as text, the one
+	 * comparison every type has): the others keep their exact value.
 	 */
 	appendStringInfoString(&buf, " AND ROW(");
 	v = 1;
@@ -169,7 +169,8 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	fwd = softmig_build_dest(m, SIDE_LEGACY);	/* the target, its key */
-	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy, its key from target columns */
+	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy, its key from target
+												 * columns */
 	target = fwd->qualname;
 	legacy = bwd->qualname;
 
@@ -226,8 +227,8 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 
 	/*
 	 * In mirrored the target is legacy's projection: hydrate writes it as
-	 * softmig (loop guard up).  From new_write on it is the authority and
-	 * the ordinary write path projects the change to legacy.
+	 * softmig (loop guard up).  From new_write on it is the authority and the
+	 * ordinary write path projects the change to legacy.
 	 */
 	raise_depth = (m->state == SM_MIRRORED);
 	if (raise_depth)
@@ -240,8 +241,8 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		{
 			/*
 			 * The fields a hydrate may take here belong to the target, and
-			 * only target-side writes change them; those are logged per
-			 * field in softmig.field_writes.
+			 * only target-side writes change them; those are logged per field
+			 * in softmig.field_writes.
 			 */
 			appendStringInfo(&fresh,
 							 "ARRAY(SELECT fw.field FROM softmig.field_writes fw "
@@ -254,10 +255,11 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 			appendStringInfo(&fresh,
 							 "CASE WHEN softmig._written_before(\"softmig.t\".xmin, $2) THEN '{}'::text[] "
 							 "ELSE ARRAY[%s]::text[] END", allfields.data);
+
 		/*
 		 * Each column takes the merged value only if the merge took it and
-		 * its value changed; every other column is assigned its own value,
-		 * so it keeps exactly what it holds (a json column its spacing and
+		 * its value changed; every other column is assigned its own value, so
+		 * it keeps exactly what it holds (a json column its spacing and
 		 * duplicate keys, an array its bounds), which a round trip through
 		 * jsonb would not.
 		 */

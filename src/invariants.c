@@ -225,7 +225,10 @@ invariant_violations(FunctionCallInfo fcinfo)
 		Oid			legacy = DatumGetObjectId(SPI_getbinval(invs->vals[0], invs->tupdesc, 5, &isnull));
 		Oid			target = DatumGetObjectId(SPI_getbinval(invs->vals[0], invs->tupdesc, 6, &isnull));
 
-		/* the queries run as the legacy owner on behalf of a caller who can read both tables */
+		/*
+		 * the queries run as the legacy owner on behalf of a caller who can
+		 * read both tables
+		 */
 		softmig_check_read_access(legacy, target, actor, "softmig.invariant_violations");
 		runner = softmig_rel_owner(legacy);
 	}

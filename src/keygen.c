@@ -142,8 +142,8 @@ hand_over_one(StringInfo out, Oid auth, Oid other, const char *col, const char *
 {
 	Oid			owner = softmig_rel_owner(auth);
 	char	   *srccol = OidIsValid(other) ? plain_column(other, expr) : NULL;
-	bool		read_other = srccol != NULL &&
-		pg_class_aclcheck(other, owner, ACL_SELECT) == ACLCHECK_OK;
+	bool		read_other = (srccol != NULL &&
+							  pg_class_aclcheck(other, owner, ACL_SELECT) == ACLCHECK_OK);
 	char	   *seqname = softmig_qualified_relname(seq);
 	char	   *coltype = format_type_be_qualified(get_atttype(auth, get_attnum(auth, col)));
 	StringInfoData buf;

@@ -203,8 +203,10 @@ softmig_build_dest(SoftmigMigration *m, SoftmigSide side)
 		char	   *expr = NULL;
 
 		forboth(c2, d->cols, e2, d->exprs)
+		{
 			if (strcmp(kc, (char *) lfirst(c2)) == 0)
 				expr = lfirst(e2);
+		}
 		if (expr == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
@@ -212,7 +214,11 @@ softmig_build_dest(SoftmigMigration *m, SoftmigSide side)
 							kc, get_rel_name(d->relid), m->name)));
 		d->keyexprs = lappend(d->keyexprs, expr);
 	}
-	/* identity ALWAYS: written on INSERT (OVERRIDING SYSTEM VALUE), never updated */
+
+	/*
+	 * identity ALWAYS: written on INSERT (OVERRIDING SYSTEM VALUE), never
+	 * updated
+	 */
 	foreach(lc, d->cols)
 	{
 		HeapTuple	tup = SearchSysCacheAttName(d->relid, lfirst(lc));
@@ -388,8 +394,10 @@ keyjson_expr(SoftmigMigration *m, SoftmigSide side)
 		char	   *kexpr = NULL;
 
 		forboth(c, m->bwd_cols, e, m->bwd_exprs)
+		{
 			if (strcmp(lfirst(c), lfirst(lc)) == 0)
 				kexpr = lfirst(e);
+		}
 		exprs = lappend(exprs, kexpr);
 	}
 	return softmig_json_object_sql(m->legacy_key, exprs);
@@ -486,9 +494,11 @@ prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 	p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
 
 	foreach(lc, d->cols)
+	{
 		if (!softmig_str_member(d->keycols, lfirst(lc)) &&
 			!softmig_str_member(not_taken, lfirst(lc)))
 			set_cols = lappend(set_cols, lfirst(lc));
+	}
 	resetStringInfo(&buf);
 	if (append_keyed_update(&buf, d, SM_NEW_TABLE, set_cols))
 		p->update_sql = MemoryContextStrdup(m->cxt, buf.data);
@@ -750,12 +760,13 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	/*
 	 * The merge rule: on conflict only fields the writing side owns change.
-	 * not_taken lists the others, for the upsert and the big-statement UPDATE.
+	 * not_taken lists the others, for the upsert and the big-statement
+	 * UPDATE.
 	 */
 	foreach(lc, d->cols)
 	{
-		SoftmigSide owner = (side == SIDE_LEGACY && softmig_str_member(m->new_fields, lfirst(lc)))
-			? SIDE_TARGET : (side == SIDE_LEGACY ? SIDE_LEGACY : SIDE_TARGET);
+		SoftmigSide owner = ((side == SIDE_LEGACY && softmig_str_member(m->new_fields, lfirst(lc)))
+							 ? SIDE_TARGET : (side == SIDE_LEGACY ? SIDE_LEGACY : SIDE_TARGET));
 
 		if (!softmig_field_takes_incoming(owner, side, false))
 			not_taken = lappend(not_taken, lfirst(lc));

@@ -229,8 +229,8 @@ claim_in_ledger(SoftmigMigration *m, Relation rel, SoftmigSide side, const char 
 	prepare_plans();
 
 	/*
-	 * Insert, or learn who holds the key.  The winner can vanish between
-	 * the two statements (forget_operations deleted it): then try again.
+	 * Insert, or learn who holds the key.  The winner can vanish between the
+	 * two statements (forget_operations deleted it): then try again.
 	 */
 	for (int attempt = 0;; attempt++)
 	{

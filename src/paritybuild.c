@@ -266,6 +266,7 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
 								  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "softmig: migration %d vanished", id);
+
 		/*
 		 * SPI calls return in SPI's procedure context, which SPI_finish frees
 		 * while callers (softmig._parity_summary) still read c: back to cxt.
@@ -296,7 +297,7 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
 			bool		iskey = i < c->nkeys;
 			char	   *col = iskey ? list_nth(tkeycols, i) : list_nth(fields, i - c->nkeys);
 			char	   *expr = iskey ? list_nth(tkeyexprs, i) : list_nth(fexprs, i - c->nkeys);
-			AttrNumber attno = attnameAttNum(trel, col, false);
+			AttrNumber	attno = attnameAttNum(trel, col, false);
 			Form_pg_attribute att;
 
 			if (attno <= 0)
@@ -315,7 +316,7 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
 		/* every forward-mapped column, cast like the mirror would write it */
 		foreach(lc, mapnames)
 		{
-			AttrNumber attno = attnameAttNum(trel, lfirst(lc), false);
+			AttrNumber	attno = attnameAttNum(trel, lfirst(lc), false);
 			Form_pg_attribute att = TupleDescAttr(tdesc, attno - 1);
 
 			mapexprs = lappend(mapexprs,
@@ -392,7 +393,8 @@ parity_load_quarantine(ParityCtx *c)
 	tt = SPI_tuptable;
 	if (n == 0)
 		return;
-	parity_as_role(c, c->lowner);		/* the forward key mapping is the owner's SQL */
+	parity_as_role(c, c->lowner);	/* the forward key mapping is the owner's
+									 * SQL */
 
 	old = MemoryContextSwitchTo(c->cxt);
 	c->qjson = palloc(sizeof(Jsonb *) * n);

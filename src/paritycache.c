@@ -245,8 +245,8 @@ softmig_pc_reread_pages(Relation rel, XLogRecPtr horizon, Snapshot snap, PcPages
 						const bool *only)
 {
 	BufferAccessStrategy bstrategy = GetAccessStrategy(BAS_BULKREAD);
-	bool		by_xid = snap != NULL && IsMVCCSnapshot(snap) &&
-		TransactionIdIsNormal(snap->xmin);
+	bool		by_xid = (snap != NULL && IsMVCCSnapshot(snap) &&
+						  TransactionIdIsNormal(snap->xmin));
 
 	for (uint32 g = 0; g < pages->nseg; g++)
 		if (only == NULL || only[g])
@@ -476,8 +476,8 @@ softmig_pc_try_lock(int32 id)
 bytea *
 softmig_pc_pack(const PcPages *pages, uint64 seed, const PcEnt *ents, int nents)
 {
-	Size		len = VARHDRSZ + sizeof(PcHeader) + sizeof(uint64) * pages->nseg +
-		sizeof(PcEnt) * nents;
+	Size		len = (VARHDRSZ + sizeof(PcHeader) + sizeof(uint64) * pages->nseg +
+					   sizeof(PcEnt) * nents);
 	bytea	   *b = palloc(len);
 	char	   *p = VARDATA(b);
 	PcHeader	h;

@@ -98,7 +98,7 @@ stream_next(Stream *s)
 			s->valid = false;
 			return false;
 		}
-		parity_as_role(s->c, s->owner);	/* its expressions are its owner's SQL */
+		parity_as_role(s->c, s->owner); /* its expressions are its owner's SQL */
 		SPI_cursor_fetch(s->portal, true, PARITY_FETCH);
 		s->tt = SPI_tuptable;
 		s->n = SPI_processed;
@@ -419,7 +419,7 @@ bound_params(ParityCtx *c, Datum *lo, Datum *hi, Datum *values, char *nulls)
  */
 void
 parity_compare_range(ParityCtx *c, SPIPlanPtr plans[2][3][2], int lo_mode, Datum *lo,
-			  int hi_mode, Datum *hi)
+					 int hi_mode, Datum *hi)
 {
 	Stream		l;
 	Stream		t;
@@ -485,7 +485,11 @@ parity_null_key_rows(ParityCtx *c, int side)
 			ParityKind	kind = side == PSIDE_LEGACY ? PK_MISSING_IN_TARGET : PK_MISSING_IN_LEGACY;
 
 			c->nullkeys[side]++;
-			/* the target's own entity: no legacy row correlates, no difference */
+
+			/*
+			 * the target's own entity: no legacy row correlates, no
+			 * difference
+			 */
 			if (side == PSIDE_TARGET)
 				continue;
 			kr.key = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);

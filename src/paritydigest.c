@@ -124,8 +124,8 @@ parity_choose_bounds(ParityCtx *c)
 	/*
 	 * SYSTEM sampling reads whole blocks, whose keys are often neighbours:
 	 * sample about 4 blocks per boundary, which keeps chunk sizes within
-	 * about a quarter of chunk_rows when keys follow the physical order
-	 * (and much closer when they do not).
+	 * about a quarter of chunk_rows when keys follow the physical order (and
+	 * much closer when they do not).
 	 */
 	pct = Min(100.0, 100.0 * Max((double) nb * 4, 64.0) / Max(Max(tblocks, lblocks), 1.0));
 	for (int side = PSIDE_TARGET; side >= PSIDE_LEGACY && n == 0; side--)
@@ -445,7 +445,11 @@ parity_digest_pass_agg(ParityCtx *c, int side, const bool *stale, uint32 nseg)
 			ItemPointerSet(&lo, a * PC_SEG_BLOCKS, 0);
 			ItemPointerSet(&hi, b * PC_SEG_BLOCKS, 0);
 		}
-		/* no row limit: a limited execution would run without parallel workers */
+
+		/*
+		 * no row limit: a limited execution would run without parallel
+		 * workers
+		 */
 		if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "softmig: parity digest failed");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -646,7 +650,7 @@ acc_cache_build(FunctionCallInfo fcinfo)
 	s->cols = palloc0(sizeof(AccCol) * s->ncols);
 	for (int i = 0; i < s->ncols; i++)
 		parity_acc_col_init(&s->cols[i], get_fn_expr_argtype(fcinfo->flinfo, first + i),
-					 DatumGetObjectId(colls[i]), i < s->nkeys, fcinfo->flinfo->fn_mcxt);
+							DatumGetObjectId(colls[i]), i < s->nkeys, fcinfo->flinfo->fn_mcxt);
 	for (int set = 0; set < 2; set++)
 	{
 		Datum	  **dst = set == 0 ? &s->bounds : &s->q;
@@ -729,7 +733,7 @@ softmig_parity_acc(PG_FUNCTION_ARGS)
 
 		/* a grown state is allocated per call; the executor copies it */
 		state = parity_sparse_add(state, PC_ENT_KEY(blk / PC_SEG_BLOCKS, hit.chunk),
-						   1, hit.a, hit.b, CurrentMemoryContext);
+								  1, hit.a, hit.b, CurrentMemoryContext);
 	}
 	PG_RETURN_POINTER(state);
 }

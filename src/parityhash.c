@@ -447,8 +447,8 @@ parity_acc_row(AccSetup *s, uint64 *st, const Datum *v, const bool *isnull, AccH
 	}
 	for (int i = 0; i < s->ncols; i++)
 	{
-		uint64		fh = isnull[i] ? UINT64CONST(0x6e756c6c6e756c6c) :
-			acc_value_hash(s, &s->cols[i], v[i]);
+		uint64		fh = (isnull[i] ? UINT64CONST(0x6e756c6c6e756c6c) :
+						  acc_value_hash(s, &s->cols[i], v[i]));
 
 		a = hash_combine64(a, fh);
 		b = ((b << 31) | (b >> 33)) ^ (fh + (uint64) i);
@@ -528,7 +528,7 @@ parity_sparse_add(bytea *state, uint64 key, uint64 n, uint64 a, uint64 b, Memory
 		for (uint64 i = 0; i < st[ACC_H_CAP]; i++)
 			if (old[ACC_SLOT * i] != 0)
 				grown = parity_sparse_add(grown, old[ACC_SLOT * i], old[ACC_SLOT * i + 1],
-								   old[ACC_SLOT * i + 2], old[ACC_SLOT * i + 3], cxt);
+										  old[ACC_SLOT * i + 2], old[ACC_SLOT * i + 3], cxt);
 		state = grown;
 		st = gst;
 	}

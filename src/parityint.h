@@ -112,7 +112,8 @@ typedef struct AccSetup
 	int			ncols;
 	uint64		seed;
 	AccCol	   *cols;
-	int			nb;				/* chunk i is (b[i-1], b[i]]; chunk nb unbounded */
+	int			nb;				/* chunk i is (b[i-1], b[i]]; chunk nb
+								 * unbounded */
 	Datum	   *bounds;			/* nb * nkeys */
 	int			nq;
 	Datum	   *q;				/* nq * nkeys, sorted */
@@ -167,7 +168,8 @@ struct ParityCtx
 	/* chunks */
 	PChunk	   *chunks;
 	int			nchunks;
-	AccSetup	acc;			/* hashing, chunking, quarantine (see parity_acc_row) */
+	AccSetup	acc;			/* hashing, chunking, quarantine (see
+								 * parity_acc_row) */
 	/* statistics */
 	uint64		rows[2];
 	uint64		nullkeys[2];
@@ -185,8 +187,8 @@ struct ParityCtx
 	int			maxents[2];
 	bool		overflow;		/* too many pairs to keep: nothing stored */
 	PcPages		pages[2];		/* page state stored with the digests */
-	uint64		stale_segs[2];	/* segments read again (warm), or found stale by
-								 * the warm attempt a full pass replaced */
+	uint64		stale_segs[2];	/* segments read again (warm), or found stale
+								 * by the warm attempt a full pass replaced */
 	bool		stored;			/* the cache row was written */
 	/* output */
 	ParityEmit	emit;
@@ -274,11 +276,11 @@ extern void parity_acc_col_init(AccCol *ac, Oid typid, Oid collid, bool iskey, M
 extern void parity_acc_row(AccSetup *s, uint64 *st, const Datum *v, const bool *isnull, AccHit *hit);
 extern Size parity_acc_state_size(uint64 nchunks, uint64 cap);
 extern bytea *parity_sparse_add(bytea *state, uint64 key, uint64 n, uint64 a, uint64 b, MemoryContext cxt);
-extern int parity_key_cmp(ParityCtx *c, const Datum *a, const Datum *b);
+extern int	parity_key_cmp(ParityCtx *c, const Datum *a, const Datum *b);
 extern bool parity_is_quarantined(ParityCtx *c, const Datum *key);
 extern char *parity_value_text(PCol *pc, Datum v);
 extern bool parity_values_equal(PCol *pc, Datum a, Datum b);
-extern int parity_qkey_cmp(const void *a, const void *b, void *arg);
+extern int	parity_qkey_cmp(const void *a, const void *b, void *arg);
 extern bool parity_is_quarantined_json(ParityCtx *c, Datum key);
 
 /* paritydigest.c */
@@ -296,7 +298,7 @@ extern void parity_digest_pass(ParityCtx *c, int side);
 /* paritydescent.c */
 extern Datum parity_key_of(ParityCtx *c, KeyRef *kr);
 extern void parity_compare_range(ParityCtx *c, SPIPlanPtr plans[2][3][2], int lo_mode, Datum *lo,
-			  int hi_mode, Datum *hi);
+								 int hi_mode, Datum *hi);
 extern void parity_null_key_rows(ParityCtx *c, int side);
 extern bool parity_chunk_differs(ParityCtx *c, PChunk *ch);
 

@@ -390,7 +390,10 @@ parity_cache_try_warm(ParityCtx *c)
 			return false;
 		}
 
-	/* the stored digests of the fresh segments, then the stale ones read again */
+	/*
+	 * the stored digests of the fresh segments, then the stale ones read
+	 * again
+	 */
 	for (int side = 0; side < 2; side++)
 	{
 		for (int i = 0; i < nents[side]; i++)

@@ -270,8 +270,8 @@ rp_load(RpEntry *e, const char *name)
 
 	/*
 	 * The three reads take locks, which process invalidations; if one that
-	 * can change routing arrived meanwhile (every routing change sends one
-	 * on softmig.migrations), what was read first may be older than what was
+	 * can change routing arrived meanwhile (every routing change sends one on
+	 * softmig.migrations), what was read first may be older than what was
 	 * read last: use it for this call, reload on the next.
 	 */
 	e->valid = (generation == rp_inval_generation);

@@ -118,13 +118,15 @@ dropped_scans(Plan *p, Bitmapset **rtis)
 		case T_BitmapAnd:
 		case T_BitmapOr:
 			{
-				List	   *kids = IsA(p, BitmapAnd) ? ((BitmapAnd *) p)->bitmapplans :
-					((BitmapOr *) p)->bitmapplans;
+				List	   *kids = (IsA(p, BitmapAnd) ? ((BitmapAnd *) p)->bitmapplans :
+									((BitmapOr *) p)->bitmapplans);
 				ListCell   *lc;
 
 				foreach(lc, kids)
+				{
 					if (!dropped_scans(lfirst(lc), rtis))
 						return false;
+				}
 				return true;
 			}
 		default:
@@ -177,8 +179,10 @@ route_expr_ok(Node *node, List **funcs)
 			return true;
 		case T_List:
 			foreach(lc, (List *) node)
+			{
 				if (!route_expr_ok(lfirst(lc), funcs))
 					return false;
+			}
 			return true;
 		case T_RelabelType:
 			return route_expr_ok((Node *) ((RelabelType *) node)->arg, funcs);

@@ -69,7 +69,8 @@ typedef struct RuleEdge
 	char	   *from;			/* NULL: the first value */
 	char	   *to;
 	char	   *requires;		/* NULL: none */
-	SPIPlanPtr	plan;			/* SELECT (requires)::boolean FROM (row) AS new */
+	SPIPlanPtr	plan;			/* SELECT (requires)::boolean FROM (row) AS
+								 * new */
 } RuleEdge;
 
 /* A ruled column of the firing relation. */
@@ -340,8 +341,10 @@ build_rule_set(SoftmigMigration *m, Relation rel)
 		if (tbl != rs->ruled)
 			break;				/* a farther ancestor: the nearest rules win */
 		foreach(lc, rs->columns)
+		{
 			if (strcmp(((RuleColumn *) lfirst(lc))->col, col) == 0)
 				rc = lfirst(lc);
+		}
 		if (rc == NULL)
 		{
 			int			attno = attnameAttNum(rel, col, false);

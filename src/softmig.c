@@ -45,7 +45,10 @@ _PG_init(void)
 	/* identity frames and the trust rule: parse, plan and executor hooks */
 	softmig_identity_init();
 
-	/* backfill: softmig.backfill_progress_interval, softmig.backfill_pause_lock */
+	/*
+	 * backfill: softmig.backfill_progress_interval,
+	 * softmig.backfill_pause_lock
+	 */
 	softmig_progress_init();
 	softmig_backfill_init();
 

@@ -71,20 +71,26 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	upsert;			/* INSERT .. SELECT .. ON CONFLICT over new */
 	char	   *upsert_sql;		/* its text, planned afresh for big statements */
 	char	   *delete_sql;
-	char	   *insert_sql;		/* big INSERT: plain insert, upsert on conflict */
-	char	   *update_sql;		/* big UPDATE: update in place, then upsert the rest */
+	char	   *insert_sql;		/* big INSERT: plain insert, upsert on
+								 * conflict */
+	char	   *update_sql;		/* big UPDATE: update in place, then upsert
+								 * the rest */
 	SPIPlanPtr	delete;			/* DELETE .. USING old */
 	SPIPlanPtr	move;			/* per-row key change, params old+new row;
-								 * NULL: a destination key column is
-								 * GENERATED ALWAYS AS IDENTITY */
+								 * NULL: a destination key column is GENERATED
+								 * ALWAYS AS IDENTITY */
 	char	   *move_refused;	/* then: that column's name */
 	int			move_nargs;
 	SPIPlanPtr	keyjson_new;	/* jsonb_agg of keys over new table */
 	SPIPlanPtr	keyjson_old;	/* jsonb_agg of keys over old table */
-	SPIPlanPtr	newonly;		/* projection only: count/first key of new-only rows */
-	SPIPlanPtr	upsert_row;		/* projection, group mirror: one row, params = the row */
-	SPIPlanPtr	field_project;	/* target side in mirrored: owned fields -> legacy */
-	SPIPlanPtr	keyjson_row;	/* projection, group mirror: legacy key of one row (params) */
+	SPIPlanPtr	newonly;		/* projection only: count/first key of
+								 * new-only rows */
+	SPIPlanPtr	upsert_row;		/* projection, group mirror: one row, params =
+								 * the row */
+	SPIPlanPtr	field_project;	/* target side in mirrored: owned fields ->
+								 * legacy */
+	SPIPlanPtr	keyjson_row;	/* projection, group mirror: legacy key of one
+								 * row (params) */
 	int			row_nargs;
 	struct SoftmigRelPlans *next;
 } SoftmigRelPlans;
@@ -116,13 +122,15 @@ typedef struct SoftmigMigration
 	List	   *triggers_ok;	/* of Oid: tables whose write triggers were
 								 * found in place (check_write_triggers) */
 	bool		require_opkey;	/* option require_operation_key */
-	List	   *new_only;		/* of char *: target columns legacy cannot hold */
+	List	   *new_only;		/* of char *: target columns legacy cannot
+								 * hold */
 	char	   *representable;	/* option: boolean SQL over target columns */
 	bool		reject_new_only;	/* option on_new_only = reject */
 	bool		envelope_open;
 	bool		shadow_disabled;
 	int64		n_quarantined;
-	List	   *new_fields;		/* of char *: target fields handed to the target */
+	List	   *new_fields;		/* of char *: target fields handed to the
+								 * target */
 	List	   *new_legacy_cols;	/* of char *: legacy columns carrying them */
 	int32		group_id;		/* softmig.groups.id, 0 when in no group */
 	MemoryContext cxt;			/* owns everything above and the plans */
@@ -136,6 +144,7 @@ extern bool softmig_group_pending(int32 id);
 extern void softmig_group_supersede(int32 id, Jsonb *keys);
 extern void softmig_group_retry(int32 group_id, int32 projected_id);
 extern void softmig_groups_init(void);
+
 /* trigger.c, for groups.c */
 extern void softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null,
 								  const char *reason);

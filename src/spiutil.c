@@ -34,8 +34,10 @@ softmig_str_member(List *l, const char *s)
 	ListCell   *lc;
 
 	foreach(lc, l)
+	{
 		if (strcmp((char *) lfirst(lc), s) == 0)
 			return true;
+	}
 	return false;
 }
 
@@ -190,8 +192,8 @@ static void
 spi_try_run(void *arg)
 {
 	SpiTry	   *t = (SpiTry *) arg;
-	int			rc = t->plan ? SPI_execute_plan(t->plan, t->values, t->nulls, t->read_only, 0)
-		: SPI_execute(t->sql, t->read_only, 0);
+	int			rc = (t->plan ? SPI_execute_plan(t->plan, t->values, t->nulls, t->read_only, 0)
+					  : SPI_execute(t->sql, t->read_only, 0));
 
 	softmig_spi_expect(rc, t->expect, "run one of its statements");
 }

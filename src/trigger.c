@@ -323,7 +323,8 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 				 errmsg("softmig._guard_trigger must be a BEFORE statement trigger")));
 
 	if (softmig_mirroring(trigger_migration_id(td)))
-		return PointerGetDatum(NULL);	/* softmig's own write for this migration */
+		return PointerGetDatum(NULL);	/* softmig's own write for this
+										 * migration */
 
 	rel = td->tg_relation;
 	m = trigger_migration(td);
@@ -332,10 +333,12 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 	/* no plans here: preparing them would lock the other table first */
 	side = softmig_side_of_cached(m, RelationGetRelid(rel));
 	if (side == SIDE_NONE)
-		(void) softmig_get_plans(m, rel);	/* raises the "not one of its tables" error */
+		(void) softmig_get_plans(m, rel);	/* raises the "not one of its
+											 * tables" error */
 	auth = authority_of(m->state);
 	if (side != auth && softmig_mirror_depth > 0 && group_sibling_writing(m))
-		return PointerGetDatum(NULL);	/* a foreign key action of a projection */
+		return PointerGetDatum(NULL);	/* a foreign key action of a
+										 * projection */
 
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 	{
@@ -935,7 +938,10 @@ upsert_row_by_row(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 			continue;
 		if (m->group_id != 0 && rowerr->sqlerrcode == ERRCODE_FOREIGN_KEY_VIOLATION)
 		{
-			/* a child before its parent: retried after the group's next write (groups.c) */
+			/*
+			 * a child before its parent: retried after the group's next write
+			 * (groups.c)
+			 */
 			Jsonb	   *key = row_key(p, values, nulls);
 
 			if (key != NULL)
@@ -1115,11 +1121,16 @@ check_owned_columns(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
 		if (att->attisdropped || att->attgenerated)
 			continue;
 		foreach(lc, side == SIDE_TARGET ? m->new_fields : m->new_legacy_cols)
+		{
 			if (strcmp(lfirst(lc), name) == 0)
 				owned_by_target = true;
+		}
 		foreach(lc, m->fwd_cols)
+		{
 			if (strcmp(lfirst(lc), name) == 0)
 				mapped = true;
+		}
+
 		/*
 		 * target: the mapped fields legacy still owns (target-only columns
 		 * are the target's); legacy: the columns carrying handed fields
@@ -1326,8 +1337,8 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 
 	/*
 	 * The cached plans were made for a transition table of unknown (small)
-	 * size; for a big statement plan afresh, so the planner sees the real
-	 * row count (a hash join instead of a nested loop for a mass DELETE).
+	 * size; for a big statement plan afresh, so the planner sees the real row
+	 * count (a hash join instead of a nested loop for a mass DELETE).
 	 */
 	volatile bool big = tuplestore_tuple_count(rows) > SM_BIG_STATEMENT_ROWS;
 
@@ -1443,7 +1454,8 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 	if (side == auth && m->state == SM_CUTOVER)
 		return PointerGetDatum(NULL);	/* the target is a plain table now */
 	if (side != auth && softmig_mirror_depth > 0 && group_sibling_writing(m))
-		return PointerGetDatum(NULL);	/* a foreign key action of a projection */
+		return PointerGetDatum(NULL);	/* a foreign key action of a
+										 * projection */
 	if (side != auth && !override_requested() &&
 		!(m->state == SM_MIRRORED && m->new_fields != NIL && TRIGGER_FIRED_BY_UPDATE(td->tg_event)))
 	{
