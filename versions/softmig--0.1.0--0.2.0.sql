@@ -3660,182 +3660,6 @@ BEGIN
     END IF;
     RETURN p_to;
 END $$;
-BEGIN
-    IF NOT @extschema@.is_legal_transition(m.state, p_to) THEN
-        SELECT pg_catalog.string_agg(s::text, ', ' ORDER BY s) INTO v_legal
-          FROM pg_catalog.unnest(ARRAY['legacy', 'mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[]) AS s
-         WHERE @extschema@.is_legal_transition(m.state, s);
-        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = pg_catalog.format('illegal state transition from %s to %s for migration "%s"',
-                                        m.state, p_to, m.name),
-            DETAIL = CASE WHEN v_legal IS NULL
-                          THEN pg_catalog.format('No move is legal from %s.', m.state)
-                          ELSE pg_catalog.format('From %s the legal moves are: %s.', m.state, v_legal) END,
-            HINT = 'States move one step at a time; cutover is final.';
-    END IF;
-
-    -- Guards (force => true with a reason overrides them; recorded in history;
-    -- a cross-database switch checked them before it fenced, guards_checked)
-    IF NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'force')::boolean, false)
-       AND NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'guards_checked')::boolean, false) THEN
-        IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write'
-           AND NOT @extschema@._backfill_done(p_id) THEN
-
-           AND NOT @extschema@._backfill_done(m.id) THEN
-            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-                MESSAGE = pg_catalog.format('cannot advance migration "%s" to new_write: the backfill is not done', m.name),
-                DETAIL = 'The target must hold every legacy row before it becomes the write authority.',
-                HINT = pg_catalog.format('CALL softmig.backfill(%L) first, or pass force => true with a reason.', m.name);
-        END IF;
-        -- clean structural parity, no failing error-severity invariant (75_observe.sql)
-        IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write' THEN
-            PERFORM @extschema@._require_semantic_health(p_id);
-        END IF;
-        -- read paths: no registered reader on legacy, no unregistered reader seen on it recently
-        IF m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'cutover' THEN
-            PERFORM @extschema@._readpath_guard(p_id);
-        END IF;
-    END IF;
-
-            PERFORM @extschema@._require_semantic_health(m.id);
-        END IF;
-        -- read paths: no registered reader on legacy, no unregistered reader seen on it recently
-        IF m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'cutover' THEN
-            PERFORM @extschema@._readpath_guard(m.id);
-        END IF;
-    END IF;
-END $$;
-COMMENT ON FUNCTION @extschema@._state_guards(@extschema@.migrations, @extschema@.state, jsonb) IS
-    'internal: raise 55000 unless moving a migration to a state is legal and its guards pass (force or guards_checked in p_detail skip the guards); takes no table lock';
-
-CREATE FUNCTION @extschema@._envelope_guard(m @extschema@.migrations, p_to @extschema@.state)
-RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    -- The rollback envelope, checked after the locks so a racing first
-    -- new-only write is either already recorded or not yet projected.
-    IF (m.state OPERATOR(@extschema@.=) 'new_write' AND p_to OPERATOR(@extschema@.=) 'mirrored')
-       OR (m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'new_write') THEN
-        IF NOT @extschema@._envelope_open_now(m.id) THEN
-            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-                MESSAGE = pg_catalog.format('cannot roll migration "%s" back from %s to %s: the rollback envelope is closed',
-                                            m.name, m.state, p_to),
-                DETAIL = COALESCE((SELECT pg_catalog.format('Closed because: %s (first entity %s).', e.reason, COALESCE(e.first_key::text, 'unknown'))
-                                     FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) m.id),
-                                  'It closed while this call waited for the tables.'),
-                HINT = 'Legacy cannot represent state the target already holds. Fix forward instead: quarantine the affected entities (softmig.quarantine), repair them on the target, or stop a broken projection with softmig.shadow_disable.';
-        END IF;
-    END IF;
-END $$;
-COMMENT ON FUNCTION @extschema@._envelope_guard(@extschema@.migrations, @extschema@.state) IS
-    'internal: raise 55000 if a rollback across the authority switch meets a closed envelope; called with both tables locked';
-
-CREATE OR REPLACE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
-                                       p_reason text, p_detail jsonb)
-RETURNS @extschema@.state
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    m @extschema@.migrations;
-    v_group text;
-BEGIN
-    -- a migration across databases changes state in both, step by step
-    IF NOT @extschema@._remote_stepping()
-       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
-        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = pg_catalog.format('migration "%s" spans two databases', (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id)),
-            DETAIL = 'Its state changes in both databases together, at a fence when the write authority moves.',
-            HINT = 'Use CALL softmig.remote_advance(...) or CALL softmig.remote_rollback(...).';
-    END IF;
-    -- serialize state changes of one migration (bounded by lock_timeout too)
-    m := @extschema@._lock_migration(p_id);
-    -- a member of a group changes state only with its group (52_groups.sql); read after
-    -- the lock, which create_group holds until it commits
-    SELECT g.name INTO v_group
-      FROM @extschema@.group_members gm JOIN @extschema@.groups g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-     WHERE gm.migration_id OPERATOR(pg_catalog.=) p_id;
-    IF v_group IS DISTINCT FROM (p_detail OPERATOR(pg_catalog.->>) 'group') THEN
-        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = pg_catalog.format('migration "%s" is a member of group "%s" and changes state only with it',
-                                        m.name, v_group),
-            DETAIL = 'The members of a group move together, in one transaction.',
-            HINT = pg_catalog.format('Use softmig.advance_group(%L) or softmig.rollback_group(%L), or softmig.drop_group(%L) first.',
-                                     v_group, v_group, v_group);
-    END IF;
-    IF m.state OPERATOR(@extschema@.=) p_to THEN
-        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),
-            DETAIL = 'Another session changed its state while this call waited.';
-    END IF;
-
-    PERFORM @extschema@._state_guards(m, p_to, p_detail);
-
-    -- Lock out writers on both tables (readers are not blocked, except by a
-    -- move to legacy, which drops the triggers): in-flight writers finish
-    -- under the old state, later ones see the new one.
-    PERFORM @extschema@._lock_tables(m, p_to, p_to OPERATOR(@extschema@.=) 'legacy');
-
-    -- The rollback envelope, checked after the locks so a racing first
-    -- new-only write is either already recorded or not yet projected.
-    IF (m.state OPERATOR(@extschema@.=) 'new_write' AND p_to OPERATOR(@extschema@.=) 'mirrored')
-       OR (m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'new_write') THEN
-        IF NOT @extschema@._envelope_open_now(p_id) THEN
-            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-                MESSAGE = pg_catalog.format('cannot roll migration "%s" back from %s to %s: the rollback envelope is closed',
-                                            m.name, m.state, p_to),
-                DETAIL = COALESCE((SELECT pg_catalog.format('Closed because: %s (first entity %s).', e.reason, COALESCE(e.first_key::text, 'unknown'))
-                                     FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) p_id),
-                                  'It closed while this call waited for the tables.'),
-                HINT = 'Legacy cannot represent state the target already holds. Fix forward instead: quarantine the affected entities (softmig.quarantine), repair them on the target, or stop a broken projection with softmig.shadow_disable.';
-        END IF;
-    END IF;
-
-    -- The write authority moves: the table that takes keyless inserts from
-    -- now on draws its keys past every key the other side holds (keygen.c),
-    -- under the locks above.  Across databases this database holds the
-    -- target and the landing copy of legacy: the target's generator moves;
-    -- the legacy table's is in the other database (doc/limitations.md).
-    IF (m.state OPERATOR(@extschema@.>=) 'new_write') OPERATOR(pg_catalog.<>) (p_to OPERATOR(@extschema@.>=) 'new_write')
-       AND (p_to OPERATOR(@extschema@.>=) 'new_write'
-            OR NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id)) THEN
-        v_keys := @extschema@._hand_over_keys(p_id, p_to OPERATOR(@extschema@.>=) 'new_write');
-    END IF;
-
-    PERFORM @extschema@._envelope_guard(m, p_to);
-
-    IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
-        PERFORM @extschema@._refuse_rules(p_id);
-        PERFORM @extschema@._install_triggers(p_id);
-        -- Every write from now on reaches the target; anything the target
-        -- holds that is visible in this snapshot predates mirroring and may
-        -- be corrected by the backfill.  A new mirroring epoch needs a new
-        -- backfill.
-        IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
-            RAISE EXCEPTION USING ERRCODE = 'active_sql_transaction',
-                MESSAGE = 'the move to mirrored must run at isolation level READ COMMITTED',
-                DETAIL = 'It records a snapshot that must include every write committed before the move.';
-        END IF;
-        UPDATE @extschema@.migrations
-           SET mirror_snapshot = pg_catalog.pg_current_snapshot(), mirror_xid = pg_catalog.pg_current_xact_id()
-         WHERE id OPERATOR(pg_catalog.=) p_id;
-        DELETE FROM @extschema@.backfill_progress WHERE migration_id OPERATOR(pg_catalog.=) p_id;
-        DELETE FROM @extschema@.backfill_revisit WHERE migration_id OPERATOR(pg_catalog.=) p_id;
-    ELSIF p_to OPERATOR(@extschema@.=) 'legacy' THEN
-        PERFORM @extschema@._remove_triggers(p_id);
-    END IF;
-
-    UPDATE @extschema@.migrations
-       SET state = p_to, state_changed_at = pg_catalog.now()
-     WHERE id OPERATOR(pg_catalog.=) p_id;
-    PERFORM @extschema@._invalidate(m.legacy, m.target);
-    PERFORM @extschema@._history(p_id, p_action, m.state, p_to, p_reason, p_detail);
-    IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
-        PERFORM @extschema@._history(p_id, 'key_handover', m.state, p_to, NULL,
-            pg_catalog.jsonb_build_object('table', CASE WHEN p_to OPERATOR(@extschema@.>=) 'new_write'
-                                                        THEN m.target ELSE m.legacy END::text,
-                                          'columns', v_keys));
-    END IF;
-    RETURN p_to;
-END $$;
 COMMENT ON FUNCTION @extschema@._set_state(integer, @extschema@.state, text, text, jsonb) IS
     'internal: the one function that changes a migration''s state: checks legality, locks both tables, hands the key generators over, retargets triggers, records history';
 
@@ -4877,7 +4701,204 @@ REVOKE ALL ON FUNCTION
     @extschema@._create_shape_view(@extschema@.migrations, name, @extschema@.side, name),
     @extschema@._create_shape_views(text, name, name),
     @extschema@._drop_shape_views(text)
+FROM PUBLIC;
 
+-------------------------------------------------------------------------------
+-- Groups: migrations that change state together (doc/shapes.md)
+-- 28_group_catalog.sql, 52_groups.sql; _set_state checks guards and the
+-- envelope through _state_guards and _envelope_guard (30_internal.sql) and
+-- refuses to move a member alone; _drop_migration refuses a member.
+-------------------------------------------------------------------------------
+-------------------------------------------------------------------------------
+-- Groups: migrations that move together (functions in 52_groups.sql)
+-------------------------------------------------------------------------------
+CREATE SEQUENCE @extschema@.groups_id_seq AS integer;
+
+CREATE TABLE @extschema@.groups (
+    id         integer PRIMARY KEY
+               DEFAULT pg_catalog.nextval('@extschema@.groups_id_seq'::pg_catalog.regclass),
+    name       text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    created_by name NOT NULL
+);
+ALTER SEQUENCE @extschema@.groups_id_seq OWNED BY @extschema@.groups.id;
+COMMENT ON TABLE @extschema@.groups IS
+    'softmig: one row per group of migrations that change state together (one entity made of several table pairs)';
+
+CREATE TABLE @extschema@.group_members (
+    group_id     integer NOT NULL REFERENCES @extschema@.groups (id) ON DELETE CASCADE,
+    migration_id integer NOT NULL UNIQUE REFERENCES @extschema@.migrations (id),
+    ordinal      integer NOT NULL,      -- position in create_group's members array, from 1
+    PRIMARY KEY (group_id, migration_id),
+    UNIQUE (group_id, ordinal)
+);
+COMMENT ON TABLE @extschema@.group_members IS
+    'softmig: the migrations of each group; a migration belongs to at most one group';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.groups', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.groups_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.group_members', '');
+REVOKE ALL ON @extschema@.groups, @extschema@.group_members FROM PUBLIC;
+GRANT SELECT ON @extschema@.groups, @extschema@.group_members TO PUBLIC;
+
+CREATE FUNCTION @extschema@._state_guards(m @extschema@.migrations, p_to @extschema@.state, p_detail jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_legal text;
+    v_keys jsonb := '[]';
+BEGIN
+    IF NOT @extschema@.is_legal_transition(m.state, p_to) THEN
+        SELECT pg_catalog.string_agg(s::text, ', ' ORDER BY s) INTO v_legal
+          FROM pg_catalog.unnest(ARRAY['legacy', 'mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[]) AS s
+         WHERE @extschema@.is_legal_transition(m.state, s);
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('illegal state transition from %s to %s for migration "%s"',
+                                        m.state, p_to, m.name),
+            DETAIL = CASE WHEN v_legal IS NULL
+                          THEN pg_catalog.format('No move is legal from %s.', m.state)
+                          ELSE pg_catalog.format('From %s the legal moves are: %s.', m.state, v_legal) END,
+            HINT = 'States move one step at a time; cutover is final.';
+    END IF;
+
+    -- Guards (force => true with a reason overrides them; recorded in history;
+    -- a cross-database switch checked them before it fenced, guards_checked)
+    IF NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'force')::boolean, false)
+       AND NOT COALESCE((p_detail OPERATOR(pg_catalog.->>) 'guards_checked')::boolean, false) THEN
+        IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write'
+           AND NOT @extschema@._backfill_done(m.id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot advance migration "%s" to new_write: the backfill is not done', m.name),
+                DETAIL = 'The target must hold every legacy row before it becomes the write authority.',
+                HINT = pg_catalog.format('CALL softmig.backfill(%L) first, or pass force => true with a reason.', m.name);
+        END IF;
+        -- clean structural parity, no failing error-severity invariant (75_observe.sql)
+        IF m.state OPERATOR(@extschema@.=) 'mirrored' AND p_to OPERATOR(@extschema@.=) 'new_write' THEN
+            PERFORM @extschema@._require_semantic_health(m.id);
+        END IF;
+        -- read paths: no registered reader on legacy, no unregistered reader seen on it recently
+        IF m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'cutover' THEN
+            PERFORM @extschema@._readpath_guard(m.id);
+        END IF;
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._state_guards(@extschema@.migrations, @extschema@.state, jsonb) IS
+    'internal: raise 55000 unless moving a migration to a state is legal and its guards pass (force or guards_checked in p_detail skip the guards); takes no table lock';
+
+CREATE FUNCTION @extschema@._envelope_guard(m @extschema@.migrations, p_to @extschema@.state)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- The rollback envelope, checked after the locks so a racing first
+    -- new-only write is either already recorded or not yet projected.
+    IF (m.state OPERATOR(@extschema@.=) 'new_write' AND p_to OPERATOR(@extschema@.=) 'mirrored')
+       OR (m.state OPERATOR(@extschema@.=) 'new_read' AND p_to OPERATOR(@extschema@.=) 'new_write') THEN
+        IF NOT @extschema@._envelope_open_now(m.id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('cannot roll migration "%s" back from %s to %s: the rollback envelope is closed',
+                                            m.name, m.state, p_to),
+                DETAIL = COALESCE((SELECT pg_catalog.format('Closed because: %s (first entity %s).', e.reason, COALESCE(e.first_key::text, 'unknown'))
+                                     FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) m.id),
+                                  'It closed while this call waited for the tables.'),
+                HINT = 'Legacy cannot represent state the target already holds. Fix forward instead: quarantine the affected entities (softmig.quarantine), repair them on the target, or stop a broken projection with softmig.shadow_disable.';
+        END IF;
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._envelope_guard(@extschema@.migrations, @extschema@.state) IS
+    'internal: raise 55000 if a rollback across the authority switch meets a closed envelope; called with both tables locked';
+
+CREATE OR REPLACE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
+                                       p_reason text, p_detail jsonb)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations;
+    v_group text;
+    v_keys jsonb := '[]';
+BEGIN
+    -- a migration across databases changes state in both, step by step
+    IF NOT @extschema@._remote_stepping()
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases', (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id)),
+            DETAIL = 'Its state changes in both databases together, at a fence when the write authority moves.',
+            HINT = 'Use CALL softmig.remote_advance(...) or CALL softmig.remote_rollback(...).';
+    END IF;
+    -- serialize state changes of one migration (bounded by lock_timeout too)
+    m := @extschema@._lock_migration(p_id);
+    -- a member of a group changes state only with its group (52_groups.sql); read after
+    -- the lock, which create_group holds until it commits
+    SELECT g.name INTO v_group
+      FROM @extschema@.group_members gm JOIN @extschema@.groups g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+     WHERE gm.migration_id OPERATOR(pg_catalog.=) p_id;
+    IF v_group IS DISTINCT FROM (p_detail OPERATOR(pg_catalog.->>) 'group') THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is a member of group "%s" and changes state only with it',
+                                        m.name, v_group),
+            DETAIL = 'The members of a group move together, in one transaction.',
+            HINT = pg_catalog.format('Use softmig.advance_group(%L) or softmig.rollback_group(%L), or softmig.drop_group(%L) first.',
+                                     v_group, v_group, v_group);
+    END IF;
+    IF m.state OPERATOR(@extschema@.=) p_to THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),
+            DETAIL = 'Another session changed its state while this call waited.';
+    END IF;
+
+    PERFORM @extschema@._state_guards(m, p_to, p_detail);
+
+    -- Lock out writers on both tables (readers are not blocked, except by a
+    -- move to legacy, which drops the triggers): in-flight writers finish
+    -- under the old state, later ones see the new one.
+    PERFORM @extschema@._lock_tables(m, p_to, p_to OPERATOR(@extschema@.=) 'legacy');
+
+    -- The rollback envelope, checked after the locks so a racing first
+    -- new-only write is either already recorded or not yet projected.
+    PERFORM @extschema@._envelope_guard(m, p_to);
+
+    -- The write authority moves: the table that takes keyless inserts from
+    -- now on draws its keys past every key the other side holds (keygen.c),
+    -- under the locks above.  Across databases this database holds the
+    -- target and the landing copy of legacy: the target's generator moves;
+    -- the legacy table's is in the other database (doc/limitations.md).
+    IF (m.state OPERATOR(@extschema@.>=) 'new_write') OPERATOR(pg_catalog.<>) (p_to OPERATOR(@extschema@.>=) 'new_write')
+       AND (p_to OPERATOR(@extschema@.>=) 'new_write'
+            OR NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id)) THEN
+        v_keys := @extschema@._hand_over_keys(p_id, p_to OPERATOR(@extschema@.>=) 'new_write');
+    END IF;
+
+    IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._refuse_rules(p_id);
+        PERFORM @extschema@._install_triggers(p_id);
+        -- Every write from now on reaches the target; anything the target
+        -- holds that is visible in this snapshot predates mirroring and may
+        -- be corrected by the backfill.  A new mirroring epoch needs a new
+        -- backfill.
+        IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+            RAISE EXCEPTION USING ERRCODE = 'active_sql_transaction',
+                MESSAGE = 'the move to mirrored must run at isolation level READ COMMITTED',
+                DETAIL = 'It records a snapshot that must include every write committed before the move.';
+        END IF;
+        UPDATE @extschema@.migrations
+           SET mirror_snapshot = pg_catalog.pg_current_snapshot(), mirror_xid = pg_catalog.pg_current_xact_id()
+         WHERE id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_progress WHERE migration_id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_revisit WHERE migration_id OPERATOR(pg_catalog.=) p_id;
+    ELSIF p_to OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._remove_triggers(p_id);
+    END IF;
+
+    UPDATE @extschema@.migrations
+       SET state = p_to, state_changed_at = pg_catalog.now()
+     WHERE id OPERATOR(pg_catalog.=) p_id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(p_id, p_action, m.state, p_to, p_reason, p_detail);
+    IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
+        PERFORM @extschema@._history(p_id, 'key_handover', m.state, p_to, NULL,
+            pg_catalog.jsonb_build_object('table', CASE WHEN p_to OPERATOR(@extschema@.>=) 'new_write'
+                                                        THEN m.target ELSE m.legacy END::text,
+                                          'columns', v_keys));
+    END IF;
     RETURN p_to;
 END $$;
 CREATE OR REPLACE FUNCTION @extschema@._drop_migration(name text) RETURNS void
