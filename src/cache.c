@@ -33,9 +33,6 @@
 
 #include "softmig.h"
 
-/* >0 while softmig itself is writing the other side (loop guard). */
-int			softmig_mirror_depth = 0;
-
 static HTAB *migration_cache = NULL;
 
 /* Retired entries' memory, freed when no trigger frame can be using it. */

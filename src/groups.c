@@ -29,6 +29,7 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -166,10 +167,61 @@ softmig_group_supersede(int32 id, Jsonb *keys)
 }
 
 /*
+ * reproject_row
+ *		Carry one row of migration id to the other side again (project a
+ *		target row into legacy, or mirror a legacy row into the target),
+ *		from the parameters its first attempt received (groups.c): as the
+ *		write path does it, as the destination's owner with the loop guard
+ *		raised.
+ *		Returns false if legacy refuses it again (a data exception or an
+ *		integrity violation, as project_upsert tells them; other errors are
+ *		raised): it stays pending, and closes the envelope at commit.
+ *		Reopens relation relid, which the transaction already holds.
+ */
+static bool
+reproject_row(int32 id, Oid relid, Datum *values, char *nulls)
+{
+	SoftmigMigration *m = softmig_get_migration(id);
+	SoftmigRelPlans *p;
+	Relation	rel;
+	ErrorData  *err = NULL;
+	bool		ok;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	if (m == NULL || m->state == SM_LEGACY || m->state == SM_CUTOVER)
+		return true;			/* nothing is carried over any more */
+	rel = table_open(relid, AccessShareLock);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	p = softmig_get_plans(m, rel);
+	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
+	softmig_mirror_enter(m->id);
+	PG_TRY();
+	{
+		err = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
+							  SPI_OK_INSERT, softmig_unrepresentable);
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_leave();
+	}
+	PG_END_TRY();
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	ok = (err == NULL);
+	if (!ok)
+		FreeErrorData(err);		/* allocated in this SPI connection's memory */
+	SPI_finish();
+	table_close(rel, NoLock);
+	return ok;
+}
+
+/*
  * softmig_group_retry
  *		After a projection of a member of group group_id: project every
  *		pending row of another member of that group again
- *		(softmig_reproject_row, trigger.c); it is resolved unless legacy
+ *		(reproject_row); it is resolved unless legacy
  *		refuses it again.  Not reentrant: what the re-projections write does
  *		not retry.
  */
@@ -190,7 +242,7 @@ softmig_group_retry(int32 group_id, int32 projected_id)
 			if (r->group_id != group_id || r->migration_id == projected_id ||
 				r->resolved != InvalidSubTransactionId)
 				continue;
-			if (softmig_reproject_row(r->migration_id, r->relid, r->values, r->nulls))
+			if (reproject_row(r->migration_id, r->relid, r->values, r->nulls))
 				r->resolved = GetCurrentSubTransactionId();
 		}
 	}
@@ -229,7 +281,7 @@ close_pending(void)
 		if (r->resolved != InvalidSubTransactionId)
 			continue;
 		/* its parent may have come from another transaction meanwhile */
-		if (softmig_reproject_row(r->migration_id, r->relid, r->values, r->nulls))
+		if (reproject_row(r->migration_id, r->relid, r->values, r->nulls))
 			continue;
 		m = softmig_get_migration(r->migration_id);
 		if (m == NULL)

@@ -224,6 +224,63 @@ parity_cache_prepare(ParityCtx *c)
 }
 
 /*
+ * warm_bounds
+ *		The chunk bounds of a cache row (one array of the key column's
+ *		type per key column, in binary form): into c->acc.bounds, allocated
+ *		in the current memory context.  Returns the number of chunks, or -1
+ *		if the stored bounds do not fit this comparison.
+ */
+static int
+warm_bounds(ParityCtx *c, Datum *barr)
+{
+	int			nchunks;
+
+	nchunks = -1;
+	for (int k = 0; k < c->nkeys; k++)
+	{
+		Oid			base = getBaseType(c->cols[k].typid);
+		Oid			recvfn;
+		Oid			ioparam;
+		bytea	   *b = DatumGetByteaPP(barr[k]);
+		StringInfoData sbuf;
+		ArrayType  *arr;
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+		Datum	   *elems;
+		int			n;
+
+		getTypeBinaryInputInfo(get_array_type(base), &recvfn, &ioparam);
+		initStringInfo(&sbuf);
+		appendBinaryStringInfo(&sbuf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
+		arr = DatumGetArrayTypeP(OidReceiveFunctionCall(recvfn, &sbuf, ioparam, -1));
+		get_typlenbyvalalign(base, &typlen, &typbyval, &typalign);
+		if (ARR_ELEMTYPE(arr) != base)
+		{
+			return -1;
+		}
+		deconstruct_array(arr, base, typlen, typbyval, typalign, &elems, NULL, &n);
+		if (k == 0)
+		{
+			if (n + 1 > PARITY_MAX_CHUNKS)
+			{
+				return -1;
+			}
+			nchunks = n + 1;
+			c->acc.nb = n;
+			c->acc.bounds = palloc(sizeof(Datum) * Max(n, 1) * c->nkeys);
+		}
+		else if (n + 1 != nchunks)
+		{
+			return -1;
+		}
+		for (int i = 0; i < n; i++)
+			c->acc.bounds[i * c->nkeys + k] = datumCopy(elems[i], typbyval, typlen);
+	}
+	return nchunks;
+}
+
+/*
  * parity_cache_try_warm
  *		Use the stored digests if the cache row matches this comparison and
  *		not too much changed since: the chunks get their bounds, the stored
@@ -297,50 +354,11 @@ parity_cache_try_warm(ParityCtx *c)
 	}
 
 	/* the chunk bounds, as stored */
-	nchunks = -1;
-	for (int k = 0; k < c->nkeys; k++)
+	nchunks = warm_bounds(c, barr);
+	if (nchunks < 0)
 	{
-		Oid			base = getBaseType(c->cols[k].typid);
-		Oid			recvfn;
-		Oid			ioparam;
-		bytea	   *b = DatumGetByteaPP(barr[k]);
-		StringInfoData sbuf;
-		ArrayType  *arr;
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-		Datum	   *elems;
-		int			n;
-
-		getTypeBinaryInputInfo(get_array_type(base), &recvfn, &ioparam);
-		initStringInfo(&sbuf);
-		appendBinaryStringInfo(&sbuf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
-		arr = DatumGetArrayTypeP(OidReceiveFunctionCall(recvfn, &sbuf, ioparam, -1));
-		get_typlenbyvalalign(base, &typlen, &typbyval, &typalign);
-		if (ARR_ELEMTYPE(arr) != base)
-		{
-			MemoryContextSwitchTo(old);
-			return false;
-		}
-		deconstruct_array(arr, base, typlen, typbyval, typalign, &elems, NULL, &n);
-		if (k == 0)
-		{
-			if (n + 1 > PARITY_MAX_CHUNKS)
-			{
-				MemoryContextSwitchTo(old);
-				return false;
-			}
-			nchunks = n + 1;
-			c->acc.nb = n;
-			c->acc.bounds = palloc(sizeof(Datum) * Max(n, 1) * c->nkeys);
-		}
-		else if (n + 1 != nchunks)
-		{
-			MemoryContextSwitchTo(old);
-			return false;
-		}
-		for (int i = 0; i < n; i++)
-			c->acc.bounds[i * c->nkeys + k] = datumCopy(elems[i], typbyval, typlen);
+		MemoryContextSwitchTo(old);
+		return false;
 	}
 	c->nchunks = nchunks;
 	c->chunks = palloc0(sizeof(PChunk) * nchunks);

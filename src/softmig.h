@@ -145,16 +145,16 @@ extern void softmig_group_supersede(int32 id, Jsonb *keys);
 extern void softmig_group_retry(int32 group_id, int32 projected_id);
 extern void softmig_groups_init(void);
 
-/* trigger.c, for groups.c */
+/* envelope.c: the write path's side of the rollback envelope */
 extern void softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null,
 								  const char *reason);
-extern bool softmig_reproject_row(int32 id, Oid relid, Datum *values, char *nulls);
+extern void softmig_refuse_new_only(SoftmigMigration *m, Relation rel, const char *what);
+extern bool softmig_unrepresentable(int sqlerrcode);
 
 /* cache.c */
 extern SoftmigMigration *softmig_get_migration(int32 id);
 extern SoftmigMigration *softmig_require_migration(int32 id);
 extern void softmig_cache_init(void);
-extern int	softmig_mirror_depth;
 extern SoftmigSide softmig_side_of(SoftmigMigration *m, Oid relid);
 extern SoftmigSide softmig_side_of_cached(SoftmigMigration *m, Oid relid);
 extern char *softmig_option_text(SoftmigMigration *m, const char *key);
@@ -278,12 +278,20 @@ extern Oid	softmig_gate_actor;
 /* trigger.c */
 extern char *softmig_override;
 extern void softmig_trigger_init(void);
+extern Datum softmig_write_trigger(PG_FUNCTION_ARGS);
 
-/* shapeview.c */
-extern void softmig_shapeview_init(void);
+/* capture.c: what the executor captures for softmig's triggers */
+extern void softmig_capture_init(void);
+
+/* loopguard.c: softmig's own writes are not carried back */
+extern int	softmig_mirror_depth;
 extern void softmig_mirror_enter(int32 id);
 extern void softmig_mirror_leave(void);
 extern bool softmig_mirroring(int32 id);
+extern bool softmig_mirroring_group_sibling(SoftmigMigration *m);
+
+/* shapeview.c */
+extern void softmig_shapeview_init(void);
 
 /* backfill.c */
 extern int	softmig_backfill_pause_lock;

@@ -122,57 +122,6 @@ side_name(SoftmigSide s)
 }
 
 /*
- * The loop guard: ids of the migrations softmig is writing for right now
- * (mirroring, projecting, backfilling, hydrating, re-syncing), innermost
- * last.  softmig_mirror_depth (cache.c) counts them all.
- */
-static int32 *mirroring = NULL;
-static int	nmirroring = 0;
-static int	maxmirroring = 0;
-
-/*
- * softmig_mirror_enter
- *		Mark migration id as being written by softmig: its own triggers step
- *		aside until the matching softmig_mirror_leave.  Callers pair the two
- *		with PG_TRY/PG_FINALLY.
- */
-void
-softmig_mirror_enter(int32 id)
-{
-	if (nmirroring >= maxmirroring)
-		mirroring = softmig_grow_array(mirroring, &maxmirroring, sizeof(int32));
-	mirroring[nmirroring++] = id;
-	softmig_mirror_depth++;
-}
-
-/*
- * softmig_mirror_leave
- *		Undo the innermost softmig_mirror_enter.
- */
-void
-softmig_mirror_leave(void)
-{
-	if (nmirroring <= 0)
-		elog(ERROR, "softmig: loop guard underflow");
-	nmirroring--;
-	softmig_mirror_depth--;
-}
-
-/*
- * softmig_mirroring
- *		Is softmig writing for migration id right now (so its triggers must
- *		let the write through)?
- */
-bool
-softmig_mirroring(int32 id)
-{
-	for (int i = 0; i < nmirroring; i++)
-		if (mirroring[i] == id)
-			return true;
-	return false;
-}
-
-/*
  * trigger_migration_id
  *		The migration id a softmig trigger carries as its argument.
  */
@@ -269,37 +218,6 @@ override_requested(void)
 	return softmig_override != NULL && softmig_override[0] != '\0';
 }
 
-/*
- * group_sibling_writing
- *		Is softmig writing, right now, for another member of m's group?
- *		Projecting one member writes its projection table, whose foreign key
- *		actions (ON DELETE CASCADE, SET NULL, ...) may write another
- *		member's projection table: that write is part of the projection and
- *		is neither refused nor carried back.  Group members share one state,
- *		so such a write is always on m's non-authoritative side.  Only
- *		called on the refusing path; reads the migration cache.
- */
-static bool
-group_sibling_writing(SoftmigMigration *m)
-{
-	int32		group_id = m->group_id;
-	int32		self = m->id;
-
-	if (group_id == 0)
-		return false;
-	for (int i = nmirroring - 1; i >= 0; i--)
-	{
-		SoftmigMigration *o;
-
-		if (mirroring[i] == self)
-			continue;
-		o = softmig_get_migration(mirroring[i]);
-		if (o != NULL && o->group_id == group_id)
-			return true;
-	}
-	return false;
-}
-
 PG_FUNCTION_INFO_V1(softmig_guard_trigger);
 /*
  * softmig_guard_trigger
@@ -336,7 +254,7 @@ softmig_guard_trigger(PG_FUNCTION_ARGS)
 		(void) softmig_get_plans(m, rel);	/* raises the "not one of its
 											 * tables" error */
 	auth = authority_of(m->state);
-	if (side != auth && softmig_mirror_depth > 0 && group_sibling_writing(m))
+	if (side != auth && softmig_mirror_depth > 0 && softmig_mirroring_group_sibling(m))
 		return PointerGetDatum(NULL);	/* a foreign key action of a
 										 * projection */
 
@@ -669,53 +587,6 @@ mirror_key_moves(TriggerData *td, SoftmigRelPlans *p, bool fence, int32 fence_id
 }
 
 /*
- * note_new_only
- *		Record rows legacy cannot represent: close the rollback envelope on
- *		the first one, count them, remember their keys (keys may be NULL when
- *		the backward mapping itself failed).  Runs softmig._note_new_only as
- *		the catalog owner; the caller stays in whatever context it was.
- */
-static void
-note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null, const char *reason)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[5] = {INT4OID, INT8OID, JSONBOID, TEXTOID, TEXTOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	int			save_nest;
-	Oid			save_user;
-	int			save_sec;
-
-	values[0] = Int32GetDatum(m->id);
-	values[1] = Int64GetDatum(n);
-	values[2] = keys;
-	nulls[2] = keys_null ? 'n' : ' ';
-	values[3] = CStringGetTextDatum(reason);
-	values[4] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
-	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
-	if (plan == NULL)
-	{
-		plan = softmig_prepare_kept("SELECT softmig._note_new_only($1, $2, $3, $4, $5)", 5, argtypes);
-	}
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: recording new-only state failed");
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
-}
-
-/*
- * softmig_note_new_only
- *		note_new_only for other modules (groups.c); the caller holds an SPI
- *		connection.
- */
-void
-softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null, const char *reason)
-{
-	note_new_only(m, n, keys, keys_null, reason);
-}
-
-static bool is_unrepresentable(int sqlerrcode);
-
-/*
  * supersede_pending
  *		An UPDATE or DELETE on the target of a group member with rows
  *		waiting for their parents: the earlier versions of the rows it
@@ -738,73 +609,6 @@ supersede_pending(SoftmigMigration *m, SoftmigRelPlans *p)
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	if (!isnull)
 		softmig_group_supersede(m->id, DatumGetJsonbP(keys));
-}
-
-/*
- * softmig_reproject_row
- *		Carry one row of migration id to the other side again (project a
- *		target row into legacy, or mirror a legacy row into the target),
- *		from the parameters its first attempt received (groups.c): as the
- *		write path does it, as the destination's owner with the loop guard
- *		raised.
- *		Returns false if legacy refuses it again (a data exception or an
- *		integrity violation, as project_upsert tells them; other errors are
- *		raised): it stays pending, and closes the envelope at commit.
- *		Reopens relation relid, which the transaction already holds.
- */
-bool
-softmig_reproject_row(int32 id, Oid relid, Datum *values, char *nulls)
-{
-	SoftmigMigration *m = softmig_get_migration(id);
-	SoftmigRelPlans *p;
-	Relation	rel;
-	ErrorData  *err = NULL;
-	bool		ok;
-	int			save_nest;
-	Oid			save_user;
-	int			save_sec;
-
-	if (m == NULL || m->state == SM_LEGACY || m->state == SM_CUTOVER)
-		return true;			/* nothing is carried over any more */
-	rel = table_open(relid, AccessShareLock);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	p = softmig_get_plans(m, rel);
-	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
-	softmig_mirror_enter(m->id);
-	PG_TRY();
-	{
-		err = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
-							  SPI_OK_INSERT, is_unrepresentable);
-	}
-	PG_FINALLY();
-	{
-		softmig_mirror_leave();
-	}
-	PG_END_TRY();
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
-	ok = (err == NULL);
-	if (!ok)
-		FreeErrorData(err);		/* allocated in this SPI connection's memory */
-	SPI_finish();
-	table_close(rel, NoLock);
-	return ok;
-}
-
-/*
- * refuse_new_only
- *		on_new_only = reject and the envelope still open: the write fails.
- */
-static void
-refuse_new_only(SoftmigMigration *m, Relation rel, const char *what)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_SOFTMIG_NEW_ONLY),
-			 errmsg("write to table \"%s\" refused: it creates state the legacy table of migration \"%s\" cannot represent",
-					RelationGetRelationName(rel), m->name),
-			 errdetail("%s", what),
-			 errhint("Option on_new_only is reject: a DBA approves new-only state with softmig.close_envelope(%s, '<reason>'), which ends the rollback envelope.",
-					 quote_literal_cstr(m->name))));
 }
 
 /*
@@ -839,29 +643,15 @@ detect_new_only(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	{
 		/* only rows the target created on its own: no legacy row correlates */
 		if (m->reject_new_only && m->envelope_open)
-			refuse_new_only(m, td->tg_relation,
-							"The correlation key is NULL: an entity the target created on its own, which legacy cannot hold.");
-		note_new_only(m, n, keys, keys_null, "the correlation key is NULL: an entity the target created on its own");
+			softmig_refuse_new_only(m, td->tg_relation,
+									"The correlation key is NULL: an entity the target created on its own, which legacy cannot hold.");
+		softmig_note_new_only(m, n, keys, keys_null, "the correlation key is NULL: an entity the target created on its own");
 		return;
 	}
 	if (m->reject_new_only && m->envelope_open)
-		refuse_new_only(m, td->tg_relation,
-						"A new_only column is set, or the representable predicate is false.");
-	note_new_only(m, n, keys, keys_null, "a new_only column is set or the representable predicate is false");
-}
-
-/*
- * is_unrepresentable
- *		Errors that mean "legacy cannot hold this value": data exceptions
- *		(class 22) and integrity violations (class 23) raised by the
- *		backward mapping or by legacy's constraints.
- */
-static bool
-is_unrepresentable(int sqlerrcode)
-{
-	int			cls = ERRCODE_TO_CATEGORY(sqlerrcode);
-
-	return cls == ERRCODE_DATA_EXCEPTION || cls == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION;
+		softmig_refuse_new_only(m, td->tg_relation,
+								"A new_only column is set, or the representable predicate is false.");
+	softmig_note_new_only(m, n, keys, keys_null, "a new_only column is set or the representable predicate is false");
 }
 
 /*
@@ -993,7 +783,7 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		return;
 	}
 
-	edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, is_unrepresentable);
+	edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, softmig_unrepresentable);
 	if (edata == NULL)
 		return;
 	if (m->reject_new_only && m->envelope_open)
@@ -1001,10 +791,10 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	FreeErrorData(edata);
 
 	/* row by row: find what legacy cannot hold */
-	failed = upsert_row_by_row(td, m, p, is_unrepresentable, &first_msg, &first_key);
+	failed = upsert_row_by_row(td, m, p, softmig_unrepresentable, &first_msg, &first_key);
 	if (failed > 0)
-		note_new_only(m, failed, first_key ? JsonbPGetDatum(first_key) : (Datum) 0, first_key == NULL,
-					  psprintf("the backward mapping or legacy's constraints refused the row: %s", first_msg));
+		softmig_note_new_only(m, failed, first_key ? JsonbPGetDatum(first_key) : (Datum) 0, first_key == NULL,
+							  psprintf("the backward mapping or legacy's constraints refused the row: %s", first_msg));
 }
 
 /*
@@ -1453,7 +1243,7 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 	if (side == auth && m->state == SM_CUTOVER)
 		return PointerGetDatum(NULL);	/* the target is a plain table now */
-	if (side != auth && softmig_mirror_depth > 0 && group_sibling_writing(m))
+	if (side != auth && softmig_mirror_depth > 0 && softmig_mirroring_group_sibling(m))
 		return PointerGetDatum(NULL);	/* a foreign key action of a
 										 * projection */
 	if (side != auth && !override_requested() &&
@@ -1522,219 +1312,12 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* OID of softmig._write_trigger once seen; reset by any pg_proc change */
-static Oid	write_trigger_oid = InvalidOid;
-
-/*
- * write_trigger_oid_callback
- *		Syscache callback on pg_proc: forget the remembered OID (the
- *		extension may have been dropped and its OID reused).  No allocation.
- */
-static void
-write_trigger_oid_callback(Datum arg, int cacheid, uint32 hashvalue)
-{
-	write_trigger_oid = InvalidOid;
-}
-
-/*
- * is_write_trigger
- *		Is t one of softmig's write triggers (function softmig._write_trigger,
- *		whatever schema the extension lives in)?  The function's OID is
- *		remembered after the first positive check (fmgr lookup) until the
- *		next change of pg_proc.
- */
-static bool
-is_write_trigger(Trigger *t)
-{
-	FmgrInfo	finfo;
-
-	if (OidIsValid(write_trigger_oid) && t->tgfoid == write_trigger_oid)
-		return true;
-	if (strncmp(t->tgname, "softmig_", 8) != 0)
-		return false;
-	fmgr_info(t->tgfoid, &finfo);
-	if (finfo.fn_addr != softmig_write_trigger)
-		return false;
-	write_trigger_oid = t->tgfoid;
-	return true;
-}
-
-/*
- * transition_tables_all_ours
- *		Are all triggers in trigdesc that declare transition tables (only
- *		those with an OLD TABLE when old_only) softmig's write triggers?
- *		*ours is set to the last of them, NULL if there is none.
- */
-static bool
-transition_tables_all_ours(TriggerDesc *trigdesc, bool old_only, Trigger **ours)
-{
-	*ours = NULL;
-	for (int i = 0; i < trigdesc->numtriggers; i++)
-	{
-		Trigger    *t = &trigdesc->triggers[i];
-
-		if (t->tgoldtable == NULL && (old_only || t->tgnewtable == NULL))
-			continue;
-		if (!is_write_trigger(t))
-			return false;
-		*ours = t;
-	}
-	return true;
-}
-
-/*
- * drop_own_capture
- *		For a statement run while softmig writes for some migration
- *		(softmig_mirror_depth > 0): if every trigger with transition tables
- *		on the table it writes is a softmig write trigger of a migration
- *		softmig is writing for, each of which returns at once, stop the
- *		executor from filling transition tables nobody reads (a tuplestore
- *		row per written row, spilled to temp files above work_mem).  The
- *		AFTER statement triggers still fire, without tables.  A write
- *		trigger of any other migration needs its rows.
- */
-static void
-drop_own_capture(ModifyTableState *mt)
-{
-	ResultRelInfo *rri;
-	Trigger    *ours;
-	TriggerDesc *trigdesc;
-
-	if (mt->mt_transition_capture == NULL && mt->mt_oc_transition_capture == NULL)
-		return;
-	rri = mt->rootResultRelInfo ? mt->rootResultRelInfo : mt->resultRelInfo;
-	trigdesc = rri->ri_TrigDesc;
-	if (trigdesc == NULL || !transition_tables_all_ours(trigdesc, false, &ours))
-		return;
-	for (int i = 0; i < trigdesc->numtriggers; i++)
-	{
-		Trigger    *t = &trigdesc->triggers[i];
-
-		if (t->tgoldtable == NULL && t->tgnewtable == NULL)
-			continue;
-		if (t->tgnargs < 1 || !softmig_mirroring(pg_strtoint32(t->tgargs[0])))
-			return;
-	}
-	mt->mt_transition_capture = NULL;
-	mt->mt_oc_transition_capture = NULL;
-}
-
-/*
- * skip_unneeded_old_capture
- *		For an application's UPDATE of the authoritative table that sets no
- *		key column (legacy in state mirrored, the target in new_write and
- *		new_read): stop the executor from capturing the OLD transition
- *		table, which only softmig's write trigger declares and which it
- *		would read only to find changed keys (mirror_key_moves; the
- *		quarantine check then finds every key in the NEW table, since keys
- *		do not change).  That capture is a tuplestore row per updated
- *		row, spilled to temp files above work_mem.  Done only when nothing
- *		else can change a key or read OLD: one plain (unpartitioned) result
- *		table, no data-modifying WITH, no BEFORE or INSTEAD OF row UPDATE
- *		trigger, no other trigger with an OLD TABLE, no per-field authority
- *		(its checks compare OLD with NEW), and neither the key columns nor
- *		generated columns depending on them among the updated columns.  The
- *		migration cannot change before the trigger fires: state and field
- *		changes lock the table against this statement's ROW EXCLUSIVE lock.
- *		May read the catalog (softmig_get_migration).
- */
-static void
-skip_unneeded_old_capture(ModifyTableState *mt, EState *estate)
-{
-	TransitionCaptureState *tcs = mt->mt_transition_capture;
-	ResultRelInfo *rri = mt->resultRelInfo;
-	TriggerDesc *trigdesc;
-	Trigger    *ours;
-	Relation	rel;
-	SoftmigMigration *m;
-	Bitmapset  *updated;
-	List	   *keys;
-	ListCell   *lc;
-
-	/* (a partitioned table's root has a ResultRelInfo of its own) */
-	if (tcs == NULL || !tcs->tcs_update_old_table || mt->mt_nrels != 1 ||
-		rri == NULL || mt->rootResultRelInfo != rri)
-		return;
-	rel = rri->ri_RelationDesc;
-	trigdesc = rri->ri_TrigDesc;
-	if (rel->rd_rel->relkind != RELKIND_RELATION || trigdesc == NULL ||
-		trigdesc->trig_update_before_row || trigdesc->trig_update_instead_row)
-		return;
-	if (!transition_tables_all_ours(trigdesc, true, &ours) || ours == NULL)
-		return;
-	updated = ExecGetAllUpdatedCols(rri, estate);
-
-	/* every migration whose trigger reads OLD must be able to do without */
-	for (int i = 0; i < trigdesc->numtriggers; i++)
-	{
-		Trigger    *t = &trigdesc->triggers[i];
-
-		if (t->tgoldtable == NULL)
-			continue;
-		if (t->tgnargs < 1)
-			return;
-		m = softmig_get_migration(pg_strtoint32(t->tgargs[0]));
-		if (m == NULL || m->new_fields != NIL)
-			return;
-		if (m->state == SM_MIRRORED && m->legacy == RelationGetRelid(rel))
-			keys = m->legacy_key;
-		else if ((m->state == SM_NEW_WRITE || m->state == SM_NEW_READ) &&
-				 m->target == RelationGetRelid(rel))
-			keys = m->target_key;
-		else
-			return;
-		foreach(lc, keys)
-		{
-			AttrNumber	a = attnameAttNum(rel, (char *) lfirst(lc), false);
-
-			if (a <= 0 ||
-				bms_is_member(a - FirstLowInvalidHeapAttributeNumber, updated))
-				return;
-		}
-	}
-	tcs->tcs_update_old_table = false;
-	ereport(DEBUG1,
-			(errmsg_internal("softmig: UPDATE of \"%s\" sets no key column, OLD rows not captured",
-							 RelationGetRelationName(rel))));
-}
-
-static ExecutorStart_hook_type prev_ExecutorStart = NULL;
-
-/* SET LOCAL softmig.override = 'reason': manual write to the other side. */
 char	   *softmig_override = NULL;
 
 /*
- * mirror_ExecutorStart
- *		ExecutorStart hook: start the executor as usual; for statements
- *		softmig runs itself, drop transition capture nobody needs
- *		(drop_own_capture); for an application's UPDATE, the OLD capture
- *		when it is not needed (skip_unneeded_old_capture).  Other
- *		statements cost a test of the top plan node.
- */
-static void
-mirror_ExecutorStart(QueryDesc *queryDesc, int eflags)
-{
-	if (prev_ExecutorStart)
-		prev_ExecutorStart(queryDesc, eflags);
-	else
-		standard_ExecutorStart(queryDesc, eflags);
-	if (queryDesc->planstate == NULL ||
-		!IsA(queryDesc->planstate, ModifyTableState))
-		return;
-	if (softmig_mirror_depth > 0)
-		drop_own_capture((ModifyTableState *) queryDesc->planstate);
-	else if (queryDesc->operation == CMD_UPDATE &&
-			 !queryDesc->plannedstmt->hasModifyingCTE)
-		skip_unneeded_old_capture((ModifyTableState *) queryDesc->planstate,
-								  queryDesc->estate);
-}
-
-/*
  * softmig_trigger_init
- *		Define softmig.override and softmig.mirror_work_mem, install the
- *		ExecutorStart hook and
- *		the pg_proc callback of is_write_trigger (from _PG_init, before the
- *		softmig prefix is reserved).
+ *		Define softmig.override and softmig.mirror_work_mem (from _PG_init,
+ *		before the softmig prefix is reserved).
  */
 void
 softmig_trigger_init(void)
@@ -1754,7 +1337,4 @@ softmig_trigger_init(void)
 							-1, -1, MAX_KILOBYTES,
 							PGC_USERSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
-	prev_ExecutorStart = ExecutorStart_hook;
-	ExecutorStart_hook = mirror_ExecutorStart;
-	CacheRegisterSyscacheCallback(PROCOID, write_trigger_oid_callback, (Datum) 0);
 }
