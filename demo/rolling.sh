@@ -35,18 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-q() { psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
-val() { psql -X -At -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
-assert() {  # description sql-returning-true
-    local got
-    got=$(val "$2")
-    if [[ $got != t ]]; then
-        printf 'ASSERTION FAILED: %s\n  query: %s\n  got: %s\n' "$1" "$2" "$got" >&2
-        exit 1
-    fi
-    printf '  ok: %s\n' "$1"
-}
+. "$(dirname "$0")/lib.sh"
 
 # one application build: pgbench on its own search_path, connecting under
 # the build's name (a registered reader), its table name unqualified
@@ -136,39 +125,18 @@ SELECT softmig.register_reader('orders', 'shop-v2', 'latency', 'shop');
 SQL
 q -c "SELECT view_name, shape, write_function FROM softmig.shape_views ORDER BY shape"
 
-# what each build does: the same operations, each in its own table's shape
-cat > "$TMP/v1_insert.sql" <<'SQL'
-\set amt random(1, 100000)
-INSERT INTO legacy_orders (cust, amount_cents) VALUES ('old-build', :amt) RETURNING id;
-SQL
-cat > "$TMP/v1_update.sql" <<SQL
-\set id random(1, $((ROWS + ROWS / 5)))
-UPDATE legacy_orders SET amount_cents = amount_cents + 1 WHERE id = :id;
-SQL
-cat > "$TMP/v1_delete.sql" <<SQL
-\set id random(1, $((ROWS + ROWS / 5)))
-DELETE FROM legacy_orders WHERE id = :id;
-SQL
-cat > "$TMP/v1_read.sql" <<SQL
-\set id random(1, $((ROWS + ROWS / 5)))
-SELECT cust, amount_cents, status FROM legacy_orders WHERE id = :id;
-SQL
-cat > "$TMP/v2_insert.sql" <<'SQL'
-\set amt random(1, 100000)
-INSERT INTO orders (customer, amount) VALUES ('NEW-BUILD', :amt / 100.0) RETURNING order_id;
-SQL
-cat > "$TMP/v2_update.sql" <<SQL
-\set id random(1, $((ROWS + ROWS / 5)))
-UPDATE orders SET status = 'paid' WHERE order_id = :id AND status = 'new';
-SQL
-cat > "$TMP/v2_delete.sql" <<SQL
-\set id random(1, $((ROWS + ROWS / 5)))
-DELETE FROM orders WHERE order_id = :id;
-SQL
-cat > "$TMP/v2_read.sql" <<SQL
-\set id random(1, $((ROWS + ROWS / 5)))
-SELECT customer, amount, status FROM orders WHERE order_id = :id;
-SQL
+# what each build does: the same requests, each in its own table's shape
+scripts() {  # build table key insert-columns insert-values update-set read-columns
+    local ids="random(1, $((ROWS + ROWS / 5)))"
+    printf '\\set amt random(1, 100000)\nINSERT INTO %s (%s) VALUES (%s) RETURNING %s;\n' "$2" "$4" "$5" "$3" > "$TMP/$1_insert.sql"
+    printf '\\set id %s\nUPDATE %s SET %s WHERE %s = :id;\n' "$ids" "$2" "$6" "$3" > "$TMP/$1_update.sql"
+    printf '\\set id %s\nDELETE FROM %s WHERE %s = :id;\n' "$ids" "$2" "$3" > "$TMP/$1_delete.sql"
+    printf '\\set id %s\nSELECT %s FROM %s WHERE %s = :id;\n' "$ids" "$7" "$2" "$3" > "$TMP/$1_read.sql"
+}
+scripts v1 legacy_orders id "cust, amount_cents" "'old-build', :amt" \
+    "amount_cents = amount_cents + 1" "cust, amount_cents, status"
+scripts v2 orders order_id "customer, amount" "'NEW-BUILD', :amt / 100.0" \
+    "status = 'paid'" "customer, amount, status"
 printf '  old build: search_path app_v1,public; writes legacy_orders (id, cust, amount_cents, status)\n'
 printf '  new build: search_path app_v2,public; writes orders (order_id, customer, amount, status)\n'
 
