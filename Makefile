@@ -34,6 +34,7 @@ REGRESS += small_writes
 REGRESS += parity_cache_settled
 REGRESS += shape_views
 REGRESS += groups
+REGRESS += shape_views_always
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

@@ -31,25 +31,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+. "$(dirname "$0")/lib.sh"
 phase_done() {
     local now
     now=$(date +%s)
     PHASES+=("$(printf '%-44s %4ss' "$1" "$((now - PHASE_T))")")
     PHASE_T=$now
 }
-q() { psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
-val() { psql -X -At -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
 report() { psql -X -At -d "$DB" -c "SELECT softmig.report('orders')" | sed 's/^/  | /'; }
-assert() {  # description sql-returning-true
-    local got
-    got=$(val "$2")
-    if [[ $got != t ]]; then
-        printf 'ASSERTION FAILED: %s\n  query: %s\n  got: %s\n' "$1" "$2" "$got" >&2
-        exit 1
-    fi
-    printf '  ok: %s\n' "$1"
-}
 refused() {  # description sql  -- the statement must fail; shows the error
     local out
     if out=$(psql -X -v ON_ERROR_STOP=1 -d "$DB" -c "$2" 2>&1); then

@@ -5360,3 +5360,152 @@ REVOKE ALL ON FUNCTION
     @extschema@._state_guards(@extschema@.migrations, @extschema@.state, jsonb),
     @extschema@._envelope_guard(@extschema@.migrations, @extschema@.state)
 FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Shape views over GENERATED ALWAYS identity keys: OVERRIDING SYSTEM VALUE
+-- after the column list, such columns left out of UPDATEs, a change of them
+-- refused (428C9)
+-------------------------------------------------------------------------------
+-- The PL/pgSQL a shape view's UPDATE runs before writing a table with a
+-- GENERATED ALWAYS identity column: PostgreSQL lets no UPDATE set such a
+-- column, so the write leaves it out, and a statement that changes it (or
+-- what it maps from) is refused with PostgreSQL's own SQLSTATE.
+CREATE FUNCTION @extschema@._shape_always_check(p_changed text, p_table regclass)
+RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN p_changed IS NULL THEN '' ELSE pg_catalog.format(
+        'IF %s THEN RAISE EXCEPTION USING ERRCODE = ''generated_always'','
+        ' MESSAGE = %L, DETAIL = %L, HINT = %L; END IF; ',
+        p_changed,
+        pg_catalog.format('a shape view cannot change the GENERATED ALWAYS identity key of table %s', p_table),
+        'PostgreSQL lets no UPDATE set a GENERATED ALWAYS identity column.',
+        'Insert a new row and delete the old one.') END
+$$;
+COMMENT ON FUNCTION @extschema@._shape_always_check(text, regclass) IS
+    'internal: the PL/pgSQL check a shape view''s write function runs before an UPDATE of a table with a GENERATED ALWAYS identity column (428C9 if the statement changes it)';
+
+CREATE OR REPLACE FUNCTION @extschema@._shape_write_sql(m @extschema@.migrations, p_own regclass, p_dst regclass,
+                                             p_op text, p_keyless boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_into text := CASE WHEN p_op OPERATOR(pg_catalog.=) 'DELETE' THEN 'OLD' ELSE 'NEW' END;
+    v_own_is_legacy boolean := p_own OPERATOR(pg_catalog.=) m.legacy;
+    v_okey text[] := CASE WHEN v_own_is_legacy THEN m.legacy_key ELSE m.target_key END;
+    v_dkey text[] := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.legacy THEN m.legacy_key ELSE m.target_key END;
+    v_to_dst text := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.target THEN 'forward' ELSE 'backward' END;
+    v_to_own text := CASE WHEN v_own_is_legacy THEN 'backward' ELSE 'forward' END;
+    v_always boolean;
+    v_cols text;
+    v_vals text;
+    v_set text;
+    v_where text;
+    v_ret text;
+    v_outer text;
+    v_new_row text;
+    v_old_row text;
+    v_keep text;
+    v_alias text;
+    v_ucols text;       -- UPDATE: the columns it may set (no GENERATED ALWAYS identity)
+    v_always_chk text;  -- UPDATE: a change of a GENERATED ALWAYS identity column is refused
+BEGIN
+    -- the view's row as a one-row relation in the own table's column names
+    SELECT pg_catalog.string_agg(pg_catalog.format('NEW.%I AS %I', a.attname, a.attname), ', ' ORDER BY a.attnum),
+           pg_catalog.string_agg(pg_catalog.format('OLD.%I AS %I', a.attname, a.attname), ', ' ORDER BY a.attnum)
+      INTO v_new_row, v_old_row
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+
+    IF p_dst OPERATOR(pg_catalog.=) p_own THEN
+        -- the view's own table: the row as it is
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
+               pg_catalog.string_agg(pg_catalog.format('NEW.%I', a.attname), ', ' ORDER BY a.attnum),
+               pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a'),
+               -- UPDATE writes only the columns the statement changed: the
+               -- view's row may come from the other table, through mappings
+               -- that need not give back exactly what this table holds
+               pg_catalog.string_agg(pg_catalog.format(
+                   'CASE WHEN NEW.%I::text IS NOT DISTINCT FROM OLD.%I::text THEN %I ELSE NEW.%I END',
+                   a.attname, a.attname, a.attname, a.attname), ', ' ORDER BY a.attnum)
+                   FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+               pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                   FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+               pg_catalog.string_agg(pg_catalog.format('NEW.%I::text IS DISTINCT FROM OLD.%I::text', a.attname, a.attname),
+                                     ' OR ' ORDER BY a.attnum)
+                   FILTER (WHERE a.attidentity OPERATOR(pg_catalog.=) 'a')
+          INTO v_cols, v_vals, v_always, v_keep, v_ucols, v_always_chk
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+           AND a.attgenerated OPERATOR(pg_catalog.=) ''
+           AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
+        SELECT pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) OLD.%I', k, k), ' AND ')
+          INTO v_where FROM pg_catalog.unnest(v_okey) k;
+        IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
+            RETURN pg_catalog.format('INSERT INTO %s (%s)%s VALUES (%s) RETURNING * INTO NEW',
+                p_own, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals);
+        ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
+            RETURN @extschema@._shape_always_check(v_always_chk, p_own)
+                OPERATOR(pg_catalog.||) pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s RETURNING * INTO NEW',
+                                                          p_own, v_ucols, v_keep, v_where);
+        ELSE
+            RETURN pg_catalog.format('DELETE FROM %s WHERE %s RETURNING * INTO OLD', p_own, v_where);
+        END IF;
+    END IF;
+
+    -- the other table: its mapped columns computed from the view's row
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
+           pg_catalog.string_agg('(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
+                                 OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum),
+           pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a'),
+           -- UPDATE: a column changes only when its mapped value changed
+           pg_catalog.string_agg(pg_catalog.format(
+               'CASE WHEN softmig_n.softmig_%s::text IS NOT DISTINCT FROM softmig_o.softmig_%s::text THEN %I ELSE softmig_n.softmig_%s END',
+               a.attnum, a.attnum, a.attname, a.attnum), ', ' ORDER BY a.attnum)
+               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+           pg_catalog.string_agg(pg_catalog.format('softmig_%s', a.attnum), ', ' ORDER BY a.attnum),
+           pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+           pg_catalog.string_agg(pg_catalog.format(
+               E'(SELECT (%s\n)::text FROM (SELECT %s) AS softmig_row) IS DISTINCT FROM (SELECT (%s\n)::text FROM (SELECT %s) AS softmig_row)',
+               mp.expression, v_new_row, mp.expression, v_old_row), ' OR ' ORDER BY a.attnum)
+               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.=) 'a')
+      INTO v_cols, v_vals, v_always, v_keep, v_alias, v_ucols, v_always_chk
+      FROM pg_catalog.pg_attribute a
+      JOIN @extschema@.mappings mp
+        ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
+       AND mp.column_name OPERATOR(pg_catalog.=) a.attname
+     WHERE a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+       AND a.attgenerated OPERATOR(pg_catalog.=) ''
+       AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
+    -- the destination's key from the view's old row
+    SELECT pg_catalog.string_agg(pg_catalog.format(E'%I OPERATOR(pg_catalog.=) (SELECT (%s\n)::%s FROM (SELECT %s) AS softmig_row)',
+                                                   a.attname, mp.expression, pg_catalog.format_type(a.atttypid, a.atttypmod), v_old_row),
+                                 ' AND ' ORDER BY k.n)
+      INTO v_where
+      FROM pg_catalog.unnest(v_dkey) WITH ORDINALITY AS k(col, n)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attname OPERATOR(pg_catalog.=) k.col
+      JOIN @extschema@.mappings mp
+        ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
+       AND mp.column_name OPERATOR(pg_catalog.=) k.col;
+    -- the row written, mapped back into the view's shape: what the routed
+    -- view shows for a row of the other table
+    SELECT l.inner_list, l.outer_list INTO v_ret, v_outer
+      FROM @extschema@._shape_lists(m.id, p_own, v_to_own) l;
+
+    IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
+        RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s (%s)%s SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
+            p_dst, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals, v_new_row, v_ret, v_outer);
+    ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
+        RETURN @extschema@._shape_always_check(v_always_chk, p_dst) OPERATOR(pg_catalog.||)
+               pg_catalog.format('WITH softmig_w AS (UPDATE %s SET (%s) = ROW(%s)'
+                                 ' FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
+                                 ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)'
+                                 ' WHERE %s RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
+            p_dst, v_ucols, v_keep, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias,
+            v_where, v_ret, v_outer);
+    ELSE
+        RETURN pg_catalog.format('WITH softmig_w AS (DELETE FROM %s WHERE %s RETURNING %s) SELECT %s FROM softmig_w INTO OLD',
+            p_dst, v_where, v_ret, v_outer);
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION @extschema@._shape_always_check(text, regclass) FROM PUBLIC;
