@@ -4405,6 +4405,8 @@ DECLARE
     v_old_row text;
     v_keep text;
     v_alias text;
+    v_ucols text;       -- UPDATE: the columns it may set (no GENERATED ALWAYS identity)
+    v_always_chk text;  -- UPDATE: a change of a GENERATED ALWAYS identity column is refused
 BEGIN
     -- the view's row as a one-row relation in the own table's column names
     SELECT pg_catalog.string_agg(pg_catalog.format('NEW.%I AS %I', a.attname, a.attname), ', ' ORDER BY a.attnum),
@@ -4424,7 +4426,13 @@ BEGIN
                pg_catalog.string_agg(pg_catalog.format(
                    'CASE WHEN NEW.%I::text IS NOT DISTINCT FROM OLD.%I::text THEN %I ELSE NEW.%I END',
                    a.attname, a.attname, a.attname, a.attname), ', ' ORDER BY a.attnum)
-          INTO v_cols, v_vals, v_always, v_keep
+                   FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+               pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                   FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+               pg_catalog.string_agg(pg_catalog.format('NEW.%I::text IS DISTINCT FROM OLD.%I::text', a.attname, a.attname),
+                                     ' OR ' ORDER BY a.attnum)
+                   FILTER (WHERE a.attidentity OPERATOR(pg_catalog.=) 'a')
+          INTO v_cols, v_vals, v_always, v_keep, v_ucols, v_always_chk
           FROM pg_catalog.pg_attribute a
          WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
            AND a.attgenerated OPERATOR(pg_catalog.=) ''
@@ -4432,11 +4440,12 @@ BEGIN
         SELECT pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) OLD.%I', k, k), ' AND ')
           INTO v_where FROM pg_catalog.unnest(v_okey) k;
         IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
-            RETURN pg_catalog.format('INSERT INTO %s%s (%s) VALUES (%s) RETURNING * INTO NEW',
-                p_own, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_cols, v_vals);
+            RETURN pg_catalog.format('INSERT INTO %s (%s)%s VALUES (%s) RETURNING * INTO NEW',
+                p_own, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals);
         ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
-            RETURN pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s RETURNING * INTO NEW',
-                p_own, v_cols, v_keep, v_where);
+            RETURN @extschema@._shape_always_check(v_always_chk, p_own)
+                OPERATOR(pg_catalog.||) pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s RETURNING * INTO NEW',
+                                                          p_own, v_ucols, v_keep, v_where);
         ELSE
             RETURN pg_catalog.format('DELETE FROM %s WHERE %s RETURNING * INTO OLD', p_own, v_where);
         END IF;
@@ -4450,9 +4459,16 @@ BEGIN
            -- UPDATE: a column changes only when its mapped value changed
            pg_catalog.string_agg(pg_catalog.format(
                'CASE WHEN softmig_n.softmig_%s::text IS NOT DISTINCT FROM softmig_o.softmig_%s::text THEN %I ELSE softmig_n.softmig_%s END',
-               a.attnum, a.attnum, a.attname, a.attnum), ', ' ORDER BY a.attnum),
-           pg_catalog.string_agg(pg_catalog.format('softmig_%s', a.attnum), ', ' ORDER BY a.attnum)
-      INTO v_cols, v_vals, v_always, v_keep, v_alias
+               a.attnum, a.attnum, a.attname, a.attnum), ', ' ORDER BY a.attnum)
+               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+           pg_catalog.string_agg(pg_catalog.format('softmig_%s', a.attnum), ', ' ORDER BY a.attnum),
+           pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+           pg_catalog.string_agg(pg_catalog.format(
+               E'(SELECT (%s\n)::text FROM (SELECT %s) AS softmig_row) IS DISTINCT FROM (SELECT (%s\n)::text FROM (SELECT %s) AS softmig_row)',
+               mp.expression, v_new_row, mp.expression, v_old_row), ' OR ' ORDER BY a.attnum)
+               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.=) 'a')
+      INTO v_cols, v_vals, v_always, v_keep, v_alias, v_ucols, v_always_chk
       FROM pg_catalog.pg_attribute a
       JOIN @extschema@.mappings mp
         ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
@@ -4476,14 +4492,15 @@ BEGIN
       FROM @extschema@._shape_lists(m.id, p_own, v_to_own) l;
 
     IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
-        RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s%s (%s) SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
-            p_dst, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_cols, v_vals, v_new_row, v_ret, v_outer);
+        RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s (%s)%s SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
+            p_dst, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals, v_new_row, v_ret, v_outer);
     ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        RETURN pg_catalog.format('WITH softmig_w AS (UPDATE %s SET (%s) = ROW(%s)'
+        RETURN @extschema@._shape_always_check(v_always_chk, p_dst) OPERATOR(pg_catalog.||)
+               pg_catalog.format('WITH softmig_w AS (UPDATE %s SET (%s) = ROW(%s)'
                                  ' FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
                                  ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)'
                                  ' WHERE %s RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
-            p_dst, v_cols, v_keep, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias,
+            p_dst, v_ucols, v_keep, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias,
             v_where, v_ret, v_outer);
     ELSE
         RETURN pg_catalog.format('WITH softmig_w AS (DELETE FROM %s WHERE %s RETURNING %s) SELECT %s FROM softmig_w INTO OLD',
