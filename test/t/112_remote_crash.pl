@@ -230,7 +230,10 @@ my ($stdout, $stderr) = ('', '');
 my $h = IPC::Run::start([ 'psql', '-X', '-At', '-h', $A->host, '-p', $A->port, '-d', 'postgres' ],
 	'<', \$stdin, '>', \$stdout, '2>', \$stderr);
 $h->pump until $stdout =~ /locked/;
-$B->safe_psql('postgres', q{UPDATE orders SET customer = 'HELD' WHERE order_id = 78});
+# (an upsert: the random load may have deleted the row; the write must exist
+# for the apply to be held back at all)
+$B->safe_psql('postgres',
+	q{INSERT INTO orders VALUES (78, 'HELD', 0.78, NULL) ON CONFLICT (order_id) DO UPDATE SET customer = 'HELD'});
 my ($bout, $berr) = ('', '');
 my $bh = IPC::Run::start(
 	[ 'psql', '-X', '-h', $B->host, '-p', $B->port, '-d', 'postgres', '-c', q{CALL softmig.remote_rollback('orders')} ],
