@@ -12,8 +12,7 @@
 # starts a cluster with shared_preload_libraries = 'softmig' and runs
 # pg_regress, the isolation specs and the TAP tests (make installcheck).
 #
-# Not part of `make test` (building PostgreSQL takes minutes): run it with
-# `make assert-check`, or directly, after changing C code.
+# Run it with `make assert-check`, or directly, after changing C code.
 #
 # `make test` runs it as its suite "assert": test/run_all.sh fetches the source
 # as root (--fetch-only DIR) and runs the rest as postgres with PGSRC set.
@@ -24,6 +23,8 @@
 # Knobs (environment):
 #   PGSRC=/path/to/postgresql-15.x   use this unpacked source tree instead
 #   ASSERT_KEEP=1                    keep the temp directory
+#   PROVE_FLAGS=-j2                  passed to prove (make test runs two
+#                                    TAP files at once)
 #
 # Exit status: 0 when every suite passed.
 
@@ -153,7 +154,7 @@ as_user "$WORK/pg/bin/pg_ctl" -D "$WORK/data" -l "$WORK/server.log" -w start >/d
 say "running pg_regress, isolation and TAP on the assert-enabled server"
 rc=0
 as_user env PGHOST="$WORK" PGPORT="$PORT" PGUSER=postgres \
-    make -C "$WORK/tree" PG_CONFIG="$PGC" installcheck 2>&1 | tee "$WORK/installcheck.log" || rc=$?
+    make -C "$WORK/tree" PG_CONFIG="$PGC" installcheck PROVE_FLAGS="${PROVE_FLAGS:-}" 2>&1 | tee "$WORK/installcheck.log" || rc=$?
 for f in "$WORK/tree/regression.diffs" "$WORK/tree/output_iso/regression.diffs"; do
     [[ -s $f ]] && cat "$f"
 done

@@ -61,6 +61,11 @@
 #   PGSRC           for assert: an unpacked PostgreSQL 15 source tree to
 #                   build instead of fetching one
 #   SOFTMIG_KEEP=1  keep the temp directories (logs, data dirs) for debugging
+#   SOFTMIG_TAP_JOBS  how many TAP files run at once (prove -j; default 2:
+#                   most of their time is spent waiting on servers,
+#                   replication and timed soaks, and the longest files go
+#                   first, see TAP_SLOW in the Makefile); 1 runs them one
+#                   after the other
 #   SOFTMIG_CHROOT_DIR      where the chroots are cached
 #                           (default /var/cache/softmig/chroots)
 #   SOFTMIG_CHROOT_UPGRADE=1  upgrade the cached chroots' packages first
@@ -98,6 +103,8 @@ PGV=${SOFTMIG_PG_VERSION:-15}
 PGBIN=${SOFTMIG_PGBIN:-/usr/lib/postgresql/$PGV/bin}
 PG_CONFIG=$PGBIN/pg_config
 SUITES=${SOFTMIG_SUITES:-$DEFAULT_SUITES}
+TAP_JOBS=${SOFTMIG_TAP_JOBS:-2}
+[[ $TAP_JOBS =~ ^[1-9][0-9]*$ ]] || { echo "SOFTMIG_TAP_JOBS must be a positive integer, not '$TAP_JOBS'" >&2; exit 2; }
 
 # Debian packages for PostgreSQL version $1, installed on the host or in the
 # chroot: name version-specific packages with $1.  "package:donor" is an
@@ -242,11 +249,11 @@ outer() {
         id postgres >/dev/null 2>&1 || die "no 'postgres' user (is postgresql-$PGV installed?)"
         chown -R postgres: "$WORK"
         runuser -u postgres -- env SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" \
-            SOFTMIG_PG_VERSION="$PGV" SOFTMIG_REQUIRE_PARTMAN=1 \
+            SOFTMIG_PG_VERSION="$PGV" SOFTMIG_REQUIRE_PARTMAN=1 SOFTMIG_TAP_JOBS="$TAP_JOBS" \
             bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
     else
         SOFTMIG_SUITES="$SUITES" SOFTMIG_PGBIN="$PGBIN" SOFTMIG_PG_VERSION="$PGV" SOFTMIG_REQUIRE_PARTMAN=1 \
-            bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
+            SOFTMIG_TAP_JOBS="$TAP_JOBS" bash "$WORK/tree/test/run_all.sh" --inner "$WORK" || rc=$?
     fi
     return $rc
 }
@@ -343,7 +350,7 @@ run_in_chroot() {
     chroot_run "$suite" "$share/overlay" "$share/src" \
         SOFTMIG_CHROOT="$suite" SOFTMIG_PG_VERSION="$v" \
         SOFTMIG_PGBIN="/usr/lib/postgresql/$v/bin" SOFTMIG_SUITES="$(suites_for "$suite")" \
-        SOFTMIG_KEEP="${SOFTMIG_KEEP:-0}" \
+        SOFTMIG_KEEP="${SOFTMIG_KEEP:-0}" SOFTMIG_TAP_JOBS="$TAP_JOBS" \
         bash "$share/src/test/run_all.sh" --one 2>&1 | tee "$log"
     return "${PIPESTATUS[0]}"
 }
@@ -529,7 +536,7 @@ run_assert() {  # work-dir
         return
     fi
     say "suite assert: test/assert_check.sh (PGSRC=$src)"
-    PGSRC=$src bash "$TREE/test/assert_check.sh" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    PGSRC=$src PROVE_FLAGS="-j$TAP_JOBS" bash "$TREE/test/assert_check.sh" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
     parts=$(grep -E '^ All [0-9]+ tests passed|^Files=[0-9]+, Tests=[0-9]+' "$log" |
         sed -E 's/^ All ([0-9]+) tests passed.*/\1/; s/^Files=[0-9]+, Tests=([0-9]+).*/\1/' |
         paste -sd/ - || true)
@@ -630,7 +637,8 @@ run_pgtap() {
 run_tap() {
     local log=$LOGDIR/tap.log rc=0 f base
     say "suite tap: make installcheck REGRESS= ISOLATION="
-    make -C "$TREE" PG_CONFIG="$PG_CONFIG" installcheck REGRESS= ISOLATION= 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    make -C "$TREE" PG_CONFIG="$PG_CONFIG" installcheck REGRESS= ISOLATION= \
+        PROVE_FLAGS="-j$TAP_JOBS" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
     record_harness tap "$rc" "$log"
     # The TAP framework keeps its logs in tmp_check/log; show the failing ones.
     for f in $HARNESS_FAILED_FILES; do
