@@ -862,24 +862,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = 'backward must be a jsonb object {"legacy_column": "expression over target columns"}';
     END IF;
-    FOR k, e IN SELECT j.key, pg_catalog.jsonb_typeof(j.value) FROM pg_catalog.jsonb_each(v_fwd) j LOOP
-        PERFORM @extschema@._require_column(target, k, 'forward mapping of column', false);
-        IF e OPERATOR(pg_catalog.<>) 'string' THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('forward mapping of column "%s" must be a string holding an SQL expression', k);
-        END IF;
-        PERFORM @extschema@._check_expression(v_fwd OPERATOR(pg_catalog.->>) k,
-                                              pg_catalog.format('forward mapping of column "%s"', k));
-    END LOOP;
-    FOR k, e IN SELECT j.key, pg_catalog.jsonb_typeof(j.value) FROM pg_catalog.jsonb_each(v_bwd) j LOOP
-        PERFORM @extschema@._require_column(legacy, k, 'backward mapping of column', false);
-        IF e OPERATOR(pg_catalog.<>) 'string' THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('backward mapping of column "%s" must be a string holding an SQL expression', k);
-        END IF;
-        PERFORM @extschema@._check_expression(v_bwd OPERATOR(pg_catalog.->>) k,
-                                              pg_catalog.format('backward mapping of column "%s"', k));
-    END LOOP;
+    PERFORM @extschema@._check_mapping(target, v_fwd, 'forward');
+    PERFORM @extschema@._check_mapping(legacy, v_bwd, 'backward');
     IF pg_catalog.array_position(v_new_only OPERATOR(pg_catalog.||) v_divergent, NULL) IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = pg_catalog.format('%s must not contain NULL',
@@ -4563,3 +4547,27 @@ COMMENT ON FUNCTION @extschema@._shape_always_check(text, regclass) IS
     'internal: the PL/pgSQL check a shape view''s write function runs before an UPDATE of a table with a GENERATED ALWAYS identity column (428C9 if the statement changes it)';
 
 REVOKE ALL ON FUNCTION @extschema@._shape_always_check(text, regclass) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- create_migration checks its forward and backward mappings with one function
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._check_mapping(dest regclass, mapping jsonb, direction text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k text;
+    e text;
+BEGIN
+    FOR k, e IN SELECT j.key, pg_catalog.jsonb_typeof(j.value) FROM pg_catalog.jsonb_each(mapping) j LOOP
+        PERFORM @extschema@._require_column(dest, k, direction OPERATOR(pg_catalog.||) ' mapping of column', false);
+        IF e OPERATOR(pg_catalog.<>) 'string' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('%s mapping of column "%s" must be a string holding an SQL expression', direction, k);
+        END IF;
+        PERFORM @extschema@._check_expression(mapping OPERATOR(pg_catalog.->>) k,
+                                              pg_catalog.format('%s mapping of column "%s"', direction, k));
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._check_mapping(regclass, jsonb, text) IS
+    'internal: raise unless every entry of a forward or backward mapping names a column of dest and holds one SQL expression';
+REVOKE ALL ON FUNCTION @extschema@._check_mapping(regclass, jsonb, text) FROM PUBLIC;

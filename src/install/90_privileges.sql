@@ -22,6 +22,7 @@ REVOKE ALL ON FUNCTION
     @extschema@._resolve_mapping(text, regclass, regclass, jsonb),
     @extschema@._create_migration(text, regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb),
     @extschema@._require_column(regclass, text, text, boolean),
+    @extschema@._check_mapping(regclass, jsonb, text),
     @extschema@._advance(text, @extschema@.state, text, boolean),
     @extschema@._rollback(text, text),
     @extschema@._drop_migration(text),
