@@ -14,7 +14,10 @@
  *	  BY DEFAULT or ALWAYS) past every value either table holds for it: its
  *	  own column, which holds every mapped key of the other side while the
  *	  migration is consistent, and, when the column maps from a plain column
- *	  of the other table, that column (an index probe where it is indexed).
+ *	  of the other table, that column (an index probe where it is indexed)
+ *	  and the last value that column's own generator gave out (a session
+ *	  that drew a key before the switch may insert it after, through a
+ *	  shape view).
  *
  *	  The caller (softmig._set_state) holds both tables locked against
  *	  writers, so no row can arrive meanwhile.  setval is not transactional:
@@ -130,11 +133,13 @@ int8_or_null(int n, bool *isnull)
  * hand_over_one
  *		Move sequence seq of column col of relation auth past every value
  *		auth holds in col and, when the mapping expr is a plain column of
- *		the other table that auth's owner may read, every value that column
- *		holds.  (auth holds every mapped key of the other side while the
- *		migration is consistent; the other side is read only where that is
- *		cheap.)  Runs as auth's owner, who owns the sequence.  Appends one
- *		JSON object to out.
+ *		the other table, every value that column holds (if auth's owner may
+ *		read it) and the last value that column's own generator gave out
+ *		(if auth's owner may read that sequence: a key drawn before the
+ *		switch may be inserted after it).  (auth holds every mapped key of
+ *		the other side while the migration is consistent; the other side is
+ *		read only where that is cheap.)  Runs as auth's owner, who owns the
+ *		sequence.  Appends one JSON object to out.
  */
 static void
 hand_over_one(StringInfo out, Oid auth, Oid other, const char *col, const char *expr,
@@ -164,6 +169,8 @@ hand_over_one(StringInfo out, Oid auth, Oid other, const char *col, const char *
 	int64		limit;
 	bool		up;
 	SPIPlanPtr	plan;
+	Oid			otherseq;
+	char	   *other_generator = NULL;
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
@@ -194,6 +201,31 @@ hand_over_one(StringInfo out, Oid auth, Oid other, const char *col, const char *
 					   SPI_OK_SELECT, "read the keys both tables hold");
 	hi = int8_or_null(1, &hi_null);
 	lo = int8_or_null(2, &lo_null);
+
+	/*
+	 * The other side's own generator: a session may have drawn a key from it
+	 * before the switch and insert it afterwards (through a shape view, or
+	 * after a rollback), so its last value counts as held.
+	 */
+	otherseq = srccol != NULL ? column_sequence(other, srccol) : InvalidOid;
+	if (OidIsValid(otherseq) && pg_class_aclcheck(otherseq, owner, ACL_SELECT) == ACLCHECK_OK)
+	{
+		int64		drawn;
+
+		resetStringInfo(&buf);
+		appendStringInfo(&buf, "SELECT l.last_value, l.is_called FROM %s l",
+						 softmig_qualified_relname(otherseq));
+		softmig_spi_expect(SPI_execute(buf.data, true, 1), SPI_OK_SELECT,
+						   "read the other table's key sequence");
+		drawn = int8_or_null(1, &isnull);
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+		{
+			hi = hi_null ? drawn : Max(hi, drawn);
+			lo = lo_null ? drawn : Min(lo, drawn);
+			hi_null = lo_null = false;
+		}
+		other_generator = softmig_qualified_relname(otherseq);
+	}
 
 	/* where the generator stands */
 	resetStringInfo(&buf);
@@ -251,11 +283,16 @@ hand_over_one(StringInfo out, Oid auth, Oid other, const char *col, const char *
 	escape_json(out, seqname);
 	appendStringInfo(out, ", \"generator\": \"%s\", "
 					 "\"next_before\": " INT64_FORMAT ", \"next\": " INT64_FORMAT ", \"moved\": %s, "
-					 "\"other_side_read\": %s}",
+					 "\"other_side_read\": %s, \"other_generator\": ",
 					 identity == ATTRIBUTE_IDENTITY_ALWAYS ? "identity always" :
 					 identity == ATTRIBUTE_IDENTITY_BY_DEFAULT ? "identity by default" : "serial",
 					 next, moved ? to + inc : next, moved ? "true" : "false",
 					 read_other ? "true" : "false");
+	if (other_generator != NULL)
+		escape_json(out, other_generator);
+	else
+		appendStringInfoString(out, "null");
+	appendStringInfoChar(out, '}');
 }
 
 PG_FUNCTION_INFO_V1(softmig_hand_over_keys);
