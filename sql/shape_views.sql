@@ -195,6 +195,11 @@ RESET ROLE;
 SELECT * FROM t.err($$SELECT softmig.create_shape_views('sv', 'sv_v1', 'sv_v2')$$);
 SELECT * FROM t.err($$SELECT softmig.create_shape_views('nope', 'sv_v1', 'sv_v2')$$);
 SELECT * FROM t.err($$SELECT softmig.drop_migration('sv')$$);
+-- row level security enabled on a table while shape views exist: refused
+-- (every role with rights on a view would bypass the policies)
+SELECT * FROM t.err($$ALTER TABLE sv_legacy ENABLE ROW LEVEL SECURITY$$);
+SELECT * FROM t.err($$ALTER TABLE sv_orders ENABLE ROW LEVEL SECURITY$$);
+SELECT count(*) AS tables_with_rls FROM pg_class WHERE relname IN ('sv_legacy', 'sv_orders') AND relrowsecurity;
 SELECT softmig.drop_shape_views('sv');
 SELECT count(*) FROM pg_class WHERE relname IN ('sv_legacy', 'sv_orders') AND relkind = 'v';
 SELECT count(*) FROM pg_proc WHERE proname LIKE 'sv%softmig_write';

@@ -213,6 +213,21 @@ BEGIN
                                 ELSE pg_catalog.format('Leave softmig''s triggers enabled (ENABLE TRIGGER, not REPLICA or ALWAYS); softmig.repair_triggers(%L) puts them back.', r.name) END;
             END IF;
 
+            -- shape views read and write with their owner's rights: row level
+            -- security enabled on a table now would be bypassed by every role
+            -- with rights on a view (create_shape_views refuses such tables)
+            IF EXISTS (SELECT 1 FROM @extschema@.shape_views sv
+                        WHERE sv.migration_id OPERATOR(pg_catalog.=) r.id)
+               AND EXISTS (SELECT 1 FROM pg_catalog.pg_class k
+                            WHERE k.oid OPERATOR(pg_catalog.=) ANY (ARRAY[r.legacy, r.target]::pg_catalog.oid[])
+                              AND k.relrowsecurity) THEN
+                RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+                    MESSAGE = pg_catalog.format('%s on %s would let the shape views of migration "%s" bypass row level security',
+                                                c.command_tag, c.object_identity, r.name),
+                    DETAIL = 'A shape view reads and writes with its owner''s rights, so a role with rights on the view would bypass the policies.',
+                    HINT = pg_catalog.format('Drop the shape views first (softmig.drop_shape_views(%L)); roles subject to row level security use the tables.', r.name);
+            END IF;
+
             -- every statement the triggers will run must still prepare: a
             -- mapped column renamed, dropped or retyped incompatibly aborts
             -- the DDL, and so does one that would make softmig run another
