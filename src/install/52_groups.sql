@@ -124,7 +124,8 @@ BEGIN
     PERFORM @extschema@._history(x.id, 'create_group', x.state, x.state, NULL,
                                  pg_catalog.jsonb_build_object('group', group_name, 'members', pg_catalog.to_jsonb(members))),
             @extschema@._invalidate(x.legacy, x.target)   -- the write triggers learn the group
-       FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) ANY (v_ids);
+       FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) ANY (v_ids)
+      ORDER BY pg_catalog.array_position(members, x.name);   -- history in member order
 END $$;
 COMMENT ON FUNCTION @extschema@._create_group(text, text[]) IS 'internal: implementation of softmig.create_group';
 
@@ -144,7 +145,8 @@ BEGIN
                                  pg_catalog.jsonb_build_object('group', g.name)),
             @extschema@._invalidate(m.legacy, m.target)
        FROM @extschema@.group_members gm JOIN @extschema@.migrations m ON m.id OPERATOR(pg_catalog.=) gm.migration_id
-      WHERE gm.group_id OPERATOR(pg_catalog.=) g.id;
+      WHERE gm.group_id OPERATOR(pg_catalog.=) g.id
+      ORDER BY gm.ordinal;
     DELETE FROM @extschema@.groups WHERE id OPERATOR(pg_catalog.=) g.id;
 END $$;
 COMMENT ON FUNCTION @extschema@._drop_group(text) IS 'internal: implementation of softmig.drop_group';
