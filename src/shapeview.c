@@ -319,6 +319,30 @@ batch_free(ShapeBatch *b)
 }
 
 /*
+ * drop_batches
+ *		Free the batches of statement queryDesc, or (queryDesc NULL) those
+ *		made in (sub)transaction subid.
+ */
+static void
+drop_batches(QueryDesc *queryDesc, SubTransactionId subid)
+{
+	ShapeBatch **prev = &batches;
+
+	while (*prev)
+	{
+		ShapeBatch *b = *prev;
+
+		if (queryDesc ? b->query == queryDesc : b->subid == subid)
+		{
+			*prev = b->next;
+			batch_free(b);
+		}
+		else
+			prev = &b->next;
+	}
+}
+
+/*
  * note_insert
  *		One INSERT (a ModifyTable result relation) of statement queryDesc
  *		into rel: if rel is a shape view whose two triggers are plainly
@@ -528,20 +552,7 @@ shape_ExecutorFinish(QueryDesc *queryDesc)
 static void
 shape_ExecutorEnd(QueryDesc *queryDesc)
 {
-	ShapeBatch **prev = &batches;
-
-	while (*prev)
-	{
-		ShapeBatch *b = *prev;
-
-		if (b->query == queryDesc)
-		{
-			*prev = b->next;
-			batch_free(b);
-		}
-		else
-			prev = &b->next;
-	}
+	drop_batches(queryDesc, InvalidSubTransactionId);
 	if (prev_ExecutorEnd)
 		prev_ExecutorEnd(queryDesc);
 	else
@@ -579,22 +590,8 @@ static void
 shape_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)
 {
-	ShapeBatch **prev = &batches;
-
-	if (event != SUBXACT_EVENT_ABORT_SUB)
-		return;
-	while (*prev)
-	{
-		ShapeBatch *b = *prev;
-
-		if (b->subid == mySubid)
-		{
-			*prev = b->next;
-			batch_free(b);
-		}
-		else
-			prev = &b->next;
-	}
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		drop_batches(NULL, mySubid);
 }
 
 /*
