@@ -428,7 +428,7 @@ note_modify_table(QueryDesc *queryDesc, PlanState *ps, int *nviews)
  *		ExecutorStart hook: start the executor as usual; for an INSERT (or a
  *		statement with a data-modifying WITH), make a batch per shape view
  *		it inserts into (note_insert).  A ModifyTable is the top node of the
- *		plan or of a WITH subplan; if the plan has more view result
+ *		plan or of a WITH subplan; if the executor opened more view result
  *		relations than found there, collection is off for the statement.
  *		Other statements cost a test of the command type.
  */
@@ -453,11 +453,11 @@ shape_ExecutorStart(QueryDesc *queryDesc, int eflags)
 	foreach(lc, queryDesc->estate->es_subplanstates)
 		note_modify_table(queryDesc, (PlanState *) lfirst(lc), &nviews);
 
-	foreach(lc, stmt->resultRelations)
+	foreach(lc, queryDesc->estate->es_opened_result_relations)
 	{
-		RangeTblEntry *rte = rt_fetch(lfirst_int(lc), stmt->rtable);
+		ResultRelInfo *rri = (ResultRelInfo *) lfirst(lc);
 
-		if (rte->relkind == RELKIND_VIEW)
+		if (rri->ri_RelationDesc->rd_rel->relkind == RELKIND_VIEW)
 			nresults++;
 	}
 	if (nresults != nviews)
