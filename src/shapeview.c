@@ -15,6 +15,27 @@
  *	  then reads the state; holding both locks, the state cannot change
  *	  again before the transaction ends.
  *
+ *	  Set-based INSERT.  The INSTEAD OF trigger of a shape view is
+ *	  softmig._shape_write_trigger (C).  It hands each row to the view's
+ *	  PL/pgSQL write function (its argument), which writes it to the
+ *	  authority with one statement, except the rows of an INSERT whose
+ *	  statement needs no row back: no RETURNING on any INSERT into the view
+ *	  in the statement (an ExecutorStart hook looks at every ModifyTable of
+ *	  the plan).  Those rows are collected in a tuplestore (a "batch" of
+ *	  that statement and view), and the view's AFTER INSERT statement
+ *	  trigger, softmig._shape_flush_trigger, writes them at the end of the
+ *	  statement with one INSERT ... SELECT over them (an ephemeral named
+ *	  relation) into the authority of that moment, as the view's owner,
+ *	  with kept plans.  The authority's own triggers then guard, check and
+ *	  project that one statement as they would a direct INSERT ... SELECT.
+ *	  A row is collected only by the statement that made the batch, while
+ *	  it runs (ExecutorRun and ExecutorFinish hooks keep a stack of the
+ *	  running statements), in its (sub)transaction; anything else (COPY,
+ *	  RETURNING, a nested statement) takes the row-by-row path.  Batches
+ *	  end with their statement (ExecutorEnd) or its (sub)transaction's
+ *	  abort; a batch whose rows were not written by the end of its
+ *	  statement is an error, never a silent loss.
+ *
  *	  INSERT ... ON CONFLICT names no arbiter PostgreSQL can use on a view,
  *	  except DO NOTHING without a conflict target, which PostgreSQL accepts
  *	  and an INSTEAD OF trigger cannot honour (it never learns of the
@@ -24,16 +45,30 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/pg_class.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/execnodes.h"
 #include "parser/analyze.h"
 #include "parser/parsetree.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/queryenvironment.h"
 #include "utils/rel.h"
+#include "utils/regproc.h"
+#include "utils/resowner.h"
+#include "utils/syscache.h"
+#include "utils/tuplestore.h"
 
 #include "softmig.h"
 
@@ -52,22 +87,19 @@ may_write_rel(Oid relid)
 		pg_class_aclcheck(relid, role, ACL_INSERT | ACL_UPDATE | ACL_DELETE) == ACLCHECK_OK;
 }
 
-PG_FUNCTION_INFO_V1(softmig_shape_target_writes);
 /*
- * softmig_shape_target_writes
- *		softmig._shape_target_writes(migration_id) -> boolean: is the target
- *		the write authority of the migration now?  Takes ROW EXCLUSIVE on
- *		both tables (authority first, as the cached state says; released at
- *		transaction end like any writer's) and then reads the state again
- *		with pending invalidations processed, so the answer is the state
- *		after any state change the locks waited for.  The caller must be
- *		allowed to write both tables (42501 otherwise); 42704 for an unknown
- *		migration.
+ * lock_authority
+ *		Is the target the write authority of migration id now?  Takes ROW
+ *		EXCLUSIVE on both tables (authority first, as the cached state
+ *		says; released at transaction end like any writer's) and then reads
+ *		the state again with pending invalidations processed, so the answer
+ *		is the state after any state change the locks waited for.  The
+ *		current user must be allowed to write both tables (42501
+ *		otherwise); 42704 for an unknown migration.
  */
-Datum
-softmig_shape_target_writes(PG_FUNCTION_ARGS)
+static bool
+lock_authority(int32 id)
 {
-	int32		id = PG_GETARG_INT32(0);
 	SoftmigMigration *m = softmig_require_migration(id);
 	Oid			first;
 	Oid			second;
@@ -94,11 +126,31 @@ softmig_shape_target_writes(PG_FUNCTION_ARGS)
 
 	/* the state after the locks: a change we waited for is committed now */
 	m = softmig_require_migration(id);
-	PG_RETURN_BOOL(m->state >= SM_NEW_WRITE);
+	return m->state >= SM_NEW_WRITE;
 }
 
-/* The name of the INSTEAD OF trigger of every shape view. */
+PG_FUNCTION_INFO_V1(softmig_shape_target_writes);
+/*
+ * softmig_shape_target_writes
+ *		softmig._shape_target_writes(migration_id) -> boolean: is the target
+ *		the write authority of the migration now?  See lock_authority (the
+ *		locks it takes, the errors it raises).
+ */
+Datum
+softmig_shape_target_writes(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(lock_authority(PG_GETARG_INT32(0)));
+}
+
+/* The names of the triggers of every shape view. */
 #define SM_SHAPE_TRIGGER "softmig_shape_write"
+#define SM_SHAPE_FLUSH_TRIGGER "softmig_shape_flush"
+
+/* The name under which the flush statements read a batch's rows. */
+#define SM_SHAPE_ROWS "softmig_shape_rows"
+
+/* The flush trigger's arguments: migration id, four statements, key columns. */
+#define SM_FLUSH_FIXED_ARGS 5
 
 static post_parse_analyze_hook_type prev_post_parse_analyze = NULL;
 
@@ -175,12 +227,633 @@ shape_post_parse_analyze(ParseState *pstate, Query *query, SOFTMIG_JUMBLESTATE *
 }
 
 /*
+ * The rows one statement inserts through one shape view, collected for one
+ * set-based write (see the file header).  Lives in its own memory context
+ * under TopTransactionContext; the tuplestore's temporary files belong to
+ * the statement's (sub)transaction.
+ */
+typedef struct ShapeBatch
+{
+	Oid			viewid;			/* the shape view */
+	QueryDesc  *query;			/* the statement that made it */
+	SubTransactionId subid;		/* (sub)transaction of that statement */
+	bool		collect;		/* no RETURNING: rows are collected */
+	int			nkeys;			/* key columns of the view's shape */
+	AttrNumber *keyattnos;		/* their numbers in the view */
+	MemoryContext cxt;
+	Tuplestorestate *rows;		/* collected rows, NULL before the first */
+	int64		nkeyed;			/* rows with every key column set */
+	int64		nkeyless;		/* the others: keys from the generators */
+	struct ShapeBatch *next;	/* the batch made before this one */
+} ShapeBatch;
+
+/* Batches of the statements in progress, the newest first. */
+static ShapeBatch *batches = NULL;
+
+/* The statements running (ExecutorRun, ExecutorFinish), innermost last. */
+static QueryDesc **running = NULL;
+static int	nrunning = 0;
+static int	maxrunning = 0;
+
+/*
+ * A kept plan of a flush statement: one per shape view trigger and
+ * statement (four per view), in TopMemoryContext, found again by the
+ * trigger's OID and the statement's text (a trigger made again with other
+ * text gets a new plan).  PostgreSQL's plan cache replans them when the
+ * tables change.
+ */
+typedef struct FlushPlan
+{
+	Oid			tgoid;
+	char	   *sql;
+	SPIPlanPtr	plan;
+	struct FlushPlan *next;
+} FlushPlan;
+
+static FlushPlan *flush_plans = NULL;
+
+/*
+ * The write function of a shape view's INSTEAD OF trigger, looked up once:
+ * per trigger OID and argument text, in TopMemoryContext; forgotten when
+ * any function changes (pg_proc callback).
+ */
+typedef struct WriteFunc
+{
+	Oid			tgoid;
+	char	   *arg;
+	FmgrInfo	flinfo;
+	struct WriteFunc *next;
+} WriteFunc;
+
+static WriteFunc *write_funcs = NULL;
+static MemoryContext write_func_cxt = NULL;
+
+static ExecutorStart_hook_type prev_ExecutorStart = NULL;
+static ExecutorRun_hook_type prev_ExecutorRun = NULL;
+static ExecutorFinish_hook_type prev_ExecutorFinish = NULL;
+static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
+
+/*
+ * find_trigger
+ *		The trigger of relation rel named name, or NULL.
+ */
+static Trigger *
+find_trigger(Relation rel, const char *name)
+{
+	for (int i = 0; rel->trigdesc && i < rel->trigdesc->numtriggers; i++)
+		if (strcmp(rel->trigdesc->triggers[i].tgname, name) == 0)
+			return &rel->trigdesc->triggers[i];
+	return NULL;
+}
+
+/*
+ * batch_free
+ *		End a batch's tuplestore and free its memory.
+ */
+static void
+batch_free(ShapeBatch *b)
+{
+	if (b->rows)
+		tuplestore_end(b->rows);
+	MemoryContextDelete(b->cxt);
+}
+
+/*
+ * drop_batches
+ *		Free the batches of statement queryDesc, or (queryDesc NULL) those
+ *		made in (sub)transaction subid.
+ */
+static void
+drop_batches(QueryDesc *queryDesc, SubTransactionId subid)
+{
+	ShapeBatch **prev = &batches;
+
+	while (*prev)
+	{
+		ShapeBatch *b = *prev;
+
+		if (queryDesc ? b->query == queryDesc : b->subid == subid)
+		{
+			*prev = b->next;
+			batch_free(b);
+		}
+		else
+			prev = &b->next;
+	}
+}
+
+/*
+ * note_insert
+ *		One INSERT (a ModifyTable result relation) of statement queryDesc
+ *		into rel: if rel is a shape view whose two triggers are plainly
+ *		enabled, make or update the statement's batch for it; any RETURNING
+ *		turns collection off.  Returns whether rel is a shape view.
+ */
+static bool
+note_insert(QueryDesc *queryDesc, Relation rel, bool returning)
+{
+	Oid			viewid = RelationGetRelid(rel);
+	Trigger    *wt;
+	Trigger    *ft;
+	ShapeBatch *b;
+	MemoryContext cxt;
+	MemoryContext old;
+
+	if (rel->rd_rel->relkind != RELKIND_VIEW)
+		return false;
+	wt = find_trigger(rel, SM_SHAPE_TRIGGER);
+	ft = find_trigger(rel, SM_SHAPE_FLUSH_TRIGGER);
+	if (wt == NULL)
+		return false;
+	for (b = batches; b; b = b->next)
+		if (b->query == queryDesc && b->viewid == viewid)
+		{
+			b->collect = b->collect && !returning;
+			return true;
+		}
+
+	cxt = AllocSetContextCreate(TopTransactionContext, "softmig shape view batch",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	b = palloc0(sizeof(ShapeBatch));
+	b->viewid = viewid;
+	b->query = queryDesc;
+	b->subid = GetCurrentSubTransactionId();
+	b->cxt = cxt;
+	b->collect = !returning && ft != NULL &&
+		wt->tgenabled == TRIGGER_FIRES_ON_ORIGIN &&
+		ft->tgenabled == TRIGGER_FIRES_ON_ORIGIN &&
+		ft->tgnargs > SM_FLUSH_FIXED_ARGS;
+	if (b->collect)
+	{
+		b->nkeys = ft->tgnargs - SM_FLUSH_FIXED_ARGS;
+		b->keyattnos = palloc(sizeof(AttrNumber) * b->nkeys);
+		for (int i = 0; i < b->nkeys; i++)
+		{
+			b->keyattnos[i] = attnameAttNum(rel, ft->tgargs[SM_FLUSH_FIXED_ARGS + i], false);
+			if (b->keyattnos[i] <= 0)
+				b->collect = false;
+		}
+	}
+	MemoryContextSwitchTo(old);
+	b->next = batches;
+	batches = b;
+	return true;
+}
+
+/*
+ * note_modify_table
+ *		Note the INSERTs of one ModifyTable node (note_insert); count the
+ *		shape views among its result relations in *nviews.
+ */
+static void
+note_modify_table(QueryDesc *queryDesc, PlanState *ps, int *nviews)
+{
+	ModifyTableState *mt;
+	bool		returning;
+
+	if (ps == NULL || !IsA(ps, ModifyTableState))
+		return;
+	mt = (ModifyTableState *) ps;
+	if (mt->operation != CMD_INSERT)
+		return;
+	returning = ((ModifyTable *) mt->ps.plan)->returningLists != NIL;
+	for (int i = 0; i < mt->mt_nrels; i++)
+		if (note_insert(queryDesc, mt->resultRelInfo[i].ri_RelationDesc, returning))
+			(*nviews)++;
+}
+
+/*
+ * shape_ExecutorStart
+ *		ExecutorStart hook: start the executor as usual; for an INSERT (or a
+ *		statement with a data-modifying WITH), make a batch per shape view
+ *		it inserts into (note_insert).  A ModifyTable is the top node of the
+ *		plan or of a WITH subplan; if the executor opened more view result
+ *		relations than found there, collection is off for the statement.
+ *		Other statements cost a test of the command type.
+ */
+static void
+shape_ExecutorStart(QueryDesc *queryDesc, int eflags)
+{
+	PlannedStmt *stmt;
+	int			nviews = 0;
+	int			nresults = 0;
+	ListCell   *lc;
+
+	if (prev_ExecutorStart)
+		prev_ExecutorStart(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+
+	stmt = queryDesc->plannedstmt;
+	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) || queryDesc->planstate == NULL ||
+		(queryDesc->operation != CMD_INSERT && !stmt->hasModifyingCTE))
+		return;
+	note_modify_table(queryDesc, queryDesc->planstate, &nviews);
+	foreach(lc, queryDesc->estate->es_subplanstates)
+		note_modify_table(queryDesc, (PlanState *) lfirst(lc), &nviews);
+
+	foreach(lc, queryDesc->estate->es_opened_result_relations)
+	{
+		ResultRelInfo *rri = (ResultRelInfo *) lfirst(lc);
+
+		if (rri->ri_RelationDesc->rd_rel->relkind == RELKIND_VIEW)
+			nresults++;
+	}
+	if (nresults != nviews)
+	{
+		for (ShapeBatch *b = batches; b; b = b->next)
+			if (b->query == queryDesc)
+				b->collect = false;
+	}
+}
+
+/*
+ * running_push, running_pop
+ *		The stack of statements running (for batch_of_running).
+ */
+static void
+running_push(QueryDesc *queryDesc)
+{
+	if (nrunning >= maxrunning)
+		running = softmig_grow_array(running, &maxrunning, sizeof(QueryDesc *));
+	running[nrunning++] = queryDesc;
+}
+
+static void
+running_pop(void)
+{
+	if (nrunning > 0)
+		nrunning--;
+}
+
+/*
+ * shape_ExecutorRun
+ *		ExecutorRun hook: the statement is running (rows of INSTEAD OF
+ *		triggers arrive now).
+ */
+static void
+shape_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count
+				  SOFTMIG_EXECUTOR_RUN_EXTRA_PARAM)
+{
+	running_push(queryDesc);
+	PG_TRY();
+	{
+		if (prev_ExecutorRun)
+			prev_ExecutorRun(queryDesc, direction, count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG);
+		else
+			standard_ExecutorRun(queryDesc, direction, count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG);
+	}
+	PG_FINALLY();
+	{
+		running_pop();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * shape_ExecutorFinish
+ *		ExecutorFinish hook: the statement is running (a WITH's INSERT may
+ *		run now, and AFTER statement triggers fire now).  Afterwards, rows
+ *		it collected and did not write (its flush trigger did not fire) are
+ *		an error: they would be lost.
+ */
+static void
+shape_ExecutorFinish(QueryDesc *queryDesc)
+{
+	running_push(queryDesc);
+	PG_TRY();
+	{
+		if (prev_ExecutorFinish)
+			prev_ExecutorFinish(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		running_pop();
+	}
+	PG_END_TRY();
+
+	for (ShapeBatch *b = batches; b; b = b->next)
+		if (b->query == queryDesc && b->nkeyed + b->nkeyless > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
+					 errmsg("rows inserted through shape view \"%s\" were not written",
+							get_rel_name(b->viewid)),
+					 errdetail("Its statement trigger \"%s\" did not fire.", SM_SHAPE_FLUSH_TRIGGER),
+					 errhint("Enable the trigger, or drop and create the shape views again.")));
+}
+
+/*
+ * shape_ExecutorEnd
+ *		ExecutorEnd hook: drop the statement's batches.
+ */
+static void
+shape_ExecutorEnd(QueryDesc *queryDesc)
+{
+	drop_batches(queryDesc, InvalidSubTransactionId);
+	if (prev_ExecutorEnd)
+		prev_ExecutorEnd(queryDesc);
+	else
+		standard_ExecutorEnd(queryDesc);
+}
+
+/*
+ * shape_xact_callback
+ *		Transaction end: every batch is gone with TopTransactionContext.
+ */
+static void
+shape_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			batches = NULL;
+			nrunning = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * shape_subxact_callback
+ *		Subtransaction abort: drop the batches of the statements that ran in
+ *		it (their rows were never written, and no longer need to be).
+ */
+static void
+shape_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		drop_batches(NULL, mySubid);
+}
+
+/*
+ * batch_of_running
+ *		The batch of view viewid of the innermost running statement, if it
+ *		collects rows and we are in its (sub)transaction; else NULL.
+ */
+static ShapeBatch *
+batch_of_running(Oid viewid)
+{
+	if (nrunning == 0)
+		return NULL;
+	for (ShapeBatch *b = batches; b; b = b->next)
+		if (b->viewid == viewid && b->query == running[nrunning - 1])
+			return (b->collect && b->subid == GetCurrentSubTransactionId()) ? b : NULL;
+	return NULL;
+}
+
+/*
+ * batch_add
+ *		Collect one row of the view's INSERT: into the batch's tuplestore
+ *		(made on the first row, its files owned by the statement's
+ *		transaction resource owner, as PostgreSQL's transition tables),
+ *		counted as keyed or keyless.
+ */
+static void
+batch_add(ShapeBatch *b, TriggerData *td)
+{
+	HeapTuple	tuple = td->tg_trigtuple;
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	ResourceOwner save_owner = CurrentResourceOwner;
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
+	bool		keyed = true;
+
+	/* (an error aborts the (sub)transaction, which resets both) */
+	CurrentResourceOwner = CurTransactionResourceOwner;
+	if (b->rows == NULL)
+		b->rows = tuplestore_begin_heap(false, false, work_mem);
+	tuplestore_puttuple(b->rows, tuple);
+	CurrentResourceOwner = save_owner;
+	MemoryContextSwitchTo(old);
+	for (int i = 0; i < b->nkeys; i++)
+		if (heap_attisnull(tuple, b->keyattnos[i], desc))
+			keyed = false;
+	if (keyed)
+		b->nkeyed++;
+	else
+		b->nkeyless++;
+}
+
+/*
+ * write_func_callback
+ *		pg_proc changed: forget every looked-up write function.
+ */
+static void
+write_func_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	write_funcs = NULL;
+	if (write_func_cxt)
+		MemoryContextReset(write_func_cxt);
+}
+
+/*
+ * write_func
+ *		The FmgrInfo of the write function named (regprocedure text) by the
+ *		argument of INSTEAD OF trigger tg, looked up once per backend.
+ */
+static FmgrInfo *
+write_func(Trigger *tg)
+{
+	WriteFunc  *w;
+	Oid			fn;
+	MemoryContext old;
+
+	if (tg->tgnargs != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._shape_write_trigger takes one argument, the view's write function")));
+	for (w = write_funcs; w; w = w->next)
+		if (w->tgoid == tg->tgoid && strcmp(w->arg, tg->tgargs[0]) == 0)
+			return &w->flinfo;
+	fn = DatumGetObjectId(DirectFunctionCall1(regprocedurein, CStringGetDatum(tg->tgargs[0])));
+	if (write_func_cxt == NULL)
+		write_func_cxt = AllocSetContextCreate(TopMemoryContext, "softmig shape view write functions",
+											   ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(write_func_cxt);
+	w = palloc0(sizeof(WriteFunc));
+	w->tgoid = tg->tgoid;
+	w->arg = pstrdup(tg->tgargs[0]);
+	fmgr_info_cxt(fn, &w->flinfo, write_func_cxt);
+	MemoryContextSwitchTo(old);
+	w->next = write_funcs;
+	write_funcs = w;
+	return &w->flinfo;
+}
+
+PG_FUNCTION_INFO_V1(softmig_shape_write_trigger);
+/*
+ * softmig_shape_write_trigger
+ *		INSTEAD OF row trigger of a shape view.  A row of an INSERT whose
+ *		statement collects (batch_of_running) is added to the batch and
+ *		returned as it is (so it counts as inserted); its write comes at the
+ *		end of the statement (softmig_shape_flush_trigger).  Every other row
+ *		is handed, with the same trigger data, to the view's write function
+ *		(SECURITY DEFINER PL/pgSQL, which takes the locks and writes the
+ *		authority), and its result returned.  Takes no locks itself.
+ */
+Datum
+softmig_shape_write_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	ShapeBatch *b;
+	LOCAL_FCINFO(wfcinfo, 0);
+	Datum		result;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_INSTEAD(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._shape_write_trigger must be an INSTEAD OF row trigger")));
+
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event) &&
+		(b = batch_of_running(RelationGetRelid(td->tg_relation))) != NULL)
+	{
+		batch_add(b, td);
+		return PointerGetDatum(td->tg_trigtuple);
+	}
+
+	InitFunctionCallInfoData(*wfcinfo, write_func(td->tg_trigger), 0, InvalidOid,
+							 (Node *) td, NULL);
+	result = FunctionCallInvoke(wfcinfo);
+	if (wfcinfo->isnull)
+		return PointerGetDatum(NULL);
+	return result;
+}
+
+/*
+ * flush_plan
+ *		The kept plan of flush statement sql of trigger tgoid, prepared on
+ *		first use (the caller is connected to SPI, has registered the
+ *		batch's rows and runs as the view's owner).
+ */
+static SPIPlanPtr
+flush_plan(Oid tgoid, const char *sql)
+{
+	FlushPlan  *f;
+	MemoryContext old;
+
+	for (f = flush_plans; f; f = f->next)
+		if (f->tgoid == tgoid && strcmp(f->sql, sql) == 0)
+			return f->plan;
+	f = MemoryContextAllocZero(TopMemoryContext, sizeof(FlushPlan));
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	f->sql = pstrdup(sql);
+	MemoryContextSwitchTo(old);
+	f->tgoid = tgoid;
+	f->plan = softmig_prepare_kept(sql, 0, NULL);
+	f->next = flush_plans;
+	flush_plans = f;
+	return f->plan;
+}
+
+/*
+ * flush_run
+ *		Run one flush statement over the registered rows.
+ */
+static void
+flush_run(Oid tgoid, const char *sql)
+{
+	int			ret = SPI_execute_plan(flush_plan(tgoid, sql), NULL, NULL, false, 0);
+
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "softmig: writing the rows of a shape view failed: %s",
+			 SPI_result_code_string(ret));
+}
+
+PG_FUNCTION_INFO_V1(softmig_shape_flush_trigger);
+/*
+ * softmig_shape_flush_trigger
+ *		AFTER INSERT statement trigger of a shape view: write the rows the
+ *		statement collected (if any) to the write authority of this moment,
+ *		as the view's owner: lock both tables and read the state
+ *		(lock_authority), then one INSERT ... SELECT for the keyed rows and
+ *		one for the keyless ones (the trigger's arguments: migration id, the
+ *		statements into legacy keyed / keyless and into the target keyed /
+ *		keyless, then the key columns).  The authority's triggers guard,
+ *		check and project them as any write.  Errors are the statement's.
+ */
+Datum
+softmig_shape_flush_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Trigger    *tg;
+	ShapeBatch *b;
+	EphemeralNamedRelation enr;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	bool		tw;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._shape_flush_trigger must be an AFTER statement trigger")));
+	tg = td->tg_trigger;
+	if (tg->tgnargs <= SM_FLUSH_FIXED_ARGS)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("softmig._shape_flush_trigger needs the migration, four statements and the key columns")));
+
+	b = batch_of_running(RelationGetRelid(td->tg_relation));
+	if (b == NULL || b->nkeyed + b->nkeyless == 0)
+		return PointerGetDatum(NULL);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	enr = palloc0(sizeof(EphemeralNamedRelationData));
+	enr->md.name = SM_SHAPE_ROWS;
+	enr->md.reliddesc = InvalidOid;
+	enr->md.tupdesc = RelationGetDescr(td->tg_relation);
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = (double) (b->nkeyed + b->nkeyless);
+	enr->reldata = b->rows;
+	if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
+		elog(ERROR, "SPI_register_relation failed");
+
+	softmig_enter_owner_context(td->tg_relation->rd_rel->relowner, &save_nest, &save_user, &save_sec);
+	tw = lock_authority(pg_strtoint32(tg->tgargs[0]));
+	if (b->nkeyed > 0)
+		flush_run(tg->tgoid, tg->tgargs[tw ? 3 : 1]);
+	if (b->nkeyless > 0)
+		flush_run(tg->tgoid, tg->tgargs[tw ? 4 : 2]);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	SPI_finish();
+
+	/* written: the statement's end finds nothing left */
+	tuplestore_clear(b->rows);
+	b->nkeyed = 0;
+	b->nkeyless = 0;
+	return PointerGetDatum(NULL);
+}
+
+/*
  * softmig_shapeview_init
- *		Install the parse analysis hook.  Called from _PG_init.
+ *		Install the parse analysis and executor hooks and the callbacks.
+ *		Called from _PG_init.
  */
 void
 softmig_shapeview_init(void)
 {
 	prev_post_parse_analyze = post_parse_analyze_hook;
 	post_parse_analyze_hook = shape_post_parse_analyze;
+	prev_ExecutorStart = ExecutorStart_hook;
+	ExecutorStart_hook = shape_ExecutorStart;
+	prev_ExecutorRun = ExecutorRun_hook;
+	ExecutorRun_hook = shape_ExecutorRun;
+	prev_ExecutorFinish = ExecutorFinish_hook;
+	ExecutorFinish_hook = shape_ExecutorFinish;
+	prev_ExecutorEnd = ExecutorEnd_hook;
+	ExecutorEnd_hook = shape_ExecutorEnd;
+	RegisterXactCallback(shape_xact_callback, NULL);
+	RegisterSubXactCallback(shape_subxact_callback, NULL);
+	CacheRegisterSyscacheCallback(PROCOID, write_func_callback, (Datum) 0);
 }

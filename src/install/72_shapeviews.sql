@@ -174,6 +174,69 @@ END $$;
 COMMENT ON FUNCTION @extschema@._shape_write_sql(@extschema@.migrations, regclass, regclass, text, boolean) IS
     'internal: the statement a shape view''s write function runs to write one view row into one table of the migration';
 
+-- The set-based form of a shape view's INSERT into table "dst": one
+-- INSERT ... SELECT over the rows the view's statement collected (the
+-- ephemeral relation softmig_shape_rows, in the view's shape = table "own"),
+-- the keyed rows (p_keyless false: every key column of "own" set) or the
+-- keyless ones (their keys drawn from dst's generators).  The same columns
+-- and mappings as _shape_write_sql's INSERT for one row.
+CREATE FUNCTION @extschema@._shape_bulk_sql(m @extschema@.migrations, p_own regclass, p_dst regclass,
+                                            p_keyless boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_okey text[] := CASE WHEN p_own OPERATOR(pg_catalog.=) m.legacy THEN m.legacy_key ELSE m.target_key END;
+    v_dkey text[] := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.legacy THEN m.legacy_key ELSE m.target_key END;
+    v_to_dst text := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.target THEN 'forward' ELSE 'backward' END;
+    v_cols text;
+    v_vals text;
+    v_always boolean;
+    v_keyed text;
+BEGIN
+    SELECT pg_catalog.string_agg(pg_catalog.format('softmig_row.%I IS NOT NULL', k), ' AND ') INTO v_keyed
+      FROM pg_catalog.unnest(v_okey) k;
+    IF p_dst OPERATOR(pg_catalog.=) p_own THEN
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
+               pg_catalog.string_agg(pg_catalog.format('softmig_row.%I', a.attname), ', ' ORDER BY a.attnum),
+               pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a')
+          INTO v_cols, v_vals, v_always
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+           AND a.attgenerated OPERATOR(pg_catalog.=) ''
+           AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
+    ELSE
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
+               pg_catalog.string_agg('(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
+                                     OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum),
+               pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a')
+          INTO v_cols, v_vals, v_always
+          FROM pg_catalog.pg_attribute a
+          JOIN @extschema@.mappings mp
+            ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
+           AND mp.column_name OPERATOR(pg_catalog.=) a.attname
+         WHERE a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+           AND a.attgenerated OPERATOR(pg_catalog.=) ''
+           AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
+    END IF;
+    RETURN pg_catalog.format('INSERT INTO %s (%s)%s SELECT %s FROM softmig_shape_rows AS softmig_row WHERE %s(%s)',
+        p_dst, v_cols, CASE WHEN v_always AND NOT p_keyless THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals,
+        CASE WHEN p_keyless THEN 'NOT ' ELSE '' END, v_keyed);
+END $$;
+COMMENT ON FUNCTION @extschema@._shape_bulk_sql(@extschema@.migrations, regclass, regclass, boolean) IS
+    'internal: the INSERT ... SELECT that writes the rows one statement inserted through a shape view into one table of the migration, set-based';
+
+CREATE FUNCTION @extschema@._shape_write_trigger()
+RETURNS trigger
+    AS 'MODULE_PATHNAME', 'softmig_shape_write_trigger' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._shape_write_trigger() IS
+    'internal: the INSTEAD OF row trigger of a shape view: collects the rows of an INSERT without RETURNING for _shape_flush_trigger, hands every other row to the view''s write function (its argument)';
+
+CREATE FUNCTION @extschema@._shape_flush_trigger()
+RETURNS trigger
+    AS 'MODULE_PATHNAME', 'softmig_shape_flush_trigger' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@._shape_flush_trigger() IS
+    'internal: the AFTER INSERT statement trigger of a shape view: writes the rows its INSERT collected to the write authority of the moment, set-based, as the view''s owner';
+
 -- One shape view: the routed view, owned by the tables' owner and with its
 -- rights, and its INSTEAD OF trigger.
 CREATE FUNCTION @extschema@._create_shape_view(m @extschema@.migrations, p_schema name, p_shape @extschema@.side,
@@ -277,8 +340,18 @@ $f$,
     EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_func);
     EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', v_func,
         pg_catalog.format('softmig: writes of shape view %s (migration "%s") to the write authority; made by softmig.create_shape_views', v_view, m.name));
+    -- rows go to the write function one by one, except those of an INSERT
+    -- without RETURNING: collected, and written set-based at its end
     EXECUTE pg_catalog.format('CREATE TRIGGER softmig_shape_write INSTEAD OF INSERT OR UPDATE OR DELETE ON %s'
-                              ' FOR EACH ROW EXECUTE FUNCTION %s', v_view, v_func);
+                              ' FOR EACH ROW EXECUTE FUNCTION @extschema@._shape_write_trigger(%L)', v_view, v_func);
+    EXECUTE pg_catalog.format('CREATE TRIGGER softmig_shape_flush AFTER INSERT ON %s'
+                              ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._shape_flush_trigger(%s, %L, %L, %L, %L, %s)',
+                              v_view, m.id,
+                              @extschema@._shape_bulk_sql(m, v_own, m.legacy, false),
+                              @extschema@._shape_bulk_sql(m, v_own, m.legacy, true),
+                              @extschema@._shape_bulk_sql(m, v_own, m.target, false),
+                              @extschema@._shape_bulk_sql(m, v_own, m.target, true),
+                              (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(k), ', ') FROM pg_catalog.unnest(v_okey) k));
     EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', v_view);
     EXECUTE pg_catalog.format('COMMENT ON VIEW %s IS %L', v_view,
         pg_catalog.format('softmig shape view of migration "%s" in the %s shape: reads from the caller''s read source, writes to the write authority (softmig.create_shape_views)',
@@ -380,6 +453,9 @@ COMMENT ON FUNCTION @extschema@.drop_shape_views(text) IS
 REVOKE ALL ON FUNCTION
     @extschema@._shape_always_check(text, regclass),
     @extschema@._shape_write_sql(@extschema@.migrations, regclass, regclass, text, boolean),
+    @extschema@._shape_bulk_sql(@extschema@.migrations, regclass, regclass, boolean),
+    @extschema@._shape_write_trigger(),
+    @extschema@._shape_flush_trigger(),
     @extschema@._create_shape_view(@extschema@.migrations, name, @extschema@.side, name),
     @extschema@._create_shape_views(text, name, name),
     @extschema@._drop_shape_views(text)
