@@ -702,9 +702,9 @@ PG_FUNCTION_INFO_V1(softmig_shape_write_trigger);
 Datum
 softmig_shape_write_trigger(PG_FUNCTION_ARGS)
 {
+	LOCAL_FCINFO(wfcinfo, 0);
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	ShapeBatch *b;
-	LOCAL_FCINFO(wfcinfo, 0);
 	Datum		result;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_INSTEAD(td->tg_event) ||
