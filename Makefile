@@ -35,6 +35,7 @@ REGRESS += parity_cache_settled
 REGRESS += shape_views
 REGRESS += groups
 REGRESS += shape_views_always
+REGRESS += single_row_update
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

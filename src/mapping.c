@@ -474,24 +474,17 @@ row_params_select(StringInfo buf, TupleDesc srcdesc, int first, const char *alia
 }
 
 /*
- * prepare_big_statements
- *		Big statements skip speculative insertion where they can: a plain
- *		INSERT (falling back to the upsert if any key exists), and an UPDATE
- *		joined on the key (followed by the upsert only if rows were missing).
- *		Only kept as text in p (m->cxt); they are planned when used.
+ * update_set_cols
+ *		The columns an UPDATE of the destination's row by key sets: the
+ *		mapped columns but the key and those in not_taken, i.e. what the
+ *		upsert's DO UPDATE sets (append_keyed_update also leaves out identity
+ *		ALWAYS columns, as the upsert does).
  */
-static void
-prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
-					   List *not_taken)
+static List *
+update_set_cols(DestInfo *d, List *not_taken)
 {
-	StringInfoData buf;
 	List	   *set_cols = NIL;
 	ListCell   *lc;
-
-	initStringInfo(&buf);
-	softmig_append_mapped_insert(&buf, d->qualname, NULL, d->cols, d->exprs);
-	appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
-	p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
 
 	foreach(lc, d->cols)
 	{
@@ -499,9 +492,59 @@ prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 			!softmig_str_member(not_taken, lfirst(lc)))
 			set_cols = lappend(set_cols, lfirst(lc));
 	}
+	return set_cols;
+}
+
+/*
+ * prepare_big_statements
+ *		Big statements skip speculative insertion where they can: a plain
+ *		INSERT (falling back to the upsert if any key exists), and an UPDATE
+ *		joined on the key (followed by the upsert only if rows were missing).
+ *		Kept as text in p (m->cxt) and planned afresh when used.  The UPDATE
+ *		is also kept planned (p->update): a one-row UPDATE of legacy is
+ *		mirrored by it (see mirror_statement), which spares the upsert's
+ *		speculative-insertion check and row lock.  Caller is in the
+ *		destination owner's context, connected to SPI, with the transition
+ *		tables registered.
+ */
+static void
+prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+					   List *not_taken)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	softmig_append_mapped_insert(&buf, d->qualname, NULL, d->cols, d->exprs);
+	appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
+	p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
+
 	resetStringInfo(&buf);
-	if (append_keyed_update(&buf, d, SM_NEW_TABLE, set_cols))
+	if (append_keyed_update(&buf, d, SM_NEW_TABLE, update_set_cols(d, not_taken)))
+	{
 		p->update_sql = MemoryContextStrdup(m->cxt, buf.data);
+		p->update = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+}
+
+/*
+ * prepare_projection_update
+ *		Target side: p->update, the UPDATE of legacy's row in place by key
+ *		for a one-row UPDATE of the target (project_upsert), over the rows
+ *		the projection carries (a non-NULL correlation key); none when
+ *		only key columns are mapped.  Caller is in the destination owner's
+ *		context, connected to SPI, with the transition tables registered.
+ */
+static void
+prepare_projection_update(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+						  List *not_taken)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	if (append_keyed_update(&buf, d,
+							correlated_rows(SM_NEW_TABLE, SM_NEW_TABLE, nullable_target_key(m)),
+							update_set_cols(d, not_taken)))
+		p->update = softmig_prepare_kept(buf.data, 0, NULL);
 }
 
 /*
@@ -784,6 +827,8 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	if (side == SIDE_LEGACY)
 		prepare_big_statements(m, p, d, not_taken);
+	else
+		prepare_projection_update(m, p, d, not_taken);
 
 	/* delete */
 	resetStringInfo(&buf);

@@ -755,13 +755,59 @@ upsert_row_by_row(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 }
 
 /*
+ * spi_result_error
+ *		A mirror statement did not report the command it is: a rule on the
+ *		other table rewrote it (SPI_OK_REWRITTEN; the DDL guard refuses such
+ *		rules, but event triggers do not fire under session_replication_role
+ *		= replica), or something that cannot happen.
+ */
+static void
+spi_result_error(SoftmigMigration *m, SoftmigRelPlans *p, int ret, const char *what)
+{
+	if (ret == SPI_OK_REWRITTEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
+				 errmsg("mirroring %s of migration \"%s\" failed: a rule rewrites writes to table \"%s\"",
+						what, m->name, get_rel_name(p->side == SIDE_LEGACY ? m->target : m->legacy)),
+				 errdetail("softmig carries each statement's rows to the other table as written; a rule would change what is written."),
+				 errhint("Drop the rule (DROP RULE); use a trigger instead.")));
+	elog(ERROR, "softmig: mirroring %s failed: SPI code %d", what, ret);
+}
+
+/*
+ * mirror_one_update
+ *		Carry a one-row UPDATE to the other table: update its row in place
+ *		by key (p->update), and run the upsert only if it has no such row.
+ *		Same result as the upsert alone (the UPDATE sets what the upsert's
+ *		DO UPDATE sets, so the merge rule holds alike), but a row that
+ *		exists is neither probed for a conflict first nor locked before it
+ *		is updated.  Key moves have run before.  The caller is connected to
+ *		SPI and runs as the other table's owner.
+ */
+static void
+mirror_one_update(SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	int			ret;
+
+	ret = SPI_execute_plan(p->update, NULL, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		spi_result_error(m, p, ret, "UPDATE");
+	if (SPI_processed > 0)
+		return;
+	ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		spi_result_error(m, p, ret, "INSERT");
+}
+
+/*
  * project_upsert
  *		Project the statement's rows into legacy, set-based.  If that fails
  *		because legacy cannot represent some row, retry row by row in
  *		subtransactions: rows that fail are new-only (not projected; the
  *		envelope closes), the others are projected.  In reject mode with the
  *		envelope open the upsert runs without a subtransaction and its error
- *		is the statement's.
+ *		is the statement's.  A one-row UPDATE updates legacy's row in place
+ *		first (mirror_one_update), in the same subtransaction discipline.
  */
 static void
 project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
@@ -770,6 +816,8 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	int64		failed;
 	char	   *first_msg;
 	Jsonb	   *first_key;
+	bool		one_row_update = (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update != NULL &&
+								  tuplestore_tuple_count(td->tg_newtable) == 1);
 
 	/*
 	 * Rejecting new-only state: any error of the upsert is the statement's
@@ -778,12 +826,26 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	 */
 	if (m->reject_new_only && m->envelope_open)
 	{
-		softmig_spi_expect(SPI_execute_plan(p->upsert, NULL, NULL, false, 0),
-						   SPI_OK_INSERT, "run one of its statements");
+		if (one_row_update)
+			mirror_one_update(m, p);
+		else
+			softmig_spi_expect(SPI_execute_plan(p->upsert, NULL, NULL, false, 0),
+							   SPI_OK_INSERT, "run one of its statements");
 		return;
 	}
 
-	edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, softmig_unrepresentable);
+	/* a one-row UPDATE: legacy's row in place, the upsert if it has none */
+	edata = NULL;
+	if (one_row_update)
+	{
+		edata = softmig_spi_try(p->update, NULL, NULL, NULL, false, SPI_OK_UPDATE,
+								softmig_unrepresentable);
+		if (edata == NULL && SPI_processed > 0)
+			return;
+	}
+	if (edata == NULL)
+		edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT,
+								softmig_unrepresentable);
 	if (edata == NULL)
 		return;
 	if (m->reject_new_only && m->envelope_open)
@@ -1085,33 +1147,14 @@ mirror_big_insert(SoftmigRelPlans *p)
 }
 
 /*
- * spi_result_error
- *		A mirror statement did not report the command it is: a rule on the
- *		other table rewrote it (SPI_OK_REWRITTEN; the DDL guard refuses such
- *		rules, but event triggers do not fire under session_replication_role
- *		= replica), or something that cannot happen.
- */
-static void
-spi_result_error(SoftmigMigration *m, SoftmigRelPlans *p, int ret, const char *what)
-{
-	if (ret == SPI_OK_REWRITTEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
-				 errmsg("mirroring %s of migration \"%s\" failed: a rule rewrites writes to table \"%s\"",
-						what, m->name, get_rel_name(p->side == SIDE_LEGACY ? m->target : m->legacy)),
-				 errdetail("softmig carries each statement's rows to the other table as written; a rule would change what is written."),
-				 errhint("Drop the rule (DROP RULE); use a trigger instead.")));
-	elog(ERROR, "softmig: mirroring %s failed: SPI code %d", what, ret);
-}
-
-/*
  * mirror_statement
  *		Carry one statement's rows (its transition table) to the other table
  *		as that table's owner: key moves first for UPDATE, then the upsert,
  *		the delete, or, for statements over SM_BIG_STATEMENT_ROWS rows from
  *		the legacy side, the set-based INSERT / UPDATE with the upsert as
- *		fallback; the loop guard (softmig_mirror_enter) is up meanwhile.
- *		Takes no locks of its own beyond what the mirrored
+ *		fallback (and for a one-row UPDATE the kept UPDATE by key,
+ *		mirror_one_update); the loop guard (softmig_mirror_enter) is up
+ *		meanwhile.  Takes no locks of its own beyond what the mirrored
  *		statements take (ROW EXCLUSIVE on the other table, row locks).  The
  *		caller is connected to SPI and owns the transition tables.
  */
@@ -1184,6 +1227,9 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		}
 		else if (!big && m->group_id != 0 && p->upsert_row != NULL)
 			mirror_group_upsert(td, m, p);
+		else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update != NULL &&
+				 tuplestore_tuple_count(rows) == 1)
+			mirror_one_update(m, p);
 		else
 		{
 			ret = big ? SPI_execute(p->upsert_sql, false, 0)
