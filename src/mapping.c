@@ -500,12 +500,7 @@ update_set_cols(DestInfo *d, List *not_taken)
  *		Big statements skip speculative insertion where they can: a plain
  *		INSERT (falling back to the upsert if any key exists), and an UPDATE
  *		joined on the key (followed by the upsert only if rows were missing).
- *		Kept as text in p (m->cxt) and planned afresh when used.  The UPDATE
- *		is also kept planned (p->update): a one-row UPDATE of legacy is
- *		mirrored by it (see mirror_statement), which spares the upsert's
- *		speculative-insertion check and row lock.  Caller is in the
- *		destination owner's context, connected to SPI, with the transition
- *		tables registered.
+ *		Only kept as text in p (m->cxt); they are planned when used.
  */
 static void
 prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
@@ -520,31 +515,34 @@ prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 
 	resetStringInfo(&buf);
 	if (append_keyed_update(&buf, d, SM_NEW_TABLE, update_set_cols(d, not_taken)))
-	{
 		p->update_sql = MemoryContextStrdup(m->cxt, buf.data);
-		p->update = softmig_prepare_kept(buf.data, 0, NULL);
-	}
 }
 
 /*
- * prepare_projection_update
- *		Target side: p->update, the UPDATE of legacy's row in place by key
- *		for a one-row UPDATE of the target (project_upsert), over the rows
- *		the projection carries (a non-NULL correlation key); none when
- *		only key columns are mapped.  Caller is in the destination owner's
- *		context, connected to SPI, with the transition tables registered.
+ * prepare_row_update
+ *		p->update: the UPDATE of the destination's row in place by key for a
+ *		one-row UPDATE (mirror_one_update), the row of srcdesc given as
+ *		parameters, so the plan is an index probe of the destination and no
+ *		scan of the transition table; to legacy only a row with a target
+ *		key.  None when only key columns are mapped.  Sets p->row_nargs.
+ *		Caller is in the destination owner's context.
  */
 static void
-prepare_projection_update(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
-						  List *not_taken)
+prepare_row_update(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+				   TupleDesc srcdesc, SoftmigSide side, List *not_taken)
 {
+	StringInfoData rowsel;
 	StringInfoData buf;
+	Oid		   *argtypes = palloc(sizeof(Oid) * Max(srcdesc->natts, 1));
 
+	initStringInfo(&rowsel);
+	p->row_nargs = row_params_select(&rowsel, srcdesc, 1, SM_NEW_TABLE, argtypes);
 	initStringInfo(&buf);
-	if (append_keyed_update(&buf, d,
-							correlated_rows(SM_NEW_TABLE, SM_NEW_TABLE, nullable_target_key(m)),
+	if (append_keyed_update(&buf, d, side == SIDE_TARGET ?
+							correlated_rows(rowsel.data, SM_NEW_TABLE, nullable_target_key(m)) :
+							rowsel.data,
 							update_set_cols(d, not_taken)))
-		p->update = softmig_prepare_kept(buf.data, 0, NULL);
+		p->update = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 }
 
 /*
@@ -827,8 +825,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	if (side == SIDE_LEGACY)
 		prepare_big_statements(m, p, d, not_taken);
-	else
-		prepare_projection_update(m, p, d, not_taken);
+	prepare_row_update(m, p, d, RelationGetDescr(rel), side, not_taken);
 
 	/* delete */
 	resetStringInfo(&buf);

@@ -77,8 +77,8 @@ typedef struct SoftmigRelPlans
 								 * the rest */
 	SPIPlanPtr	delete;			/* DELETE .. USING old */
 	SPIPlanPtr	update;			/* a one-row UPDATE: the other side's row
-								 * updated in place by key over new (the
-								 * upsert if it lacks the row) */
+								 * updated in place by key, params = the row
+								 * (the upsert if it lacks the row) */
 	SPIPlanPtr	move;			/* per-row key change, params old+new row;
 								 * NULL: a destination key column is GENERATED
 								 * ALWAYS AS IDENTITY */
