@@ -793,10 +793,10 @@ spi_result_error(SoftmigMigration *m, SoftmigRelPlans *p, int ret, const char *w
  *		result as the upsert alone (the UPDATE sets what the upsert's DO
  *		UPDATE sets, so the merge rule holds alike), but a row that exists
  *		is neither probed for a conflict first nor locked before it is
- *		updated.  Key moves have run before.  With try, each statement runs
- *		in a subtransaction and an error tolerated accepts is returned (the
- *		projection's new-only detection), else errors are raised.  The
- *		caller is connected to SPI and runs as the other table's owner.
+ *		updated.  Key moves have run before.  With tolerated, each statement
+ *		runs in a subtransaction and an error tolerated accepts is returned
+ *		(the projection's new-only detection); without, errors are raised.
+ *		The caller is connected to SPI and runs as the other table's owner.
  */
 static ErrorData *
 one_row_update(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
