@@ -36,6 +36,7 @@ REGRESS += shape_views
 REGRESS += groups
 REGRESS += shape_views_always
 REGRESS += shape_views_bulk
+REGRESS += single_row_update
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

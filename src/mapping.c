@@ -474,6 +474,28 @@ row_params_select(StringInfo buf, TupleDesc srcdesc, int first, const char *alia
 }
 
 /*
+ * update_set_cols
+ *		The columns an UPDATE of the destination's row by key sets: the
+ *		mapped columns but the key and those in not_taken, i.e. what the
+ *		upsert's DO UPDATE sets (append_keyed_update also leaves out identity
+ *		ALWAYS columns, as the upsert does).
+ */
+static List *
+update_set_cols(DestInfo *d, List *not_taken)
+{
+	List	   *set_cols = NIL;
+	ListCell   *lc;
+
+	foreach(lc, d->cols)
+	{
+		if (!softmig_str_member(d->keycols, lfirst(lc)) &&
+			!softmig_str_member(not_taken, lfirst(lc)))
+			set_cols = lappend(set_cols, lfirst(lc));
+	}
+	return set_cols;
+}
+
+/*
  * prepare_big_statements
  *		Big statements skip speculative insertion where they can: a plain
  *		INSERT (falling back to the upsert if any key exists), and an UPDATE
@@ -485,23 +507,42 @@ prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 					   List *not_taken)
 {
 	StringInfoData buf;
-	List	   *set_cols = NIL;
-	ListCell   *lc;
 
 	initStringInfo(&buf);
 	softmig_append_mapped_insert(&buf, d->qualname, NULL, d->cols, d->exprs);
 	appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
 	p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
 
-	foreach(lc, d->cols)
-	{
-		if (!softmig_str_member(d->keycols, lfirst(lc)) &&
-			!softmig_str_member(not_taken, lfirst(lc)))
-			set_cols = lappend(set_cols, lfirst(lc));
-	}
 	resetStringInfo(&buf);
-	if (append_keyed_update(&buf, d, SM_NEW_TABLE, set_cols))
+	if (append_keyed_update(&buf, d, SM_NEW_TABLE, update_set_cols(d, not_taken)))
 		p->update_sql = MemoryContextStrdup(m->cxt, buf.data);
+}
+
+/*
+ * prepare_row_update
+ *		p->update: the UPDATE of the destination's row in place by key for a
+ *		one-row UPDATE (mirror_one_update), the row of srcdesc given as
+ *		parameters, so the plan is an index probe of the destination and no
+ *		scan of the transition table; to legacy only a row with a target
+ *		key.  None when only key columns are mapped.  Sets p->row_nargs.
+ *		Caller is in the destination owner's context.
+ */
+static void
+prepare_row_update(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+				   TupleDesc srcdesc, SoftmigSide side, List *not_taken)
+{
+	StringInfoData rowsel;
+	StringInfoData buf;
+	Oid		   *argtypes = palloc(sizeof(Oid) * Max(srcdesc->natts, 1));
+
+	initStringInfo(&rowsel);
+	p->row_nargs = row_params_select(&rowsel, srcdesc, 1, SM_NEW_TABLE, argtypes);
+	initStringInfo(&buf);
+	if (append_keyed_update(&buf, d, side == SIDE_TARGET ?
+							correlated_rows(rowsel.data, SM_NEW_TABLE, nullable_target_key(m)) :
+							rowsel.data,
+							update_set_cols(d, not_taken)))
+		p->update = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 }
 
 /*
@@ -784,6 +825,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	if (side == SIDE_LEGACY)
 		prepare_big_statements(m, p, d, not_taken);
+	prepare_row_update(m, p, d, RelationGetDescr(rel), side, not_taken);
 
 	/* delete */
 	resetStringInfo(&buf);

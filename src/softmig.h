@@ -76,6 +76,9 @@ typedef struct SoftmigRelPlans
 	char	   *update_sql;		/* big UPDATE: update in place, then upsert
 								 * the rest */
 	SPIPlanPtr	delete;			/* DELETE .. USING old */
+	SPIPlanPtr	update;			/* a one-row UPDATE: the other side's row
+								 * updated in place by key, params = the row
+								 * (the upsert if it lacks the row) */
 	SPIPlanPtr	move;			/* per-row key change, params old+new row;
 								 * NULL: a destination key column is GENERATED
 								 * ALWAYS AS IDENTITY */

@@ -685,6 +685,27 @@ is_fk_violation(int sqlerrcode)
 }
 
 /*
+ * row_params
+ *		The live columns of a deformed row of desc as SPI parameters (the
+ *		order row_params_select gives them in mapping.c).
+ */
+static void
+row_params(TupleTableSlot *slot, TupleDesc desc, Datum *values, char *nulls)
+{
+	int			k = 0;
+
+	slot_getallattrs(slot);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		if (TupleDescAttr(desc, i)->attisdropped)
+			continue;
+		values[k] = slot->tts_values[i];
+		nulls[k] = slot->tts_isnull[i] ? 'n' : ' ';
+		k++;
+	}
+}
+
+/*
  * upsert_row_by_row
  *		After the set-based upsert of a statement's rows failed with an
  *		error filter accepts: upsert them one by one, each in its own
@@ -711,17 +732,7 @@ upsert_row_by_row(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 	tuplestore_rescan(rows);
 	while (tuplestore_gettupleslot(rows, true, true, slot))
 	{
-		int			k = 0;
-
-		slot_getallattrs(slot);
-		for (int i = 0; i < desc->natts; i++)
-		{
-			if (TupleDescAttr(desc, i)->attisdropped)
-				continue;
-			values[k] = slot->tts_values[i];
-			nulls[k] = slot->tts_isnull[i] ? 'n' : ' ';
-			k++;
-		}
+		row_params(slot, desc, values, nulls);
 		rowerr = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
 								 SPI_OK_INSERT, filter);
 		if (rowerr == NULL)
@@ -755,13 +766,79 @@ upsert_row_by_row(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 }
 
 /*
+ * spi_result_error
+ *		A mirror statement did not report the command it is: a rule on the
+ *		other table rewrote it (SPI_OK_REWRITTEN; the DDL guard refuses such
+ *		rules, but event triggers do not fire under session_replication_role
+ *		= replica), or something that cannot happen.
+ */
+static void
+spi_result_error(SoftmigMigration *m, SoftmigRelPlans *p, int ret, const char *what)
+{
+	if (ret == SPI_OK_REWRITTEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
+				 errmsg("mirroring %s of migration \"%s\" failed: a rule rewrites writes to table \"%s\"",
+						what, m->name, get_rel_name(p->side == SIDE_LEGACY ? m->target : m->legacy)),
+				 errdetail("softmig carries each statement's rows to the other table as written; a rule would change what is written."),
+				 errhint("Drop the rule (DROP RULE); use a trigger instead.")));
+	elog(ERROR, "softmig: mirroring %s failed: SPI code %d", what, ret);
+}
+
+/*
+ * one_row_update
+ *		Carry a one-row UPDATE to the other table: update its row in place
+ *		by key (p->update, the new row as parameters: an index probe of the
+ *		other table), and run the upsert only if it has no such row.  Same
+ *		result as the upsert alone (the UPDATE sets what the upsert's DO
+ *		UPDATE sets, so the merge rule holds alike), but a row that exists
+ *		is neither probed for a conflict first nor locked before it is
+ *		updated.  Key moves have run before.  With tolerated, each statement
+ *		runs in a subtransaction and an error tolerated accepts is returned
+ *		(the projection's new-only detection); without, errors are raised.
+ *		The caller is connected to SPI and runs as the other table's owner.
+ */
+static ErrorData *
+one_row_update(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
+			   bool (*tolerated) (int))
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	Datum	   *values = palloc(sizeof(Datum) * Max(p->row_nargs, 1));
+	char	   *nulls = palloc(sizeof(char) * Max(p->row_nargs, 1));
+	ErrorData  *edata = NULL;
+	int			ret;
+
+	tuplestore_select_read_pointer(td->tg_newtable, 0);
+	tuplestore_rescan(td->tg_newtable);
+	if (!tuplestore_gettupleslot(td->tg_newtable, true, false, slot))
+		elog(ERROR, "softmig: the new row of a one-row UPDATE is missing");
+	row_params(slot, desc, values, nulls);
+	if (tolerated)
+		edata = softmig_spi_try(p->update, NULL, values, nulls, false, SPI_OK_UPDATE, tolerated);
+	else if ((ret = SPI_execute_plan(p->update, values, nulls, false, 0)) != SPI_OK_UPDATE)
+		spi_result_error(m, p, ret, "UPDATE");
+	ExecDropSingleTupleTableSlot(slot);
+	if (edata != NULL || SPI_processed > 0)
+		return edata;
+
+	/* the other table lacks the row: the upsert over the transition table */
+	if (tolerated)
+		return softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, tolerated);
+	if ((ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0)) != SPI_OK_INSERT)
+		spi_result_error(m, p, ret, "INSERT");
+	return NULL;
+}
+
+/*
  * project_upsert
  *		Project the statement's rows into legacy, set-based.  If that fails
  *		because legacy cannot represent some row, retry row by row in
  *		subtransactions: rows that fail are new-only (not projected; the
  *		envelope closes), the others are projected.  In reject mode with the
  *		envelope open the upsert runs without a subtransaction and its error
- *		is the statement's.
+ *		is the statement's.  A one-row UPDATE updates legacy's row in place
+ *		first (one_row_update), in the same subtransaction discipline.
  */
 static void
 project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
@@ -770,6 +847,8 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	int64		failed;
 	char	   *first_msg;
 	Jsonb	   *first_key;
+	bool		one_row = (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update != NULL &&
+						   tuplestore_tuple_count(td->tg_newtable) == 1);
 
 	/*
 	 * Rejecting new-only state: any error of the upsert is the statement's
@@ -778,12 +857,19 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	 */
 	if (m->reject_new_only && m->envelope_open)
 	{
-		softmig_spi_expect(SPI_execute_plan(p->upsert, NULL, NULL, false, 0),
-						   SPI_OK_INSERT, "run one of its statements");
+		if (one_row)
+			(void) one_row_update(td, m, p, NULL);
+		else
+			softmig_spi_expect(SPI_execute_plan(p->upsert, NULL, NULL, false, 0),
+							   SPI_OK_INSERT, "run one of its statements");
 		return;
 	}
 
-	edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, softmig_unrepresentable);
+	if (one_row)
+		edata = one_row_update(td, m, p, softmig_unrepresentable);
+	else
+		edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT,
+								softmig_unrepresentable);
 	if (edata == NULL)
 		return;
 	if (m->reject_new_only && m->envelope_open)
@@ -1085,33 +1171,14 @@ mirror_big_insert(SoftmigRelPlans *p)
 }
 
 /*
- * spi_result_error
- *		A mirror statement did not report the command it is: a rule on the
- *		other table rewrote it (SPI_OK_REWRITTEN; the DDL guard refuses such
- *		rules, but event triggers do not fire under session_replication_role
- *		= replica), or something that cannot happen.
- */
-static void
-spi_result_error(SoftmigMigration *m, SoftmigRelPlans *p, int ret, const char *what)
-{
-	if (ret == SPI_OK_REWRITTEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_SOFTMIG_TRIGGER_MISSING),
-				 errmsg("mirroring %s of migration \"%s\" failed: a rule rewrites writes to table \"%s\"",
-						what, m->name, get_rel_name(p->side == SIDE_LEGACY ? m->target : m->legacy)),
-				 errdetail("softmig carries each statement's rows to the other table as written; a rule would change what is written."),
-				 errhint("Drop the rule (DROP RULE); use a trigger instead.")));
-	elog(ERROR, "softmig: mirroring %s failed: SPI code %d", what, ret);
-}
-
-/*
  * mirror_statement
  *		Carry one statement's rows (its transition table) to the other table
  *		as that table's owner: key moves first for UPDATE, then the upsert,
  *		the delete, or, for statements over SM_BIG_STATEMENT_ROWS rows from
  *		the legacy side, the set-based INSERT / UPDATE with the upsert as
- *		fallback; the loop guard (softmig_mirror_enter) is up meanwhile.
- *		Takes no locks of its own beyond what the mirrored
+ *		fallback (and for a one-row UPDATE the kept UPDATE by key,
+ *		one_row_update); the loop guard (softmig_mirror_enter) is up
+ *		meanwhile.  Takes no locks of its own beyond what the mirrored
  *		statements take (ROW EXCLUSIVE on the other table, row locks).  The
  *		caller is connected to SPI and owns the transition tables.
  */
@@ -1184,6 +1251,9 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		}
 		else if (!big && m->group_id != 0 && p->upsert_row != NULL)
 			mirror_group_upsert(td, m, p);
+		else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update != NULL &&
+				 tuplestore_tuple_count(rows) == 1)
+			(void) one_row_update(td, m, p, NULL);
 		else
 		{
 			ret = big ? SPI_execute(p->upsert_sql, false, 0)
