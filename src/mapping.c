@@ -519,6 +519,26 @@ prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 }
 
 /*
+ * row_source
+ *		The source of the one-row plans: the row of srcdesc given as
+ *		parameters ($1, ...), in *rowsel (initialized here), with their types
+ *		in *argtypes (palloc'd) and their number in p->row_nargs.  Returns
+ *		what the plan reads: *rowsel itself, or for a projection to legacy
+ *		(side target) only a row with a target key.
+ */
+static char *
+row_source(SoftmigMigration *m, SoftmigRelPlans *p, TupleDesc srcdesc,
+		   SoftmigSide side, StringInfo rowsel, Oid **argtypes)
+{
+	*argtypes = palloc(sizeof(Oid) * Max(srcdesc->natts, 1));
+	initStringInfo(rowsel);
+	p->row_nargs = row_params_select(rowsel, srcdesc, 1, SM_NEW_TABLE, *argtypes);
+	return side == SIDE_TARGET ?
+		correlated_rows(rowsel->data, SM_NEW_TABLE, nullable_target_key(m)) :
+		rowsel->data;
+}
+
+/*
  * prepare_row_update
  *		p->update: the UPDATE of the destination's row in place by key for a
  *		one-row UPDATE (mirror_one_update), the row of srcdesc given as
@@ -533,15 +553,11 @@ prepare_row_update(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 {
 	StringInfoData rowsel;
 	StringInfoData buf;
-	Oid		   *argtypes = palloc(sizeof(Oid) * Max(srcdesc->natts, 1));
+	Oid		   *argtypes;
+	char	   *source = row_source(m, p, srcdesc, side, &rowsel, &argtypes);
 
-	initStringInfo(&rowsel);
-	p->row_nargs = row_params_select(&rowsel, srcdesc, 1, SM_NEW_TABLE, argtypes);
 	initStringInfo(&buf);
-	if (append_keyed_update(&buf, d, side == SIDE_TARGET ?
-							correlated_rows(rowsel.data, SM_NEW_TABLE, nullable_target_key(m)) :
-							rowsel.data,
-							update_set_cols(d, not_taken)))
+	if (append_keyed_update(&buf, d, source, update_set_cols(d, not_taken)))
 		p->update = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 }
 
@@ -645,15 +661,11 @@ prepare_row_upsert(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 {
 	StringInfoData rowsel;
 	StringInfoData buf;
-	Oid		   *argtypes = palloc(sizeof(Oid) * Max(srcdesc->natts, 1));
+	Oid		   *argtypes;
+	char	   *source = row_source(m, p, srcdesc, side, &rowsel, &argtypes);
 
-	initStringInfo(&rowsel);
-	p->row_nargs = row_params_select(&rowsel, srcdesc, 1, SM_NEW_TABLE, argtypes);
 	initStringInfo(&buf);
-	/* a projection to legacy carries only rows with a target key */
-	append_upsert(&buf, d, side == SIDE_TARGET ?
-				  correlated_rows(rowsel.data, SM_NEW_TABLE, nullable_target_key(m)) :
-				  rowsel.data, not_taken);
+	append_upsert(&buf, d, source, not_taken);
 	p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 	resetStringInfo(&buf);
 	appendStringInfo(&buf, "SELECT %s FROM %s", keyjson_expr(m, side), rowsel.data);
