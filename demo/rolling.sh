@@ -124,7 +124,7 @@ SELECT softmig.create_shape_views('orders', 'app_v1', 'app_v2');
 SELECT softmig.register_reader('orders', 'shop-v1', 'latency', 'shop');
 SELECT softmig.register_reader('orders', 'shop-v2', 'latency', 'shop');
 SQL
-q -c "SELECT view_name, shape, write_function FROM softmig.shape_views ORDER BY shape"
+q -c "SELECT view_name, shape FROM softmig.shape_views ORDER BY shape"
 
 # what each build does: the same requests, each in its own table's shape
 scripts() {  # build table key insert-columns insert-values update-set read-columns

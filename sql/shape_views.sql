@@ -22,7 +22,7 @@ SELECT softmig.create_migration('sv', 'sv_legacy', 'sv_orders',
 CREATE SCHEMA sv_v1;
 CREATE SCHEMA sv_v2;
 SELECT softmig.create_shape_views('sv', 'sv_v1', 'sv_v2');
-SELECT view_name, shape, write_function FROM softmig.shape_views ORDER BY shape;
+SELECT view_name, shape FROM softmig.shape_views ORDER BY shape;
 SELECT view_name, shape FROM softmig.read_views ORDER BY shape;
 -- the owner's rights: no security_invoker
 SELECT c.relname, c.reloptions FROM pg_class c WHERE c.oid IN ('sv_v1.sv_legacy'::regclass, 'sv_v2.sv_orders'::regclass) ORDER BY 1;

@@ -15,13 +15,23 @@
  *	  then reads the state; holding both locks, the state cannot change
  *	  again before the transaction ends.
  *
- *	  Set-based INSERT.  The INSTEAD OF trigger of a shape view is
- *	  softmig._shape_write_trigger (C).  It hands each row to the view's
- *	  PL/pgSQL write function (its argument), which writes it to the
- *	  authority with one statement, except the rows of an INSERT whose
- *	  statement needs no row back: no RETURNING on any INSERT into the view
- *	  in the statement (an ExecutorStart hook looks at every ModifyTable of
- *	  the plan).  Those rows are collected in a tuplestore (a "batch" of
+ *	  Row by row.  The INSTEAD OF trigger of a shape view is
+ *	  softmig._shape_write_trigger (C).  As the view's owner (identity.c)
+ *	  it locks both tables, reads the state and writes the row to the
+ *	  authority with one statement: a kept, generic plan of one of the
+ *	  statements its arguments carry (made by softmig._shape_write_sql when
+ *	  the view was created: per table INSERT with and without key, UPDATE,
+ *	  the UPDATE's GENERATED ALWAYS check, DELETE), its parameters the new
+ *	  row, the old row and, per column, whether the statement changed it
+ *	  (shape_changed).  The plan is found again by the trigger's OID, the
+ *	  argument's number and text (so by view, operation, authority, and the
+ *	  mappings and columns the text was made from); PostgreSQL's plan cache
+ *	  replans it when either table changes.
+ *
+ *	  Set-based INSERT.  The rows of an INSERT whose statement needs no row
+ *	  back (no RETURNING on any INSERT into the view in the statement: an
+ *	  ExecutorStart hook looks at every ModifyTable of the plan) are not
+ *	  written one by one.  Those rows are collected in a tuplestore (a "batch" of
  *	  that statement and view), and the view's AFTER INSERT statement
  *	  trigger, softmig._shape_flush_trigger, writes them at the end of the
  *	  statement with one INSERT ... SELECT over them (an ephemeral named
@@ -49,6 +59,7 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -60,12 +71,11 @@
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/inval.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/queryenvironment.h"
 #include "utils/rel.h"
-#include "utils/regproc.h"
 #include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
@@ -256,37 +266,25 @@ static int	nrunning = 0;
 static int	maxrunning = 0;
 
 /*
- * A kept plan of a flush statement: one per shape view trigger and
- * statement (four per view), in TopMemoryContext, found again by the
- * trigger's OID and the statement's text (a trigger made again with other
- * text gets a new plan).  PostgreSQL's plan cache replans them when the
- * tables change.
+ * A kept plan of a statement a shape view trigger carries: one per trigger,
+ * argument and parameter count, in TopMemoryContext, found again by the
+ * trigger's OID, the argument's number and its text (a trigger made again,
+ * with other text, gets a new plan; the text names the table it writes and
+ * holds the mappings and columns it was made from).  Generic: planned once,
+ * never per row.  PostgreSQL's plan cache replans it when a table it uses
+ * changes.
  */
-typedef struct FlushPlan
+typedef struct ShapePlan
 {
 	Oid			tgoid;
+	int			argno;
+	int			nargs;
 	char	   *sql;
 	SPIPlanPtr	plan;
-	struct FlushPlan *next;
-} FlushPlan;
+	struct ShapePlan *next;
+} ShapePlan;
 
-static FlushPlan *flush_plans = NULL;
-
-/*
- * The write function of a shape view's INSTEAD OF trigger, looked up once:
- * per trigger OID and argument text, in TopMemoryContext; forgotten when
- * any function changes (pg_proc callback).
- */
-typedef struct WriteFunc
-{
-	Oid			tgoid;
-	char	   *arg;
-	FmgrInfo	flinfo;
-	struct WriteFunc *next;
-} WriteFunc;
-
-static WriteFunc *write_funcs = NULL;
-static MemoryContext write_func_cxt = NULL;
+static ShapePlan *shape_plans = NULL;
 
 static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 static ExecutorRun_hook_type prev_ExecutorRun = NULL;
@@ -642,51 +640,262 @@ batch_add(ShapeBatch *b, TriggerData *td)
 		b->nkeyless++;
 }
 
+/* The row trigger's arguments: the migration, five statements per table. */
+#define SM_WRITE_PER_TABLE 5
+#define SM_WRITE_FIXED_ARGS (1 + 2 * SM_WRITE_PER_TABLE)
+
+/* The five statements of one table (legacy's first, then the target's). */
+#define SM_WRITE_INSERT 0		/* INSERT of a row with every key column set */
+#define SM_WRITE_INSERT_KEYLESS 1	/* INSERT, keys from the generators */
+#define SM_WRITE_UPDATE 2
+#define SM_WRITE_CHECK 3		/* an UPDATE's GENERATED ALWAYS check, or '' */
+#define SM_WRITE_DELETE 4
+
 /*
- * write_func_callback
- *		pg_proc changed: forget every looked-up write function.
+ * shape_plan
+ *		The kept plan of the statement in argument argno of shape view
+ *		trigger tg, with nargs parameters of types argtypes: prepared
+ *		(generic) on first use, prepared again if the argument's text
+ *		changed.  The caller is connected to SPI and runs as the view's
+ *		owner in its identity frame (so the statement is analyzed and
+ *		planned as that role, and checked by the trust rule).
  */
-static void
-write_func_callback(Datum arg, int cacheid, uint32 hashvalue)
+static SPIPlanPtr
+shape_plan(Trigger *tg, int argno, int nargs, Oid *argtypes)
 {
-	write_funcs = NULL;
-	if (write_func_cxt)
-		MemoryContextReset(write_func_cxt);
+	const char *sql = tg->tgargs[argno];
+	ShapePlan  *p;
+	SPIPlanPtr	plan;
+
+	for (p = shape_plans; p; p = p->next)
+		if (p->tgoid == tg->tgoid && p->argno == argno)
+			break;
+	if (p != NULL && p->nargs == nargs && strcmp(p->sql, sql) == 0)
+		return p->plan;
+
+	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	if (p == NULL)
+	{
+		p = MemoryContextAllocZero(TopMemoryContext, sizeof(ShapePlan));
+		p->tgoid = tg->tgoid;
+		p->argno = argno;
+		p->next = shape_plans;
+		shape_plans = p;
+	}
+	else
+	{
+		SPI_freeplan(p->plan);
+		pfree(p->sql);
+	}
+	p->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	p->nargs = nargs;
+	p->plan = plan;
+	return plan;
 }
 
 /*
- * write_func
- *		The FmgrInfo of the write function named (regprocedure text) by the
- *		argument of INSTEAD OF trigger tg, looked up once per backend.
+ * shape_changed
+ *		Did an UPDATE change column att of the view's row (old value o, new
+ *		value n)?  The rule the row trigger has always applied, NEW.c::text
+ *		IS DISTINCT FROM OLD.c::text: a NULL differs from any value, equal
+ *		images are unchanged, otherwise the text forms decide (1.0 to 1.00 is
+ *		a change; a value written again as it was is not).
  */
-static FmgrInfo *
-write_func(Trigger *tg)
+static bool
+shape_changed(Form_pg_attribute att, Datum n, bool nnull, Datum o, bool onull)
 {
-	WriteFunc  *w;
-	Oid			fn;
-	MemoryContext old;
+	Oid			outfn;
+	bool		isvarlena;
+	char	   *ntext;
+	char	   *otext;
+	bool		changed;
 
-	if (tg->tgnargs != 1)
+	if (nnull || onull)
+		return nnull != onull;
+	if (datumIsEqual(n, o, att->attbyval, att->attlen))
+		return false;
+	getTypeOutputInfo(att->atttypid, &outfn, &isvarlena);
+	ntext = OidOutputFunctionCall(outfn, n);
+	otext = OidOutputFunctionCall(outfn, o);
+	changed = strcmp(ntext, otext) != 0;
+	pfree(ntext);
+	pfree(otext);
+	return changed;
+}
+
+/*
+ * view_row
+ *		The row a write statement returned (SPI_tuptable, first row) as a
+ *		row of shape view view, made in memory context cxt.  42804 if the
+ *		statement's columns are not the view's (a table's column changed
+ *		type after the view was made).
+ */
+static HeapTuple
+view_row(Relation view, SPITupleTable *tt, MemoryContext cxt)
+{
+	TupleDesc	desc = RelationGetDescr(view);
+	TupleDesc	rdesc = tt->tupdesc;
+	Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+	MemoryContext old;
+	HeapTuple	tuple;
+
+	for (int i = 0; i < desc->natts; i++)
+		if (rdesc->natts != desc->natts ||
+			TupleDescAttr(rdesc, i)->atttypid != TupleDescAttr(desc, i)->atttypid)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("the row written through shape view \"%s\" does not match the view's columns",
+							RelationGetRelationName(view)),
+					 errdetail("A table of the migration changed after the shape views were made."),
+					 errhint("Drop and create the shape views again.")));
+	heap_deform_tuple(tt->vals[0], rdesc, values, nulls);
+	old = MemoryContextSwitchTo(cxt);
+	tuple = heap_form_tuple(desc, values, nulls);
+	MemoryContextSwitchTo(old);
+	return tuple;
+}
+
+/*
+ * write_row
+ *		Write one row of a shape view's INSERT, UPDATE or DELETE (trigger
+ *		data td) to the write authority of this moment, as the view's owner:
+ *		lock both tables and read the state (lock_authority), run the
+ *		UPDATE's GENERATED ALWAYS check (428C9) if the authority has one,
+ *		then the statement, with kept plans (shape_plan).  Parameters: the
+ *		new row, the old row, and per column whether an UPDATE changed it.
+ *		Returns the row written in the view's shape (INSERT, UPDATE), the
+ *		view's old row (DELETE), or NULL when nothing was written (the row
+ *		is gone, or a trigger on the authority skipped it).  Errors are the
+ *		statement's.
+ */
+static HeapTuple
+write_row(TriggerData *td)
+{
+	Trigger    *tg = td->tg_trigger;
+	Relation	view = td->tg_relation;
+	TupleDesc	desc = RelationGetDescr(view);
+	int			n = desc->natts;
+	bool		is_insert = TRIGGER_FIRED_BY_INSERT(td->tg_event);
+	bool		is_update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
+	HeapTuple	newtup = NULL;
+	HeapTuple	oldtup = NULL;
+	Datum	   *values = palloc(sizeof(Datum) * 3 * n);
+	char	   *nulls = palloc(3 * n);
+	Oid		   *types = palloc(sizeof(Oid) * 3 * n);
+	bool		keyed = true;
+	int			stmt;
+	int			base;
+	bool		tw;
+	int			ret;
+	HeapTuple	result = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	if (tg->tgnargs <= SM_WRITE_FIXED_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("softmig._shape_write_trigger takes one argument, the view's write function")));
-	for (w = write_funcs; w; w = w->next)
-		if (w->tgoid == tg->tgoid && strcmp(w->arg, tg->tgargs[0]) == 0)
-			return &w->flinfo;
-	fn = DatumGetObjectId(DirectFunctionCall1(regprocedurein, CStringGetDatum(tg->tgargs[0])));
-	if (write_func_cxt == NULL)
-		write_func_cxt = AllocSetContextCreate(TopMemoryContext, "softmig shape view write functions",
-											   ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(write_func_cxt);
-	w = palloc0(sizeof(WriteFunc));
-	w->tgoid = tg->tgoid;
-	w->arg = pstrdup(tg->tgargs[0]);
-	fmgr_info_cxt(fn, &w->flinfo, write_func_cxt);
-	MemoryContextSwitchTo(old);
-	w->next = write_funcs;
-	write_funcs = w;
-	return &w->flinfo;
+				 errmsg("softmig._shape_write_trigger needs the migration, ten statements and the key columns"),
+				 errhint("Drop and create the shape views again.")));
+	if (is_insert)
+		newtup = td->tg_trigtuple;
+	else if (is_update)
+	{
+		oldtup = td->tg_trigtuple;
+		newtup = td->tg_newtuple;
+	}
+	else
+		oldtup = td->tg_trigtuple;
+
+	for (int i = 0; i < n; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		nnull = true;
+		bool		onull = true;
+
+		values[i] = newtup ? heap_getattr(newtup, i + 1, desc, &nnull) : (Datum) 0;
+		values[n + i] = oldtup ? heap_getattr(oldtup, i + 1, desc, &onull) : (Datum) 0;
+		nulls[i] = nnull ? 'n' : ' ';
+		nulls[n + i] = onull ? 'n' : ' ';
+		values[2 * n + i] = BoolGetDatum(is_update &&
+										 shape_changed(att, values[i], nnull, values[n + i], onull));
+		nulls[2 * n + i] = ' ';
+		types[i] = types[n + i] = att->atttypid;
+		types[2 * n + i] = BOOLOID;
+	}
+	if (is_insert)
+	{
+		for (int k = SM_WRITE_FIXED_ARGS; k < tg->tgnargs; k++)
+		{
+			AttrNumber	attno = attnameAttNum(view, tg->tgargs[k], false);
+
+			if (attno <= 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+						 errmsg("key column \"%s\" is not a column of shape view \"%s\"",
+								tg->tgargs[k], RelationGetRelationName(view)),
+						 errhint("Drop and create the shape views again.")));
+			if (nulls[attno - 1] == 'n')
+				keyed = false;
+		}
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	softmig_enter_owner_context(view->rd_rel->relowner, &save_nest, &save_user, &save_sec);
+	tw = lock_authority(pg_strtoint32(tg->tgargs[0]));
+	base = 1 + (tw ? SM_WRITE_PER_TABLE : 0);
+
+	if (is_update && tg->tgargs[base + SM_WRITE_CHECK][0] != '\0')
+	{
+		bool		isnull;
+
+		ret = SPI_execute_plan(shape_plan(tg, base + SM_WRITE_CHECK, 3 * n, types),
+							   values, nulls, true, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "softmig: the identity check of a shape view failed: %s",
+				 SPI_result_code_string(ret));
+		if (SPI_processed > 0 &&
+			DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+			!isnull)
+		{
+			SoftmigMigration *m = softmig_require_migration(pg_strtoint32(tg->tgargs[0]));
+			Oid			rel = tw ? m->target : m->legacy;
+
+			ereport(ERROR,
+					(errcode(ERRCODE_GENERATED_ALWAYS),
+					 errmsg("a shape view cannot change the GENERATED ALWAYS identity key of table %s",
+							quote_qualified_identifier(get_namespace_name(get_rel_namespace(rel)),
+													   get_rel_name(rel))),
+					 errdetail("PostgreSQL lets no UPDATE set a GENERATED ALWAYS identity column."),
+					 errhint("Insert a new row and delete the old one.")));
+		}
+	}
+
+	if (is_insert)
+		stmt = base + (keyed ? SM_WRITE_INSERT : SM_WRITE_INSERT_KEYLESS);
+	else if (is_update)
+		stmt = base + SM_WRITE_UPDATE;
+	else
+		stmt = base + SM_WRITE_DELETE;
+	ret = SPI_execute_plan(shape_plan(tg, stmt, 3 * n, types), values, nulls, false, 0);
+	if (ret < 0)
+		elog(ERROR, "softmig: writing a row of a shape view failed: %s",
+			 SPI_result_code_string(ret));
+	if (SPI_processed > 0)
+		result = (is_insert || is_update) ? view_row(view, SPI_tuptable, caller) : oldtup;
+
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	SPI_finish();
+	return result;
 }
+
 
 PG_FUNCTION_INFO_V1(softmig_shape_write_trigger);
 /*
@@ -695,17 +904,14 @@ PG_FUNCTION_INFO_V1(softmig_shape_write_trigger);
  *		statement collects (batch_of_running) is added to the batch and
  *		returned as it is (so it counts as inserted); its write comes at the
  *		end of the statement (softmig_shape_flush_trigger).  Every other row
- *		is handed, with the same trigger data, to the view's write function
- *		(SECURITY DEFINER PL/pgSQL, which takes the locks and writes the
- *		authority), and its result returned.  Takes no locks itself.
+ *		is written now (write_row, which takes the locks), and the row it
+ *		returns is the trigger's result.
  */
 Datum
 softmig_shape_write_trigger(PG_FUNCTION_ARGS)
 {
-	LOCAL_FCINFO(wfcinfo, 0);
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	ShapeBatch *b;
-	Datum		result;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_INSTEAD(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event))
@@ -719,49 +925,17 @@ softmig_shape_write_trigger(PG_FUNCTION_ARGS)
 		batch_add(b, td);
 		return PointerGetDatum(td->tg_trigtuple);
 	}
-
-	InitFunctionCallInfoData(*wfcinfo, write_func(td->tg_trigger), 0, InvalidOid,
-							 (Node *) td, NULL);
-	result = FunctionCallInvoke(wfcinfo);
-	if (wfcinfo->isnull)
-		return PointerGetDatum(NULL);
-	return result;
-}
-
-/*
- * flush_plan
- *		The kept plan of flush statement sql of trigger tgoid, prepared on
- *		first use (the caller is connected to SPI, has registered the
- *		batch's rows and runs as the view's owner).
- */
-static SPIPlanPtr
-flush_plan(Oid tgoid, const char *sql)
-{
-	FlushPlan  *f;
-	MemoryContext old;
-
-	for (f = flush_plans; f; f = f->next)
-		if (f->tgoid == tgoid && strcmp(f->sql, sql) == 0)
-			return f->plan;
-	f = MemoryContextAllocZero(TopMemoryContext, sizeof(FlushPlan));
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	f->sql = pstrdup(sql);
-	MemoryContextSwitchTo(old);
-	f->tgoid = tgoid;
-	f->plan = softmig_prepare_kept(sql, 0, NULL);
-	f->next = flush_plans;
-	flush_plans = f;
-	return f->plan;
+	return PointerGetDatum(write_row(td));
 }
 
 /*
  * flush_run
- *		Run one flush statement over the registered rows.
+ *		Run flush statement argno of trigger tg over the registered rows.
  */
 static void
-flush_run(Oid tgoid, const char *sql)
+flush_run(Trigger *tg, int argno)
 {
-	int			ret = SPI_execute_plan(flush_plan(tgoid, sql), NULL, NULL, false, 0);
+	int			ret = SPI_execute_plan(shape_plan(tg, argno, 0, NULL), NULL, NULL, false, 0);
 
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "softmig: writing the rows of a shape view failed: %s",
@@ -822,9 +996,9 @@ softmig_shape_flush_trigger(PG_FUNCTION_ARGS)
 	softmig_enter_owner_context(td->tg_relation->rd_rel->relowner, &save_nest, &save_user, &save_sec);
 	tw = lock_authority(pg_strtoint32(tg->tgargs[0]));
 	if (b->nkeyed > 0)
-		flush_run(tg->tgoid, tg->tgargs[tw ? 3 : 1]);
+		flush_run(tg, tw ? 3 : 1);
 	if (b->nkeyless > 0)
-		flush_run(tg->tgoid, tg->tgargs[tw ? 4 : 2]);
+		flush_run(tg, tw ? 4 : 2);
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	SPI_finish();
 
@@ -855,5 +1029,4 @@ softmig_shapeview_init(void)
 	ExecutorEnd_hook = shape_ExecutorEnd;
 	RegisterXactCallback(shape_xact_callback, NULL);
 	RegisterSubXactCallback(shape_subxact_callback, NULL);
-	CacheRegisterSyscacheCallback(PROCOID, write_func_callback, (Datum) 0);
 }

@@ -4664,3 +4664,248 @@ END $$;
 COMMENT ON FUNCTION @extschema@._check_mapping(regclass, jsonb, text) IS
     'internal: raise unless every entry of a forward or backward mapping names a column of dest and holds one SQL expression';
 REVOKE ALL ON FUNCTION @extschema@._check_mapping(regclass, jsonb, text) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Shape views write row by row from C with kept plans: the statements live in
+-- the row trigger's arguments (parameterized), the generated PL/pgSQL write
+-- function per view is gone, and so are shape_views.write_function and
+-- _shape_always_check (the GENERATED ALWAYS check is a statement of its own)
+-------------------------------------------------------------------------------
+ALTER TABLE @extschema@.shape_views DROP COLUMN write_function;
+COMMENT ON TABLE @extschema@.shape_views IS
+    'softmig: shape views created by softmig.create_shape_views (one per shape)';
+DROP FUNCTION @extschema@._shape_always_check(text, regclass);
+
+CREATE OR REPLACE FUNCTION @extschema@._shape_write_sql(m @extschema@.migrations, p_own regclass, p_dst regclass,
+                                             p_op text, p_keyless boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_own_is_legacy boolean := p_own OPERATOR(pg_catalog.=) m.legacy;
+    v_okey text[] := CASE WHEN v_own_is_legacy THEN m.legacy_key ELSE m.target_key END;
+    v_dkey text[] := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.legacy THEN m.legacy_key ELSE m.target_key END;
+    v_to_dst text := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.target THEN 'forward' ELSE 'backward' END;
+    v_to_own text := CASE WHEN v_own_is_legacy THEN 'backward' ELSE 'forward' END;
+    v_n integer;
+    v_always boolean;
+    v_cols text;
+    v_vals text;
+    v_where text;
+    v_ret text;
+    v_outer text;
+    v_new_row text;
+    v_old_row text;
+    v_keep text;
+    v_alias text;
+    v_ucols text;       -- UPDATE: the columns it may set (no GENERATED ALWAYS identity)
+    v_always_chk text;  -- UPDATE: a change of a GENERATED ALWAYS identity column
+BEGIN
+    -- the view's row as a one-row relation in the own table's column names
+    SELECT pg_catalog.count(*)::integer,
+           pg_catalog.string_agg(pg_catalog.format('$%s AS %I', c.n, c.attname), ', ' ORDER BY c.n),
+           pg_catalog.string_agg(pg_catalog.format('$%s AS %I', c.n OPERATOR(pg_catalog.+) c.total, c.attname), ', ' ORDER BY c.n),
+           pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.n)
+      INTO v_n, v_new_row, v_old_row, v_ret
+      FROM (SELECT a.attname, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n,
+                   pg_catalog.count(*) OVER () AS total
+              FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
+               AND NOT a.attisdropped) c;
+
+    IF p_dst OPERATOR(pg_catalog.=) p_own THEN
+        -- the view's own table: the row as it is
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.n),
+               pg_catalog.string_agg(pg_catalog.format('$%s', c.n), ', ' ORDER BY c.n),
+               pg_catalog.bool_or(c.attidentity OPERATOR(pg_catalog.=) 'a'),
+               -- UPDATE writes only the columns the statement changed: the
+               -- view's row may come from the other table, through mappings
+               -- that need not give back exactly what this table holds
+               pg_catalog.string_agg(pg_catalog.format('CASE WHEN $%s THEN $%s ELSE %I END',
+                                                       c.n OPERATOR(pg_catalog.+) (2 OPERATOR(pg_catalog.*) v_n), c.n, c.attname),
+                                     ', ' ORDER BY c.n)
+                   FILTER (WHERE c.attidentity OPERATOR(pg_catalog.<>) 'a'),
+               pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.n)
+                   FILTER (WHERE c.attidentity OPERATOR(pg_catalog.<>) 'a'),
+               pg_catalog.string_agg(pg_catalog.format('$%s', c.n OPERATOR(pg_catalog.+) (2 OPERATOR(pg_catalog.*) v_n)),
+                                     ' OR ' ORDER BY c.n)
+                   FILTER (WHERE c.attidentity OPERATOR(pg_catalog.=) 'a')
+          INTO v_cols, v_vals, v_always, v_keep, v_ucols, v_always_chk
+          FROM (SELECT a.attname, a.attidentity, a.attgenerated, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n
+                  FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
+                   AND NOT a.attisdropped) c
+         WHERE c.attgenerated OPERATOR(pg_catalog.=) ''
+           AND NOT (p_keyless AND c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
+        SELECT pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) $%s', c.attname, c.n OPERATOR(pg_catalog.+) v_n), ' AND ')
+          INTO v_where
+          FROM (SELECT a.attname, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n
+                  FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
+                   AND NOT a.attisdropped) c
+         WHERE c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey);
+        IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
+            RETURN pg_catalog.format('INSERT INTO %s (%s)%s VALUES (%s) RETURNING %s',
+                p_own, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals, v_ret);
+        ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
+            RETURN pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s RETURNING %s',
+                                     p_own, v_ucols, v_keep, v_where, v_ret);
+        ELSIF p_op OPERATOR(pg_catalog.=) 'CHECK' THEN
+            RETURN COALESCE('SELECT ' OPERATOR(pg_catalog.||) v_always_chk, '');
+        ELSE
+            RETURN pg_catalog.format('DELETE FROM %s WHERE %s', p_own, v_where);
+        END IF;
+    END IF;
+
+    -- the other table: its mapped columns computed from the view's row
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
+           pg_catalog.string_agg('(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
+                                 OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum),
+           pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a'),
+           -- UPDATE: a column changes only when its mapped value changed
+           pg_catalog.string_agg(pg_catalog.format(
+               'CASE WHEN softmig_n.softmig_%s::text IS NOT DISTINCT FROM softmig_o.softmig_%s::text THEN %I ELSE softmig_n.softmig_%s END',
+               a.attnum, a.attnum, a.attname, a.attnum), ', ' ORDER BY a.attnum)
+               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+           pg_catalog.string_agg(pg_catalog.format('softmig_%s', a.attnum), ', ' ORDER BY a.attnum),
+           pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+           pg_catalog.string_agg(pg_catalog.format('softmig_n.softmig_%s::text IS DISTINCT FROM softmig_o.softmig_%s::text',
+                                                   a.attnum, a.attnum), ' OR ' ORDER BY a.attnum)
+               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.=) 'a'),
+           -- the destination's key, matched against the old row's mapped key
+           pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) softmig_o.softmig_%s', a.attname, a.attnum),
+                                 ' AND ' ORDER BY a.attnum)
+               FILTER (WHERE a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey))
+      INTO v_cols, v_vals, v_always, v_keep, v_alias, v_ucols, v_always_chk, v_where
+      FROM pg_catalog.pg_attribute a
+      JOIN @extschema@.mappings mp
+        ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
+       AND mp.column_name OPERATOR(pg_catalog.=) a.attname
+     WHERE a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+       AND a.attgenerated OPERATOR(pg_catalog.=) ''
+       AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
+    -- the row written, mapped back into the view's shape: what the routed
+    -- view shows for a row of the other table
+    SELECT l.inner_list, l.outer_list INTO v_ret, v_outer
+      FROM @extschema@._shape_lists(m.id, p_own, v_to_own) l;
+
+    IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
+        RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s (%s)%s SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w',
+            p_dst, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals, v_new_row, v_ret, v_outer);
+    ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
+        RETURN pg_catalog.format('WITH softmig_w AS (UPDATE %s SET (%s) = ROW(%s)'
+                                 ' FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
+                                 ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)'
+                                 ' WHERE %s RETURNING %s) SELECT %s FROM softmig_w',
+            p_dst, v_ucols, v_keep, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias,
+            v_where, v_ret, v_outer);
+    ELSIF p_op OPERATOR(pg_catalog.=) 'CHECK' THEN
+        RETURN CASE WHEN v_always_chk IS NULL THEN '' ELSE
+            pg_catalog.format('SELECT %s FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
+                              ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)',
+                              v_always_chk, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias) END;
+    ELSE
+        RETURN pg_catalog.format('DELETE FROM %s USING (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s) WHERE %s',
+            p_dst, v_vals, v_old_row, v_alias, v_where);
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._shape_write_sql(@extschema@.migrations, regclass, regclass, text, boolean) IS
+    'internal: the parameterized statement softmig._shape_write_trigger runs (kept plan) to write one shape view row into one table of the migration';
+
+CREATE OR REPLACE FUNCTION @extschema@._create_shape_view(m @extschema@.migrations, p_schema name, p_shape @extschema@.side,
+                                               p_owner name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_own regclass := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'legacy' THEN m.legacy ELSE m.target END;
+    v_okey text[] := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'legacy' THEN m.legacy_key ELSE m.target_key END;
+    v_relname name := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) v_own);
+    v_view text := pg_catalog.format('%I.%I', p_schema, v_relname);
+    v_keys text := (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(k), ', ') FROM pg_catalog.unnest(v_okey) k);
+    v_args text := '';
+    v_dst regclass;
+    v_op text;
+    r record;
+BEGIN
+    -- the routed view (checks the schema, the name and CREATE on the schema)
+    PERFORM @extschema@._create_read_view(m.name, v_view, p_shape);
+    -- the owner's rights, not the invoker's: a role needs rights on the view only
+    EXECUTE pg_catalog.format('ALTER VIEW %s RESET (security_invoker)', v_view);
+    EXECUTE pg_catalog.format('ALTER VIEW %s OWNER TO %I', v_view, p_owner);
+    -- defaults of the view's table, except the key: a NULL key is drawn
+    -- from the generator of whichever table is the authority
+    FOR r IN SELECT a.attname, pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) AS expr
+               FROM pg_catalog.pg_attribute a
+               JOIN pg_catalog.pg_attrdef ad ON ad.adrelid OPERATOR(pg_catalog.=) a.attrelid AND ad.adnum OPERATOR(pg_catalog.=) a.attnum
+              WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attgenerated OPERATOR(pg_catalog.=) ''
+                AND NOT a.attisdropped AND a.attname::text OPERATOR(pg_catalog.<>) ALL (v_okey) LOOP
+        EXECUTE pg_catalog.format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', v_view, r.attname, r.expr);
+    END LOOP;
+
+    -- the row trigger's arguments: the migration, then per table (legacy,
+    -- target) INSERT with key, INSERT without, UPDATE, the UPDATE's
+    -- GENERATED ALWAYS check, DELETE; then the view's key columns
+    FOREACH v_dst IN ARRAY ARRAY[m.legacy, m.target]::pg_catalog.regclass[] LOOP
+        FOREACH v_op IN ARRAY ARRAY['INSERT', 'INSERT keyless', 'UPDATE', 'CHECK', 'DELETE'] LOOP
+            v_args := v_args OPERATOR(pg_catalog.||) ', ' OPERATOR(pg_catalog.||) pg_catalog.quote_literal(
+                @extschema@._shape_write_sql(m, v_own, v_dst, pg_catalog.split_part(v_op, ' ', 1),
+                                             v_op OPERATOR(pg_catalog.=) 'INSERT keyless'));
+        END LOOP;
+    END LOOP;
+    -- rows are written one by one (kept plans, in C), except those of an
+    -- INSERT without RETURNING: collected, and written set-based at its end
+    EXECUTE pg_catalog.format('CREATE TRIGGER softmig_shape_write INSTEAD OF INSERT OR UPDATE OR DELETE ON %s'
+                              ' FOR EACH ROW EXECUTE FUNCTION @extschema@._shape_write_trigger(%s%s, %s)',
+                              v_view, m.id, v_args, v_keys);
+    EXECUTE pg_catalog.format('CREATE TRIGGER softmig_shape_flush AFTER INSERT ON %s'
+                              ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._shape_flush_trigger(%s, %L, %L, %L, %L, %s)',
+                              v_view, m.id,
+                              @extschema@._shape_bulk_sql(m, v_own, m.legacy, false),
+                              @extschema@._shape_bulk_sql(m, v_own, m.legacy, true),
+                              @extschema@._shape_bulk_sql(m, v_own, m.target, false),
+                              @extschema@._shape_bulk_sql(m, v_own, m.target, true),
+                              v_keys);
+    EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', v_view);
+    EXECUTE pg_catalog.format('COMMENT ON VIEW %s IS %L', v_view,
+        pg_catalog.format('softmig shape view of migration "%s" in the %s shape: reads from the caller''s read source, writes to the write authority (softmig.create_shape_views)',
+                          m.name, p_shape));
+
+    INSERT INTO @extschema@.shape_views (view_name, migration_id, shape, created_by)
+    VALUES (v_view::pg_catalog.regclass, m.id, p_shape, @extschema@._actor());
+END $$;
+COMMENT ON FUNCTION @extschema@._create_shape_view(@extschema@.migrations, name, @extschema@.side, name) IS
+    'internal: create one shape view and its INSTEAD OF and AFTER INSERT triggers';
+
+CREATE OR REPLACE FUNCTION @extschema@._drop_shape_views(name text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    r record;
+    v_views jsonb;
+BEGIN
+    SELECT pg_catalog.jsonb_agg(s.view_name::text ORDER BY s.shape) INTO v_views
+      FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id;
+    IF v_views IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+            MESSAGE = pg_catalog.format('migration "%s" has no shape views', m.name);
+    END IF;
+    FOR r IN SELECT s.view_name FROM @extschema@.shape_views s
+              WHERE s.migration_id OPERATOR(pg_catalog.=) m.id ORDER BY s.shape LOOP
+        -- RESTRICT: a view of the application's own on a shape view stays an error
+        EXECUTE pg_catalog.format('DROP VIEW IF EXISTS %s', r.view_name);
+        DELETE FROM @extschema@.read_views v WHERE v.view_name OPERATOR(pg_catalog.=) r.view_name;
+    END LOOP;
+    DELETE FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id;
+    PERFORM @extschema@._history(m.id, 'drop_shape_views', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('views', v_views));
+END $$;
+COMMENT ON FUNCTION @extschema@._drop_shape_views(text) IS
+    'internal: implementation of softmig.drop_shape_views';
+
+COMMENT ON FUNCTION @extschema@._shape_write_trigger() IS
+    'internal: the INSTEAD OF row trigger of a shape view: collects the rows of an INSERT without RETURNING for _shape_flush_trigger, writes every other row to the write authority of the moment with kept plans (its arguments), as the view''s owner';
+
+COMMENT ON FUNCTION @extschema@.drop_shape_views(text) IS
+    'drop the shape views of a migration; owners of both tables only';
+
