@@ -67,6 +67,29 @@ UPDATE svp_v1.svp_legacy SET cents = 700 WHERE id = 5 RETURNING *;
 SELECT order_id, customer, amount, note FROM svp_orders ORDER BY order_id;
 ALTER TABLE svp_orders DROP COLUMN note;
 
+-- an UPDATE that needs no row back runs without RETURNING; one with
+-- RETURNING (in a WITH too) or under a view WITH CHECK OPTION gets the row
+-- the authority wrote, mapped back (here 'ZED' is stored upper case in the
+-- target and shown lower case through the legacy shape)
+CREATE FUNCTION svp_count(q text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE n bigint;
+BEGIN
+    EXECUTE q;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+SELECT svp_count($$UPDATE svp_v1.svp_legacy SET cents = 800 WHERE id = 5$$) AS updated,
+       svp_count($$UPDATE svp_v1.svp_legacy SET cents = 800 WHERE id = 99$$) AS missing,
+       svp_count($$UPDATE svp_v2.svp_orders SET amount = amount + 1 WHERE order_id IN (1, 5)$$) AS two;
+WITH u AS (UPDATE svp_v1.svp_legacy SET cust = 'ZED' WHERE id = 5 RETURNING cust, cents) SELECT * FROM u;
+SELECT order_id, customer, amount FROM svp_orders WHERE order_id = 5;
+CREATE VIEW svp_lower AS SELECT * FROM svp_v1.svp_legacy WHERE cust = lower(cust) WITH CHECK OPTION;
+UPDATE svp_lower SET cust = 'BEA' WHERE id = 1;
+SELECT * FROM svp_lower ORDER BY id;
+SELECT order_id, customer FROM svp_orders ORDER BY order_id;
+DROP VIEW svp_lower;
+DROP FUNCTION svp_count(text);
+
 -- the views made again over other mappings, in the same session: the
 -- writes use the new statements, not the plans of the old views
 SELECT softmig.drop_shape_views('svp');

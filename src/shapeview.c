@@ -266,6 +266,16 @@ static int	nrunning = 0;
 static int	maxrunning = 0;
 
 /*
+ * Whether the UPDATEs through one view of one statement need the rows the
+ * trigger returns (rows_needed), remembered for the statement that asked
+ * last; forgotten at its end and at any (sub)transaction abort.
+ */
+static QueryDesc *rows_query = NULL;
+static PlannedStmt *rows_stmt = NULL;
+static Oid	rows_view = InvalidOid;
+static bool rows_answer = true;
+
+/*
  * A kept plan of a statement a shape view trigger carries: one per trigger,
  * argument and parameter count, in TopMemoryContext, found again by the
  * trigger's OID, the argument's number and its text (a trigger made again,
@@ -551,6 +561,8 @@ static void
 shape_ExecutorEnd(QueryDesc *queryDesc)
 {
 	drop_batches(queryDesc, InvalidSubTransactionId);
+	if (queryDesc == rows_query)
+		rows_query = NULL;
 	if (prev_ExecutorEnd)
 		prev_ExecutorEnd(queryDesc);
 	else
@@ -573,6 +585,7 @@ shape_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			batches = NULL;
 			nrunning = 0;
+			rows_query = NULL;
 			break;
 		default:
 			break;
@@ -589,7 +602,10 @@ shape_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
 		drop_batches(NULL, mySubid);
+		rows_query = NULL;
+	}
 }
 
 /*
@@ -640,16 +656,17 @@ batch_add(ShapeBatch *b, TriggerData *td)
 		b->nkeyless++;
 }
 
-/* The row trigger's arguments: the migration, five statements per table. */
-#define SM_WRITE_PER_TABLE 5
+/* The row trigger's arguments: the migration, six statements per table. */
+#define SM_WRITE_PER_TABLE 6
 #define SM_WRITE_FIXED_ARGS (1 + 2 * SM_WRITE_PER_TABLE)
 
-/* The five statements of one table (legacy's first, then the target's). */
+/* The six statements of one table (legacy's first, then the target's). */
 #define SM_WRITE_INSERT 0		/* INSERT of a row with every key column set */
 #define SM_WRITE_INSERT_KEYLESS 1	/* INSERT, keys from the generators */
 #define SM_WRITE_UPDATE 2
 #define SM_WRITE_CHECK 3		/* an UPDATE's GENERATED ALWAYS check, or '' */
 #define SM_WRITE_DELETE 4
+#define SM_WRITE_UPDATE_QUIET 5	/* UPDATE without RETURNING */
 
 /*
  * shape_plan
@@ -761,6 +778,67 @@ view_row(Relation view, SPITupleTable *tt, MemoryContext cxt)
 }
 
 /*
+ * modify_needs_rows
+ *		Is plan a ModifyTable that writes view viewid and needs the rows its
+ *		INSTEAD OF trigger returns (a RETURNING list, or the WITH CHECK
+ *		OPTION of a view over it)?  *found is set if it writes the view.
+ */
+static bool
+modify_needs_rows(PlannedStmt *stmt, Plan *plan, Oid viewid, bool *found)
+{
+	ModifyTable *mt;
+	ListCell   *lc;
+
+	if (plan == NULL || !IsA(plan, ModifyTable))
+		return false;
+	mt = (ModifyTable *) plan;
+	foreach(lc, mt->resultRelations)
+	{
+		if (rt_fetch(lfirst_int(lc), stmt->rtable)->relid != viewid)
+			continue;
+		*found = true;
+		if (mt->returningLists != NIL || mt->withCheckOptionLists != NIL)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * rows_needed
+ *		Does the statement running now (the innermost, whose ModifyTable
+ *		fires the view's trigger) need the rows the trigger returns for
+ *		view viewid?  Only a RETURNING list or a WITH CHECK OPTION looks at
+ *		them; the count of rows needs only that one is returned.  True when
+ *		in doubt (no ModifyTable of the statement writes the view).
+ *		Remembered for the statement.
+ */
+static bool
+rows_needed(Oid viewid)
+{
+	QueryDesc  *qd;
+	PlannedStmt *stmt;
+	bool		found = false;
+	bool		needed;
+	ListCell   *lc;
+
+	if (nrunning == 0)
+		return true;
+	qd = running[nrunning - 1];
+	stmt = qd->plannedstmt;
+	if (qd == rows_query && stmt == rows_stmt && viewid == rows_view)
+		return rows_answer;
+
+	needed = modify_needs_rows(stmt, stmt->planTree, viewid, &found);
+	foreach(lc, stmt->subplans)
+		needed = modify_needs_rows(stmt, (Plan *) lfirst(lc), viewid, &found) || needed;
+	rows_query = qd;
+	rows_stmt = stmt;
+	rows_view = viewid;
+	rows_answer = needed || !found;
+	return rows_answer;
+}
+
+/*
  * write_row
  *		Write one row of a shape view's INSERT, UPDATE or DELETE (trigger
  *		data td) to the write authority of this moment, as the view's owner:
@@ -770,8 +848,10 @@ view_row(Relation view, SPITupleTable *tt, MemoryContext cxt)
  *		new row, the old row, and per column whether an UPDATE changed it.
  *		Returns the row written in the view's shape (INSERT, UPDATE), the
  *		view's old row (DELETE), or NULL when nothing was written (the row
- *		is gone, or a trigger on the authority skipped it).  Errors are the
- *		statement's.
+ *		is gone, or a trigger on the authority skipped it).  An UPDATE whose
+ *		statement needs no row back (rows_needed) runs the statement without
+ *		RETURNING and returns the view's new row as it came.  Errors are
+ *		the statement's.
  */
 static HeapTuple
 write_row(TriggerData *td)
@@ -788,6 +868,7 @@ write_row(TriggerData *td)
 	char	   *nulls = palloc(3 * n);
 	Oid		   *types = palloc(sizeof(Oid) * 3 * n);
 	bool		keyed = true;
+	bool		quiet;
 	int			stmt;
 	int			base;
 	bool		tw;
@@ -846,6 +927,8 @@ write_row(TriggerData *td)
 		}
 	}
 
+	quiet = is_update && !rows_needed(RelationGetRelid(view));
+
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	softmig_enter_owner_context(view->rd_rel->relowner, &save_nest, &save_user, &save_sec);
@@ -881,7 +964,7 @@ write_row(TriggerData *td)
 	if (is_insert)
 		stmt = base + (keyed ? SM_WRITE_INSERT : SM_WRITE_INSERT_KEYLESS);
 	else if (is_update)
-		stmt = base + SM_WRITE_UPDATE;
+		stmt = base + (quiet ? SM_WRITE_UPDATE_QUIET : SM_WRITE_UPDATE);
 	else
 		stmt = base + SM_WRITE_DELETE;
 	ret = SPI_execute_plan(shape_plan(tg, stmt, 3 * n, types), values, nulls, false, 0);
@@ -889,7 +972,7 @@ write_row(TriggerData *td)
 		elog(ERROR, "softmig: writing a row of a shape view failed: %s",
 			 SPI_result_code_string(ret));
 	if (SPI_processed > 0)
-		result = (is_insert || is_update) ? view_row(view, SPI_tuptable, caller) : oldtup;
+		result = quiet ? newtup : (is_insert || is_update) ? view_row(view, SPI_tuptable, caller) : oldtup;
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	SPI_finish();

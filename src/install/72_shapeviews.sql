@@ -31,8 +31,9 @@ COMMENT ON FUNCTION @extschema@._shape_target_writes(integer) IS
 -- $1..$n the new row, $n+1..$2n the old row, $2n+1..$3n whether the
 -- statement changed each column (computed in C; own table only).
 -- p_op: INSERT and UPDATE return the row written in the view's shape (the
--- authority's keys, generated columns computed); DELETE returns nothing
--- (PostgreSQL reports the view's old row); CHECK is the query an UPDATE
+-- authority's keys, generated columns computed); UPDATE NO RETURNING (for a
+-- statement that needs no row back) and DELETE return nothing (PostgreSQL
+-- reports the view's old row for a DELETE); CHECK is the query an UPDATE
 -- runs first when dst has a GENERATED ALWAYS identity column: true when the
 -- statement changes such a column (or, through the other shape, what it
 -- maps from), '' when dst has none.
@@ -109,6 +110,9 @@ BEGIN
         ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
             RETURN pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s RETURNING %s',
                                      p_own, v_ucols, v_keep, v_where, v_ret);
+        ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE NO RETURNING' THEN
+            RETURN pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s',
+                                     p_own, v_ucols, v_keep, v_where);
         ELSIF p_op OPERATOR(pg_catalog.=) 'CHECK' THEN
             RETURN COALESCE('SELECT ' OPERATOR(pg_catalog.||) v_always_chk, '');
         ELSE
@@ -152,13 +156,17 @@ BEGIN
     IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
         RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s (%s)%s SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w',
             p_dst, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals, v_new_row, v_ret, v_outer);
-    ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        RETURN pg_catalog.format('WITH softmig_w AS (UPDATE %s SET (%s) = ROW(%s)'
-                                 ' FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
-                                 ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)'
-                                 ' WHERE %s RETURNING %s) SELECT %s FROM softmig_w',
-            p_dst, v_ucols, v_keep, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias,
-            v_where, v_ret, v_outer);
+    ELSIF p_op OPERATOR(pg_catalog.=) ANY (ARRAY['UPDATE', 'UPDATE NO RETURNING']) THEN
+        v_cols := pg_catalog.format('UPDATE %s SET (%s) = ROW(%s)'
+                                    ' FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
+                                    ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)'
+                                    ' WHERE %s',
+            p_dst, v_ucols, v_keep, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias, v_where);
+        IF p_op OPERATOR(pg_catalog.=) 'UPDATE NO RETURNING' THEN
+            RETURN v_cols;
+        END IF;
+        RETURN pg_catalog.format('WITH softmig_w AS (%s RETURNING %s) SELECT %s FROM softmig_w',
+                                 v_cols, v_ret, v_outer);
     ELSIF p_op OPERATOR(pg_catalog.=) 'CHECK' THEN
         RETURN CASE WHEN v_always_chk IS NULL THEN '' ELSE
             pg_catalog.format('SELECT %s FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
@@ -270,11 +278,13 @@ BEGIN
 
     -- the row trigger's arguments: the migration, then per table (legacy,
     -- target) INSERT with key, INSERT without, UPDATE, the UPDATE's
-    -- GENERATED ALWAYS check, DELETE; then the view's key columns
+    -- GENERATED ALWAYS check, DELETE, UPDATE without RETURNING; then the
+    -- view's key columns
     FOREACH v_dst IN ARRAY ARRAY[m.legacy, m.target]::pg_catalog.regclass[] LOOP
-        FOREACH v_op IN ARRAY ARRAY['INSERT', 'INSERT keyless', 'UPDATE', 'CHECK', 'DELETE'] LOOP
+        FOREACH v_op IN ARRAY ARRAY['INSERT', 'INSERT keyless', 'UPDATE', 'CHECK', 'DELETE', 'UPDATE NO RETURNING'] LOOP
             v_args := v_args OPERATOR(pg_catalog.||) ', ' OPERATOR(pg_catalog.||) pg_catalog.quote_literal(
-                @extschema@._shape_write_sql(m, v_own, v_dst, pg_catalog.split_part(v_op, ' ', 1),
+                @extschema@._shape_write_sql(m, v_own, v_dst,
+                                             CASE WHEN v_op OPERATOR(pg_catalog.=) 'INSERT keyless' THEN 'INSERT' ELSE v_op END,
                                              v_op OPERATOR(pg_catalog.=) 'INSERT keyless'));
         END LOOP;
     END LOOP;
