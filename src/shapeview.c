@@ -20,18 +20,20 @@
  *	  it locks both tables, reads the state and writes the row to the
  *	  authority with one statement: a kept, generic plan of one of the
  *	  statements its arguments carry (made by softmig._shape_write_sql when
- *	  the view was created: per table INSERT with and without key, UPDATE,
- *	  the UPDATE's GENERATED ALWAYS check, DELETE), its parameters the new
- *	  row, the old row and, per column, whether the statement changed it
- *	  (shape_changed).  The plan is found again by the trigger's OID, the
- *	  argument's number and text (so by view, operation, authority, and the
- *	  mappings and columns the text was made from); PostgreSQL's plan cache
- *	  replans it when either table changes.
+ *	  the view was created: per table INSERT with and without key, UPDATE
+ *	  with and without RETURNING, the UPDATE's GENERATED ALWAYS check,
+ *	  DELETE), its parameters the new row, the old row and, per column,
+ *	  whether the statement changed it (shape_changed).  The plan is found
+ *	  again by the trigger's OID, the argument's number and text (so by
+ *	  view, operation, authority, and the mappings and columns the text was
+ *	  made from); PostgreSQL's plan cache replans it when either table
+ *	  changes.  An UPDATE takes the form without RETURNING when its
+ *	  statement looks at no row the trigger returns (rows_needed).
  *
  *	  Set-based INSERT.  The rows of an INSERT whose statement needs no row
  *	  back (no RETURNING on any INSERT into the view in the statement: an
  *	  ExecutorStart hook looks at every ModifyTable of the plan) are not
- *	  written one by one.  Those rows are collected in a tuplestore (a "batch" of
+ *	  written one by one: they are collected in a tuplestore (a "batch" of
  *	  that statement and view), and the view's AFTER INSERT statement
  *	  trigger, softmig._shape_flush_trigger, writes them at the end of the
  *	  statement with one INSERT ... SELECT over them (an ephemeral named
