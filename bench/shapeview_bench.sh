@@ -23,7 +23,14 @@
 #   ins_other  INSERT INTO v1.legacy_o (cust, amount_cents, note) VALUES (...)
 #
 # and, once each, a BENCH_BULK_ROWS-row INSERT ... SELECT into the table and
-# through each view (timed in the server).  Every write through a view also
+# through each view (timed in the server).  Then, because TPS on a shared,
+# loaded machine moves with everyone else's work, the server CPU each
+# statement costs: one session runs BENCH_CPU_STATEMENTS executions of each
+# variant's statement (prepared, one transaction each, random ids) and reads
+# its own backend's CPU time (utime + stime of /proc/self/stat, through
+# pg_read_file) before and after; microseconds per statement, rounds
+# interleaved, medians (the EXECUTE's own parse and the commit are in
+# every variant's figure alike).  Every write through a view also
 # writes legacy (projection), exactly as a write on the table does.  At the
 # end the script checks that legacy equals the target mapped backward.
 #
@@ -35,6 +42,7 @@
 #   BENCH_ROUNDS=2        rounds of the six variants, interleaved; medians reported
 #   BENCH_ROWS=100000     pre-loaded rows; updates hit random ids in 1..BENCH_ROWS
 #   BENCH_BULK_ROWS=100000  rows of the INSERT ... SELECT
+#   BENCH_CPU_STATEMENTS=20000  statements per CPU run (0: no CPU runs)
 #   BENCH_PORT=55511      port of the throwaway cluster
 #   BENCH_PGBIN           server binaries (default Debian 12's PostgreSQL 15)
 #   BENCH_KEEP=1          keep the temp dir (data dir, server log) on exit
@@ -50,12 +58,15 @@ CLIENTS=${BENCH_CLIENTS:-2}
 ROUNDS=${BENCH_ROUNDS:-2}
 ROWS=${BENCH_ROWS:-100000}
 BULK=${BENCH_BULK_ROWS:-100000}
+CPUSTMTS=${BENCH_CPU_STATEMENTS:-20000}
 PORT=${BENCH_PORT:-55511}
 VARIANTS=(upd_table upd_own upd_other ins_table ins_own ins_other)
 
 for v in SECS CLIENTS ROUNDS ROWS BULK PORT; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
+[[ $CPUSTMTS =~ ^[0-9]+$ ]] || die "BENCH_CPU_STATEMENTS must be a number (got '$CPUSTMTS')"
+TCK=$(getconf CLK_TCK)
 bench_find_softmig initdb pg_ctl psql pgbench pg_config
 grep -q softmig_shape_target_writes "$SO" ||
     die "the installed softmig.so has no shape views (run make install from this tree)"
@@ -146,6 +157,30 @@ for t in target_o v2.target_o v1.legacy_o; do
     [[ -n ${BMS[$t]} ]] || die "no time for the bulk insert into $t"
 done
 
+# server CPU per statement: one session, prepared statement, own backend's
+# CPU time read before and after (clock ticks of /proc/self/stat)
+declare -A CPU
+TICKS="(SELECT split_part(s, ' ', 14)::bigint + split_part(s, ' ', 15)::bigint FROM pg_read_file('/proc/self/stat') s)"
+if ((CPUSTMTS > 0)); then
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for v in "${VARIANTS[@]}"; do
+            settle
+            say "cpu round $r/$ROUNDS: $v ($CPUSTMTS statements)"
+            stmt=$(sed -n '2p' "$TMP/$v.pgbench" | sed 's/:id/$1/g; s/;$//')
+            {
+                echo "SELECT $TICKS AS t0 \gset"
+                echo "PREPARE s(bigint) AS $stmt;"
+                awk -v n="$CPUSTMTS" -v rows="$ROWS" -v seed="$r" \
+                    'BEGIN { srand(seed); for (i = 0; i < n; i++) printf "EXECUTE s(%d);\n", 1 + int(rand() * rows) }'
+                echo "SELECT round(($TICKS - :t0) * 1000000.0 / $TCK / $CPUSTMTS, 1);"
+            } >"$TMP/$v.cpu.sql"
+            us=$(sql -q -f "$TMP/$v.cpu.sql" | tail -n1)
+            [[ $us =~ ^[0-9.]+$ ]] || die "no CPU time for $v (got '$us')"
+            CPU[$v]="${CPU[$v]:-}${CPU[$v]:+ }$us"
+        done
+    done
+fi
+
 say "checking: legacy = target mapped backward"
 diff=$(sql -c "SELECT count(*) FROM (
     (SELECT id, cust, amount_cents, note FROM legacy_o
@@ -155,9 +190,9 @@ diff=$(sql -c "SELECT count(*) FROM (
      EXCEPT SELECT id, cust, amount_cents, note FROM legacy_o)) d")
 [[ $diff == 0 ]] || die "legacy differs from the target in $diff rows"
 
-median() { # VALUES
+median() { # VALUES [FORMAT]
     tr ' ' '\n' <<<"$1" | sort -n |
-        awk '{ v[NR] = $1 } END { printf "%.0f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+        awk -v f="${2:-%.0f}" '{ v[NR] = $1 } END { printf f, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 declare -A M
@@ -191,6 +226,21 @@ OUT=$OUTDIR/shapeview_$(date -u +%Y%m%d-%H%M%S).md
     echo "| v2.target_o | ${BMS[v2.target_o]} | $(ratio "${BMS[v2.target_o]}" "${BMS[target_o]}") |"
     echo "| v1.legacy_o | ${BMS[v1.legacy_o]} | $(ratio "${BMS[v1.legacy_o]}" "${BMS[target_o]}") |"
     echo
+    if ((CPUSTMTS > 0)); then
+        declare -A C
+        for v in "${VARIANTS[@]}"; do C[$v]=$(median "${CPU[$v]}" %.1f); done
+        echo
+        echo "Server CPU per statement (one session, $CPUSTMTS prepared executions per run, µs; vs table: the table's CPU / the variant's, so comparable to the TPS ratios):"
+        echo
+        echo "| variant | µs per round | median µs | vs table |"
+        echo "|---|---|---|---|"
+        for v in "${VARIANTS[@]}"; do
+            base=upd_table
+            [[ $v == ins_* ]] && base=ins_table
+            echo "| $v | ${CPU[$v]} | ${C[$v]} | $(ratio "${C[$base]}" "${C[$v]}") |"
+        done
+        echo
+    fi
     echo "legacy = target mapped backward after the runs: yes."
 } | tee "$OUT"
 say "written to ${OUT#"$HERE"/}"
