@@ -875,7 +875,7 @@ write_row(TriggerData *td)
 	int			base;
 	bool		tw;
 	int			ret;
-	HeapTuple	result = NULL;
+	HeapTuple	result;
 	MemoryContext caller = CurrentMemoryContext;
 	int			save_nest;
 	Oid			save_user;
@@ -973,8 +973,14 @@ write_row(TriggerData *td)
 	if (ret < 0)
 		elog(ERROR, "softmig: writing a row of a shape view failed: %s",
 			 SPI_result_code_string(ret));
-	if (SPI_processed > 0)
-		result = quiet ? newtup : (is_insert || is_update) ? view_row(view, SPI_tuptable, caller) : oldtup;
+	if (SPI_processed == 0)
+		result = NULL;
+	else if (quiet)
+		result = newtup;
+	else if (is_insert || is_update)
+		result = view_row(view, SPI_tuptable, caller);
+	else
+		result = oldtup;
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	SPI_finish();
