@@ -4664,3 +4664,11 @@ END $$;
 COMMENT ON FUNCTION @extschema@._check_mapping(regclass, jsonb, text) IS
     'internal: raise unless every entry of a forward or backward mapping names a column of dest and holds one SQL expression';
 REVOKE ALL ON FUNCTION @extschema@._check_mapping(regclass, jsonb, text) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- inspect_group: one entity of a group, every member, both sides
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.inspect_group(group_name text, key jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_inspect_group' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.inspect_group(text, jsonb) IS
+    'one entity of a group on both sides: the root member''s row for key and every child member''s rows found through the foreign keys between the members'' tables, each as inspect shows it; for a caller who may read both tables of every member';
