@@ -2,7 +2,9 @@
  *
  * parityinspect.c
  *	  softmig.inspect: both sides of one entity, with the comparison
- *	  parity makes for it.
+ *	  parity makes for it; softmig.inspect_group: the same for every row
+ *	  of one entity of a group, found through the foreign keys between
+ *	  the members' tables.
  *	  parity.c explains the whole comparison; parityint.h holds the types
  *	  the parity files share.
  *
@@ -865,7 +867,8 @@ PG_FUNCTION_INFO_V1(softmig_inspect_group);
  *		read both tables of every member (42501 before anything is read
  *		otherwise); user SQL (mapping expressions, the parent row's column
  *		types) runs only as softmig.inspect runs it, as the table owners,
- *		read-only.  One snapshot: the statement's.  Members are listed root
+ *		read-only; AccessShareLock on every table it reads, as inspect
+ *		takes.  One snapshot: the statement's.  Members are listed root
  *		first, then parents before children, then the members no key ties
  *		to the root (without rows).  42704 for an unknown group, 22004 for
  *		NULL arguments.
