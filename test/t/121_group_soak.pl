@@ -261,9 +261,9 @@ is( $node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{SELECT count(*) FROM softmig.envelope e WHERE NOT e.open}),
 	'0', 'both envelopes are open');
 
-# cutover: the group's last step (legacy's readers were these clients)
+# cutover, the group's last step, with every guard
 is( $node->safe_psql('postgres',
-		q{SELECT softmig.advance_group('shop', reason => 'soak: the clients read legacy', force => true)}),
+		q{SELECT softmig.advance_group('shop')}),
 	'cutover', 'the group reaches cutover');
 
 $node->stop;
