@@ -79,6 +79,8 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	update;			/* a one-row UPDATE: the other side's row
 								 * updated in place by key, params = the row
 								 * (the upsert if it lacks the row) */
+	SPIPlanPtr	delete_row;		/* a one-row DELETE: the other side's row
+								 * deleted by key, params = the old row */
 	SPIPlanPtr	move;			/* per-row key change, params old+new row;
 								 * NULL: a destination key column is GENERATED
 								 * ALWAYS AS IDENTITY */
@@ -88,12 +90,11 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	keyjson_old;	/* jsonb_agg of keys over old table */
 	SPIPlanPtr	newonly;		/* projection only: count/first key of
 								 * new-only rows */
-	SPIPlanPtr	upsert_row;		/* projection, group mirror: one row, params =
-								 * the row */
+	SPIPlanPtr	upsert_row;		/* one-row INSERT / UPDATE, row-by-row
+								 * retries: one row, params = the row */
 	SPIPlanPtr	field_project;	/* target side in mirrored: owned fields ->
 								 * legacy */
-	SPIPlanPtr	keyjson_row;	/* projection, group mirror: legacy key of one
-								 * row (params) */
+	SPIPlanPtr	keyjson_row;	/* legacy key of one row (params) */
 	int			row_nargs;
 	struct SoftmigRelPlans *next;
 } SoftmigRelPlans;
