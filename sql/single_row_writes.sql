@@ -1,12 +1,13 @@
--- A one-row INSERT or DELETE of the authoritative table is carried to the
--- other one by a kept statement with the row as parameters (the upsert of
--- that row, the delete by its key) instead of the statement over the
--- transition table; DEBUG2 names the one-row path where it is taken.  Every
--- case below runs once with one-row statements (pair 1) and once with
--- two-row statements (pair 2), on the same data, and both pairs must end
--- alike: new rows, a row the other table has already, a row it lacks,
--- a field the target owns, quarantine, operation keys, refusals, and the
--- projection with on_new_only reject and allow.
+-- A one-row DELETE of the authoritative table is carried to the other one by
+-- a kept DELETE by key with the row as parameters instead of the DELETE
+-- joined to the transition table; DEBUG2 names the one-row path where it is
+-- taken.  A one-row INSERT keeps the upsert over the transition table (the
+-- same upsert with the row as parameters was no cheaper).  Every case below
+-- runs once with one-row statements (pair 1) and once with two-row
+-- statements (pair 2), on the same data, and both pairs must end alike: new
+-- rows, a row the other table has already, a row it lacks, a field the
+-- target owns, quarantine, operation keys, refusals, and the projection
+-- with on_new_only reject and allow.
 CREATE TABLE sw_l1 (id int PRIMARY KEY, name text, cents int CHECK (cents <= 1000000), tier text);
 CREATE TABLE sw_t1 (id int PRIMARY KEY, name text, amount numeric(10,2) CHECK (amount >= 0), tier_code text);
 CREATE TABLE sw_l2 (LIKE sw_l1 INCLUDING ALL);

@@ -687,10 +687,12 @@ prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 /*
  * prepare_row_upsert
  *		p->upsert_row and p->keyjson_row: the upsert of one row of srcdesc
- *		(side's table) given as parameters, and its legacy key.  Both sides
- *		use the upsert for one-row INSERTs and UPDATEs (one_row_upsert in
- *		trigger.c) and for the row-by-row retries of the projection and of
- *		a group member's mirror (groups.c).  not_taken as for p->upsert.  Caller is in the
+ *		(side's table) given as parameters, and its legacy key.  The
+ *		projection needs them (target side); so does the mirror of a group
+ *		member (legacy side), whose children may come before their parents
+ *		(groups.c).  not_taken as for p->upsert.  (A one-row INSERT does
+ *		not use them: with the row as parameters it cost as much as the
+ *		upsert over the transition table; see bench/RESULTS.md.)  Caller is in the
  *		destination owner's context.
  */
 static void
@@ -889,7 +891,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		p->move_refused = MemoryContextStrdup(m->cxt, p->move_refused);
 	if (side == SIDE_TARGET)
 		prepare_projection(m, p, d, RelationGetDescr(rel));
-	else
+	else if (m->group_id != 0)
 		prepare_row_upsert(m, p, d, RelationGetDescr(rel), side, not_taken);
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);

@@ -90,11 +90,12 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	keyjson_old;	/* jsonb_agg of keys over old table */
 	SPIPlanPtr	newonly;		/* projection only: count/first key of
 								 * new-only rows */
-	SPIPlanPtr	upsert_row;		/* one-row INSERT / UPDATE, row-by-row
-								 * retries: one row, params = the row */
+	SPIPlanPtr	upsert_row;		/* projection, group mirror: one row, params =
+								 * the row */
 	SPIPlanPtr	field_project;	/* target side in mirrored: owned fields ->
 								 * legacy */
-	SPIPlanPtr	keyjson_row;	/* legacy key of one row (params) */
+	SPIPlanPtr	keyjson_row;	/* projection, group mirror: legacy key of one
+								 * row (params) */
 	int			row_nargs;
 	struct SoftmigRelPlans *next;
 } SoftmigRelPlans;

@@ -809,24 +809,20 @@ one_row_params(TriggerData *td, SoftmigRelPlans *p, Tuplestorestate *rows,
 }
 
 /*
- * one_row_upsert
- *		Carry a one-row INSERT or UPDATE to the other table with the row as
- *		parameters (no scan of the transition table; the plans are index
- *		probes of the other table).  An UPDATE updates the other table's row
- *		in place by key (p->update) and upserts only if it has no such row;
- *		an INSERT, or an UPDATE when only key columns are mapped, upserts
- *		(p->upsert_row).  Same result as the upsert over the transition
- *		table (p->update sets what the upsert's DO UPDATE sets, so the merge
- *		rule holds alike; to legacy only a row with a target key is
- *		carried), but a row that exists is neither probed for a conflict
- *		first nor locked before it is updated.  Key moves have run before.
- *		With tolerated, each statement runs in a subtransaction and an error
- *		tolerated accepts is returned (the projection's new-only detection);
- *		without, errors are raised.  The caller is connected to SPI and
- *		runs as the other table's owner.
+ * one_row_update
+ *		Carry a one-row UPDATE to the other table: update its row in place
+ *		by key (p->update, the new row as parameters: an index probe of the
+ *		other table), and run the upsert only if it has no such row.  Same
+ *		result as the upsert alone (the UPDATE sets what the upsert's DO
+ *		UPDATE sets, so the merge rule holds alike), but a row that exists
+ *		is neither probed for a conflict first nor locked before it is
+ *		updated.  Key moves have run before.  With tolerated, each statement
+ *		runs in a subtransaction and an error tolerated accepts is returned
+ *		(the projection's new-only detection); without, errors are raised.
+ *		The caller is connected to SPI and runs as the other table's owner.
  */
 static ErrorData *
-one_row_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
+one_row_update(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 			   bool (*tolerated) (int))
 {
 	Datum	   *values;
@@ -836,23 +832,19 @@ one_row_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 
 	one_row_params(td, p, td->tg_newtable, &values, &nulls);
 	ereport(DEBUG2,
-			(errmsg_internal("softmig: one-row %s of \"%s\" carried by key",
-							 TRIGGER_FIRED_BY_INSERT(td->tg_event) ? "INSERT" : "UPDATE",
+			(errmsg_internal("softmig: one-row UPDATE of \"%s\" carried by key",
 							 RelationGetRelationName(td->tg_relation))));
-	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update != NULL)
-	{
-		if (tolerated)
-			edata = softmig_spi_try(p->update, NULL, values, nulls, false, SPI_OK_UPDATE, tolerated);
-		else if ((ret = SPI_execute_plan(p->update, values, nulls, false, 0)) != SPI_OK_UPDATE)
-			spi_result_error(m, p, ret, "UPDATE");
-		if (edata != NULL || SPI_processed > 0)
-			return edata;
-	}
-
-	/* an INSERT, or the other table lacks the row: the upsert */
 	if (tolerated)
-		return softmig_spi_try(p->upsert_row, NULL, values, nulls, false, SPI_OK_INSERT, tolerated);
-	if ((ret = SPI_execute_plan(p->upsert_row, values, nulls, false, 0)) != SPI_OK_INSERT)
+		edata = softmig_spi_try(p->update, NULL, values, nulls, false, SPI_OK_UPDATE, tolerated);
+	else if ((ret = SPI_execute_plan(p->update, values, nulls, false, 0)) != SPI_OK_UPDATE)
+		spi_result_error(m, p, ret, "UPDATE");
+	if (edata != NULL || SPI_processed > 0)
+		return edata;
+
+	/* the other table lacks the row: the upsert over the transition table */
+	if (tolerated)
+		return softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, tolerated);
+	if ((ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0)) != SPI_OK_INSERT)
 		spi_result_error(m, p, ret, "INSERT");
 	return NULL;
 }
@@ -889,9 +881,8 @@ one_row_delete(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p, bool fe
  *		subtransactions: rows that fail are new-only (not projected; the
  *		envelope closes), the others are projected.  In reject mode with the
  *		envelope open the upsert runs without a subtransaction and its error
- *		is the statement's.  A one-row INSERT or UPDATE runs the one-row
- *		plans instead (one_row_upsert), in the same subtransaction
- *		discipline.
+ *		is the statement's.  A one-row UPDATE updates legacy's row in place
+ *		first (one_row_update), in the same subtransaction discipline.
  */
 static void
 project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
@@ -900,7 +891,8 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	int64		failed;
 	char	   *first_msg;
 	Jsonb	   *first_key;
-	bool		one_row = (tuplestore_tuple_count(td->tg_newtable) == 1);
+	bool		one_row = (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update != NULL &&
+						   tuplestore_tuple_count(td->tg_newtable) == 1);
 
 	/*
 	 * Rejecting new-only state: any error of the upsert is the statement's
@@ -910,7 +902,7 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	if (m->reject_new_only && m->envelope_open)
 	{
 		if (one_row)
-			(void) one_row_upsert(td, m, p, NULL);
+			(void) one_row_update(td, m, p, NULL);
 		else
 			softmig_spi_expect(SPI_execute_plan(p->upsert, NULL, NULL, false, 0),
 							   SPI_OK_INSERT, "run one of its statements");
@@ -918,7 +910,7 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	}
 
 	if (one_row)
-		edata = one_row_upsert(td, m, p, softmig_unrepresentable);
+		edata = one_row_update(td, m, p, softmig_unrepresentable);
 	else
 		edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT,
 								softmig_unrepresentable);
@@ -1228,9 +1220,9 @@ mirror_big_insert(SoftmigRelPlans *p)
  *		as that table's owner: key moves first for UPDATE, then the upsert,
  *		the delete, or, for statements over SM_BIG_STATEMENT_ROWS rows from
  *		the legacy side, the set-based INSERT / UPDATE with the upsert as
- *		fallback; a one-row statement runs the one-row plans with the row
- *		as parameters instead (one_row_upsert, one_row_delete; a group
- *		member's INSERT or UPDATE keeps the set-based path with its
+ *		fallback; a one-row UPDATE or DELETE runs a kept statement by key
+ *		with the row as parameters instead (one_row_update, one_row_delete;
+ *		a group member's UPDATE keeps the set-based path with its
  *		foreign-key retry); the loop guard (softmig_mirror_enter) is up
  *		meanwhile.  Takes no locks of its own beyond what the mirrored
  *		statements take (ROW EXCLUSIVE on the other table, row locks).  The
@@ -1311,8 +1303,9 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		}
 		else if (!big && m->group_id != 0 && p->upsert_row != NULL)
 			mirror_group_upsert(td, m, p);
-		else if (tuplestore_tuple_count(rows) == 1)
-			(void) one_row_upsert(td, m, p, NULL);
+		else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update != NULL &&
+				 tuplestore_tuple_count(rows) == 1)
+			(void) one_row_update(td, m, p, NULL);
 		else
 		{
 			ret = big ? SPI_execute(p->upsert_sql, false, 0)
