@@ -692,8 +692,8 @@ prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
  *		member (legacy side), whose children may come before their parents
  *		(groups.c).  not_taken as for p->upsert.  (A one-row INSERT does
  *		not use them: with the row as parameters it cost as much as the
- *		upsert over the transition table; see bench/RESULTS.md.)  Caller is in the
- *		destination owner's context.
+ *		upsert over the transition table; see bench/RESULTS.md.)  Caller
+ *		is in the destination owner's context.
  */
 static void
 prepare_row_upsert(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
