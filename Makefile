@@ -38,6 +38,7 @@ REGRESS += shape_views_always
 REGRESS += shape_views_bulk
 REGRESS += single_row_update
 REGRESS += groups_inspect
+REGRESS += single_row_writes
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))
