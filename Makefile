@@ -37,6 +37,8 @@ REGRESS += groups
 REGRESS += shape_views_always
 REGRESS += shape_views_bulk
 REGRESS += single_row_update
+REGRESS += groups_inspect
+REGRESS += single_row_writes
 REGRESS += shape_views_plans
 
 # isolation specs each set up and tear down their own tables: all of them
@@ -64,7 +66,7 @@ TAP_TESTS = 1
 # The longest TAP files first, so that a parallel run (make test passes
 # PROVE_FLAGS=-j2) does not end waiting for one of them.
 TAP_SLOW = test/t/091_parity_cache_fuzz.pl test/t/120_lifecycle_soak.pl \
-	test/t/112_remote_crash.pl test/t/110_remote_life.pl
+	test/t/112_remote_crash.pl test/t/110_remote_life.pl test/t/121_group_soak.pl
 PROVE_TESTS = $(TAP_SLOW) $(filter-out $(TAP_SLOW),$(sort $(wildcard test/t/*.pl)))
 
 PG_CONFIG ?= pg_config

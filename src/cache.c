@@ -53,7 +53,8 @@ retire_entry_memory(SoftmigMigration *m)
 	for (SoftmigRelPlans *p = m->plans; p; p = p->next)
 	{
 		SPIPlanPtr	plans[] = {p->upsert, p->delete, p->move, p->keyjson_new, p->keyjson_old,
-		p->newonly, p->upsert_row, p->field_project, p->keyjson_row, p->update};
+		p->newonly, p->upsert_row, p->field_project, p->keyjson_row, p->update,
+		p->delete_row};
 
 		for (int i = 0; i < lengthof(plans); i++)
 			if (plans[i] != NULL)

@@ -562,6 +562,44 @@ prepare_row_update(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 }
 
 /*
+ * append_keyed_delete
+ *		"DELETE FROM dst AS softmig_t USING (SELECT <key mapping> FROM
+ *		<from>) AS softmig_o WHERE <key match>"
+ */
+static void
+append_keyed_delete(StringInfo buf, DestInfo *d, const char *from)
+{
+	appendStringInfo(buf, "DELETE FROM %s AS softmig_t USING ", d->qualname);
+	append_key_select(buf, d, from);
+	appendStringInfoString(buf, " AS softmig_o WHERE ");
+	append_key_match(buf, d, "softmig_o");
+}
+
+/*
+ * prepare_row_delete
+ *		p->delete_row: the delete of the destination's row by key for a
+ *		one-row DELETE, the old row of srcdesc given as parameters (the same
+ *		parameters as p->update and p->upsert_row), so the plan is an index
+ *		probe of the destination and no scan of the transition table.  A
+ *		NULL key matches no row, as in p->delete.  Caller is in the
+ *		destination owner's context.
+ */
+static void
+prepare_row_delete(SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
+{
+	StringInfoData rowsel;
+	StringInfoData buf;
+	Oid		   *argtypes = palloc(sizeof(Oid) * Max(srcdesc->natts, 1));
+	int			nargs;
+
+	initStringInfo(&rowsel);
+	nargs = row_params_select(&rowsel, srcdesc, 1, SM_OLD_TABLE, argtypes);
+	initStringInfo(&buf);
+	append_keyed_delete(&buf, d, rowsel.data);
+	p->delete_row = softmig_prepare_kept(buf.data, nargs, argtypes);
+}
+
+/*
  * prepare_move
  *		p->move: one row's key change, the old then the new row of srcdesc
  *		as parameters; none (p->move_refused names the column) when a
@@ -652,8 +690,10 @@ prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
  *		(side's table) given as parameters, and its legacy key.  The
  *		projection needs them (target side); so does the mirror of a group
  *		member (legacy side), whose children may come before their parents
- *		(groups.c).  not_taken as for p->upsert.  Caller is in the
- *		destination owner's context.
+ *		(groups.c).  not_taken as for p->upsert.  (A one-row INSERT does
+ *		not use them: with the row as parameters it cost as much as the
+ *		upsert over the transition table; see bench/RESULTS.md.)  Caller
+ *		is in the destination owner's context.
  */
 static void
 prepare_row_upsert(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
@@ -841,12 +881,10 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	/* delete */
 	resetStringInfo(&buf);
-	appendStringInfo(&buf, "DELETE FROM %s AS softmig_t USING ", d->qualname);
-	append_key_select(&buf, d, SM_OLD_TABLE);
-	appendStringInfoString(&buf, " AS softmig_o WHERE ");
-	append_key_match(&buf, d, "softmig_o");
+	append_keyed_delete(&buf, d, SM_OLD_TABLE);
 	p->delete = softmig_prepare_kept(buf.data, 0, NULL);
 	p->delete_sql = MemoryContextStrdup(m->cxt, buf.data);
+	prepare_row_delete(p, d, RelationGetDescr(rel));
 
 	prepare_move(p, d, RelationGetDescr(rel));
 	if (p->move_refused)

@@ -79,6 +79,8 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	update;			/* a one-row UPDATE: the other side's row
 								 * updated in place by key, params = the row
 								 * (the upsert if it lacks the row) */
+	SPIPlanPtr	delete_row;		/* a one-row DELETE: the other side's row
+								 * deleted by key, params = the old row */
 	SPIPlanPtr	move;			/* per-row key change, params old+new row;
 								 * NULL: a destination key column is GENERATED
 								 * ALWAYS AS IDENTITY */

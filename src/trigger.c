@@ -786,6 +786,29 @@ spi_result_error(SoftmigMigration *m, SoftmigRelPlans *p, int ret, const char *w
 }
 
 /*
+ * one_row_params
+ *		The only row of transition table rows (a statement of one row) as
+ *		parameters of the one-row plans (row_params), into values and nulls
+ *		of p->row_nargs entries, palloc'd in the current context.
+ */
+static void
+one_row_params(TriggerData *td, SoftmigRelPlans *p, Tuplestorestate *rows,
+			   Datum **values, char **nulls)
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+
+	*values = palloc(sizeof(Datum) * Max(p->row_nargs, 1));
+	*nulls = palloc(sizeof(char) * Max(p->row_nargs, 1));
+	tuplestore_select_read_pointer(rows, 0);
+	tuplestore_rescan(rows);
+	if (!tuplestore_gettupleslot(rows, true, false, slot))
+		elog(ERROR, "softmig: the row of a one-row statement is missing");
+	row_params(slot, desc, *values, *nulls);
+	ExecDropSingleTupleTableSlot(slot);
+}
+
+/*
  * one_row_update
  *		Carry a one-row UPDATE to the other table: update its row in place
  *		by key (p->update, the new row as parameters: an index probe of the
@@ -802,23 +825,19 @@ static ErrorData *
 one_row_update(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 			   bool (*tolerated) (int))
 {
-	TupleDesc	desc = RelationGetDescr(td->tg_relation);
-	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-	Datum	   *values = palloc(sizeof(Datum) * Max(p->row_nargs, 1));
-	char	   *nulls = palloc(sizeof(char) * Max(p->row_nargs, 1));
+	Datum	   *values;
+	char	   *nulls;
 	ErrorData  *edata = NULL;
 	int			ret;
 
-	tuplestore_select_read_pointer(td->tg_newtable, 0);
-	tuplestore_rescan(td->tg_newtable);
-	if (!tuplestore_gettupleslot(td->tg_newtable, true, false, slot))
-		elog(ERROR, "softmig: the new row of a one-row UPDATE is missing");
-	row_params(slot, desc, values, nulls);
+	one_row_params(td, p, td->tg_newtable, &values, &nulls);
+	ereport(DEBUG2,
+			(errmsg_internal("softmig: one-row UPDATE of \"%s\" carried by key",
+							 RelationGetRelationName(td->tg_relation))));
 	if (tolerated)
 		edata = softmig_spi_try(p->update, NULL, values, nulls, false, SPI_OK_UPDATE, tolerated);
 	else if ((ret = SPI_execute_plan(p->update, values, nulls, false, 0)) != SPI_OK_UPDATE)
 		spi_result_error(m, p, ret, "UPDATE");
-	ExecDropSingleTupleTableSlot(slot);
 	if (edata != NULL || SPI_processed > 0)
 		return edata;
 
@@ -828,6 +847,31 @@ one_row_update(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 	if ((ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0)) != SPI_OK_INSERT)
 		spi_result_error(m, p, ret, "INSERT");
 	return NULL;
+}
+
+/*
+ * one_row_delete
+ *		Carry a one-row DELETE to the other table: delete its row by key
+ *		(p->delete_row, the old row as parameters: an index probe) with the
+ *		snapshot of the statement path (mirror_snapshot).  The caller is
+ *		connected to SPI, runs as the other table's owner and has taken the
+ *		delete fence if one is due.
+ */
+static void
+one_row_delete(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p, bool fence)
+{
+	Datum	   *values;
+	char	   *nulls;
+	int			ret;
+
+	one_row_params(td, p, td->tg_oldtable, &values, &nulls);
+	ereport(DEBUG2,
+			(errmsg_internal("softmig: one-row DELETE of \"%s\" carried by key",
+							 RelationGetRelationName(td->tg_relation))));
+	ret = SPI_execute_snapshot(p->delete_row, values, nulls, mirror_snapshot(fence),
+							   InvalidSnapshot, false, true, 0);
+	if (ret != SPI_OK_DELETE)
+		spi_result_error(m, p, ret, "DELETE");
 }
 
 /*
@@ -1176,8 +1220,10 @@ mirror_big_insert(SoftmigRelPlans *p)
  *		as that table's owner: key moves first for UPDATE, then the upsert,
  *		the delete, or, for statements over SM_BIG_STATEMENT_ROWS rows from
  *		the legacy side, the set-based INSERT / UPDATE with the upsert as
- *		fallback (and for a one-row UPDATE the kept UPDATE by key,
- *		one_row_update); the loop guard (softmig_mirror_enter) is up
+ *		fallback; a one-row UPDATE or DELETE runs a kept statement by key
+ *		with the row as parameters instead (one_row_update, one_row_delete;
+ *		a group member's UPDATE keeps the set-based path with its
+ *		foreign-key retry); the loop guard (softmig_mirror_enter) is up
  *		meanwhile.  Takes no locks of its own beyond what the mirrored
  *		statements take (ROW EXCLUSIVE on the other table, row locks).  The
  *		caller is connected to SPI and owns the transition tables.
@@ -1221,6 +1267,12 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 			mirror_key_moves(td, p, fence, m->id);
 		if (project_rows)
 			project_upsert(td, m, p);
+		else if (TRIGGER_FIRED_BY_DELETE(td->tg_event) && tuplestore_tuple_count(rows) == 1)
+		{
+			if (fence)
+				softmig_fence_live_write(m->id);
+			one_row_delete(td, m, p, fence);
+		}
 		else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 		{
 			SPIPlanPtr	plan = p->delete;

@@ -4666,6 +4666,14 @@ COMMENT ON FUNCTION @extschema@._check_mapping(regclass, jsonb, text) IS
 REVOKE ALL ON FUNCTION @extschema@._check_mapping(regclass, jsonb, text) FROM PUBLIC;
 
 -------------------------------------------------------------------------------
+-- inspect_group: one entity of a group, every member, both sides
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.inspect_group(group_name text, key jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_inspect_group' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.inspect_group(text, jsonb) IS
+    'one entity of a group on both sides: the root member''s row for key and every child member''s rows found through the foreign keys between the members'' tables, each as inspect shows it; for a caller who may read both tables of every member';
+
+-------------------------------------------------------------------------------
 -- Shape views write row by row from C with kept plans: the statements live in
 -- the row trigger's arguments (parameterized), the generated PL/pgSQL write
 -- function per view is gone, and so are shape_views.write_function and

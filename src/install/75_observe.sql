@@ -803,6 +803,11 @@ CREATE FUNCTION @extschema@.inspect(name text, key jsonb) RETURNS jsonb
 COMMENT ON FUNCTION @extschema@.inspect(text, jsonb) IS
     'both sides of one entity, mapped and compared, with its flags (new-only, quarantined), operation keys, last writes and history: the page support opens; for a caller who may read both tables';
 
+CREATE FUNCTION @extschema@.inspect_group(group_name text, key jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'softmig_inspect_group' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.inspect_group(text, jsonb) IS
+    'one entity of a group on both sides: the root member''s row for key and every child member''s rows found through the foreign keys between the members'' tables, each as inspect shows it; for a caller who may read both tables of every member';
+
 -------------------------------------------------------------------------------
 -- report: a readable summary for psql
 -------------------------------------------------------------------------------
