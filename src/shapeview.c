@@ -291,6 +291,7 @@ typedef struct ShapePlan
 	Oid			tgoid;
 	int			argno;
 	int			nargs;
+	Oid		   *argtypes;		/* the parameters' types (nargs) */
 	char	   *sql;
 	SPIPlanPtr	plan;
 	struct ShapePlan *next;
@@ -674,8 +675,9 @@ batch_add(ShapeBatch *b, TriggerData *td)
  * shape_plan
  *		The kept plan of the statement in argument argno of shape view
  *		trigger tg, with nargs parameters of types argtypes: prepared
- *		(generic) on first use, prepared again if the argument's text
- *		changed.  The caller is connected to SPI and runs as the view's
+ *		(generic) on first use, prepared again if the argument's text or
+ *		the parameters' types changed (a trigger OID used again by views
+ *		made anew).  The caller is connected to SPI and runs as the view's
  *		owner in its identity frame (so the statement is analyzed and
  *		planned as that role, and checked by the trust rule).
  */
@@ -689,7 +691,8 @@ shape_plan(Trigger *tg, int argno, int nargs, Oid *argtypes)
 	for (p = shape_plans; p; p = p->next)
 		if (p->tgoid == tg->tgoid && p->argno == argno)
 			break;
-	if (p != NULL && p->nargs == nargs && strcmp(p->sql, sql) == 0)
+	if (p != NULL && p->nargs == nargs && strcmp(p->sql, sql) == 0 &&
+		(nargs == 0 || memcmp(p->argtypes, argtypes, sizeof(Oid) * nargs) == 0))
 		return p->plan;
 
 	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
@@ -709,8 +712,12 @@ shape_plan(Trigger *tg, int argno, int nargs, Oid *argtypes)
 	{
 		SPI_freeplan(p->plan);
 		pfree(p->sql);
+		pfree(p->argtypes);
 	}
 	p->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	p->argtypes = MemoryContextAlloc(TopMemoryContext, sizeof(Oid) * Max(nargs, 1));
+	if (nargs > 0)
+		memcpy(p->argtypes, argtypes, sizeof(Oid) * nargs);
 	p->nargs = nargs;
 	p->plan = plan;
 	return plan;
