@@ -3646,13 +3646,12 @@ CREATE TABLE @extschema@.shape_views (
     view_name      regclass PRIMARY KEY,
     migration_id   integer NOT NULL REFERENCES @extschema@.migrations (id) ON DELETE CASCADE,
     shape          @extschema@.side NOT NULL,
-    write_function regprocedure NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     created_by     name NOT NULL
 );
 CREATE INDEX ON @extschema@.shape_views (migration_id);
 COMMENT ON TABLE @extschema@.shape_views IS
-    'softmig: shape views created by softmig.create_shape_views (one per shape) and the function behind their INSTEAD OF trigger';
+    'softmig: shape views created by softmig.create_shape_views (one per shape)';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.shape_views', '');
 REVOKE ALL ON @extschema@.shape_views FROM PUBLIC;
 GRANT SELECT ON @extschema@.shape_views TO PUBLIC;
@@ -3672,16 +3671,15 @@ CREATE FUNCTION @extschema@._shape_write_sql(m @extschema@.migrations, p_own reg
 RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_into text := CASE WHEN p_op OPERATOR(pg_catalog.=) 'DELETE' THEN 'OLD' ELSE 'NEW' END;
     v_own_is_legacy boolean := p_own OPERATOR(pg_catalog.=) m.legacy;
     v_okey text[] := CASE WHEN v_own_is_legacy THEN m.legacy_key ELSE m.target_key END;
     v_dkey text[] := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.legacy THEN m.legacy_key ELSE m.target_key END;
     v_to_dst text := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.target THEN 'forward' ELSE 'backward' END;
     v_to_own text := CASE WHEN v_own_is_legacy THEN 'backward' ELSE 'forward' END;
+    v_n integer;
     v_always boolean;
     v_cols text;
     v_vals text;
-    v_set text;
     v_where text;
     v_ret text;
     v_outer text;
@@ -3690,48 +3688,64 @@ DECLARE
     v_keep text;
     v_alias text;
     v_ucols text;       -- UPDATE: the columns it may set (no GENERATED ALWAYS identity)
-    v_always_chk text;  -- UPDATE: a change of a GENERATED ALWAYS identity column is refused
+    v_always_chk text;  -- UPDATE: a change of a GENERATED ALWAYS identity column
 BEGIN
     -- the view's row as a one-row relation in the own table's column names
-    SELECT pg_catalog.string_agg(pg_catalog.format('NEW.%I AS %I', a.attname, a.attname), ', ' ORDER BY a.attnum),
-           pg_catalog.string_agg(pg_catalog.format('OLD.%I AS %I', a.attname, a.attname), ', ' ORDER BY a.attnum)
-      INTO v_new_row, v_old_row
-      FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+    SELECT pg_catalog.count(*)::integer,
+           pg_catalog.string_agg(pg_catalog.format('$%s AS %I', c.n, c.attname), ', ' ORDER BY c.n),
+           pg_catalog.string_agg(pg_catalog.format('$%s AS %I', c.n OPERATOR(pg_catalog.+) c.total, c.attname), ', ' ORDER BY c.n),
+           pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.n)
+      INTO v_n, v_new_row, v_old_row, v_ret
+      FROM (SELECT a.attname, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n,
+                   pg_catalog.count(*) OVER () AS total
+              FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
+               AND NOT a.attisdropped) c;
 
     IF p_dst OPERATOR(pg_catalog.=) p_own THEN
         -- the view's own table: the row as it is
-        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
-               pg_catalog.string_agg(pg_catalog.format('NEW.%I', a.attname), ', ' ORDER BY a.attnum),
-               pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a'),
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.n),
+               pg_catalog.string_agg(pg_catalog.format('$%s', c.n), ', ' ORDER BY c.n),
+               pg_catalog.bool_or(c.attidentity OPERATOR(pg_catalog.=) 'a'),
                -- UPDATE writes only the columns the statement changed: the
                -- view's row may come from the other table, through mappings
                -- that need not give back exactly what this table holds
-               pg_catalog.string_agg(pg_catalog.format(
-                   'CASE WHEN NEW.%I::text IS NOT DISTINCT FROM OLD.%I::text THEN %I ELSE NEW.%I END',
-                   a.attname, a.attname, a.attname, a.attname), ', ' ORDER BY a.attnum)
-                   FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
-               pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
-                   FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
-               pg_catalog.string_agg(pg_catalog.format('NEW.%I::text IS DISTINCT FROM OLD.%I::text', a.attname, a.attname),
-                                     ' OR ' ORDER BY a.attnum)
-                   FILTER (WHERE a.attidentity OPERATOR(pg_catalog.=) 'a')
+               pg_catalog.string_agg(pg_catalog.format('CASE WHEN $%s THEN $%s ELSE %I END',
+                                                       c.n OPERATOR(pg_catalog.+) (2 OPERATOR(pg_catalog.*) v_n), c.n, c.attname),
+                                     ', ' ORDER BY c.n)
+                   FILTER (WHERE c.attidentity OPERATOR(pg_catalog.<>) 'a'),
+               pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.n)
+                   FILTER (WHERE c.attidentity OPERATOR(pg_catalog.<>) 'a'),
+               pg_catalog.string_agg(pg_catalog.format('$%s', c.n OPERATOR(pg_catalog.+) (2 OPERATOR(pg_catalog.*) v_n)),
+                                     ' OR ' ORDER BY c.n)
+                   FILTER (WHERE c.attidentity OPERATOR(pg_catalog.=) 'a')
           INTO v_cols, v_vals, v_always, v_keep, v_ucols, v_always_chk
-          FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-           AND a.attgenerated OPERATOR(pg_catalog.=) ''
-           AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
-        SELECT pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) OLD.%I', k, k), ' AND ')
-          INTO v_where FROM pg_catalog.unnest(v_okey) k;
+          FROM (SELECT a.attname, a.attidentity, a.attgenerated, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n
+                  FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
+                   AND NOT a.attisdropped) c
+         WHERE c.attgenerated OPERATOR(pg_catalog.=) ''
+           AND NOT (p_keyless AND c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
+        SELECT pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) $%s', c.attname, c.n OPERATOR(pg_catalog.+) v_n), ' AND ')
+          INTO v_where
+          FROM (SELECT a.attname, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n
+                  FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
+                   AND NOT a.attisdropped) c
+         WHERE c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey);
         IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
-            RETURN pg_catalog.format('INSERT INTO %s (%s)%s VALUES (%s) RETURNING * INTO NEW',
-                p_own, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals);
+            RETURN pg_catalog.format('INSERT INTO %s (%s)%s VALUES (%s) RETURNING %s',
+                p_own, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals, v_ret);
         ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
-            RETURN @extschema@._shape_always_check(v_always_chk, p_own)
-                OPERATOR(pg_catalog.||) pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s RETURNING * INTO NEW',
-                                                          p_own, v_ucols, v_keep, v_where);
+            RETURN pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s RETURNING %s',
+                                     p_own, v_ucols, v_keep, v_where, v_ret);
+        ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE NO RETURNING' THEN
+            RETURN pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s',
+                                     p_own, v_ucols, v_keep, v_where);
+        ELSIF p_op OPERATOR(pg_catalog.=) 'CHECK' THEN
+            RETURN COALESCE('SELECT ' OPERATOR(pg_catalog.||) v_always_chk, '');
         ELSE
-            RETURN pg_catalog.format('DELETE FROM %s WHERE %s RETURNING * INTO OLD', p_own, v_where);
+            RETURN pg_catalog.format('DELETE FROM %s WHERE %s', p_own, v_where);
         END IF;
     END IF;
 
@@ -3748,11 +3762,14 @@ BEGIN
            pg_catalog.string_agg(pg_catalog.format('softmig_%s', a.attnum), ', ' ORDER BY a.attnum),
            pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
                FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
-           pg_catalog.string_agg(pg_catalog.format(
-               E'(SELECT (%s\n)::text FROM (SELECT %s) AS softmig_row) IS DISTINCT FROM (SELECT (%s\n)::text FROM (SELECT %s) AS softmig_row)',
-               mp.expression, v_new_row, mp.expression, v_old_row), ' OR ' ORDER BY a.attnum)
-               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.=) 'a')
-      INTO v_cols, v_vals, v_always, v_keep, v_alias, v_ucols, v_always_chk
+           pg_catalog.string_agg(pg_catalog.format('softmig_n.softmig_%s::text IS DISTINCT FROM softmig_o.softmig_%s::text',
+                                                   a.attnum, a.attnum), ' OR ' ORDER BY a.attnum)
+               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.=) 'a'),
+           -- the destination's key, matched against the old row's mapped key
+           pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) softmig_o.softmig_%s', a.attname, a.attnum),
+                                 ' AND ' ORDER BY a.attnum)
+               FILTER (WHERE a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey))
+      INTO v_cols, v_vals, v_always, v_keep, v_alias, v_ucols, v_always_chk, v_where
       FROM pg_catalog.pg_attribute a
       JOIN @extschema@.mappings mp
         ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
@@ -3760,39 +3777,37 @@ BEGIN
      WHERE a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
        AND a.attgenerated OPERATOR(pg_catalog.=) ''
        AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
-    -- the destination's key from the view's old row
-    SELECT pg_catalog.string_agg(pg_catalog.format(E'%I OPERATOR(pg_catalog.=) (SELECT (%s\n)::%s FROM (SELECT %s) AS softmig_row)',
-                                                   a.attname, mp.expression, pg_catalog.format_type(a.atttypid, a.atttypmod), v_old_row),
-                                 ' AND ' ORDER BY k.n)
-      INTO v_where
-      FROM pg_catalog.unnest(v_dkey) WITH ORDINALITY AS k(col, n)
-      JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attname OPERATOR(pg_catalog.=) k.col
-      JOIN @extschema@.mappings mp
-        ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
-       AND mp.column_name OPERATOR(pg_catalog.=) k.col;
     -- the row written, mapped back into the view's shape: what the routed
     -- view shows for a row of the other table
     SELECT l.inner_list, l.outer_list INTO v_ret, v_outer
       FROM @extschema@._shape_lists(m.id, p_own, v_to_own) l;
 
     IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
-        RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s (%s)%s SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
+        RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s (%s)%s SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w',
             p_dst, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals, v_new_row, v_ret, v_outer);
-    ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        RETURN @extschema@._shape_always_check(v_always_chk, p_dst) OPERATOR(pg_catalog.||)
-               pg_catalog.format('WITH softmig_w AS (UPDATE %s SET (%s) = ROW(%s)'
-                                 ' FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
-                                 ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)'
-                                 ' WHERE %s RETURNING %s) SELECT %s FROM softmig_w INTO NEW',
-            p_dst, v_ucols, v_keep, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias,
-            v_where, v_ret, v_outer);
+    ELSIF p_op OPERATOR(pg_catalog.=) ANY (ARRAY['UPDATE', 'UPDATE NO RETURNING']) THEN
+        v_cols := pg_catalog.format('UPDATE %s SET (%s) = ROW(%s)'
+                                    ' FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
+                                    ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)'
+                                    ' WHERE %s',
+            p_dst, v_ucols, v_keep, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias, v_where);
+        IF p_op OPERATOR(pg_catalog.=) 'UPDATE NO RETURNING' THEN
+            RETURN v_cols;
+        END IF;
+        RETURN pg_catalog.format('WITH softmig_w AS (%s RETURNING %s) SELECT %s FROM softmig_w',
+                                 v_cols, v_ret, v_outer);
+    ELSIF p_op OPERATOR(pg_catalog.=) 'CHECK' THEN
+        RETURN CASE WHEN v_always_chk IS NULL THEN '' ELSE
+            pg_catalog.format('SELECT %s FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
+                              ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)',
+                              v_always_chk, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias) END;
     ELSE
-        RETURN pg_catalog.format('WITH softmig_w AS (DELETE FROM %s WHERE %s RETURNING %s) SELECT %s FROM softmig_w INTO OLD',
-            p_dst, v_where, v_ret, v_outer);
+        RETURN pg_catalog.format('DELETE FROM %s USING (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s) WHERE %s',
+            p_dst, v_vals, v_old_row, v_alias, v_where);
     END IF;
 END $$;
 COMMENT ON FUNCTION @extschema@._shape_write_sql(@extschema@.migrations, regclass, regclass, text, boolean) IS
-    'internal: the statement a shape view''s write function runs to write one view row into one table of the migration';
+    'internal: the parameterized statement softmig._shape_write_trigger runs (kept plan) to write one shape view row into one table of the migration';
 
 -- The set-based form of a shape view's INSERT into table "dst": one
 -- INSERT ... SELECT over the rows the view's statement collected (the
@@ -3849,7 +3864,7 @@ CREATE FUNCTION @extschema@._shape_write_trigger()
 RETURNS trigger
     AS 'MODULE_PATHNAME', 'softmig_shape_write_trigger' LANGUAGE C;
 COMMENT ON FUNCTION @extschema@._shape_write_trigger() IS
-    'internal: the INSTEAD OF row trigger of a shape view: collects the rows of an INSERT without RETURNING for _shape_flush_trigger, hands every other row to the view''s write function (its argument)';
+    'internal: the INSTEAD OF row trigger of a shape view: collects the rows of an INSERT without RETURNING for _shape_flush_trigger, writes every other row to the write authority of the moment with kept plans (its arguments), as the view''s owner';
 
 CREATE FUNCTION @extschema@._shape_flush_trigger()
 RETURNS trigger
@@ -3865,23 +3880,15 @@ RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_own regclass := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'legacy' THEN m.legacy ELSE m.target END;
-    v_other regclass := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'legacy' THEN m.target ELSE m.legacy END;
     v_okey text[] := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'legacy' THEN m.legacy_key ELSE m.target_key END;
     v_relname name := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) v_own);
     v_view text := pg_catalog.format('%I.%I', p_schema, v_relname);
-    v_fname text := pg_catalog.left(v_relname, 48) OPERATOR(pg_catalog.||) '_softmig_write';
-    v_func text := pg_catalog.format('%I.%I()', p_schema, v_fname);
-    v_keyok text;
-    v_body text;
-    v_on_own text;      -- the target is the authority when the view's own table is
+    v_keys text := (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(k), ', ') FROM pg_catalog.unnest(v_okey) k);
+    v_args text := '';
+    v_dst regclass;
+    v_op text;
     r record;
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
-                WHERE n.nspname OPERATOR(pg_catalog.=) p_schema AND p.proname OPERATOR(pg_catalog.=) v_fname) THEN
-        RAISE EXCEPTION USING ERRCODE = 'duplicate_function',
-            MESSAGE = pg_catalog.format('function %s already exists', v_func),
-            HINT = 'The shape view''s write function takes this name; drop or rename the function first.';
-    END IF;
     -- the routed view (checks the schema, the name and CREATE on the schema)
     PERFORM @extschema@._create_read_view(m.name, v_view, p_shape);
     -- the owner's rights, not the invoker's: a role needs rights on the view only
@@ -3897,73 +3904,23 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', v_view, r.attname, r.expr);
     END LOOP;
 
-    SELECT pg_catalog.string_agg(pg_catalog.format('NEW.%I IS NOT NULL', k), ' AND ') INTO v_keyok
-      FROM pg_catalog.unnest(v_okey) k;
-    v_on_own := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'new' THEN 'softmig_tw' ELSE 'NOT softmig_tw' END;
-    v_body := pg_catalog.format($f$
-#variable_conflict use_column
-DECLARE
-    softmig_tw boolean := @extschema@._shape_target_writes(%s);
-BEGIN
-    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
-        IF %s THEN
-            IF %s THEN
-                %s;
-            ELSE
-                %s;
-            END IF;
-        ELSIF %s THEN
-            %s;
-        ELSE
-            %s;
-        END IF;
-        RETURN NEW;
-    ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        IF %s THEN
-            %s;
-        ELSE
-            %s;
-        END IF;
-        IF NOT FOUND THEN
-            RETURN NULL;
-        END IF;
-        RETURN NEW;
-    ELSE
-        IF %s THEN
-            %s;
-        ELSE
-            %s;
-        END IF;
-        IF NOT FOUND THEN
-            RETURN NULL;
-        END IF;
-        RETURN OLD;
-    END IF;
-END
-$f$,
-        m.id,
-        v_on_own, v_keyok,
-        @extschema@._shape_write_sql(m, v_own, v_own, 'INSERT', false),
-        @extschema@._shape_write_sql(m, v_own, v_own, 'INSERT', true),
-        v_keyok,
-        @extschema@._shape_write_sql(m, v_own, v_other, 'INSERT', false),
-        @extschema@._shape_write_sql(m, v_own, v_other, 'INSERT', true),
-        v_on_own,
-        @extschema@._shape_write_sql(m, v_own, v_own, 'UPDATE', false),
-        @extschema@._shape_write_sql(m, v_own, v_other, 'UPDATE', false),
-        v_on_own,
-        @extschema@._shape_write_sql(m, v_own, v_own, 'DELETE', false),
-        @extschema@._shape_write_sql(m, v_own, v_other, 'DELETE', false));
-    EXECUTE pg_catalog.format('CREATE FUNCTION %s RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER'
-                              ' SET search_path = pg_catalog, pg_temp AS %L', v_func, v_body);
-    EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO %I', v_func, p_owner);
-    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_func);
-    EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', v_func,
-        pg_catalog.format('softmig: writes of shape view %s (migration "%s") to the write authority; made by softmig.create_shape_views', v_view, m.name));
-    -- rows go to the write function one by one, except those of an INSERT
-    -- without RETURNING: collected, and written set-based at its end
+    -- the row trigger's arguments: the migration, then per table (legacy,
+    -- target) INSERT with key, INSERT without, UPDATE, the UPDATE's
+    -- GENERATED ALWAYS check, DELETE, UPDATE without RETURNING; then the
+    -- view's key columns
+    FOREACH v_dst IN ARRAY ARRAY[m.legacy, m.target]::pg_catalog.regclass[] LOOP
+        FOREACH v_op IN ARRAY ARRAY['INSERT', 'INSERT keyless', 'UPDATE', 'CHECK', 'DELETE', 'UPDATE NO RETURNING'] LOOP
+            v_args := v_args OPERATOR(pg_catalog.||) ', ' OPERATOR(pg_catalog.||) pg_catalog.quote_literal(
+                @extschema@._shape_write_sql(m, v_own, v_dst,
+                                             CASE WHEN v_op OPERATOR(pg_catalog.=) 'INSERT keyless' THEN 'INSERT' ELSE v_op END,
+                                             v_op OPERATOR(pg_catalog.=) 'INSERT keyless'));
+        END LOOP;
+    END LOOP;
+    -- rows are written one by one (kept plans, in C), except those of an
+    -- INSERT without RETURNING: collected, and written set-based at its end
     EXECUTE pg_catalog.format('CREATE TRIGGER softmig_shape_write INSTEAD OF INSERT OR UPDATE OR DELETE ON %s'
-                              ' FOR EACH ROW EXECUTE FUNCTION @extschema@._shape_write_trigger(%L)', v_view, v_func);
+                              ' FOR EACH ROW EXECUTE FUNCTION @extschema@._shape_write_trigger(%s%s, %s)',
+                              v_view, m.id, v_args, v_keys);
     EXECUTE pg_catalog.format('CREATE TRIGGER softmig_shape_flush AFTER INSERT ON %s'
                               ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._shape_flush_trigger(%s, %L, %L, %L, %L, %s)',
                               v_view, m.id,
@@ -3971,17 +3928,17 @@ $f$,
                               @extschema@._shape_bulk_sql(m, v_own, m.legacy, true),
                               @extschema@._shape_bulk_sql(m, v_own, m.target, false),
                               @extschema@._shape_bulk_sql(m, v_own, m.target, true),
-                              (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(k), ', ') FROM pg_catalog.unnest(v_okey) k));
+                              v_keys);
     EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', v_view);
     EXECUTE pg_catalog.format('COMMENT ON VIEW %s IS %L', v_view,
         pg_catalog.format('softmig shape view of migration "%s" in the %s shape: reads from the caller''s read source, writes to the write authority (softmig.create_shape_views)',
                           m.name, p_shape));
 
-    INSERT INTO @extschema@.shape_views (view_name, migration_id, shape, write_function, created_by)
-    VALUES (v_view::pg_catalog.regclass, m.id, p_shape, v_func::pg_catalog.regprocedure, @extschema@._actor());
+    INSERT INTO @extschema@.shape_views (view_name, migration_id, shape, created_by)
+    VALUES (v_view::pg_catalog.regclass, m.id, p_shape, @extschema@._actor());
 END $$;
 COMMENT ON FUNCTION @extschema@._create_shape_view(@extschema@.migrations, name, @extschema@.side, name) IS
-    'internal: create one shape view, its write function and its INSTEAD OF trigger';
+    'internal: create one shape view and its INSTEAD OF and AFTER INSERT triggers';
 
 CREATE FUNCTION @extschema@._create_shape_views(name text, legacy_schema name, new_schema name)
 RETURNS void
@@ -4051,11 +4008,10 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'undefined_object',
             MESSAGE = pg_catalog.format('migration "%s" has no shape views', m.name);
     END IF;
-    FOR r IN SELECT s.view_name, s.write_function FROM @extschema@.shape_views s
+    FOR r IN SELECT s.view_name FROM @extschema@.shape_views s
               WHERE s.migration_id OPERATOR(pg_catalog.=) m.id ORDER BY s.shape LOOP
         -- RESTRICT: a view of the application's own on a shape view stays an error
         EXECUTE pg_catalog.format('DROP VIEW IF EXISTS %s', r.view_name);
-        EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS %s', r.write_function);
         DELETE FROM @extschema@.read_views v WHERE v.view_name OPERATOR(pg_catalog.=) r.view_name;
     END LOOP;
     DELETE FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id;
@@ -4068,7 +4024,7 @@ COMMENT ON FUNCTION @extschema@._drop_shape_views(text) IS
 CREATE FUNCTION @extschema@.drop_shape_views(name text)
 RETURNS void AS 'MODULE_PATHNAME', 'softmig_gate' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.drop_shape_views(text) IS
-    'drop the shape views of a migration and their write functions; owners of both tables only';
+    'drop the shape views of a migration; owners of both tables only';
 
 REVOKE ALL ON FUNCTION
     @extschema@._shape_write_sql(@extschema@.migrations, regclass, regclass, text, boolean),
@@ -4617,31 +4573,6 @@ REVOKE ALL ON FUNCTION
 FROM PUBLIC;
 
 -------------------------------------------------------------------------------
--- Shape views over GENERATED ALWAYS identity keys: OVERRIDING SYSTEM VALUE
--- after the column list, such columns left out of UPDATEs, a change of them
--- refused (428C9)
--------------------------------------------------------------------------------
--- The PL/pgSQL a shape view's UPDATE runs before writing a table with a
--- GENERATED ALWAYS identity column: PostgreSQL lets no UPDATE set such a
--- column, so the write leaves it out, and a statement that changes it (or
--- what it maps from) is refused with PostgreSQL's own SQLSTATE.
-CREATE FUNCTION @extschema@._shape_always_check(p_changed text, p_table regclass)
-RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN p_changed IS NULL THEN '' ELSE pg_catalog.format(
-        'IF %s THEN RAISE EXCEPTION USING ERRCODE = ''generated_always'','
-        ' MESSAGE = %L, DETAIL = %L, HINT = %L; END IF; ',
-        p_changed,
-        pg_catalog.format('a shape view cannot change the GENERATED ALWAYS identity key of table %s', p_table),
-        'PostgreSQL lets no UPDATE set a GENERATED ALWAYS identity column.',
-        'Insert a new row and delete the old one.') END
-$$;
-COMMENT ON FUNCTION @extschema@._shape_always_check(text, regclass) IS
-    'internal: the PL/pgSQL check a shape view''s write function runs before an UPDATE of a table with a GENERATED ALWAYS identity column (428C9 if the statement changes it)';
-
-REVOKE ALL ON FUNCTION @extschema@._shape_always_check(text, regclass) FROM PUBLIC;
-
--------------------------------------------------------------------------------
 -- create_migration checks its forward and backward mappings with one function
 -------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@._check_mapping(dest regclass, mapping jsonb, direction text)
@@ -4672,257 +4603,3 @@ CREATE FUNCTION @extschema@.inspect_group(group_name text, key jsonb) RETURNS js
     AS 'MODULE_PATHNAME', 'softmig_inspect_group' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.inspect_group(text, jsonb) IS
     'one entity of a group on both sides: the root member''s row for key and every child member''s rows found through the foreign keys between the members'' tables, each as inspect shows it; for a caller who may read both tables of every member';
-
--------------------------------------------------------------------------------
--- Shape views write row by row from C with kept plans: the statements live in
--- the row trigger's arguments (parameterized), the generated PL/pgSQL write
--- function per view is gone, and so are shape_views.write_function and
--- _shape_always_check (the GENERATED ALWAYS check is a statement of its own)
--------------------------------------------------------------------------------
-ALTER TABLE @extschema@.shape_views DROP COLUMN write_function;
-COMMENT ON TABLE @extschema@.shape_views IS
-    'softmig: shape views created by softmig.create_shape_views (one per shape)';
-DROP FUNCTION @extschema@._shape_always_check(text, regclass);
-
-CREATE OR REPLACE FUNCTION @extschema@._shape_write_sql(m @extschema@.migrations, p_own regclass, p_dst regclass,
-                                             p_op text, p_keyless boolean)
-RETURNS text
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_own_is_legacy boolean := p_own OPERATOR(pg_catalog.=) m.legacy;
-    v_okey text[] := CASE WHEN v_own_is_legacy THEN m.legacy_key ELSE m.target_key END;
-    v_dkey text[] := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.legacy THEN m.legacy_key ELSE m.target_key END;
-    v_to_dst text := CASE WHEN p_dst OPERATOR(pg_catalog.=) m.target THEN 'forward' ELSE 'backward' END;
-    v_to_own text := CASE WHEN v_own_is_legacy THEN 'backward' ELSE 'forward' END;
-    v_n integer;
-    v_always boolean;
-    v_cols text;
-    v_vals text;
-    v_where text;
-    v_ret text;
-    v_outer text;
-    v_new_row text;
-    v_old_row text;
-    v_keep text;
-    v_alias text;
-    v_ucols text;       -- UPDATE: the columns it may set (no GENERATED ALWAYS identity)
-    v_always_chk text;  -- UPDATE: a change of a GENERATED ALWAYS identity column
-BEGIN
-    -- the view's row as a one-row relation in the own table's column names
-    SELECT pg_catalog.count(*)::integer,
-           pg_catalog.string_agg(pg_catalog.format('$%s AS %I', c.n, c.attname), ', ' ORDER BY c.n),
-           pg_catalog.string_agg(pg_catalog.format('$%s AS %I', c.n OPERATOR(pg_catalog.+) c.total, c.attname), ', ' ORDER BY c.n),
-           pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.n)
-      INTO v_n, v_new_row, v_old_row, v_ret
-      FROM (SELECT a.attname, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n,
-                   pg_catalog.count(*) OVER () AS total
-              FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
-               AND NOT a.attisdropped) c;
-
-    IF p_dst OPERATOR(pg_catalog.=) p_own THEN
-        -- the view's own table: the row as it is
-        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.n),
-               pg_catalog.string_agg(pg_catalog.format('$%s', c.n), ', ' ORDER BY c.n),
-               pg_catalog.bool_or(c.attidentity OPERATOR(pg_catalog.=) 'a'),
-               -- UPDATE writes only the columns the statement changed: the
-               -- view's row may come from the other table, through mappings
-               -- that need not give back exactly what this table holds
-               pg_catalog.string_agg(pg_catalog.format('CASE WHEN $%s THEN $%s ELSE %I END',
-                                                       c.n OPERATOR(pg_catalog.+) (2 OPERATOR(pg_catalog.*) v_n), c.n, c.attname),
-                                     ', ' ORDER BY c.n)
-                   FILTER (WHERE c.attidentity OPERATOR(pg_catalog.<>) 'a'),
-               pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.n)
-                   FILTER (WHERE c.attidentity OPERATOR(pg_catalog.<>) 'a'),
-               pg_catalog.string_agg(pg_catalog.format('$%s', c.n OPERATOR(pg_catalog.+) (2 OPERATOR(pg_catalog.*) v_n)),
-                                     ' OR ' ORDER BY c.n)
-                   FILTER (WHERE c.attidentity OPERATOR(pg_catalog.=) 'a')
-          INTO v_cols, v_vals, v_always, v_keep, v_ucols, v_always_chk
-          FROM (SELECT a.attname, a.attidentity, a.attgenerated, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n
-                  FROM pg_catalog.pg_attribute a
-                 WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
-                   AND NOT a.attisdropped) c
-         WHERE c.attgenerated OPERATOR(pg_catalog.=) ''
-           AND NOT (p_keyless AND c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
-        SELECT pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) $%s', c.attname, c.n OPERATOR(pg_catalog.+) v_n), ' AND ')
-          INTO v_where
-          FROM (SELECT a.attname, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n
-                  FROM pg_catalog.pg_attribute a
-                 WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
-                   AND NOT a.attisdropped) c
-         WHERE c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey);
-        IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
-            RETURN pg_catalog.format('INSERT INTO %s (%s)%s VALUES (%s) RETURNING %s',
-                p_own, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals, v_ret);
-        ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE' THEN
-            RETURN pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s RETURNING %s',
-                                     p_own, v_ucols, v_keep, v_where, v_ret);
-        ELSIF p_op OPERATOR(pg_catalog.=) 'UPDATE NO RETURNING' THEN
-            RETURN pg_catalog.format('UPDATE %s SET (%s) = ROW(%s) WHERE %s',
-                                     p_own, v_ucols, v_keep, v_where);
-        ELSIF p_op OPERATOR(pg_catalog.=) 'CHECK' THEN
-            RETURN COALESCE('SELECT ' OPERATOR(pg_catalog.||) v_always_chk, '');
-        ELSE
-            RETURN pg_catalog.format('DELETE FROM %s WHERE %s', p_own, v_where);
-        END IF;
-    END IF;
-
-    -- the other table: its mapped columns computed from the view's row
-    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
-           pg_catalog.string_agg('(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
-                                 OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum),
-           pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a'),
-           -- UPDATE: a column changes only when its mapped value changed
-           pg_catalog.string_agg(pg_catalog.format(
-               'CASE WHEN softmig_n.softmig_%s::text IS NOT DISTINCT FROM softmig_o.softmig_%s::text THEN %I ELSE softmig_n.softmig_%s END',
-               a.attnum, a.attnum, a.attname, a.attnum), ', ' ORDER BY a.attnum)
-               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
-           pg_catalog.string_agg(pg_catalog.format('softmig_%s', a.attnum), ', ' ORDER BY a.attnum),
-           pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
-               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
-           pg_catalog.string_agg(pg_catalog.format('softmig_n.softmig_%s::text IS DISTINCT FROM softmig_o.softmig_%s::text',
-                                                   a.attnum, a.attnum), ' OR ' ORDER BY a.attnum)
-               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.=) 'a'),
-           -- the destination's key, matched against the old row's mapped key
-           pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) softmig_o.softmig_%s', a.attname, a.attnum),
-                                 ' AND ' ORDER BY a.attnum)
-               FILTER (WHERE a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey))
-      INTO v_cols, v_vals, v_always, v_keep, v_alias, v_ucols, v_always_chk, v_where
-      FROM pg_catalog.pg_attribute a
-      JOIN @extschema@.mappings mp
-        ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
-       AND mp.column_name OPERATOR(pg_catalog.=) a.attname
-     WHERE a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-       AND a.attgenerated OPERATOR(pg_catalog.=) ''
-       AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
-    -- the row written, mapped back into the view's shape: what the routed
-    -- view shows for a row of the other table
-    SELECT l.inner_list, l.outer_list INTO v_ret, v_outer
-      FROM @extschema@._shape_lists(m.id, p_own, v_to_own) l;
-
-    IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
-        RETURN pg_catalog.format('WITH softmig_w AS (INSERT INTO %s (%s)%s SELECT %s FROM (SELECT %s) AS softmig_row RETURNING %s) SELECT %s FROM softmig_w',
-            p_dst, v_cols, CASE WHEN v_always THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals, v_new_row, v_ret, v_outer);
-    ELSIF p_op OPERATOR(pg_catalog.=) ANY (ARRAY['UPDATE', 'UPDATE NO RETURNING']) THEN
-        v_cols := pg_catalog.format('UPDATE %s SET (%s) = ROW(%s)'
-                                    ' FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
-                                    ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)'
-                                    ' WHERE %s',
-            p_dst, v_ucols, v_keep, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias, v_where);
-        IF p_op OPERATOR(pg_catalog.=) 'UPDATE NO RETURNING' THEN
-            RETURN v_cols;
-        END IF;
-        RETURN pg_catalog.format('WITH softmig_w AS (%s RETURNING %s) SELECT %s FROM softmig_w',
-                                 v_cols, v_ret, v_outer);
-    ELSIF p_op OPERATOR(pg_catalog.=) 'CHECK' THEN
-        RETURN CASE WHEN v_always_chk IS NULL THEN '' ELSE
-            pg_catalog.format('SELECT %s FROM (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_n(%s),'
-                              ' (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s)',
-                              v_always_chk, v_vals, v_new_row, v_alias, v_vals, v_old_row, v_alias) END;
-    ELSE
-        RETURN pg_catalog.format('DELETE FROM %s USING (SELECT %s FROM (SELECT %s) AS softmig_row) AS softmig_o(%s) WHERE %s',
-            p_dst, v_vals, v_old_row, v_alias, v_where);
-    END IF;
-END $$;
-COMMENT ON FUNCTION @extschema@._shape_write_sql(@extschema@.migrations, regclass, regclass, text, boolean) IS
-    'internal: the parameterized statement softmig._shape_write_trigger runs (kept plan) to write one shape view row into one table of the migration';
-
-CREATE OR REPLACE FUNCTION @extschema@._create_shape_view(m @extschema@.migrations, p_schema name, p_shape @extschema@.side,
-                                               p_owner name)
-RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_own regclass := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'legacy' THEN m.legacy ELSE m.target END;
-    v_okey text[] := CASE WHEN p_shape OPERATOR(pg_catalog.=) 'legacy' THEN m.legacy_key ELSE m.target_key END;
-    v_relname name := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) v_own);
-    v_view text := pg_catalog.format('%I.%I', p_schema, v_relname);
-    v_keys text := (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(k), ', ') FROM pg_catalog.unnest(v_okey) k);
-    v_args text := '';
-    v_dst regclass;
-    v_op text;
-    r record;
-BEGIN
-    -- the routed view (checks the schema, the name and CREATE on the schema)
-    PERFORM @extschema@._create_read_view(m.name, v_view, p_shape);
-    -- the owner's rights, not the invoker's: a role needs rights on the view only
-    EXECUTE pg_catalog.format('ALTER VIEW %s RESET (security_invoker)', v_view);
-    EXECUTE pg_catalog.format('ALTER VIEW %s OWNER TO %I', v_view, p_owner);
-    -- defaults of the view's table, except the key: a NULL key is drawn
-    -- from the generator of whichever table is the authority
-    FOR r IN SELECT a.attname, pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) AS expr
-               FROM pg_catalog.pg_attribute a
-               JOIN pg_catalog.pg_attrdef ad ON ad.adrelid OPERATOR(pg_catalog.=) a.attrelid AND ad.adnum OPERATOR(pg_catalog.=) a.attnum
-              WHERE a.attrelid OPERATOR(pg_catalog.=) v_own AND a.attgenerated OPERATOR(pg_catalog.=) ''
-                AND NOT a.attisdropped AND a.attname::text OPERATOR(pg_catalog.<>) ALL (v_okey) LOOP
-        EXECUTE pg_catalog.format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', v_view, r.attname, r.expr);
-    END LOOP;
-
-    -- the row trigger's arguments: the migration, then per table (legacy,
-    -- target) INSERT with key, INSERT without, UPDATE, the UPDATE's
-    -- GENERATED ALWAYS check, DELETE, UPDATE without RETURNING; then the
-    -- view's key columns
-    FOREACH v_dst IN ARRAY ARRAY[m.legacy, m.target]::pg_catalog.regclass[] LOOP
-        FOREACH v_op IN ARRAY ARRAY['INSERT', 'INSERT keyless', 'UPDATE', 'CHECK', 'DELETE', 'UPDATE NO RETURNING'] LOOP
-            v_args := v_args OPERATOR(pg_catalog.||) ', ' OPERATOR(pg_catalog.||) pg_catalog.quote_literal(
-                @extschema@._shape_write_sql(m, v_own, v_dst,
-                                             CASE WHEN v_op OPERATOR(pg_catalog.=) 'INSERT keyless' THEN 'INSERT' ELSE v_op END,
-                                             v_op OPERATOR(pg_catalog.=) 'INSERT keyless'));
-        END LOOP;
-    END LOOP;
-    -- rows are written one by one (kept plans, in C), except those of an
-    -- INSERT without RETURNING: collected, and written set-based at its end
-    EXECUTE pg_catalog.format('CREATE TRIGGER softmig_shape_write INSTEAD OF INSERT OR UPDATE OR DELETE ON %s'
-                              ' FOR EACH ROW EXECUTE FUNCTION @extschema@._shape_write_trigger(%s%s, %s)',
-                              v_view, m.id, v_args, v_keys);
-    EXECUTE pg_catalog.format('CREATE TRIGGER softmig_shape_flush AFTER INSERT ON %s'
-                              ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._shape_flush_trigger(%s, %L, %L, %L, %L, %s)',
-                              v_view, m.id,
-                              @extschema@._shape_bulk_sql(m, v_own, m.legacy, false),
-                              @extschema@._shape_bulk_sql(m, v_own, m.legacy, true),
-                              @extschema@._shape_bulk_sql(m, v_own, m.target, false),
-                              @extschema@._shape_bulk_sql(m, v_own, m.target, true),
-                              v_keys);
-    EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', v_view);
-    EXECUTE pg_catalog.format('COMMENT ON VIEW %s IS %L', v_view,
-        pg_catalog.format('softmig shape view of migration "%s" in the %s shape: reads from the caller''s read source, writes to the write authority (softmig.create_shape_views)',
-                          m.name, p_shape));
-
-    INSERT INTO @extschema@.shape_views (view_name, migration_id, shape, created_by)
-    VALUES (v_view::pg_catalog.regclass, m.id, p_shape, @extschema@._actor());
-END $$;
-COMMENT ON FUNCTION @extschema@._create_shape_view(@extschema@.migrations, name, @extschema@.side, name) IS
-    'internal: create one shape view and its INSTEAD OF and AFTER INSERT triggers';
-
-CREATE OR REPLACE FUNCTION @extschema@._drop_shape_views(name text)
-RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    m @extschema@.migrations := @extschema@._migration(name);
-    r record;
-    v_views jsonb;
-BEGIN
-    SELECT pg_catalog.jsonb_agg(s.view_name::text ORDER BY s.shape) INTO v_views
-      FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id;
-    IF v_views IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'undefined_object',
-            MESSAGE = pg_catalog.format('migration "%s" has no shape views', m.name);
-    END IF;
-    FOR r IN SELECT s.view_name FROM @extschema@.shape_views s
-              WHERE s.migration_id OPERATOR(pg_catalog.=) m.id ORDER BY s.shape LOOP
-        -- RESTRICT: a view of the application's own on a shape view stays an error
-        EXECUTE pg_catalog.format('DROP VIEW IF EXISTS %s', r.view_name);
-        DELETE FROM @extschema@.read_views v WHERE v.view_name OPERATOR(pg_catalog.=) r.view_name;
-    END LOOP;
-    DELETE FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id;
-    PERFORM @extschema@._history(m.id, 'drop_shape_views', m.state, m.state, NULL,
-        pg_catalog.jsonb_build_object('views', v_views));
-END $$;
-COMMENT ON FUNCTION @extschema@._drop_shape_views(text) IS
-    'internal: implementation of softmig.drop_shape_views';
-
-COMMENT ON FUNCTION @extschema@._shape_write_trigger() IS
-    'internal: the INSTEAD OF row trigger of a shape view: collects the rows of an INSERT without RETURNING for _shape_flush_trigger, writes every other row to the write authority of the moment with kept plans (its arguments), as the view''s owner';
-
-COMMENT ON FUNCTION @extschema@.drop_shape_views(text) IS
-    'drop the shape views of a migration; owners of both tables only';
-
