@@ -1586,12 +1586,6 @@ END $$;
 -------------------------------------------------------------------------------
 -- pgTAP helpers for users' own migration tests
 -------------------------------------------------------------------------------
--------------------------------------------------------------------------------
--- pgTAP helpers for users' own migration tests
--------------------------------------------------------------------------------
--------------------------------------------------------------------------------
--- pgTAP helpers for users' own migration tests
--------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION @extschema@.tap_ok(ok boolean, description text, diagnostics text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -4042,9 +4036,6 @@ FROM PUBLIC;
 -- envelope through _state_guards and _envelope_guard (30_internal.sql) and
 -- refuses to move a member alone; _drop_migration refuses a member.
 -------------------------------------------------------------------------------
--------------------------------------------------------------------------------
--- Groups: migrations that move together (functions in 52_groups.sql)
--------------------------------------------------------------------------------
 CREATE SEQUENCE @extschema@.groups_id_seq AS integer;
 
 CREATE TABLE @extschema@.groups (
@@ -4141,18 +4132,6 @@ COMMENT ON FUNCTION @extschema@._envelope_guard(@extschema@.migrations, @extsche
     'internal: raise 55000 if a rollback across the authority switch meets a closed envelope; called with both tables locked';
 
 
--------------------------------------------------------------------------------
--- Groups: one entity made of several migrations that change state together
--- (catalog in 28_group_catalog.sql, doc/shapes.md)
--------------------------------------------------------------------------------
--------------------------------------------------------------------------------
--- Groups: one entity made of several migrations that change state together
--- (catalog in 28_group_catalog.sql, doc/shapes.md)
--------------------------------------------------------------------------------
--------------------------------------------------------------------------------
--- Groups: one entity made of several migrations that change state together
--- (catalog in 28_group_catalog.sql, doc/shapes.md)
--------------------------------------------------------------------------------
 -------------------------------------------------------------------------------
 -- Groups: one entity made of several migrations that change state together
 -- (catalog in 28_group_catalog.sql, doc/shapes.md)
