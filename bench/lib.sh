@@ -189,3 +189,50 @@ CREATE TRIGGER $fn AFTER INSERT OR UPDATE OR DELETE ON $src
     FOR EACH ROW EXECUTE FUNCTION $fn();
 EOF
 }
+
+# bench_oltp_state_suffix STATE: the suffix of the single-row benches' table
+# pairs in STATE (mw: mirrored, nw: new_write).
+bench_oltp_state_suffix() {
+    [[ $1 == mirrored ]] && echo mw || echo nw
+}
+
+# bench_oltp_schema_sql IDS "STATE..." "METHOD...": print the SQL that sets up
+# the single-row benches (oltp_bench.sh, oltp_insn_bench.sh): per state and
+# method a pair legacy_<method>_<sfx> (id, cust, amount_cents, note) and
+# target_<method>_<sfx> (order_id, customer, amount, note) of IDS rows each,
+# equal through the benches' orders mapping; the plpgsql pair gets its row
+# trigger, the softmig pair its migration m_<sfx>, advanced to the state.
+bench_oltp_schema_sql() {
+    local ids=$1 states=$2 methods=$3 s x m
+    echo "CREATE EXTENSION softmig;"
+    for s in $states; do
+        x=$(bench_oltp_state_suffix "$s")
+        for m in $methods; do
+            cat <<EOF
+CREATE TABLE legacy_${m}_$x (id bigint PRIMARY KEY, cust text NOT NULL,
+                             amount_cents int NOT NULL, note text)
+    WITH (autovacuum_enabled = off, fillfactor = 80);
+CREATE TABLE target_${m}_$x (order_id bigint PRIMARY KEY, customer text NOT NULL,
+                             amount numeric(12,2) NOT NULL, note text)
+    WITH (autovacuum_enabled = off, fillfactor = 80);
+INSERT INTO legacy_${m}_$x SELECT g, 'cust' || (g % 1000), (g * 7) % 100000, 'note ' || g
+    FROM generate_series(1, $ids) g;
+INSERT INTO target_${m}_$x SELECT id, upper(cust), amount_cents / 100.0, note FROM legacy_${m}_$x;
+EOF
+        done
+        if [[ $s == mirrored ]]; then
+            bench_plpgsql_trigger_sql mirror_plpgsql_mw legacy_plpgsql_mw target_plpgsql_mw forward
+        else
+            bench_plpgsql_trigger_sql project_plpgsql_nw target_plpgsql_nw legacy_plpgsql_nw backward
+        fi
+        cat <<EOF
+SELECT softmig.create_migration('m_$x', 'legacy_softmig_$x', 'target_softmig_$x',
+    forward  => '{"order_id": "id", "customer": "upper(cust)", "amount": "amount_cents / 100.0"}',
+    backward => '{"id": "order_id", "cust": "lower(customer)", "amount_cents": "(amount * 100)::int"}');
+SELECT softmig.advance('m_$x');
+EOF
+        if [[ $s == new_write ]]; then
+            echo "SELECT softmig.advance('m_$x', 'new_write', reason => 'bench: both tables loaded alike', force => true);"
+        fi
+    done
+}

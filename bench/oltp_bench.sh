@@ -83,42 +83,10 @@ bench_create_db
 PGVERSION=$(sql -c "SHOW server_version")
 
 # Pair names: <m>_<s> with s = mw (mirrored) or nw (new_write).
-sfx() { [[ $1 == mirrored ]] && echo mw || echo nw; }
+sfx() { bench_oltp_state_suffix "$1"; }
 
 say "schema: 3 table pairs per state, $IDS rows each"
-{
-    echo "CREATE EXTENSION softmig;"
-    for s in $STATES; do
-        x=$(sfx "$s")
-        for m in "${METHODS[@]}"; do
-            cat <<EOF
-CREATE TABLE legacy_${m}_$x (id bigint PRIMARY KEY, cust text NOT NULL,
-                             amount_cents int NOT NULL, note text)
-    WITH (autovacuum_enabled = off, fillfactor = 80);
-CREATE TABLE target_${m}_$x (order_id bigint PRIMARY KEY, customer text NOT NULL,
-                             amount numeric(12,2) NOT NULL, note text)
-    WITH (autovacuum_enabled = off, fillfactor = 80);
-INSERT INTO legacy_${m}_$x SELECT g, 'cust' || (g % 1000), (g * 7) % 100000, 'note ' || g
-    FROM generate_series(1, $IDS) g;
-INSERT INTO target_${m}_$x SELECT id, upper(cust), amount_cents / 100.0, note FROM legacy_${m}_$x;
-EOF
-        done
-        if [[ $s == mirrored ]]; then
-            bench_plpgsql_trigger_sql mirror_plpgsql_mw legacy_plpgsql_mw target_plpgsql_mw forward
-        else
-            bench_plpgsql_trigger_sql project_plpgsql_nw target_plpgsql_nw legacy_plpgsql_nw backward
-        fi
-        cat <<EOF
-SELECT softmig.create_migration('m_$x', 'legacy_softmig_$x', 'target_softmig_$x',
-    forward  => '{"order_id": "id", "customer": "upper(cust)", "amount": "amount_cents / 100.0"}',
-    backward => '{"id": "order_id", "cust": "lower(customer)", "amount_cents": "(amount * 100)::int"}');
-SELECT softmig.advance('m_$x');
-EOF
-        if [[ $s == new_write ]]; then
-            echo "SELECT softmig.advance('m_$x', 'new_write', reason => 'bench: both tables loaded alike', force => true);"
-        fi
-    done
-} | sql >/dev/null
+bench_oltp_schema_sql "$IDS" "$STATES" "${METHODS[*]}" | sql >/dev/null
 for s in $STATES; do
     x=$(sfx "$s")
     [[ $(sql -c "SELECT softmig.state('m_$x')") == "$s" ]] || die "m_$x is not in state $s"
