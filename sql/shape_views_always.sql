@@ -1,5 +1,5 @@
 -- Shape views over tables whose key is GENERATED ALWAYS AS IDENTITY: the
--- write functions insert with OVERRIDING SYSTEM VALUE where a key is given,
+-- views' writes insert with OVERRIDING SYSTEM VALUE where a key is given,
 -- leave such a column out of their UPDATEs, and refuse (428C9) an UPDATE
 -- that would change it; on either side, in both directions of the switch.
 SET softmig.discovery = off;

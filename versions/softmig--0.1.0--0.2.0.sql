@@ -3957,7 +3957,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = 'legacy_schema and new_schema must differ when both tables have the same name';
     END IF;
-    -- the views and their write functions run as the tables' owner: one role
+    -- the views and their writes run as the tables' owner: one role
     SELECT pg_catalog.pg_get_userbyid(c.relowner) INTO v_owner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.legacy;
     SELECT pg_catalog.pg_get_userbyid(c.relowner) INTO v_towner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.target;
     IF v_owner OPERATOR(pg_catalog.<>) v_towner THEN
