@@ -3581,6 +3581,31 @@ REVOKE ALL ON FUNCTION @extschema@._hand_over_table_keys(regclass) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@._remote_peer(text, text, jsonb) IS
     'internal: this database''s part of a step of a cross-database migration, called by the other database over libpq (superusers only)';
 
+-- The user columns of table p_rel in attnum order, dropped ones left out:
+-- n is the column's position (1..total, generated columns counted), typ its
+-- type as SQL text, and expr, when p_dir names a direction, the mapping of
+-- that direction that feeds the column, parenthesized and cast to typ (NULL
+-- where nothing maps).  Every statement routed views and shape views build
+-- reads the columns from here.
+CREATE FUNCTION @extschema@._shape_columns(p_id integer, p_rel regclass, p_dir text)
+RETURNS TABLE (attname name, attnum smallint, n bigint, total bigint, attidentity "char",
+               attgenerated "char", typ text, expr text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT a.attname, a.attnum,
+           pg_catalog.row_number() OVER (ORDER BY a.attnum), pg_catalog.count(*) OVER (),
+           a.attidentity, a.attgenerated, pg_catalog.format_type(a.atttypid, a.atttypmod),
+           '(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
+               OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
+      FROM pg_catalog.pg_attribute a
+      LEFT JOIN @extschema@.mappings mp
+             ON mp.migration_id OPERATOR(pg_catalog.=) p_id AND mp.direction OPERATOR(pg_catalog.=) p_dir
+            AND mp.column_name OPERATOR(pg_catalog.=) a.attname
+     WHERE a.attrelid OPERATOR(pg_catalog.=) p_rel AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+     ORDER BY a.attnum
+$$;
+COMMENT ON FUNCTION @extschema@._shape_columns(integer, regclass, text) IS
+    'internal: the columns of a table in order, with the mapping of one direction that feeds each (routed views, shape views)';
+
 -- Shape views: both application builds write at once (rolling deploys).
 -- Same objects as src/install/72_shapeviews.sql, and the select lists they
 -- share with routed views (70_readpath.sql: _shape_lists, _create_read_view).
@@ -3596,20 +3621,12 @@ BEGIN
     -- stored columns through the mapping (NULL where nothing maps), then
     -- generated columns computed from those, with the shape's types and
     -- collations
-    SELECT pg_catalog.string_agg(
-               CASE WHEN mp.expression IS NULL
-                    THEN 'NULL::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
-                    ELSE '(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
-                         OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod) END
-               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
-               ', ' ORDER BY a.attnum)
+    SELECT pg_catalog.string_agg(COALESCE(c.expr, 'NULL::' OPERATOR(pg_catalog.||) c.typ)
+                                 OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.attname),
+                                 ', ' ORDER BY c.n)
       INTO inner_list
-      FROM pg_catalog.pg_attribute a
-      LEFT JOIN @extschema@.mappings mp
-             ON mp.migration_id OPERATOR(pg_catalog.=) p_id AND mp.direction OPERATOR(pg_catalog.=) p_dir
-            AND mp.column_name OPERATOR(pg_catalog.=) a.attname
-     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-       AND a.attgenerated OPERATOR(pg_catalog.=) '';
+      FROM @extschema@._shape_columns(p_id, p_own, p_dir) c
+     WHERE c.attgenerated OPERATOR(pg_catalog.=) '';
     SELECT pg_catalog.string_agg(
                CASE WHEN a.attgenerated OPERATOR(pg_catalog.<>) ''
                     THEN '(' OPERATOR(pg_catalog.||) pg_catalog.pg_get_expr(ad.adbin, ad.adrelid)
@@ -3634,6 +3651,7 @@ COMMENT ON FUNCTION @extschema@._shape_lists(integer, regclass, text) IS
 COMMENT ON FUNCTION @extschema@._create_read_view(text, text, @extschema@.side) IS
     'internal: implementation of softmig.create_read_view';
 
+REVOKE ALL ON FUNCTION @extschema@._shape_columns(integer, regclass, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._shape_lists(integer, regclass, text) FROM PUBLIC;
 
 CREATE TABLE @extschema@.shape_views (
@@ -3690,11 +3708,7 @@ BEGIN
            pg_catalog.string_agg(pg_catalog.format('$%s AS %I', c.n OPERATOR(pg_catalog.+) c.total, c.attname), ', ' ORDER BY c.n),
            pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.n)
       INTO v_n, v_new_row, v_old_row, v_ret
-      FROM (SELECT a.attname, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n,
-                   pg_catalog.count(*) OVER () AS total
-              FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
-               AND NOT a.attisdropped) c;
+      FROM @extschema@._shape_columns(m.id, p_own, NULL) c;
 
     IF p_dst OPERATOR(pg_catalog.=) p_own THEN
         -- the view's own table: the row as it is
@@ -3714,18 +3728,12 @@ BEGIN
                                      ' OR ' ORDER BY c.n)
                    FILTER (WHERE c.attidentity OPERATOR(pg_catalog.=) 'a')
           INTO v_cols, v_vals, v_always, v_keep, v_ucols, v_always_chk
-          FROM (SELECT a.attname, a.attidentity, a.attgenerated, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n
-                  FROM pg_catalog.pg_attribute a
-                 WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
-                   AND NOT a.attisdropped) c
+          FROM @extschema@._shape_columns(m.id, p_own, NULL) c
          WHERE c.attgenerated OPERATOR(pg_catalog.=) ''
            AND NOT (p_keyless AND c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
         SELECT pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) $%s', c.attname, c.n OPERATOR(pg_catalog.+) v_n), ' AND ')
           INTO v_where
-          FROM (SELECT a.attname, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n
-                  FROM pg_catalog.pg_attribute a
-                 WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
-                   AND NOT a.attisdropped) c
+          FROM @extschema@._shape_columns(m.id, p_own, NULL) c
          WHERE c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey);
         IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
             RETURN pg_catalog.format('INSERT INTO %s (%s)%s VALUES (%s) RETURNING %s',
@@ -3744,33 +3752,28 @@ BEGIN
     END IF;
 
     -- the other table: its mapped columns computed from the view's row
-    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
-           pg_catalog.string_agg('(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
-                                 OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum),
-           pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a'),
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.attnum),
+           pg_catalog.string_agg(c.expr, ', ' ORDER BY c.attnum),
+           pg_catalog.bool_or(c.attidentity OPERATOR(pg_catalog.=) 'a'),
            -- UPDATE: a column changes only when its mapped value changed
            pg_catalog.string_agg(pg_catalog.format(
                'CASE WHEN softmig_n.softmig_%s::text IS NOT DISTINCT FROM softmig_o.softmig_%s::text THEN %I ELSE softmig_n.softmig_%s END',
-               a.attnum, a.attnum, a.attname, a.attnum), ', ' ORDER BY a.attnum)
-               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
-           pg_catalog.string_agg(pg_catalog.format('softmig_%s', a.attnum), ', ' ORDER BY a.attnum),
-           pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
-               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+               c.attnum, c.attnum, c.attname, c.attnum), ', ' ORDER BY c.attnum)
+               FILTER (WHERE c.attidentity OPERATOR(pg_catalog.<>) 'a'),
+           pg_catalog.string_agg(pg_catalog.format('softmig_%s', c.attnum), ', ' ORDER BY c.attnum),
+           pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.attnum)
+               FILTER (WHERE c.attidentity OPERATOR(pg_catalog.<>) 'a'),
            pg_catalog.string_agg(pg_catalog.format('softmig_n.softmig_%s::text IS DISTINCT FROM softmig_o.softmig_%s::text',
-                                                   a.attnum, a.attnum), ' OR ' ORDER BY a.attnum)
-               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.=) 'a'),
+                                                   c.attnum, c.attnum), ' OR ' ORDER BY c.attnum)
+               FILTER (WHERE c.attidentity OPERATOR(pg_catalog.=) 'a'),
            -- the destination's key, matched against the old row's mapped key
-           pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) softmig_o.softmig_%s', a.attname, a.attnum),
-                                 ' AND ' ORDER BY a.attnum)
-               FILTER (WHERE a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey))
+           pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) softmig_o.softmig_%s', c.attname, c.attnum),
+                                 ' AND ' ORDER BY c.attnum)
+               FILTER (WHERE c.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey))
       INTO v_cols, v_vals, v_always, v_keep, v_alias, v_ucols, v_always_chk, v_where
-      FROM pg_catalog.pg_attribute a
-      JOIN @extschema@.mappings mp
-        ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
-       AND mp.column_name OPERATOR(pg_catalog.=) a.attname
-     WHERE a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-       AND a.attgenerated OPERATOR(pg_catalog.=) ''
-       AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
+      FROM @extschema@._shape_columns(m.id, p_dst, v_to_dst) c
+     WHERE c.expr IS NOT NULL AND c.attgenerated OPERATOR(pg_catalog.=) ''
+       AND NOT (p_keyless AND c.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
     -- the row written, mapped back into the view's shape: what the routed
     -- view shows for a row of the other table
     SELECT l.inner_list, l.outer_list INTO v_ret, v_outer
@@ -3825,27 +3828,21 @@ BEGIN
     SELECT pg_catalog.string_agg(pg_catalog.format('softmig_row.%I IS NOT NULL', k), ' AND ') INTO v_keyed
       FROM pg_catalog.unnest(v_okey) k;
     IF p_dst OPERATOR(pg_catalog.=) p_own THEN
-        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
-               pg_catalog.string_agg(pg_catalog.format('softmig_row.%I', a.attname), ', ' ORDER BY a.attnum),
-               pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a')
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.attnum),
+               pg_catalog.string_agg(pg_catalog.format('softmig_row.%I', c.attname), ', ' ORDER BY c.attnum),
+               pg_catalog.bool_or(c.attidentity OPERATOR(pg_catalog.=) 'a')
           INTO v_cols, v_vals, v_always
-          FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-           AND a.attgenerated OPERATOR(pg_catalog.=) ''
-           AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
+          FROM @extschema@._shape_columns(m.id, p_own, NULL) c
+         WHERE c.attgenerated OPERATOR(pg_catalog.=) ''
+           AND NOT (p_keyless AND c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
     ELSE
-        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
-               pg_catalog.string_agg('(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
-                                     OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum),
-               pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a')
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.attnum),
+               pg_catalog.string_agg(c.expr, ', ' ORDER BY c.attnum),
+               pg_catalog.bool_or(c.attidentity OPERATOR(pg_catalog.=) 'a')
           INTO v_cols, v_vals, v_always
-          FROM pg_catalog.pg_attribute a
-          JOIN @extschema@.mappings mp
-            ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
-           AND mp.column_name OPERATOR(pg_catalog.=) a.attname
-         WHERE a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-           AND a.attgenerated OPERATOR(pg_catalog.=) ''
-           AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
+          FROM @extschema@._shape_columns(m.id, p_dst, v_to_dst) c
+         WHERE c.expr IS NOT NULL AND c.attgenerated OPERATOR(pg_catalog.=) ''
+           AND NOT (p_keyless AND c.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
     END IF;
     RETURN pg_catalog.format('INSERT INTO %s (%s)%s SELECT %s FROM softmig_shape_rows AS softmig_row WHERE %s(%s)',
         p_dst, v_cols, CASE WHEN v_always AND NOT p_keyless THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals,

@@ -392,6 +392,31 @@ COMMENT ON FUNCTION @extschema@.switch_reads(text, text, @extschema@.side, text)
 -------------------------------------------------------------------------------
 -- Routed views
 -------------------------------------------------------------------------------
+-- The user columns of table p_rel in attnum order, dropped ones left out:
+-- n is the column's position (1..total, generated columns counted), typ its
+-- type as SQL text, and expr, when p_dir names a direction, the mapping of
+-- that direction that feeds the column, parenthesized and cast to typ (NULL
+-- where nothing maps).  Every statement routed views and shape views build
+-- reads the columns from here.
+CREATE FUNCTION @extschema@._shape_columns(p_id integer, p_rel regclass, p_dir text)
+RETURNS TABLE (attname name, attnum smallint, n bigint, total bigint, attidentity "char",
+               attgenerated "char", typ text, expr text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT a.attname, a.attnum,
+           pg_catalog.row_number() OVER (ORDER BY a.attnum), pg_catalog.count(*) OVER (),
+           a.attidentity, a.attgenerated, pg_catalog.format_type(a.atttypid, a.atttypmod),
+           '(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
+               OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
+      FROM pg_catalog.pg_attribute a
+      LEFT JOIN @extschema@.mappings mp
+             ON mp.migration_id OPERATOR(pg_catalog.=) p_id AND mp.direction OPERATOR(pg_catalog.=) p_dir
+            AND mp.column_name OPERATOR(pg_catalog.=) a.attname
+     WHERE a.attrelid OPERATOR(pg_catalog.=) p_rel AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+     ORDER BY a.attnum
+$$;
+COMMENT ON FUNCTION @extschema@._shape_columns(integer, regclass, text) IS
+    'internal: the columns of a table in order, with the mapping of one direction that feeds each (routed views, shape views)';
+
 -- The rows of the other table in the shape of table p_own: the select list
 -- that maps them (stored columns through the mappings of direction p_dir,
 -- NULL where nothing maps) and the outer list over it that adds the shape's
@@ -403,20 +428,12 @@ BEGIN
     -- stored columns through the mapping (NULL where nothing maps), then
     -- generated columns computed from those, with the shape's types and
     -- collations
-    SELECT pg_catalog.string_agg(
-               CASE WHEN mp.expression IS NULL
-                    THEN 'NULL::' OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod)
-                    ELSE '(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
-                         OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod) END
-               OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname),
-               ', ' ORDER BY a.attnum)
+    SELECT pg_catalog.string_agg(COALESCE(c.expr, 'NULL::' OPERATOR(pg_catalog.||) c.typ)
+                                 OPERATOR(pg_catalog.||) ' AS ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.attname),
+                                 ', ' ORDER BY c.n)
       INTO inner_list
-      FROM pg_catalog.pg_attribute a
-      LEFT JOIN @extschema@.mappings mp
-             ON mp.migration_id OPERATOR(pg_catalog.=) p_id AND mp.direction OPERATOR(pg_catalog.=) p_dir
-            AND mp.column_name OPERATOR(pg_catalog.=) a.attname
-     WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-       AND a.attgenerated OPERATOR(pg_catalog.=) '';
+      FROM @extschema@._shape_columns(p_id, p_own, p_dir) c
+     WHERE c.attgenerated OPERATOR(pg_catalog.=) '';
     SELECT pg_catalog.string_agg(
                CASE WHEN a.attgenerated OPERATOR(pg_catalog.<>) ''
                     THEN '(' OPERATOR(pg_catalog.||) pg_catalog.pg_get_expr(ad.adbin, ad.adrelid)
@@ -706,6 +723,7 @@ REVOKE ALL ON FUNCTION
     @extschema@._unregister_reader(text, text),
     @extschema@._switch_reads(text, text, @extschema@.side, text),
     @extschema@._create_read_view(text, text, @extschema@.side),
+    @extschema@._shape_columns(integer, regclass, text),
     @extschema@._shape_lists(integer, regclass, text),
     @extschema@._reset_discovery(text),
     @extschema@._readpath_catalog_changed(),

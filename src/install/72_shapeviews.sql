@@ -67,11 +67,7 @@ BEGIN
            pg_catalog.string_agg(pg_catalog.format('$%s AS %I', c.n OPERATOR(pg_catalog.+) c.total, c.attname), ', ' ORDER BY c.n),
            pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.n)
       INTO v_n, v_new_row, v_old_row, v_ret
-      FROM (SELECT a.attname, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n,
-                   pg_catalog.count(*) OVER () AS total
-              FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
-               AND NOT a.attisdropped) c;
+      FROM @extschema@._shape_columns(m.id, p_own, NULL) c;
 
     IF p_dst OPERATOR(pg_catalog.=) p_own THEN
         -- the view's own table: the row as it is
@@ -91,18 +87,12 @@ BEGIN
                                      ' OR ' ORDER BY c.n)
                    FILTER (WHERE c.attidentity OPERATOR(pg_catalog.=) 'a')
           INTO v_cols, v_vals, v_always, v_keep, v_ucols, v_always_chk
-          FROM (SELECT a.attname, a.attidentity, a.attgenerated, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n
-                  FROM pg_catalog.pg_attribute a
-                 WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
-                   AND NOT a.attisdropped) c
+          FROM @extschema@._shape_columns(m.id, p_own, NULL) c
          WHERE c.attgenerated OPERATOR(pg_catalog.=) ''
            AND NOT (p_keyless AND c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
         SELECT pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) $%s', c.attname, c.n OPERATOR(pg_catalog.+) v_n), ' AND ')
           INTO v_where
-          FROM (SELECT a.attname, pg_catalog.row_number() OVER (ORDER BY a.attnum) AS n
-                  FROM pg_catalog.pg_attribute a
-                 WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0
-                   AND NOT a.attisdropped) c
+          FROM @extschema@._shape_columns(m.id, p_own, NULL) c
          WHERE c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey);
         IF p_op OPERATOR(pg_catalog.=) 'INSERT' THEN
             RETURN pg_catalog.format('INSERT INTO %s (%s)%s VALUES (%s) RETURNING %s',
@@ -121,33 +111,28 @@ BEGIN
     END IF;
 
     -- the other table: its mapped columns computed from the view's row
-    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
-           pg_catalog.string_agg('(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
-                                 OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum),
-           pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a'),
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.attnum),
+           pg_catalog.string_agg(c.expr, ', ' ORDER BY c.attnum),
+           pg_catalog.bool_or(c.attidentity OPERATOR(pg_catalog.=) 'a'),
            -- UPDATE: a column changes only when its mapped value changed
            pg_catalog.string_agg(pg_catalog.format(
                'CASE WHEN softmig_n.softmig_%s::text IS NOT DISTINCT FROM softmig_o.softmig_%s::text THEN %I ELSE softmig_n.softmig_%s END',
-               a.attnum, a.attnum, a.attname, a.attnum), ', ' ORDER BY a.attnum)
-               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
-           pg_catalog.string_agg(pg_catalog.format('softmig_%s', a.attnum), ', ' ORDER BY a.attnum),
-           pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
-               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.<>) 'a'),
+               c.attnum, c.attnum, c.attname, c.attnum), ', ' ORDER BY c.attnum)
+               FILTER (WHERE c.attidentity OPERATOR(pg_catalog.<>) 'a'),
+           pg_catalog.string_agg(pg_catalog.format('softmig_%s', c.attnum), ', ' ORDER BY c.attnum),
+           pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.attnum)
+               FILTER (WHERE c.attidentity OPERATOR(pg_catalog.<>) 'a'),
            pg_catalog.string_agg(pg_catalog.format('softmig_n.softmig_%s::text IS DISTINCT FROM softmig_o.softmig_%s::text',
-                                                   a.attnum, a.attnum), ' OR ' ORDER BY a.attnum)
-               FILTER (WHERE a.attidentity OPERATOR(pg_catalog.=) 'a'),
+                                                   c.attnum, c.attnum), ' OR ' ORDER BY c.attnum)
+               FILTER (WHERE c.attidentity OPERATOR(pg_catalog.=) 'a'),
            -- the destination's key, matched against the old row's mapped key
-           pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) softmig_o.softmig_%s', a.attname, a.attnum),
-                                 ' AND ' ORDER BY a.attnum)
-               FILTER (WHERE a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey))
+           pg_catalog.string_agg(pg_catalog.format('%I OPERATOR(pg_catalog.=) softmig_o.softmig_%s', c.attname, c.attnum),
+                                 ' AND ' ORDER BY c.attnum)
+               FILTER (WHERE c.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey))
       INTO v_cols, v_vals, v_always, v_keep, v_alias, v_ucols, v_always_chk, v_where
-      FROM pg_catalog.pg_attribute a
-      JOIN @extschema@.mappings mp
-        ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
-       AND mp.column_name OPERATOR(pg_catalog.=) a.attname
-     WHERE a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-       AND a.attgenerated OPERATOR(pg_catalog.=) ''
-       AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
+      FROM @extschema@._shape_columns(m.id, p_dst, v_to_dst) c
+     WHERE c.expr IS NOT NULL AND c.attgenerated OPERATOR(pg_catalog.=) ''
+       AND NOT (p_keyless AND c.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
     -- the row written, mapped back into the view's shape: what the routed
     -- view shows for a row of the other table
     SELECT l.inner_list, l.outer_list INTO v_ret, v_outer
@@ -202,27 +187,21 @@ BEGIN
     SELECT pg_catalog.string_agg(pg_catalog.format('softmig_row.%I IS NOT NULL', k), ' AND ') INTO v_keyed
       FROM pg_catalog.unnest(v_okey) k;
     IF p_dst OPERATOR(pg_catalog.=) p_own THEN
-        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
-               pg_catalog.string_agg(pg_catalog.format('softmig_row.%I', a.attname), ', ' ORDER BY a.attnum),
-               pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a')
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.attnum),
+               pg_catalog.string_agg(pg_catalog.format('softmig_row.%I', c.attname), ', ' ORDER BY c.attnum),
+               pg_catalog.bool_or(c.attidentity OPERATOR(pg_catalog.=) 'a')
           INTO v_cols, v_vals, v_always
-          FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid OPERATOR(pg_catalog.=) p_own AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-           AND a.attgenerated OPERATOR(pg_catalog.=) ''
-           AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
+          FROM @extschema@._shape_columns(m.id, p_own, NULL) c
+         WHERE c.attgenerated OPERATOR(pg_catalog.=) ''
+           AND NOT (p_keyless AND c.attname::text OPERATOR(pg_catalog.=) ANY (v_okey));
     ELSE
-        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum),
-               pg_catalog.string_agg('(' OPERATOR(pg_catalog.||) mp.expression OPERATOR(pg_catalog.||) E'\n)::'
-                                     OPERATOR(pg_catalog.||) pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum),
-               pg_catalog.bool_or(a.attidentity OPERATOR(pg_catalog.=) 'a')
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.attname), ', ' ORDER BY c.attnum),
+               pg_catalog.string_agg(c.expr, ', ' ORDER BY c.attnum),
+               pg_catalog.bool_or(c.attidentity OPERATOR(pg_catalog.=) 'a')
           INTO v_cols, v_vals, v_always
-          FROM pg_catalog.pg_attribute a
-          JOIN @extschema@.mappings mp
-            ON mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) v_to_dst
-           AND mp.column_name OPERATOR(pg_catalog.=) a.attname
-         WHERE a.attrelid OPERATOR(pg_catalog.=) p_dst AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-           AND a.attgenerated OPERATOR(pg_catalog.=) ''
-           AND NOT (p_keyless AND a.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
+          FROM @extschema@._shape_columns(m.id, p_dst, v_to_dst) c
+         WHERE c.expr IS NOT NULL AND c.attgenerated OPERATOR(pg_catalog.=) ''
+           AND NOT (p_keyless AND c.attname::text OPERATOR(pg_catalog.=) ANY (v_dkey));
     END IF;
     RETURN pg_catalog.format('INSERT INTO %s (%s)%s SELECT %s FROM softmig_shape_rows AS softmig_row WHERE %s(%s)',
         p_dst, v_cols, CASE WHEN v_always AND NOT p_keyless THEN ' OVERRIDING SYSTEM VALUE' ELSE '' END, v_vals,
