@@ -23,6 +23,8 @@
 #              bench_create_db (database bench, PGDATABASE)
 #   schema     bench_plpgsql_trigger_sql (the PL/pgSQL row trigger the
 #              benches compare softmig with)
+#   measure    bench_callgrind_ir FILE  (instructions of a standalone
+#              backend running FILE)
 #
 # Knob parsing, schema, measurements and reports stay in each bench.
 
@@ -235,4 +237,24 @@ EOF
             echo "SELECT softmig.advance('m_$x', 'new_write', reason => 'bench: both tables loaded alike', force => true);"
         fi
     done
+}
+
+# bench_callgrind_ir FILE: the total instructions (callgrind's Ir) of one
+# standalone backend (postgres --single, database bench) running the
+# statements of FILE on a fresh copy of DATA (the server must be stopped),
+# printed on stdout; dies when the backend fails or a statement errors.
+# Benches run it twice, for N1 and N2 transactions, and divide the
+# difference by N2 - N1, so start-up, first plans and shut-down cancel out.
+bench_callgrind_ir() {
+    local f=$1 t
+    rm -rf "$TMP/run"
+    cp -a "$DATA" "$TMP/run"
+    as_pg valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" \
+        "$PGBIN/postgres" --single -D "$TMP/run" bench <"$f" >"$TMP/single.log" 2>&1 ||
+        { tail -n 20 "$TMP/single.log" >&2; die "postgres --single failed"; }
+    ! grep -qE '(ERROR|FATAL|PANIC):' "$TMP/single.log" ||
+        { grep -m3 -E '(ERROR|FATAL|PANIC):' "$TMP/single.log" >&2; die "statement failed in $f"; }
+    t=$(sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' "$TMP/cg.out" | head -n1)
+    [[ -n $t ]] || die "no instruction total in the callgrind output"
+    echo "$t"
 }

@@ -111,22 +111,6 @@ statements() {
     done
 }
 
-# instructions FILE: total Ir of one standalone backend running FILE on a
-# fresh copy of the data directory
-instructions() {
-    local f=$1 t
-    rm -rf "$TMP/run"
-    cp -a "$DATA" "$TMP/run"
-    as_pg valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" \
-        "$PGBIN/postgres" --single -D "$TMP/run" bench <"$f" >"$TMP/single.log" 2>&1 ||
-        { tail -n 20 "$TMP/single.log" >&2; die "postgres --single failed"; }
-    ! grep -qE '(ERROR|FATAL|PANIC):' "$TMP/single.log" ||
-        { grep -m3 -E '(ERROR|FATAL|PANIC):' "$TMP/single.log" >&2; die "statement failed in $f"; }
-    t=$(sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' "$TMP/cg.out" | head -n1)
-    [[ -n $t ]] || die "no instruction total in the callgrind output"
-    echo "$t"
-}
-
 declare -A IR
 T_START=$(date +%s)
 for s in $STATES; do
@@ -135,8 +119,8 @@ for s in $STATES; do
             statements "$s" "$w" "$m" "$N1" >"$TMP/a.sql"
             statements "$s" "$w" "$m" "$N2" >"$TMP/b.sql"
             chmod a+r "$TMP/a.sql" "$TMP/b.sql"
-            a=$(instructions "$TMP/a.sql")
-            b=$(instructions "$TMP/b.sql")
+            a=$(bench_callgrind_ir "$TMP/a.sql")
+            b=$(bench_callgrind_ir "$TMP/b.sql")
             IR[$s,$w,$m]=$(((b - a) / (N2 - N1)))
             say "$(printf '%-9s %-6s %-8s %9d instructions per transaction' "$s" "$w" "$m" "${IR[$s,$w,$m]}")"
         done
