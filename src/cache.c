@@ -167,8 +167,10 @@ load_migration(SoftmigMigration *m, int32 id)
 									 "COALESCE((SELECT e.open FROM softmig.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) $1), true), "
 									 "EXISTS (SELECT 1 FROM softmig.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) $1), "
 									 "(SELECT pg_catalog.count(*) FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) $1), "
-									 "%s "
-									 "FROM softmig.migrations WHERE id OPERATOR(pg_catalog.=) $1",
+									 "%s, "
+									 "COALESCE((SELECT o.id FROM softmig.migrations o WHERE o.name OPERATOR(pg_catalog.=) (sm_m.options OPERATOR(pg_catalog.->>) 'attribute_of')), 0), "
+									 "ARRAY(SELECT a.id FROM softmig.migrations a WHERE (a.options OPERATOR(pg_catalog.->>) 'attribute_of') OPERATOR(pg_catalog.=) sm_m.name ORDER BY a.id) "
+									 "FROM softmig.migrations sm_m WHERE id OPERATOR(pg_catalog.=) $1",
 									 has_groups ?
 									 "COALESCE((SELECT gm.group_id FROM softmig.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) $1), 0)" :
 									 "0"),
@@ -202,6 +204,17 @@ load_migration(SoftmigMigration *m, int32 id)
 	m->shadow_disabled = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 	m->n_quarantined = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
 	m->group_id = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
+	m->split_owner = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
+	m->split_attrs = NIL;
+	{
+		ArrayType  *ids = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 14, &isnull));
+		Datum	   *elems;
+		int			n;
+
+		deconstruct_array(ids, INT4OID, sizeof(int32), true, TYPALIGN_INT, &elems, NULL, &n);
+		for (int i = 0; i < n; i++)
+			m->split_attrs = lappend_int(m->split_attrs, DatumGetInt32(elems[i]));
+	}
 	m->representable = softmig_option_text(m, "representable");
 	{
 		char	   *mode = softmig_option_text(m, "on_new_only");

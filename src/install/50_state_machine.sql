@@ -98,6 +98,15 @@ BEGIN
                                           WHERE gm.migration_id OPERATOR(pg_catalog.=) m.id)),
             HINT = 'Drop the group first (softmig.drop_group).';
     END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.migrations x
+                WHERE x.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) m.name) THEN
+        RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
+            MESSAGE = pg_catalog.format('migration "%s" owns the entity of a split', m.name),
+            DETAIL = pg_catalog.format('Its attribute members: %s.',
+                                       (SELECT pg_catalog.string_agg(x.name, ', ' ORDER BY x.name) FROM @extschema@.migrations x
+                                         WHERE x.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) m.name)),
+            HINT = 'Drop the attribute members first.';
+    END IF;
     IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot drop migration "%s" in state %s', m.name, m.state),
