@@ -1073,8 +1073,8 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	p->delete_sql = MemoryContextStrdup(m->cxt, buf.data);
 	prepare_row_delete(m, p, d, RelationGetDescr(rel));
 
-	if (m->split_owner != 0)
-		p->move = NULL;			/* an attribute row changes entity: refused
+	if (m->split_owner != 0 || m->split_attrs != NIL)
+		p->move = NULL;			/* a split entity's key change: refused
 								 * (trigger.c) */
 	else
 		prepare_move(p, d, RelationGetDescr(rel));
