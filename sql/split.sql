@@ -75,6 +75,8 @@ SELECT * FROM t.err($$SELECT softmig.create_migration('sp_other', 'sp.users', 's
 -- the attribute member of an attribute member is refused: name the owner
 SELECT * FROM t.err($$SELECT softmig.create_migration('sp_other', 'sp.users', 'sp_v2.other',
     forward => '{"user_id": "id"}', backward => '{"id": "user_id"}', options => '{"attribute_of": "sp_addr"}')$$);
+-- nor is a migration made a member of a split afterwards
+SELECT * FROM t.err($$SELECT softmig.set_option('sp_users', 'attribute_of', '"sp_addr"')$$);
 -- the owner cannot be dropped while it has attribute members
 SELECT * FROM t.err($$SELECT softmig.drop_migration('sp_users')$$);
 

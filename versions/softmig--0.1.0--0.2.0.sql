@@ -5072,6 +5072,36 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@._drop_migration(text) IS 'internal: implementation of softmig.drop_migration';
 
+CREATE OR REPLACE FUNCTION @extschema@._set_option(name text, option text, value jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_new jsonb;
+BEGIN
+    IF option IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'option must not be null';
+    END IF;
+    IF option OPERATOR(pg_catalog.=) ANY (ARRAY['target_key', 'attribute_of']) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('option %s cannot be changed after create_migration', option);
+    END IF;
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR NO KEY UPDATE;
+    IF value IS NULL OR value OPERATOR(pg_catalog.=) 'null'::jsonb THEN
+        v_new := m.options OPERATOR(pg_catalog.-) option;
+    ELSE
+        v_new := m.options OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(option, value);
+    END IF;
+    PERFORM @extschema@._check_options(v_new);
+    UPDATE @extschema@.migrations SET options = v_new WHERE id OPERATOR(pg_catalog.=) m.id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._validate(m.id);     -- e.g. a representable predicate must type-check
+    PERFORM @extschema@._history(m.id, 'set_option', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('option', option, 'old', m.options OPERATOR(pg_catalog.->) option, 'new', value));
+    RETURN v_new;
+END $$;
+COMMENT ON FUNCTION @extschema@._set_option(text, text, jsonb) IS 'internal: implementation of softmig.set_option';
+
 CREATE OR REPLACE FUNCTION @extschema@._create_group(group_name text, members text[]) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
