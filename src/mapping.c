@@ -894,7 +894,8 @@ prepare_row_upsert(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
  *		keys as legacy-key jsonb (for audit), and, projecting target ->
  *		legacy, the rows legacy cannot represent (a new_only column set, or
  *		the representable predicate false: user SQL over target columns; or
- *		a NULL correlation key, counted apart too).
+ *		a NULL correlation key, counted apart too); for a split, the
+ *		entity locks of the projection.
  */
 static void
 prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
@@ -913,6 +914,26 @@ prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
 			p->keyjson_old = softmig_prepare_kept(buf.data, 0, NULL);
 		else
 			p->keyjson_new = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+
+	/*
+	 * a split projecting into legacy: one transaction-level advisory lock
+	 * per entity written, in a fixed order (legacy table, hash of the legacy
+	 * key), serializes the owner's creation of a legacy row with the
+	 * attribute members' writes of the same entity (trigger.c)
+	 */
+	if (side == SIDE_TARGET && (m->split_owner != 0 || m->split_attrs != NIL))
+	{
+		for (int r = 0; r < 2; r++)
+		{
+			resetStringInfo(&buf);
+			appendStringInfo(&buf, "SELECT pg_catalog.pg_advisory_xact_lock((%u::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32) "
+							 "OPERATOR(pg_catalog.|) (softmig_h::pg_catalog.int8 OPERATOR(pg_catalog.&) 4294967295)) "
+							 "FROM (SELECT DISTINCT pg_catalog.hashtext((%s)::pg_catalog.text) AS softmig_h FROM %s) AS softmig_s "
+							 "ORDER BY softmig_h",
+							 m->legacy, keyjson_expr(m, side), r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
+			p->split_lock[r] = softmig_prepare_kept(buf.data, 0, NULL);
+		}
 	}
 
 	if (side == SIDE_TARGET &&

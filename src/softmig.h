@@ -102,6 +102,8 @@ typedef struct SoftmigRelPlans
 								 * attribute member's projection (split) */
 	int			delete_rc;		/* what delete and delete_row report:
 								 * SPI_OK_DELETE, or SPI_OK_UPDATE (split) */
+	SPIPlanPtr	split_lock[2];	/* split, target side: lock the entities of
+								 * the OLD [0] or NEW [1] rows (trigger.c) */
 	int			nwatch;			/* split: source columns the mapping to the
 								 * other side reads (0: not a split member) */
 	AttrNumber *watch_attnos;

@@ -629,6 +629,33 @@ split_rows_unchanged(TriggerData *td, SoftmigRelPlans *p)
 }
 
 /*
+ * lock_split_entities
+ *		For a member of a split projecting into legacy (new_write,
+ *		new_read): take a transaction-level advisory lock per entity the
+ *		statement wrote (its legacy table and a hash of its legacy key, in
+ *		hash order).  The owner gathers the attribute rows when it creates
+ *		a legacy row, and an attribute member updates only an existing
+ *		legacy row: without the lock, an owner's row and an attribute row of
+ *		one entity written by two transactions at once could each miss the
+ *		other's.  With it the second waits for the first to commit, and its
+ *		statement then sees it (READ COMMITTED: each projection statement
+ *		takes a new snapshot).  Keys are computed as the target's owner.
+ */
+static void
+lock_split_entities(TriggerData *td, SoftmigRelPlans *p)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	SPIPlanPtr	plan = p->split_lock[TRIGGER_FIRED_BY_DELETE(td->tg_event) ? 0 : 1];
+
+	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
+	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: locking the entities of a split failed");
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+}
+
+/*
  * supersede_pending
  *		An UPDATE or DELETE on the target of a group member with rows
  *		waiting for their parents: the earlier versions of the rows it
@@ -1469,6 +1496,13 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 			SPI_finish();
 			return PointerGetDatum(NULL);
 		}
+		/*
+		 * a split projecting into legacy: the owner creates and deletes
+		 * legacy rows, the attribute members update them; each holds the
+		 * entities it writes until commit (lock_split_entities)
+		 */
+		if (p->split_lock[0] != NULL && projecting)
+			lock_split_entities(td, p);
 		/* a row waiting for its parent, updated or deleted since (groups.c) */
 		if (group_id != 0 && projecting && !TRIGGER_FIRED_BY_INSERT(td->tg_event) &&
 			softmig_group_pending(id))
