@@ -54,7 +54,7 @@ retire_entry_memory(SoftmigMigration *m)
 	{
 		SPIPlanPtr	plans[] = {p->upsert, p->delete, p->move, p->keyjson_new, p->keyjson_old,
 		p->newonly, p->upsert_row, p->field_project, p->keyjson_row, p->update,
-		p->delete_row};
+		p->delete_row, p->split_lock[0], p->split_lock[1]};
 
 		for (int i = 0; i < lengthof(plans); i++)
 			if (plans[i] != NULL)
@@ -67,6 +67,8 @@ retire_entry_memory(SoftmigMigration *m)
 	m->plans = NULL;
 	m->part_sides = NIL;
 	m->triggers_ok = NIL;
+	m->split_attrs = NIL;
+	m->split_rels = NIL;
 
 	if (softmig_mirror_depth == 0)
 	{
@@ -115,7 +117,8 @@ relcache_callback(Datum arg, Oid relid)
 				if (((SoftmigPartSide *) lfirst(lc))->relid == relid)
 					m->valid = false;
 			}
-			if (list_member_oid(m->triggers_ok, relid))
+			if (list_member_oid(m->triggers_ok, relid) ||
+				list_member_oid(m->split_rels, relid))
 				m->valid = false;
 		}
 	}
@@ -169,7 +172,8 @@ load_migration(SoftmigMigration *m, int32 id)
 									 "(SELECT pg_catalog.count(*) FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) $1), "
 									 "%s, "
 									 "COALESCE((SELECT o.id FROM softmig.migrations o WHERE o.name OPERATOR(pg_catalog.=) (sm_m.options OPERATOR(pg_catalog.->>) 'attribute_of')), 0), "
-									 "ARRAY(SELECT a.id FROM softmig.migrations a WHERE (a.options OPERATOR(pg_catalog.->>) 'attribute_of') OPERATOR(pg_catalog.=) sm_m.name ORDER BY a.id) "
+									 "ARRAY(SELECT a.id FROM softmig.migrations a WHERE (a.options OPERATOR(pg_catalog.->>) 'attribute_of') OPERATOR(pg_catalog.=) sm_m.name ORDER BY a.id), "
+									 "ARRAY(SELECT a.target::pg_catalog.oid FROM softmig.migrations a WHERE (a.options OPERATOR(pg_catalog.->>) 'attribute_of') OPERATOR(pg_catalog.=) sm_m.name ORDER BY a.id) "
 									 "FROM softmig.migrations sm_m WHERE id OPERATOR(pg_catalog.=) $1",
 									 has_groups ?
 									 "COALESCE((SELECT gm.group_id FROM softmig.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) $1), 0)" :
@@ -214,6 +218,11 @@ load_migration(SoftmigMigration *m, int32 id)
 		deconstruct_array(ids, INT4OID, sizeof(int32), true, TYPALIGN_INT, &elems, NULL, &n);
 		for (int i = 0; i < n; i++)
 			m->split_attrs = lappend_int(m->split_attrs, DatumGetInt32(elems[i]));
+		ids = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 15, &isnull));
+		deconstruct_array(ids, OIDOID, sizeof(Oid), true, TYPALIGN_INT, &elems, NULL, &n);
+		m->split_rels = NIL;
+		for (int i = 0; i < n; i++)
+			m->split_rels = lappend_oid(m->split_rels, DatumGetObjectId(elems[i]));
 	}
 	m->representable = softmig_option_text(m, "representable");
 	{
@@ -347,6 +356,8 @@ softmig_get_migration(int32 id)
 		m->plans = NULL;
 		m->part_sides = NIL;
 		m->triggers_ok = NIL;
+		m->split_attrs = NIL;
+		m->split_rels = NIL;
 	}
 	m->valid = false;
 	if (!load_migration(m, id))

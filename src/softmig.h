@@ -151,6 +151,8 @@ typedef struct SoftmigMigration
 	int32		split_owner;	/* option attribute_of: the migration that
 								 * owns the entity, 0 if none */
 	List	   *split_attrs;	/* of int: this owner's attribute members */
+	List	   *split_rels;		/* of Oid: their targets, which the owner's
+								 * projection reads (relcache callback) */
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;
