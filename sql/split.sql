@@ -193,6 +193,27 @@ SELECT * FROM t.err($$UPDATE sp.users SET city = 'x' WHERE id = 1$$);
 SELECT * FROM sp.writes();
 SELECT * FROM sp.entity();
 
+-- a bulk insert in mirrored whose attribute rows are mirrored before the
+-- owner's: ids 999 and 1000 make the attribute member's trigger
+-- (softmig_1000_ins) fire before the owner's (softmig_999_ins); its rows wait
+-- for their users as a group's children do, even above 2000 rows
+CREATE TABLE sp.bulk (id int PRIMARY KEY, email text NOT NULL, city text);
+CREATE TABLE sp_v2.bulk (id int PRIMARY KEY, email text NOT NULL);
+CREATE TABLE sp_v2.bulk_city (id int PRIMARY KEY REFERENCES sp_v2.bulk ON DELETE CASCADE, city text);
+SELECT setval('softmig.migrations_id_seq', 998);
+SELECT softmig.create_migration('sp_bulk', 'sp.bulk', 'sp_v2.bulk');
+SELECT softmig.create_migration('sp_bulk_city', 'sp.bulk', 'sp_v2.bulk_city',
+    options => '{"attribute_of": "sp_bulk"}');
+SELECT name, id FROM softmig.migrations WHERE name LIKE 'sp\_bulk%' ORDER BY id;
+SELECT softmig.create_group('sp_bulk', ARRAY['sp_bulk', 'sp_bulk_city']);
+SELECT softmig.advance_group('sp_bulk');
+INSERT INTO sp.bulk SELECT g, 'u' || g, 'c' || g FROM generate_series(1, 2500) g;
+SELECT (SELECT count(*) FROM sp_v2.bulk) AS users, (SELECT count(*) FROM sp_v2.bulk_city) AS cities;
+SELECT softmig.rollback_group('sp_bulk', 'done');
+SELECT softmig.drop_group('sp_bulk');
+SELECT softmig.drop_migration('sp_bulk_city');
+SELECT softmig.drop_migration('sp_bulk');
+
 -- clean up
 SELECT softmig.drop_group('sp');
 SELECT * FROM t.err($$SELECT softmig.drop_migration('sp_users')$$);

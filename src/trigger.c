@@ -1292,7 +1292,9 @@ mirror_big_insert(SoftmigRelPlans *p)
  *		fallback; a one-row UPDATE or DELETE runs a kept statement by key
  *		with the row as parameters instead (one_row_update, one_row_delete;
  *		a group member's UPDATE keeps the set-based path with its
- *		foreign-key retry); the loop guard (softmig_mirror_enter) is up
+ *		foreign-key retry, and so does a big INSERT of an attribute member
+ *		of a split, whose rows may come before the owner's); the loop guard
+ *		(softmig_mirror_enter) is up
  *		meanwhile.  Takes no locks of its own beyond what the mirrored
  *		statements take (ROW EXCLUSIVE on the other table, row locks).  The
  *		caller is connected to SPI and owns the transition tables.
@@ -1358,7 +1360,8 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 			if (ret != p->delete_rc)
 				spi_result_error(m, p, ret, "DELETE");
 		}
-		else if (big && TRIGGER_FIRED_BY_INSERT(td->tg_event) && p->insert_sql)
+		else if (big && TRIGGER_FIRED_BY_INSERT(td->tg_event) && p->insert_sql &&
+				 m->split_owner == 0)
 			mirror_big_insert(p);
 		else if (big && TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update_sql)
 		{
@@ -1370,7 +1373,7 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 				SPI_execute(p->upsert_sql, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "softmig: mirroring UPDATE failed");
 		}
-		else if (!big && m->group_id != 0 && p->upsert_row != NULL)
+		else if ((!big || m->split_owner != 0) && m->group_id != 0 && p->upsert_row != NULL)
 			mirror_group_upsert(td, m, p);
 		else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update != NULL &&
 				 tuplestore_tuple_count(rows) == 1)
