@@ -54,7 +54,7 @@ retire_entry_memory(SoftmigMigration *m)
 	{
 		SPIPlanPtr	plans[] = {p->upsert, p->delete, p->move, p->keyjson_new, p->keyjson_old,
 		p->newonly, p->upsert_row, p->field_project, p->keyjson_row, p->update,
-		p->delete_row};
+		p->delete_row, p->split_lock[0], p->split_lock[1]};
 
 		for (int i = 0; i < lengthof(plans); i++)
 			if (plans[i] != NULL)
@@ -67,6 +67,8 @@ retire_entry_memory(SoftmigMigration *m)
 	m->plans = NULL;
 	m->part_sides = NIL;
 	m->triggers_ok = NIL;
+	m->split_attrs = NIL;
+	m->split_rels = NIL;
 
 	if (softmig_mirror_depth == 0)
 	{
@@ -115,7 +117,8 @@ relcache_callback(Datum arg, Oid relid)
 				if (((SoftmigPartSide *) lfirst(lc))->relid == relid)
 					m->valid = false;
 			}
-			if (list_member_oid(m->triggers_ok, relid))
+			if (list_member_oid(m->triggers_ok, relid) ||
+				list_member_oid(m->split_rels, relid))
 				m->valid = false;
 		}
 	}
@@ -167,8 +170,11 @@ load_migration(SoftmigMigration *m, int32 id)
 									 "COALESCE((SELECT e.open FROM softmig.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) $1), true), "
 									 "EXISTS (SELECT 1 FROM softmig.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) $1), "
 									 "(SELECT pg_catalog.count(*) FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) $1), "
-									 "%s "
-									 "FROM softmig.migrations WHERE id OPERATOR(pg_catalog.=) $1",
+									 "%s, "
+									 "COALESCE((SELECT o.id FROM softmig.migrations o WHERE o.name OPERATOR(pg_catalog.=) (sm_m.options OPERATOR(pg_catalog.->>) 'attribute_of')), 0), "
+									 "ARRAY(SELECT a.id FROM softmig.migrations a WHERE (a.options OPERATOR(pg_catalog.->>) 'attribute_of') OPERATOR(pg_catalog.=) sm_m.name ORDER BY a.id), "
+									 "ARRAY(SELECT a.target::pg_catalog.oid FROM softmig.migrations a WHERE (a.options OPERATOR(pg_catalog.->>) 'attribute_of') OPERATOR(pg_catalog.=) sm_m.name ORDER BY a.id) "
+									 "FROM softmig.migrations sm_m WHERE id OPERATOR(pg_catalog.=) $1",
 									 has_groups ?
 									 "COALESCE((SELECT gm.group_id FROM softmig.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) $1), 0)" :
 									 "0"),
@@ -202,6 +208,22 @@ load_migration(SoftmigMigration *m, int32 id)
 	m->shadow_disabled = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 	m->n_quarantined = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
 	m->group_id = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
+	m->split_owner = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
+	m->split_attrs = NIL;
+	{
+		ArrayType  *ids = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 14, &isnull));
+		Datum	   *elems;
+		int			n;
+
+		deconstruct_array(ids, INT4OID, sizeof(int32), true, TYPALIGN_INT, &elems, NULL, &n);
+		for (int i = 0; i < n; i++)
+			m->split_attrs = lappend_int(m->split_attrs, DatumGetInt32(elems[i]));
+		ids = DatumGetArrayTypeP(SPI_getbinval(tup, desc, 15, &isnull));
+		deconstruct_array(ids, OIDOID, sizeof(Oid), true, TYPALIGN_INT, &elems, NULL, &n);
+		m->split_rels = NIL;
+		for (int i = 0; i < n; i++)
+			m->split_rels = lappend_oid(m->split_rels, DatumGetObjectId(elems[i]));
+	}
 	m->representable = softmig_option_text(m, "representable");
 	{
 		char	   *mode = softmig_option_text(m, "on_new_only");
@@ -334,6 +356,8 @@ softmig_get_migration(int32 id)
 		m->plans = NULL;
 		m->part_sides = NIL;
 		m->triggers_ok = NIL;
+		m->split_attrs = NIL;
+		m->split_rels = NIL;
 	}
 	m->valid = false;
 	if (!load_migration(m, id))

@@ -134,7 +134,7 @@ drop_own_capture(ModifyTableState *mt)
  *		else can change a key or read OLD: one plain (unpartitioned) result
  *		table, no data-modifying WITH, no BEFORE or INSTEAD OF row UPDATE
  *		trigger, no other trigger with an OLD TABLE, no per-field authority
- *		(its checks compare OLD with NEW), and neither the key columns nor
+ *		and no split (their checks compare OLD with NEW), and neither the key columns nor
  *		generated columns depending on them among the updated columns.  The
  *		migration cannot change before the trigger fires: state and field
  *		changes lock the table against this statement's ROW EXCLUSIVE lock.
@@ -177,6 +177,9 @@ skip_unneeded_old_capture(ModifyTableState *mt, EState *estate)
 			return;
 		m = softmig_get_migration(pg_strtoint32(t->tgargs[0]));
 		if (m == NULL || m->new_fields != NIL)
+			return;
+		/* a split member compares OLD with NEW (trigger.c) */
+		if (m->split_owner != 0 || m->split_attrs != NIL)
 			return;
 		if (m->state == SM_MIRRORED && m->legacy == RelationGetRelid(rel))
 			keys = m->legacy_key;

@@ -201,7 +201,7 @@ reproject_row(int32 id, Oid relid, Datum *values, char *nulls)
 	PG_TRY();
 	{
 		err = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
-							  SPI_OK_INSERT, softmig_unrepresentable);
+							  p->upsert_rc, softmig_unrepresentable);
 	}
 	PG_FINALLY();
 	{

@@ -51,6 +51,8 @@
 
 typedef SoftmigDest DestInfo;
 
+static List *update_set_cols(DestInfo *d, List *not_taken);
+
 /*
  * equality_operator_sql
  *		"OPERATOR(schema.name)" for an operator OID, immune to search_path.
@@ -354,6 +356,9 @@ append_keyed_update(StringInfo buf, DestInfo *d, const char *from, List *set_col
  *		when only key columns are mapped).  Columns in not_taken keep their
  *		value on conflict: the merge rule says the other side owns them; so
  *		do identity ALWAYS columns, which PostgreSQL lets no UPDATE set.
+ *		For the owner of a split, the row inserted also takes the attribute
+ *		members' columns (d->gather_*: split_gather); on conflict only the
+ *		owner's own columns change.
  */
 static void
 append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
@@ -362,8 +367,10 @@ append_upsert(StringInfo buf, DestInfo *d, const char *from, List *not_taken)
 	int			i;
 
 	softmig_append_mapped_insert(buf, d->qualname, "softmig_t",
-								 d->cols, d->exprs);
-	appendStringInfo(buf, " FROM %s ON CONFLICT (", from);
+								 list_concat_copy(d->cols, d->gather_cols),
+								 list_concat_copy(d->exprs, d->gather_exprs));
+	appendStringInfo(buf, " FROM %s%s ON CONFLICT (", from,
+					 d->gather_joins ? d->gather_joins : "");
 	i = 0;
 	foreach(lc, d->keycols)
 		appendStringInfo(buf, "%s%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
@@ -401,6 +408,169 @@ keyjson_expr(SoftmigMigration *m, SoftmigSide side)
 		exprs = lappend(exprs, kexpr);
 	}
 	return softmig_json_object_sql(m->legacy_key, exprs);
+}
+
+/*
+ * split_gather
+ *		For the projection of the owner of a split into legacy: what the
+ *		legacy row it creates takes from the attribute members' targets, as
+ *		d->gather_cols (legacy columns), d->gather_exprs (their values) and
+ *		d->gather_joins, one "LEFT JOIN (SELECT <backward mapping> ... FROM
+ *		<attribute target>) AS softmig_gN ON <its legacy key> = <the owner
+ *		row's legacy key>" per attribute member, each member's backward
+ *		mapping evaluated over its own target only.  An absent attribute row
+ *		leaves its columns NULL.  Loads the members' cache entries; takes no
+ *		locks but AccessShareLock on their targets (at plan time).
+ */
+static void
+split_gather(SoftmigMigration *m, DestInfo *d)
+{
+	StringInfoData joins;
+	ListCell   *lc;
+	int			g = 0;
+
+	initStringInfo(&joins);
+	foreach(lc, m->split_attrs)
+	{
+		SoftmigMigration *a = softmig_require_migration(lfirst_int(lc));
+		ListCell   *c;
+		ListCell   *e;
+		ListCell   *k;
+		int			v = 0;
+		int			i = 0;
+
+		g++;
+		appendStringInfoString(&joins, " LEFT JOIN (SELECT ");
+		forboth(c, a->bwd_cols, e, a->bwd_exprs)
+		{
+			if (softmig_str_member(a->legacy_key, lfirst(c)))
+				continue;
+			v++;
+			appendStringInfo(&joins, "(%s\n) AS softmig_a%d, ", (char *) lfirst(e), v);
+			d->gather_cols = lappend(d->gather_cols, lfirst(c));
+			d->gather_exprs = lappend(d->gather_exprs, psprintf("softmig_g%d.softmig_a%d", g, v));
+		}
+		/* the attribute member's legacy key, typed as the owner's */
+		foreach(k, d->keycols)
+		{
+			ListCell   *c2;
+			ListCell   *e2;
+			char	   *kexpr = NULL;
+
+			forboth(c2, a->bwd_cols, e2, a->bwd_exprs)
+			{
+				if (strcmp(lfirst(c2), lfirst(k)) == 0)
+					kexpr = lfirst(e2);
+			}
+			if (kexpr == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+						 errmsg("key column \"%s\" of table \"%s\" has no mapping in migration \"%s\"",
+								(char *) lfirst(k), get_rel_name(d->relid), a->name)));
+			i++;
+			appendStringInfo(&joins, "%s(%s\n)::%s AS softmig_ak%d", i > 1 ? ", " : "", kexpr,
+							 (char *) list_nth(d->keytypes, i - 1), i);
+		}
+		appendStringInfo(&joins, " FROM %s) AS softmig_g%d ON ",
+						 softmig_qualified_relname(a->target), g);
+		i = 0;
+		forboth(k, d->keyexprs, c, d->keyops)
+		{
+			i++;
+			appendStringInfo(&joins, "%ssoftmig_g%d.softmig_ak%d %s (%s\n)::%s", i > 1 ? " AND " : "",
+							 g, i, (char *) lfirst(c), (char *) lfirst(k),
+							 (char *) list_nth(d->keytypes, i - 1));
+		}
+	}
+	d->gather_joins = joins.data;
+}
+
+/*
+ * append_attribute_clear
+ *		An attribute member of a split, its target rows deleted: "UPDATE
+ *		legacy AS softmig_t SET <its columns> = DEFAULT FROM (SELECT <key
+ *		mapping> FROM <from>) AS softmig_o WHERE <key match>".  The legacy
+ *		row stays (the owner's member decides whether the entity exists);
+ *		what the attribute row carried goes back to NULL or the column's
+ *		default.
+ */
+static void
+append_attribute_clear(StringInfo buf, DestInfo *d, const char *from)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	appendStringInfo(buf, "UPDATE %s AS softmig_t SET ", d->qualname);
+	foreach(lc, d->cols)
+	{
+		if (softmig_str_member(d->keycols, lfirst(lc)))
+			continue;
+		appendStringInfo(buf, "%s%s = DEFAULT", n++ ? ", " : "", quote_identifier(lfirst(lc)));
+	}
+	appendStringInfoString(buf, " FROM ");
+	append_key_select(buf, d, from);
+	appendStringInfoString(buf, " AS softmig_o WHERE ");
+	append_key_match(buf, d, "softmig_o");
+}
+
+/*
+ * split_watch
+ *		For a member of a split: the attribute numbers in rel of the source
+ *		columns its mapping to the other side reads (d->exprs), into
+ *		p->watch_attnos (m->cxt).  An UPDATE that changes none of them
+ *		writes nothing for this member (trigger.c).
+ */
+static void
+split_watch(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d, Relation rel)
+{
+	List	   *cols = NIL;
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, d->exprs)
+	{
+		ListCell   *c;
+
+		foreach(c, softmig_expr_columns(lfirst(lc)))
+		{
+			if (!softmig_str_member(cols, lfirst(c)))
+				cols = lappend(cols, lfirst(c));
+		}
+	}
+	p->watch_attnos = MemoryContextAlloc(m->cxt, sizeof(AttrNumber) * Max(list_length(cols), 1));
+	foreach(lc, cols)
+	{
+		AttrNumber	a = attnameAttNum(rel, (char *) lfirst(lc), true);
+
+		if (a > 0)
+			p->watch_attnos[i++] = a;
+	}
+	p->nwatch = i;
+}
+
+/*
+ * append_projection_write
+ *		The statement that carries rows of <from> into the destination
+ *		(the set-based upsert and its one-row form): the upsert
+ *		(append_upsert), but for an attribute member of a split projecting
+ *		into legacy, an UPDATE of the existing legacy row by key of the
+ *		member's own columns (a row legacy does not hold yet is the
+ *		owner's to create: it gathers them then).  Sets p->upsert_rc.
+ */
+static void
+append_projection_write(StringInfo buf, SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+						SoftmigSide side, const char *from, List *not_taken)
+{
+	if (side == SIDE_TARGET && m->split_owner != 0)
+	{
+		if (!append_keyed_update(buf, d, from, update_set_cols(d, not_taken)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("attribute member \"%s\" maps no legacy column but its key", m->name)));
+		p->upsert_rc = SPI_OK_UPDATE;
+		return;
+	}
+	append_upsert(buf, d, from, not_taken);
 }
 
 /*
@@ -581,11 +751,13 @@ append_keyed_delete(StringInfo buf, DestInfo *d, const char *from)
  *		one-row DELETE, the old row of srcdesc given as parameters (the same
  *		parameters as p->update and p->upsert_row), so the plan is an index
  *		probe of the destination and no scan of the transition table.  A
- *		NULL key matches no row, as in p->delete.  Caller is in the
- *		destination owner's context.
+ *		NULL key matches no row, as in p->delete.  For an attribute member
+ *		of a split projecting into legacy, the clear of its columns instead
+ *		(append_attribute_clear).  Caller is in the destination owner's
+ *		context.
  */
 static void
-prepare_row_delete(SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
+prepare_row_delete(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
 {
 	StringInfoData rowsel;
 	StringInfoData buf;
@@ -595,7 +767,10 @@ prepare_row_delete(SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
 	initStringInfo(&rowsel);
 	nargs = row_params_select(&rowsel, srcdesc, 1, SM_OLD_TABLE, argtypes);
 	initStringInfo(&buf);
-	append_keyed_delete(&buf, d, rowsel.data);
+	if (p->side == SIDE_TARGET && m->split_owner != 0)
+		append_attribute_clear(&buf, d, rowsel.data);
+	else
+		append_keyed_delete(&buf, d, rowsel.data);
 	p->delete_row = softmig_prepare_kept(buf.data, nargs, argtypes);
 }
 
@@ -705,7 +880,7 @@ prepare_row_upsert(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 	char	   *source = row_source(m, p, srcdesc, side, &rowsel, &argtypes);
 
 	initStringInfo(&buf);
-	append_upsert(&buf, d, source, not_taken);
+	append_projection_write(&buf, m, p, d, side, source, not_taken);
 	p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 	resetStringInfo(&buf);
 	appendStringInfo(&buf, "SELECT %s FROM %s", keyjson_expr(m, side), rowsel.data);
@@ -719,7 +894,8 @@ prepare_row_upsert(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
  *		keys as legacy-key jsonb (for audit), and, projecting target ->
  *		legacy, the rows legacy cannot represent (a new_only column set, or
  *		the representable predicate false: user SQL over target columns; or
- *		a NULL correlation key, counted apart too).
+ *		a NULL correlation key, counted apart too); for a split, the
+ *		entity locks of the projection.
  */
 static void
 prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
@@ -738,6 +914,26 @@ prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
 			p->keyjson_old = softmig_prepare_kept(buf.data, 0, NULL);
 		else
 			p->keyjson_new = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+
+	/*
+	 * a split projecting into legacy: one transaction-level advisory lock
+	 * per entity written, in a fixed order (legacy table, hash of the legacy
+	 * key), serializes the owner's creation of a legacy row with the
+	 * attribute members' writes of the same entity (trigger.c)
+	 */
+	if (side == SIDE_TARGET && (m->split_owner != 0 || m->split_attrs != NIL))
+	{
+		for (int r = 0; r < 2; r++)
+		{
+			resetStringInfo(&buf);
+			appendStringInfo(&buf, "SELECT pg_catalog.pg_advisory_xact_lock((%u::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32) "
+							 "OPERATOR(pg_catalog.|) (softmig_h::pg_catalog.int8 OPERATOR(pg_catalog.&) 4294967295)) "
+							 "FROM (SELECT DISTINCT pg_catalog.hashtext((%s)::pg_catalog.text) AS softmig_h FROM %s) AS softmig_s "
+							 "ORDER BY softmig_h",
+							 m->legacy, keyjson_expr(m, side), r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
+			p->split_lock[r] = softmig_prepare_kept(buf.data, 0, NULL);
+		}
 	}
 
 	if (side == SIDE_TARGET &&
@@ -776,6 +972,8 @@ new_rel_plans(SoftmigMigration *m, Relation rel, SoftmigSide side, DestInfo *d)
 
 	p->relid = RelationGetRelid(rel);
 	p->side = side;
+	p->upsert_rc = SPI_OK_INSERT;
+	p->delete_rc = SPI_OK_DELETE;
 	p->dst_owner = softmig_rel_owner(d->relid);
 	p->src_owner = rel->rd_rel->relowner;
 	p->nkeys = list_length(srckey);
@@ -833,6 +1031,10 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	d = softmig_build_dest(m, side);
 	p = new_rel_plans(m, rel, side, d);
+	if (m->split_owner != 0 || m->split_attrs != NIL)
+		split_watch(m, p, d, rel);
+	if (side == SIDE_TARGET && m->split_attrs != NIL)
+		split_gather(m, d);
 
 	pc.migname = m->name;
 	pc.src = softmig_qualified_relname(relid);
@@ -867,11 +1069,11 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	/* upsert (to legacy: only the rows whose correlation key is not NULL) */
 	initStringInfo(&buf);
-	append_upsert(&buf, d,
-				  side == SIDE_TARGET ?
-				  correlated_rows(SM_NEW_TABLE, SM_NEW_TABLE, nullable_target_key(m)) :
-				  SM_NEW_TABLE,
-				  not_taken);
+	append_projection_write(&buf, m, p, d, side,
+							side == SIDE_TARGET ?
+							correlated_rows(SM_NEW_TABLE, SM_NEW_TABLE, nullable_target_key(m)) :
+							SM_NEW_TABLE,
+							not_taken);
 	p->upsert = softmig_prepare_kept(buf.data, 0, NULL);
 	p->upsert_sql = MemoryContextStrdup(m->cxt, buf.data);
 
@@ -879,14 +1081,24 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		prepare_big_statements(m, p, d, not_taken);
 	prepare_row_update(m, p, d, RelationGetDescr(rel), side, not_taken);
 
-	/* delete */
+	/* delete (an attribute member's, into legacy: clear its columns) */
 	resetStringInfo(&buf);
-	append_keyed_delete(&buf, d, SM_OLD_TABLE);
+	if (side == SIDE_TARGET && m->split_owner != 0)
+	{
+		append_attribute_clear(&buf, d, SM_OLD_TABLE);
+		p->delete_rc = SPI_OK_UPDATE;
+	}
+	else
+		append_keyed_delete(&buf, d, SM_OLD_TABLE);
 	p->delete = softmig_prepare_kept(buf.data, 0, NULL);
 	p->delete_sql = MemoryContextStrdup(m->cxt, buf.data);
-	prepare_row_delete(p, d, RelationGetDescr(rel));
+	prepare_row_delete(m, p, d, RelationGetDescr(rel));
 
-	prepare_move(p, d, RelationGetDescr(rel));
+	if (m->split_owner != 0 || m->split_attrs != NIL)
+		p->move = NULL;			/* a split entity's key change: refused
+								 * (trigger.c) */
+	else
+		prepare_move(p, d, RelationGetDescr(rel));
 	if (p->move_refused)
 		p->move_refused = MemoryContextStrdup(m->cxt, p->move_refused);
 	if (side == SIDE_TARGET)

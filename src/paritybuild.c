@@ -180,6 +180,46 @@ pcol_setup(ParityCtx *c, PCol *pc, Form_pg_attribute att, bool iskey)
 	fmgr_info_cxt(outfn, &pc->out, c->cxt);
 }
 
+
+/*
+ * split_attribute_rows
+ *		c->lsplit and c->tsplit: what follows each side's table in FROM:
+ *		nothing, or, for an attribute member of a split, a join that keeps
+ *		only the rows that carry an attribute: legacy rows with one of the member's legacy columns set,
+ *		target rows whose backward mapping sets one.  An attribute row the
+ *		target does not hold is the same entity as legacy columns all NULL
+ *		(doc/shapes.md), so neither is a difference; the entity's existence
+ *		is the owner's member's to compare.  bwd describes the legacy side.
+ */
+static void
+split_attribute_rows(ParityCtx *c, SoftmigMigration *m, SoftmigDest *bwd)
+{
+	StringInfoData lf;
+	StringInfoData tf;
+	ListCell   *lc;
+	ListCell   *le;
+	int			n = 0;
+
+	c->lsplit = "";
+	c->tsplit = "";
+	if (m->split_owner == 0)
+		return;
+	initStringInfo(&lf);
+	initStringInfo(&tf);
+	forboth(lc, bwd->cols, le, bwd->exprs)
+	{
+		if (softmig_str_member(bwd->keycols, lfirst(lc)))
+			continue;
+		appendStringInfo(&lf, "%ssoftmig_l.%s IS NULL", n ? " AND " : "", quote_identifier(lfirst(lc)));
+		appendStringInfo(&tf, "%s(%s\n) IS NULL", n ? " AND " : "", (char *) lfirst(le));
+		n++;
+	}
+	if (n == 0)
+		return;
+	c->lsplit = psprintf(" JOIN (SELECT 1 AS softmig_one) AS softmig_f ON NOT (%s)", lf.data);
+	c->tsplit = psprintf(" JOIN (SELECT 1 AS softmig_one) AS softmig_f ON NOT (%s)", tf.data);
+}
+
 /*
  * parity_build
  *		Everything a comparison of migration "id" needs, copied out of the
@@ -233,6 +273,7 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
 	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy side */
 	c->lqual = softmig_qualified_relname(m->legacy);
 	c->tqual = pstrdup(fwd->qualname);
+	split_attribute_rows(c, m, bwd);
 	c->lkeycols = copy_str_list(bwd->keycols);
 	{
 		Relation	lrel = table_open(m->legacy, AccessShareLock);

@@ -182,7 +182,7 @@ parity_key_of(ParityCtx *c, KeyRef *kr)
 			Oid		   *types = palloc(sizeof(Oid) * n);
 
 			initStringInfo(&buf);
-			appendStringInfo(&buf, "SELECT %s FROM %s AS softmig_t WHERE ", c->tkeyjson, c->tqual);
+			appendStringInfo(&buf, "SELECT %s FROM %s AS softmig_t%s WHERE ", c->tkeyjson, c->tqual, c->tsplit);
 			for (int i = 0; i < n; i++)
 			{
 				appendStringInfo(&buf, "%ssoftmig_t.%s %s $%d", i ? " AND " : "",

@@ -315,9 +315,9 @@ void
 parity_append_from(StringInfo buf, ParityCtx *c, int side)
 {
 	if (side == PSIDE_LEGACY)
-		appendStringInfo(buf, " FROM %s AS softmig_l", c->lqual);
+		appendStringInfo(buf, " FROM %s AS softmig_l%s", c->lqual, c->lsplit);
 	else
-		appendStringInfo(buf, " FROM %s AS softmig_t", c->tqual);
+		appendStringInfo(buf, " FROM %s AS softmig_t%s", c->tqual, c->tsplit);
 }
 
 /*

@@ -234,7 +234,7 @@ inspect_sides(int32 id, Jsonb *key)
 	/* legacy row and its mapping */
 	resetStringInfo(&buf);
 	appendStringInfo(&buf, "SELECT pg_catalog.to_jsonb(softmig_l.*), %s, softmig_l.xmin::pg_catalog.text "
-					 "FROM %s AS softmig_l WHERE ", c->lmapped, c->lqual);
+					 "FROM %s AS softmig_l%s WHERE ", c->lmapped, c->lqual, c->lsplit);
 	i = 0;
 	foreach(lc, c->lkeycols)
 	{
@@ -261,7 +261,7 @@ inspect_sides(int32 id, Jsonb *key)
 
 		resetStringInfo(&buf);
 		appendStringInfo(&buf, "SELECT pg_catalog.to_jsonb(softmig_t.*), softmig_t.xmin::pg_catalog.text "
-						 "FROM %s AS softmig_t WHERE ", c->tqual);
+						 "FROM %s AS softmig_t%s WHERE ", c->tqual, c->tsplit);
 		for (i = 0; i < c->nkeys; i++)
 		{
 			appendStringInfo(&buf, "%ssoftmig_t.%s %s $%d", i ? " AND " : "",
@@ -717,10 +717,11 @@ group_child_keys(GroupMember *par, GroupMember *ch, Jsonb ***keys, MemoryContext
 					continue;	/* a NULL references nothing */
 
 				/* the child rows that reference them, as legacy keys */
-				sql = psprintf("SELECT %s FROM %s AS %s WHERE %s",
+				sql = psprintf("SELECT %s FROM %s AS %s%s WHERE %s",
 							   side == PSIDE_LEGACY ? ch->c->lkeyjson : ch->c->tkeyjson,
 							   side == PSIDE_LEGACY ? ch->c->lqual : ch->c->tqual,
-							   side == PSIDE_LEGACY ? "softmig_l" : "softmig_t", fk->cond);
+							   side == PSIDE_LEGACY ? "softmig_l" : "softmig_t",
+							   side == PSIDE_LEGACY ? ch->c->lsplit : ch->c->tsplit, fk->cond);
 				parity_as_role(ch->c, side == PSIDE_LEGACY ? ch->c->lowner : ch->c->towner);
 				if (SPI_execute_with_args(sql, nref, rtypes, rvals, NULL, true, 0) != SPI_OK_SELECT)
 					elog(ERROR, "softmig: reading the child rows of a group member failed");

@@ -139,6 +139,10 @@ struct ParityCtx
 	Oid			target;
 	char	   *lqual;			/* qualified legacy name */
 	char	   *tqual;			/* qualified target name */
+	char	   *lsplit;			/* follows "FROM lqual AS softmig_l": "", or
+								 * for an attribute member of a split a join
+								 * that keeps the rows with an attribute set */
+	char	   *tsplit;			/* the same after "FROM tqual AS softmig_t" */
 	int			nkeys;			/* cols[0 .. nkeys-1] are the key */
 	int			ncols;			/* then the strict fields */
 	PCol	   *cols;

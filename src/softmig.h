@@ -97,6 +97,16 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	keyjson_row;	/* projection, group mirror: legacy key of one
 								 * row (params) */
 	int			row_nargs;
+	int			upsert_rc;		/* what upsert and upsert_row report:
+								 * SPI_OK_INSERT, or SPI_OK_UPDATE for an
+								 * attribute member's projection (split) */
+	int			delete_rc;		/* what delete and delete_row report:
+								 * SPI_OK_DELETE, or SPI_OK_UPDATE (split) */
+	SPIPlanPtr	split_lock[2];	/* split, target side: lock the entities of
+								 * the OLD [0] or NEW [1] rows (trigger.c) */
+	int			nwatch;			/* split: source columns the mapping to the
+								 * other side reads (0: not a split member) */
+	AttrNumber *watch_attnos;
 	struct SoftmigRelPlans *next;
 } SoftmigRelPlans;
 
@@ -138,6 +148,11 @@ typedef struct SoftmigMigration
 								 * target */
 	List	   *new_legacy_cols;	/* of char *: legacy columns carrying them */
 	int32		group_id;		/* softmig.groups.id, 0 when in no group */
+	int32		split_owner;	/* option attribute_of: the migration that
+								 * owns the entity, 0 if none */
+	List	   *split_attrs;	/* of int: this owner's attribute members */
+	List	   *split_rels;		/* of Oid: their targets, which the owner's
+								 * projection reads (relcache callback) */
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;
@@ -177,6 +192,10 @@ typedef struct SoftmigDest
 	List	   *keytypes;		/* qualified type names */
 	List	   *keyops;			/* "OPERATOR(nsp.=)" strings */
 	List	   *always_cols;	/* of cols: GENERATED ALWAYS AS IDENTITY */
+	List	   *gather_cols;	/* split owner, to legacy: the attribute
+								 * members' columns, inserted too */
+	List	   *gather_exprs;	/* their values, from gather_joins */
+	char	   *gather_joins;	/* LEFT JOINs of the attribute targets */
 } SoftmigDest;
 
 /*

@@ -554,6 +554,13 @@ mirror_key_moves(TriggerData *td, SoftmigRelPlans *p, bool fence, int32 fence_id
 
 		if (!keys_differ(p, desc, os, ns))
 			continue;
+		if (p->move == NULL && p->move_refused == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("key change on table \"%s\" cannot be carried to the other table of its migration",
+							RelationGetRelationName(td->tg_relation)),
+					 errdetail("The table takes part in a split: each member's rows belong to their entity by its key."),
+					 errhint("Delete the row and insert it again with the new key.")));
 		if (p->move == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -584,6 +591,68 @@ mirror_key_moves(TriggerData *td, SoftmigRelPlans *p, bool fence, int32 fence_id
 			elog(ERROR, "softmig: moving a row to its new key failed");
 	}
 	trans_walk_end(&w);
+}
+
+/*
+ * split_rows_unchanged
+ *		For an UPDATE of a table of a member of a split: did it leave every
+ *		column the member's mapping to the other side reads as it was, in
+ *		every row (binary comparison)?  Then it writes nothing for this
+ *		member: a city update of a split users table does not rewrite the
+ *		owner's target row.  Needs the OLD rows (capture.c keeps them for
+ *		split members).
+ */
+static bool
+split_rows_unchanged(TriggerData *td, SoftmigRelPlans *p)
+{
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	TransWalk	w;
+	bool		same = true;
+
+	if (td->tg_oldtable == NULL ||
+		tuplestore_tuple_count(td->tg_oldtable) != tuplestore_tuple_count(td->tg_newtable))
+		return false;
+	trans_walk_begin(&w, td, true, true);
+	while (same && trans_walk_next(&w))
+	{
+		slot_getallattrs(w.os);
+		slot_getallattrs(w.ns);
+		for (int i = 0; i < p->nwatch && same; i++)
+		{
+			int			a = p->watch_attnos[i] - 1;
+
+			same = attr_unchanged(w.os, w.ns, a, TupleDescAttr(desc, a));
+		}
+	}
+	trans_walk_end(&w);
+	return same;
+}
+
+/*
+ * lock_split_entities
+ *		For a member of a split projecting into legacy (new_write,
+ *		new_read): take a transaction-level advisory lock per entity the
+ *		statement wrote (its legacy table and a hash of its legacy key, in
+ *		hash order).  The owner gathers the attribute rows when it creates
+ *		a legacy row, and an attribute member updates only an existing
+ *		legacy row: without the lock, an owner's row and an attribute row of
+ *		one entity written by two transactions at once could each miss the
+ *		other's.  With it the second waits for the first to commit, and its
+ *		statement then sees it (READ COMMITTED: each projection statement
+ *		takes a new snapshot).  Keys are computed as the target's owner.
+ */
+static void
+lock_split_entities(TriggerData *td, SoftmigRelPlans *p)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	SPIPlanPtr	plan = p->split_lock[TRIGGER_FIRED_BY_DELETE(td->tg_event) ? 0 : 1];
+
+	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
+	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: locking the entities of a split failed");
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
 }
 
 /*
@@ -734,7 +803,7 @@ upsert_row_by_row(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 	{
 		row_params(slot, desc, values, nulls);
 		rowerr = softmig_spi_try(p->upsert_row, NULL, values, nulls, false,
-								 SPI_OK_INSERT, filter);
+								 p->upsert_rc, filter);
 		if (rowerr == NULL)
 			continue;
 		if (m->group_id != 0 && rowerr->sqlerrcode == ERRCODE_FOREIGN_KEY_VIOLATION)
@@ -843,8 +912,8 @@ one_row_update(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 
 	/* the other table lacks the row: the upsert over the transition table */
 	if (tolerated)
-		return softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, tolerated);
-	if ((ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0)) != SPI_OK_INSERT)
+		return softmig_spi_try(p->upsert, NULL, NULL, NULL, false, p->upsert_rc, tolerated);
+	if ((ret = SPI_execute_plan(p->upsert, NULL, NULL, false, 0)) != p->upsert_rc)
 		spi_result_error(m, p, ret, "INSERT");
 	return NULL;
 }
@@ -870,7 +939,7 @@ one_row_delete(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p, bool fe
 							 RelationGetRelationName(td->tg_relation))));
 	ret = SPI_execute_snapshot(p->delete_row, values, nulls, mirror_snapshot(fence),
 							   InvalidSnapshot, false, true, 0);
-	if (ret != SPI_OK_DELETE)
+	if (ret != p->delete_rc)
 		spi_result_error(m, p, ret, "DELETE");
 }
 
@@ -905,14 +974,14 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 			(void) one_row_update(td, m, p, NULL);
 		else
 			softmig_spi_expect(SPI_execute_plan(p->upsert, NULL, NULL, false, 0),
-							   SPI_OK_INSERT, "run one of its statements");
+							   p->upsert_rc, "run one of its statements");
 		return;
 	}
 
 	if (one_row)
 		edata = one_row_update(td, m, p, softmig_unrepresentable);
 	else
-		edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT,
+		edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, p->upsert_rc,
 								softmig_unrepresentable);
 	if (edata == NULL)
 		return;
@@ -942,7 +1011,7 @@ mirror_group_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	char	   *first_msg;
 	Jsonb	   *first_key;
 
-	edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, SPI_OK_INSERT, is_fk_violation);
+	edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, p->upsert_rc, is_fk_violation);
 	if (edata == NULL)
 		return;
 	if (upsert_row_by_row(td, m, p, is_fk_violation, &first_msg, &first_key) > 0)
@@ -1223,7 +1292,9 @@ mirror_big_insert(SoftmigRelPlans *p)
  *		fallback; a one-row UPDATE or DELETE runs a kept statement by key
  *		with the row as parameters instead (one_row_update, one_row_delete;
  *		a group member's UPDATE keeps the set-based path with its
- *		foreign-key retry); the loop guard (softmig_mirror_enter) is up
+ *		foreign-key retry, and so does a big INSERT of an attribute member
+ *		of a split, whose rows may come before the owner's); the loop guard
+ *		(softmig_mirror_enter) is up
  *		meanwhile.  Takes no locks of its own beyond what the mirrored
  *		statements take (ROW EXCLUSIVE on the other table, row locks).  The
  *		caller is connected to SPI and owns the transition tables.
@@ -1286,10 +1357,11 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 									   InvalidSnapshot, false, true, 0);
 			if (big)
 				SPI_freeplan(plan);
-			if (ret != SPI_OK_DELETE)
+			if (ret != p->delete_rc)
 				spi_result_error(m, p, ret, "DELETE");
 		}
-		else if (big && TRIGGER_FIRED_BY_INSERT(td->tg_event) && p->insert_sql)
+		else if (big && TRIGGER_FIRED_BY_INSERT(td->tg_event) && p->insert_sql &&
+				 m->split_owner == 0)
 			mirror_big_insert(p);
 		else if (big && TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update_sql)
 		{
@@ -1301,7 +1373,7 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 				SPI_execute(p->upsert_sql, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "softmig: mirroring UPDATE failed");
 		}
-		else if (!big && m->group_id != 0 && p->upsert_row != NULL)
+		else if ((!big || m->split_owner != 0) && m->group_id != 0 && p->upsert_row != NULL)
 			mirror_group_upsert(td, m, p);
 		else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update != NULL &&
 				 tuplestore_tuple_count(rows) == 1)
@@ -1310,7 +1382,7 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		{
 			ret = big ? SPI_execute(p->upsert_sql, false, 0)
 				: SPI_execute_plan(p->upsert, NULL, NULL, false, 0);
-			if (ret != SPI_OK_INSERT)
+			if (ret != p->upsert_rc)
 				spi_result_error(m, p, ret, "INSERT");
 		}
 	}
@@ -1420,6 +1492,20 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 		int32		id = m->id;
 		bool		projecting = (m->state != SM_LEGACY && m->state != SM_CUTOVER);
 
+		/* a member of a split whose columns this UPDATE left alone */
+		if (p->nwatch > 0 && TRIGGER_FIRED_BY_UPDATE(td->tg_event) &&
+			split_rows_unchanged(td, p))
+		{
+			SPI_finish();
+			return PointerGetDatum(NULL);
+		}
+		/*
+		 * a split projecting into legacy: the owner creates and deletes
+		 * legacy rows, the attribute members update them; each holds the
+		 * entities it writes until commit (lock_split_entities)
+		 */
+		if (p->split_lock[0] != NULL && projecting)
+			lock_split_entities(td, p);
 		/* a row waiting for its parent, updated or deleted since (groups.c) */
 		if (group_id != 0 && projecting && !TRIGGER_FIRED_BY_INSERT(td->tg_event) &&
 			softmig_group_pending(id))

@@ -4579,3 +4579,722 @@ CREATE FUNCTION @extschema@.inspect_group(group_name text, key jsonb) RETURNS js
     AS 'MODULE_PATHNAME', 'softmig_inspect_group' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.inspect_group(text, jsonb) IS
     'one entity of a group on both sides: the root member''s row for key and every child member''s rows found through the foreign keys between the members'' tables, each as inspect shows it; for a caller who may read both tables of every member';
+
+-------------------------------------------------------------------------------
+-- split: a legacy table shared by the owner of an entity and its attribute
+-- members (option attribute_of, doc/shapes.md "Split")
+-------------------------------------------------------------------------------
+DROP FUNCTION @extschema@._resolve_mapping(text, regclass, regclass, jsonb);
+CREATE FUNCTION @extschema@._resolve_mapping(p_direction text, p_dest regclass, p_src regclass, p_given jsonb,
+                                              p_others text[] DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    v_maps jsonb := '[]';
+    v_side text := CASE p_direction WHEN 'forward' THEN 'target' ELSE 'legacy' END;
+BEGIN
+    FOR r IN SELECT a.attname, a.attnum, a.attnotnull, a.atthasdef, a.attidentity, a.attgenerated
+               FROM pg_catalog.pg_attribute a
+              WHERE a.attrelid OPERATOR(pg_catalog.=) p_dest AND a.attnum OPERATOR(pg_catalog.>) 0
+                AND NOT a.attisdropped ORDER BY a.attnum LOOP
+        IF p_given ? r.attname THEN
+            IF r.attgenerated OPERATOR(pg_catalog.<>) '' THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('cannot map onto generated column "%s" of table %s', r.attname, p_dest);
+            END IF;
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', p_direction, 'column_name', r.attname, 'ordinal', r.attnum, 'expression', p_given OPERATOR(pg_catalog.->>) r.attname::text, 'is_default', false));
+        ELSIF r.attname OPERATOR(pg_catalog.=) ANY (p_others) THEN
+            NULL;   -- another member of a split maps it (option attribute_of)
+        ELSIF r.attgenerated OPERATOR(pg_catalog.=) '' AND EXISTS (
+                SELECT 1 FROM pg_catalog.pg_attribute l
+                 WHERE l.attrelid OPERATOR(pg_catalog.=) p_src AND l.attname OPERATOR(pg_catalog.=) r.attname
+                   AND l.attnum OPERATOR(pg_catalog.>) 0 AND NOT l.attisdropped) THEN
+            v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', p_direction, 'column_name', r.attname, 'ordinal', r.attnum, 'expression', pg_catalog.quote_ident(r.attname), 'is_default', true));
+        ELSIF r.attnotnull AND NOT r.atthasdef AND r.attidentity OPERATOR(pg_catalog.=) '' AND r.attgenerated OPERATOR(pg_catalog.=) '' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('%s column "%s" is NOT NULL without a default and nothing maps to it', v_side, r.attname),
+                HINT = pg_catalog.format('Add it to %s, give it a default, or allow NULL.', p_direction);
+        END IF;
+    END LOOP;
+    RETURN v_maps;
+END $$;
+COMMENT ON FUNCTION @extschema@._resolve_mapping(text, regclass, regclass, jsonb, text[]) IS
+    'internal: the resolved mapping of one direction into table p_dest from p_src: given expressions, same-named columns but those in p_others (mapped by another member of a split), and 22023 for a required column nothing fills';
+
+REVOKE ALL ON FUNCTION @extschema@._resolve_mapping(text, regclass, regclass, jsonb, text[]) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION @extschema@._check_options(p_options jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout FROM CURRENT   -- the trial set_config below must not leak
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+    -- every option softmig knows; each concern adds its own here
+    known text[] := ARRAY['target_key', 'lock_timeout', 'require_operation_key',
+                          'on_new_only', 'representable',
+                          'unregistered_reader_window',
+                          'transition_rules', 'parity_chunk_rows', 'attribute_of'];
+BEGIN
+    IF p_options IS NULL OR pg_catalog.jsonb_typeof(p_options) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'options must be a jsonb object';
+    END IF;
+    FOR k, v IN SELECT j.key, j.value FROM pg_catalog.jsonb_each(p_options) j LOOP
+        IF k OPERATOR(pg_catalog.<>) ALL (known) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('unknown option "%s"', k),
+                HINT = pg_catalog.format('Known options: %s.', pg_catalog.array_to_string(known, ', '));
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'on_new_only'
+           AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"allow"'::jsonb, '"reject"'::jsonb]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option on_new_only must be "allow" or "reject", not %s', v);
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'representable' THEN
+            IF pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = 'option representable must be a string holding a boolean SQL expression over target columns';
+            END IF;
+            PERFORM @extschema@._check_expression(v OPERATOR(pg_catalog.#>>) '{}', 'option representable');
+        END IF;
+        IF k OPERATOR(pg_catalog.=) ANY (ARRAY['transition_rules', 'parity_chunk_rows']) THEN
+            PERFORM @extschema@._check_observe_option(k, v);    -- 75_observe.sql
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'lock_timeout' THEN
+            BEGIN
+                IF pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
+                    RAISE EXCEPTION 'not a string';
+                END IF;
+                PERFORM pg_catalog.set_config('lock_timeout', v OPERATOR(pg_catalog.#>>) '{}', true);
+            EXCEPTION WHEN OTHERS THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('option lock_timeout is not a valid duration: %s', v);
+            END;
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'require_operation_key'
+           AND pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'boolean' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option require_operation_key must be a JSON boolean, not %s', v),
+                HINT = 'Use true or false (without quotes).';
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'attribute_of' AND pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option attribute_of must be a string naming the migration that owns the entity, not %s', v);
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'unregistered_reader_window' THEN
+            PERFORM @extschema@._check_reader_window(v);
+        END IF;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._check_options(jsonb) IS
+    'internal: raise 22023 unless every option is known and well-formed';
+
+CREATE OR REPLACE FUNCTION @extschema@._create_migration(name text, legacy regclass, target regclass,
+    key text[], forward jsonb, backward jsonb, new_only text[], divergent text[], options jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text := name;
+    v_id integer;
+    v_key text[] := key;
+    v_tkey text[];
+    v_fwd jsonb := COALESCE(forward, '{}');
+    v_bwd jsonb := COALESCE(backward, '{}');
+    v_new_only text[] := COALESCE(new_only, '{}');
+    v_divergent text[] := COALESCE(divergent, '{}');
+    v_options jsonb := COALESCE(options, '{}');
+    v_other text;
+    v_owner @extschema@.migrations;
+    v_others text[] := '{}';
+    v_maps jsonb;
+    r record;
+    k text;
+    e text;
+    t regclass;
+    i integer;
+BEGIN
+    IF v_name IS NULL OR pg_catalog.btrim(v_name) OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'migration name must not be empty';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
+    END IF;
+
+    -- an attribute member of a split: its owner, checked before the tables
+    IF v_options ? 'attribute_of' THEN
+        PERFORM @extschema@._check_options(v_options);
+        v_owner := @extschema@._split_owner(v_options OPERATOR(pg_catalog.->>) 'attribute_of', legacy, target);
+        -- the legacy columns the owner and its other attribute members write
+        SELECT COALESCE(pg_catalog.array_agg(DISTINCT x.column_name::text), '{}') INTO v_others
+          FROM @extschema@.mappings x JOIN @extschema@.migrations o ON o.id OPERATOR(pg_catalog.=) x.migration_id
+         WHERE x.direction OPERATOR(pg_catalog.=) 'backward'
+           AND (o.id OPERATOR(pg_catalog.=) v_owner.id
+                OR o.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name)
+           AND x.column_name OPERATOR(pg_catalog.<>) ALL (v_owner.legacy_key);
+    END IF;
+
+    -- the two tables
+    FOREACH t IN ARRAY ARRAY[legacy, target] LOOP
+        SELECT c.relkind, c.relispartition, c.relpersistence INTO r
+          FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) t;
+        IF r.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'p']::"char"[]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('"%s" is not a table', t),
+                DETAIL = 'Only ordinary and partitioned tables can take part in a migration.';
+        END IF;
+        IF r.relispartition THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('table %s is a partition', t),
+                HINT = 'Migrate its partitioned table instead; writes through the parent would bypass a partition''s migration.';
+        END IF;
+        IF r.relpersistence OPERATOR(pg_catalog.=) 't' THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('table %s is a temporary table', t);
+        END IF;
+        -- (a split's members share their legacy table: option attribute_of)
+        SELECT m.name INTO v_other FROM @extschema@.migrations m
+         WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[])
+           AND NOT (v_owner.id IS NOT NULL AND t OPERATOR(pg_catalog.=) v_owner.legacy
+                    AND t OPERATOR(pg_catalog.=) _create_migration.legacy
+                    AND (m.id OPERATOR(pg_catalog.=) v_owner.id
+                         OR m.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name));
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+                MESSAGE = pg_catalog.format('table %s already takes part in migration "%s"', t, v_other),
+                HINT = 'A table can be in one migration at a time, but for the legacy table of a split: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
+        END IF;
+    END LOOP;
+    IF legacy OPERATOR(pg_catalog.=) target THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'legacy and target must be different tables';
+    END IF;
+
+    -- the legacy key
+    IF v_key IS NULL THEN
+        SELECT pg_catalog.array_agg(a.attname::text ORDER BY x.n) INTO v_key
+          FROM pg_catalog.pg_index ix
+         CROSS JOIN LATERAL pg_catalog.unnest(ix.indkey) WITH ORDINALITY AS x(attnum, n)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) ix.indrelid
+                                        AND a.attnum OPERATOR(pg_catalog.=) x.attnum
+         WHERE ix.indrelid OPERATOR(pg_catalog.=) legacy AND ix.indisprimary;
+        IF v_key IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('table %s has no primary key', legacy),
+                HINT = 'Pass key => ARRAY[...] naming columns with a unique index.';
+        END IF;
+    END IF;
+    IF pg_catalog.cardinality(v_key) OPERATOR(pg_catalog.=) 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must name at least one column';
+    END IF;
+    IF pg_catalog.array_position(v_key, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must not contain NULL';
+    END IF;
+    IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_key) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key names a column twice';
+    END IF;
+    FOREACH k IN ARRAY v_key LOOP
+        PERFORM @extschema@._require_column(legacy, k, 'key column', true);
+    END LOOP;
+
+    -- mapping arguments
+    IF pg_catalog.jsonb_typeof(v_fwd) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'forward must be a jsonb object {"target_column": "expression over legacy columns"}';
+    END IF;
+    IF pg_catalog.jsonb_typeof(v_bwd) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'backward must be a jsonb object {"legacy_column": "expression over target columns"}';
+    END IF;
+    PERFORM @extschema@._check_mapping(target, v_fwd, 'forward');
+    PERFORM @extschema@._check_mapping(legacy, v_bwd, 'backward');
+    IF pg_catalog.array_position(v_new_only OPERATOR(pg_catalog.||) v_divergent, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('%s must not contain NULL',
+                CASE WHEN pg_catalog.array_position(v_new_only, NULL) IS NOT NULL THEN 'new_only' ELSE 'divergent' END);
+    END IF;
+    FOREACH k IN ARRAY v_new_only LOOP
+        PERFORM @extschema@._require_column(target, k, 'new_only column', false);
+    END LOOP;
+    FOREACH k IN ARRAY v_divergent LOOP
+        PERFORM @extschema@._require_column(target, k, 'divergent column', false);
+    END LOOP;
+
+    -- options
+    PERFORM @extschema@._check_options(v_options);
+
+    -- resolve both mappings: every insertable column of each destination
+    -- (built in a variable, no temp table: this runs as the catalog owner and
+    -- must not touch anything the caller can create)
+    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd)
+              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd, v_others);
+    IF v_owner.id IS NOT NULL THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others);
+    END IF;
+
+    -- the correlation key: what each legacy key column maps to
+    IF v_options ? 'target_key' THEN
+        IF pg_catalog.jsonb_typeof(v_options OPERATOR(pg_catalog.->) 'target_key') OPERATOR(pg_catalog.<>) 'array' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must be a jsonb array of target column names';
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(v_options OPERATOR(pg_catalog.->) 'target_key') x
+                    WHERE pg_catalog.jsonb_typeof(x) OPERATOR(pg_catalog.<>) 'string') THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must be a jsonb array of target column names',
+                DETAIL = pg_catalog.format('Given: %s', v_options OPERATOR(pg_catalog.->) 'target_key');
+        END IF;
+        SELECT COALESCE(pg_catalog.array_agg(x), '{}') INTO v_tkey
+          FROM pg_catalog.jsonb_array_elements_text(v_options OPERATOR(pg_catalog.->) 'target_key') x;
+        IF pg_catalog.cardinality(v_tkey) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must name as many columns as the legacy key';
+        END IF;
+        IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_tkey) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_tkey) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'option target_key names a column twice';
+        END IF;
+    ELSE
+        v_tkey := '{}';
+        FOREACH k IN ARRAY v_key LOOP
+            SELECT pm.column_name INTO e FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+             WHERE pm.direction OPERATOR(pg_catalog.=) 'forward'
+               AND (pm.expression OPERATOR(pg_catalog.=) k OR pm.expression OPERATOR(pg_catalog.=) pg_catalog.quote_ident(k))
+             ORDER BY pm.is_default DESC LIMIT 1;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('no target column maps from legacy key column "%s"', k),
+                    HINT = 'Name the target correlation key with options => ''{"target_key": [...]}''.';
+            END IF;
+            v_tkey := v_tkey OPERATOR(pg_catalog.||) e;
+        END LOOP;
+    END IF;
+    -- the key correlates the rows: legacy always holds it, and it cannot differ
+    FOREACH k IN ARRAY v_tkey LOOP
+        IF k OPERATOR(pg_catalog.=) ANY (v_new_only OPERATOR(pg_catalog.||) v_divergent) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target key column "%s" cannot be %s', k,
+                    CASE WHEN k OPERATOR(pg_catalog.=) ANY (v_new_only) THEN 'new_only' ELSE 'divergent' END),
+                DETAIL = 'Rows are correlated on the key: legacy always holds it, and it is equal on both sides.';
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY v_tkey LOOP
+        -- a NULL in it marks a row the new system created on its own: a new-only
+        -- entity, never correlated (doc/write-authority.md)
+        PERFORM @extschema@._require_column(target, k, 'target key column', false);
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+                        WHERE pm.direction OPERATOR(pg_catalog.=) 'forward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target key column "%s" has no forward mapping', k);
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY v_key LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+                        WHERE pm.direction OPERATOR(pg_catalog.=) 'backward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('legacy key column "%s" has no backward mapping', k),
+                HINT = 'Add it to backward so writes on the target can be projected to legacy.';
+        END IF;
+    END LOOP;
+
+    INSERT INTO @extschema@.migrations (name, legacy, target, legacy_key, target_key, forward, backward,
+                                        new_only, divergent, options, created_by)
+    VALUES (v_name, legacy, target, v_key, v_tkey, v_fwd, v_bwd, v_new_only, v_divergent, v_options,
+            @extschema@._actor())
+    RETURNING id INTO v_id;
+    INSERT INTO @extschema@.mappings (migration_id, direction, column_name, ordinal, expression, is_default)
+    SELECT v_id, pm.direction, pm.column_name, pm.ordinal, pm.expression, pm.is_default FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean);
+
+    -- prepare every statement the triggers will run (as the table owners)
+    PERFORM @extschema@._refuse_rules(v_id);
+    PERFORM @extschema@._validate(v_id);
+
+    PERFORM @extschema@._history(v_id, 'create', NULL, 'legacy', NULL,
+        pg_catalog.jsonb_build_object('legacy', legacy::text, 'target', target::text,
+                                      'key', v_key, 'target_key', v_tkey));
+    IF v_owner.id IS NOT NULL THEN
+        -- the owner's projection gathers this member's columns from now on
+        PERFORM @extschema@._invalidate(v_owner.legacy, v_owner.target);
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._create_migration(text, regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) IS
+    'internal: implementation of softmig.create_migration (runs behind the ownership gate)';
+
+CREATE OR REPLACE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
+                                       p_reason text, p_detail jsonb)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations;
+    v_group text;
+    v_keys jsonb := '[]';
+BEGIN
+    -- a migration across databases changes state in both, step by step
+    IF NOT @extschema@._remote_stepping()
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases', (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id)),
+            DETAIL = 'Its state changes in both databases together, at a fence when the write authority moves.',
+            HINT = 'Use CALL softmig.remote_advance(...) or CALL softmig.remote_rollback(...).';
+    END IF;
+    -- serialize state changes of one migration (bounded by lock_timeout too)
+    m := @extschema@._lock_migration(p_id);
+    -- a member of a group changes state only with its group (52_groups.sql); read after
+    -- the lock, which create_group holds until it commits
+    SELECT g.name INTO v_group
+      FROM @extschema@.group_members gm JOIN @extschema@.groups g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+     WHERE gm.migration_id OPERATOR(pg_catalog.=) p_id;
+    IF v_group IS DISTINCT FROM (p_detail OPERATOR(pg_catalog.->>) 'group') THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is a member of group "%s" and changes state only with it',
+                                        m.name, v_group),
+            DETAIL = 'The members of a group move together, in one transaction.',
+            HINT = pg_catalog.format('Use softmig.advance_group(%L) or softmig.rollback_group(%L), or softmig.drop_group(%L) first.',
+                                     v_group, v_group, v_group);
+    END IF;
+    -- the members of a split write one table: they move only as a group (53_split.sql)
+    IF v_group IS NULL AND pg_catalog.cardinality(@extschema@._split_partners(p_id)) OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" shares table %s with migration "%s" and changes state only in a group with it',
+                                        m.name, m.legacy::regclass,
+                                        (SELECT x.name FROM @extschema@.migrations x
+                                          WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1])),
+            HINT = 'Put the members of the split in one group (softmig.create_group) and use softmig.advance_group or softmig.rollback_group.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.=) p_to THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),
+            DETAIL = 'Another session changed its state while this call waited.';
+    END IF;
+
+    PERFORM @extschema@._state_guards(m, p_to, p_detail);
+
+    -- Lock out writers on both tables (readers are not blocked, except by a
+    -- move to legacy, which drops the triggers): in-flight writers finish
+    -- under the old state, later ones see the new one.
+    PERFORM @extschema@._lock_tables(m, p_to, p_to OPERATOR(@extschema@.=) 'legacy');
+
+    -- The rollback envelope, checked after the locks so a racing first
+    -- new-only write is either already recorded or not yet projected.
+    PERFORM @extschema@._envelope_guard(m, p_to);
+
+    -- The write authority moves: the table that takes keyless inserts from
+    -- now on draws its keys past every key the other side holds (keygen.c),
+    -- under the locks above.  Across databases this database holds the
+    -- target and the landing copy of legacy: the target's generator moves;
+    -- the legacy table's is in the other database (doc/limitations.md).
+    IF (m.state OPERATOR(@extschema@.>=) 'new_write') OPERATOR(pg_catalog.<>) (p_to OPERATOR(@extschema@.>=) 'new_write')
+       AND (p_to OPERATOR(@extschema@.>=) 'new_write'
+            OR NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id)) THEN
+        v_keys := @extschema@._hand_over_keys(p_id, p_to OPERATOR(@extschema@.>=) 'new_write');
+    END IF;
+
+    IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._refuse_rules(p_id);
+        PERFORM @extschema@._install_triggers(p_id);
+        -- Every write from now on reaches the target; anything the target
+        -- holds that is visible in this snapshot predates mirroring and may
+        -- be corrected by the backfill.  A new mirroring epoch needs a new
+        -- backfill.
+        IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+            RAISE EXCEPTION USING ERRCODE = 'active_sql_transaction',
+                MESSAGE = 'the move to mirrored must run at isolation level READ COMMITTED',
+                DETAIL = 'It records a snapshot that must include every write committed before the move.';
+        END IF;
+        UPDATE @extschema@.migrations
+           SET mirror_snapshot = pg_catalog.pg_current_snapshot(), mirror_xid = pg_catalog.pg_current_xact_id()
+         WHERE id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_progress WHERE migration_id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_revisit WHERE migration_id OPERATOR(pg_catalog.=) p_id;
+    ELSIF p_to OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._remove_triggers(p_id);
+    END IF;
+
+    UPDATE @extschema@.migrations
+       SET state = p_to, state_changed_at = pg_catalog.now()
+     WHERE id OPERATOR(pg_catalog.=) p_id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(p_id, p_action, m.state, p_to, p_reason, p_detail);
+    IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
+        PERFORM @extschema@._history(p_id, 'key_handover', m.state, p_to, NULL,
+            pg_catalog.jsonb_build_object('table', CASE WHEN p_to OPERATOR(@extschema@.>=) 'new_write'
+                                                        THEN m.target ELSE m.legacy END::text,
+                                          'columns', v_keys));
+    END IF;
+    RETURN p_to;
+END $$;
+COMMENT ON FUNCTION @extschema@._set_state(integer, @extschema@.state, text, text, jsonb) IS
+    'internal: the one function that changes a migration''s state: checks legality, locks both tables, hands the key generators over, retargets triggers, records history';
+
+CREATE OR REPLACE FUNCTION @extschema@._drop_migration(name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+BEGIN
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR NO KEY UPDATE;
+    IF NOT @extschema@._remote_stepping()
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases', m.name),
+            HINT = 'Drop it with softmig.drop_remote_migration, which drops both sides.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is a member of group "%s"', m.name,
+                                        (SELECT g.name FROM @extschema@.group_members gm JOIN @extschema@.groups g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+                                          WHERE gm.migration_id OPERATOR(pg_catalog.=) m.id)),
+            HINT = 'Drop the group first (softmig.drop_group).';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.migrations x
+                WHERE x.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) m.name) THEN
+        RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
+            MESSAGE = pg_catalog.format('migration "%s" owns the entity of a split', m.name),
+            DETAIL = pg_catalog.format('Its attribute members: %s.',
+                                       (SELECT pg_catalog.string_agg(x.name, ', ' ORDER BY x.name) FROM @extschema@.migrations x
+                                         WHERE x.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) m.name)),
+            HINT = 'Drop the attribute members first.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('cannot drop migration "%s" in state %s', m.name, m.state),
+            HINT = 'Roll it back to legacy or advance it to cutover first.';
+    END IF;
+    PERFORM @extschema@._remove_triggers(m.id);
+    PERFORM @extschema@._history(m.id, 'drop', m.state, NULL, NULL,
+        pg_catalog.jsonb_build_object('name', m.name, 'legacy', m.legacy::text, 'target', m.target::text));
+    DELETE FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+END $$;
+COMMENT ON FUNCTION @extschema@._drop_migration(text) IS 'internal: implementation of softmig.drop_migration';
+
+CREATE OR REPLACE FUNCTION @extschema@._set_option(name text, option text, value jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_new jsonb;
+BEGIN
+    IF option IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'option must not be null';
+    END IF;
+    IF option OPERATOR(pg_catalog.=) ANY (ARRAY['target_key', 'attribute_of']) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('option %s cannot be changed after create_migration', option);
+    END IF;
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR NO KEY UPDATE;
+    IF value IS NULL OR value OPERATOR(pg_catalog.=) 'null'::jsonb THEN
+        v_new := m.options OPERATOR(pg_catalog.-) option;
+    ELSE
+        v_new := m.options OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(option, value);
+    END IF;
+    PERFORM @extschema@._check_options(v_new);
+    UPDATE @extschema@.migrations SET options = v_new WHERE id OPERATOR(pg_catalog.=) m.id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._validate(m.id);     -- e.g. a representable predicate must type-check
+    PERFORM @extschema@._history(m.id, 'set_option', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('option', option, 'old', m.options OPERATOR(pg_catalog.->) option, 'new', value));
+    RETURN v_new;
+END $$;
+COMMENT ON FUNCTION @extschema@._set_option(text, text, jsonb) IS 'internal: implementation of softmig.set_option';
+
+CREATE OR REPLACE FUNCTION @extschema@._create_group(group_name text, members text[]) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_ids integer[];
+    v_id integer;
+    m @extschema@.migrations;
+    v_first @extschema@.migrations;
+    v_other text;
+    v_states text;
+    v_gid integer;
+BEGIN
+    IF pg_catalog.btrim(group_name) OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'group name must not be empty';
+    END IF;
+    IF pg_catalog.array_position(members, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'members must not contain null';
+    END IF;
+    IF COALESCE(pg_catalog.cardinality(members), 0) OPERATOR(pg_catalog.<) 2 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('group "%s" needs at least two members', group_name),
+            DETAIL = pg_catalog.format('Given: %s.', COALESCE(members::text, '{}'));
+    END IF;
+    IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(members) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(members) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('group "%s" names a member more than once', group_name),
+            DETAIL = pg_catalog.format('Given: %s.', members::text);
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.groups g WHERE g.name OPERATOR(pg_catalog.=) group_name) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('group "%s" already exists', group_name);
+    END IF;
+
+    -- lock the members' catalog rows in id order (as state changes do), so
+    -- none of them changes state or joins another group meanwhile
+    SELECT pg_catalog.array_agg(x.id ORDER BY x.id) INTO v_ids
+      FROM @extschema@.migrations x WHERE x.name OPERATOR(pg_catalog.=) ANY (members);
+    FOREACH v_id IN ARRAY v_ids LOOP
+        m := @extschema@._lock_migration(v_id);
+        SELECT g.name INTO v_other
+          FROM @extschema@.group_members gm JOIN @extschema@.groups g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+         WHERE gm.migration_id OPERATOR(pg_catalog.=) v_id;
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('migration "%s" is already a member of group "%s"', m.name, v_other),
+                HINT = 'A migration belongs to at most one group.';
+        END IF;
+        IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) v_id) THEN
+            RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+                MESSAGE = pg_catalog.format('migration "%s" spans two databases and cannot be a member of a group', m.name);
+        END IF;
+    END LOOP;
+
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s: %s', x.name, x.state), ', ' ORDER BY pg_catalog.array_position(members, x.name))
+      INTO v_states
+      FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) ANY (v_ids);
+    IF (SELECT pg_catalog.count(DISTINCT x.state::text) FROM @extschema@.migrations x
+         WHERE x.id OPERATOR(pg_catalog.=) ANY (v_ids)) OPERATOR(pg_catalog.>) 1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('the members of group "%s" are not in the same state', group_name),
+            DETAIL = pg_catalog.format('States: %s.', v_states),
+            HINT = 'Advance or roll back the members one by one until they are in the same state, then create the group.';
+    END IF;
+
+    PERFORM @extschema@._group_deferred_fk_check(v_ids);
+    PERFORM @extschema@._split_group_check(v_ids, group_name);   -- 53_split.sql
+
+    INSERT INTO @extschema@.groups (name, created_by) VALUES (group_name, @extschema@._actor())
+    RETURNING id INTO v_gid;
+    INSERT INTO @extschema@.group_members (group_id, migration_id, ordinal)
+    SELECT v_gid, x.id, pg_catalog.array_position(members, x.name)
+      FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) ANY (v_ids);
+    PERFORM @extschema@._history(x.id, 'create_group', x.state, x.state, NULL,
+                                 pg_catalog.jsonb_build_object('group', group_name, 'members', pg_catalog.to_jsonb(members))),
+            @extschema@._invalidate(x.legacy, x.target)   -- the write triggers learn the group
+       FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) ANY (v_ids)
+      ORDER BY pg_catalog.array_position(members, x.name);   -- history in member order
+END $$;
+COMMENT ON FUNCTION @extschema@._create_group(text, text[]) IS 'internal: implementation of softmig.create_group';
+
+CREATE FUNCTION @extschema@._split_owner(p_name text, p_legacy regclass, p_target regclass)
+RETURNS @extschema@.migrations
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o @extschema@.migrations;
+BEGIN
+    SELECT * INTO o FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+            MESSAGE = pg_catalog.format('migration "%s" named by option attribute_of does not exist', p_name),
+            HINT = 'Create the migration that owns the entity first.';
+    END IF;
+    IF o.options ? 'attribute_of' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('migration "%s" is itself an attribute member of migration "%s"',
+                                        o.name, o.options OPERATOR(pg_catalog.->>) 'attribute_of'),
+            HINT = pg_catalog.format('Name the migration that owns the entity: "%s".', o.options OPERATOR(pg_catalog.->>) 'attribute_of');
+    END IF;
+    IF o.legacy OPERATOR(pg_catalog.<>) p_legacy::pg_catalog.oid THEN
+        IF o.target OPERATOR(pg_catalog.=) p_target::pg_catalog.oid THEN
+            RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+                MESSAGE = pg_catalog.format('migrations sharing their target table %s (a merge) are not supported yet', p_target),
+                DETAIL = 'An attribute member shares the legacy table of the migration that owns the entity (a split).';
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('migration "%s" does not migrate table %s', o.name, p_legacy),
+            DETAIL = pg_catalog.format('An attribute member migrates the legacy table of the migration that owns the entity (%s) to another target table.', o.legacy::regclass);
+    END IF;
+    IF o.state OPERATOR(@extschema@.<>) 'legacy' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is in state %s', o.name, o.state),
+            DETAIL = 'Attribute members are added while the migration that owns the entity is in state legacy.',
+            HINT = 'Roll it back to legacy first.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) o.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is a member of a group', o.name),
+            HINT = 'Create every member of the split first, then the group of all of them (softmig.drop_group, then softmig.create_group).';
+    END IF;
+    RETURN o;
+END $$;
+COMMENT ON FUNCTION @extschema@._split_owner(text, regclass, regclass) IS
+    'internal: the migration option attribute_of names, checked to own a split of table p_legacy: 42704, 22023, 0A000 (merge), 55000';
+
+CREATE FUNCTION @extschema@._split_member_check(o @extschema@.migrations, p_key text[], p_maps jsonb,
+                                                p_others text[])
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_mine text[];
+    v_both text[];
+BEGIN
+    IF p_key OPERATOR(pg_catalog.<>) o.legacy_key THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('the key of an attribute member must be the key of migration "%s"', o.name),
+            DETAIL = pg_catalog.format('Key %s; the entity''s key is %s.', p_key::text, o.legacy_key::text),
+            HINT = 'An attribute row belongs to exactly one entity: its key maps to the owner''s key.';
+    END IF;
+    -- the legacy columns this member writes (resolved: given or same-named)
+    SELECT pg_catalog.array_agg(x.column_name ORDER BY x.column_name) INTO v_mine
+      FROM pg_catalog.jsonb_to_recordset(p_maps) AS x(direction text, column_name text)
+     WHERE x.direction OPERATOR(pg_catalog.=) 'backward' AND x.column_name OPERATOR(pg_catalog.<>) ALL (p_key);
+    IF v_mine IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('an attribute member of migration "%s" must map a legacy column besides the key', o.name),
+            HINT = 'Map the attribute columns backward: {"legacy_column": "expression over target columns"}.';
+    END IF;
+    SELECT pg_catalog.array_agg(k ORDER BY k) INTO v_both
+      FROM pg_catalog.unnest(v_mine) k WHERE k OPERATOR(pg_catalog.=) ANY (p_others);
+    IF v_both IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('legacy columns %s are mapped by another member of the split of migration "%s"',
+                                        pg_catalog.array_to_string(v_both, ', '), o.name),
+            DETAIL = 'The members of a split map disjoint columns of the legacy table (but for its key).';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[]) IS
+    'internal: raise 22023 unless an attribute member (its resolved mappings p_maps) has its owner''s key and maps legacy columns, none another member maps';
+
+CREATE FUNCTION @extschema@._split_partners(p_id integer) RETURNS integer[]
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    -- every other migration of the split p_id takes part in (owner and attribute members)
+    WITH me AS (SELECT COALESCE(m.options OPERATOR(pg_catalog.->>) 'attribute_of', m.name) AS owner
+                  FROM @extschema@.migrations m WHERE m.id OPERATOR(pg_catalog.=) p_id)
+    SELECT COALESCE(pg_catalog.array_agg(x.id ORDER BY x.id), '{}')
+      FROM @extschema@.migrations x, me
+     WHERE x.id OPERATOR(pg_catalog.<>) p_id
+       AND (x.name OPERATOR(pg_catalog.=) me.owner
+            OR x.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) me.owner)
+$$;
+COMMENT ON FUNCTION @extschema@._split_partners(integer) IS
+    'internal: the other migrations of the split a migration takes part in (empty when none)';
+
+CREATE FUNCTION @extschema@._split_group_check(p_ids integer[], p_group text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    -- a table in several migrations is written by all of them: they move together
+    FOR r IN SELECT m.name, x.name AS partner, m.legacy::regclass AS rel
+               FROM @extschema@.migrations m
+              CROSS JOIN LATERAL pg_catalog.unnest(@extschema@._split_partners(m.id)) p(id)
+               JOIN @extschema@.migrations x ON x.id OPERATOR(pg_catalog.=) p.id
+              WHERE m.id OPERATOR(pg_catalog.=) ANY (p_ids) AND p.id OPERATOR(pg_catalog.<>) ALL (p_ids)
+              ORDER BY 1, 2 LOOP
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" shares table %s with migration "%s", which is not a member of group "%s"',
+                                        r.name, r.rel, r.partner, p_group),
+            HINT = 'The members of a split move only together: put all of them in one group.';
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._split_group_check(integer[], text) IS
+    'internal: raise 55000 unless every migration of a split among p_ids has all its partners among them too';
+
+REVOKE ALL ON FUNCTION
+    @extschema@._split_owner(text, regclass, regclass),
+    @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[]),
+    @extschema@._split_partners(integer),
+    @extschema@._split_group_check(integer[], text)
+FROM PUBLIC;

@@ -393,6 +393,15 @@ BEGIN
             HINT = pg_catalog.format('Use softmig.advance_group(%L) or softmig.rollback_group(%L), or softmig.drop_group(%L) first.',
                                      v_group, v_group, v_group);
     END IF;
+    -- the members of a split write one table: they move only as a group (53_split.sql)
+    IF v_group IS NULL AND pg_catalog.cardinality(@extschema@._split_partners(p_id)) OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" shares table %s with migration "%s" and changes state only in a group with it',
+                                        m.name, m.legacy::regclass,
+                                        (SELECT x.name FROM @extschema@.migrations x
+                                          WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1])),
+            HINT = 'Put the members of the split in one group (softmig.create_group) and use softmig.advance_group or softmig.rollback_group.';
+    END IF;
     IF m.state OPERATOR(@extschema@.=) p_to THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),

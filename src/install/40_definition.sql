@@ -14,7 +14,7 @@ DECLARE
     known text[] := ARRAY['target_key', 'lock_timeout', 'require_operation_key',
                           'on_new_only', 'representable',
                           'unregistered_reader_window',
-                          'transition_rules', 'parity_chunk_rows'];
+                          'transition_rules', 'parity_chunk_rows', 'attribute_of'];
 BEGIN
     IF p_options IS NULL OR pg_catalog.jsonb_typeof(p_options) OPERATOR(pg_catalog.<>) 'object' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'options must be a jsonb object';
@@ -57,6 +57,10 @@ BEGIN
                 MESSAGE = pg_catalog.format('option require_operation_key must be a JSON boolean, not %s', v),
                 HINT = 'Use true or false (without quotes).';
         END IF;
+        IF k OPERATOR(pg_catalog.=) 'attribute_of' AND pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option attribute_of must be a string naming the migration that owns the entity, not %s', v);
+        END IF;
         IF k OPERATOR(pg_catalog.=) 'unregistered_reader_window' THEN
             PERFORM @extschema@._check_reader_window(v);
         END IF;
@@ -65,7 +69,8 @@ END $$;
 COMMENT ON FUNCTION @extschema@._check_options(jsonb) IS
     'internal: raise 22023 unless every option is known and well-formed';
 
-CREATE FUNCTION @extschema@._resolve_mapping(p_direction text, p_dest regclass, p_src regclass, p_given jsonb)
+CREATE FUNCTION @extschema@._resolve_mapping(p_direction text, p_dest regclass, p_src regclass, p_given jsonb,
+                                              p_others text[] DEFAULT '{}')
 RETURNS jsonb
 LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -83,6 +88,8 @@ BEGIN
                     MESSAGE = pg_catalog.format('cannot map onto generated column "%s" of table %s', r.attname, p_dest);
             END IF;
             v_maps := v_maps OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('direction', p_direction, 'column_name', r.attname, 'ordinal', r.attnum, 'expression', p_given OPERATOR(pg_catalog.->>) r.attname::text, 'is_default', false));
+        ELSIF r.attname OPERATOR(pg_catalog.=) ANY (p_others) THEN
+            NULL;   -- another member of a split maps it (option attribute_of)
         ELSIF r.attgenerated OPERATOR(pg_catalog.=) '' AND EXISTS (
                 SELECT 1 FROM pg_catalog.pg_attribute l
                  WHERE l.attrelid OPERATOR(pg_catalog.=) p_src AND l.attname OPERATOR(pg_catalog.=) r.attname
@@ -96,8 +103,8 @@ BEGIN
     END LOOP;
     RETURN v_maps;
 END $$;
-COMMENT ON FUNCTION @extschema@._resolve_mapping(text, regclass, regclass, jsonb) IS
-    'internal: the resolved mapping of one direction into table p_dest from p_src: given expressions, same-named columns, and 22023 for a required column nothing fills';
+COMMENT ON FUNCTION @extschema@._resolve_mapping(text, regclass, regclass, jsonb, text[]) IS
+    'internal: the resolved mapping of one direction into table p_dest from p_src: given expressions, same-named columns but those in p_others (mapped by another member of a split), and 22023 for a required column nothing fills';
 
 CREATE FUNCTION @extschema@._create_migration(name text, legacy regclass, target regclass,
     key text[], forward jsonb, backward jsonb, new_only text[], divergent text[], options jsonb)
@@ -114,6 +121,8 @@ DECLARE
     v_divergent text[] := COALESCE(divergent, '{}');
     v_options jsonb := COALESCE(options, '{}');
     v_other text;
+    v_owner @extschema@.migrations;
+    v_others text[] := '{}';
     v_maps jsonb;
     r record;
     k text;
@@ -128,6 +137,19 @@ BEGIN
     IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name) THEN
         RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
             MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
+    END IF;
+
+    -- an attribute member of a split: its owner, checked before the tables
+    IF v_options ? 'attribute_of' THEN
+        PERFORM @extschema@._check_options(v_options);
+        v_owner := @extschema@._split_owner(v_options OPERATOR(pg_catalog.->>) 'attribute_of', legacy, target);
+        -- the legacy columns the owner and its other attribute members write
+        SELECT COALESCE(pg_catalog.array_agg(DISTINCT x.column_name::text), '{}') INTO v_others
+          FROM @extschema@.mappings x JOIN @extschema@.migrations o ON o.id OPERATOR(pg_catalog.=) x.migration_id
+         WHERE x.direction OPERATOR(pg_catalog.=) 'backward'
+           AND (o.id OPERATOR(pg_catalog.=) v_owner.id
+                OR o.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name)
+           AND x.column_name OPERATOR(pg_catalog.<>) ALL (v_owner.legacy_key);
     END IF;
 
     -- the two tables
@@ -148,12 +170,17 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
                 MESSAGE = pg_catalog.format('table %s is a temporary table', t);
         END IF;
+        -- (a split's members share their legacy table: option attribute_of)
         SELECT m.name INTO v_other FROM @extschema@.migrations m
-         WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[]);
+         WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[])
+           AND NOT (v_owner.id IS NOT NULL AND t OPERATOR(pg_catalog.=) v_owner.legacy
+                    AND t OPERATOR(pg_catalog.=) _create_migration.legacy
+                    AND (m.id OPERATOR(pg_catalog.=) v_owner.id
+                         OR m.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name));
         IF FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'object_in_use',
                 MESSAGE = pg_catalog.format('table %s already takes part in migration "%s"', t, v_other),
-                HINT = 'A table can be in one migration at a time.';
+                HINT = 'A table can be in one migration at a time, but for the legacy table of a split: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
         END IF;
     END LOOP;
     IF legacy OPERATOR(pg_catalog.=) target THEN
@@ -218,7 +245,10 @@ BEGIN
     -- (built in a variable, no temp table: this runs as the catalog owner and
     -- must not touch anything the caller can create)
     v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd)
-              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd);
+              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd, v_others);
+    IF v_owner.id IS NOT NULL THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others);
+    END IF;
 
     -- the correlation key: what each legacy key column maps to
     IF v_options ? 'target_key' THEN
@@ -299,6 +329,10 @@ BEGIN
     PERFORM @extschema@._history(v_id, 'create', NULL, 'legacy', NULL,
         pg_catalog.jsonb_build_object('legacy', legacy::text, 'target', target::text,
                                       'key', v_key, 'target_key', v_tkey));
+    IF v_owner.id IS NOT NULL THEN
+        -- the owner's projection gathers this member's columns from now on
+        PERFORM @extschema@._invalidate(v_owner.legacy, v_owner.target);
+    END IF;
 END $$;
 COMMENT ON FUNCTION @extschema@._create_migration(text, regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) IS
     'internal: implementation of softmig.create_migration (runs behind the ownership gate)';

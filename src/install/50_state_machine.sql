@@ -98,6 +98,15 @@ BEGIN
                                           WHERE gm.migration_id OPERATOR(pg_catalog.=) m.id)),
             HINT = 'Drop the group first (softmig.drop_group).';
     END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.migrations x
+                WHERE x.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) m.name) THEN
+        RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
+            MESSAGE = pg_catalog.format('migration "%s" owns the entity of a split', m.name),
+            DETAIL = pg_catalog.format('Its attribute members: %s.',
+                                       (SELECT pg_catalog.string_agg(x.name, ', ' ORDER BY x.name) FROM @extschema@.migrations x
+                                         WHERE x.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) m.name)),
+            HINT = 'Drop the attribute members first.';
+    END IF;
     IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot drop migration "%s" in state %s', m.name, m.state),
@@ -126,9 +135,9 @@ BEGIN
     IF option IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'option must not be null';
     END IF;
-    IF option OPERATOR(pg_catalog.=) 'target_key' THEN
+    IF option OPERATOR(pg_catalog.=) ANY (ARRAY['target_key', 'attribute_of']) THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'option target_key cannot be changed after create_migration';
+            MESSAGE = pg_catalog.format('option %s cannot be changed after create_migration', option);
     END IF;
     SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR NO KEY UPDATE;
     IF value IS NULL OR value OPERATOR(pg_catalog.=) 'null'::jsonb THEN

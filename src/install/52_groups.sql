@@ -115,6 +115,7 @@ BEGIN
     END IF;
 
     PERFORM @extschema@._group_deferred_fk_check(v_ids);
+    PERFORM @extschema@._split_group_check(v_ids, group_name);   -- 53_split.sql
 
     INSERT INTO @extschema@.groups (name, created_by) VALUES (group_name, @extschema@._actor())
     RETURNING id INTO v_gid;

@@ -19,7 +19,7 @@ REVOKE ALL ON FUNCTION
     @extschema@._remove_triggers(integer),
     @extschema@._history(integer, text, @extschema@.state, @extschema@.state, text, jsonb),
     @extschema@._set_state(integer, @extschema@.state, text, text, jsonb),
-    @extschema@._resolve_mapping(text, regclass, regclass, jsonb),
+    @extschema@._resolve_mapping(text, regclass, regclass, jsonb, text[]),
     @extschema@._create_migration(text, regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb),
     @extschema@._require_column(regclass, text, text, boolean),
     @extschema@._check_mapping(regclass, jsonb, text),

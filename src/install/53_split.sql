@@ -1,0 +1,125 @@
+-------------------------------------------------------------------------------
+-- Split: one legacy table, several target tables with disjoint columns
+-- (doc/shapes.md "Split").  The member created first owns the entity's
+-- existence; the others name it with option attribute_of.
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._split_owner(p_name text, p_legacy regclass, p_target regclass)
+RETURNS @extschema@.migrations
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o @extschema@.migrations;
+BEGIN
+    SELECT * INTO o FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+            MESSAGE = pg_catalog.format('migration "%s" named by option attribute_of does not exist', p_name),
+            HINT = 'Create the migration that owns the entity first.';
+    END IF;
+    IF o.options ? 'attribute_of' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('migration "%s" is itself an attribute member of migration "%s"',
+                                        o.name, o.options OPERATOR(pg_catalog.->>) 'attribute_of'),
+            HINT = pg_catalog.format('Name the migration that owns the entity: "%s".', o.options OPERATOR(pg_catalog.->>) 'attribute_of');
+    END IF;
+    IF o.legacy OPERATOR(pg_catalog.<>) p_legacy::pg_catalog.oid THEN
+        IF o.target OPERATOR(pg_catalog.=) p_target::pg_catalog.oid THEN
+            RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+                MESSAGE = pg_catalog.format('migrations sharing their target table %s (a merge) are not supported yet', p_target),
+                DETAIL = 'An attribute member shares the legacy table of the migration that owns the entity (a split).';
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('migration "%s" does not migrate table %s', o.name, p_legacy),
+            DETAIL = pg_catalog.format('An attribute member migrates the legacy table of the migration that owns the entity (%s) to another target table.', o.legacy::regclass);
+    END IF;
+    IF o.state OPERATOR(@extschema@.<>) 'legacy' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is in state %s', o.name, o.state),
+            DETAIL = 'Attribute members are added while the migration that owns the entity is in state legacy.',
+            HINT = 'Roll it back to legacy first.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) o.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is a member of a group', o.name),
+            HINT = 'Create every member of the split first, then the group of all of them (softmig.drop_group, then softmig.create_group).';
+    END IF;
+    RETURN o;
+END $$;
+COMMENT ON FUNCTION @extschema@._split_owner(text, regclass, regclass) IS
+    'internal: the migration option attribute_of names, checked to own a split of table p_legacy: 42704, 22023, 0A000 (merge), 55000';
+
+CREATE FUNCTION @extschema@._split_member_check(o @extschema@.migrations, p_key text[], p_maps jsonb,
+                                                p_others text[])
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_mine text[];
+    v_both text[];
+BEGIN
+    IF p_key OPERATOR(pg_catalog.<>) o.legacy_key THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('the key of an attribute member must be the key of migration "%s"', o.name),
+            DETAIL = pg_catalog.format('Key %s; the entity''s key is %s.', p_key::text, o.legacy_key::text),
+            HINT = 'An attribute row belongs to exactly one entity: its key maps to the owner''s key.';
+    END IF;
+    -- the legacy columns this member writes (resolved: given or same-named)
+    SELECT pg_catalog.array_agg(x.column_name ORDER BY x.column_name) INTO v_mine
+      FROM pg_catalog.jsonb_to_recordset(p_maps) AS x(direction text, column_name text)
+     WHERE x.direction OPERATOR(pg_catalog.=) 'backward' AND x.column_name OPERATOR(pg_catalog.<>) ALL (p_key);
+    IF v_mine IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('an attribute member of migration "%s" must map a legacy column besides the key', o.name),
+            HINT = 'Map the attribute columns backward: {"legacy_column": "expression over target columns"}.';
+    END IF;
+    SELECT pg_catalog.array_agg(k ORDER BY k) INTO v_both
+      FROM pg_catalog.unnest(v_mine) k WHERE k OPERATOR(pg_catalog.=) ANY (p_others);
+    IF v_both IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('legacy columns %s are mapped by another member of the split of migration "%s"',
+                                        pg_catalog.array_to_string(v_both, ', '), o.name),
+            DETAIL = 'The members of a split map disjoint columns of the legacy table (but for its key).';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[]) IS
+    'internal: raise 22023 unless an attribute member (its resolved mappings p_maps) has its owner''s key and maps legacy columns, none another member maps';
+
+CREATE FUNCTION @extschema@._split_partners(p_id integer) RETURNS integer[]
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    -- every other migration of the split p_id takes part in (owner and attribute members)
+    WITH me AS (SELECT COALESCE(m.options OPERATOR(pg_catalog.->>) 'attribute_of', m.name) AS owner
+                  FROM @extschema@.migrations m WHERE m.id OPERATOR(pg_catalog.=) p_id)
+    SELECT COALESCE(pg_catalog.array_agg(x.id ORDER BY x.id), '{}')
+      FROM @extschema@.migrations x, me
+     WHERE x.id OPERATOR(pg_catalog.<>) p_id
+       AND (x.name OPERATOR(pg_catalog.=) me.owner
+            OR x.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) me.owner)
+$$;
+COMMENT ON FUNCTION @extschema@._split_partners(integer) IS
+    'internal: the other migrations of the split a migration takes part in (empty when none)';
+
+CREATE FUNCTION @extschema@._split_group_check(p_ids integer[], p_group text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    -- a table in several migrations is written by all of them: they move together
+    FOR r IN SELECT m.name, x.name AS partner, m.legacy::regclass AS rel
+               FROM @extschema@.migrations m
+              CROSS JOIN LATERAL pg_catalog.unnest(@extschema@._split_partners(m.id)) p(id)
+               JOIN @extschema@.migrations x ON x.id OPERATOR(pg_catalog.=) p.id
+              WHERE m.id OPERATOR(pg_catalog.=) ANY (p_ids) AND p.id OPERATOR(pg_catalog.<>) ALL (p_ids)
+              ORDER BY 1, 2 LOOP
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" shares table %s with migration "%s", which is not a member of group "%s"',
+                                        r.name, r.rel, r.partner, p_group),
+            HINT = 'The members of a split move only together: put all of them in one group.';
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._split_group_check(integer[], text) IS
+    'internal: raise 55000 unless every migration of a split among p_ids has all its partners among them too';
+
+REVOKE ALL ON FUNCTION
+    @extschema@._split_owner(text, regclass, regclass),
+    @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[]),
+    @extschema@._split_partners(integer),
+    @extschema@._split_group_check(integer[], text)
+FROM PUBLIC;
