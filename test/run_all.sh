@@ -31,7 +31,7 @@
 #        monitoring host only: test/monitoring/run.sh: promtool rule tests,
 #                   the exporter, Prometheus and the dashboard live on
 #                   loopback, pg_cron
-#        demo       the live demo (demo/demo.sh, remote.sh, rolling.sh)
+#        demo       the live demo (demo/demo.sh, remote.sh, rolling.sh, split.sh)
 #        assert     host only: the suites on an assert-enabled server built
 #                   from Debian's source package (test/assert_check.sh)
 #      A failing suite does not stop the others; a suite that ran zero tests
@@ -508,11 +508,12 @@ count_lines() {  # regex file
 # The live demo (make demo): demo/demo.sh against the throwaway cluster, then
 # demo/remote.sh (its second act, on two clusters it starts itself), then
 # demo/rolling.sh (its third act, a rolling deploy through shape views, on the
-# throwaway cluster); each prints its story and exits non-zero if anything it
-# asserts fails.
+# throwaway cluster), then demo/split.sh (its fourth act, one entity split
+# across two target tables, on the throwaway cluster); each prints its story
+# and exits non-zero if anything it asserts fails.
 run_demo() {
     local rc script name
-    for script in demo remote rolling; do
+    for script in demo remote rolling split; do
         name=demo; [[ $script == demo ]] || name=demo_$script
         rc=0
         say "demo: demo/$script.sh"
