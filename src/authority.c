@@ -1,12 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * authority.c
- *	  Per-field authority across a DELETE and a re-INSERT of the same entity.
+ *	  Per-field authority in the write trigger (set_field_authority, state
+ *	  mirrored): an UPDATE may change only the fields its table owns
+ *	  (softmig_authority_check_columns), the target's writes are logged per
+ *	  field for hydrate (softmig_authority_log_field_writes), and the
+ *	  target-owned fields of a target UPDATE are carried to the legacy
+ *	  columns that hold them (softmig_authority_project_fields); and the
+ *	  same rule across a DELETE and a re-INSERT of the same entity:
  *
  *	  In state mirrored a field handed to the target (set_field_authority)
  *	  may be changed only by the target; legacy keeps a copy in the columns
  *	  that carry it, and an UPDATE of legacy that changes one of them is
- *	  refused (trigger.c, check_owned_columns).  An application can also
+ *	  refused (softmig_authority_check_columns, below).  An application can also
  *	  "update" a row by deleting and inserting it again in one transaction
  *	  (an ORM's replace, DELETE then INSERT, or a MERGE that deletes a row
  *	  and inserts one with the same key: PostgreSQL fires its DELETE
@@ -28,7 +34,7 @@
  *	  as two 64-bit hashes: the key (with each key type's own hash
  *	  function, so keys equal under the unique index match, else of the
  *	  value's bytes) and the carrying columns' exact values (their bytes,
- *	  compared like check_owned_columns compares UPDATEs).  16 bytes a row,
+ *	  compared like softmig_authority_check_columns compares UPDATEs).  16 bytes a row,
  *	  whatever the row's width.  Entries follow the subtransaction that made
  *	  them: forgotten when it aborts (its DELETE was undone), handed to the
  *	  parent when it commits.
@@ -39,11 +45,15 @@
 
 #include "access/tupdesc.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
 #include "lib/stringinfo.h"
 #include "parser/parse_relation.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/json.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -52,6 +62,7 @@
 #include "utils/typcache.h"
 
 #include "softmig.h"
+#include "transwalk.h"
 
 /* Hash key of a deleted entity: the migration and its key's hash. */
 typedef struct DeletedKey
@@ -288,4 +299,186 @@ softmig_authority_check_inserts(TriggerData *td, SoftmigMigration *m)
 			 errdetail("In state mirrored with per-field authority, legacy may not change the target's fields, by UPDATE or by DELETE and INSERT; the carrying columns are: %s.",
 					   cols.data),
 			 errhint("Re-insert the row with the values it had, or move the field back with softmig.set_field_authority.")));
+}
+
+/*
+ * softmig_authority_check_columns
+ *		Per-field authority (mirrored): refuse an UPDATE on side "side" that
+ *		changes a column the other side owns.  On the target, only the fields
+ *		handed to it may change; on legacy, the columns carrying those fields
+ *		may not.  Reads the transition tables in step; no catalog access.
+ */
+void
+softmig_authority_check_columns(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
+{
+	Relation	rel = td->tg_relation;
+	TupleDesc	desc = RelationGetDescr(rel);
+	TransWalk	w;
+	bool	   *guarded = palloc0(sizeof(bool) * desc->natts);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		char	   *name = NameStr(att->attname);
+		bool		owned_by_target = false;
+		ListCell   *lc;
+
+		bool		mapped = false;
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		foreach(lc, side == SIDE_TARGET ? m->new_fields : m->new_legacy_cols)
+		{
+			if (strcmp(lfirst(lc), name) == 0)
+				owned_by_target = true;
+		}
+		foreach(lc, m->fwd_cols)
+		{
+			if (strcmp(lfirst(lc), name) == 0)
+				mapped = true;
+		}
+
+		/*
+		 * target: the mapped fields legacy still owns (target-only columns
+		 * are the target's); legacy: the columns carrying handed fields
+		 */
+		guarded[i] = (side == SIDE_TARGET) ? (mapped && !owned_by_target) : owned_by_target;
+	}
+
+	softmig_trans_walk_begin(&w, td, true, true);
+	while (softmig_trans_walk_next(&w))
+	{
+		slot_getallattrs(w.os);
+		slot_getallattrs(w.ns);
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!guarded[i] || softmig_attr_unchanged(w.os, w.ns, i, att))
+				continue;
+			ereport(ERROR,
+					(errcode(ERRCODE_SOFTMIG_WRITE_REFUSED),
+					 errmsg("UPDATE of column \"%s\" on table \"%s\" refused: migration \"%s\" gives that field to the %s table",
+							NameStr(att->attname), RelationGetRelationName(rel), m->name,
+							side == SIDE_TARGET ? "legacy" : "target"),
+					 errdetail("In state mirrored with per-field authority, each table may change only the fields it owns."),
+					 errhint("softmig.set_field_authority moves a field between the tables.")));
+		}
+	}
+	softmig_trans_walk_end(&w);
+}
+
+/*
+ * softmig_authority_log_field_writes
+ *		Target-side writes in mirrored (per-field authority, overrides):
+ *		remember, per entity and field, the transaction that last wrote it,
+ *		so hydrate can tell a field written after its snapshot.  Field names
+ *		per row come from the transition tables (UPDATE: the columns that
+ *		changed; INSERT: all), keys from the keyjson plan in the same order.
+ */
+void
+softmig_authority_log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	static SPIPlanPtr plan = NULL;
+	Relation	rel = td->tg_relation;
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		is_update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
+	TransWalk	w;
+	StringInfoData fields;
+	Datum		keys;
+	bool		isnull;
+	Oid			argtypes[3] = {INT4OID, JSONBOID, JSONBOID};
+	Datum		values[3];
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	int			nrows = 0;
+
+	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		return;					/* a deleted entity has no fields to protect */
+	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
+	if (SPI_execute_plan(p->keyjson_new, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: computing keys failed");
+	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	if (isnull)
+		return;
+
+	initStringInfo(&fields);
+	appendStringInfoChar(&fields, '[');
+	softmig_trans_walk_begin(&w, td, false, is_update);
+	while (softmig_trans_walk_next(&w))
+	{
+		int			nf = 0;
+
+		slot_getallattrs(w.ns);
+		if (is_update)
+			slot_getallattrs(w.os);
+		appendStringInfoString(&fields, nrows++ ? ", [" : "[");
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (att->attisdropped || att->attgenerated)
+				continue;
+			if (is_update && softmig_attr_unchanged(w.os, w.ns, i, att))
+				continue;
+			appendStringInfoString(&fields, nf++ ? ", " : "");
+			escape_json(&fields, NameStr(att->attname));
+		}
+		appendStringInfoChar(&fields, ']');
+	}
+	appendStringInfoChar(&fields, ']');
+	softmig_trans_walk_end(&w);
+
+	values[0] = Int32GetDatum(m->id);
+	values[1] = keys;
+	values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(fields.data));
+	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
+	if (plan == NULL)
+	{
+		plan = softmig_prepare_kept(
+									"INSERT INTO softmig.field_writes (migration_id, key, field, xid) "
+									"SELECT $1, k.v, f, pg_catalog.pg_current_xact_id() "
+									"FROM pg_catalog.jsonb_array_elements($2) WITH ORDINALITY AS k(v, i) "
+									"JOIN pg_catalog.jsonb_array_elements($3) WITH ORDINALITY AS r(fs, j) "
+									"ON k.i OPERATOR(pg_catalog.=) r.j, "
+									"LATERAL pg_catalog.jsonb_array_elements_text(r.fs) AS f "
+									"ON CONFLICT (migration_id, key, field) DO UPDATE SET xid = EXCLUDED.xid",
+									3, argtypes);
+	}
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "softmig: writing field versions failed");
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+}
+
+/*
+ * softmig_authority_project_fields
+ *		Per-field authority (mirrored): carry the target-owned fields of an
+ *		UPDATE on the target to the legacy columns that hold them, as the
+ *		legacy table's owner with the loop guard raised.
+ */
+void
+softmig_authority_project_fields(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	if (p->field_project == NULL)
+		return;
+	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
+	softmig_prefer_index_plans(true);
+	softmig_mirror_enter(m->id);
+	PG_TRY();
+	{
+		if (SPI_execute_plan(p->field_project, NULL, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "softmig: carrying target-owned fields to legacy failed");
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_leave();
+	}
+	PG_END_TRY();
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
 }

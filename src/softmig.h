@@ -258,6 +258,9 @@ extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
 /* authority.c */
 extern void softmig_authority_note_deletes(TriggerData *td, SoftmigMigration *m);
 extern void softmig_authority_check_inserts(TriggerData *td, SoftmigMigration *m);
+extern void softmig_authority_check_columns(TriggerData *td, SoftmigMigration *m, SoftmigSide side);
+extern void softmig_authority_log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p);
+extern void softmig_authority_project_fields(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p);
 
 /* expr.c: checking and reading mapping expressions */
 extern void softmig_check_expression(const char *expr, const char *what);

@@ -59,6 +59,7 @@
 #include "utils/tuplestore.h"
 
 #include "softmig.h"
+#include "transwalk.h"
 #include "opkey.h"
 
 /* softmig.mirror_work_mem (kB; -1: maintenance_work_mem, 0: work_mem) */
@@ -372,95 +373,6 @@ log_override(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 }
 
 /*
- * A walk over the transition tables of one statement: OLD and NEW in step
- * (an UPDATE), or one of them.  One table leads: the walk ends with its
- * rows, and the other, if read, must have a row for each of them.  The
- * rows are read into os and ns, not deformed: callers deform what they
- * need.
- */
-typedef struct TransWalk
-{
-	TriggerData *td;
-	bool		lead_old;		/* OLD leads (else NEW) */
-	TupleTableSlot *os;			/* OLD row, or NULL when OLD is not read */
-	TupleTableSlot *ns;			/* NEW row, or NULL when NEW is not read */
-} TransWalk;
-
-/*
- * trans_walk_begin
- *		Start a walk led by OLD (lead_old) or NEW, reading the other table
- *		in step when also is true, from the first rows.  The slots are made
- *		in the current memory context; trans_walk_end drops them.
- */
-static void
-trans_walk_begin(TransWalk *w, TriggerData *td, bool lead_old, bool also)
-{
-	TupleDesc	desc = RelationGetDescr(td->tg_relation);
-	bool		with_old = lead_old || also;
-	bool		with_new = !lead_old || also;
-
-	w->td = td;
-	w->lead_old = lead_old;
-	w->os = with_old ? MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple) : NULL;
-	w->ns = with_new ? MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple) : NULL;
-	if (with_old)
-	{
-		tuplestore_select_read_pointer(td->tg_oldtable, 0);
-		tuplestore_rescan(td->tg_oldtable);
-	}
-	if (with_new)
-	{
-		tuplestore_select_read_pointer(td->tg_newtable, 0);
-		tuplestore_rescan(td->tg_newtable);
-	}
-}
-
-/*
- * trans_walk_next
- *		The next row of the leading table, and the row in step with it of
- *		the other; false when the leading table has no more rows.
- */
-static bool
-trans_walk_next(TransWalk *w)
-{
-	Tuplestorestate *lead = w->lead_old ? w->td->tg_oldtable : w->td->tg_newtable;
-	Tuplestorestate *other = w->lead_old ? w->td->tg_newtable : w->td->tg_oldtable;
-	TupleTableSlot *lslot = w->lead_old ? w->os : w->ns;
-	TupleTableSlot *oslot = w->lead_old ? w->ns : w->os;
-
-	if (!tuplestore_gettupleslot(lead, true, false, lslot))
-		return false;
-	if (oslot && !tuplestore_gettupleslot(other, true, false, oslot))
-		elog(ERROR, "softmig: transition tables of an UPDATE are out of step");
-	return true;
-}
-
-/*
- * trans_walk_end
- *		Drop the walk's slots.
- */
-static void
-trans_walk_end(TransWalk *w)
-{
-	if (w->os)
-		ExecDropSingleTupleTableSlot(w->os);
-	if (w->ns)
-		ExecDropSingleTupleTableSlot(w->ns);
-}
-
-/*
- * attr_unchanged
- *		Does attribute i (0-based) hold the same bytes in both deformed rows?
- */
-static inline bool
-attr_unchanged(TupleTableSlot *os, TupleTableSlot *ns, int i, Form_pg_attribute att)
-{
-	return os->tts_isnull[i] == ns->tts_isnull[i] &&
-		(os->tts_isnull[i] ||
-		 datumIsEqual(os->tts_values[i], ns->tts_values[i], att->attbyval, att->attlen));
-}
-
-/*
  * keys_differ
  *		Did an update change any source key column of this row?  Binary
  *		comparison: a change that keeps the value equal but not identical
@@ -545,8 +457,8 @@ mirror_key_moves(TriggerData *td, SoftmigRelPlans *p, bool fence, int32 fence_id
 	char	   *nulls = palloc(sizeof(char) * p->move_nargs);
 	int			half = p->move_nargs / 2;
 
-	trans_walk_begin(&w, td, true, true);
-	while (trans_walk_next(&w))
+	softmig_trans_walk_begin(&w, td, true, true);
+	while (softmig_trans_walk_next(&w))
 	{
 		TupleTableSlot *os = w.os;
 		TupleTableSlot *ns = w.ns;
@@ -590,7 +502,7 @@ mirror_key_moves(TriggerData *td, SoftmigRelPlans *p, bool fence, int32 fence_id
 								 InvalidSnapshot, false, true, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "softmig: moving a row to its new key failed");
 	}
-	trans_walk_end(&w);
+	softmig_trans_walk_end(&w);
 }
 
 /*
@@ -612,8 +524,8 @@ split_rows_unchanged(TriggerData *td, SoftmigRelPlans *p)
 	if (td->tg_oldtable == NULL ||
 		tuplestore_tuple_count(td->tg_oldtable) != tuplestore_tuple_count(td->tg_newtable))
 		return false;
-	trans_walk_begin(&w, td, true, true);
-	while (same && trans_walk_next(&w))
+	softmig_trans_walk_begin(&w, td, true, true);
+	while (same && softmig_trans_walk_next(&w))
 	{
 		slot_getallattrs(w.os);
 		slot_getallattrs(w.ns);
@@ -621,10 +533,10 @@ split_rows_unchanged(TriggerData *td, SoftmigRelPlans *p)
 		{
 			int			a = p->watch_attnos[i] - 1;
 
-			same = attr_unchanged(w.os, w.ns, a, TupleDescAttr(desc, a));
+			same = softmig_attr_unchanged(w.os, w.ns, a, TupleDescAttr(desc, a));
 		}
 	}
-	trans_walk_end(&w);
+	softmig_trans_walk_end(&w);
 	return same;
 }
 
@@ -1084,188 +996,6 @@ check_quarantine(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 }
 
 /*
- * check_owned_columns
- *		Per-field authority (mirrored): refuse an UPDATE on side "side" that
- *		changes a column the other side owns.  On the target, only the fields
- *		handed to it may change; on legacy, the columns carrying those fields
- *		may not.  Reads the transition tables in step; no catalog access.
- */
-static void
-check_owned_columns(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
-{
-	Relation	rel = td->tg_relation;
-	TupleDesc	desc = RelationGetDescr(rel);
-	TransWalk	w;
-	bool	   *guarded = palloc0(sizeof(bool) * desc->natts);
-
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		char	   *name = NameStr(att->attname);
-		bool		owned_by_target = false;
-		ListCell   *lc;
-
-		bool		mapped = false;
-
-		if (att->attisdropped || att->attgenerated)
-			continue;
-		foreach(lc, side == SIDE_TARGET ? m->new_fields : m->new_legacy_cols)
-		{
-			if (strcmp(lfirst(lc), name) == 0)
-				owned_by_target = true;
-		}
-		foreach(lc, m->fwd_cols)
-		{
-			if (strcmp(lfirst(lc), name) == 0)
-				mapped = true;
-		}
-
-		/*
-		 * target: the mapped fields legacy still owns (target-only columns
-		 * are the target's); legacy: the columns carrying handed fields
-		 */
-		guarded[i] = (side == SIDE_TARGET) ? (mapped && !owned_by_target) : owned_by_target;
-	}
-
-	trans_walk_begin(&w, td, true, true);
-	while (trans_walk_next(&w))
-	{
-		slot_getallattrs(w.os);
-		slot_getallattrs(w.ns);
-		for (int i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-
-			if (!guarded[i] || attr_unchanged(w.os, w.ns, i, att))
-				continue;
-			ereport(ERROR,
-					(errcode(ERRCODE_SOFTMIG_WRITE_REFUSED),
-					 errmsg("UPDATE of column \"%s\" on table \"%s\" refused: migration \"%s\" gives that field to the %s table",
-							NameStr(att->attname), RelationGetRelationName(rel), m->name,
-							side == SIDE_TARGET ? "legacy" : "target"),
-					 errdetail("In state mirrored with per-field authority, each table may change only the fields it owns."),
-					 errhint("softmig.set_field_authority moves a field between the tables.")));
-		}
-	}
-	trans_walk_end(&w);
-}
-
-/*
- * log_field_writes
- *		Target-side writes in mirrored (per-field authority, overrides):
- *		remember, per entity and field, the transaction that last wrote it,
- *		so hydrate can tell a field written after its snapshot.  Field names
- *		per row come from the transition tables (UPDATE: the columns that
- *		changed; INSERT: all), keys from the keyjson plan in the same order.
- */
-static void
-log_field_writes(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
-{
-	static SPIPlanPtr plan = NULL;
-	Relation	rel = td->tg_relation;
-	TupleDesc	desc = RelationGetDescr(rel);
-	bool		is_update = TRIGGER_FIRED_BY_UPDATE(td->tg_event);
-	TransWalk	w;
-	StringInfoData fields;
-	Datum		keys;
-	bool		isnull;
-	Oid			argtypes[3] = {INT4OID, JSONBOID, JSONBOID};
-	Datum		values[3];
-	int			save_nest;
-	Oid			save_user;
-	int			save_sec;
-	int			nrows = 0;
-
-	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
-		return;					/* a deleted entity has no fields to protect */
-	softmig_enter_owner_context(p->src_owner, &save_nest, &save_user, &save_sec);
-	if (SPI_execute_plan(p->keyjson_new, NULL, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: computing keys failed");
-	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
-	if (isnull)
-		return;
-
-	initStringInfo(&fields);
-	appendStringInfoChar(&fields, '[');
-	trans_walk_begin(&w, td, false, is_update);
-	while (trans_walk_next(&w))
-	{
-		int			nf = 0;
-
-		slot_getallattrs(w.ns);
-		if (is_update)
-			slot_getallattrs(w.os);
-		appendStringInfoString(&fields, nrows++ ? ", [" : "[");
-		for (int i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-
-			if (att->attisdropped || att->attgenerated)
-				continue;
-			if (is_update && attr_unchanged(w.os, w.ns, i, att))
-				continue;
-			appendStringInfoString(&fields, nf++ ? ", " : "");
-			escape_json(&fields, NameStr(att->attname));
-		}
-		appendStringInfoChar(&fields, ']');
-	}
-	appendStringInfoChar(&fields, ']');
-	trans_walk_end(&w);
-
-	values[0] = Int32GetDatum(m->id);
-	values[1] = keys;
-	values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(fields.data));
-	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
-	if (plan == NULL)
-	{
-		plan = softmig_prepare_kept(
-									"INSERT INTO softmig.field_writes (migration_id, key, field, xid) "
-									"SELECT $1, k.v, f, pg_catalog.pg_current_xact_id() "
-									"FROM pg_catalog.jsonb_array_elements($2) WITH ORDINALITY AS k(v, i) "
-									"JOIN pg_catalog.jsonb_array_elements($3) WITH ORDINALITY AS r(fs, j) "
-									"ON k.i OPERATOR(pg_catalog.=) r.j, "
-									"LATERAL pg_catalog.jsonb_array_elements_text(r.fs) AS f "
-									"ON CONFLICT (migration_id, key, field) DO UPDATE SET xid = EXCLUDED.xid",
-									3, argtypes);
-	}
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "softmig: writing field versions failed");
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
-}
-
-/*
- * project_owned_fields
- *		Per-field authority (mirrored): carry the target-owned fields of an
- *		UPDATE on the target to the legacy columns that hold them, as the
- *		legacy table's owner with the loop guard raised.
- */
-static void
-project_owned_fields(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
-{
-	int			save_nest;
-	Oid			save_user;
-	int			save_sec;
-
-	if (p->field_project == NULL)
-		return;
-	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
-	softmig_prefer_index_plans(true);
-	softmig_mirror_enter(m->id);
-	PG_TRY();
-	{
-		if (SPI_execute_plan(p->field_project, NULL, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "softmig: carrying target-owned fields to legacy failed");
-	}
-	PG_FINALLY();
-	{
-		softmig_mirror_leave();
-	}
-	PG_END_TRY();
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
-}
-
-/*
  * mirror_big_insert
  *		A big INSERT mirrored as a plain INSERT in a subtransaction; if any
  *		key already exists on the other side (unique violation), roll it
@@ -1469,11 +1199,11 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 		m->new_fields != NIL && !(side != auth && override_requested()))
 	{
 		/* per-field authority: each side changes only the fields it owns */
-		check_owned_columns(td, m, side);
+		softmig_authority_check_columns(td, m, side);
 		if (side != auth)
 		{
-			log_field_writes(td, m, p);
-			project_owned_fields(td, m, p);
+			softmig_authority_log_field_writes(td, m, p);
+			softmig_authority_project_fields(td, m, p);
 			SPI_finish();
 			return PointerGetDatum(NULL);
 		}
@@ -1484,7 +1214,7 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 	{
 		log_override(td, m, p);
 		if (m->state == SM_MIRRORED && side == SIDE_TARGET)
-			log_field_writes(td, m, p);
+			softmig_authority_log_field_writes(td, m, p);
 	}
 	else if (!m->shadow_disabled)
 	{
@@ -1499,6 +1229,7 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 			SPI_finish();
 			return PointerGetDatum(NULL);
 		}
+
 		/*
 		 * a split projecting into legacy: the owner creates and deletes
 		 * legacy rows, the attribute members update them; each holds the
