@@ -24,18 +24,8 @@ SECONDS_SWITCHES=${DEMO_ROLLING_SECONDS:-20}
 RATE=${DEMO_ROLLING_RATE:-200}     # requests per second and build
 export PGDATABASE=postgres
 T0=$(date +%s)
-TMP=$(mktemp -d /tmp/softmig-demo3.XXXXXX)
-PIDS=()
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
 . "$(dirname "$0")/lib.sh"
+demo_scratch demo3
 
 # one application build: pgbench on its own search_path, connecting under
 # the build's name (a registered reader), its table name unqualified

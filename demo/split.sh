@@ -23,18 +23,8 @@ SECS=${DEMO_SPLIT_SECONDS:-6}
 RATE=${DEMO_SPLIT_RATE:-200}       # requests per second
 export PGDATABASE=postgres
 T0=$(date +%s)
-TMP=$(mktemp -d /tmp/softmig-demo4.XXXXXX)
-PIDS=()
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
 . "$(dirname "$0")/lib.sh"
+demo_scratch demo4
 
 # one application build (old: legacy's table; new: the two targets) under
 # pgbench for SECONDS, in the background
