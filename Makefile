@@ -40,6 +40,7 @@ REGRESS += single_row_update
 REGRESS += groups_inspect
 REGRESS += single_row_writes
 REGRESS += shape_views_plans
+REGRESS += one_to_many
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

@@ -138,6 +138,7 @@ typedef struct SoftmigMigration
 								 * target */
 	List	   *new_legacy_cols;	/* of char *: legacy columns carrying them */
 	int32		group_id;		/* softmig.groups.id, 0 when in no group */
+	bool		one_to_many;	/* option cardinality one_to_many */
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;
@@ -149,6 +150,12 @@ extern bool softmig_group_pending(int32 id);
 extern void softmig_group_supersede(int32 id, Jsonb *keys);
 extern void softmig_group_retry(int32 group_id, int32 projected_id);
 extern void softmig_groups_init(void);
+
+/* onetomany.c: one legacy row, a set of target rows */
+extern bool softmig_otm_enabled(SoftmigMigration *m);
+extern void softmig_otm_refuse(SoftmigMigration *m, const char *what);
+extern void softmig_otm_write(TriggerData *td, SoftmigMigration *m, SoftmigSide side);
+extern void softmig_otm_validate(SoftmigMigration *m);
 
 /* envelope.c: the write path's side of the rollback envelope */
 extern void softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null,

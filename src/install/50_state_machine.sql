@@ -126,9 +126,9 @@ BEGIN
     IF option IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'option must not be null';
     END IF;
-    IF option OPERATOR(pg_catalog.=) 'target_key' THEN
+    IF option OPERATOR(pg_catalog.=) ANY (ARRAY['target_key', 'cardinality', 'entity']) THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'option target_key cannot be changed after create_migration';
+            MESSAGE = pg_catalog.format('option %s cannot be changed after create_migration', option);
     END IF;
     SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR NO KEY UPDATE;
     IF value IS NULL OR value OPERATOR(pg_catalog.=) 'null'::jsonb THEN

@@ -1,0 +1,850 @@
+/*-------------------------------------------------------------------------
+ *
+ * onetomany.c
+ *	  One-to-many migrations: one legacy row implies a set of target rows.
+ *
+ *	  A migration created with options cardinality "one_to_many" and entity
+ *	  {legacy key column: target column} gathers, per legacy row (an
+ *	  entity), the set of target rows whose entity columns equal its key.
+ *	  The target's own key (grant_id) identifies a member of the set and is
+ *	  never derived from legacy.
+ *
+ *	  mirrored (legacy is the authority): the write trigger on legacy
+ *	  rewrites exactly the set each written legacy row implies.  The
+ *	  expansion of a legacy row is one target row, the forward mapping of
+ *	  it; target rows the expansion still yields stay as they are (matched
+ *	  on all mapped columns, as multisets); of the rest, as many as the
+ *	  expansion yields new rows are updated in place (keeping their
+ *	  identity), the others deleted, and the expansion's remaining rows
+ *	  inserted.  A change of the legacy key first moves
+ *	  the set to the new key (the set keeps its identities), then the set
+ *	  is reconciled.  A deleted legacy row deletes its set.  All of it is
+ *	  one or two set-based statements per application statement, with kept
+ *	  plans.
+ *
+ *	  new_write and new_read (the target is the authority): at the end of
+ *	  each statement on the target, the entities it touched (entity
+ *	  columns of its old and new rows) are locked (a transaction advisory
+ *	  lock per entity, in hash order), then re-aggregated once with a fresh
+ *	  snapshot: the backward mapping holds aggregates over the set, the
+ *	  option representable an aggregate predicate.  The aggregated rows are
+ *	  upserted into legacy; an empty set deletes the legacy row.  The
+ *	  advisory lock serialises the statements of concurrent transactions
+ *	  that write the same entity, so neither aggregate misses the other's
+ *	  rows (READ COMMITTED takes the fresh snapshot after the wait;
+ *	  REPEATABLE READ and SERIALIZABLE fail with 40001 instead of losing a
+ *	  write).  A set whose representable predicate is false, or that
+ *	  legacy's constraints refuse, closes the rollback envelope (or, with
+ *	  on_new_only = reject while it is open, the statement fails with
+ *	  SM004).
+ *
+ *	  The set is read as the target's owner (the backward aggregates and
+ *	  representable are evaluated there), legacy is written as legacy's
+ *	  owner, through an ephemeral named relation holding the aggregated
+ *	  rows.  Row-at-a-time tools (backfill, hydrate, parity, inspect,
+ *	  transition rules, per-row plans) refuse a one-to-many migration
+ *	  (softmig_otm_refuse).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "nodes/parsenodes.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/plancache.h"
+#include "utils/queryenvironment.h"
+#include "utils/rel.h"
+#include "utils/tuplestore.h"
+
+#include "softmig.h"
+#include "sqlstate.h"
+
+/* The ephemeral relation holding one statement's aggregated entities. */
+#define OTM_AGG "softmig_agg"
+
+/* Which statement of the write path: its SQL text is built per kind. */
+typedef enum OtmStmt
+{
+	OTM_MIRROR_UPSERT,			/* legacy INSERT/UPDATE -> reconcile sets */
+	OTM_MIRROR_MOVE,			/* legacy UPDATE -> move sets of changed keys */
+	OTM_MIRROR_DELETE,			/* legacy DELETE -> delete sets */
+	OTM_LOCK,					/* target write -> lock touched entities */
+	OTM_AGGREGATE,				/* target write -> aggregate touched sets */
+	OTM_PROJECT,				/* the aggregated rows -> legacy */
+	OTM_BAD_KEYS				/* keys of the unrepresentable entities */
+} OtmStmt;
+
+/*
+ * otm_enabled
+ *		Is migration m one-to-many?  (Option cardinality.)
+ */
+bool
+softmig_otm_enabled(SoftmigMigration *m)
+{
+	char	   *c = softmig_option_text(m, "cardinality");
+
+	return c != NULL && strcmp(c, "one_to_many") == 0;
+}
+
+/*
+ * softmig_otm_refuse
+ *		Raise 0A000 when m is one-to-many: what (a row-at-a-time tool) does
+ *		not work on sets.
+ */
+void
+softmig_otm_refuse(SoftmigMigration *m, const char *what)
+{
+	if (m->one_to_many)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s is not supported for migration \"%s\": it is one_to_many", what, m->name),
+				 errdetail("A one_to_many migration maps one legacy row to a set of target rows; only its write path (mirrored, new_write, new_read) and state changes are built."),
+				 errhint("See doc/shapes.md, \"One-to-many\".")));
+}
+
+/*
+ * col_type
+ *		The qualified type name (no typmod) of column col of relid.
+ */
+static char *
+col_type(Oid relid, const char *col)
+{
+	AttrNumber	att = get_attnum(relid, col);
+	Oid			typid;
+	int32		typmod;
+	Oid			collid;
+
+	if (att == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of table %s does not exist", col,
+						softmig_qualified_relname(relid))));
+	get_atttypetypmodcoll(relid, att, &typid, &typmod, &collid);
+	return format_type_be_qualified(typid);
+}
+
+/*
+ * str_index
+ *		Position (from 0) of string s in list l of C strings, -1 if absent.
+ */
+static int
+str_index(List *l, const char *s)
+{
+	ListCell   *lc;
+
+	foreach(lc, l)
+		if (strcmp(lfirst(lc), s) == 0)
+			return foreach_current_index(lc);
+	return -1;
+}
+
+/*
+ * append_list
+ *		Append "prefix<i>" for i in 1..n, separated by ", ", each preceded
+ *		by alias when given.
+ */
+static void
+append_list(StringInfo buf, const char *alias, const char *prefix, int n)
+{
+	for (int i = 1; i <= n; i++)
+		appendStringInfo(buf, "%s%s%s%d", i > 1 ? ", " : "",
+						 alias ? alias : "", prefix, i);
+}
+
+/*
+ * append_idents
+ *		Append the quoted names of cols, each preceded by alias.
+ */
+static void
+append_idents(StringInfo buf, const char *alias, List *cols)
+{
+	ListCell   *lc;
+
+	foreach(lc, cols)
+		appendStringInfo(buf, "%s%s%s", foreach_current_index(lc) > 0 ? ", " : "",
+						 alias ? alias : "", quote_identifier(lfirst(lc)));
+}
+
+/*
+ * append_entity
+ *		Append the entity columns of a row of the mirror's expansion
+ *		(softmig_c<i> of the forward-mapped columns), preceded by alias.
+ */
+static void
+append_entity(StringInfo buf, SoftmigMigration *m, const char *alias)
+{
+	ListCell   *lc;
+
+	foreach(lc, m->target_key)
+		appendStringInfo(buf, "%s%ssoftmig_c%d", foreach_current_index(lc) > 0 ? ", " : "",
+						 alias, str_index(m->fwd_cols, lfirst(lc)) + 1);
+}
+
+/*
+ * append_same_row
+ *		Append "w and h are equal rows, the same one of equal rows".
+ */
+static void
+append_same_row(StringInfo buf, int nfwd)
+{
+	appendStringInfoString(buf, "ROW(");
+	append_list(buf, "w.", "softmig_c", nfwd);
+	appendStringInfoString(buf, ") IS NOT DISTINCT FROM ROW(");
+	append_list(buf, "h.", "softmig_c", nfwd);
+	appendStringInfoString(buf, ") AND w.softmig_n OPERATOR(pg_catalog.=) h.softmig_n");
+}
+
+/*
+ * append_pair
+ *		Append "h and x are the r-th unmatched rows of the same entity".
+ */
+static void
+append_pair(StringInfo buf, SoftmigMigration *m)
+{
+	appendStringInfoString(buf, "ROW(");
+	append_entity(buf, m, "h.");
+	appendStringInfoString(buf, ") IS NOT DISTINCT FROM ROW(");
+	append_entity(buf, m, "x.");
+	appendStringInfoString(buf, ") AND h.softmig_r OPERATOR(pg_catalog.=) x.softmig_r");
+}
+
+/*
+ * aggregated_cols
+ *		The backward-mapped legacy columns that are not key columns (their
+ *		expressions are the aggregates), and their expressions.
+ */
+static void
+aggregated_cols(SoftmigMigration *m, List **cols, List **exprs)
+{
+	ListCell   *c;
+	ListCell   *e;
+
+	*cols = *exprs = NIL;
+	forboth(c, m->bwd_cols, e, m->bwd_exprs)
+	{
+		if (softmig_str_member(m->legacy_key, lfirst(c)))
+			continue;
+		*cols = lappend(*cols, lfirst(c));
+		*exprs = lappend(*exprs, lfirst(e));
+	}
+}
+
+/*
+ * append_touched
+ *		Append the SELECT of the entity columns of the rows a target statement wrote:
+ *		its new rows, its old rows or both.
+ */
+static void
+append_touched(StringInfo buf, SoftmigMigration *m, bool has_new, bool has_old)
+{
+	if (has_new)
+	{
+		appendStringInfoString(buf, "SELECT ");
+		append_idents(buf, NULL, m->target_key);
+		appendStringInfoString(buf, " FROM softmig_new");
+	}
+	if (has_new && has_old)
+		appendStringInfoString(buf, " UNION ");
+	if (has_old)
+	{
+		appendStringInfoString(buf, "SELECT ");
+		append_idents(buf, NULL, m->target_key);
+		appendStringInfoString(buf, " FROM softmig_old");
+	}
+}
+
+/*
+ * otm_sql
+ *		The SQL text of statement kind for a statement firing on relid (the
+ *		relation id is part of the text, so the kept plan of a partition's
+ *		transition tables is not shared with the root's).  has_new/has_old:
+ *		which transition tables the statement has.
+ */
+static char *
+otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old)
+{
+	StringInfoData buf;
+	char	   *target = softmig_qualified_relname(m->target);
+	char	   *legacy = softmig_qualified_relname(m->legacy);
+	int			nkey = list_length(m->legacy_key);
+	int			nfwd = list_length(m->fwd_cols);
+	ListCell   *c;
+	ListCell   *e;
+	List	   *acols;
+	List	   *aexprs;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "/* softmig one_to_many %d rel %u */ ", (int) kind, relid);
+	switch (kind)
+	{
+		case OTM_MIRROR_UPSERT:
+
+			/*
+			 * The expansion of each written legacy row, typed as the target
+			 * (softmig_w), and the sets it replaces (softmig_h).  Both are
+			 * numbered within equal rows, so they match as multisets: a row
+			 * in both stays as it is.  Of the rest (softmig_hx, softmig_wx),
+			 * numbered per entity, pairs are updated in place (the set
+			 * member keeps its identity), what the target has beyond is
+			 * deleted, what the expansion has beyond is inserted.
+			 */
+			appendStringInfoString(&buf, "WITH softmig_w AS (SELECT ");
+			forboth(c, m->fwd_cols, e, m->fwd_exprs)
+				appendStringInfo(&buf, "%s(%s\n)::%s AS softmig_c%d",
+								 foreach_current_index(c) > 0 ? ", " : "",
+								 (char *) lfirst(e), col_type(m->target, lfirst(c)),
+								 foreach_current_index(c) + 1);
+			appendStringInfoString(&buf, " FROM softmig_new), softmig_wn AS (SELECT w.*, "
+								   "pg_catalog.row_number() OVER (PARTITION BY ");
+			append_list(&buf, "w.", "softmig_c", nfwd);
+			appendStringInfoString(&buf, ") AS softmig_n FROM softmig_w w), softmig_h AS ("
+								   "SELECT t.tableoid AS softmig_tab, t.ctid AS softmig_tid, ");
+			foreach(c, m->fwd_cols)
+				appendStringInfo(&buf, "t.%s AS softmig_c%d, ", quote_identifier(lfirst(c)),
+								 foreach_current_index(c) + 1);
+			appendStringInfoString(&buf, "pg_catalog.row_number() OVER (PARTITION BY ");
+			append_idents(&buf, "t.", m->fwd_cols);
+			appendStringInfo(&buf, " ORDER BY t.ctid) AS softmig_n FROM %s t WHERE (", target);
+			append_idents(&buf, "t.", m->target_key);
+			appendStringInfoString(&buf, ") IN (SELECT ");
+			append_entity(&buf, m, "w.");
+			appendStringInfoString(&buf, " FROM softmig_w w)), softmig_hx AS (SELECT h.*, "
+								   "pg_catalog.row_number() OVER (PARTITION BY ");
+			append_entity(&buf, m, "h.");
+			appendStringInfoString(&buf, " ORDER BY h.softmig_tid) AS softmig_r FROM softmig_h h WHERE NOT EXISTS ("
+								   "SELECT 1 FROM softmig_wn w WHERE ");
+			append_same_row(&buf, nfwd);
+			appendStringInfoString(&buf, ")), softmig_wx AS (SELECT w.*, pg_catalog.row_number() OVER (PARTITION BY ");
+			append_entity(&buf, m, "w.");
+			appendStringInfoString(&buf, ") AS softmig_r FROM softmig_wn w WHERE NOT EXISTS ("
+								   "SELECT 1 FROM softmig_h h WHERE ");
+			append_same_row(&buf, nfwd);
+			appendStringInfo(&buf, ")), softmig_u AS (UPDATE %s t SET ", target);
+			foreach(c, m->fwd_cols)
+				appendStringInfo(&buf, "%s%s = x.softmig_c%d", foreach_current_index(c) > 0 ? ", " : "",
+								 quote_identifier(lfirst(c)), foreach_current_index(c) + 1);
+			appendStringInfoString(&buf, " FROM softmig_hx h JOIN softmig_wx x ON ");
+			append_pair(&buf, m);
+			appendStringInfoString(&buf, " WHERE t.tableoid OPERATOR(pg_catalog.=) h.softmig_tab "
+								   "AND t.ctid OPERATOR(pg_catalog.=) h.softmig_tid), ");
+			appendStringInfo(&buf, "softmig_d AS (DELETE FROM %s t USING softmig_hx h "
+							 "WHERE t.tableoid OPERATOR(pg_catalog.=) h.softmig_tab "
+							 "AND t.ctid OPERATOR(pg_catalog.=) h.softmig_tid "
+							 "AND NOT EXISTS (SELECT 1 FROM softmig_wx x WHERE ", target);
+			append_pair(&buf, m);
+			appendStringInfo(&buf, ")) INSERT INTO %s (", target);
+			append_idents(&buf, NULL, m->fwd_cols);
+			appendStringInfoString(&buf, ") SELECT ");
+			append_list(&buf, "x.", "softmig_c", nfwd);
+			appendStringInfoString(&buf, " FROM softmig_wx x WHERE NOT EXISTS (SELECT 1 FROM softmig_hx h WHERE ");
+			append_pair(&buf, m);
+			appendStringInfoChar(&buf, ')');
+			break;
+
+		case OTM_MIRROR_MOVE:
+			/* old and new rows in step: the sets of changed keys move */
+			appendStringInfoString(&buf, "WITH softmig_o AS (SELECT pg_catalog.row_number() OVER () AS softmig_n, ");
+			forboth(c, m->legacy_key, e, m->target_key)
+				appendStringInfo(&buf, "%s(%s)::%s AS softmig_k%d", foreach_current_index(c) > 0 ? ", " : "",
+								 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)),
+								 foreach_current_index(c) + 1);
+			appendStringInfoString(&buf, " FROM softmig_old), softmig_nw AS (SELECT pg_catalog.row_number() OVER () AS softmig_n, ");
+			forboth(c, m->legacy_key, e, m->target_key)
+				appendStringInfo(&buf, "%s(%s)::%s AS softmig_k%d", foreach_current_index(c) > 0 ? ", " : "",
+								 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)),
+								 foreach_current_index(c) + 1);
+			appendStringInfoString(&buf, " FROM softmig_new), softmig_mv AS (SELECT ");
+			for (int i = 1; i <= nkey; i++)
+				appendStringInfo(&buf, "%so.softmig_k%d AS softmig_o%d, n.softmig_k%d AS softmig_k%d",
+								 i > 1 ? ", " : "", i, i, i, i);
+			appendStringInfoString(&buf, " FROM softmig_o o JOIN softmig_nw n USING (softmig_n) WHERE ROW(");
+			append_list(&buf, "o.", "softmig_k", nkey);
+			appendStringInfoString(&buf, ") IS DISTINCT FROM ROW(");
+			append_list(&buf, "n.", "softmig_k", nkey);
+			appendStringInfo(&buf, ")) UPDATE %s t SET ", target);
+			foreach(c, m->target_key)
+				appendStringInfo(&buf, "%s%s = mv.softmig_k%d", foreach_current_index(c) > 0 ? ", " : "",
+								 quote_identifier(lfirst(c)), foreach_current_index(c) + 1);
+			appendStringInfoString(&buf, " FROM softmig_mv mv WHERE ");
+			foreach(c, m->target_key)
+				appendStringInfo(&buf, "%st.%s = mv.softmig_o%d", foreach_current_index(c) > 0 ? " AND " : "",
+								 quote_identifier(lfirst(c)), foreach_current_index(c) + 1);
+			break;
+
+		case OTM_MIRROR_DELETE:
+			appendStringInfo(&buf, "DELETE FROM %s t USING softmig_old o WHERE ", target);
+			forboth(c, m->legacy_key, e, m->target_key)
+				appendStringInfo(&buf, "%st.%s = (o.%s)::%s", foreach_current_index(c) > 0 ? " AND " : "",
+								 quote_identifier(lfirst(e)), quote_identifier(lfirst(c)),
+								 col_type(m->target, lfirst(e)));
+			break;
+
+		case OTM_LOCK:
+
+			/*
+			 * one transaction advisory lock per entity, in one order: the
+			 * legacy table's oid in the high half, a hash of the key in the
+			 * low half
+			 */
+			appendStringInfo(&buf, "SELECT pg_catalog.pg_advisory_xact_lock(s.softmig_h) FROM ("
+							 "SELECT DISTINCT (%u::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32) "
+							 "OPERATOR(pg_catalog.|) (pg_catalog.hashtext(ROW(",
+							 m->legacy);
+			append_idents(&buf, "x.", m->target_key);
+			appendStringInfoString(&buf, ")::pg_catalog.text)::pg_catalog.int8 OPERATOR(pg_catalog.&) 4294967295) AS softmig_h FROM (");
+			append_touched(&buf, m, has_new, has_old);
+			appendStringInfoString(&buf, ") x ORDER BY 1) s");
+			break;
+
+		case OTM_AGGREGATE:
+			aggregated_cols(m, &acols, &aexprs);
+			appendStringInfoString(&buf, "WITH softmig_x(");
+			append_list(&buf, NULL, "softmig_e", nkey);
+			appendStringInfoString(&buf, ") AS (");
+			append_touched(&buf, m, has_new, has_old);
+			appendStringInfoString(&buf, ") SELECT ");
+			forboth(c, m->legacy_key, e, m->target_key)
+				appendStringInfo(&buf, "(softmig_x.softmig_e%d)::%s AS softmig_k%d, ",
+								 foreach_current_index(c) + 1, col_type(m->legacy, lfirst(c)),
+								 foreach_current_index(c) + 1);
+			appendStringInfo(&buf, "pg_catalog.count(t.%s) AS softmig_n, ",
+							 quote_identifier(linitial(m->target_key)));
+			forboth(c, acols, e, aexprs)
+				appendStringInfo(&buf, "(%s\n)::%s AS softmig_b%d, ", (char *) lfirst(e),
+								 col_type(m->legacy, lfirst(c)), foreach_current_index(c) + 1);
+			appendStringInfo(&buf, "COALESCE((%s\n), true) AS softmig_ok, pg_catalog.jsonb_build_object(",
+							 m->representable ? m->representable : "true");
+			forboth(c, m->legacy_key, e, m->target_key)
+				appendStringInfo(&buf, "%s%s, softmig_x.softmig_e%d", foreach_current_index(c) > 0 ? ", " : "",
+								 quote_literal_cstr(lfirst(c)), foreach_current_index(c) + 1);
+			appendStringInfo(&buf, ") AS softmig_key FROM softmig_x LEFT JOIN %s t ON ", target);
+			foreach(c, m->target_key)
+				appendStringInfo(&buf, "%st.%s = softmig_x.softmig_e%d", foreach_current_index(c) > 0 ? " AND " : "",
+								 quote_identifier(lfirst(c)), foreach_current_index(c) + 1);
+			appendStringInfoString(&buf, " GROUP BY ");
+			append_list(&buf, "softmig_x.", "softmig_e", nkey);
+			break;
+
+		case OTM_PROJECT:
+			aggregated_cols(m, &acols, &aexprs);
+			appendStringInfo(&buf, "WITH softmig_d AS (DELETE FROM %s l USING " OTM_AGG " a "
+							 "WHERE a.softmig_n OPERATOR(pg_catalog.=) 0", legacy);
+			foreach(c, m->legacy_key)
+				appendStringInfo(&buf, " AND l.%s = a.softmig_k%d", quote_identifier(lfirst(c)),
+								 foreach_current_index(c) + 1);
+			appendStringInfo(&buf, ") INSERT INTO %s AS l (", legacy);
+			append_idents(&buf, NULL, m->legacy_key);
+			foreach(c, acols)
+				appendStringInfo(&buf, ", %s", quote_identifier(lfirst(c)));
+			appendStringInfoString(&buf, ") SELECT ");
+			append_list(&buf, "a.", "softmig_k", nkey);
+			for (int i = 1; i <= list_length(acols); i++)
+				appendStringInfo(&buf, ", a.softmig_b%d", i);
+			appendStringInfoString(&buf, " FROM " OTM_AGG " a WHERE a.softmig_n OPERATOR(pg_catalog.>) 0 ON CONFLICT (");
+			append_idents(&buf, NULL, m->legacy_key);
+			if (acols == NIL)
+				appendStringInfoString(&buf, ") DO NOTHING");
+			else
+			{
+				appendStringInfoString(&buf, ") DO UPDATE SET ");
+				foreach(c, acols)
+					appendStringInfo(&buf, "%s%s = EXCLUDED.%s", foreach_current_index(c) > 0 ? ", " : "",
+									 quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
+				appendStringInfoString(&buf, " WHERE ROW(");
+				append_idents(&buf, "l.", acols);
+				appendStringInfoString(&buf, ") IS DISTINCT FROM ROW(");
+				append_idents(&buf, "EXCLUDED.", acols);
+				appendStringInfoChar(&buf, ')');
+			}
+			break;
+
+		case OTM_BAD_KEYS:
+			appendStringInfoString(&buf, "SELECT pg_catalog.count(*), pg_catalog.jsonb_agg(a.softmig_key) FROM "
+								   OTM_AGG " a WHERE a.softmig_n OPERATOR(pg_catalog.>) 0 AND NOT a.softmig_ok");
+			break;
+	}
+	return buf.data;
+}
+
+/*
+ * register_store
+ *		Register rows (a tuplestore with desc) as the ephemeral relation
+ *		name in the current SPI connection.
+ */
+static void
+register_store(const char *name, TupleDesc desc, Tuplestorestate *rows, int64 n)
+{
+	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
+	int			rc;
+
+	enr->md.name = pstrdup(name);
+	enr->md.reliddesc = InvalidOid;
+	enr->md.tupdesc = desc;
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = n;
+	enr->reldata = rows;
+	rc = SPI_register_relation(enr);
+	if (rc != SPI_OK_REL_REGISTER)
+		elog(ERROR, "SPI_register_relation failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * run
+ *		Execute statement kind (kept plan) and check its SPI result code.
+ */
+static void
+run(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old, int expect)
+{
+	SPIPlanPtr	plan = softmig_cached_plan(m, otm_sql(m, kind, relid, has_new, has_old), 0, NULL);
+
+	softmig_spi_expect(SPI_execute_plan(plan, NULL, NULL, false, 0), expect,
+					   "write the other side of a one_to_many migration");
+}
+
+/*
+ * mirror_legacy
+ *		mirrored: rewrite the target sets of the legacy rows a statement
+ *		wrote.  Runs as the target's owner with the migration marked as
+ *		mirroring; the caller holds an SPI connection with the trigger's
+ *		transition tables registered.
+ */
+static void
+mirror_legacy(TriggerData *td, SoftmigMigration *m)
+{
+	Oid			relid = RelationGetRelid(td->tg_relation);
+
+	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+	{
+		run(m, OTM_MIRROR_DELETE, relid, false, true, SPI_OK_DELETE);
+		return;
+	}
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		run(m, OTM_MIRROR_MOVE, relid, true, true, SPI_OK_UPDATE);
+	run(m, OTM_MIRROR_UPSERT, relid, true, false, SPI_OK_INSERT);
+}
+
+/*
+ * project_target
+ *		new_write, new_read: lock the entities a target statement touched,
+ *		aggregate their sets (as the target's owner, fresh snapshot), refuse
+ *		or record sets legacy cannot represent, and upsert or delete their
+ *		legacy rows (as legacy's owner).  The caller holds an SPI
+ *		connection with the trigger's transition tables registered and has
+ *		marked the migration as mirroring.
+ */
+static void
+project_target(TriggerData *td, SoftmigMigration *m)
+{
+	Oid			relid = RelationGetRelid(td->tg_relation);
+	bool		has_new = !TRIGGER_FIRED_BY_DELETE(td->tg_event);
+	bool		has_old = !TRIGGER_FIRED_BY_INSERT(td->tg_event);
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	TupleDesc	desc;
+	Tuplestorestate *store;
+	uint64		n;
+	int64		bad = 0;
+	int			okcol;
+	int			ncol;
+	SPIPlanPtr	plan;
+	ErrorData  *edata;
+
+	softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
+	run(m, OTM_LOCK, relid, has_new, has_old, SPI_OK_SELECT);
+	run(m, OTM_AGGREGATE, relid, has_new, has_old, SPI_OK_SELECT);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+
+	n = SPI_processed;
+	desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+	ncol = desc->natts;
+	okcol = ncol - 1;			/* softmig_ok, then softmig_key */
+	store = tuplestore_begin_heap(false, false, work_mem);
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		int64		cnt = DatumGetInt64(SPI_getbinval(tup, desc, list_length(m->legacy_key) + 1, &isnull));
+
+		if (cnt > 0 && !DatumGetBool(SPI_getbinval(tup, desc, okcol, &isnull)))
+			bad++;
+		tuplestore_puttuple(store, tup);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	register_store(OTM_AGG, desc, store, (int64) n);
+
+	if (bad > 0)
+	{
+		Datum		keys;
+		bool		isnull;
+
+		if (m->reject_new_only && m->envelope_open)
+			softmig_refuse_new_only(m, td->tg_relation,
+									psprintf("%lld entit%s of this statement make%s the representable predicate false.",
+											 (long long) bad, bad == 1 ? "y" : "ies", bad == 1 ? "s" : ""));
+		run(m, OTM_BAD_KEYS, relid, false, false, SPI_OK_SELECT);
+		keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		softmig_note_new_only(m, bad, keys, isnull,
+							  "the target set of an entity makes the representable predicate false");
+	}
+
+	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
+	plan = softmig_cached_plan(m, otm_sql(m, OTM_PROJECT, relid, has_new, has_old), 0, NULL);
+	edata = softmig_spi_try(plan, NULL, NULL, NULL, false, SPI_OK_INSERT, softmig_unrepresentable);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+
+	/* (a set already recorded as unrepresentable is not counted twice) */
+	if (edata != NULL && bad == 0)
+	{
+		Datum		keys;
+		bool		isnull;
+
+		if (m->reject_new_only && m->envelope_open)
+			softmig_refuse_new_only(m, td->tg_relation,
+									psprintf("Legacy refused the aggregated row: %s", edata->message));
+		run(m, OTM_BAD_KEYS, relid, false, false, SPI_OK_SELECT);
+		keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		softmig_note_new_only(m, (int64) n, keys, isnull,
+							  psprintf("legacy refused the aggregated row of an entity: %s", edata->message));
+	}
+}
+
+/*
+ * softmig_otm_write
+ *		The AFTER statement trigger's work for a one-to-many migration on
+ *		the authoritative side (the caller checked side == authority and
+ *		holds an SPI connection): mirrored rewrites sets from legacy rows,
+ *		new_write and new_read project sets onto legacy rows.
+ */
+void
+softmig_otm_write(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "SPI_register_trigger_data failed");
+	softmig_mirror_enter(m->id);
+	PG_TRY();
+	{
+		if (side == SIDE_LEGACY)
+		{
+			softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
+			mirror_legacy(td, m);
+			softmig_leave_owner_context(save_nest, save_user, save_sec);
+		}
+		else
+			project_target(td, m);
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_leave();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * fake_transition
+ *		Register empty ephemeral relations softmig_new and softmig_old with
+ *		relid's row type (to prepare the trigger's statements outside a
+ *		trigger).
+ */
+static void
+fake_transition(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	TupleDesc	desc = CreateTupleDescCopy(RelationGetDescr(rel));
+
+	table_close(rel, NoLock);
+	register_store("softmig_new", desc, tuplestore_begin_heap(false, false, work_mem), 0);
+	register_store("softmig_old", desc, tuplestore_begin_heap(false, false, work_mem), 0);
+}
+
+/*
+ * prepare_grouping
+ *		SPI_prepare sql, turning a grouping error (42803: a column read
+ *		outside an aggregate) into one that names expression what of m.
+ *		The caught error is re-raised at once, so no subtransaction is
+ *		needed.
+ */
+static SPIPlanPtr
+prepare_grouping(SoftmigMigration *m, const char *sql, const char *expr, const char *what)
+{
+	SPIPlanPtr	plan = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		plan = SPI_prepare(sql, 0, NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_GROUPING_ERROR)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_GROUPING_ERROR),
+				 errmsg("%s of one_to_many migration \"%s\" must aggregate over the entity's target rows",
+						what, m->name),
+				 errdetail("Expression: %s (%s)", expr, edata->message),
+				 errhint("Read the set's columns only inside aggregates, such as max(plan) FILTER (WHERE ends IS NULL) or count(*) <= 1.")));
+	}
+	PG_END_TRY();
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+/*
+ * check_aggregate
+ *		Refuse expr unless it is an aggregate over one entity's target set,
+ *		analysed as the target's owner: "SELECT (expr) FROM target" must
+ *		aggregate (42803), use no window (42P20) or set-returning function
+ *		(0A000) and, when want_bool, be boolean (22023); "... GROUP BY
+ *		entity columns" must read no column outside an aggregate (42803).
+ *		The caller is connected to SPI.
+ */
+static void
+check_aggregate(SoftmigMigration *m, const char *expr, const char *what, bool want_bool)
+{
+	StringInfoData buf;
+	SPIPlanPtr	plan;
+	Query	   *q;
+	TargetEntry *te;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "SELECT (%s\n) FROM %s", expr, softmig_qualified_relname(m->target));
+	softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
+	plan = prepare_grouping(m, buf.data, expr, what);
+	q = linitial_node(Query, ((CachedPlanSource *) linitial(SPI_plan_get_plan_sources(plan)))->query_list);
+	if (q->hasWindowFuncs)
+		ereport(ERROR,
+				(errcode(ERRCODE_WINDOWING_ERROR),
+				 errmsg("%s must not use a window function", what),
+				 errdetail("Expression: %s", expr)));
+	if (q->hasTargetSRFs)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s must not use a set-returning function", what),
+				 errdetail("Expression: %s", expr)));
+	if (!q->hasAggs)
+		ereport(ERROR,
+				(errcode(ERRCODE_GROUPING_ERROR),
+				 errmsg("%s of one_to_many migration \"%s\" must aggregate over the entity's target rows",
+						what, m->name),
+				 errdetail("Expression: %s", expr),
+				 errhint("Use an aggregate such as max(plan) FILTER (WHERE ends IS NULL) or count(*) <= 1.")));
+	te = linitial_node(TargetEntry, q->targetList);
+	if (want_bool && exprType((Node *) te->expr) != BOOLOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a boolean SQL expression, not one of type %s",
+						what, format_type_be(exprType((Node *) te->expr))),
+				 errdetail("Expression: %s", expr)));
+	SPI_freeplan(plan);
+	appendStringInfoString(&buf, " GROUP BY ");
+	append_idents(&buf, NULL, m->target_key);
+	SPI_freeplan(prepare_grouping(m, buf.data, expr, what));
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+}
+
+/*
+ * prepare_check
+ *		Prepare sql (and throw the plan away), as role owner: proves that a
+ *		statement of the write path plans before any write needs it.
+ */
+static void
+prepare_check(const char *sql, Oid owner)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	SPIPlanPtr	plan;
+
+	softmig_enter_owner_context(owner, &save_nest, &save_user, &save_sec);
+	plan = SPI_prepare(sql, 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_freeplan(plan);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+}
+
+/*
+ * softmig_otm_validate
+ *		softmig._validate for a one-to-many migration: the forward mappings
+ *		are per-row expressions over legacy (as for every migration), every
+ *		backward mapping of a non-key column and representable are
+ *		aggregates over the set (representable boolean), and every
+ *		statement of the write path prepares, with the tables' row types
+ *		standing in for the transition tables.  Takes AccessShareLock on
+ *		both tables; connects to SPI itself.
+ */
+void
+softmig_otm_validate(SoftmigMigration *m)
+{
+	Oid			lowner = softmig_rel_owner(m->legacy);
+	Oid			towner = softmig_rel_owner(m->target);
+	ListCell   *c;
+	ListCell   *e;
+	List	   *acols;
+	List	   *aexprs;
+	SPIPlanPtr	plan;
+	TupleDesc	aggdesc;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	forboth(c, m->fwd_cols, e, m->fwd_exprs)
+		softmig_check_mapping_expression(lfirst(e),
+										 psprintf("forward mapping of column \"%s\"", (char *) lfirst(c)),
+										 m->legacy, towner, false, false);
+	aggregated_cols(m, &acols, &aexprs);
+	forboth(c, acols, e, aexprs)
+		check_aggregate(m, lfirst(e), psprintf("backward mapping of column \"%s\"", (char *) lfirst(c)), false);
+	if (m->representable)
+		check_aggregate(m, m->representable, "option representable", true);
+
+	/* legacy's statements, over legacy's row type */
+	fake_transition(m->legacy);
+	prepare_check(otm_sql(m, OTM_MIRROR_UPSERT, m->legacy, true, false), towner);
+	prepare_check(otm_sql(m, OTM_MIRROR_MOVE, m->legacy, true, true), towner);
+	prepare_check(otm_sql(m, OTM_MIRROR_DELETE, m->legacy, false, true), towner);
+	SPI_finish();
+
+	/* the target's, over the target's row type */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	fake_transition(m->target);
+	prepare_check(otm_sql(m, OTM_LOCK, m->target, true, true), towner);
+	softmig_enter_owner_context(towner, &save_nest, &save_user, &save_sec);
+	plan = SPI_prepare(otm_sql(m, OTM_AGGREGATE, m->target, true, true), 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	aggdesc = CreateTupleDescCopy(((CachedPlanSource *) linitial(SPI_plan_get_plan_sources(plan)))->resultDesc);
+	SPI_freeplan(plan);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	register_store(OTM_AGG, aggdesc, tuplestore_begin_heap(false, false, work_mem), 0);
+	prepare_check(otm_sql(m, OTM_PROJECT, m->target, true, true), lowner);
+	prepare_check(otm_sql(m, OTM_BAD_KEYS, m->target, true, true), towner);
+	SPI_finish();
+}
