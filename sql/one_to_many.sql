@@ -79,6 +79,8 @@ INSERT INTO otm_v2.grants (user_id, plan, starts) VALUES (9, 'stale', '2020-01-0
 SELECT state, message FROM t.err($$CALL softmig.backfill('subs')$$);
 SELECT state, message FROM t.err($$SELECT softmig.parity('subs')$$);
 SELECT state, message FROM t.err($$SELECT softmig.inspect('subs', '{"user_id": 1}')$$);
+SELECT state, message FROM t.err($$SELECT softmig.create_shape_views('subs', 'otm', 'otm_v2')$$);
+SELECT state, message FROM t.err($$SELECT softmig.set_field_authority('subs', 'plan', 'new')$$);
 INSERT INTO otm.subscriptions VALUES (3, 'team', '2024-03-01'), (4, 'basic', '2024-04-01');
 SELECT * FROM otm_v2.grants ORDER BY grant_id;
 -- rows 1 and 2 predate mirroring: their first write creates their sets

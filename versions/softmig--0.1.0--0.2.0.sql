@@ -4901,6 +4901,171 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@._set_option(text, text, jsonb) IS 'internal: implementation of softmig.set_option';
 
+CREATE OR REPLACE FUNCTION @extschema@._set_field_authority(p_name text, p_field name, p_side @extschema@.side)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(p_name);
+    v_fwd text;
+    v_partners text[];
+    v_owned text[];
+    r record;
+    c text;
+BEGIN
+    IF p_field IS NULL OR p_side IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'field and side must not be null';
+    END IF;
+    m := @extschema@._lock_migration(m.id);
+    PERFORM @extschema@._refuse_one_to_many(m.id, 'per-field authorities');
+    IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases: its fields cannot change authority one by one', m.name),
+            DETAIL = 'A field owned by the target while legacy owns the rest needs replication in both directions at once, which PostgreSQL 15 cannot run without echoing changes back.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'mirrored']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('per-field authority of migration "%s" cannot change in state %s', m.name, m.state),
+            DETAIL = 'From new_write on, every field belongs to the target.';
+    END IF;
+    SELECT mp.expression INTO v_fwd FROM @extschema@.mappings mp
+     WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+       AND mp.column_name OPERATOR(pg_catalog.=) p_field;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_column',
+            MESSAGE = pg_catalog.format('"%s" is not a mapped column of target table %s', p_field, m.target),
+            HINT = 'Per-field authority applies to target columns fed by the forward mapping.';
+    END IF;
+    IF p_field::text OPERATOR(pg_catalog.=) ANY (m.target_key) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('key column "%s" cannot change authority on its own', p_field);
+    END IF;
+
+    IF p_side OPERATOR(pg_catalog.=) 'legacy' THEN
+        IF NOT COALESCE((SELECT e.open FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) m.id), true) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" cannot move back to legacy: the rollback envelope of migration "%s" is closed', p_field, m.name);
+        END IF;
+        DELETE FROM @extschema@.field_authority
+         WHERE migration_id OPERATOR(pg_catalog.=) m.id AND field_authority.field OPERATOR(pg_catalog.=) p_field;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" of migration "%s" already belongs to legacy', p_field, m.name);
+        END IF;
+    ELSE
+        -- the fields the target will own, this one included
+        SELECT pg_catalog.array_agg(fa.field::text) OPERATOR(pg_catalog.||) ARRAY[p_field::text] INTO v_owned
+          FROM @extschema@.field_authority fa WHERE fa.migration_id OPERATOR(pg_catalog.=) m.id;
+        v_owned := COALESCE(v_owned, ARRAY[p_field::text]);
+        -- the legacy columns that carry it: backward mappings that read it
+        v_partners := '{}';
+        FOR r IN SELECT mp.column_name, mp.expression FROM @extschema@.mappings mp
+                  WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'backward'
+        LOOP
+            IF p_field::text OPERATOR(pg_catalog.=) ANY (@extschema@._expr_columns(r.expression)) THEN
+                IF NOT (@extschema@._expr_columns(r.expression) OPERATOR(pg_catalog.<@) v_owned) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                        MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                        DETAIL = pg_catalog.format('Legacy column "%s" (%s) also reads fields legacy still owns.',
+                                                   r.column_name, r.expression);
+                END IF;
+                IF r.column_name::text OPERATOR(pg_catalog.=) ANY (m.legacy_key) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                        MESSAGE = pg_catalog.format('field "%s" feeds legacy key column "%s"', p_field, r.column_name);
+                END IF;
+                v_partners := v_partners OPERATOR(pg_catalog.||) r.column_name::text;
+            END IF;
+        END LOOP;
+        IF pg_catalog.cardinality(v_partners) OPERATOR(pg_catalog.=) 0 THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('field "%s" has no backward mapping, so legacy could not follow the target''s writes', p_field);
+        END IF;
+        -- the carriers must not feed target columns that stay with legacy
+        FOR r IN SELECT mp.column_name, mp.expression FROM @extschema@.mappings mp
+                  WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+                    AND mp.column_name::text OPERATOR(pg_catalog.<>) ALL (v_owned)
+        LOOP
+            IF @extschema@._expr_columns(r.expression) OPERATOR(pg_catalog.&&) v_partners THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                    DETAIL = pg_catalog.format('Legacy column(s) %s that carry it also feed target column "%s" (%s), which legacy keeps.',
+                                               pg_catalog.array_to_string(v_partners, ', '), r.column_name, r.expression);
+            END IF;
+        END LOOP;
+        FOREACH c IN ARRAY @extschema@._expr_columns(v_fwd) LOOP
+            IF c OPERATOR(pg_catalog.<>) ALL (v_partners) THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                    DETAIL = pg_catalog.format('Its forward mapping (%s) reads legacy column "%s", which does not carry it back.', v_fwd, c);
+            END IF;
+        END LOOP;
+        INSERT INTO @extschema@.field_authority (migration_id, field, side, legacy_columns)
+        VALUES (m.id, p_field, 'new', v_partners)
+        ON CONFLICT (migration_id, field) DO NOTHING;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" of migration "%s" already belongs to the target', p_field, m.name);
+        END IF;
+    END IF;
+    -- writers switch rules at their next lock on either table
+    PERFORM @extschema@._lock_tables(m, NULL);
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._validate(m.id);
+    PERFORM @extschema@._history(m.id, 'set_field_authority', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('field', p_field, 'side', p_side));
+END $$;
+COMMENT ON FUNCTION @extschema@._set_field_authority(text, name, @extschema@.side) IS
+    'internal: implementation of softmig.set_field_authority';
+
+CREATE OR REPLACE FUNCTION @extschema@._create_shape_views(name text, legacy_schema name, new_schema name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_owner name;
+    v_towner name;
+BEGIN
+    PERFORM @extschema@._refuse_one_to_many(m.id, 'shape views');
+    IF legacy_schema IS NULL OR new_schema IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'legacy_schema and new_schema must not be null';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('migration "%s" already has shape views', m.name),
+            HINT = 'softmig.drop_shape_views drops them.';
+    END IF;
+    IF legacy_schema OPERATOR(pg_catalog.=) new_schema
+       AND (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.legacy)
+           OPERATOR(pg_catalog.=) (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.target) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'legacy_schema and new_schema must differ when both tables have the same name';
+    END IF;
+    -- the views and their writes run as the tables' owner: one role
+    SELECT pg_catalog.pg_get_userbyid(c.relowner) INTO v_owner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.legacy;
+    SELECT pg_catalog.pg_get_userbyid(c.relowner) INTO v_towner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.target;
+    IF v_owner OPERATOR(pg_catalog.<>) v_towner THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('tables %s and %s of migration "%s" have different owners', m.legacy, m.target, m.name),
+            DETAIL = 'A shape view writes either table as its owner and runs the mappings as that role; it must own both.',
+            HINT = 'Give both tables the same owner.';
+    END IF;
+    -- row security would be bypassed by the owner's rights
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[]) AND c.relrowsecurity) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('a table of migration "%s" has row level security enabled', m.name),
+            DETAIL = 'A shape view reads and writes with its owner''s rights, so a role with rights on the view would bypass the policies.',
+            HINT = 'Use the tables (or views of your own with security_invoker) for roles subject to row level security.';
+    END IF;
+    PERFORM @extschema@._create_shape_view(m, legacy_schema, 'legacy', v_owner);
+    PERFORM @extschema@._create_shape_view(m, new_schema, 'new', v_owner);
+    PERFORM @extschema@._history(m.id, 'create_shape_views', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('views', (SELECT pg_catalog.jsonb_agg(s.view_name::text ORDER BY s.shape)
+                                                  FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id)));
+END $$;
+COMMENT ON FUNCTION @extschema@._create_shape_views(text, name, name) IS
+    'internal: implementation of softmig.create_shape_views';
+
 CREATE FUNCTION @extschema@._check_one_to_many(legacy regclass, target regclass, key text[],
     forward jsonb, backward jsonb, new_only text[], divergent text[], options jsonb)
 RETURNS text[]
@@ -4979,3 +5144,22 @@ END $$;
 COMMENT ON FUNCTION @extschema@._check_one_to_many(regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) IS
     'internal: the entity columns of a one_to_many definition (NULL for one-to-one), 22023/0A000 for options that do not fit';
 REVOKE ALL ON FUNCTION @extschema@._check_one_to_many(regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@._refuse_one_to_many(p_id integer, p_what text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text;
+BEGIN
+    SELECT m.name INTO v_name FROM @extschema@.migrations m
+     WHERE m.id OPERATOR(pg_catalog.=) p_id
+       AND (m.options OPERATOR(pg_catalog.->>) 'cardinality') OPERATOR(pg_catalog.=) 'one_to_many';
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('%s are not supported for migration "%s": it is one_to_many', p_what, v_name),
+            HINT = 'See doc/shapes.md, "One-to-many".';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._refuse_one_to_many(integer, text) IS
+    'internal: raise 0A000 when migration p_id is one_to_many (p_what, plural, does not work on sets)';
+REVOKE ALL ON FUNCTION @extschema@._refuse_one_to_many(integer, text) FROM PUBLIC;

@@ -79,3 +79,22 @@ END $$;
 COMMENT ON FUNCTION @extschema@._check_one_to_many(regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) IS
     'internal: the entity columns of a one_to_many definition (NULL for one-to-one), 22023/0A000 for options that do not fit';
 REVOKE ALL ON FUNCTION @extschema@._check_one_to_many(regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@._refuse_one_to_many(p_id integer, p_what text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text;
+BEGIN
+    SELECT m.name INTO v_name FROM @extschema@.migrations m
+     WHERE m.id OPERATOR(pg_catalog.=) p_id
+       AND (m.options OPERATOR(pg_catalog.->>) 'cardinality') OPERATOR(pg_catalog.=) 'one_to_many';
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('%s are not supported for migration "%s": it is one_to_many', p_what, v_name),
+            HINT = 'See doc/shapes.md, "One-to-many".';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._refuse_one_to_many(integer, text) IS
+    'internal: raise 0A000 when migration p_id is one_to_many (p_what, plural, does not work on sets)';
+REVOKE ALL ON FUNCTION @extschema@._refuse_one_to_many(integer, text) FROM PUBLIC;
