@@ -75,10 +75,9 @@ SELECT * FROM t.err($$SELECT softmig.create_migration('pairs2', 'otm.pairs', 'ot
 -- 2. mirrored: legacy is the authority; each legacy row's set is rewritten
 SELECT softmig.advance('subs');
 INSERT INTO otm_v2.grants (user_id, plan, starts) VALUES (9, 'stale', '2020-01-01');  -- refused: legacy is the authority
--- row-by-row tools refuse a one-to-many migration
-SELECT state, message FROM t.err($$CALL softmig.backfill('subs')$$);
-SELECT state, message FROM t.err($$SELECT softmig.parity('subs')$$);
-SELECT state, message FROM t.err($$SELECT softmig.inspect('subs', '{"user_id": 1}')$$);
+-- row-by-row tools refuse a one-to-many migration (backfill, parity and
+-- inspect work per entity: sql/one_to_many_backfill.sql)
+SELECT state, message FROM t.err($$SELECT softmig.hydrate('subs', '[]', pg_current_snapshot())$$);
 SELECT state, message FROM t.err($$SELECT softmig.create_shape_views('subs', 'otm', 'otm_v2')$$);
 SELECT state, message FROM t.err($$SELECT softmig.set_field_authority('subs', 'plan', 'new')$$);
 INSERT INTO otm.subscriptions VALUES (3, 'team', '2024-03-01'), (4, 'basic', '2024-04-01');
@@ -129,8 +128,10 @@ UPDATE otm.pairs SET b = 3 WHERE b = 2;
 SELECT * FROM otm_v2.pairs ORDER BY id;
 
 -- 3. new_write: the target is the authority; legacy is each set's aggregate
-SELECT softmig.advance('subs', force => true, reason => 'the example: the sets equal legacy');
-SELECT softmig.advance('pairs', force => true, reason => 'the example');
+CALL softmig.backfill('subs');
+CALL softmig.backfill('pairs');
+SELECT softmig.advance('subs');
+SELECT softmig.advance('pairs');
 DELETE FROM otm.subscriptions WHERE user_id = 1;                    -- refused
 INSERT INTO otm_v2.grants (user_id, plan, starts) VALUES (6, 'basic', '2024-06-01');
 SELECT * FROM otm.subscriptions ORDER BY user_id;
@@ -149,7 +150,7 @@ SELECT * FROM otm.subscriptions ORDER BY user_id;
 SELECT softmig.rollback('subs');
 UPDATE otm.subscriptions SET plan = 'pro' WHERE user_id = 2;
 SELECT * FROM otm_v2.grants ORDER BY grant_id;
-SELECT softmig.advance('subs', force => true, reason => 'again');
+SELECT softmig.advance('subs');
 -- on_new_only = reject: a second active grant is refused, nothing written
 SELECT softmig.set_option('subs', 'on_new_only', '"reject"');
 SELECT * FROM t.err($$INSERT INTO otm_v2.grants (user_id, plan, starts) VALUES (2, 'extra', '2024-07-01')$$);

@@ -41,9 +41,18 @@
  *	  The set is read as the target's owner (the backward aggregates and
  *	  representable are evaluated there), legacy is written as legacy's
  *	  owner, through an ephemeral named relation holding the aggregated
- *	  rows.  Row-at-a-time tools (backfill, hydrate, parity, inspect,
- *	  transition rules, per-row plans) refuse a one-to-many migration
- *	  (softmig_otm_refuse).
+ *	  rows.
+ *
+ *	  Backfill (softmig_otm_bf_step) rewrites the sets entity by entity
+ *	  under the same entity locks as the mirror, so a batch and a live
+ *	  writer of one entity serialise and the later one sees the other's
+ *	  commit.  Parity and inspect compare per entity: while legacy is the
+ *	  authority, a legacy row's expansion with its target set; from
+ *	  new_write on, the legacy row with the aggregate of its set; both as
+ *	  multisets (EXCEPT ALL), so neither the order of a set nor the
+ *	  target's own key can make a difference.  Row-at-a-time tools
+ *	  (hydrate, inspect_group, transition rules, shape views, per-field
+ *	  authority) refuse a one-to-many migration (softmig_otm_refuse).
  *
  *-------------------------------------------------------------------------
  */
@@ -59,6 +68,7 @@
 #include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
@@ -79,9 +89,21 @@ typedef enum OtmStmt
 	OTM_MIRROR_MOVE,			/* legacy UPDATE -> move sets of changed keys */
 	OTM_MIRROR_DELETE,			/* legacy DELETE -> delete sets */
 	OTM_LOCK,					/* target write -> lock touched entities */
+	OTM_LOCK_LEGACY,			/* legacy write -> lock touched entities */
 	OTM_AGGREGATE,				/* target write -> aggregate touched sets */
 	OTM_PROJECT,				/* the aggregated rows -> legacy */
-	OTM_BAD_KEYS				/* keys of the unrepresentable entities */
+	OTM_BAD_KEYS,				/* keys of the unrepresentable entities */
+	OTM_BF_FIRST,				/* backfill: the first legacy rows */
+	OTM_BF_NEXT,				/* backfill: legacy rows after a key */
+	OTM_BF_FRESH,				/* backfill: current versions of those rows */
+	OTM_BF_MISSING,				/* backfill: count legacy rows without a set */
+	OTM_BF_SWEEP,				/* backfill: legacy rows without a set */
+	OTM_BF_ORPHANS,				/* backfill: entities legacy lacks */
+	OTM_BF_DELETE,				/* backfill: their sets */
+	OTM_PARITY,					/* parity: every entity whose sets differ */
+	OTM_PARITY_AGG,				/* parity: legacy rows unlike their set's
+								 * aggregate ($1 NULL), or one entity's */
+	OTM_INSPECT					/* inspect: one entity, $1 its legacy key */
 } OtmStmt;
 
 /*
@@ -108,7 +130,7 @@ softmig_otm_refuse(SoftmigMigration *m, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s is not supported for migration \"%s\": it is one_to_many", what, m->name),
-				 errdetail("A one_to_many migration maps one legacy row to a set of target rows; only its write path (mirrored, new_write, new_read) and state changes are built."),
+				 errdetail("A one_to_many migration maps one legacy row to a set of target rows; its write path, backfill, parity and inspect work per entity."),
 				 errhint("See doc/shapes.md, \"One-to-many\".")));
 }
 
@@ -241,26 +263,102 @@ aggregated_cols(SoftmigMigration *m, List **cols, List **exprs)
 
 /*
  * append_touched
- *		Append the SELECT of the entity columns of the rows a target statement wrote:
- *		its new rows, its old rows or both.
+ *		Append the SELECT of the entities a statement wrote, as columns
+ *		softmig_e1..n of the target's entity types: the entity columns of
+ *		its new rows, its old rows or both (target side), or the legacy key
+ *		columns cast to those types (legacy side).
  */
 static void
-append_touched(StringInfo buf, SoftmigMigration *m, bool has_new, bool has_old)
+append_touched(StringInfo buf, SoftmigMigration *m, bool legacy_side, bool has_new, bool has_old)
 {
-	if (has_new)
+	for (int t = 0; t < 2; t++)
 	{
+		ListCell   *c;
+		ListCell   *e;
+
+		if (!(t == 0 ? has_new : has_old))
+			continue;
+		if (t == 1 && has_new)
+			appendStringInfoString(buf, " UNION ");
 		appendStringInfoString(buf, "SELECT ");
-		append_idents(buf, NULL, m->target_key);
-		appendStringInfoString(buf, " FROM softmig_new");
+		forboth(c, m->legacy_key, e, m->target_key)
+		{
+			if (legacy_side)
+				appendStringInfo(buf, "%s(%s)::%s AS softmig_e%d", foreach_current_index(c) > 0 ? ", " : "",
+								 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)),
+								 foreach_current_index(c) + 1);
+			else
+				appendStringInfo(buf, "%s%s AS softmig_e%d", foreach_current_index(c) > 0 ? ", " : "",
+								 quote_identifier(lfirst(e)), foreach_current_index(c) + 1);
+		}
+		appendStringInfoString(buf, t == 0 ? " FROM softmig_new" : " FROM softmig_old");
 	}
-	if (has_new && has_old)
-		appendStringInfoString(buf, " UNION ");
-	if (has_old)
-	{
-		appendStringInfoString(buf, "SELECT ");
-		append_idents(buf, NULL, m->target_key);
-		appendStringInfoString(buf, " FROM softmig_old");
-	}
+}
+
+/*
+ * append_key_json
+ *		Append jsonb_build_object('k1', alias.k1, ...) over the legacy key.
+ */
+static void
+append_key_json(StringInfo buf, SoftmigMigration *m, const char *alias)
+{
+	ListCell   *c;
+
+	appendStringInfoString(buf, "pg_catalog.jsonb_build_object(");
+	foreach(c, m->legacy_key)
+		appendStringInfo(buf, "%s%s, %s%s", foreach_current_index(c) > 0 ? ", " : "",
+						 quote_literal_cstr(lfirst(c)), alias, quote_identifier(lfirst(c)));
+	appendStringInfoChar(buf, ')');
+}
+
+/*
+ * append_match
+ *		Append "the entity columns of a equal those of b".
+ */
+static void
+append_match(StringInfo buf, SoftmigMigration *m, const char *a, const char *b)
+{
+	ListCell   *c;
+
+	foreach(c, m->target_key)
+		appendStringInfo(buf, "%s%s%s = %s%s", foreach_current_index(c) > 0 ? " AND " : "",
+						 a, quote_identifier(lfirst(c)), b, quote_identifier(lfirst(c)));
+}
+
+/*
+ * append_no_set
+ *		Append "no target row belongs to legacy row alias" (NOT EXISTS).
+ */
+static void
+append_no_set(StringInfo buf, SoftmigMigration *m, const char *alias)
+{
+	ListCell   *c;
+	ListCell   *e;
+
+	appendStringInfo(buf, "NOT EXISTS (SELECT 1 FROM %s t WHERE ", softmig_qualified_relname(m->target));
+	forboth(c, m->legacy_key, e, m->target_key)
+		appendStringInfo(buf, "%st.%s = (%s%s)::%s", foreach_current_index(c) > 0 ? " AND " : "",
+						 quote_identifier(lfirst(e)), alias, quote_identifier(lfirst(c)),
+						 col_type(m->target, lfirst(e)));
+	appendStringInfoChar(buf, ')');
+}
+
+/*
+ * append_no_legacy
+ *		Append "legacy holds no row for the entity of target row alias".
+ */
+static void
+append_no_legacy(StringInfo buf, SoftmigMigration *m, const char *alias)
+{
+	ListCell   *c;
+	ListCell   *e;
+
+	appendStringInfo(buf, "NOT EXISTS (SELECT 1 FROM %s l WHERE ", softmig_qualified_relname(m->legacy));
+	forboth(c, m->legacy_key, e, m->target_key)
+		appendStringInfo(buf, "%sl.%s = (%s%s)::%s", foreach_current_index(c) > 0 ? " AND " : "",
+						 quote_identifier(lfirst(c)), alias, quote_identifier(lfirst(e)),
+						 col_type(m->legacy, lfirst(c)));
+	appendStringInfoChar(buf, ')');
 }
 
 /*
@@ -390,6 +488,7 @@ otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old
 			break;
 
 		case OTM_LOCK:
+		case OTM_LOCK_LEGACY:
 
 			/*
 			 * one transaction advisory lock per entity, in one order: the
@@ -400,9 +499,9 @@ otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old
 							 "SELECT DISTINCT (%u::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32) "
 							 "OPERATOR(pg_catalog.|) (pg_catalog.hashtext(ROW(",
 							 m->legacy);
-			append_idents(&buf, "x.", m->target_key);
+			append_list(&buf, "x.", "softmig_e", nkey);
 			appendStringInfoString(&buf, ")::pg_catalog.text)::pg_catalog.int8 OPERATOR(pg_catalog.&) 4294967295) AS softmig_h FROM (");
-			append_touched(&buf, m, has_new, has_old);
+			append_touched(&buf, m, kind == OTM_LOCK_LEGACY, has_new, has_old);
 			appendStringInfoString(&buf, ") x ORDER BY 1) s");
 			break;
 
@@ -411,7 +510,7 @@ otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old
 			appendStringInfoString(&buf, "WITH softmig_x(");
 			append_list(&buf, NULL, "softmig_e", nkey);
 			appendStringInfoString(&buf, ") AS (");
-			append_touched(&buf, m, has_new, has_old);
+			append_touched(&buf, m, false, has_new, has_old);
 			appendStringInfoString(&buf, ") SELECT ");
 			forboth(c, m->legacy_key, e, m->target_key)
 				appendStringInfo(&buf, "(softmig_x.softmig_e%d)::%s AS softmig_k%d, ",
@@ -472,6 +571,207 @@ otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old
 			appendStringInfoString(&buf, "SELECT pg_catalog.count(*), pg_catalog.jsonb_agg(a.softmig_key) FROM "
 								   OTM_AGG " a WHERE a.softmig_n OPERATOR(pg_catalog.>) 0 AND NOT a.softmig_ok");
 			break;
+
+		case OTM_BF_FIRST:
+		case OTM_BF_NEXT:
+		case OTM_BF_SWEEP:
+			/* $1: the last key of the previous batch (jsonb), $2: batch size */
+			appendStringInfoString(&buf, "SELECT l.*, ");
+			append_key_json(&buf, m, "l.");
+			appendStringInfo(&buf, " AS softmig_key FROM %s l", legacy);
+			if (kind == OTM_BF_NEXT)
+			{
+				appendStringInfo(&buf, ", pg_catalog.jsonb_populate_record(NULL::%s, $1) c WHERE ROW(", legacy);
+				append_idents(&buf, "l.", m->legacy_key);
+				appendStringInfoString(&buf, ") > ROW(");
+				append_idents(&buf, "c.", m->legacy_key);
+				appendStringInfoChar(&buf, ')');
+			}
+			else if (kind == OTM_BF_SWEEP)
+			{
+				appendStringInfoString(&buf, " WHERE $1 IS NULL AND ");
+				append_no_set(&buf, m, "l.");
+			}
+			else
+				appendStringInfoString(&buf, " WHERE $1 IS NULL");
+			appendStringInfoString(&buf, " ORDER BY ");
+			append_idents(&buf, "l.", m->legacy_key);
+			appendStringInfoString(&buf, " LIMIT $2");
+			break;
+
+		case OTM_BF_FRESH:
+			/* the batch's rows as they are now (after the entity locks) */
+			appendStringInfoString(&buf, "SELECT l.*, ");
+			append_key_json(&buf, m, "l.");
+			appendStringInfo(&buf, " AS softmig_key FROM %s l WHERE (", legacy);
+			append_idents(&buf, "l.", m->legacy_key);
+			appendStringInfoString(&buf, ") IN (SELECT ");
+			append_idents(&buf, "b.", m->legacy_key);
+			appendStringInfoString(&buf, " FROM softmig_new b)");
+			break;
+
+		case OTM_BF_MISSING:
+			appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM %s l WHERE ", legacy);
+			append_no_set(&buf, m, "l.");
+			break;
+
+		case OTM_BF_ORPHANS:
+			appendStringInfoString(&buf, "SELECT DISTINCT ");
+			append_idents(&buf, "t.", m->target_key);
+			appendStringInfo(&buf, " FROM %s t WHERE ", target);
+			foreach(c, m->target_key)
+				appendStringInfo(&buf, "t.%s IS NOT NULL AND ", quote_identifier(lfirst(c)));
+			append_no_legacy(&buf, m, "t.");
+			appendStringInfoString(&buf, " LIMIT $2");
+			break;
+
+		case OTM_PARITY:
+		case OTM_INSPECT:
+
+			/*
+			 * Per entity, the expansion of its legacy row and its target set
+			 * as multisets of the forward-mapped columns (EXCEPT ALL: order
+			 * and the target's own key play no part).  OTM_PARITY yields the
+			 * entities that differ, OTM_INSPECT the one entity $1 names.
+			 */
+			appendStringInfoString(&buf, "WITH softmig_w AS (SELECT ");
+			forboth(c, m->fwd_cols, e, m->fwd_exprs)
+				appendStringInfo(&buf, "%s(%s\n)::%s AS %s", foreach_current_index(c) > 0 ? ", " : "",
+								 (char *) lfirst(e), col_type(m->target, lfirst(c)),
+								 quote_identifier(lfirst(c)));
+			appendStringInfo(&buf, " FROM %s l", legacy);
+			if (kind == OTM_INSPECT)
+			{
+				appendStringInfoString(&buf, " WHERE (");
+				append_idents(&buf, "l.", m->legacy_key);
+				appendStringInfoString(&buf, ") IN (SELECT ");
+				append_idents(&buf, "c.", m->legacy_key);
+				appendStringInfo(&buf, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) c)", legacy);
+			}
+			appendStringInfoString(&buf, "), softmig_h AS (SELECT ");
+			append_idents(&buf, "t.", m->fwd_cols);
+			appendStringInfo(&buf, " FROM %s t WHERE ", target);
+			foreach(c, m->target_key)
+				appendStringInfo(&buf, "%st.%s IS NOT NULL", foreach_current_index(c) > 0 ? " AND " : "",
+								 quote_identifier(lfirst(c)));
+			if (kind == OTM_INSPECT)
+			{
+				appendStringInfo(&buf, " AND (");
+				append_idents(&buf, "t.", m->target_key);
+				appendStringInfo(&buf, ") IN (SELECT ");
+				forboth(c, m->legacy_key, e, m->target_key)
+					appendStringInfo(&buf, "%s(c.%s)::%s", foreach_current_index(c) > 0 ? ", " : "",
+									 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)));
+				appendStringInfo(&buf, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) c)", legacy);
+			}
+			appendStringInfoString(&buf, "), softmig_x AS (SELECT DISTINCT ");
+			append_idents(&buf, "d.", m->target_key);
+			if (kind == OTM_PARITY)
+				appendStringInfoString(&buf, " FROM ((SELECT * FROM softmig_w EXCEPT ALL SELECT * FROM softmig_h) "
+									   "UNION ALL (SELECT * FROM softmig_h EXCEPT ALL SELECT * FROM softmig_w)) d");
+			else
+				appendStringInfoString(&buf, " FROM (SELECT * FROM softmig_w UNION ALL SELECT * FROM softmig_h) d");
+			appendStringInfoString(&buf, "), softmig_s AS (SELECT pg_catalog.jsonb_build_object(");
+			forboth(c, m->legacy_key, e, m->target_key)
+				appendStringInfo(&buf, "%s%s, (x.%s)::%s", foreach_current_index(c) > 0 ? ", " : "",
+								 quote_literal_cstr(lfirst(c)), quote_identifier(lfirst(e)),
+								 col_type(m->legacy, lfirst(c)));
+			appendStringInfoString(&buf, ") AS softmig_key, EXISTS ((SELECT * FROM softmig_w w WHERE ");
+			append_match(&buf, m, "w.", "x.");
+			appendStringInfoString(&buf, " EXCEPT ALL SELECT * FROM softmig_h h WHERE ");
+			append_match(&buf, m, "h.", "x.");
+			appendStringInfoString(&buf, ") UNION ALL (SELECT * FROM softmig_h h WHERE ");
+			append_match(&buf, m, "h.", "x.");
+			appendStringInfoString(&buf, " EXCEPT ALL SELECT * FROM softmig_w w WHERE ");
+			append_match(&buf, m, "w.", "x.");
+			appendStringInfoString(&buf, ")) AS softmig_diff, (SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(w) "
+								   "ORDER BY pg_catalog.to_jsonb(w)::pg_catalog.text) FROM softmig_w w WHERE ");
+			append_match(&buf, m, "w.", "x.");
+			appendStringInfoString(&buf, ") AS softmig_ls, (SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(h) "
+								   "ORDER BY pg_catalog.to_jsonb(h)::pg_catalog.text) FROM softmig_h h WHERE ");
+			append_match(&buf, m, "h.", "x.");
+			appendStringInfoString(&buf, ") AS softmig_ts FROM softmig_x x) SELECT CASE "
+								   "WHEN s.softmig_ls IS NULL THEN 'missing_in_legacy' "
+								   "WHEN s.softmig_ts IS NULL THEN 'missing_in_target' "
+								   "WHEN NOT s.softmig_diff THEN 'equal' "
+								   "ELSE 'mismatch' END AS kind, s.softmig_key, s.softmig_ls, s.softmig_ts "
+								   "FROM softmig_s s ORDER BY s.softmig_key");
+			break;
+
+		case OTM_PARITY_AGG:
+
+			/*
+			 * Per entity, legacy's row and the aggregate of its target set
+			 * (the backward mapping, as the projection computes it), over
+			 * the legacy key and the aggregated columns; EXCEPT ALL finds the
+			 * entities that differ (all of them when $1 is NULL, else the
+			 * one $1 names).
+			 */
+			aggregated_cols(m, &acols, &aexprs);
+			appendStringInfoString(&buf, "WITH softmig_a AS (SELECT ");
+			forboth(c, m->legacy_key, e, m->target_key)
+				appendStringInfo(&buf, "%s(t.%s)::%s AS %s", foreach_current_index(c) > 0 ? ", " : "",
+								 quote_identifier(lfirst(e)), col_type(m->legacy, lfirst(c)),
+								 quote_identifier(lfirst(c)));
+			forboth(c, acols, e, aexprs)
+				appendStringInfo(&buf, ", (%s\n)::%s AS %s", (char *) lfirst(e),
+								 col_type(m->legacy, lfirst(c)), quote_identifier(lfirst(c)));
+			appendStringInfo(&buf, " FROM %s t WHERE ", target);
+			foreach(c, m->target_key)
+				appendStringInfo(&buf, "t.%s IS NOT NULL AND ", quote_identifier(lfirst(c)));
+			appendStringInfoString(&buf, "($1 IS NULL OR (");
+			append_idents(&buf, "t.", m->target_key);
+			appendStringInfoString(&buf, ") IN (SELECT ");
+			forboth(c, m->legacy_key, e, m->target_key)
+				appendStringInfo(&buf, "%s(c.%s)::%s", foreach_current_index(c) > 0 ? ", " : "",
+								 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)));
+			appendStringInfo(&buf, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) c)) GROUP BY ", legacy);
+			append_idents(&buf, "t.", m->target_key);
+			appendStringInfoString(&buf, "), softmig_l AS (SELECT ");
+			append_idents(&buf, "l.", m->legacy_key);
+			foreach(c, acols)
+				appendStringInfo(&buf, ", l.%s", quote_identifier(lfirst(c)));
+			appendStringInfo(&buf, " FROM %s l WHERE $1 IS NULL OR (", legacy);
+			append_idents(&buf, "l.", m->legacy_key);
+			appendStringInfoString(&buf, ") IN (SELECT ");
+			append_idents(&buf, "c.", m->legacy_key);
+			appendStringInfo(&buf, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) c)), softmig_d AS ("
+							 "(SELECT * FROM softmig_l EXCEPT ALL SELECT * FROM softmig_a) "
+							 "UNION ALL (SELECT * FROM softmig_a EXCEPT ALL SELECT * FROM softmig_l)), "
+							 "softmig_x AS (SELECT ", legacy);
+			append_idents(&buf, NULL, m->legacy_key);
+			appendStringInfoString(&buf, " FROM softmig_d UNION SELECT ");
+			append_idents(&buf, NULL, m->legacy_key);
+			appendStringInfoString(&buf, " FROM softmig_l WHERE $1 IS NOT NULL UNION SELECT ");
+			append_idents(&buf, NULL, m->legacy_key);
+			appendStringInfoString(&buf, " FROM softmig_a WHERE $1 IS NOT NULL), softmig_s AS (SELECT ");
+			append_key_json(&buf, m, "x.");
+			appendStringInfoString(&buf, " AS softmig_key, EXISTS (SELECT 1 FROM softmig_d d WHERE ");
+			foreach(c, m->legacy_key)
+				appendStringInfo(&buf, "%sd.%s = x.%s", foreach_current_index(c) > 0 ? " AND " : "",
+								 quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
+			appendStringInfoString(&buf, ") AS softmig_diff, (SELECT pg_catalog.to_jsonb(l) FROM softmig_l l WHERE ");
+			foreach(c, m->legacy_key)
+				appendStringInfo(&buf, "%sl.%s = x.%s", foreach_current_index(c) > 0 ? " AND " : "",
+								 quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
+			appendStringInfoString(&buf, ") AS softmig_ls, (SELECT pg_catalog.to_jsonb(a) FROM softmig_a a WHERE ");
+			foreach(c, m->legacy_key)
+				appendStringInfo(&buf, "%sa.%s = x.%s", foreach_current_index(c) > 0 ? " AND " : "",
+								 quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
+			appendStringInfoString(&buf, ") AS softmig_ts FROM softmig_x x) SELECT CASE "
+								   "WHEN s.softmig_ls IS NULL THEN 'missing_in_legacy' "
+								   "WHEN s.softmig_ts IS NULL THEN 'missing_in_target' "
+								   "WHEN NOT s.softmig_diff THEN 'equal' "
+								   "ELSE 'mismatch' END AS kind, s.softmig_key, s.softmig_ls, s.softmig_ts "
+								   "FROM softmig_s s ORDER BY s.softmig_key");
+			break;
+
+		case OTM_BF_DELETE:
+			appendStringInfo(&buf, "DELETE FROM %s t USING (SELECT DISTINCT * FROM softmig_old) o WHERE ", target);
+			foreach(c, m->target_key)
+				appendStringInfo(&buf, "t.%s = o.%s AND ", quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
+			append_no_legacy(&buf, m, "t.");
+			break;
 	}
 	return buf.data;
 }
@@ -512,9 +812,158 @@ run(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old, in
 }
 
 /*
+ * run_args
+ *		Execute statement kind (kept plan, parameters $1 jsonb and $2
+ *		integer) and check its SPI result code.
+ */
+static void
+run_args(SoftmigMigration *m, OtmStmt kind, Datum lo, bool lo_null, int batch, int expect)
+{
+	Oid			argtypes[2] = {JSONBOID, INT4OID};
+	Datum		values[2] = {lo, Int32GetDatum(batch)};
+	char		nulls[2] = {lo_null ? 'n' : ' ', ' '};
+	SPIPlanPtr	plan = softmig_cached_plan(m, otm_sql(m, kind, InvalidOid, true, true), 2, argtypes);
+
+	softmig_spi_expect(SPI_execute_plan(plan, values, nulls, false, 0), expect,
+					   "backfill a one_to_many migration");
+}
+
+/*
+ * store_result
+ *		Register the rows of the last SPI query as ephemeral relation name
+ *		(unregistering an earlier one of that name); returns how many.
+ */
+static uint64
+store_result(const char *name)
+{
+	uint64		n = SPI_processed;
+	TupleDesc	desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+	Tuplestorestate *store = tuplestore_begin_heap(false, false, work_mem);
+
+	for (uint64 i = 0; i < n; i++)
+		tuplestore_puttuple(store, SPI_tuptable->vals[i]);
+	SPI_freetuptable(SPI_tuptable);
+	(void) SPI_unregister_relation(name);
+	register_store(name, desc, store, (int64) n);
+	return n;
+}
+
+/*
+ * bf_rewrite
+ *		Rewrite the sets of the legacy rows the last SPI query returned
+ *		(legacy's columns and softmig_key): lock their entities as a
+ *		mirrored writer does, read their current versions (a fresh
+ *		snapshot, after any writer that held an entity committed) and
+ *		reconcile the sets.  Returns the number of rows read first and sets
+ *		*last_key to the last one's key (NULL when none).
+ */
+static uint64
+bf_rewrite(SoftmigMigration *m, char **last_key)
+{
+	uint64		n;
+	bool		isnull;
+
+	*last_key = NULL;
+	if (SPI_processed > 0)
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		k = SPI_getbinval(SPI_tuptable->vals[SPI_processed - 1], desc, desc->natts, &isnull);
+
+		*last_key = JsonbToCString(NULL, &DatumGetJsonbP(k)->root, 0);
+	}
+	n = store_result("softmig_new");
+	if (n == 0)
+		return 0;
+	run(m, OTM_LOCK_LEGACY, InvalidOid, true, false, SPI_OK_SELECT);
+	run(m, OTM_BF_FRESH, InvalidOid, true, false, SPI_OK_SELECT);
+	(void) store_result("softmig_new");
+	run(m, OTM_MIRROR_UPSERT, InvalidOid, true, false, SPI_OK_INSERT);
+	return n;
+}
+
+/*
+ * softmig_otm_bf_step
+ *		softmig._bf_step for a one-to-many migration (backfill.c hands it
+ *		over), one unit of backfill work per entity, in the caller's
+ *		transaction, as the target's owner:
+ *		  next    rewrite the sets of up to batch legacy rows with key > lo
+ *		  sweep   rewrite the sets of up to batch legacy rows without one
+ *		  verify  count the legacy rows without a set
+ *		  orphans delete the sets of up to batch entities legacy lacks
+ *		Every entity is locked as a mirrored writer locks it (a transaction
+ *		advisory lock, held to the batch's commit) and read again after the
+ *		lock, so a batch never writes an older version of an entity than a
+ *		live writer does.  Returns the jsonb summary _backfill_batch reads.
+ */
+Datum
+softmig_otm_bf_step(SoftmigMigration *m, const char *op, int batch, Jsonb *lo)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	StringInfoData res;
+	char	   *last_key = NULL;
+	uint64		n;
+	Datum		result;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
+	initStringInfo(&res);
+	softmig_mirror_enter(m->id);
+	PG_TRY();
+	{
+		if (strcmp(op, "next") == 0 || strcmp(op, "range") == 0 || strcmp(op, "sweep") == 0)
+		{
+			OtmStmt		kind = strcmp(op, "sweep") == 0 ? OTM_BF_SWEEP :
+				lo != NULL ? OTM_BF_NEXT : OTM_BF_FIRST;
+
+			run_args(m, kind, lo ? JsonbPGetDatum(lo) : (Datum) 0, lo == NULL, batch, SPI_OK_SELECT);
+			n = bf_rewrite(m, &last_key);
+			appendStringInfo(&res, "{\"locked\": " UINT64_FORMAT ", \"copied\": " UINT64_FORMAT
+							 ", \"skipped\": 0, \"tail_skipped\": 0, \"last_key\": %s}",
+							 n, n, last_key ? last_key : "null");
+		}
+		else if (strcmp(op, "verify") == 0)
+		{
+			bool		isnull;
+
+			run(m, OTM_BF_MISSING, InvalidOid, false, false, SPI_OK_SELECT);
+			appendStringInfo(&res, "{\"missing\": " INT64_FORMAT "}",
+							 DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
+		}
+		else if (strcmp(op, "orphans") == 0)
+		{
+			run_args(m, OTM_BF_ORPHANS, (Datum) 0, true, batch, SPI_OK_SELECT);
+			n = store_result("softmig_old");
+			if (n > 0)
+			{
+				run(m, OTM_LOCK, InvalidOid, false, true, SPI_OK_SELECT);
+				run(m, OTM_BF_DELETE, InvalidOid, false, true, SPI_OK_DELETE);
+				n = SPI_processed;
+			}
+			appendStringInfo(&res, "{\"deleted\": " UINT64_FORMAT "}", n);
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown backfill step \"%s\"", op)));
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_leave();
+	}
+	PG_END_TRY();
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	result = SPI_datumTransfer(DirectFunctionCall1(jsonb_in, CStringGetDatum(res.data)), false, -1);
+	SPI_finish();
+	return result;
+}
+
+/*
  * mirror_legacy
- *		mirrored: rewrite the target sets of the legacy rows a statement
- *		wrote.  Runs as the target's owner with the migration marked as
+ *		mirrored: lock the entities of the legacy rows a statement wrote
+ *		(their old and new keys) and rewrite their target sets.  Runs as the target's owner with the migration marked as
  *		mirroring; the caller holds an SPI connection with the trigger's
  *		transition tables registered.
  */
@@ -522,7 +971,11 @@ static void
 mirror_legacy(TriggerData *td, SoftmigMigration *m)
 {
 	Oid			relid = RelationGetRelid(td->tg_relation);
+	bool		has_new = !TRIGGER_FIRED_BY_DELETE(td->tg_event);
+	bool		has_old = !TRIGGER_FIRED_BY_INSERT(td->tg_event);
 
+	/* the entities' locks: a backfill batch rewriting them waits, or we do */
+	run(m, OTM_LOCK_LEGACY, relid, has_new, has_old, SPI_OK_SELECT);
 	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 	{
 		run(m, OTM_MIRROR_DELETE, relid, false, true, SPI_OK_DELETE);
@@ -534,20 +987,20 @@ mirror_legacy(TriggerData *td, SoftmigMigration *m)
 }
 
 /*
- * project_target
- *		new_write, new_read: lock the entities a target statement touched,
+ * project_sets
+ *		new_write, new_read: lock the entities in the transition tables
+ *		(unless rel is NULL: the caller holds both tables against writers),
  *		aggregate their sets (as the target's owner, fresh snapshot), refuse
- *		or record sets legacy cannot represent, and upsert or delete their
- *		legacy rows (as legacy's owner).  The caller holds an SPI
- *		connection with the trigger's transition tables registered and has
- *		marked the migration as mirroring.
+ *		(rel given, on_new_only = reject, envelope open) or record sets legacy
+ *		cannot represent, and upsert or delete their legacy rows (as legacy's
+ *		owner).  The caller holds an SPI connection with softmig_new and/or
+ *		softmig_old registered (the entity columns by their target names)
+ *		and has marked the migration as mirroring.  Returns the number of
+ *		entities.
  */
-static void
-project_target(TriggerData *td, SoftmigMigration *m)
+static uint64
+project_sets(SoftmigMigration *m, Oid relid, bool has_new, bool has_old, Relation rel)
 {
-	Oid			relid = RelationGetRelid(td->tg_relation);
-	bool		has_new = !TRIGGER_FIRED_BY_DELETE(td->tg_event);
-	bool		has_old = !TRIGGER_FIRED_BY_INSERT(td->tg_event);
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
@@ -559,9 +1012,11 @@ project_target(TriggerData *td, SoftmigMigration *m)
 	int			ncol;
 	SPIPlanPtr	plan;
 	ErrorData  *edata;
+	bool		reject = (rel != NULL && m->reject_new_only && m->envelope_open);
 
 	softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
-	run(m, OTM_LOCK, relid, has_new, has_old, SPI_OK_SELECT);
+	if (rel != NULL)
+		run(m, OTM_LOCK, relid, has_new, has_old, SPI_OK_SELECT);
 	run(m, OTM_AGGREGATE, relid, has_new, has_old, SPI_OK_SELECT);
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 
@@ -581,6 +1036,7 @@ project_target(TriggerData *td, SoftmigMigration *m)
 		tuplestore_puttuple(store, tup);
 	}
 	SPI_freetuptable(SPI_tuptable);
+	(void) SPI_unregister_relation(OTM_AGG);
 	register_store(OTM_AGG, desc, store, (int64) n);
 
 	if (bad > 0)
@@ -588,8 +1044,8 @@ project_target(TriggerData *td, SoftmigMigration *m)
 		Datum		keys;
 		bool		isnull;
 
-		if (m->reject_new_only && m->envelope_open)
-			softmig_refuse_new_only(m, td->tg_relation,
+		if (reject)
+			softmig_refuse_new_only(m, rel,
 									psprintf("%lld entit%s of this statement make%s the representable predicate false.",
 											 (long long) bad, bad == 1 ? "y" : "ies", bad == 1 ? "s" : ""));
 		run(m, OTM_BAD_KEYS, relid, false, false, SPI_OK_SELECT);
@@ -609,14 +1065,66 @@ project_target(TriggerData *td, SoftmigMigration *m)
 		Datum		keys;
 		bool		isnull;
 
-		if (m->reject_new_only && m->envelope_open)
-			softmig_refuse_new_only(m, td->tg_relation,
+		if (reject)
+			softmig_refuse_new_only(m, rel,
 									psprintf("Legacy refused the aggregated row: %s", edata->message));
 		run(m, OTM_BAD_KEYS, relid, false, false, SPI_OK_SELECT);
 		keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 		softmig_note_new_only(m, (int64) n, keys, isnull,
 							  psprintf("legacy refused the aggregated row of an entity: %s", edata->message));
 	}
+	return n;
+}
+
+/*
+ * softmig_otm_resync_all
+ *		softmig._resync_all for a one-to-many migration (shadow_enable in
+ *		new_write or new_read): every entity either side holds is
+ *		aggregated and projected onto legacy again.  The caller holds both
+ *		tables locked against writers.  Returns the number of entities.
+ */
+int64
+softmig_otm_resync_all(SoftmigMigration *m)
+{
+	StringInfoData sql;
+	ListCell   *c;
+	ListCell   *e;
+	volatile uint64 n = 0;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT DISTINCT ");
+	append_idents(&sql, "t.", m->target_key);
+	appendStringInfo(&sql, " FROM %s t WHERE ", softmig_qualified_relname(m->target));
+	foreach(c, m->target_key)
+		appendStringInfo(&sql, "%st.%s IS NOT NULL", foreach_current_index(c) > 0 ? " AND " : "",
+						 quote_identifier(lfirst(c)));
+	appendStringInfoString(&sql, " UNION SELECT ");
+	forboth(c, m->legacy_key, e, m->target_key)
+		appendStringInfo(&sql, "%s(l.%s)::%s AS %s", foreach_current_index(c) > 0 ? ", " : "",
+						 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)),
+						 quote_identifier(lfirst(e)));
+	appendStringInfo(&sql, " FROM %s l", softmig_qualified_relname(m->legacy));
+	softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
+	softmig_spi_expect(SPI_execute(sql.data, true, 0), SPI_OK_SELECT, "list the entities of a one_to_many migration");
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	(void) store_result("softmig_new");
+	softmig_mirror_enter(m->id);
+	PG_TRY();
+	{
+		n = project_sets(m, InvalidOid, true, false, NULL);
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_leave();
+	}
+	PG_END_TRY();
+	SPI_finish();
+	return (int64) n;
 }
 
 /*
@@ -645,7 +1153,9 @@ softmig_otm_write(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
 			softmig_leave_owner_context(save_nest, save_user, save_sec);
 		}
 		else
-			project_target(td, m);
+			(void) project_sets(m, RelationGetRelid(td->tg_relation),
+								!TRIGGER_FIRED_BY_DELETE(td->tg_event),
+								!TRIGGER_FIRED_BY_INSERT(td->tg_event), td->tg_relation);
 	}
 	PG_FINALLY();
 	{
@@ -847,4 +1357,258 @@ softmig_otm_validate(SoftmigMigration *m)
 	prepare_check(otm_sql(m, OTM_PROJECT, m->target, true, true), lowner);
 	prepare_check(otm_sql(m, OTM_BAD_KEYS, m->target, true, true), towner);
 	SPI_finish();
+}
+
+/*
+ * otm_compare
+ *		Run statement kind (OTM_PARITY, or OTM_INSPECT for key) as the
+ *		legacy table's owner in the read-only context, after checking that
+ *		the caller may read both tables (42501, as parity and inspect do).
+ *		The caller is connected to SPI; the rows are in SPI_tuptable:
+ *		kind, key, legacy set (expansion), target set.
+ */
+static void
+otm_compare(SoftmigMigration *m, OtmStmt kind, Jsonb *key, const char *what)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	bool		save_ro;
+	Oid			argtypes[1] = {JSONBOID};
+	Datum		values[1];
+	int			nargs = (kind == OTM_PARITY) ? 0 : 1;
+	char		nulls[1] = {key ? ' ' : 'n'};
+
+	softmig_check_read_access(m->legacy, m->target, GetUserId(), what);
+	softmig_enter_readonly_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec, &save_ro);
+	values[0] = key ? JsonbPGetDatum(key) : (Datum) 0;
+	softmig_spi_expect(SPI_execute_plan(softmig_cached_plan(m, otm_sql(m, kind, InvalidOid, false, false),
+															nargs, argtypes),
+										values, nulls, true, 0),
+					   SPI_OK_SELECT, "compare a one_to_many migration");
+	softmig_leave_readonly_context(save_nest, save_user, save_sec, save_ro);
+}
+
+/*
+ * parity_kind
+ *		What parity compares in m's state: while legacy is the authority
+ *		(legacy, mirrored) each legacy row's expansion with its target set;
+ *		once the target is (new_write on) each legacy row with the aggregate
+ *		of its set, which is what the projection writes.
+ */
+static OtmStmt
+parity_kind(SoftmigMigration *m)
+{
+	return (m->state == SM_LEGACY || m->state == SM_MIRRORED) ? OTM_PARITY : OTM_PARITY_AGG;
+}
+
+/*
+ * text_or_null
+ *		Column col of the current SPI row as a text datum (nulls[i] set).
+ */
+static Datum
+text_or_null(HeapTuple tup, int col, bool *isnull)
+{
+	char	   *v = SPI_getvalue(tup, SPI_tuptable->tupdesc, col);
+
+	*isnull = (v == NULL);
+	return v ? CStringGetTextDatum(v) : (Datum) 0;
+}
+
+/*
+ * softmig_otm_parity_rows
+ *		softmig.parity for a one-to-many migration: one row per entity whose
+ *		legacy row's expansion and target set differ as multisets (kind
+ *		missing_in_target, missing_in_legacy or mismatch, the legacy key,
+ *		field NULL, both sets as jsonb arrays), into ts with desc.
+ */
+void
+softmig_otm_parity_rows(SoftmigMigration *m, Tuplestorestate *ts, TupleDesc desc)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	otm_compare(m, parity_kind(m), NULL, "softmig.parity");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		Datum		values[5];
+		bool		nulls[5] = {false, false, true, false, false};
+		bool		isnull;
+
+		values[0] = text_or_null(tup, 1, &nulls[0]);
+		values[1] = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
+		values[2] = (Datum) 0;
+		values[3] = text_or_null(tup, 3, &nulls[3]);
+		values[4] = text_or_null(tup, 4, &nulls[4]);
+		tuplestore_putvalues(ts, desc, values, nulls);
+	}
+	SPI_finish();
+}
+
+/*
+ * softmig_otm_parity_summary
+ *		softmig._parity_summary for a one-to-many migration: the counts per
+ *		kind (entities), up to sample legacy keys of each, the compared
+ *		columns and the row counts of both tables.
+ */
+Datum
+softmig_otm_parity_summary(SoftmigMigration *m, int sample)
+{
+	static const char *const kinds[] = {"missing_in_target", "missing_in_legacy", "mismatch"};
+	StringInfoData samples[3];
+	uint64		found[3] = {0, 0, 0};
+	StringInfoData out;
+	ListCell   *lc;
+	Datum		result;
+	bool		isnull;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	otm_compare(m, parity_kind(m), NULL, "softmig.parity");
+	for (int k = 0; k < 3; k++)
+		initStringInfo(&samples[k]);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *kind = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		for (int k = 0; k < 3; k++)
+		{
+			if (strcmp(kind, kinds[k]) != 0)
+				continue;
+			if (found[k]++ < (uint64) sample)
+				appendStringInfo(&samples[k], "%s%s", found[k] > 1 ? ", " : "",
+								 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
+		}
+	}
+	initStringInfo(&out);
+	appendStringInfo(&out, "{\"cardinality\": \"one_to_many\", \"missing_in_target\": " UINT64_FORMAT
+					 ", \"missing_in_legacy\": " UINT64_FORMAT ", \"mismatch\": " UINT64_FORMAT
+					 ", \"mismatch_fields\": {}, \"sample\": {",
+					 found[0], found[1], found[2]);
+	for (int k = 0; k < 3; k++)
+		appendStringInfo(&out, "%s\"%s\": [%s]", k ? ", " : "", kinds[k], samples[k].data);
+	appendStringInfoString(&out, "}, \"compared_fields\": [");
+	foreach(lc, m->fwd_cols)
+	{
+		if (foreach_current_index(lc) > 0)
+			appendStringInfoString(&out, ", ");
+		escape_json(&out, lfirst(lc));
+	}
+	softmig_spi_expect(SPI_execute(psprintf("SELECT (SELECT pg_catalog.count(*) FROM %s), (SELECT pg_catalog.count(*) FROM %s)",
+											softmig_qualified_relname(m->legacy),
+											softmig_qualified_relname(m->target)), true, 1),
+					   SPI_OK_SELECT, "count the rows of a one_to_many migration");
+	appendStringInfo(&out, "], \"rows_legacy\": " INT64_FORMAT ", \"rows_target\": " INT64_FORMAT "}",
+					 DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+					 DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)));
+	result = SPI_datumTransfer(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)), false, -1);
+	SPI_finish();
+	return result;
+}
+
+/*
+ * softmig_otm_inspect
+ *		softmig.inspect for a one-to-many migration: the entity of legacy
+ *		key "key" (exactly the legacy key columns, 22023 otherwise): its
+ *		legacy row, the row's expansion, the target set (with the target's
+ *		own columns) and how they compare.
+ */
+Datum
+softmig_otm_inspect(SoftmigMigration *m, Jsonb *key)
+{
+	StringInfoData sql;
+	StringInfoData out;
+	Datum		result;
+	ListCell   *c;
+	ListCell   *e;
+	Oid			argtypes[1] = {JSONBOID};
+	Datum		values[1] = {JsonbPGetDatum(key)};
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	bool		save_ro;
+	char	   *parity = "absent";
+	char	   *expansion = "[]";
+	char	   *aggregate = "null";
+
+	/* the key names exactly the legacy key columns */
+	{
+		JsonbIterator *it = JsonbIteratorInit(&key->root);
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+		int			n = 0;
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+			{
+				char	   *k = pnstrdup(v.val.string.val, v.val.string.len);
+
+				if (!softmig_str_member(m->legacy_key, k))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("\"%s\" is not a key column of migration \"%s\"", k, m->name)));
+				n++;
+			}
+		}
+		if (!JB_ROOT_IS_OBJECT(key) || n != list_length(m->legacy_key))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("key must name every key column of migration \"%s\" and nothing else", m->name)));
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	otm_compare(m, OTM_INSPECT, key, "softmig.inspect");
+	if (SPI_processed > 0)
+	{
+		parity = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		expansion = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		if (expansion == NULL)
+			expansion = "[]";
+	}
+	otm_compare(m, OTM_PARITY_AGG, key, "softmig.inspect");
+	if (SPI_processed > 0)
+	{
+		aggregate = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+		if (aggregate == NULL)
+			aggregate = "null";
+		if (parity_kind(m) == OTM_PARITY_AGG)
+			parity = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	}
+
+	/* the legacy row and the target set as they are */
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT (SELECT pg_catalog.to_jsonb(l) FROM %s l, pg_catalog.jsonb_populate_record(NULL::%s, $1) c WHERE ",
+					 softmig_qualified_relname(m->legacy), softmig_qualified_relname(m->legacy));
+	foreach(c, m->legacy_key)
+		appendStringInfo(&sql, "%sl.%s = c.%s", foreach_current_index(c) > 0 ? " AND " : "",
+						 quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
+	appendStringInfo(&sql, "), (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t) ORDER BY t.ctid), '[]') "
+					 "FROM %s t, pg_catalog.jsonb_populate_record(NULL::%s, $1) c WHERE ",
+					 softmig_qualified_relname(m->target), softmig_qualified_relname(m->legacy));
+	forboth(c, m->legacy_key, e, m->target_key)
+		appendStringInfo(&sql, "%st.%s = (c.%s)::%s", foreach_current_index(c) > 0 ? " AND " : "",
+						 quote_identifier(lfirst(e)), quote_identifier(lfirst(c)),
+						 col_type(m->target, lfirst(e)));
+	appendStringInfoChar(&sql, ')');
+	softmig_enter_readonly_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec, &save_ro);
+	softmig_spi_expect(SPI_execute_plan(softmig_cached_plan(m, sql.data, 1, argtypes), values, NULL, true, 1),
+					   SPI_OK_SELECT, "inspect a one_to_many migration");
+	softmig_leave_readonly_context(save_nest, save_user, save_sec, save_ro);
+
+	initStringInfo(&out);
+	appendStringInfoString(&out, "{\"migration\": ");
+	escape_json(&out, m->name);
+	appendStringInfo(&out, ", \"cardinality\": \"one_to_many\", \"key\": %s, \"parity\": \"%s\", "
+					 "\"compares\": \"%s\", \"legacy\": %s, \"expansion\": %s, \"target\": %s, \"aggregate\": %s}",
+					 JsonbToCString(NULL, &key->root, 0), parity,
+					 parity_kind(m) == OTM_PARITY ? "expansion" : "aggregate",
+					 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) ?
+					 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : "null",
+					 expansion,
+					 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), aggregate);
+	result = SPI_datumTransfer(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)), false, -1);
+	SPI_finish();
+	return result;
 }

@@ -156,6 +156,11 @@ extern bool softmig_otm_enabled(SoftmigMigration *m);
 extern void softmig_otm_refuse(SoftmigMigration *m, const char *what);
 extern void softmig_otm_write(TriggerData *td, SoftmigMigration *m, SoftmigSide side);
 extern void softmig_otm_validate(SoftmigMigration *m);
+extern Datum softmig_otm_bf_step(SoftmigMigration *m, const char *op, int batch, Jsonb *lo);
+extern void softmig_otm_parity_rows(SoftmigMigration *m, Tuplestorestate *ts, TupleDesc desc);
+extern Datum softmig_otm_parity_summary(SoftmigMigration *m, int sample);
+extern Datum softmig_otm_inspect(SoftmigMigration *m, Jsonb *key);
+extern int64 softmig_otm_resync_all(SoftmigMigration *m);
 
 /* envelope.c: the write path's side of the rollback envelope */
 extern void softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null,
