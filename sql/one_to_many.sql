@@ -78,6 +78,7 @@ INSERT INTO otm_v2.grants (user_id, plan, starts) VALUES (9, 'stale', '2020-01-0
 -- row-by-row tools refuse a one-to-many migration (backfill, parity and
 -- inspect work per entity: sql/one_to_many_backfill.sql)
 SELECT state, message FROM t.err($$SELECT softmig.hydrate('subs', '[]', pg_current_snapshot())$$);
+SELECT state, message FROM t.err($$SELECT softmig.quarantine('subs', '{"user_id": 1}', 'test')$$);
 SELECT state, message FROM t.err($$SELECT softmig.create_shape_views('subs', 'otm', 'otm_v2')$$);
 SELECT state, message FROM t.err($$SELECT softmig.set_field_authority('subs', 'plan', 'new')$$);
 INSERT INTO otm.subscriptions VALUES (3, 'team', '2024-03-01'), (4, 'basic', '2024-04-01');

@@ -129,7 +129,7 @@ softmig_otm_refuse(SoftmigMigration *m, const char *what)
 	if (m->one_to_many)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s is not supported for migration \"%s\": it is one_to_many", what, m->name),
+				 errmsg("%s are not supported for migration \"%s\": it is one_to_many", what, m->name),
 				 errdetail("A one_to_many migration maps one legacy row to a set of target rows; its write path, backfill, parity and inspect work per entity."),
 				 errhint("See doc/shapes.md, \"One-to-many\".")));
 }
