@@ -24,8 +24,8 @@
  *
  *	  new_write and new_read (the target is the authority): at the end of
  *	  each statement on the target, the entities it touched (entity
- *	  columns of its old and new rows) are locked (a transaction advisory
- *	  lock per entity, in hash order), then re-aggregated once with a fresh
+ *	  columns of its old and new rows) are locked (transaction advisory
+ *	  locks, see lock_entities), then re-aggregated once with a fresh
  *	  snapshot: the backward mapping holds aggregates over the set, the
  *	  option representable an aggregate predicate.  The aggregated rows are
  *	  upserted into legacy; an empty set deletes the legacy row.  The
@@ -68,6 +68,7 @@
 #include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -214,11 +215,19 @@ append_entity(StringInfo buf, SoftmigMigration *m, const char *alias)
 
 /*
  * append_same_row
- *		Append "w and h are equal rows, the same one of equal rows".
+ *		Append "w and h are equal rows, the same one of equal rows" (the
+ *		entity columns compared with "=" first, so the planner can hash).
  */
 static void
-append_same_row(StringInfo buf, int nfwd)
+append_same_row(StringInfo buf, SoftmigMigration *m, int nfwd)
 {
+	ListCell   *lc;
+
+	/* the entity columns are never NULL here: "=" lets the planner hash */
+	foreach(lc, m->target_key)
+		appendStringInfo(buf, "w.softmig_c%d = h.softmig_c%d AND ",
+						 str_index(m->fwd_cols, lfirst(lc)) + 1,
+						 str_index(m->fwd_cols, lfirst(lc)) + 1);
 	appendStringInfoString(buf, "ROW(");
 	append_list(buf, "w.", "softmig_c", nfwd);
 	appendStringInfoString(buf, ") IS NOT DISTINCT FROM ROW(");
@@ -228,16 +237,19 @@ append_same_row(StringInfo buf, int nfwd)
 
 /*
  * append_pair
- *		Append "h and x are the r-th unmatched rows of the same entity".
+ *		Append "h and x are the r-th unmatched rows of the same entity"
+ *		(entity columns are never NULL in either).
  */
 static void
 append_pair(StringInfo buf, SoftmigMigration *m)
 {
-	appendStringInfoString(buf, "ROW(");
-	append_entity(buf, m, "h.");
-	appendStringInfoString(buf, ") IS NOT DISTINCT FROM ROW(");
-	append_entity(buf, m, "x.");
-	appendStringInfoString(buf, ") AND h.softmig_r OPERATOR(pg_catalog.=) x.softmig_r");
+	ListCell   *lc;
+
+	foreach(lc, m->target_key)
+		appendStringInfo(buf, "h.softmig_c%d = x.softmig_c%d AND ",
+						 str_index(m->fwd_cols, lfirst(lc)) + 1,
+						 str_index(m->fwd_cols, lfirst(lc)) + 1);
+	appendStringInfoString(buf, "h.softmig_r OPERATOR(pg_catalog.=) x.softmig_r");
 }
 
 /*
@@ -421,12 +433,12 @@ otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old
 			append_entity(&buf, m, "h.");
 			appendStringInfoString(&buf, " ORDER BY h.softmig_tid) AS softmig_r FROM softmig_h h WHERE NOT EXISTS ("
 								   "SELECT 1 FROM softmig_wn w WHERE ");
-			append_same_row(&buf, nfwd);
+			append_same_row(&buf, m, nfwd);
 			appendStringInfoString(&buf, ")), softmig_wx AS (SELECT w.*, pg_catalog.row_number() OVER (PARTITION BY ");
 			append_entity(&buf, m, "w.");
 			appendStringInfoString(&buf, ") AS softmig_r FROM softmig_wn w WHERE NOT EXISTS ("
 								   "SELECT 1 FROM softmig_h h WHERE ");
-			append_same_row(&buf, nfwd);
+			append_same_row(&buf, m, nfwd);
 			appendStringInfo(&buf, ")), softmig_u AS (UPDATE %s t SET ", target);
 			foreach(c, m->fwd_cols)
 				appendStringInfo(&buf, "%s%s = x.softmig_c%d", foreach_current_index(c) > 0 ? ", " : "",
@@ -489,20 +501,12 @@ otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old
 
 		case OTM_LOCK:
 		case OTM_LOCK_LEGACY:
-
-			/*
-			 * one transaction advisory lock per entity, in one order: the
-			 * legacy table's oid in the high half, a hash of the key in the
-			 * low half
-			 */
-			appendStringInfo(&buf, "SELECT pg_catalog.pg_advisory_xact_lock(s.softmig_h) FROM ("
-							 "SELECT DISTINCT (%u::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32) "
-							 "OPERATOR(pg_catalog.|) (pg_catalog.hashtext(ROW(",
-							 m->legacy);
+			/* the hashes of the touched entities, in one order (lock_entities) */
+			appendStringInfoString(&buf, "SELECT DISTINCT pg_catalog.hashtext(ROW(");
 			append_list(&buf, "x.", "softmig_e", nkey);
-			appendStringInfoString(&buf, ")::pg_catalog.text)::pg_catalog.int8 OPERATOR(pg_catalog.&) 4294967295) AS softmig_h FROM (");
+			appendStringInfoString(&buf, ")::pg_catalog.text) AS softmig_h FROM (");
 			append_touched(&buf, m, kind == OTM_LOCK_LEGACY, has_new, has_old);
-			appendStringInfoString(&buf, ") x ORDER BY 1) s");
+			appendStringInfoString(&buf, ") x ORDER BY 1");
 			break;
 
 		case OTM_AGGREGATE:
@@ -812,6 +816,69 @@ run(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old, in
 }
 
 /*
+ * The entity locks.  A statement that touches few entities takes, per
+ * entity, a shared lock on its stripe (one of OTM_STRIPES, by the key's
+ * hash) and an exclusive lock on the entity itself; one that touches more
+ * than OTM_FEW_ENTITIES (a big statement, a backfill batch) takes its
+ * stripes exclusively instead, so the lock table never holds more than
+ * OTM_STRIPES of its locks.  Either way two writers of one entity
+ * conflict.  Entity locks are transaction advisory locks with the legacy
+ * table's oid in the high 32 bits of the key and the hash in the low 32;
+ * stripe locks use the two-key form (oid, stripe).
+ */
+#define OTM_FEW_ENTITIES	64
+#define OTM_STRIPES			256
+
+/*
+ * lock_entities
+ *		Take the entity locks of the entities in the transition tables
+ *		(kind OTM_LOCK: entity columns of target rows; OTM_LOCK_LEGACY:
+ *		key columns of legacy rows), in one order: stripes ascending, then
+ *		entities ascending.  Held to the end of the transaction.  The
+ *		caller is connected to SPI with the transition tables registered.
+ */
+static void
+lock_entities(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old)
+{
+	uint64		n;
+	int32	   *hashes;
+	bool		stripe[OTM_STRIPES] = {false};
+	bool		few;
+
+	run(m, kind, relid, has_new, has_old, SPI_OK_SELECT);
+	n = SPI_processed;
+	few = (n <= OTM_FEW_ENTITIES);
+	hashes = palloc(sizeof(int32) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		hashes[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		stripe[(uint32) hashes[i] % OTM_STRIPES] = true;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	for (int s = 0; s < OTM_STRIPES; s++)
+	{
+		if (!stripe[s])
+			continue;
+		if (few)
+			(void) DirectFunctionCall2(pg_advisory_xact_lock_shared_int4,
+									   Int32GetDatum((int32) m->legacy), Int32GetDatum(s));
+		else
+			(void) DirectFunctionCall2(pg_advisory_xact_lock_int4,
+									   Int32GetDatum((int32) m->legacy), Int32GetDatum(s));
+	}
+	if (few)
+	{
+		/* in the order of the hashes (the query's), the same for everyone */
+		for (uint64 i = 0; i < n; i++)
+			(void) DirectFunctionCall1(pg_advisory_xact_lock_int8,
+									   Int64GetDatum((int64) (((uint64) m->legacy << 32) | (uint32) hashes[i])));
+	}
+	pfree(hashes);
+}
+
+/*
  * run_args
  *		Execute statement kind (kept plan, parameters $1 jsonb and $2
  *		integer) and check its SPI result code.
@@ -874,7 +941,7 @@ bf_rewrite(SoftmigMigration *m, char **last_key)
 	n = store_result("softmig_new");
 	if (n == 0)
 		return 0;
-	run(m, OTM_LOCK_LEGACY, InvalidOid, true, false, SPI_OK_SELECT);
+	lock_entities(m, OTM_LOCK_LEGACY, InvalidOid, true, false);
 	run(m, OTM_BF_FRESH, InvalidOid, true, false, SPI_OK_SELECT);
 	(void) store_result("softmig_new");
 	run(m, OTM_MIRROR_UPSERT, InvalidOid, true, false, SPI_OK_INSERT);
@@ -938,7 +1005,7 @@ softmig_otm_bf_step(SoftmigMigration *m, const char *op, int batch, Jsonb *lo)
 			n = store_result("softmig_old");
 			if (n > 0)
 			{
-				run(m, OTM_LOCK, InvalidOid, false, true, SPI_OK_SELECT);
+				lock_entities(m, OTM_LOCK, InvalidOid, false, true);
 				run(m, OTM_BF_DELETE, InvalidOid, false, true, SPI_OK_DELETE);
 				n = SPI_processed;
 			}
@@ -975,7 +1042,7 @@ mirror_legacy(TriggerData *td, SoftmigMigration *m)
 	bool		has_old = !TRIGGER_FIRED_BY_INSERT(td->tg_event);
 
 	/* the entities' locks: a backfill batch rewriting them waits, or we do */
-	run(m, OTM_LOCK_LEGACY, relid, has_new, has_old, SPI_OK_SELECT);
+	lock_entities(m, OTM_LOCK_LEGACY, relid, has_new, has_old);
 	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 	{
 		run(m, OTM_MIRROR_DELETE, relid, false, true, SPI_OK_DELETE);
@@ -1016,7 +1083,7 @@ project_sets(SoftmigMigration *m, Oid relid, bool has_new, bool has_old, Relatio
 
 	softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
 	if (rel != NULL)
-		run(m, OTM_LOCK, relid, has_new, has_old, SPI_OK_SELECT);
+		lock_entities(m, OTM_LOCK, relid, has_new, has_old);
 	run(m, OTM_AGGREGATE, relid, has_new, has_old, SPI_OK_SELECT);
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 
