@@ -338,38 +338,26 @@ append_match(StringInfo buf, SoftmigMigration *m, const char *a, const char *b)
 }
 
 /*
- * append_no_set
- *		Append "no target row belongs to legacy row alias" (NOT EXISTS).
+ * append_none_on
+ *		Append "the other side holds no row of the entity of row alias"
+ *		(NOT EXISTS): of_legacy, alias is a legacy row and the target is
+ *		searched for its set; otherwise alias is a target row and legacy is
+ *		searched for its entity's row.
  */
 static void
-append_no_set(StringInfo buf, SoftmigMigration *m, const char *alias)
+append_none_on(StringInfo buf, SoftmigMigration *m, bool of_legacy, const char *alias)
 {
+	Oid			other = of_legacy ? m->target : m->legacy;
+	List	   *mine = of_legacy ? m->legacy_key : m->target_key;
+	List	   *theirs = of_legacy ? m->target_key : m->legacy_key;
 	ListCell   *c;
 	ListCell   *e;
 
-	appendStringInfo(buf, "NOT EXISTS (SELECT 1 FROM %s t WHERE ", softmig_qualified_relname(m->target));
-	forboth(c, m->legacy_key, e, m->target_key)
-		appendStringInfo(buf, "%st.%s = (%s%s)::%s", foreach_current_index(c) > 0 ? " AND " : "",
+	appendStringInfo(buf, "NOT EXISTS (SELECT 1 FROM %s o WHERE ", softmig_qualified_relname(other));
+	forboth(c, mine, e, theirs)
+		appendStringInfo(buf, "%so.%s = (%s%s)::%s", foreach_current_index(c) > 0 ? " AND " : "",
 						 quote_identifier(lfirst(e)), alias, quote_identifier(lfirst(c)),
-						 col_type(m->target, lfirst(e)));
-	appendStringInfoChar(buf, ')');
-}
-
-/*
- * append_no_legacy
- *		Append "legacy holds no row for the entity of target row alias".
- */
-static void
-append_no_legacy(StringInfo buf, SoftmigMigration *m, const char *alias)
-{
-	ListCell   *c;
-	ListCell   *e;
-
-	appendStringInfo(buf, "NOT EXISTS (SELECT 1 FROM %s l WHERE ", softmig_qualified_relname(m->legacy));
-	forboth(c, m->legacy_key, e, m->target_key)
-		appendStringInfo(buf, "%sl.%s = (%s%s)::%s", foreach_current_index(c) > 0 ? " AND " : "",
-						 quote_identifier(lfirst(c)), alias, quote_identifier(lfirst(e)),
-						 col_type(m->legacy, lfirst(c)));
+						 col_type(other, lfirst(e)));
 	appendStringInfoChar(buf, ')');
 }
 
@@ -594,7 +582,7 @@ otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old
 			else if (kind == OTM_BF_SWEEP)
 			{
 				appendStringInfoString(&buf, " WHERE $1 IS NULL AND ");
-				append_no_set(&buf, m, "l.");
+				append_none_on(&buf, m, true, "l.");
 			}
 			else
 				appendStringInfoString(&buf, " WHERE $1 IS NULL");
@@ -616,7 +604,7 @@ otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old
 
 		case OTM_BF_MISSING:
 			appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM %s l WHERE ", legacy);
-			append_no_set(&buf, m, "l.");
+			append_none_on(&buf, m, true, "l.");
 			break;
 
 		case OTM_BF_ORPHANS:
@@ -625,7 +613,7 @@ otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old
 			appendStringInfo(&buf, " FROM %s t WHERE ", target);
 			foreach(c, m->target_key)
 				appendStringInfo(&buf, "t.%s IS NOT NULL AND ", quote_identifier(lfirst(c)));
-			append_no_legacy(&buf, m, "t.");
+			append_none_on(&buf, m, false, "t.");
 			appendStringInfoString(&buf, " LIMIT $2");
 			break;
 
@@ -774,7 +762,7 @@ otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old
 			appendStringInfo(&buf, "DELETE FROM %s t USING (SELECT DISTINCT * FROM softmig_old) o WHERE ", target);
 			foreach(c, m->target_key)
 				appendStringInfo(&buf, "t.%s = o.%s AND ", quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
-			append_no_legacy(&buf, m, "t.");
+			append_none_on(&buf, m, false, "t.");
 			break;
 	}
 	return buf.data;
