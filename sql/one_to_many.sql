@@ -20,7 +20,7 @@ RETURNS TABLE (state text, message text, detail text, hint text) LANGUAGE sql AS
 $$;
 
 -- 1. the definition: every bad input with its error, nothing left behind
-SELECT * FROM t.counts();
+SELECT * INTO TEMP otm_before FROM t.counts();
 SELECT * FROM t.otm('{"cardinality": "one_to_few", "entity": {"user_id": "user_id"}}');
 SELECT * FROM t.otm('{"cardinality": 2}');
 SELECT * FROM t.otm('{"cardinality": "one_to_many"}');
@@ -51,7 +51,7 @@ SELECT * FROM t.otm('{"cardinality": "one_to_many", "entity": {"user_id": "user_
 -- a forward mapping stays per row: no aggregate there
 SELECT * FROM t.otm('{"cardinality": "one_to_many", "entity": {"user_id": "user_id"}}',
                     forward => '{"starts": "min(started_at)"}');
-SELECT * FROM t.counts();
+SELECT ROW(c.*) = ROW(b.*) AS nothing_left_behind FROM t.counts() c, otm_before b;
 
 -- the example
 SELECT softmig.create_migration('subs', 'otm.subscriptions', 'otm_v2.grants',
