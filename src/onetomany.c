@@ -58,6 +58,7 @@
  */
 #include "postgres.h"
 
+#include "access/sysattr.h"
 #include "access/table.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -768,6 +769,48 @@ otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old
 	return buf.data;
 }
 
+/* One statement text, kept in the migration's cache entry (m->otm_sql). */
+typedef struct OtmSqlText
+{
+	OtmStmt		kind;
+	Oid			relid;
+	bool		has_new;
+	bool		has_old;
+	char	   *sql;
+} OtmSqlText;
+
+/*
+ * otm_text
+ *		otm_sql's text for these arguments, built once per cache entry of m
+ *		(in m->cxt, so it goes when the definition or a table changes).
+ */
+static const char *
+otm_text(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old)
+{
+	ListCell   *lc;
+	OtmSqlText *t;
+	char	   *sql;
+	MemoryContext old;
+
+	foreach(lc, m->otm_sql)
+	{
+		t = lfirst(lc);
+		if (t->kind == kind && t->relid == relid && t->has_new == has_new && t->has_old == has_old)
+			return t->sql;
+	}
+	sql = otm_sql(m, kind, relid, has_new, has_old);
+	old = MemoryContextSwitchTo(m->cxt);
+	t = palloc(sizeof(OtmSqlText));
+	t->kind = kind;
+	t->relid = relid;
+	t->has_new = has_new;
+	t->has_old = has_old;
+	t->sql = pstrdup(sql);
+	m->otm_sql = lappend(m->otm_sql, t);
+	MemoryContextSwitchTo(old);
+	return t->sql;
+}
+
 /*
  * register_store
  *		Register rows (a tuplestore with desc) as the ephemeral relation
@@ -797,7 +840,7 @@ register_store(const char *name, TupleDesc desc, Tuplestorestate *rows, int64 n)
 static void
 run(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old, int expect)
 {
-	SPIPlanPtr	plan = softmig_cached_plan(m, otm_sql(m, kind, relid, has_new, has_old), 0, NULL);
+	SPIPlanPtr	plan = softmig_cached_plan(m, otm_text(m, kind, relid, has_new, has_old), 0, NULL);
 
 	softmig_spi_expect(SPI_execute_plan(plan, NULL, NULL, false, 0), expect,
 					   "write the other side of a one_to_many migration");
@@ -877,7 +920,7 @@ run_args(SoftmigMigration *m, OtmStmt kind, Datum lo, bool lo_null, int batch, i
 	Oid			argtypes[2] = {JSONBOID, INT4OID};
 	Datum		values[2] = {lo, Int32GetDatum(batch)};
 	char		nulls[2] = {lo_null ? 'n' : ' ', ' '};
-	SPIPlanPtr	plan = softmig_cached_plan(m, otm_sql(m, kind, InvalidOid, true, true), 2, argtypes);
+	SPIPlanPtr	plan = softmig_cached_plan(m, otm_text(m, kind, InvalidOid, true, true), 2, argtypes);
 
 	softmig_spi_expect(SPI_execute_plan(plan, values, nulls, false, 0), expect,
 					   "backfill a one_to_many migration");
@@ -1016,6 +1059,31 @@ softmig_otm_bf_step(SoftmigMigration *m, const char *op, int batch, Jsonb *lo)
 }
 
 /*
+ * key_updated
+ *		May an UPDATE on legacy have changed a key column: is one of them
+ *		among the statement's updated columns (a BEFORE trigger may change
+ *		any column, so then every column counts)?
+ */
+static bool
+key_updated(TriggerData *td, SoftmigMigration *m)
+{
+	Relation	rel = td->tg_relation;
+	ListCell   *lc;
+
+	if (td->tg_updatedcols == NULL || (rel->trigdesc && rel->trigdesc->trig_update_before_row))
+		return true;
+	foreach(lc, m->legacy_key)
+	{
+		AttrNumber	att = get_attnum(RelationGetRelid(rel), lfirst(lc));
+
+		if (att == InvalidAttrNumber ||
+			bms_is_member(att - FirstLowInvalidHeapAttributeNumber, td->tg_updatedcols))
+			return true;
+	}
+	return false;
+}
+
+/*
  * mirror_legacy
  *		mirrored: lock the entities of the legacy rows a statement wrote
  *		(their old and new keys) and rewrite their target sets.  Runs as the target's owner with the migration marked as
@@ -1036,7 +1104,7 @@ mirror_legacy(TriggerData *td, SoftmigMigration *m)
 		run(m, OTM_MIRROR_DELETE, relid, false, true, SPI_OK_DELETE);
 		return;
 	}
-	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && key_updated(td, m))
 		run(m, OTM_MIRROR_MOVE, relid, true, true, SPI_OK_UPDATE);
 	run(m, OTM_MIRROR_UPSERT, relid, true, false, SPI_OK_INSERT);
 }
@@ -1110,7 +1178,7 @@ project_sets(SoftmigMigration *m, Oid relid, bool has_new, bool has_old, Relatio
 	}
 
 	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
-	plan = softmig_cached_plan(m, otm_sql(m, OTM_PROJECT, relid, has_new, has_old), 0, NULL);
+	plan = softmig_cached_plan(m, otm_text(m, OTM_PROJECT, relid, has_new, has_old), 0, NULL);
 	edata = softmig_spi_try(plan, NULL, NULL, NULL, false, SPI_OK_INSERT, softmig_unrepresentable);
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 
@@ -1437,7 +1505,7 @@ otm_compare(SoftmigMigration *m, OtmStmt kind, Jsonb *key, const char *what)
 	softmig_check_read_access(m->legacy, m->target, GetUserId(), what);
 	softmig_enter_readonly_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec, &save_ro);
 	values[0] = key ? JsonbPGetDatum(key) : (Datum) 0;
-	softmig_spi_expect(SPI_execute_plan(softmig_cached_plan(m, otm_sql(m, kind, InvalidOid, false, false),
+	softmig_spi_expect(SPI_execute_plan(softmig_cached_plan(m, otm_text(m, kind, InvalidOid, false, false),
 															nargs, argtypes),
 										values, nulls, true, 0),
 					   SPI_OK_SELECT, "compare a one_to_many migration");

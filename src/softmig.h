@@ -139,6 +139,7 @@ typedef struct SoftmigMigration
 	List	   *new_legacy_cols;	/* of char *: legacy columns carrying them */
 	int32		group_id;		/* softmig.groups.id, 0 when in no group */
 	bool		one_to_many;	/* option cardinality one_to_many */
+	List	   *otm_sql;		/* onetomany.c: its statements' texts */
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;
