@@ -215,6 +215,24 @@ append_entity(StringInfo buf, SoftmigMigration *m, const char *alias)
 }
 
 /*
+ * append_entity_eq
+ *		Append "a.e = b.e AND " for every entity column e of the mirror's
+ *		expansion rows (softmig_c<i>) of aliases a and b.
+ */
+static void
+append_entity_eq(StringInfo buf, SoftmigMigration *m, const char *a, const char *b)
+{
+	ListCell   *lc;
+
+	foreach(lc, m->target_key)
+	{
+		int			i = str_index(m->fwd_cols, lfirst(lc)) + 1;
+
+		appendStringInfo(buf, "%ssoftmig_c%d = %ssoftmig_c%d AND ", a, i, b, i);
+	}
+}
+
+/*
  * append_same_row
  *		Append "w and h are equal rows, the same one of equal rows" (the
  *		entity columns compared with "=" first, so the planner can hash).
@@ -222,13 +240,8 @@ append_entity(StringInfo buf, SoftmigMigration *m, const char *alias)
 static void
 append_same_row(StringInfo buf, SoftmigMigration *m, int nfwd)
 {
-	ListCell   *lc;
-
 	/* the entity columns are never NULL here: "=" lets the planner hash */
-	foreach(lc, m->target_key)
-		appendStringInfo(buf, "w.softmig_c%d = h.softmig_c%d AND ",
-						 str_index(m->fwd_cols, lfirst(lc)) + 1,
-						 str_index(m->fwd_cols, lfirst(lc)) + 1);
+	append_entity_eq(buf, m, "w.", "h.");
 	appendStringInfoString(buf, "ROW(");
 	append_list(buf, "w.", "softmig_c", nfwd);
 	appendStringInfoString(buf, ") IS NOT DISTINCT FROM ROW(");
@@ -244,12 +257,7 @@ append_same_row(StringInfo buf, SoftmigMigration *m, int nfwd)
 static void
 append_pair(StringInfo buf, SoftmigMigration *m)
 {
-	ListCell   *lc;
-
-	foreach(lc, m->target_key)
-		appendStringInfo(buf, "h.softmig_c%d = x.softmig_c%d AND ",
-						 str_index(m->fwd_cols, lfirst(lc)) + 1,
-						 str_index(m->fwd_cols, lfirst(lc)) + 1);
+	append_entity_eq(buf, m, "h.", "x.");
 	appendStringInfoString(buf, "h.softmig_r OPERATOR(pg_catalog.=) x.softmig_r");
 }
 
