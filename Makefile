@@ -41,6 +41,8 @@ REGRESS += groups_inspect
 REGRESS += single_row_writes
 REGRESS += shape_views_plans
 REGRESS += split
+REGRESS += one_to_many
+REGRESS += one_to_many_backfill
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

@@ -1062,6 +1062,8 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 				 errhint("The steps are next, range, sweep, orphans and verify.")));
 
 	st.m = softmig_require_migration(st.id);
+	if (st.m->one_to_many)		/* sets per entity (onetomany.c) */
+		PG_RETURN_DATUM(softmig_otm_bf_step(st.m, st.op, st.batch, st.lo));
 	if (list_length(st.m->legacy_key) > BF_MAX_KEY_COLUMNS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -1344,6 +1346,8 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 	int			save_sec;
 	uint64		done = 0;
 
+	if (m->one_to_many)			/* sets per entity (onetomany.c) */
+		PG_RETURN_INT64(softmig_otm_resync_all(m));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	c = bf_context(m);

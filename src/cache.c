@@ -231,6 +231,8 @@ load_migration(SoftmigMigration *m, int32 id)
 		m->reject_new_only = (mode != NULL && strcmp(mode, "reject") == 0);
 	}
 	m->require_opkey = softmig_option_bool(m, "require_operation_key", false);
+	m->one_to_many = softmig_otm_enabled(m);
+	m->otm_sql = NIL;
 	MemoryContextSwitchTo(old);
 
 	/*

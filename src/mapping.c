@@ -182,6 +182,7 @@ softmig_build_dest(SoftmigMigration *m, SoftmigSide side)
 	DestInfo   *d = palloc0(sizeof(DestInfo));
 	ListCell   *lc;
 
+	softmig_otm_refuse(m, "row-by-row operations (hydrate, quarantine, inspect_group)");
 	if (side == SIDE_LEGACY)
 	{
 		d->relid = m->target;
@@ -1140,6 +1141,13 @@ softmig_validate(PG_FUNCTION_ARGS)
 	SoftmigMigration *m = softmig_require_migration(id);
 	Oid			rels[2];
 
+	/* one legacy row, a set of target rows: statements of its own */
+	if (m->one_to_many)
+	{
+		softmig_otm_validate(m);
+		m->valid = false;
+		PG_RETURN_VOID();
+	}
 	/* expressions that cannot work are refused first, with clear errors */
 	softmig_check_definition(m);
 	rels[0] = m->legacy;

@@ -377,7 +377,10 @@ softmig_parity(PG_FUNCTION_ARGS)
 	st.ts = tuplestore_begin_heap(true, false, work_mem);
 	MemoryContextSwitchTo(old);
 
-	MemoryContextDelete(run_parity(id, chunk_rows, emit_tuplestore, &st)->cxt);
+	if (softmig_require_migration(id)->one_to_many)	/* sets per entity */
+		softmig_otm_parity_rows(softmig_require_migration(id), st.ts, st.desc);
+	else
+		MemoryContextDelete(run_parity(id, chunk_rows, emit_tuplestore, &st)->cxt);
 
 	rsinfo->returnMode = SFRM_Materialize;
 	rsinfo->setResult = st.ts;
@@ -461,6 +464,8 @@ softmig_parity_summary(PG_FUNCTION_ARGS)
 	check_chunk_rows(chunk_rows);
 	if (sample < 0)
 		sample = 0;
+	if (softmig_require_migration(id)->one_to_many)	/* sets per entity */
+		PG_RETURN_DATUM(softmig_otm_parity_summary(softmig_require_migration(id), sample));
 	memset(&st, 0, sizeof(st));
 	st.sample = sample;
 	holder = AllocSetContextCreate(CurrentMemoryContext, "softmig parity summary",

@@ -381,6 +381,8 @@ softmig_inspect(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("key must not be null")));
 	id = softmig_migration_by_name(PG_GETARG_TEXT_PP(0), NULL, NULL);
+	if (softmig_require_migration(id)->one_to_many)	/* sets per entity */
+		PG_RETURN_DATUM(softmig_otm_inspect(softmig_require_migration(id), PG_GETARG_JSONB_P(1)));
 	PG_RETURN_DATUM(inspect_entity(id, PG_GETARG_JSONB_P(1)));
 }
 

@@ -153,6 +153,8 @@ typedef struct SoftmigMigration
 	List	   *split_attrs;	/* of int: this owner's attribute members */
 	List	   *split_rels;		/* of Oid: their targets, which the owner's
 								 * projection reads (relcache callback) */
+	bool		one_to_many;	/* option cardinality one_to_many */
+	List	   *otm_sql;		/* onetomany.c: its statements' texts */
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;
@@ -164,6 +166,17 @@ extern bool softmig_group_pending(int32 id);
 extern void softmig_group_supersede(int32 id, Jsonb *keys);
 extern void softmig_group_retry(int32 group_id, int32 projected_id);
 extern void softmig_groups_init(void);
+
+/* onetomany.c: one legacy row, a set of target rows */
+extern bool softmig_otm_enabled(SoftmigMigration *m);
+extern void softmig_otm_refuse(SoftmigMigration *m, const char *what);
+extern void softmig_otm_write(TriggerData *td, SoftmigMigration *m, SoftmigSide side);
+extern void softmig_otm_validate(SoftmigMigration *m);
+extern Datum softmig_otm_bf_step(SoftmigMigration *m, const char *op, int batch, Jsonb *lo);
+extern void softmig_otm_parity_rows(SoftmigMigration *m, Tuplestorestate *ts, TupleDesc desc);
+extern Datum softmig_otm_parity_summary(SoftmigMigration *m, int sample);
+extern Datum softmig_otm_inspect(SoftmigMigration *m, Jsonb *key);
+extern int64 softmig_otm_resync_all(SoftmigMigration *m);
 
 /* envelope.c: the write path's side of the rollback envelope */
 extern void softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null,

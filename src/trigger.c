@@ -1179,6 +1179,26 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 					 TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? "UPDATE" : "DELETE");
 	}
 
+	if (m->one_to_many)
+	{
+		/* one legacy row, a set of target rows (onetomany.c) */
+		if (side != auth)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("writing the %s table of one_to_many migration \"%s\" is not supported in state %s",
+							side_name(side), m->name, softmig_state_name(m->state)),
+					 errdetail("Manual writes under softmig.override and per-field authority work on one row per row.")));
+		if (m->state != SM_CUTOVER)
+			check_write_triggers(m, td->tg_relation);
+		if (m->shadow_disabled)
+			return PointerGetDatum(NULL);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		softmig_otm_write(td, m, side);
+		SPI_finish();
+		return PointerGetDatum(NULL);
+	}
+
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	p = softmig_get_plans(m, td->tg_relation);

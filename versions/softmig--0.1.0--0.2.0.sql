@@ -660,6 +660,15 @@ BEGIN
             HINT = pg_catalog.format('Use softmig.advance_group(%L) or softmig.rollback_group(%L), or softmig.drop_group(%L) first.',
                                      v_group, v_group, v_group);
     END IF;
+    -- the members of a split write one table: they move only as a group (53_split.sql)
+    IF v_group IS NULL AND pg_catalog.cardinality(@extschema@._split_partners(p_id)) OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" shares table %s with migration "%s" and changes state only in a group with it',
+                                        m.name, m.legacy::regclass,
+                                        (SELECT x.name FROM @extschema@.migrations x
+                                          WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1])),
+            HINT = 'Put the members of the split in one group (softmig.create_group) and use softmig.advance_group or softmig.rollback_group.';
+    END IF;
     IF m.state OPERATOR(@extschema@.=) p_to THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),
@@ -779,7 +788,10 @@ DECLARE
     v_divergent text[] := COALESCE(divergent, '{}');
     v_options jsonb := COALESCE(options, '{}');
     v_other text;
+    v_owner @extschema@.migrations;
+    v_others text[] := '{}';
     v_maps jsonb;
+    v_entity text[];
     r record;
     k text;
     e text;
@@ -793,6 +805,19 @@ BEGIN
     IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name) THEN
         RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
             MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
+    END IF;
+
+    -- an attribute member of a split: its owner, checked before the tables
+    IF v_options ? 'attribute_of' THEN
+        PERFORM @extschema@._check_options(v_options);
+        v_owner := @extschema@._split_owner(v_options OPERATOR(pg_catalog.->>) 'attribute_of', legacy, target);
+        -- the legacy columns the owner and its other attribute members write
+        SELECT COALESCE(pg_catalog.array_agg(DISTINCT x.column_name::text), '{}') INTO v_others
+          FROM @extschema@.mappings x JOIN @extschema@.migrations o ON o.id OPERATOR(pg_catalog.=) x.migration_id
+         WHERE x.direction OPERATOR(pg_catalog.=) 'backward'
+           AND (o.id OPERATOR(pg_catalog.=) v_owner.id
+                OR o.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name)
+           AND x.column_name OPERATOR(pg_catalog.<>) ALL (v_owner.legacy_key);
     END IF;
 
     -- the two tables
@@ -813,12 +838,17 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
                 MESSAGE = pg_catalog.format('table %s is a temporary table', t);
         END IF;
+        -- (a split's members share their legacy table: option attribute_of)
         SELECT m.name INTO v_other FROM @extschema@.migrations m
-         WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[]);
+         WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[])
+           AND NOT (v_owner.id IS NOT NULL AND t OPERATOR(pg_catalog.=) v_owner.legacy
+                    AND t OPERATOR(pg_catalog.=) _create_migration.legacy
+                    AND (m.id OPERATOR(pg_catalog.=) v_owner.id
+                         OR m.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name));
         IF FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'object_in_use',
                 MESSAGE = pg_catalog.format('table %s already takes part in migration "%s"', t, v_other),
-                HINT = 'A table can be in one migration at a time.';
+                HINT = 'A table can be in one migration at a time, but for the legacy table of a split: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
         END IF;
     END LOOP;
     IF legacy OPERATOR(pg_catalog.=) target THEN
@@ -878,15 +908,28 @@ BEGIN
 
     -- options
     PERFORM @extschema@._check_options(v_options);
+    -- one legacy row, a set of target rows: the entity columns hold the key (41_one_to_many.sql)
+    v_entity := @extschema@._check_one_to_many(legacy, target, v_key, v_fwd, v_bwd, v_new_only, v_divergent, v_options);
+    IF v_entity IS NOT NULL THEN
+        SELECT v_fwd OPERATOR(pg_catalog.||) pg_catalog.jsonb_object_agg(x.e, pg_catalog.quote_ident(x.k)),
+               v_bwd OPERATOR(pg_catalog.||) pg_catalog.jsonb_object_agg(x.k, pg_catalog.quote_ident(x.e))
+          INTO v_fwd, v_bwd
+          FROM ROWS FROM (pg_catalog.unnest(v_key), pg_catalog.unnest(v_entity)) AS x(k, e);
+    END IF;
 
     -- resolve both mappings: every insertable column of each destination
     -- (built in a variable, no temp table: this runs as the catalog owner and
     -- must not touch anything the caller can create)
     v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd)
-              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd);
+              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd, v_others);
+    IF v_owner.id IS NOT NULL THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others);
+    END IF;
 
     -- the correlation key: what each legacy key column maps to
-    IF v_options ? 'target_key' THEN
+    IF v_entity IS NOT NULL THEN
+        v_tkey := v_entity;
+    ELSIF v_options ? 'target_key' THEN
         IF pg_catalog.jsonb_typeof(v_options OPERATOR(pg_catalog.->) 'target_key') OPERATOR(pg_catalog.<>) 'array' THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = 'option target_key must be a jsonb array of target column names';
@@ -964,6 +1007,10 @@ BEGIN
     PERFORM @extschema@._history(v_id, 'create', NULL, 'legacy', NULL,
         pg_catalog.jsonb_build_object('legacy', legacy::text, 'target', target::text,
                                       'key', v_key, 'target_key', v_tkey));
+    IF v_owner.id IS NOT NULL THEN
+        -- the owner's projection gathers this member's columns from now on
+        PERFORM @extschema@._invalidate(v_owner.legacy, v_owner.target);
+    END IF;
 END $$;
 COMMENT ON FUNCTION @extschema@._create_migration(text, regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) IS
     'internal: implementation of softmig.create_migration (runs behind the ownership gate)';
@@ -1909,6 +1956,15 @@ BEGIN
                                           WHERE gm.migration_id OPERATOR(pg_catalog.=) m.id)),
             HINT = 'Drop the group first (softmig.drop_group).';
     END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.migrations x
+                WHERE x.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) m.name) THEN
+        RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
+            MESSAGE = pg_catalog.format('migration "%s" owns the entity of a split', m.name),
+            DETAIL = pg_catalog.format('Its attribute members: %s.',
+                                       (SELECT pg_catalog.string_agg(x.name, ', ' ORDER BY x.name) FROM @extschema@.migrations x
+                                         WHERE x.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) m.name)),
+            HINT = 'Drop the attribute members first.';
+    END IF;
     IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'cutover']::@extschema@.state[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot drop migration "%s" in state %s', m.name, m.state),
@@ -2036,6 +2092,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'field and side must not be null';
     END IF;
     m := @extschema@._lock_migration(m.id);
+    PERFORM @extschema@._refuse_one_to_many(m.id, 'per-field authorities');
     IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id) THEN
         RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
             MESSAGE = pg_catalog.format('migration "%s" spans two databases: its fields cannot change authority one by one', m.name),
@@ -3939,6 +3996,7 @@ DECLARE
     v_owner name;
     v_towner name;
 BEGIN
+    PERFORM @extschema@._refuse_one_to_many(m.id, 'shape views');
     IF legacy_schema IS NULL OR new_schema IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
             MESSAGE = 'legacy_schema and new_schema must not be null';
@@ -4246,6 +4304,7 @@ BEGIN
     END IF;
 
     PERFORM @extschema@._group_deferred_fk_check(v_ids);
+    PERFORM @extschema@._split_group_check(v_ids, group_name);   -- 53_split.sql
 
     INSERT INTO @extschema@.groups (name, created_by) VALUES (group_name, @extschema@._actor())
     RETURNING id INTO v_gid;
@@ -4636,7 +4695,8 @@ DECLARE
     known text[] := ARRAY['target_key', 'lock_timeout', 'require_operation_key',
                           'on_new_only', 'representable',
                           'unregistered_reader_window',
-                          'transition_rules', 'parity_chunk_rows', 'attribute_of'];
+                          'transition_rules', 'parity_chunk_rows', 'attribute_of',
+                          'cardinality', 'entity'];
 BEGIN
     IF p_options IS NULL OR pg_catalog.jsonb_typeof(p_options) OPERATOR(pg_catalog.<>) 'object' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'options must be a jsonb object';
@@ -4651,6 +4711,11 @@ BEGIN
            AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"allow"'::jsonb, '"reject"'::jsonb]) THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = pg_catalog.format('option on_new_only must be "allow" or "reject", not %s', v);
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'cardinality'
+           AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"one_to_one"'::jsonb, '"one_to_many"'::jsonb]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option cardinality must be "one_to_one" or "one_to_many", not %s', v);
         END IF;
         IF k OPERATOR(pg_catalog.=) 'representable' THEN
             IF pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
@@ -4709,6 +4774,7 @@ DECLARE
     v_owner @extschema@.migrations;
     v_others text[] := '{}';
     v_maps jsonb;
+    v_entity text[];
     r record;
     k text;
     e text;
@@ -4825,6 +4891,14 @@ BEGIN
 
     -- options
     PERFORM @extschema@._check_options(v_options);
+    -- one legacy row, a set of target rows: the entity columns hold the key (41_one_to_many.sql)
+    v_entity := @extschema@._check_one_to_many(legacy, target, v_key, v_fwd, v_bwd, v_new_only, v_divergent, v_options);
+    IF v_entity IS NOT NULL THEN
+        SELECT v_fwd OPERATOR(pg_catalog.||) pg_catalog.jsonb_object_agg(x.e, pg_catalog.quote_ident(x.k)),
+               v_bwd OPERATOR(pg_catalog.||) pg_catalog.jsonb_object_agg(x.k, pg_catalog.quote_ident(x.e))
+          INTO v_fwd, v_bwd
+          FROM ROWS FROM (pg_catalog.unnest(v_key), pg_catalog.unnest(v_entity)) AS x(k, e);
+    END IF;
 
     -- resolve both mappings: every insertable column of each destination
     -- (built in a variable, no temp table: this runs as the catalog owner and
@@ -4836,7 +4910,9 @@ BEGIN
     END IF;
 
     -- the correlation key: what each legacy key column maps to
-    IF v_options ? 'target_key' THEN
+    IF v_entity IS NOT NULL THEN
+        v_tkey := v_entity;
+    ELSIF v_options ? 'target_key' THEN
         IF pg_catalog.jsonb_typeof(v_options OPERATOR(pg_catalog.->) 'target_key') OPERATOR(pg_catalog.<>) 'array' THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = 'option target_key must be a jsonb array of target column names';
@@ -5079,7 +5155,7 @@ BEGIN
     IF option IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'option must not be null';
     END IF;
-    IF option OPERATOR(pg_catalog.=) ANY (ARRAY['target_key', 'attribute_of']) THEN
+    IF option OPERATOR(pg_catalog.=) ANY (ARRAY['target_key', 'attribute_of', 'cardinality', 'entity']) THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = pg_catalog.format('option %s cannot be changed after create_migration', option);
     END IF;
@@ -5298,3 +5374,615 @@ REVOKE ALL ON FUNCTION
     @extschema@._split_partners(integer),
     @extschema@._split_group_check(integer[], text)
 FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- one-to-many migrations: options cardinality and entity (doc/shapes.md)
+-------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION @extschema@._check_options(p_options jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout FROM CURRENT   -- the trial set_config below must not leak
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+    -- every option softmig knows; each concern adds its own here
+    known text[] := ARRAY['target_key', 'lock_timeout', 'require_operation_key',
+                          'on_new_only', 'representable',
+                          'unregistered_reader_window',
+                          'transition_rules', 'parity_chunk_rows', 'attribute_of',
+                          'cardinality', 'entity'];
+BEGIN
+    IF p_options IS NULL OR pg_catalog.jsonb_typeof(p_options) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'options must be a jsonb object';
+    END IF;
+    FOR k, v IN SELECT j.key, j.value FROM pg_catalog.jsonb_each(p_options) j LOOP
+        IF k OPERATOR(pg_catalog.<>) ALL (known) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('unknown option "%s"', k),
+                HINT = pg_catalog.format('Known options: %s.', pg_catalog.array_to_string(known, ', '));
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'on_new_only'
+           AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"allow"'::jsonb, '"reject"'::jsonb]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option on_new_only must be "allow" or "reject", not %s', v);
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'cardinality'
+           AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"one_to_one"'::jsonb, '"one_to_many"'::jsonb]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option cardinality must be "one_to_one" or "one_to_many", not %s', v);
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'representable' THEN
+            IF pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = 'option representable must be a string holding a boolean SQL expression over target columns';
+            END IF;
+            PERFORM @extschema@._check_expression(v OPERATOR(pg_catalog.#>>) '{}', 'option representable');
+        END IF;
+        IF k OPERATOR(pg_catalog.=) ANY (ARRAY['transition_rules', 'parity_chunk_rows']) THEN
+            PERFORM @extschema@._check_observe_option(k, v);    -- 75_observe.sql
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'lock_timeout' THEN
+            BEGIN
+                IF pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
+                    RAISE EXCEPTION 'not a string';
+                END IF;
+                PERFORM pg_catalog.set_config('lock_timeout', v OPERATOR(pg_catalog.#>>) '{}', true);
+            EXCEPTION WHEN OTHERS THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('option lock_timeout is not a valid duration: %s', v);
+            END;
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'require_operation_key'
+           AND pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'boolean' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option require_operation_key must be a JSON boolean, not %s', v),
+                HINT = 'Use true or false (without quotes).';
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'attribute_of' AND pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option attribute_of must be a string naming the migration that owns the entity, not %s', v);
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'unregistered_reader_window' THEN
+            PERFORM @extschema@._check_reader_window(v);
+        END IF;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._check_options(jsonb) IS
+    'internal: raise 22023 unless every option is known and well-formed';
+
+CREATE OR REPLACE FUNCTION @extschema@._create_migration(name text, legacy regclass, target regclass,
+    key text[], forward jsonb, backward jsonb, new_only text[], divergent text[], options jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text := name;
+    v_id integer;
+    v_key text[] := key;
+    v_tkey text[];
+    v_fwd jsonb := COALESCE(forward, '{}');
+    v_bwd jsonb := COALESCE(backward, '{}');
+    v_new_only text[] := COALESCE(new_only, '{}');
+    v_divergent text[] := COALESCE(divergent, '{}');
+    v_options jsonb := COALESCE(options, '{}');
+    v_other text;
+    v_owner @extschema@.migrations;
+    v_others text[] := '{}';
+    v_maps jsonb;
+    v_entity text[];
+    r record;
+    k text;
+    e text;
+    t regclass;
+    i integer;
+BEGIN
+    IF v_name IS NULL OR pg_catalog.btrim(v_name) OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'migration name must not be empty';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
+    END IF;
+
+    -- an attribute member of a split: its owner, checked before the tables
+    IF v_options ? 'attribute_of' THEN
+        PERFORM @extschema@._check_options(v_options);
+        v_owner := @extschema@._split_owner(v_options OPERATOR(pg_catalog.->>) 'attribute_of', legacy, target);
+        -- the legacy columns the owner and its other attribute members write
+        SELECT COALESCE(pg_catalog.array_agg(DISTINCT x.column_name::text), '{}') INTO v_others
+          FROM @extschema@.mappings x JOIN @extschema@.migrations o ON o.id OPERATOR(pg_catalog.=) x.migration_id
+         WHERE x.direction OPERATOR(pg_catalog.=) 'backward'
+           AND (o.id OPERATOR(pg_catalog.=) v_owner.id
+                OR o.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name)
+           AND x.column_name OPERATOR(pg_catalog.<>) ALL (v_owner.legacy_key);
+    END IF;
+
+    -- the two tables
+    FOREACH t IN ARRAY ARRAY[legacy, target] LOOP
+        SELECT c.relkind, c.relispartition, c.relpersistence INTO r
+          FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) t;
+        IF r.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'p']::"char"[]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('"%s" is not a table', t),
+                DETAIL = 'Only ordinary and partitioned tables can take part in a migration.';
+        END IF;
+        IF r.relispartition THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('table %s is a partition', t),
+                HINT = 'Migrate its partitioned table instead; writes through the parent would bypass a partition''s migration.';
+        END IF;
+        IF r.relpersistence OPERATOR(pg_catalog.=) 't' THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('table %s is a temporary table', t);
+        END IF;
+        -- (a split's members share their legacy table: option attribute_of)
+        SELECT m.name INTO v_other FROM @extschema@.migrations m
+         WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[])
+           AND NOT (v_owner.id IS NOT NULL AND t OPERATOR(pg_catalog.=) v_owner.legacy
+                    AND t OPERATOR(pg_catalog.=) _create_migration.legacy
+                    AND (m.id OPERATOR(pg_catalog.=) v_owner.id
+                         OR m.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name));
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+                MESSAGE = pg_catalog.format('table %s already takes part in migration "%s"', t, v_other),
+                HINT = 'A table can be in one migration at a time, but for the legacy table of a split: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
+        END IF;
+    END LOOP;
+    IF legacy OPERATOR(pg_catalog.=) target THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'legacy and target must be different tables';
+    END IF;
+
+    -- the legacy key
+    IF v_key IS NULL THEN
+        SELECT pg_catalog.array_agg(a.attname::text ORDER BY x.n) INTO v_key
+          FROM pg_catalog.pg_index ix
+         CROSS JOIN LATERAL pg_catalog.unnest(ix.indkey) WITH ORDINALITY AS x(attnum, n)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) ix.indrelid
+                                        AND a.attnum OPERATOR(pg_catalog.=) x.attnum
+         WHERE ix.indrelid OPERATOR(pg_catalog.=) legacy AND ix.indisprimary;
+        IF v_key IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('table %s has no primary key', legacy),
+                HINT = 'Pass key => ARRAY[...] naming columns with a unique index.';
+        END IF;
+    END IF;
+    IF pg_catalog.cardinality(v_key) OPERATOR(pg_catalog.=) 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must name at least one column';
+    END IF;
+    IF pg_catalog.array_position(v_key, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must not contain NULL';
+    END IF;
+    IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_key) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key names a column twice';
+    END IF;
+    FOREACH k IN ARRAY v_key LOOP
+        PERFORM @extschema@._require_column(legacy, k, 'key column', true);
+    END LOOP;
+
+    -- mapping arguments
+    IF pg_catalog.jsonb_typeof(v_fwd) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'forward must be a jsonb object {"target_column": "expression over legacy columns"}';
+    END IF;
+    IF pg_catalog.jsonb_typeof(v_bwd) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'backward must be a jsonb object {"legacy_column": "expression over target columns"}';
+    END IF;
+    PERFORM @extschema@._check_mapping(target, v_fwd, 'forward');
+    PERFORM @extschema@._check_mapping(legacy, v_bwd, 'backward');
+    IF pg_catalog.array_position(v_new_only OPERATOR(pg_catalog.||) v_divergent, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('%s must not contain NULL',
+                CASE WHEN pg_catalog.array_position(v_new_only, NULL) IS NOT NULL THEN 'new_only' ELSE 'divergent' END);
+    END IF;
+    FOREACH k IN ARRAY v_new_only LOOP
+        PERFORM @extschema@._require_column(target, k, 'new_only column', false);
+    END LOOP;
+    FOREACH k IN ARRAY v_divergent LOOP
+        PERFORM @extschema@._require_column(target, k, 'divergent column', false);
+    END LOOP;
+
+    -- options
+    PERFORM @extschema@._check_options(v_options);
+    -- one legacy row, a set of target rows: the entity columns hold the key (41_one_to_many.sql)
+    v_entity := @extschema@._check_one_to_many(legacy, target, v_key, v_fwd, v_bwd, v_new_only, v_divergent, v_options);
+    IF v_entity IS NOT NULL THEN
+        SELECT v_fwd OPERATOR(pg_catalog.||) pg_catalog.jsonb_object_agg(x.e, pg_catalog.quote_ident(x.k)),
+               v_bwd OPERATOR(pg_catalog.||) pg_catalog.jsonb_object_agg(x.k, pg_catalog.quote_ident(x.e))
+          INTO v_fwd, v_bwd
+          FROM ROWS FROM (pg_catalog.unnest(v_key), pg_catalog.unnest(v_entity)) AS x(k, e);
+    END IF;
+
+    -- resolve both mappings: every insertable column of each destination
+    -- (built in a variable, no temp table: this runs as the catalog owner and
+    -- must not touch anything the caller can create)
+    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd)
+              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd, v_others);
+    IF v_owner.id IS NOT NULL THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others);
+    END IF;
+
+    -- the correlation key: what each legacy key column maps to
+    IF v_entity IS NOT NULL THEN
+        v_tkey := v_entity;
+    ELSIF v_options ? 'target_key' THEN
+        IF pg_catalog.jsonb_typeof(v_options OPERATOR(pg_catalog.->) 'target_key') OPERATOR(pg_catalog.<>) 'array' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must be a jsonb array of target column names';
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(v_options OPERATOR(pg_catalog.->) 'target_key') x
+                    WHERE pg_catalog.jsonb_typeof(x) OPERATOR(pg_catalog.<>) 'string') THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must be a jsonb array of target column names',
+                DETAIL = pg_catalog.format('Given: %s', v_options OPERATOR(pg_catalog.->) 'target_key');
+        END IF;
+        SELECT COALESCE(pg_catalog.array_agg(x), '{}') INTO v_tkey
+          FROM pg_catalog.jsonb_array_elements_text(v_options OPERATOR(pg_catalog.->) 'target_key') x;
+        IF pg_catalog.cardinality(v_tkey) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must name as many columns as the legacy key';
+        END IF;
+        IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_tkey) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_tkey) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'option target_key names a column twice';
+        END IF;
+    ELSE
+        v_tkey := '{}';
+        FOREACH k IN ARRAY v_key LOOP
+            SELECT pm.column_name INTO e FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+             WHERE pm.direction OPERATOR(pg_catalog.=) 'forward'
+               AND (pm.expression OPERATOR(pg_catalog.=) k OR pm.expression OPERATOR(pg_catalog.=) pg_catalog.quote_ident(k))
+             ORDER BY pm.is_default DESC LIMIT 1;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('no target column maps from legacy key column "%s"', k),
+                    HINT = 'Name the target correlation key with options => ''{"target_key": [...]}''.';
+            END IF;
+            v_tkey := v_tkey OPERATOR(pg_catalog.||) e;
+        END LOOP;
+    END IF;
+    -- the key correlates the rows: legacy always holds it, and it cannot differ
+    FOREACH k IN ARRAY v_tkey LOOP
+        IF k OPERATOR(pg_catalog.=) ANY (v_new_only OPERATOR(pg_catalog.||) v_divergent) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target key column "%s" cannot be %s', k,
+                    CASE WHEN k OPERATOR(pg_catalog.=) ANY (v_new_only) THEN 'new_only' ELSE 'divergent' END),
+                DETAIL = 'Rows are correlated on the key: legacy always holds it, and it is equal on both sides.';
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY v_tkey LOOP
+        -- a NULL in it marks a row the new system created on its own: a new-only
+        -- entity, never correlated (doc/write-authority.md)
+        PERFORM @extschema@._require_column(target, k, 'target key column', false);
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+                        WHERE pm.direction OPERATOR(pg_catalog.=) 'forward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target key column "%s" has no forward mapping', k);
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY v_key LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+                        WHERE pm.direction OPERATOR(pg_catalog.=) 'backward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('legacy key column "%s" has no backward mapping', k),
+                HINT = 'Add it to backward so writes on the target can be projected to legacy.';
+        END IF;
+    END LOOP;
+
+    INSERT INTO @extschema@.migrations (name, legacy, target, legacy_key, target_key, forward, backward,
+                                        new_only, divergent, options, created_by)
+    VALUES (v_name, legacy, target, v_key, v_tkey, v_fwd, v_bwd, v_new_only, v_divergent, v_options,
+            @extschema@._actor())
+    RETURNING id INTO v_id;
+    INSERT INTO @extschema@.mappings (migration_id, direction, column_name, ordinal, expression, is_default)
+    SELECT v_id, pm.direction, pm.column_name, pm.ordinal, pm.expression, pm.is_default FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean);
+
+    -- prepare every statement the triggers will run (as the table owners)
+    PERFORM @extschema@._refuse_rules(v_id);
+    PERFORM @extschema@._validate(v_id);
+
+    PERFORM @extschema@._history(v_id, 'create', NULL, 'legacy', NULL,
+        pg_catalog.jsonb_build_object('legacy', legacy::text, 'target', target::text,
+                                      'key', v_key, 'target_key', v_tkey));
+    IF v_owner.id IS NOT NULL THEN
+        -- the owner's projection gathers this member's columns from now on
+        PERFORM @extschema@._invalidate(v_owner.legacy, v_owner.target);
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._create_migration(text, regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) IS
+    'internal: implementation of softmig.create_migration (runs behind the ownership gate)';
+
+CREATE OR REPLACE FUNCTION @extschema@._set_option(name text, option text, value jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_new jsonb;
+BEGIN
+    IF option IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'option must not be null';
+    END IF;
+    IF option OPERATOR(pg_catalog.=) ANY (ARRAY['target_key', 'attribute_of', 'cardinality', 'entity']) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('option %s cannot be changed after create_migration', option);
+    END IF;
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) m.id FOR NO KEY UPDATE;
+    IF value IS NULL OR value OPERATOR(pg_catalog.=) 'null'::jsonb THEN
+        v_new := m.options OPERATOR(pg_catalog.-) option;
+    ELSE
+        v_new := m.options OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(option, value);
+    END IF;
+    PERFORM @extschema@._check_options(v_new);
+    UPDATE @extschema@.migrations SET options = v_new WHERE id OPERATOR(pg_catalog.=) m.id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._validate(m.id);     -- e.g. a representable predicate must type-check
+    PERFORM @extschema@._history(m.id, 'set_option', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('option', option, 'old', m.options OPERATOR(pg_catalog.->) option, 'new', value));
+    RETURN v_new;
+END $$;
+COMMENT ON FUNCTION @extschema@._set_option(text, text, jsonb) IS 'internal: implementation of softmig.set_option';
+
+CREATE OR REPLACE FUNCTION @extschema@._set_field_authority(p_name text, p_field name, p_side @extschema@.side)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(p_name);
+    v_fwd text;
+    v_partners text[];
+    v_owned text[];
+    r record;
+    c text;
+BEGIN
+    IF p_field IS NULL OR p_side IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'field and side must not be null';
+    END IF;
+    m := @extschema@._lock_migration(m.id);
+    PERFORM @extschema@._refuse_one_to_many(m.id, 'per-field authorities');
+    IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases: its fields cannot change authority one by one', m.name),
+            DETAIL = 'A field owned by the target while legacy owns the rest needs replication in both directions at once, which PostgreSQL 15 cannot run without echoing changes back.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'mirrored']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('per-field authority of migration "%s" cannot change in state %s', m.name, m.state),
+            DETAIL = 'From new_write on, every field belongs to the target.';
+    END IF;
+    SELECT mp.expression INTO v_fwd FROM @extschema@.mappings mp
+     WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+       AND mp.column_name OPERATOR(pg_catalog.=) p_field;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_column',
+            MESSAGE = pg_catalog.format('"%s" is not a mapped column of target table %s', p_field, m.target),
+            HINT = 'Per-field authority applies to target columns fed by the forward mapping.';
+    END IF;
+    IF p_field::text OPERATOR(pg_catalog.=) ANY (m.target_key) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('key column "%s" cannot change authority on its own', p_field);
+    END IF;
+
+    IF p_side OPERATOR(pg_catalog.=) 'legacy' THEN
+        IF NOT COALESCE((SELECT e.open FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) m.id), true) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" cannot move back to legacy: the rollback envelope of migration "%s" is closed', p_field, m.name);
+        END IF;
+        DELETE FROM @extschema@.field_authority
+         WHERE migration_id OPERATOR(pg_catalog.=) m.id AND field_authority.field OPERATOR(pg_catalog.=) p_field;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" of migration "%s" already belongs to legacy', p_field, m.name);
+        END IF;
+    ELSE
+        -- the fields the target will own, this one included
+        SELECT pg_catalog.array_agg(fa.field::text) OPERATOR(pg_catalog.||) ARRAY[p_field::text] INTO v_owned
+          FROM @extschema@.field_authority fa WHERE fa.migration_id OPERATOR(pg_catalog.=) m.id;
+        v_owned := COALESCE(v_owned, ARRAY[p_field::text]);
+        -- the legacy columns that carry it: backward mappings that read it
+        v_partners := '{}';
+        FOR r IN SELECT mp.column_name, mp.expression FROM @extschema@.mappings mp
+                  WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'backward'
+        LOOP
+            IF p_field::text OPERATOR(pg_catalog.=) ANY (@extschema@._expr_columns(r.expression)) THEN
+                IF NOT (@extschema@._expr_columns(r.expression) OPERATOR(pg_catalog.<@) v_owned) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                        MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                        DETAIL = pg_catalog.format('Legacy column "%s" (%s) also reads fields legacy still owns.',
+                                                   r.column_name, r.expression);
+                END IF;
+                IF r.column_name::text OPERATOR(pg_catalog.=) ANY (m.legacy_key) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                        MESSAGE = pg_catalog.format('field "%s" feeds legacy key column "%s"', p_field, r.column_name);
+                END IF;
+                v_partners := v_partners OPERATOR(pg_catalog.||) r.column_name::text;
+            END IF;
+        END LOOP;
+        IF pg_catalog.cardinality(v_partners) OPERATOR(pg_catalog.=) 0 THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('field "%s" has no backward mapping, so legacy could not follow the target''s writes', p_field);
+        END IF;
+        -- the carriers must not feed target columns that stay with legacy
+        FOR r IN SELECT mp.column_name, mp.expression FROM @extschema@.mappings mp
+                  WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+                    AND mp.column_name::text OPERATOR(pg_catalog.<>) ALL (v_owned)
+        LOOP
+            IF @extschema@._expr_columns(r.expression) OPERATOR(pg_catalog.&&) v_partners THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                    DETAIL = pg_catalog.format('Legacy column(s) %s that carry it also feed target column "%s" (%s), which legacy keeps.',
+                                               pg_catalog.array_to_string(v_partners, ', '), r.column_name, r.expression);
+            END IF;
+        END LOOP;
+        FOREACH c IN ARRAY @extschema@._expr_columns(v_fwd) LOOP
+            IF c OPERATOR(pg_catalog.<>) ALL (v_partners) THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                    DETAIL = pg_catalog.format('Its forward mapping (%s) reads legacy column "%s", which does not carry it back.', v_fwd, c);
+            END IF;
+        END LOOP;
+        INSERT INTO @extschema@.field_authority (migration_id, field, side, legacy_columns)
+        VALUES (m.id, p_field, 'new', v_partners)
+        ON CONFLICT (migration_id, field) DO NOTHING;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" of migration "%s" already belongs to the target', p_field, m.name);
+        END IF;
+    END IF;
+    -- writers switch rules at their next lock on either table
+    PERFORM @extschema@._lock_tables(m, NULL);
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._validate(m.id);
+    PERFORM @extschema@._history(m.id, 'set_field_authority', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('field', p_field, 'side', p_side));
+END $$;
+COMMENT ON FUNCTION @extschema@._set_field_authority(text, name, @extschema@.side) IS
+    'internal: implementation of softmig.set_field_authority';
+
+CREATE OR REPLACE FUNCTION @extschema@._create_shape_views(name text, legacy_schema name, new_schema name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_owner name;
+    v_towner name;
+BEGIN
+    PERFORM @extschema@._refuse_one_to_many(m.id, 'shape views');
+    IF legacy_schema IS NULL OR new_schema IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'legacy_schema and new_schema must not be null';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('migration "%s" already has shape views', m.name),
+            HINT = 'softmig.drop_shape_views drops them.';
+    END IF;
+    IF legacy_schema OPERATOR(pg_catalog.=) new_schema
+       AND (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.legacy)
+           OPERATOR(pg_catalog.=) (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.target) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'legacy_schema and new_schema must differ when both tables have the same name';
+    END IF;
+    -- the views and their writes run as the tables' owner: one role
+    SELECT pg_catalog.pg_get_userbyid(c.relowner) INTO v_owner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.legacy;
+    SELECT pg_catalog.pg_get_userbyid(c.relowner) INTO v_towner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.target;
+    IF v_owner OPERATOR(pg_catalog.<>) v_towner THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('tables %s and %s of migration "%s" have different owners', m.legacy, m.target, m.name),
+            DETAIL = 'A shape view writes either table as its owner and runs the mappings as that role; it must own both.',
+            HINT = 'Give both tables the same owner.';
+    END IF;
+    -- row security would be bypassed by the owner's rights
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[]) AND c.relrowsecurity) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('a table of migration "%s" has row level security enabled', m.name),
+            DETAIL = 'A shape view reads and writes with its owner''s rights, so a role with rights on the view would bypass the policies.',
+            HINT = 'Use the tables (or views of your own with security_invoker) for roles subject to row level security.';
+    END IF;
+    PERFORM @extschema@._create_shape_view(m, legacy_schema, 'legacy', v_owner);
+    PERFORM @extschema@._create_shape_view(m, new_schema, 'new', v_owner);
+    PERFORM @extschema@._history(m.id, 'create_shape_views', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('views', (SELECT pg_catalog.jsonb_agg(s.view_name::text ORDER BY s.shape)
+                                                  FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id)));
+END $$;
+COMMENT ON FUNCTION @extschema@._create_shape_views(text, name, name) IS
+    'internal: implementation of softmig.create_shape_views';
+
+CREATE FUNCTION @extschema@._check_one_to_many(legacy regclass, target regclass, key text[],
+    forward jsonb, backward jsonb, new_only text[], divergent text[], options jsonb)
+RETURNS text[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_entity jsonb := options OPERATOR(pg_catalog.->) 'entity';
+    v_cols text[] := '{}';
+    k text;
+    e text;
+BEGIN
+    IF COALESCE(options OPERATOR(pg_catalog.->>) 'cardinality', 'one_to_one') OPERATOR(pg_catalog.<>) 'one_to_many' THEN
+        IF options ? 'entity' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option entity needs option cardinality "one_to_many"',
+                HINT = 'A one-to-one migration correlates rows on its key (option target_key).';
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF v_entity IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'cardinality "one_to_many" needs option entity',
+            HINT = 'Map each legacy key column to the target column that gathers its rows: {"entity": {"user_id": "user_id"}}.';
+    END IF;
+    IF pg_catalog.jsonb_typeof(v_entity) OPERATOR(pg_catalog.<>) 'object'
+       OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_each(v_entity) j
+                   WHERE pg_catalog.jsonb_typeof(j.value) OPERATOR(pg_catalog.<>) 'string') THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'option entity must be a jsonb object {"legacy key column": "target column"}',
+            DETAIL = pg_catalog.format('Given: %s', v_entity);
+    END IF;
+    FOR k IN SELECT j.key FROM pg_catalog.jsonb_each(v_entity) j LOOP
+        IF k OPERATOR(pg_catalog.<>) ALL (key) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option entity names "%s", which is not a legacy key column', k),
+                DETAIL = pg_catalog.format('The legacy key is (%s).', pg_catalog.array_to_string(key, ', '));
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY key LOOP
+        e := v_entity OPERATOR(pg_catalog.->>) k;
+        IF e IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option entity does not map legacy key column "%s"', k);
+        END IF;
+        PERFORM @extschema@._require_column(target, e, 'entity column', false);
+        IF e OPERATOR(pg_catalog.=) ANY (v_cols) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option entity maps two key columns to target column "%s"', e);
+        END IF;
+        IF forward ? e AND (forward OPERATOR(pg_catalog.->>) e) OPERATOR(pg_catalog.<>) ALL (ARRAY[k, pg_catalog.quote_ident(k)]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('forward mapping of entity column "%s" must be legacy key column "%s"', e, k),
+                DETAIL = 'The entity columns gather the target rows of one legacy row: they hold its key.';
+        END IF;
+        IF backward ? k AND (backward OPERATOR(pg_catalog.->>) k) OPERATOR(pg_catalog.<>) ALL (ARRAY[e, pg_catalog.quote_ident(e)]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('backward mapping of legacy key column "%s" must be entity column "%s"', k, e);
+        END IF;
+        v_cols := v_cols OPERATOR(pg_catalog.||) e;
+    END LOOP;
+    IF options ? 'target_key' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'option target_key does not apply to cardinality "one_to_many"',
+            HINT = 'Option entity names the target columns that hold the legacy key.';
+    END IF;
+    IF options ? 'transition_rules' THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = 'option transition_rules is not supported with cardinality "one_to_many"';
+    END IF;
+    IF pg_catalog.cardinality(new_only) OPERATOR(pg_catalog.>) 0 OR pg_catalog.cardinality(divergent) OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = 'new_only and divergent columns are not supported with cardinality "one_to_many"',
+            HINT = 'Option representable (an aggregate over the set) says which sets legacy cannot hold.';
+    END IF;
+    RETURN v_cols;
+END $$;
+COMMENT ON FUNCTION @extschema@._check_one_to_many(regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) IS
+    'internal: the entity columns of a one_to_many definition (NULL for one-to-one), 22023/0A000 for options that do not fit';
+REVOKE ALL ON FUNCTION @extschema@._check_one_to_many(regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@._refuse_one_to_many(p_id integer, p_what text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text;
+BEGIN
+    SELECT m.name INTO v_name FROM @extschema@.migrations m
+     WHERE m.id OPERATOR(pg_catalog.=) p_id
+       AND (m.options OPERATOR(pg_catalog.->>) 'cardinality') OPERATOR(pg_catalog.=) 'one_to_many';
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('%s are not supported for migration "%s": it is one_to_many', p_what, v_name),
+            HINT = 'See doc/shapes.md, "One-to-many".';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._refuse_one_to_many(integer, text) IS
+    'internal: raise 0A000 when migration p_id is one_to_many (p_what, plural, does not work on sets)';
+REVOKE ALL ON FUNCTION @extschema@._refuse_one_to_many(integer, text) FROM PUBLIC;

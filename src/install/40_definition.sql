@@ -14,7 +14,8 @@ DECLARE
     known text[] := ARRAY['target_key', 'lock_timeout', 'require_operation_key',
                           'on_new_only', 'representable',
                           'unregistered_reader_window',
-                          'transition_rules', 'parity_chunk_rows', 'attribute_of'];
+                          'transition_rules', 'parity_chunk_rows', 'attribute_of',
+                          'cardinality', 'entity'];
 BEGIN
     IF p_options IS NULL OR pg_catalog.jsonb_typeof(p_options) OPERATOR(pg_catalog.<>) 'object' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'options must be a jsonb object';
@@ -29,6 +30,11 @@ BEGIN
            AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"allow"'::jsonb, '"reject"'::jsonb]) THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = pg_catalog.format('option on_new_only must be "allow" or "reject", not %s', v);
+        END IF;
+        IF k OPERATOR(pg_catalog.=) 'cardinality'
+           AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"one_to_one"'::jsonb, '"one_to_many"'::jsonb]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option cardinality must be "one_to_one" or "one_to_many", not %s', v);
         END IF;
         IF k OPERATOR(pg_catalog.=) 'representable' THEN
             IF pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
@@ -124,6 +130,7 @@ DECLARE
     v_owner @extschema@.migrations;
     v_others text[] := '{}';
     v_maps jsonb;
+    v_entity text[];
     r record;
     k text;
     e text;
@@ -240,6 +247,14 @@ BEGIN
 
     -- options
     PERFORM @extschema@._check_options(v_options);
+    -- one legacy row, a set of target rows: the entity columns hold the key (41_one_to_many.sql)
+    v_entity := @extschema@._check_one_to_many(legacy, target, v_key, v_fwd, v_bwd, v_new_only, v_divergent, v_options);
+    IF v_entity IS NOT NULL THEN
+        SELECT v_fwd OPERATOR(pg_catalog.||) pg_catalog.jsonb_object_agg(x.e, pg_catalog.quote_ident(x.k)),
+               v_bwd OPERATOR(pg_catalog.||) pg_catalog.jsonb_object_agg(x.k, pg_catalog.quote_ident(x.e))
+          INTO v_fwd, v_bwd
+          FROM ROWS FROM (pg_catalog.unnest(v_key), pg_catalog.unnest(v_entity)) AS x(k, e);
+    END IF;
 
     -- resolve both mappings: every insertable column of each destination
     -- (built in a variable, no temp table: this runs as the catalog owner and
@@ -251,7 +266,9 @@ BEGIN
     END IF;
 
     -- the correlation key: what each legacy key column maps to
-    IF v_options ? 'target_key' THEN
+    IF v_entity IS NOT NULL THEN
+        v_tkey := v_entity;
+    ELSIF v_options ? 'target_key' THEN
         IF pg_catalog.jsonb_typeof(v_options OPERATOR(pg_catalog.->) 'target_key') OPERATOR(pg_catalog.<>) 'array' THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = 'option target_key must be a jsonb array of target column names';

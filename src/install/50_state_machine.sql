@@ -135,7 +135,7 @@ BEGIN
     IF option IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'option must not be null';
     END IF;
-    IF option OPERATOR(pg_catalog.=) ANY (ARRAY['target_key', 'attribute_of']) THEN
+    IF option OPERATOR(pg_catalog.=) ANY (ARRAY['target_key', 'attribute_of', 'cardinality', 'entity']) THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = pg_catalog.format('option %s cannot be changed after create_migration', option);
     END IF;

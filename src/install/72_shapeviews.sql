@@ -299,6 +299,7 @@ DECLARE
     v_owner name;
     v_towner name;
 BEGIN
+    PERFORM @extschema@._refuse_one_to_many(m.id, 'shape views');
     IF legacy_schema IS NULL OR new_schema IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
             MESSAGE = 'legacy_schema and new_schema must not be null';
