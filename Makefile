@@ -41,6 +41,7 @@ REGRESS += groups_inspect
 REGRESS += single_row_writes
 REGRESS += shape_views_plans
 REGRESS += split
+REGRESS += merge
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

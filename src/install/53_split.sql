@@ -21,15 +21,12 @@ BEGIN
                                         o.name, o.options OPERATOR(pg_catalog.->>) 'attribute_of'),
             HINT = pg_catalog.format('Name the migration that owns the entity: "%s".', o.options OPERATOR(pg_catalog.->>) 'attribute_of');
     END IF;
-    IF o.legacy OPERATOR(pg_catalog.<>) p_legacy::pg_catalog.oid THEN
-        IF o.target OPERATOR(pg_catalog.=) p_target::pg_catalog.oid THEN
-            RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
-                MESSAGE = pg_catalog.format('migrations sharing their target table %s (a merge) are not supported yet', p_target),
-                DETAIL = 'An attribute member shares the legacy table of the migration that owns the entity (a split).';
-        END IF;
+    IF o.legacy OPERATOR(pg_catalog.<>) p_legacy::pg_catalog.oid
+       AND o.target OPERATOR(pg_catalog.<>) p_target::pg_catalog.oid THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = pg_catalog.format('migration "%s" does not migrate table %s', o.name, p_legacy),
-            DETAIL = pg_catalog.format('An attribute member migrates the legacy table of the migration that owns the entity (%s) to another target table.', o.legacy::regclass);
+            MESSAGE = pg_catalog.format('migration "%s" migrates neither table %s nor into table %s', o.name, p_legacy, p_target),
+            DETAIL = pg_catalog.format('An attribute member shares the legacy table (%s, a split) or the target table (%s, a merge) of the migration that owns the entity.',
+                                       o.legacy::regclass, o.target::regclass);
     END IF;
     IF o.state OPERATOR(@extschema@.<>) 'legacy' THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -45,7 +42,7 @@ BEGIN
     RETURN o;
 END $$;
 COMMENT ON FUNCTION @extschema@._split_owner(text, regclass, regclass) IS
-    'internal: the migration option attribute_of names, checked to own a split of table p_legacy: 42704, 22023, 0A000 (merge), 55000';
+    'internal: the migration option attribute_of names, checked to own a split of table p_legacy or a merge into table p_target: 42704, 22023, 55000';
 
 CREATE FUNCTION @extschema@._split_member_check(o @extschema@.migrations, p_key text[], p_maps jsonb,
                                                 p_others text[])
@@ -102,7 +99,8 @@ DECLARE
     r record;
 BEGIN
     -- a table in several migrations is written by all of them: they move together
-    FOR r IN SELECT m.name, x.name AS partner, m.legacy::regclass AS rel
+    FOR r IN SELECT m.name, x.name AS partner,
+                    (CASE WHEN m.legacy OPERATOR(pg_catalog.=) x.legacy THEN m.legacy ELSE m.target END)::regclass AS rel
                FROM @extschema@.migrations m
               CROSS JOIN LATERAL pg_catalog.unnest(@extschema@._split_partners(m.id)) p(id)
                JOIN @extschema@.migrations x ON x.id OPERATOR(pg_catalog.=) p.id
@@ -117,7 +115,48 @@ END $$;
 COMMENT ON FUNCTION @extschema@._split_group_check(integer[], text) IS
     'internal: raise 55000 unless every migration of a split among p_ids has all its partners among them too';
 
+-------------------------------------------------------------------------------
+-- Merge: several legacy tables, one target table with disjoint columns
+-- (doc/shapes.md "Merge").  Declared as a split is (option attribute_of),
+-- with the attribute member sharing the owner's target table.
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._merge_member_check(o @extschema@.migrations, p_tkey text[], p_maps jsonb,
+                                                p_others text[])
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_mine text[];
+    v_both text[];
+BEGIN
+    IF p_tkey OPERATOR(pg_catalog.<>) o.target_key THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('the target key of an attribute member must be the target key of migration "%s"', o.name),
+            DETAIL = pg_catalog.format('Target key %s; the entity''s target key is %s.', p_tkey::text, o.target_key::text),
+            HINT = 'An attribute row belongs to exactly one entity: its key maps to the owner''s target key.';
+    END IF;
+    -- the target columns this member writes (resolved: given or same-named)
+    SELECT pg_catalog.array_agg(x.column_name ORDER BY x.column_name) INTO v_mine
+      FROM pg_catalog.jsonb_to_recordset(p_maps) AS x(direction text, column_name text)
+     WHERE x.direction OPERATOR(pg_catalog.=) 'forward' AND x.column_name OPERATOR(pg_catalog.<>) ALL (p_tkey);
+    IF v_mine IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('an attribute member of migration "%s" must map a target column besides the key', o.name),
+            HINT = 'Map the attribute columns forward: {"target_column": "expression over legacy columns"}.';
+    END IF;
+    SELECT pg_catalog.array_agg(k ORDER BY k) INTO v_both
+      FROM pg_catalog.unnest(v_mine) k WHERE k OPERATOR(pg_catalog.=) ANY (p_others);
+    IF v_both IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('target columns %s are mapped by another member of the merge of migration "%s"',
+                                        pg_catalog.array_to_string(v_both, ', '), o.name),
+            DETAIL = 'The members of a merge map disjoint columns of the target table (but for its key).';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._merge_member_check(@extschema@.migrations, text[], jsonb, text[]) IS
+    'internal: raise 22023 unless an attribute member of a merge (its resolved mappings p_maps) has its owner''s target key and maps target columns, none another member maps';
+
 REVOKE ALL ON FUNCTION
+    @extschema@._merge_member_check(@extschema@.migrations, text[], jsonb, text[]),
     @extschema@._split_owner(text, regclass, regclass),
     @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[]),
     @extschema@._split_partners(integer),
