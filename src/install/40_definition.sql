@@ -257,7 +257,7 @@ BEGIN
               OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd,
                                                                    CASE WHEN v_merge THEN '{}' ELSE v_others END);
     IF v_owner.id IS NOT NULL AND NOT v_merge THEN
-        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others);
+        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others, false);
     END IF;
 
     -- the correlation key: what each legacy key column maps to
@@ -297,7 +297,7 @@ BEGIN
         END LOOP;
     END IF;
     IF v_merge THEN
-        PERFORM @extschema@._merge_member_check(v_owner, v_tkey, v_maps, v_others);
+        PERFORM @extschema@._split_member_check(v_owner, v_tkey, v_maps, v_others, true);
     END IF;
     -- the key correlates the rows: legacy always holds it, and it cannot differ
     FOREACH k IN ARRAY v_tkey LOOP
