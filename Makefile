@@ -43,6 +43,7 @@ REGRESS += shape_views_plans
 REGRESS += split
 REGRESS += one_to_many
 REGRESS += one_to_many_backfill
+REGRESS += merge
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

@@ -162,6 +162,8 @@ typedef struct BfContext
 	char	   *keypos;			/* key columns' positions in cols: "1, 3" */
 	SoftmigDest *fwd;			/* target side: columns, key, exprs */
 	SoftmigDest *bwd;			/* legacy side: key exprs over target */
+	char	   *merge_lock;		/* a merge: lock the batch's entities */
+	char	   *merge_refresh;	/* a merge's attribute member: its copy */
 } BfContext;
 
 /*
@@ -185,6 +187,7 @@ bf_context(SoftmigMigration *m)
 	c->lkeys = m->legacy_key;
 	c->fwd = softmig_build_dest(m, SIDE_LEGACY);
 	c->bwd = softmig_build_dest(m, SIDE_TARGET);
+	softmig_merge_backfill_prepare(m, c->fwd, BF_ENR, &c->merge_lock, &c->merge_refresh);
 	c->ltypes = c->bwd->keytypes;
 
 	rel = table_open(m->legacy, AccessShareLock);
@@ -357,10 +360,31 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	if (rc != SPI_OK_REL_REGISTER)
 		elog(ERROR, "SPI_register_relation failed: %s", SPI_result_code_string(rc));
 
+	/*
+	 * a member of a merge: the batch's entities are locked as a live
+	 * projection into the target locks them; an attribute member's copy
+	 * writes its columns of the rows the owner created (never a row)
+	 */
+	if (c->merge_lock != NULL)
+		softmig_spi_expect(SPI_execute_plan(softmig_cached_plan(c->m, c->merge_lock, 0, NULL),
+											NULL, NULL, false, 0),
+						   SPI_OK_SELECT, "lock the entities of a merge");
+	if (c->merge_refresh != NULL)
+	{
+		softmig_spi_expect(SPI_execute_plan(softmig_cached_plan(c->m, c->merge_refresh, 0, NULL),
+											NULL, NULL, false, 0),
+						   SPI_OK_UPDATE, "copy an attribute member's columns into the target");
+		n = SPI_processed;
+		SPI_unregister_relation(BF_ENR);
+		tuplestore_end(ts);
+		return n;
+	}
+
 	initStringInfo(&buf);
 	softmig_append_mapped_insert(&buf, c->target, "softmig_t",
-								 c->fwd->cols, c->fwd->exprs);
-	appendStringInfo(&buf, " FROM %s", BF_ENR);
+								 list_concat_copy(c->fwd->cols, c->fwd->gather_cols),
+								 list_concat_copy(c->fwd->exprs, c->fwd->gather_exprs));
+	appendStringInfo(&buf, " FROM %s%s", BF_ENR, c->fwd->gather_joins ? c->fwd->gather_joins : "");
 
 	/*
 	 * Most batches meet no key the target already has: insert them plainly
@@ -629,6 +653,47 @@ count_range(BfContext *c, Jsonb *lo, Jsonb *hi)
 }
 
 /*
+ * missing_attributes_sql
+ *		missing_keys_sql of an attribute member of a merge: the legacy keys
+ *		whose entity the target holds with other values in the member's
+ *		columns.  A legacy row whose entity the target lacks is no row
+ *		missing: the owner's member decides whether an entity exists (its
+ *		backfill gathers the attribute when it copies the entity).
+ */
+static char *
+missing_attributes_sql(BfContext *c)
+{
+	StringInfoData buf;
+	StringInfoData tv;
+	StringInfoData sv;
+	ListCell   *lc;
+	ListCell   *le;
+	int			v = 0;
+
+	initStringInfo(&buf);
+	initStringInfo(&tv);
+	initStringInfo(&sv);
+	appendStringInfo(&buf, "SELECT %s FROM (SELECT %s", c->keylist, c->keylist);
+	forboth(lc, c->fwd->cols, le, c->fwd->exprs)
+	{
+		if (softmig_str_member(c->fwd->keycols, lfirst(lc)))
+			continue;
+		v++;
+		appendStringInfo(&buf, ", (%s\n) AS softmig_a%d", (char *) lfirst(le), v);
+		appendStringInfo(&tv, "%ssoftmig_t.%s", v > 1 ? ", " : "", quote_identifier(lfirst(lc)));
+		appendStringInfo(&sv, "%ssoftmig_s.softmig_a%d", v > 1 ? ", " : "", v);
+	}
+	appendStringInfoString(&buf, ", ");
+	softmig_append_key_list(&buf, c->fwd->keyexprs, c->fwd->keytypes);
+	appendStringInfo(&buf, " FROM %s) AS softmig_s WHERE EXISTS (SELECT 1 FROM %s AS softmig_t WHERE ",
+					 c->legacy, c->target);
+	softmig_append_key_match(&buf, "softmig_t", c->fwd->keycols, c->fwd->keyops,
+							 "softmig_s");
+	appendStringInfo(&buf, " AND ROW(%s, NULL) IS DISTINCT FROM ROW(%s, NULL))", tv.data, sv.data);
+	return buf.data;
+}
+
+/*
  * missing_keys_sql
  *		"(SELECT k... FROM (SELECT k..., (fk1)::t AS softmig_k1 FROM legacy)
  *		s WHERE NOT EXISTS (target row with that correlation key))": legacy
@@ -641,6 +706,8 @@ missing_keys_sql(BfContext *c)
 	StringInfoData buf;
 
 	initStringInfo(&buf);
+	if (c->merge_refresh != NULL)
+		return missing_attributes_sql(c);
 	appendStringInfo(&buf, "SELECT %s FROM (SELECT %s", c->keylist, c->keylist);
 	appendStringInfoString(&buf, ", ");
 	softmig_append_key_list(&buf, c->fwd->keyexprs, c->fwd->keytypes);
@@ -948,6 +1015,12 @@ step_orphans(BfStep *st)
 	char		nulls[3];
 	uint64		deleted = 0;
 
+	/* an attribute member of a merge deletes no entity: the owner's does */
+	if (c->merge_refresh != NULL)
+	{
+		appendStringInfoString(&st->res, "{\"deleted\": 0}");
+		return;
+	}
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "DELETE FROM %s WHERE ROW(tableoid, ctid) IN ("
 					 "SELECT softmig_s.softmig_tableoid, softmig_s.softmig_ctid FROM ("

@@ -173,7 +173,9 @@ load_migration(SoftmigMigration *m, int32 id)
 									 "%s, "
 									 "COALESCE((SELECT o.id FROM softmig.migrations o WHERE o.name OPERATOR(pg_catalog.=) (sm_m.options OPERATOR(pg_catalog.->>) 'attribute_of')), 0), "
 									 "ARRAY(SELECT a.id FROM softmig.migrations a WHERE (a.options OPERATOR(pg_catalog.->>) 'attribute_of') OPERATOR(pg_catalog.=) sm_m.name ORDER BY a.id), "
-									 "ARRAY(SELECT a.target::pg_catalog.oid FROM softmig.migrations a WHERE (a.options OPERATOR(pg_catalog.->>) 'attribute_of') OPERATOR(pg_catalog.=) sm_m.name ORDER BY a.id) "
+									 "ARRAY(SELECT t FROM softmig.migrations a, LATERAL (VALUES (a.target::pg_catalog.oid), (a.legacy::pg_catalog.oid)) v(t) WHERE (a.options OPERATOR(pg_catalog.->>) 'attribute_of') OPERATOR(pg_catalog.=) sm_m.name ORDER BY a.id), "
+									 "EXISTS (SELECT 1 FROM softmig.migrations x WHERE x.target OPERATOR(pg_catalog.=) sm_m.target AND x.id OPERATOR(pg_catalog.<>) sm_m.id "
+									 "AND (x.name OPERATOR(pg_catalog.=) (sm_m.options OPERATOR(pg_catalog.->>) 'attribute_of') OR (x.options OPERATOR(pg_catalog.->>) 'attribute_of') OPERATOR(pg_catalog.=) sm_m.name)) "
 									 "FROM softmig.migrations sm_m WHERE id OPERATOR(pg_catalog.=) $1",
 									 has_groups ?
 									 "COALESCE((SELECT gm.group_id FROM softmig.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) $1), 0)" :
@@ -224,6 +226,7 @@ load_migration(SoftmigMigration *m, int32 id)
 		for (int i = 0; i < n; i++)
 			m->split_rels = lappend_oid(m->split_rels, DatumGetObjectId(elems[i]));
 	}
+	m->split_merge = DatumGetBool(SPI_getbinval(tup, desc, 16, &isnull));
 	m->representable = softmig_option_text(m, "representable");
 	{
 		char	   *mode = softmig_option_text(m, "on_new_only");

@@ -412,16 +412,82 @@ keyjson_expr(SoftmigMigration *m, SoftmigSide side)
 }
 
 /*
+ * split_shared_source
+ *		For a member of a split or a merge: the side whose projection writes
+ *		the table the members share, SIDE_TARGET for a split (the projection
+ *		into the shared legacy table) and SIDE_LEGACY for a merge (the
+ *		projection into the shared target table).
+ */
+static SoftmigSide
+split_shared_source(SoftmigMigration *m)
+{
+	return m->split_merge ? SIDE_LEGACY : SIDE_TARGET;
+}
+
+/*
+ * shared_keyjson_expr
+ *		SQL over a row of the source side of the projection into the shared
+ *		table (split_shared_source) giving the entity's key in that table as
+ *		jsonb: the legacy key (keyjson_expr) for a split, the target key
+ *		through the forward key mapping for a merge.  Every member computes
+ *		the same value for one entity, whatever its own key columns are.
+ */
+static char *
+shared_keyjson_expr(SoftmigMigration *m)
+{
+	List	   *exprs = NIL;
+	ListCell   *lc;
+	ListCell   *c;
+	ListCell   *e;
+
+	if (!m->split_merge)
+		return keyjson_expr(m, SIDE_TARGET);
+	foreach(lc, m->target_key)
+	{
+		char	   *kexpr = "NULL";
+
+		forboth(c, m->fwd_cols, e, m->fwd_exprs)
+		{
+			if (strcmp(lfirst(c), lfirst(lc)) == 0)
+				kexpr = lfirst(e);
+		}
+		exprs = lappend(exprs, kexpr);
+	}
+	return softmig_json_object_sql(m->target_key, exprs);
+}
+
+/*
+ * split_lock_sql
+ *		"SELECT pg_advisory_xact_lock(...) FROM <from>": one transaction-level
+ *		advisory lock per entity of the rows of <from> (rows of the source
+ *		side of the projection into the shared table), keyed by the shared
+ *		table's oid and a hash of the entity's key there, taken in hash
+ *		order.  Every member of one split or merge computes the same locks
+ *		for one entity.
+ */
+static char *
+split_lock_sql(SoftmigMigration *m, const char *from)
+{
+	return psprintf("SELECT pg_catalog.pg_advisory_xact_lock((%u::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32) "
+					"OPERATOR(pg_catalog.|) (softmig_h::pg_catalog.int8 OPERATOR(pg_catalog.&) 4294967295)) "
+					"FROM (SELECT DISTINCT pg_catalog.hashtext((%s)::pg_catalog.text) AS softmig_h FROM %s) AS softmig_s "
+					"ORDER BY softmig_h",
+					m->split_merge ? m->target : m->legacy, shared_keyjson_expr(m), from);
+}
+
+/*
  * split_gather
- *		For the projection of the owner of a split into legacy: what the
- *		legacy row it creates takes from the attribute members' targets, as
- *		d->gather_cols (legacy columns), d->gather_exprs (their values) and
- *		d->gather_joins, one "LEFT JOIN (SELECT <backward mapping> ... FROM
- *		<attribute target>) AS softmig_gN ON <its legacy key> = <the owner
- *		row's legacy key>" per attribute member, each member's backward
- *		mapping evaluated over its own target only.  An absent attribute row
- *		leaves its columns NULL.  Loads the members' cache entries; takes no
- *		locks but AccessShareLock on their targets (at plan time).
+ *		For the projection of the owner of a split into legacy (of a merge
+ *		into the target): what the row it creates in the shared table takes
+ *		from the attribute members' other tables, as d->gather_cols (columns
+ *		of the shared table), d->gather_exprs (their values) and
+ *		d->gather_joins, one "LEFT JOIN (SELECT <mapping> ... FROM
+ *		<attribute member's table>) AS softmig_gN ON <its key> = <the owner
+ *		row's key>" per attribute member, each member's mapping into the
+ *		shared table (backward for a split, forward for a merge) evaluated
+ *		over its own table only.  An absent attribute row leaves its columns
+ *		NULL.  Loads the members' cache entries; takes no locks but
+ *		AccessShareLock on their tables (at plan time).
  */
 static void
 split_gather(SoftmigMigration *m, DestInfo *d)
@@ -434,6 +500,8 @@ split_gather(SoftmigMigration *m, DestInfo *d)
 	foreach(lc, m->split_attrs)
 	{
 		SoftmigMigration *a = softmig_require_migration(lfirst_int(lc));
+		List	   *acols = m->split_merge ? a->fwd_cols : a->bwd_cols;
+		List	   *aexprs = m->split_merge ? a->fwd_exprs : a->bwd_exprs;
 		ListCell   *c;
 		ListCell   *e;
 		ListCell   *k;
@@ -442,9 +510,9 @@ split_gather(SoftmigMigration *m, DestInfo *d)
 
 		g++;
 		appendStringInfoString(&joins, " LEFT JOIN (SELECT ");
-		forboth(c, a->bwd_cols, e, a->bwd_exprs)
+		forboth(c, acols, e, aexprs)
 		{
-			if (softmig_str_member(a->legacy_key, lfirst(c)))
+			if (softmig_str_member(d->keycols, lfirst(c)))
 				continue;
 			v++;
 			appendStringInfo(&joins, "(%s\n) AS softmig_a%d, ", (char *) lfirst(e), v);
@@ -458,7 +526,7 @@ split_gather(SoftmigMigration *m, DestInfo *d)
 			ListCell   *e2;
 			char	   *kexpr = NULL;
 
-			forboth(c2, a->bwd_cols, e2, a->bwd_exprs)
+			forboth(c2, acols, e2, aexprs)
 			{
 				if (strcmp(lfirst(c2), lfirst(k)) == 0)
 					kexpr = lfirst(e2);
@@ -473,7 +541,7 @@ split_gather(SoftmigMigration *m, DestInfo *d)
 							 (char *) list_nth(d->keytypes, i - 1), i);
 		}
 		appendStringInfo(&joins, " FROM %s) AS softmig_g%d ON ",
-						 softmig_qualified_relname(a->target), g);
+						 softmig_qualified_relname(m->split_merge ? a->legacy : a->target), g);
 		i = 0;
 		forboth(k, d->keyexprs, c, d->keyops)
 		{
@@ -562,7 +630,7 @@ static void
 append_projection_write(StringInfo buf, SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 						SoftmigSide side, const char *from, List *not_taken)
 {
-	if (side == SIDE_TARGET && m->split_owner != 0)
+	if (m->split_owner != 0 && side == split_shared_source(m))
 	{
 		if (!append_keyed_update(buf, d, from, update_set_cols(d, not_taken)))
 			ereport(ERROR,
@@ -680,9 +748,13 @@ prepare_big_statements(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	softmig_append_mapped_insert(&buf, d->qualname, NULL, d->cols, d->exprs);
-	appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
-	p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
+	/* (the owner of a merge gathers its attribute members: the upsert) */
+	if (d->gather_cols == NIL)
+	{
+		softmig_append_mapped_insert(&buf, d->qualname, NULL, d->cols, d->exprs);
+		appendStringInfo(&buf, " FROM %s", SM_NEW_TABLE);
+		p->insert_sql = MemoryContextStrdup(m->cxt, buf.data);
+	}
 
 	resetStringInfo(&buf);
 	if (append_keyed_update(&buf, d, SM_NEW_TABLE, update_set_cols(d, not_taken)))
@@ -768,7 +840,7 @@ prepare_row_delete(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d, TupleDe
 	initStringInfo(&rowsel);
 	nargs = row_params_select(&rowsel, srcdesc, 1, SM_OLD_TABLE, argtypes);
 	initStringInfo(&buf);
-	if (p->side == SIDE_TARGET && m->split_owner != 0)
+	if (m->split_owner != 0 && p->side == split_shared_source(m))
 		append_attribute_clear(&buf, d, rowsel.data);
 	else
 		append_keyed_delete(&buf, d, rowsel.data);
@@ -923,18 +995,11 @@ prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
 	 * key), serializes the owner's creation of a legacy row with the
 	 * attribute members' writes of the same entity (trigger.c)
 	 */
-	if (side == SIDE_TARGET && (m->split_owner != 0 || m->split_attrs != NIL))
+	if ((m->split_owner != 0 || m->split_attrs != NIL) && side == split_shared_source(m))
 	{
 		for (int r = 0; r < 2; r++)
-		{
-			resetStringInfo(&buf);
-			appendStringInfo(&buf, "SELECT pg_catalog.pg_advisory_xact_lock((%u::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32) "
-							 "OPERATOR(pg_catalog.|) (softmig_h::pg_catalog.int8 OPERATOR(pg_catalog.&) 4294967295)) "
-							 "FROM (SELECT DISTINCT pg_catalog.hashtext((%s)::pg_catalog.text) AS softmig_h FROM %s) AS softmig_s "
-							 "ORDER BY softmig_h",
-							 m->legacy, keyjson_expr(m, side), r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE);
-			p->split_lock[r] = softmig_prepare_kept(buf.data, 0, NULL);
-		}
+			p->split_lock[r] = softmig_prepare_kept(split_lock_sql(m, r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE),
+													0, NULL);
 	}
 
 	if (side == SIDE_TARGET &&
@@ -1034,7 +1099,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	p = new_rel_plans(m, rel, side, d);
 	if (m->split_owner != 0 || m->split_attrs != NIL)
 		split_watch(m, p, d, rel);
-	if (side == SIDE_TARGET && m->split_attrs != NIL)
+	if (m->split_attrs != NIL && side == split_shared_source(m))
 		split_gather(m, d);
 
 	pc.migname = m->name;
@@ -1084,7 +1149,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	/* delete (an attribute member's, into legacy: clear its columns) */
 	resetStringInfo(&buf);
-	if (side == SIDE_TARGET && m->split_owner != 0)
+	if (m->split_owner != 0 && side == split_shared_source(m))
 	{
 		append_attribute_clear(&buf, d, SM_OLD_TABLE);
 		p->delete_rc = SPI_OK_UPDATE;
@@ -1161,4 +1226,53 @@ softmig_validate(PG_FUNCTION_ARGS)
 	}
 	m->valid = false;
 	PG_RETURN_VOID();
+}
+
+/*
+ * softmig_merge_backfill_prepare
+ *		For the backfill of a member of a merge: fwd (its target side, from
+ *		softmig_build_dest) of the owner gathers the attribute members'
+ *		columns into the rows it copies (split_gather), and *lock_sql is set
+ *		to the statement that takes the entity locks of the legacy rows in
+ *		<from> (split_lock_sql), as the live projection does; for an
+ *		attribute member, *refresh_sql is set to the UPDATE that writes its
+ *		target columns from the current legacy rows whose keys are in <from>
+ *		(the legacy table's rows re-read under the entity locks, so a value
+ *		a live writer committed meanwhile is never overwritten with an older
+ *		one).  Both stay NULL for a migration in no merge.  Loads the
+ *		attribute members' cache entries.
+ */
+void
+softmig_merge_backfill_prepare(SoftmigMigration *m, SoftmigDest *fwd, const char *from,
+							   char **lock_sql, char **refresh_sql)
+{
+	StringInfoData src;
+	StringInfoData buf;
+	ListCell   *lc;
+	int			i = 0;
+
+	*lock_sql = NULL;
+	*refresh_sql = NULL;
+	if (!m->split_merge)
+		return;
+	*lock_sql = split_lock_sql(m, from);
+	if (m->split_attrs != NIL && fwd->gather_cols == NIL)
+		split_gather(m, fwd);
+	if (m->split_owner == 0)
+		return;
+	initStringInfo(&src);
+	appendStringInfo(&src, "%s AS softmig_r WHERE ROW(", softmig_qualified_relname(m->legacy));
+	foreach(lc, m->legacy_key)
+		appendStringInfo(&src, "%ssoftmig_r.%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+	appendStringInfoString(&src, ") IN (SELECT ");
+	i = 0;
+	foreach(lc, m->legacy_key)
+		appendStringInfo(&src, "%ssoftmig_b.%s", i++ ? ", " : "", quote_identifier(lfirst(lc)));
+	appendStringInfo(&src, " FROM %s AS softmig_b)", from);
+	initStringInfo(&buf);
+	if (!append_keyed_update(&buf, fwd, src.data, update_set_cols(fwd, NIL)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("attribute member \"%s\" maps no target column but its key", m->name)));
+	*refresh_sql = buf.data;
 }

@@ -189,11 +189,17 @@ pcol_setup(ParityCtx *c, PCol *pc, Form_pg_attribute att, bool iskey)
  *		target rows whose backward mapping sets one.  An attribute row the
  *		target does not hold is the same entity as legacy columns all NULL
  *		(doc/shapes.md), so neither is a difference; the entity's existence
- *		is the owner's member's to compare.  bwd describes the legacy side.
+ *		is the owner's member's to compare.  bwd describes the legacy side,
+ *		fwd the target side.  For an attribute member of a merge the sides
+ *		swap: target rows with one of the member's target columns set,
+ *		legacy rows whose forward mapping sets one.
  */
 static void
-split_attribute_rows(ParityCtx *c, SoftmigMigration *m, SoftmigDest *bwd)
+split_attribute_rows(ParityCtx *c, SoftmigMigration *m, SoftmigDest *bwd, SoftmigDest *fwd)
 {
+	SoftmigDest *shared = m->split_merge ? fwd : bwd;
+	StringInfo	rawf;
+	StringInfo	mapf;
 	StringInfoData lf;
 	StringInfoData tf;
 	ListCell   *lc;
@@ -206,12 +212,16 @@ split_attribute_rows(ParityCtx *c, SoftmigMigration *m, SoftmigDest *bwd)
 		return;
 	initStringInfo(&lf);
 	initStringInfo(&tf);
-	forboth(lc, bwd->cols, le, bwd->exprs)
+	/* the shared table's raw columns, the other table's mapped values */
+	rawf = m->split_merge ? &tf : &lf;
+	mapf = m->split_merge ? &lf : &tf;
+	forboth(lc, shared->cols, le, shared->exprs)
 	{
-		if (softmig_str_member(bwd->keycols, lfirst(lc)))
+		if (softmig_str_member(shared->keycols, lfirst(lc)))
 			continue;
-		appendStringInfo(&lf, "%ssoftmig_l.%s IS NULL", n ? " AND " : "", quote_identifier(lfirst(lc)));
-		appendStringInfo(&tf, "%s(%s\n) IS NULL", n ? " AND " : "", (char *) lfirst(le));
+		appendStringInfo(rawf, "%s%s.%s IS NULL", n ? " AND " : "",
+						 m->split_merge ? "softmig_t" : "softmig_l", quote_identifier(lfirst(lc)));
+		appendStringInfo(mapf, "%s(%s\n) IS NULL", n ? " AND " : "", (char *) lfirst(le));
 		n++;
 	}
 	if (n == 0)
@@ -273,7 +283,7 @@ parity_build(int32 id, int chunk_rows, MemoryContext cxt)
 	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy side */
 	c->lqual = softmig_qualified_relname(m->legacy);
 	c->tqual = pstrdup(fwd->qualname);
-	split_attribute_rows(c, m, bwd);
+	split_attribute_rows(c, m, bwd, fwd);
 	c->lkeycols = copy_str_list(bwd->keycols);
 	{
 		Relation	lrel = table_open(m->legacy, AccessShareLock);

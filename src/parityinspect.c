@@ -564,6 +564,24 @@ group_load(text *name, int *nmembers, List **fks, MemoryContext cxt)
 							  "JOIN rel pa ON pa.rel OPERATOR(pg_catalog.=) c.confrelid AND pa.side OPERATOR(pg_catalog.=) ch.side"
 							  " AND pa.i OPERATOR(pg_catalog.<>) ch.i "
 							  "WHERE c.contype OPERATOR(pg_catalog.=) 'f' AND c.conparentid OPERATOR(pg_catalog.=) 0 "
+	/*
+	 * an attribute member of a merge is tied to its owner by the target
+	 * table they share: its rows of the entity are the owner's target row,
+	 * found by the target key
+	 */
+							  "UNION ALL "
+							  "SELECT (ch.i OPERATOR(pg_catalog.-) 1)::pg_catalog.int4, (pa.i OPERATOR(pg_catalog.-) 1)::pg_catalog.int4,"
+							  " 1, pg_catalog.format('(target table shared with %s)', o.name),"
+							  " (SELECT pg_catalog.string_agg(pg_catalog.format('r.%I', x.k), ', ' ORDER BY x.n)"
+							  "    FROM pg_catalog.unnest(o.target_key) WITH ORDINALITY AS x(k, n)),"
+							  " (SELECT pg_catalog.string_agg(pg_catalog.format('%L, $1 OPERATOR(pg_catalog.->) %L', x.k, x.k), ', ' ORDER BY x.n)"
+							  "    FROM pg_catalog.unnest(o.target_key) WITH ORDINALITY AS x(k, n)),"
+							  " (SELECT pg_catalog.string_agg(pg_catalog.format('$%s OPERATOR(pg_catalog.=) softmig_t.%I', x.n, x.k), ' AND ' ORDER BY x.n)"
+							  "    FROM pg_catalog.unnest(o.target_key) WITH ORDINALITY AS x(k, n)) "
+							  "FROM mem ch JOIN mem pa ON pa.t OPERATOR(pg_catalog.=) ch.t AND pa.i OPERATOR(pg_catalog.<>) ch.i "
+							  "JOIN softmig.migrations a ON a.legacy OPERATOR(pg_catalog.=) ch.l AND a.target OPERATOR(pg_catalog.=) ch.t "
+							  "JOIN softmig.migrations o ON o.legacy OPERATOR(pg_catalog.=) pa.l AND o.target OPERATOR(pg_catalog.=) pa.t "
+							  " AND o.name OPERATOR(pg_catalog.=) (a.options OPERATOR(pg_catalog.->>) 'attribute_of') "
 							  "ORDER BY 1, 2, 3, 4",
 							  2, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "softmig: reading the foreign keys of a group failed");

@@ -151,10 +151,12 @@ typedef struct SoftmigMigration
 	int32		split_owner;	/* option attribute_of: the migration that
 								 * owns the entity, 0 if none */
 	List	   *split_attrs;	/* of int: this owner's attribute members */
-	List	   *split_rels;		/* of Oid: their targets, which the owner's
+	List	   *split_rels;		/* of Oid: their tables, which the owner's
 								 * projection reads (relcache callback) */
 	bool		one_to_many;	/* option cardinality one_to_many */
 	List	   *otm_sql;		/* onetomany.c: its statements' texts */
+	bool		split_merge;	/* the members share their target table (a
+								 * merge), not their legacy table (a split) */
 	MemoryContext cxt;			/* owns everything above and the plans */
 	SoftmigRelPlans *plans;		/* per firing relation */
 } SoftmigMigration;
@@ -266,6 +268,8 @@ extern void softmig_append_key_match(StringInfo buf, const char *lalias, List *k
 
 /* mapping.c */
 extern SoftmigDest *softmig_build_dest(SoftmigMigration *m, SoftmigSide side);
+extern void softmig_merge_backfill_prepare(SoftmigMigration *m, SoftmigDest *fwd, const char *from,
+										   char **lock_sql, char **refresh_sql);
 extern SoftmigRelPlans *softmig_get_plans(SoftmigMigration *m, Relation rel);
 
 /* authority.c */

@@ -664,7 +664,10 @@ BEGIN
     IF v_group IS NULL AND pg_catalog.cardinality(@extschema@._split_partners(p_id)) OPERATOR(pg_catalog.>) 0 THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('migration "%s" shares table %s with migration "%s" and changes state only in a group with it',
-                                        m.name, m.legacy::regclass,
+                                        m.name,
+                                        (SELECT (CASE WHEN x.legacy OPERATOR(pg_catalog.=) m.legacy THEN m.legacy ELSE m.target END)::regclass
+                                           FROM @extschema@.migrations x
+                                          WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1]),
                                         (SELECT x.name FROM @extschema@.migrations x
                                           WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1])),
             HINT = 'Put the members of the split in one group (softmig.create_group) and use softmig.advance_group or softmig.rollback_group.';
@@ -790,6 +793,7 @@ DECLARE
     v_other text;
     v_owner @extschema@.migrations;
     v_others text[] := '{}';
+    v_merge boolean := false;
     v_maps jsonb;
     v_entity text[];
     r record;
@@ -807,17 +811,19 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
     END IF;
 
-    -- an attribute member of a split: its owner, checked before the tables
+    -- an attribute member of a split (a merge): its owner, checked before the tables
     IF v_options ? 'attribute_of' THEN
         PERFORM @extschema@._check_options(v_options);
         v_owner := @extschema@._split_owner(v_options OPERATOR(pg_catalog.->>) 'attribute_of', legacy, target);
-        -- the legacy columns the owner and its other attribute members write
+        v_merge := v_owner.legacy OPERATOR(pg_catalog.<>) legacy::pg_catalog.oid;
+        -- the columns of the shared table the owner and its other attribute
+        -- members write: legacy columns (split), target columns (merge)
         SELECT COALESCE(pg_catalog.array_agg(DISTINCT x.column_name::text), '{}') INTO v_others
           FROM @extschema@.mappings x JOIN @extschema@.migrations o ON o.id OPERATOR(pg_catalog.=) x.migration_id
-         WHERE x.direction OPERATOR(pg_catalog.=) 'backward'
+         WHERE x.direction OPERATOR(pg_catalog.=) CASE WHEN v_merge THEN 'forward' ELSE 'backward' END
            AND (o.id OPERATOR(pg_catalog.=) v_owner.id
                 OR o.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name)
-           AND x.column_name OPERATOR(pg_catalog.<>) ALL (v_owner.legacy_key);
+           AND x.column_name OPERATOR(pg_catalog.<>) ALL (CASE WHEN v_merge THEN v_owner.target_key ELSE v_owner.legacy_key END);
     END IF;
 
     -- the two tables
@@ -838,17 +844,22 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
                 MESSAGE = pg_catalog.format('table %s is a temporary table', t);
         END IF;
-        -- (a split's members share their legacy table: option attribute_of)
+        -- (a split's members share their legacy table, a merge's their
+        -- target table: option attribute_of)
         SELECT m.name INTO v_other FROM @extschema@.migrations m
          WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[])
-           AND NOT (v_owner.id IS NOT NULL AND t OPERATOR(pg_catalog.=) v_owner.legacy
-                    AND t OPERATOR(pg_catalog.=) _create_migration.legacy
+           AND NOT (v_owner.id IS NOT NULL
+                    AND ((NOT v_merge AND t OPERATOR(pg_catalog.=) v_owner.legacy
+                          AND t OPERATOR(pg_catalog.=) _create_migration.legacy)
+                         OR (v_merge AND t OPERATOR(pg_catalog.=) v_owner.target
+                             AND t OPERATOR(pg_catalog.=) _create_migration.target
+                             AND t OPERATOR(pg_catalog.=) m.target))
                     AND (m.id OPERATOR(pg_catalog.=) v_owner.id
                          OR m.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name));
         IF FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'object_in_use',
                 MESSAGE = pg_catalog.format('table %s already takes part in migration "%s"', t, v_other),
-                HINT = 'A table can be in one migration at a time, but for the legacy table of a split: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
+                HINT = 'A table can be in one migration at a time, but for the legacy table of a split or the target table of a merge: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
         END IF;
     END LOOP;
     IF legacy OPERATOR(pg_catalog.=) target THEN
@@ -920,10 +931,12 @@ BEGIN
     -- resolve both mappings: every insertable column of each destination
     -- (built in a variable, no temp table: this runs as the catalog owner and
     -- must not touch anything the caller can create)
-    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd)
-              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd, v_others);
-    IF v_owner.id IS NOT NULL THEN
-        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others);
+    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd,
+                                           CASE WHEN v_merge THEN v_others ELSE '{}' END)
+              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd,
+                                                                   CASE WHEN v_merge THEN '{}' ELSE v_others END);
+    IF v_owner.id IS NOT NULL AND NOT v_merge THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others, false);
     END IF;
 
     -- the correlation key: what each legacy key column maps to
@@ -963,6 +976,9 @@ BEGIN
             END IF;
             v_tkey := v_tkey OPERATOR(pg_catalog.||) e;
         END LOOP;
+    END IF;
+    IF v_merge THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_tkey, v_maps, v_others, true);
     END IF;
     -- the key correlates the rows: legacy always holds it, and it cannot differ
     FOREACH k IN ARRAY v_tkey LOOP
@@ -4773,6 +4789,7 @@ DECLARE
     v_other text;
     v_owner @extschema@.migrations;
     v_others text[] := '{}';
+    v_merge boolean := false;
     v_maps jsonb;
     v_entity text[];
     r record;
@@ -4790,17 +4807,19 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
     END IF;
 
-    -- an attribute member of a split: its owner, checked before the tables
+    -- an attribute member of a split (a merge): its owner, checked before the tables
     IF v_options ? 'attribute_of' THEN
         PERFORM @extschema@._check_options(v_options);
         v_owner := @extschema@._split_owner(v_options OPERATOR(pg_catalog.->>) 'attribute_of', legacy, target);
-        -- the legacy columns the owner and its other attribute members write
+        v_merge := v_owner.legacy OPERATOR(pg_catalog.<>) legacy::pg_catalog.oid;
+        -- the columns of the shared table the owner and its other attribute
+        -- members write: legacy columns (split), target columns (merge)
         SELECT COALESCE(pg_catalog.array_agg(DISTINCT x.column_name::text), '{}') INTO v_others
           FROM @extschema@.mappings x JOIN @extschema@.migrations o ON o.id OPERATOR(pg_catalog.=) x.migration_id
-         WHERE x.direction OPERATOR(pg_catalog.=) 'backward'
+         WHERE x.direction OPERATOR(pg_catalog.=) CASE WHEN v_merge THEN 'forward' ELSE 'backward' END
            AND (o.id OPERATOR(pg_catalog.=) v_owner.id
                 OR o.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name)
-           AND x.column_name OPERATOR(pg_catalog.<>) ALL (v_owner.legacy_key);
+           AND x.column_name OPERATOR(pg_catalog.<>) ALL (CASE WHEN v_merge THEN v_owner.target_key ELSE v_owner.legacy_key END);
     END IF;
 
     -- the two tables
@@ -4821,17 +4840,22 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
                 MESSAGE = pg_catalog.format('table %s is a temporary table', t);
         END IF;
-        -- (a split's members share their legacy table: option attribute_of)
+        -- (a split's members share their legacy table, a merge's their
+        -- target table: option attribute_of)
         SELECT m.name INTO v_other FROM @extschema@.migrations m
          WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[])
-           AND NOT (v_owner.id IS NOT NULL AND t OPERATOR(pg_catalog.=) v_owner.legacy
-                    AND t OPERATOR(pg_catalog.=) _create_migration.legacy
+           AND NOT (v_owner.id IS NOT NULL
+                    AND ((NOT v_merge AND t OPERATOR(pg_catalog.=) v_owner.legacy
+                          AND t OPERATOR(pg_catalog.=) _create_migration.legacy)
+                         OR (v_merge AND t OPERATOR(pg_catalog.=) v_owner.target
+                             AND t OPERATOR(pg_catalog.=) _create_migration.target
+                             AND t OPERATOR(pg_catalog.=) m.target))
                     AND (m.id OPERATOR(pg_catalog.=) v_owner.id
                          OR m.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name));
         IF FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'object_in_use',
                 MESSAGE = pg_catalog.format('table %s already takes part in migration "%s"', t, v_other),
-                HINT = 'A table can be in one migration at a time, but for the legacy table of a split: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
+                HINT = 'A table can be in one migration at a time, but for the legacy table of a split or the target table of a merge: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
         END IF;
     END LOOP;
     IF legacy OPERATOR(pg_catalog.=) target THEN
@@ -4903,10 +4927,12 @@ BEGIN
     -- resolve both mappings: every insertable column of each destination
     -- (built in a variable, no temp table: this runs as the catalog owner and
     -- must not touch anything the caller can create)
-    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd)
-              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd, v_others);
-    IF v_owner.id IS NOT NULL THEN
-        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others);
+    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd,
+                                           CASE WHEN v_merge THEN v_others ELSE '{}' END)
+              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd,
+                                                                   CASE WHEN v_merge THEN '{}' ELSE v_others END);
+    IF v_owner.id IS NOT NULL AND NOT v_merge THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others, false);
     END IF;
 
     -- the correlation key: what each legacy key column maps to
@@ -4946,6 +4972,9 @@ BEGIN
             END IF;
             v_tkey := v_tkey OPERATOR(pg_catalog.||) e;
         END LOOP;
+    END IF;
+    IF v_merge THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_tkey, v_maps, v_others, true);
     END IF;
     -- the key correlates the rows: legacy always holds it, and it cannot differ
     FOREACH k IN ARRAY v_tkey LOOP
@@ -5034,7 +5063,10 @@ BEGIN
     IF v_group IS NULL AND pg_catalog.cardinality(@extschema@._split_partners(p_id)) OPERATOR(pg_catalog.>) 0 THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('migration "%s" shares table %s with migration "%s" and changes state only in a group with it',
-                                        m.name, m.legacy::regclass,
+                                        m.name,
+                                        (SELECT (CASE WHEN x.legacy OPERATOR(pg_catalog.=) m.legacy THEN m.legacy ELSE m.target END)::regclass
+                                           FROM @extschema@.migrations x
+                                          WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1]),
                                         (SELECT x.name FROM @extschema@.migrations x
                                           WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1])),
             HINT = 'Put the members of the split in one group (softmig.create_group) and use softmig.advance_group or softmig.rollback_group.';
@@ -5272,15 +5304,12 @@ BEGIN
                                         o.name, o.options OPERATOR(pg_catalog.->>) 'attribute_of'),
             HINT = pg_catalog.format('Name the migration that owns the entity: "%s".', o.options OPERATOR(pg_catalog.->>) 'attribute_of');
     END IF;
-    IF o.legacy OPERATOR(pg_catalog.<>) p_legacy::pg_catalog.oid THEN
-        IF o.target OPERATOR(pg_catalog.=) p_target::pg_catalog.oid THEN
-            RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
-                MESSAGE = pg_catalog.format('migrations sharing their target table %s (a merge) are not supported yet', p_target),
-                DETAIL = 'An attribute member shares the legacy table of the migration that owns the entity (a split).';
-        END IF;
+    IF o.legacy OPERATOR(pg_catalog.<>) p_legacy::pg_catalog.oid
+       AND o.target OPERATOR(pg_catalog.<>) p_target::pg_catalog.oid THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = pg_catalog.format('migration "%s" does not migrate table %s', o.name, p_legacy),
-            DETAIL = pg_catalog.format('An attribute member migrates the legacy table of the migration that owns the entity (%s) to another target table.', o.legacy::regclass);
+            MESSAGE = pg_catalog.format('migration "%s" migrates neither table %s nor into table %s', o.name, p_legacy, p_target),
+            DETAIL = pg_catalog.format('An attribute member shares the legacy table (%s, a split) or the target table (%s, a merge) of the migration that owns the entity.',
+                                       o.legacy::regclass, o.target::regclass);
     END IF;
     IF o.state OPERATOR(@extschema@.<>) 'legacy' THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -5296,7 +5325,7 @@ BEGIN
     RETURN o;
 END $$;
 COMMENT ON FUNCTION @extschema@._split_owner(text, regclass, regclass) IS
-    'internal: the migration option attribute_of names, checked to own a split of table p_legacy: 42704, 22023, 0A000 (merge), 55000';
+    'internal: the migration option attribute_of names, checked to own a split of table p_legacy or a merge into table p_target: 42704, 22023, 55000';
 
 CREATE FUNCTION @extschema@._split_member_check(o @extschema@.migrations, p_key text[], p_maps jsonb,
                                                 p_others text[])
@@ -5353,7 +5382,8 @@ DECLARE
     r record;
 BEGIN
     -- a table in several migrations is written by all of them: they move together
-    FOR r IN SELECT m.name, x.name AS partner, m.legacy::regclass AS rel
+    FOR r IN SELECT m.name, x.name AS partner,
+                    (CASE WHEN m.legacy OPERATOR(pg_catalog.=) x.legacy THEN m.legacy ELSE m.target END)::regclass AS rel
                FROM @extschema@.migrations m
               CROSS JOIN LATERAL pg_catalog.unnest(@extschema@._split_partners(m.id)) p(id)
                JOIN @extschema@.migrations x ON x.id OPERATOR(pg_catalog.=) p.id
@@ -5469,6 +5499,7 @@ DECLARE
     v_other text;
     v_owner @extschema@.migrations;
     v_others text[] := '{}';
+    v_merge boolean := false;
     v_maps jsonb;
     v_entity text[];
     r record;
@@ -5486,17 +5517,19 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
     END IF;
 
-    -- an attribute member of a split: its owner, checked before the tables
+    -- an attribute member of a split (a merge): its owner, checked before the tables
     IF v_options ? 'attribute_of' THEN
         PERFORM @extschema@._check_options(v_options);
         v_owner := @extschema@._split_owner(v_options OPERATOR(pg_catalog.->>) 'attribute_of', legacy, target);
-        -- the legacy columns the owner and its other attribute members write
+        v_merge := v_owner.legacy OPERATOR(pg_catalog.<>) legacy::pg_catalog.oid;
+        -- the columns of the shared table the owner and its other attribute
+        -- members write: legacy columns (split), target columns (merge)
         SELECT COALESCE(pg_catalog.array_agg(DISTINCT x.column_name::text), '{}') INTO v_others
           FROM @extschema@.mappings x JOIN @extschema@.migrations o ON o.id OPERATOR(pg_catalog.=) x.migration_id
-         WHERE x.direction OPERATOR(pg_catalog.=) 'backward'
+         WHERE x.direction OPERATOR(pg_catalog.=) CASE WHEN v_merge THEN 'forward' ELSE 'backward' END
            AND (o.id OPERATOR(pg_catalog.=) v_owner.id
                 OR o.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name)
-           AND x.column_name OPERATOR(pg_catalog.<>) ALL (v_owner.legacy_key);
+           AND x.column_name OPERATOR(pg_catalog.<>) ALL (CASE WHEN v_merge THEN v_owner.target_key ELSE v_owner.legacy_key END);
     END IF;
 
     -- the two tables
@@ -5517,17 +5550,22 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
                 MESSAGE = pg_catalog.format('table %s is a temporary table', t);
         END IF;
-        -- (a split's members share their legacy table: option attribute_of)
+        -- (a split's members share their legacy table, a merge's their
+        -- target table: option attribute_of)
         SELECT m.name INTO v_other FROM @extschema@.migrations m
          WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[])
-           AND NOT (v_owner.id IS NOT NULL AND t OPERATOR(pg_catalog.=) v_owner.legacy
-                    AND t OPERATOR(pg_catalog.=) _create_migration.legacy
+           AND NOT (v_owner.id IS NOT NULL
+                    AND ((NOT v_merge AND t OPERATOR(pg_catalog.=) v_owner.legacy
+                          AND t OPERATOR(pg_catalog.=) _create_migration.legacy)
+                         OR (v_merge AND t OPERATOR(pg_catalog.=) v_owner.target
+                             AND t OPERATOR(pg_catalog.=) _create_migration.target
+                             AND t OPERATOR(pg_catalog.=) m.target))
                     AND (m.id OPERATOR(pg_catalog.=) v_owner.id
                          OR m.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name));
         IF FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'object_in_use',
                 MESSAGE = pg_catalog.format('table %s already takes part in migration "%s"', t, v_other),
-                HINT = 'A table can be in one migration at a time, but for the legacy table of a split: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
+                HINT = 'A table can be in one migration at a time, but for the legacy table of a split or the target table of a merge: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
         END IF;
     END LOOP;
     IF legacy OPERATOR(pg_catalog.=) target THEN
@@ -5599,10 +5637,12 @@ BEGIN
     -- resolve both mappings: every insertable column of each destination
     -- (built in a variable, no temp table: this runs as the catalog owner and
     -- must not touch anything the caller can create)
-    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd)
-              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd, v_others);
-    IF v_owner.id IS NOT NULL THEN
-        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others);
+    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd,
+                                           CASE WHEN v_merge THEN v_others ELSE '{}' END)
+              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd,
+                                                                   CASE WHEN v_merge THEN '{}' ELSE v_others END);
+    IF v_owner.id IS NOT NULL AND NOT v_merge THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others, false);
     END IF;
 
     -- the correlation key: what each legacy key column maps to
@@ -5642,6 +5682,9 @@ BEGIN
             END IF;
             v_tkey := v_tkey OPERATOR(pg_catalog.||) e;
         END LOOP;
+    END IF;
+    IF v_merge THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_tkey, v_maps, v_others, true);
     END IF;
     -- the key correlates the rows: legacy always holds it, and it cannot differ
     FOREACH k IN ARRAY v_tkey LOOP
@@ -5986,3 +6029,481 @@ END $$;
 COMMENT ON FUNCTION @extschema@._refuse_one_to_many(integer, text) IS
     'internal: raise 0A000 when migration p_id is one_to_many (p_what, plural, does not work on sets)';
 REVOKE ALL ON FUNCTION @extschema@._refuse_one_to_many(integer, text) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Merge: several legacy tables sharing one target table (doc/shapes.md "Merge")
+-------------------------------------------------------------------------------
+-- the member check of a split serves a merge too (its shared side as a parameter)
+DROP FUNCTION @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[]);
+CREATE FUNCTION @extschema@._split_member_check(o @extschema@.migrations, p_key text[], p_maps jsonb,
+                                                p_others text[], p_merge boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- the side the members share: legacy (a split) or target (a merge)
+    v_side text := CASE WHEN p_merge THEN 'target' ELSE 'legacy' END;
+    v_own text[] := CASE WHEN p_merge THEN o.target_key ELSE o.legacy_key END;
+    v_mine text[];
+    v_both text[];
+BEGIN
+    IF p_key OPERATOR(pg_catalog.<>) v_own THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('the %skey of an attribute member must be the %skey of migration "%s"',
+                                        CASE WHEN p_merge THEN 'target ' ELSE '' END,
+                                        CASE WHEN p_merge THEN 'target ' ELSE '' END, o.name),
+            DETAIL = pg_catalog.format('Key %s; the entity''s key is %s.', p_key::text, v_own::text),
+            HINT = 'An attribute row belongs to exactly one entity: its key maps to the owner''s key.';
+    END IF;
+    -- the columns of the shared table this member writes (resolved: given or same-named)
+    SELECT pg_catalog.array_agg(x.column_name ORDER BY x.column_name) INTO v_mine
+      FROM pg_catalog.jsonb_to_recordset(p_maps) AS x(direction text, column_name text)
+     WHERE x.direction OPERATOR(pg_catalog.=) CASE WHEN p_merge THEN 'forward' ELSE 'backward' END
+       AND x.column_name OPERATOR(pg_catalog.<>) ALL (p_key);
+    IF v_mine IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('an attribute member of migration "%s" must map a %s column besides the key', o.name, v_side),
+            HINT = CASE WHEN p_merge THEN 'Map the attribute columns forward: {"target_column": "expression over legacy columns"}.'
+                        ELSE 'Map the attribute columns backward: {"legacy_column": "expression over target columns"}.' END;
+    END IF;
+    SELECT pg_catalog.array_agg(k ORDER BY k) INTO v_both
+      FROM pg_catalog.unnest(v_mine) k WHERE k OPERATOR(pg_catalog.=) ANY (p_others);
+    IF v_both IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('%s columns %s are mapped by another member of the %s of migration "%s"',
+                                        v_side, pg_catalog.array_to_string(v_both, ', '),
+                                        CASE WHEN p_merge THEN 'merge' ELSE 'split' END, o.name),
+            DETAIL = pg_catalog.format('The members of a %s map disjoint columns of the %s table (but for its key).',
+                                       CASE WHEN p_merge THEN 'merge' ELSE 'split' END, v_side);
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[], boolean) IS
+    'internal: raise 22023 unless an attribute member (its resolved mappings p_maps) has its owner''s key (legacy key of a split, target key of a merge) and maps columns of the shared table, none another member maps';
+REVOKE ALL ON FUNCTION @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[], boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._set_state(p_id integer, p_to @extschema@.state, p_action text,
+                                       p_reason text, p_detail jsonb)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations;
+    v_group text;
+    v_keys jsonb := '[]';
+BEGIN
+    -- a migration across databases changes state in both, step by step
+    IF NOT @extschema@._remote_stepping()
+       AND EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases', (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id)),
+            DETAIL = 'Its state changes in both databases together, at a fence when the write authority moves.',
+            HINT = 'Use CALL softmig.remote_advance(...) or CALL softmig.remote_rollback(...).';
+    END IF;
+    -- serialize state changes of one migration (bounded by lock_timeout too)
+    m := @extschema@._lock_migration(p_id);
+    -- a member of a group changes state only with its group (52_groups.sql); read after
+    -- the lock, which create_group holds until it commits
+    SELECT g.name INTO v_group
+      FROM @extschema@.group_members gm JOIN @extschema@.groups g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+     WHERE gm.migration_id OPERATOR(pg_catalog.=) p_id;
+    IF v_group IS DISTINCT FROM (p_detail OPERATOR(pg_catalog.->>) 'group') THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is a member of group "%s" and changes state only with it',
+                                        m.name, v_group),
+            DETAIL = 'The members of a group move together, in one transaction.',
+            HINT = pg_catalog.format('Use softmig.advance_group(%L) or softmig.rollback_group(%L), or softmig.drop_group(%L) first.',
+                                     v_group, v_group, v_group);
+    END IF;
+    -- the members of a split write one table: they move only as a group (53_split.sql)
+    IF v_group IS NULL AND pg_catalog.cardinality(@extschema@._split_partners(p_id)) OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" shares table %s with migration "%s" and changes state only in a group with it',
+                                        m.name,
+                                        (SELECT (CASE WHEN x.legacy OPERATOR(pg_catalog.=) m.legacy THEN m.legacy ELSE m.target END)::regclass
+                                           FROM @extschema@.migrations x
+                                          WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1]),
+                                        (SELECT x.name FROM @extschema@.migrations x
+                                          WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1])),
+            HINT = 'Put the members of the split in one group (softmig.create_group) and use softmig.advance_group or softmig.rollback_group.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.=) p_to THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is already in state %s', m.name, m.state),
+            DETAIL = 'Another session changed its state while this call waited.';
+    END IF;
+
+    PERFORM @extschema@._state_guards(m, p_to, p_detail);
+
+    -- Lock out writers on both tables (readers are not blocked, except by a
+    -- move to legacy, which drops the triggers): in-flight writers finish
+    -- under the old state, later ones see the new one.
+    PERFORM @extschema@._lock_tables(m, p_to, p_to OPERATOR(@extschema@.=) 'legacy');
+
+    -- The rollback envelope, checked after the locks so a racing first
+    -- new-only write is either already recorded or not yet projected.
+    PERFORM @extschema@._envelope_guard(m, p_to);
+
+    -- The write authority moves: the table that takes keyless inserts from
+    -- now on draws its keys past every key the other side holds (keygen.c),
+    -- under the locks above.  Across databases this database holds the
+    -- target and the landing copy of legacy: the target's generator moves;
+    -- the legacy table's is in the other database (doc/limitations.md).
+    IF (m.state OPERATOR(@extschema@.>=) 'new_write') OPERATOR(pg_catalog.<>) (p_to OPERATOR(@extschema@.>=) 'new_write')
+       AND (p_to OPERATOR(@extschema@.>=) 'new_write'
+            OR NOT EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) p_id)) THEN
+        v_keys := @extschema@._hand_over_keys(p_id, p_to OPERATOR(@extschema@.>=) 'new_write');
+    END IF;
+
+    IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._refuse_rules(p_id);
+        PERFORM @extschema@._install_triggers(p_id);
+        -- Every write from now on reaches the target; anything the target
+        -- holds that is visible in this snapshot predates mirroring and may
+        -- be corrected by the backfill.  A new mirroring epoch needs a new
+        -- backfill.
+        IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+            RAISE EXCEPTION USING ERRCODE = 'active_sql_transaction',
+                MESSAGE = 'the move to mirrored must run at isolation level READ COMMITTED',
+                DETAIL = 'It records a snapshot that must include every write committed before the move.';
+        END IF;
+        UPDATE @extschema@.migrations
+           SET mirror_snapshot = pg_catalog.pg_current_snapshot(), mirror_xid = pg_catalog.pg_current_xact_id()
+         WHERE id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_progress WHERE migration_id OPERATOR(pg_catalog.=) p_id;
+        DELETE FROM @extschema@.backfill_revisit WHERE migration_id OPERATOR(pg_catalog.=) p_id;
+    ELSIF p_to OPERATOR(@extschema@.=) 'legacy' THEN
+        PERFORM @extschema@._remove_triggers(p_id);
+    END IF;
+
+    UPDATE @extschema@.migrations
+       SET state = p_to, state_changed_at = pg_catalog.now()
+     WHERE id OPERATOR(pg_catalog.=) p_id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(p_id, p_action, m.state, p_to, p_reason, p_detail);
+    IF pg_catalog.jsonb_array_length(v_keys) OPERATOR(pg_catalog.>) 0 THEN
+        PERFORM @extschema@._history(p_id, 'key_handover', m.state, p_to, NULL,
+            pg_catalog.jsonb_build_object('table', CASE WHEN p_to OPERATOR(@extschema@.>=) 'new_write'
+                                                        THEN m.target ELSE m.legacy END::text,
+                                          'columns', v_keys));
+    END IF;
+    RETURN p_to;
+END $$;
+COMMENT ON FUNCTION @extschema@._set_state(integer, @extschema@.state, text, text, jsonb) IS
+    'internal: the one function that changes a migration''s state: checks legality, locks both tables, hands the key generators over, retargets triggers, records history';
+
+CREATE OR REPLACE FUNCTION @extschema@._create_migration(name text, legacy regclass, target regclass,
+    key text[], forward jsonb, backward jsonb, new_only text[], divergent text[], options jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text := name;
+    v_id integer;
+    v_key text[] := key;
+    v_tkey text[];
+    v_fwd jsonb := COALESCE(forward, '{}');
+    v_bwd jsonb := COALESCE(backward, '{}');
+    v_new_only text[] := COALESCE(new_only, '{}');
+    v_divergent text[] := COALESCE(divergent, '{}');
+    v_options jsonb := COALESCE(options, '{}');
+    v_other text;
+    v_owner @extschema@.migrations;
+    v_others text[] := '{}';
+    v_merge boolean := false;
+    v_maps jsonb;
+    v_entity text[];
+    r record;
+    k text;
+    e text;
+    t regclass;
+    i integer;
+BEGIN
+    IF v_name IS NULL OR pg_catalog.btrim(v_name) OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'migration name must not be empty';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
+    END IF;
+
+    -- an attribute member of a split (a merge): its owner, checked before the tables
+    IF v_options ? 'attribute_of' THEN
+        PERFORM @extschema@._check_options(v_options);
+        v_owner := @extschema@._split_owner(v_options OPERATOR(pg_catalog.->>) 'attribute_of', legacy, target);
+        v_merge := v_owner.legacy OPERATOR(pg_catalog.<>) legacy::pg_catalog.oid;
+        -- the columns of the shared table the owner and its other attribute
+        -- members write: legacy columns (split), target columns (merge)
+        SELECT COALESCE(pg_catalog.array_agg(DISTINCT x.column_name::text), '{}') INTO v_others
+          FROM @extschema@.mappings x JOIN @extschema@.migrations o ON o.id OPERATOR(pg_catalog.=) x.migration_id
+         WHERE x.direction OPERATOR(pg_catalog.=) CASE WHEN v_merge THEN 'forward' ELSE 'backward' END
+           AND (o.id OPERATOR(pg_catalog.=) v_owner.id
+                OR o.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name)
+           AND x.column_name OPERATOR(pg_catalog.<>) ALL (CASE WHEN v_merge THEN v_owner.target_key ELSE v_owner.legacy_key END);
+    END IF;
+
+    -- the two tables
+    FOREACH t IN ARRAY ARRAY[legacy, target] LOOP
+        SELECT c.relkind, c.relispartition, c.relpersistence INTO r
+          FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) t;
+        IF r.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'p']::"char"[]) THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('"%s" is not a table', t),
+                DETAIL = 'Only ordinary and partitioned tables can take part in a migration.';
+        END IF;
+        IF r.relispartition THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('table %s is a partition', t),
+                HINT = 'Migrate its partitioned table instead; writes through the parent would bypass a partition''s migration.';
+        END IF;
+        IF r.relpersistence OPERATOR(pg_catalog.=) 't' THEN
+            RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
+                MESSAGE = pg_catalog.format('table %s is a temporary table', t);
+        END IF;
+        -- (a split's members share their legacy table, a merge's their
+        -- target table: option attribute_of)
+        SELECT m.name INTO v_other FROM @extschema@.migrations m
+         WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[])
+           AND NOT (v_owner.id IS NOT NULL
+                    AND ((NOT v_merge AND t OPERATOR(pg_catalog.=) v_owner.legacy
+                          AND t OPERATOR(pg_catalog.=) _create_migration.legacy)
+                         OR (v_merge AND t OPERATOR(pg_catalog.=) v_owner.target
+                             AND t OPERATOR(pg_catalog.=) _create_migration.target
+                             AND t OPERATOR(pg_catalog.=) m.target))
+                    AND (m.id OPERATOR(pg_catalog.=) v_owner.id
+                         OR m.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name));
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_in_use',
+                MESSAGE = pg_catalog.format('table %s already takes part in migration "%s"', t, v_other),
+                HINT = 'A table can be in one migration at a time, but for the legacy table of a split or the target table of a merge: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
+        END IF;
+    END LOOP;
+    IF legacy OPERATOR(pg_catalog.=) target THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'legacy and target must be different tables';
+    END IF;
+
+    -- the legacy key
+    IF v_key IS NULL THEN
+        SELECT pg_catalog.array_agg(a.attname::text ORDER BY x.n) INTO v_key
+          FROM pg_catalog.pg_index ix
+         CROSS JOIN LATERAL pg_catalog.unnest(ix.indkey) WITH ORDINALITY AS x(attnum, n)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) ix.indrelid
+                                        AND a.attnum OPERATOR(pg_catalog.=) x.attnum
+         WHERE ix.indrelid OPERATOR(pg_catalog.=) legacy AND ix.indisprimary;
+        IF v_key IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('table %s has no primary key', legacy),
+                HINT = 'Pass key => ARRAY[...] naming columns with a unique index.';
+        END IF;
+    END IF;
+    IF pg_catalog.cardinality(v_key) OPERATOR(pg_catalog.=) 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must name at least one column';
+    END IF;
+    IF pg_catalog.array_position(v_key, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key must not contain NULL';
+    END IF;
+    IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_key) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'key names a column twice';
+    END IF;
+    FOREACH k IN ARRAY v_key LOOP
+        PERFORM @extschema@._require_column(legacy, k, 'key column', true);
+    END LOOP;
+
+    -- mapping arguments
+    IF pg_catalog.jsonb_typeof(v_fwd) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'forward must be a jsonb object {"target_column": "expression over legacy columns"}';
+    END IF;
+    IF pg_catalog.jsonb_typeof(v_bwd) OPERATOR(pg_catalog.<>) 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'backward must be a jsonb object {"legacy_column": "expression over target columns"}';
+    END IF;
+    PERFORM @extschema@._check_mapping(target, v_fwd, 'forward');
+    PERFORM @extschema@._check_mapping(legacy, v_bwd, 'backward');
+    IF pg_catalog.array_position(v_new_only OPERATOR(pg_catalog.||) v_divergent, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('%s must not contain NULL',
+                CASE WHEN pg_catalog.array_position(v_new_only, NULL) IS NOT NULL THEN 'new_only' ELSE 'divergent' END);
+    END IF;
+    FOREACH k IN ARRAY v_new_only LOOP
+        PERFORM @extschema@._require_column(target, k, 'new_only column', false);
+    END LOOP;
+    FOREACH k IN ARRAY v_divergent LOOP
+        PERFORM @extschema@._require_column(target, k, 'divergent column', false);
+    END LOOP;
+
+    -- options
+    PERFORM @extschema@._check_options(v_options);
+    -- one legacy row, a set of target rows: the entity columns hold the key (41_one_to_many.sql)
+    v_entity := @extschema@._check_one_to_many(legacy, target, v_key, v_fwd, v_bwd, v_new_only, v_divergent, v_options);
+    IF v_entity IS NOT NULL THEN
+        SELECT v_fwd OPERATOR(pg_catalog.||) pg_catalog.jsonb_object_agg(x.e, pg_catalog.quote_ident(x.k)),
+               v_bwd OPERATOR(pg_catalog.||) pg_catalog.jsonb_object_agg(x.k, pg_catalog.quote_ident(x.e))
+          INTO v_fwd, v_bwd
+          FROM ROWS FROM (pg_catalog.unnest(v_key), pg_catalog.unnest(v_entity)) AS x(k, e);
+    END IF;
+
+    -- resolve both mappings: every insertable column of each destination
+    -- (built in a variable, no temp table: this runs as the catalog owner and
+    -- must not touch anything the caller can create)
+    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd,
+                                           CASE WHEN v_merge THEN v_others ELSE '{}' END)
+              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd,
+                                                                   CASE WHEN v_merge THEN '{}' ELSE v_others END);
+    IF v_owner.id IS NOT NULL AND NOT v_merge THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others, false);
+    END IF;
+
+    -- the correlation key: what each legacy key column maps to
+    IF v_entity IS NOT NULL THEN
+        v_tkey := v_entity;
+    ELSIF v_options ? 'target_key' THEN
+        IF pg_catalog.jsonb_typeof(v_options OPERATOR(pg_catalog.->) 'target_key') OPERATOR(pg_catalog.<>) 'array' THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must be a jsonb array of target column names';
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(v_options OPERATOR(pg_catalog.->) 'target_key') x
+                    WHERE pg_catalog.jsonb_typeof(x) OPERATOR(pg_catalog.<>) 'string') THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must be a jsonb array of target column names',
+                DETAIL = pg_catalog.format('Given: %s', v_options OPERATOR(pg_catalog.->) 'target_key');
+        END IF;
+        SELECT COALESCE(pg_catalog.array_agg(x), '{}') INTO v_tkey
+          FROM pg_catalog.jsonb_array_elements_text(v_options OPERATOR(pg_catalog.->) 'target_key') x;
+        IF pg_catalog.cardinality(v_tkey) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_key) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'option target_key must name as many columns as the legacy key';
+        END IF;
+        IF (SELECT pg_catalog.count(DISTINCT x) FROM pg_catalog.unnest(v_tkey) x) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(v_tkey) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'option target_key names a column twice';
+        END IF;
+    ELSE
+        v_tkey := '{}';
+        FOREACH k IN ARRAY v_key LOOP
+            SELECT pm.column_name INTO e FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+             WHERE pm.direction OPERATOR(pg_catalog.=) 'forward'
+               AND (pm.expression OPERATOR(pg_catalog.=) k OR pm.expression OPERATOR(pg_catalog.=) pg_catalog.quote_ident(k))
+             ORDER BY pm.is_default DESC LIMIT 1;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('no target column maps from legacy key column "%s"', k),
+                    HINT = 'Name the target correlation key with options => ''{"target_key": [...]}''.';
+            END IF;
+            v_tkey := v_tkey OPERATOR(pg_catalog.||) e;
+        END LOOP;
+    END IF;
+    IF v_merge THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_tkey, v_maps, v_others, true);
+    END IF;
+    -- the key correlates the rows: legacy always holds it, and it cannot differ
+    FOREACH k IN ARRAY v_tkey LOOP
+        IF k OPERATOR(pg_catalog.=) ANY (v_new_only OPERATOR(pg_catalog.||) v_divergent) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target key column "%s" cannot be %s', k,
+                    CASE WHEN k OPERATOR(pg_catalog.=) ANY (v_new_only) THEN 'new_only' ELSE 'divergent' END),
+                DETAIL = 'Rows are correlated on the key: legacy always holds it, and it is equal on both sides.';
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY v_tkey LOOP
+        -- a NULL in it marks a row the new system created on its own: a new-only
+        -- entity, never correlated (doc/write-authority.md)
+        PERFORM @extschema@._require_column(target, k, 'target key column', false);
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+                        WHERE pm.direction OPERATOR(pg_catalog.=) 'forward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('target key column "%s" has no forward mapping', k);
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY v_key LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean)
+                        WHERE pm.direction OPERATOR(pg_catalog.=) 'backward' AND pm.column_name OPERATOR(pg_catalog.=) k) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('legacy key column "%s" has no backward mapping', k),
+                HINT = 'Add it to backward so writes on the target can be projected to legacy.';
+        END IF;
+    END LOOP;
+
+    INSERT INTO @extschema@.migrations (name, legacy, target, legacy_key, target_key, forward, backward,
+                                        new_only, divergent, options, created_by)
+    VALUES (v_name, legacy, target, v_key, v_tkey, v_fwd, v_bwd, v_new_only, v_divergent, v_options,
+            @extschema@._actor())
+    RETURNING id INTO v_id;
+    INSERT INTO @extschema@.mappings (migration_id, direction, column_name, ordinal, expression, is_default)
+    SELECT v_id, pm.direction, pm.column_name, pm.ordinal, pm.expression, pm.is_default FROM pg_catalog.jsonb_to_recordset(v_maps) AS pm(direction text, column_name name, ordinal integer, expression text, is_default boolean);
+
+    -- prepare every statement the triggers will run (as the table owners)
+    PERFORM @extschema@._refuse_rules(v_id);
+    PERFORM @extschema@._validate(v_id);
+
+    PERFORM @extschema@._history(v_id, 'create', NULL, 'legacy', NULL,
+        pg_catalog.jsonb_build_object('legacy', legacy::text, 'target', target::text,
+                                      'key', v_key, 'target_key', v_tkey));
+    IF v_owner.id IS NOT NULL THEN
+        -- the owner's projection gathers this member's columns from now on
+        PERFORM @extschema@._invalidate(v_owner.legacy, v_owner.target);
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._create_migration(text, regclass, regclass, text[], jsonb, jsonb, text[], text[], jsonb) IS
+    'internal: implementation of softmig.create_migration (runs behind the ownership gate)';
+
+CREATE OR REPLACE FUNCTION @extschema@._split_owner(p_name text, p_legacy regclass, p_target regclass)
+RETURNS @extschema@.migrations
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o @extschema@.migrations;
+BEGIN
+    SELECT * INTO o FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+            MESSAGE = pg_catalog.format('migration "%s" named by option attribute_of does not exist', p_name),
+            HINT = 'Create the migration that owns the entity first.';
+    END IF;
+    IF o.options ? 'attribute_of' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('migration "%s" is itself an attribute member of migration "%s"',
+                                        o.name, o.options OPERATOR(pg_catalog.->>) 'attribute_of'),
+            HINT = pg_catalog.format('Name the migration that owns the entity: "%s".', o.options OPERATOR(pg_catalog.->>) 'attribute_of');
+    END IF;
+    IF o.legacy OPERATOR(pg_catalog.<>) p_legacy::pg_catalog.oid
+       AND o.target OPERATOR(pg_catalog.<>) p_target::pg_catalog.oid THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('migration "%s" migrates neither table %s nor into table %s', o.name, p_legacy, p_target),
+            DETAIL = pg_catalog.format('An attribute member shares the legacy table (%s, a split) or the target table (%s, a merge) of the migration that owns the entity.',
+                                       o.legacy::regclass, o.target::regclass);
+    END IF;
+    IF o.state OPERATOR(@extschema@.<>) 'legacy' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is in state %s', o.name, o.state),
+            DETAIL = 'Attribute members are added while the migration that owns the entity is in state legacy.',
+            HINT = 'Roll it back to legacy first.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) o.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is a member of a group', o.name),
+            HINT = 'Create every member of the split first, then the group of all of them (softmig.drop_group, then softmig.create_group).';
+    END IF;
+    RETURN o;
+END $$;
+COMMENT ON FUNCTION @extschema@._split_owner(text, regclass, regclass) IS
+    'internal: the migration option attribute_of names, checked to own a split of table p_legacy or a merge into table p_target: 42704, 22023, 55000';
+
+CREATE OR REPLACE FUNCTION @extschema@._split_group_check(p_ids integer[], p_group text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    -- a table in several migrations is written by all of them: they move together
+    FOR r IN SELECT m.name, x.name AS partner,
+                    (CASE WHEN m.legacy OPERATOR(pg_catalog.=) x.legacy THEN m.legacy ELSE m.target END)::regclass AS rel
+               FROM @extschema@.migrations m
+              CROSS JOIN LATERAL pg_catalog.unnest(@extschema@._split_partners(m.id)) p(id)
+               JOIN @extschema@.migrations x ON x.id OPERATOR(pg_catalog.=) p.id
+              WHERE m.id OPERATOR(pg_catalog.=) ANY (p_ids) AND p.id OPERATOR(pg_catalog.<>) ALL (p_ids)
+              ORDER BY 1, 2 LOOP
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" shares table %s with migration "%s", which is not a member of group "%s"',
+                                        r.name, r.rel, r.partner, p_group),
+            HINT = 'The members of a split move only together: put all of them in one group.';
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._split_group_check(integer[], text) IS
+    'internal: raise 55000 unless every migration of a split among p_ids has all its partners among them too';
+

@@ -397,7 +397,10 @@ BEGIN
     IF v_group IS NULL AND pg_catalog.cardinality(@extschema@._split_partners(p_id)) OPERATOR(pg_catalog.>) 0 THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('migration "%s" shares table %s with migration "%s" and changes state only in a group with it',
-                                        m.name, m.legacy::regclass,
+                                        m.name,
+                                        (SELECT (CASE WHEN x.legacy OPERATOR(pg_catalog.=) m.legacy THEN m.legacy ELSE m.target END)::regclass
+                                           FROM @extschema@.migrations x
+                                          WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1]),
                                         (SELECT x.name FROM @extschema@.migrations x
                                           WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1])),
             HINT = 'Put the members of the split in one group (softmig.create_group) and use softmig.advance_group or softmig.rollback_group.';

@@ -129,6 +129,7 @@ DECLARE
     v_other text;
     v_owner @extschema@.migrations;
     v_others text[] := '{}';
+    v_merge boolean := false;
     v_maps jsonb;
     v_entity text[];
     r record;
@@ -146,17 +147,19 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
     END IF;
 
-    -- an attribute member of a split: its owner, checked before the tables
+    -- an attribute member of a split (a merge): its owner, checked before the tables
     IF v_options ? 'attribute_of' THEN
         PERFORM @extschema@._check_options(v_options);
         v_owner := @extschema@._split_owner(v_options OPERATOR(pg_catalog.->>) 'attribute_of', legacy, target);
-        -- the legacy columns the owner and its other attribute members write
+        v_merge := v_owner.legacy OPERATOR(pg_catalog.<>) legacy::pg_catalog.oid;
+        -- the columns of the shared table the owner and its other attribute
+        -- members write: legacy columns (split), target columns (merge)
         SELECT COALESCE(pg_catalog.array_agg(DISTINCT x.column_name::text), '{}') INTO v_others
           FROM @extschema@.mappings x JOIN @extschema@.migrations o ON o.id OPERATOR(pg_catalog.=) x.migration_id
-         WHERE x.direction OPERATOR(pg_catalog.=) 'backward'
+         WHERE x.direction OPERATOR(pg_catalog.=) CASE WHEN v_merge THEN 'forward' ELSE 'backward' END
            AND (o.id OPERATOR(pg_catalog.=) v_owner.id
                 OR o.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name)
-           AND x.column_name OPERATOR(pg_catalog.<>) ALL (v_owner.legacy_key);
+           AND x.column_name OPERATOR(pg_catalog.<>) ALL (CASE WHEN v_merge THEN v_owner.target_key ELSE v_owner.legacy_key END);
     END IF;
 
     -- the two tables
@@ -177,17 +180,22 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
                 MESSAGE = pg_catalog.format('table %s is a temporary table', t);
         END IF;
-        -- (a split's members share their legacy table: option attribute_of)
+        -- (a split's members share their legacy table, a merge's their
+        -- target table: option attribute_of)
         SELECT m.name INTO v_other FROM @extschema@.migrations m
          WHERE t OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[])
-           AND NOT (v_owner.id IS NOT NULL AND t OPERATOR(pg_catalog.=) v_owner.legacy
-                    AND t OPERATOR(pg_catalog.=) _create_migration.legacy
+           AND NOT (v_owner.id IS NOT NULL
+                    AND ((NOT v_merge AND t OPERATOR(pg_catalog.=) v_owner.legacy
+                          AND t OPERATOR(pg_catalog.=) _create_migration.legacy)
+                         OR (v_merge AND t OPERATOR(pg_catalog.=) v_owner.target
+                             AND t OPERATOR(pg_catalog.=) _create_migration.target
+                             AND t OPERATOR(pg_catalog.=) m.target))
                     AND (m.id OPERATOR(pg_catalog.=) v_owner.id
                          OR m.options OPERATOR(pg_catalog.->>) 'attribute_of' OPERATOR(pg_catalog.=) v_owner.name));
         IF FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'object_in_use',
                 MESSAGE = pg_catalog.format('table %s already takes part in migration "%s"', t, v_other),
-                HINT = 'A table can be in one migration at a time, but for the legacy table of a split: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
+                HINT = 'A table can be in one migration at a time, but for the legacy table of a split or the target table of a merge: name the migration that owns the entity with options => ''{"attribute_of": "..."}'' (doc/shapes.md).';
         END IF;
     END LOOP;
     IF legacy OPERATOR(pg_catalog.=) target THEN
@@ -259,10 +267,12 @@ BEGIN
     -- resolve both mappings: every insertable column of each destination
     -- (built in a variable, no temp table: this runs as the catalog owner and
     -- must not touch anything the caller can create)
-    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd)
-              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd, v_others);
-    IF v_owner.id IS NOT NULL THEN
-        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others);
+    v_maps := @extschema@._resolve_mapping('forward', target, legacy, v_fwd,
+                                           CASE WHEN v_merge THEN v_others ELSE '{}' END)
+              OPERATOR(pg_catalog.||) @extschema@._resolve_mapping('backward', legacy, target, v_bwd,
+                                                                   CASE WHEN v_merge THEN '{}' ELSE v_others END);
+    IF v_owner.id IS NOT NULL AND NOT v_merge THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_key, v_maps, v_others, false);
     END IF;
 
     -- the correlation key: what each legacy key column maps to
@@ -302,6 +312,9 @@ BEGIN
             END IF;
             v_tkey := v_tkey OPERATOR(pg_catalog.||) e;
         END LOOP;
+    END IF;
+    IF v_merge THEN
+        PERFORM @extschema@._split_member_check(v_owner, v_tkey, v_maps, v_others, true);
     END IF;
     -- the key correlates the rows: legacy always holds it, and it cannot differ
     FOREACH k IN ARRAY v_tkey LOOP

@@ -21,15 +21,12 @@ BEGIN
                                         o.name, o.options OPERATOR(pg_catalog.->>) 'attribute_of'),
             HINT = pg_catalog.format('Name the migration that owns the entity: "%s".', o.options OPERATOR(pg_catalog.->>) 'attribute_of');
     END IF;
-    IF o.legacy OPERATOR(pg_catalog.<>) p_legacy::pg_catalog.oid THEN
-        IF o.target OPERATOR(pg_catalog.=) p_target::pg_catalog.oid THEN
-            RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
-                MESSAGE = pg_catalog.format('migrations sharing their target table %s (a merge) are not supported yet', p_target),
-                DETAIL = 'An attribute member shares the legacy table of the migration that owns the entity (a split).';
-        END IF;
+    IF o.legacy OPERATOR(pg_catalog.<>) p_legacy::pg_catalog.oid
+       AND o.target OPERATOR(pg_catalog.<>) p_target::pg_catalog.oid THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = pg_catalog.format('migration "%s" does not migrate table %s', o.name, p_legacy),
-            DETAIL = pg_catalog.format('An attribute member migrates the legacy table of the migration that owns the entity (%s) to another target table.', o.legacy::regclass);
+            MESSAGE = pg_catalog.format('migration "%s" migrates neither table %s nor into table %s', o.name, p_legacy, p_target),
+            DETAIL = pg_catalog.format('An attribute member shares the legacy table (%s, a split) or the target table (%s, a merge) of the migration that owns the entity.',
+                                       o.legacy::regclass, o.target::regclass);
     END IF;
     IF o.state OPERATOR(@extschema@.<>) 'legacy' THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -45,42 +42,51 @@ BEGIN
     RETURN o;
 END $$;
 COMMENT ON FUNCTION @extschema@._split_owner(text, regclass, regclass) IS
-    'internal: the migration option attribute_of names, checked to own a split of table p_legacy: 42704, 22023, 0A000 (merge), 55000';
+    'internal: the migration option attribute_of names, checked to own a split of table p_legacy or a merge into table p_target: 42704, 22023, 55000';
 
 CREATE FUNCTION @extschema@._split_member_check(o @extschema@.migrations, p_key text[], p_maps jsonb,
-                                                p_others text[])
+                                                p_others text[], p_merge boolean)
 RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    -- the side the members share: legacy (a split) or target (a merge)
+    v_side text := CASE WHEN p_merge THEN 'target' ELSE 'legacy' END;
+    v_own text[] := CASE WHEN p_merge THEN o.target_key ELSE o.legacy_key END;
     v_mine text[];
     v_both text[];
 BEGIN
-    IF p_key OPERATOR(pg_catalog.<>) o.legacy_key THEN
+    IF p_key OPERATOR(pg_catalog.<>) v_own THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = pg_catalog.format('the key of an attribute member must be the key of migration "%s"', o.name),
-            DETAIL = pg_catalog.format('Key %s; the entity''s key is %s.', p_key::text, o.legacy_key::text),
+            MESSAGE = pg_catalog.format('the %skey of an attribute member must be the %skey of migration "%s"',
+                                        CASE WHEN p_merge THEN 'target ' ELSE '' END,
+                                        CASE WHEN p_merge THEN 'target ' ELSE '' END, o.name),
+            DETAIL = pg_catalog.format('Key %s; the entity''s key is %s.', p_key::text, v_own::text),
             HINT = 'An attribute row belongs to exactly one entity: its key maps to the owner''s key.';
     END IF;
-    -- the legacy columns this member writes (resolved: given or same-named)
+    -- the columns of the shared table this member writes (resolved: given or same-named)
     SELECT pg_catalog.array_agg(x.column_name ORDER BY x.column_name) INTO v_mine
       FROM pg_catalog.jsonb_to_recordset(p_maps) AS x(direction text, column_name text)
-     WHERE x.direction OPERATOR(pg_catalog.=) 'backward' AND x.column_name OPERATOR(pg_catalog.<>) ALL (p_key);
+     WHERE x.direction OPERATOR(pg_catalog.=) CASE WHEN p_merge THEN 'forward' ELSE 'backward' END
+       AND x.column_name OPERATOR(pg_catalog.<>) ALL (p_key);
     IF v_mine IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = pg_catalog.format('an attribute member of migration "%s" must map a legacy column besides the key', o.name),
-            HINT = 'Map the attribute columns backward: {"legacy_column": "expression over target columns"}.';
+            MESSAGE = pg_catalog.format('an attribute member of migration "%s" must map a %s column besides the key', o.name, v_side),
+            HINT = CASE WHEN p_merge THEN 'Map the attribute columns forward: {"target_column": "expression over legacy columns"}.'
+                        ELSE 'Map the attribute columns backward: {"legacy_column": "expression over target columns"}.' END;
     END IF;
     SELECT pg_catalog.array_agg(k ORDER BY k) INTO v_both
       FROM pg_catalog.unnest(v_mine) k WHERE k OPERATOR(pg_catalog.=) ANY (p_others);
     IF v_both IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = pg_catalog.format('legacy columns %s are mapped by another member of the split of migration "%s"',
-                                        pg_catalog.array_to_string(v_both, ', '), o.name),
-            DETAIL = 'The members of a split map disjoint columns of the legacy table (but for its key).';
+            MESSAGE = pg_catalog.format('%s columns %s are mapped by another member of the %s of migration "%s"',
+                                        v_side, pg_catalog.array_to_string(v_both, ', '),
+                                        CASE WHEN p_merge THEN 'merge' ELSE 'split' END, o.name),
+            DETAIL = pg_catalog.format('The members of a %s map disjoint columns of the %s table (but for its key).',
+                                       CASE WHEN p_merge THEN 'merge' ELSE 'split' END, v_side);
     END IF;
 END $$;
-COMMENT ON FUNCTION @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[]) IS
-    'internal: raise 22023 unless an attribute member (its resolved mappings p_maps) has its owner''s key and maps legacy columns, none another member maps';
+COMMENT ON FUNCTION @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[], boolean) IS
+    'internal: raise 22023 unless an attribute member (its resolved mappings p_maps) has its owner''s key (legacy key of a split, target key of a merge) and maps columns of the shared table, none another member maps';
 
 CREATE FUNCTION @extschema@._split_partners(p_id integer) RETURNS integer[]
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
@@ -102,7 +108,8 @@ DECLARE
     r record;
 BEGIN
     -- a table in several migrations is written by all of them: they move together
-    FOR r IN SELECT m.name, x.name AS partner, m.legacy::regclass AS rel
+    FOR r IN SELECT m.name, x.name AS partner,
+                    (CASE WHEN m.legacy OPERATOR(pg_catalog.=) x.legacy THEN m.legacy ELSE m.target END)::regclass AS rel
                FROM @extschema@.migrations m
               CROSS JOIN LATERAL pg_catalog.unnest(@extschema@._split_partners(m.id)) p(id)
                JOIN @extschema@.migrations x ON x.id OPERATOR(pg_catalog.=) p.id
@@ -119,7 +126,7 @@ COMMENT ON FUNCTION @extschema@._split_group_check(integer[], text) IS
 
 REVOKE ALL ON FUNCTION
     @extschema@._split_owner(text, regclass, regclass),
-    @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[]),
+    @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[], boolean),
     @extschema@._split_partners(integer),
     @extschema@._split_group_check(integer[], text)
 FROM PUBLIC;
