@@ -72,6 +72,9 @@ SELECT softmig.create_migration('pairs', 'otm.pairs', 'otm_v2.pairs',
     options => '{"cardinality": "one_to_many", "entity": {"a": "a", "b": "b"}}');
 SELECT * FROM t.err($$SELECT softmig.create_migration('pairs2', 'otm.pairs', 'otm_v2.pairs',
     options => '{"cardinality": "one_to_many", "entity": {"a": "a"}}')$$);
+-- a one-to-many migration is not a group member (yet): nothing is created
+SELECT * FROM t.err($$SELECT softmig.create_group('otm_group', ARRAY['subs', 'pairs'])$$);
+SELECT count(*) AS groups FROM softmig.groups WHERE name = 'otm_group';
 -- 2. mirrored: legacy is the authority; each legacy row's set is rewritten
 SELECT softmig.advance('subs');
 INSERT INTO otm_v2.grants (user_id, plan, starts) VALUES (9, 'stale', '2020-01-01');  -- refused: legacy is the authority

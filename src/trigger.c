@@ -471,7 +471,7 @@ mirror_key_moves(TriggerData *td, SoftmigRelPlans *p, bool fence, int32 fence_id
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("key change on table \"%s\" cannot be carried to the other table of its migration",
 							RelationGetRelationName(td->tg_relation)),
-					 errdetail("The table takes part in a split: each member's rows belong to their entity by its key."),
+					 errdetail("The table takes part in a split or a merge: each member's rows belong to their entity by its key."),
 					 errhint("Delete the row and insert it again with the new key.")));
 		if (p->move == NULL)
 			ereport(ERROR,

@@ -670,7 +670,7 @@ BEGIN
                                           WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1]),
                                         (SELECT x.name FROM @extschema@.migrations x
                                           WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1])),
-            HINT = 'Put the members of the split in one group (softmig.create_group) and use softmig.advance_group or softmig.rollback_group.';
+            HINT = 'Put the members of the split or merge in one group (softmig.create_group) and use softmig.advance_group or softmig.rollback_group.';
     END IF;
     IF m.state OPERATOR(@extschema@.=) p_to THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -4297,6 +4297,11 @@ BEGIN
         IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) v_id) THEN
             RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
                 MESSAGE = pg_catalog.format('migration "%s" spans two databases and cannot be a member of a group', m.name);
+        END IF;
+        IF m.options OPERATOR(pg_catalog.->>) 'cardinality' OPERATOR(pg_catalog.=) 'one_to_many' THEN
+            RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+                MESSAGE = pg_catalog.format('migration "%s" is one-to-many and cannot be a member of a group', m.name),
+                HINT = 'Advance and roll back a one-to-many migration on its own (doc/shapes.md, "One-to-many limits").';
         END IF;
     END LOOP;
 

@@ -403,7 +403,7 @@ BEGIN
                                           WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1]),
                                         (SELECT x.name FROM @extschema@.migrations x
                                           WHERE x.id OPERATOR(pg_catalog.=) (@extschema@._split_partners(p_id))[1])),
-            HINT = 'Put the members of the split in one group (softmig.create_group) and use softmig.advance_group or softmig.rollback_group.';
+            HINT = 'Put the members of the split or merge in one group (softmig.create_group) and use softmig.advance_group or softmig.rollback_group.';
     END IF;
     IF m.state OPERATOR(@extschema@.=) p_to THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',

@@ -101,6 +101,11 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
                 MESSAGE = pg_catalog.format('migration "%s" spans two databases and cannot be a member of a group', m.name);
         END IF;
+        IF m.options OPERATOR(pg_catalog.->>) 'cardinality' OPERATOR(pg_catalog.=) 'one_to_many' THEN
+            RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+                MESSAGE = pg_catalog.format('migration "%s" is one-to-many and cannot be a member of a group', m.name),
+                HINT = 'Advance and roll back a one-to-many migration on its own (doc/shapes.md, "One-to-many limits").';
+        END IF;
     END LOOP;
 
     SELECT pg_catalog.string_agg(pg_catalog.format('%s: %s', x.name, x.state), ', ' ORDER BY pg_catalog.array_position(members, x.name))
