@@ -72,6 +72,7 @@
 #include "storage/proc.h"
 
 #include "softmig.h"
+#include "backfillint.h"
 
 /* Test hook: advisory lock taken between reading and writing a batch. */
 int			softmig_backfill_pause_lock = 0;
@@ -148,31 +149,14 @@ fence_done(int32 migration_id, bool busy)
 /* >0 while a backfill step (and so perhaps one of our plans) runs */
 static int	bf_step_depth = 0;
 
-/* Everything a step needs to know about the migration's legacy key. */
-typedef struct BfContext
-{
-	SoftmigMigration *m;
-	char	   *legacy;			/* qualified legacy name */
-	char	   *target;			/* qualified target name */
-	List	   *lkeys;			/* legacy key columns */
-	List	   *ltypes;			/* their qualified types */
-	char	   *cols;			/* all legacy columns, quoted, comma-separated */
-	char	   *keylist;		/* "k1", "k2" */
-	char	   *keyjson;		/* jsonb_build_object('k1', "k1", ...) */
-	char	   *keypos;			/* key columns' positions in cols: "1, 3" */
-	SoftmigDest *fwd;			/* target side: columns, key, exprs */
-	SoftmigDest *bwd;			/* legacy side: key exprs over target */
-	char	   *merge_lock;		/* a merge: lock the batch's entities */
-	char	   *merge_refresh;	/* a merge's attribute member: its copy */
-} BfContext;
 
 /*
- * bf_context
+ * softmig_bf_context
  *		Gather names, types and mappings for migration m.  Locks both tables
  *		AccessShareLock (via softmig_build_dest).
  */
-static BfContext *
-bf_context(SoftmigMigration *m)
+BfContext *
+softmig_bf_context(SoftmigMigration *m)
 {
 	BfContext  *c = palloc0(sizeof(BfContext));
 	Relation	rel;
@@ -234,7 +218,7 @@ bf_context(SoftmigMigration *m)
 }
 
 /*
- * append_key_values
+ * softmig_bf_append_key_values
  *		"(SELECT softmig_b.k1 FROM pg_catalog.jsonb_to_record($n) AS
  *		softmig_b(k1 t1, k2 t2)), ...": the values of a key jsonb parameter
  *		$n, one per key column, each read as its column's type the way
@@ -243,8 +227,8 @@ bf_context(SoftmigMigration *m)
  *		softmig stores as jsonb comes back exactly.  Each is an initplan, so
  *		a row comparison with them can use an index.
  */
-static void
-append_key_values(StringInfo buf, BfContext *c, int param)
+void
+softmig_bf_append_key_values(StringInfo buf, BfContext *c, int param)
 {
 	StringInfoData cols;
 	ListCell   *k;
@@ -262,26 +246,26 @@ append_key_values(StringInfo buf, BfContext *c, int param)
 }
 
 /*
- * append_row_bound
+ * softmig_bf_append_row_bound
  *		"ROW(k1, k2) <op> ROW(<the key in jsonb parameter $n>)", using
  *		parameter *param and advancing it.
  */
-static void
-append_row_bound(StringInfo buf, BfContext *c, const char *op, int *param)
+void
+softmig_bf_append_row_bound(StringInfo buf, BfContext *c, const char *op, int *param)
 {
 	appendStringInfo(buf, "ROW(%s) %s ROW(", c->keylist, op);
-	append_key_values(buf, c, (*param)++);
+	softmig_bf_append_key_values(buf, c, (*param)++);
 	appendStringInfoChar(buf, ')');
 }
 
 /*
- * bound_values
+ * softmig_bf_bound_values
  *		Check that a key jsonb object has a non-null value for every key
  *		column (22023 otherwise) and append it as one jsonb parameter at
  *		values[*n].
  */
-static void
-bound_values(BfContext *c, Jsonb *key, Datum *values, char *nulls, int *n)
+void
+softmig_bf_bound_values(BfContext *c, Jsonb *key, Datum *values, char *nulls, int *n)
 {
 	ListCell   *lc;
 
@@ -636,14 +620,14 @@ count_range(BfContext *c, Jsonb *lo, Jsonb *hi)
 	if (lo)
 	{
 		appendStringInfoString(&buf, " AND ");
-		append_row_bound(&buf, c, ">", &param);
-		bound_values(c, lo, values, nulls, &n);
+		softmig_bf_append_row_bound(&buf, c, ">", &param);
+		softmig_bf_bound_values(c, lo, values, nulls, &n);
 	}
 	if (hi)
 	{
 		appendStringInfoString(&buf, " AND ");
-		append_row_bound(&buf, c, "<=", &param);
-		bound_values(c, hi, values, nulls, &n);
+		softmig_bf_append_row_bound(&buf, c, "<=", &param);
+		softmig_bf_bound_values(c, hi, values, nulls, &n);
 	}
 	for (int i = 0; i < n; i++)
 		argtypes[i] = JSONBOID;
@@ -857,14 +841,14 @@ step_next_range(BfStep *st)
 	if (st->lo)
 	{
 		appendStringInfoString(&buf, " AND ");
-		append_row_bound(&buf, c, ">", &param);
-		bound_values(c, st->lo, values, nulls, &n);
+		softmig_bf_append_row_bound(&buf, c, ">", &param);
+		softmig_bf_bound_values(c, st->lo, values, nulls, &n);
 	}
 	if (is_range && st->hi)
 	{
 		appendStringInfoString(&buf, " AND ");
-		append_row_bound(&buf, c, "<=", &param);
-		bound_values(c, st->hi, values, nulls, &n);
+		softmig_bf_append_row_bound(&buf, c, "<=", &param);
+		softmig_bf_bound_values(c, st->hi, values, nulls, &n);
 	}
 	appendStringInfo(&buf, " ORDER BY %s", c->keypos);
 	if (!is_range)
@@ -986,12 +970,12 @@ step_verify(BfStep *st)
 }
 
 /*
- * append_key_not_null
+ * softmig_bf_append_key_not_null
  *		" AND prefix.k1 IS NOT NULL AND ..." over the target's correlation
  *		key columns keycols.
  */
-static void
-append_key_not_null(StringInfo buf, List *keycols, const char *prefix)
+void
+softmig_bf_append_key_not_null(StringInfo buf, List *keycols, const char *prefix)
 {
 	ListCell   *lc;
 
@@ -1030,7 +1014,7 @@ step_orphans(BfStep *st)
 	softmig_append_key_list(&buf, c->bwd->keyexprs, c->bwd->keytypes);
 	appendStringInfo(&buf, " FROM %s WHERE softmig._written_before(xmin, $1, $3)", c->target);
 	/* a row with a NULL correlation key is the target's own entity: it stays */
-	append_key_not_null(&buf, c->fwd->keycols, "");
+	softmig_bf_append_key_not_null(&buf, c->fwd->keycols, "");
 	appendStringInfo(&buf, ") AS softmig_s "
 					 "WHERE NOT EXISTS (SELECT 1 FROM %s AS softmig_l WHERE ",
 					 c->legacy);
@@ -1144,7 +1128,7 @@ softmig_backfill_step(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	st.c = bf_context(st.m);
+	st.c = softmig_bf_context(st.m);
 
 	/*
 	 * As the owner of the table written (never as the caller, who may be a
@@ -1225,302 +1209,4 @@ softmig_written_before(PG_FUNCTION_ARGS)
 	return DirectFunctionCall2(pg_visible_in_snapshot,
 							   FullTransactionIdGetDatum(fxid),
 							   PG_GETARG_DATUM(1));
-}
-
-/*
- * touch_or_delete
- *		Helper of resync: run "touch" (a no-op UPDATE of the authoritative
- *		row, which makes the write triggers re-project it) as the owner of
- *		the table it touches; if it changed no row, run "remove" (delete the
- *		other side's row) as the owner of that table with the loop guard
- *		raised.  Both take the key as one jsonb parameter.
- */
-static uint64
-touch_or_delete(int32 id, const char *touch, Oid touch_owner, const char *remove, Oid remove_owner,
-				int n, Datum *values, char *nulls)
-{
-	Oid			argtypes[64];
-	uint64		done;
-	int			save_nest;
-	Oid			save_user;
-	int			save_sec;
-
-	for (int i = 0; i < n; i++)
-		argtypes[i] = JSONBOID;
-	softmig_enter_owner_context(touch_owner, &save_nest, &save_user, &save_sec);
-	softmig_spi_expect(SPI_execute_with_args(touch, n, argtypes, values, nulls, false, 0),
-					   SPI_OK_UPDATE, "touch the authoritative row");
-	done = SPI_processed;
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
-	if (done > 0)
-		return done;
-	softmig_enter_owner_context(remove_owner, &save_nest, &save_user, &save_sec);
-	softmig_mirror_enter(id);
-	PG_TRY();
-	{
-		softmig_spi_expect(SPI_execute_with_args(remove, n, argtypes, values, nulls, false, 0),
-						   SPI_OK_DELETE, "delete the other side's row");
-	}
-	PG_FINALLY();
-	{
-		softmig_mirror_leave();
-	}
-	PG_END_TRY();
-	done = SPI_processed;
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
-	return done;
-}
-
-/*
- * touch_column
- *		A column of relid that an UPDATE may set to itself, to make the
- *		write path re-project a row: preferred (a key column) unless it is
- *		GENERATED ALWAYS AS IDENTITY, which no UPDATE may set; then the
- *		first column that is neither that nor generated.
- */
-static char *
-touch_column(Oid relid, char *preferred)
-{
-	Relation	rel = table_open(relid, AccessShareLock);
-	TupleDesc	desc = RelationGetDescr(rel);
-	char	   *result = NULL;
-
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (strcmp(NameStr(att->attname), preferred) == 0 &&
-			att->attidentity != ATTRIBUTE_IDENTITY_ALWAYS)
-			result = preferred;
-	}
-	for (int i = 0; result == NULL && i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && !att->attgenerated &&
-			att->attidentity != ATTRIBUTE_IDENTITY_ALWAYS)
-			result = pstrdup(NameStr(att->attname));
-	}
-	table_close(rel, NoLock);
-	if (result == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("table %s has no column an UPDATE may set", get_rel_name(relid)),
-				 errdetail("Every column is generated or GENERATED ALWAYS AS IDENTITY.")));
-	return result;
-}
-
-PG_FUNCTION_INFO_V1(softmig_resync_key);
-/*
- * softmig_resync_key
- *		softmig._resync_key(migration_id, key): make the other side of one
- *		entity (legacy key jsonb) equal to the authoritative side again, as
- *		the tables' owners: the authoritative row is touched so the ordinary write
- *		path re-projects it, or, when it no longer exists, the other side's
- *		row is deleted.  Used by release().  Returns rows affected.
- */
-Datum
-softmig_resync_key(PG_FUNCTION_ARGS)
-{
-	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
-	Jsonb	   *key = PG_GETARG_JSONB_P(1);
-	BfContext  *c;
-	StringInfoData touch;
-	StringInfoData remove;
-	StringInfoData match;
-	Datum		values[64];
-	char		nulls[64];
-	int			n = 0;
-	int			param = 1;
-	uint64		done = 0;
-	ListCell   *e;
-	ListCell   *t;
-
-	if (m->state == SM_LEGACY || m->state == SM_CUTOVER)
-		PG_RETURN_INT64(0);		/* nothing is projected in these states */
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	c = bf_context(m);
-	bound_values(c, key, values, nulls, &n);
-
-	/* legacy rows of this key: "ROW(k...) = ROW(<the key in $1>)" */
-	initStringInfo(&match);
-	append_row_bound(&match, c, "=", &param);
-
-	initStringInfo(&touch);
-	initStringInfo(&remove);
-	if (m->state == SM_MIRRORED)
-	{
-		char	   *col = touch_column(m->legacy, linitial(c->lkeys));
-
-		appendStringInfo(&touch, "UPDATE %s SET %s = %s WHERE %s", c->legacy,
-						 quote_identifier(col), quote_identifier(col), match.data);
-		appendStringInfo(&remove, "DELETE FROM %s AS softmig_t WHERE ROW(", c->target);
-	}
-	else
-	{
-		char	   *col = touch_column(m->target, linitial(c->fwd->keycols));
-
-		appendStringInfo(&touch, "UPDATE %s AS softmig_t SET %s = softmig_t.%s WHERE ROW(", c->target,
-						 quote_identifier(col), quote_identifier(col));
-		appendStringInfo(&remove, "DELETE FROM %s WHERE %s", c->legacy, match.data);
-	}
-	/* target rows of this key: the backward key mapping over target columns */
-	{
-		StringInfo	tgt = (m->state == SM_MIRRORED) ? &remove : &touch;
-		int			i = 0;
-
-		forboth(e, c->bwd->keyexprs, t, c->bwd->keytypes)
-		{
-			appendStringInfo(tgt, "%s(%s\n)::%s", i++ ? ", " : "", (char *) lfirst(e), (char *) lfirst(t));
-		}
-		appendStringInfoString(tgt, ") = ROW(");
-		append_key_values(tgt, c, 1);
-		appendStringInfoChar(tgt, ')');
-	}
-
-	if (m->state == SM_MIRRORED)
-		done = touch_or_delete(m->id, touch.data, softmig_rel_owner(m->legacy),
-							   remove.data, softmig_rel_owner(m->target), n, values, nulls);
-	else
-		done = touch_or_delete(m->id, touch.data, softmig_rel_owner(m->target),
-							   remove.data, softmig_rel_owner(m->legacy), n, values, nulls);
-	SPI_finish();
-	PG_RETURN_INT64((int64) done);
-}
-
-/*
- * bwd_keyjson
- *		The legacy-key jsonb of a target row: backward key expressions.
- */
-static char *
-bwd_keyjson(BfContext *c)
-{
-	return softmig_json_object_sql(c->bwd->keycols, c->bwd->keyexprs);
-}
-
-PG_FUNCTION_INFO_V1(softmig_resync_all);
-/*
- * softmig_resync_all
- *		softmig._resync_all(migration_id): make legacy equal to the target's
- *		projection again (new_write/new_read), as legacy's owner: upsert every
- *		target row through the backward mapping, delete legacy rows the
- *		target lacks.  The caller holds both tables locked against writers.
- *		Used by shadow_enable().  Returns rows written.
- */
-Datum
-softmig_resync_all(PG_FUNCTION_ARGS)
-{
-	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
-	BfContext  *c;
-	StringInfoData buf;
-	int			save_nest;
-	Oid			save_user;
-	int			save_sec;
-	uint64		done = 0;
-
-	if (m->one_to_many)			/* sets per entity (onetomany.c) */
-		PG_RETURN_INT64(softmig_otm_resync_all(m));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	c = bf_context(m);
-	initStringInfo(&buf);
-
-	/* upsert every target row into legacy */
-	softmig_append_mapped_insert(&buf, c->legacy, "softmig_t",
-								 c->bwd->cols, c->bwd->exprs);
-	/* quarantined entities stay as they are on both sides */
-	appendStringInfo(&buf, " FROM %s AS softmig_src WHERE NOT (%s OPERATOR(pg_catalog.=) ANY (ARRAY("
-					 "SELECT q.key FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) %d)))",
-					 c->target, bwd_keyjson(c), m->id);
-	/* the target's own entities (NULL correlation key) have no legacy row */
-	append_key_not_null(&buf, c->fwd->keycols, "softmig_src.");
-	appendStringInfo(&buf, " ON CONFLICT (%s) DO ", c->keylist);
-	(void) softmig_append_conflict_update(&buf, c->bwd->cols, c->lkeys, c->bwd->always_cols);
-
-	/* as legacy's owner: it writes legacy through the backward mapping */
-	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
-	softmig_mirror_enter(m->id);
-	PG_TRY();
-	{
-		softmig_spi_expect(SPI_execute(buf.data, false, 0), SPI_OK_INSERT, "re-project the target into legacy");
-		done = SPI_processed;
-
-		/* delete legacy rows the target does not have */
-		resetStringInfo(&buf);
-		appendStringInfo(&buf, "DELETE FROM %s AS softmig_l WHERE NOT EXISTS (SELECT 1 FROM (SELECT ", c->legacy);
-		softmig_append_key_list(&buf, c->bwd->keyexprs, c->bwd->keytypes);
-		appendStringInfo(&buf, " FROM %s) AS softmig_s WHERE ", c->target);
-		softmig_append_key_match(&buf, "softmig_l", c->bwd->keycols, c->bwd->keyops,
-								 "softmig_s");
-		appendStringInfo(&buf, ") AND NOT (%s OPERATOR(pg_catalog.=) ANY (ARRAY("
-						 "SELECT q.key FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) %d)))",
-						 c->keyjson, m->id);
-		softmig_spi_expect(SPI_execute(buf.data, false, 0), SPI_OK_DELETE, "delete legacy rows the target lacks");
-		done += SPI_processed;
-	}
-	PG_FINALLY();
-	{
-		softmig_mirror_leave();
-	}
-	PG_END_TRY();
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
-	SPI_finish();
-	PG_RETURN_INT64((int64) done);
-}
-
-PG_FUNCTION_INFO_V1(softmig_normalize_key);
-/*
- * softmig_normalize_key
- *		softmig._key_typed(migration_id, key): the entity key with each value
- *		cast to its legacy key column's type, e.g. {"id": "4"} -> {"id": 4}.
- *		The casts run as the legacy table's owner (a domain's CHECK is that
- *		owner's code, never to be run as the catalog owner).  The caller
- *		validated the key's shape.
- */
-Datum
-softmig_normalize_key(PG_FUNCTION_ARGS)
-{
-	SoftmigMigration *m = softmig_require_migration(PG_GETARG_INT32(0));
-	Datum		key = PG_GETARG_DATUM(1);
-	StringInfoData buf;
-	StringInfoData cols;
-	ListCell   *k;
-	ListCell   *t;
-	SoftmigDest *bwd;
-	int			save_nest;
-	Oid			save_user;
-	int			save_sec;
-	Oid			argtypes[1] = {JSONBOID};
-	Datum		values[1];
-	Datum		result;
-	bool		isnull;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy key columns and
-												 * types */
-
-	/*
-	 * jsonb_to_record reads each value as jsonb_populate_record does, so a
-	 * composite or array key given as a JSON object or array works too.
-	 */
-	initStringInfo(&cols);
-	forboth(k, bwd->keycols, t, bwd->keytypes)
-		appendStringInfo(&cols, "%s%s %s", cols.len ? ", " : "",
-						 quote_identifier(lfirst(k)), (char *) lfirst(t));
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "SELECT %s FROM pg_catalog.jsonb_to_record($1) AS softmig_b(%s)",
-					 softmig_json_object_sql(bwd->keycols,
-											 softmig_quoted_idents(bwd->keycols, "softmig_b.")),
-					 cols.data);
-	values[0] = key;
-	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
-	if (SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: typing the key failed");
-	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
-	result = SPI_datumTransfer(result, false, -1);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
 }

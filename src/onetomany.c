@@ -79,34 +79,9 @@
 #include "utils/tuplestore.h"
 
 #include "softmig.h"
+#include "onetomany.h"
 #include "sqlstate.h"
 
-/* The ephemeral relation holding one statement's aggregated entities. */
-#define OTM_AGG "softmig_agg"
-
-/* Which statement of the write path: its SQL text is built per kind. */
-typedef enum OtmStmt
-{
-	OTM_MIRROR_UPSERT,			/* legacy INSERT/UPDATE -> reconcile sets */
-	OTM_MIRROR_MOVE,			/* legacy UPDATE -> move sets of changed keys */
-	OTM_MIRROR_DELETE,			/* legacy DELETE -> delete sets */
-	OTM_LOCK,					/* target write -> lock touched entities */
-	OTM_LOCK_LEGACY,			/* legacy write -> lock touched entities */
-	OTM_AGGREGATE,				/* target write -> aggregate touched sets */
-	OTM_PROJECT,				/* the aggregated rows -> legacy */
-	OTM_BAD_KEYS,				/* keys of the unrepresentable entities */
-	OTM_BF_FIRST,				/* backfill: the first legacy rows */
-	OTM_BF_NEXT,				/* backfill: legacy rows after a key */
-	OTM_BF_FRESH,				/* backfill: current versions of those rows */
-	OTM_BF_MISSING,				/* backfill: count legacy rows without a set */
-	OTM_BF_SWEEP,				/* backfill: legacy rows without a set */
-	OTM_BF_ORPHANS,				/* backfill: entities legacy lacks */
-	OTM_BF_DELETE,				/* backfill: their sets */
-	OTM_PARITY,					/* parity: every entity whose sets differ */
-	OTM_PARITY_AGG,				/* parity: legacy rows unlike their set's
-								 * aggregate ($1 NULL), or one entity's */
-	OTM_INSPECT					/* inspect: one entity, $1 its legacy key */
-} OtmStmt;
 
 /*
  * otm_enabled
@@ -134,647 +109,6 @@ softmig_otm_refuse(SoftmigMigration *m, const char *what)
 				 errmsg("%s are not supported for migration \"%s\": it is one_to_many", what, m->name),
 				 errdetail("A one_to_many migration maps one legacy row to a set of target rows; its write path, backfill, parity and inspect work per entity."),
 				 errhint("See doc/shapes.md, \"One-to-many\".")));
-}
-
-/*
- * col_type
- *		The qualified type name (no typmod) of column col of relid.
- */
-static char *
-col_type(Oid relid, const char *col)
-{
-	AttrNumber	att = get_attnum(relid, col);
-	Oid			typid;
-	int32		typmod;
-	Oid			collid;
-
-	if (att == InvalidAttrNumber)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("column \"%s\" of table %s does not exist", col,
-						softmig_qualified_relname(relid))));
-	get_atttypetypmodcoll(relid, att, &typid, &typmod, &collid);
-	return format_type_be_qualified(typid);
-}
-
-/*
- * str_index
- *		Position (from 0) of string s in list l of C strings, -1 if absent.
- */
-static int
-str_index(List *l, const char *s)
-{
-	ListCell   *lc;
-
-	foreach(lc, l)
-		if (strcmp(lfirst(lc), s) == 0)
-			return foreach_current_index(lc);
-	return -1;
-}
-
-/*
- * append_list
- *		Append "prefix<i>" for i in 1..n, separated by ", ", each preceded
- *		by alias when given.
- */
-static void
-append_list(StringInfo buf, const char *alias, const char *prefix, int n)
-{
-	for (int i = 1; i <= n; i++)
-		appendStringInfo(buf, "%s%s%s%d", i > 1 ? ", " : "",
-						 alias ? alias : "", prefix, i);
-}
-
-/*
- * append_idents
- *		Append the quoted names of cols, each preceded by alias.
- */
-static void
-append_idents(StringInfo buf, const char *alias, List *cols)
-{
-	ListCell   *lc;
-
-	foreach(lc, cols)
-		appendStringInfo(buf, "%s%s%s", foreach_current_index(lc) > 0 ? ", " : "",
-						 alias ? alias : "", quote_identifier(lfirst(lc)));
-}
-
-/*
- * append_entity
- *		Append the entity columns of a row of the mirror's expansion
- *		(softmig_c<i> of the forward-mapped columns), preceded by alias.
- */
-static void
-append_entity(StringInfo buf, SoftmigMigration *m, const char *alias)
-{
-	ListCell   *lc;
-
-	foreach(lc, m->target_key)
-		appendStringInfo(buf, "%s%ssoftmig_c%d", foreach_current_index(lc) > 0 ? ", " : "",
-						 alias, str_index(m->fwd_cols, lfirst(lc)) + 1);
-}
-
-/*
- * append_entity_eq
- *		Append "a.e = b.e AND " for every entity column e of the mirror's
- *		expansion rows (softmig_c<i>) of aliases a and b.
- */
-static void
-append_entity_eq(StringInfo buf, SoftmigMigration *m, const char *a, const char *b)
-{
-	ListCell   *lc;
-
-	foreach(lc, m->target_key)
-	{
-		int			i = str_index(m->fwd_cols, lfirst(lc)) + 1;
-
-		appendStringInfo(buf, "%ssoftmig_c%d = %ssoftmig_c%d AND ", a, i, b, i);
-	}
-}
-
-/*
- * append_same_row
- *		Append "w and h are equal rows, the same one of equal rows" (the
- *		entity columns compared with "=" first, so the planner can hash).
- */
-static void
-append_same_row(StringInfo buf, SoftmigMigration *m, int nfwd)
-{
-	/* the entity columns are never NULL here: "=" lets the planner hash */
-	append_entity_eq(buf, m, "w.", "h.");
-	appendStringInfoString(buf, "ROW(");
-	append_list(buf, "w.", "softmig_c", nfwd);
-	appendStringInfoString(buf, ") IS NOT DISTINCT FROM ROW(");
-	append_list(buf, "h.", "softmig_c", nfwd);
-	appendStringInfoString(buf, ") AND w.softmig_n OPERATOR(pg_catalog.=) h.softmig_n");
-}
-
-/*
- * append_pair
- *		Append "h and x are the r-th unmatched rows of the same entity"
- *		(entity columns are never NULL in either).
- */
-static void
-append_pair(StringInfo buf, SoftmigMigration *m)
-{
-	append_entity_eq(buf, m, "h.", "x.");
-	appendStringInfoString(buf, "h.softmig_r OPERATOR(pg_catalog.=) x.softmig_r");
-}
-
-/*
- * aggregated_cols
- *		The backward-mapped legacy columns that are not key columns (their
- *		expressions are the aggregates), and their expressions.
- */
-static void
-aggregated_cols(SoftmigMigration *m, List **cols, List **exprs)
-{
-	ListCell   *c;
-	ListCell   *e;
-
-	*cols = *exprs = NIL;
-	forboth(c, m->bwd_cols, e, m->bwd_exprs)
-	{
-		if (softmig_str_member(m->legacy_key, lfirst(c)))
-			continue;
-		*cols = lappend(*cols, lfirst(c));
-		*exprs = lappend(*exprs, lfirst(e));
-	}
-}
-
-/*
- * append_touched
- *		Append the SELECT of the entities a statement wrote, as columns
- *		softmig_e1..n of the target's entity types: the entity columns of
- *		its new rows, its old rows or both (target side), or the legacy key
- *		columns cast to those types (legacy side).
- */
-static void
-append_touched(StringInfo buf, SoftmigMigration *m, bool legacy_side, bool has_new, bool has_old)
-{
-	for (int t = 0; t < 2; t++)
-	{
-		ListCell   *c;
-		ListCell   *e;
-
-		if (!(t == 0 ? has_new : has_old))
-			continue;
-		if (t == 1 && has_new)
-			appendStringInfoString(buf, " UNION ");
-		appendStringInfoString(buf, "SELECT ");
-		forboth(c, m->legacy_key, e, m->target_key)
-		{
-			if (legacy_side)
-				appendStringInfo(buf, "%s(%s)::%s AS softmig_e%d", foreach_current_index(c) > 0 ? ", " : "",
-								 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)),
-								 foreach_current_index(c) + 1);
-			else
-				appendStringInfo(buf, "%s%s AS softmig_e%d", foreach_current_index(c) > 0 ? ", " : "",
-								 quote_identifier(lfirst(e)), foreach_current_index(c) + 1);
-		}
-		appendStringInfoString(buf, t == 0 ? " FROM softmig_new" : " FROM softmig_old");
-	}
-}
-
-/*
- * append_key_json
- *		Append jsonb_build_object('k1', alias.k1, ...) over the legacy key.
- */
-static void
-append_key_json(StringInfo buf, SoftmigMigration *m, const char *alias)
-{
-	ListCell   *c;
-
-	appendStringInfoString(buf, "pg_catalog.jsonb_build_object(");
-	foreach(c, m->legacy_key)
-		appendStringInfo(buf, "%s%s, %s%s", foreach_current_index(c) > 0 ? ", " : "",
-						 quote_literal_cstr(lfirst(c)), alias, quote_identifier(lfirst(c)));
-	appendStringInfoChar(buf, ')');
-}
-
-/*
- * append_match
- *		Append "the entity columns of a equal those of b".
- */
-static void
-append_match(StringInfo buf, SoftmigMigration *m, const char *a, const char *b)
-{
-	ListCell   *c;
-
-	foreach(c, m->target_key)
-		appendStringInfo(buf, "%s%s%s = %s%s", foreach_current_index(c) > 0 ? " AND " : "",
-						 a, quote_identifier(lfirst(c)), b, quote_identifier(lfirst(c)));
-}
-
-/*
- * append_none_on
- *		Append "the other side holds no row of the entity of row alias"
- *		(NOT EXISTS): of_legacy, alias is a legacy row and the target is
- *		searched for its set; otherwise alias is a target row and legacy is
- *		searched for its entity's row.
- */
-static void
-append_none_on(StringInfo buf, SoftmigMigration *m, bool of_legacy, const char *alias)
-{
-	Oid			other = of_legacy ? m->target : m->legacy;
-	List	   *mine = of_legacy ? m->legacy_key : m->target_key;
-	List	   *theirs = of_legacy ? m->target_key : m->legacy_key;
-	ListCell   *c;
-	ListCell   *e;
-
-	appendStringInfo(buf, "NOT EXISTS (SELECT 1 FROM %s o WHERE ", softmig_qualified_relname(other));
-	forboth(c, mine, e, theirs)
-		appendStringInfo(buf, "%so.%s = (%s%s)::%s", foreach_current_index(c) > 0 ? " AND " : "",
-						 quote_identifier(lfirst(e)), alias, quote_identifier(lfirst(c)),
-						 col_type(other, lfirst(e)));
-	appendStringInfoChar(buf, ')');
-}
-
-/*
- * otm_sql
- *		The SQL text of statement kind for a statement firing on relid (the
- *		relation id is part of the text, so the kept plan of a partition's
- *		transition tables is not shared with the root's).  has_new/has_old:
- *		which transition tables the statement has.
- */
-static char *
-otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old)
-{
-	StringInfoData buf;
-	char	   *target = softmig_qualified_relname(m->target);
-	char	   *legacy = softmig_qualified_relname(m->legacy);
-	int			nkey = list_length(m->legacy_key);
-	int			nfwd = list_length(m->fwd_cols);
-	ListCell   *c;
-	ListCell   *e;
-	List	   *acols;
-	List	   *aexprs;
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "/* softmig one_to_many %d rel %u */ ", (int) kind, relid);
-	switch (kind)
-	{
-		case OTM_MIRROR_UPSERT:
-
-			/*
-			 * The expansion of each written legacy row, typed as the target
-			 * (softmig_w), and the sets it replaces (softmig_h).  Both are
-			 * numbered within equal rows, so they match as multisets: a row
-			 * in both stays as it is.  Of the rest (softmig_hx, softmig_wx),
-			 * numbered per entity, pairs are updated in place (the set
-			 * member keeps its identity), what the target has beyond is
-			 * deleted, what the expansion has beyond is inserted.
-			 */
-			appendStringInfoString(&buf, "WITH softmig_w AS (SELECT ");
-			forboth(c, m->fwd_cols, e, m->fwd_exprs)
-				appendStringInfo(&buf, "%s(%s\n)::%s AS softmig_c%d",
-								 foreach_current_index(c) > 0 ? ", " : "",
-								 (char *) lfirst(e), col_type(m->target, lfirst(c)),
-								 foreach_current_index(c) + 1);
-			appendStringInfoString(&buf, " FROM softmig_new), softmig_wn AS (SELECT w.*, "
-								   "pg_catalog.row_number() OVER (PARTITION BY ");
-			append_list(&buf, "w.", "softmig_c", nfwd);
-			appendStringInfoString(&buf, ") AS softmig_n FROM softmig_w w), softmig_h AS ("
-								   "SELECT t.tableoid AS softmig_tab, t.ctid AS softmig_tid, ");
-			foreach(c, m->fwd_cols)
-				appendStringInfo(&buf, "t.%s AS softmig_c%d, ", quote_identifier(lfirst(c)),
-								 foreach_current_index(c) + 1);
-			appendStringInfoString(&buf, "pg_catalog.row_number() OVER (PARTITION BY ");
-			append_idents(&buf, "t.", m->fwd_cols);
-			appendStringInfo(&buf, " ORDER BY t.ctid) AS softmig_n FROM %s t WHERE (", target);
-			append_idents(&buf, "t.", m->target_key);
-			appendStringInfoString(&buf, ") IN (SELECT ");
-			append_entity(&buf, m, "w.");
-			appendStringInfoString(&buf, " FROM softmig_w w)), softmig_hx AS (SELECT h.*, "
-								   "pg_catalog.row_number() OVER (PARTITION BY ");
-			append_entity(&buf, m, "h.");
-			appendStringInfoString(&buf, " ORDER BY h.softmig_tid) AS softmig_r FROM softmig_h h WHERE NOT EXISTS ("
-								   "SELECT 1 FROM softmig_wn w WHERE ");
-			append_same_row(&buf, m, nfwd);
-			appendStringInfoString(&buf, ")), softmig_wx AS (SELECT w.*, pg_catalog.row_number() OVER (PARTITION BY ");
-			append_entity(&buf, m, "w.");
-			appendStringInfoString(&buf, ") AS softmig_r FROM softmig_wn w WHERE NOT EXISTS ("
-								   "SELECT 1 FROM softmig_h h WHERE ");
-			append_same_row(&buf, m, nfwd);
-			appendStringInfo(&buf, ")), softmig_u AS (UPDATE %s t SET ", target);
-			foreach(c, m->fwd_cols)
-				appendStringInfo(&buf, "%s%s = x.softmig_c%d", foreach_current_index(c) > 0 ? ", " : "",
-								 quote_identifier(lfirst(c)), foreach_current_index(c) + 1);
-			appendStringInfoString(&buf, " FROM softmig_hx h JOIN softmig_wx x ON ");
-			append_pair(&buf, m);
-			appendStringInfoString(&buf, " WHERE t.tableoid OPERATOR(pg_catalog.=) h.softmig_tab "
-								   "AND t.ctid OPERATOR(pg_catalog.=) h.softmig_tid), ");
-			appendStringInfo(&buf, "softmig_d AS (DELETE FROM %s t USING softmig_hx h "
-							 "WHERE t.tableoid OPERATOR(pg_catalog.=) h.softmig_tab "
-							 "AND t.ctid OPERATOR(pg_catalog.=) h.softmig_tid "
-							 "AND NOT EXISTS (SELECT 1 FROM softmig_wx x WHERE ", target);
-			append_pair(&buf, m);
-			appendStringInfo(&buf, ")) INSERT INTO %s (", target);
-			append_idents(&buf, NULL, m->fwd_cols);
-			appendStringInfoString(&buf, ") SELECT ");
-			append_list(&buf, "x.", "softmig_c", nfwd);
-			appendStringInfoString(&buf, " FROM softmig_wx x WHERE NOT EXISTS (SELECT 1 FROM softmig_hx h WHERE ");
-			append_pair(&buf, m);
-			appendStringInfoChar(&buf, ')');
-			break;
-
-		case OTM_MIRROR_MOVE:
-			/* old and new rows in step: the sets of changed keys move */
-			appendStringInfoString(&buf, "WITH softmig_o AS (SELECT pg_catalog.row_number() OVER () AS softmig_n, ");
-			forboth(c, m->legacy_key, e, m->target_key)
-				appendStringInfo(&buf, "%s(%s)::%s AS softmig_k%d", foreach_current_index(c) > 0 ? ", " : "",
-								 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)),
-								 foreach_current_index(c) + 1);
-			appendStringInfoString(&buf, " FROM softmig_old), softmig_nw AS (SELECT pg_catalog.row_number() OVER () AS softmig_n, ");
-			forboth(c, m->legacy_key, e, m->target_key)
-				appendStringInfo(&buf, "%s(%s)::%s AS softmig_k%d", foreach_current_index(c) > 0 ? ", " : "",
-								 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)),
-								 foreach_current_index(c) + 1);
-			appendStringInfoString(&buf, " FROM softmig_new), softmig_mv AS (SELECT ");
-			for (int i = 1; i <= nkey; i++)
-				appendStringInfo(&buf, "%so.softmig_k%d AS softmig_o%d, n.softmig_k%d AS softmig_k%d",
-								 i > 1 ? ", " : "", i, i, i, i);
-			appendStringInfoString(&buf, " FROM softmig_o o JOIN softmig_nw n USING (softmig_n) WHERE ROW(");
-			append_list(&buf, "o.", "softmig_k", nkey);
-			appendStringInfoString(&buf, ") IS DISTINCT FROM ROW(");
-			append_list(&buf, "n.", "softmig_k", nkey);
-			appendStringInfo(&buf, ")) UPDATE %s t SET ", target);
-			foreach(c, m->target_key)
-				appendStringInfo(&buf, "%s%s = mv.softmig_k%d", foreach_current_index(c) > 0 ? ", " : "",
-								 quote_identifier(lfirst(c)), foreach_current_index(c) + 1);
-			appendStringInfoString(&buf, " FROM softmig_mv mv WHERE ");
-			foreach(c, m->target_key)
-				appendStringInfo(&buf, "%st.%s = mv.softmig_o%d", foreach_current_index(c) > 0 ? " AND " : "",
-								 quote_identifier(lfirst(c)), foreach_current_index(c) + 1);
-			break;
-
-		case OTM_MIRROR_DELETE:
-			appendStringInfo(&buf, "DELETE FROM %s t USING softmig_old o WHERE ", target);
-			forboth(c, m->legacy_key, e, m->target_key)
-				appendStringInfo(&buf, "%st.%s = (o.%s)::%s", foreach_current_index(c) > 0 ? " AND " : "",
-								 quote_identifier(lfirst(e)), quote_identifier(lfirst(c)),
-								 col_type(m->target, lfirst(e)));
-			break;
-
-		case OTM_LOCK:
-		case OTM_LOCK_LEGACY:
-			/* the hashes of the touched entities, in one order (lock_entities) */
-			appendStringInfoString(&buf, "SELECT DISTINCT pg_catalog.hashtext(ROW(");
-			append_list(&buf, "x.", "softmig_e", nkey);
-			appendStringInfoString(&buf, ")::pg_catalog.text) AS softmig_h FROM (");
-			append_touched(&buf, m, kind == OTM_LOCK_LEGACY, has_new, has_old);
-			appendStringInfoString(&buf, ") x ORDER BY 1");
-			break;
-
-		case OTM_AGGREGATE:
-			aggregated_cols(m, &acols, &aexprs);
-			appendStringInfoString(&buf, "WITH softmig_x(");
-			append_list(&buf, NULL, "softmig_e", nkey);
-			appendStringInfoString(&buf, ") AS (");
-			append_touched(&buf, m, false, has_new, has_old);
-			appendStringInfoString(&buf, ") SELECT ");
-			forboth(c, m->legacy_key, e, m->target_key)
-				appendStringInfo(&buf, "(softmig_x.softmig_e%d)::%s AS softmig_k%d, ",
-								 foreach_current_index(c) + 1, col_type(m->legacy, lfirst(c)),
-								 foreach_current_index(c) + 1);
-			appendStringInfo(&buf, "pg_catalog.count(t.%s) AS softmig_n, ",
-							 quote_identifier(linitial(m->target_key)));
-			forboth(c, acols, e, aexprs)
-				appendStringInfo(&buf, "(%s\n)::%s AS softmig_b%d, ", (char *) lfirst(e),
-								 col_type(m->legacy, lfirst(c)), foreach_current_index(c) + 1);
-			appendStringInfo(&buf, "COALESCE((%s\n), true) AS softmig_ok, pg_catalog.jsonb_build_object(",
-							 m->representable ? m->representable : "true");
-			forboth(c, m->legacy_key, e, m->target_key)
-				appendStringInfo(&buf, "%s%s, softmig_x.softmig_e%d", foreach_current_index(c) > 0 ? ", " : "",
-								 quote_literal_cstr(lfirst(c)), foreach_current_index(c) + 1);
-			appendStringInfo(&buf, ") AS softmig_key FROM softmig_x LEFT JOIN %s t ON ", target);
-			foreach(c, m->target_key)
-				appendStringInfo(&buf, "%st.%s = softmig_x.softmig_e%d", foreach_current_index(c) > 0 ? " AND " : "",
-								 quote_identifier(lfirst(c)), foreach_current_index(c) + 1);
-			appendStringInfoString(&buf, " GROUP BY ");
-			append_list(&buf, "softmig_x.", "softmig_e", nkey);
-			break;
-
-		case OTM_PROJECT:
-			aggregated_cols(m, &acols, &aexprs);
-			appendStringInfo(&buf, "WITH softmig_d AS (DELETE FROM %s l USING " OTM_AGG " a "
-							 "WHERE a.softmig_n OPERATOR(pg_catalog.=) 0", legacy);
-			foreach(c, m->legacy_key)
-				appendStringInfo(&buf, " AND l.%s = a.softmig_k%d", quote_identifier(lfirst(c)),
-								 foreach_current_index(c) + 1);
-			appendStringInfo(&buf, ") INSERT INTO %s AS l (", legacy);
-			append_idents(&buf, NULL, m->legacy_key);
-			foreach(c, acols)
-				appendStringInfo(&buf, ", %s", quote_identifier(lfirst(c)));
-			appendStringInfoString(&buf, ") SELECT ");
-			append_list(&buf, "a.", "softmig_k", nkey);
-			for (int i = 1; i <= list_length(acols); i++)
-				appendStringInfo(&buf, ", a.softmig_b%d", i);
-			appendStringInfoString(&buf, " FROM " OTM_AGG " a WHERE a.softmig_n OPERATOR(pg_catalog.>) 0 ON CONFLICT (");
-			append_idents(&buf, NULL, m->legacy_key);
-			if (acols == NIL)
-				appendStringInfoString(&buf, ") DO NOTHING");
-			else
-			{
-				appendStringInfoString(&buf, ") DO UPDATE SET ");
-				foreach(c, acols)
-					appendStringInfo(&buf, "%s%s = EXCLUDED.%s", foreach_current_index(c) > 0 ? ", " : "",
-									 quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
-				appendStringInfoString(&buf, " WHERE ROW(");
-				append_idents(&buf, "l.", acols);
-				appendStringInfoString(&buf, ") IS DISTINCT FROM ROW(");
-				append_idents(&buf, "EXCLUDED.", acols);
-				appendStringInfoChar(&buf, ')');
-			}
-			break;
-
-		case OTM_BAD_KEYS:
-			appendStringInfoString(&buf, "SELECT pg_catalog.count(*), pg_catalog.jsonb_agg(a.softmig_key) FROM "
-								   OTM_AGG " a WHERE a.softmig_n OPERATOR(pg_catalog.>) 0 AND NOT a.softmig_ok");
-			break;
-
-		case OTM_BF_FIRST:
-		case OTM_BF_NEXT:
-		case OTM_BF_SWEEP:
-			/* $1: the last key of the previous batch (jsonb), $2: batch size */
-			appendStringInfoString(&buf, "SELECT l.*, ");
-			append_key_json(&buf, m, "l.");
-			appendStringInfo(&buf, " AS softmig_key FROM %s l", legacy);
-			if (kind == OTM_BF_NEXT)
-			{
-				appendStringInfo(&buf, ", pg_catalog.jsonb_populate_record(NULL::%s, $1) c WHERE ROW(", legacy);
-				append_idents(&buf, "l.", m->legacy_key);
-				appendStringInfoString(&buf, ") > ROW(");
-				append_idents(&buf, "c.", m->legacy_key);
-				appendStringInfoChar(&buf, ')');
-			}
-			else if (kind == OTM_BF_SWEEP)
-			{
-				appendStringInfoString(&buf, " WHERE $1 IS NULL AND ");
-				append_none_on(&buf, m, true, "l.");
-			}
-			else
-				appendStringInfoString(&buf, " WHERE $1 IS NULL");
-			appendStringInfoString(&buf, " ORDER BY ");
-			append_idents(&buf, "l.", m->legacy_key);
-			appendStringInfoString(&buf, " LIMIT $2");
-			break;
-
-		case OTM_BF_FRESH:
-			/* the batch's rows as they are now (after the entity locks) */
-			appendStringInfoString(&buf, "SELECT l.*, ");
-			append_key_json(&buf, m, "l.");
-			appendStringInfo(&buf, " AS softmig_key FROM %s l WHERE (", legacy);
-			append_idents(&buf, "l.", m->legacy_key);
-			appendStringInfoString(&buf, ") IN (SELECT ");
-			append_idents(&buf, "b.", m->legacy_key);
-			appendStringInfoString(&buf, " FROM softmig_new b)");
-			break;
-
-		case OTM_BF_MISSING:
-			appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM %s l WHERE ", legacy);
-			append_none_on(&buf, m, true, "l.");
-			break;
-
-		case OTM_BF_ORPHANS:
-			appendStringInfoString(&buf, "SELECT DISTINCT ");
-			append_idents(&buf, "t.", m->target_key);
-			appendStringInfo(&buf, " FROM %s t WHERE ", target);
-			foreach(c, m->target_key)
-				appendStringInfo(&buf, "t.%s IS NOT NULL AND ", quote_identifier(lfirst(c)));
-			append_none_on(&buf, m, false, "t.");
-			appendStringInfoString(&buf, " LIMIT $2");
-			break;
-
-		case OTM_PARITY:
-		case OTM_INSPECT:
-
-			/*
-			 * Per entity, the expansion of its legacy row and its target set
-			 * as multisets of the forward-mapped columns (EXCEPT ALL: order
-			 * and the target's own key play no part).  OTM_PARITY yields the
-			 * entities that differ, OTM_INSPECT the one entity $1 names.
-			 */
-			appendStringInfoString(&buf, "WITH softmig_w AS (SELECT ");
-			forboth(c, m->fwd_cols, e, m->fwd_exprs)
-				appendStringInfo(&buf, "%s(%s\n)::%s AS %s", foreach_current_index(c) > 0 ? ", " : "",
-								 (char *) lfirst(e), col_type(m->target, lfirst(c)),
-								 quote_identifier(lfirst(c)));
-			appendStringInfo(&buf, " FROM %s l", legacy);
-			if (kind == OTM_INSPECT)
-			{
-				appendStringInfoString(&buf, " WHERE (");
-				append_idents(&buf, "l.", m->legacy_key);
-				appendStringInfoString(&buf, ") IN (SELECT ");
-				append_idents(&buf, "c.", m->legacy_key);
-				appendStringInfo(&buf, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) c)", legacy);
-			}
-			appendStringInfoString(&buf, "), softmig_h AS (SELECT ");
-			append_idents(&buf, "t.", m->fwd_cols);
-			appendStringInfo(&buf, " FROM %s t WHERE ", target);
-			foreach(c, m->target_key)
-				appendStringInfo(&buf, "%st.%s IS NOT NULL", foreach_current_index(c) > 0 ? " AND " : "",
-								 quote_identifier(lfirst(c)));
-			if (kind == OTM_INSPECT)
-			{
-				appendStringInfo(&buf, " AND (");
-				append_idents(&buf, "t.", m->target_key);
-				appendStringInfo(&buf, ") IN (SELECT ");
-				forboth(c, m->legacy_key, e, m->target_key)
-					appendStringInfo(&buf, "%s(c.%s)::%s", foreach_current_index(c) > 0 ? ", " : "",
-									 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)));
-				appendStringInfo(&buf, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) c)", legacy);
-			}
-			appendStringInfoString(&buf, "), softmig_x AS (SELECT DISTINCT ");
-			append_idents(&buf, "d.", m->target_key);
-			if (kind == OTM_PARITY)
-				appendStringInfoString(&buf, " FROM ((SELECT * FROM softmig_w EXCEPT ALL SELECT * FROM softmig_h) "
-									   "UNION ALL (SELECT * FROM softmig_h EXCEPT ALL SELECT * FROM softmig_w)) d");
-			else
-				appendStringInfoString(&buf, " FROM (SELECT * FROM softmig_w UNION ALL SELECT * FROM softmig_h) d");
-			appendStringInfoString(&buf, "), softmig_s AS (SELECT pg_catalog.jsonb_build_object(");
-			forboth(c, m->legacy_key, e, m->target_key)
-				appendStringInfo(&buf, "%s%s, (x.%s)::%s", foreach_current_index(c) > 0 ? ", " : "",
-								 quote_literal_cstr(lfirst(c)), quote_identifier(lfirst(e)),
-								 col_type(m->legacy, lfirst(c)));
-			appendStringInfoString(&buf, ") AS softmig_key, EXISTS ((SELECT * FROM softmig_w w WHERE ");
-			append_match(&buf, m, "w.", "x.");
-			appendStringInfoString(&buf, " EXCEPT ALL SELECT * FROM softmig_h h WHERE ");
-			append_match(&buf, m, "h.", "x.");
-			appendStringInfoString(&buf, ") UNION ALL (SELECT * FROM softmig_h h WHERE ");
-			append_match(&buf, m, "h.", "x.");
-			appendStringInfoString(&buf, " EXCEPT ALL SELECT * FROM softmig_w w WHERE ");
-			append_match(&buf, m, "w.", "x.");
-			appendStringInfoString(&buf, ")) AS softmig_diff, (SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(w) "
-								   "ORDER BY pg_catalog.to_jsonb(w)::pg_catalog.text) FROM softmig_w w WHERE ");
-			append_match(&buf, m, "w.", "x.");
-			appendStringInfoString(&buf, ") AS softmig_ls, (SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(h) "
-								   "ORDER BY pg_catalog.to_jsonb(h)::pg_catalog.text) FROM softmig_h h WHERE ");
-			append_match(&buf, m, "h.", "x.");
-			appendStringInfoString(&buf, ") AS softmig_ts FROM softmig_x x) SELECT CASE "
-								   "WHEN s.softmig_ls IS NULL THEN 'missing_in_legacy' "
-								   "WHEN s.softmig_ts IS NULL THEN 'missing_in_target' "
-								   "WHEN NOT s.softmig_diff THEN 'equal' "
-								   "ELSE 'mismatch' END AS kind, s.softmig_key, s.softmig_ls, s.softmig_ts "
-								   "FROM softmig_s s ORDER BY s.softmig_key");
-			break;
-
-		case OTM_PARITY_AGG:
-
-			/*
-			 * Per entity, legacy's row and the aggregate of its target set
-			 * (the backward mapping, as the projection computes it), over
-			 * the legacy key and the aggregated columns; EXCEPT ALL finds the
-			 * entities that differ (all of them when $1 is NULL, else the
-			 * one $1 names).
-			 */
-			aggregated_cols(m, &acols, &aexprs);
-			appendStringInfoString(&buf, "WITH softmig_a AS (SELECT ");
-			forboth(c, m->legacy_key, e, m->target_key)
-				appendStringInfo(&buf, "%s(t.%s)::%s AS %s", foreach_current_index(c) > 0 ? ", " : "",
-								 quote_identifier(lfirst(e)), col_type(m->legacy, lfirst(c)),
-								 quote_identifier(lfirst(c)));
-			forboth(c, acols, e, aexprs)
-				appendStringInfo(&buf, ", (%s\n)::%s AS %s", (char *) lfirst(e),
-								 col_type(m->legacy, lfirst(c)), quote_identifier(lfirst(c)));
-			appendStringInfo(&buf, " FROM %s t WHERE ", target);
-			foreach(c, m->target_key)
-				appendStringInfo(&buf, "t.%s IS NOT NULL AND ", quote_identifier(lfirst(c)));
-			appendStringInfoString(&buf, "($1 IS NULL OR (");
-			append_idents(&buf, "t.", m->target_key);
-			appendStringInfoString(&buf, ") IN (SELECT ");
-			forboth(c, m->legacy_key, e, m->target_key)
-				appendStringInfo(&buf, "%s(c.%s)::%s", foreach_current_index(c) > 0 ? ", " : "",
-								 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)));
-			appendStringInfo(&buf, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) c)) GROUP BY ", legacy);
-			append_idents(&buf, "t.", m->target_key);
-			appendStringInfoString(&buf, "), softmig_l AS (SELECT ");
-			append_idents(&buf, "l.", m->legacy_key);
-			foreach(c, acols)
-				appendStringInfo(&buf, ", l.%s", quote_identifier(lfirst(c)));
-			appendStringInfo(&buf, " FROM %s l WHERE $1 IS NULL OR (", legacy);
-			append_idents(&buf, "l.", m->legacy_key);
-			appendStringInfoString(&buf, ") IN (SELECT ");
-			append_idents(&buf, "c.", m->legacy_key);
-			appendStringInfo(&buf, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) c)), softmig_d AS ("
-							 "(SELECT * FROM softmig_l EXCEPT ALL SELECT * FROM softmig_a) "
-							 "UNION ALL (SELECT * FROM softmig_a EXCEPT ALL SELECT * FROM softmig_l)), "
-							 "softmig_x AS (SELECT ", legacy);
-			append_idents(&buf, NULL, m->legacy_key);
-			appendStringInfoString(&buf, " FROM softmig_d UNION SELECT ");
-			append_idents(&buf, NULL, m->legacy_key);
-			appendStringInfoString(&buf, " FROM softmig_l WHERE $1 IS NOT NULL UNION SELECT ");
-			append_idents(&buf, NULL, m->legacy_key);
-			appendStringInfoString(&buf, " FROM softmig_a WHERE $1 IS NOT NULL), softmig_s AS (SELECT ");
-			append_key_json(&buf, m, "x.");
-			appendStringInfoString(&buf, " AS softmig_key, EXISTS (SELECT 1 FROM softmig_d d WHERE ");
-			foreach(c, m->legacy_key)
-				appendStringInfo(&buf, "%sd.%s = x.%s", foreach_current_index(c) > 0 ? " AND " : "",
-								 quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
-			appendStringInfoString(&buf, ") AS softmig_diff, (SELECT pg_catalog.to_jsonb(l) FROM softmig_l l WHERE ");
-			foreach(c, m->legacy_key)
-				appendStringInfo(&buf, "%sl.%s = x.%s", foreach_current_index(c) > 0 ? " AND " : "",
-								 quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
-			appendStringInfoString(&buf, ") AS softmig_ls, (SELECT pg_catalog.to_jsonb(a) FROM softmig_a a WHERE ");
-			foreach(c, m->legacy_key)
-				appendStringInfo(&buf, "%sa.%s = x.%s", foreach_current_index(c) > 0 ? " AND " : "",
-								 quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
-			appendStringInfoString(&buf, ") AS softmig_ts FROM softmig_x x) SELECT CASE "
-								   "WHEN s.softmig_ls IS NULL THEN 'missing_in_legacy' "
-								   "WHEN s.softmig_ts IS NULL THEN 'missing_in_target' "
-								   "WHEN NOT s.softmig_diff THEN 'equal' "
-								   "ELSE 'mismatch' END AS kind, s.softmig_key, s.softmig_ls, s.softmig_ts "
-								   "FROM softmig_s s ORDER BY s.softmig_key");
-			break;
-
-		case OTM_BF_DELETE:
-			appendStringInfo(&buf, "DELETE FROM %s t USING (SELECT DISTINCT * FROM softmig_old) o WHERE ", target);
-			foreach(c, m->target_key)
-				appendStringInfo(&buf, "t.%s = o.%s AND ", quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
-			append_none_on(&buf, m, false, "t.");
-			break;
-	}
-	return buf.data;
 }
 
 /* One statement text, kept in the migration's cache entry (m->otm_sql). */
@@ -806,7 +140,7 @@ otm_text(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_ol
 		if (t->kind == kind && t->relid == relid && t->has_new == has_new && t->has_old == has_old)
 			return t->sql;
 	}
-	sql = otm_sql(m, kind, relid, has_new, has_old);
+	sql = softmig_otm_sql(m, kind, relid, has_new, has_old);
 	old = MemoryContextSwitchTo(m->cxt);
 	t = palloc(sizeof(OtmSqlText));
 	t->kind = kind;
@@ -1022,7 +356,7 @@ softmig_otm_bf_step(SoftmigMigration *m, const char *op, int batch, Jsonb *lo)
 		if (strcmp(op, "next") == 0 || strcmp(op, "range") == 0 || strcmp(op, "sweep") == 0)
 		{
 			OtmStmt		kind = strcmp(op, "sweep") == 0 ? OTM_BF_SWEEP :
-				lo != NULL ? OTM_BF_NEXT : OTM_BF_FIRST;
+			lo != NULL ? OTM_BF_NEXT : OTM_BF_FIRST;
 
 			run_args(m, kind, lo ? JsonbPGetDatum(lo) : (Datum) 0, lo == NULL, batch, SPI_OK_SELECT);
 			n = bf_rewrite(m, &last_key);
@@ -1229,7 +563,7 @@ softmig_otm_resync_all(SoftmigMigration *m)
 		elog(ERROR, "SPI_connect failed");
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT DISTINCT ");
-	append_idents(&sql, "t.", m->target_key);
+	softmig_otm_append_idents(&sql, "t.", m->target_key);
 	appendStringInfo(&sql, " FROM %s t WHERE ", softmig_qualified_relname(m->target));
 	foreach(c, m->target_key)
 		appendStringInfo(&sql, "%st.%s IS NOT NULL", foreach_current_index(c) > 0 ? " AND " : "",
@@ -1237,7 +571,7 @@ softmig_otm_resync_all(SoftmigMigration *m)
 	appendStringInfoString(&sql, " UNION SELECT ");
 	forboth(c, m->legacy_key, e, m->target_key)
 		appendStringInfo(&sql, "%s(l.%s)::%s AS %s", foreach_current_index(c) > 0 ? ", " : "",
-						 quote_identifier(lfirst(c)), col_type(m->target, lfirst(e)),
+						 quote_identifier(lfirst(c)), softmig_otm_col_type(m->target, lfirst(e)),
 						 quote_identifier(lfirst(e)));
 	appendStringInfo(&sql, " FROM %s l", softmig_qualified_relname(m->legacy));
 	softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
@@ -1402,7 +736,7 @@ check_aggregate(SoftmigMigration *m, const char *expr, const char *what, bool wa
 				 errdetail("Expression: %s", expr)));
 	SPI_freeplan(plan);
 	appendStringInfoString(&buf, " GROUP BY ");
-	append_idents(&buf, NULL, m->target_key);
+	softmig_otm_append_idents(&buf, NULL, m->target_key);
 	SPI_freeplan(prepare_grouping(m, buf.data, expr, what));
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 }
@@ -1459,7 +793,7 @@ softmig_otm_validate(SoftmigMigration *m)
 		softmig_check_mapping_expression(lfirst(e),
 										 psprintf("forward mapping of column \"%s\"", (char *) lfirst(c)),
 										 m->legacy, towner, false, false);
-	aggregated_cols(m, &acols, &aexprs);
+	softmig_otm_aggregated_cols(m, &acols, &aexprs);
 	forboth(c, acols, e, aexprs)
 		check_aggregate(m, lfirst(e), psprintf("backward mapping of column \"%s\"", (char *) lfirst(c)), false);
 	if (m->representable)
@@ -1467,26 +801,26 @@ softmig_otm_validate(SoftmigMigration *m)
 
 	/* legacy's statements, over legacy's row type */
 	fake_transition(m->legacy);
-	prepare_check(otm_sql(m, OTM_MIRROR_UPSERT, m->legacy, true, false), towner);
-	prepare_check(otm_sql(m, OTM_MIRROR_MOVE, m->legacy, true, true), towner);
-	prepare_check(otm_sql(m, OTM_MIRROR_DELETE, m->legacy, false, true), towner);
+	prepare_check(softmig_otm_sql(m, OTM_MIRROR_UPSERT, m->legacy, true, false), towner);
+	prepare_check(softmig_otm_sql(m, OTM_MIRROR_MOVE, m->legacy, true, true), towner);
+	prepare_check(softmig_otm_sql(m, OTM_MIRROR_DELETE, m->legacy, false, true), towner);
 	SPI_finish();
 
 	/* the target's, over the target's row type */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	fake_transition(m->target);
-	prepare_check(otm_sql(m, OTM_LOCK, m->target, true, true), towner);
+	prepare_check(softmig_otm_sql(m, OTM_LOCK, m->target, true, true), towner);
 	softmig_enter_owner_context(towner, &save_nest, &save_user, &save_sec);
-	plan = SPI_prepare(otm_sql(m, OTM_AGGREGATE, m->target, true, true), 0, NULL);
+	plan = SPI_prepare(softmig_otm_sql(m, OTM_AGGREGATE, m->target, true, true), 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	aggdesc = CreateTupleDescCopy(((CachedPlanSource *) linitial(SPI_plan_get_plan_sources(plan)))->resultDesc);
 	SPI_freeplan(plan);
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	register_store(OTM_AGG, aggdesc, tuplestore_begin_heap(false, false, work_mem), 0);
-	prepare_check(otm_sql(m, OTM_PROJECT, m->target, true, true), lowner);
-	prepare_check(otm_sql(m, OTM_BAD_KEYS, m->target, true, true), towner);
+	prepare_check(softmig_otm_sql(m, OTM_PROJECT, m->target, true, true), lowner);
+	prepare_check(softmig_otm_sql(m, OTM_BAD_KEYS, m->target, true, true), towner);
 	SPI_finish();
 }
 
@@ -1721,7 +1055,7 @@ softmig_otm_inspect(SoftmigMigration *m, Jsonb *key)
 	forboth(c, m->legacy_key, e, m->target_key)
 		appendStringInfo(&sql, "%st.%s = (c.%s)::%s", foreach_current_index(c) > 0 ? " AND " : "",
 						 quote_identifier(lfirst(e)), quote_identifier(lfirst(c)),
-						 col_type(m->target, lfirst(e)));
+						 softmig_otm_col_type(m->target, lfirst(e)));
 	appendStringInfoChar(&sql, ')');
 	softmig_enter_readonly_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec, &save_ro);
 	softmig_spi_expect(SPI_execute_plan(softmig_cached_plan(m, sql.data, 1, argtypes), values, NULL, true, 1),
