@@ -234,7 +234,11 @@ load_migration(SoftmigMigration *m, int32 id)
 		m->reject_new_only = (mode != NULL && strcmp(mode, "reject") == 0);
 	}
 	m->require_opkey = softmig_option_bool(m, "require_operation_key", false);
-	m->one_to_many = softmig_otm_enabled(m);
+	{
+		char	   *card = softmig_option_text(m, "cardinality");
+
+		m->one_to_many = (card != NULL && strcmp(card, "one_to_many") == 0);
+	}
 	m->otm_sql = NIL;
 	MemoryContextSwitchTo(old);
 

@@ -82,19 +82,6 @@
 #include "onetomany.h"
 #include "sqlstate.h"
 
-
-/*
- * otm_enabled
- *		Is migration m one-to-many?  (Option cardinality.)
- */
-bool
-softmig_otm_enabled(SoftmigMigration *m)
-{
-	char	   *c = softmig_option_text(m, "cardinality");
-
-	return c != NULL && strcmp(c, "one_to_many") == 0;
-}
-
 /*
  * softmig_otm_refuse
  *		Raise 0A000 when m is one-to-many: what (a row-at-a-time tool) does

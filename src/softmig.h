@@ -170,7 +170,6 @@ extern void softmig_group_retry(int32 group_id, int32 projected_id);
 extern void softmig_groups_init(void);
 
 /* onetomany.c: one legacy row, a set of target rows */
-extern bool softmig_otm_enabled(SoftmigMigration *m);
 extern void softmig_otm_refuse(SoftmigMigration *m, const char *what);
 extern void softmig_otm_write(TriggerData *td, SoftmigMigration *m, SoftmigSide side);
 extern void softmig_otm_validate(SoftmigMigration *m);
