@@ -434,22 +434,15 @@ softmig_authority_log_field_writes(TriggerData *td, SoftmigMigration *m, Softmig
 	values[0] = Int32GetDatum(m->id);
 	values[1] = keys;
 	values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(fields.data));
-	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
-	if (plan == NULL)
-	{
-		plan = softmig_prepare_kept(
-									"INSERT INTO softmig.field_writes (migration_id, key, field, xid) "
-									"SELECT $1, k.v, f, pg_catalog.pg_current_xact_id() "
-									"FROM pg_catalog.jsonb_array_elements($2) WITH ORDINALITY AS k(v, i) "
-									"JOIN pg_catalog.jsonb_array_elements($3) WITH ORDINALITY AS r(fs, j) "
-									"ON k.i OPERATOR(pg_catalog.=) r.j, "
-									"LATERAL pg_catalog.jsonb_array_elements_text(r.fs) AS f "
-									"ON CONFLICT (migration_id, key, field) DO UPDATE SET xid = EXCLUDED.xid",
-									3, argtypes);
-	}
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "softmig: writing field versions failed");
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	softmig_catalog_exec(&plan,
+						 "INSERT INTO softmig.field_writes (migration_id, key, field, xid) "
+						 "SELECT $1, k.v, f, pg_catalog.pg_current_xact_id() "
+						 "FROM pg_catalog.jsonb_array_elements($2) WITH ORDINALITY AS k(v, i) "
+						 "JOIN pg_catalog.jsonb_array_elements($3) WITH ORDINALITY AS r(fs, j) "
+						 "ON k.i OPERATOR(pg_catalog.=) r.j, "
+						 "LATERAL pg_catalog.jsonb_array_elements_text(r.fs) AS f "
+						 "ON CONFLICT (migration_id, key, field) DO UPDATE SET xid = EXCLUDED.xid",
+						 3, argtypes, values, NULL, SPI_OK_INSERT, "writing field versions");
 }
 
 /*

@@ -35,9 +35,6 @@ softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null, 
 	Oid			argtypes[5] = {INT4OID, INT8OID, JSONBOID, TEXTOID, TEXTOID};
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	int			save_nest;
-	Oid			save_user;
-	int			save_sec;
 
 	values[0] = Int32GetDatum(m->id);
 	values[1] = Int64GetDatum(n);
@@ -45,14 +42,8 @@ softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null, 
 	nulls[2] = keys_null ? 'n' : ' ';
 	values[3] = CStringGetTextDatum(reason);
 	values[4] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
-	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
-	if (plan == NULL)
-	{
-		plan = softmig_prepare_kept("SELECT softmig._note_new_only($1, $2, $3, $4, $5)", 5, argtypes);
-	}
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: recording new-only state failed");
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	softmig_catalog_exec(&plan, "SELECT softmig._note_new_only($1, $2, $3, $4, $5)",
+						 5, argtypes, values, nulls, SPI_OK_SELECT, "recording new-only state");
 }
 
 /*

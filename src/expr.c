@@ -274,6 +274,24 @@ strip_coercions(Node *node)
 }
 
 /*
+ * softmig_expect_boolean
+ *		Raise 22023 unless the single column of q (the analysed "SELECT
+ *		(expr) ..." of an expression named what) is boolean.
+ */
+void
+softmig_expect_boolean(Query *q, const char *expr, const char *what)
+{
+	Oid			type = exprType((Node *) linitial_node(TargetEntry, q->targetList)->expr);
+
+	if (type != BOOLOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a boolean SQL expression, not one of type %s",
+						what, format_type_be(type)),
+				 errdetail("Expression: %s", expr)));
+}
+
+/*
  * softmig_check_mapping_expression
  *		Refuse an expression over the columns of table srcrel that softmig
  *		could not evaluate per row as intended: internal names (42939), an
@@ -331,13 +349,9 @@ softmig_check_mapping_expression(const char *expr, const char *what, Oid srcrel,
 				 errmsg("%s must not use a set-returning function", what),
 				 errdetail("Expression: %s", expr),
 				 errhint("A mapping yields exactly one value per row.")));
+	if (want_bool)
+		softmig_expect_boolean(q, expr, what);
 	te = linitial_node(TargetEntry, q->targetList);
-	if (want_bool && exprType((Node *) te->expr) != BOOLOID)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be a boolean SQL expression, not one of type %s",
-						what, format_type_be(exprType((Node *) te->expr))),
-				 errdetail("Expression: %s", expr)));
 	if (not_null)
 	{
 		Node	   *folded = strip_coercions(eval_const_expressions(NULL, (Node *) te->expr));

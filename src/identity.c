@@ -253,6 +253,33 @@ softmig_catalog_owner(void)
 }
 
 /*
+ * softmig_catalog_exec
+ *		Run one of softmig's own statements over its catalog as the catalog
+ *		owner (an owner context, so no caller's setting applies): *plan is
+ *		the caller's kept plan slot, prepared from sql (nargs argtypes) at
+ *		the first call.  Raises unless the statement returns the SPI code
+ *		expect; what names the step in that can't-happen error.  The caller
+ *		is connected to SPI; locks are whatever the statement takes.
+ */
+void
+softmig_catalog_exec(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+					 Datum *values, const char *nulls, int expect, const char *what)
+{
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	int			rc;
+
+	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
+	if (*plan == NULL)
+		*plan = softmig_prepare_kept(sql, nargs, argtypes);
+	rc = SPI_execute_plan(*plan, values, nulls, false, 0);
+	if (rc != expect)
+		elog(ERROR, "softmig: %s failed: %s", what, SPI_result_code_string(rc));
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+}
+
+/*
  * softmig_become_catalog_owner
  *		The bare switch for softmig's own statements over its catalog, in
  *		which no user code runs (reading the quarantine, the digest cache,

@@ -642,28 +642,6 @@ append_projection_write(StringInfo buf, SoftmigMigration *m, SoftmigRelPlans *p,
 	append_upsert(buf, d, from, not_taken);
 }
 
-/*
- * register_enr
- *		Register an empty transition-table placeholder named "name" with the
- *		row type of relid, so statements over it can be prepared.
- */
-static void
-register_enr(const char *name, Oid relid)
-{
-	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
-	int			rc;
-
-	enr->md.name = pstrdup(name);
-	enr->md.reliddesc = relid;
-	enr->md.tupdesc = NULL;
-	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
-	enr->md.enrtuples = 0;
-	enr->reldata = NULL;
-	rc = SPI_register_relation(enr);
-	if (rc != SPI_OK_REL_REGISTER)
-		elog(ERROR, "SPI_register_relation failed: %s", SPI_result_code_string(rc));
-}
-
 typedef struct PrepareContext
 {
 	const char *migname;
@@ -782,29 +760,6 @@ row_source(SoftmigMigration *m, SoftmigRelPlans *p, TupleDesc srcdesc,
 }
 
 /*
- * prepare_row_update
- *		p->update: the UPDATE of the destination's row in place by key for a
- *		one-row UPDATE (mirror_one_update), the row of srcdesc given as
- *		parameters, so the plan is an index probe of the destination and no
- *		scan of the transition table; to legacy only a row with a target
- *		key.  None when only key columns are mapped.  Sets p->row_nargs.
- *		Caller is in the destination owner's context.
- */
-static void
-prepare_row_update(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
-				   TupleDesc srcdesc, SoftmigSide side, List *not_taken)
-{
-	StringInfoData rowsel;
-	StringInfoData buf;
-	Oid		   *argtypes;
-	char	   *source = row_source(m, p, srcdesc, side, &rowsel, &argtypes);
-
-	initStringInfo(&buf);
-	if (append_keyed_update(&buf, d, source, update_set_cols(d, not_taken)))
-		p->update = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
-}
-
-/*
  * append_keyed_delete
  *		"DELETE FROM dst AS softmig_t USING (SELECT <key mapping> FROM
  *		<from>) AS softmig_o WHERE <key match>"
@@ -903,8 +858,9 @@ prepare_move(SoftmigRelPlans *p, DestInfo *d, TupleDesc srcdesc)
 	p->move = softmig_prepare_kept(buf.data, nargs, argtypes);
 }
 
-static void prepare_row_upsert(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
-							   TupleDesc srcdesc, SoftmigSide side, List *not_taken);
+static void prepare_row_plans(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+							  TupleDesc srcdesc, SoftmigSide side, List *not_taken,
+							  bool upsert);
 
 /*
  * prepare_projection
@@ -929,23 +885,29 @@ prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 	}
 
 	/* projection: the same upsert for one row given as parameters */
-	prepare_row_upsert(m, p, d, srcdesc, SIDE_TARGET, NIL);
+	prepare_row_plans(m, p, d, srcdesc, SIDE_TARGET, NIL, true);
 }
 
 /*
- * prepare_row_upsert
- *		p->upsert_row and p->keyjson_row: the upsert of one row of srcdesc
- *		(side's table) given as parameters, and its legacy key.  The
- *		projection needs them (target side); so does the mirror of a group
- *		member (legacy side), whose children may come before their parents
- *		(groups.c).  not_taken as for p->upsert.  (A one-row INSERT does
- *		not use them: with the row as parameters it cost as much as the
- *		upsert over the transition table; see bench/RESULTS.md.)  Caller
- *		is in the destination owner's context.
+ * prepare_row_plans
+ *		The plans of one row of srcdesc (side's table) given as parameters,
+ *		so a plan is an index probe of the destination and no scan of a
+ *		transition table; to legacy only a row with a target key.  Sets
+ *		p->row_nargs.  Caller is in the destination owner's context.
+ *		- upsert false: p->update, the UPDATE of the destination's row in
+ *		  place by key for a one-row UPDATE (mirror_one_update); none when
+ *		  only key columns are mapped.
+ *		- upsert true: p->upsert_row and p->keyjson_row, the upsert of the
+ *		  row and its legacy key.  The projection needs them (target side);
+ *		  so does the mirror of a group member (legacy side), whose children
+ *		  may come before their parents (groups.c).  (A one-row INSERT does
+ *		  not use them: with the row as parameters it cost as much as the
+ *		  upsert over the transition table; see bench/RESULTS.md.)
+ *		not_taken as for p->upsert.
  */
 static void
-prepare_row_upsert(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
-				   TupleDesc srcdesc, SoftmigSide side, List *not_taken)
+prepare_row_plans(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
+				  TupleDesc srcdesc, SoftmigSide side, List *not_taken, bool upsert)
 {
 	StringInfoData rowsel;
 	StringInfoData buf;
@@ -953,6 +915,12 @@ prepare_row_upsert(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 	char	   *source = row_source(m, p, srcdesc, side, &rowsel, &argtypes);
 
 	initStringInfo(&buf);
+	if (!upsert)
+	{
+		if (append_keyed_update(&buf, d, source, update_set_cols(d, not_taken)))
+			p->update = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
+		return;
+	}
 	append_projection_write(&buf, m, p, d, side, source, not_taken);
 	p->upsert_row = softmig_prepare_kept(buf.data, p->row_nargs, argtypes);
 	resetStringInfo(&buf);
@@ -1112,8 +1080,8 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	register_enr(SM_NEW_TABLE, relid);
-	register_enr(SM_OLD_TABLE, relid);
+	softmig_spi_register_rows(SM_NEW_TABLE, relid, NULL, NULL, 0);
+	softmig_spi_register_rows(SM_OLD_TABLE, relid, NULL, NULL, 0);
 
 	softmig_enter_owner_context(p->dst_owner, &save_nest,
 								&save_user, &save_sec);
@@ -1145,7 +1113,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 
 	if (side == SIDE_LEGACY)
 		prepare_big_statements(m, p, d, not_taken);
-	prepare_row_update(m, p, d, RelationGetDescr(rel), side, not_taken);
+	prepare_row_plans(m, p, d, RelationGetDescr(rel), side, not_taken, false);
 
 	/* delete (an attribute member's, into legacy: clear its columns) */
 	resetStringInfo(&buf);
@@ -1170,7 +1138,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	if (side == SIDE_TARGET)
 		prepare_projection(m, p, d, RelationGetDescr(rel));
 	else if (m->group_id != 0)
-		prepare_row_upsert(m, p, d, RelationGetDescr(rel), side, not_taken);
+		prepare_row_plans(m, p, d, RelationGetDescr(rel), side, not_taken, true);
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 

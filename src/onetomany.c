@@ -687,7 +687,6 @@ check_aggregate(SoftmigMigration *m, const char *expr, const char *what, bool wa
 	StringInfoData buf;
 	SPIPlanPtr	plan;
 	Query	   *q;
-	TargetEntry *te;
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
@@ -714,13 +713,8 @@ check_aggregate(SoftmigMigration *m, const char *expr, const char *what, bool wa
 						what, m->name),
 				 errdetail("Expression: %s", expr),
 				 errhint("Use an aggregate such as max(plan) FILTER (WHERE ends IS NULL) or count(*) <= 1.")));
-	te = linitial_node(TargetEntry, q->targetList);
-	if (want_bool && exprType((Node *) te->expr) != BOOLOID)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be a boolean SQL expression, not one of type %s",
-						what, format_type_be(exprType((Node *) te->expr))),
-				 errdetail("Expression: %s", expr)));
+	if (want_bool)
+		softmig_expect_boolean(q, expr, what);
 	SPI_freeplan(plan);
 	appendStringInfoString(&buf, " GROUP BY ");
 	softmig_otm_append_idents(&buf, NULL, m->target_key);

@@ -553,9 +553,6 @@ record_violation(SoftmigMigration *m, RuleSet *rs, RuleColumn *rc, RuleEdge *e,
 	Oid			argtypes[9] = {INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID};
 	Datum		values[9];
 	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int			save_nest;
-	Oid			save_user;
-	int			save_sec;
 	char	   *writer = GetUserNameFromId(GetUserId(), false);
 
 	values[0] = Int32GetDatum(m->id);
@@ -577,17 +574,11 @@ record_violation(SoftmigMigration *m, RuleSet *rs, RuleColumn *rc, RuleEdge *e,
 	values[7] = CStringGetTextDatum(reason);
 	values[8] = CStringGetTextDatum(writer);
 
-	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
-	if (plan == NULL)
-	{
-		plan = softmig_prepare_kept("INSERT INTO softmig.rule_violations "
-									"(migration_id, rule_id, tbl, col, from_value, to_value, key, reason, actor) "
-									"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::pg_catalog.name)",
-									9, argtypes);
-	}
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "softmig: recording a rule violation failed");
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	softmig_catalog_exec(&plan,
+						 "INSERT INTO softmig.rule_violations "
+						 "(migration_id, rule_id, tbl, col, from_value, to_value, key, reason, actor) "
+						 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::pg_catalog.name)",
+						 9, argtypes, values, nulls, SPI_OK_INSERT, "recording a rule violation");
 }
 
 /*

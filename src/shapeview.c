@@ -1058,7 +1058,6 @@ softmig_shape_flush_trigger(PG_FUNCTION_ARGS)
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	Trigger    *tg;
 	ShapeBatch *b;
-	EphemeralNamedRelation enr;
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
@@ -1081,15 +1080,8 @@ softmig_shape_flush_trigger(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	enr = palloc0(sizeof(EphemeralNamedRelationData));
-	enr->md.name = SM_SHAPE_ROWS;
-	enr->md.reliddesc = InvalidOid;
-	enr->md.tupdesc = RelationGetDescr(td->tg_relation);
-	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
-	enr->md.enrtuples = (double) (b->nkeyed + b->nkeyless);
-	enr->reldata = b->rows;
-	if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
-		elog(ERROR, "SPI_register_relation failed");
+	softmig_spi_register_rows(SM_SHAPE_ROWS, InvalidOid, RelationGetDescr(td->tg_relation),
+							  b->rows, b->nkeyed + b->nkeyless);
 
 	softmig_enter_owner_context(td->tg_relation->rd_rel->relowner, &save_nest, &save_user, &save_sec);
 	tw = lock_authority(pg_strtoint32(tg->tgargs[0]));

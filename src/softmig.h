@@ -243,6 +243,8 @@ extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *value
 								  bool (*tolerated) (int sqlerrcode));
 extern bool softmig_unique_violation(int sqlerrcode);
 extern void softmig_spi_expect(int rc, int expect, const char *what);
+extern void softmig_spi_register_rows(const char *name, Oid relid, TupleDesc desc,
+									  Tuplestorestate *rows, int64 n);
 extern void softmig_prefer_index_plans(bool on);
 extern bool softmig_str_member(List *l, const char *s);
 extern List *softmig_text_array_list(Datum d);
@@ -281,6 +283,7 @@ extern void softmig_authority_project_fields(TriggerData *td, SoftmigMigration *
 /* expr.c: checking and reading mapping expressions */
 extern void softmig_check_expression(const char *expr, const char *what);
 extern List *softmig_expr_columns(const char *expr);
+extern void softmig_expect_boolean(Query *q, const char *expr, const char *what);
 extern void softmig_check_mapping_expression(const char *expr, const char *what, Oid srcrel,
 											 Oid owner, bool want_bool, bool not_null);
 extern void softmig_check_definition(SoftmigMigration *m);
@@ -294,6 +297,9 @@ extern bool softmig_field_takes_incoming(SoftmigSide owner, SoftmigSide incoming
  */
 extern Oid	softmig_rel_owner(Oid relid);
 extern Oid	softmig_catalog_owner(void);
+extern void softmig_catalog_exec(SPIPlanPtr *plan, const char *sql, int nargs,
+								 Oid *argtypes, Datum *values, const char *nulls,
+								 int expect, const char *what);
 extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,
 										Oid *save_userid, int *save_sec);
 extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,

@@ -174,6 +174,33 @@ softmig_spi_expect(int rc, int expect, const char *what)
 			 errhint("Drop the rule: softmig writes the tables of a migration with plain statements.")));
 }
 
+/*
+ * softmig_spi_register_rows
+ *		Register rows as the ephemeral named relation "name" of the current
+ *		SPI connection, so statements there can read it like a table: with
+ *		relid valid the relation has that table's row type and no rows (a
+ *		placeholder for preparing statements over transition tables),
+ *		otherwise desc and the tuplestore rows (n of them).  The caller owns
+ *		rows and desc for as long as the connection lasts; name is copied.
+ */
+void
+softmig_spi_register_rows(const char *name, Oid relid, TupleDesc desc,
+						  Tuplestorestate *rows, int64 n)
+{
+	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
+	int			rc;
+
+	enr->md.name = pstrdup(name);
+	enr->md.reliddesc = relid;
+	enr->md.tupdesc = OidIsValid(relid) ? NULL : desc;
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = (double) n;
+	enr->reldata = rows;
+	rc = SPI_register_relation(enr);
+	if (rc != SPI_OK_REL_REGISTER)
+		elog(ERROR, "SPI_register_relation failed: %s", SPI_result_code_string(rc));
+}
+
 typedef struct SpiTry
 {
 	SPIPlanPtr	plan;

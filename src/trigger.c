@@ -356,20 +356,12 @@ log_override(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	values[4] = CStringGetTextDatum(op);
 	values[5] = keys;
 
-	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
-	if (insert_plan == NULL)
-	{
-		insert_plan = softmig_prepare_kept(
-										   "INSERT INTO softmig.history_log (migration_id, actor, action, reason, detail) "
-										   "SELECT $1, $2, 'override', $3, pg_catalog.jsonb_build_object("
-										   "'table', $4, 'operation', $5, 'key', k) "
-										   "FROM pg_catalog.jsonb_array_elements($6) AS k",
-										   6, argtypes);
-	}
-	ret = SPI_execute_plan(insert_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "softmig: writing the override log failed: %d", ret);
-	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	softmig_catalog_exec(&insert_plan,
+						 "INSERT INTO softmig.history_log (migration_id, actor, action, reason, detail) "
+						 "SELECT $1, $2, 'override', $3, pg_catalog.jsonb_build_object("
+						 "'table', $4, 'operation', $5, 'key', k) "
+						 "FROM pg_catalog.jsonb_array_elements($6) AS k",
+						 6, argtypes, values, NULL, SPI_OK_INSERT, "writing the override log");
 }
 
 /*
