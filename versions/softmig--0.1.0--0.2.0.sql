@@ -812,7 +812,7 @@ BEGIN
     END IF;
 
     -- an attribute member of a split (a merge): its owner, checked before the tables
-    IF v_options ? 'attribute_of' THEN
+    IF v_options OPERATOR(pg_catalog.?) 'attribute_of' THEN
         PERFORM @extschema@._check_options(v_options);
         v_owner := @extschema@._split_owner(v_options OPERATOR(pg_catalog.->>) 'attribute_of', legacy, target);
         v_merge := v_owner.legacy OPERATOR(pg_catalog.<>) legacy::pg_catalog.oid;
@@ -942,7 +942,7 @@ BEGIN
     -- the correlation key: what each legacy key column maps to
     IF v_entity IS NOT NULL THEN
         v_tkey := v_entity;
-    ELSIF v_options ? 'target_key' THEN
+    ELSIF v_options OPERATOR(pg_catalog.?) 'target_key' THEN
         IF pg_catalog.jsonb_typeof(v_options OPERATOR(pg_catalog.->) 'target_key') OPERATOR(pg_catalog.<>) 'array' THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = 'option target_key must be a jsonb array of target column names';
@@ -2933,6 +2933,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
             MESSAGE = 'name, legacy, target, legacy_conninfo and target_conninfo must not be null';
     END IF;
+    IF options OPERATOR(pg_catalog.?) 'attribute_of' THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = 'a cross-database migration cannot be an attribute member of a split or a merge (option attribute_of)',
+            DETAIL = 'The members of a split or a merge move only as one group, and a cross-database migration cannot be a group member.',
+            HINT = 'Migrate the entity''s tables within one database, or move the whole legacy table across databases with one migration.';
+    END IF;
     PERFORM @extschema@._remote_check_wal_level();
     v_tag := @extschema@._remote_tag(v_name);
     IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name)
@@ -4813,7 +4819,7 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" named by option attribute_of does not exist', p_name),
             HINT = 'Create the migration that owns the entity first.';
     END IF;
-    IF o.options ? 'attribute_of' THEN
+    IF o.options OPERATOR(pg_catalog.?) 'attribute_of' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = pg_catalog.format('migration "%s" is itself an attribute member of migration "%s"',
                                         o.name, o.options OPERATOR(pg_catalog.->>) 'attribute_of'),
@@ -4825,6 +4831,11 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" migrates neither table %s nor into table %s', o.name, p_legacy, p_target),
             DETAIL = pg_catalog.format('An attribute member shares the legacy table (%s, a split) or the target table (%s, a merge) of the migration that owns the entity.',
                                        o.legacy::regclass, o.target::regclass);
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) o.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('migration "%s" is a cross-database migration and cannot own a split or a merge', o.name),
+            DETAIL = 'The members of a split or a merge move only as one group, and a cross-database migration cannot be a group member.';
     END IF;
     IF o.state OPERATOR(@extschema@.<>) 'legacy' THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -4938,7 +4949,7 @@ DECLARE
     e text;
 BEGIN
     IF COALESCE(options OPERATOR(pg_catalog.->>) 'cardinality', 'one_to_one') OPERATOR(pg_catalog.<>) 'one_to_many' THEN
-        IF options ? 'entity' THEN
+        IF options OPERATOR(pg_catalog.?) 'entity' THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = 'option entity needs option cardinality "one_to_many"',
                 HINT = 'A one-to-one migration correlates rows on its key (option target_key).';
@@ -4986,12 +4997,12 @@ BEGIN
         END IF;
         v_cols := v_cols OPERATOR(pg_catalog.||) e;
     END LOOP;
-    IF options ? 'target_key' THEN
+    IF options OPERATOR(pg_catalog.?) 'target_key' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = 'option target_key does not apply to cardinality "one_to_many"',
             HINT = 'Option entity names the target columns that hold the legacy key.';
     END IF;
-    IF options ? 'transition_rules' THEN
+    IF options OPERATOR(pg_catalog.?) 'transition_rules' THEN
         RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
             MESSAGE = 'option transition_rules is not supported with cardinality "one_to_many"';
     END IF;
@@ -5075,3 +5086,298 @@ COMMENT ON FUNCTION @extschema@._split_member_check(@extschema@.migrations, text
     'internal: raise 22023 unless an attribute member (its resolved mappings p_maps) has its owner''s key (legacy key of a split, target key of a merge) and maps columns of the shared table, none another member maps';
 REVOKE ALL ON FUNCTION @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[], boolean) FROM PUBLIC;
 
+-- operators of jsonb schema-qualified in the check runner and the report
+CREATE OR REPLACE FUNCTION @extschema@._run_checks(name text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_run bigint := pg_catalog.nextval('@extschema@.check_run_seq');
+    v_rows jsonb := '[]';
+    v_prev bigint;
+    v_actor name := @extschema@._actor();
+    v_ord integer := 0;
+    v_ok boolean;
+    v_n bigint;
+    v_detail jsonb;
+    v_s jsonb;
+    v_err text;
+    v_new bigint;
+    v_last timestamptz;
+    r record;
+    k text;
+BEGIN
+    SELECT pg_catalog.max(c.run_id) INTO v_prev FROM @extschema@.check_results c
+     WHERE c.migration_id OPERATOR(pg_catalog.=) m.id;
+    -- results are collected in a jsonb array, not a temporary table: this
+    -- runs as the catalog owner, and a caller's own temporary table of the
+    -- same name (with triggers or checks) must never be used
+
+    ------------------------------------------------------------- transport
+    -- the write triggers of the migration
+    v_detail := @extschema@._trigger_health(m.id);
+    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'triggers',
+            'ok', (v_detail OPERATOR(pg_catalog.->>) 'healthy')::boolean, 'violations', pg_catalog.jsonb_array_length(v_detail OPERATOR(pg_catalog.->) 'problems'),
+            'detail', v_detail));
+
+    -- the transition-rule triggers
+    SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('rel', x.tbl::text, 'tgname', x.tgname,
+               'problem', CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END) ORDER BY x.tbl::text), '[]')
+      INTO v_detail
+      FROM (SELECT DISTINCT r2.tbl, 'softmig_rule_' OPERATOR(pg_catalog.||) m.id::text AS tgname
+              FROM @extschema@.transition_rules r2 WHERE r2.migration_id OPERATOR(pg_catalog.=) m.id) x
+      LEFT JOIN pg_catalog.pg_trigger t
+        ON t.tgrelid OPERATOR(pg_catalog.=) x.tbl AND t.tgname OPERATOR(pg_catalog.=) x.tgname
+     WHERE t.oid IS NULL OR t.tgenabled OPERATOR(pg_catalog.=) 'D';
+    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'rule_triggers',
+            'ok', pg_catalog.jsonb_array_length(v_detail) OPERATOR(pg_catalog.=) 0, 'violations', pg_catalog.jsonb_array_length(v_detail),
+            'detail', pg_catalog.jsonb_build_object('problems', v_detail)));
+
+    -- backfill progress and staleness (it only applies in mirrored)
+    v_detail := @extschema@._backfill_status(m.id);
+    v_ok := m.state OPERATOR(@extschema@.<>) 'mirrored' OR @extschema@._backfill_done(m.id);
+    v_detail := v_detail OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(
+        'applies', m.state OPERATOR(@extschema@.=) 'mirrored',
+        'stale_seconds', CASE WHEN v_ok THEN NULL ELSE
+            pg_catalog.round(EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-)
+                COALESCE((v_detail OPERATOR(pg_catalog.->>) 'updated_at')::timestamptz, m.state_changed_at))) END);
+    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'backfill',
+            'ok', v_ok, 'violations', CASE WHEN v_ok THEN 0 ELSE GREATEST(COALESCE((v_detail OPERATOR(pg_catalog.->>) 'remaining_estimate')::bigint, 1), 1) END,
+            'detail', v_detail));
+
+    -- projection failures: rows the target holds that legacy could not take
+    v_detail := @extschema@._envelope_json(m.id);
+    v_n := COALESCE((v_detail OPERATOR(pg_catalog.->>) 'new_only_count')::bigint, 0);
+    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'projection',
+            'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
+            'detail', pg_catalog.jsonb_build_object('envelope', v_detail)));
+
+    -- shadow writes disabled by hand
+    SELECT pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.-) 'migration_id' INTO v_detail
+      FROM @extschema@.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id;
+    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'shadow',
+            'ok', v_detail IS NULL, 'violations', CASE WHEN v_detail IS NULL THEN 0 ELSE 1 END,
+            'detail', COALESCE(pg_catalog.jsonb_build_object('disabled', v_detail), '{"disabled": null}')));
+
+    -- readers nobody registered (when the read-path inventory is installed)
+    v_detail := NULL;
+    IF pg_catalog.to_regprocedure('@extschema@.readers(text)') IS NOT NULL THEN
+        BEGIN
+            EXECUTE 'SELECT pg_catalog.count(*), COALESCE(pg_catalog.jsonb_agg(x.reader ORDER BY x.reader) '
+                    'FILTER (WHERE x.n OPERATOR(pg_catalog.<=) 10), ''[]'') '
+                    'FROM (SELECT r.reader, pg_catalog.row_number() OVER (ORDER BY r.reader) AS n '
+                    'FROM @extschema@.readers($1) r WHERE NOT r.registered) x'
+              INTO v_n, v_detail USING m.name;
+            v_detail := pg_catalog.jsonb_build_object('unregistered', v_detail);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT;
+            v_n := 0;
+            v_detail := pg_catalog.jsonb_build_object('error', v_err);
+        END;
+    ELSE
+        v_n := 0;
+        v_detail := '{"available": false}';
+    END IF;
+    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
+    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'readers',
+            'ok', v_n OPERATOR(pg_catalog.=) 0 AND NOT v_detail OPERATOR(pg_catalog.?) 'error', 'violations', v_n,
+            'detail', v_detail));
+
+    ------------------------------------------------------------- structural
+    BEGIN
+        v_s := @extschema@._parity_summary(m.id, @extschema@._chunk_rows(m), 10);
+        FOREACH k IN ARRAY ARRAY['missing_in_target', 'missing_in_legacy', 'mismatch'] LOOP
+            v_n := (v_s OPERATOR(pg_catalog.->>) k)::bigint;
+            v_detail := pg_catalog.jsonb_build_object('sample', v_s OPERATOR(pg_catalog.->) 'sample' OPERATOR(pg_catalog.->) k,
+                'run', v_s OPERATOR(pg_catalog.-) ARRAY['sample', 'mismatch_fields', 'missing_in_target',
+                                                        'missing_in_legacy', 'mismatch']);
+            IF k OPERATOR(pg_catalog.=) 'mismatch' THEN
+                v_detail := v_detail OPERATOR(pg_catalog.||)
+                    pg_catalog.jsonb_build_object('fields', v_s OPERATOR(pg_catalog.->) 'mismatch_fields');
+            END IF;
+            v_ord := v_ord OPERATOR(pg_catalog.+) 1;
+            v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                    'ordinal', v_ord, 'layer', 'structural', 'check_name', 'parity_' OPERATOR(pg_catalog.||) k,
+                    'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
+                    'detail', v_detail));
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT;
+        v_ord := v_ord OPERATOR(pg_catalog.+) 1;
+        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                'ordinal', v_ord, 'layer', 'structural', 'check_name', 'parity',
+                'ok', false, 'violations', 1,
+                'detail', pg_catalog.jsonb_build_object('error', v_err)));
+    END;
+
+    ------------------------------------------------------------- behavioural
+    FOR r IN SELECT i.name, i.severity FROM @extschema@.invariants i
+              WHERE i.migration_id OPERATOR(pg_catalog.=) m.id ORDER BY i.name LOOP
+        BEGIN
+            SELECT v.violations, pg_catalog.jsonb_build_object('severity', v.severity, 'sample', v.sample)
+              INTO v_n, v_detail
+              FROM @extschema@.invariant_violations(m.name, r.name, 10) v;
+            v_ok := v_n OPERATOR(pg_catalog.=) 0;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT;
+            v_ok := false;
+            v_n := 1;
+            v_detail := pg_catalog.jsonb_build_object('severity', r.severity, 'error', v_err);
+        END;
+        v_ord := v_ord OPERATOR(pg_catalog.+) 1;
+        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                'ordinal', v_ord, 'layer', 'behavioral', 'check_name', 'invariant:' OPERATOR(pg_catalog.||) r.name,
+                'ok', v_ok, 'violations', v_n,
+                'detail', v_detail));
+    END LOOP;
+
+    -- each rule's requires violations, then each ruled column's illegal edges
+    FOR r IN SELECT x.* FROM (
+                 SELECT tr.id AS rule_id, tr.tbl::text AS tbl, tr.col, tr.from_value, tr.to_value, tr.requires,
+                        pg_catalog.format('rule %s: %s.%s %s -> %s', tr.id, tr.tbl, tr.col,
+                                          COALESCE(pg_catalog.quote_literal(tr.from_value), 'NULL'),
+                                          pg_catalog.quote_literal(tr.to_value)) AS check_name, 1 AS kind
+                   FROM @extschema@.transition_rules tr WHERE tr.migration_id OPERATOR(pg_catalog.=) m.id
+                 UNION ALL
+                 SELECT DISTINCT NULL::integer, tr.tbl::text, tr.col, NULL, NULL, NULL,
+                        pg_catalog.format('rules %s.%s: edges not allowed', tr.tbl, tr.col), 2
+                   FROM @extschema@.transition_rules tr WHERE tr.migration_id OPERATOR(pg_catalog.=) m.id) x
+              ORDER BY x.tbl, x.col, x.kind, x.rule_id LOOP
+        SELECT pg_catalog.count(*),
+               pg_catalog.count(*) FILTER (WHERE v_prev IS NULL OR v.at OPERATOR(pg_catalog.>)
+                   (SELECT pg_catalog.max(c.at) FROM @extschema@.check_results c WHERE c.run_id OPERATOR(pg_catalog.=) v_prev)),
+               pg_catalog.max(v.at)
+          INTO v_n, v_new, v_last
+          FROM @extschema@.rule_violations v
+         WHERE v.migration_id OPERATOR(pg_catalog.=) m.id AND v.tbl OPERATOR(pg_catalog.=) r.tbl
+           AND v.col OPERATOR(pg_catalog.=) r.col
+           AND (CASE WHEN r.rule_id IS NULL THEN v.rule_id IS NULL ELSE v.rule_id OPERATOR(pg_catalog.=) r.rule_id END);
+        v_detail := pg_catalog.jsonb_build_object(
+            'mode', COALESCE(m.options OPERATOR(pg_catalog.->>) 'transition_rules', 'enforce'),
+            'new_since_last_check', v_new,
+            'last_at', v_last,
+            'sample', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                'key', s.key, 'from', s.from_value, 'to', s.to_value, 'at', s.at) ORDER BY s.id DESC), '[]')
+                         FROM (SELECT v.* FROM @extschema@.rule_violations v
+                                WHERE v.migration_id OPERATOR(pg_catalog.=) m.id AND v.tbl OPERATOR(pg_catalog.=) r.tbl
+                                  AND v.col OPERATOR(pg_catalog.=) r.col
+                                  AND (CASE WHEN r.rule_id IS NULL THEN v.rule_id IS NULL
+                                            ELSE v.rule_id OPERATOR(pg_catalog.=) r.rule_id END)
+                                ORDER BY v.id DESC LIMIT 10) s));
+        IF r.rule_id IS NOT NULL THEN
+            v_detail := v_detail OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('rule', r.rule_id,
+                'requires', (SELECT tr.requires FROM @extschema@.transition_rules tr WHERE tr.id OPERATOR(pg_catalog.=) r.rule_id));
+        END IF;
+        v_ord := v_ord OPERATOR(pg_catalog.+) 1;
+        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                'ordinal', v_ord, 'layer', 'behavioral', 'check_name', r.check_name,
+                'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
+                'detail', v_detail));
+    END LOOP;
+
+    INSERT INTO @extschema@.check_results (run_id, migration_id, actor, state, ordinal, layer, check_name, ok, violations, detail)
+    SELECT v_run, m.id, v_actor, m.state, (c.r OPERATOR(pg_catalog.->>) 'ordinal')::integer, c.r OPERATOR(pg_catalog.->>) 'layer',
+           c.r OPERATOR(pg_catalog.->>) 'check_name', (c.r OPERATOR(pg_catalog.->>) 'ok')::boolean,
+           (c.r OPERATOR(pg_catalog.->>) 'violations')::bigint, c.r OPERATOR(pg_catalog.->) 'detail'
+      FROM pg_catalog.jsonb_array_elements(v_rows) AS c(r);
+    SELECT COALESCE(pg_catalog.jsonb_agg(c.r OPERATOR(pg_catalog.-) 'ordinal'
+                                         ORDER BY (c.r OPERATOR(pg_catalog.->>) 'ordinal')::integer), '[]')
+      INTO v_detail FROM pg_catalog.jsonb_array_elements(v_rows) AS c(r);
+    RETURN v_detail;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.report(name text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    st jsonb := @extschema@.status(name);
+    env jsonb := @extschema@._envelope_json(m.id);
+    bf jsonb := @extschema@._backfill_status(m.id);
+    lines text[] := '{}';
+    v_run bigint;
+    v_line text;
+    r record;
+    v_n bigint;
+    v_fail bigint;
+BEGIN
+    lines := lines OPERATOR(pg_catalog.||) pg_catalog.format('softmig migration "%s": %s -> %s', m.name, m.legacy, m.target);
+    lines := lines OPERATOR(pg_catalog.||) pg_catalog.format('  state        %s since %s', m.state,
+        pg_catalog.to_char(m.state_changed_at, 'YYYY-MM-DD HH24:MI:SS TZ'));
+    lines := lines OPERATOR(pg_catalog.||) pg_catalog.format('  authority    writes go to %s; projection %s; reads default to %s',
+        st OPERATOR(pg_catalog.->>) 'write_authority', st OPERATOR(pg_catalog.->>) 'projection',
+        st OPERATOR(pg_catalog.->>) 'read_default');
+
+    -- read groups (when the read-path inventory is installed)
+    IF pg_catalog.to_regprocedure('@extschema@.readers(text)') IS NOT NULL THEN
+        BEGIN
+            FOR r IN EXECUTE 'SELECT x.switch_group, pg_catalog.string_agg(DISTINCT x.source::text, ''/'') AS source, '
+                             'pg_catalog.count(*) FILTER (WHERE x.registered) AS registered, '
+                             'pg_catalog.count(*) FILTER (WHERE NOT x.registered) AS unregistered '
+                             'FROM @extschema@.readers($1) x GROUP BY x.switch_group ORDER BY x.switch_group'
+                     USING m.name LOOP
+                lines := lines OPERATOR(pg_catalog.||) pg_catalog.format(
+                    '  read group   %s: reads %s (%s registered, %s unregistered readers)',
+                    COALESCE(r.switch_group, '(none)'), r.source, r.registered, r.unregistered);
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            lines := lines OPERATOR(pg_catalog.||) pg_catalog.format('  read groups  unavailable: %s', SQLERRM);
+        END;
+    ELSE
+        lines := lines OPERATOR(pg_catalog.||) '  read groups  (read-path inventory not installed)'::text;
+    END IF;
+
+    lines := lines OPERATOR(pg_catalog.||) CASE WHEN (env OPERATOR(pg_catalog.->>) 'open')::boolean
+        THEN '  envelope     open: rollback across the authority switch is possible'
+        ELSE pg_catalog.format('  envelope     closed since %s: %s (%s new-only rows)',
+                               pg_catalog.to_char((env OPERATOR(pg_catalog.->>) 'closed_at')::timestamptz, 'YYYY-MM-DD HH24:MI:SS TZ'),
+                               env OPERATOR(pg_catalog.->>) 'reason', env OPERATOR(pg_catalog.->>) 'new_only_count') END;
+    lines := lines OPERATOR(pg_catalog.||) pg_catalog.format('  backfill     %s, %s rows copied, %s batches',
+        bf OPERATOR(pg_catalog.->>) 'phase', bf OPERATOR(pg_catalog.->>) 'rows_backfilled', bf OPERATOR(pg_catalog.->>) 'batches');
+    SELECT pg_catalog.count(*) INTO v_n FROM @extschema@._quarantined_keys(m.id);
+    IF v_n OPERATOR(pg_catalog.>) 0 THEN
+        lines := lines OPERATOR(pg_catalog.||) pg_catalog.format('  quarantine   %s entities excluded from projection and parity', v_n);
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        lines := lines OPERATOR(pg_catalog.||) '  shadow       DISABLED: the other table is not being written'::text;
+    END IF;
+
+    SELECT pg_catalog.max(c.run_id) INTO v_run FROM @extschema@.check_results c
+     WHERE c.migration_id OPERATOR(pg_catalog.=) m.id;
+    IF v_run IS NULL THEN
+        lines := lines OPERATOR(pg_catalog.||) pg_catalog.format(
+            '  checks       none recorded yet: SELECT * FROM softmig.check(%L)', m.name);
+    ELSE
+        SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE NOT c.ok) INTO v_n, v_fail
+          FROM @extschema@.check_results c WHERE c.run_id OPERATOR(pg_catalog.=) v_run;
+        SELECT pg_catalog.format('  checks       run %s at %s by %s: %s checks, %s failing', v_run,
+                                 pg_catalog.to_char(c.at, 'YYYY-MM-DD HH24:MI:SS TZ'), c.actor, v_n, v_fail)
+          INTO v_line FROM @extschema@.check_results c WHERE c.run_id OPERATOR(pg_catalog.=) v_run LIMIT 1;
+        lines := lines OPERATOR(pg_catalog.||) v_line;
+        FOR r IN SELECT c.* FROM @extschema@.check_results c
+                  WHERE c.run_id OPERATOR(pg_catalog.=) v_run ORDER BY c.ordinal LOOP
+            v_line := pg_catalog.format('    %-11s %-4s %-40s %s', r.layer, CASE WHEN r.ok THEN 'ok' ELSE 'FAIL' END,
+                                        r.check_name, r.violations);
+            IF NOT r.ok AND pg_catalog.jsonb_typeof(r.detail OPERATOR(pg_catalog.->) 'sample') OPERATOR(pg_catalog.=) 'array'
+               AND pg_catalog.jsonb_array_length(r.detail OPERATOR(pg_catalog.->) 'sample') OPERATOR(pg_catalog.>) 0 THEN
+                v_line := v_line OPERATOR(pg_catalog.||) '  e.g. ' OPERATOR(pg_catalog.||)
+                    pg_catalog.left(((r.detail OPERATOR(pg_catalog.->) 'sample' OPERATOR(pg_catalog.->) 0)
+                                     OPERATOR(pg_catalog.-) 'at')::text, 60);
+            ELSIF NOT r.ok AND r.detail OPERATOR(pg_catalog.?) 'error' THEN
+                v_line := v_line OPERATOR(pg_catalog.||) '  error: ' OPERATOR(pg_catalog.||)
+                    pg_catalog.left(r.detail OPERATOR(pg_catalog.->>) 'error', 60);
+            END IF;
+            lines := lines OPERATOR(pg_catalog.||) v_line;
+        END LOOP;
+    END IF;
+    RETURN pg_catalog.array_to_string(lines, E'\n');
+END $$;

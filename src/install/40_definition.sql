@@ -148,7 +148,7 @@ BEGIN
     END IF;
 
     -- an attribute member of a split (a merge): its owner, checked before the tables
-    IF v_options ? 'attribute_of' THEN
+    IF v_options OPERATOR(pg_catalog.?) 'attribute_of' THEN
         PERFORM @extschema@._check_options(v_options);
         v_owner := @extschema@._split_owner(v_options OPERATOR(pg_catalog.->>) 'attribute_of', legacy, target);
         v_merge := v_owner.legacy OPERATOR(pg_catalog.<>) legacy::pg_catalog.oid;
@@ -278,7 +278,7 @@ BEGIN
     -- the correlation key: what each legacy key column maps to
     IF v_entity IS NOT NULL THEN
         v_tkey := v_entity;
-    ELSIF v_options ? 'target_key' THEN
+    ELSIF v_options OPERATOR(pg_catalog.?) 'target_key' THEN
         IF pg_catalog.jsonb_typeof(v_options OPERATOR(pg_catalog.->) 'target_key') OPERATOR(pg_catalog.<>) 'array' THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = 'option target_key must be a jsonb array of target column names';

@@ -12,7 +12,7 @@ DECLARE
     e text;
 BEGIN
     IF COALESCE(options OPERATOR(pg_catalog.->>) 'cardinality', 'one_to_one') OPERATOR(pg_catalog.<>) 'one_to_many' THEN
-        IF options ? 'entity' THEN
+        IF options OPERATOR(pg_catalog.?) 'entity' THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = 'option entity needs option cardinality "one_to_many"',
                 HINT = 'A one-to-one migration correlates rows on its key (option target_key).';
@@ -60,12 +60,12 @@ BEGIN
         END IF;
         v_cols := v_cols OPERATOR(pg_catalog.||) e;
     END LOOP;
-    IF options ? 'target_key' THEN
+    IF options OPERATOR(pg_catalog.?) 'target_key' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = 'option target_key does not apply to cardinality "one_to_many"',
             HINT = 'Option entity names the target columns that hold the legacy key.';
     END IF;
-    IF options ? 'transition_rules' THEN
+    IF options OPERATOR(pg_catalog.?) 'transition_rules' THEN
         RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
             MESSAGE = 'option transition_rules is not supported with cardinality "one_to_many"';
     END IF;

@@ -15,7 +15,7 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" named by option attribute_of does not exist', p_name),
             HINT = 'Create the migration that owns the entity first.';
     END IF;
-    IF o.options ? 'attribute_of' THEN
+    IF o.options OPERATOR(pg_catalog.?) 'attribute_of' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = pg_catalog.format('migration "%s" is itself an attribute member of migration "%s"',
                                         o.name, o.options OPERATOR(pg_catalog.->>) 'attribute_of'),
@@ -27,6 +27,11 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" migrates neither table %s nor into table %s', o.name, p_legacy, p_target),
             DETAIL = pg_catalog.format('An attribute member shares the legacy table (%s, a split) or the target table (%s, a merge) of the migration that owns the entity.',
                                        o.legacy::regclass, o.target::regclass);
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) o.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('migration "%s" is a cross-database migration and cannot own a split or a merge', o.name),
+            DETAIL = 'The members of a split or a merge move only as one group, and a cross-database migration cannot be a group member.';
     END IF;
     IF o.state OPERATOR(@extschema@.<>) 'legacy' THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',

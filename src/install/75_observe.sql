@@ -515,7 +515,7 @@ BEGIN
     v_ord := v_ord OPERATOR(pg_catalog.+) 1;
     v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
             'ordinal', v_ord, 'layer', 'transport', 'check_name', 'readers',
-            'ok', v_n OPERATOR(pg_catalog.=) 0 AND NOT v_detail ? 'error', 'violations', v_n,
+            'ok', v_n OPERATOR(pg_catalog.=) 0 AND NOT v_detail OPERATOR(pg_catalog.?) 'error', 'violations', v_n,
             'detail', v_detail));
 
     ------------------------------------------------------------- structural
@@ -887,7 +887,7 @@ BEGIN
                 v_line := v_line OPERATOR(pg_catalog.||) '  e.g. ' OPERATOR(pg_catalog.||)
                     pg_catalog.left(((r.detail OPERATOR(pg_catalog.->) 'sample' OPERATOR(pg_catalog.->) 0)
                                      OPERATOR(pg_catalog.-) 'at')::text, 60);
-            ELSIF NOT r.ok AND r.detail ? 'error' THEN
+            ELSIF NOT r.ok AND r.detail OPERATOR(pg_catalog.?) 'error' THEN
                 v_line := v_line OPERATOR(pg_catalog.||) '  error: ' OPERATOR(pg_catalog.||)
                     pg_catalog.left(r.detail OPERATOR(pg_catalog.->>) 'error', 60);
             END IF;

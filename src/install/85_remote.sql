@@ -668,6 +668,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
             MESSAGE = 'name, legacy, target, legacy_conninfo and target_conninfo must not be null';
     END IF;
+    IF options OPERATOR(pg_catalog.?) 'attribute_of' THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = 'a cross-database migration cannot be an attribute member of a split or a merge (option attribute_of)',
+            DETAIL = 'The members of a split or a merge move only as one group, and a cross-database migration cannot be a group member.',
+            HINT = 'Migrate the entity''s tables within one database, or move the whole legacy table across databases with one migration.';
+    END IF;
     PERFORM @extschema@._remote_check_wal_level();
     v_tag := @extschema@._remote_tag(v_name);
     IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name)

@@ -40,6 +40,14 @@ is($A->safe_psql('postgres', q{SELECT state FROM softmig.remote_migrations WHERE
 	'legacy', 'the legacy database knows the migration');
 is($B->safe_psql('postgres', q{SELECT count(*) FROM legacy_orders}), '0', 'the landing copy starts empty');
 
+# A split or a merge moves as one group, which a cross-database migration
+# cannot join: neither side of one is refused late, both are refused at once.
+is(sqlstate_of($B, q{SELECT softmig.create_migration('orders_attr', 'legacy_orders', 'orders',
+	options => '{"attribute_of": "orders"}')}), '0A000', 'a cross-database migration owns no split or merge');
+is(sqlstate_of($B, q{SELECT softmig.create_remote_migration('orders_attr', 'legacy_orders', 'orders',
+	'host=/nowhere', 'host=/nowhere', options => '{"attribute_of": "orders"}')}), '0A000',
+	'a cross-database migration is no attribute member');
+
 # The operation ledger that travels with the data: the same keys in both
 # databases, each one an operation a client was told was applied; every
 # applied operation has its key there, except those applied before the
