@@ -555,6 +555,59 @@ split_gather(SoftmigMigration *m, DestInfo *d)
 }
 
 /*
+ * prepare_split_checks
+ *		p->split_check: for the projection of a member of a split or a merge
+ *		into the shared table, one SELECT per transition table returning,
+ *		as text, what the projection depends on of the statement's
+ *		entities that another transaction may have written: for an
+ *		attribute member, how many of its entities have a row in the shared
+ *		table (it updates rows there, never creates one); for the owner, the
+ *		attribute values it gathers when it creates a row (NEW rows only).
+ *		trigger.c runs it under the latest and the transaction snapshot: a
+ *		REPEATABLE READ or SERIALIZABLE writer whose snapshot misses what a
+ *		concurrent transaction committed for the same entity fails with
+ *		40001 instead of projecting without it.  The caller is in the
+ *		destination owner's context (the gather reads the attribute
+ *		members' tables as that role, as the projection does).
+ */
+static void
+prepare_split_checks(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int r = 0; r < 2; r++)
+	{
+		const char *from = r == 0 ? SM_OLD_TABLE : SM_NEW_TABLE;
+
+		resetStringInfo(&buf);
+		if (m->split_owner != 0)
+		{
+			appendStringInfo(&buf, "SELECT pg_catalog.count(*)::pg_catalog.text FROM %s AS softmig_t, ",
+							 d->qualname);
+			append_key_select(&buf, d, from);
+			appendStringInfoString(&buf, " AS softmig_o WHERE ");
+			append_key_match(&buf, d, "softmig_o");
+		}
+		else if (r == 1 && d->gather_cols != NIL)
+		{
+			ListCell   *lc;
+
+			appendStringInfoString(&buf, "SELECT pg_catalog.string_agg(softmig_v, ',' ORDER BY softmig_v) "
+								   "FROM (SELECT ROW(");
+			foreach(lc, d->gather_exprs)
+				appendStringInfo(&buf, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
+								 (char *) lfirst(lc));
+			appendStringInfo(&buf, ")::pg_catalog.text AS softmig_v FROM %s%s) AS softmig_s",
+							 from, d->gather_joins);
+		}
+		else
+			continue;
+		p->split_check[r] = softmig_prepare_kept(buf.data, 0, NULL);
+	}
+}
+
+/*
  * append_attribute_clear
  *		An attribute member of a split, its target rows deleted: "UPDATE
  *		legacy AS softmig_t SET <its columns> = DEFAULT FROM (SELECT <key
@@ -958,8 +1011,8 @@ prepare_source_reads(SoftmigMigration *m, SoftmigRelPlans *p, SoftmigSide side)
 	}
 
 	/*
-	 * a split projecting into legacy: one transaction-level advisory lock
-	 * per entity written, in a fixed order (legacy table, hash of the legacy
+	 * a split projecting into legacy: one transaction-level advisory lock per
+	 * entity written, in a fixed order (legacy table, hash of the legacy
 	 * key), serializes the owner's creation of a legacy row with the
 	 * attribute members' writes of the same entity (trigger.c)
 	 */
@@ -1114,6 +1167,8 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 	if (side == SIDE_LEGACY)
 		prepare_big_statements(m, p, d, not_taken);
 	prepare_row_plans(m, p, d, RelationGetDescr(rel), side, not_taken, false);
+	if ((m->split_owner != 0 || m->split_attrs != NIL) && side == split_shared_source(m))
+		prepare_split_checks(m, p, d);
 
 	/* delete (an attribute member's, into legacy: clear its columns) */
 	resetStringInfo(&buf);

@@ -669,7 +669,7 @@ batch_add(ShapeBatch *b, TriggerData *td)
 #define SM_WRITE_UPDATE 2
 #define SM_WRITE_CHECK 3		/* an UPDATE's GENERATED ALWAYS check, or '' */
 #define SM_WRITE_DELETE 4
-#define SM_WRITE_UPDATE_QUIET 5	/* UPDATE without RETURNING */
+#define SM_WRITE_UPDATE_QUIET 5 /* UPDATE without RETURNING */
 
 /*
  * shape_plan

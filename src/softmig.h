@@ -104,6 +104,10 @@ typedef struct SoftmigRelPlans
 								 * SPI_OK_DELETE, or SPI_OK_UPDATE (split) */
 	SPIPlanPtr	split_lock[2];	/* split, target side: lock the entities of
 								 * the OLD [0] or NEW [1] rows (trigger.c) */
+	SPIPlanPtr	split_check[2]; /* split or merge, projection into the shared
+								 * table: what it depends on of the entities
+								 * of the OLD [0] or NEW [1] rows, compared
+								 * across snapshots under REPEATABLE READ */
 	int			nwatch;			/* split: source columns the mapping to the
 								 * other side reads (0: not a split member) */
 	AttrNumber *watch_attnos;

@@ -560,6 +560,53 @@ lock_split_entities(TriggerData *td, SoftmigRelPlans *p)
 }
 
 /*
+ * check_split_snapshot
+ *		REPEATABLE READ or SERIALIZABLE: the projection of a split or merge
+ *		member into the shared table reads with the transaction's snapshot,
+ *		which misses what another transaction committed for the same entity
+ *		after it was taken, even though the entity lock (taken just before)
+ *		made this one wait for it.  Run p->split_check under the latest
+ *		snapshot and under the transaction's; if they differ, the
+ *		projection would lose that transaction's write (an attribute row's
+ *		columns with no legacy row to carry them, or a legacy row created
+ *		without the attribute committed meanwhile): fail with 40001, as
+ *		PostgreSQL fails such a writer's update of a row changed
+ *		concurrently; the application retries.  Runs as the destination's
+ *		owner.  The caller is connected to SPI with the transition tables
+ *		registered.
+ */
+static void
+check_split_snapshot(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	SPIPlanPtr	plan = p->split_check[TRIGGER_FIRED_BY_DELETE(td->tg_event) ? 0 : 1];
+	char	   *seen[2];
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	if (plan == NULL || !IsolationUsesXactSnapshot())
+		return;
+	softmig_enter_owner_context(p->dst_owner, &save_nest, &save_user, &save_sec);
+	for (int i = 0; i < 2; i++)
+	{
+		if (SPI_execute_snapshot(plan, NULL, NULL,
+								 i == 0 ? GetLatestSnapshot() : GetTransactionSnapshot(),
+								 InvalidSnapshot, true, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "softmig: checking the entities of a split failed");
+		seen[i] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	}
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	if ((seen[0] == NULL) != (seen[1] == NULL) ||
+		(seen[0] != NULL && strcmp(seen[0], seen[1]) != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to a concurrent write of the same entity"),
+				 errdetail("Migration \"%s\" is part of a split or a merge; another transaction committed rows of an entity this statement writes after this transaction's snapshot was taken, and its projection into table \"%s\" would miss them.",
+						   m->name, get_rel_name(m->split_merge ? m->target : m->legacy)),
+				 errhint("Retry the transaction.")));
+}
+
+/*
  * supersede_pending
  *		An UPDATE or DELETE on the target of a group member with rows
  *		waiting for their parents: the earlier versions of the rows it
@@ -1248,7 +1295,10 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 		 * entities it writes until commit (lock_split_entities)
 		 */
 		if (p->split_lock[0] != NULL && projecting)
+		{
 			lock_split_entities(td, p);
+			check_split_snapshot(td, m, p);
+		}
 		/* a row waiting for its parent, updated or deleted since (groups.c) */
 		if (group_id != 0 && projecting && !TRIGGER_FIRED_BY_INSERT(td->tg_event) &&
 			softmig_group_pending(id))
