@@ -45,6 +45,7 @@ REGRESS += one_to_many
 REGRESS += one_to_many_backfill
 REGRESS += merge
 REGRESS += shapes_partitioned
+REGRESS += shapes_observe
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))
