@@ -75,7 +75,7 @@ SELECT migration, kind, differences FROM softmig.monitor_parity
  WHERE migration LIKE 'sob\_%' AND differences > 0 ORDER BY 1, 2;
 SELECT migration, invariant, severity, violations FROM softmig.monitor_invariants
  WHERE migration LIKE 'sob\_%' ORDER BY 1, 2;
-SELECT migration, migration_state, backfill_done, checks_failing
+SELECT migration, migration_state, backfill_done, backfill_rows_copied_total, quarantined_entities
   FROM softmig.monitor WHERE migration LIKE 'sob\_%' ORDER BY 1;
 SELECT migration, state, write_authority FROM softmig.monitor_info WHERE migration LIKE 'sob\_%' ORDER BY 1;
 
