@@ -44,6 +44,7 @@ REGRESS += split
 REGRESS += one_to_many
 REGRESS += one_to_many_backfill
 REGRESS += merge
+REGRESS += one_to_many_tools
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))
