@@ -131,6 +131,12 @@ SELECT state, message FROM t.err($$SELECT softmig.hydrate('subs_t', '[{"user_id"
 -- other row-by-row tools still refuse a one-to-many migration
 SELECT state, message FROM t.err($$SELECT softmig.create_shape_views('subs_t', 'ott', 'ott_v2')$$);
 
+-- a cross-database migration cannot be one-to-many: refused before anything
+-- is created or the other database is contacted
+SELECT * FROM t.err($$SELECT softmig.create_remote_migration('r_otm', 'public.subscriptions', 'ott_v2.grants',
+    'dbname=nowhere', 'dbname=nowhere', options => '{"cardinality": "one_to_many", "entity": {"user_id": "user_id"}}')$$);
+SELECT count(*) AS remote_migrations FROM softmig.remote_migrations WHERE name = 'r_otm';
+
 SELECT softmig.drop_migration('subs_t');
 DROP SCHEMA ott CASCADE;
 DROP SCHEMA ott_v2 CASCADE;

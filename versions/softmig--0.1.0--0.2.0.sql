@@ -2933,6 +2933,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
             MESSAGE = 'name, legacy, target, legacy_conninfo and target_conninfo must not be null';
     END IF;
+    IF options OPERATOR(pg_catalog.->>) 'cardinality' OPERATOR(pg_catalog.=) 'one_to_many' THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('cross-database migration "%s" cannot be one_to_many', v_name),
+            DETAIL = 'The legacy side in the other database applies one row per row; a one_to_many migration rewrites and aggregates whole sets of target rows.',
+            HINT = 'Run a one_to_many migration within one database (doc/shapes.md).';
+    END IF;
     PERFORM @extschema@._remote_check_wal_level();
     v_tag := @extschema@._remote_tag(v_name);
     IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name)
@@ -5078,7 +5084,9 @@ REVOKE ALL ON FUNCTION @extschema@._split_member_check(@extschema@.migrations, t
 
 -------------------------------------------------------------------------------
 -- One-to-many per entity: hydrate takes entity keys (_hydrate_entities),
--- release re-syncs an entity's set (C), quarantine refuses its writes (C)
+-- release re-syncs an entity's set (C), quarantine refuses its writes (C);
+-- create_remote_migration refuses one_to_many (0A000) where this script
+-- creates it, above
 -------------------------------------------------------------------------------
 CREATE FUNCTION @extschema@._hydrate_entities(m @extschema@.migrations, p_keys jsonb)
 RETURNS bigint

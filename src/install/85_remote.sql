@@ -668,6 +668,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
             MESSAGE = 'name, legacy, target, legacy_conninfo and target_conninfo must not be null';
     END IF;
+    IF options OPERATOR(pg_catalog.->>) 'cardinality' OPERATOR(pg_catalog.=) 'one_to_many' THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('cross-database migration "%s" cannot be one_to_many', v_name),
+            DETAIL = 'The legacy side in the other database applies one row per row; a one_to_many migration rewrites and aggregates whole sets of target rows.',
+            HINT = 'Run a one_to_many migration within one database (doc/shapes.md).';
+    END IF;
     PERFORM @extschema@._remote_check_wal_level();
     v_tag := @extschema@._remote_tag(v_name);
     IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name)
