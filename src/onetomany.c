@@ -50,8 +50,11 @@
  *	  authority, a legacy row's expansion with its target set; from
  *	  new_write on, the legacy row with the aggregate of its set; both as
  *	  multisets (EXCEPT ALL), so neither the order of a set nor the
- *	  target's own key can make a difference.  Row-at-a-time tools
- *	  (hydrate, inspect_group, transition rules, shape views, per-field
+ *	  target's own key can make a difference.  Hydrate and release
+ *	  (softmig_otm_resync_keys) bring named entities in line with their
+ *	  authority as a write of them would; a quarantined entity's writes are
+ *	  refused (check_quarantine) and parity leaves it out.  Row-at-a-time
+ *	  tools (inspect_group, transition rules, shape views, per-field
  *	  authority) refuse a one-to-many migration (softmig_otm_refuse).
  *
  *-------------------------------------------------------------------------
