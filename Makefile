@@ -46,6 +46,7 @@ REGRESS += one_to_many_backfill
 REGRESS += merge
 REGRESS += shapes_partitioned
 REGRESS += shapes_observe
+REGRESS += one_to_many_tools
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

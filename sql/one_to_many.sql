@@ -79,9 +79,8 @@ SELECT count(*) AS groups FROM softmig.groups WHERE name = 'otm_group';
 SELECT softmig.advance('subs');
 INSERT INTO otm_v2.grants (user_id, plan, starts) VALUES (9, 'stale', '2020-01-01');  -- refused: legacy is the authority
 -- row-by-row tools refuse a one-to-many migration (backfill, parity and
--- inspect work per entity: sql/one_to_many_backfill.sql)
-SELECT state, message FROM t.err($$SELECT softmig.hydrate('subs', '[]', pg_current_snapshot())$$);
-SELECT state, message FROM t.err($$SELECT softmig.quarantine('subs', '{"user_id": 1}', 'test')$$);
+-- inspect work per entity: sql/one_to_many_backfill.sql; hydrate and
+-- quarantine too: sql/one_to_many_tools.sql)
 SELECT state, message FROM t.err($$SELECT softmig.create_shape_views('subs', 'otm', 'otm_v2')$$);
 SELECT state, message FROM t.err($$SELECT softmig.set_field_authority('subs', 'plan', 'new')$$);
 INSERT INTO otm.subscriptions VALUES (3, 'team', '2024-03-01'), (4, 'basic', '2024-04-01');

@@ -182,7 +182,7 @@ softmig_build_dest(SoftmigMigration *m, SoftmigSide side)
 	DestInfo   *d = palloc0(sizeof(DestInfo));
 	ListCell   *lc;
 
-	softmig_otm_refuse(m, "row-by-row operations (hydrate, quarantine, inspect_group)");
+	softmig_otm_refuse(m, "row-by-row operations (inspect_group)");
 	if (side == SIDE_LEGACY)
 	{
 		d->relid = m->target;

@@ -50,8 +50,11 @@
  *	  authority, a legacy row's expansion with its target set; from
  *	  new_write on, the legacy row with the aggregate of its set; both as
  *	  multisets (EXCEPT ALL), so neither the order of a set nor the
- *	  target's own key can make a difference.  Row-at-a-time tools
- *	  (hydrate, inspect_group, transition rules, shape views, per-field
+ *	  target's own key can make a difference.  Hydrate and release
+ *	  (softmig_otm_resync_keys) bring named entities in line with their
+ *	  authority as a write of them would; a quarantined entity's writes are
+ *	  refused (check_quarantine) and parity leaves it out.  Row-at-a-time
+ *	  tools (inspect_group, transition rules, shape views, per-field
  *	  authority) refuse a one-to-many migration (softmig_otm_refuse).
  *
  *-------------------------------------------------------------------------
@@ -580,6 +583,111 @@ softmig_otm_resync_all(SoftmigMigration *m)
 }
 
 /*
+ * check_quarantine
+ *		Refuse (SM005) a statement on the authoritative side that touched a
+ *		quarantined entity: the legacy keys of its old and new rows (on the
+ *		target, of their entity columns) are computed as the written
+ *		table's owner, then looked up (softmig_refuse_quarantined).  The
+ *		caller holds an SPI connection with the transition tables
+ *		registered.
+ */
+static void
+check_quarantine(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
+{
+	Oid			relid = (side == SIDE_LEGACY) ? m->legacy : m->target;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+	bool		isnull;
+	Datum		keys;
+
+	softmig_enter_owner_context(softmig_rel_owner(relid), &save_nest, &save_user, &save_sec);
+	run(m, OTM_KEYS, relid, !TRIGGER_FIRED_BY_DELETE(td->tg_event),
+		!TRIGGER_FIRED_BY_INSERT(td->tg_event), SPI_OK_SELECT);
+	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	if (!isnull)
+		softmig_refuse_quarantined(m, td->tg_relation, keys);
+}
+
+/*
+ * softmig_otm_resync_keys
+ *		Bring the entities "keys" names (a legacy key as jsonb or a jsonb
+ *		array of them, typed and distinct, none quarantined: the caller
+ *		checked) in line with
+ *		their authority, exactly as the write path does for a statement
+ *		that touched them (hydrate, and release of a quarantine):
+ *		  mirrored             each entity's target set is rewritten from
+ *		                       its legacy row (backfill's per-entity
+ *		                       rewrite), or deleted when legacy has no row
+ *		  new_write, new_read  each entity's set is aggregated into its
+ *		                       legacy row (the projection: representable,
+ *		                       the envelope and on_new_only = reject
+ *		                       included), which goes when the set is empty
+ *		Takes the entity locks a writer of those entities takes (held to
+ *		the end of the transaction), so it serialises with live writers and
+ *		backfill and reads the entities after they committed.  Other states:
+ *		nothing to do.  Returns the number of entities.
+ */
+int64
+softmig_otm_resync_keys(SoftmigMigration *m, Datum keys)
+{
+	Oid			argtypes[1] = {JSONBOID};
+	Datum		values[1] = {keys};
+	bool		mirrored = (m->state == SM_MIRRORED);
+	Oid			relid = mirrored ? m->legacy : m->target;
+	volatile uint64 n = 0;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	if (m->state != SM_MIRRORED && m->state != SM_NEW_WRITE && m->state != SM_NEW_READ)
+		return 0;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/* the entities as rows of the authoritative table (its owner's types) */
+	softmig_enter_owner_context(softmig_rel_owner(relid), &save_nest, &save_user, &save_sec);
+	softmig_spi_expect(SPI_execute_plan(softmig_cached_plan(m, otm_text(m, OTM_ENTITIES, relid, true, false),
+															1, argtypes),
+										values, NULL, true, 0),
+					   SPI_OK_SELECT, "list the entities of a one_to_many migration");
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	n = store_result("softmig_new");
+	softmig_mirror_enter(m->id);
+	PG_TRY();
+	{
+		if (n > 0 && mirrored)
+		{
+			/* as backfill rewrites a batch, then the sets legacy lacks go */
+			softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
+			lock_entities(m, OTM_LOCK_LEGACY, InvalidOid, true, false);
+			run(m, OTM_GONE, InvalidOid, true, false, SPI_OK_SELECT);
+			(void) store_result("softmig_old");
+			run(m, OTM_BF_FRESH, InvalidOid, true, false, SPI_OK_SELECT);
+			(void) store_result("softmig_new");
+			run(m, OTM_MIRROR_UPSERT, InvalidOid, true, false, SPI_OK_INSERT);
+			run(m, OTM_MIRROR_DELETE, InvalidOid, false, true, SPI_OK_DELETE);
+			softmig_leave_owner_context(save_nest, save_user, save_sec);
+		}
+		else if (n > 0)
+		{
+			Relation	rel = table_open(m->target, AccessShareLock);
+
+			(void) project_sets(m, m->target, true, false, rel);
+			table_close(rel, NoLock);
+		}
+	}
+	PG_FINALLY();
+	{
+		softmig_mirror_leave();
+	}
+	PG_END_TRY();
+	SPI_finish();
+	return (int64) n;
+}
+
+/*
  * softmig_otm_write
  *		The AFTER statement trigger's work for a one-to-many migration on
  *		the authoritative side (the caller checked side == authority and
@@ -595,6 +703,8 @@ softmig_otm_write(TriggerData *td, SoftmigMigration *m, SoftmigSide side)
 
 	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "SPI_register_trigger_data failed");
+	if (m->n_quarantined > 0)
+		check_quarantine(td, m, side);
 	softmig_mirror_enter(m->id);
 	PG_TRY();
 	{
@@ -862,6 +972,62 @@ text_or_null(HeapTuple tup, int col, bool *isnull)
 }
 
 /*
+ * quarantined_keys
+ *		The quarantined entities of m (legacy keys as jsonb, typed like
+ *		legacy's key columns), read as the catalog owner; parity skips them.
+ *		The caller is connected to SPI; the list lives in its context.
+ */
+static List *
+quarantined_keys(SoftmigMigration *m)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(m->id)};
+	Oid			save_user;
+	int			save_sec;
+	List	   *result = NIL;
+
+	softmig_become_catalog_owner(&save_user, &save_sec);
+	softmig_spi_expect(SPI_execute_with_args("SELECT k FROM softmig._quarantined_keys($1) AS k WHERE k IS NOT NULL",
+											 1, argtypes, values, NULL, true, 0),
+					   SPI_OK_SELECT, "read the quarantine");
+	softmig_set_user(save_user, save_sec);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		result = lappend(result, DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[i],
+																	 SPI_tuptable->tupdesc, 1, &isnull)));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return result;
+}
+
+/*
+ * is_quarantined
+ *		Is row i of the last comparison (its column 2 the entity's legacy
+ *		key) one of the quarantined entities qkeys?
+ */
+static bool
+is_quarantined(List *qkeys, uint64 i)
+{
+	ListCell   *lc;
+	bool		isnull;
+	Jsonb	   *key;
+
+	if (qkeys == NIL)
+		return false;
+	key = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+	if (isnull)
+		return false;
+	foreach(lc, qkeys)
+	{
+		if (compareJsonbContainers(&((Jsonb *) lfirst(lc))->root, &key->root) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
  * softmig_otm_parity_rows
  *		softmig.parity for a one-to-many migration: one row per entity whose
  *		legacy row's expansion and target set differ as multisets (kind
@@ -871,8 +1037,11 @@ text_or_null(HeapTuple tup, int col, bool *isnull)
 void
 softmig_otm_parity_rows(SoftmigMigration *m, Tuplestorestate *ts, TupleDesc desc)
 {
+	List	   *qkeys;
+
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	qkeys = quarantined_keys(m);
 	otm_compare(m, parity_kind(m), NULL, "softmig.parity");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -881,6 +1050,8 @@ softmig_otm_parity_rows(SoftmigMigration *m, Tuplestorestate *ts, TupleDesc desc
 		bool		nulls[5] = {false, false, true, false, false};
 		bool		isnull;
 
+		if (is_quarantined(qkeys, i))
+			continue;			/* quarantined entities are left out */
 		values[0] = text_or_null(tup, 1, &nulls[0]);
 		values[1] = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
 		values[2] = (Datum) 0;
@@ -908,14 +1079,24 @@ softmig_otm_parity_summary(SoftmigMigration *m, int sample)
 	Datum		result;
 	bool		isnull;
 
+	List	   *qkeys;
+	uint64		skipped = 0;
+
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	qkeys = quarantined_keys(m);
 	otm_compare(m, parity_kind(m), NULL, "softmig.parity");
 	for (int k = 0; k < 3; k++)
 		initStringInfo(&samples[k]);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char	   *kind = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (is_quarantined(qkeys, i))
+		{
+			skipped++;			/* quarantined entities are left out */
+			continue;
+		}
 
 		for (int k = 0; k < 3; k++)
 		{
@@ -929,8 +1110,9 @@ softmig_otm_parity_summary(SoftmigMigration *m, int sample)
 	initStringInfo(&out);
 	appendStringInfo(&out, "{\"cardinality\": \"one_to_many\", \"missing_in_target\": " UINT64_FORMAT
 					 ", \"missing_in_legacy\": " UINT64_FORMAT ", \"mismatch\": " UINT64_FORMAT
-					 ", \"mismatch_fields\": {}, \"sample\": {",
-					 found[0], found[1], found[2]);
+					 ", \"mismatch_fields\": {}, \"quarantined_entities_skipped\": " UINT64_FORMAT
+					 ", \"sample\": {",
+					 found[0], found[1], found[2], skipped);
 	for (int k = 0; k < 3; k++)
 		appendStringInfo(&out, "%s\"%s\": [%s]", k ? ", " : "", kinds[k], samples[k].data);
 	appendStringInfoString(&out, "}, \"compared_fields\": [");
@@ -976,6 +1158,9 @@ softmig_otm_inspect(SoftmigMigration *m, Jsonb *key)
 	char	   *parity = "absent";
 	char	   *expansion = "[]";
 	char	   *aggregate = "null";
+	char	   *legacy_row;
+	char	   *target_set;
+	char	   *quarantine = NULL;
 
 	/* the key names exactly the legacy key columns */
 	{
@@ -1042,18 +1227,35 @@ softmig_otm_inspect(SoftmigMigration *m, Jsonb *key)
 	softmig_spi_expect(SPI_execute_plan(softmig_cached_plan(m, sql.data, 1, argtypes), values, NULL, true, 1),
 					   SPI_OK_SELECT, "inspect a one_to_many migration");
 	softmig_leave_readonly_context(save_nest, save_user, save_sec, save_ro);
+	legacy_row = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	target_set = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+	/* the quarantine of the entity (catalog data, as its owner) */
+	{
+		Oid			qtypes[2] = {INT4OID, JSONBOID};
+		Datum		qvalues[2] = {Int32GetDatum(m->id), JsonbPGetDatum(key)};
+
+		softmig_become_catalog_owner(&save_user, &save_sec);
+		softmig_spi_expect(SPI_execute_with_args("SELECT pg_catalog.to_jsonb(q) OPERATOR(pg_catalog.-) 'migration_id' "
+												 "FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) $1 "
+												 "AND q.key OPERATOR(pg_catalog.=) softmig._key_typed($1, $2)",
+												 2, qtypes, qvalues, NULL, true, 1),
+						   SPI_OK_SELECT, "read the quarantine");
+		softmig_set_user(save_user, save_sec);
+		if (SPI_processed > 0)
+			quarantine = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	}
 
 	initStringInfo(&out);
 	appendStringInfoString(&out, "{\"migration\": ");
 	escape_json(&out, m->name);
 	appendStringInfo(&out, ", \"cardinality\": \"one_to_many\", \"key\": %s, \"parity\": \"%s\", "
-					 "\"compares\": \"%s\", \"legacy\": %s, \"expansion\": %s, \"target\": %s, \"aggregate\": %s}",
+					 "\"compares\": \"%s\", \"legacy\": %s, \"expansion\": %s, \"target\": %s, \"aggregate\": %s, "
+					 "\"flags\": {\"quarantined\": %s, \"quarantine\": %s}}",
 					 JsonbToCString(NULL, &key->root, 0), parity,
 					 parity_kind(m) == OTM_PARITY ? "expansion" : "aggregate",
-					 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) ?
-					 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : "null",
-					 expansion,
-					 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), aggregate);
+					 legacy_row ? legacy_row : "null", expansion, target_set, aggregate,
+					 quarantine ? "true" : "false", quarantine ? quarantine : "null");
 	result = SPI_datumTransfer(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)), false, -1);
 	SPI_finish();
 	return result;

@@ -37,7 +37,11 @@ typedef enum OtmStmt
 	OTM_PARITY,					/* parity: every entity whose sets differ */
 	OTM_PARITY_AGG,				/* parity: legacy rows unlike their set's
 								 * aggregate ($1 NULL), or one entity's */
-	OTM_INSPECT					/* inspect: one entity, $1 its legacy key */
+	OTM_INSPECT,				/* inspect: one entity, $1 its legacy key */
+	OTM_KEYS,					/* the touched entities' legacy keys (jsonb) */
+	OTM_ENTITIES,				/* hydrate: the rows that stand for the
+								 * entities $1 (array of legacy keys) */
+	OTM_GONE					/* hydrate: those of them legacy lacks */
 } OtmStmt;
 
 extern char *softmig_otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_old);

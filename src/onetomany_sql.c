@@ -765,6 +765,79 @@ sql_bf_delete(StringInfo buf, SoftmigMigration *m)
 }
 
 /*
+ * sql_keys
+ *		OTM_KEYS: the legacy keys (jsonb, typed like legacy's key columns)
+ *		of the entities a statement touched, as one jsonb array (NULL when
+ *		none), for the quarantine check.
+ */
+static void
+sql_keys(StringInfo buf, SoftmigMigration *m, bool legacy_side, bool has_new, bool has_old)
+{
+	ListCell   *c;
+
+	appendStringInfoString(buf, "SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(");
+	foreach(c, m->legacy_key)
+		appendStringInfo(buf, "%s%s, (x.softmig_e%d)::%s", foreach_current_index(c) > 0 ? ", " : "",
+						 quote_literal_cstr(lfirst(c)), foreach_current_index(c) + 1,
+						 softmig_otm_col_type(m->legacy, lfirst(c)));
+	appendStringInfoString(buf, ")) FROM (");
+	append_touched(buf, m, legacy_side, has_new, has_old);
+	appendStringInfoString(buf, ") x");
+}
+
+/*
+ * sql_entities
+ *		OTM_ENTITIES: the entities $1 names (a legacy key as jsonb, or a
+ *		jsonb array of them) as rows of the table whose write stands for them: legacy's row type
+ *		while legacy is the authority (relid = legacy), else the target's,
+ *		with the entity columns set (relid = target).  The statements of
+ *		the write path then read them as a transition table.
+ */
+static void
+sql_entities(StringInfo buf, SoftmigMigration *m, Oid relid)
+{
+	const char *keys = "CASE pg_catalog.jsonb_typeof($1) WHEN 'array' THEN $1 ELSE pg_catalog.jsonb_build_array($1) END";
+	ListCell   *c;
+	ListCell   *e;
+
+	if (relid == m->legacy)
+	{
+		appendStringInfo(buf, "SELECT r.* FROM pg_catalog.jsonb_populate_recordset(NULL::%s, %s) r",
+						 softmig_qualified_relname(m->legacy), keys);
+		return;
+	}
+	appendStringInfo(buf, "SELECT r.* FROM pg_catalog.jsonb_array_elements(%s) AS k(v), "
+					 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, pg_catalog.jsonb_build_object(",
+					 keys, softmig_qualified_relname(m->target));
+	forboth(c, m->legacy_key, e, m->target_key)
+		appendStringInfo(buf, "%s%s, k.v OPERATOR(pg_catalog.->) %s", foreach_current_index(c) > 0 ? ", " : "",
+						 quote_literal_cstr(lfirst(e)), quote_literal_cstr(lfirst(c)));
+	appendStringInfoString(buf, ")) r");
+}
+
+/*
+ * sql_gone
+ *		OTM_GONE: of the entities in softmig_new (legacy-shaped rows), those
+ *		legacy holds no row for (their sets are to be deleted).
+ */
+static void
+sql_gone(StringInfo buf, SoftmigMigration *m)
+{
+	char	   *legacy = softmig_qualified_relname(m->legacy);
+
+	appendStringInfoString(buf, "SELECT n.* FROM softmig_new n WHERE NOT EXISTS (SELECT 1 FROM ");
+	appendStringInfo(buf, "%s l WHERE ", legacy);
+	{
+		ListCell   *c;
+
+		foreach(c, m->legacy_key)
+			appendStringInfo(buf, "%sl.%s = n.%s", foreach_current_index(c) > 0 ? " AND " : "",
+							 quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
+	}
+	appendStringInfoChar(buf, ')');
+}
+
+/*
  * softmig_otm_sql
  *		The SQL text of statement kind for a statement firing on relid (the
  *		relation id is part of the text, so the kept plan of a partition's
@@ -825,6 +898,15 @@ softmig_otm_sql(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool
 			break;
 		case OTM_BF_DELETE:
 			sql_bf_delete(&buf, m);
+			break;
+		case OTM_KEYS:
+			sql_keys(&buf, m, relid == m->legacy, has_new, has_old);
+			break;
+		case OTM_ENTITIES:
+			sql_entities(&buf, m, relid);
+			break;
+		case OTM_GONE:
+			sql_gone(&buf, m);
 			break;
 	}
 	return buf.data;

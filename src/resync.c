@@ -27,6 +27,7 @@
 
 #include "softmig.h"
 #include "backfillint.h"
+#include "onetomany.h"
 
 /*
  * touch_or_delete
@@ -139,6 +140,8 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 
 	if (m->state == SM_LEGACY || m->state == SM_CUTOVER)
 		PG_RETURN_INT64(0);		/* nothing is projected in these states */
+	if (m->one_to_many)			/* the entity's set (onetomany.c) */
+		PG_RETURN_INT64(softmig_otm_resync_keys(m, JsonbPGetDatum(key)));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	c = softmig_bf_context(m);
@@ -288,7 +291,8 @@ softmig_normalize_key(PG_FUNCTION_ARGS)
 	StringInfoData cols;
 	ListCell   *k;
 	ListCell   *t;
-	SoftmigDest *bwd;
+	List	   *keycols = m->legacy_key;
+	List	   *keytypes = NIL;
 	int			save_nest;
 	Oid			save_user;
 	int			save_sec;
@@ -299,21 +303,33 @@ softmig_normalize_key(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy key columns and
-												 * types */
+	if (m->one_to_many)
+	{
+		/* a set per entity: the types of legacy's key columns themselves */
+		foreach(k, keycols)
+			keytypes = lappend(keytypes, softmig_otm_col_type(m->legacy, lfirst(k)));
+	}
+	else
+	{
+		SoftmigDest *bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy key columns
+																 * and types */
+
+		keycols = bwd->keycols;
+		keytypes = bwd->keytypes;
+	}
 
 	/*
 	 * jsonb_to_record reads each value as jsonb_populate_record does, so a
 	 * composite or array key given as a JSON object or array works too.
 	 */
 	initStringInfo(&cols);
-	forboth(k, bwd->keycols, t, bwd->keytypes)
+	forboth(k, keycols, t, keytypes)
 		appendStringInfo(&cols, "%s%s %s", cols.len ? ", " : "",
 						 quote_identifier(lfirst(k)), (char *) lfirst(t));
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "SELECT %s FROM pg_catalog.jsonb_to_record($1) AS softmig_b(%s)",
-					 softmig_json_object_sql(bwd->keycols,
-											 softmig_quoted_idents(bwd->keycols, "softmig_b.")),
+					 softmig_json_object_sql(keycols,
+											 softmig_quoted_idents(keycols, "softmig_b.")),
 					 cols.data);
 	values[0] = key;
 	softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);

@@ -182,6 +182,8 @@ extern void softmig_otm_parity_rows(SoftmigMigration *m, Tuplestorestate *ts, Tu
 extern Datum softmig_otm_parity_summary(SoftmigMigration *m, int sample);
 extern Datum softmig_otm_inspect(SoftmigMigration *m, Jsonb *key);
 extern int64 softmig_otm_resync_all(SoftmigMigration *m);
+extern int64 softmig_otm_resync_keys(SoftmigMigration *m, Datum keys);
+extern void softmig_refuse_quarantined(SoftmigMigration *m, Relation rel, Datum keys);
 
 /* envelope.c: the write path's side of the rollback envelope */
 extern void softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null,

@@ -2939,6 +2939,12 @@ BEGIN
             DETAIL = 'The members of a split or a merge move only as one group, and a cross-database migration cannot be a group member.',
             HINT = 'Migrate the entity''s tables within one database, or move the whole legacy table across databases with one migration.';
     END IF;
+    IF options OPERATOR(pg_catalog.->>) 'cardinality' OPERATOR(pg_catalog.=) 'one_to_many' THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('cross-database migration "%s" cannot be one_to_many', v_name),
+            DETAIL = 'The legacy side in the other database applies one row per row; a one_to_many migration rewrites and aggregates whole sets of target rows.',
+            HINT = 'Run a one_to_many migration within one database (doc/shapes.md).';
+    END IF;
     PERFORM @extschema@._remote_check_wal_level();
     v_tag := @extschema@._remote_tag(v_name);
     IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name)
@@ -5381,3 +5387,127 @@ BEGIN
     END IF;
     RETURN pg_catalog.array_to_string(lines, E'\n');
 END $$;
+
+
+-------------------------------------------------------------------------------
+-- One-to-many per entity: hydrate takes entity keys (_hydrate_entities),
+-- release re-syncs an entity's set (C), quarantine refuses its writes (C);
+-- create_remote_migration refuses one_to_many (0A000) where this script
+-- creates it, above
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._hydrate_entities(m @extschema@.migrations, p_keys jsonb)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_keys jsonb := '[]';
+    v_key jsonb;
+    v_quarantined jsonb;
+    e jsonb;
+    v_n bigint;
+BEGIN
+    IF p_keys IS NULL OR pg_catalog.jsonb_typeof(p_keys) OPERATOR(pg_catalog.<>) 'array' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('rows of one_to_many migration "%s" must be a jsonb array of entity keys', m.name),
+            HINT = pg_catalog.format('For example [{"%s": ...}]: each entity is brought in line with its authority.', m.legacy_key[1]);
+    END IF;
+    FOR e IN SELECT pg_catalog.jsonb_array_elements(p_keys) LOOP
+        v_key := @extschema@._normalize_key(m, e);
+        IF v_keys OPERATOR(pg_catalog.@>) pg_catalog.jsonb_build_array(v_key) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'rows name the same key twice';
+        END IF;
+        v_keys := v_keys OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(v_key);
+    END LOOP;
+    SELECT q.key INTO v_quarantined FROM @extschema@.quarantine q
+     WHERE q.migration_id OPERATOR(pg_catalog.=) m.id
+       AND pg_catalog.jsonb_build_array(q.key) OPERATOR(pg_catalog.<@) v_keys
+     ORDER BY q.key LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SM005',
+            MESSAGE = pg_catalog.format('cannot hydrate entity %s of migration "%s": it is quarantined', v_quarantined, m.name),
+            HINT = 'softmig.release re-syncs a quarantined entity from its authority.';
+    END IF;
+    -- every entity in one statement: their locks are taken in one order
+    v_n := @extschema@._resync_key(m.id, v_keys);
+    PERFORM @extschema@._history(m.id, 'hydrate', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('entities', v_n, 'keys', v_keys));
+    RETURN v_n;
+END $$;
+COMMENT ON FUNCTION @extschema@._hydrate_entities(@extschema@.migrations, jsonb) IS
+    'internal: softmig.hydrate of a one_to_many migration: bring each entity named in a jsonb array of legacy keys in line with its authority';
+
+CREATE OR REPLACE FUNCTION @extschema@._hydrate(p_name text, p_rows jsonb, p_as_of pg_snapshot)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(p_name);
+    v_cols text[];
+    v_bad text;
+    v_authority jsonb;
+    v_n bigint;
+BEGIN
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('cannot hydrate migration "%s" in state %s', m.name, m.state),
+            DETAIL = 'Hydration merges into a target that softmig keeps in step: states mirrored, new_write and new_read.';
+    END IF;
+    IF m.options OPERATOR(pg_catalog.->>) 'cardinality' OPERATOR(pg_catalog.=) 'one_to_many' THEN
+        -- per entity: rows are legacy keys, the sets are read fresh under their locks (no snapshot)
+        RETURN @extschema@._hydrate_entities(m, p_rows);
+    END IF;
+    IF p_rows IS NULL OR pg_catalog.jsonb_typeof(p_rows) OPERATOR(pg_catalog.<>) 'array' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'rows must be a jsonb array of objects shaped like the target table';
+    END IF;
+    IF p_as_of IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'as_of must be the snapshot the rows were computed from',
+            HINT = 'Take it with pg_current_snapshot() in the transaction that exported the data.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(p_rows) e
+                WHERE pg_catalog.jsonb_typeof(e) OPERATOR(pg_catalog.<>) 'object') THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'every element of rows must be a jsonb object';
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text) INTO v_cols FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) m.target AND a.attnum OPERATOR(pg_catalog.>) 0
+       AND NOT a.attisdropped AND a.attgenerated OPERATOR(pg_catalog.=) '';
+    SELECT k INTO v_bad FROM pg_catalog.jsonb_array_elements(p_rows) e, pg_catalog.jsonb_object_keys(e) k
+     WHERE k OPERATOR(pg_catalog.<>) ALL (v_cols) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_column',
+            MESSAGE = pg_catalog.format('column "%s" of the hydrated rows is not a writable column of %s', v_bad, m.target);
+    END IF;
+    SELECT k INTO v_bad FROM pg_catalog.jsonb_array_elements(p_rows) e, pg_catalog.unnest(m.target_key) k
+     WHERE NOT e ? k OR e OPERATOR(pg_catalog.->) k OPERATOR(pg_catalog.=) 'null'::jsonb LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('a hydrated row lacks key column "%s"', v_bad),
+            HINT = pg_catalog.format('Every row needs the target key: %s.', pg_catalog.array_to_string(m.target_key, ', '));
+    END IF;
+    IF (SELECT pg_catalog.count(*) OPERATOR(pg_catalog.<>) pg_catalog.count(DISTINCT k)
+          FROM (SELECT (SELECT pg_catalog.jsonb_object_agg(kk, e OPERATOR(pg_catalog.->) kk)
+                          FROM pg_catalog.unnest(m.target_key) kk) AS k
+                  FROM pg_catalog.jsonb_array_elements(p_rows) e) x) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'rows name the same key twice';
+    END IF;
+
+    -- who owns what: unmapped target columns and handed-over fields belong
+    -- to the target; in mirrored the mapped ones belong to legacy
+    SELECT COALESCE(pg_catalog.jsonb_object_agg(c, 'new'), '{}') INTO v_authority
+      FROM pg_catalog.unnest(v_cols) c
+     WHERE NOT EXISTS (SELECT 1 FROM @extschema@.mappings mp
+                        WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id
+                          AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+                          AND mp.column_name::text OPERATOR(pg_catalog.=) c)
+        OR EXISTS (SELECT 1 FROM @extschema@.field_authority fa
+                    WHERE fa.migration_id OPERATOR(pg_catalog.=) m.id AND fa.field::text OPERATOR(pg_catalog.=) c
+                      AND fa.side OPERATOR(pg_catalog.=) 'new');
+
+    v_n := @extschema@._hydrate_exec(m.id, p_rows, p_as_of, v_authority,
+        CASE WHEN m.state OPERATOR(@extschema@.=) 'mirrored' THEN 'legacy' ELSE 'new' END::@extschema@.side);
+    PERFORM @extschema@._history(m.id, 'hydrate', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('rows', pg_catalog.jsonb_array_length(p_rows), 'changed', v_n,
+                                      'as_of', p_as_of::text));
+    RETURN v_n;
+END $$;
+COMMENT ON FUNCTION @extschema@._hydrate(text, jsonb, pg_snapshot) IS 'internal: implementation of softmig.hydrate';
+REVOKE ALL ON FUNCTION @extschema@._hydrate_entities(@extschema@.migrations, jsonb) FROM PUBLIC;

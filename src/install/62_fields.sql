@@ -147,6 +147,46 @@ RETURNS bigint AS 'MODULE_PATHNAME', 'softmig_hydrate_exec' LANGUAGE C VOLATILE 
 COMMENT ON FUNCTION @extschema@._hydrate_exec(integer, jsonb, pg_snapshot, jsonb, @extschema@.side) IS
     'internal: the set-based statements of softmig.hydrate, run as the caller';
 
+CREATE FUNCTION @extschema@._hydrate_entities(m @extschema@.migrations, p_keys jsonb)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_keys jsonb := '[]';
+    v_key jsonb;
+    v_quarantined jsonb;
+    e jsonb;
+    v_n bigint;
+BEGIN
+    IF p_keys IS NULL OR pg_catalog.jsonb_typeof(p_keys) OPERATOR(pg_catalog.<>) 'array' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('rows of one_to_many migration "%s" must be a jsonb array of entity keys', m.name),
+            HINT = pg_catalog.format('For example [{"%s": ...}]: each entity is brought in line with its authority.', m.legacy_key[1]);
+    END IF;
+    FOR e IN SELECT pg_catalog.jsonb_array_elements(p_keys) LOOP
+        v_key := @extschema@._normalize_key(m, e);
+        IF v_keys OPERATOR(pg_catalog.@>) pg_catalog.jsonb_build_array(v_key) THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'rows name the same key twice';
+        END IF;
+        v_keys := v_keys OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(v_key);
+    END LOOP;
+    SELECT q.key INTO v_quarantined FROM @extschema@.quarantine q
+     WHERE q.migration_id OPERATOR(pg_catalog.=) m.id
+       AND pg_catalog.jsonb_build_array(q.key) OPERATOR(pg_catalog.<@) v_keys
+     ORDER BY q.key LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SM005',
+            MESSAGE = pg_catalog.format('cannot hydrate entity %s of migration "%s": it is quarantined', v_quarantined, m.name),
+            HINT = 'softmig.release re-syncs a quarantined entity from its authority.';
+    END IF;
+    -- every entity in one statement: their locks are taken in one order
+    v_n := @extschema@._resync_key(m.id, v_keys);
+    PERFORM @extschema@._history(m.id, 'hydrate', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('entities', v_n, 'keys', v_keys));
+    RETURN v_n;
+END $$;
+COMMENT ON FUNCTION @extschema@._hydrate_entities(@extschema@.migrations, jsonb) IS
+    'internal: softmig.hydrate of a one_to_many migration: bring each entity named in a jsonb array of legacy keys in line with its authority';
+
 CREATE FUNCTION @extschema@._hydrate(p_name text, p_rows jsonb, p_as_of pg_snapshot)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -161,6 +201,10 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot hydrate migration "%s" in state %s', m.name, m.state),
             DETAIL = 'Hydration merges into a target that softmig keeps in step: states mirrored, new_write and new_read.';
+    END IF;
+    IF m.options OPERATOR(pg_catalog.->>) 'cardinality' OPERATOR(pg_catalog.=) 'one_to_many' THEN
+        -- per entity: rows are legacy keys, the sets are read fresh under their locks (no snapshot)
+        RETURN @extschema@._hydrate_entities(m, p_rows);
     END IF;
     IF p_rows IS NULL OR pg_catalog.jsonb_typeof(p_rows) OPERATOR(pg_catalog.<>) 'array' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
@@ -226,5 +270,6 @@ COMMENT ON FUNCTION @extschema@.hydrate(text, jsonb, pg_snapshot) IS
 
 REVOKE ALL ON FUNCTION
     @extschema@._hydrate_exec(integer, jsonb, pg_snapshot, jsonb, @extschema@.side),
+    @extschema@._hydrate_entities(@extschema@.migrations, jsonb),
     @extschema@._hydrate(text, jsonb, pg_snapshot)
 FROM PUBLIC;

@@ -674,6 +674,12 @@ BEGIN
             DETAIL = 'The members of a split or a merge move only as one group, and a cross-database migration cannot be a group member.',
             HINT = 'Migrate the entity''s tables within one database, or move the whole legacy table across databases with one migration.';
     END IF;
+    IF options OPERATOR(pg_catalog.->>) 'cardinality' OPERATOR(pg_catalog.=) 'one_to_many' THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('cross-database migration "%s" cannot be one_to_many', v_name),
+            DETAIL = 'The legacy side in the other database applies one row per row; a one_to_many migration rewrites and aggregates whole sets of target rows.',
+            HINT = 'Run a one_to_many migration within one database (doc/shapes.md).';
+    END IF;
     PERFORM @extschema@._remote_check_wal_level();
     v_tag := @extschema@._remote_tag(v_name);
     IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name)
