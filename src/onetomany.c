@@ -144,28 +144,6 @@ otm_text(SoftmigMigration *m, OtmStmt kind, Oid relid, bool has_new, bool has_ol
 }
 
 /*
- * register_store
- *		Register rows (a tuplestore with desc) as the ephemeral relation
- *		name in the current SPI connection.
- */
-static void
-register_store(const char *name, TupleDesc desc, Tuplestorestate *rows, int64 n)
-{
-	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
-	int			rc;
-
-	enr->md.name = pstrdup(name);
-	enr->md.reliddesc = InvalidOid;
-	enr->md.tupdesc = desc;
-	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
-	enr->md.enrtuples = n;
-	enr->reldata = rows;
-	rc = SPI_register_relation(enr);
-	if (rc != SPI_OK_REL_REGISTER)
-		elog(ERROR, "SPI_register_relation failed: %s", SPI_result_code_string(rc));
-}
-
-/*
  * run
  *		Execute statement kind (kept plan) and check its SPI result code.
  */
@@ -274,7 +252,7 @@ store_result(const char *name)
 		tuplestore_puttuple(store, SPI_tuptable->vals[i]);
 	SPI_freetuptable(SPI_tuptable);
 	(void) SPI_unregister_relation(name);
-	register_store(name, desc, store, (int64) n);
+	softmig_spi_register_rows(name, InvalidOid, desc, store, (int64) n);
 	return n;
 }
 
@@ -492,7 +470,7 @@ project_sets(SoftmigMigration *m, Oid relid, bool has_new, bool has_old, Relatio
 	}
 	SPI_freetuptable(SPI_tuptable);
 	(void) SPI_unregister_relation(OTM_AGG);
-	register_store(OTM_AGG, desc, store, (int64) n);
+	softmig_spi_register_rows(OTM_AGG, InvalidOid, desc, store, (int64) n);
 
 	if (bad > 0)
 	{
@@ -739,8 +717,8 @@ fake_transition(Oid relid)
 	TupleDesc	desc = CreateTupleDescCopy(RelationGetDescr(rel));
 
 	table_close(rel, NoLock);
-	register_store("softmig_new", desc, tuplestore_begin_heap(false, false, work_mem), 0);
-	register_store("softmig_old", desc, tuplestore_begin_heap(false, false, work_mem), 0);
+	softmig_spi_register_rows("softmig_new", InvalidOid, desc, tuplestore_begin_heap(false, false, work_mem), 0);
+	softmig_spi_register_rows("softmig_old", InvalidOid, desc, tuplestore_begin_heap(false, false, work_mem), 0);
 }
 
 /*
@@ -909,7 +887,7 @@ softmig_otm_validate(SoftmigMigration *m)
 	aggdesc = CreateTupleDescCopy(((CachedPlanSource *) linitial(SPI_plan_get_plan_sources(plan)))->resultDesc);
 	SPI_freeplan(plan);
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
-	register_store(OTM_AGG, aggdesc, tuplestore_begin_heap(false, false, work_mem), 0);
+	softmig_spi_register_rows(OTM_AGG, InvalidOid, aggdesc, tuplestore_begin_heap(false, false, work_mem), 0);
 	prepare_check(softmig_otm_sql(m, OTM_PROJECT, m->target, true, true), lowner);
 	prepare_check(softmig_otm_sql(m, OTM_BAD_KEYS, m->target, true, true), towner);
 	SPI_finish();
