@@ -45,6 +45,7 @@ REGRESS += one_to_many
 REGRESS += one_to_many_backfill
 REGRESS += merge
 REGRESS += merge_gaps
+REGRESS += split_tools
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

@@ -5075,3 +5075,352 @@ COMMENT ON FUNCTION @extschema@._split_member_check(@extschema@.migrations, text
     'internal: raise 22023 unless an attribute member (its resolved mappings p_maps) has its owner''s key (legacy key of a split, target key of a merge) and maps columns of the shared table, none another member maps';
 REVOKE ALL ON FUNCTION @extschema@._split_member_check(@extschema@.migrations, text[], jsonb, text[], boolean) FROM PUBLIC;
 
+
+-------------------------------------------------------------------------------
+-- Split and merge, closing gaps: tools that act on one member's tables alone
+-- (per-field authority, hydrate, quarantine, shape views) refuse the members
+-- of a split or a merge (0A000, _refuse_split_member), and an owner that uses
+-- one of them takes no attribute member (_split_owner)
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._refuse_split_member(p_id integer, p_what text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_partners integer[] := @extschema@._split_partners(p_id);
+    m @extschema@.migrations;
+    v_shape text;
+BEGIN
+    IF pg_catalog.cardinality(v_partners) OPERATOR(pg_catalog.=) 0 THEN
+        RETURN;
+    END IF;
+    SELECT * INTO m FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id;
+    v_shape := CASE WHEN EXISTS (SELECT 1 FROM @extschema@.migrations x
+                                  WHERE x.id OPERATOR(pg_catalog.=) ANY (v_partners)
+                                    AND x.target OPERATOR(pg_catalog.=) m.target)
+                    THEN 'merge' ELSE 'split' END;
+    RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+        MESSAGE = pg_catalog.format('%s are not supported for migration "%s": it is a member of a %s', p_what, m.name, v_shape),
+        DETAIL = pg_catalog.format('The entity''s rows span the tables of migrations %s; this tool would act on the tables of one member alone.',
+                                   (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(x.name), ', ' ORDER BY x.name)
+                                      FROM @extschema@.migrations x
+                                     WHERE x.id OPERATOR(pg_catalog.=) ANY (v_partners || p_id))),
+        HINT = 'See doc/shapes.md, "Not built yet".';
+END $$;
+COMMENT ON FUNCTION @extschema@._refuse_split_member(integer, text) IS
+    'internal: raise 0A000 when migration p_id is a member of a split or a merge (p_what, plural, works on one member''s tables only)';
+REVOKE ALL ON FUNCTION @extschema@._refuse_split_member(integer, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._split_owner(p_name text, p_legacy regclass, p_target regclass)
+RETURNS @extschema@.migrations
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o @extschema@.migrations;
+BEGIN
+    SELECT * INTO o FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+            MESSAGE = pg_catalog.format('migration "%s" named by option attribute_of does not exist', p_name),
+            HINT = 'Create the migration that owns the entity first.';
+    END IF;
+    IF o.options ? 'attribute_of' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('migration "%s" is itself an attribute member of migration "%s"',
+                                        o.name, o.options OPERATOR(pg_catalog.->>) 'attribute_of'),
+            HINT = pg_catalog.format('Name the migration that owns the entity: "%s".', o.options OPERATOR(pg_catalog.->>) 'attribute_of');
+    END IF;
+    IF o.legacy OPERATOR(pg_catalog.<>) p_legacy::pg_catalog.oid
+       AND o.target OPERATOR(pg_catalog.<>) p_target::pg_catalog.oid THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('migration "%s" migrates neither table %s nor into table %s', o.name, p_legacy, p_target),
+            DETAIL = pg_catalog.format('An attribute member shares the legacy table (%s, a split) or the target table (%s, a merge) of the migration that owns the entity.',
+                                       o.legacy::regclass, o.target::regclass);
+    END IF;
+    IF o.state OPERATOR(@extschema@.<>) 'legacy' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is in state %s', o.name, o.state),
+            DETAIL = 'Attribute members are added while the migration that owns the entity is in state legacy.',
+            HINT = 'Roll it back to legacy first.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) o.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is a member of a group', o.name),
+            HINT = 'Create every member of the split first, then the group of all of them (softmig.drop_group, then softmig.create_group).';
+    END IF;
+    -- tools that act on one member's tables alone (_refuse_split_member)
+    IF EXISTS (SELECT 1 FROM @extschema@.field_authority f
+                WHERE f.migration_id OPERATOR(pg_catalog.=) o.id AND f.side OPERATOR(pg_catalog.=) 'new')
+       OR EXISTS (SELECT 1 FROM @extschema@.shape_views v WHERE v.migration_id OPERATOR(pg_catalog.=) o.id)
+       OR EXISTS (SELECT 1 FROM @extschema@.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) o.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('migration "%s" has fields given to the target, shape views or quarantined entities', o.name),
+            DETAIL = 'Per-field authority, shape views and quarantine are not supported for the members of a split or a merge.',
+            HINT = 'Hand the fields back (softmig.set_field_authority), drop the shape views (softmig.drop_shape_views) and release the entities (softmig.release) first; see doc/shapes.md, "Not built yet".';
+    END IF;
+    RETURN o;
+END $$;
+COMMENT ON FUNCTION @extschema@._split_owner(text, regclass, regclass) IS
+    'internal: the migration option attribute_of names, checked to own a split of table p_legacy or a merge into table p_target: 42704, 22023, 55000, 0A000';
+
+CREATE OR REPLACE FUNCTION @extschema@._set_field_authority(p_name text, p_field name, p_side @extschema@.side)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(p_name);
+    v_fwd text;
+    v_partners text[];
+    v_owned text[];
+    r record;
+    c text;
+BEGIN
+    IF p_field IS NULL OR p_side IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'field and side must not be null';
+    END IF;
+    m := @extschema@._lock_migration(m.id);
+    PERFORM @extschema@._refuse_one_to_many(m.id, 'per-field authorities');
+    PERFORM @extschema@._refuse_split_member(m.id, 'per-field authorities');
+    IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('migration "%s" spans two databases: its fields cannot change authority one by one', m.name),
+            DETAIL = 'A field owned by the target while legacy owns the rest needs replication in both directions at once, which PostgreSQL 15 cannot run without echoing changes back.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['legacy', 'mirrored']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('per-field authority of migration "%s" cannot change in state %s', m.name, m.state),
+            DETAIL = 'From new_write on, every field belongs to the target.';
+    END IF;
+    SELECT mp.expression INTO v_fwd FROM @extschema@.mappings mp
+     WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+       AND mp.column_name OPERATOR(pg_catalog.=) p_field;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_column',
+            MESSAGE = pg_catalog.format('"%s" is not a mapped column of target table %s', p_field, m.target),
+            HINT = 'Per-field authority applies to target columns fed by the forward mapping.';
+    END IF;
+    IF p_field::text OPERATOR(pg_catalog.=) ANY (m.target_key) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('key column "%s" cannot change authority on its own', p_field);
+    END IF;
+
+    IF p_side OPERATOR(pg_catalog.=) 'legacy' THEN
+        IF NOT COALESCE((SELECT e.open FROM @extschema@.envelope e WHERE e.migration_id OPERATOR(pg_catalog.=) m.id), true) THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" cannot move back to legacy: the rollback envelope of migration "%s" is closed', p_field, m.name);
+        END IF;
+        DELETE FROM @extschema@.field_authority
+         WHERE migration_id OPERATOR(pg_catalog.=) m.id AND field_authority.field OPERATOR(pg_catalog.=) p_field;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" of migration "%s" already belongs to legacy', p_field, m.name);
+        END IF;
+    ELSE
+        -- the fields the target will own, this one included
+        SELECT pg_catalog.array_agg(fa.field::text) OPERATOR(pg_catalog.||) ARRAY[p_field::text] INTO v_owned
+          FROM @extschema@.field_authority fa WHERE fa.migration_id OPERATOR(pg_catalog.=) m.id;
+        v_owned := COALESCE(v_owned, ARRAY[p_field::text]);
+        -- the legacy columns that carry it: backward mappings that read it
+        v_partners := '{}';
+        FOR r IN SELECT mp.column_name, mp.expression FROM @extschema@.mappings mp
+                  WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'backward'
+        LOOP
+            IF p_field::text OPERATOR(pg_catalog.=) ANY (@extschema@._expr_columns(r.expression)) THEN
+                IF NOT (@extschema@._expr_columns(r.expression) OPERATOR(pg_catalog.<@) v_owned) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                        MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                        DETAIL = pg_catalog.format('Legacy column "%s" (%s) also reads fields legacy still owns.',
+                                                   r.column_name, r.expression);
+                END IF;
+                IF r.column_name::text OPERATOR(pg_catalog.=) ANY (m.legacy_key) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                        MESSAGE = pg_catalog.format('field "%s" feeds legacy key column "%s"', p_field, r.column_name);
+                END IF;
+                v_partners := v_partners OPERATOR(pg_catalog.||) r.column_name::text;
+            END IF;
+        END LOOP;
+        IF pg_catalog.cardinality(v_partners) OPERATOR(pg_catalog.=) 0 THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('field "%s" has no backward mapping, so legacy could not follow the target''s writes', p_field);
+        END IF;
+        -- the carriers must not feed target columns that stay with legacy
+        FOR r IN SELECT mp.column_name, mp.expression FROM @extschema@.mappings mp
+                  WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+                    AND mp.column_name::text OPERATOR(pg_catalog.<>) ALL (v_owned)
+        LOOP
+            IF @extschema@._expr_columns(r.expression) OPERATOR(pg_catalog.&&) v_partners THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                    DETAIL = pg_catalog.format('Legacy column(s) %s that carry it also feed target column "%s" (%s), which legacy keeps.',
+                                               pg_catalog.array_to_string(v_partners, ', '), r.column_name, r.expression);
+            END IF;
+        END LOOP;
+        FOREACH c IN ARRAY @extschema@._expr_columns(v_fwd) LOOP
+            IF c OPERATOR(pg_catalog.<>) ALL (v_partners) THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = pg_catalog.format('field "%s" cannot be handed to the target on its own', p_field),
+                    DETAIL = pg_catalog.format('Its forward mapping (%s) reads legacy column "%s", which does not carry it back.', v_fwd, c);
+            END IF;
+        END LOOP;
+        INSERT INTO @extschema@.field_authority (migration_id, field, side, legacy_columns)
+        VALUES (m.id, p_field, 'new', v_partners)
+        ON CONFLICT (migration_id, field) DO NOTHING;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                MESSAGE = pg_catalog.format('field "%s" of migration "%s" already belongs to the target', p_field, m.name);
+        END IF;
+    END IF;
+    -- writers switch rules at their next lock on either table
+    PERFORM @extschema@._lock_tables(m, NULL);
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._validate(m.id);
+    PERFORM @extschema@._history(m.id, 'set_field_authority', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('field', p_field, 'side', p_side));
+END $$;
+COMMENT ON FUNCTION @extschema@._set_field_authority(text, name, @extschema@.side) IS
+    'internal: implementation of softmig.set_field_authority';
+
+CREATE OR REPLACE FUNCTION @extschema@._hydrate(p_name text, p_rows jsonb, p_as_of pg_snapshot)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(p_name);
+    v_cols text[];
+    v_bad text;
+    v_authority jsonb;
+    v_n bigint;
+BEGIN
+    PERFORM @extschema@._refuse_split_member(m.id, 'hydrates');
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('cannot hydrate migration "%s" in state %s', m.name, m.state),
+            DETAIL = 'Hydration merges into a target that softmig keeps in step: states mirrored, new_write and new_read.';
+    END IF;
+    IF p_rows IS NULL OR pg_catalog.jsonb_typeof(p_rows) OPERATOR(pg_catalog.<>) 'array' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'rows must be a jsonb array of objects shaped like the target table';
+    END IF;
+    IF p_as_of IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'as_of must be the snapshot the rows were computed from',
+            HINT = 'Take it with pg_current_snapshot() in the transaction that exported the data.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(p_rows) e
+                WHERE pg_catalog.jsonb_typeof(e) OPERATOR(pg_catalog.<>) 'object') THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'every element of rows must be a jsonb object';
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text) INTO v_cols FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) m.target AND a.attnum OPERATOR(pg_catalog.>) 0
+       AND NOT a.attisdropped AND a.attgenerated OPERATOR(pg_catalog.=) '';
+    SELECT k INTO v_bad FROM pg_catalog.jsonb_array_elements(p_rows) e, pg_catalog.jsonb_object_keys(e) k
+     WHERE k OPERATOR(pg_catalog.<>) ALL (v_cols) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'undefined_column',
+            MESSAGE = pg_catalog.format('column "%s" of the hydrated rows is not a writable column of %s', v_bad, m.target);
+    END IF;
+    SELECT k INTO v_bad FROM pg_catalog.jsonb_array_elements(p_rows) e, pg_catalog.unnest(m.target_key) k
+     WHERE NOT e ? k OR e OPERATOR(pg_catalog.->) k OPERATOR(pg_catalog.=) 'null'::jsonb LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('a hydrated row lacks key column "%s"', v_bad),
+            HINT = pg_catalog.format('Every row needs the target key: %s.', pg_catalog.array_to_string(m.target_key, ', '));
+    END IF;
+    IF (SELECT pg_catalog.count(*) OPERATOR(pg_catalog.<>) pg_catalog.count(DISTINCT k)
+          FROM (SELECT (SELECT pg_catalog.jsonb_object_agg(kk, e OPERATOR(pg_catalog.->) kk)
+                          FROM pg_catalog.unnest(m.target_key) kk) AS k
+                  FROM pg_catalog.jsonb_array_elements(p_rows) e) x) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'rows name the same key twice';
+    END IF;
+
+    -- who owns what: unmapped target columns and handed-over fields belong
+    -- to the target; in mirrored the mapped ones belong to legacy
+    SELECT COALESCE(pg_catalog.jsonb_object_agg(c, 'new'), '{}') INTO v_authority
+      FROM pg_catalog.unnest(v_cols) c
+     WHERE NOT EXISTS (SELECT 1 FROM @extschema@.mappings mp
+                        WHERE mp.migration_id OPERATOR(pg_catalog.=) m.id
+                          AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+                          AND mp.column_name::text OPERATOR(pg_catalog.=) c)
+        OR EXISTS (SELECT 1 FROM @extschema@.field_authority fa
+                    WHERE fa.migration_id OPERATOR(pg_catalog.=) m.id AND fa.field::text OPERATOR(pg_catalog.=) c
+                      AND fa.side OPERATOR(pg_catalog.=) 'new');
+
+    v_n := @extschema@._hydrate_exec(m.id, p_rows, p_as_of, v_authority,
+        CASE WHEN m.state OPERATOR(@extschema@.=) 'mirrored' THEN 'legacy' ELSE 'new' END::@extschema@.side);
+    PERFORM @extschema@._history(m.id, 'hydrate', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('rows', pg_catalog.jsonb_array_length(p_rows), 'changed', v_n,
+                                      'as_of', p_as_of::text));
+    RETURN v_n;
+END $$;
+COMMENT ON FUNCTION @extschema@._hydrate(text, jsonb, pg_snapshot) IS 'internal: implementation of softmig.hydrate';
+
+CREATE OR REPLACE FUNCTION @extschema@._quarantine(name text, key jsonb, reason text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_key jsonb;
+BEGIN
+    PERFORM @extschema@._refuse_split_member(m.id, 'quarantines');
+    IF reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'quarantine needs a reason';
+    END IF;
+    v_key := @extschema@._normalize_key(m, key);
+    INSERT INTO @extschema@.quarantine (migration_id, key, reason, actor)
+    VALUES (m.id, v_key, reason, @extschema@._actor())
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('entity %s of migration "%s" is already quarantined', v_key, m.name);
+    END IF;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(m.id, 'quarantine', m.state, m.state, reason,
+                                 pg_catalog.jsonb_build_object('key', v_key));
+END $$;
+COMMENT ON FUNCTION @extschema@._quarantine(text, jsonb, text) IS 'internal: implementation of softmig.quarantine';
+
+CREATE OR REPLACE FUNCTION @extschema@._create_shape_views(name text, legacy_schema name, new_schema name)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_owner name;
+    v_towner name;
+BEGIN
+    PERFORM @extschema@._refuse_one_to_many(m.id, 'shape views');
+    PERFORM @extschema@._refuse_split_member(m.id, 'shape views');
+    IF legacy_schema IS NULL OR new_schema IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'legacy_schema and new_schema must not be null';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('migration "%s" already has shape views', m.name),
+            HINT = 'softmig.drop_shape_views drops them.';
+    END IF;
+    IF legacy_schema OPERATOR(pg_catalog.=) new_schema
+       AND (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.legacy)
+           OPERATOR(pg_catalog.=) (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.target) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'legacy_schema and new_schema must differ when both tables have the same name';
+    END IF;
+    -- the views and their writes run as the tables' owner: one role
+    SELECT pg_catalog.pg_get_userbyid(c.relowner) INTO v_owner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.legacy;
+    SELECT pg_catalog.pg_get_userbyid(c.relowner) INTO v_towner FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) m.target;
+    IF v_owner OPERATOR(pg_catalog.<>) v_towner THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('tables %s and %s of migration "%s" have different owners', m.legacy, m.target, m.name),
+            DETAIL = 'A shape view writes either table as its owner and runs the mappings as that role; it must own both.',
+            HINT = 'Give both tables the same owner.';
+    END IF;
+    -- row security would be bypassed by the owner's rights
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY[m.legacy, m.target]::pg_catalog.oid[]) AND c.relrowsecurity) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('a table of migration "%s" has row level security enabled', m.name),
+            DETAIL = 'A shape view reads and writes with its owner''s rights, so a role with rights on the view would bypass the policies.',
+            HINT = 'Use the tables (or views of your own with security_invoker) for roles subject to row level security.';
+    END IF;
+    PERFORM @extschema@._create_shape_view(m, legacy_schema, 'legacy', v_owner);
+    PERFORM @extschema@._create_shape_view(m, new_schema, 'new', v_owner);
+    PERFORM @extschema@._history(m.id, 'create_shape_views', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('views', (SELECT pg_catalog.jsonb_agg(s.view_name::text ORDER BY s.shape)
+                                                  FROM @extschema@.shape_views s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id)));
+END $$;
+COMMENT ON FUNCTION @extschema@._create_shape_views(text, name, name) IS
+    'internal: implementation of softmig.create_shape_views';
