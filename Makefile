@@ -15,7 +15,7 @@ MODULE_big = softmig
 # (doc/architecture.md):
 #   common        identity spiutil sqltext expr state cache merge fence stmtcache
 #   write path    trigger mapping authority opkey groups; gate ddl (SQL API, DDL guard)
-#   operations    backfill hydrate progress
+#   operations    backfill mergeclear hydrate progress
 #   read paths    readpath route discovery
 #   observability parity parity* paritycache rules invariants
 #   cross-database remote remote_trigger remote_parity
@@ -47,6 +47,8 @@ REGRESS += merge
 REGRESS += shapes_partitioned
 REGRESS += shapes_observe
 REGRESS += one_to_many_tools
+REGRESS += merge_gaps
+REGRESS += split_tools
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

@@ -158,6 +158,7 @@ SELECT * FROM t.err($$UPDATE mg_v2.accounts SET user_id = 40 WHERE user_id = 4$$
 
 -- new_read, and back
 SELECT softmig.advance_group('mg');
+-- an accounts row without a theme makes no settings row
 INSERT INTO mg_v2.accounts VALUES (5, 'eve', NULL);
 SELECT * FROM mg.writes();
 SELECT softmig.rollback_group('mg', 'check the rollback');     -- new_write
@@ -165,7 +166,7 @@ SELECT softmig.rollback_group('mg', 'check the rollback');     -- new_write
 SELECT softmig.rollback_group('mg', 'check the rollback');
 INSERT INTO mg.settings VALUES (6, 'teal');
 INSERT INTO mg.profiles VALUES (6, 'fay');
-UPDATE mg.settings SET theme = 'lime' WHERE user_id = 5;
+INSERT INTO mg.settings VALUES (5, 'lime');
 DELETE FROM mg.settings WHERE user_id = 4;
 SELECT * FROM mg.writes();
 SELECT * FROM mg.entity();

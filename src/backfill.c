@@ -984,10 +984,60 @@ softmig_bf_append_key_not_null(StringInfo buf, List *keycols, const char *prefix
 }
 
 /*
+ * step_attribute_clear
+ *		The orphans operation of an attribute member of a merge, which
+ *		deletes no entity (the owner's does): lock the entities of up to
+ *		batch target rows that keep a value of the member's columns whose
+ *		legacy row is absent, then clear what is still stale of them
+ *		(mergeclear.c).  Reports as "deleted" the entities it locked (each
+ *		one cleared, or given its attribute row by a live writer meanwhile:
+ *		stale no more either way), so the SQL loop ends on a short batch;
+ *		"cleared" counts the rows written.  Gives way as step_orphans does.
+ */
+static void
+step_attribute_clear(BfStep *st)
+{
+	BfContext  *c = st->c;
+	char	   *lock_sql;
+	char	   *clear_sql;
+	Oid			inttype[1] = {INT4OID};
+	Oid			jsontype[1] = {JSONBOID};
+	Datum		values[1];
+	char		nulls[1] = {' '};
+	bool		isnull;
+	int32		locked;
+	uint64		cleared = 0;
+
+	if (!softmig_merge_clear_sql(c, &lock_sql, &clear_sql))
+	{
+		appendStringInfoString(&st->res, "{\"deleted\": 0}");
+		return;
+	}
+	values[0] = Int32GetDatum(st->batch);
+	softmig_spi_expect(SPI_execute_plan(softmig_cached_plan(c->m, lock_sql, 1, inttype),
+										values, nulls, false, 0),
+					   SPI_OK_SELECT, "lock the entities a merge's backfill clears");
+	values[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+	{
+		appendStringInfoString(&st->res, "{\"deleted\": 0}");
+		return;
+	}
+	locked = DatumGetInt32(DirectFunctionCall1(jsonb_array_length, values[0]));
+	if (plan_bounded(softmig_cached_plan(c->m, clear_sql, 1, jsontype), values, nulls,
+					 SPI_OK_UPDATE, &cleared))
+		appendStringInfo(&st->res, "{\"deleted\": %d, \"cleared\": " UINT64_FORMAT "}",
+						 locked, cleared);
+	else
+		appendStringInfo(&st->res, "{\"deleted\": %d, \"busy\": true}", st->batch);
+}
+
+/*
  * step_orphans
  *		The orphans operation: delete up to batch target rows that legacy
  *		lacks and that were written before mirroring began; rows with a
- *		NULL correlation key are the target's own entities and stay.
+ *		NULL correlation key are the target's own entities and stay.  An
+ *		attribute member of a merge clears instead (step_attribute_clear).
  */
 static void
 step_orphans(BfStep *st)
@@ -999,10 +1049,9 @@ step_orphans(BfStep *st)
 	char		nulls[3];
 	uint64		deleted = 0;
 
-	/* an attribute member of a merge deletes no entity: the owner's does */
 	if (c->merge_refresh != NULL)
 	{
-		appendStringInfoString(&st->res, "{\"deleted\": 0}");
+		step_attribute_clear(st);
 		return;
 	}
 	initStringInfo(&buf);

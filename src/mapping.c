@@ -671,18 +671,65 @@ split_watch(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d, Relation rel)
 }
 
 /*
+ * attribute_rows
+ *		For an attribute member of a merge projecting into its legacy table:
+ *		"(SELECT softmig_new.* FROM <from> CROSS JOIN LATERAL (SELECT <key
+ *		list>) AS softmig_kx WHERE <a mapped non-key column IS DISTINCT FROM
+ *		NULL> OR ... OR EXISTS (<the legacy row of the key>)) AS
+ *		softmig_new": the rows of <from> (named SM_NEW_TABLE) that carry an
+ *		attribute, or whose legacy row exists already (whose columns they
+ *		then set, to NULL too).  A target row whose attribute columns are
+ *		all NULL creates no legacy row: an absent attribute row is what
+ *		NULL means (doc/shapes.md "Merge").  Returns from unchanged when
+ *		the member maps no non-key column (append_projection_write's
+ *		callers refuse that).
+ */
+static char *
+attribute_rows(DestInfo *d, const char *from)
+{
+	StringInfoData buf;
+	ListCell   *c;
+	ListCell   *e;
+	int			n = 0;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "(SELECT %s.* FROM %s CROSS JOIN LATERAL (SELECT ",
+					 SM_NEW_TABLE, from);
+	softmig_append_key_list(&buf, d->keyexprs, d->keytypes);
+	appendStringInfoString(&buf, ") AS softmig_kx WHERE ");
+	forboth(c, d->cols, e, d->exprs)
+	{
+		if (softmig_str_member(d->keycols, lfirst(c)))
+			continue;
+		appendStringInfo(&buf, "%s(%s\n) IS DISTINCT FROM NULL", n++ ? " OR " : "",
+						 (char *) lfirst(e));
+	}
+	if (n == 0)
+		return pstrdup(from);
+	appendStringInfo(&buf, " OR EXISTS (SELECT FROM %s AS softmig_t WHERE ", d->qualname);
+	append_key_match(&buf, d, "softmig_kx");
+	appendStringInfo(&buf, ")) AS %s", SM_NEW_TABLE);
+	return buf.data;
+}
+
+/*
  * append_projection_write
  *		The statement that carries rows of <from> into the destination
  *		(the set-based upsert and its one-row form): the upsert
  *		(append_upsert), but for an attribute member of a split projecting
  *		into legacy, an UPDATE of the existing legacy row by key of the
  *		member's own columns (a row legacy does not hold yet is the
- *		owner's to create: it gathers them then).  Sets p->upsert_rc.
+ *		owner's to create: it gathers them then), and for an attribute
+ *		member of a merge projecting into its legacy table, the upsert of
+ *		the rows that carry an attribute or have a legacy row
+ *		(attribute_rows).  Sets p->upsert_rc.
  */
 static void
 append_projection_write(StringInfo buf, SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
 						SoftmigSide side, const char *from, List *not_taken)
 {
+	if (m->split_owner != 0 && m->split_merge && side == SIDE_TARGET)
+		from = attribute_rows(d, from);
 	if (m->split_owner != 0 && side == split_shared_source(m))
 	{
 		if (!append_keyed_update(buf, d, from, update_set_cols(d, not_taken)))
@@ -1252,6 +1299,34 @@ softmig_validate(PG_FUNCTION_ARGS)
 }
 
 /*
+ * append_changed_filter
+ *		" AND ROW(softmig_t.c, ..., NULL) IS DISTINCT FROM ROW(softmig_s.softmig_v1,
+ *		..., NULL)": appended to append_keyed_update's statement (same
+ *		set_cols), so that a row whose columns already hold the values gets
+ *		no new row version.
+ */
+static void
+append_changed_filter(StringInfo buf, DestInfo *d, List *set_cols)
+{
+	StringInfoData vals;
+	ListCell   *c;
+	int			v = 0;
+
+	initStringInfo(&vals);
+	appendStringInfoString(buf, " AND ROW(");
+	foreach(c, d->cols)
+	{
+		if (!softmig_str_member(set_cols, lfirst(c)) ||
+			softmig_str_member(d->always_cols, lfirst(c)))
+			continue;
+		v++;
+		appendStringInfo(buf, "softmig_t.%s, ", quote_identifier(lfirst(c)));
+		appendStringInfo(&vals, "softmig_s.softmig_v%d, ", v);
+	}
+	appendStringInfo(buf, "NULL) IS DISTINCT FROM ROW(%sNULL)", vals.data);
+}
+
+/*
  * softmig_merge_backfill_prepare
  *		For the backfill of a member of a merge: fwd (its target side, from
  *		softmig_build_dest) of the owner gathers the attribute members'
@@ -1297,5 +1372,6 @@ softmig_merge_backfill_prepare(SoftmigMigration *m, SoftmigDest *fwd, const char
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("attribute member \"%s\" maps no target column but its key", m->name)));
+	append_changed_filter(&buf, fwd, update_set_cols(fwd, NIL));
 	*refresh_sql = buf.data;
 }

@@ -476,7 +476,9 @@ jsonb_has_null_value(Jsonb *jb)
 /*
  * group_load
  *		The members of group "name" in group order and the foreign keys
- *		between their tables on the same side, into cxt.  Catalog reads only
+ *		between their tables on the same side (and, as such keys, the table
+ *		an attribute member of a merge or a split shares with its owner),
+ *		into cxt.  Catalog reads only
  *		(softmig's group catalog is readable by all), as the caller, in an
  *		SPI connection of its own.  42704 for an unknown group.
  */
@@ -579,6 +581,24 @@ group_load(text *name, int *nmembers, List **fks, MemoryContext cxt)
 							  " (SELECT pg_catalog.string_agg(pg_catalog.format('$%s OPERATOR(pg_catalog.=) softmig_t.%I', x.n, x.k), ' AND ' ORDER BY x.n)"
 							  "    FROM pg_catalog.unnest(o.target_key) WITH ORDINALITY AS x(k, n)) "
 							  "FROM mem ch JOIN mem pa ON pa.t OPERATOR(pg_catalog.=) ch.t AND pa.i OPERATOR(pg_catalog.<>) ch.i "
+							  "JOIN softmig.migrations a ON a.legacy OPERATOR(pg_catalog.=) ch.l AND a.target OPERATOR(pg_catalog.=) ch.t "
+							  "JOIN softmig.migrations o ON o.legacy OPERATOR(pg_catalog.=) pa.l AND o.target OPERATOR(pg_catalog.=) pa.t "
+							  " AND o.name OPERATOR(pg_catalog.=) (a.options OPERATOR(pg_catalog.->>) 'attribute_of') "
+	/*
+	 * an attribute member of a split likewise by the legacy table they
+	 * share (whether or not a foreign key ties their target tables): its
+	 * rows of the entity are the owner's legacy row, found by the legacy key
+	 */
+							  "UNION ALL "
+							  "SELECT (ch.i OPERATOR(pg_catalog.-) 1)::pg_catalog.int4, (pa.i OPERATOR(pg_catalog.-) 1)::pg_catalog.int4,"
+							  " 0, pg_catalog.format('(legacy table shared with %s)', o.name),"
+							  " (SELECT pg_catalog.string_agg(pg_catalog.format('r.%I', x.k), ', ' ORDER BY x.n)"
+							  "    FROM pg_catalog.unnest(o.legacy_key) WITH ORDINALITY AS x(k, n)),"
+							  " (SELECT pg_catalog.string_agg(pg_catalog.format('%L, $1 OPERATOR(pg_catalog.->) %L', x.k, x.k), ', ' ORDER BY x.n)"
+							  "    FROM pg_catalog.unnest(o.legacy_key) WITH ORDINALITY AS x(k, n)),"
+							  " (SELECT pg_catalog.string_agg(pg_catalog.format('$%s OPERATOR(pg_catalog.=) softmig_l.%I', x.n, x.k), ' AND ' ORDER BY x.n)"
+							  "    FROM pg_catalog.unnest(o.legacy_key) WITH ORDINALITY AS x(k, n)) "
+							  "FROM mem ch JOIN mem pa ON pa.l OPERATOR(pg_catalog.=) ch.l AND pa.i OPERATOR(pg_catalog.<>) ch.i "
 							  "JOIN softmig.migrations a ON a.legacy OPERATOR(pg_catalog.=) ch.l AND a.target OPERATOR(pg_catalog.=) ch.t "
 							  "JOIN softmig.migrations o ON o.legacy OPERATOR(pg_catalog.=) pa.l AND o.target OPERATOR(pg_catalog.=) pa.t "
 							  " AND o.name OPERATOR(pg_catalog.=) (a.options OPERATOR(pg_catalog.->>) 'attribute_of') "

@@ -2109,6 +2109,7 @@ BEGIN
     END IF;
     m := @extschema@._lock_migration(m.id);
     PERFORM @extschema@._refuse_one_to_many(m.id, 'per-field authorities');
+    PERFORM @extschema@._refuse_split_member(m.id, 'per-field authorities');
     IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id) THEN
         RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
             MESSAGE = pg_catalog.format('migration "%s" spans two databases: its fields cannot change authority one by one', m.name),
@@ -4017,6 +4018,7 @@ DECLARE
     v_towner name;
 BEGIN
     PERFORM @extschema@._refuse_one_to_many(m.id, 'shape views');
+    PERFORM @extschema@._refuse_split_member(m.id, 'shape views');
     IF legacy_schema IS NULL OR new_schema IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
             MESSAGE = 'legacy_schema and new_schema must not be null';
@@ -4854,10 +4856,20 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" is a member of a group', o.name),
             HINT = 'Create every member of the split first, then the group of all of them (softmig.drop_group, then softmig.create_group).';
     END IF;
+    -- tools that act on one member's tables alone (_refuse_split_member)
+    IF EXISTS (SELECT 1 FROM @extschema@.field_authority f
+                WHERE f.migration_id OPERATOR(pg_catalog.=) o.id AND f.side OPERATOR(pg_catalog.=) 'new')
+       OR EXISTS (SELECT 1 FROM @extschema@.shape_views v WHERE v.migration_id OPERATOR(pg_catalog.=) o.id)
+       OR EXISTS (SELECT 1 FROM @extschema@.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) o.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('migration "%s" has fields given to the target, shape views or quarantined entities', o.name),
+            DETAIL = 'Per-field authority, shape views and quarantine are not supported for the members of a split or a merge.',
+            HINT = 'Hand the fields back (softmig.set_field_authority), drop the shape views (softmig.drop_shape_views) and release the entities (softmig.release) first; see doc/shapes.md, "Not built yet".';
+    END IF;
     RETURN o;
 END $$;
 COMMENT ON FUNCTION @extschema@._split_owner(text, regclass, regclass) IS
-    'internal: the migration option attribute_of names, checked to own a split of table p_legacy or a merge into table p_target: 42704, 22023, 55000';
+    'internal: the migration option attribute_of names, checked to own a split of table p_legacy or a merge into table p_target: 42704, 22023, 55000, 0A000';
 
 CREATE FUNCTION @extschema@._split_member_check(o @extschema@.migrations, p_key text[], p_maps jsonb,
                                                 p_others text[])
@@ -5445,6 +5457,7 @@ DECLARE
     v_authority jsonb;
     v_n bigint;
 BEGIN
+    PERFORM @extschema@._refuse_split_member(m.id, 'hydrates');
     IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot hydrate migration "%s" in state %s', m.name, m.state),
@@ -5511,3 +5524,62 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@._hydrate(text, jsonb, pg_snapshot) IS 'internal: implementation of softmig.hydrate';
 REVOKE ALL ON FUNCTION @extschema@._hydrate_entities(@extschema@.migrations, jsonb) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Split and merge, closing gaps: tools that act on one member's tables alone
+-- (per-field authority, hydrate, quarantine, shape views) refuse the members
+-- of a split or a merge (0A000, _refuse_split_member), and an owner that uses
+-- one of them takes no attribute member (_split_owner)
+-------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._refuse_split_member(p_id integer, p_what text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_partners integer[] := @extschema@._split_partners(p_id);
+    m @extschema@.migrations;
+    v_shape text;
+BEGIN
+    IF pg_catalog.cardinality(v_partners) OPERATOR(pg_catalog.=) 0 THEN
+        RETURN;
+    END IF;
+    SELECT * INTO m FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id;
+    v_shape := CASE WHEN EXISTS (SELECT 1 FROM @extschema@.migrations x
+                                  WHERE x.id OPERATOR(pg_catalog.=) ANY (v_partners)
+                                    AND x.target OPERATOR(pg_catalog.=) m.target)
+                    THEN 'merge' ELSE 'split' END;
+    RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+        MESSAGE = pg_catalog.format('%s are not supported for migration "%s": it is a member of a %s', p_what, m.name, v_shape),
+        DETAIL = pg_catalog.format('The entity''s rows span the tables of migrations %s; this tool would act on the tables of one member alone.',
+                                   (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(x.name), ', ' ORDER BY x.name)
+                                      FROM @extschema@.migrations x
+                                     WHERE x.id OPERATOR(pg_catalog.=) ANY (v_partners || p_id))),
+        HINT = 'See doc/shapes.md, "Not built yet".';
+END $$;
+COMMENT ON FUNCTION @extschema@._refuse_split_member(integer, text) IS
+    'internal: raise 0A000 when migration p_id is a member of a split or a merge (p_what, plural, works on one member''s tables only)';
+REVOKE ALL ON FUNCTION @extschema@._refuse_split_member(integer, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._quarantine(name text, key jsonb, reason text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_key jsonb;
+BEGIN
+    PERFORM @extschema@._refuse_split_member(m.id, 'quarantines');
+    IF reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'quarantine needs a reason';
+    END IF;
+    v_key := @extschema@._normalize_key(m, key);
+    INSERT INTO @extschema@.quarantine (migration_id, key, reason, actor)
+    VALUES (m.id, v_key, reason, @extschema@._actor())
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('entity %s of migration "%s" is already quarantined', v_key, m.name);
+    END IF;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(m.id, 'quarantine', m.state, m.state, reason,
+                                 pg_catalog.jsonb_build_object('key', v_key));
+END $$;
+COMMENT ON FUNCTION @extschema@._quarantine(text, jsonb, text) IS 'internal: implementation of softmig.quarantine';
+

@@ -44,10 +44,20 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" is a member of a group', o.name),
             HINT = 'Create every member of the split first, then the group of all of them (softmig.drop_group, then softmig.create_group).';
     END IF;
+    -- tools that act on one member's tables alone (_refuse_split_member)
+    IF EXISTS (SELECT 1 FROM @extschema@.field_authority f
+                WHERE f.migration_id OPERATOR(pg_catalog.=) o.id AND f.side OPERATOR(pg_catalog.=) 'new')
+       OR EXISTS (SELECT 1 FROM @extschema@.shape_views v WHERE v.migration_id OPERATOR(pg_catalog.=) o.id)
+       OR EXISTS (SELECT 1 FROM @extschema@.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) o.id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('migration "%s" has fields given to the target, shape views or quarantined entities', o.name),
+            DETAIL = 'Per-field authority, shape views and quarantine are not supported for the members of a split or a merge.',
+            HINT = 'Hand the fields back (softmig.set_field_authority), drop the shape views (softmig.drop_shape_views) and release the entities (softmig.release) first; see doc/shapes.md, "Not built yet".';
+    END IF;
     RETURN o;
 END $$;
 COMMENT ON FUNCTION @extschema@._split_owner(text, regclass, regclass) IS
-    'internal: the migration option attribute_of names, checked to own a split of table p_legacy or a merge into table p_target: 42704, 22023, 55000';
+    'internal: the migration option attribute_of names, checked to own a split of table p_legacy or a merge into table p_target: 42704, 22023, 55000, 0A000';
 
 CREATE FUNCTION @extschema@._split_member_check(o @extschema@.migrations, p_key text[], p_maps jsonb,
                                                 p_others text[], p_merge boolean)
@@ -106,6 +116,34 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION @extschema@._split_partners(integer) IS
     'internal: the other migrations of the split a migration takes part in (empty when none)';
+
+CREATE FUNCTION @extschema@._refuse_split_member(p_id integer, p_what text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_partners integer[] := @extschema@._split_partners(p_id);
+    m @extschema@.migrations;
+    v_shape text;
+BEGIN
+    IF pg_catalog.cardinality(v_partners) OPERATOR(pg_catalog.=) 0 THEN
+        RETURN;
+    END IF;
+    SELECT * INTO m FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) p_id;
+    v_shape := CASE WHEN EXISTS (SELECT 1 FROM @extschema@.migrations x
+                                  WHERE x.id OPERATOR(pg_catalog.=) ANY (v_partners)
+                                    AND x.target OPERATOR(pg_catalog.=) m.target)
+                    THEN 'merge' ELSE 'split' END;
+    RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+        MESSAGE = pg_catalog.format('%s are not supported for migration "%s": it is a member of a %s', p_what, m.name, v_shape),
+        DETAIL = pg_catalog.format('The entity''s rows span the tables of migrations %s; this tool would act on the tables of one member alone.',
+                                   (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(x.name), ', ' ORDER BY x.name)
+                                      FROM @extschema@.migrations x
+                                     WHERE x.id OPERATOR(pg_catalog.=) ANY (v_partners || p_id))),
+        HINT = 'See doc/shapes.md, "Not built yet".';
+END $$;
+COMMENT ON FUNCTION @extschema@._refuse_split_member(integer, text) IS
+    'internal: raise 0A000 when migration p_id is a member of a split or a merge (p_what, plural, works on one member''s tables only)';
+REVOKE ALL ON FUNCTION @extschema@._refuse_split_member(integer, text) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@._split_group_check(p_ids integer[], p_group text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$

@@ -30,6 +30,7 @@ BEGIN
     END IF;
     m := @extschema@._lock_migration(m.id);
     PERFORM @extschema@._refuse_one_to_many(m.id, 'per-field authorities');
+    PERFORM @extschema@._refuse_split_member(m.id, 'per-field authorities');
     IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) m.id) THEN
         RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
             MESSAGE = pg_catalog.format('migration "%s" spans two databases: its fields cannot change authority one by one', m.name),
@@ -197,6 +198,7 @@ DECLARE
     v_authority jsonb;
     v_n bigint;
 BEGIN
+    PERFORM @extschema@._refuse_split_member(m.id, 'hydrates');
     IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot hydrate migration "%s" in state %s', m.name, m.state),

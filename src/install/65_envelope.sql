@@ -120,6 +120,7 @@ DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
     v_key jsonb;
 BEGIN
+    PERFORM @extschema@._refuse_split_member(m.id, 'quarantines');
     IF reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'quarantine needs a reason';
     END IF;

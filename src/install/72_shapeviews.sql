@@ -300,6 +300,7 @@ DECLARE
     v_towner name;
 BEGIN
     PERFORM @extschema@._refuse_one_to_many(m.id, 'shape views');
+    PERFORM @extschema@._refuse_split_member(m.id, 'shape views');
     IF legacy_schema IS NULL OR new_schema IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
             MESSAGE = 'legacy_schema and new_schema must not be null';
