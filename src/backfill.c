@@ -315,7 +315,6 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	uint64		n = SPI_processed;
 	TupleDesc	desc;
 	Tuplestorestate *ts;
-	EphemeralNamedRelation enr;
 	StringInfoData buf;
 	ListCell   *lc;
 	int			i;
@@ -333,16 +332,7 @@ copy_rows(BfContext *c, Datum snap, bool snap_null, Datum snap_xid, bool snap_xi
 	for (uint64 r = 0; r < n; r++)
 		tuplestore_puttuple(ts, tt->vals[r]);
 
-	enr = palloc0(sizeof(EphemeralNamedRelationData));
-	enr->md.name = BF_ENR;
-	enr->md.reliddesc = InvalidOid;
-	enr->md.tupdesc = desc;
-	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
-	enr->md.enrtuples = n;
-	enr->reldata = ts;
-	rc = SPI_register_relation(enr);
-	if (rc != SPI_OK_REL_REGISTER)
-		elog(ERROR, "SPI_register_relation failed: %s", SPI_result_code_string(rc));
+	softmig_spi_register_rows(BF_ENR, InvalidOid, desc, ts, (int64) n);
 
 	/*
 	 * a member of a merge: the batch's entities are locked as a live
@@ -970,20 +960,6 @@ step_verify(BfStep *st)
 }
 
 /*
- * softmig_bf_append_key_not_null
- *		" AND prefix.k1 IS NOT NULL AND ..." over the target's correlation
- *		key columns keycols.
- */
-void
-softmig_bf_append_key_not_null(StringInfo buf, List *keycols, const char *prefix)
-{
-	ListCell   *lc;
-
-	foreach(lc, keycols)
-		appendStringInfo(buf, " AND %s%s IS NOT NULL", prefix, quote_identifier(lfirst(lc)));
-}
-
-/*
  * step_attribute_clear
  *		The orphans operation of an attribute member of a merge, which
  *		deletes no entity (the owner's does): lock the entities of up to
@@ -1063,7 +1039,7 @@ step_orphans(BfStep *st)
 	softmig_append_key_list(&buf, c->bwd->keyexprs, c->bwd->keytypes);
 	appendStringInfo(&buf, " FROM %s WHERE softmig._written_before(xmin, $1, $3)", c->target);
 	/* a row with a NULL correlation key is the target's own entity: it stays */
-	softmig_bf_append_key_not_null(&buf, c->fwd->keycols, "");
+	softmig_append_key_not_null(&buf, c->fwd->keycols, "");
 	appendStringInfo(&buf, ") AS softmig_s "
 					 "WHERE NOT EXISTS (SELECT 1 FROM %s AS softmig_l WHERE ",
 					 c->legacy);

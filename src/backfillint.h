@@ -37,7 +37,6 @@ extern BfContext *softmig_bf_context(SoftmigMigration *m);
 extern void softmig_bf_append_key_values(StringInfo buf, BfContext *c, int param);
 extern void softmig_bf_append_row_bound(StringInfo buf, BfContext *c, const char *op, int *param);
 extern void softmig_bf_bound_values(BfContext *c, Jsonb *key, Datum *values, char *nulls, int *n);
-extern void softmig_bf_append_key_not_null(StringInfo buf, List *keycols, const char *prefix);
 
 /* mergeclear.c: the attribute clear of a merge's backfill */
 extern bool softmig_merge_clear_sql(BfContext *c, char **lock_sql, char **clear_sql);

@@ -4,8 +4,10 @@
  *	  The write path's side of the rollback envelope: recording rows the
  *	  legacy table cannot represent (which closes the envelope), refusing
  *	  them under on_new_only = reject, and telling which errors of a
- *	  projection mean "legacy cannot hold this".  The SQL side (closing,
- *	  releasing, shadow mode) is src/install/65_envelope.sql.
+ *	  projection mean "legacy cannot hold this"; and the write path's side
+ *	  of quarantine, refusing writes to a quarantined entity.  The SQL side
+ *	  (closing, quarantine and release, shadow mode) is
+ *	  src/install/65_envelope.sql.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,6 +18,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "softmig.h"
 #include "sqlstate.h"
@@ -74,4 +77,52 @@ softmig_unrepresentable(int sqlerrcode)
 	int			cls = ERRCODE_TO_CATEGORY(sqlerrcode);
 
 	return cls == ERRCODE_DATA_EXCEPTION || cls == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION;
+}
+
+/*
+ * softmig_refuse_quarantined
+ *		Refuse the statement writing rel (SM005) if one of keys (a jsonb
+ *		array of legacy keys, typed like legacy's key columns) is a
+ *		quarantined entity of m.  The lookup runs as the catalog owner with
+ *		the latest snapshot (a quarantine committed while we waited counts).
+ *		The caller is connected to SPI.
+ */
+void
+softmig_refuse_quarantined(SoftmigMigration *m, Relation rel, Datum keys)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {INT4OID, JSONBOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	values[0] = Int32GetDatum(m->id);
+	values[1] = keys;
+	softmig_enter_owner_context(softmig_catalog_owner(), &save_nest, &save_user, &save_sec);
+	if (plan == NULL)
+	{
+		plan = softmig_prepare_kept("SELECT q.key::pg_catalog.text, q.reason FROM softmig.quarantine q "
+									"WHERE q.migration_id OPERATOR(pg_catalog.=) $1 AND q.key OPERATOR(pg_catalog.=) ANY "
+									"(SELECT k FROM pg_catalog.jsonb_array_elements($2) AS k) LIMIT 1",
+									2, argtypes);
+	}
+	if (SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: quarantine check failed");
+	if (SPI_processed > 0)
+	{
+		char	   *key = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *why = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_SOFTMIG_QUARANTINED),
+				 errmsg("write to table \"%s\" refused: entity %s of migration \"%s\" is quarantined",
+						RelationGetRelationName(rel), key, m->name),
+				 errdetail("Quarantined because: %s", why),
+				 errhint("Fix it forward, then softmig.release(%s, %s) re-syncs it and allows writes again.",
+						 quote_literal_cstr(m->name), quote_literal_cstr(key))));
+	}
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
 }

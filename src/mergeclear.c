@@ -113,7 +113,7 @@ softmig_merge_clear_sql(BfContext *c, char **lock_sql, char **clear_sql)
 					 softmig_json_object_sql(c->fwd->keycols, qkeys), c->target);
 	if (!append_stale_condition(&cand, c))
 		return false;
-	softmig_bf_append_key_not_null(&cand, c->fwd->keycols, "softmig_t.");
+	softmig_append_key_not_null(&cand, c->fwd->keycols, "softmig_t.");
 	appendStringInfoString(&cand, " LIMIT $1");
 
 	initStringInfo(&buf);

@@ -974,7 +974,7 @@ quarantined_keys(SoftmigMigration *m)
 		bool		isnull;
 
 		result = lappend(result, DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[i],
-																	 SPI_tuptable->tupdesc, 1, &isnull)));
+																  SPI_tuptable->tupdesc, 1, &isnull)));
 	}
 	SPI_freetuptable(SPI_tuptable);
 	return result;

@@ -238,7 +238,7 @@ softmig_resync_all(PG_FUNCTION_ARGS)
 					 "SELECT q.key FROM softmig.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) %d)))",
 					 c->target, bwd_keyjson(c), m->id);
 	/* the target's own entities (NULL correlation key) have no legacy row */
-	softmig_bf_append_key_not_null(&buf, c->fwd->keycols, "softmig_src.");
+	softmig_append_key_not_null(&buf, c->fwd->keycols, "softmig_src.");
 	appendStringInfo(&buf, " ON CONFLICT (%s) DO ", c->keylist);
 	(void) softmig_append_conflict_update(&buf, c->bwd->cols, c->lkeys, c->bwd->always_cols);
 

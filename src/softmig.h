@@ -183,9 +183,9 @@ extern Datum softmig_otm_parity_summary(SoftmigMigration *m, int sample);
 extern Datum softmig_otm_inspect(SoftmigMigration *m, Jsonb *key);
 extern int64 softmig_otm_resync_all(SoftmigMigration *m);
 extern int64 softmig_otm_resync_keys(SoftmigMigration *m, Datum keys);
-extern void softmig_refuse_quarantined(SoftmigMigration *m, Relation rel, Datum keys);
 
-/* envelope.c: the write path's side of the rollback envelope */
+/* envelope.c: the write path's side of the rollback envelope and of quarantine */
+extern void softmig_refuse_quarantined(SoftmigMigration *m, Relation rel, Datum keys);
 extern void softmig_note_new_only(SoftmigMigration *m, int64 n, Datum keys, bool keys_null,
 								  const char *reason);
 extern void softmig_refuse_new_only(SoftmigMigration *m, Relation rel, const char *what);
@@ -263,6 +263,7 @@ extern SPIPlanPtr softmig_cached_plan(SoftmigMigration *m, const char *sql, int 
 extern void softmig_cached_plan_prune(void);
 
 /* sqltext.c: SQL text the layers share */
+extern void softmig_append_key_not_null(StringInfo buf, List *keycols, const char *prefix);
 extern char *softmig_json_object_sql(List *names, List *exprs);
 extern List *softmig_quoted_idents(List *names, const char *prefix);
 extern void softmig_append_key_list(StringInfo buf, List *keyexprs, List *keytypes);

@@ -97,6 +97,20 @@ softmig_append_key_list(StringInfo buf, List *keyexprs, List *keytypes)
 }
 
 /*
+ * softmig_append_key_not_null
+ *		" AND prefix.k1 IS NOT NULL AND ..." over the target's correlation
+ *		key columns keycols.
+ */
+void
+softmig_append_key_not_null(StringInfo buf, List *keycols, const char *prefix)
+{
+	ListCell   *lc;
+
+	foreach(lc, keycols)
+		appendStringInfo(buf, " AND %s%s IS NOT NULL", prefix, quote_identifier(lfirst(lc)));
+}
+
+/*
  * softmig_append_key_match
  *		"lalias.k1 op1 ralias.softmig_k1 AND ...": the key columns of the
  *		table called lalias equal, by their operators, the keys a
