@@ -149,6 +149,46 @@ softmig_require_owner(Oid role, Oid legacy, Oid target, const char *what)
 }
 
 /*
+ * require_pairs_owner
+ *		Run sql (one text parameter, arg; rows of legacy and target oids)
+ *		through SPI and raise 42501 unless "role" owns the tables of every
+ *		row (see softmig_require_owner); rows with a NULL legacy are skipped.
+ *		Returns the number of rows.  Takes no lock.
+ */
+static uint64
+require_pairs_owner(Oid role, const char *sql, text *arg, const char *what)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	uint64		nrows;
+	Oid		   *rels;
+	uint64		i;
+	bool		isnull;
+
+	values[0] = PointerGetDatum(arg);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(sql, 1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: reading softmig.migrations failed");
+	nrows = SPI_processed;
+	rels = SPI_palloc(sizeof(Oid) * 2 * Max(nrows, 1));	/* outlives SPI_finish */
+	for (i = 0; i < nrows; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		rels[2 * i] = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		rels[2 * i + 1] = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+	}
+	SPI_finish();
+	for (i = 0; i < nrows; i++)
+		if (OidIsValid(rels[2 * i]))
+			softmig_require_owner(role, rels[2 * i], rels[2 * i + 1], what);
+	pfree(rels);
+	return nrows;
+}
+
+/*
  * require_group_owner
  *		Raise 42704 for an unknown group, and 42501 unless "role" owns the
  *		tables of every member of it (see softmig_require_owner).  Reads the
@@ -158,43 +198,34 @@ softmig_require_owner(Oid role, Oid legacy, Oid target, const char *what)
 static void
 require_group_owner(Oid role, text *group, const char *what)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	int			nmembers;
-	Oid		   *rels;
-	uint64		i;
-	int			j;
-	bool		isnull;
-
-	values[0] = PointerGetDatum(group);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT m.legacy, m.target FROM softmig.groups g "
-							  "LEFT JOIN softmig.group_members gm ON gm.group_id OPERATOR(pg_catalog.=) g.id "
-							  "LEFT JOIN softmig.migrations m ON m.id OPERATOR(pg_catalog.=) gm.migration_id "
-							  "WHERE g.name OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: reading softmig.groups failed");
-	if (SPI_processed == 0)
+	if (require_pairs_owner(role,
+							"SELECT m.legacy, m.target FROM softmig.groups g "
+							"LEFT JOIN softmig.group_members gm ON gm.group_id OPERATOR(pg_catalog.=) g.id "
+							"LEFT JOIN softmig.migrations m ON m.id OPERATOR(pg_catalog.=) gm.migration_id "
+							"WHERE g.name OPERATOR(pg_catalog.=) $1",
+							group, what) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("group \"%s\" does not exist", text_to_cstring(group)),
 				 errhint("softmig.groups lists the groups of this database.")));
-	nmembers = (int) SPI_processed;
-	rels = SPI_palloc(sizeof(Oid) * 2 * nmembers);	/* outlives SPI_finish */
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+}
 
-		rels[2 * i] = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
-		rels[2 * i + 1] = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
-	}
-	SPI_finish();
-	for (j = 0; j < nmembers; j++)
-		if (OidIsValid(rels[2 * j]))
-			softmig_require_owner(role, rels[2 * j], rels[2 * j + 1], what);
-	pfree(rels);
+/*
+ * require_entity_owner
+ *		For quarantine and release, which act on an entity in every member
+ *		of a split or a merge: raise 42501 unless "role" owns the tables of
+ *		every other member of the split or merge migration "name" takes part
+ *		in (none when it takes part in none).  Takes no lock.
+ */
+static void
+require_entity_owner(Oid role, text *name, const char *what)
+{
+	(void) require_pairs_owner(role,
+							   "SELECT x.legacy, x.target FROM softmig.migrations m, softmig.migrations x "
+							   "WHERE m.name OPERATOR(pg_catalog.=) $1 AND x.id OPERATOR(pg_catalog.<>) m.id "
+							   "AND COALESCE(m.options OPERATOR(pg_catalog.->>) 'attribute_of', m.name) "
+							   "OPERATOR(pg_catalog.=) ANY (ARRAY[x.name, x.options OPERATOR(pg_catalog.->>) 'attribute_of'])",
+							   name, what);
 }
 
 /*
@@ -300,6 +331,8 @@ softmig_gate(PG_FUNCTION_ARGS)
 		what = psprintf("call softmig.%s on migration \"%s\"", gi->proname,
 						text_to_cstring(PG_GETARG_TEXT_PP(0)));
 		softmig_require_owner(caller, legacy, target, what);
+		if (strcmp(gi->proname, "quarantine") == 0 || strcmp(gi->proname, "release") == 0)
+			require_entity_owner(caller, PG_GETARG_TEXT_PP(0), what);
 	}
 
 	InitFunctionCallInfoData(*ifc, &gi->impl, gi->nargs, PG_GET_COLLATION(),

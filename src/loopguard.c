@@ -16,6 +16,13 @@
 int			softmig_mirror_depth = 0;
 
 /*
+ * Set while softmig._resync_key touches an entity's authoritative row: a
+ * member of a split or a merge re-projects it even though the no-op UPDATE
+ * changed none of the columns its mapping reads (trigger.c).
+ */
+bool		softmig_resync_forcing = false;
+
+/*
  * The loop guard: ids of the migrations softmig is writing for right now
  * (mirroring, projecting, backfilling, hydrating, re-syncing), innermost
  * last.  softmig_mirror_depth counts them all.

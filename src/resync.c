@@ -30,6 +30,29 @@
 #include "onetomany.h"
 
 /*
+ * touch_forced
+ *		Run the no-op UPDATE touch with softmig_resync_forcing raised, so
+ *		every member of a split or a merge re-projects the touched rows.
+ *		Returns the rows touched.
+ */
+static uint64
+touch_forced(const char *touch, int n, Oid *argtypes, Datum *values, char *nulls)
+{
+	softmig_resync_forcing = true;
+	PG_TRY();
+	{
+		softmig_spi_expect(SPI_execute_with_args(touch, n, argtypes, values, nulls, false, 0),
+						   SPI_OK_UPDATE, "touch the authoritative row");
+	}
+	PG_FINALLY();
+	{
+		softmig_resync_forcing = false;
+	}
+	PG_END_TRY();
+	return SPI_processed;
+}
+
+/*
  * touch_or_delete
  *		Helper of resync: run "touch" (a no-op UPDATE of the authoritative
  *		row, which makes the write triggers re-project it) as the owner of
@@ -39,7 +62,7 @@
  */
 static uint64
 touch_or_delete(int32 id, const char *touch, Oid touch_owner, const char *remove, Oid remove_owner,
-				int n, Datum *values, char *nulls)
+				int remove_rc, int n, Datum *values, char *nulls)
 {
 	Oid			argtypes[64];
 	uint64		done;
@@ -50,9 +73,7 @@ touch_or_delete(int32 id, const char *touch, Oid touch_owner, const char *remove
 	for (int i = 0; i < n; i++)
 		argtypes[i] = JSONBOID;
 	softmig_enter_owner_context(touch_owner, &save_nest, &save_user, &save_sec);
-	softmig_spi_expect(SPI_execute_with_args(touch, n, argtypes, values, nulls, false, 0),
-					   SPI_OK_UPDATE, "touch the authoritative row");
-	done = SPI_processed;
+	done = touch_forced(touch, n, argtypes, values, nulls);
 	softmig_leave_owner_context(save_nest, save_user, save_sec);
 	if (done > 0)
 		return done;
@@ -61,7 +82,7 @@ touch_or_delete(int32 id, const char *touch, Oid touch_owner, const char *remove
 	PG_TRY();
 	{
 		softmig_spi_expect(SPI_execute_with_args(remove, n, argtypes, values, nulls, false, 0),
-						   SPI_OK_DELETE, "delete the other side's row");
+						   remove_rc, "delete the other side's row");
 	}
 	PG_FINALLY();
 	{
@@ -112,14 +133,40 @@ touch_column(Oid relid, char *preferred)
 	return result;
 }
 
+/*
+ * append_clear_list
+ *		"c1 = DEFAULT, c2 = DEFAULT" for the non-key columns d maps: what an
+ *		attribute member's row carried in the shared table goes back to NULL
+ *		or the column's default (as mapping.c's append_attribute_clear).
+ */
+static void
+append_clear_list(StringInfo buf, SoftmigDest *d)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, d->cols)
+	{
+		if (softmig_str_member(d->keycols, lfirst(lc)))
+			continue;
+		appendStringInfo(buf, "%s%s = DEFAULT", n++ ? ", " : "", quote_identifier(lfirst(lc)));
+	}
+}
+
 PG_FUNCTION_INFO_V1(softmig_resync_key);
 /*
  * softmig_resync_key
  *		softmig._resync_key(migration_id, key): make the other side of one
  *		entity (legacy key jsonb) equal to the authoritative side again, as
  *		the tables' owners: the authoritative row is touched so the ordinary write
- *		path re-projects it, or, when it no longer exists, the other side's
- *		row is deleted.  Used by release().  Returns rows affected.
+ *		path re-projects it (a member of a split or a merge too, though the
+ *		touch changes none of its columns: softmig_resync_forcing), or, when
+ *		it no longer exists, the other side's row is deleted; for an
+ *		attribute member whose other side is the table the members share
+ *		(a split in new_write or new_read, a merge in mirrored) its columns
+ *		of that row are cleared instead, as its live delete does, for the
+ *		owner decides whether the entity exists.  Used by release().
+ *		Returns rows affected.
  */
 Datum
 softmig_resync_key(PG_FUNCTION_ARGS)
@@ -135,6 +182,8 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 	int			n = 0;
 	int			param = 1;
 	uint64		done = 0;
+	bool		clear;
+	int			rc;
 	ListCell   *e;
 	ListCell   *t;
 
@@ -153,13 +202,22 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 
 	initStringInfo(&touch);
 	initStringInfo(&remove);
+	/* an attribute member's other side is the shared table: clear, not delete */
+	clear = m->split_owner != 0 && (m->state == SM_MIRRORED) == m->split_merge;
 	if (m->state == SM_MIRRORED)
 	{
 		char	   *col = touch_column(m->legacy, linitial(c->lkeys));
 
 		appendStringInfo(&touch, "UPDATE %s SET %s = %s WHERE %s", c->legacy,
 						 quote_identifier(col), quote_identifier(col), match.data);
-		appendStringInfo(&remove, "DELETE FROM %s AS softmig_t WHERE ROW(", c->target);
+		if (clear)
+		{
+			appendStringInfo(&remove, "UPDATE %s AS softmig_t SET ", c->target);
+			append_clear_list(&remove, c->fwd);
+			appendStringInfoString(&remove, " WHERE ROW(");
+		}
+		else
+			appendStringInfo(&remove, "DELETE FROM %s AS softmig_t WHERE ROW(", c->target);
 	}
 	else
 	{
@@ -167,7 +225,14 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 
 		appendStringInfo(&touch, "UPDATE %s AS softmig_t SET %s = softmig_t.%s WHERE ROW(", c->target,
 						 quote_identifier(col), quote_identifier(col));
-		appendStringInfo(&remove, "DELETE FROM %s WHERE %s", c->legacy, match.data);
+		if (clear)
+		{
+			appendStringInfo(&remove, "UPDATE %s SET ", c->legacy);
+			append_clear_list(&remove, c->bwd);
+			appendStringInfo(&remove, " WHERE %s", match.data);
+		}
+		else
+			appendStringInfo(&remove, "DELETE FROM %s WHERE %s", c->legacy, match.data);
 	}
 	/* target rows of this key: the backward key mapping over target columns */
 	{
@@ -183,12 +248,13 @@ softmig_resync_key(PG_FUNCTION_ARGS)
 		appendStringInfoChar(tgt, ')');
 	}
 
+	rc = clear ? SPI_OK_UPDATE : SPI_OK_DELETE;
 	if (m->state == SM_MIRRORED)
 		done = touch_or_delete(m->id, touch.data, softmig_rel_owner(m->legacy),
-							   remove.data, softmig_rel_owner(m->target), n, values, nulls);
+							   remove.data, softmig_rel_owner(m->target), rc, n, values, nulls);
 	else
 		done = touch_or_delete(m->id, touch.data, softmig_rel_owner(m->target),
-							   remove.data, softmig_rel_owner(m->legacy), n, values, nulls);
+							   remove.data, softmig_rel_owner(m->legacy), rc, n, values, nulls);
 	SPI_finish();
 	PG_RETURN_INT64((int64) done);
 }

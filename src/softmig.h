@@ -345,6 +345,7 @@ extern void softmig_mirror_enter(int32 id);
 extern void softmig_mirror_leave(void);
 extern bool softmig_mirroring(int32 id);
 extern bool softmig_mirroring_group_sibling(SoftmigMigration *m);
+extern bool softmig_resync_forcing;
 
 /* shapeview.c */
 extern void softmig_shapeview_init(void);

@@ -1252,7 +1252,7 @@ softmig_write_trigger(PG_FUNCTION_ARGS)
 
 		/* a member of a split whose columns this UPDATE left alone */
 		if (p->nwatch > 0 && TRIGGER_FIRED_BY_UPDATE(td->tg_event) &&
-			split_rows_unchanged(td, p))
+			!softmig_resync_forcing && split_rows_unchanged(td, p))
 		{
 			SPI_finish();
 			return PointerGetDatum(NULL);

@@ -44,14 +44,15 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" is a member of a group', o.name),
             HINT = 'Create every member of the split first, then the group of all of them (softmig.drop_group, then softmig.create_group).';
     END IF;
-    -- tools that act on one member's tables alone (_refuse_split_member)
+    -- tools that act on one member's tables alone (_refuse_split_member), and
+    -- quarantines the new member would not share
     IF EXISTS (SELECT 1 FROM @extschema@.field_authority f
                 WHERE f.migration_id OPERATOR(pg_catalog.=) o.id AND f.side OPERATOR(pg_catalog.=) 'new')
        OR EXISTS (SELECT 1 FROM @extschema@.shape_views v WHERE v.migration_id OPERATOR(pg_catalog.=) o.id)
        OR EXISTS (SELECT 1 FROM @extschema@.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) o.id) THEN
         RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
             MESSAGE = pg_catalog.format('migration "%s" has fields given to the target, shape views or quarantined entities', o.name),
-            DETAIL = 'Per-field authority, shape views and quarantine are not supported for the members of a split or a merge.',
+            DETAIL = 'Per-field authority and shape views are not supported for the members of a split or a merge, and an entity quarantined in the owner alone would not be quarantined in the new member.',
             HINT = 'Hand the fields back (softmig.set_field_authority), drop the shape views (softmig.drop_shape_views) and release the entities (softmig.release) first; see doc/shapes.md, "Not built yet".';
     END IF;
     RETURN o;
@@ -116,6 +117,47 @@ LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION @extschema@._split_partners(integer) IS
     'internal: the other migrations of the split a migration takes part in (empty when none)';
+
+CREATE FUNCTION @extschema@._entity_members(p_id integer) RETURNS integer[]
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_partners integer[] := @extschema@._split_partners(p_id);
+    v_all integer[];
+    v_odd text;
+BEGIN
+    IF pg_catalog.cardinality(v_partners) OPERATOR(pg_catalog.=) 0 THEN
+        RETURN ARRAY[p_id];
+    END IF;
+    -- the owner (no option attribute_of) first, then the attribute members
+    SELECT pg_catalog.array_agg(x.id ORDER BY x.options OPERATOR(pg_catalog.?) 'attribute_of', x.id) INTO v_all
+      FROM @extschema@.migrations x
+     WHERE x.id OPERATOR(pg_catalog.=) ANY (v_partners OPERATOR(pg_catalog.||) p_id);
+    -- one key names the entity in every member: the members of a split share
+    -- the legacy table and key; those of a merge must name the shared target
+    -- key alike (same legacy key columns, same forward key mapping)
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(x.name), ', ' ORDER BY x.name) INTO v_odd
+      FROM @extschema@.migrations x, @extschema@.migrations o
+     WHERE x.id OPERATOR(pg_catalog.=) ANY (v_all) AND o.id OPERATOR(pg_catalog.=) v_all[1]
+       AND (x.legacy_key OPERATOR(pg_catalog.<>) o.legacy_key
+            OR EXISTS (SELECT 1 FROM @extschema@.mappings a
+                         FULL JOIN @extschema@.mappings b
+                           ON b.migration_id OPERATOR(pg_catalog.=) o.id AND b.direction OPERATOR(pg_catalog.=) 'forward'
+                          AND b.column_name OPERATOR(pg_catalog.=) a.column_name
+                        WHERE a.migration_id OPERATOR(pg_catalog.=) x.id AND a.direction OPERATOR(pg_catalog.=) 'forward'
+                          AND a.column_name OPERATOR(pg_catalog.=) ANY (x.target_key)
+                          AND b.expression IS DISTINCT FROM a.expression));
+    IF v_odd IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('migrations %s name the entity by other legacy keys than migration "%s"',
+                                        v_odd, (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) v_all[1])),
+            DETAIL = 'Quarantine and release act on an entity in every member of a merge, which needs the same legacy key columns mapped to the target key by the same expressions in each.',
+            HINT = 'See doc/shapes.md, "Quarantine and release".';
+    END IF;
+    RETURN v_all;
+END $$;
+COMMENT ON FUNCTION @extschema@._entity_members(integer) IS
+    'internal: the migrations an entity of migration p_id spans, owner first: p_id alone, or every member of its split or merge (0A000 when a merge''s members name the entity by different legacy keys)';
+REVOKE ALL ON FUNCTION @extschema@._entity_members(integer) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@._refuse_split_member(p_id integer, p_what text)
 RETURNS void

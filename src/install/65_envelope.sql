@@ -118,23 +118,32 @@ CREATE FUNCTION @extschema@._quarantine(name text, key jsonb, reason text) RETUR
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
+    x @extschema@.migrations;
+    v_member integer;
     v_key jsonb;
+    v_xkey jsonb;
 BEGIN
-    PERFORM @extschema@._refuse_split_member(m.id, 'quarantines');
     IF reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'quarantine needs a reason';
     END IF;
     v_key := @extschema@._normalize_key(m, key);
-    INSERT INTO @extschema@.quarantine (migration_id, key, reason, actor)
-    VALUES (m.id, v_key, reason, @extschema@._actor())
-    ON CONFLICT DO NOTHING;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-            MESSAGE = pg_catalog.format('entity %s of migration "%s" is already quarantined', v_key, m.name);
-    END IF;
-    PERFORM @extschema@._invalidate(m.legacy, m.target);
-    PERFORM @extschema@._history(m.id, 'quarantine', m.state, m.state, reason,
-                                 pg_catalog.jsonb_build_object('key', v_key));
+    -- the entity in every member of a split or a merge, owner first
+    FOREACH v_member IN ARRAY @extschema@._entity_members(m.id) LOOP
+        SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_member;
+        v_xkey := @extschema@._normalize_key(x, v_key);
+        INSERT INTO @extschema@.quarantine (migration_id, key, reason, actor)
+        VALUES (x.id, v_xkey, reason, @extschema@._actor())
+        ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+                MESSAGE = pg_catalog.format('entity %s of migration "%s" is already quarantined', v_xkey, x.name);
+        END IF;
+        PERFORM @extschema@._invalidate(x.legacy, x.target);
+        PERFORM @extschema@._history(x.id, 'quarantine', x.state, x.state, reason,
+                                     pg_catalog.jsonb_build_object('key', v_xkey)
+                                     OPERATOR(pg_catalog.||) CASE WHEN x.id OPERATOR(pg_catalog.=) m.id THEN '{}'::jsonb
+                                                                  ELSE pg_catalog.jsonb_build_object('via', m.name) END);
+    END LOOP;
 END $$;
 COMMENT ON FUNCTION @extschema@._quarantine(text, jsonb, text) IS 'internal: implementation of softmig.quarantine';
 
@@ -147,7 +156,11 @@ CREATE FUNCTION @extschema@._release(name text, key jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
+    x @extschema@.migrations;
+    v_members integer[] := @extschema@._entity_members(m.id);
+    v_member integer;
     v_key jsonb;
+    v_xkey jsonb;
     v_rows bigint;
 BEGIN
     v_key := @extschema@._normalize_key(m, key);
@@ -157,11 +170,27 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'undefined_object',
             MESSAGE = pg_catalog.format('entity %s of migration "%s" is not quarantined', v_key, m.name);
     END IF;
-    PERFORM @extschema@._invalidate(m.legacy, m.target);
-    -- the other table takes the authoritative version of the entity again
-    v_rows := @extschema@._resync_key(m.id, v_key);
-    PERFORM @extschema@._history(m.id, 'release', m.state, m.state, NULL,
-                                 pg_catalog.jsonb_build_object('key', v_key, 'resynced_rows', v_rows));
+    -- a split or a merge: released in every member before any re-sync, for
+    -- one member's re-sync writes the table it shares with the others
+    FOREACH v_member IN ARRAY v_members LOOP
+        SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_member;
+        DELETE FROM @extschema@.quarantine
+         WHERE migration_id OPERATOR(pg_catalog.=) x.id
+           AND quarantine.key OPERATOR(pg_catalog.=) @extschema@._normalize_key(x, v_key);
+        PERFORM @extschema@._invalidate(x.legacy, x.target);
+    END LOOP;
+    -- the other table takes the authoritative version of the entity again,
+    -- member by member, owner first: it creates or deletes the shared row,
+    -- the attribute members fill or clear their columns of it
+    FOREACH v_member IN ARRAY v_members LOOP
+        SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_member;
+        v_xkey := @extschema@._normalize_key(x, v_key);
+        v_rows := @extschema@._resync_key(x.id, v_xkey);
+        PERFORM @extschema@._history(x.id, 'release', x.state, x.state, NULL,
+                                     pg_catalog.jsonb_build_object('key', v_xkey, 'resynced_rows', v_rows)
+                                     OPERATOR(pg_catalog.||) CASE WHEN x.id OPERATOR(pg_catalog.=) m.id THEN '{}'::jsonb
+                                                                  ELSE pg_catalog.jsonb_build_object('via', m.name) END);
+    END LOOP;
 END $$;
 COMMENT ON FUNCTION @extschema@._release(text, jsonb) IS 'internal: implementation of softmig.release';
 
