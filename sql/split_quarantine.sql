@@ -41,6 +41,13 @@ LANGUAGE sql AS $$
     UNION ALL SELECT 'v2.accounts', a::text FROM sq_v2.accounts a
     ORDER BY 1, 2
 $$;
+-- the differences parity finds, every member
+CREATE FUNCTION t.sq_parity() RETURNS TABLE (name text, kind text, key jsonb, field text)
+LANGUAGE sql AS $$
+    SELECT x, p.kind, p.key, p.field
+      FROM unnest(ARRAY['sq_users', 'sq_addr', 'sq_profiles', 'sq_settings']) x,
+           LATERAL softmig.parity(x) p ORDER BY 1, 3, 4
+$$;
 -- the writes of entity 1 to every table of the split and the merge (which
 -- member's trigger refuses a write to the shared table first depends on
 -- the migrations' ids: the message names either)
@@ -100,8 +107,7 @@ UPDATE sq_v2.addresses SET city = 'bad' WHERE id = 1;
 DELETE FROM sq.settings WHERE user_id = 1;            -- its attribute row gone
 DELETE FROM sq.profiles WHERE user_id = 3;            -- the entity gone
 RESET session_replication_role;
-SELECT x, p.* FROM unnest(ARRAY['sq_users', 'sq_addr', 'sq_profiles', 'sq_settings']) x,
-       LATERAL softmig.parity(x) p ORDER BY 1;
+SELECT * FROM t.sq_parity();
 -- release through the attribute member: both members re-projected though
 -- the touch changes no column either maps
 SELECT softmig.release('sq_addr', '{"id": 1}');
@@ -112,8 +118,7 @@ SELECT softmig.release('sq_settings', '{"user_id": 1}');
 SELECT softmig.release('sq_profiles', '{"user_id": 3}');
 SELECT * FROM t.sq_quarantined();
 SELECT * FROM t.sq_rows();
-SELECT x, p.* FROM unnest(ARRAY['sq_users', 'sq_addr', 'sq_profiles', 'sq_settings']) x,
-       LATERAL softmig.parity(x) p ORDER BY 1;
+SELECT * FROM t.sq_parity();
 -- (the settings row of entity 3, its profile gone, is an orphan: parity of
 -- the settings member reports it, as for any orphan attribute row)
 -- every member's history records the release, naming the member called
@@ -140,8 +145,7 @@ DELETE FROM sq_v2.addresses WHERE id = 3;             -- its attribute row gone
 UPDATE sq.settings SET theme = 'bad' WHERE user_id = 1;
 DELETE FROM sq_v2.accounts WHERE user_id = 3;          -- the entity gone
 RESET session_replication_role;
-SELECT x, p.* FROM unnest(ARRAY['sq_users', 'sq_addr', 'sq_profiles', 'sq_settings']) x,
-       LATERAL softmig.parity(x) p ORDER BY 1;
+SELECT * FROM t.sq_parity();
 SELECT softmig.release('sq_addr', '{"id": 1}');
 -- the address is gone, the user is not: street and city are cleared on
 -- legacy, the legacy row stays
@@ -151,8 +155,7 @@ SELECT softmig.release('sq_profiles', '{"user_id": 1}');
 SELECT softmig.release('sq_settings', '{"user_id": 3}');
 SELECT * FROM t.sq_quarantined();
 SELECT * FROM t.sq_rows();
-SELECT x, p.* FROM unnest(ARRAY['sq_users', 'sq_addr', 'sq_profiles', 'sq_settings']) x,
-       LATERAL softmig.parity(x) p ORDER BY 1;
+SELECT * FROM t.sq_parity();
 
 -- new_read, then cutover: quarantine and release work alike (nothing is
 -- projected in cutover, release re-syncs nothing)
@@ -209,6 +212,6 @@ SELECT softmig.rollback_group('sq_a', 'clean up');
 SELECT softmig.drop_group('sq_u');
 SELECT softmig.drop_group('sq_a');
 SELECT softmig.drop_migration(x) FROM unnest(ARRAY['sq_addr', 'sq_users', 'sq_settings', 'sq_profiles', 'sq_prefs', 'sq_notes']) x;
-DROP FUNCTION t.sq_quarantined(), t.sq_rows(), t.sq_writes();
+DROP FUNCTION t.sq_quarantined(), t.sq_rows(), t.sq_writes(), t.sq_parity();
 DROP SCHEMA sq, sq_v2 CASCADE;
 DROP ROLE sq_owner;
