@@ -94,6 +94,7 @@ RESET client_min_messages;
 SELECT softmig.quarantine('sq_addr', '{"id": 1}', 'mirrored check');
 SELECT softmig.quarantine('sq_profiles', '{"user_id": 1}', 'mirrored check');
 SELECT softmig.quarantine('sq_settings', '{"user_id": 3}', 'mirrored check');
+SELECT softmig.quarantine('sq_addr', '{"id": 3}', 'mirrored check');
 SELECT * FROM t.sq_quarantined();
 SELECT * FROM t.sq_writes();
 -- another entity is written as usual
@@ -106,6 +107,7 @@ UPDATE sq_v2.users SET email = 'bad' WHERE id = 1;
 UPDATE sq_v2.addresses SET city = 'bad' WHERE id = 1;
 DELETE FROM sq.settings WHERE user_id = 1;            -- its attribute row gone
 DELETE FROM sq.profiles WHERE user_id = 3;            -- the entity gone
+DELETE FROM sq.users WHERE id = 3;                    -- the entity gone
 RESET session_replication_role;
 SELECT * FROM t.sq_parity();
 -- release through the attribute member: both members re-projected though
@@ -116,6 +118,8 @@ SELECT softmig.release('sq_addr', '{"id": 1}');
 SELECT softmig.release('sq_settings', '{"user_id": 1}');
 -- the profile is gone: the accounts row goes, whatever settings still has
 SELECT softmig.release('sq_profiles', '{"user_id": 3}');
+-- the legacy user is gone: both target rows go
+SELECT softmig.release('sq_addr', '{"id": 3}');
 SELECT * FROM t.sq_quarantined();
 SELECT * FROM t.sq_rows();
 SELECT * FROM t.sq_parity();
@@ -125,7 +129,8 @@ SELECT * FROM t.sq_parity();
 SELECT m.name, h.action, h.detail FROM softmig.history_log h JOIN softmig.migrations m ON m.id = h.migration_id
  WHERE m.name IN ('sq_users', 'sq_addr') AND h.action = 'release'
  ORDER BY h.id DESC LIMIT 2;
--- entity 3 of the merge is whole again
+-- entity 3 of the split and of the merge is whole again
+INSERT INTO sq.users VALUES (3, 'c@x', 'oslo');
 DELETE FROM sq.settings WHERE user_id = 3;
 INSERT INTO sq.profiles VALUES (3, 'cy');
 INSERT INTO sq.settings VALUES (1, 'dark'), (3, 'light');

@@ -57,8 +57,9 @@ touch_forced(const char *touch, int n, Oid *argtypes, Datum *values, char *nulls
  *		Helper of resync: run "touch" (a no-op UPDATE of the authoritative
  *		row, which makes the write triggers re-project it) as the owner of
  *		the table it touches; if it changed no row, run "remove" (delete the
- *		other side's row) as the owner of that table with the loop guard
- *		raised.  Both take the key as one jsonb parameter.
+ *		other side's row, or clear an attribute member's columns of it:
+ *		remove_rc is its SPI result code) as the owner of that table with
+ *		the loop guard raised.  Both take the key as one jsonb parameter.
  */
 static uint64
 touch_or_delete(int32 id, const char *touch, Oid touch_owner, const char *remove, Oid remove_owner,
@@ -82,7 +83,7 @@ touch_or_delete(int32 id, const char *touch, Oid touch_owner, const char *remove
 	PG_TRY();
 	{
 		softmig_spi_expect(SPI_execute_with_args(remove, n, argtypes, values, nulls, false, 0),
-						   remove_rc, "delete the other side's row");
+						   remove_rc, "delete or clear the other side's row");
 	}
 	PG_FINALLY();
 	{
