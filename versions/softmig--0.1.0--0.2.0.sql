@@ -4856,14 +4856,15 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" is a member of a group', o.name),
             HINT = 'Create every member of the split first, then the group of all of them (softmig.drop_group, then softmig.create_group).';
     END IF;
-    -- tools that act on one member's tables alone (_refuse_split_member)
+    -- tools that act on one member's tables alone (_refuse_split_member), and
+    -- quarantines the new member would not share
     IF EXISTS (SELECT 1 FROM @extschema@.field_authority f
                 WHERE f.migration_id OPERATOR(pg_catalog.=) o.id AND f.side OPERATOR(pg_catalog.=) 'new')
        OR EXISTS (SELECT 1 FROM @extschema@.shape_views v WHERE v.migration_id OPERATOR(pg_catalog.=) o.id)
        OR EXISTS (SELECT 1 FROM @extschema@.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) o.id) THEN
         RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
             MESSAGE = pg_catalog.format('migration "%s" has fields given to the target, shape views or quarantined entities', o.name),
-            DETAIL = 'Per-field authority, shape views and quarantine are not supported for the members of a split or a merge.',
+            DETAIL = 'Per-field authority and shape views are not supported for the members of a split or a merge, and an entity quarantined in the owner alone would not be quarantined in the new member.',
             HINT = 'Hand the fields back (softmig.set_field_authority), drop the shape views (softmig.drop_shape_views) and release the entities (softmig.release) first; see doc/shapes.md, "Not built yet".';
     END IF;
     RETURN o;
@@ -5563,23 +5564,32 @@ CREATE OR REPLACE FUNCTION @extschema@._quarantine(name text, key jsonb, reason 
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
+    x @extschema@.migrations;
+    v_member integer;
     v_key jsonb;
+    v_xkey jsonb;
 BEGIN
-    PERFORM @extschema@._refuse_split_member(m.id, 'quarantines');
     IF reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'quarantine needs a reason';
     END IF;
     v_key := @extschema@._normalize_key(m, key);
-    INSERT INTO @extschema@.quarantine (migration_id, key, reason, actor)
-    VALUES (m.id, v_key, reason, @extschema@._actor())
-    ON CONFLICT DO NOTHING;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-            MESSAGE = pg_catalog.format('entity %s of migration "%s" is already quarantined', v_key, m.name);
-    END IF;
-    PERFORM @extschema@._invalidate(m.legacy, m.target);
-    PERFORM @extschema@._history(m.id, 'quarantine', m.state, m.state, reason,
-                                 pg_catalog.jsonb_build_object('key', v_key));
+    -- the entity in every member of a split or a merge, owner first
+    FOREACH v_member IN ARRAY @extschema@._entity_members(m.id) LOOP
+        SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_member;
+        v_xkey := @extschema@._normalize_key(x, v_key);
+        INSERT INTO @extschema@.quarantine (migration_id, key, reason, actor)
+        VALUES (x.id, v_xkey, reason, @extschema@._actor())
+        ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+                MESSAGE = pg_catalog.format('entity %s of migration "%s" is already quarantined', v_xkey, x.name);
+        END IF;
+        PERFORM @extschema@._invalidate(x.legacy, x.target);
+        PERFORM @extschema@._history(x.id, 'quarantine', x.state, x.state, reason,
+                                     pg_catalog.jsonb_build_object('key', v_xkey)
+                                     OPERATOR(pg_catalog.||) CASE WHEN x.id OPERATOR(pg_catalog.=) m.id THEN '{}'::jsonb
+                                                                  ELSE pg_catalog.jsonb_build_object('via', m.name) END);
+    END LOOP;
 END $$;
 COMMENT ON FUNCTION @extschema@._quarantine(text, jsonb, text) IS 'internal: implementation of softmig.quarantine';
 
@@ -5591,62 +5601,6 @@ COMMENT ON FUNCTION @extschema@._quarantine(text, jsonb, text) IS 'internal: imp
 -- all of them; _split_owner's refusal text no longer calls quarantine
 -- unsupported
 -------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION @extschema@._split_owner(p_name text, p_legacy regclass, p_target regclass)
-RETURNS @extschema@.migrations
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    o @extschema@.migrations;
-BEGIN
-    SELECT * INTO o FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) p_name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'undefined_object',
-            MESSAGE = pg_catalog.format('migration "%s" named by option attribute_of does not exist', p_name),
-            HINT = 'Create the migration that owns the entity first.';
-    END IF;
-    IF o.options OPERATOR(pg_catalog.?) 'attribute_of' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = pg_catalog.format('migration "%s" is itself an attribute member of migration "%s"',
-                                        o.name, o.options OPERATOR(pg_catalog.->>) 'attribute_of'),
-            HINT = pg_catalog.format('Name the migration that owns the entity: "%s".', o.options OPERATOR(pg_catalog.->>) 'attribute_of');
-    END IF;
-    IF o.legacy OPERATOR(pg_catalog.<>) p_legacy::pg_catalog.oid
-       AND o.target OPERATOR(pg_catalog.<>) p_target::pg_catalog.oid THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = pg_catalog.format('migration "%s" migrates neither table %s nor into table %s', o.name, p_legacy, p_target),
-            DETAIL = pg_catalog.format('An attribute member shares the legacy table (%s, a split) or the target table (%s, a merge) of the migration that owns the entity.',
-                                       o.legacy::regclass, o.target::regclass);
-    END IF;
-    IF EXISTS (SELECT 1 FROM @extschema@.remote_migrations xr WHERE xr.migration_id OPERATOR(pg_catalog.=) o.id) THEN
-        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
-            MESSAGE = pg_catalog.format('migration "%s" is a cross-database migration and cannot own a split or a merge', o.name),
-            DETAIL = 'The members of a split or a merge move only as one group, and a cross-database migration cannot be a group member.';
-    END IF;
-    IF o.state OPERATOR(@extschema@.<>) 'legacy' THEN
-        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = pg_catalog.format('migration "%s" is in state %s', o.name, o.state),
-            DETAIL = 'Attribute members are added while the migration that owns the entity is in state legacy.',
-            HINT = 'Roll it back to legacy first.';
-    END IF;
-    IF EXISTS (SELECT 1 FROM @extschema@.group_members gm WHERE gm.migration_id OPERATOR(pg_catalog.=) o.id) THEN
-        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = pg_catalog.format('migration "%s" is a member of a group', o.name),
-            HINT = 'Create every member of the split first, then the group of all of them (softmig.drop_group, then softmig.create_group).';
-    END IF;
-    -- tools that act on one member's tables alone (_refuse_split_member), and
-    -- quarantines the new member would not share
-    IF EXISTS (SELECT 1 FROM @extschema@.field_authority f
-                WHERE f.migration_id OPERATOR(pg_catalog.=) o.id AND f.side OPERATOR(pg_catalog.=) 'new')
-       OR EXISTS (SELECT 1 FROM @extschema@.shape_views v WHERE v.migration_id OPERATOR(pg_catalog.=) o.id)
-       OR EXISTS (SELECT 1 FROM @extschema@.quarantine q WHERE q.migration_id OPERATOR(pg_catalog.=) o.id) THEN
-        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
-            MESSAGE = pg_catalog.format('migration "%s" has fields given to the target, shape views or quarantined entities', o.name),
-            DETAIL = 'Per-field authority and shape views are not supported for the members of a split or a merge, and an entity quarantined in the owner alone would not be quarantined in the new member.',
-            HINT = 'Hand the fields back (softmig.set_field_authority), drop the shape views (softmig.drop_shape_views) and release the entities (softmig.release) first; see doc/shapes.md, "Not built yet".';
-    END IF;
-    RETURN o;
-END $$;
-COMMENT ON FUNCTION @extschema@._split_owner(text, regclass, regclass) IS
-    'internal: the migration option attribute_of names, checked to own a split of table p_legacy or a merge into table p_target: 42704, 22023, 55000, 0A000';
 
 CREATE OR REPLACE FUNCTION @extschema@._entity_members(p_id integer) RETURNS integer[]
 LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
@@ -5688,39 +5642,6 @@ END $$;
 COMMENT ON FUNCTION @extschema@._entity_members(integer) IS
     'internal: the migrations an entity of migration p_id spans, owner first: p_id alone, or every member of its split or merge (0A000 when a merge''s members name the entity by different legacy keys)';
 REVOKE ALL ON FUNCTION @extschema@._entity_members(integer) FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION @extschema@._quarantine(name text, key jsonb, reason text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    m @extschema@.migrations := @extschema@._migration(name);
-    x @extschema@.migrations;
-    v_member integer;
-    v_key jsonb;
-    v_xkey jsonb;
-BEGIN
-    IF reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'quarantine needs a reason';
-    END IF;
-    v_key := @extschema@._normalize_key(m, key);
-    -- the entity in every member of a split or a merge, owner first
-    FOREACH v_member IN ARRAY @extschema@._entity_members(m.id) LOOP
-        SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_member;
-        v_xkey := @extschema@._normalize_key(x, v_key);
-        INSERT INTO @extschema@.quarantine (migration_id, key, reason, actor)
-        VALUES (x.id, v_xkey, reason, @extschema@._actor())
-        ON CONFLICT DO NOTHING;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
-                MESSAGE = pg_catalog.format('entity %s of migration "%s" is already quarantined', v_xkey, x.name);
-        END IF;
-        PERFORM @extschema@._invalidate(x.legacy, x.target);
-        PERFORM @extschema@._history(x.id, 'quarantine', x.state, x.state, reason,
-                                     pg_catalog.jsonb_build_object('key', v_xkey)
-                                     OPERATOR(pg_catalog.||) CASE WHEN x.id OPERATOR(pg_catalog.=) m.id THEN '{}'::jsonb
-                                                                  ELSE pg_catalog.jsonb_build_object('via', m.name) END);
-    END LOOP;
-END $$;
-COMMENT ON FUNCTION @extschema@._quarantine(text, jsonb, text) IS 'internal: implementation of softmig.quarantine';
 
 CREATE OR REPLACE FUNCTION @extschema@._release(name text, key jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
