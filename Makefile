@@ -50,6 +50,7 @@ REGRESS += one_to_many_tools
 REGRESS += merge_gaps
 REGRESS += split_tools
 REGRESS += split_quarantine
+REGRESS += split_hydrate
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

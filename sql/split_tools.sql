@@ -1,7 +1,8 @@
 -- split and merge members with the tools that act on one member's tables
--- alone: per-field authority, hydrate and shape views refuse them (0A000);
+-- alone: per-field authority and shape views refuse them (0A000);
 -- inspect_group works (sql/split.sql, sql/merge.sql), and so do quarantine
--- and release, per entity in every member (sql/split_quarantine.sql)
+-- and release, per entity in every member (sql/split_quarantine.sql), and
+-- hydrate, per member's columns (sql/split_hydrate.sql)
 \pset null '(null)'
 CREATE SCHEMA stl;
 CREATE SCHEMA stl_v2;
@@ -36,10 +37,6 @@ CALL softmig.backfill('stl_settings');
 RESET client_min_messages;
 
 -- every member, owner or attribute member, of a split or a merge
-SELECT x.name, e.*
-  FROM unnest(ARRAY['stl_users', 'stl_addr', 'stl_profiles', 'stl_settings']) AS x(name),
-       LATERAL t.err(format($$SELECT softmig.hydrate(%L, '[{"id": 1, "user_id": 1}]', pg_current_snapshot())$$, x.name)) e
- ORDER BY 1;
 SELECT x.name, e.state, e.message
   FROM (VALUES ('stl_users', 'email'), ('stl_addr', 'city'), ('stl_profiles', 'bio'), ('stl_settings', 'theme')) AS x(name, field),
        LATERAL t.err(format($$SELECT softmig.set_field_authority(%L, %L, 'new')$$, x.name, x.field)) e

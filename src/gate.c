@@ -212,8 +212,8 @@ require_group_owner(Oid role, text *group, const char *what)
 
 /*
  * require_entity_owner
- *		For quarantine and release, which act on an entity in every member
- *		of a split or a merge: raise 42501 unless "role" owns the tables of
+ *		For quarantine, release and hydrate, which act on an entity in every
+ *		member of a split or a merge: raise 42501 unless "role" owns the tables of
  *		every other member of the split or merge migration "name" takes part
  *		in (none when it takes part in none).  Takes no lock.
  */
@@ -331,7 +331,8 @@ softmig_gate(PG_FUNCTION_ARGS)
 		what = psprintf("call softmig.%s on migration \"%s\"", gi->proname,
 						text_to_cstring(PG_GETARG_TEXT_PP(0)));
 		softmig_require_owner(caller, legacy, target, what);
-		if (strcmp(gi->proname, "quarantine") == 0 || strcmp(gi->proname, "release") == 0)
+		if (strcmp(gi->proname, "quarantine") == 0 || strcmp(gi->proname, "release") == 0 ||
+			strcmp(gi->proname, "hydrate") == 0)
 			require_entity_owner(caller, PG_GETARG_TEXT_PP(0), what);
 	}
 

@@ -17,9 +17,13 @@
  *	  softmig.field_writes, so freshness is exact per field.  From new_write
  *	  on every application write lands on the target, and freshness is per
  *	  row: a row whose xmin is not visible in as_of was written after the
- *	  snapshot and keeps all its live fields.  A key missing from the target is inserted only in
- *	  mirrored and only while legacy still has the entity; otherwise it was
- *	  deleted (or never existed) and stays deleted.
+ *	  snapshot and keeps all its live fields.  A key missing from the
+ *	  target is inserted only in mirrored and only while legacy still has
+ *	  the entity; otherwise it was deleted (or never existed) and stays
+ *	  deleted.  For a member of a split or a merge a missing key is not
+ *	  inserted from the hydrated row: the entity is re-synced from legacy in
+ *	  every member (resync_missing), which creates the member's row only if
+ *	  the entity exists, and the hydrated fields then merge into it.
  *
  *-------------------------------------------------------------------------
  */
@@ -123,6 +127,89 @@ carry_sql(SoftmigMigration *m, SoftmigDest *bwd, const char *target, const char 
 	return buf.data;
 }
 
+/* the hydrated rows ($1), numbered, each as a row of the target (%s) */
+#define HYDRATED_ROWS "FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY AS \"softmig.i\"(img, n), " \
+	"LATERAL pg_catalog.jsonb_populate_record(NULL::%s, \"softmig.i\".img) AS \"softmig.r\" "
+
+/*
+ * resync_missing
+ *		Mirrored, a member of a split or a merge: the entities of the
+ *		hydrated rows (rows) that the target lacks are re-synced from legacy
+ *		in every member, owner first (softmig._hydrate_resync, as release
+ *		does): the owner decides whether the entity exists and creates its
+ *		rows, gathering the attribute members' columns.  A hydrated row is
+ *		never inserted as it is, for it would create an entity without its
+ *		owner or lack the other members' columns.  Returns an int8[] of the
+ *		ordinals (from 1) of the rows whose target row the re-sync created,
+ *		or (Datum) 0 when there is none; *ncreated is their number.  The
+ *		caller is connected to SPI and runs in the catalog context; the reads
+ *		of the target run as its owner.  Locks: those of the re-sync's
+ *		writes (the entity locks of the write path).
+ */
+static Datum
+resync_missing(SoftmigMigration *m, const char *target, const char *keymatch,
+			   const char *keyjson, Datum rows, int64 *ncreated)
+{
+	StringInfoData buf;
+	Oid			argtypes[2];
+	Datum		values[2];
+	Datum		keys;
+	Datum		ords;
+	bool		isnull;
+	int			save_nest;
+	Oid			save_user;
+	int			save_sec;
+
+	*ncreated = 0;
+	argtypes[0] = JSONBOID;
+	values[0] = rows;
+
+	/* the rows the target lacks, and their entities' legacy keys */
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "SELECT pg_catalog.array_agg(s.n ORDER BY s.n), "
+					 "pg_catalog.jsonb_agg(DISTINCT s.k ORDER BY s.k) FROM (SELECT \"softmig.i\".n, "
+					 "(SELECT %s FROM (SELECT \"softmig.r\".*) AS \"softmig.x\") AS k ", keyjson);
+	appendStringInfo(&buf, HYDRATED_ROWS, target);
+	appendStringInfo(&buf, "WHERE NOT EXISTS (SELECT 1 FROM %s AS \"softmig.t\" WHERE %s)) AS s",
+					 target, keymatch);
+	softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
+	softmig_spi_expect(SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, true, 0),
+					   SPI_OK_SELECT, "find the hydrated rows the target lacks");
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	ords = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return (Datum) 0;
+	keys = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+	/* the re-sync: softmig's own function, in the catalog context */
+	argtypes[0] = INT4OID;
+	argtypes[1] = JSONBOID;
+	values[0] = Int32GetDatum(m->id);
+	values[1] = keys;
+	softmig_spi_expect(SPI_execute_with_args("SELECT softmig._hydrate_resync($1, $2)", 2,
+											 argtypes, values, NULL, false, 0),
+					   SPI_OK_SELECT, "re-sync the entities the target lacks");
+
+	/* which of those rows the target holds now */
+	argtypes[0] = JSONBOID;
+	argtypes[1] = INT8ARRAYOID;
+	values[0] = rows;
+	values[1] = ords;
+	resetStringInfo(&buf);
+	appendStringInfoString(&buf, "SELECT pg_catalog.array_agg(\"softmig.i\".n), pg_catalog.count(*) ");
+	appendStringInfo(&buf, HYDRATED_ROWS, target);
+	appendStringInfo(&buf, ", pg_catalog.unnest($2) AS \"softmig.c\"(n) WHERE \"softmig.c\".n OPERATOR(pg_catalog.=) \"softmig.i\".n "
+					 "AND EXISTS (SELECT 1 FROM %s AS \"softmig.t\" WHERE %s)", target, keymatch);
+	softmig_enter_owner_context(softmig_rel_owner(m->target), &save_nest, &save_user, &save_sec);
+	softmig_spi_expect(SPI_execute_with_args(buf.data, 2, argtypes, values, NULL, false, 0),
+					   SPI_OK_SELECT, "find the rows the re-sync created");
+	softmig_leave_owner_context(save_nest, save_user, save_sec);
+	*ncreated = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (*ncreated == 0)
+		return (Datum) 0;
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+}
+
 PG_FUNCTION_INFO_V1(softmig_hydrate_exec);
 /*
  * softmig_hydrate_exec
@@ -165,6 +252,9 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	char	   *legacy;
 	uint64		changed = 0;
 	bool		raise_depth;
+	bool		shape = (m->split_owner != 0 || m->split_attrs != NIL);
+	Datum		created = (Datum) 0;
+	int64		ncreated = 0;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -220,6 +310,15 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	values[3] = dflt;
 
 	/*
+	 * A member of a split or a merge in mirrored: the entities the target
+	 * lacks are re-synced from legacy first, then merged into below.
+	 */
+	if (shape && m->state == SM_MIRRORED)
+		created = resync_missing(m, target, keymatch.data, keyjson, rows, &ncreated);
+	argtypes[4] = INT8ARRAYOID;
+	values[4] = created;
+
+	/*
 	 * As the target's owner (it writes the target; in mirrored it also reads
 	 * legacy to see which entities still exist), never as the caller.
 	 */
@@ -263,7 +362,14 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		 * duplicate keys, an array its bounds), which a round trip through
 		 * jsonb would not.
 		 */
+		/*
+		 * Rows the re-sync created are counted once, whether or not the merge
+		 * changes them too: the UPDATE returns the rows it changed and only
+		 * those it did not create count here.
+		 */
 		initStringInfo(&buf);
+		if (created != (Datum) 0)
+			appendStringInfoString(&buf, "WITH softmig_u AS (");
 		appendStringInfo(&buf, "UPDATE %s AS \"softmig.t\" SET (%s) = (SELECT ", target, setcols.data);
 		i = 0;
 		foreach(k, colnames)
@@ -280,17 +386,34 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 						 "pg_catalog.jsonb_populate_record(\"softmig.t\", softmig_m.merged) AS merged_row "
 						 "FROM softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s) AS softmig_m"
 						 ") AS \"softmig.h\") "
-						 "FROM pg_catalog.jsonb_array_elements($1) AS \"softmig.i\"(img), "
-						 "LATERAL pg_catalog.jsonb_populate_record(NULL::%s, \"softmig.i\".img) AS \"softmig.r\" "
+						 HYDRATED_ROWS
 						 "WHERE %s AND pg_catalog.to_jsonb(\"softmig.t\") IS DISTINCT FROM "
 						 "(softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s)).merged",
 						 fresh.data, target, keymatch.data, fresh.data);
-		softmig_spi_expect(SPI_execute_with_args(buf.data, 4, argtypes, values, NULL, false, 0),
-						   SPI_OK_UPDATE, "hydrate the target's rows");
-		changed = SPI_processed;
+		if (created == (Datum) 0)
+		{
+			softmig_spi_expect(SPI_execute_with_args(buf.data, 4, argtypes, values, NULL, false, 0),
+							   SPI_OK_UPDATE, "hydrate the target's rows");
+			changed = SPI_processed;
+		}
+		else
+		{
+			bool		isnull;
 
-		/* missing rows: only in mirrored, only while legacy has the entity */
-		if (m->state == SM_MIRRORED)
+			appendStringInfoString(&buf, " RETURNING \"softmig.i\".n) SELECT pg_catalog.count(*) FROM softmig_u "
+								   "WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.unnest($5) AS \"softmig.c\"(n) "
+								   "WHERE \"softmig.c\".n OPERATOR(pg_catalog.=) softmig_u.n)");
+			softmig_spi_expect(SPI_execute_with_args(buf.data, 5, argtypes, values, NULL, false, 0),
+							   SPI_OK_SELECT, "hydrate the target's rows");
+			changed = (uint64) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) +
+				(uint64) ncreated;
+		}
+
+		/*
+		 * missing rows: only in mirrored, only while legacy has the entity
+		 * (a member of a split or a merge re-synced them above)
+		 */
+		if (m->state == SM_MIRRORED && !shape)
 		{
 			resetStringInfo(&buf);
 			appendStringInfo(&buf,

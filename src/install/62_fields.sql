@@ -188,6 +188,31 @@ END $$;
 COMMENT ON FUNCTION @extschema@._hydrate_entities(@extschema@.migrations, jsonb) IS
     'internal: softmig.hydrate of a one_to_many migration: bring each entity named in a jsonb array of legacy keys in line with its authority';
 
+CREATE FUNCTION @extschema@._hydrate_resync(p_id integer, p_keys jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_members integer[] := @extschema@._entity_members(p_id);
+    m @extschema@.migrations;
+    x @extschema@.migrations;
+    v_member integer;
+    v_key jsonb;
+BEGIN
+    SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id;
+    -- entity by entity in key order, member by member, owner first (as
+    -- release): the owner creates the entity's rows, the attribute members
+    -- fill their columns of them
+    FOR v_key IN SELECT k FROM pg_catalog.jsonb_array_elements(p_keys) k ORDER BY k LOOP
+        v_key := @extschema@._normalize_key(m, v_key);
+        FOREACH v_member IN ARRAY v_members LOOP
+            SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_member;
+            PERFORM @extschema@._resync_key(x.id, @extschema@._normalize_key(x, v_key));
+        END LOOP;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@._hydrate_resync(integer, jsonb) IS
+    'internal: softmig.hydrate of a member of a split or a merge in mirrored: re-sync from legacy, in every member, the entities (a jsonb array of legacy keys) the member''s target lacks';
+
 CREATE FUNCTION @extschema@._hydrate(p_name text, p_rows jsonb, p_as_of pg_snapshot)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -197,8 +222,9 @@ DECLARE
     v_bad text;
     v_authority jsonb;
     v_n bigint;
+    v_partners integer[] := @extschema@._split_partners(m.id);
+    v_who text;
 BEGIN
-    PERFORM @extschema@._refuse_split_member(m.id, 'hydrates');
     IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot hydrate migration "%s" in state %s', m.name, m.state),
@@ -243,6 +269,33 @@ BEGIN
                   FROM pg_catalog.jsonb_array_elements(p_rows) e) x) THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'rows name the same key twice';
     END IF;
+    -- a member of a merge writes its own columns of the shared table; those
+    -- no member maps belong to the owner (a member of a split has a target
+    -- table of its own: all of it is the member's)
+    IF EXISTS (SELECT 1 FROM @extschema@.migrations x
+                WHERE x.id OPERATOR(pg_catalog.=) ANY (v_partners) AND x.target OPERATOR(pg_catalog.=) m.target) THEN
+        SELECT s.k, s.who INTO v_bad, v_who
+          FROM (SELECT DISTINCT k,
+                       COALESCE((SELECT x.name FROM @extschema@.mappings mp
+                                   JOIN @extschema@.migrations x ON x.id OPERATOR(pg_catalog.=) mp.migration_id
+                                  WHERE x.id OPERATOR(pg_catalog.=) ANY (v_partners OPERATOR(pg_catalog.||) m.id)
+                                    AND x.target OPERATOR(pg_catalog.=) m.target
+                                    AND mp.direction OPERATOR(pg_catalog.=) 'forward'
+                                    AND mp.column_name::text OPERATOR(pg_catalog.=) k
+                                  ORDER BY x.id LIMIT 1),
+                                COALESCE(m.options OPERATOR(pg_catalog.->>) 'attribute_of', m.name)) AS who
+                  FROM pg_catalog.jsonb_array_elements(p_rows) e, pg_catalog.jsonb_object_keys(e) k
+                 WHERE k OPERATOR(pg_catalog.<>) ALL (m.target_key)) s
+         WHERE s.who OPERATOR(pg_catalog.<>) m.name
+         ORDER BY s.k LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('column "%s" of the hydrated rows belongs to migration "%s"', v_bad, v_who),
+                DETAIL = pg_catalog.format('The members of a merge into %s write disjoint columns of it; the columns no member maps belong to the owner, "%s".',
+                                           m.target::regclass, COALESCE(m.options OPERATOR(pg_catalog.->>) 'attribute_of', m.name)),
+                HINT = pg_catalog.format('Hydrate column "%s" through migration "%s".', v_bad, v_who);
+        END IF;
+    END IF;
 
     -- who owns what: unmapped target columns and handed-over fields belong
     -- to the target; in mirrored the mapped ones belong to legacy
@@ -273,5 +326,6 @@ COMMENT ON FUNCTION @extschema@.hydrate(text, jsonb, pg_snapshot) IS
 REVOKE ALL ON FUNCTION
     @extschema@._hydrate_exec(integer, jsonb, pg_snapshot, jsonb, @extschema@.side),
     @extschema@._hydrate_entities(@extschema@.migrations, jsonb),
+    @extschema@._hydrate_resync(integer, jsonb),
     @extschema@._hydrate(text, jsonb, pg_snapshot)
 FROM PUBLIC;
