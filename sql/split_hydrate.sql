@@ -81,6 +81,15 @@ SELECT count(*) AS differences FROM softmig.parity('sh_users');
 SELECT count(*) AS differences FROM softmig.parity('sh_addr');
 SELECT count(*) AS differences FROM softmig.parity('sh_profiles');
 SELECT count(*) AS differences FROM softmig.parity('sh_settings');
+-- a quarantined entity the target lacks is not re-synced (SM005): release does it
+SET session_replication_role = replica;
+INSERT INTO sh.profiles VALUES (4, 'dee');
+RESET session_replication_role;
+SELECT softmig.quarantine('sh_settings', '{"user_id": 4}', 'check');
+SELECT state, message FROM t.err($$SELECT softmig.hydrate('sh_profiles', '[{"user_id": 4, "tier": "x"}]', pg_current_snapshot())$$);
+SELECT softmig.release('sh_settings', '{"user_id": 4}');
+SELECT softmig.hydrate('sh_profiles', '[{"user_id": 4, "tier": "x"}]', pg_current_snapshot()) AS rows_changed;
+SELECT * FROM sh_v2.accounts WHERE user_id = 4;
 
 ------------------------------------------------------------------ new_write
 SELECT softmig.advance_group('sh_u', reason => 'test');
