@@ -51,6 +51,7 @@ REGRESS += merge_gaps
 REGRESS += split_tools
 REGRESS += split_quarantine
 REGRESS += split_hydrate
+REGRESS += shapes_fkeys
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

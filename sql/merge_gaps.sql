@@ -97,14 +97,24 @@ SELECT count(*) AS differences FROM softmig.parity('mgg_settings');
 DELETE FROM mgg_v2.accounts WHERE user_id IN (9, 11);
 SELECT * FROM mgg.writes();
 
--- a foreign key from settings to profiles: in new_write the owner's
--- projection deletes the profile before the settings member's deletes its
--- settings row, so the key must cascade (doc/shapes.md "Limits of a merge")
+-- a foreign key from settings to profiles that does not cascade: in
+-- new_write the owner's projection deletes the settings row in the same
+-- statement as the profile, so the key holds (doc/shapes.md "Limits of a
+-- merge"); one row (the one-row plan) and several (the statement's plan)
+INSERT INTO mgg_v2.accounts VALUES (20, 'p20', 't20'), (21, 'p21', 't21'), (22, 'p22', NULL);
 ALTER TABLE mgg.settings ADD CONSTRAINT settings_profile FOREIGN KEY (user_id) REFERENCES mgg.profiles;
-SELECT * FROM t.err($$DELETE FROM mgg_v2.accounts WHERE user_id = 10$$);
+DELETE FROM mgg_v2.accounts WHERE user_id = 10;
+DELETE FROM mgg_v2.accounts WHERE user_id IN (20, 22);
+ALTER TABLE mgg.settings DROP CONSTRAINT settings_profile;
+ALTER TABLE mgg.settings ADD CONSTRAINT settings_profile FOREIGN KEY (user_id) REFERENCES mgg.profiles ON DELETE RESTRICT;
+DELETE FROM mgg_v2.accounts WHERE user_id = 21;
+SELECT * FROM mgg.writes();
+SELECT count(*) AS differences FROM softmig.parity('mgg_settings');
+-- a cascading key cascades, as before
 ALTER TABLE mgg.settings DROP CONSTRAINT settings_profile;
 ALTER TABLE mgg.settings ADD CONSTRAINT settings_profile FOREIGN KEY (user_id) REFERENCES mgg.profiles ON DELETE CASCADE;
-DELETE FROM mgg_v2.accounts WHERE user_id = 10;
+INSERT INTO mgg_v2.accounts VALUES (23, 'p23', 't23');
+DELETE FROM mgg_v2.accounts WHERE user_id = 23;
 SELECT * FROM mgg.writes();
 SELECT count(*) AS differences FROM softmig.parity('mgg_settings');
 

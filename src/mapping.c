@@ -31,6 +31,7 @@
 #include "access/table.h"
 #include "catalog/pg_attribute.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_constraint.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_opclass.h"
@@ -44,6 +45,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/queryenvironment.h"
+#include "utils/relcache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -874,6 +876,78 @@ append_keyed_delete(StringInfo buf, DestInfo *d, const char *from)
 }
 
 /*
+ * fk_needs_first
+ *		Does a foreign key of table relid reference table refid with an
+ *		ON DELETE action other than CASCADE?  NO ACTION and RESTRICT refuse
+ *		the delete of a referenced row while a referencing row remains, SET
+ *		NULL and SET DEFAULT would leave the referencing row without its
+ *		entity's key.  Takes AccessShareLock on relid (kept).
+ */
+static bool
+fk_needs_first(Oid relid, Oid refid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	ListCell   *lc;
+	bool		result = false;
+
+	foreach(lc, RelationGetFKeyList(rel))
+	{
+		ForeignKeyCacheInfo *fk = lfirst_node(ForeignKeyCacheInfo, lc);
+		HeapTuple	tup;
+
+		if (fk->confrelid != refid)
+			continue;
+		tup = SearchSysCache1(CONSTROID, ObjectIdGetDatum(fk->conoid));
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for constraint %u", fk->conoid);
+		if (((Form_pg_constraint) GETSTRUCT(tup))->confdeltype != FKCONSTR_ACTION_CASCADE)
+			result = true;
+		ReleaseSysCache(tup);
+	}
+	table_close(rel, NoLock);
+	return result;
+}
+
+/*
+ * append_attribute_deletes
+ *		For the owner of a split or a merge writing from the table the
+ *		members share (a split in mirrored, a merge in new_write and
+ *		new_read): "WITH softmig_a1 AS (DELETE ...), ... " deleting, in the
+ *		owner's delete statement, the rows of the same entities (keys from
+ *		<from>) in each attribute member's own table d references with a
+ *		foreign key that does not cascade.  The attribute member's own
+ *		trigger would delete them too, but after the owner's delete, which
+ *		its key refuses; in one statement the key is checked once both are
+ *		gone.  Nothing is appended for other members, sides or keys.
+ *		Loads the attribute members' cache entries; the caller is in the
+ *		destination owner's context, which then deletes from their tables.
+ */
+static void
+append_attribute_deletes(StringInfo buf, SoftmigMigration *m, SoftmigSide side,
+						 DestInfo *d, const char *from)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	if (m->split_attrs == NIL || side == split_shared_source(m))
+		return;
+	foreach(lc, m->split_attrs)
+	{
+		SoftmigMigration *a = softmig_require_migration(lfirst_int(lc));
+		DestInfo   *ad = softmig_build_dest(a, side);
+
+		if (!fk_needs_first(ad->relid, d->relid))
+			continue;
+		n++;
+		appendStringInfo(buf, "%s softmig_a%d AS (", n > 1 ? "," : "WITH", n);
+		append_keyed_delete(buf, ad, from);
+		appendStringInfoChar(buf, ')');
+	}
+	if (n > 0)
+		appendStringInfoChar(buf, ' ');
+}
+
+/*
  * prepare_row_delete
  *		p->delete_row: the delete of the destination's row by key for a
  *		one-row DELETE, the old row of srcdesc given as parameters (the same
@@ -898,7 +972,10 @@ prepare_row_delete(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d, TupleDe
 	if (m->split_owner != 0 && p->side == split_shared_source(m))
 		append_attribute_clear(&buf, d, rowsel.data);
 	else
+	{
+		append_attribute_deletes(&buf, m, p->side, d, rowsel.data);
 		append_keyed_delete(&buf, d, rowsel.data);
+	}
 	p->delete_row = softmig_prepare_kept(buf.data, nargs, argtypes);
 }
 
@@ -1225,7 +1302,10 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		p->delete_rc = SPI_OK_UPDATE;
 	}
 	else
+	{
+		append_attribute_deletes(&buf, m, side, d, SM_OLD_TABLE);
 		append_keyed_delete(&buf, d, SM_OLD_TABLE);
+	}
 	p->delete = softmig_prepare_kept(buf.data, 0, NULL);
 	p->delete_sql = MemoryContextStrdup(m->cxt, buf.data);
 	prepare_row_delete(m, p, d, RelationGetDescr(rel));
