@@ -5662,7 +5662,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
             MESSAGE = pg_catalog.format('migrations %s name the entity by other legacy keys than migration "%s"',
                                         v_odd, (SELECT x.name FROM @extschema@.migrations x WHERE x.id OPERATOR(pg_catalog.=) v_all[1])),
-            DETAIL = 'Quarantine and release act on an entity in every member of a merge, which needs the same legacy key columns mapped to the target key by the same expressions in each.',
+            DETAIL = 'Quarantine, release and the re-sync of a missing entity by hydrate act on an entity in every member of a merge, which needs the same legacy key columns mapped to the target key by the same expressions in each.',
             HINT = 'See doc/shapes.md, "Quarantine and release of a split or a merge".';
     END IF;
     RETURN v_all;
