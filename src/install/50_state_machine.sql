@@ -21,10 +21,9 @@ DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
     v_to @extschema@.state := to_state;
 BEGIN
-    IF COALESCE(force, false) AND (reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '') THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'force => true needs a reason',
-            HINT = 'The reason is recorded in the migration''s history.';
+    IF COALESCE(force, false) THEN
+        PERFORM @extschema@._require_nonblank(reason, 'force => true needs a reason',
+                                              'The reason is recorded in the migration''s history.');
     END IF;
     IF m.state OPERATOR(@extschema@.=) 'cutover' THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',

@@ -266,10 +266,9 @@ DECLARE
     v_detail jsonb;
     v_tables regclass[];
 BEGIN
-    IF COALESCE(force, false) AND (reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '') THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'force => true needs a reason',
-            HINT = 'The reason is recorded in the history of every member.';
+    IF COALESCE(force, false) THEN
+        PERFORM @extschema@._require_nonblank(reason, 'force => true needs a reason',
+                                              'The reason is recorded in the history of every member.');
     END IF;
     -- one change of a group at a time, and none while it is dropped
     PERFORM 1 FROM @extschema@.groups x WHERE x.id OPERATOR(pg_catalog.=) g.id FOR UPDATE;

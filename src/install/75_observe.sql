@@ -196,10 +196,8 @@ LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_ok boolean;
 BEGIN
-    IF p_key OPERATOR(pg_catalog.=) 'transition_rules'
-       AND p_value OPERATOR(pg_catalog.<>) ALL (ARRAY['"enforce"'::jsonb, '"observe"'::jsonb]) THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = pg_catalog.format('option transition_rules must be "enforce" or "observe", not %s', p_value);
+    IF p_key OPERATOR(pg_catalog.=) 'transition_rules' THEN
+        PERFORM @extschema@._check_option_choice(p_key, p_value, 'enforce', 'observe');
     END IF;
     IF p_key OPERATOR(pg_catalog.=) 'parity_chunk_rows' THEN
         -- step by step: a cast is only tried on what is surely an integer
@@ -235,9 +233,7 @@ DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
     v_query text;
 BEGIN
-    IF invariant IS NULL OR pg_catalog.btrim(invariant) OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'invariant name must not be empty';
-    END IF;
+    PERFORM @extschema@._require_nonblank(invariant, 'invariant name must not be empty');
     IF query IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'invariant query must not be null';
     END IF;
