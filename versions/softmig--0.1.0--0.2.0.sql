@@ -3170,9 +3170,7 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('migration "%s" is already in state cutover', m.name);
             END IF;
-            v_to := COALESCE((arg OPERATOR(pg_catalog.->>) 'to')::@extschema@.state,
-                             (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
-                             [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)]);
+            v_to := COALESCE((arg OPERATOR(pg_catalog.->>) 'to')::@extschema@.state, @extschema@._next_state(m.state));
             IF v_to OPERATOR(@extschema@.<=) m.state THEN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('cannot advance migration "%s" from %s to %s', m.name, m.state, v_to),
@@ -4499,10 +4497,7 @@ BEGIN
                 MESSAGE = pg_catalog.format('group "%s" is already in state cutover', g.name),
                 DETAIL = 'cutover is the final state.';
         END IF;
-        IF v_to IS NULL THEN
-            v_to := (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
-                    [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], v_from)];
-        END IF;
+        v_to := COALESCE(v_to, @extschema@._next_state(v_from));
         IF v_to OPERATOR(@extschema@.<=) v_from THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('cannot advance group "%s" from %s to %s', g.name, v_from, v_to),
@@ -5759,10 +5754,7 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" is already in state cutover', m.name),
             DETAIL = 'cutover is the final state.';
     END IF;
-    IF v_to IS NULL THEN
-        v_to := (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
-                [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)];
-    END IF;
+    v_to := COALESCE(v_to, @extschema@._next_state(m.state));
     IF v_to OPERATOR(@extschema@.<=) m.state THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot advance migration "%s" from %s to %s', m.name, m.state, v_to),
@@ -5898,3 +5890,13 @@ BEGIN
         END IF;
     END IF;
 END $$;
+
+-- The state after a state, for every advance
+CREATE FUNCTION @extschema@._next_state(p_state @extschema@.state) RETURNS @extschema@.state
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
+           [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], p_state)]
+$$;
+COMMENT ON FUNCTION @extschema@._next_state(@extschema@.state) IS
+    'internal: the state one step forward of a state (the default target of advance), NULL after cutover';
+REVOKE ALL ON FUNCTION @extschema@._next_state(@extschema@.state) FROM PUBLIC;

@@ -14,6 +14,15 @@ CREATE FUNCTION @extschema@.state(name unknown) RETURNS @extschema@.state
 COMMENT ON FUNCTION @extschema@.state(unknown) IS
     'the current state of a migration named by a literal (see state(text))';
 
+CREATE FUNCTION @extschema@._next_state(p_state @extschema@.state) RETURNS @extschema@.state
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
+           [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], p_state)]
+$$;
+COMMENT ON FUNCTION @extschema@._next_state(@extschema@.state) IS
+    'internal: the state one step forward of a state (the default target of advance), NULL after cutover';
+REVOKE ALL ON FUNCTION @extschema@._next_state(@extschema@.state) FROM PUBLIC;
+
 CREATE FUNCTION @extschema@._advance(name text, to_state @extschema@.state, reason text, force boolean)
 RETURNS @extschema@.state
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -30,10 +39,7 @@ BEGIN
             MESSAGE = pg_catalog.format('migration "%s" is already in state cutover', m.name),
             DETAIL = 'cutover is the final state.';
     END IF;
-    IF v_to IS NULL THEN
-        v_to := (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
-                [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)];
-    END IF;
+    v_to := COALESCE(v_to, @extschema@._next_state(m.state));
     IF v_to OPERATOR(@extschema@.<=) m.state THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot advance migration "%s" from %s to %s', m.name, m.state, v_to),

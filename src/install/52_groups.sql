@@ -298,10 +298,7 @@ BEGIN
                 MESSAGE = pg_catalog.format('group "%s" is already in state cutover', g.name),
                 DETAIL = 'cutover is the final state.';
         END IF;
-        IF v_to IS NULL THEN
-            v_to := (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
-                    [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], v_from)];
-        END IF;
+        v_to := COALESCE(v_to, @extschema@._next_state(v_from));
         IF v_to OPERATOR(@extschema@.<=) v_from THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('cannot advance group "%s" from %s to %s', g.name, v_from, v_to),

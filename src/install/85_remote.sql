@@ -922,9 +922,7 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('migration "%s" is already in state cutover', m.name);
             END IF;
-            v_to := COALESCE((arg OPERATOR(pg_catalog.->>) 'to')::@extschema@.state,
-                             (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
-                             [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)]);
+            v_to := COALESCE((arg OPERATOR(pg_catalog.->>) 'to')::@extschema@.state, @extschema@._next_state(m.state));
             IF v_to OPERATOR(@extschema@.<=) m.state THEN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('cannot advance migration "%s" from %s to %s', m.name, m.state, v_to),
