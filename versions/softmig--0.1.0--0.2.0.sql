@@ -3181,8 +3181,7 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('migration "%s" is in state %s and cannot roll back', m.name, m.state);
             END IF;
-            v_to := (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
-                    [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)];
+            v_to := @extschema@._previous_state(m.state);
         END IF;
         IF NOT @extschema@.is_legal_transition(v_from, v_to) THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -4513,8 +4512,7 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('group "%s" is in state legacy; there is nothing to roll back', g.name);
         END IF;
-        v_to := (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
-                [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], v_from)];
+        v_to := @extschema@._previous_state(v_from);
     END IF;
 
     v_detail := pg_catalog.jsonb_build_object('group', g.name)
@@ -5900,3 +5898,31 @@ $$;
 COMMENT ON FUNCTION @extschema@._next_state(@extschema@.state) IS
     'internal: the state one step forward of a state (the default target of advance), NULL after cutover';
 REVOKE ALL ON FUNCTION @extschema@._next_state(@extschema@.state) FROM PUBLIC;
+
+-- The state before a state, for every rollback
+CREATE FUNCTION @extschema@._previous_state(p_state @extschema@.state) RETURNS @extschema@.state
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
+           [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], p_state)]
+$$;
+COMMENT ON FUNCTION @extschema@._previous_state(@extschema@.state) IS
+    'internal: the state one step back of a state (where rollback goes), NULL from legacy and cutover';
+REVOKE ALL ON FUNCTION @extschema@._previous_state(@extschema@.state) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._rollback(name text, reason text)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+BEGIN
+    IF m.state OPERATOR(@extschema@.=) 'cutover' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is in state cutover and never rolls back', m.name),
+            HINT = 'Fix forward on the target table.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is in state legacy; there is nothing to roll back', m.name);
+    END IF;
+    RETURN @extschema@._set_state(m.id, @extschema@._previous_state(m.state), 'rollback', reason, '{}');
+END $$;

@@ -23,6 +23,15 @@ COMMENT ON FUNCTION @extschema@._next_state(@extschema@.state) IS
     'internal: the state one step forward of a state (the default target of advance), NULL after cutover';
 REVOKE ALL ON FUNCTION @extschema@._next_state(@extschema@.state) FROM PUBLIC;
 
+CREATE FUNCTION @extschema@._previous_state(p_state @extschema@.state) RETURNS @extschema@.state
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
+           [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], p_state)]
+$$;
+COMMENT ON FUNCTION @extschema@._previous_state(@extschema@.state) IS
+    'internal: the state one step back of a state (where rollback goes), NULL from legacy and cutover';
+REVOKE ALL ON FUNCTION @extschema@._previous_state(@extschema@.state) FROM PUBLIC;
+
 CREATE FUNCTION @extschema@._advance(name text, to_state @extschema@.state, reason text, force boolean)
 RETURNS @extschema@.state
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -72,10 +81,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('migration "%s" is in state legacy; there is nothing to roll back', m.name);
     END IF;
-    RETURN @extschema@._set_state(m.id,
-        (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
-        [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)],
-        'rollback', reason, '{}');
+    RETURN @extschema@._set_state(m.id, @extschema@._previous_state(m.state), 'rollback', reason, '{}');
 END $$;
 COMMENT ON FUNCTION @extschema@._rollback(text, text) IS 'internal: implementation of softmig.rollback';
 

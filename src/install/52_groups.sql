@@ -314,8 +314,7 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('group "%s" is in state legacy; there is nothing to roll back', g.name);
         END IF;
-        v_to := (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
-                [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], v_from)];
+        v_to := @extschema@._previous_state(v_from);
     END IF;
 
     v_detail := pg_catalog.jsonb_build_object('group', g.name)

@@ -933,8 +933,7 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('migration "%s" is in state %s and cannot roll back', m.name, m.state);
             END IF;
-            v_to := (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
-                    [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)];
+            v_to := @extschema@._previous_state(m.state);
         END IF;
         IF NOT @extschema@.is_legal_transition(v_from, v_to) THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
