@@ -40,6 +40,24 @@ static List *graveyard = NIL;
 static List *graveyard_plans = NIL;
 
 /*
+ * forget_entry_memory
+ *		Clear an entry's pointers into its memory context (the context, its
+ *		plans and the lists allocated in it), for a new entry or one whose
+ *		memory was retired.  Takes no lock; frees nothing: the caller owns
+ *		(or has parked) what they pointed to.
+ */
+static void
+forget_entry_memory(SoftmigMigration *m)
+{
+	m->cxt = NULL;
+	m->plans = NULL;
+	m->part_sides = NIL;
+	m->triggers_ok = NIL;
+	m->split_attrs = NIL;
+	m->split_rels = NIL;
+}
+
+/*
  * retire_entry_memory
  *		Free the plans and memory of a stale entry now, or park them until
  *		no mirroring is in progress (a trigger frame further up the stack may
@@ -63,12 +81,7 @@ retire_entry_memory(SoftmigMigration *m)
 	if (m->cxt)
 		graveyard = lappend(graveyard, m->cxt);
 	MemoryContextSwitchTo(old);
-	m->cxt = NULL;
-	m->plans = NULL;
-	m->part_sides = NIL;
-	m->triggers_ok = NIL;
-	m->split_attrs = NIL;
-	m->split_rels = NIL;
+	forget_entry_memory(m);
 
 	if (softmig_mirror_depth == 0)
 	{
@@ -360,14 +373,7 @@ softmig_get_migration(int32 id)
 	if (found)
 		retire_entry_memory(m);
 	else
-	{
-		m->cxt = NULL;
-		m->plans = NULL;
-		m->part_sides = NIL;
-		m->triggers_ok = NIL;
-		m->split_attrs = NIL;
-		m->split_rels = NIL;
-	}
+		forget_entry_memory(m);
 	m->valid = false;
 	if (!load_migration(m, id))
 	{

@@ -217,10 +217,7 @@ static ExecutorStart_hook_type prev_ExecutorStart = NULL;
 static void
 mirror_ExecutorStart(QueryDesc *queryDesc, int eflags)
 {
-	if (prev_ExecutorStart)
-		prev_ExecutorStart(queryDesc, eflags);
-	else
-		standard_ExecutorStart(queryDesc, eflags);
+	softmig_chain_hook(prev_ExecutorStart, standard_ExecutorStart, queryDesc, eflags);
 	if (queryDesc->planstate == NULL ||
 		!IsA(queryDesc->planstate, ModifyTableState))
 		return;

@@ -252,6 +252,15 @@ softmig_prune_perminfos(PlannedStmt *stmt)
 #define SOFTMIG_EXECUTOR_RUN_EXTRA_ARG , execute_once
 #endif
 
+/*
+ * Hand a hooked planner, executor or utility call on: to the hook installed
+ * before softmig's (prev, saved at _PG_init), or to the standard function
+ * when there was none, with the same arguments (written with the
+ * version-dependent tails above where the hook has one).
+ */
+#define softmig_chain_hook(prev, standard, ...) \
+	((prev) ? (prev) (__VA_ARGS__) : (standard) (__VA_ARGS__))
+
 /* post_parse_analyze_hook's JumbleState is const from PostgreSQL 19. */
 #if PG_VERSION_NUM >= 190000
 #define SOFTMIG_JUMBLESTATE const JumbleState

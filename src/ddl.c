@@ -191,8 +191,6 @@ mirrored_migration_of(Oid relid, char **state)
 	List	   *anc;
 	Datum	   *elems;
 	ArrayType  *arr;
-	Oid			argtypes[1] = {OIDARRAYOID};
-	Datum		values[1];
 	ListCell   *lc;
 	int			i = 0;
 	char	   *result = NULL;
@@ -204,17 +202,14 @@ mirrored_migration_of(Oid relid, char **state)
 	foreach(lc, anc)
 		elems[i++] = ObjectIdGetDatum(lfirst_oid(lc));
 	arr = construct_array(elems, i, OIDOID, sizeof(Oid), true, TYPALIGN_INT);
-	values[0] = PointerGetDatum(arr);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT m.name, m.state::pg_catalog.text FROM softmig.migrations m "
-							  "WHERE (m.legacy::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($1) "
-							  "OR m.target::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($1)) "
-							  "AND m.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY "
-							  "('{mirrored,new_write,new_read}'::pg_catalog.text[])",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: reading softmig.migrations failed");
-	if (SPI_processed == 1)
+	if (softmig_spi_select_arg("SELECT m.name, m.state::pg_catalog.text FROM softmig.migrations m "
+							   "WHERE (m.legacy::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($1) "
+							   "OR m.target::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($1)) "
+							   "AND m.state::pg_catalog.text OPERATOR(pg_catalog.=) ANY "
+							   "('{mirrored,new_write,new_read}'::pg_catalog.text[])",
+							   OIDARRAYOID, PointerGetDatum(arr), 1, "reading softmig.migrations") == 1)
 	{
 		MemoryContext old = MemoryContextSwitchTo(CurTransactionContext);
 

@@ -701,10 +701,7 @@ disc_ExecutorEnd(QueryDesc *queryDesc)
 		!(queryDesc->estate->es_top_eflags & EXEC_FLAG_EXPLAIN_ONLY))
 		disc_record_query(queryDesc);
 
-	if (prev_ExecutorEnd)
-		prev_ExecutorEnd(queryDesc);
-	else
-		standard_ExecutorEnd(queryDesc);
+	softmig_chain_hook(prev_ExecutorEnd, standard_ExecutorEnd, queryDesc);
 }
 
 /*
@@ -734,12 +731,8 @@ disc_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTr
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 
-	if (prev_ProcessUtility)
-		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-							queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
+	softmig_chain_hook(prev_ProcessUtility, standard_ProcessUtility,
+					   pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 
 	if (IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->relation != NULL)
 	{

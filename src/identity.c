@@ -884,12 +884,9 @@ identity_planner(Query *parse, const char *query_string, int cursorOptions,
 	planning++;
 	PG_TRY();
 	{
-		if (prev_planner)
-			result = prev_planner(parse, query_string, cursorOptions, boundParams
-								  SOFTMIG_PLANNER_EXTRA_ARG);
-		else
-			result = standard_planner(parse, query_string, cursorOptions, boundParams
-									  SOFTMIG_PLANNER_EXTRA_ARG);
+		result = softmig_chain_hook(prev_planner, standard_planner,
+									parse, query_string, cursorOptions, boundParams
+									SOFTMIG_PLANNER_EXTRA_ARG);
 	}
 	PG_FINALLY();
 	{
@@ -911,10 +908,8 @@ identity_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count
 	exec_level++;
 	PG_TRY();
 	{
-		if (prev_ExecutorRun)
-			prev_ExecutorRun(queryDesc, direction, count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG);
-		else
-			standard_ExecutorRun(queryDesc, direction, count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG);
+		softmig_chain_hook(prev_ExecutorRun, standard_ExecutorRun,
+						   queryDesc, direction, count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG);
 	}
 	PG_FINALLY();
 	{
@@ -933,10 +928,7 @@ identity_ExecutorFinish(QueryDesc *queryDesc)
 	exec_level++;
 	PG_TRY();
 	{
-		if (prev_ExecutorFinish)
-			prev_ExecutorFinish(queryDesc);
-		else
-			standard_ExecutorFinish(queryDesc);
+		softmig_chain_hook(prev_ExecutorFinish, standard_ExecutorFinish, queryDesc);
 	}
 	PG_FINALLY();
 	{

@@ -326,6 +326,27 @@ sql_mirror_upsert(StringInfo buf, SoftmigMigration *m)
 }
 
 /*
+ * append_numbered_keys
+ *		Append the CTE "cte AS (...)": the legacy key of each row of the
+ *		transition table "transition", typed as the target key
+ *		(softmig_k1..n), numbered in scan order (softmig_n), so the old and
+ *		new rows of one UPDATE pair up by number.
+ */
+static void
+append_numbered_keys(StringInfo buf, SoftmigMigration *m, const char *cte, const char *transition)
+{
+	ListCell   *c;
+	ListCell   *e;
+
+	appendStringInfo(buf, "%s AS (SELECT pg_catalog.row_number() OVER () AS softmig_n, ", cte);
+	forboth(c, m->legacy_key, e, m->target_key)
+		appendStringInfo(buf, "%s(%s)::%s AS softmig_k%d", foreach_current_index(c) > 0 ? ", " : "",
+						 quote_identifier(lfirst(c)), softmig_otm_col_type(m->target, lfirst(e)),
+						 foreach_current_index(c) + 1);
+	appendStringInfo(buf, " FROM %s)", transition);
+}
+
+/*
  * sql_mirror_move
  *		OTM_MIRROR_MOVE: a legacy UPDATE's old and new rows in step; the
  *		sets of the keys it changed move to the new keys (their members
@@ -337,19 +358,12 @@ sql_mirror_move(StringInfo buf, SoftmigMigration *m)
 	char	   *target = softmig_qualified_relname(m->target);
 	int			nkey = list_length(m->legacy_key);
 	ListCell   *c;
-	ListCell   *e;
 
-	appendStringInfoString(buf, "WITH softmig_o AS (SELECT pg_catalog.row_number() OVER () AS softmig_n, ");
-	forboth(c, m->legacy_key, e, m->target_key)
-		appendStringInfo(buf, "%s(%s)::%s AS softmig_k%d", foreach_current_index(c) > 0 ? ", " : "",
-						 quote_identifier(lfirst(c)), softmig_otm_col_type(m->target, lfirst(e)),
-						 foreach_current_index(c) + 1);
-	appendStringInfoString(buf, " FROM softmig_old), softmig_nw AS (SELECT pg_catalog.row_number() OVER () AS softmig_n, ");
-	forboth(c, m->legacy_key, e, m->target_key)
-		appendStringInfo(buf, "%s(%s)::%s AS softmig_k%d", foreach_current_index(c) > 0 ? ", " : "",
-						 quote_identifier(lfirst(c)), softmig_otm_col_type(m->target, lfirst(e)),
-						 foreach_current_index(c) + 1);
-	appendStringInfoString(buf, " FROM softmig_new), softmig_mv AS (SELECT ");
+	appendStringInfoString(buf, "WITH ");
+	append_numbered_keys(buf, m, "softmig_o", "softmig_old");
+	appendStringInfoString(buf, ", ");
+	append_numbered_keys(buf, m, "softmig_nw", "softmig_new");
+	appendStringInfoString(buf, ", softmig_mv AS (SELECT ");
 	for (int i = 1; i <= nkey; i++)
 		appendStringInfo(buf, "%so.softmig_k%d AS softmig_o%d, n.softmig_k%d AS softmig_k%d",
 						 i > 1 ? ", " : "", i, i, i, i);
@@ -591,6 +605,43 @@ sql_bf_orphans(StringInfo buf, SoftmigMigration *m)
 }
 
 /*
+ * append_key_of_param
+ *		Append "SELECT <legacy key of $1, typed as the target key> FROM
+ *		jsonb_populate_record(NULL::legacy, $1) c": the one entity a jsonb
+ *		legacy key in $1 names, to compare with a target row's key.
+ */
+static void
+append_key_of_param(StringInfo buf, SoftmigMigration *m, const char *legacy)
+{
+	ListCell   *c;
+	ListCell   *e;
+
+	appendStringInfoString(buf, "SELECT ");
+	forboth(c, m->legacy_key, e, m->target_key)
+		appendStringInfo(buf, "%s(c.%s)::%s", foreach_current_index(c) > 0 ? ", " : "",
+						 quote_identifier(lfirst(c)), softmig_otm_col_type(m->target, lfirst(e)));
+	appendStringInfo(buf, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) c", legacy);
+}
+
+/*
+ * append_parity_verdict
+ *		Append the final SELECT of a parity statement: per entity of the
+ *		CTE softmig_s (softmig_key, softmig_ls, softmig_ts, softmig_diff),
+ *		its kind (missing_in_legacy, missing_in_target, equal, mismatch),
+ *		key and both sides, in key order.
+ */
+static void
+append_parity_verdict(StringInfo buf)
+{
+	appendStringInfoString(buf, "SELECT CASE "
+						   "WHEN s.softmig_ls IS NULL THEN 'missing_in_legacy' "
+						   "WHEN s.softmig_ts IS NULL THEN 'missing_in_target' "
+						   "WHEN NOT s.softmig_diff THEN 'equal' "
+						   "ELSE 'mismatch' END AS kind, s.softmig_key, s.softmig_ls, s.softmig_ts "
+						   "FROM softmig_s s ORDER BY s.softmig_key");
+}
+
+/*
  * sql_parity_sets
  *		OTM_PARITY, OTM_INSPECT.
  *		Per entity, the expansion of its legacy row and its target set
@@ -630,11 +681,9 @@ sql_parity_sets(StringInfo buf, SoftmigMigration *m, OtmStmt kind)
 	{
 		appendStringInfo(buf, " AND (");
 		softmig_otm_append_idents(buf, "t.", m->target_key);
-		appendStringInfo(buf, ") IN (SELECT ");
-		forboth(c, m->legacy_key, e, m->target_key)
-			appendStringInfo(buf, "%s(c.%s)::%s", foreach_current_index(c) > 0 ? ", " : "",
-							 quote_identifier(lfirst(c)), softmig_otm_col_type(m->target, lfirst(e)));
-		appendStringInfo(buf, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) c)", legacy);
+		appendStringInfoString(buf, ") IN (");
+		append_key_of_param(buf, m, legacy);
+		appendStringInfoChar(buf, ')');
 	}
 	appendStringInfoString(buf, "), softmig_x AS (SELECT DISTINCT ");
 	softmig_otm_append_idents(buf, "d.", m->target_key);
@@ -662,12 +711,8 @@ sql_parity_sets(StringInfo buf, SoftmigMigration *m, OtmStmt kind)
 	appendStringInfoString(buf, ") AS softmig_ls, (SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(h) "
 						   "ORDER BY pg_catalog.to_jsonb(h)::pg_catalog.text) FROM softmig_h h WHERE ");
 	append_match(buf, m, "h.", "x.");
-	appendStringInfoString(buf, ") AS softmig_ts FROM softmig_x x) SELECT CASE "
-						   "WHEN s.softmig_ls IS NULL THEN 'missing_in_legacy' "
-						   "WHEN s.softmig_ts IS NULL THEN 'missing_in_target' "
-						   "WHEN NOT s.softmig_diff THEN 'equal' "
-						   "ELSE 'mismatch' END AS kind, s.softmig_key, s.softmig_ls, s.softmig_ts "
-						   "FROM softmig_s s ORDER BY s.softmig_key");
+	appendStringInfoString(buf, ") AS softmig_ts FROM softmig_x x) ");
+	append_parity_verdict(buf);
 }
 
 /*
@@ -703,11 +748,9 @@ sql_parity_aggregate(StringInfo buf, SoftmigMigration *m)
 		appendStringInfo(buf, "t.%s IS NOT NULL AND ", quote_identifier(lfirst(c)));
 	appendStringInfoString(buf, "($1 IS NULL OR (");
 	softmig_otm_append_idents(buf, "t.", m->target_key);
-	appendStringInfoString(buf, ") IN (SELECT ");
-	forboth(c, m->legacy_key, e, m->target_key)
-		appendStringInfo(buf, "%s(c.%s)::%s", foreach_current_index(c) > 0 ? ", " : "",
-						 quote_identifier(lfirst(c)), softmig_otm_col_type(m->target, lfirst(e)));
-	appendStringInfo(buf, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) c)) GROUP BY ", legacy);
+	appendStringInfoString(buf, ") IN (");
+	append_key_of_param(buf, m, legacy);
+	appendStringInfoString(buf, ")) GROUP BY ");
 	softmig_otm_append_idents(buf, "t.", m->target_key);
 	appendStringInfoString(buf, "), softmig_l AS (SELECT ");
 	softmig_otm_append_idents(buf, "l.", m->legacy_key);
@@ -740,12 +783,8 @@ sql_parity_aggregate(StringInfo buf, SoftmigMigration *m)
 	foreach(c, m->legacy_key)
 		appendStringInfo(buf, "%sa.%s = x.%s", foreach_current_index(c) > 0 ? " AND " : "",
 						 quote_identifier(lfirst(c)), quote_identifier(lfirst(c)));
-	appendStringInfoString(buf, ") AS softmig_ts FROM softmig_x x) SELECT CASE "
-						   "WHEN s.softmig_ls IS NULL THEN 'missing_in_legacy' "
-						   "WHEN s.softmig_ts IS NULL THEN 'missing_in_target' "
-						   "WHEN NOT s.softmig_diff THEN 'equal' "
-						   "ELSE 'mismatch' END AS kind, s.softmig_key, s.softmig_ls, s.softmig_ts "
-						   "FROM softmig_s s ORDER BY s.softmig_key");
+	appendStringInfoString(buf, ") AS softmig_ts FROM softmig_x x) ");
+	append_parity_verdict(buf);
 }
 
 /*

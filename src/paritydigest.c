@@ -66,20 +66,16 @@
 static void
 rel_estimate(Oid relid, double *rows, double *blocks)
 {
-	Oid			argtypes[1] = {REGCLASSOID};
-	Datum		values[1];
 	bool		isnull;
 	Datum		d;
 
-	values[0] = ObjectIdGetDatum(relid);
-	if (SPI_execute_with_args("SELECT pg_catalog.sum(CASE WHEN c.reltuples OPERATOR(pg_catalog.>=) 0 THEN c.reltuples::pg_catalog.float8 "
-							  "ELSE pg_catalog.pg_relation_size(c.oid)::pg_catalog.float8 OPERATOR(pg_catalog./) 8192 OPERATOR(pg_catalog.*) 50 END), "
-							  "pg_catalog.sum(pg_catalog.pg_relation_size(c.oid)::pg_catalog.float8 OPERATOR(pg_catalog./) 8192) "
-							  "FROM pg_catalog.pg_class c WHERE c.relkind OPERATOR(pg_catalog.=) 'r' "
-							  "AND (c.oid OPERATOR(pg_catalog.=) $1 OR c.oid OPERATOR(pg_catalog.=) ANY "
-							  "(SELECT p.relid FROM pg_catalog.pg_partition_tree($1) p))",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: estimating the size of a table failed");
+	(void) softmig_spi_select_arg("SELECT pg_catalog.sum(CASE WHEN c.reltuples OPERATOR(pg_catalog.>=) 0 THEN c.reltuples::pg_catalog.float8 "
+								  "ELSE pg_catalog.pg_relation_size(c.oid)::pg_catalog.float8 OPERATOR(pg_catalog./) 8192 OPERATOR(pg_catalog.*) 50 END), "
+								  "pg_catalog.sum(pg_catalog.pg_relation_size(c.oid)::pg_catalog.float8 OPERATOR(pg_catalog./) 8192) "
+								  "FROM pg_catalog.pg_class c WHERE c.relkind OPERATOR(pg_catalog.=) 'r' "
+								  "AND (c.oid OPERATOR(pg_catalog.=) $1 OR c.oid OPERATOR(pg_catalog.=) ANY "
+								  "(SELECT p.relid FROM pg_catalog.pg_partition_tree($1) p))",
+								  REGCLASSOID, ObjectIdGetDatum(relid), 1, "estimating the size of a table");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	*rows = isnull ? 0 : DatumGetFloat8(d);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);

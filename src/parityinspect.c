@@ -485,7 +485,7 @@ jsonb_has_null_value(Jsonb *jb)
 static GroupMember *
 group_load(text *name, int *nmembers, List **fks, MemoryContext cxt)
 {
-	Oid			argtypes[2] = {TEXTOID, OIDARRAYOID};
+	Oid			argtypes[2] = {OIDARRAYOID, OIDARRAYOID};
 	Datum		values[2];
 	GroupMember *ms;
 	Datum	   *loids;
@@ -495,15 +495,12 @@ group_load(text *name, int *nmembers, List **fks, MemoryContext cxt)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	values[0] = PointerGetDatum(name);
-	if (SPI_execute_with_args("SELECT m.id, m.name, m.legacy::pg_catalog.oid, m.target::pg_catalog.oid "
-							  "FROM softmig.groups g "
-							  "JOIN softmig.group_members gm ON gm.group_id OPERATOR(pg_catalog.=) g.id "
-							  "JOIN softmig.migrations m ON m.id OPERATOR(pg_catalog.=) gm.migration_id "
-							  "WHERE g.name OPERATOR(pg_catalog.=) $1 ORDER BY gm.ordinal",
-							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: reading the group catalog failed");
-	if (SPI_processed == 0)
+	if (softmig_spi_select_arg("SELECT m.id, m.name, m.legacy::pg_catalog.oid, m.target::pg_catalog.oid "
+							   "FROM softmig.groups g "
+							   "JOIN softmig.group_members gm ON gm.group_id OPERATOR(pg_catalog.=) g.id "
+							   "JOIN softmig.migrations m ON m.id OPERATOR(pg_catalog.=) gm.migration_id "
+							   "WHERE g.name OPERATOR(pg_catalog.=) $1 ORDER BY gm.ordinal",
+							   TEXTOID, PointerGetDatum(name), 0, "reading the group catalog") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("group \"%s\" does not exist", text_to_cstring(name)),
@@ -536,7 +533,6 @@ group_load(text *name, int *nmembers, List **fks, MemoryContext cxt)
 	 * the condition on the child's columns, with the key's own "PK = FK"
 	 * equality operators.
 	 */
-	argtypes[0] = OIDARRAYOID;
 	values[0] = PointerGetDatum(construct_array(loids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
 	values[1] = PointerGetDatum(construct_array(toids, n, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
 	if (SPI_execute_with_args(

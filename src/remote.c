@@ -314,17 +314,13 @@ softmig_remote_exec(PGconn *conn, const char *what, const char *sql,
 static char *
 peer_conninfo(const char *name, MemoryContext cxt)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
 	bool		isnull;
 	Datum		d;
 
-	values[0] = CStringGetTextDatum(name);
-	if (SPI_execute_with_args("SELECT peer FROM softmig.remote_conninfo "
-							  "WHERE migration OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: reading softmig.remote_conninfo failed");
-	if (SPI_processed != 1)
+	if (softmig_spi_select_arg("SELECT peer FROM softmig.remote_conninfo "
+							   "WHERE migration OPERATOR(pg_catalog.=) $1",
+							   TEXTOID, CStringGetTextDatum(name), 1,
+							   "reading softmig.remote_conninfo") != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("cross-database migration \"%s\" has no connection to the other database here", name),

@@ -155,8 +155,6 @@ elapsed_ms(instr_time start)
 static void
 load_side(RParity *p, List **keycols)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
 	HeapTuple	t;
 	TupleDesc	d;
 	bool		isnull;
@@ -168,12 +166,10 @@ load_side(RParity *p, List **keycols)
 	Datum	   *elems;
 	int			nelems;
 
-	values[0] = CStringGetTextDatum(p->name);
-	if (SPI_execute_with_args("SELECT side, local_table, key, state::pg_catalog.text, fenced, switch IS NOT NULL "
-							  "FROM softmig.remote_migrations WHERE name OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: reading softmig.remote_migrations failed");
-	if (SPI_processed != 1)
+	if (softmig_spi_select_arg("SELECT side, local_table, key, state::pg_catalog.text, fenced, switch IS NOT NULL "
+							   "FROM softmig.remote_migrations WHERE name OPERATOR(pg_catalog.=) $1",
+							   TEXTOID, CStringGetTextDatum(p->name), 1,
+							   "reading softmig.remote_migrations") != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("cross-database migration \"%s\" does not exist in this database", p->name)));

@@ -479,12 +479,9 @@ route_planner(Query *parse, const char *query_string, int cursorOptions,
 	RouteContext cx = {false, NIL, NULL};
 	ListCell   *lc;
 
-	if (prev_planner_hook)
-		stmt = prev_planner_hook(parse, query_string, cursorOptions, boundParams
-								 SOFTMIG_PLANNER_EXTRA_ARG);
-	else
-		stmt = standard_planner(parse, query_string, cursorOptions, boundParams
-								SOFTMIG_PLANNER_EXTRA_ARG);
+	stmt = softmig_chain_hook(prev_planner_hook, standard_planner,
+							  parse, query_string, cursorOptions, boundParams
+							  SOFTMIG_PLANNER_EXTRA_ARG);
 
 	if (!route_at_plan_time || stmt->commandType == CMD_UTILITY)
 		return stmt;

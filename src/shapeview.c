@@ -451,10 +451,7 @@ shape_ExecutorStart(QueryDesc *queryDesc, int eflags)
 	int			nresults = 0;
 	ListCell   *lc;
 
-	if (prev_ExecutorStart)
-		prev_ExecutorStart(queryDesc, eflags);
-	else
-		standard_ExecutorStart(queryDesc, eflags);
+	softmig_chain_hook(prev_ExecutorStart, standard_ExecutorStart, queryDesc, eflags);
 
 	stmt = queryDesc->plannedstmt;
 	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) || queryDesc->planstate == NULL ||
@@ -510,10 +507,8 @@ shape_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count
 	running_push(queryDesc);
 	PG_TRY();
 	{
-		if (prev_ExecutorRun)
-			prev_ExecutorRun(queryDesc, direction, count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG);
-		else
-			standard_ExecutorRun(queryDesc, direction, count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG);
+		softmig_chain_hook(prev_ExecutorRun, standard_ExecutorRun,
+						   queryDesc, direction, count SOFTMIG_EXECUTOR_RUN_EXTRA_ARG);
 	}
 	PG_FINALLY();
 	{
@@ -535,10 +530,7 @@ shape_ExecutorFinish(QueryDesc *queryDesc)
 	running_push(queryDesc);
 	PG_TRY();
 	{
-		if (prev_ExecutorFinish)
-			prev_ExecutorFinish(queryDesc);
-		else
-			standard_ExecutorFinish(queryDesc);
+		softmig_chain_hook(prev_ExecutorFinish, standard_ExecutorFinish, queryDesc);
 	}
 	PG_FINALLY();
 	{
@@ -566,10 +558,7 @@ shape_ExecutorEnd(QueryDesc *queryDesc)
 	drop_batches(queryDesc, InvalidSubTransactionId);
 	if (queryDesc == rows_query)
 		rows_query = NULL;
-	if (prev_ExecutorEnd)
-		prev_ExecutorEnd(queryDesc);
-	else
-		standard_ExecutorEnd(queryDesc);
+	softmig_chain_hook(prev_ExecutorEnd, standard_ExecutorEnd, queryDesc);
 }
 
 /*

@@ -242,6 +242,8 @@ extern SPIPlanPtr softmig_prepare_kept(const char *sql, int nargs, Oid *argtypes
 extern uint64 softmig_spi_read(const char *sql, int nargs, Oid *argtypes,
 							   Datum *values, Snapshot snapshot, bool read_only,
 							   long count);
+extern uint64 softmig_spi_select_arg(const char *sql, Oid argtype, Datum value,
+									 long count, const char *what);
 extern ErrorData *softmig_subxact_try(void (*fn) (void *arg), void *arg,
 									  bool (*tolerated) (int sqlerrcode));
 extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *values,

@@ -113,6 +113,23 @@ softmig_spi_read(const char *sql, int nargs, Oid *argtypes, Datum *values,
 }
 
 /*
+ * softmig_spi_select_arg
+ *		Run a read-only SELECT with one argument ($1, of type argtype) under
+ *		the current snapshot and return the number of rows (at most count,
+ *		0 for all), which SPI_tuptable holds; an internal error naming what
+ *		was being done ("softmig: <what> failed") if it does not run as a
+ *		SELECT.  The caller is connected to SPI; the statement takes the
+ *		locks it takes.
+ */
+uint64
+softmig_spi_select_arg(const char *sql, Oid argtype, Datum value, long count, const char *what)
+{
+	if (SPI_execute_with_args(sql, 1, &argtype, &value, NULL, true, count) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: %s failed", what);
+	return SPI_processed;
+}
+
+/*
  * softmig_subxact_try
  *		Run fn(arg) in a subtransaction.  Returns NULL when it returned (the
  *		subtransaction committed, so what it wrote is kept).  When it raised

@@ -437,24 +437,21 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     p text := 'softmig_' OPERATOR(pg_catalog.||) p_id::text;
     v_prev boolean := @extschema@._trigger_ddl(true);
+    t record;
 BEGIN
     -- CREATE OR REPLACE: also puts back a trigger that was altered by hand
-    EXECUTE pg_catalog.format(
-        'CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
-        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._guard_trigger(%L)',
-        p OPERATOR(pg_catalog.||) '_guard', r, p_id);
-    EXECUTE pg_catalog.format(
-        'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS softmig_new '
-        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
-        p OPERATOR(pg_catalog.||) '_ins', r, p_id);
-    EXECUTE pg_catalog.format(
-        'CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS softmig_old NEW TABLE AS softmig_new '
-        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
-        p OPERATOR(pg_catalog.||) '_upd', r, p_id);
-    EXECUTE pg_catalog.format(
-        'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS softmig_old '
-        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
-        p OPERATOR(pg_catalog.||) '_del', r, p_id);
+    FOR t IN SELECT * FROM (VALUES
+                 (1, '_guard', 'BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE', '', '_guard_trigger'),
+                 (2, '_ins', 'AFTER INSERT', 'REFERENCING NEW TABLE AS softmig_new ', '_write_trigger'),
+                 (3, '_upd', 'AFTER UPDATE', 'REFERENCING OLD TABLE AS softmig_old NEW TABLE AS softmig_new ', '_write_trigger'),
+                 (4, '_del', 'AFTER DELETE', 'REFERENCING OLD TABLE AS softmig_old ', '_write_trigger'))
+                 AS v(n, suffix, fires, transition, func)
+              ORDER BY v.n
+    LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE OR REPLACE TRIGGER %I %s ON %s %sFOR EACH STATEMENT EXECUTE FUNCTION @extschema@.%I(%L)',
+            p OPERATOR(pg_catalog.||) t.suffix, t.fires, r, t.transition, t.func, p_id);
+    END LOOP;
     PERFORM @extschema@._trigger_ddl(v_prev);
 END $$;
 COMMENT ON FUNCTION @extschema@._install_triggers_on(integer, regclass) IS
@@ -802,10 +799,7 @@ DECLARE
     t regclass;
     i integer;
 BEGIN
-    IF v_name IS NULL OR pg_catalog.btrim(v_name) OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'migration name must not be empty';
-    END IF;
+    PERFORM @extschema@._require_nonblank(v_name, 'migration name must not be empty');
     IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name) THEN
         RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
             MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);
@@ -3168,18 +3162,15 @@ BEGIN
         END IF;
         v_from := m.state;
         IF action OPERATOR(pg_catalog.=) 'advance' THEN
-            IF COALESCE((arg OPERATOR(pg_catalog.->>) 'force')::boolean, false)
-               AND pg_catalog.btrim(COALESCE(arg OPERATOR(pg_catalog.->>) 'reason', '')) OPERATOR(pg_catalog.=) '' THEN
-                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'force => true needs a reason',
-                    HINT = 'The reason is recorded in the migration''s history.';
+            IF COALESCE((arg OPERATOR(pg_catalog.->>) 'force')::boolean, false) THEN
+                PERFORM @extschema@._require_nonblank(arg OPERATOR(pg_catalog.->>) 'reason', 'force => true needs a reason',
+                                                      'The reason is recorded in the migration''s history.');
             END IF;
             IF m.state OPERATOR(@extschema@.=) 'cutover' THEN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('migration "%s" is already in state cutover', m.name);
             END IF;
-            v_to := COALESCE((arg OPERATOR(pg_catalog.->>) 'to')::@extschema@.state,
-                             (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
-                             [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)]);
+            v_to := COALESCE((arg OPERATOR(pg_catalog.->>) 'to')::@extschema@.state, @extschema@._next_state(m.state));
             IF v_to OPERATOR(@extschema@.<=) m.state THEN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('cannot advance migration "%s" from %s to %s', m.name, m.state, v_to),
@@ -3190,8 +3181,7 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('migration "%s" is in state %s and cannot roll back', m.name, m.state);
             END IF;
-            v_to := (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
-                    [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)];
+            v_to := @extschema@._previous_state(m.state);
         END IF;
         IF NOT @extschema@.is_legal_transition(v_from, v_to) THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -3272,9 +3262,8 @@ BEGIN
             END IF;
             UPDATE @extschema@.remote_migrations SET fenced = false WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
         END IF;
-        UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
-        PERFORM @extschema@._history(m.id, 'remote_abort', m.state, m.state, arg OPERATOR(pg_catalog.->>) 'reason', sw);
-        RETURN pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'aborted', true);
+        RETURN @extschema@._remote_give_up(r.name, m, arg OPERATOR(pg_catalog.->>) 'reason', sw,
+                                           pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'aborted', true));
     END IF;
 
     -- action 'next': do the recorded step, record the one after it
@@ -3323,10 +3312,9 @@ BEGIN
                 'options', @extschema@._remote_legacy_options(m.id)));
         EXCEPTION WHEN lock_not_available THEN
             -- the legacy database changed nothing: give the switch up, say why
-            UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
-            PERFORM @extschema@._history(m.id, 'remote_abort', m.state, m.state, 'the legacy table could not be locked', sw);
-            RETURN pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'failed', '55P03',
-                'message', pg_catalog.format('could not fence migration "%s": writers held the legacy table longer than lock_timeout', m.name));
+            RETURN @extschema@._remote_give_up(r.name, m, 'the legacy table could not be locked', sw,
+                pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'failed', '55P03',
+                    'message', pg_catalog.format('could not fence migration "%s": writers held the legacy table longer than lock_timeout', m.name)));
         END;
         sw := sw OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('fence_lsn', v_res OPERATOR(pg_catalog.->>) 'lsn');
     WHEN 'catchup' THEN
@@ -3357,10 +3345,9 @@ BEGIN
         BEGIN
             PERFORM @extschema@._lock_tables(m, 'mirrored');
         EXCEPTION WHEN lock_not_available THEN
-            UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
-            PERFORM @extschema@._history(m.id, 'remote_abort', m.state, m.state, 'the tables could not be locked', sw);
-            RETURN pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'failed', '55P03',
-                'message', pg_catalog.format('could not fence migration "%s": writers held its tables longer than lock_timeout', m.name));
+            RETURN @extschema@._remote_give_up(r.name, m, 'the tables could not be locked', sw,
+                pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'failed', '55P03',
+                    'message', pg_catalog.format('could not fence migration "%s": writers held its tables longer than lock_timeout', m.name)));
         END;
         v_lsn := pg_catalog.pg_current_wal_lsn();
         INSERT INTO @extschema@.remote_markers (migration, id, kind, lsn)
@@ -4477,10 +4464,9 @@ DECLARE
     v_detail jsonb;
     v_tables regclass[];
 BEGIN
-    IF COALESCE(force, false) AND (reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '') THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'force => true needs a reason',
-            HINT = 'The reason is recorded in the history of every member.';
+    IF COALESCE(force, false) THEN
+        PERFORM @extschema@._require_nonblank(reason, 'force => true needs a reason',
+                                              'The reason is recorded in the history of every member.');
     END IF;
     -- one change of a group at a time, and none while it is dropped
     PERFORM 1 FROM @extschema@.groups x WHERE x.id OPERATOR(pg_catalog.=) g.id FOR UPDATE;
@@ -4510,10 +4496,7 @@ BEGIN
                 MESSAGE = pg_catalog.format('group "%s" is already in state cutover', g.name),
                 DETAIL = 'cutover is the final state.';
         END IF;
-        IF v_to IS NULL THEN
-            v_to := (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
-                    [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], v_from)];
-        END IF;
+        v_to := COALESCE(v_to, @extschema@._next_state(v_from));
         IF v_to OPERATOR(@extschema@.<=) v_from THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('cannot advance group "%s" from %s to %s', g.name, v_from, v_to),
@@ -4529,8 +4512,7 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('group "%s" is in state legacy; there is nothing to roll back', g.name);
         END IF;
-        v_to := (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
-                [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], v_from)];
+        v_to := @extschema@._previous_state(v_from);
     END IF;
 
     v_detail := pg_catalog.jsonb_build_object('group', g.name)
@@ -4734,15 +4716,11 @@ BEGIN
                 MESSAGE = pg_catalog.format('unknown option "%s"', k),
                 HINT = pg_catalog.format('Known options: %s.', pg_catalog.array_to_string(known, ', '));
         END IF;
-        IF k OPERATOR(pg_catalog.=) 'on_new_only'
-           AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"allow"'::jsonb, '"reject"'::jsonb]) THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('option on_new_only must be "allow" or "reject", not %s', v);
+        IF k OPERATOR(pg_catalog.=) 'on_new_only' THEN
+            PERFORM @extschema@._check_option_choice(k, v, 'allow', 'reject');
         END IF;
-        IF k OPERATOR(pg_catalog.=) 'cardinality'
-           AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"one_to_one"'::jsonb, '"one_to_many"'::jsonb]) THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('option cardinality must be "one_to_one" or "one_to_many", not %s', v);
+        IF k OPERATOR(pg_catalog.=) 'cardinality' THEN
+            PERFORM @extschema@._check_option_choice(k, v, 'one_to_one', 'one_to_many');
         END IF;
         IF k OPERATOR(pg_catalog.=) 'representable' THEN
             IF pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
@@ -5114,7 +5092,6 @@ DECLARE
     v_rows jsonb := '[]';
     v_prev bigint;
     v_actor name := @extschema@._actor();
-    v_ord integer := 0;
     v_ok boolean;
     v_n bigint;
     v_detail jsonb;
@@ -5134,11 +5111,9 @@ BEGIN
     ------------------------------------------------------------- transport
     -- the write triggers of the migration
     v_detail := @extschema@._trigger_health(m.id);
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'triggers',
-            'ok', (v_detail OPERATOR(pg_catalog.->>) 'healthy')::boolean, 'violations', pg_catalog.jsonb_array_length(v_detail OPERATOR(pg_catalog.->) 'problems'),
-            'detail', v_detail));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'triggers',
+                                     (v_detail OPERATOR(pg_catalog.->>) 'healthy')::boolean, pg_catalog.jsonb_array_length(v_detail OPERATOR(pg_catalog.->) 'problems'),
+                                     v_detail);
 
     -- the transition-rule triggers
     SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('rel', x.tbl::text, 'tgname', x.tgname,
@@ -5149,11 +5124,9 @@ BEGIN
       LEFT JOIN pg_catalog.pg_trigger t
         ON t.tgrelid OPERATOR(pg_catalog.=) x.tbl AND t.tgname OPERATOR(pg_catalog.=) x.tgname
      WHERE t.oid IS NULL OR t.tgenabled OPERATOR(pg_catalog.=) 'D';
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'rule_triggers',
-            'ok', pg_catalog.jsonb_array_length(v_detail) OPERATOR(pg_catalog.=) 0, 'violations', pg_catalog.jsonb_array_length(v_detail),
-            'detail', pg_catalog.jsonb_build_object('problems', v_detail)));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'rule_triggers',
+                                     pg_catalog.jsonb_array_length(v_detail) OPERATOR(pg_catalog.=) 0, pg_catalog.jsonb_array_length(v_detail),
+                                     pg_catalog.jsonb_build_object('problems', v_detail));
 
     -- backfill progress and staleness (it only applies in mirrored)
     v_detail := @extschema@._backfill_status(m.id);
@@ -5163,29 +5136,23 @@ BEGIN
         'stale_seconds', CASE WHEN v_ok THEN NULL ELSE
             pg_catalog.round(EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-)
                 COALESCE((v_detail OPERATOR(pg_catalog.->>) 'updated_at')::timestamptz, m.state_changed_at))) END);
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'backfill',
-            'ok', v_ok, 'violations', CASE WHEN v_ok THEN 0 ELSE GREATEST(COALESCE((v_detail OPERATOR(pg_catalog.->>) 'remaining_estimate')::bigint, 1), 1) END,
-            'detail', v_detail));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'backfill',
+                                     v_ok, CASE WHEN v_ok THEN 0 ELSE GREATEST(COALESCE((v_detail OPERATOR(pg_catalog.->>) 'remaining_estimate')::bigint, 1), 1) END,
+                                     v_detail);
 
     -- projection failures: rows the target holds that legacy could not take
     v_detail := @extschema@._envelope_json(m.id);
     v_n := COALESCE((v_detail OPERATOR(pg_catalog.->>) 'new_only_count')::bigint, 0);
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'projection',
-            'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
-            'detail', pg_catalog.jsonb_build_object('envelope', v_detail)));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'projection',
+                                     v_n OPERATOR(pg_catalog.=) 0, v_n,
+                                     pg_catalog.jsonb_build_object('envelope', v_detail));
 
     -- shadow writes disabled by hand
     SELECT pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.-) 'migration_id' INTO v_detail
       FROM @extschema@.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id;
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'shadow',
-            'ok', v_detail IS NULL, 'violations', CASE WHEN v_detail IS NULL THEN 0 ELSE 1 END,
-            'detail', COALESCE(pg_catalog.jsonb_build_object('disabled', v_detail), '{"disabled": null}')));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'shadow',
+                                     v_detail IS NULL, CASE WHEN v_detail IS NULL THEN 0 ELSE 1 END,
+                                     COALESCE(pg_catalog.jsonb_build_object('disabled', v_detail), '{"disabled": null}'));
 
     -- readers nobody registered (when the read-path inventory is installed)
     v_detail := NULL;
@@ -5206,11 +5173,9 @@ BEGIN
         v_n := 0;
         v_detail := '{"available": false}';
     END IF;
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'readers',
-            'ok', v_n OPERATOR(pg_catalog.=) 0 AND NOT v_detail OPERATOR(pg_catalog.?) 'error', 'violations', v_n,
-            'detail', v_detail));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'readers',
+                                     v_n OPERATOR(pg_catalog.=) 0 AND NOT v_detail OPERATOR(pg_catalog.?) 'error', v_n,
+                                     v_detail);
 
     ------------------------------------------------------------- structural
     BEGIN
@@ -5224,19 +5189,15 @@ BEGIN
                 v_detail := v_detail OPERATOR(pg_catalog.||)
                     pg_catalog.jsonb_build_object('fields', v_s OPERATOR(pg_catalog.->) 'mismatch_fields');
             END IF;
-            v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-            v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-                    'ordinal', v_ord, 'layer', 'structural', 'check_name', 'parity_' OPERATOR(pg_catalog.||) k,
-                    'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
-                    'detail', v_detail));
+            v_rows := @extschema@._check_row(v_rows, 'structural', 'parity_' OPERATOR(pg_catalog.||) k,
+                                             v_n OPERATOR(pg_catalog.=) 0, v_n,
+                                             v_detail);
         END LOOP;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT;
-        v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-                'ordinal', v_ord, 'layer', 'structural', 'check_name', 'parity',
-                'ok', false, 'violations', 1,
-                'detail', pg_catalog.jsonb_build_object('error', v_err)));
+        v_rows := @extschema@._check_row(v_rows, 'structural', 'parity',
+                                         false, 1,
+                                         pg_catalog.jsonb_build_object('error', v_err));
     END;
 
     ------------------------------------------------------------- behavioural
@@ -5253,11 +5214,9 @@ BEGIN
             v_n := 1;
             v_detail := pg_catalog.jsonb_build_object('severity', r.severity, 'error', v_err);
         END;
-        v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-                'ordinal', v_ord, 'layer', 'behavioral', 'check_name', 'invariant:' OPERATOR(pg_catalog.||) r.name,
-                'ok', v_ok, 'violations', v_n,
-                'detail', v_detail));
+        v_rows := @extschema@._check_row(v_rows, 'behavioral', 'invariant:' OPERATOR(pg_catalog.||) r.name,
+                                         v_ok, v_n,
+                                         v_detail);
     END LOOP;
 
     -- each rule's requires violations, then each ruled column's illegal edges
@@ -5297,11 +5256,9 @@ BEGIN
             v_detail := v_detail OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('rule', r.rule_id,
                 'requires', (SELECT tr.requires FROM @extschema@.transition_rules tr WHERE tr.id OPERATOR(pg_catalog.=) r.rule_id));
         END IF;
-        v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-                'ordinal', v_ord, 'layer', 'behavioral', 'check_name', r.check_name,
-                'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
-                'detail', v_detail));
+        v_rows := @extschema@._check_row(v_rows, 'behavioral', r.check_name,
+                                         v_n OPERATOR(pg_catalog.=) 0, v_n,
+                                         v_detail);
     END LOOP;
 
     INSERT INTO @extschema@.check_results (run_id, migration_id, actor, state, ordinal, layer, check_name, ok, violations, detail)
@@ -5597,9 +5554,7 @@ DECLARE
     v_key jsonb;
     v_xkey jsonb;
 BEGIN
-    IF reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'quarantine needs a reason';
-    END IF;
+    PERFORM @extschema@._require_nonblank(reason, 'quarantine needs a reason');
     v_key := @extschema@._normalize_key(m, key);
     -- the entity in every member of a split or a merge, owner first
     FOREACH v_member IN ARRAY @extschema@._entity_members(m.id) LOOP
@@ -5741,3 +5696,226 @@ END $$;
 COMMENT ON FUNCTION @extschema@._hydrate_resync(integer, jsonb) IS
     'internal: softmig.hydrate of a member of a split or a merge in mirrored: re-sync from legacy, in every member, the entities (a jsonb array of legacy keys) the member''s target lacks';
 REVOKE ALL ON FUNCTION @extschema@._hydrate_resync(integer, jsonb) FROM PUBLIC;
+
+-- One check of a required text argument (a reason, a name) for every
+-- function that takes one
+CREATE FUNCTION @extschema@._require_nonblank(p_value text, p_message text, p_hint text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_value IS NOT NULL AND pg_catalog.btrim(p_value) OPERATOR(pg_catalog.<>) '' THEN
+        RETURN;
+    ELSIF p_hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = p_message;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = p_message, HINT = p_hint;
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._require_nonblank(text, text, text) IS
+    'internal: raise 22023 with p_message (and p_hint) when a required text argument (a reason, a name) is null or blank';
+REVOKE ALL ON FUNCTION @extschema@._require_nonblank(text, text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._advance(name text, to_state @extschema@.state, reason text, force boolean)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_to @extschema@.state := to_state;
+BEGIN
+    IF COALESCE(force, false) THEN
+        PERFORM @extschema@._require_nonblank(reason, 'force => true needs a reason',
+                                              'The reason is recorded in the migration''s history.');
+    END IF;
+    IF m.state OPERATOR(@extschema@.=) 'cutover' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is already in state cutover', m.name),
+            DETAIL = 'cutover is the final state.';
+    END IF;
+    v_to := COALESCE(v_to, @extschema@._next_state(m.state));
+    IF v_to OPERATOR(@extschema@.<=) m.state THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('cannot advance migration "%s" from %s to %s', m.name, m.state, v_to),
+            HINT = 'advance moves forward one step; use softmig.rollback to go back.';
+    END IF;
+    RETURN @extschema@._set_state(m.id, v_to, 'advance', reason,
+        CASE WHEN force THEN '{"force": true}'::jsonb ELSE '{}'::jsonb END);
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@._close_envelope(name text, reason text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    e @extschema@.envelope;
+BEGIN
+    PERFORM @extschema@._require_nonblank(reason, 'closing the envelope needs a reason');
+    m := @extschema@._lock_migration(m.id);
+    INSERT INTO @extschema@.envelope (migration_id) VALUES (m.id) ON CONFLICT DO NOTHING;
+    SELECT * INTO STRICT e FROM @extschema@.envelope WHERE migration_id OPERATOR(pg_catalog.=) m.id FOR UPDATE;
+    IF NOT e.open THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('the rollback envelope of migration "%s" is already closed', m.name),
+            DETAIL = pg_catalog.format('Closed because: %s', e.reason);
+    END IF;
+    UPDATE @extschema@.envelope
+       SET open = false, closed_at = pg_catalog.now(), reason = _close_envelope.reason,
+           closed_by = @extschema@._actor()
+     WHERE migration_id OPERATOR(pg_catalog.=) m.id;
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(m.id, 'envelope_close', m.state, m.state, reason, '{"automatic": false}');
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@._shadow_disable(name text, reason text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+BEGIN
+    PERFORM @extschema@._require_nonblank(reason, 'shadow_disable needs a reason');
+    m := @extschema@._lock_migration(m.id);
+    IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" has no shadow writes in state %s', m.name, m.state);
+    END IF;
+    INSERT INTO @extschema@.shadow (migration_id, reason, actor) VALUES (m.id, reason, @extschema@._actor())
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('shadow writes of migration "%s" are already disabled', m.name);
+    END IF;
+    -- in-flight writers finish with the projection, later ones without it
+    PERFORM @extschema@._lock_tables(m, NULL);
+    PERFORM @extschema@._invalidate(m.legacy, m.target);
+    PERFORM @extschema@._history(m.id, 'shadow_disable', m.state, m.state, reason, '{}');
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@._add_invariant(name text, invariant text, query text, severity text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+    v_query text;
+BEGIN
+    PERFORM @extschema@._require_nonblank(invariant, 'invariant name must not be empty');
+    IF query IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'invariant query must not be null';
+    END IF;
+    IF severity IS NULL OR severity OPERATOR(pg_catalog.<>) ALL (ARRAY['error', 'warn']) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('severity must be error or warn, not %s', COALESCE(severity, 'NULL')),
+            HINT = 'error blocks mirrored -> new_write while the invariant has violations; warn only reports.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.invariants i
+                WHERE i.migration_id OPERATOR(pg_catalog.=) m.id AND i.name OPERATOR(pg_catalog.=) invariant) THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
+            MESSAGE = pg_catalog.format('invariant "%s" of migration "%s" already exists', invariant, m.name),
+            HINT = 'softmig.drop_invariant removes it.';
+    END IF;
+    v_query := @extschema@._validate_invariant(m.legacy, query);   -- as the legacy owner
+    INSERT INTO @extschema@.invariants (migration_id, name, query, severity, created_by)
+    VALUES (m.id, invariant, v_query, severity, @extschema@._actor());
+    PERFORM @extschema@._history(m.id, 'add_invariant', m.state, m.state, NULL,
+        pg_catalog.jsonb_build_object('invariant', invariant, 'severity', severity, 'query', v_query));
+END $$;
+
+-- Giving up a cross-database state change, one function for every step
+-- that does
+CREATE FUNCTION @extschema@._remote_give_up(p_name text, m @extschema@.migrations, p_reason text,
+                                          p_switch jsonb, p_result jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) p_name;
+    PERFORM @extschema@._history(m.id, 'remote_abort', m.state, m.state, p_reason, p_switch);
+    RETURN p_result;
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_give_up(text, @extschema@.migrations, text, jsonb, jsonb) IS
+    'internal: give up the state change of a cross-database migration in progress (switch p_switch, recorded as remote_abort with p_reason) and return p_result, the answer of the step';
+REVOKE ALL ON FUNCTION @extschema@._remote_give_up(text, @extschema@.migrations, text, jsonb, jsonb) FROM PUBLIC;
+
+-- The check of an option that takes one of two strings, written once
+CREATE FUNCTION @extschema@._check_option_choice(p_option text, p_value jsonb, p_one text, p_other text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_value OPERATOR(pg_catalog.<>) ALL (ARRAY[pg_catalog.to_jsonb(p_one), pg_catalog.to_jsonb(p_other)]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('option %s must be "%s" or "%s", not %s', p_option, p_one, p_other, p_value);
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._check_option_choice(text, jsonb, text, text) IS
+    'internal: raise 22023 unless the value of an option that takes one of two strings is one of them';
+REVOKE ALL ON FUNCTION @extschema@._check_option_choice(text, jsonb, text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._check_observe_option(p_key text, p_value jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_ok boolean;
+BEGIN
+    IF p_key OPERATOR(pg_catalog.=) 'transition_rules' THEN
+        PERFORM @extschema@._check_option_choice(p_key, p_value, 'enforce', 'observe');
+    END IF;
+    IF p_key OPERATOR(pg_catalog.=) 'parity_chunk_rows' THEN
+        -- step by step: a cast is only tried on what is surely an integer
+        IF pg_catalog.jsonb_typeof(p_value) OPERATOR(pg_catalog.<>) 'number'
+           OR p_value::text OPERATOR(pg_catalog.!~) '^[0-9]{1,8}$' THEN
+            v_ok := false;
+        ELSE
+            v_ok := p_value::text::integer BETWEEN 1 AND 10000000;
+        END IF;
+        IF NOT v_ok THEN
+            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('option parity_chunk_rows must be an integer between 1 and 10000000, not %s', p_value);
+        END IF;
+    END IF;
+END $$;
+
+-- The state after a state, for every advance
+CREATE FUNCTION @extschema@._next_state(p_state @extschema@.state) RETURNS @extschema@.state
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
+           [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], p_state)]
+$$;
+COMMENT ON FUNCTION @extschema@._next_state(@extschema@.state) IS
+    'internal: the state one step forward of a state (the default target of advance), NULL after cutover';
+REVOKE ALL ON FUNCTION @extschema@._next_state(@extschema@.state) FROM PUBLIC;
+
+-- The state before a state, for every rollback
+CREATE FUNCTION @extschema@._previous_state(p_state @extschema@.state) RETURNS @extschema@.state
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
+           [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], p_state)]
+$$;
+COMMENT ON FUNCTION @extschema@._previous_state(@extschema@.state) IS
+    'internal: the state one step back of a state (where rollback goes), NULL from legacy and cutover';
+REVOKE ALL ON FUNCTION @extschema@._previous_state(@extschema@.state) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION @extschema@._rollback(name text, reason text)
+RETURNS @extschema@.state
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m @extschema@.migrations := @extschema@._migration(name);
+BEGIN
+    IF m.state OPERATOR(@extschema@.=) 'cutover' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is in state cutover and never rolls back', m.name),
+            HINT = 'Fix forward on the target table.';
+    END IF;
+    IF m.state OPERATOR(@extschema@.=) 'legacy' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = pg_catalog.format('migration "%s" is in state legacy; there is nothing to roll back', m.name);
+    END IF;
+    RETURN @extschema@._set_state(m.id, @extschema@._previous_state(m.state), 'rollback', reason, '{}');
+END $$;
+
+-- One way to add a result to a check run
+CREATE FUNCTION @extschema@._check_row(p_rows jsonb, p_layer text, p_check_name text, p_ok boolean,
+                                     p_violations bigint, p_detail jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+               'ordinal', pg_catalog.jsonb_array_length(p_rows) OPERATOR(pg_catalog.+) 1,
+               'layer', p_layer, 'check_name', p_check_name,
+               'ok', p_ok, 'violations', p_violations, 'detail', p_detail))
+$$;
+COMMENT ON FUNCTION @extschema@._check_row(jsonb, text, text, boolean, bigint, jsonb) IS
+    'internal: the results of a check run so far (a jsonb array) with one more check''s result, numbered after them';
+REVOKE ALL ON FUNCTION @extschema@._check_row(jsonb, text, text, boolean, bigint, jsonb) FROM PUBLIC;

@@ -64,6 +64,22 @@ END $$;
 COMMENT ON FUNCTION @extschema@._migration(text) IS
     'internal: the catalog row of a migration by name, 42704 if unknown';
 
+CREATE FUNCTION @extschema@._require_nonblank(p_value text, p_message text, p_hint text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_value IS NOT NULL AND pg_catalog.btrim(p_value) OPERATOR(pg_catalog.<>) '' THEN
+        RETURN;
+    ELSIF p_hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = p_message;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = p_message, HINT = p_hint;
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._require_nonblank(text, text, text) IS
+    'internal: raise 22023 with p_message (and p_hint) when a required text argument (a reason, a name) is null or blank';
+REVOKE ALL ON FUNCTION @extschema@._require_nonblank(text, text, text) FROM PUBLIC;
+
 CREATE FUNCTION @extschema@._tables(p_id integer) RETURNS SETOF regclass
 LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT t.relid::pg_catalog.regclass
@@ -100,24 +116,21 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     p text := 'softmig_' OPERATOR(pg_catalog.||) p_id::text;
     v_prev boolean := @extschema@._trigger_ddl(true);
+    t record;
 BEGIN
     -- CREATE OR REPLACE: also puts back a trigger that was altered by hand
-    EXECUTE pg_catalog.format(
-        'CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
-        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._guard_trigger(%L)',
-        p OPERATOR(pg_catalog.||) '_guard', r, p_id);
-    EXECUTE pg_catalog.format(
-        'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS softmig_new '
-        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
-        p OPERATOR(pg_catalog.||) '_ins', r, p_id);
-    EXECUTE pg_catalog.format(
-        'CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS softmig_old NEW TABLE AS softmig_new '
-        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
-        p OPERATOR(pg_catalog.||) '_upd', r, p_id);
-    EXECUTE pg_catalog.format(
-        'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS softmig_old '
-        'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._write_trigger(%L)',
-        p OPERATOR(pg_catalog.||) '_del', r, p_id);
+    FOR t IN SELECT * FROM (VALUES
+                 (1, '_guard', 'BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE', '', '_guard_trigger'),
+                 (2, '_ins', 'AFTER INSERT', 'REFERENCING NEW TABLE AS softmig_new ', '_write_trigger'),
+                 (3, '_upd', 'AFTER UPDATE', 'REFERENCING OLD TABLE AS softmig_old NEW TABLE AS softmig_new ', '_write_trigger'),
+                 (4, '_del', 'AFTER DELETE', 'REFERENCING OLD TABLE AS softmig_old ', '_write_trigger'))
+                 AS v(n, suffix, fires, transition, func)
+              ORDER BY v.n
+    LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE OR REPLACE TRIGGER %I %s ON %s %sFOR EACH STATEMENT EXECUTE FUNCTION @extschema@.%I(%L)',
+            p OPERATOR(pg_catalog.||) t.suffix, t.fires, r, t.transition, t.func, p_id);
+    END LOOP;
     PERFORM @extschema@._trigger_ddl(v_prev);
 END $$;
 COMMENT ON FUNCTION @extschema@._install_triggers_on(integer, regclass) IS

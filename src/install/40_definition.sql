@@ -1,6 +1,19 @@
 -------------------------------------------------------------------------------
 -- Definition
 -------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._check_option_choice(p_option text, p_value jsonb, p_one text, p_other text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_value OPERATOR(pg_catalog.<>) ALL (ARRAY[pg_catalog.to_jsonb(p_one), pg_catalog.to_jsonb(p_other)]) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('option %s must be "%s" or "%s", not %s', p_option, p_one, p_other, p_value);
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@._check_option_choice(text, jsonb, text, text) IS
+    'internal: raise 22023 unless the value of an option that takes one of two strings is one of them';
+REVOKE ALL ON FUNCTION @extschema@._check_option_choice(text, jsonb, text, text) FROM PUBLIC;
+
 CREATE FUNCTION @extschema@._check_options(p_options jsonb)
 RETURNS void
 LANGUAGE plpgsql
@@ -26,15 +39,11 @@ BEGIN
                 MESSAGE = pg_catalog.format('unknown option "%s"', k),
                 HINT = pg_catalog.format('Known options: %s.', pg_catalog.array_to_string(known, ', '));
         END IF;
-        IF k OPERATOR(pg_catalog.=) 'on_new_only'
-           AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"allow"'::jsonb, '"reject"'::jsonb]) THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('option on_new_only must be "allow" or "reject", not %s', v);
+        IF k OPERATOR(pg_catalog.=) 'on_new_only' THEN
+            PERFORM @extschema@._check_option_choice(k, v, 'allow', 'reject');
         END IF;
-        IF k OPERATOR(pg_catalog.=) 'cardinality'
-           AND v OPERATOR(pg_catalog.<>) ALL (ARRAY['"one_to_one"'::jsonb, '"one_to_many"'::jsonb]) THEN
-            RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-                MESSAGE = pg_catalog.format('option cardinality must be "one_to_one" or "one_to_many", not %s', v);
+        IF k OPERATOR(pg_catalog.=) 'cardinality' THEN
+            PERFORM @extschema@._check_option_choice(k, v, 'one_to_one', 'one_to_many');
         END IF;
         IF k OPERATOR(pg_catalog.=) 'representable' THEN
             IF pg_catalog.jsonb_typeof(v) OPERATOR(pg_catalog.<>) 'string' THEN
@@ -138,10 +147,7 @@ DECLARE
     t regclass;
     i integer;
 BEGIN
-    IF v_name IS NULL OR pg_catalog.btrim(v_name) OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'migration name must not be empty';
-    END IF;
+    PERFORM @extschema@._require_nonblank(v_name, 'migration name must not be empty');
     IF EXISTS (SELECT 1 FROM @extschema@.migrations m WHERE m.name OPERATOR(pg_catalog.=) v_name) THEN
         RAISE EXCEPTION USING ERRCODE = 'duplicate_object',
             MESSAGE = pg_catalog.format('migration "%s" already exists', v_name);

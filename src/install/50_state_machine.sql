@@ -14,6 +14,24 @@ CREATE FUNCTION @extschema@.state(name unknown) RETURNS @extschema@.state
 COMMENT ON FUNCTION @extschema@.state(unknown) IS
     'the current state of a migration named by a literal (see state(text))';
 
+CREATE FUNCTION @extschema@._next_state(p_state @extschema@.state) RETURNS @extschema@.state
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
+           [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], p_state)]
+$$;
+COMMENT ON FUNCTION @extschema@._next_state(@extschema@.state) IS
+    'internal: the state one step forward of a state (the default target of advance), NULL after cutover';
+REVOKE ALL ON FUNCTION @extschema@._next_state(@extschema@.state) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@._previous_state(p_state @extschema@.state) RETURNS @extschema@.state
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
+           [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], p_state)]
+$$;
+COMMENT ON FUNCTION @extschema@._previous_state(@extschema@.state) IS
+    'internal: the state one step back of a state (where rollback goes), NULL from legacy and cutover';
+REVOKE ALL ON FUNCTION @extschema@._previous_state(@extschema@.state) FROM PUBLIC;
+
 CREATE FUNCTION @extschema@._advance(name text, to_state @extschema@.state, reason text, force boolean)
 RETURNS @extschema@.state
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -21,20 +39,16 @@ DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
     v_to @extschema@.state := to_state;
 BEGIN
-    IF COALESCE(force, false) AND (reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '') THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'force => true needs a reason',
-            HINT = 'The reason is recorded in the migration''s history.';
+    IF COALESCE(force, false) THEN
+        PERFORM @extschema@._require_nonblank(reason, 'force => true needs a reason',
+                                              'The reason is recorded in the migration''s history.');
     END IF;
     IF m.state OPERATOR(@extschema@.=) 'cutover' THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('migration "%s" is already in state cutover', m.name),
             DETAIL = 'cutover is the final state.';
     END IF;
-    IF v_to IS NULL THEN
-        v_to := (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
-                [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)];
-    END IF;
+    v_to := COALESCE(v_to, @extschema@._next_state(m.state));
     IF v_to OPERATOR(@extschema@.<=) m.state THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('cannot advance migration "%s" from %s to %s', m.name, m.state, v_to),
@@ -67,10 +81,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('migration "%s" is in state legacy; there is nothing to roll back', m.name);
     END IF;
-    RETURN @extschema@._set_state(m.id,
-        (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
-        [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)],
-        'rollback', reason, '{}');
+    RETURN @extschema@._set_state(m.id, @extschema@._previous_state(m.state), 'rollback', reason, '{}');
 END $$;
 COMMENT ON FUNCTION @extschema@._rollback(text, text) IS 'internal: implementation of softmig.rollback';
 

@@ -266,10 +266,9 @@ DECLARE
     v_detail jsonb;
     v_tables regclass[];
 BEGIN
-    IF COALESCE(force, false) AND (reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '') THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'force => true needs a reason',
-            HINT = 'The reason is recorded in the history of every member.';
+    IF COALESCE(force, false) THEN
+        PERFORM @extschema@._require_nonblank(reason, 'force => true needs a reason',
+                                              'The reason is recorded in the history of every member.');
     END IF;
     -- one change of a group at a time, and none while it is dropped
     PERFORM 1 FROM @extschema@.groups x WHERE x.id OPERATOR(pg_catalog.=) g.id FOR UPDATE;
@@ -299,10 +298,7 @@ BEGIN
                 MESSAGE = pg_catalog.format('group "%s" is already in state cutover', g.name),
                 DETAIL = 'cutover is the final state.';
         END IF;
-        IF v_to IS NULL THEN
-            v_to := (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
-                    [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], v_from)];
-        END IF;
+        v_to := COALESCE(v_to, @extschema@._next_state(v_from));
         IF v_to OPERATOR(@extschema@.<=) v_from THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('cannot advance group "%s" from %s to %s', g.name, v_from, v_to),
@@ -318,8 +314,7 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                 MESSAGE = pg_catalog.format('group "%s" is in state legacy; there is nothing to roll back', g.name);
         END IF;
-        v_to := (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
-                [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], v_from)];
+        v_to := @extschema@._previous_state(v_from);
     END IF;
 
     v_detail := pg_catalog.jsonb_build_object('group', g.name)

@@ -53,9 +53,7 @@ DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
     e @extschema@.envelope;
 BEGIN
-    IF reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'closing the envelope needs a reason';
-    END IF;
+    PERFORM @extschema@._require_nonblank(reason, 'closing the envelope needs a reason');
     m := @extschema@._lock_migration(m.id);
     INSERT INTO @extschema@.envelope (migration_id) VALUES (m.id) ON CONFLICT DO NOTHING;
     SELECT * INTO STRICT e FROM @extschema@.envelope WHERE migration_id OPERATOR(pg_catalog.=) m.id FOR UPDATE;
@@ -123,9 +121,7 @@ DECLARE
     v_key jsonb;
     v_xkey jsonb;
 BEGIN
-    IF reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'quarantine needs a reason';
-    END IF;
+    PERFORM @extschema@._require_nonblank(reason, 'quarantine needs a reason');
     v_key := @extschema@._normalize_key(m, key);
     -- the entity in every member of a split or a merge, owner first
     FOREACH v_member IN ARRAY @extschema@._entity_members(m.id) LOOP
@@ -204,9 +200,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
 BEGIN
-    IF reason IS NULL OR pg_catalog.btrim(reason) OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'shadow_disable needs a reason';
-    END IF;
+    PERFORM @extschema@._require_nonblank(reason, 'shadow_disable needs a reason');
     m := @extschema@._lock_migration(m.id);
     IF m.state OPERATOR(@extschema@.<>) ALL (ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[]) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',

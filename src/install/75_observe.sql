@@ -196,10 +196,8 @@ LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_ok boolean;
 BEGIN
-    IF p_key OPERATOR(pg_catalog.=) 'transition_rules'
-       AND p_value OPERATOR(pg_catalog.<>) ALL (ARRAY['"enforce"'::jsonb, '"observe"'::jsonb]) THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = pg_catalog.format('option transition_rules must be "enforce" or "observe", not %s', p_value);
+    IF p_key OPERATOR(pg_catalog.=) 'transition_rules' THEN
+        PERFORM @extschema@._check_option_choice(p_key, p_value, 'enforce', 'observe');
     END IF;
     IF p_key OPERATOR(pg_catalog.=) 'parity_chunk_rows' THEN
         -- step by step: a cast is only tried on what is surely an integer
@@ -235,9 +233,7 @@ DECLARE
     m @extschema@.migrations := @extschema@._migration(name);
     v_query text;
 BEGIN
-    IF invariant IS NULL OR pg_catalog.btrim(invariant) OPERATOR(pg_catalog.=) '' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'invariant name must not be empty';
-    END IF;
+    PERFORM @extschema@._require_nonblank(invariant, 'invariant name must not be empty');
     IF query IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'invariant query must not be null';
     END IF;
@@ -412,6 +408,19 @@ COMMENT ON FUNCTION @extschema@.drop_transition_rule(text, regclass, name, text,
 -------------------------------------------------------------------------------
 -- check: transport, structural, behavioural; every run is kept
 -------------------------------------------------------------------------------
+CREATE FUNCTION @extschema@._check_row(p_rows jsonb, p_layer text, p_check_name text, p_ok boolean,
+                                     p_violations bigint, p_detail jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+               'ordinal', pg_catalog.jsonb_array_length(p_rows) OPERATOR(pg_catalog.+) 1,
+               'layer', p_layer, 'check_name', p_check_name,
+               'ok', p_ok, 'violations', p_violations, 'detail', p_detail))
+$$;
+COMMENT ON FUNCTION @extschema@._check_row(jsonb, text, text, boolean, bigint, jsonb) IS
+    'internal: the results of a check run so far (a jsonb array) with one more check''s result, numbered after them';
+REVOKE ALL ON FUNCTION @extschema@._check_row(jsonb, text, text, boolean, bigint, jsonb) FROM PUBLIC;
+
 CREATE FUNCTION @extschema@._run_checks(name text) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -420,7 +429,6 @@ DECLARE
     v_rows jsonb := '[]';
     v_prev bigint;
     v_actor name := @extschema@._actor();
-    v_ord integer := 0;
     v_ok boolean;
     v_n bigint;
     v_detail jsonb;
@@ -440,11 +448,9 @@ BEGIN
     ------------------------------------------------------------- transport
     -- the write triggers of the migration
     v_detail := @extschema@._trigger_health(m.id);
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'triggers',
-            'ok', (v_detail OPERATOR(pg_catalog.->>) 'healthy')::boolean, 'violations', pg_catalog.jsonb_array_length(v_detail OPERATOR(pg_catalog.->) 'problems'),
-            'detail', v_detail));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'triggers',
+                                     (v_detail OPERATOR(pg_catalog.->>) 'healthy')::boolean, pg_catalog.jsonb_array_length(v_detail OPERATOR(pg_catalog.->) 'problems'),
+                                     v_detail);
 
     -- the transition-rule triggers
     SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('rel', x.tbl::text, 'tgname', x.tgname,
@@ -455,11 +461,9 @@ BEGIN
       LEFT JOIN pg_catalog.pg_trigger t
         ON t.tgrelid OPERATOR(pg_catalog.=) x.tbl AND t.tgname OPERATOR(pg_catalog.=) x.tgname
      WHERE t.oid IS NULL OR t.tgenabled OPERATOR(pg_catalog.=) 'D';
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'rule_triggers',
-            'ok', pg_catalog.jsonb_array_length(v_detail) OPERATOR(pg_catalog.=) 0, 'violations', pg_catalog.jsonb_array_length(v_detail),
-            'detail', pg_catalog.jsonb_build_object('problems', v_detail)));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'rule_triggers',
+                                     pg_catalog.jsonb_array_length(v_detail) OPERATOR(pg_catalog.=) 0, pg_catalog.jsonb_array_length(v_detail),
+                                     pg_catalog.jsonb_build_object('problems', v_detail));
 
     -- backfill progress and staleness (it only applies in mirrored)
     v_detail := @extschema@._backfill_status(m.id);
@@ -469,29 +473,23 @@ BEGIN
         'stale_seconds', CASE WHEN v_ok THEN NULL ELSE
             pg_catalog.round(EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-)
                 COALESCE((v_detail OPERATOR(pg_catalog.->>) 'updated_at')::timestamptz, m.state_changed_at))) END);
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'backfill',
-            'ok', v_ok, 'violations', CASE WHEN v_ok THEN 0 ELSE GREATEST(COALESCE((v_detail OPERATOR(pg_catalog.->>) 'remaining_estimate')::bigint, 1), 1) END,
-            'detail', v_detail));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'backfill',
+                                     v_ok, CASE WHEN v_ok THEN 0 ELSE GREATEST(COALESCE((v_detail OPERATOR(pg_catalog.->>) 'remaining_estimate')::bigint, 1), 1) END,
+                                     v_detail);
 
     -- projection failures: rows the target holds that legacy could not take
     v_detail := @extschema@._envelope_json(m.id);
     v_n := COALESCE((v_detail OPERATOR(pg_catalog.->>) 'new_only_count')::bigint, 0);
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'projection',
-            'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
-            'detail', pg_catalog.jsonb_build_object('envelope', v_detail)));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'projection',
+                                     v_n OPERATOR(pg_catalog.=) 0, v_n,
+                                     pg_catalog.jsonb_build_object('envelope', v_detail));
 
     -- shadow writes disabled by hand
     SELECT pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.-) 'migration_id' INTO v_detail
       FROM @extschema@.shadow s WHERE s.migration_id OPERATOR(pg_catalog.=) m.id;
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'shadow',
-            'ok', v_detail IS NULL, 'violations', CASE WHEN v_detail IS NULL THEN 0 ELSE 1 END,
-            'detail', COALESCE(pg_catalog.jsonb_build_object('disabled', v_detail), '{"disabled": null}')));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'shadow',
+                                     v_detail IS NULL, CASE WHEN v_detail IS NULL THEN 0 ELSE 1 END,
+                                     COALESCE(pg_catalog.jsonb_build_object('disabled', v_detail), '{"disabled": null}'));
 
     -- readers nobody registered (when the read-path inventory is installed)
     v_detail := NULL;
@@ -512,11 +510,9 @@ BEGIN
         v_n := 0;
         v_detail := '{"available": false}';
     END IF;
-    v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-    v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-            'ordinal', v_ord, 'layer', 'transport', 'check_name', 'readers',
-            'ok', v_n OPERATOR(pg_catalog.=) 0 AND NOT v_detail OPERATOR(pg_catalog.?) 'error', 'violations', v_n,
-            'detail', v_detail));
+    v_rows := @extschema@._check_row(v_rows, 'transport', 'readers',
+                                     v_n OPERATOR(pg_catalog.=) 0 AND NOT v_detail OPERATOR(pg_catalog.?) 'error', v_n,
+                                     v_detail);
 
     ------------------------------------------------------------- structural
     BEGIN
@@ -530,19 +526,15 @@ BEGIN
                 v_detail := v_detail OPERATOR(pg_catalog.||)
                     pg_catalog.jsonb_build_object('fields', v_s OPERATOR(pg_catalog.->) 'mismatch_fields');
             END IF;
-            v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-            v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-                    'ordinal', v_ord, 'layer', 'structural', 'check_name', 'parity_' OPERATOR(pg_catalog.||) k,
-                    'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
-                    'detail', v_detail));
+            v_rows := @extschema@._check_row(v_rows, 'structural', 'parity_' OPERATOR(pg_catalog.||) k,
+                                             v_n OPERATOR(pg_catalog.=) 0, v_n,
+                                             v_detail);
         END LOOP;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT;
-        v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-                'ordinal', v_ord, 'layer', 'structural', 'check_name', 'parity',
-                'ok', false, 'violations', 1,
-                'detail', pg_catalog.jsonb_build_object('error', v_err)));
+        v_rows := @extschema@._check_row(v_rows, 'structural', 'parity',
+                                         false, 1,
+                                         pg_catalog.jsonb_build_object('error', v_err));
     END;
 
     ------------------------------------------------------------- behavioural
@@ -559,11 +551,9 @@ BEGIN
             v_n := 1;
             v_detail := pg_catalog.jsonb_build_object('severity', r.severity, 'error', v_err);
         END;
-        v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-                'ordinal', v_ord, 'layer', 'behavioral', 'check_name', 'invariant:' OPERATOR(pg_catalog.||) r.name,
-                'ok', v_ok, 'violations', v_n,
-                'detail', v_detail));
+        v_rows := @extschema@._check_row(v_rows, 'behavioral', 'invariant:' OPERATOR(pg_catalog.||) r.name,
+                                         v_ok, v_n,
+                                         v_detail);
     END LOOP;
 
     -- each rule's requires violations, then each ruled column's illegal edges
@@ -603,11 +593,9 @@ BEGIN
             v_detail := v_detail OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('rule', r.rule_id,
                 'requires', (SELECT tr.requires FROM @extschema@.transition_rules tr WHERE tr.id OPERATOR(pg_catalog.=) r.rule_id));
         END IF;
-        v_ord := v_ord OPERATOR(pg_catalog.+) 1;
-        v_rows := v_rows OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-                'ordinal', v_ord, 'layer', 'behavioral', 'check_name', r.check_name,
-                'ok', v_n OPERATOR(pg_catalog.=) 0, 'violations', v_n,
-                'detail', v_detail));
+        v_rows := @extschema@._check_row(v_rows, 'behavioral', r.check_name,
+                                         v_n OPERATOR(pg_catalog.=) 0, v_n,
+                                         v_detail);
     END LOOP;
 
     INSERT INTO @extschema@.check_results (run_id, migration_id, actor, state, ordinal, layer, check_name, ok, violations, detail)

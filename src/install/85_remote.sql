@@ -854,6 +854,18 @@ $$;
 COMMENT ON FUNCTION @extschema@._remote_abortable(text) IS
     'internal: can a state change of a cross-database migration still be given up at this step';
 
+CREATE FUNCTION @extschema@._remote_give_up(p_name text, m @extschema@.migrations, p_reason text,
+                                          p_switch jsonb, p_result jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) p_name;
+    PERFORM @extschema@._history(m.id, 'remote_abort', m.state, m.state, p_reason, p_switch);
+    RETURN p_result;
+END $$;
+COMMENT ON FUNCTION @extschema@._remote_give_up(text, @extschema@.migrations, text, jsonb, jsonb) IS
+    'internal: give up the state change of a cross-database migration in progress (switch p_switch, recorded as remote_abort with p_reason) and return p_result, the answer of the step';
+
 CREATE FUNCTION @extschema@._remote_step(name text, action text, arg jsonb) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -902,18 +914,15 @@ BEGIN
         END IF;
         v_from := m.state;
         IF action OPERATOR(pg_catalog.=) 'advance' THEN
-            IF COALESCE((arg OPERATOR(pg_catalog.->>) 'force')::boolean, false)
-               AND pg_catalog.btrim(COALESCE(arg OPERATOR(pg_catalog.->>) 'reason', '')) OPERATOR(pg_catalog.=) '' THEN
-                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'force => true needs a reason',
-                    HINT = 'The reason is recorded in the migration''s history.';
+            IF COALESCE((arg OPERATOR(pg_catalog.->>) 'force')::boolean, false) THEN
+                PERFORM @extschema@._require_nonblank(arg OPERATOR(pg_catalog.->>) 'reason', 'force => true needs a reason',
+                                                      'The reason is recorded in the migration''s history.');
             END IF;
             IF m.state OPERATOR(@extschema@.=) 'cutover' THEN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('migration "%s" is already in state cutover', m.name);
             END IF;
-            v_to := COALESCE((arg OPERATOR(pg_catalog.->>) 'to')::@extschema@.state,
-                             (ARRAY['mirrored', 'new_write', 'new_read', 'cutover']::@extschema@.state[])
-                             [pg_catalog.array_position(ARRAY['legacy', 'mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)]);
+            v_to := COALESCE((arg OPERATOR(pg_catalog.->>) 'to')::@extschema@.state, @extschema@._next_state(m.state));
             IF v_to OPERATOR(@extschema@.<=) m.state THEN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('cannot advance migration "%s" from %s to %s', m.name, m.state, v_to),
@@ -924,8 +933,7 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
                     MESSAGE = pg_catalog.format('migration "%s" is in state %s and cannot roll back', m.name, m.state);
             END IF;
-            v_to := (ARRAY['legacy', 'mirrored', 'new_write']::@extschema@.state[])
-                    [pg_catalog.array_position(ARRAY['mirrored', 'new_write', 'new_read']::@extschema@.state[], m.state)];
+            v_to := @extschema@._previous_state(m.state);
         END IF;
         IF NOT @extschema@.is_legal_transition(v_from, v_to) THEN
             RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -1006,9 +1014,8 @@ BEGIN
             END IF;
             UPDATE @extschema@.remote_migrations SET fenced = false WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
         END IF;
-        UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
-        PERFORM @extschema@._history(m.id, 'remote_abort', m.state, m.state, arg OPERATOR(pg_catalog.->>) 'reason', sw);
-        RETURN pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'aborted', true);
+        RETURN @extschema@._remote_give_up(r.name, m, arg OPERATOR(pg_catalog.->>) 'reason', sw,
+                                           pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'aborted', true));
     END IF;
 
     -- action 'next': do the recorded step, record the one after it
@@ -1057,10 +1064,9 @@ BEGIN
                 'options', @extschema@._remote_legacy_options(m.id)));
         EXCEPTION WHEN lock_not_available THEN
             -- the legacy database changed nothing: give the switch up, say why
-            UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
-            PERFORM @extschema@._history(m.id, 'remote_abort', m.state, m.state, 'the legacy table could not be locked', sw);
-            RETURN pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'failed', '55P03',
-                'message', pg_catalog.format('could not fence migration "%s": writers held the legacy table longer than lock_timeout', m.name));
+            RETURN @extschema@._remote_give_up(r.name, m, 'the legacy table could not be locked', sw,
+                pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'failed', '55P03',
+                    'message', pg_catalog.format('could not fence migration "%s": writers held the legacy table longer than lock_timeout', m.name)));
         END;
         sw := sw OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('fence_lsn', v_res OPERATOR(pg_catalog.->>) 'lsn');
     WHEN 'catchup' THEN
@@ -1091,10 +1097,9 @@ BEGIN
         BEGIN
             PERFORM @extschema@._lock_tables(m, 'mirrored');
         EXCEPTION WHEN lock_not_available THEN
-            UPDATE @extschema@.remote_migrations SET switch = NULL WHERE remote_migrations.name OPERATOR(pg_catalog.=) r.name;
-            PERFORM @extschema@._history(m.id, 'remote_abort', m.state, m.state, 'the tables could not be locked', sw);
-            RETURN pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'failed', '55P03',
-                'message', pg_catalog.format('could not fence migration "%s": writers held its tables longer than lock_timeout', m.name));
+            RETURN @extschema@._remote_give_up(r.name, m, 'the tables could not be locked', sw,
+                pg_catalog.jsonb_build_object('done', true, 'step', v_step, 'failed', '55P03',
+                    'message', pg_catalog.format('could not fence migration "%s": writers held its tables longer than lock_timeout', m.name)));
         END;
         v_lsn := pg_catalog.pg_current_wal_lsn();
         INSERT INTO @extschema@.remote_markers (migration, id, kind, lsn)
@@ -1323,6 +1328,7 @@ REVOKE ALL ON FUNCTION
     @extschema@._remote_legacy_options(integer),
     @extschema@._remote_plan(@extschema@.state, @extschema@.state),
     @extschema@._remote_abortable(text),
+    @extschema@._remote_give_up(text, @extschema@.migrations, text, jsonb, jsonb),
     @extschema@._remote_step(text, text, jsonb),
     @extschema@._remote_parity_here(text, integer),
     @extschema@._remote_parity_report(text, integer),
