@@ -210,6 +210,104 @@ resync_missing(SoftmigMigration *m, const char *target, const char *keymatch,
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 }
 
+/*
+ * merge_update_sql
+ *		The UPDATE that merges the hydrated rows ($1, snapshot $2, authority
+ *		$3, default owner $4) into the target's existing rows, field by
+ *		field.  A field is fresh (kept) when a live write the snapshot did
+ *		not see changed it: in mirrored the fields a hydrate may take belong
+ *		to the target and only target-side writes change them, logged per
+ *		field in softmig.field_writes; from new_write on per row, by xmin.
+ *		Each column takes the merged value only if the merge took it and its
+ *		value changed; every other column is assigned its own value, so it
+ *		keeps exactly what it holds (a json column its spacing and duplicate
+ *		keys, an array its bounds), which a round trip through jsonb would
+ *		not.  With count_created, a SELECT counting the rows it changed that
+ *		are not among the ordinals $5 (rows a re-sync just created, counted
+ *		by the caller).
+ */
+static char *
+merge_update_sql(SoftmigMigration *m, const char *target, const char *setcols, List *colnames,
+				 const char *allfields, const char *keyjson, const char *keymatch,
+				 bool count_created)
+{
+	StringInfoData fresh;
+	StringInfoData buf;
+	ListCell   *k;
+	int			i = 0;
+
+	initStringInfo(&fresh);
+	if (m->state == SM_MIRRORED)
+		appendStringInfo(&fresh,
+						 "ARRAY(SELECT fw.field FROM softmig.field_writes fw "
+						 "WHERE fw.migration_id OPERATOR(pg_catalog.=) %d "
+						 "AND fw.key OPERATOR(pg_catalog.=) (SELECT %s FROM (SELECT \"softmig.t\".*) AS \"softmig.x\") "
+						 "AND NOT pg_catalog.pg_visible_in_snapshot(fw.xid, $2))",
+						 m->id, keyjson);
+	else
+		appendStringInfo(&fresh,
+						 "CASE WHEN softmig._written_before(\"softmig.t\".xmin, $2) THEN '{}'::text[] "
+						 "ELSE ARRAY[%s]::text[] END", allfields);
+
+	initStringInfo(&buf);
+	if (count_created)
+		appendStringInfoString(&buf, "WITH softmig_u AS (");
+	appendStringInfo(&buf, "UPDATE %s AS \"softmig.t\" SET (%s) = (SELECT ", target, setcols);
+	foreach(k, colnames)
+	{
+		appendStringInfo(&buf, "%sCASE WHEN \"softmig.h\".changed OPERATOR(pg_catalog.@>) ARRAY[%s]::pg_catalog.text[] "
+						 "THEN (\"softmig.h\".merged_row).%s ELSE \"softmig.t\".%s END",
+						 i++ ? ", " : "", quote_literal_cstr(lfirst(k)),
+						 quote_identifier(lfirst(k)), quote_identifier(lfirst(k)));
+	}
+	appendStringInfo(&buf,
+					 " FROM (SELECT ARRAY(SELECT f FROM pg_catalog.unnest(softmig_m.taken) AS f "
+					 "WHERE (pg_catalog.to_jsonb(\"softmig.t\") OPERATOR(pg_catalog.->) f) IS DISTINCT FROM "
+					 "(softmig_m.merged OPERATOR(pg_catalog.->) f)) AS changed, "
+					 "pg_catalog.jsonb_populate_record(\"softmig.t\", softmig_m.merged) AS merged_row "
+					 "FROM softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s) AS softmig_m"
+					 ") AS \"softmig.h\") "
+					 HYDRATED_ROWS
+					 "WHERE %s AND pg_catalog.to_jsonb(\"softmig.t\") IS DISTINCT FROM "
+					 "(softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s)).merged",
+					 fresh.data, target, keymatch, fresh.data);
+	if (count_created)
+		appendStringInfoString(&buf, " RETURNING \"softmig.i\".n) SELECT pg_catalog.count(*) FROM softmig_u "
+							   "WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.unnest($5) AS \"softmig.c\"(n) "
+							   "WHERE \"softmig.c\".n OPERATOR(pg_catalog.=) softmig_u.n)");
+	return buf.data;
+}
+
+/*
+ * missing_insert_sql
+ *		Mirrored, one table pair: the INSERT of the hydrated rows ($1) whose
+ *		key the target lacks, only while legacy (bwd: legacy, its key from
+ *		target columns) still has the entity; otherwise it was deleted after
+ *		the snapshot, or never existed, and stays absent.
+ */
+static char *
+missing_insert_sql(const char *target, const char *cols, const char *keymatch,
+				   SoftmigDest *bwd)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf,
+					 "INSERT INTO %s AS \"softmig.t\" (%s) OVERRIDING SYSTEM VALUE "
+					 "SELECT %s FROM (SELECT (pg_catalog.jsonb_populate_record(NULL::%s, \"softmig.i\".img)).* "
+					 "FROM pg_catalog.jsonb_array_elements($1) AS \"softmig.i\"(img)) AS \"softmig.r\" "
+					 "WHERE NOT EXISTS (SELECT 1 FROM %s AS \"softmig.t\" WHERE %s) "
+					 "AND EXISTS (SELECT 1 FROM (SELECT ",
+					 target, cols, cols, target, target, keymatch);
+	softmig_append_key_list(&buf, bwd->keyexprs, bwd->keytypes);
+	appendStringInfo(&buf, " FROM (SELECT \"softmig.r\".*) AS \"softmig.x\") AS \"softmig.s\", %s AS \"softmig.l\" WHERE ",
+					 bwd->qualname);
+	softmig_append_key_match(&buf, "\"softmig.l\"", bwd->keycols, bwd->keyops,
+							 "\"softmig.s\"");
+	appendStringInfoString(&buf, ") ON CONFLICT DO NOTHING");
+	return buf.data;
+}
+
 PG_FUNCTION_INFO_V1(softmig_hydrate_exec);
 /*
  * softmig_hydrate_exec
@@ -237,9 +335,8 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	List	   *colnames = NIL;
 	StringInfoData allfields;
 	StringInfoData keymatch;
-	StringInfoData buf;
-	StringInfoData fresh;
 	char	   *keyjson;
+	char	   *sql;
 	ListCell   *k;
 	ListCell   *o;
 	Oid			argtypes[5];
@@ -249,7 +346,6 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	Oid			save_user;
 	int			save_sec;
 	char	   *target;
-	char	   *legacy;
 	uint64		changed = 0;
 	bool		raise_depth;
 	bool		shape = (m->split_owner != 0 || m->split_attrs != NIL);
@@ -262,7 +358,6 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	bwd = softmig_build_dest(m, SIDE_TARGET);	/* legacy, its key from target
 												 * columns */
 	target = fwd->qualname;
-	legacy = bwd->qualname;
 
 	rel = table_open(m->target, AccessShareLock);
 	desc = RelationGetDescr(rel);
@@ -335,64 +430,11 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 		/* existing rows: merge field by field */
-		initStringInfo(&fresh);
-		if (m->state == SM_MIRRORED)
-		{
-			/*
-			 * The fields a hydrate may take here belong to the target, and
-			 * only target-side writes change them; those are logged per field
-			 * in softmig.field_writes.
-			 */
-			appendStringInfo(&fresh,
-							 "ARRAY(SELECT fw.field FROM softmig.field_writes fw "
-							 "WHERE fw.migration_id OPERATOR(pg_catalog.=) %d "
-							 "AND fw.key OPERATOR(pg_catalog.=) (SELECT %s FROM (SELECT \"softmig.t\".*) AS \"softmig.x\") "
-							 "AND NOT pg_catalog.pg_visible_in_snapshot(fw.xid, $2))",
-							 m->id, keyjson);
-		}
-		else
-			appendStringInfo(&fresh,
-							 "CASE WHEN softmig._written_before(\"softmig.t\".xmin, $2) THEN '{}'::text[] "
-							 "ELSE ARRAY[%s]::text[] END", allfields.data);
-
-		/*
-		 * Each column takes the merged value only if the merge took it and
-		 * its value changed; every other column is assigned its own value, so
-		 * it keeps exactly what it holds (a json column its spacing and
-		 * duplicate keys, an array its bounds), which a round trip through
-		 * jsonb would not.
-		 */
-		/*
-		 * Rows the re-sync created are counted once, whether or not the merge
-		 * changes them too: the UPDATE returns the rows it changed and only
-		 * those it did not create count here.
-		 */
-		initStringInfo(&buf);
-		if (created != (Datum) 0)
-			appendStringInfoString(&buf, "WITH softmig_u AS (");
-		appendStringInfo(&buf, "UPDATE %s AS \"softmig.t\" SET (%s) = (SELECT ", target, setcols.data);
-		i = 0;
-		foreach(k, colnames)
-		{
-			appendStringInfo(&buf, "%sCASE WHEN \"softmig.h\".changed OPERATOR(pg_catalog.@>) ARRAY[%s]::pg_catalog.text[] "
-							 "THEN (\"softmig.h\".merged_row).%s ELSE \"softmig.t\".%s END",
-							 i++ ? ", " : "", quote_literal_cstr(lfirst(k)),
-							 quote_identifier(lfirst(k)), quote_identifier(lfirst(k)));
-		}
-		appendStringInfo(&buf,
-						 " FROM (SELECT ARRAY(SELECT f FROM pg_catalog.unnest(softmig_m.taken) AS f "
-						 "WHERE (pg_catalog.to_jsonb(\"softmig.t\") OPERATOR(pg_catalog.->) f) IS DISTINCT FROM "
-						 "(softmig_m.merged OPERATOR(pg_catalog.->) f)) AS changed, "
-						 "pg_catalog.jsonb_populate_record(\"softmig.t\", softmig_m.merged) AS merged_row "
-						 "FROM softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s) AS softmig_m"
-						 ") AS \"softmig.h\") "
-						 HYDRATED_ROWS
-						 "WHERE %s AND pg_catalog.to_jsonb(\"softmig.t\") IS DISTINCT FROM "
-						 "(softmig.merge(pg_catalog.to_jsonb(\"softmig.t\"), \"softmig.i\".img, 'new', $3, $4, %s)).merged",
-						 fresh.data, target, keymatch.data, fresh.data);
+		sql = merge_update_sql(m, target, setcols.data, colnames, allfields.data,
+							   keyjson, keymatch.data, created != (Datum) 0);
 		if (created == (Datum) 0)
 		{
-			softmig_spi_expect(SPI_execute_with_args(buf.data, 4, argtypes, values, NULL, false, 0),
+			softmig_spi_expect(SPI_execute_with_args(sql, 4, argtypes, values, NULL, false, 0),
 							   SPI_OK_UPDATE, "hydrate the target's rows");
 			changed = SPI_processed;
 		}
@@ -400,10 +442,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		{
 			bool		isnull;
 
-			appendStringInfoString(&buf, " RETURNING \"softmig.i\".n) SELECT pg_catalog.count(*) FROM softmig_u "
-								   "WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.unnest($5) AS \"softmig.c\"(n) "
-								   "WHERE \"softmig.c\".n OPERATOR(pg_catalog.=) softmig_u.n)");
-			softmig_spi_expect(SPI_execute_with_args(buf.data, 5, argtypes, values, NULL, false, 0),
+			softmig_spi_expect(SPI_execute_with_args(sql, 5, argtypes, values, NULL, false, 0),
 							   SPI_OK_SELECT, "hydrate the target's rows");
 			changed = (uint64) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) +
 				(uint64) ncreated;
@@ -415,20 +454,8 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 		 */
 		if (m->state == SM_MIRRORED && !shape)
 		{
-			resetStringInfo(&buf);
-			appendStringInfo(&buf,
-							 "INSERT INTO %s AS \"softmig.t\" (%s) OVERRIDING SYSTEM VALUE "
-							 "SELECT %s FROM (SELECT (pg_catalog.jsonb_populate_record(NULL::%s, \"softmig.i\".img)).* "
-							 "FROM pg_catalog.jsonb_array_elements($1) AS \"softmig.i\"(img)) AS \"softmig.r\" "
-							 "WHERE NOT EXISTS (SELECT 1 FROM %s AS \"softmig.t\" WHERE %s) "
-							 "AND EXISTS (SELECT 1 FROM (SELECT ",
-							 target, cols.data, cols.data, target, target, keymatch.data);
-			softmig_append_key_list(&buf, bwd->keyexprs, bwd->keytypes);
-			appendStringInfo(&buf, " FROM (SELECT \"softmig.r\".*) AS \"softmig.x\") AS \"softmig.s\", %s AS \"softmig.l\" WHERE ", legacy);
-			softmig_append_key_match(&buf, "\"softmig.l\"", bwd->keycols, bwd->keyops,
-									 "\"softmig.s\"");
-			appendStringInfoString(&buf, ") ON CONFLICT DO NOTHING");
-			softmig_spi_expect(SPI_execute_with_args(buf.data, 1, argtypes, values, NULL, false, 0),
+			sql = missing_insert_sql(target, cols.data, keymatch.data, bwd);
+			softmig_spi_expect(SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0),
 							   SPI_OK_INSERT, "insert hydrated rows into the target");
 			changed += SPI_processed;
 		}
@@ -446,8 +473,7 @@ softmig_hydrate_exec(PG_FUNCTION_ARGS)
 	 */
 	if (m->state == SM_MIRRORED && m->new_legacy_cols != NIL && changed > 0)
 	{
-		char	   *sql = carry_sql(m, bwd, target, keymatch.data);
-
+		sql = carry_sql(m, bwd, target, keymatch.data);
 		softmig_leave_owner_context(save_nest, save_user, save_sec);
 		softmig_enter_owner_context(softmig_rel_owner(m->legacy), &save_nest, &save_user, &save_sec);
 		carry_to_legacy(m->id, sql, argtypes, values);
