@@ -110,6 +110,18 @@ ALTER TABLE mgg.settings ADD CONSTRAINT settings_profile FOREIGN KEY (user_id) R
 DELETE FROM mgg_v2.accounts WHERE user_id = 21;
 SELECT * FROM mgg.writes();
 SELECT count(*) AS differences FROM softmig.parity('mgg_settings');
+-- release of an entity the target no longer holds: the re-sync deletes
+-- the settings row before the profile, so the key holds there too
+INSERT INTO mgg_v2.accounts VALUES (24, 'p24', 't24');
+SELECT softmig.quarantine('mgg_profiles', '{"user_id": 24}', 'check');
+SET session_replication_role = replica;
+DELETE FROM mgg_v2.accounts WHERE user_id = 24;         -- the entity gone
+RESET session_replication_role;
+SELECT * FROM mgg.writes();
+SELECT softmig.release('mgg_profiles', '{"user_id": 24}');
+SELECT * FROM mgg.writes();
+SELECT * FROM mgg.entity() WHERE user_id = 24;
+SELECT count(*) AS differences FROM softmig.parity('mgg_settings');
 -- a cascading key cascades, as before
 ALTER TABLE mgg.settings DROP CONSTRAINT settings_profile;
 ALTER TABLE mgg.settings ADD CONSTRAINT settings_profile FOREIGN KEY (user_id) REFERENCES mgg.profiles ON DELETE CASCADE;

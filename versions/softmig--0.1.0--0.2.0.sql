@@ -5635,7 +5635,7 @@ DECLARE
     v_member integer;
     v_key jsonb;
     v_xkey jsonb;
-    v_rows bigint;
+    v_rows bigint[];
 BEGIN
     v_key := @extschema@._normalize_key(m, key);
     DELETE FROM @extschema@.quarantine
@@ -5654,14 +5654,13 @@ BEGIN
         PERFORM @extschema@._invalidate(x.legacy, x.target);
     END LOOP;
     -- the other table takes the authoritative version of the entity again,
-    -- member by member, owner first: it creates or deletes the shared row,
-    -- the attribute members fill or clear their columns of it
-    FOREACH v_member IN ARRAY v_members LOOP
-        SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_member;
+    -- in every member; each member's history records it, owner first
+    v_rows := @extschema@._resync_entity(v_members, v_key);
+    FOR i IN 1..pg_catalog.cardinality(v_members) LOOP
+        SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_members[i];
         v_xkey := @extschema@._normalize_key(x, v_key);
-        v_rows := @extschema@._resync_key(x.id, v_xkey);
         PERFORM @extschema@._history(x.id, 'release', x.state, x.state, NULL,
-                                     pg_catalog.jsonb_build_object('key', v_xkey, 'resynced_rows', v_rows)
+                                     pg_catalog.jsonb_build_object('key', v_xkey, 'resynced_rows', v_rows[i])
                                      OPERATOR(pg_catalog.||) CASE WHEN x.id OPERATOR(pg_catalog.=) m.id THEN '{}'::jsonb
                                                                   ELSE pg_catalog.jsonb_build_object('via', m.name) END);
     END LOOP;
@@ -5677,20 +5676,12 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_members integer[] := @extschema@._entity_members(p_id);
     m @extschema@.migrations;
-    x @extschema@.migrations;
-    v_member integer;
     v_key jsonb;
 BEGIN
     SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id;
-    -- entity by entity in key order, member by member, owner first (as
-    -- release): the owner creates the entity's rows, the attribute members
-    -- fill their columns of them
+    -- entity by entity in key order, in every member, as release does
     FOR v_key IN SELECT k FROM pg_catalog.jsonb_array_elements(p_keys) k ORDER BY k LOOP
-        v_key := @extschema@._normalize_key(m, v_key);
-        FOREACH v_member IN ARRAY v_members LOOP
-            SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_member;
-            PERFORM @extschema@._resync_key(x.id, @extschema@._normalize_key(x, v_key));
-        END LOOP;
+        PERFORM @extschema@._resync_entity(v_members, @extschema@._normalize_key(m, v_key));
     END LOOP;
 END $$;
 COMMENT ON FUNCTION @extschema@._hydrate_resync(integer, jsonb) IS
@@ -5919,3 +5910,26 @@ $$;
 COMMENT ON FUNCTION @extschema@._check_row(jsonb, text, text, boolean, bigint, jsonb) IS
     'internal: the results of a check run so far (a jsonb array) with one more check''s result, numbered after them';
 REVOKE ALL ON FUNCTION @extschema@._check_row(jsonb, text, text, boolean, bigint, jsonb) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@._resync_entity(p_members integer[], p_key jsonb) RETURNS bigint[]
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    x @extschema@.migrations;
+    v_rows bigint[] := pg_catalog.array_fill(0::bigint, ARRAY[pg_catalog.cardinality(p_members)]);
+BEGIN
+    -- Member by member, the attribute members first and the owner last.
+    -- Where the authority still holds the entity, the first touch already
+    -- re-projects it in every member (the write path orders the owner's
+    -- row before the attribute rows of one statement), so the order does
+    -- not matter; where it no longer does, each member deletes its row or
+    -- clears its columns, and an attribute row must go before the owner's
+    -- row that a foreign key without a cascade ties it to.
+    FOR i IN REVERSE pg_catalog.cardinality(p_members)..1 LOOP
+        SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_members[i];
+        v_rows[i] := @extschema@._resync_key(x.id, @extschema@._normalize_key(x, p_key));
+    END LOOP;
+    RETURN v_rows;
+END $$;
+COMMENT ON FUNCTION @extschema@._resync_entity(integer[], jsonb) IS
+    'internal: re-sync one entity (a legacy key) from the authority in every migration of p_members (as _entity_members returns them, owner first), attribute members first; the rows each re-sync affected, in the order of p_members';
+REVOKE ALL ON FUNCTION @extschema@._resync_entity(integer[], jsonb) FROM PUBLIC;

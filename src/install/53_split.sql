@@ -159,6 +159,29 @@ COMMENT ON FUNCTION @extschema@._entity_members(integer) IS
     'internal: the migrations an entity of migration p_id spans, owner first: p_id alone, or every member of its split or merge (0A000 when a merge''s members name the entity by different legacy keys)';
 REVOKE ALL ON FUNCTION @extschema@._entity_members(integer) FROM PUBLIC;
 
+CREATE FUNCTION @extschema@._resync_entity(p_members integer[], p_key jsonb) RETURNS bigint[]
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    x @extschema@.migrations;
+    v_rows bigint[] := pg_catalog.array_fill(0::bigint, ARRAY[pg_catalog.cardinality(p_members)]);
+BEGIN
+    -- Member by member, the attribute members first and the owner last.
+    -- Where the authority still holds the entity, the first touch already
+    -- re-projects it in every member (the write path orders the owner's
+    -- row before the attribute rows of one statement), so the order does
+    -- not matter; where it no longer does, each member deletes its row or
+    -- clears its columns, and an attribute row must go before the owner's
+    -- row that a foreign key without a cascade ties it to.
+    FOR i IN REVERSE pg_catalog.cardinality(p_members)..1 LOOP
+        SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_members[i];
+        v_rows[i] := @extschema@._resync_key(x.id, @extschema@._normalize_key(x, p_key));
+    END LOOP;
+    RETURN v_rows;
+END $$;
+COMMENT ON FUNCTION @extschema@._resync_entity(integer[], jsonb) IS
+    'internal: re-sync one entity (a legacy key) from the authority in every migration of p_members (as _entity_members returns them, owner first), attribute members first; the rows each re-sync affected, in the order of p_members';
+REVOKE ALL ON FUNCTION @extschema@._resync_entity(integer[], jsonb) FROM PUBLIC;
+
 CREATE FUNCTION @extschema@._refuse_split_member(p_id integer, p_what text)
 RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$

@@ -194,20 +194,12 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_members integer[] := @extschema@._entity_members(p_id);
     m @extschema@.migrations;
-    x @extschema@.migrations;
-    v_member integer;
     v_key jsonb;
 BEGIN
     SELECT * INTO STRICT m FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) p_id;
-    -- entity by entity in key order, member by member, owner first (as
-    -- release): the owner creates the entity's rows, the attribute members
-    -- fill their columns of them
+    -- entity by entity in key order, in every member, as release does
     FOR v_key IN SELECT k FROM pg_catalog.jsonb_array_elements(p_keys) k ORDER BY k LOOP
-        v_key := @extschema@._normalize_key(m, v_key);
-        FOREACH v_member IN ARRAY v_members LOOP
-            SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_member;
-            PERFORM @extschema@._resync_key(x.id, @extschema@._normalize_key(x, v_key));
-        END LOOP;
+        PERFORM @extschema@._resync_entity(v_members, @extschema@._normalize_key(m, v_key));
     END LOOP;
 END $$;
 COMMENT ON FUNCTION @extschema@._hydrate_resync(integer, jsonb) IS

@@ -157,7 +157,7 @@ DECLARE
     v_member integer;
     v_key jsonb;
     v_xkey jsonb;
-    v_rows bigint;
+    v_rows bigint[];
 BEGIN
     v_key := @extschema@._normalize_key(m, key);
     DELETE FROM @extschema@.quarantine
@@ -176,14 +176,13 @@ BEGIN
         PERFORM @extschema@._invalidate(x.legacy, x.target);
     END LOOP;
     -- the other table takes the authoritative version of the entity again,
-    -- member by member, owner first: it creates or deletes the shared row,
-    -- the attribute members fill or clear their columns of it
-    FOREACH v_member IN ARRAY v_members LOOP
-        SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_member;
+    -- in every member; each member's history records it, owner first
+    v_rows := @extschema@._resync_entity(v_members, v_key);
+    FOR i IN 1..pg_catalog.cardinality(v_members) LOOP
+        SELECT * INTO STRICT x FROM @extschema@.migrations WHERE id OPERATOR(pg_catalog.=) v_members[i];
         v_xkey := @extschema@._normalize_key(x, v_key);
-        v_rows := @extschema@._resync_key(x.id, v_xkey);
         PERFORM @extschema@._history(x.id, 'release', x.state, x.state, NULL,
-                                     pg_catalog.jsonb_build_object('key', v_xkey, 'resynced_rows', v_rows)
+                                     pg_catalog.jsonb_build_object('key', v_xkey, 'resynced_rows', v_rows[i])
                                      OPERATOR(pg_catalog.||) CASE WHEN x.id OPERATOR(pg_catalog.=) m.id THEN '{}'::jsonb
                                                                   ELSE pg_catalog.jsonb_build_object('via', m.name) END);
     END LOOP;
