@@ -198,6 +198,7 @@ SET search_path = pg_catalog AS $$
         WHEN a = 'p_mode' THEN '''SHARE ROW EXCLUSIVE'''
         WHEN typ = 'softmig.groups'::regtype THEN '(SELECT g FROM softmig.groups g WHERE g.name OPERATOR(pg_catalog.=) ''sp_group'')'
         WHEN a = 'p_ids' THEN '(SELECT pg_catalog.array_agg(m.id) FROM softmig.migrations m WHERE m.name OPERATOR(pg_catalog.=) ANY (ARRAY[''sp_g1'', ''sp_g2'']))'
+        WHEN a = 'p_members' THEN '(SELECT pg_catalog.array_agg(m.id) FROM softmig.migrations m WHERE m.name OPERATOR(pg_catalog.=) ''sp'')'
         WHEN typ = 'regclass[]'::regtype THEN 'ARRAY[''sp.l3'', ''sp.t3'']::pg_catalog.regclass[]'
         WHEN a = 'reader' THEN '''r1'''
         WHEN a = 'class' THEN '''latency'''
