@@ -9,7 +9,9 @@
 # whose package is a pre-release (19~rc1) is run and reported, but its
 # failures do not fail the run.  The chroots are made with debootstrap and
 # cached under /var/cache/softmig/chroots (test/chroot.sh); they are made
-# while the host's suites run.
+# while the host's suites run, and their versions then run one after the
+# other in a second lane alongside the host's (their output is printed
+# after the host's).
 #
 # For each version (`run_all.sh --one`, on the host or inside the chroot):
 #   1. As root: installs the missing apt packages for that version (only if
@@ -66,6 +68,8 @@
 #                   replication and timed soaks, and the longest files go
 #                   first, see TAP_SLOW in the Makefile); 1 runs them one
 #                   after the other
+#   SOFTMIG_MATRIX_PARALLEL=0  run the chroots' versions after the host's
+#                   instead of alongside it (default 1)
 #   SOFTMIG_CHROOT_DIR      where the chroots are cached
 #                           (default /var/cache/softmig/chroots)
 #   SOFTMIG_CHROOT_UPGRADE=1  upgrade the cached chroots' packages first
@@ -207,7 +211,7 @@ outer() {
     say "server: $("$PG_CONFIG" --version), $PGBIN${SOFTMIG_CHROOT:+ (Debian $SOFTMIG_CHROOT chroot)}"
 
     say "building softmig"
-    make -C "$root" PG_CONFIG="$PG_CONFIG"
+    make -C "$root" -j"$(nproc)" PG_CONFIG="$PG_CONFIG"
 
     if ((EUID == 0)); then
         say "installing softmig"
@@ -341,18 +345,57 @@ copy_clean_tree() {
         tar -C "$1" -xf -
 }
 
-# run_in_chroot VERSION SUITE LOG: `run_all.sh --one` for VERSION inside
-# SUITE's chroot, on a clean copy of the tree.
+# run_in_chroot VERSION SUITE: `run_all.sh --one` for VERSION inside
+# SUITE's chroot, on the clean copy of the tree the matrix made in
+# $MWORK/pgVERSION/src.
 run_in_chroot() {
-    local v=$1 suite=$2 log=$3 share
+    local v=$1 suite=$2 share
     share=$MWORK/pg$v
-    copy_clean_tree "$share/src"
     chroot_run "$suite" "$share/overlay" "$share/src" \
         SOFTMIG_CHROOT="$suite" SOFTMIG_PG_VERSION="$v" \
         SOFTMIG_PGBIN="/usr/lib/postgresql/$v/bin" SOFTMIG_SUITES="$(suites_for "$suite")" \
         SOFTMIG_KEEP="${SOFTMIG_KEEP:-0}" SOFTMIG_TAP_JOBS="$TAP_JOBS" \
-        bash "$share/src/test/run_all.sh" --one 2>&1 | tee "$log"
-    return "${PIPESTATUS[0]}"
+        bash "$share/src/test/run_all.sh" --one 2>&1
+}
+
+# chroot_version VERSION: run VERSION in its chroot once the chroot is
+# prepared (the matrix started that), everything on stdout; writes
+# "EXIT-STATUS SECONDS" to $MWORK/pgVERSION.done.
+chroot_version() {
+    local v=$1 t0=$SECONDS rc=0 where=${M_WHERE[$1]}
+    if ((EUID != 0)); then
+        echo "needs root (debootstrap and chroot): run as root, or SOFTMIG_PG_VERSIONS=host"
+        rc=1
+    else
+        say "PostgreSQL $v: waiting for the $where chroot"
+        while [[ ! -f $MWORK/prepare$v.rc ]]; do sleep 2; done
+        if [[ $(cat "$MWORK/prepare$v.rc") != 0 ]]; then
+            cat "$MWORK/prepare$v.log"
+            echo "the $where chroot could not be prepared (log above)"
+            rc=1
+        else
+            say "PostgreSQL $v in the $where chroot (Debian package $(cat "$MWORK/pg$v.pkg"))"
+            run_in_chroot "$v" "$where" || rc=$?
+        fi
+    fi
+    echo "$rc $((SECONDS - t0))" >"$MWORK/pg$v.done"
+    return "$rc"
+}
+
+# await_version VERSION LANE-PID: wait until the background lane has run
+# VERSION (or died without saying so), then print its output.
+await_version() {
+    local v=$1 lane=$2
+    say "PostgreSQL $v: its run in the ${M_WHERE[$v]} chroot (alongside the host's) follows"
+    while [[ ! -f $MWORK/pg$v.done ]]; do
+        if ! kill -0 "$lane" 2>/dev/null && [[ ! -f $MWORK/pg$v.done ]]; then
+            echo "the background run of the chroots ended before PostgreSQL $v finished" >>"$MWORK/pg$v.log"
+            echo "1 0" >"$MWORK/pg$v.done"
+            break
+        fi
+        sleep 5
+    done
+    cat "$MWORK/pg$v.log"
 }
 
 matrix() {
@@ -390,7 +433,9 @@ matrix() {
     trap 'exit 143' TERM
     MWORK=$(mktemp -d /tmp/softmig-matrix.XXXXXX)
 
-    # the chroots are made (or checked) while the host's suites run
+    # the chroots are made (or checked) while the host's suites run, each
+    # with its own clean copy of the tree, taken before the host's build
+    # writes into it
     if ((${#chroots[@]} > 0)); then
         if ((EUID != 0)); then
             say "not root: the chroots for PostgreSQL ${chroots[*]} cannot be used"
@@ -400,36 +445,53 @@ matrix() {
             ensure_packages
             APT_PACKAGES=("${saved[@]}")
             for v in "${chroots[@]}"; do
-                (prepare_chroot "$v" "${M_WHERE[$v]}" >"$MWORK/prepare$v.log" 2>&1) &
+                copy_clean_tree "$MWORK/pg$v/src"
+                {
+                    prc=0
+                    (prepare_chroot "$v" "${M_WHERE[$v]}") >"$MWORK/prepare$v.log" 2>&1 || prc=$?
+                    echo "$prc" >"$MWORK/prepare$v.rc"
+                } &
                 BG_PIDS+=($!)
-                echo "$!" >"$MWORK/prepare$v.pid"
             done
         fi
     fi
 
+    # With the host's version in the run, the chroots' versions run one
+    # after the other in a second lane, alongside the host's: much of a
+    # run's time is spent waiting (one pg_regress client, servers starting,
+    # replication catching up), so two lanes share the machine well.  Each
+    # chroot's output is printed after the host's, in order.
+    local lane=
+    if [[ " $versions " == *" $host_v "* && ${#chroots[@]} -gt 0 && ${SOFTMIG_MATRIX_PARALLEL:-1} == 1 ]]; then
+        say "PostgreSQL ${chroots[*]}: run in their chroots alongside the host's run; their output follows it"
+        (
+            for v in "${chroots[@]}"; do
+                chroot_version "$v" >"$MWORK/pg$v.log" 2>&1 || true
+            done
+        ) &
+        lane=$!
+        BG_PIDS+=("$lane")
+    fi
+
     for v in $versions; do
-        local t0=$SECONDS log=$MWORK/pg$v.log
+        local t0=$SECONDS log=$MWORK/pg$v.log done
         M_RC[$v]=0
         if [[ ${M_WHERE[$v]} == host ]]; then
             say "PostgreSQL $v on the host ($PGBIN)"
             SOFTMIG_PG_VERSION=$v bash "${BASH_SOURCE[0]}" --one 2>&1 | tee "$log" || M_RC[$v]=${PIPESTATUS[0]}
             M_PKG[$v]=host
-        elif ((EUID != 0)); then
-            echo "needs root (debootstrap and chroot): run as root, or SOFTMIG_PG_VERSIONS=$host_v" >"$log"
-            M_RC[$v]=1
-        else
-            say "PostgreSQL $v: waiting for the ${M_WHERE[$v]} chroot"
-            if ! wait "$(cat "$MWORK/prepare$v.pid")"; then
-                cat "$MWORK/prepare$v.log"
-                echo "the ${M_WHERE[$v]} chroot could not be prepared (log above)" >"$log"
-                M_RC[$v]=1
-            else
-                M_PKG[$v]=$(cat "$MWORK/pg$v.pkg")
-                say "PostgreSQL $v in the ${M_WHERE[$v]} chroot (Debian package ${M_PKG[$v]})"
-                run_in_chroot "$v" "${M_WHERE[$v]}" "$log" || M_RC[$v]=$?
-            fi
+            M_SECS[$v]=$((SECONDS - t0))
+            continue
         fi
-        M_SECS[$v]=$((SECONDS - t0))
+        if [[ -n $lane ]]; then
+            await_version "$v" "$lane"
+        else
+            chroot_version "$v" 2>&1 | tee "$log" || true
+        fi
+        done=$(cat "$MWORK/pg$v.done")
+        M_RC[$v]=${done%% *}
+        M_SECS[$v]=${done##* }
+        M_PKG[$v]=$(cat "$MWORK/pg$v.pkg" 2>/dev/null || echo unknown)
     done
 
     matrix_summary "$versions"
@@ -485,11 +547,18 @@ matrix_summary() {
 ORDER=()
 declare -A NPASS NFAIL NOTE
 
+# Each suite's time is the time since the previous suite was recorded (or
+# since the suites began).
+SUITE_T0=$SECONDS
+declare -A SECS
+
 record() {  # suite passed failed note
     ORDER+=("$1")
     NPASS[$1]=$2
     NFAIL[$1]=$3
     NOTE[$1]=$4
+    SECS[$1]=$((SECONDS - SUITE_T0))
+    SUITE_T0=$SECONDS
 }
 
 # pg_regress / pg_isolation_regress result lines.  PostgreSQL 15 prints
@@ -705,6 +774,7 @@ EOF
     export PGHOST=$work PGPORT=$port PGUSER=postgres PGDATABASE=postgres
 
     local s
+    SUITE_T0=$SECONDS
     for s in $SUITES; do
         case $s in
             regress)
@@ -749,8 +819,8 @@ EOF
     for name in "${ORDER[@]}"; do
         verdict=PASS
         if ((NFAIL[$name] > 0)); then verdict=FAIL; fi
-        line=$(printf '%-17s %s  (%d passed, %d failed)' "$name" "$verdict" \
-            "${NPASS[$name]}" "${NFAIL[$name]}")
+        line=$(printf '%-17s %s  (%d passed, %d failed, %dm%02ds)' "$name" "$verdict" \
+            "${NPASS[$name]}" "${NFAIL[$name]}" $((SECS[$name] / 60)) $((SECS[$name] % 60)))
         if [[ -n ${NOTE[$name]} ]]; then line+=" -- ${NOTE[$name]}"; fi
         echo "$line"
     done
