@@ -20,8 +20,12 @@
 # Usage: test/assert_check.sh                  fetch, build, run
 #        test/assert_check.sh --fetch-only DIR unpack the source into DIR
 #                                               and print the tree's path
+#        test/assert_check.sh --build-only DIR build the server (from PGSRC)
+#                                               into the prefix DIR
 # Knobs (environment):
 #   PGSRC=/path/to/postgresql-15.x   use this unpacked source tree instead
+#   ASSERT_PREFIX=DIR                a server --build-only made: use it
+#                                    instead of building one
 #   ASSERT_KEEP=1                    keep the temp directory
 #   PROVE_FLAGS=-j2                  passed to prove (make test runs two
 #                                    TAP files at once)
@@ -76,6 +80,37 @@ if [[ ${1:-} == --fetch-only ]]; then
     exit 0
 fi
 
+# build_server SRC PREFIX LOGDIR: configure and build an assert-enabled
+# server from SRC into PREFIX: what the suites use (the backend, PL/pgSQL,
+# libpq, initdb, pg_ctl, psql, pg_dump, pgbench, createdb, pg_config, the
+# regression and isolation drivers, the TAP modules), not ecpg and the
+# other client programs nothing here runs.
+build_server() {
+    local src=$1 prefix=$2 logs=$3
+    (
+        cd "$src"
+        ./configure --prefix="$prefix" --enable-cassert --enable-debug --enable-tap-tests \
+            --without-readline --without-zlib --without-icu CFLAGS=-O1 >"$logs/configure.log" 2>&1 ||
+            { tail -30 "$logs/configure.log" >&2; exit 1; }
+        sed -i -E 's/^SUBDIRS = libpq ecpg$/SUBDIRS = libpq/' src/interfaces/Makefile
+        sed -i -E '/^SUBDIRS = /,/^$/c\SUBDIRS = initdb pg_config pg_ctl pg_dump pgbench psql scripts\n' src/bin/Makefile
+        grep -q '^SUBDIRS = libpq$' src/interfaces/Makefile &&
+            grep -q '^SUBDIRS = initdb pg_config pg_ctl pg_dump pgbench psql scripts$' src/bin/Makefile ||
+            { echo "the source's Makefiles are not laid out as expected" >&2; exit 1; }
+        make -j"$(nproc)" -s >"$logs/make.log" 2>&1 || { tail -30 "$logs/make.log" >&2; exit 1; }
+        make -s install >"$logs/install.log" 2>&1
+        make -C src/test/isolation -s install >>"$logs/install.log" 2>&1
+        make -C src/test/perl -s install >>"$logs/install.log" 2>&1
+    )
+}
+
+if [[ ${1:-} == --build-only ]]; then
+    [[ -n ${2:-} && -f ${PGSRC:-}/configure ]] || die "--build-only needs a prefix and PGSRC"
+    mkdir -p "$2"
+    build_server "$PGSRC" "$2" "$2" || die "building PostgreSQL failed (logs in $2)"
+    exit 0
+fi
+
 WORK=$(mktemp -d /tmp/softmig-assert.XXXXXX)
 cleanup() {
     local rc=$?
@@ -99,26 +134,22 @@ else
     as_user() { "$@"; }
 fi
 
-# 1. the source
-if [[ -n ${PGSRC:-} ]]; then
-    [[ -f $PGSRC/configure ]] || die "PGSRC=$PGSRC is not a PostgreSQL source tree"
-    SRC=$PGSRC
+# 1. and 2. the server, asserts on, optimised a little so the suites stay
+# quick: built here from the source, or the one --build-only made
+if [[ -n ${ASSERT_PREFIX:-} ]]; then
+    [[ -x $ASSERT_PREFIX/bin/postgres ]] || die "ASSERT_PREFIX=$ASSERT_PREFIX has no server"
+    ln -s "$ASSERT_PREFIX" "$WORK/pg"
 else
-    SRC=$(fetch_source "$WORK/src")
+    if [[ -n ${PGSRC:-} ]]; then
+        [[ -f $PGSRC/configure ]] || die "PGSRC=$PGSRC is not a PostgreSQL source tree"
+        SRC=$PGSRC
+    else
+        SRC=$(fetch_source "$WORK/src")
+    fi
+    say "building an assert-enabled PostgreSQL into $WORK/pg (a few minutes)"
+    mkdir -p "$WORK/pg"
+    build_server "$SRC" "$WORK/pg" "$WORK" || die "building PostgreSQL failed (logs in $WORK)"
 fi
-
-# 2. the server: asserts on, optimised a little so the suites stay quick
-say "building an assert-enabled PostgreSQL into $WORK/pg (a few minutes)"
-(
-    cd "$SRC"
-    ./configure --prefix="$WORK/pg" --enable-cassert --enable-debug --enable-tap-tests \
-        --without-readline --without-zlib --without-icu CFLAGS=-O1 >"$WORK/configure.log" 2>&1 ||
-        { tail -30 "$WORK/configure.log" >&2; exit 1; }
-    make -j"$(nproc)" -s >"$WORK/make.log" 2>&1 || { tail -30 "$WORK/make.log" >&2; exit 1; }
-    make -s install >"$WORK/install.log" 2>&1
-    make -C src/test/isolation -s install >>"$WORK/install.log" 2>&1
-    make -C src/test/perl -s install >>"$WORK/install.log" 2>&1
-) || die "building PostgreSQL failed (logs in $WORK)"
 PGC=$WORK/pg/bin/pg_config
 "$PGC" --configure | grep -q -- --enable-cassert || die "the server was not built with assertions"
 # pg_partman (Debian's package) for test/t/100_partman.pl

@@ -6,8 +6,10 @@
 # The matrix (PG_MATRIX below): PostgreSQL 15 on the host (Debian 12's own
 # packages), 17 in a Debian trixie chroot, 18 in a sid chroot and 19 in an
 # experimental chroot, each Debian's own build of that version.  A version
-# whose package is a pre-release (19~rc1) is run and reported, but its
-# failures do not fail the run.  The chroots are made with debootstrap and
+# whose package is a pre-release (19~rc1) is run without the TAP files
+# (SOFTMIG_PRERELEASE_TAP=1 adds them) and reported, but its failures do
+# not fail the run.  In the chroots the TAP files' timed soaks run half as
+# long as on the host (SOFTMIG_FULL_SOAKS=1: full length).  The chroots are made with debootstrap and
 # cached under /var/cache/softmig/chroots (test/chroot.sh); they are made
 # while the host's suites run, and their versions then run one after the
 # other in a second lane alongside the host's (their output is printed
@@ -35,7 +37,9 @@
 #                   loopback, pg_cron
 #        demo       the live demo (demo/demo.sh, remote.sh, rolling.sh, split.sh)
 #        assert     host only: the suites on an assert-enabled server built
-#                   from Debian's source package (test/assert_check.sh)
+#                   from Debian's source package (test/assert_check.sh;
+#                   the server is compiled in the background while the
+#                   other suites run)
 #      A failing suite does not stop the others; a suite that ran zero tests
 #      is a failure.  Last, with regress: the cluster is restarted without
 #      shared_preload_libraries and pg_regress runs again (regress_nopreload),
@@ -345,17 +349,41 @@ copy_clean_tree() {
         tar -C "$1" -xf -
 }
 
-# run_in_chroot VERSION SUITE: `run_all.sh --one` for VERSION inside
-# SUITE's chroot, on the clean copy of the tree the matrix made in
-# $MWORK/pgVERSION/src.
+# run_in_chroot VERSION SUITE SUITES: `run_all.sh --one` for VERSION
+# inside SUITE's chroot, on the clean copy of the tree the matrix made in
+# $MWORK/pgVERSION/src.  The timed soaks and the parity-cache fuzz run half
+# as long as on the host (CHROOT_SOAK below).
 run_in_chroot() {
-    local v=$1 suite=$2 share
+    local v=$1 suite=$2 suites=$3 share
     share=$MWORK/pg$v
     chroot_run "$suite" "$share/overlay" "$share/src" \
         SOFTMIG_CHROOT="$suite" SOFTMIG_PG_VERSION="$v" \
-        SOFTMIG_PGBIN="/usr/lib/postgresql/$v/bin" SOFTMIG_SUITES="$(suites_for "$suite")" \
+        SOFTMIG_PGBIN="/usr/lib/postgresql/$v/bin" SOFTMIG_SUITES="$suites" \
         SOFTMIG_KEEP="${SOFTMIG_KEEP:-0}" SOFTMIG_TAP_JOBS="$TAP_JOBS" \
-        bash "$share/src/test/run_all.sh" --one 2>&1
+        "${CHROOT_SOAK[@]}" bash "$share/src/test/run_all.sh" --one 2>&1
+}
+
+# The TAP files' timed soaks and the parity-cache fuzz, half as long in the
+# chroots as on the host: they look for races in softmig's own code, which
+# the host's full-length run covers; what differs between versions the
+# regression, isolation and shorter TAP runs show.  SOFTMIG_FULL_SOAKS=1
+# runs them at full length everywhere.
+if [[ ${SOFTMIG_FULL_SOAKS:-0} == 1 ]]; then
+    CHROOT_SOAK=()
+else
+    CHROOT_SOAK=(SOAK_TAP_SECONDS=30 GROUP_SOAK_PHASE_SECONDS=3 SOFTMIG_SOAK_SECONDS=10
+                 PARITY_FUZZ_ITERATIONS=30)
+fi
+
+# prerelease_suites SUITES: what a pre-release version runs: SUITES without
+# tap, unless SOFTMIG_PRERELEASE_TAP=1 (its results are reported, not
+# counted; the TAP files are the longest part of a version's run).
+prerelease_suites() {
+    if [[ ${SOFTMIG_PRERELEASE_TAP:-0} == 1 ]]; then
+        echo "$1"
+    else
+        echo " $1 " | sed 's/ tap / /; s/^ *//; s/ *$//'
+    fi
 }
 
 # chroot_version VERSION: run VERSION in its chroot once the chroot is
@@ -374,8 +402,20 @@ chroot_version() {
             echo "the $where chroot could not be prepared (log above)"
             rc=1
         else
-            say "PostgreSQL $v in the $where chroot (Debian package $(cat "$MWORK/pg$v.pkg"))"
-            run_in_chroot "$v" "$where" || rc=$?
+            local pkg suites
+            pkg=$(cat "$MWORK/pg$v.pkg")
+            suites=$(suites_for "$where")
+            if [[ $pkg == *~* ]]; then
+                suites=$(prerelease_suites "$suites")
+                say "PostgreSQL $v in the $where chroot (Debian package $pkg, a pre-release: suites ${suites:-none})"
+            else
+                say "PostgreSQL $v in the $where chroot (Debian package $pkg)"
+            fi
+            if [[ -n $suites ]]; then
+                run_in_chroot "$v" "$where" "$suites" || rc=$?
+            else
+                echo "0 passed, 0 failed"
+            fi
         fi
     fi
     echo "$rc $((SECONDS - t0))" >"$MWORK/pg$v.done"
@@ -598,6 +638,19 @@ run_demo() {
 # The assert suite: test/assert_check.sh builds an assert-enabled server from
 # the source the outer half fetched and runs pg_regress, isolation and TAP on
 # it; counted as one test (its own output above shows the parts).
+# The server is built in the background from the start of the suites
+# (start_assert_build), so its compilation overlaps the suites' waiting.
+ASSERT_BUILD_PID=
+start_assert_build() {  # work-dir
+    local src
+    src=$(cat "$1/pgsrc.path" 2>/dev/null || true)
+    [[ -n $src && -f $src/configure ]] || return 0
+    say "building the assert-enabled server in the background ($1/assertpg)"
+    PGSRC=$src bash "$TREE/test/assert_check.sh" --build-only "$1/assertpg" \
+        >"$LOGDIR/assert_build.log" 2>&1 &
+    ASSERT_BUILD_PID=$!
+}
+
 run_assert() {  # work-dir
     local src log=$LOGDIR/assert.log rc=0 parts
     src=$(cat "$1/pgsrc.path" 2>/dev/null || true)
@@ -605,8 +658,18 @@ run_assert() {  # work-dir
         record assert 0 1 "no PostgreSQL source (fetching it failed; set PGSRC to an unpacked tree)"
         return
     fi
-    say "suite assert: test/assert_check.sh (PGSRC=$src)"
-    PGSRC=$src PROVE_FLAGS="-j$TAP_JOBS" bash "$TREE/test/assert_check.sh" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    if [[ -z $ASSERT_BUILD_PID ]]; then
+        start_assert_build "$1"
+    fi
+    say "suite assert: waiting for the assert-enabled server's build"
+    if ! wait "$ASSERT_BUILD_PID"; then
+        cat "$LOGDIR/assert_build.log"
+        record assert 0 1 "building the assert-enabled server failed (log above)"
+        return
+    fi
+    say "suite assert: test/assert_check.sh (PGSRC=$src, server built in $1/assertpg)"
+    ASSERT_PREFIX=$1/assertpg PGSRC=$src PROVE_FLAGS="-j$TAP_JOBS" bash "$TREE/test/assert_check.sh" 2>&1 |
+        tee "$log" || rc=${PIPESTATUS[0]}
     parts=$(grep -E '^ All [0-9]+ tests passed|^Files=[0-9]+, Tests=[0-9]+' "$log" |
         sed -E 's/^ All ([0-9]+) tests passed.*/\1/; s/^Files=[0-9]+, Tests=([0-9]+).*/\1/' |
         paste -sd/ - || true)
@@ -772,6 +835,8 @@ EOF
         die "the test cluster did not start (server log above)"
     fi
     export PGHOST=$work PGPORT=$port PGUSER=postgres PGDATABASE=postgres
+
+    case " $SUITES " in *" assert "*) start_assert_build "$work" ;; esac
 
     local s
     SUITE_T0=$SECONDS
