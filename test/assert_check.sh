@@ -26,6 +26,8 @@
 #   PGSRC=/path/to/postgresql-15.x   use this unpacked source tree instead
 #   ASSERT_PREFIX=DIR                a server --build-only made: use it
 #                                    instead of building one
+#   ASSERT_TRIM=1                    with --build-only: PGSRC is a fetched
+#                                    copy; build only what the suites use
 #   ASSERT_KEEP=1                    keep the temp directory
 #   PROVE_FLAGS=-j2                  passed to prove (make test runs two
 #                                    TAP files at once)
@@ -80,23 +82,23 @@ if [[ ${1:-} == --fetch-only ]]; then
     exit 0
 fi
 
-# build_server SRC PREFIX LOGDIR: configure and build an assert-enabled
-# server from SRC into PREFIX: what the suites use (the backend, PL/pgSQL,
-# libpq, initdb, pg_ctl, psql, pg_dump, pgbench, createdb, pg_config, the
-# regression and isolation drivers, the TAP modules), not ecpg and the
-# other client programs nothing here runs.
+# build_server SRC PREFIX LOGDIR TRIM: configure and build an
+# assert-enabled server from SRC into PREFIX.  With TRIM 1 (a source tree
+# this script or make test fetched, whose Makefiles it may edit) only what
+# the suites use is built (the backend, PL/pgSQL, libpq, initdb, pg_ctl,
+# psql, pg_dump, pgbench, createdb, pg_config, the regression and isolation
+# drivers, the TAP modules), not ecpg and the other client programs nothing
+# here runs; a tree given in PGSRC is built whole and left as it was.
 build_server() {
-    local src=$1 prefix=$2 logs=$3
+    local src=$1 prefix=$2 logs=$3 trim=$4
     (
         cd "$src"
         ./configure --prefix="$prefix" --enable-cassert --enable-debug --enable-tap-tests \
             --without-readline --without-zlib --without-icu CFLAGS=-O1 >"$logs/configure.log" 2>&1 ||
             { tail -30 "$logs/configure.log" >&2; exit 1; }
-        sed -i -E 's/^SUBDIRS = libpq ecpg$/SUBDIRS = libpq/' src/interfaces/Makefile
-        sed -i -E '/^SUBDIRS = /,/^$/c\SUBDIRS = initdb pg_config pg_ctl pg_dump pgbench psql scripts\n' src/bin/Makefile
-        grep -q '^SUBDIRS = libpq$' src/interfaces/Makefile &&
-            grep -q '^SUBDIRS = initdb pg_config pg_ctl pg_dump pgbench psql scripts$' src/bin/Makefile ||
-            { echo "the source's Makefiles are not laid out as expected" >&2; exit 1; }
+        if [[ $trim == 1 ]]; then
+            trim_build
+        fi
         make -j"$(nproc)" -s >"$logs/make.log" 2>&1 || { tail -30 "$logs/make.log" >&2; exit 1; }
         make -s install >"$logs/install.log" 2>&1
         make -C src/test/isolation -s install >>"$logs/install.log" 2>&1
@@ -104,10 +106,20 @@ build_server() {
     )
 }
 
+# trim_build: in the configured source tree (the current directory), leave
+# ecpg and the client programs the suites do not run out of the build.
+trim_build() {
+    sed -i -E 's/^SUBDIRS = libpq ecpg$/SUBDIRS = libpq/' src/interfaces/Makefile
+    sed -i -E '/^SUBDIRS = /,/^$/c\SUBDIRS = initdb pg_config pg_ctl pg_dump pgbench psql scripts\n' src/bin/Makefile
+    grep -q '^SUBDIRS = libpq$' src/interfaces/Makefile &&
+        grep -q '^SUBDIRS = initdb pg_config pg_ctl pg_dump pgbench psql scripts$' src/bin/Makefile ||
+        { echo "the source's Makefiles are not laid out as expected" >&2; exit 1; }
+}
+
 if [[ ${1:-} == --build-only ]]; then
     [[ -n ${2:-} && -f ${PGSRC:-}/configure ]] || die "--build-only needs a prefix and PGSRC"
     mkdir -p "$2"
-    build_server "$PGSRC" "$2" "$2" || die "building PostgreSQL failed (logs in $2)"
+    build_server "$PGSRC" "$2" "$2" "${ASSERT_TRIM:-0}" || die "building PostgreSQL failed (logs in $2)"
     exit 0
 fi
 
@@ -140,15 +152,17 @@ if [[ -n ${ASSERT_PREFIX:-} ]]; then
     [[ -x $ASSERT_PREFIX/bin/postgres ]] || die "ASSERT_PREFIX=$ASSERT_PREFIX has no server"
     ln -s "$ASSERT_PREFIX" "$WORK/pg"
 else
+    TRIM=0
     if [[ -n ${PGSRC:-} ]]; then
         [[ -f $PGSRC/configure ]] || die "PGSRC=$PGSRC is not a PostgreSQL source tree"
         SRC=$PGSRC
     else
         SRC=$(fetch_source "$WORK/src")
+        TRIM=1
     fi
     say "building an assert-enabled PostgreSQL into $WORK/pg (a few minutes)"
     mkdir -p "$WORK/pg"
-    build_server "$SRC" "$WORK/pg" "$WORK" || die "building PostgreSQL failed (logs in $WORK)"
+    build_server "$SRC" "$WORK/pg" "$WORK" "$TRIM" || die "building PostgreSQL failed (logs in $WORK)"
 fi
 PGC=$WORK/pg/bin/pg_config
 "$PGC" --configure | grep -q -- --enable-cassert || die "the server was not built with assertions"

@@ -7,13 +7,12 @@
 # packages), 17 in a Debian trixie chroot, 18 in a sid chroot and 19 in an
 # experimental chroot, each Debian's own build of that version.  A version
 # whose package is a pre-release (19~rc1) is run without the TAP files
-# (SOFTMIG_PRERELEASE_TAP=1 adds them) and reported, but its failures do
-# not fail the run.  In the chroots the TAP files' timed soaks run half as
-# long as on the host (SOFTMIG_FULL_SOAKS=1: full length).  The chroots are made with debootstrap and
-# cached under /var/cache/softmig/chroots (test/chroot.sh); they are made
-# while the host's suites run, and their versions then run one after the
-# other in a second lane alongside the host's (their output is printed
-# after the host's).
+# and reported, but its failures do not fail the run.  In the chroots the
+# TAP files' timed soaks run half as long as on the host.  The chroots are
+# made with debootstrap and cached under /var/cache/softmig/chroots
+# (test/chroot.sh); they are made while the host's suites run, and their
+# versions then run one after the other in a second lane alongside the
+# host's (their output is printed after the host's).
 #
 # For each version (`run_all.sh --one`, on the host or inside the chroot):
 #   1. As root: installs the missing apt packages for that version (only if
@@ -74,6 +73,9 @@
 #                   after the other
 #   SOFTMIG_MATRIX_PARALLEL=0  run the chroots' versions after the host's
 #                   instead of alongside it (default 1)
+#   SOFTMIG_FULL_SOAKS=1  the TAP files' soaks at full length in the
+#                   chroots too
+#   SOFTMIG_PRERELEASE_TAP=1  the TAP files on a pre-release version too
 #   SOFTMIG_CHROOT_DIR      where the chroots are cached
 #                           (default /var/cache/softmig/chroots)
 #   SOFTMIG_CHROOT_UPGRADE=1  upgrade the cached chroots' packages first
@@ -642,11 +644,13 @@ run_demo() {
 # (start_assert_build), so its compilation overlaps the suites' waiting.
 ASSERT_BUILD_PID=
 start_assert_build() {  # work-dir
-    local src
+    local src trim=0
     src=$(cat "$1/pgsrc.path" 2>/dev/null || true)
     [[ -n $src && -f $src/configure ]] || return 0
     say "building the assert-enabled server in the background ($1/assertpg)"
-    PGSRC=$src bash "$TREE/test/assert_check.sh" --build-only "$1/assertpg" \
+    # a source this run fetched (not one given in PGSRC) may be trimmed
+    [[ $src == "$1"/pgsrc/* ]] && trim=1
+    ASSERT_TRIM=$trim PGSRC=$src bash "$TREE/test/assert_check.sh" --build-only "$1/assertpg" \
         >"$LOGDIR/assert_build.log" 2>&1 &
     ASSERT_BUILD_PID=$!
 }
