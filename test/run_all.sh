@@ -616,6 +616,27 @@ count_lines() {  # regex file
     grep -cE "$1" "$2" || true
 }
 
+# failed_names LOG: what failed, in a few words for the summary line (the
+# CI log may show only its end): the names of failed pg_regress/isolation
+# tests, TAP files with their failed test descriptions, comma-separated and
+# cut at about 300 characters.
+failed_names() {  # log
+    local names
+    names=$( {
+        # pg_regress: "test NAME ... FAILED", "     NAME ... FAILED",
+        # "not ok 2     - NAME   30 ms" (16+; "+ NAME" inside groups)
+        grep -E "$REGRESS_FAIL_RE" "$1" |
+            sed -E 's/^not ok [0-9]+ +[-+] +([^ ]+).*/\1/; s/^(test +| +)([^ ]+) +\.\.\..*/\2/'
+        # TAP::Harness: "t/x.pl (Wstat: ...)" and "#   Failed test 'what'"
+        grep -E '\(Wstat: [0-9]+' "$1" | sed -E 's/ \(Wstat:.*//'
+        grep -E "^#   Failed test '" "$1" | sed -E "s/^#   Failed test '(.*)'$/'\1'/; s/^#   Failed test '(.*)/'\1/"
+    } | awk '!seen[$0]++' | paste -sd, - | sed 's/,/, /g')
+    if ((${#names} > 300)); then
+        names="${names:0:297}..."
+    fi
+    printf '%s' "$names"
+}
+
 # The live demo (make demo): demo/demo.sh against the throwaway cluster, then
 # demo/remote.sh (its second act, on two clusters it starts itself), then
 # demo/rolling.sh (its third act, a rolling deploy through shape views, on the
@@ -680,7 +701,9 @@ run_assert() {  # work-dir
     if ((rc == 0)); then
         record assert 1 0 "assert-enabled server: regress/isolation/TAP ${parts:-?} passed"
     else
-        record assert 0 1 "assert_check.sh exited $rc (see above)"
+        local what
+        what=$(failed_names "$log")
+        record assert 0 1 "assert_check.sh exited $rc${what:+; failed: $what}"
     fi
 }
 
@@ -701,6 +724,9 @@ run_regress_suite() {  # name diffs-file make-args...
     elif ((rc != 0 && fail == 0)); then
         note="make exited $rc although no test line failed"
         fail=1
+    else
+        note=$(failed_names "$log")
+        [[ -z $note ]] || note="failed: $note"
     fi
     if ((fail > 0)) && [[ -s $diffs ]]; then
         say "suite $name: ${diffs#"$TREE"/}"
@@ -752,6 +778,8 @@ record_harness() {  # name rc log ; sets HARNESS_FAILED_FILES
     elif ((rc != 0 && fail == 0)); then
         note="exited $rc although no test failed"
         fail=1
+    elif ((fail > 0)); then
+        note="failed: $(failed_names "$log")"
     fi
     record "$name" "$pass" "$fail" "$note"
 }

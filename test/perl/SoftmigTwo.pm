@@ -18,7 +18,7 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 
 our @EXPORT = qw(two_nodes define_orders tag_of wait_forward wait_reverse wait_direction
-  same_data start_pgbench finish_pgbench app_functions sqlstate_of wait_until);
+  same_data start_pgbench finish_pgbench writing app_functions sqlstate_of wait_until);
 
 # The forward mapping of the tests' migration, in SQL over legacy_orders.
 my $MAPPED = q{SELECT id AS i, upper(cust) AS c, (amount_cents / 100.0)::numeric(12,2) AS m FROM legacy_orders};
@@ -233,6 +233,16 @@ PGBENCH
 		],
 		'>', \$out, '2>', \$err);
 	return { h => $h, out => \$out, err => \$err, tag => $tag };
+}
+
+# Wait until a background load tagged $tag has called app_write on $node at
+# least ten times (applied or refused), so that a step taken next runs under
+# it: a fixed sleep is not enough on a busy machine.
+sub writing
+{
+	my ($node, $tag) = @_;
+	wait_until($node, qq{SELECT count(*) >= 10 FROM app_log WHERE op LIKE '$tag:%'}, "the load $tag");
+	return;
 }
 
 # Wait for a background pgbench; it must have run without aborted clients.

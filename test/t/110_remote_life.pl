@@ -97,10 +97,24 @@ is(sqlstate_of($B, q{INSERT INTO legacy_orders VALUES (900001, 'x', 1)}), 'SM001
 is(sqlstate_of($A, q{TRUNCATE legacy_orders}), 'SM001', 'the legacy table refuses TRUNCATE');
 is(sqlstate_of($B, q{SELECT softmig.advance('orders')}), '55000', 'a local advance of a cross-database migration is refused');
 
-# 2. the switch under load on both databases
-$pa = start_pgbench($A, 5, 3, 'switchA');
-my $pb = start_pgbench($B, 5, 3, 'switchB');
-sleep 1.5;
+# Is $first (a timestamp) after $last?  Both must be there: a phase whose load
+# ended before the step it surrounds proves nothing.
+sub precedes
+{
+	my ($last, $first, $what) = @_;
+	ok($last ne '' && $first ne '', "both databases applied writes during the $what phase")
+	  or return;
+	ok($A->safe_psql('postgres', "SELECT '$last'::timestamptz < '$first'::timestamptz") eq 't',
+		"$what: the last write of the database that gave up authority ($last) precedes the first of the one that took it ($first)");
+	return;
+}
+
+# 2. the switch under load on both databases (the loads last long enough
+# for the switch to finish inside them on a slow machine)
+$pa = start_pgbench($A, 10, 3, 'switchA');
+my $pb = start_pgbench($B, 10, 3, 'switchB');
+writing($A, 'switchA');
+writing($B, 'switchB');
 $B->safe_psql('postgres', q{CALL softmig.remote_advance('orders', reason => 'service live')});
 finish_pgbench($pa);
 finish_pgbench($pb);
@@ -109,9 +123,7 @@ is($A->safe_psql('postgres', q{SELECT state || ' ' || fenced FROM softmig.remote
 	'the legacy database knows it');
 my $lastA = $A->safe_psql('postgres', q{SELECT max(at) FROM app_log WHERE op LIKE 'switchA:%' AND outcome = 'applied'});
 my $firstB = $B->safe_psql('postgres', q{SELECT min(at) FROM app_log WHERE op LIKE 'switchB:%' AND outcome = 'applied'});
-ok($lastA ne '' && $firstB ne '', 'both databases applied writes during the switch phase');
-ok($A->safe_psql('postgres', "SELECT '$lastA'::timestamptz < '$firstB'::timestamptz") eq 't',
-	"the legacy database's last write ($lastA) precedes the target's first ($firstB)");
+precedes($lastA, $firstB, 'switch');
 ok($A->safe_psql('postgres', q{SELECT count(*) > 0 FROM app_log WHERE op LIKE 'switchA:%' AND outcome = 'refused'}) eq 't',
 	'the legacy database refused writes after the fence');
 ok($B->safe_psql('postgres', q{SELECT count(*) > 0 FROM app_log WHERE op LIKE 'switchB:%' AND outcome = 'refused'}) eq 't',
@@ -127,18 +139,17 @@ is($B->safe_psql('postgres', q{SELECT softmig.state('orders'::text)}), 'new_read
 $B->safe_psql('postgres', q{CALL softmig.remote_rollback('orders', 'back to new_write')});
 is($B->safe_psql('postgres', q{SELECT softmig.state('orders'::text)}), 'new_write', 'back to new_write');
 finish_pgbench($pb);
-$pa = start_pgbench($A, 5, 3, 'backA');
-$pb = start_pgbench($B, 5, 3, 'backB');
-sleep 1.5;
+$pa = start_pgbench($A, 10, 3, 'backA');
+$pb = start_pgbench($B, 10, 3, 'backB');
+writing($A, 'backA');
+writing($B, 'backB');
 $B->safe_psql('postgres', q{CALL softmig.remote_rollback('orders', 'practise the way back')});
 finish_pgbench($pa);
 finish_pgbench($pb);
 is($B->safe_psql('postgres', q{SELECT softmig.state('orders'::text)}), 'mirrored', 'rolled back to mirrored under load');
 my $lastB = $B->safe_psql('postgres', q{SELECT max(at) FROM app_log WHERE op LIKE 'backB:%' AND outcome = 'applied'});
 my $firstA = $A->safe_psql('postgres', q{SELECT min(at) FROM app_log WHERE op LIKE 'backA:%' AND outcome = 'applied'});
-ok($lastB ne '' && $firstA ne '', 'both databases applied writes during the rollback phase');
-ok($A->safe_psql('postgres', "SELECT '$lastB'::timestamptz < '$firstA'::timestamptz") eq 't',
-	"the target's last write ($lastB) precedes the legacy database's first ($firstA)");
+precedes($lastB, $firstA, 'rollback');
 wait_forward($A, $B);
 same_data($A, $B, 'mirrored again');
 ledger_complete('mirrored again');

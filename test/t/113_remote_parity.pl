@@ -60,8 +60,8 @@ my ($stdout, $stderr) = ('', '');
 my $lock = IPC::Run::start([ 'psql', '-X', '-At', '-h', $B->host, '-p', $B->port, '-d', 'postgres' ],
 	'<', \$stdin, '>', \$stdout, '2>', \$stderr);
 $lock->pump until $stdout =~ /locked/;
-my $load = start_pgbench($A, 4, 3, 'lag', 40000, 10000);
-sleep 1;
+my $load = start_pgbench($A, 6, 3, 'lag', 40000, 10000);
+writing($A, 'lag');
 my ($pout, $perr) = ('', '');
 my $ph = IPC::Run::start(
 	[ 'psql', '-X', '-At', '-h', $B->host, '-p', $B->port, '-d', 'postgres', '-c',
