@@ -37,6 +37,29 @@ build() {  # v1|v2 seconds
         "$DB" > "$TMP/$1.log" 2>&1 &
     PIDS+=($!)
 }
+# When a build failed: the state changes and key handovers with their
+# times, where both key generators stand, and, for each duplicate key the
+# builds' logs name, the rows that hold it on either side (with the
+# transaction that wrote them), so that the failure explains itself.
+explain_failure() {
+    local k
+    {
+        echo "== state changes and key handovers"
+        psql -X -d "$DB" -c "SELECT at::time(3), action, from_state, to_state, detail->'columns' AS handover
+                               FROM softmig.history('orders')
+                              WHERE action IN ('advance', 'rollback', 'key_handover') ORDER BY at, action"
+        echo "== the key generators now"
+        psql -X -d "$DB" -c "SELECT pg_sequence_last_value(pg_get_serial_sequence('legacy_orders', 'id')::regclass) AS legacy_id,
+                                    pg_sequence_last_value(pg_get_serial_sequence('orders', 'order_id')::regclass) AS target_order_id,
+                                    softmig.state('orders')"
+        for k in $(sed -n 's/.*Key ([a-z_]*)=(\([0-9]*\)) already exists.*/\1/p' "$TMP/v1.log" "$TMP/v2.log" | sort -u); do
+            echo "== key $k on either side"
+            psql -X -d "$DB" -c "SELECT 'legacy' AS side, xmin, id AS key, cust AS customer, amount_cents::text AS amount, status FROM legacy_orders WHERE id = $k
+                                 UNION ALL
+                                 SELECT 'target', xmin, order_id, customer, amount::text, status FROM orders WHERE order_id = $k"
+        done
+    } >&2 || true
+}
 # both builds' pgbench must exit 0 (no client aborted); prints what each did
 # and adds its failed transactions to FAILED
 FAILED=0
@@ -49,6 +72,7 @@ builds_wait() {
         f=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$TMP/$b.log")
         if ((rc != 0)) || [[ -z $n || -z $f ]] || grep -q 'ERROR\|aborted' "$TMP/$b.log"; then
             cat "$TMP/v1.log" "$TMP/v2.log" >&2
+            explain_failure
             echo "ASSERTION FAILED: an application build failed (pgbench exit $rc)" >&2
             exit 1
         fi
