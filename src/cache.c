@@ -13,6 +13,14 @@
  *	  it acquires its lock on the table, i.e. after the state change that
  *	  held the conflicting lock has committed.
  *
+ *	  A load reads several catalog tables, and locking each of them
+ *	  processes pending invalidations.  An invalidation processed during a
+ *	  load may belong to a state change that committed after the load took
+ *	  its snapshot; it has then been consumed, and the entry would be marked
+ *	  valid with the old state while no later lock brings the invalidation
+ *	  back.  So every invalidation bumps a counter, and a load during which
+ *	  the counter moved is done again (softmig_get_migration).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -22,6 +30,7 @@
 #include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "utils/array.h"
+#include "utils/guc.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -34,6 +43,12 @@
 #include "softmig.h"
 
 static HTAB *migration_cache = NULL;
+
+/* Bumped by every relcache invalidation this backend processes. */
+static uint64 cache_inval_count = 0;
+
+/* Test hook: advisory lock a load waits for after its first read. */
+static int	cache_pause_lock = 0;
 
 /* Retired entries' memory, freed when no trigger frame can be using it. */
 static List *graveyard = NIL;
@@ -109,6 +124,7 @@ relcache_callback(Datum arg, Oid relid)
 	HASH_SEQ_STATUS seq;
 	SoftmigMigration *m;
 
+	cache_inval_count++;
 	if (migration_cache == NULL)
 		return;
 	hash_seq_init(&seq, migration_cache);
@@ -139,7 +155,8 @@ relcache_callback(Datum arg, Oid relid)
 
 /*
  * softmig_cache_init
- *		Register the invalidation callback.  Called from _PG_init.
+ *		Register the invalidation callback and define the cache's test hook
+ *		softmig.cache_pause_lock (superuser only).  Called from _PG_init.
  */
 void
 softmig_cache_init(void)
@@ -152,6 +169,35 @@ softmig_cache_init(void)
 	migration_cache = hash_create("softmig migrations", 16, &ctl,
 								  HASH_ELEM | HASH_BLOBS);
 	CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+	DefineCustomIntVariable("softmig.cache_pause_lock",
+							"Test hook: advisory lock a load of a migration's definition waits for after its first read.",
+							"0 disables it.  For isolation tests only.",
+							&cache_pause_lock,
+							0, 0, INT_MAX,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+}
+
+/*
+ * cache_pause_point
+ *		The isolation tests' hook: with softmig.cache_pause_lock set, wait
+ *		for that advisory lock (transaction-scoped) between the first read of
+ *		a load, which fixed its snapshot, and the next ones, whose locks
+ *		process invalidations.  The caller is connected to SPI.
+ */
+static void
+cache_pause_point(void)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+
+	if (cache_pause_lock == 0)
+		return;
+	values[0] = Int64GetDatum((int64) cache_pause_lock);
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock($1)", 1, argtypes,
+							  values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: cache pause point failed");
 }
 
 /*
@@ -255,6 +301,8 @@ load_migration(SoftmigMigration *m, int32 id)
 	m->otm_sql = NIL;
 	MemoryContextSwitchTo(old);
 
+	cache_pause_point();
+
 	/*
 	 * per-field authority: fields the target owns and the legacy columns
 	 * carrying them
@@ -355,8 +403,10 @@ softmig_option_bool(SoftmigMigration *m, const char *key, bool dflt)
 /*
  * softmig_get_migration
  *		Return the cached definition of migration "id", loading it if absent
- *		or stale; NULL if the migration does not exist.  The result stays
- *		valid until the next invalidation is processed.
+ *		or stale (again if an invalidation arrived during the load); NULL if
+ *		the migration does not exist.  The result stays valid until the next
+ *		invalidation is processed.  Takes ACCESS SHARE on the catalog tables
+ *		it reads (held to the end of the transaction).
  */
 SoftmigMigration *
 softmig_get_migration(int32 id)
@@ -374,13 +424,27 @@ softmig_get_migration(int32 id)
 		retire_entry_memory(m);
 	else
 		forget_entry_memory(m);
-	m->valid = false;
-	if (!load_migration(m, id))
+	for (;;)
 	{
-		hash_search(migration_cache, &id, HASH_REMOVE, NULL);
-		return NULL;
+		uint64		before = cache_inval_count;
+
+		m->valid = false;
+		if (!load_migration(m, id))
+		{
+			hash_search(migration_cache, &id, HASH_REMOVE, NULL);
+			return NULL;
+		}
+
+		/*
+		 * An invalidation processed while the load read the catalog may
+		 * come from a change its first read did not see (see the header):
+		 * read again.  Each pass needs another invalidation inside its own
+		 * reads, so this ends as soon as the catalog holds still for one.
+		 */
+		if (cache_inval_count == before)
+			return m;
+		retire_entry_memory(m);
 	}
-	return m;
 }
 
 /*
