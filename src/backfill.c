@@ -570,26 +570,6 @@ busy_result(StringInfo res, const char *op, Jsonb *lo)
 }
 
 /*
- * pause_point
- *		The deterministic interleaving hook for isolation tests: with
- *		softmig.backfill_pause_lock set, wait for that advisory lock (held to
- *		the end of the batch's transaction) between reading and writing.
- */
-static void
-pause_point(void)
-{
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1];
-
-	if (softmig_backfill_pause_lock == 0)
-		return;
-	values[0] = Int64GetDatum((int64) softmig_backfill_pause_lock);
-	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock($1)", 1, argtypes,
-							  values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: pause point failed");
-}
-
-/*
  * count_range
  *		How many legacy rows are visible now with lo < key <= hi (NULL bounds:
  *		unbounded).
@@ -792,7 +772,7 @@ step_copy(BfStep *st, SPITupleTable *batch, uint64 nread, bool fenced, uint64 *c
 {
 	bool		busy;
 
-	pause_point();
+	softmig_pause_point(softmig_backfill_pause_lock, false, "backfill");
 	SPI_tuptable = batch;
 	SPI_processed = nread;
 	busy = !copy_rows_bounded(st->c, st->snap, st->snap_null, st->snap_xid,

@@ -180,27 +180,6 @@ softmig_cache_init(void)
 }
 
 /*
- * cache_pause_point
- *		The isolation tests' hook: with softmig.cache_pause_lock set, wait
- *		for that advisory lock (transaction-scoped) between the first read of
- *		a load, which fixed its snapshot, and the next ones, whose locks
- *		process invalidations.  The caller is connected to SPI.
- */
-static void
-cache_pause_point(void)
-{
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1];
-
-	if (cache_pause_lock == 0)
-		return;
-	values[0] = Int64GetDatum((int64) cache_pause_lock);
-	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock($1)", 1, argtypes,
-							  values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: cache pause point failed");
-}
-
-/*
  * load_migration
  *		Fill *m from the catalog using the latest snapshot.  Returns false if
  *		the migration no longer exists.  Runs its own SPI connection; the
@@ -301,7 +280,8 @@ load_migration(SoftmigMigration *m, int32 id)
 	m->otm_sql = NIL;
 	MemoryContextSwitchTo(old);
 
-	cache_pause_point();
+	/* the tests' hook: held between the first read and the next ones */
+	softmig_pause_point(cache_pause_lock, false, "cache");
 
 	/*
 	 * per-field authority: fields the target owns and the legacy columns

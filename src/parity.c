@@ -214,7 +214,7 @@ run_parity_inner(int32 id, int chunk_rows, ParityEmit emit, void *arg)
 		parity_choose_bounds(c);
 		parity_as_role(c, c->lowner);
 		parity_digest_pass(c, PSIDE_LEGACY);
-		parity_pause_point();
+		softmig_pause_point(softmig_parity_pause_lock, true, "parity");
 		parity_as_role(c, c->towner);
 		parity_digest_pass(c, PSIDE_TARGET);
 

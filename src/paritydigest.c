@@ -317,26 +317,6 @@ parity_append_from(StringInfo buf, ParityCtx *c, int side)
 }
 
 /*
- * parity_pause_point
- *		Isolation-test hook: with softmig.parity_pause_lock set, wait for
- *		that advisory lock (transaction-scoped) between the legacy and the
- *		target pass.
- */
-void
-parity_pause_point(void)
-{
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1];
-
-	if (softmig_parity_pause_lock == 0)
-		return;
-	values[0] = Int64GetDatum((int64) softmig_parity_pause_lock);
-	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock($1)", 1, argtypes,
-							  values, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "softmig: parity pause point failed");
-}
-
-/*
  * parity_key_array
  *		An array of the base type of key column k holding element k of n
  *		keys stored nkeys apart (boundaries or quarantined keys).

@@ -293,7 +293,6 @@ extern void parity_keep_ent(ParityCtx *c, int side, const PcEnt *e);
 extern void parity_append_select_list(StringInfo buf, ParityCtx *c, int side);
 extern void parity_append_order_by(StringInfo buf, ParityCtx *c, int first);
 extern void parity_append_from(StringInfo buf, ParityCtx *c, int side);
-extern void parity_pause_point(void);
 extern Datum parity_key_array(ParityCtx *c, int k, const Datum *keys, int n);
 extern void parity_digest_pass_agg(ParityCtx *c, int side, const bool *stale, uint32 nseg);
 extern bool parity_digest_fits_aggregate(ParityCtx *c);

@@ -460,7 +460,7 @@ parity_cache_try_warm(ParityCtx *c)
 			return false;
 		}
 		if (side == PSIDE_LEGACY)
-			parity_pause_point();
+			softmig_pause_point(softmig_parity_pause_lock, true, "parity");
 	}
 	c->cache_mode = PCM_WARM;
 	c->cache_why = NULL;

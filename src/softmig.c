@@ -53,7 +53,7 @@ _PG_init(void)
 	softmig_progress_init();
 	softmig_backfill_init();
 
-	/* the migration cache's relcache callback */
+	/* the migration cache: relcache callback, softmig.cache_pause_lock */
 	softmig_cache_init();
 
 	/* operation keys: softmig.operation_key, the ledger's xact callbacks */

@@ -251,6 +251,7 @@ extern ErrorData *softmig_spi_try(SPIPlanPtr plan, const char *sql, Datum *value
 								  bool (*tolerated) (int sqlerrcode));
 extern bool softmig_unique_violation(int sqlerrcode);
 extern void softmig_spi_expect(int rc, int expect, const char *what);
+extern void softmig_pause_point(int key, bool read_only, const char *what);
 extern void softmig_spi_register_rows(const char *name, Oid relid, TupleDesc desc,
 									  Tuplestorestate *rows, int64 n);
 extern void softmig_prefer_index_plans(bool on);

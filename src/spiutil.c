@@ -192,6 +192,29 @@ softmig_spi_expect(int rc, int expect, const char *what)
 }
 
 /*
+ * softmig_pause_point
+ *		The isolation tests' interleaving hook: when key (the value of one of
+ *		the superuser-only *_pause_lock settings) is not 0, wait for that
+ *		advisory lock, transaction-scoped, so another test session decides
+ *		when the caller goes on.  read_only as for SPI_execute; the caller
+ *		is connected to SPI.  what names the place for the can't-happen
+ *		error.
+ */
+void
+softmig_pause_point(int key, bool read_only, const char *what)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+
+	if (key == 0)
+		return;
+	values[0] = Int64GetDatum((int64) key);
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock($1)", 1, argtypes,
+							  values, NULL, read_only, 0) != SPI_OK_SELECT)
+		elog(ERROR, "softmig: the %s pause point failed", what);
+}
+
+/*
  * softmig_spi_register_rows
  *		Register rows as the ephemeral named relation "name" of the current
  *		SPI connection, so statements there can read it like a table: with
