@@ -419,7 +419,9 @@ softmig_get_migration(int32 id)
 		 * An invalidation processed while the load read the catalog may
 		 * come from a change its first read did not see (see the header):
 		 * read again.  Each pass needs another invalidation inside its own
-		 * reads, so this ends as soon as the catalog holds still for one.
+		 * reads, so this ends as soon as the catalog holds still for one;
+		 * and a pass after the first finds the catalog tables locked by
+		 * this transaction already, so its reads rarely process any.
 		 */
 		if (cache_inval_count == before)
 			return m;
