@@ -102,17 +102,26 @@ may_write_rel(Oid relid)
 /*
  * lock_authority
  *		Is the target the write authority of migration id now?  Takes ROW
- *		EXCLUSIVE on both tables (authority first, as the cached state
- *		says; released at transaction end like any writer's) and then reads
- *		the state again with pending invalidations processed, so the answer
- *		is the state after any state change the locks waited for.  The
- *		current user must be allowed to write both tables (42501
- *		otherwise); 42704 for an unknown migration.
+ *		EXCLUSIVE on both tables, authority first (released at transaction
+ *		end like any writer's), and answers with the state read after the
+ *		locks, with pending invalidations processed: the state after any
+ *		state change the locks waited for.  The current user must be
+ *		allowed to write both tables (42501 otherwise); 42704 for an
+ *		unknown migration.
+ *
+ *		A state change locks the authority first too.  If the authority
+ *		moved while this waited for the table it took for the authority,
+ *		the next state change (moving it back) locks the other table first
+ *		and then waits for this one: holding it while waiting for the other
+ *		would deadlock.  So the lock is let go and taken again in the new
+ *		order.  It was taken by this call: had the transaction held it
+ *		before, no state change could have committed meanwhile.
  */
 static bool
 lock_authority(int32 id)
 {
 	SoftmigMigration *m = softmig_require_migration(id);
+	bool		tw;
 	Oid			first;
 	Oid			second;
 
@@ -123,22 +132,27 @@ lock_authority(int32 id)
 				 errdetail("Writes through a shape view run as the owner of the view, which must be allowed to write %s and %s.",
 						   get_rel_name(m->legacy), get_rel_name(m->target))));
 
-	if (m->state >= SM_NEW_WRITE)
+	for (;;)
 	{
-		first = m->target;
-		second = m->legacy;
-	}
-	else
-	{
-		first = m->legacy;
-		second = m->target;
-	}
-	LockRelationOid(first, RowExclusiveLock);
-	LockRelationOid(second, RowExclusiveLock);
+		tw = m->state >= SM_NEW_WRITE;
+		first = tw ? m->target : m->legacy;
+		second = tw ? m->legacy : m->target;
+		LockRelationOid(first, RowExclusiveLock);
 
-	/* the state after the locks: a change we waited for is committed now */
-	m = softmig_require_migration(id);
-	return m->state >= SM_NEW_WRITE;
+		/* the state after the lock: a change we waited for is committed now */
+		m = softmig_require_migration(id);
+		if ((m->state >= SM_NEW_WRITE) == tw)
+			break;
+		UnlockRelationOid(first, RowExclusiveLock);
+	}
+
+	/*
+	 * The authority is locked: no state change can commit until this
+	 * transaction ends, and one in flight waits for it before the other
+	 * table.
+	 */
+	LockRelationOid(second, RowExclusiveLock);
+	return tw;
 }
 
 PG_FUNCTION_INFO_V1(softmig_shape_target_writes);
