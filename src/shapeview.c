@@ -103,11 +103,11 @@ may_write_rel(Oid relid)
  * lock_authority
  *		Is the target the write authority of migration id now?  Takes ROW
  *		EXCLUSIVE on both tables, authority first (released at transaction
- *		end like any writer's), and answers with the state read after the
- *		locks, with pending invalidations processed: the state after any
- *		state change the locks waited for.  The current user must be
- *		allowed to write both tables (42501 otherwise); 42704 for an
- *		unknown migration.
+ *		end like any writer's), and answers with the state read under the
+ *		authority's lock, with pending invalidations processed: the state
+ *		after any state change that lock waited for.  The current user
+ *		must be allowed to write both tables (42501 otherwise); 42704 for
+ *		an unknown migration.
  *
  *		A state change locks the authority first too.  If the authority
  *		moved while this waited for the table it took for the authority,
