@@ -52,6 +52,7 @@ REGRESS += split_tools
 REGRESS += split_quarantine
 REGRESS += split_hydrate
 REGRESS += shapes_fkeys
+REGRESS += owner_frames
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

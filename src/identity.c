@@ -70,6 +70,7 @@
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
+#include "optimizer/cost.h"
 #include "optimizer/planner.h"
 #include "parser/analyze.h"
 #include "parser/parsetree.h"
@@ -86,12 +87,25 @@
 
 #include "softmig.h"
 
+/* How statements planned inside a frame may read tables. */
+typedef enum PlanAccess
+{
+	PLAN_ACCESS_DEFAULT,		/* as the session's enable_seqscan says */
+	PLAN_ACCESS_INDEX,			/* enable_seqscan off */
+	PLAN_ACCESS_ANY				/* enable_seqscan on */
+} PlanAccess;
+
 /* One switch of identity that softmig made and has not undone yet. */
 typedef struct IdentityFrame
 {
 	Oid			role;			/* the identity switched to */
 	int			exec_level;		/* executor nesting level at the switch */
 	SubTransactionId subid;		/* (sub)transaction that made it */
+	bool		pinned;			/* an owner frame: search_path and
+								 * row_security pinned (by it or an enclosing
+								 * owner frame) */
+	int			gucnest;		/* GUC nest level it opened, or 0 */
+	PlanAccess	access;			/* plans made inside (inherited) */
 } IdentityFrame;
 
 static IdentityFrame *frames = NULL;
@@ -127,39 +141,67 @@ softmig_grow_array(void *arr, int *maxitems, Size itemsize)
 /*
  * push_frame
  *		Remember that softmig now runs as role, from the current executor
- *		level and (sub)transaction.
+ *		level and (sub)transaction; pinned and gucnest as for IdentityFrame.
+ *		Plans made inside read tables the way the enclosing frame's do until
+ *		softmig_prefer_index_plans says otherwise.
  */
 static void
-push_frame(Oid role)
+push_frame(Oid role, bool pinned, int gucnest)
 {
 	if (nframes >= maxframes)
 		frames = softmig_grow_array(frames, &maxframes, sizeof(IdentityFrame));
 	frames[nframes].role = role;
 	frames[nframes].exec_level = exec_level;
 	frames[nframes].subid = GetCurrentSubTransactionId();
+	frames[nframes].pinned = pinned;
+	frames[nframes].gucnest = gucnest;
+	frames[nframes].access = nframes > 0 ? frames[nframes - 1].access : PLAN_ACCESS_DEFAULT;
 	nframes++;
 }
 
 /*
  * pop_frame
- *		Undo the innermost push_frame.
+ *		Undo the innermost push_frame; returns the GUC nest level it opened
+ *		(0 if none), for the caller to close.
  */
-static void
+static int
 pop_frame(void)
 {
 	if (nframes <= 0)
 		elog(ERROR, "softmig: identity frame stack underflow");
 	nframes--;
+	return frames[nframes].gucnest;
+}
+
+/*
+ * settings_pinned
+ *		Are search_path and row_security still what an owner frame pins,
+ *		inside an owner frame that pinned them (so that its end restores
+ *		whatever code inside it changes)?  Then a nested owner frame need
+ *		not pin them again.  A function's SET clause or a SET inside a
+ *		trusted function may have changed them meanwhile: the values are
+ *		compared, not assumed.
+ */
+static bool
+settings_pinned(void)
+{
+	return nframes > 0 && frames[nframes - 1].pinned &&
+		!row_security && namespace_search_path != NULL &&
+		strcmp(namespace_search_path, SM_PINNED_SEARCH_PATH) == 0;
 }
 
 /*
  * softmig_enter_owner_context
  *		Become "owner" in a security-restricted operation with the pinned
  *		search_path and row_security off, and push an identity frame (what
- *		runs from here on is checked against the trust rule).  The caller
- *		must call softmig_leave_owner_context with the saved values on
- *		success; on error, (sub)transaction abort restores the user, the
- *		GUCs and the frame stack.
+ *		runs from here on is checked against the trust rule).  The two
+ *		settings are pinned at a GUC nest level of the frame's own, unless
+ *		an enclosing owner frame pinned them and they still hold
+ *		(settings_pinned: a write through a shape view, whose projection
+ *		enters a second frame, pins once).  *save_nestlevel receives that
+ *		level, or 0.  The caller must call softmig_leave_owner_context with
+ *		the saved values on success; on error, (sub)transaction abort
+ *		restores the user, the GUCs and the frame stack.
  */
 void
 softmig_enter_owner_context(Oid owner, int *save_nestlevel, Oid *save_userid,
@@ -168,26 +210,76 @@ softmig_enter_owner_context(Oid owner, int *save_nestlevel, Oid *save_userid,
 	GetUserIdAndSecContext(save_userid, save_sec);
 	SetUserIdAndSecContext(owner, *save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
-	*save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", SM_PINNED_SEARCH_PATH,
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	(void) set_config_option("row_security", "off",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	push_frame(owner);
+	if (settings_pinned())
+		*save_nestlevel = 0;
+	else
+	{
+		*save_nestlevel = NewGUCNestLevel();
+		(void) set_config_option("search_path", SM_PINNED_SEARCH_PATH,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+		(void) set_config_option("row_security", "off",
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+	}
+	push_frame(owner, true, *save_nestlevel);
 }
 
 /*
  * softmig_leave_owner_context
- *		Undo softmig_enter_owner_context.
+ *		Undo softmig_enter_owner_context: close the frame's GUC nest level
+ *		(the one it opened, or one softmig_frame_set_guc opened later; this
+ *		restores every setting changed inside), then the user.
+ *		save_nestlevel is what the enter returned.
  */
 void
 softmig_leave_owner_context(int save_nestlevel, Oid save_userid, int save_sec)
 {
-	pop_frame();
-	AtEOXact_GUC(true, save_nestlevel);
+	int			nest = pop_frame();
+
+	Assert(save_nestlevel == 0 || save_nestlevel == nest);
+	(void) save_nestlevel;
+	if (nest > 0)
+		AtEOXact_GUC(true, nest);
 	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
+/*
+ * softmig_frame_set_guc
+ *		Set GUC name to value for the rest of the innermost owner frame,
+ *		restored when it ends (the frame opens a GUC nest level of its own
+ *		first if it has none).  Caller is inside an owner frame.
+ */
+void
+softmig_frame_set_guc(const char *name, const char *value)
+{
+	if (nframes <= 0 || !frames[nframes - 1].pinned)
+		elog(ERROR, "softmig: a frame setting outside an owner context");
+	if (frames[nframes - 1].gucnest == 0)
+		frames[nframes - 1].gucnest = NewGUCNestLevel();
+	(void) set_config_option(name, value, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * softmig_prefer_index_plans
+ *		Inside an owner frame: plan statements for index access (on: as if
+ *		enable_seqscan were off) or let the planner choose (off: as if it
+ *		were on), for the rest of the frame and the frames inside it.  The
+ *		cached, per-statement mirror statements are prepared once, often
+ *		while the target is still empty, and reused for single-row writes
+ *		when it is large; a plan that seq-scans the target would then stay
+ *		for the life of the backend.  (Big statements are planned afresh
+ *		with off.)  Applied by the planner hook (identity_planner) around
+ *		each plan made inside the frame, so a frame that plans nothing pays
+ *		nothing.
+ */
+void
+softmig_prefer_index_plans(bool on)
+{
+	if (nframes <= 0 || !frames[nframes - 1].pinned)
+		elog(ERROR, "softmig: a plan preference outside an owner context");
+	frames[nframes - 1].access = on ? PLAN_ACCESS_INDEX : PLAN_ACCESS_ANY;
 }
 
 /*
@@ -203,7 +295,7 @@ softmig_enter_catalog_context(Oid *save_userid, int *save_sec)
 
 	GetUserIdAndSecContext(save_userid, save_sec);
 	SetUserIdAndSecContext(owner, *save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	push_frame(owner);
+	push_frame(owner, false, 0);
 }
 
 /*
@@ -213,7 +305,7 @@ softmig_enter_catalog_context(Oid *save_userid, int *save_sec)
 void
 softmig_leave_catalog_context(Oid save_userid, int save_sec)
 {
-	pop_frame();
+	(void) pop_frame();
 	SetUserIdAndSecContext(save_userid, save_sec);
 }
 
@@ -879,9 +971,14 @@ identity_planner(Query *parse, const char *query_string, int cursorOptions,
 {
 	PlannedStmt *result;
 
+	PlanAccess	access = nframes > 0 ? frames[nframes - 1].access : PLAN_ACCESS_DEFAULT;
+	bool		save_seqscan = enable_seqscan;
+
 	if (at_frame_top())
 		softmig_check_trusted_query(parse, GetUserId());
 	planning++;
+	if (access != PLAN_ACCESS_DEFAULT)
+		enable_seqscan = (access == PLAN_ACCESS_ANY);
 	PG_TRY();
 	{
 		result = softmig_chain_hook(prev_planner, standard_planner,
@@ -891,6 +988,7 @@ identity_planner(Query *parse, const char *query_string, int cursorOptions,
 	PG_FINALLY();
 	{
 		planning--;
+		enable_seqscan = save_seqscan;
 	}
 	PG_END_TRY();
 	return result;

@@ -254,7 +254,6 @@ extern void softmig_spi_expect(int rc, int expect, const char *what);
 extern void softmig_pause_point(int key, bool read_only, const char *what);
 extern void softmig_spi_register_rows(const char *name, Oid relid, TupleDesc desc,
 									  Tuplestorestate *rows, int64 n);
-extern void softmig_prefer_index_plans(bool on);
 extern bool softmig_str_member(List *l, const char *s);
 extern List *softmig_text_array_list(Datum d);
 extern char *softmig_qualified_relname(Oid relid);
@@ -314,6 +313,8 @@ extern void softmig_enter_owner_context(Oid owner, int *save_nestlevel,
 										Oid *save_userid, int *save_sec);
 extern void softmig_leave_owner_context(int save_nestlevel, Oid save_userid,
 										int save_sec);
+extern void softmig_frame_set_guc(const char *name, const char *value);
+extern void softmig_prefer_index_plans(bool on);
 extern void softmig_enter_readonly_context(Oid role, int *save_nestlevel,
 										   Oid *save_userid, int *save_sec,
 										   bool *save_readonly);

@@ -53,23 +53,6 @@ softmig_qualified_relname(Oid relid)
 }
 
 /*
- * softmig_prefer_index_plans
- *		Inside an owner context: plan the cached, per-statement mirror
- *		statements for index access.  They are prepared once, often while
- *		the target is still empty, and reused for single-row writes when it
- *		is large; a plan that seq-scans the target would then stay for the
- *		life of the backend.  (Big statements are planned afresh without
- *		this.)  Reverted with the owner context.
- */
-void
-softmig_prefer_index_plans(bool on)
-{
-	(void) set_config_option("enable_seqscan", on ? "off" : "on",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-}
-
-/*
  * softmig_prepare_kept
  *		SPI_prepare + SPI_keepplan: a plan kept for the life of the backend
  *		(the caller owns it and frees it with SPI_freeplan).  Caller is

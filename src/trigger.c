@@ -415,8 +415,8 @@ mirror_snapshot(bool fence)
  *		transition table): work_mem = softmig.mirror_work_mem, by default
  *		maintenance_work_mem, so the join's hash fits in memory instead of
  *		spilling in batches, as a bulk operation's memory would; never lower
- *		than the session's own work_mem.  Set in the caller's GUC nest level
- *		(softmig_enter_owner_context), which restores it.
+ *		than the session's own work_mem.  Set for the caller's owner frame
+ *		(softmig_frame_set_guc), whose end restores it.
  */
 static void
 raise_work_mem(void)
@@ -427,8 +427,7 @@ raise_work_mem(void)
 	if (kb <= work_mem)
 		return;
 	snprintf(buf, sizeof(buf), "%d", kb);
-	(void) set_config_option("work_mem", buf, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	softmig_frame_set_guc("work_mem", buf);
 }
 
 /*
