@@ -34,6 +34,14 @@ SELECT softmig.advance('svp', reason => 'switch', force => true);  -- new_write:
 -- a customer only the target holds in mixed case: an UPDATE of the target
 -- keeps it (it writes the target, changing only the amount)
 UPDATE svp_orders SET customer = 'Ann' WHERE order_id = 1;
+-- an UPDATE or a DELETE through a view finds its rows in the write
+-- authority (the target holds 'Ann'), where a read finds them in the read
+-- source (legacy: 'ann', 'ANN' in this shape); the plan reads the target
+SELECT order_id, customer FROM svp_v2.svp_orders WHERE order_id = 1;
+UPDATE svp_v2.svp_orders SET amount = amount WHERE customer = 'Ann' RETURNING order_id, customer;
+DELETE FROM svp_v2.svp_orders WHERE customer = 'ANN' RETURNING order_id;
+EXPLAIN (COSTS OFF) UPDATE svp_v2.svp_orders SET amount = amount WHERE order_id = 1;
+EXPLAIN (COSTS OFF) SELECT * FROM svp_v2.svp_orders WHERE order_id = 1;
 UPDATE svp_v2.svp_orders SET amount = amount + 1 WHERE order_id = 1 RETURNING *;
 UPDATE svp_v1.svp_legacy SET cents = cents + 1 WHERE id = 1 RETURNING *;
 SELECT order_id, customer, amount FROM svp_orders WHERE order_id = 1;

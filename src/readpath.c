@@ -91,6 +91,9 @@ typedef struct RpSideOids
 
 static RpEntry *rp_entries = NULL;
 
+/* see softmig_read_source_authority */
+static int32 rp_authority_for = 0;
+
 /* OID of softmig.migrations, learnt on the first load (invalidation key). */
 static Oid	rp_catalog_relid = InvalidOid;
 
@@ -395,6 +398,24 @@ rp_name_arg(FunctionCallInfo fcinfo)
 	return text_to_cstring(PG_GETARG_TEXT_PP(0));
 }
 
+/*
+ * softmig_read_source_authority
+ *		While route.c routes the plan of an UPDATE or DELETE through a shape
+ *		view of migration id (0: none), read_source answers for that
+ *		migration with the side of its write authority (legacy up to
+ *		mirrored, the target from new_write on), whoever reads: the rows
+ *		such a statement changes are found where it writes them.  Returns
+ *		the previous setting, for the caller to restore.
+ */
+int32
+softmig_read_source_authority(int32 id)
+{
+	int32		prev = rp_authority_for;
+
+	rp_authority_for = id;
+	return prev;
+}
+
 PG_FUNCTION_INFO_V1(softmig_read_source);
 /*
  * softmig_read_source
@@ -419,6 +440,10 @@ softmig_read_source(PG_FUNCTION_ARGS)
 
 	e = rp_get(name);
 	softmig_discovery_refresh();
+
+	/* routing the plan of a write through a shape view: the authority */
+	if (rp_authority_for != 0 && e->id == rp_authority_for)
+		PG_RETURN_OID(e->state >= SM_NEW_WRITE ? so->new_label : so->legacy_label);
 
 	if (strlen(reader) < NAMEDATALEN)
 	{

@@ -28,6 +28,7 @@ extern int	softmig_discovery_suppress;
 extern void softmig_readpath_init(void);
 extern Oid	softmig_readpath_catalog_oid(void);
 extern Datum softmig_read_source(PG_FUNCTION_ARGS);
+extern int32 softmig_read_source_authority(int32 id);
 
 /* route.c */
 extern void softmig_route_init(void);

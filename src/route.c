@@ -465,11 +465,53 @@ route_release_dropped(PlannedStmt *stmt, Bitmapset *dropped)
 }
 
 /*
+ * shape_write_migration
+ *		If stmt is an UPDATE or DELETE whose result relations include shape
+ *		views of one migration (and no other's), that migration's id, else
+ *		0.  Such a statement finds the rows it changes in the migration's
+ *		write authority of the moment, not in the reader's read source
+ *		(softmig_read_source_authority): the trigger writes them there, and
+ *		the authority always holds every row, where the read source may be
+ *		the other table.  It also reads the table the write goes to, with no
+ *		mapping to evaluate when the view has the authority's shape.  The
+ *		plan depends on the state through both tables, which are among its
+ *		relations.
+ */
+static int32
+shape_write_migration(PlannedStmt *stmt)
+{
+	Bitmapset  *relids;
+	int			x = -1;
+	int32		id = 0;
+
+	if (stmt->commandType != CMD_UPDATE && stmt->commandType != CMD_DELETE)
+		return 0;
+	relids = softmig_result_relids(stmt);
+	while ((x = bms_next_member(relids, x)) >= 0)
+	{
+		RangeTblEntry *rte = rt_fetch(x, stmt->rtable);
+		int32		m;
+
+		if (rte->rtekind != RTE_RELATION || rte->relkind != RELKIND_VIEW)
+			continue;
+		m = softmig_shape_view_migration(rte->relid);
+		if (m == 0)
+			continue;
+		if (id != 0 && id != m)
+			return 0;
+		id = m;
+	}
+	return id;
+}
+
+/*
  * route_planner
  *		planner_hook: plan as usual, then route the routed-view Appends of
  *		the finished plan and record what the routing depends on (see the
- *		file header).  Takes no locks of its own; read_source may read the
- *		read-path catalog (AccessShareLock) to load its cache.
+ *		file header); for a write through a shape view, the branch of the
+ *		write authority (shape_write_migration).  Takes no locks of its
+ *		own; read_source may read the read-path catalog (AccessShareLock) to
+ *		load its cache.
  */
 static PlannedStmt *
 route_planner(Query *parse, const char *query_string, int cursorOptions,
@@ -478,6 +520,7 @@ route_planner(Query *parse, const char *query_string, int cursorOptions,
 	PlannedStmt *stmt;
 	RouteContext cx = {false, NIL, NULL};
 	ListCell   *lc;
+	int32		prev_authority;
 
 	stmt = softmig_chain_hook(prev_planner_hook, standard_planner,
 							  parse, query_string, cursorOptions, boundParams
@@ -486,9 +529,18 @@ route_planner(Query *parse, const char *query_string, int cursorOptions,
 	if (!route_at_plan_time || stmt->commandType == CMD_UTILITY)
 		return stmt;
 
-	stmt->planTree = route_plan(stmt->planTree, &cx);
-	foreach(lc, stmt->subplans)
-		lfirst(lc) = route_plan(lfirst(lc), &cx);
+	prev_authority = softmig_read_source_authority(shape_write_migration(stmt));
+	PG_TRY();
+	{
+		stmt->planTree = route_plan(stmt->planTree, &cx);
+		foreach(lc, stmt->subplans)
+			lfirst(lc) = route_plan(lfirst(lc), &cx);
+	}
+	PG_FINALLY();
+	{
+		(void) softmig_read_source_authority(prev_authority);
+	}
+	PG_END_TRY();
 	if (!cx.routed)
 		return stmt;
 

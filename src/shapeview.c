@@ -205,6 +205,41 @@ is_shape_view(Oid relid)
 }
 
 /*
+ * softmig_shape_view_migration
+ *		The migration a shape view writes, if relid (locked by the caller,
+ *		or by the planner for the statement being planned) is one: its
+ *		INSTEAD OF trigger softmig_shape_write calls softmig's own
+ *		_shape_write_trigger, whose first argument is the migration id.
+ *		0 for any other relation.
+ */
+int32
+softmig_shape_view_migration(Oid relid)
+{
+	Relation	rel;
+	int32		id = 0;
+
+	if (get_rel_relkind(relid) != RELKIND_VIEW)
+		return 0;
+	rel = table_open(relid, NoLock);
+	if (rel->trigdesc != NULL)
+	{
+		for (int i = 0; i < rel->trigdesc->numtriggers; i++)
+		{
+			Trigger    *tg = &rel->trigdesc->triggers[i];
+			FmgrInfo	finfo;
+
+			if (strcmp(tg->tgname, SM_SHAPE_TRIGGER) != 0 || tg->tgnargs < 1)
+				continue;
+			fmgr_info(tg->tgfoid, &finfo);
+			if (finfo.fn_addr == softmig_shape_write_trigger)
+				id = pg_strtoint32(tg->tgargs[0]);
+		}
+	}
+	table_close(rel, NoLock);
+	return id;
+}
+
+/*
  * refuse_on_conflict
  *		Raise SM009 if query, or a data-modifying statement in its WITH
  *		clause (at any depth), is an INSERT ... ON CONFLICT into a shape

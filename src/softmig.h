@@ -353,6 +353,8 @@ extern bool softmig_resync_forcing;
 
 /* shapeview.c */
 extern void softmig_shapeview_init(void);
+extern int32 softmig_shape_view_migration(Oid relid);
+extern Datum softmig_shape_write_trigger(PG_FUNCTION_ARGS);
 
 /* backfill.c */
 extern int	softmig_backfill_pause_lock;
