@@ -972,7 +972,7 @@ identity_planner(Query *parse, const char *query_string, int cursorOptions,
 	PlannedStmt *result;
 
 	PlanAccess	access = nframes > 0 ? frames[nframes - 1].access : PLAN_ACCESS_DEFAULT;
-	bool		save_seqscan = enable_seqscan;
+	volatile bool save_seqscan = enable_seqscan;
 
 	if (at_frame_top())
 		softmig_check_trusted_query(parse, GetUserId());
