@@ -181,33 +181,9 @@ softmig_shape_target_writes(PG_FUNCTION_ARGS)
 static post_parse_analyze_hook_type prev_post_parse_analyze = NULL;
 
 /*
- * is_shape_view
- *		Does relation relid (locked by the caller's parse analysis) carry
- *		the INSTEAD OF trigger of a shape view?
- */
-static bool
-is_shape_view(Oid relid)
-{
-	Relation	rel;
-	bool		found = false;
-
-	if (get_rel_relkind(relid) != RELKIND_VIEW)
-		return false;
-	rel = table_open(relid, NoLock);
-	if (rel->trigdesc != NULL)
-	{
-		for (int i = 0; i < rel->trigdesc->numtriggers; i++)
-			if (strcmp(rel->trigdesc->triggers[i].tgname, SM_SHAPE_TRIGGER) == 0)
-				found = true;
-	}
-	table_close(rel, NoLock);
-	return found;
-}
-
-/*
  * softmig_shape_view_migration
- *		The migration a shape view writes, if relid (locked by the caller,
- *		or by the planner for the statement being planned) is one: its
+ *		The migration a shape view writes, if relid (locked by the caller:
+ *		parse analysis or the planner of the statement) is one: its
  *		INSTEAD OF trigger softmig_shape_write calls softmig's own
  *		_shape_write_trigger, whose first argument is the migration id.
  *		0 for any other relation.
@@ -255,7 +231,8 @@ refuse_on_conflict(Query *query)
 	{
 		RangeTblEntry *rte = rt_fetch(query->resultRelation, query->rtable);
 
-		if (rte->rtekind == RTE_RELATION && is_shape_view(rte->relid))
+		if (rte->rtekind == RTE_RELATION &&
+			softmig_shape_view_migration(rte->relid) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_SOFTMIG_SHAPE_VIEW_UNSUPPORTED),
 					 errmsg("INSERT ... ON CONFLICT is not supported on shape view \"%s\"",
