@@ -542,7 +542,7 @@ matrix() {
 # matrix_summary VERSIONS: one line per version with its suites' lines, and
 # the total over the versions that count (not the pre-release ones).
 matrix_summary() {
-    local versions=$1 v line verdict pass fail tpass=0 tfail=0 note
+    local versions=$1 v line verdict pass fail tpass=0 tfail=0 note failures=
     echo
     echo "==================== softmig test matrix ===================="
     for v in $versions; do
@@ -571,12 +571,24 @@ matrix_summary() {
         # the version's own suite lines
         sed -n '/^==================== softmig test summary/,/^[0-9]* passed, [0-9]* failed$/p' "$log" |
             sed '1d;$d' | sed 's/^/    /'
+        # what failed, gathered again just above the total: a CI log is
+        # often read from its end only
+        if [[ $verdict == FAIL ]]; then
+            failures+="  PostgreSQL $v:${note}"$'\n'
+            failures+=$(sed -n '/^==================== softmig test summary/,/^[0-9]* passed, [0-9]* failed$/p' "$log" |
+                sed '1d;$d' | grep -E '^[a-z_]+ +FAIL' | sed 's/^/    /' || true)
+            failures+=$'\n'
+        fi
         if [[ ${M_PKG[$v]:-} == *~* ]]; then
             echo "    (Debian ${M_PKG[$v]} is a pre-release: reported, not counted)"
         else
             ((tpass += pass, tfail += fail)) || true
         fi
     done
+    if [[ -n $failures ]]; then
+        echo "what failed:"
+        printf '%s' "$failures" | sed '/^$/d'
+    fi
     echo "$tpass passed, $tfail failed"
     ((tfail == 0))
 }
