@@ -542,7 +542,7 @@ matrix() {
 # matrix_summary VERSIONS: one line per version with its suites' lines, and
 # the total over the versions that count (not the pre-release ones).
 matrix_summary() {
-    local versions=$1 v line verdict pass fail tpass=0 tfail=0 note failures=
+    local versions=$1 v line verdict pass fail tpass=0 tfail=0 note failures= suites counted
     echo
     echo "==================== softmig test matrix ===================="
     for v in $versions; do
@@ -569,20 +569,22 @@ matrix_summary() {
             "${server:-PostgreSQL $v} (${M_WHERE[$v]})" "$verdict" "$pass" "$fail" \
             $((M_SECS[$v] / 60)) $((M_SECS[$v] % 60)) "$note"
         # the version's own suite lines
-        sed -n '/^==================== softmig test summary/,/^[0-9]* passed, [0-9]* failed$/p' "$log" |
-            sed '1d;$d' | sed 's/^/    /'
+        suites=$(sed -n '/^==================== softmig test summary/,/^[0-9]* passed, [0-9]* failed$/p' "$log" |
+            sed '1d;$d')
+        [[ -z $suites ]] || printf '%s\n' "$suites" | sed 's/^/    /'
+        if [[ ${M_PKG[$v]:-} == *~* ]]; then
+            echo "    (Debian ${M_PKG[$v]} is a pre-release: reported, not counted)"
+            counted=" (a pre-release: not counted)"
+        else
+            ((tpass += pass, tfail += fail)) || true
+            counted=
+        fi
         # what failed, gathered again just above the total: a CI log is
         # often read from its end only
         if [[ $verdict == FAIL ]]; then
-            failures+="  PostgreSQL $v:${note}"$'\n'
-            failures+=$(sed -n '/^==================== softmig test summary/,/^[0-9]* passed, [0-9]* failed$/p' "$log" |
-                sed '1d;$d' | grep -E '^[a-z_]+ +FAIL' | sed 's/^/    /' || true)
+            failures+="  PostgreSQL $v${counted}:${note}"$'\n'
+            failures+=$(printf '%s\n' "$suites" | grep -E '^[a-z_]+ +FAIL' | sed 's/^/    /' || true)
             failures+=$'\n'
-        fi
-        if [[ ${M_PKG[$v]:-} == *~* ]]; then
-            echo "    (Debian ${M_PKG[$v]} is a pre-release: reported, not counted)"
-        else
-            ((tpass += pass, tfail += fail)) || true
         fi
     done
     if [[ -n $failures ]]; then
