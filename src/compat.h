@@ -19,6 +19,7 @@
 #error "softmig requires PostgreSQL 15 or later"
 #endif
 
+#include "access/tableam.h"
 #include "executor/executor.h"
 #include "nodes/plannodes.h"
 #include "parser/parse_relation.h"
@@ -283,6 +284,58 @@ typedef JsonbInState SoftmigJsonbBuild;
 typedef JsonbParseState *SoftmigJsonbBuild;
 #define softmig_jsonb_push(st, tok, val) ((void) pushJsonbValue((st), (tok), (val)))
 #define softmig_jsonb_end(st, tok) pushJsonbValue((st), (tok), NULL)
+#endif
+
+/*
+ * The direct one-row UPDATE of directwrite.c uses the executor's single-row
+ * primitives, whose signatures moved between releases:
+ * - ExecInitRangeTable() takes the plan's RTEPermissionInfos from 16 and
+ *   the unpruned relations from 18; permissions are checked with
+ *   ExecCheckPermissions() from 16 (ExecCheckRTPerms() before);
+ * - index_beginscan() takes instrumentation (NULL: none) from 18;
+ * - table_tuple_update() reports which indexes need entries as a
+ *   TU_UpdateIndexes from 16 (a bool before), and ExecInsertIndexTuples()
+ *   then takes onlySummarizing.
+ * PostgreSQL 19 changes table_tuple_update() and ExecInsertIndexTuples()
+ * again; there softmig keeps to the kept plan (SOFTMIG_HAVE_DIRECT_UPDATE
+ * undefined) until 19 is released and tested.
+ */
+#if PG_VERSION_NUM < 190000
+#define SOFTMIG_HAVE_DIRECT_UPDATE 1
+#endif
+
+#if PG_VERSION_NUM >= 180000
+#define softmig_exec_init_range_table(estate, stmt) \
+	ExecInitRangeTable((estate), (stmt)->rtable, (stmt)->permInfos, \
+					   bms_add_range(NULL, 1, list_length((stmt)->rtable)))
+#define softmig_index_beginscan(heap, index, snap, nkeys) \
+	index_beginscan((heap), (index), (snap), NULL, (nkeys), 0)
+#elif PG_VERSION_NUM >= 160000
+#define softmig_exec_init_range_table(estate, stmt) \
+	ExecInitRangeTable((estate), (stmt)->rtable, (stmt)->permInfos)
+#define softmig_index_beginscan(heap, index, snap, nkeys) \
+	index_beginscan((heap), (index), (snap), (nkeys), 0)
+#else
+#define softmig_exec_init_range_table(estate, stmt) \
+	ExecInitRangeTable((estate), (stmt)->rtable)
+#define softmig_index_beginscan(heap, index, snap, nkeys) \
+	index_beginscan((heap), (index), (snap), (nkeys), 0)
+#endif
+
+#if PG_VERSION_NUM >= 160000
+#define softmig_exec_check_perms(stmt) \
+	ExecCheckPermissions((stmt)->rtable, (stmt)->permInfos, true)
+typedef TU_UpdateIndexes SoftmigUpdateIndexes;
+#define softmig_update_needs_indexes(u) ((u) != TU_None)
+#define softmig_insert_update_index_tuples(rri, slot, estate, u) \
+	ExecInsertIndexTuples((rri), (slot), (estate), true, false, NULL, NIL, \
+						  (u) == TU_Summarizing)
+#else
+#define softmig_exec_check_perms(stmt) ExecCheckRTPerms((stmt)->rtable, true)
+typedef bool SoftmigUpdateIndexes;
+#define softmig_update_needs_indexes(u) (u)
+#define softmig_insert_update_index_tuples(rri, slot, estate, u) \
+	ExecInsertIndexTuples((rri), (slot), (estate), true, false, NULL, NIL)
 #endif
 
 #endif							/* SOFTMIG_COMPAT_H */

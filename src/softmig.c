@@ -40,6 +40,7 @@ _PG_init(void)
 
 	/* write path: softmig.override, softmig.mirror_work_mem, ExecutorStart */
 	softmig_trigger_init();
+	softmig_directwrite_init();
 	softmig_capture_init();
 	softmig_groups_init();
 

@@ -79,6 +79,8 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	update;			/* a one-row UPDATE: the other side's row
 								 * updated in place by key, params = the row
 								 * (the upsert if it lacks the row) */
+	struct SoftmigDirect *update_direct;	/* its generic plan run directly
+											 * (directwrite.c), NULL at first */
 	SPIPlanPtr	delete_row;		/* a one-row DELETE: the other side's row
 								 * deleted by key, params = the old row */
 	SPIPlanPtr	move;			/* per-row key change, params old+new row;
@@ -339,6 +341,13 @@ extern Oid	softmig_gate_actor;
 extern char *softmig_override;
 extern void softmig_trigger_init(void);
 extern Datum softmig_write_trigger(PG_FUNCTION_ARGS);
+extern Datum softmig_guard_trigger(PG_FUNCTION_ARGS);
+
+/* directwrite.c: a one-row UPDATE of the other table without a second executor */
+struct SoftmigDirect;
+extern int	softmig_direct_update(SPIPlanPtr plan, struct SoftmigDirect **cache,
+								  MemoryContext parent, Datum *values, const char *nulls);
+extern void softmig_directwrite_init(void);
 
 /* capture.c: what the executor captures for softmig's triggers */
 extern void softmig_capture_init(void);

@@ -828,36 +828,76 @@ one_row_params(TriggerData *td, SoftmigRelPlans *p, Tuplestorestate *rows,
 }
 
 /*
+ * One execution of a one-row UPDATE's kept plan (one_row_update_run).
+ */
+typedef struct OneRowUpdate
+{
+	TriggerData *td;
+	SoftmigMigration *m;
+	SoftmigRelPlans *p;
+	Datum	   *values;
+	char	   *nulls;
+	uint64		processed;		/* out: rows updated */
+} OneRowUpdate;
+
+/*
+ * one_row_update_run
+ *		Run p->update once with the row as parameters: without a second
+ *		executor where its plan allows (directwrite.c), else through SPI.
+ *		Sets u->processed.  Raised errors are the statement's.
+ */
+static void
+one_row_update_run(void *arg)
+{
+	OneRowUpdate *u = (OneRowUpdate *) arg;
+	int			ret;
+
+	ret = softmig_direct_update(u->p->update, &u->p->update_direct, u->m->cxt,
+								u->values, u->nulls);
+	if (ret >= 0)
+	{
+		u->processed = ret;
+		ereport(DEBUG2,
+				(errmsg_internal("softmig: one-row UPDATE of \"%s\" carried without a second executor",
+								 RelationGetRelationName(u->td->tg_relation))));
+		return;
+	}
+	if ((ret = SPI_execute_plan(u->p->update, u->values, u->nulls, false, 0)) != SPI_OK_UPDATE)
+		spi_result_error(u->m, u->p, ret, "UPDATE");
+	u->processed = SPI_processed;
+}
+
+/*
  * one_row_update
  *		Carry a one-row UPDATE to the other table: update its row in place
  *		by key (p->update, the new row as parameters: an index probe of the
- *		other table), and run the upsert only if it has no such row.  Same
- *		result as the upsert alone (the UPDATE sets what the upsert's DO
- *		UPDATE sets, so the merge rule holds alike), but a row that exists
- *		is neither probed for a conflict first nor locked before it is
- *		updated.  Key moves have run before.  With tolerated, each statement
- *		runs in a subtransaction and an error tolerated accepts is returned
- *		(the projection's new-only detection); without, errors are raised.
- *		The caller is connected to SPI and runs as the other table's owner.
+ *		other table, run without a second executor where its plan allows),
+ *		and run the upsert only if it has no such row.  Same result as the
+ *		upsert alone (the UPDATE sets what the upsert's DO UPDATE sets, so
+ *		the merge rule holds alike), but a row that exists is neither probed
+ *		for a conflict first nor locked before it is updated.  Key moves
+ *		have run before.  With tolerated, each statement runs in a
+ *		subtransaction and an error tolerated accepts is returned (the
+ *		projection's new-only detection); without, errors are raised.  The
+ *		caller is connected to SPI and runs as the other table's owner.
  */
 static ErrorData *
 one_row_update(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 			   bool (*tolerated) (int))
 {
-	Datum	   *values;
-	char	   *nulls;
+	OneRowUpdate u = {td, m, p, NULL, NULL, 0};
 	ErrorData  *edata = NULL;
 	int			ret;
 
-	one_row_params(td, p, td->tg_newtable, &values, &nulls);
+	one_row_params(td, p, td->tg_newtable, &u.values, &u.nulls);
 	ereport(DEBUG2,
 			(errmsg_internal("softmig: one-row UPDATE of \"%s\" carried by key",
 							 RelationGetRelationName(td->tg_relation))));
 	if (tolerated)
-		edata = softmig_spi_try(p->update, NULL, values, nulls, false, SPI_OK_UPDATE, tolerated);
-	else if ((ret = SPI_execute_plan(p->update, values, nulls, false, 0)) != SPI_OK_UPDATE)
-		spi_result_error(m, p, ret, "UPDATE");
-	if (edata != NULL || SPI_processed > 0)
+		edata = softmig_subxact_try(one_row_update_run, &u, tolerated);
+	else
+		one_row_update_run(&u);
+	if (edata != NULL || u.processed > 0)
 		return edata;
 
 	/* the other table lacks the row: the upsert over the transition table */
