@@ -331,10 +331,12 @@ key_still_matches(SoftmigDirect *d, TupleTableSlot *slot, Datum *keyval)
 static void
 direct_error_context(void *arg)
 {
-	Relation	rel = (Relation) arg;
+	Oid			relid = *(Oid *) arg;
+	char	   *name = get_rel_name(relid);
 
-	errcontext("softmig's one-row UPDATE of table \"%s.%s\" by key",
-			   get_namespace_name(RelationGetNamespace(rel)), RelationGetRelationName(rel));
+	if (name != NULL)
+		errcontext("softmig's one-row UPDATE of table \"%s.%s\" by key",
+				   get_namespace_name(get_rel_namespace(relid)), name);
 }
 
 /*
@@ -366,6 +368,10 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	bool		found = true;
 	int			result = 0;
 
+	errcb.callback = direct_error_context;
+	errcb.arg = &d->relid;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
 	(void) softmig_exec_check_perms(stmt);
 
 	CommandCounterIncrement();
@@ -387,10 +393,6 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	rri = makeNode(ResultRelInfo);
 	ExecInitResultRelation(estate, rri, d->rti);
 	rel = rri->ri_RelationDesc;
-	errcb.callback = direct_error_context;
-	errcb.arg = rel;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
 	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
 	ExecOpenIndices(rri, false);
 	for (int i = 0; i < rri->ri_NumIndices; i++)

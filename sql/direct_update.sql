@@ -1,0 +1,151 @@
+-- A one-row UPDATE is carried to the other table without a second executor
+-- where the kept UPDATE's plan allows (src/directwrite.c); DEBUG2 says
+-- "carried without a second executor" when it is.  Every case compares with
+-- softmig.direct_writes = off (the kept statement) on a second pair of
+-- tables with the same data: same rows, same errors.  The cases where the
+-- statement must run instead (a user trigger, row-level security,
+-- REPEATABLE READ) show no such line; partitions.sql covers partitioned
+-- tables, which take the statement too.
+CREATE TABLE du_l1 (id int PRIMARY KEY, cust text NOT NULL, cents int NOT NULL, note text);
+CREATE TABLE du_t1 (id int PRIMARY KEY, customer text NOT NULL,
+                    amount numeric(8,2) NOT NULL CHECK (amount < 1000), note varchar(10));
+CREATE TABLE du_l2 (LIKE du_l1 INCLUDING ALL);
+CREATE TABLE du_t2 (LIKE du_t1 INCLUDING ALL);
+CREATE FUNCTION du_fmt(text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT upper($1)';
+SELECT softmig.create_migration('du' || i, 'du_l' || i, 'du_t' || i,
+    forward  => '{"customer": "public.du_fmt(cust)", "amount": "cents / 100.0"}',
+    backward => '{"cust": "lower(customer)", "cents": "(amount * 100)::int"}')
+  FROM generate_series(1, 2) i;
+SELECT softmig.advance('du' || i) FROM generate_series(1, 2) i;
+INSERT INTO du_l1 SELECT g, 'c' || g, g * 100, 'n' || g FROM generate_series(1, 6) g;
+INSERT INTO du_l2 SELECT * FROM du_l1;
+
+CREATE FUNCTION pg_temp.upd(p_sql text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE pg_catalog.replace(p_sql, 'du_l?', 'du_l1');
+    SET LOCAL softmig.direct_writes = off;
+    EXECUTE pg_catalog.replace(p_sql, 'du_l?', 'du_l2');
+    SET LOCAL softmig.direct_writes = on;
+END $$;
+CREATE FUNCTION pg_temp.same() RETURNS TABLE (what text, n bigint)
+LANGUAGE sql AS $$
+    SELECT 'target rows differing', count(*) FROM (
+        (SELECT * FROM du_t1 EXCEPT SELECT * FROM du_t2)
+        UNION ALL (SELECT * FROM du_t2 EXCEPT SELECT * FROM du_t1)) d
+$$;
+
+------------------------------------------------------------------ the path
+SET client_min_messages = debug2;
+UPDATE du_l1 SET cust = 'zed', cents = 12345 WHERE id = 1;
+SET softmig.direct_writes = off;
+UPDATE du_l2 SET cust = 'zed', cents = 12345 WHERE id = 1;
+RESET softmig.direct_writes;
+RESET client_min_messages;
+SELECT pg_temp.upd('UPDATE du_l? SET note = NULL WHERE id = 2');
+SELECT pg_temp.upd('UPDATE du_l? SET note = ''x'' WHERE id = 99');   -- no row: nothing
+SELECT * FROM du_t1 ORDER BY id;
+SELECT * FROM pg_temp.same();
+
+------------------------------------------------------------------ errors, as the statement's
+-- assignment to varchar(10): an error, never a silent truncation
+UPDATE du_l1 SET note = 'eleven char' WHERE id = 3;
+SET softmig.direct_writes = off;
+UPDATE du_l2 SET note = 'eleven char' WHERE id = 3;
+RESET softmig.direct_writes;
+-- the CHECK constraint of the target
+UPDATE du_l1 SET cents = 100000 WHERE id = 3;
+SET softmig.direct_writes = off;
+UPDATE du_l2 SET cents = 100000 WHERE id = 3;
+RESET softmig.direct_writes;
+
+------------------------------------------------------------------ the plan changes, the path follows
+-- a constraint added after the first write (a new generation of the plan)
+ALTER TABLE du_t1 ADD CONSTRAINT du_t1_not_bad CHECK (customer <> 'BAD');
+UPDATE du_l1 SET cust = 'bad' WHERE id = 4;
+ALTER TABLE du_t1 DROP CONSTRAINT du_t1_not_bad;
+-- a function of the mapping replaced
+CREATE OR REPLACE FUNCTION du_fmt(text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT upper($1) || ''!''';
+SELECT pg_temp.upd('UPDATE du_l? SET cust = ''fresh'' WHERE id = 4');
+SELECT id, customer FROM du_t1 WHERE id = 4;
+CREATE OR REPLACE FUNCTION du_fmt(text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT upper($1)';
+SELECT pg_temp.upd('UPDATE du_l? SET cust = ''fresh'' WHERE id = 4');
+SELECT * FROM pg_temp.same();
+
+------------------------------------------------------------------ the other table lacks the row
+BEGIN;
+SET LOCAL softmig.override = 'test: a row missing in the target';
+DELETE FROM du_t1 WHERE id = 5;
+DELETE FROM du_t2 WHERE id = 5;
+COMMIT;
+SELECT pg_temp.upd('UPDATE du_l? SET cust = ''back'' WHERE id = 5');
+SELECT id, customer, amount FROM du_t1 WHERE id = 5;
+SELECT * FROM pg_temp.same();
+
+------------------------------------------------------------------ a foreign key on the target
+CREATE TABLE du_p (code text PRIMARY KEY);
+INSERT INTO du_p SELECT DISTINCT customer FROM du_t1;
+INSERT INTO du_p VALUES ('NEW');
+ALTER TABLE du_t1 ADD FOREIGN KEY (customer) REFERENCES du_p (code);
+SET client_min_messages = debug2;
+UPDATE du_l1 SET cust = 'new' WHERE id = 6;
+RESET client_min_messages;
+UPDATE du_l1 SET cust = 'nobody' WHERE id = 6;
+SELECT id, customer FROM du_t1 WHERE id = 6;
+
+------------------------------------------------------------------ where the statement runs
+-- REPEATABLE READ
+SET client_min_messages = debug2;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+UPDATE du_l1 SET cents = 600 WHERE id = 6;
+COMMIT;
+RESET client_min_messages;
+-- a user's row trigger on the target fires as with the statement
+CREATE TABLE du_audit (id int, customer text);
+CREATE FUNCTION du_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.du_audit VALUES (NEW.id, NEW.customer);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER du_audit AFTER UPDATE ON du_t1 FOR EACH ROW EXECUTE FUNCTION du_audit_row();
+SET client_min_messages = debug2;
+UPDATE du_l1 SET cents = 601 WHERE id = 6;
+RESET client_min_messages;
+DROP TRIGGER du_audit ON du_t1;
+-- row-level security on the target
+ALTER TABLE du_t1 ENABLE ROW LEVEL SECURITY;
+SET client_min_messages = debug2;
+UPDATE du_l1 SET cents = 602 WHERE id = 6;
+RESET client_min_messages;
+ALTER TABLE du_t1 DISABLE ROW LEVEL SECURITY;
+-- and back
+SET client_min_messages = debug2;
+UPDATE du_l1 SET cents = 603 WHERE id = 6;
+RESET client_min_messages;
+SELECT * FROM du_audit;
+SELECT id, amount FROM du_t1 WHERE id = 6;
+
+------------------------------------------------------------------ privileges: checked as the statement checks them
+CREATE ROLE du_owner;
+CREATE TABLE du_l3 (id int PRIMARY KEY, v text);
+CREATE TABLE du_t3 (id int PRIMARY KEY, v text);
+ALTER TABLE du_l3 OWNER TO du_owner;
+ALTER TABLE du_t3 OWNER TO du_owner;
+SELECT softmig.create_migration('du3', 'du_l3', 'du_t3');
+SELECT softmig.advance('du3');
+INSERT INTO du_l3 VALUES (1, 'a');
+REVOKE UPDATE ON du_t3 FROM du_owner;
+UPDATE du_l3 SET v = 'b' WHERE id = 1;
+SET softmig.direct_writes = off;
+UPDATE du_l3 SET v = 'b' WHERE id = 1;
+RESET softmig.direct_writes;
+GRANT UPDATE ON du_t3 TO du_owner;
+UPDATE du_l3 SET v = 'b' WHERE id = 1;
+SELECT * FROM du_t3;
+
+-- clean up
+SELECT softmig.rollback('du' || i) FROM generate_series(1, 3) i;
+SELECT softmig.drop_migration('du' || i) FROM generate_series(1, 3) i;
+DROP TABLE du_l1, du_t1, du_l2, du_t2, du_l3, du_t3, du_p, du_audit;
+DROP FUNCTION du_fmt(text);
+DROP FUNCTION du_audit_row();
+DROP ROLE du_owner;
