@@ -75,6 +75,8 @@
 /* softmig.direct_writes */
 static bool direct_writes = true;
 
+#ifdef SOFTMIG_HAVE_DIRECT_UPDATE
+
 /*
  * What one generation of a kept UPDATE's generic plan does, in the terms
  * of the single-row primitives.  Allocated in the caller's memory context
@@ -496,6 +498,7 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	FreeExecutorState(estate);
 	return result;
 }
+#endif							/* SOFTMIG_HAVE_DIRECT_UPDATE */
 
 /*
  * softmig_direct_update
