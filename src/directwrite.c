@@ -21,7 +21,8 @@
  *	  the caller runs the kept plan when softmig_direct_update returns -1:
  *	  - REPEATABLE READ and SERIALIZABLE (a row updated concurrently is a
  *	    serialization failure there, which the statement raises), and a
- *	    read-only transaction (the statement raises its error);
+ *	    read-only transaction or parallel mode (the statement raises its
+ *	    error);
  *	  - a plan of any other shape: a filter beyond the key, values that read
  *	    dst's row, subqueries, a partitioned table;
  *	  - dst with row-level security, stored generated columns, or a trigger
@@ -522,7 +523,7 @@ softmig_direct_update(SPIPlanPtr plan, struct SoftmigDirect **cache, MemoryConte
 	SoftmigDirect *d = *cache;
 	int			result = -1;
 
-	if (!direct_writes || IsolationUsesXactSnapshot() || XactReadOnly)
+	if (!direct_writes || IsolationUsesXactSnapshot() || XactReadOnly || IsInParallelMode())
 		return -1;
 	sources = SPI_plan_get_plan_sources(plan);
 	if (list_length(sources) != 1)
