@@ -53,7 +53,7 @@ REGRESS += split_quarantine
 REGRESS += split_hydrate
 REGRESS += shapes_fkeys
 REGRESS += owner_frames
-REGRESS += direct_update
+REGRESS += direct_writes
 
 # isolation specs each set up and tear down their own tables: all of them
 ISOLATION = $(sort $(basename $(notdir $(wildcard $(srcdir)/test/isolation/specs/*.spec))))

@@ -287,7 +287,7 @@ typedef JsonbParseState *SoftmigJsonbBuild;
 #endif
 
 /*
- * The direct one-row UPDATE of directwrite.c uses the executor's single-row
+ * The direct one-row UPDATE and DELETE of directwrite.c use the executor's single-row
  * primitives, whose signatures moved between releases:
  * - ExecInitRangeTable() takes the plan's RTEPermissionInfos from 16 and
  *   the unpruned relations from 18; permissions are checked with
@@ -297,11 +297,11 @@ typedef JsonbParseState *SoftmigJsonbBuild;
  *   TU_UpdateIndexes from 16 (a bool before), and ExecInsertIndexTuples()
  *   then takes onlySummarizing.
  * PostgreSQL 19 changes table_tuple_update() and ExecInsertIndexTuples()
- * again; there softmig keeps to the kept plan (SOFTMIG_HAVE_DIRECT_UPDATE
+ * again; there softmig keeps to the kept plan (SOFTMIG_HAVE_DIRECT_WRITES
  * undefined) until 19 is released and tested.
  */
 #if PG_VERSION_NUM < 190000
-#define SOFTMIG_HAVE_DIRECT_UPDATE 1
+#define SOFTMIG_HAVE_DIRECT_WRITES 1
 #endif
 
 #if PG_VERSION_NUM >= 180000

@@ -1,24 +1,26 @@
 /*-------------------------------------------------------------------------
  *
  * directwrite.c
- *	  A one-row UPDATE of the other table without a second executor.
+ *	  A one-row UPDATE or DELETE of the other table without a second
+ *	  executor.
  *
- *	  The write path carries a one-row UPDATE to the other table with a
- *	  kept statement (mapping.c, p->update): "UPDATE dst SET c = <mapping>
- *	  ... WHERE <key> = <mapped key>", the written row as parameters.  Its
- *	  generic plan is an index probe of dst's unique key whose new values
- *	  are computed from the parameters alone.  Starting an executor for that
- *	  one row (range table, result relation, index scan node, projections)
- *	  and ending it again costs about half of what the update itself costs,
- *	  so when the plan has exactly that shape, and nothing on dst needs a
- *	  statement around the row, this file runs the plan's own expressions
- *	  with the executor's single-row primitives: the same privilege check,
- *	  an index probe of the plan's index with the statement's snapshot, the
- *	  same constraint checks, heap update, index entries and AFTER ROW
- *	  triggers (foreign keys) as the statement.
+ *	  The write path carries a one-row UPDATE or DELETE to the other table
+ *	  with a kept statement (mapping.c: p->update, "UPDATE dst SET c =
+ *	  <mapping> ... WHERE <key> = <mapped key>", and p->delete_row), the
+ *	  written row as parameters.  Its generic plan is an index probe of
+ *	  dst's unique key, with an UPDATE's new values computed from the
+ *	  parameters alone.  Starting an executor for that one row (range table,
+ *	  result relation, index scan node, projections) and ending it again
+ *	  costs about half of what the write itself costs, so when the plan has
+ *	  exactly that shape, and nothing on dst needs a statement around the
+ *	  row, this file runs the plan's own expressions with the executor's
+ *	  single-row primitives: the same privilege check, an index probe of the
+ *	  plan's index with the statement's snapshot, the same constraint
+ *	  checks, heap update or delete, index entries and AFTER ROW triggers
+ *	  (foreign keys) as the statement.
  *
  *	  Whatever the statement would do differently is left to the statement:
- *	  the caller runs the kept plan when softmig_direct_update returns -1:
+ *	  the caller runs the kept plan when softmig_direct_write returns -1:
  *	  - REPEATABLE READ and SERIALIZABLE (a row updated concurrently is a
  *	    serialization failure there, which the statement raises), and a
  *	    read-only transaction or parallel mode (the statement raises its
@@ -26,16 +28,16 @@
  *	  - a plan of any other shape: a filter beyond the key, values that read
  *	    dst's row, subqueries, a partitioned table;
  *	  - dst with row-level security, stored generated columns, or a trigger
- *	    firing on UPDATE other than a foreign-key trigger or a softmig
+ *	    firing on the command other than a foreign-key trigger or a softmig
  *	    statement trigger of a migration softmig is writing for right now
  *	    (those return at once for softmig's own write, so not firing them
  *	    changes nothing);
  *	  - an index that is not a plain, immediate, unique btree on columns.
  *	  Under READ COMMITTED a row updated concurrently is handled as the
  *	  statement's EvalPlanQual handles it: the newest version is locked, its
- *	  key checked again, and that version updated; a row deleted meanwhile
- *	  is not found (0 rows, after which the caller runs its upsert, as after
- *	  the statement).
+ *	  key checked again, and that version written; a row deleted meanwhile
+ *	  is not found (0 rows; after an UPDATE the caller then runs its upsert,
+ *	  as after the statement).
  *
  *	  The plan is analyzed once per generation of its generic plan: any
  *	  change to dst, its indexes, triggers or policies, or to a function the
@@ -76,10 +78,10 @@
 /* softmig.direct_writes */
 static bool direct_writes = true;
 
-#ifdef SOFTMIG_HAVE_DIRECT_UPDATE
+#ifdef SOFTMIG_HAVE_DIRECT_WRITES
 
 /*
- * What one generation of a kept UPDATE's generic plan does, in the terms
+ * What one generation of a kept UPDATE's or DELETE's generic plan does, in the terms
  * of the single-row primitives.  Allocated in the caller's memory context
  * (the migration's); everything it points to lives in cxt.
  */
@@ -88,6 +90,7 @@ typedef struct SoftmigDirect
 	CachedPlan *cplan;			/* the plan analyzed: compared, never read */
 	int			generation;		/* and its generation */
 	bool		usable;			/* false: always the statement */
+	CmdType		cmd;			/* CMD_UPDATE or CMD_DELETE */
 	MemoryContext cxt;
 	Oid			relid;			/* dst */
 	Index		rti;			/* its range-table index in the plan */
@@ -108,9 +111,9 @@ typedef struct SoftmigDirect
 
 /*
  * direct_triggers_ok
- *		May dst's triggers be left out of a one-row UPDATE?  Those that do
- *		not fire on UPDATE, foreign-key triggers (AFTER ROW: fired by
- *		ExecARUpdateTriggers as in the statement) and softmig's own statement
+ *		May dst's triggers be left out of a one-row d->cmd?  Those that do
+ *		not fire on it, foreign-key triggers (AFTER ROW: fired by
+ *		ExecAR*Triggers as in the statement) and softmig's own statement
  *		triggers may; their migrations are recorded in d, since they return
  *		at once only while softmig writes for that migration (checked at
  *		each write).  Caller is in d->cxt.
@@ -118,6 +121,8 @@ typedef struct SoftmigDirect
 static bool
 direct_triggers_ok(SoftmigDirect *d, Relation rel)
 {
+	bool		update = d->cmd == CMD_UPDATE;
+
 	TriggerDesc *trigdesc = rel->trigdesc;
 
 	if (trigdesc == NULL)
@@ -130,7 +135,7 @@ direct_triggers_ok(SoftmigDirect *d, Relation rel)
 		char	   *end;
 		long		id;
 
-		if (!TRIGGER_FOR_UPDATE(t->tgtype) ||
+		if (!(update ? TRIGGER_FOR_UPDATE(t->tgtype) : TRIGGER_FOR_DELETE(t->tgtype)) ||
 			RI_FKey_trigger_type(t->tgfoid) != RI_TRIGGER_NONE)
 			continue;
 		if (TRIGGER_FOR_ROW(t->tgtype) || t->tgnargs < 1)
@@ -233,14 +238,17 @@ direct_analyze(SoftmigDirect *d, CachedPlan *cplan)
 	if (list_length(cplan->stmt_list) != 1)
 		return false;
 	stmt = linitial_node(PlannedStmt, cplan->stmt_list);
-	if (stmt->commandType != CMD_UPDATE || !stmt->canSetTag || stmt->hasReturning || stmt->subplans != NIL ||
+	if ((stmt->commandType != CMD_UPDATE && stmt->commandType != CMD_DELETE) ||
+		!stmt->canSetTag || stmt->hasReturning || stmt->subplans != NIL ||
 		stmt->rowMarks != NIL || stmt->planTree == NULL || !IsA(stmt->planTree, ModifyTable))
 		return false;
 	mt = (ModifyTable *) stmt->planTree;
-	if (mt->operation != CMD_UPDATE || list_length(mt->resultRelations) != 1 ||
+	if (mt->operation != stmt->commandType || list_length(mt->resultRelations) != 1 ||
 		mt->returningLists != NIL || mt->onConflictAction != ONCONFLICT_NONE ||
-		mt->plan.initPlan != NIL || list_length(mt->updateColnosLists) != 1)
+		mt->plan.initPlan != NIL ||
+		list_length(mt->updateColnosLists) != (mt->operation == CMD_UPDATE ? 1 : 0))
 		return false;
+	d->cmd = mt->operation;
 	scan = (IndexScan *) outerPlan(mt);
 	if (scan == NULL || !IsA(scan, IndexScan) || scan->scan.plan.qual != NIL ||
 		scan->indexorderby != NIL || scan->scan.plan.initPlan != NIL ||
@@ -250,8 +258,8 @@ direct_analyze(SoftmigDirect *d, CachedPlan *cplan)
 	d->relid = rt_fetch(d->rti, stmt->rtable)->relid;
 	d->indexid = scan->indexid;
 
-	/* the new values: the scan's non-junk columns, in updateColnos order */
-	colnos = linitial(mt->updateColnosLists);
+	/* an UPDATE's new values: the scan's non-junk columns, in updateColnos order */
+	colnos = d->cmd == CMD_UPDATE ? linitial(mt->updateColnosLists) : NIL;
 	d->setatt = palloc(sizeof(AttrNumber) * Max(list_length(colnos), 1));
 	d->setexpr = palloc(sizeof(ExprState *) * Max(list_length(colnos), 1));
 	foreach(lc, scan->scan.plan.targetlist)
@@ -328,25 +336,26 @@ key_still_matches(SoftmigDirect *d, TupleTableSlot *slot, Datum *keyval)
 
 /*
  * direct_error_context
- *		Error context of a direct one-row UPDATE: which table softmig was
+ *		Error context of a direct one-row write: which table softmig was
  *		writing (the statement's context would quote its SQL).
  */
 static void
 direct_error_context(void *arg)
 {
-	Oid			relid = *(Oid *) arg;
-	char	   *name = get_rel_name(relid);
+	SoftmigDirect *d = (SoftmigDirect *) arg;
+	char	   *name = get_rel_name(d->relid);
 
 	if (name != NULL)
-		errcontext("softmig's one-row UPDATE of table \"%s.%s\" by key",
-				   get_namespace_name(get_rel_namespace(relid)), name);
+		errcontext("softmig's one-row %s of table \"%s.%s\" by key",
+				   d->cmd == CMD_DELETE ? "DELETE" : "UPDATE",
+				   get_namespace_name(get_rel_namespace(d->relid)), name);
 }
 
 /*
  * direct_run
  *		Carry out one execution of the analyzed plan with the parameters
  *		values/nulls (SPI convention, types of src).  Returns the rows
- *		updated (0 or 1), or -1 when the statement must run instead (nothing
+ *		written (0 or 1), or -1 when the statement must run instead (nothing
  *		was written).  Locks: dst and its indexes RowExclusiveLock (held
  *		already through the plan), the row as the statement would.  Errors
  *		are those the statement raises (privileges, constraints).
@@ -372,7 +381,7 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	int			result = 0;
 
 	errcb.callback = direct_error_context;
-	errcb.arg = &d->relid;
+	errcb.arg = d;
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 	(void) softmig_exec_check_perms(stmt);
@@ -396,7 +405,7 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	rri = makeNode(ResultRelInfo);
 	ExecInitResultRelation(estate, rri, d->rti);
 	rel = rri->ri_RelationDesc;
-	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
+	CheckCmdReplicaIdentity(rel, d->cmd);
 	ExecOpenIndices(rri, false);
 	for (int i = 0; i < rri->ri_NumIndices; i++)
 		if (RelationGetRelid(rri->ri_IndexRelationDescs[i]) == d->indexid)
@@ -430,39 +439,54 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	}
 	while (idx != NULL && found)
 	{
-		int			natts = RelationGetDescr(rel)->natts;
 		ItemPointerData tid = oldslot->tts_tid;
 		TM_FailureData tmfd;
-		LockTupleMode lockmode;
-		SoftmigUpdateIndexes upd;
+		LockTupleMode lockmode = LockTupleExclusive;
 		TM_Result	res;
 
-		/* the new row: the found version with the plan's new values */
-		slot_getallattrs(oldslot);
-		ExecClearTuple(newslot);
-		memcpy(newslot->tts_values, oldslot->tts_values, sizeof(Datum) * natts);
-		memcpy(newslot->tts_isnull, oldslot->tts_isnull, sizeof(bool) * natts);
-		for (int s = 0; s < d->nset; s++)
-			newslot->tts_values[d->setatt[s] - 1] =
-				ExecEvalExprSwitchContext(d->setexpr[s], econtext,
-										  &newslot->tts_isnull[d->setatt[s] - 1]);
-		ExecStoreVirtualTuple(newslot);
-		if (rel->rd_att->constr)
-			ExecConstraints(rri, newslot, estate);
-
-		res = table_tuple_update(rel, &tid, newslot, estate->es_output_cid,
-								 estate->es_snapshot, InvalidSnapshot, true,
-								 &tmfd, &lockmode, &upd);
-		if (res == TM_Ok)
+		if (d->cmd == CMD_DELETE)
 		{
-			List	   *recheck = NIL;
+			res = table_tuple_delete(rel, &tid, estate->es_output_cid, estate->es_snapshot,
+									 InvalidSnapshot, true, &tmfd, false);
+			if (res == TM_Ok)
+			{
+				ExecARDeleteTriggers(estate, rri, &tid, NULL, NULL, false);
+				result = 1;
+				break;
+			}
+		}
+		else
+		{
+			int			natts = RelationGetDescr(rel)->natts;
+			SoftmigUpdateIndexes upd;
 
-			if (rri->ri_NumIndices > 0 && softmig_update_needs_indexes(upd))
-				recheck = softmig_insert_update_index_tuples(rri, newslot, estate, upd);
-			ExecARUpdateTriggers(estate, rri, NULL, NULL, &tid, NULL, newslot,
-								 recheck, NULL, false);
-			result = 1;
-			break;
+			/* the new row: the found version with the plan's new values */
+			slot_getallattrs(oldslot);
+			ExecClearTuple(newslot);
+			memcpy(newslot->tts_values, oldslot->tts_values, sizeof(Datum) * natts);
+			memcpy(newslot->tts_isnull, oldslot->tts_isnull, sizeof(bool) * natts);
+			for (int s = 0; s < d->nset; s++)
+				newslot->tts_values[d->setatt[s] - 1] =
+					ExecEvalExprSwitchContext(d->setexpr[s], econtext,
+											  &newslot->tts_isnull[d->setatt[s] - 1]);
+			ExecStoreVirtualTuple(newslot);
+			if (rel->rd_att->constr)
+				ExecConstraints(rri, newslot, estate);
+
+			res = table_tuple_update(rel, &tid, newslot, estate->es_output_cid,
+									 estate->es_snapshot, InvalidSnapshot, true,
+									 &tmfd, &lockmode, &upd);
+			if (res == TM_Ok)
+			{
+				List	   *recheck = NIL;
+
+				if (rri->ri_NumIndices > 0 && softmig_update_needs_indexes(upd))
+					recheck = softmig_insert_update_index_tuples(rri, newslot, estate, upd);
+				ExecARUpdateTriggers(estate, rri, NULL, NULL, &tid, NULL, newslot,
+									 recheck, NULL, false);
+				result = 1;
+				break;
+			}
 		}
 		if (res == TM_Deleted)
 			break;				/* deleted meanwhile: no row */
@@ -474,7 +498,7 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 
 		/*
 		 * Updated by a transaction that committed meanwhile (READ COMMITTED
-		 * only): lock the newest version and update it if it still has the
+		 * only): lock the newest version and write it if it still has the
 		 * key, as the statement's EvalPlanQual does.
 		 */
 		res = table_tuple_lock(rel, &tid, estate->es_snapshot, oldslot,
@@ -499,25 +523,26 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	FreeExecutorState(estate);
 	return result;
 }
-#endif							/* SOFTMIG_HAVE_DIRECT_UPDATE */
+#endif							/* SOFTMIG_HAVE_DIRECT_WRITES */
 
 /*
- * softmig_direct_update
- *		Carry out the kept one-row UPDATE plan (one statement, parameters
- *		values/nulls in SPI's convention) without a second executor if its
- *		generic plan allows (see the file header).  *cache holds the analysis
- *		of the plan's current generation; it and its memory are allocated
- *		under parent, which must live as long as plan.  Returns the rows
- *		updated (0 or 1), or -1 when the caller must run plan through SPI
- *		(nothing was written).  Caller is connected to SPI, in the identity
- *		the statement would run under.  Takes the plan's locks (dst
- *		RowExclusiveLock) as SPI would.
+ * softmig_direct_write
+ *		Carry out the kept one-row UPDATE or DELETE plan (one statement,
+ *		parameters values/nulls in SPI's convention) without a second
+ *		executor if its generic plan allows (see the file header).  *cache
+ *		holds the analysis of the plan's current generation; it and its
+ *		memory are allocated under parent, which must live as long as plan.
+ *		Returns the rows written (0 or 1), or -1 when the caller must run
+ *		plan through SPI (nothing was written).  Caller is connected to SPI,
+ *		in the identity the statement would run under, with the snapshot
+ *		SPI would take (READ COMMITTED: a fresh one).  Takes the plan's
+ *		locks (dst RowExclusiveLock) as SPI would.
  */
 int
-softmig_direct_update(SPIPlanPtr plan, struct SoftmigDirect **cache, MemoryContext parent,
+softmig_direct_write(SPIPlanPtr plan, struct SoftmigDirect **cache, MemoryContext parent,
 					  Datum *values, const char *nulls)
 {
-#ifdef SOFTMIG_HAVE_DIRECT_UPDATE
+#ifdef SOFTMIG_HAVE_DIRECT_WRITES
 	List	   *sources;
 	CachedPlan *cplan;
 	SoftmigDirect *d = *cache;
@@ -557,8 +582,8 @@ void
 softmig_directwrite_init(void)
 {
 	DefineCustomBoolVariable("softmig.direct_writes",
-							 "Carries a one-row UPDATE to the other table with the executor's single-row primitives where its plan allows.",
-							 "Off: every such write runs the kept UPDATE statement (the same result, with a second executor).",
+							 "Carries a one-row UPDATE or DELETE to the other table with the executor's single-row primitives where its plan allows.",
+							 "Off: every such write runs the kept statement (the same result, with a second executor).",
 							 &direct_writes,
 							 true,
 							 PGC_USERSET,

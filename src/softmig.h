@@ -83,6 +83,8 @@ typedef struct SoftmigRelPlans
 											 * (directwrite.c), NULL at first */
 	SPIPlanPtr	delete_row;		/* a one-row DELETE: the other side's row
 								 * deleted by key, params = the old row */
+	struct SoftmigDirect *delete_direct;	/* its generic plan run directly
+											 * (directwrite.c), NULL at first */
 	SPIPlanPtr	move;			/* per-row key change, params old+new row;
 								 * NULL: a destination key column is GENERATED
 								 * ALWAYS AS IDENTITY */
@@ -343,10 +345,10 @@ extern void softmig_trigger_init(void);
 extern Datum softmig_write_trigger(PG_FUNCTION_ARGS);
 extern Datum softmig_guard_trigger(PG_FUNCTION_ARGS);
 
-/* directwrite.c: a one-row UPDATE of the other table without a second executor */
+/* directwrite.c: a one-row UPDATE or DELETE of the other table without a second executor */
 struct SoftmigDirect;
-extern int	softmig_direct_update(SPIPlanPtr plan, struct SoftmigDirect **cache,
-								  MemoryContext parent, Datum *values, const char *nulls);
+extern int	softmig_direct_write(SPIPlanPtr plan, struct SoftmigDirect **cache,
+								 MemoryContext parent, Datum *values, const char *nulls);
 extern void softmig_directwrite_init(void);
 
 /* capture.c: what the executor captures for softmig's triggers */

@@ -852,7 +852,7 @@ one_row_update_run(void *arg)
 	OneRowUpdate *u = (OneRowUpdate *) arg;
 	int			ret;
 
-	ret = softmig_direct_update(u->p->update, &u->p->update_direct, u->m->cxt,
+	ret = softmig_direct_write(u->p->update, &u->p->update_direct, u->m->cxt,
 								u->values, u->nulls);
 	if (ret >= 0)
 	{
@@ -927,6 +927,13 @@ one_row_delete(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p, bool fe
 	ereport(DEBUG2,
 			(errmsg_internal("softmig: one-row DELETE of \"%s\" carried by key",
 							 RelationGetRelationName(td->tg_relation))));
+	if (softmig_direct_write(p->delete_row, &p->delete_direct, m->cxt, values, nulls) >= 0)
+	{
+		ereport(DEBUG2,
+				(errmsg_internal("softmig: one-row DELETE of \"%s\" carried without a second executor",
+								 RelationGetRelationName(td->tg_relation))));
+		return;
+	}
 	ret = SPI_execute_snapshot(p->delete_row, values, nulls, mirror_snapshot(fence),
 							   InvalidSnapshot, false, true, 0);
 	if (ret != p->delete_rc)

@@ -1,5 +1,5 @@
--- A one-row UPDATE is carried to the other table without a second executor
--- where the kept UPDATE's plan allows (src/directwrite.c); DEBUG2 says
+-- A one-row UPDATE or DELETE is carried to the other table without a second
+-- executor where the kept statement's plan allows (src/directwrite.c); DEBUG2 says
 -- "carried without a second executor" when it is.  Every case compares with
 -- softmig.direct_writes = off (the kept statement) on a second pair of
 -- tables with the same data: same rows, same errors.  The cases where the
@@ -91,6 +91,31 @@ UPDATE du_l1 SET cust = 'new' WHERE id = 6;
 RESET client_min_messages;
 UPDATE du_l1 SET cust = 'nobody' WHERE id = 6;
 SELECT id, customer FROM du_t1 WHERE id = 6;
+UPDATE du_l2 SET cust = 'new' WHERE id = 6;
+SELECT * FROM pg_temp.same();
+
+------------------------------------------------------------------ DELETE
+SET client_min_messages = debug2;
+DELETE FROM du_l1 WHERE id = 2;
+SET softmig.direct_writes = off;
+DELETE FROM du_l2 WHERE id = 2;
+RESET softmig.direct_writes;
+RESET client_min_messages;
+SELECT * FROM pg_temp.same();
+-- a row the other table lacks: nothing deleted, nothing failed
+BEGIN;
+SET LOCAL softmig.override = 'test: a row missing in the target';
+DELETE FROM du_t1 WHERE id = 3;
+DELETE FROM du_t2 WHERE id = 3;
+COMMIT;
+SELECT pg_temp.upd('DELETE FROM du_l? WHERE id = 3');
+SELECT * FROM pg_temp.same();
+-- a row of the target still referenced: the foreign key's error
+CREATE TABLE du_c (id int PRIMARY KEY, t_id int REFERENCES du_t1 (id));
+INSERT INTO du_c VALUES (1, 4);
+DELETE FROM du_l1 WHERE id = 4;
+DROP TABLE du_c;
+SELECT id FROM du_t1 ORDER BY id;
 
 ------------------------------------------------------------------ where the statement runs
 -- REPEATABLE READ
