@@ -377,6 +377,7 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	Datum		keyval[INDEX_MAX_KEYS];
 	IndexScanDesc scan;
 	ErrorContextCallback errcb;
+	MemoryContext oldcxt;
 	bool		found = true;
 	int			result = 0;
 
@@ -389,6 +390,7 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	estate = CreateExecutorState();
+	oldcxt = MemoryContextSwitchTo(estate->es_query_cxt);
 	estate->es_snapshot = GetActiveSnapshot();
 	estate->es_output_cid = GetCurrentCommandId(true);
 	params = makeParamList(src->num_params);
@@ -520,6 +522,7 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	ExecCloseResultRelations(estate);
 	ExecCloseRangeTableRelations(estate);
+	MemoryContextSwitchTo(oldcxt);
 	FreeExecutorState(estate);
 	return result;
 }
