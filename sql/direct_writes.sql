@@ -27,6 +27,14 @@ BEGIN
     EXECUTE pg_catalog.replace(p_sql, 'du_l?', 'du_l2');
     SET LOCAL softmig.direct_writes = on;
 END $$;
+-- a row both targets lose (a hand repair under override)
+CREATE FUNCTION pg_temp.lose(p_id int) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    SET LOCAL softmig.override = 'test: a row missing in the target';
+    DELETE FROM du_t1 WHERE id = p_id;
+    DELETE FROM du_t2 WHERE id = p_id;
+    SET LOCAL softmig.override = '';
+END $$;
 CREATE FUNCTION pg_temp.same() RETURNS TABLE (what text, n bigint)
 LANGUAGE sql AS $$
     SELECT 'target rows differing', count(*) FROM (
@@ -72,11 +80,7 @@ SELECT pg_temp.upd('UPDATE du_l? SET cust = ''fresh'' WHERE id = 4');
 SELECT * FROM pg_temp.same();
 
 ------------------------------------------------------------------ the other table lacks the row
-BEGIN;
-SET LOCAL softmig.override = 'test: a row missing in the target';
-DELETE FROM du_t1 WHERE id = 5;
-DELETE FROM du_t2 WHERE id = 5;
-COMMIT;
+SELECT pg_temp.lose(5);
 SELECT pg_temp.upd('UPDATE du_l? SET cust = ''back'' WHERE id = 5');
 SELECT id, customer, amount FROM du_t1 WHERE id = 5;
 SELECT * FROM pg_temp.same();
@@ -103,11 +107,7 @@ RESET softmig.direct_writes;
 RESET client_min_messages;
 SELECT * FROM pg_temp.same();
 -- a row the other table lacks: nothing deleted, nothing failed
-BEGIN;
-SET LOCAL softmig.override = 'test: a row missing in the target';
-DELETE FROM du_t1 WHERE id = 3;
-DELETE FROM du_t2 WHERE id = 3;
-COMMIT;
+SELECT pg_temp.lose(3);
 SELECT pg_temp.upd('DELETE FROM du_l? WHERE id = 3');
 SELECT * FROM pg_temp.same();
 -- a row of the target still referenced: the foreign key's error
