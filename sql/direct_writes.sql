@@ -117,6 +117,32 @@ DELETE FROM du_l1 WHERE id = 4;
 DROP TABLE du_c;
 SELECT id FROM du_t1 ORDER BY id;
 
+------------------------------------------------------------------ INSERT
+INSERT INTO du_p VALUES ('G'), ('H'), ('STALE');
+SET client_min_messages = debug2;
+INSERT INTO du_l1 VALUES (7, 'g', 700, 'n7');
+SET softmig.direct_writes = off;
+INSERT INTO du_l2 VALUES (7, 'g', 700, 'n7');
+RESET softmig.direct_writes;
+RESET client_min_messages;
+SELECT * FROM pg_temp.same();
+-- the target holds the key already: the upsert updates it, as without
+SELECT pg_temp.lose(8);
+BEGIN;
+SET LOCAL softmig.override = 'test: a row only the target has';
+INSERT INTO du_t1 VALUES (8, 'STALE', 1, 'stale');
+INSERT INTO du_t2 VALUES (8, 'STALE', 1, 'stale');
+COMMIT;
+SET client_min_messages = debug2;
+INSERT INTO du_l1 VALUES (8, 'h', 800, 'n8');
+RESET client_min_messages;
+SELECT pg_temp.upd('INSERT INTO du_l? VALUES (8, ''h'', 800, ''n8'') ON CONFLICT DO NOTHING');
+SELECT id, customer, amount, note FROM du_t1 WHERE id = 8;
+SELECT * FROM pg_temp.same();
+-- the target's constraints
+INSERT INTO du_l1 VALUES (9, 'i', 100000, 'n9');
+INSERT INTO du_l1 VALUES (9, 'nobody', 900, 'n9');
+
 ------------------------------------------------------------------ where the statement runs
 -- REPEATABLE READ
 SET client_min_messages = debug2;

@@ -295,7 +295,7 @@ typedef JsonbParseState *SoftmigJsonbBuild;
  * - index_beginscan() takes instrumentation (NULL: none) from 18;
  * - table_tuple_update() reports which indexes need entries as a
  *   TU_UpdateIndexes from 16 (a bool before), and ExecInsertIndexTuples()
- *   then takes onlySummarizing.
+ *   takes onlySummarizing from 16.
  * PostgreSQL 19 changes table_tuple_update() and ExecInsertIndexTuples()
  * again; there softmig keeps to the kept plan (SOFTMIG_HAVE_DIRECT_WRITES
  * undefined) until 19 is released and tested.
@@ -322,6 +322,15 @@ typedef JsonbParseState *SoftmigJsonbBuild;
 	index_beginscan((heap), (index), (snap), (nkeys), 0)
 #endif
 
+/* ExecCheckIndexConstraints() takes the updated row's TID (NULL: an INSERT) from 18 */
+#if PG_VERSION_NUM >= 180000
+#define softmig_check_index_constraints(rri, slot, estate, conflict, arbiters) \
+	ExecCheckIndexConstraints((rri), (slot), (estate), (conflict), NULL, (arbiters))
+#else
+#define softmig_check_index_constraints(rri, slot, estate, conflict, arbiters) \
+	ExecCheckIndexConstraints((rri), (slot), (estate), (conflict), (arbiters))
+#endif
+
 #if PG_VERSION_NUM >= 160000
 #define softmig_exec_check_perms(stmt) \
 	ExecCheckPermissions((stmt)->rtable, (stmt)->permInfos, true)
@@ -330,12 +339,18 @@ typedef TU_UpdateIndexes SoftmigUpdateIndexes;
 #define softmig_insert_update_index_tuples(rri, slot, estate, u) \
 	ExecInsertIndexTuples((rri), (slot), (estate), true, false, NULL, NIL, \
 						  (u) == TU_Summarizing)
+#define softmig_insert_index_tuples(rri, slot, estate, nodup, conflict, arbiters) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, (nodup), (conflict), \
+						  (arbiters), false)
 #else
 #define softmig_exec_check_perms(stmt) ExecCheckRTPerms((stmt)->rtable, true)
 typedef bool SoftmigUpdateIndexes;
 #define softmig_update_needs_indexes(u) (u)
 #define softmig_insert_update_index_tuples(rri, slot, estate, u) \
 	ExecInsertIndexTuples((rri), (slot), (estate), true, false, NULL, NIL)
+#define softmig_insert_index_tuples(rri, slot, estate, nodup, conflict, arbiters) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, (nodup), (conflict), \
+						  (arbiters))
 #endif
 
 #endif							/* SOFTMIG_COMPAT_H */

@@ -70,6 +70,7 @@
 #include "utils/memutils.h"
 #include "utils/plancache.h"
 #include "utils/rel.h"
+#include "storage/lmgr.h"
 #include "utils/snapmgr.h"
 
 #include "compat.h"
@@ -90,7 +91,7 @@ typedef struct SoftmigDirect
 	CachedPlan *cplan;			/* the plan analyzed: compared, never read */
 	int			generation;		/* and its generation */
 	bool		usable;			/* false: always the statement */
-	CmdType		cmd;			/* CMD_UPDATE or CMD_DELETE */
+	CmdType		cmd;			/* CMD_UPDATE, CMD_DELETE or CMD_INSERT */
 	MemoryContext cxt;
 	Oid			relid;			/* dst */
 	Index		rti;			/* its range-table index in the plan */
@@ -105,6 +106,9 @@ typedef struct SoftmigDirect
 	int			nset;			/* columns set */
 	AttrNumber *setatt;
 	ExprState **setexpr;		/* their new values, over params */
+	List	   *arbiters;		/* INSERT: the ON CONFLICT arbiter indexes */
+	int			nvals;			/* INSERT: dst's columns, */
+	ExprState **valexpr;		/* each one's value, over params */
 	int			nown;			/* softmig statement triggers on dst */
 	int32	   *ownmig;			/* their migrations */
 } SoftmigDirect;
@@ -121,8 +125,6 @@ typedef struct SoftmigDirect
 static bool
 direct_triggers_ok(SoftmigDirect *d, Relation rel)
 {
-	bool		update = d->cmd == CMD_UPDATE;
-
 	TriggerDesc *trigdesc = rel->trigdesc;
 
 	if (trigdesc == NULL)
@@ -135,7 +137,9 @@ direct_triggers_ok(SoftmigDirect *d, Relation rel)
 		char	   *end;
 		long		id;
 
-		if (!(update ? TRIGGER_FOR_UPDATE(t->tgtype) : TRIGGER_FOR_DELETE(t->tgtype)) ||
+		if (!(d->cmd == CMD_UPDATE ? TRIGGER_FOR_UPDATE(t->tgtype) :
+			  d->cmd == CMD_DELETE ? TRIGGER_FOR_DELETE(t->tgtype) :
+			  TRIGGER_FOR_INSERT(t->tgtype)) ||
 			RI_FKey_trigger_type(t->tgfoid) != RI_TRIGGER_NONE)
 			continue;
 		if (TRIGGER_FOR_ROW(t->tgtype) || t->tgnargs < 1)
@@ -219,6 +223,65 @@ done:
 }
 
 /*
+ * direct_rel_ok
+ *		May dst be written with the single-row primitives at all: a plain
+ *		table, no partition, no row-level security, no stored generated
+ *		columns, no trigger that needs the statement (direct_triggers_ok)?
+ *		Caller is in d->cxt; dst is locked through the plan.
+ */
+static bool
+direct_rel_ok(SoftmigDirect *d, Relation rel)
+{
+	return rel->rd_rel->relkind == RELKIND_RELATION && !rel->rd_rel->relispartition &&
+		!rel->rd_rel->relrowsecurity &&
+		!(rel->rd_att->constr && rel->rd_att->constr->has_generated_stored) &&
+		direct_triggers_ok(d, rel);
+}
+
+/*
+ * direct_analyze_insert
+ *		The INSERT part of direct_analyze: a Result over no table whose
+ *		columns are dst's, in order, computed from the parameters alone;
+ *		ON CONFLICT is allowed (its arbiters are recorded: a row that
+ *		conflicts leaves the write to the statement).  Caller is in d->cxt.
+ */
+static bool
+direct_analyze_insert(SoftmigDirect *d, PlannedStmt *stmt, ModifyTable *mt)
+{
+	Result	   *res = (Result *) outerPlan(mt);
+	Relation	rel;
+	ListCell   *lc;
+	bool		ok;
+
+	if (res == NULL || !IsA(res, Result) || res->resconstantqual != NULL ||
+		outerPlan(res) != NULL || res->plan.qual != NIL || res->plan.initPlan != NIL ||
+		(mt->onConflictAction != ONCONFLICT_NONE && mt->arbiterIndexes == NIL))
+		return false;
+	d->rti = linitial_int(mt->resultRelations);
+	d->relid = rt_fetch(d->rti, stmt->rtable)->relid;
+	d->arbiters = list_copy(mt->arbiterIndexes);
+
+	rel = table_open(d->relid, NoLock);
+	d->nvals = RelationGetDescr(rel)->natts;
+	d->valexpr = palloc0(sizeof(ExprState *) * Max(d->nvals, 1));
+	ok = direct_rel_ok(d, rel) && list_length(res->plan.targetlist) == d->nvals;
+	foreach(lc, res->plan.targetlist)
+	{
+		TargetEntry *te = lfirst_node(TargetEntry, lc);
+
+		if (!ok)
+			break;
+		if (te->resjunk || te->resno != foreach_current_index(lc) + 1 ||
+			contain_var_clause((Node *) te->expr))
+			ok = false;
+		else
+			d->valexpr[te->resno - 1] = ExecInitExpr((Expr *) copyObject(te->expr), NULL);
+	}
+	table_close(rel, NoLock);
+	return ok;
+}
+
+/*
  * direct_analyze
  *		Does this generic plan have the shape the single-row primitives can
  *		run (see the file header)?  Fills d.  dst is locked by the caller's
@@ -238,17 +301,21 @@ direct_analyze(SoftmigDirect *d, CachedPlan *cplan)
 	if (list_length(cplan->stmt_list) != 1)
 		return false;
 	stmt = linitial_node(PlannedStmt, cplan->stmt_list);
-	if ((stmt->commandType != CMD_UPDATE && stmt->commandType != CMD_DELETE) ||
+	if ((stmt->commandType != CMD_UPDATE && stmt->commandType != CMD_DELETE &&
+		 stmt->commandType != CMD_INSERT) ||
 		!stmt->canSetTag || stmt->hasReturning || stmt->subplans != NIL ||
 		stmt->rowMarks != NIL || stmt->planTree == NULL || !IsA(stmt->planTree, ModifyTable))
 		return false;
 	mt = (ModifyTable *) stmt->planTree;
 	if (mt->operation != stmt->commandType || list_length(mt->resultRelations) != 1 ||
-		mt->returningLists != NIL || mt->onConflictAction != ONCONFLICT_NONE ||
-		mt->plan.initPlan != NIL ||
+		mt->returningLists != NIL || mt->plan.initPlan != NIL ||
 		list_length(mt->updateColnosLists) != (mt->operation == CMD_UPDATE ? 1 : 0))
 		return false;
 	d->cmd = mt->operation;
+	if (d->cmd == CMD_INSERT)
+		return direct_analyze_insert(d, stmt, mt);
+	if (mt->onConflictAction != ONCONFLICT_NONE)
+		return false;
 	scan = (IndexScan *) outerPlan(mt);
 	if (scan == NULL || !IsA(scan, IndexScan) || scan->scan.plan.qual != NIL ||
 		scan->indexorderby != NIL || scan->scan.plan.initPlan != NIL ||
@@ -278,10 +345,7 @@ direct_analyze(SoftmigDirect *d, CachedPlan *cplan)
 		return false;
 
 	rel = table_open(d->relid, NoLock);
-	ok = rel->rd_rel->relkind == RELKIND_RELATION && !rel->rd_rel->relispartition &&
-		!rel->rd_rel->relrowsecurity &&
-		!(rel->rd_att->constr && rel->rd_att->constr->has_generated_stored) &&
-		direct_triggers_ok(d, rel) && direct_index_ok(d, scan);
+	ok = direct_rel_ok(d, rel) && direct_index_ok(d, scan);
 	table_close(rel, NoLock);
 	return ok;
 }
@@ -346,9 +410,64 @@ direct_error_context(void *arg)
 	char	   *name = get_rel_name(d->relid);
 
 	if (name != NULL)
-		errcontext("softmig's one-row %s of table \"%s.%s\" by key",
-				   d->cmd == CMD_DELETE ? "DELETE" : "UPDATE",
-				   get_namespace_name(get_rel_namespace(d->relid)), name);
+		errcontext("softmig's one-row %s of table \"%s.%s\"%s",
+				   d->cmd == CMD_DELETE ? "DELETE" : d->cmd == CMD_INSERT ? "INSERT" : "UPDATE",
+				   get_namespace_name(get_rel_namespace(d->relid)), name,
+				   d->cmd == CMD_INSERT ? "" : " by key");
+}
+
+/*
+ * direct_insert
+ *		The INSERT of direct_run: the row from the plan's expressions, the
+ *		constraints checked, then, with ON CONFLICT, the speculative
+ *		insertion the statement makes (a pre-check of the arbiter indexes,
+ *		the row inserted under a speculative token, confirmed only if no
+ *		arbiter conflict arose meanwhile).  Returns 1, or -1 when an arbiter
+ *		index already holds the key (the row inserted speculatively, if any,
+ *		is dead again): the statement then does its ON CONFLICT action.
+ */
+static int
+direct_insert(SoftmigDirect *d, EState *estate, ResultRelInfo *rri,
+			  ExprContext *econtext, TupleTableSlot *slot)
+{
+	Relation	rel = rri->ri_RelationDesc;
+	List	   *recheck;
+
+	ExecClearTuple(slot);
+	for (int i = 0; i < d->nvals; i++)
+		slot->tts_values[i] = ExecEvalExprSwitchContext(d->valexpr[i], econtext,
+														&slot->tts_isnull[i]);
+	ExecStoreVirtualTuple(slot);
+	if (rel->rd_att->constr)
+		ExecConstraints(rri, slot, estate);
+	if (d->arbiters != NIL)
+	{
+		ItemPointerData conflict;
+		TransactionId xid = GetCurrentTransactionId();
+		uint32		token;
+		bool		spec_conflict = false;
+
+		if (!softmig_check_index_constraints(rri, slot, estate, &conflict, d->arbiters))
+			return -1;
+		token = SpeculativeInsertionLockAcquire(xid);
+		table_tuple_insert_speculative(rel, slot, estate->es_output_cid, 0, NULL, token);
+		recheck = softmig_insert_index_tuples(rri, slot, estate, true, &spec_conflict,
+											  d->arbiters);
+		table_tuple_complete_speculative(rel, slot, token, !spec_conflict);
+		SpeculativeInsertionLockRelease(xid);
+		if (spec_conflict)
+		{
+			list_free(recheck);
+			return -1;
+		}
+	}
+	else
+	{
+		table_tuple_insert(rel, slot, estate->es_output_cid, 0, NULL);
+		recheck = softmig_insert_index_tuples(rri, slot, estate, false, NULL, NIL);
+	}
+	ExecARInsertTriggers(estate, rri, slot, recheck, NULL);
+	return 1;
 }
 
 /*
@@ -371,8 +490,8 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	ResultRelInfo *rri;
 	Relation	rel;
 	Relation	idx = NULL;
-	TupleTableSlot *oldslot;
-	TupleTableSlot *newslot;
+	TupleTableSlot *oldslot = NULL;
+	TupleTableSlot *newslot = NULL;
 	ScanKeyData skey[INDEX_MAX_KEYS];
 	Datum		keyval[INDEX_MAX_KEYS];
 	IndexScanDesc scan;
@@ -408,7 +527,7 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	ExecInitResultRelation(estate, rri, d->rti);
 	rel = rri->ri_RelationDesc;
 	CheckCmdReplicaIdentity(rel, d->cmd);
-	ExecOpenIndices(rri, false);
+	ExecOpenIndices(rri, d->cmd == CMD_INSERT && d->arbiters != NIL);
 	for (int i = 0; i < rri->ri_NumIndices; i++)
 		if (RelationGetRelid(rri->ri_IndexRelationDescs[i]) == d->indexid)
 			idx = rri->ri_IndexRelationDescs[i];
@@ -416,7 +535,15 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	econtext = GetPerTupleExprContext(estate);
 	econtext->ecxt_param_list_info = params;
 
-	for (int k = 0; idx != NULL && k < d->nkeys; k++)
+	if (d->cmd == CMD_INSERT)
+	{
+		result = direct_insert(d, estate, rri, econtext,
+							   table_slot_create(rel, &estate->es_tupleTable));
+		found = false;
+	}
+	else if (idx == NULL)
+		result = -1;			/* the index went away: the statement */
+	for (int k = 0; idx != NULL && found && k < d->nkeys; k++)
 	{
 		bool		isnull;
 
@@ -427,13 +554,10 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 							   BTEqualStrategyNumber, d->keysubtype[k], d->keycoll[k],
 							   d->keyfunc[k], keyval[k]);
 	}
-	if (idx == NULL)
-		result = -1;			/* the index went away: the statement */
-
-	oldslot = table_slot_create(rel, &estate->es_tupleTable);
-	newslot = table_slot_create(rel, &estate->es_tupleTable);
 	if (idx != NULL && found)
 	{
+		oldslot = table_slot_create(rel, &estate->es_tupleTable);
+		newslot = table_slot_create(rel, &estate->es_tupleTable);
 		scan = softmig_index_beginscan(rel, idx, estate->es_snapshot, d->nkeys);
 		index_rescan(scan, skey, d->nkeys, NULL, 0);
 		found = index_getnext_slot(scan, ForwardScanDirection, oldslot);

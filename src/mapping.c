@@ -1077,9 +1077,10 @@ prepare_projection(SoftmigMigration *m, SoftmigRelPlans *p, DestInfo *d,
  *		- upsert true: p->upsert_row and p->keyjson_row, the upsert of the
  *		  row and its legacy key.  The projection needs them (target side);
  *		  so does the mirror of a group member (legacy side), whose children
- *		  may come before their parents (groups.c).  (A one-row INSERT does
- *		  not use them: with the row as parameters it cost as much as the
- *		  upsert over the transition table; see bench/RESULTS.md.)
+ *		  may come before their parents (groups.c), and a mirrored one-row
+ *		  INSERT, whose upsert_row runs without a second executor where its
+ *		  plan allows (directwrite.c; through SPI it cost as much as the
+ *		  upsert over the transition table, which runs then instead).
  *		not_taken as for p->upsert.
  */
 static void
@@ -1319,7 +1320,7 @@ softmig_get_plans(SoftmigMigration *m, Relation rel)
 		p->move_refused = MemoryContextStrdup(m->cxt, p->move_refused);
 	if (side == SIDE_TARGET)
 		prepare_projection(m, p, d, RelationGetDescr(rel));
-	else if (m->group_id != 0)
+	else
 		prepare_row_plans(m, p, d, RelationGetDescr(rel), side, not_taken, true);
 
 	softmig_leave_owner_context(save_nest, save_user, save_sec);

@@ -94,8 +94,11 @@ typedef struct SoftmigRelPlans
 	SPIPlanPtr	keyjson_old;	/* jsonb_agg of keys over old table */
 	SPIPlanPtr	newonly;		/* projection only: count/first key of
 								 * new-only rows */
-	SPIPlanPtr	upsert_row;		/* projection, group mirror: one row, params =
-								 * the row */
+	SPIPlanPtr	upsert_row;		/* projection, group mirror, a mirrored
+								 * one-row INSERT: one row, params = the row */
+	struct SoftmigDirect *insert_direct;	/* upsert_row of a mirrored
+											 * one-row INSERT run directly
+											 * (directwrite.c) */
 	SPIPlanPtr	field_project;	/* target side in mirrored: owned fields ->
 								 * legacy */
 	SPIPlanPtr	keyjson_row;	/* projection, group mirror: legacy key of one

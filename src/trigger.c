@@ -909,6 +909,34 @@ one_row_update(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 }
 
 /*
+ * one_row_insert
+ *		Try to mirror a one-row INSERT without a second executor: p->upsert_row
+ *		(the upsert with the row as parameters) run by directwrite.c, which
+ *		inserts the row unless the other table already holds its key.
+ *		Returns false, with nothing written, when the caller must run the
+ *		upsert over the transition table instead (the key is there, the plan
+ *		does not allow, a split or group member).  The caller is connected to
+ *		SPI and runs as the other table's owner.
+ */
+static bool
+one_row_insert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
+{
+	Datum	   *values;
+	char	   *nulls;
+
+	if (p->upsert_row == NULL || m->group_id != 0 || m->split_owner != 0 ||
+		m->split_attrs != NIL)
+		return false;
+	one_row_params(td, p, td->tg_newtable, &values, &nulls);
+	if (softmig_direct_write(p->upsert_row, &p->insert_direct, m->cxt, values, nulls) < 0)
+		return false;
+	ereport(DEBUG2,
+			(errmsg_internal("softmig: one-row INSERT of \"%s\" carried without a second executor",
+							 RelationGetRelationName(td->tg_relation))));
+	return true;
+}
+
+/*
  * one_row_delete
  *		Carry a one-row DELETE to the other table: delete its row by key
  *		(p->delete_row, the old row as parameters: an index probe) with the
@@ -1162,6 +1190,9 @@ mirror_statement(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 		else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update != NULL &&
 				 tuplestore_tuple_count(rows) == 1)
 			(void) one_row_update(td, m, p, NULL);
+		else if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && tuplestore_tuple_count(rows) == 1 &&
+				 one_row_insert(td, m, p))
+			;					/* carried without a second executor */
 		else
 		{
 			ret = big ? SPI_execute(p->upsert_sql, false, 0)
