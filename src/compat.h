@@ -287,48 +287,49 @@ typedef JsonbParseState *SoftmigJsonbBuild;
 #endif
 
 /*
- * The direct one-row UPDATE and DELETE of directwrite.c use the executor's single-row
+ * The direct one-row writes of directwrite.c use the executor's single-row
  * primitives, whose signatures moved between releases:
  * - ExecInitRangeTable() takes the plan's RTEPermissionInfos from 16 and
  *   the unpruned relations from 18; permissions are checked with
  *   ExecCheckPermissions() from 16 (ExecCheckRTPerms() before);
- * - index_beginscan() takes instrumentation (NULL: none) from 18;
+ * - index_beginscan() takes instrumentation (NULL: none) from 18, and scan
+ *   flags (0: none) from 19;
  * - table_tuple_update() reports which indexes need entries as a
- *   TU_UpdateIndexes from 16 (a bool before), and ExecInsertIndexTuples()
- *   takes onlySummarizing from 16.
- * PostgreSQL 19 changes table_tuple_update() and ExecInsertIndexTuples()
- * again; there softmig keeps to the kept plan (SOFTMIG_HAVE_DIRECT_WRITES
- * undefined) until 19 is released and tested.
+ *   TU_UpdateIndexes from 16 (a bool before); ExecInsertIndexTuples() takes
+ *   onlySummarizing from 16, and from 19 its booleans as flags (EIIT_*),
+ *   with the slot and the conflict output in other places;
+ * - table_tuple_update() and table_tuple_delete() take option flags (0:
+ *   none) from 19, which replace table_tuple_delete()'s changingPart;
+ * - ExecCheckIndexConstraints() takes the updated row's TID (NULL: an
+ *   INSERT) from 18.
  */
-#if PG_VERSION_NUM < 190000
-#define SOFTMIG_HAVE_DIRECT_WRITES 1
-#endif
-
 #if PG_VERSION_NUM >= 180000
 #define softmig_exec_init_range_table(estate, stmt) \
 	ExecInitRangeTable((estate), (stmt)->rtable, (stmt)->permInfos, \
 					   bms_add_range(NULL, 1, list_length((stmt)->rtable)))
-#define softmig_index_beginscan(heap, index, snap, nkeys) \
-	index_beginscan((heap), (index), (snap), NULL, (nkeys), 0)
+#define softmig_check_index_constraints(rri, slot, estate, conflict, arbiters) \
+	ExecCheckIndexConstraints((rri), (slot), (estate), (conflict), NULL, (arbiters))
 #elif PG_VERSION_NUM >= 160000
 #define softmig_exec_init_range_table(estate, stmt) \
 	ExecInitRangeTable((estate), (stmt)->rtable, (stmt)->permInfos)
-#define softmig_index_beginscan(heap, index, snap, nkeys) \
-	index_beginscan((heap), (index), (snap), (nkeys), 0)
 #else
 #define softmig_exec_init_range_table(estate, stmt) \
 	ExecInitRangeTable((estate), (stmt)->rtable)
-#define softmig_index_beginscan(heap, index, snap, nkeys) \
-	index_beginscan((heap), (index), (snap), (nkeys), 0)
 #endif
-
-/* ExecCheckIndexConstraints() takes the updated row's TID (NULL: an INSERT) from 18 */
-#if PG_VERSION_NUM >= 180000
-#define softmig_check_index_constraints(rri, slot, estate, conflict, arbiters) \
-	ExecCheckIndexConstraints((rri), (slot), (estate), (conflict), NULL, (arbiters))
-#else
+#if PG_VERSION_NUM < 180000
 #define softmig_check_index_constraints(rri, slot, estate, conflict, arbiters) \
 	ExecCheckIndexConstraints((rri), (slot), (estate), (conflict), (arbiters))
+#endif
+
+#if PG_VERSION_NUM >= 190000
+#define softmig_index_beginscan(heap, index, snap, nkeys) \
+	index_beginscan((heap), (index), (snap), NULL, (nkeys), 0, 0)
+#elif PG_VERSION_NUM >= 180000
+#define softmig_index_beginscan(heap, index, snap, nkeys) \
+	index_beginscan((heap), (index), (snap), NULL, (nkeys), 0)
+#else
+#define softmig_index_beginscan(heap, index, snap, nkeys) \
+	index_beginscan((heap), (index), (snap), (nkeys), 0)
 #endif
 
 #if PG_VERSION_NUM >= 160000
@@ -336,6 +337,32 @@ typedef JsonbParseState *SoftmigJsonbBuild;
 	ExecCheckPermissions((stmt)->rtable, (stmt)->permInfos, true)
 typedef TU_UpdateIndexes SoftmigUpdateIndexes;
 #define softmig_update_needs_indexes(u) ((u) != TU_None)
+#else
+#define softmig_exec_check_perms(stmt) ExecCheckRTPerms((stmt)->rtable, true)
+typedef bool SoftmigUpdateIndexes;
+#define softmig_update_needs_indexes(u) (u)
+#endif
+
+#if PG_VERSION_NUM >= 190000
+#define softmig_table_tuple_update(rel, tid, slot, cid, snap, tmfd, lockmode, u) \
+	table_tuple_update((rel), (tid), (slot), (cid), 0, (snap), InvalidSnapshot, true, \
+					   (tmfd), (lockmode), (u))
+#define softmig_table_tuple_delete(rel, tid, cid, snap, tmfd) \
+	table_tuple_delete((rel), (tid), (cid), 0, (snap), InvalidSnapshot, true, (tmfd))
+#define softmig_insert_update_index_tuples(rri, slot, estate, u) \
+	ExecInsertIndexTuples((rri), (estate), \
+						  EIIT_IS_UPDATE | ((u) == TU_Summarizing ? EIIT_ONLY_SUMMARIZING : 0), \
+						  (slot), NIL, NULL)
+#define softmig_insert_index_tuples(rri, slot, estate, nodup, conflict, arbiters) \
+	ExecInsertIndexTuples((rri), (estate), (nodup) ? EIIT_NO_DUPE_ERROR : 0, (slot), \
+						  (arbiters), (conflict))
+#else
+#define softmig_table_tuple_update(rel, tid, slot, cid, snap, tmfd, lockmode, u) \
+	table_tuple_update((rel), (tid), (slot), (cid), (snap), InvalidSnapshot, true, \
+					   (tmfd), (lockmode), (u))
+#define softmig_table_tuple_delete(rel, tid, cid, snap, tmfd) \
+	table_tuple_delete((rel), (tid), (cid), (snap), InvalidSnapshot, true, (tmfd), false)
+#if PG_VERSION_NUM >= 160000
 #define softmig_insert_update_index_tuples(rri, slot, estate, u) \
 	ExecInsertIndexTuples((rri), (slot), (estate), true, false, NULL, NIL, \
 						  (u) == TU_Summarizing)
@@ -343,14 +370,12 @@ typedef TU_UpdateIndexes SoftmigUpdateIndexes;
 	ExecInsertIndexTuples((rri), (slot), (estate), false, (nodup), (conflict), \
 						  (arbiters), false)
 #else
-#define softmig_exec_check_perms(stmt) ExecCheckRTPerms((stmt)->rtable, true)
-typedef bool SoftmigUpdateIndexes;
-#define softmig_update_needs_indexes(u) (u)
 #define softmig_insert_update_index_tuples(rri, slot, estate, u) \
 	ExecInsertIndexTuples((rri), (slot), (estate), true, false, NULL, NIL)
 #define softmig_insert_index_tuples(rri, slot, estate, nodup, conflict, arbiters) \
 	ExecInsertIndexTuples((rri), (slot), (estate), false, (nodup), (conflict), \
 						  (arbiters))
+#endif
 #endif
 
 #endif							/* SOFTMIG_COMPAT_H */

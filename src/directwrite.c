@@ -79,7 +79,6 @@
 /* softmig.direct_writes */
 static bool direct_writes = true;
 
-#ifdef SOFTMIG_HAVE_DIRECT_WRITES
 
 /*
  * What one generation of a kept UPDATE's or DELETE's generic plan does, in the terms
@@ -572,8 +571,8 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 
 		if (d->cmd == CMD_DELETE)
 		{
-			res = table_tuple_delete(rel, &tid, estate->es_output_cid, estate->es_snapshot,
-									 InvalidSnapshot, true, &tmfd, false);
+			res = softmig_table_tuple_delete(rel, &tid, estate->es_output_cid,
+											 estate->es_snapshot, &tmfd);
 			if (res == TM_Ok)
 			{
 				ExecARDeleteTriggers(estate, rri, &tid, NULL, NULL, false);
@@ -599,9 +598,8 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 			if (rel->rd_att->constr)
 				ExecConstraints(rri, newslot, estate);
 
-			res = table_tuple_update(rel, &tid, newslot, estate->es_output_cid,
-									 estate->es_snapshot, InvalidSnapshot, true,
-									 &tmfd, &lockmode, &upd);
+			res = softmig_table_tuple_update(rel, &tid, newslot, estate->es_output_cid,
+											 estate->es_snapshot, &tmfd, &lockmode, &upd);
 			if (res == TM_Ok)
 			{
 				List	   *recheck = NIL;
@@ -650,7 +648,6 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	FreeExecutorState(estate);
 	return result;
 }
-#endif							/* SOFTMIG_HAVE_DIRECT_WRITES */
 
 /*
  * softmig_direct_write
@@ -669,7 +666,6 @@ int
 softmig_direct_write(SPIPlanPtr plan, struct SoftmigDirect **cache, MemoryContext parent,
 					  Datum *values, const char *nulls)
 {
-#ifdef SOFTMIG_HAVE_DIRECT_WRITES
 	List	   *sources;
 	CachedPlan *cplan;
 	SoftmigDirect *d = *cache;
@@ -696,9 +692,6 @@ softmig_direct_write(SPIPlanPtr plan, struct SoftmigDirect **cache, MemoryContex
 	}
 	ReleaseCachedPlan(cplan, CurrentResourceOwner);
 	return result;
-#else
-	return -1;
-#endif
 }
 
 /*
