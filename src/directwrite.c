@@ -1,15 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * directwrite.c
- *	  A one-row UPDATE or DELETE of the other table without a second
- *	  executor.
+ *	  A one-row UPDATE, DELETE or INSERT of the other table without a
+ *	  second executor.
  *
  *	  The write path carries a one-row UPDATE or DELETE to the other table
  *	  with a kept statement (mapping.c: p->update, "UPDATE dst SET c =
- *	  <mapping> ... WHERE <key> = <mapped key>", and p->delete_row), the
- *	  written row as parameters.  Its generic plan is an index probe of
- *	  dst's unique key, with an UPDATE's new values computed from the
- *	  parameters alone.  Starting an executor for that one row (range table,
+ *	  <mapping> ... WHERE <key> = <mapped key>", and p->delete_row), and a
+ *	  mirrored one-row INSERT with a kept upsert (p->upsert_row), the
+ *	  written row as parameters.  The generic plan of an UPDATE or DELETE
+ *	  is an index probe of dst's unique key, with an UPDATE's new values
+ *	  computed from the parameters alone; that of the INSERT one row
+ *	  computed from them (ON CONFLICT: a key already there leaves the
+ *	  write to the statement, see direct_insert).  Starting an executor for that one row (range table,
  *	  result relation, index scan node, projections) and ending it again
  *	  costs about half of what the write itself costs, so when the plan has
  *	  exactly that shape, and nothing on dst needs a statement around the
@@ -651,7 +654,7 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 
 /*
  * softmig_direct_write
- *		Carry out the kept one-row UPDATE or DELETE plan (one statement,
+ *		Carry out the kept one-row UPDATE, DELETE or INSERT plan (one statement,
  *		parameters values/nulls in SPI's convention) without a second
  *		executor if its generic plan allows (see the file header).  *cache
  *		holds the analysis of the plan's current generation; it and its
@@ -702,7 +705,7 @@ void
 softmig_directwrite_init(void)
 {
 	DefineCustomBoolVariable("softmig.direct_writes",
-							 "Carries a one-row UPDATE or DELETE to the other table with the executor's single-row primitives where its plan allows.",
+							 "Carries a one-row UPDATE, DELETE or mirrored INSERT to the other table with the executor's single-row primitives where its plan allows.",
 							 "Off: every such write runs the kept statement (the same result, with a second executor).",
 							 &direct_writes,
 							 true,

@@ -348,7 +348,7 @@ extern void softmig_trigger_init(void);
 extern Datum softmig_write_trigger(PG_FUNCTION_ARGS);
 extern Datum softmig_guard_trigger(PG_FUNCTION_ARGS);
 
-/* directwrite.c: a one-row UPDATE or DELETE of the other table without a second executor */
+/* directwrite.c: a one-row UPDATE, DELETE or INSERT of the other table without a second executor */
 struct SoftmigDirect;
 extern int	softmig_direct_write(SPIPlanPtr plan, struct SoftmigDirect **cache,
 								 MemoryContext parent, Datum *values, const char *nulls);
