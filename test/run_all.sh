@@ -539,6 +539,21 @@ matrix() {
     matrix_summary "$versions"
 }
 
+# failure_detail LOG: the beginning of what a failed suite printed about
+# its failure, for the "what failed" block (a CI log may be read from its
+# end only): the first lines of each regression.diffs the log shows, and
+# the first diagnostics of each failed TAP test.  At most 80 lines.
+failure_detail() {  # log
+    awk '
+        /^==> suite [a-z_]+: .*regression\.diffs$/ { diff = 1; n = 0; print; next }
+        diff && /^==> / { diff = 0 }
+        diff { if (n++ < 40) print; next }
+        /^#   Failed test / { tap = 1; n = 0; print; next }
+        tap && /^#/ { if (n++ < 25) print; next }
+        { tap = 0 }
+    ' "$1" | head -n 80
+}
+
 # matrix_summary VERSIONS: one line per version with its suites' lines, and
 # the total over the versions that count (not the pre-release ones).
 matrix_summary() {
@@ -584,6 +599,8 @@ matrix_summary() {
         if [[ $verdict == FAIL ]]; then
             failures+="  PostgreSQL $v${counted}:${note}"$'\n'
             failures+=$(printf '%s\n' "$suites" | grep -E '^[a-z_]+ +FAIL' | sed 's/^/    /' || true)
+            failures+=$'\n'
+            failures+=$(failure_detail "$log" | sed 's/^/      | /')
             failures+=$'\n'
         fi
     done
