@@ -193,10 +193,101 @@ GRANT UPDATE ON du_t3 TO du_owner;
 UPDATE du_l3 SET v = 'b' WHERE id = 1;
 SELECT * FROM du_t3;
 
+------------------------------------------------------------------ new_write: a one-row INSERT projected
+-- The target is the authority; its one-row INSERT is projected into legacy
+-- without a second executor (in the projection's subtransaction), pair 5
+-- with the statement: same rows, same envelope.
+CREATE TABLE du_l4 (id int PRIMARY KEY, cust text NOT NULL CHECK (cust <> 'x'), cents int NOT NULL);
+CREATE TABLE du_t4 (id int PRIMARY KEY, customer text NOT NULL, amount numeric(8,2) NOT NULL);
+CREATE TABLE du_l5 (LIKE du_l4 INCLUDING ALL);
+CREATE TABLE du_t5 (LIKE du_t4 INCLUDING ALL);
+SELECT softmig.create_migration('du' || i, 'du_l' || i, 'du_t' || i,
+    forward  => '{"customer": "upper(cust)", "amount": "cents / 100.0"}',
+    backward => '{"cust": "lower(customer)", "cents": "(amount * 100)::int"}')
+  FROM generate_series(4, 5) i;
+SELECT softmig.advance('du' || i) FROM generate_series(4, 5) i;
+CALL softmig.backfill('du4');
+CALL softmig.backfill('du5');
+SELECT softmig.advance('du' || i) FROM generate_series(4, 5) i;
+CREATE FUNCTION pg_temp.ins(p_sql text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE pg_catalog.replace(p_sql, 'du_t?', 'du_t4');
+    SET LOCAL softmig.direct_writes = off;
+    EXECUTE pg_catalog.replace(p_sql, 'du_t?', 'du_t5');
+    SET LOCAL softmig.direct_writes = on;
+END $$;
+SET client_min_messages = debug2;
+INSERT INTO du_t4 VALUES (1, 'ANN', 1.50);
+SET softmig.direct_writes = off;
+INSERT INTO du_t5 VALUES (1, 'ANN', 1.50);
+RESET softmig.direct_writes;
+RESET client_min_messages;
+-- legacy holds the key already (a hand repair): the upsert updates its row
+BEGIN;
+SET LOCAL softmig.override = 'test: a row only legacy has';
+INSERT INTO du_l4 VALUES (2, 'stale', 1);
+INSERT INTO du_l5 VALUES (2, 'stale', 1);
+COMMIT;
+SET client_min_messages = debug2;
+INSERT INTO du_t4 VALUES (2, 'BEA', 2);
+RESET client_min_messages;
+SELECT pg_temp.ins('INSERT INTO du_t? VALUES (2, ''BEA'', 2) ON CONFLICT DO NOTHING');
+-- a row legacy cannot hold (its CHECK): the write stands, the row is not
+-- projected, the envelope closes naming it
+SELECT pg_temp.ins('INSERT INTO du_t? VALUES (3, ''X'', 3)');
+SELECT pg_temp.ins('INSERT INTO du_t? VALUES (4, ''DOT'', 4)');
+SELECT * FROM du_l4 ORDER BY id;
+SELECT 'legacy rows differing', count(*) FROM (
+    (SELECT * FROM du_l4 EXCEPT SELECT * FROM du_l5)
+    UNION ALL (SELECT * FROM du_l5 EXCEPT SELECT * FROM du_l4)) d;
+SELECT i, e->'open' AS open, e->'first_key' AS first_key, e->'new_only_count' AS n
+  FROM generate_series(4, 5) i, softmig.envelope('du' || i) e;
+-- on_new_only = reject, the envelope open: the projection's error is the
+-- statement's, without a subtransaction, as with the statement
+CREATE TABLE du_l6 (LIKE du_l4 INCLUDING ALL);
+CREATE TABLE du_t6 (LIKE du_t4 INCLUDING ALL);
+SELECT softmig.create_migration('du6', 'du_l6', 'du_t6',
+    forward  => '{"customer": "upper(cust)", "amount": "cents / 100.0"}',
+    backward => '{"cust": "lower(customer)", "cents": "(amount * 100)::int"}',
+    options => '{"on_new_only": "reject"}');
+SELECT softmig.advance('du6');
+CALL softmig.backfill('du6');
+SELECT softmig.advance('du6');
+SET client_min_messages = debug2;
+INSERT INTO du_t6 VALUES (1, 'ANN', 1.50);
+RESET client_min_messages;
+INSERT INTO du_t6 VALUES (3, 'X', 3);
+SET softmig.direct_writes = off;
+INSERT INTO du_t6 VALUES (3, 'X', 3);
+RESET softmig.direct_writes;
+SELECT * FROM du_l6;
+SELECT * FROM du_t6;
+SELECT softmig.envelope('du6')->'open' AS open;
+-- a row without a target key (the key may be NULL: the target's own
+-- entity): nothing to project, nothing tried (the plan's condition), and a
+-- row with one is projected
+CREATE TABLE du_l7 (id int PRIMARY KEY, v text);
+CREATE TABLE du_t7 (tid int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, legacy_id int UNIQUE, v text);
+SELECT softmig.create_migration('du7', 'du_l7', 'du_t7', forward => '{"legacy_id": "id"}',
+    backward => '{"id": "legacy_id"}', options => '{"target_key": ["legacy_id"]}');
+SELECT softmig.advance('du7');
+CALL softmig.backfill('du7');
+SELECT softmig.advance('du7');
+SET client_min_messages = debug2;
+INSERT INTO du_t7 (v) VALUES ('native');
+INSERT INTO du_t7 (legacy_id, v) VALUES (5, 'five');
+RESET client_min_messages;
+SELECT * FROM du_l7;
+SELECT softmig.envelope('du7')->'new_only_count' AS new_only_count;
+
 -- clean up
 SELECT softmig.rollback('du' || i) FROM generate_series(1, 3) i;
-SELECT softmig.drop_migration('du' || i) FROM generate_series(1, 3) i;
-DROP TABLE du_l1, du_t1, du_l2, du_t2, du_l3, du_t3, du_p, du_audit;
+SELECT softmig.advance('du' || i, 'new_read', force => true, reason => 'test clean-up'),
+       softmig.advance('du' || i, 'cutover', force => true, reason => 'test clean-up')
+  FROM generate_series(4, 7) i;
+SELECT softmig.drop_migration('du' || i) FROM generate_series(1, 7) i;
+DROP TABLE du_l1, du_t1, du_l2, du_t2, du_l3, du_t3, du_l4, du_t4, du_l5, du_t5, du_l6, du_t6,
+    du_l7, du_t7, du_p, du_audit;
 DROP FUNCTION du_fmt(text);
 DROP FUNCTION du_audit_row();
 DROP ROLE du_owner;

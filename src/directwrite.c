@@ -7,13 +7,14 @@
  *	  The write path carries a one-row UPDATE or DELETE to the other table
  *	  with a kept statement (mapping.c: p->update, "UPDATE dst SET c =
  *	  <mapping> ... WHERE <key> = <mapped key>", and p->delete_row), and a
- *	  mirrored one-row INSERT with a kept upsert (p->upsert_row), the
- *	  written row as parameters.  The generic plan of an UPDATE or DELETE
- *	  is an index probe of dst's unique key, with an UPDATE's new values
- *	  computed from the parameters alone; that of the INSERT one row
- *	  computed from them (ON CONFLICT: a key already there leaves the
- *	  write to the statement, see direct_insert).  Starting an executor for that one row (range table,
- *	  result relation, index scan node, projections) and ending it again
+ *	  one-row INSERT, mirrored or projected, with a kept upsert
+ *	  (p->upsert_row), the written row as parameters.  The generic plan of
+ *	  an UPDATE or DELETE is an index probe of dst's unique key, with an
+ *	  UPDATE's new values computed from the parameters alone; that of the
+ *	  INSERT one row computed from them, perhaps under a condition on them
+ *	  (ON CONFLICT: a key already there leaves the write to the statement,
+ *	  see direct_insert).  Starting an executor for that one row (range
+ *	  table, result relation, index scan node, projections) and ending it again
  *	  costs about half of what the write itself costs, so when the plan has
  *	  exactly that shape, and nothing on dst needs a statement around the
  *	  row, this file runs the plan's own expressions with the executor's
@@ -109,6 +110,8 @@ typedef struct SoftmigDirect
 	AttrNumber *setatt;
 	ExprState **setexpr;		/* their new values, over params */
 	List	   *arbiters;		/* INSERT: the ON CONFLICT arbiter indexes */
+	ExprState  *gate;			/* INSERT: the row's condition over params
+								 * (a Result's constant qual), or NULL */
 	int			nvals;			/* INSERT: dst's columns, */
 	ExprState **valexpr;		/* each one's value, over params */
 	int			nown;			/* softmig statement triggers on dst */
@@ -243,8 +246,9 @@ direct_rel_ok(SoftmigDirect *d, Relation rel)
 /*
  * direct_analyze_insert
  *		The INSERT part of direct_analyze: a Result over no table whose
- *		columns are dst's, in order, computed from the parameters alone;
- *		ON CONFLICT is allowed (its arbiters are recorded: a row that
+ *		columns are dst's, in order, computed from the parameters alone,
+ *		perhaps with a condition over the parameters alone (the projection
+ *		to legacy carries only a row with a target key); ON CONFLICT is allowed (its arbiters are recorded: a row that
  *		conflicts leaves the write to the statement).  Caller is in d->cxt.
  */
 static bool
@@ -255,13 +259,17 @@ direct_analyze_insert(SoftmigDirect *d, PlannedStmt *stmt, ModifyTable *mt)
 	ListCell   *lc;
 	bool		ok;
 
-	if (res == NULL || !IsA(res, Result) || res->resconstantqual != NULL ||
-		outerPlan(res) != NULL || res->plan.qual != NIL || res->plan.initPlan != NIL ||
+	if (res == NULL || !IsA(res, Result) || outerPlan(res) != NULL ||
+		res->plan.qual != NIL || res->plan.initPlan != NIL ||
+		contain_var_clause(res->resconstantqual) ||
 		(mt->onConflictAction != ONCONFLICT_NONE && mt->arbiterIndexes == NIL))
 		return false;
 	d->rti = linitial_int(mt->resultRelations);
 	d->relid = rt_fetch(d->rti, stmt->rtable)->relid;
 	d->arbiters = list_copy(mt->arbiterIndexes);
+	/* a gating qual: over parameters only (a NULL key of a projection) */
+	if (res->resconstantqual != NULL)
+		d->gate = ExecInitQual((List *) copyObject(res->resconstantqual), NULL);
 
 	rel = table_open(d->relid, NoLock);
 	d->nvals = RelationGetDescr(rel)->natts;
@@ -427,6 +435,7 @@ direct_error_context(void *arg)
  *		arbiter conflict arose meanwhile).  Returns 1, or -1 when an arbiter
  *		index already holds the key (the row inserted speculatively, if any,
  *		is dead again): the statement then does its ON CONFLICT action.
+ *		Returns 0 when the plan's condition is false for these parameters.
  */
 static int
 direct_insert(SoftmigDirect *d, EState *estate, ResultRelInfo *rri,
@@ -435,6 +444,8 @@ direct_insert(SoftmigDirect *d, EState *estate, ResultRelInfo *rri,
 	Relation	rel = rri->ri_RelationDesc;
 	List	   *recheck;
 
+	if (d->gate != NULL && !ExecQual(d->gate, econtext))
+		return 0;				/* the condition is false: no row */
 	ExecClearTuple(slot);
 	for (int i = 0; i < d->nvals; i++)
 		slot->tts_values[i] = ExecEvalExprSwitchContext(d->valexpr[i], econtext,
@@ -705,7 +716,7 @@ void
 softmig_directwrite_init(void)
 {
 	DefineCustomBoolVariable("softmig.direct_writes",
-							 "Carries a one-row UPDATE, DELETE or mirrored INSERT to the other table with the executor's single-row primitives where its plan allows.",
+							 "Carries a one-row UPDATE, DELETE or INSERT to the other table with the executor's single-row primitives where its plan allows.",
 							 "Off: every such write runs the kept statement (the same result, with a second executor).",
 							 &direct_writes,
 							 true,

@@ -910,9 +910,10 @@ one_row_update(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p,
 
 /*
  * one_row_insert
- *		Try to mirror a one-row INSERT without a second executor: p->upsert_row
- *		(the upsert with the row as parameters) run by directwrite.c, which
- *		inserts the row unless the other table already holds its key.
+ *		Try to mirror or project a one-row INSERT without a second executor:
+ *		p->upsert_row (the upsert with the row as parameters) run by
+ *		directwrite.c, which inserts the row unless the other table already
+ *		holds its key (a projection: nor when the row has no target key).
  *		Returns false, with nothing written, when the caller must run the
  *		upsert over the transition table instead (the key is there, the plan
  *		does not allow, a split or group member).  The caller is connected to
@@ -969,6 +970,32 @@ one_row_delete(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p, bool fe
 }
 
 /*
+ * One projected one-row INSERT (one_row_project_run).
+ */
+typedef struct OneRowProject
+{
+	TriggerData *td;
+	SoftmigMigration *m;
+	SoftmigRelPlans *p;
+} OneRowProject;
+
+/*
+ * one_row_project_run
+ *		Project a one-row INSERT into legacy: without a second executor
+ *		where the plan allows (one_row_insert), else the upsert over the
+ *		transition table.  Raised errors are the statement's.
+ */
+static void
+one_row_project_run(void *arg)
+{
+	OneRowProject *r = (OneRowProject *) arg;
+
+	if (!one_row_insert(r->td, r->m, r->p))
+		softmig_spi_expect(SPI_execute_plan(r->p->upsert, NULL, NULL, false, 0),
+						   r->p->upsert_rc, "run one of its statements");
+}
+
+/*
  * project_upsert
  *		Project the statement's rows into legacy, set-based.  If that fails
  *		because legacy cannot represent some row, retry row by row in
@@ -976,7 +1003,9 @@ one_row_delete(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p, bool fe
  *		envelope closes), the others are projected.  In reject mode with the
  *		envelope open the upsert runs without a subtransaction and its error
  *		is the statement's.  A one-row UPDATE updates legacy's row in place
- *		first (one_row_update), in the same subtransaction discipline.
+ *		first (one_row_update), a one-row INSERT is inserted without a
+ *		second executor where it can be (one_row_project_run), both in the
+ *		same subtransaction discipline.
  */
 static void
 project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
@@ -987,6 +1016,9 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	Jsonb	   *first_key;
 	bool		one_row = (TRIGGER_FIRED_BY_UPDATE(td->tg_event) && p->update != NULL &&
 						   tuplestore_tuple_count(td->tg_newtable) == 1);
+	bool		one_ins = (TRIGGER_FIRED_BY_INSERT(td->tg_event) &&
+						   tuplestore_tuple_count(td->tg_newtable) == 1);
+	OneRowProject r = {td, m, p};
 
 	/*
 	 * Rejecting new-only state: any error of the upsert is the statement's
@@ -997,6 +1029,8 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 	{
 		if (one_row)
 			(void) one_row_update(td, m, p, NULL);
+		else if (one_ins)
+			one_row_project_run(&r);
 		else
 			softmig_spi_expect(SPI_execute_plan(p->upsert, NULL, NULL, false, 0),
 							   p->upsert_rc, "run one of its statements");
@@ -1005,6 +1039,8 @@ project_upsert(TriggerData *td, SoftmigMigration *m, SoftmigRelPlans *p)
 
 	if (one_row)
 		edata = one_row_update(td, m, p, softmig_unrepresentable);
+	else if (one_ins)
+		edata = softmig_subxact_try(one_row_project_run, &r, softmig_unrepresentable);
 	else
 		edata = softmig_spi_try(p->upsert, NULL, NULL, NULL, false, p->upsert_rc,
 								softmig_unrepresentable);
