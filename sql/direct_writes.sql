@@ -20,11 +20,13 @@ SELECT softmig.advance('du' || i) FROM generate_series(1, 2) i;
 INSERT INTO du_l1 SELECT g, 'c' || g, g * 100, 'n' || g FROM generate_series(1, 6) g;
 INSERT INTO du_l2 SELECT * FROM du_l1;
 
-CREATE FUNCTION pg_temp.upd(p_sql text) RETURNS void LANGUAGE plpgsql AS $$
+-- p_sql on pair p_a, then with direct_writes off on pair p_b ('?' names the pair)
+CREATE FUNCTION pg_temp.upd(p_sql text, p_a text DEFAULT '1', p_b text DEFAULT '2')
+RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    EXECUTE pg_catalog.replace(p_sql, 'du_l?', 'du_l1');
+    EXECUTE pg_catalog.replace(p_sql, '?', p_a);
     SET LOCAL softmig.direct_writes = off;
-    EXECUTE pg_catalog.replace(p_sql, 'du_l?', 'du_l2');
+    EXECUTE pg_catalog.replace(p_sql, '?', p_b);
     SET LOCAL softmig.direct_writes = on;
 END $$;
 -- a row both targets lose (a hand repair under override)
@@ -209,13 +211,6 @@ SELECT softmig.advance('du' || i) FROM generate_series(4, 5) i;
 CALL softmig.backfill('du4');
 CALL softmig.backfill('du5');
 SELECT softmig.advance('du' || i) FROM generate_series(4, 5) i;
-CREATE FUNCTION pg_temp.ins(p_sql text) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE pg_catalog.replace(p_sql, 'du_t?', 'du_t4');
-    SET LOCAL softmig.direct_writes = off;
-    EXECUTE pg_catalog.replace(p_sql, 'du_t?', 'du_t5');
-    SET LOCAL softmig.direct_writes = on;
-END $$;
 SET client_min_messages = debug2;
 INSERT INTO du_t4 VALUES (1, 'ANN', 1.50);
 SET softmig.direct_writes = off;
@@ -231,11 +226,11 @@ COMMIT;
 SET client_min_messages = debug2;
 INSERT INTO du_t4 VALUES (2, 'BEA', 2);
 RESET client_min_messages;
-SELECT pg_temp.ins('INSERT INTO du_t? VALUES (2, ''BEA'', 2) ON CONFLICT DO NOTHING');
+SELECT pg_temp.upd('INSERT INTO du_t? VALUES (2, ''BEA'', 2) ON CONFLICT DO NOTHING', '4', '5');
 -- a row legacy cannot hold (its CHECK): the write stands, the row is not
 -- projected, the envelope closes naming it
-SELECT pg_temp.ins('INSERT INTO du_t? VALUES (3, ''X'', 3)');
-SELECT pg_temp.ins('INSERT INTO du_t? VALUES (4, ''DOT'', 4)');
+SELECT pg_temp.upd('INSERT INTO du_t? VALUES (3, ''X'', 3)', '4', '5');
+SELECT pg_temp.upd('INSERT INTO du_t? VALUES (4, ''DOT'', 4)', '4', '5');
 SELECT * FROM du_l4 ORDER BY id;
 SELECT 'legacy rows differing', count(*) FROM (
     (SELECT * FROM du_l4 EXCEPT SELECT * FROM du_l5)
