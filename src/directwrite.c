@@ -248,8 +248,9 @@ direct_rel_ok(SoftmigDirect *d, Relation rel)
  *		The INSERT part of direct_analyze: a Result over no table whose
  *		columns are dst's, in order, computed from the parameters alone,
  *		perhaps with a condition over the parameters alone (the projection
- *		to legacy carries only a row with a target key); ON CONFLICT is allowed (its arbiters are recorded: a row that
- *		conflicts leaves the write to the statement).  Caller is in d->cxt.
+ *		to legacy carries only a row with a target key); ON CONFLICT is
+ *		allowed (its arbiters are recorded: a row that conflicts leaves the
+ *		write to the statement).  Caller is in d->cxt.
  */
 static bool
 direct_analyze_insert(SoftmigDirect *d, PlannedStmt *stmt, ModifyTable *mt)
