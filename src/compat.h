@@ -301,12 +301,16 @@ typedef JsonbParseState *SoftmigJsonbBuild;
  * - table_tuple_update() and table_tuple_delete() take option flags (0:
  *   none) from 19, which replace table_tuple_delete()'s changingPart;
  * - ExecCheckIndexConstraints() takes the updated row's TID (NULL: an
- *   INSERT) from 18.
+ *   INSERT) from 18;
+ * - ExecGetRangeTableRelation() takes whether the relation is a result
+ *   relation from 18.
  */
 #if PG_VERSION_NUM >= 180000
 #define softmig_exec_init_range_table(estate, stmt) \
 	ExecInitRangeTable((estate), (stmt)->rtable, (stmt)->permInfos, \
 					   bms_add_range(NULL, 1, list_length((stmt)->rtable)))
+#define softmig_exec_result_relation(estate, rti) \
+	ExecGetRangeTableRelation((estate), (rti), true)
 #define softmig_check_index_constraints(rri, slot, estate, conflict, arbiters) \
 	ExecCheckIndexConstraints((rri), (slot), (estate), (conflict), NULL, (arbiters))
 #elif PG_VERSION_NUM >= 160000
@@ -319,6 +323,8 @@ typedef JsonbParseState *SoftmigJsonbBuild;
 #if PG_VERSION_NUM < 180000
 #define softmig_check_index_constraints(rri, slot, estate, conflict, arbiters) \
 	ExecCheckIndexConstraints((rri), (slot), (estate), (conflict), (arbiters))
+#define softmig_exec_result_relation(estate, rti) \
+	ExecGetRangeTableRelation((estate), (rti))
 #endif
 
 #if PG_VERSION_NUM >= 190000
