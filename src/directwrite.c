@@ -54,6 +54,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/relation.h"
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -530,8 +531,9 @@ direct_insert(SoftmigDirect *d, EState *estate, ResultRelInfo *rri,
  *		Carry out one execution of the analyzed plan with the parameters
  *		values/nulls (SPI convention, types of src).  Returns the rows
  *		written (0 or 1), or -1 when the statement must run instead (nothing
- *		was written).  Locks: dst and its indexes RowExclusiveLock (held
- *		already through the plan), the row as the statement would.  Errors
+ *		was written).  Locks: dst RowExclusiveLock (held already through
+ *		the plan), its indexes RowExclusiveLock (a DELETE: only the one it
+ *		probes, as the statement), the row as the statement would.  Errors
  *		are those the statement raises (privileges, constraints).
  */
 static int
@@ -581,10 +583,26 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	rri = direct_result_rel(d, estate);
 	rel = rri->ri_RelationDesc;
 	CheckCmdReplicaIdentity(rel, d->cmd);
-	ExecOpenIndices(rri, d->cmd == CMD_INSERT && d->arbiters != NIL);
-	for (int i = 0; i < rri->ri_NumIndices; i++)
-		if (RelationGetRelid(rri->ri_IndexRelationDescs[i]) == d->indexid)
-			idx = rri->ri_IndexRelationDescs[i];
+	if (d->cmd == CMD_DELETE)
+	{
+		/*
+		 * A DELETE adds no index entries: as the statement, it opens only
+		 * the index it probes, with the statement's lock on it.
+		 */
+		idx = try_relation_open(d->indexid, RowExclusiveLock);
+		if (idx != NULL && idx->rd_rel->relkind != RELKIND_INDEX)
+		{
+			relation_close(idx, NoLock);
+			idx = NULL;
+		}
+	}
+	else
+	{
+		ExecOpenIndices(rri, d->cmd == CMD_INSERT && d->arbiters != NIL);
+		for (int i = 0; i < rri->ri_NumIndices; i++)
+			if (RelationGetRelid(rri->ri_IndexRelationDescs[i]) == d->indexid)
+				idx = rri->ri_IndexRelationDescs[i];
+	}
 	AfterTriggerBeginQuery();
 	econtext = GetPerTupleExprContext(estate);
 	econtext->ecxt_param_list_info = params;
@@ -697,6 +715,8 @@ direct_run(SoftmigDirect *d, CachedPlan *cplan, CachedPlanSource *src,
 	error_context_stack = errcb.previous;
 	PopActiveSnapshot();
 	ExecResetTupleTable(estate->es_tupleTable, false);
+	if (d->cmd == CMD_DELETE && idx != NULL)
+		index_close(idx, NoLock);
 	ExecCloseResultRelations(estate);
 	ExecCloseRangeTableRelations(estate);
 	MemoryContextSwitchTo(oldcxt);
