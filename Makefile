@@ -93,6 +93,11 @@ $(OBJS): $(wildcard $(srcdir)/src/*.h)
 softmig--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $(SQL_PARTS) > $@
 
+# virtual generated columns exist from PostgreSQL 18 on
+ifeq ($(shell test $(VERSION_NUM) -ge 180000 2>/dev/null && echo yes),yes)
+REGRESS += direct_writes_virtual
+endif
+
 ifeq ($(shell test $(VERSION_NUM) -lt 150000 2>/dev/null && echo old),old)
 $(error softmig needs PostgreSQL 15 or later; $(PG_CONFIG) reports $(VERSION))
 endif
